@@ -1,0 +1,238 @@
+//! `vmcast.toml`: parsed strictly into [`RawConfig`], then validated into
+//! [`Config`], with every path resolved against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use crate::error::{Error, Result, toml_error};
+use crate::fsutil;
+use crate::model::{Appliance, ImageFormat, Name};
+
+/// The config file's name when none is given.
+pub const DEFAULT_CONFIG: &str = "vmcast.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    title: String,
+    description: String,
+    base_url: Spanned<String>,
+    download_base_url: Option<Spanned<String>>,
+    language: Option<String>,
+    releases_dir: Option<PathBuf>,
+    images_dir: Option<PathBuf>,
+    output_dir: Option<PathBuf>,
+    templates_dir: Option<PathBuf>,
+    secret_key: Option<PathBuf>,
+    image_mode: Option<ImageMode>,
+    appliance: Option<Spanned<String>>,
+    format_preference: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    appliances: BTreeMap<Spanned<String>, RawAppliance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppliance {
+    title: Option<String>,
+    description: Option<String>,
+}
+
+/// How images reach the output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageMode {
+    /// Copied into `images/`, hashed in the same read.
+    Copy,
+    /// Hard-linked into `images/` (copied when on another file system).
+    Link,
+    /// Not placed in the output; served from `download_base_url`.
+    None,
+}
+
+/// Command-line settings that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub output_dir: Option<PathBuf>,
+    pub secret_key: Option<PathBuf>,
+}
+
+/// A validated site configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file itself.
+    pub path: PathBuf,
+    pub title: String,
+    pub description: String,
+    pub language: Option<String>,
+    /// Where the output directory is served; ends with `/`.
+    pub base_url: Url,
+    /// Where images are served; ends with `/`.
+    pub download_base_url: Url,
+    pub releases_dir: PathBuf,
+    pub images_dir: Option<PathBuf>,
+    pub output_dir: PathBuf,
+    pub templates_dir: PathBuf,
+    pub secret_key: Option<PathBuf>,
+    pub image_mode: ImageMode,
+    pub default_appliance: Option<Name>,
+    pub format_preference: Vec<ImageFormat>,
+    pub appliances: BTreeMap<Name, Appliance>,
+}
+
+impl Config {
+    /// The metadata of an appliance, defaulting its title to its name.
+    pub fn appliance(&self, name: &Name) -> Appliance {
+        self.appliances.get(name).cloned().unwrap_or(Appliance {
+            name: name.clone(),
+            title: name.to_string(),
+            description: None,
+        })
+    }
+
+    /// The absolute URL of a file in the output directory.
+    pub fn site_url(&self, path: &str) -> Url {
+        join_url(&self.base_url, path)
+    }
+}
+
+/// Joins a `/`-separated relative path to a base URL ending in `/`,
+/// percent-encoding each segment.
+pub fn join_url(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    {
+        let mut segments = url
+            .path_segments_mut()
+            .expect("validated base URLs are hierarchical");
+        segments.pop_if_empty();
+        segments.extend(path.split('/'));
+    }
+    url
+}
+
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
+    let text = fsutil::read_to_string(path)?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
+    let at = |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
+
+    let base_url = parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
+    let download_base_url = match &raw.download_base_url {
+        Some(s) => parse_base_url(s.get_ref()).map_err(|m| at(s.span(), m))?,
+        None => join_url(&base_url, "images/"),
+    };
+    let image_mode = raw.image_mode.unwrap_or(if raw.download_base_url.is_some() {
+        ImageMode::None
+    } else {
+        ImageMode::Copy
+    });
+
+    let default_appliance = match &raw.appliance {
+        Some(s) => Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| at(s.span(), m))?),
+        None => None,
+    };
+    let format_preference = match &raw.format_preference {
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|f| ImageFormat::parse(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| at(list.span(), m))?,
+        None => vec![
+            ImageFormat::Qcow2,
+            ImageFormat::Ova,
+            ImageFormat::Vmdk,
+            ImageFormat::Vhdx,
+            ImageFormat::Vhd,
+            ImageFormat::Raw,
+            ImageFormat::Iso,
+        ],
+    };
+    let mut appliances = BTreeMap::new();
+    for (key, value) in raw.appliances {
+        let name = Name::parse(key.get_ref(), "appliance name").map_err(|m| at(key.span(), m))?;
+        appliances.insert(
+            name.clone(),
+            Appliance {
+                title: value.title.unwrap_or_else(|| name.to_string()),
+                description: value.description,
+                name,
+            },
+        );
+    }
+
+    let root = path.parent().unwrap_or(Path::new(""));
+    let resolve = |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
+    Ok(Config {
+        path: path.to_path_buf(),
+        title: raw.title,
+        description: raw.description,
+        language: raw.language,
+        base_url,
+        download_base_url,
+        releases_dir: resolve(raw.releases_dir, "releases"),
+        images_dir: raw.images_dir.map(|p| root.join(p)),
+        output_dir: overrides
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| resolve(raw.output_dir, "public")),
+        templates_dir: resolve(raw.templates_dir, "templates"),
+        secret_key: overrides
+            .secret_key
+            .clone()
+            .or_else(|| raw.secret_key.map(|p| root.join(p))),
+        image_mode,
+        default_appliance,
+        format_preference,
+        appliances,
+    })
+}
+
+/// An absolute http(s) URL with a host and no query or fragment, made to end
+/// in `/` so that relative paths join under it.
+fn parse_base_url(s: &str) -> Result<Url, String> {
+    let mut url = Url::parse(s).map_err(|e| {
+        format!("invalid URL `{s}`: {e}; expected an absolute URL such as https://downloads.example.com/appliances/")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("URL `{s}` must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("URL `{s}` has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("URL `{s}` must not have a query or fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_gain_a_trailing_slash() {
+        let url = parse_base_url("https://example.com/a").unwrap();
+        assert_eq!(url.as_str(), "https://example.com/a/");
+        assert!(parse_base_url("example.com/a").is_err());
+        assert!(parse_base_url("ftp://example.com/").is_err());
+        assert!(parse_base_url("https://example.com/?q=1").is_err());
+    }
+
+    #[test]
+    fn joined_urls_are_percent_encoded() {
+        let base = parse_base_url("https://example.com/site/").unwrap();
+        let url = join_url(&base, "images/a b/c#d?e%f.qcow2");
+        assert_eq!(
+            url.as_str(),
+            "https://example.com/site/images/a%20b/c%23d%3Fe%25f.qcow2"
+        );
+    }
+}

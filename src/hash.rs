@@ -1,0 +1,228 @@
+//! Streaming SHA-256 of every image: one read per file gives both length and
+//! digest, in constant memory, with the files spread over all cores, largest
+//! first. When an image is copied into the output, the copy is written from
+//! the same read. Results come back in job order whatever the scheduling.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use sha2::Digest;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::model::{FileDigest, Sha256};
+
+/// Bytes read per call; large enough to keep syscalls rare, small enough to
+/// keep memory flat.
+const CHUNK: usize = 1 << 20;
+
+/// One file to hash.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub source: PathBuf,
+    /// Bytes expected, for scheduling and progress only.
+    pub size_hint: u64,
+    /// Where to write a copy of the bytes as they are read.
+    pub copy_to: Option<PathBuf>,
+}
+
+/// Receives hashing progress. The library draws nothing itself.
+pub trait Progress: Sync {
+    fn begin(&self, _files: usize, _bytes: u64) {}
+    fn advance(&self, _bytes: u64) {}
+    fn file_done(&self) {}
+    fn end(&self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Hashes every job on up to `threads` threads; returns digests in job order.
+pub fn hash_all(jobs: &[Job], threads: usize, progress: &dyn Progress) -> Result<Vec<FileDigest>> {
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|&a, &b| jobs[b].size_hint.cmp(&jobs[a].size_hint).then(a.cmp(&b)));
+    let results: Vec<Mutex<Option<Result<FileDigest>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    progress.begin(jobs.len(), jobs.iter().map(|j| j.size_hint).sum());
+
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| {
+                let mut buf = vec![0u8; CHUNK];
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let result = match hash_one(&jobs[index], &mut buf, progress, &failed) {
+                        Ok(Some(digest)) => Ok(digest),
+                        // Cancelled: another file failed, and its error is the one to report.
+                        Ok(None) => break,
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            Err(e)
+                        }
+                    };
+                    progress.file_done();
+                    *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    progress.end();
+
+    // Report the failure of the earliest job, so the message does not depend
+    // on which thread got there first.
+    let mut digests = Vec::with_capacity(jobs.len());
+    let mut first_error = None;
+    for slot in results {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(d)) => digests.push(d),
+            Some(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(digests),
+    }
+}
+
+/// Hashes one file, copying it if asked, and checks that it did not change
+/// while it was read. Returns `None` when `stop` is raised midway.
+fn hash_one(
+    job: &Job,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<Option<FileDigest>> {
+    let path = &job.source;
+    let mut file = fsutil::open(path)?;
+    let before = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
+    if !before.is_file() {
+        return Err(Error::file(path, "is not a regular file"));
+    }
+    // Only a hint: the kernel may read ahead further.
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+    let mut copy = match &job.copy_to {
+        Some(dst) => Some((fsutil::create_published(dst)?, dst)),
+        None => None,
+    };
+
+    let mut hasher = sha2::Sha256::new();
+    let mut length: u64 = 0;
+    loop {
+        let n = match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("cannot read", path, e)),
+        };
+        hasher.update(&buf[..n]);
+        if let Some((out, dst)) = &mut copy {
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
+        }
+        length += n as u64;
+        progress.advance(n as u64);
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+    }
+    if let Some((out, dst)) = &copy {
+        out.sync_all()
+            .map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
+    }
+    check_unchanged(path, &file, &before, length)?;
+    Ok(Some(FileDigest {
+        length,
+        sha256: Sha256(hasher.finalize().into()),
+    }))
+}
+
+/// A file that grew, shrank or was rewritten during the read has a digest
+/// that matches no state of the file: refuse it.
+fn check_unchanged(path: &Path, file: &File, before: &std::fs::Metadata, read: u64) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let after = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
+    let same = read == before.len()
+        && after.len() == before.len()
+        && after.mtime() == before.mtime()
+        && after.mtime_nsec() == before.mtime_nsec();
+    if same {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        format_args!(
+            "changed while it was being hashed (size {} bytes at open, {read} bytes read, {} bytes now); \
+             is another job still writing it?",
+            before.len(),
+            after.len()
+        ),
+    ))
+}
+
+/// The SHA-256 of bytes in memory.
+pub fn sha256_bytes(data: &[u8]) -> Sha256 {
+    Sha256(sha2::Sha256::digest(data).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_come_back_in_job_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jobs = Vec::new();
+        for (i, size) in [10usize, 3_000_000, 0, 1_048_576].iter().enumerate() {
+            let path = dir.path().join(format!("f{i}"));
+            std::fs::write(&path, vec![i as u8; *size]).unwrap();
+            jobs.push(Job {
+                source: path,
+                size_hint: *size as u64,
+                copy_to: None,
+            });
+        }
+        let digests = hash_all(&jobs, 3, &NoProgress).unwrap();
+        for (i, job) in jobs.iter().enumerate() {
+            let data = std::fs::read(&job.source).unwrap();
+            assert_eq!(digests[i].length, data.len() as u64);
+            assert_eq!(digests[i].sha256, sha256_bytes(&data));
+        }
+        // The well-known digest of the empty string.
+        assert_eq!(
+            digests[2].sha256.to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn copies_are_written_from_the_same_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        std::fs::write(&src, b"appliance bytes").unwrap();
+        let jobs = [Job {
+            source: src,
+            size_hint: 15,
+            copy_to: Some(dst.clone()),
+        }];
+        let d = hash_all(&jobs, 1, &NoProgress).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");
+        assert_eq!(d[0].sha256, sha256_bytes(b"appliance bytes"));
+    }
+}

@@ -1,0 +1,280 @@
+//! vmcast-gen publishes virtual appliances the way podcasts are published:
+//! an RSS 2.0 feed whose items are releases and whose enclosures are disk
+//! images, with a SHA256SUMS manifest and minisign signatures.
+//!
+//! [`build`] is the whole pipeline, one stage per module, data flowing one
+//! way: [`config`] → [`scan`] → [`hash`] → [`render`] → [`sign`] → [`write`].
+
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod hash;
+pub mod model;
+pub mod notes;
+pub mod render;
+pub mod scan;
+pub mod sign;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+pub use error::{Error, Result};
+
+use config::{Config, ImageMode, Overrides};
+use hash::{Job, Progress};
+use model::{Image, Release};
+use render::Site;
+use sign::SecretKey;
+
+/// Where the secret key comes from, in order of precedence.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// The contents of a key file, e.g. from a CI secret.
+    Text(String),
+    /// A key file.
+    File(PathBuf),
+}
+
+/// Everything `build` needs beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub config: PathBuf,
+    pub overrides: Overrides,
+    /// The key's text from the environment, used when no key file is given
+    /// on the command line.
+    pub secret_key_text: Option<String>,
+    /// The build timestamp; `None` means now.
+    pub build_time: Option<DateTime<Utc>>,
+    /// Hashing threads; `None` means one per core.
+    pub threads: Option<usize>,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub output_dir: PathBuf,
+    pub appliances: usize,
+    pub releases: usize,
+    pub images: usize,
+    pub feeds: Vec<String>,
+    pub bytes_hashed: u64,
+    pub hash_time: Duration,
+    pub key_id: String,
+    pub warnings: Vec<String>,
+}
+
+/// Reads the config and builds the whole site into its output directory.
+pub fn build(options: &BuildOptions, progress: &dyn Progress) -> Result<Report> {
+    let config = config::load(&options.config, &options.overrides)?;
+    let build_time = options.build_time.unwrap_or_else(Utc::now);
+    let key = load_key(&config, options)?;
+    check_output_dir(&config)?;
+
+    let plan = scan::scan(&config)?;
+
+    let staging = write::Staging::new(&config.output_dir)?;
+    let jobs = hash_jobs(&config, &plan, &staging)?;
+    let threads = options.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
+    let started = Instant::now();
+    let digests = hash::hash_all(&jobs, threads, progress)?;
+    let hash_time = started.elapsed();
+    let mut digests = digests.into_iter();
+    let releases: Vec<Release> = plan
+        .releases
+        .into_iter()
+        .map(|r| Release {
+            images: r
+                .images
+                .into_iter()
+                .map(|source| Image {
+                    source,
+                    digest: digests.next().expect("one digest per image"),
+                })
+                .collect(),
+            info: r.info,
+        })
+        .collect();
+
+    let site = Site {
+        config: &config,
+        releases: &releases,
+        public_key: &key.public,
+        build_time,
+    };
+    let rendered = render::render(&site)?;
+
+    let comment = |file: &str| {
+        format!(
+            "timestamp:{}\tfile:{file}\tbase_url:{}",
+            build_time.timestamp(),
+            config.base_url
+        )
+    };
+    for feed in &rendered.feeds {
+        let sig = key.sign(&feed.xml, &comment(&feed.path))?;
+        staging.write(&feed.path, &feed.xml)?;
+        staging.write(&format!("{}.minisig", feed.path), sig.to_file().as_bytes())?;
+    }
+    let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(render::MANIFEST))?;
+    staging.write(render::MANIFEST, rendered.manifest.as_bytes())?;
+    staging.write(render::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
+    staging.write(render::PUBLIC_KEY, key.public.to_file().as_bytes())?;
+    staging.write(render::page::PAGE, rendered.page.as_bytes())?;
+    // GitHub Pages would otherwise run the site through Jekyll.
+    staging.write(".nojekyll", b"")?;
+    staging.commit()?;
+
+    let mut appliances: Vec<_> = releases.iter().map(|r| &r.info.appliance).collect();
+    appliances.dedup();
+    appliances.sort();
+    appliances.dedup();
+    Ok(Report {
+        output_dir: config.output_dir.clone(),
+        appliances: appliances.len(),
+        releases: releases.len(),
+        images: jobs.len(),
+        feeds: rendered.feeds.iter().map(|f| f.path.clone()).collect(),
+        bytes_hashed: releases
+            .iter()
+            .flat_map(|r| &r.images)
+            .map(|i| i.digest.length)
+            .sum(),
+        hash_time,
+        key_id: key.public.key_id.to_string(),
+        warnings: plan.warnings,
+    })
+}
+
+/// The secret key: `--secret-key`, else `VMCAST_SECRET_KEY`, else the
+/// config's `secret_key`. A key file inside the output is refused, since the
+/// output is published.
+fn load_key(config: &Config, options: &BuildOptions) -> Result<SecretKey> {
+    let source = match (&options.overrides.secret_key, &options.secret_key_text, &config.secret_key) {
+        (Some(path), _, _) => KeySource::File(path.clone()),
+        (None, Some(text), _) => KeySource::Text(text.clone()),
+        (None, None, Some(path)) => KeySource::File(path.clone()),
+        (None, None, None) => {
+            return Err(Error::other(
+                "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \
+                 contents, or set secret_key in the config; `vmcast-gen keygen` makes one",
+            ));
+        }
+    };
+    match source {
+        KeySource::Text(text) => SecretKey::from_file(Path::new("$VMCAST_SECRET_KEY"), &text),
+        KeySource::File(path) => {
+            let text = fsutil::read_to_string(&path)
+                .map_err(|e| Error::other(format_args!("cannot load the secret key: {e}")))?;
+            let real = fsutil::canonicalize(&path)?;
+            if real.starts_with(resolve_lexically(&config.output_dir)?) {
+                return Err(Error::file(
+                    &path,
+                    format_args!(
+                        "the secret key lies inside the output directory {}, which is published; move it out",
+                        config.output_dir.display()
+                    ),
+                ));
+            }
+            SecretKey::from_file(&path, &text)
+        }
+    }
+}
+
+/// The canonical form of a path that may not exist yet: its nearest existing
+/// ancestor resolved, the rest appended.
+fn resolve_lexically(path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = fsutil::canonicalize(existing)?;
+    resolved.extend(rest.iter().rev());
+    Ok(resolved)
+}
+
+/// The output directory is replaced on every build: it must not hold any
+/// input.
+fn check_output_dir(config: &Config) -> Result<()> {
+    let out = resolve_lexically(&config.output_dir)?;
+    let config_dir = config.path.parent().unwrap_or(Path::new(""));
+    let inputs = [
+        Some(config_dir.to_path_buf()),
+        Some(config.releases_dir.clone()),
+        config.images_dir.clone(),
+        Some(config.templates_dir.clone()),
+    ];
+    for input in inputs.into_iter().flatten() {
+        let input_path = if input.as_os_str().is_empty() { PathBuf::from(".") } else { input };
+        if resolve_lexically(&input_path)?.starts_with(&out) {
+            return Err(Error::file(
+                &config.output_dir,
+                format_args!(
+                    "the output directory holds the input {}, and the output is replaced on every build; \
+                     choose another output_dir",
+                    input_path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One hashing job per image, in plan order. Copies are written by the hash
+/// stage from its one read; hard links need no copy at all.
+fn hash_jobs(config: &Config, plan: &scan::Plan, staging: &write::Staging) -> Result<Vec<Job>> {
+    plan.images()
+        .map(|image| {
+            let copy_to = match config.image_mode {
+                ImageMode::None => None,
+                ImageMode::Copy => Some(staging.prepare(image.site_path.as_str())?),
+                ImageMode::Link => {
+                    let dst = staging.prepare(image.site_path.as_str())?;
+                    if fsutil::hard_link(&image.source, &dst)? {
+                        None
+                    } else {
+                        Some(dst)
+                    }
+                }
+            };
+            Ok(Job {
+                source: image.source.clone(),
+                size_hint: image.size_hint,
+                copy_to,
+            })
+        })
+        .collect()
+}
+
+/// Writes a new unencrypted minisign key pair: the secret key with mode
+/// 0600, the public key with mode 0644. Refuses to overwrite unless `force`.
+pub fn keygen(secret_key: &Path, public_key: &Path, force: bool) -> Result<sign::PublicKey> {
+    if !force {
+        for path in [secret_key, public_key] {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(Error::file(path, "already exists; pass --force to overwrite it"));
+            }
+        }
+    }
+    let key = SecretKey::generate()?;
+    fsutil::write_new_file(secret_key, key.to_file().as_bytes(), 0o600, force)?;
+    fsutil::write_new_file(
+        public_key,
+        key.public.to_file().as_bytes(),
+        fsutil::PUBLISHED_FILE_MODE,
+        force,
+    )?;
+    Ok(key.public)
+}

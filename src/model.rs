@@ -1,0 +1,507 @@
+//! The validated values every stage shares: newtypes that cannot hold an
+//! invalid version, name, digest or path, and the release model.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use url::Url;
+
+/// Checks that `s` is a non-empty run of allowed characters that starts with
+/// an alphanumeric one, and is at most 128 bytes long.
+fn check_token(s: &str, what: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
+    let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if s.len() > 128 {
+        return Err(format!("{what} `{s}` is longer than 128 bytes"));
+    }
+    if !first_ok || !s.chars().all(allowed) {
+        return Err(format!(
+            "invalid {what} `{}`: it must start with a letter or digit and hold only {}",
+            s.escape_default(),
+            match what {
+                "version" => "letters, digits and . + _ ~ -",
+                _ => "lower-case letters, digits and . _ -",
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// A release version such as `1.4.0`, `2026.11` or `1.0.0-rc.1`.
+///
+/// Versions compare naturally: runs of digits as numbers, so `1.10` is newer
+/// than `1.9`; a pre-release suffix (`-rc.1`) sorts before the release.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(String);
+
+impl Version {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_token(s, "version", |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '_' | '~' | '-')
+        })?;
+        Ok(Version(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before build metadata (`+...`) split at the first `-` into
+    /// release and pre-release.
+    fn parts(&self) -> (&str, Option<&str>) {
+        let base = self.0.split('+').next().unwrap_or_default();
+        match base.split_once('-') {
+            Some((release, pre)) => (release, Some(pre)),
+            None => (base, None),
+        }
+    }
+}
+
+/// Compares two strings with digit runs compared as numbers.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.chars().next(), b.chars().next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let an = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
+                let bn = b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len());
+                let (da, db) = (a[..an].trim_start_matches('0'), b[..bn].trim_start_matches('0'));
+                let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[an..];
+                b = &b[bn..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(&y);
+                }
+                a = &a[x.len_utf8()..];
+                b = &b[y.len_utf8()..];
+            }
+        }
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (ra, pa) = self.parts();
+        let (rb, pb) = other.parts();
+        natural_cmp(ra, rb)
+            .then_with(|| match (pa, pb) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(x), Some(y)) => natural_cmp(x, y),
+            })
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A lower-case token naming an appliance or a channel: `webapp`, `beta`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(s: &str, what: &str) -> Result<Self, String> {
+        check_token(s, what, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+        })?;
+        Ok(Name(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A relative path with `/` separators: no `..`, no `.`, no empty or
+/// absolute parts, valid UTF-8. Safe to join under a root or a URL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPath(String);
+
+impl RelPath {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty path".into());
+        }
+        if s.starts_with('/') || s.starts_with('\\') {
+            return Err(format!("`{}` is an absolute path", s.escape_debug()));
+        }
+        for part in s.split('/') {
+            match part {
+                "" | "." => {
+                    return Err(format!(
+                        "`{}` has an empty or `.` component",
+                        s.escape_debug()
+                    ));
+                }
+                ".." => {
+                    return Err(format!(
+                        "`{}` climbs out of its directory with `..`",
+                        s.escape_debug()
+                    ));
+                }
+                _ if part.contains('\0') => return Err("path contains a NUL byte".into()),
+                _ => {}
+            }
+        }
+        Ok(RelPath(s.to_owned()))
+    }
+
+    /// Joins a single path component (a file name, a version...).
+    pub fn join(&self, part: &str) -> Result<Self, String> {
+        Self::parse(&format!("{}/{}", self.0, part))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    pub fn to_hex(&self) -> String {
+        use std::fmt::Write;
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+
+    /// The Subresource Integrity form: `sha256-<base64>`.
+    pub fn to_sri(&self) -> String {
+        use base64::Engine;
+        format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(self.0)
+        )
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A disk image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ImageFormat {
+    Qcow2,
+    Vmdk,
+    Vhd,
+    Vhdx,
+    Raw,
+    Ova,
+    Iso,
+}
+
+impl ImageFormat {
+    pub const ALL: [ImageFormat; 7] = [
+        ImageFormat::Qcow2,
+        ImageFormat::Vmdk,
+        ImageFormat::Vhd,
+        ImageFormat::Vhdx,
+        ImageFormat::Raw,
+        ImageFormat::Ova,
+        ImageFormat::Iso,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vmdk => "vmdk",
+            ImageFormat::Vhd => "vhd",
+            ImageFormat::Vhdx => "vhdx",
+            ImageFormat::Raw => "raw",
+            ImageFormat::Ova => "ova",
+            ImageFormat::Iso => "iso",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown image format `{}`; expected one of {}",
+                    s.escape_debug(),
+                    Self::ALL.map(|f| f.as_str()).join(", ")
+                )
+            })
+    }
+
+    /// The format a file extension stands for (`img` is raw, `vpc` is vhd).
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        match ext.to_ascii_lowercase().as_str() {
+            "img" => Some(ImageFormat::Raw),
+            "vpc" => Some(ImageFormat::Vhd),
+            other => Self::parse(other).ok(),
+        }
+    }
+
+    /// The media type an enclosure of this format is served as.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ImageFormat::Ova => "application/ovf",
+            ImageFormat::Iso => "application/x-iso9660-image",
+            _ => "application/octet-stream",
+        }
+    }
+}
+
+impl fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A compressed wrapper around an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Compression {
+    Xz,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Xz => "xz",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        match ext.to_ascii_lowercase().as_str() {
+            "xz" => Some(Compression::Xz),
+            "gz" => Some(Compression::Gzip),
+            "zst" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Xz => "application/x-xz",
+            Compression::Gzip => "application/gzip",
+            Compression::Zstd => "application/zstd",
+        }
+    }
+}
+
+/// Firmware an appliance boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+    Any,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::Any => "any",
+        }
+    }
+}
+
+/// What a release needs from the host that runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    pub arch: Option<String>,
+    pub min_memory_mib: Option<u64>,
+    pub min_disk_gib: Option<u64>,
+    pub min_cpus: Option<u64>,
+    pub firmware: Option<Firmware>,
+    pub hypervisors: Vec<String>,
+}
+
+impl Requirements {
+    pub fn is_empty(&self) -> bool {
+        *self == Requirements::default()
+    }
+}
+
+/// One image file of a release, as found by the scan.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    /// Where the file is read from.
+    pub source: PathBuf,
+    /// The file name, as published.
+    pub name: String,
+    pub format: ImageFormat,
+    pub compression: Option<Compression>,
+    pub arch: Option<String>,
+    pub primary: bool,
+    /// The path inside the site, also its name in SHA256SUMS:
+    /// `images/<appliance>/<version>/<name>`.
+    pub site_path: RelPath,
+    /// The absolute download URL.
+    pub url: Url,
+    /// Size seen at scan time, used to schedule the largest files first.
+    pub size_hint: u64,
+}
+
+impl ImageSource {
+    pub fn media_type(&self) -> &'static str {
+        match self.compression {
+            Some(c) => c.media_type(),
+            None => self.format.media_type(),
+        }
+    }
+}
+
+/// The length and digest of a file, from one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigest {
+    pub length: u64,
+    pub sha256: Sha256,
+}
+
+/// A published image: where it comes from and what it hashes to.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub source: ImageSource,
+    pub digest: FileDigest,
+}
+
+/// Everything known about a release but its images' digests.
+#[derive(Debug, Clone)]
+pub struct ReleaseInfo {
+    /// The release.toml it was read from.
+    pub notes_path: PathBuf,
+    pub appliance: Name,
+    pub version: Version,
+    pub title: String,
+    pub date: DateTime<Utc>,
+    pub channel: Name,
+    pub critical: bool,
+    /// The notes as sanitized HTML.
+    pub notes_html: String,
+    pub requirements: Requirements,
+}
+
+impl ReleaseInfo {
+    /// `webapp-1.4.0`: the page anchor.
+    pub fn anchor(&self) -> String {
+        format!("{}-{}", self.appliance, self.version)
+    }
+
+    /// The item's guid, stable across rebuilds and hosts.
+    pub fn guid(&self) -> String {
+        format!("vmcast:{}:{}", self.appliance, self.version)
+    }
+}
+
+/// A release with its hashed images, primary first.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub info: ReleaseInfo,
+    pub images: Vec<Image>,
+}
+
+/// Per-appliance metadata from the config.
+#[derive(Debug, Clone)]
+pub struct Appliance {
+    pub name: Name,
+    pub title: String,
+    pub description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn versions_compare_naturally() {
+        assert!(v("1.10.0") > v("1.9.3"));
+        assert!(v("1.4.0") > v("1.4.0-rc.2"));
+        assert!(v("1.4.0-rc.10") > v("1.4.0-rc.9"));
+        assert!(v("2026.11") > v("2026.2"));
+        assert!(v("1.0") < v("1.0.1"));
+        assert_eq!(v("1.0+b1").cmp(&v("1.0+b1")), Ordering::Equal);
+    }
+
+    #[test]
+    fn versions_reject_path_characters() {
+        assert!(Version::parse("1.0/2").is_err());
+        assert!(Version::parse("..").is_err());
+        assert!(Version::parse("").is_err());
+        assert!(Version::parse("-1").is_err());
+        assert!(Version::parse("1.0 beta").is_err());
+    }
+
+    #[test]
+    fn rel_paths_refuse_escapes() {
+        assert!(RelPath::parse("a/b.qcow2").is_ok());
+        assert!(RelPath::parse("../a").is_err());
+        assert!(RelPath::parse("a/../../b").is_err());
+        assert!(RelPath::parse("/etc/passwd").is_err());
+        assert!(RelPath::parse("a//b").is_err());
+        assert!(RelPath::parse("./a").is_err());
+        assert!(RelPath::parse("").is_err());
+    }
+
+    #[test]
+    fn digests_print_as_hex_and_sri() {
+        let d = Sha256([0xab; 32]);
+        assert_eq!(d.to_hex(), "ab".repeat(32));
+        assert_eq!(
+            d.to_sri(),
+            "sha256-q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="
+        );
+    }
+}

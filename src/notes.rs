@@ -1,0 +1,240 @@
+//! `release.toml`: one release's notes, parsed strictly into [`RawNotes`]
+//! and validated into [`Notes`]. Values that fail validation are reported at
+//! their own line and column.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result, toml_error};
+use crate::fsutil;
+use crate::model::{Firmware, ImageFormat, Name, Requirements, Version};
+use crate::render::markdown;
+
+/// The file name that marks a directory as a release.
+pub const NOTES_FILE: &str = "release.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotes {
+    version: Spanned<String>,
+    date: Spanned<toml::value::Datetime>,
+    notes: String,
+    title: Option<String>,
+    appliance: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    #[serde(default)]
+    critical: bool,
+    primary: Option<Spanned<String>>,
+    images: Option<Vec<Spanned<String>>>,
+    requirements: Option<RawRequirements>,
+    #[serde(default)]
+    image: BTreeMap<Spanned<String>, RawImage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirements {
+    arch: Option<String>,
+    min_memory_mib: Option<u64>,
+    min_disk_gib: Option<u64>,
+    min_cpus: Option<u64>,
+    firmware: Option<Firmware>,
+    #[serde(default)]
+    hypervisors: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    format: Option<Spanned<String>>,
+    arch: Option<String>,
+}
+
+/// A value together with where it was written, for later errors.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    pub value: T,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Per-image settings for a file that detection cannot describe alone.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOverride {
+    pub format: Option<ImageFormat>,
+    pub arch: Option<String>,
+}
+
+/// A validated release.toml.
+#[derive(Debug, Clone)]
+pub struct Notes {
+    pub path: PathBuf,
+    pub version: Version,
+    pub date: DateTime<Utc>,
+    pub notes_html: String,
+    pub title: Option<String>,
+    pub appliance: Option<Name>,
+    pub channel: Name,
+    pub critical: bool,
+    pub primary: Option<Located<String>>,
+    /// Paths or globs relative to the images directory, if given.
+    pub images: Option<Vec<Located<String>>>,
+    pub requirements: Requirements,
+    /// Overrides keyed by file name.
+    pub overrides: BTreeMap<String, Located<ImageOverride>>,
+}
+
+impl Notes {
+    /// An error at a place recorded in this file.
+    pub fn error_at<T>(&self, at: &Located<T>, message: impl std::fmt::Display) -> Error {
+        Error::At {
+            path: self.path.clone(),
+            line: at.line,
+            column: at.column,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub fn load(path: &Path) -> Result<Notes> {
+    let text = fsutil::read_to_string(path)?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Notes> {
+    let raw: RawNotes = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+    let err = |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, text, span.start, msg);
+    let locate = |s: &Spanned<String>| {
+        let pos = crate::error::LineCol::of(text, s.span().start);
+        Located {
+            value: s.get_ref().clone(),
+            line: pos.line,
+            column: pos.column,
+        }
+    };
+
+    let version = Version::parse(raw.version.get_ref()).map_err(|m| err(raw.version.span(), m))?;
+    let date = parse_date(raw.date.get_ref()).map_err(|m| err(raw.date.span(), m))?;
+    let appliance = match &raw.appliance {
+        Some(s) => Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| err(s.span(), m))?),
+        None => None,
+    };
+    let channel = match &raw.channel {
+        Some(s) => Name::parse(s.get_ref(), "channel").map_err(|m| err(s.span(), m))?,
+        None => Name::parse("stable", "channel").expect("`stable` is a valid channel"),
+    };
+    if raw.notes.trim().is_empty() {
+        return Err(Error::file(path, "`notes` is empty; say what changed in this release"));
+    }
+    if let Some(images) = &raw.images {
+        if images.is_empty() {
+            return Err(Error::file(
+                path,
+                "`images` is an empty list; remove it to publish the image files beside release.toml",
+            ));
+        }
+    }
+    let mut overrides = BTreeMap::new();
+    for (name, image) in &raw.image {
+        let format = match &image.format {
+            Some(f) => Some(ImageFormat::parse(f.get_ref()).map_err(|m| err(f.span(), m))?),
+            None => None,
+        };
+        let located = locate(name);
+        overrides.insert(
+            located.value.clone(),
+            Located {
+                value: ImageOverride {
+                    format,
+                    arch: image.arch.clone(),
+                },
+                line: located.line,
+                column: located.column,
+            },
+        );
+    }
+    let requirements = raw
+        .requirements
+        .map(|r| Requirements {
+            arch: r.arch,
+            min_memory_mib: r.min_memory_mib,
+            min_disk_gib: r.min_disk_gib,
+            min_cpus: r.min_cpus,
+            firmware: r.firmware,
+            hypervisors: r.hypervisors,
+        })
+        .unwrap_or_default();
+
+    Ok(Notes {
+        path: path.to_path_buf(),
+        version,
+        date,
+        notes_html: markdown::to_html(&raw.notes),
+        title: raw.title,
+        appliance,
+        channel,
+        critical: raw.critical,
+        primary: raw.primary.as_ref().map(locate),
+        images: raw.images.as_ref().map(|list| list.iter().map(locate).collect()),
+        requirements,
+        overrides,
+    })
+}
+
+/// A TOML date (midnight UTC) or offset date-time. A local date-time is
+/// refused: its instant would depend on the build machine's time zone.
+fn parse_date(dt: &toml::value::Datetime) -> Result<DateTime<Utc>, String> {
+    let text = dt.to_string();
+    match (dt.date.is_some(), dt.time.is_some(), dt.offset.is_some()) {
+        (true, false, false) => NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+            .map_err(|e| format!("invalid date `{text}`: {e}")),
+        (true, true, true) => DateTime::parse_from_rfc3339(&text)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| format!("invalid date-time `{text}`: {e}")),
+        (true, true, false) => Err(format!(
+            "date-time `{text}` has no time zone; add one, e.g. `{text}Z`"
+        )),
+        _ => Err(format!("`{text}` is a time, not a date; write e.g. `2026-10-01`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Notes> {
+        parse(Path::new("r/release.toml"), text)
+    }
+
+    #[test]
+    fn minimal_notes_parse() {
+        let n = parse_str("version = \"1.0\"\ndate = 2026-10-01\nnotes = \"Hi\"\n").unwrap();
+        assert_eq!(n.version.as_str(), "1.0");
+        assert_eq!(n.date.to_rfc3339(), "2026-10-01T00:00:00+00:00");
+        assert_eq!(n.channel.as_str(), "stable");
+    }
+
+    #[test]
+    fn offset_datetimes_become_utc() {
+        let n = parse_str("version = \"1\"\ndate = 2026-10-01T12:00:00+02:00\nnotes = \"x\"\n")
+            .unwrap();
+        assert_eq!(n.date.to_rfc3339(), "2026-10-01T10:00:00+00:00");
+    }
+
+    #[test]
+    fn errors_point_at_the_value() {
+        let e = parse_str("version = \"1\"\ndate = 2026-10-01T12:00:00\nnotes = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r/release.toml:2:8: date-time"), "{e}");
+        let e = parse_str("version = \"1/2\"\ndate = 2026-10-01\nnotes = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r/release.toml:1:11: invalid version"), "{e}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The RSS 2.0 feed, written through quick-xml's writer. The `vmcast:`
+//! namespace is documented in docs/feed-format.md and checked by
+//! docs/schema/vmcast-feed.rng.
+
+use std::io;
+
+use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesText, Event};
+
+use super::Site;
+use crate::model::{Image, Name, Release};
+
+pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
+pub const PODCAST_NS: &str = "https://podcastindex.org/namespace/1.0";
+pub const ATOM_NS: &str = "http://www.w3.org/2005/Atom";
+
+type W = Writer<Vec<u8>>;
+
+/// Renders the feed at `path` (relative to the site) holding the releases
+/// of `appliance`, or of every appliance.
+pub fn render(site: &Site, path: &str, appliance: Option<&Name>) -> Vec<u8> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_feed(&mut w, site, path, appliance).expect("writing to a Vec cannot fail");
+    let mut out = w.into_inner();
+    out.push(b'\n');
+    out
+}
+
+fn text(w: &mut W, name: &str, value: &str) -> io::Result<()> {
+    w.create_element(name)
+        .write_text_content(BytesText::new(value))
+        .map(|_| ())
+}
+
+fn write_feed(w: &mut W, site: &Site, path: &str, appliance: Option<&Name>) -> io::Result<()> {
+    let config = site.config;
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    w.create_element("rss")
+        .with_attributes([
+            ("version", "2.0"),
+            ("xmlns:atom", ATOM_NS),
+            ("xmlns:podcast", PODCAST_NS),
+            ("xmlns:vmcast", VMCAST_NS),
+        ])
+        .write_inner_content(|w| {
+            w.create_element("channel").write_inner_content(|w| {
+                let (title, description) = match appliance {
+                    Some(name) => {
+                        let a = config.appliance(name);
+                        (
+                            format!("{} — {}", config.title, a.title),
+                            a.description.unwrap_or_else(|| config.description.clone()),
+                        )
+                    }
+                    None => (config.title.clone(), config.description.clone()),
+                };
+                text(w, "title", &title)?;
+                text(w, "link", config.base_url.as_str())?;
+                text(w, "description", &description)?;
+                if let Some(lang) = &config.language {
+                    text(w, "language", lang)?;
+                }
+                text(w, "generator", &super::generator())?;
+                text(w, "lastBuildDate", &site.build_time.to_rfc2822())?;
+                w.create_element("atom:link")
+                    .with_attributes([
+                        ("rel", "self"),
+                        ("type", "application/rss+xml"),
+                        ("href", config.site_url(path).as_str()),
+                    ])
+                    .write_empty()?;
+                if let Some(name) = appliance {
+                    text(w, "vmcast:appliance", name.as_str())?;
+                }
+                w.create_element("vmcast:manifest")
+                    .with_attributes([
+                        ("href", config.site_url(super::MANIFEST).as_str()),
+                        ("signature", config.site_url(super::MANIFEST_SIG).as_str()),
+                    ])
+                    .write_empty()?;
+                let key_id = site.public_key.key_id.to_string();
+                w.create_element("vmcast:publicKey")
+                    .with_attributes([
+                        ("href", config.site_url(super::PUBLIC_KEY).as_str()),
+                        ("keyId", key_id.as_str()),
+                    ])
+                    .write_text_content(BytesText::new(&site.public_key.to_base64()))?;
+                w.create_element("vmcast:signature")
+                    .with_attribute(("href", config.site_url(&format!("{path}.minisig")).as_str()))
+                    .write_empty()?;
+                for release in site.releases {
+                    if appliance.is_none_or(|a| *a == release.info.appliance) {
+                        write_item(w, site, release)?;
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn write_item(w: &mut W, site: &Site, release: &Release) -> io::Result<()> {
+    let info = &release.info;
+    let primary = &release.images[0];
+    w.create_element("item").write_inner_content(|w| {
+        text(w, "title", &info.title)?;
+        text(w, "link", super::release_link(site.config, info).as_str())?;
+        w.create_element("guid")
+            .with_attribute(("isPermaLink", "false"))
+            .write_text_content(BytesText::new(&info.guid()))?;
+        text(w, "pubDate", &info.date.to_rfc2822())?;
+        text(w, "category", info.channel.as_str())?;
+        text(w, "description", &info.notes_html)?;
+        let length = primary.digest.length.to_string();
+        w.create_element("enclosure")
+            .with_attributes([
+                ("url", primary.source.url.as_str()),
+                ("length", length.as_str()),
+                ("type", primary.source.media_type()),
+            ])
+            .write_empty()?;
+        text(w, "vmcast:appliance", info.appliance.as_str())?;
+        text(w, "vmcast:version", info.version.as_str())?;
+        text(w, "vmcast:channel", info.channel.as_str())?;
+        text(w, "vmcast:critical", if info.critical { "true" } else { "false" })?;
+        write_requirements(w, release)?;
+        for image in &release.images {
+            write_image(w, image)?;
+        }
+        for image in &release.images {
+            write_alternate(w, image)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn write_requirements(w: &mut W, release: &Release) -> io::Result<()> {
+    let r = &release.info.requirements;
+    if r.is_empty() {
+        return Ok(());
+    }
+    let numbers = [
+        ("minMemoryMiB", r.min_memory_mib),
+        ("minDiskGiB", r.min_disk_gib),
+        ("minCpus", r.min_cpus),
+    ]
+    .map(|(k, v)| (k, v.map(|n| n.to_string())));
+    let mut attrs: Vec<(&str, &str)> = Vec::new();
+    if let Some(arch) = &r.arch {
+        attrs.push(("arch", arch));
+    }
+    for (k, v) in &numbers {
+        if let Some(v) = v {
+            attrs.push((k, v));
+        }
+    }
+    if let Some(fw) = r.firmware {
+        attrs.push(("firmware", fw.as_str()));
+    }
+    let el = w.create_element("vmcast:requirements").with_attributes(attrs);
+    if r.hypervisors.is_empty() {
+        el.write_empty()?;
+    } else {
+        el.write_inner_content(|w| {
+            for h in &r.hypervisors {
+                text(w, "vmcast:hypervisor", h)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
+    let s = &image.source;
+    let length = image.digest.length.to_string();
+    let sha = image.digest.sha256.to_hex();
+    let mut attrs: Vec<(&str, &str)> = vec![
+        ("url", s.url.as_str()),
+        ("name", &s.name),
+        ("path", s.site_path.as_str()),
+        ("format", s.format.as_str()),
+        ("length", &length),
+        ("sha256", &sha),
+    ];
+    if s.primary {
+        attrs.push(("primary", "true"));
+    }
+    if let Some(arch) = &s.arch {
+        attrs.push(("arch", arch));
+    }
+    if let Some(c) = s.compression {
+        attrs.push(("compression", c.as_str()));
+    }
+    w.create_element("vmcast:image")
+        .with_attributes(attrs)
+        .write_empty()?;
+    Ok(())
+}
+
+fn write_alternate(w: &mut W, image: &Image) -> io::Result<()> {
+    let s = &image.source;
+    let length = image.digest.length.to_string();
+    let mut attrs: Vec<(&str, &str)> = vec![
+        ("type", s.media_type()),
+        ("length", &length),
+        ("title", s.format.as_str()),
+    ];
+    if s.primary {
+        attrs.push(("default", "true"));
+    }
+    w.create_element("podcast:alternateEnclosure")
+        .with_attributes(attrs)
+        .write_inner_content(|w| {
+            w.create_element("podcast:source")
+                .with_attribute(("uri", s.url.as_str()))
+                .write_empty()?;
+            w.create_element("podcast:integrity")
+                .with_attributes([("type", "sri"), ("value", image.digest.sha256.to_sri().as_str())])
+                .write_empty()?;
+            Ok(())
+        })?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Turns hashed releases into the site's text files: feeds, the manifest and
+//! the landing page. Pure functions of their input: no clock, no I/O but
+//! reading templates.
+
+pub mod feed;
+pub mod markdown;
+pub mod page;
+pub mod sums;
+
+use chrono::{DateTime, Utc};
+use url::Url;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::hash::sha256_bytes;
+use crate::model::{Name, Release, ReleaseInfo};
+use crate::sign::PublicKey;
+
+pub const FEED: &str = "feed.xml";
+pub const MANIFEST: &str = "SHA256SUMS";
+pub const MANIFEST_SIG: &str = "SHA256SUMS.minisig";
+pub const PUBLIC_KEY: &str = "vmcast.pub";
+
+/// Everything the renderers read.
+pub struct Site<'a> {
+    pub config: &'a Config,
+    /// In publishing order.
+    pub releases: &'a [Release],
+    pub public_key: &'a PublicKey,
+    pub build_time: DateTime<Utc>,
+}
+
+/// A rendered feed.
+pub struct Feed {
+    /// Relative to the site: `feed.xml` or `feeds/<appliance>.xml`.
+    pub path: String,
+    /// The one appliance it covers, if not all.
+    pub appliance: Option<Name>,
+    pub xml: Vec<u8>,
+}
+
+/// The rendered text files of a site, before signing.
+pub struct Rendered {
+    pub feeds: Vec<Feed>,
+    pub manifest: String,
+    pub page: String,
+}
+
+pub fn generator() -> String {
+    format!("vmcast-gen {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where a release is shown on the landing page.
+pub fn release_link(config: &Config, info: &ReleaseInfo) -> Url {
+    let mut url = config.base_url.clone();
+    url.set_fragment(Some(&info.anchor()));
+    url
+}
+
+pub fn render(site: &Site) -> Result<Rendered> {
+    let mut appliances: Vec<&Name> = site.releases.iter().map(|r| &r.info.appliance).collect();
+    appliances.sort();
+    appliances.dedup();
+
+    let mut feeds = vec![Feed {
+        path: FEED.to_owned(),
+        appliance: None,
+        xml: feed::render(site, FEED, None),
+    }];
+    if appliances.len() > 1 {
+        for name in appliances {
+            let path = format!("feeds/{name}.xml");
+            feeds.push(Feed {
+                xml: feed::render(site, &path, Some(name)),
+                path,
+                appliance: Some(name.clone()),
+            });
+        }
+    }
+
+    let feed_digests: Vec<_> = feeds
+        .iter()
+        .map(|f| (f.path.as_str(), sha256_bytes(&f.xml)))
+        .collect();
+    let images = site
+        .releases
+        .iter()
+        .flat_map(|r| &r.images)
+        .map(|i| (i.source.site_path.as_str(), i.digest.sha256));
+    let manifest = sums::manifest(images.chain(feed_digests));
+    let page = page::render(site, &feeds)?;
+    Ok(Rendered {
+        feeds,
+        manifest,
+        page,
+    })
+}

@@ -1,0 +1,272 @@
+//! The landing page, rendered by minijinja from templates compiled into the
+//! binary, which a site overrides file by file from its `templates_dir`.
+
+use std::path::PathBuf;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+use serde::Serialize;
+
+use super::{Feed, Site};
+use crate::error::{Error, Result};
+use crate::model::{Image, Release};
+
+/// The built-in templates, by name.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("index.html", include_str!("../../templates/index.html")),
+    ("style.css", include_str!("../../templates/style.css")),
+];
+
+pub const PAGE: &str = "index.html";
+
+#[derive(Serialize)]
+struct SiteCtx {
+    title: String,
+    description: String,
+    language: Option<String>,
+    base_url: String,
+    feed_url: String,
+    feed_sig_url: String,
+    manifest_url: String,
+    manifest_sig_url: String,
+    pubkey_url: String,
+    public_key: String,
+    key_id: String,
+    generator: String,
+    build_date: String,
+    release_count: usize,
+    image_count: usize,
+    total_size: String,
+}
+
+#[derive(Serialize)]
+struct ApplianceCtx {
+    name: String,
+    title: String,
+    description: Option<String>,
+    feed_url: String,
+    feed_sig_url: String,
+    releases: Vec<ReleaseCtx>,
+}
+
+#[derive(Serialize)]
+struct ReleaseCtx {
+    anchor: String,
+    appliance: String,
+    version: String,
+    title: String,
+    date: String,
+    pub_date: String,
+    channel: String,
+    critical: bool,
+    notes_html: Value,
+    requirements: Option<RequirementsCtx>,
+    images: Vec<ImageCtx>,
+}
+
+#[derive(Serialize)]
+struct RequirementsCtx {
+    arch: Option<String>,
+    min_memory_mib: Option<u64>,
+    min_disk_gib: Option<u64>,
+    min_cpus: Option<u64>,
+    firmware: Option<&'static str>,
+    hypervisors: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ImageCtx {
+    name: String,
+    url: String,
+    path: String,
+    format: &'static str,
+    arch: Option<String>,
+    compression: Option<&'static str>,
+    length: u64,
+    size: String,
+    sha256: String,
+    primary: bool,
+}
+
+/// Bytes in binary units with one decimal: `196.0 KiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn image_ctx(image: &Image) -> ImageCtx {
+    let s = &image.source;
+    ImageCtx {
+        name: s.name.clone(),
+        url: s.url.to_string(),
+        path: s.site_path.to_string(),
+        format: s.format.as_str(),
+        arch: s.arch.clone(),
+        compression: s.compression.map(|c| c.as_str()),
+        length: image.digest.length,
+        size: human_size(image.digest.length),
+        sha256: image.digest.sha256.to_hex(),
+        primary: s.primary,
+    }
+}
+
+fn release_ctx(release: &Release) -> ReleaseCtx {
+    let info = &release.info;
+    let r = &info.requirements;
+    ReleaseCtx {
+        anchor: info.anchor(),
+        appliance: info.appliance.to_string(),
+        version: info.version.to_string(),
+        title: info.title.clone(),
+        date: info.date.format("%Y-%m-%d").to_string(),
+        pub_date: info.date.to_rfc2822(),
+        channel: info.channel.to_string(),
+        critical: info.critical,
+        notes_html: Value::from_safe_string(info.notes_html.clone()),
+        requirements: (!r.is_empty()).then(|| RequirementsCtx {
+            arch: r.arch.clone(),
+            min_memory_mib: r.min_memory_mib,
+            min_disk_gib: r.min_disk_gib,
+            min_cpus: r.min_cpus,
+            firmware: r.firmware.map(|f| f.as_str()),
+            hypervisors: r.hypervisors.clone(),
+        }),
+        images: release.images.iter().map(image_ctx).collect(),
+    }
+}
+
+pub fn render(site: &Site, feeds: &[Feed]) -> Result<String> {
+    let config = site.config;
+    let url = |p: &str| config.site_url(p).to_string();
+    let feed_for = |name: &str| {
+        feeds
+            .iter()
+            .find(|f| f.appliance.as_ref().is_some_and(|a| a.as_str() == name))
+            .map_or(super::FEED, |f| f.path.as_str())
+    };
+    let mut appliances: Vec<ApplianceCtx> = Vec::new();
+    for release in site.releases {
+        let name = release.info.appliance.as_str();
+        let index = match appliances.iter().position(|a| a.name == name) {
+            Some(i) => i,
+            None => {
+                let meta = config.appliance(&release.info.appliance);
+                let feed = feed_for(name);
+                appliances.push(ApplianceCtx {
+                    name: name.to_owned(),
+                    title: meta.title,
+                    description: meta.description,
+                    feed_url: url(feed),
+                    feed_sig_url: url(&format!("{feed}.minisig")),
+                    releases: Vec::new(),
+                });
+                appliances.len() - 1
+            }
+        };
+        appliances[index].releases.push(release_ctx(release));
+    }
+    appliances.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let total: u64 = site
+        .releases
+        .iter()
+        .flat_map(|r| &r.images)
+        .map(|i| i.digest.length)
+        .sum();
+    let ctx = SiteCtx {
+        title: config.title.clone(),
+        description: config.description.clone(),
+        language: config.language.clone(),
+        base_url: config.base_url.to_string(),
+        feed_url: url(super::FEED),
+        feed_sig_url: url(&format!("{}.minisig", super::FEED)),
+        manifest_url: url(super::MANIFEST),
+        manifest_sig_url: url(super::MANIFEST_SIG),
+        pubkey_url: url(super::PUBLIC_KEY),
+        public_key: site.public_key.to_base64(),
+        key_id: site.public_key.key_id.to_string(),
+        generator: super::generator(),
+        build_date: site.build_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        release_count: site.releases.len(),
+        image_count: site.releases.iter().map(|r| r.images.len()).sum(),
+        total_size: human_size(total),
+    };
+
+    let templates_dir = config.templates_dir.clone();
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_loader(move |name| load_template(&templates_dir, name));
+    let result = env
+        .get_template(PAGE)
+        .and_then(|t| t.render(minijinja::context! { site => Value::from(minijinja::value::Serde(&ctx)), appliances => Value::from(minijinja::value::Serde(&appliances)) }));
+    result.map_err(|e| template_error(&config.templates_dir, &e))
+}
+
+/// A site's own template if it has one, else the built-in one.
+fn load_template(dir: &std::path::Path, name: &str) -> Result<Option<String>, minijinja::Error> {
+    if crate::model::RelPath::parse(name).is_err() {
+        return Ok(None);
+    }
+    let path = dir.join(name);
+    if path.is_file() {
+        return std::fs::read_to_string(&path).map(Some).map_err(|e| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        });
+    }
+    Ok(BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| (*text).to_owned()))
+}
+
+/// Names the template file (the site's own, or the built-in one) and line.
+fn template_error(dir: &std::path::Path, err: &minijinja::Error) -> Error {
+    let name = err.name().unwrap_or(PAGE);
+    let own = dir.join(name);
+    let path = if own.is_file() {
+        own
+    } else {
+        PathBuf::from(format!("<built-in>/templates/{name}"))
+    };
+    let mut message = match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.kind().to_string(),
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        message.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    match err.line() {
+        Some(line) => Error::AtLine {
+            path,
+            line,
+            message,
+        },
+        None => Error::file(path, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(196_608), "192.0 KiB");
+        assert_eq!(human_size(20 * 1024 * 1024 * 1024), "20.0 GiB");
+    }
+}

@@ -1,0 +1,409 @@
+//! Finds the releases under the releases directory and the images of each,
+//! refusing anything that escapes its tree. Produces a sorted plan that the
+//! hash stage reads; it opens no image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use walkdir::WalkDir;
+
+use crate::config::{Config, join_url};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::model::{Compression, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo};
+use crate::notes::{self, Located, Notes};
+
+/// A release whose images are known but not yet hashed.
+#[derive(Debug, Clone)]
+pub struct PlannedRelease {
+    pub info: ReleaseInfo,
+    /// Primary first, then by file name.
+    pub images: Vec<ImageSource>,
+}
+
+/// What the scan found, in publishing order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub releases: Vec<PlannedRelease>,
+    /// Things worth a look that do not stop the build.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn images(&self) -> impl Iterator<Item = &ImageSource> {
+        self.releases.iter().flat_map(|r| r.images.iter())
+    }
+}
+
+pub fn scan(config: &Config) -> Result<Plan> {
+    let root = &config.releases_dir;
+    if !fsutil::metadata(root)?.is_dir() {
+        return Err(Error::file(root, "is not a directory (releases_dir)"));
+    }
+    let root_real = fsutil::canonicalize(root)?;
+    let mut warnings = Vec::new();
+    let mut notes_files = Vec::new();
+    for entry in WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.map_err(|e| walk_error(root, e))?;
+        let Some(name) = entry.file_name().to_str() else {
+            return Err(non_utf8(entry.path()));
+        };
+        if name == notes::NOTES_FILE && entry.file_type().is_file() {
+            notes_files.push(entry.path().to_path_buf());
+        }
+    }
+    if notes_files.is_empty() {
+        return Err(Error::file(
+            root,
+            format_args!(
+                "no {} found; each release is a directory holding one",
+                notes::NOTES_FILE
+            ),
+        ));
+    }
+
+    let mut releases: Vec<PlannedRelease> = Vec::new();
+    let mut seen: BTreeMap<(Name, String), PathBuf> = BTreeMap::new();
+    for path in notes_files {
+        let notes = notes::load(&path)?;
+        let dir = path.parent().expect("a notes file has a parent directory");
+        let appliance = appliance_of(config, &notes, dir)?;
+        let key = (appliance.clone(), notes.version.to_string());
+        if let Some(first) = seen.get(&key) {
+            return Err(Error::file(
+                &path,
+                format_args!(
+                    "appliance {appliance} version {} is already declared in {}",
+                    notes.version,
+                    first.display()
+                ),
+            ));
+        }
+        seen.insert(key, path.clone());
+        let release = plan_release(config, &root_real, notes, dir, appliance, &mut warnings)?;
+        releases.push(release);
+    }
+    releases.sort_by(|a, b| {
+        b.info
+            .date
+            .cmp(&a.info.date)
+            .then_with(|| a.info.appliance.cmp(&b.info.appliance))
+            .then_with(|| b.info.version.cmp(&a.info.version))
+    });
+    Ok(Plan { releases, warnings })
+}
+
+fn walk_error(root: &Path, e: walkdir::Error) -> Error {
+    let path = e.path().unwrap_or(root).to_path_buf();
+    match e.into_io_error() {
+        Some(io) => Error::io("cannot read directory", path, io),
+        None => Error::file(path, "directory loop through a symbolic link"),
+    }
+}
+
+fn non_utf8(path: &Path) -> Error {
+    Error::file(
+        path,
+        format_args!(
+            "file name {:?} is not valid UTF-8; rename it (feeds and URLs need UTF-8 names)",
+            path.file_name().unwrap_or_default()
+        ),
+    )
+}
+
+/// The appliance a release belongs to: from its notes, else the first
+/// directory under the releases directory, else the config's default.
+fn appliance_of(config: &Config, notes: &Notes, dir: &Path) -> Result<Name> {
+    if let Some(name) = &notes.appliance {
+        return Ok(name.clone());
+    }
+    let rel = dir.strip_prefix(&config.releases_dir).unwrap_or(dir);
+    let mut parts = rel.components();
+    if let (Some(first), Some(_)) = (parts.next(), parts.next()) {
+        let first = first.as_os_str().to_string_lossy();
+        return Name::parse(&first, "appliance name").map_err(|m| {
+            Error::file(
+                &notes.path,
+                format_args!("{m} (taken from the directory name; set `appliance` to override)"),
+            )
+        });
+    }
+    config.default_appliance.clone().ok_or_else(|| {
+        Error::file(
+            &notes.path,
+            "no appliance: set `appliance` here or in the config, \
+             or keep the release in <releases_dir>/<appliance>/<version>/",
+        )
+    })
+}
+
+/// A file that may be an image, found in a release directory or by a glob.
+struct Candidate {
+    path: PathBuf,
+    name: String,
+    /// Where it was asked for, when named explicitly in the notes.
+    named_at: Option<Located<String>>,
+}
+
+fn plan_release(
+    config: &Config,
+    releases_root: &Path,
+    notes: Notes,
+    dir: &Path,
+    appliance: Name,
+    warnings: &mut Vec<String>,
+) -> Result<PlannedRelease> {
+    let candidates = match &notes.images {
+        None => files_beside(dir)?,
+        Some(patterns) => {
+            let base = config.images_dir.as_deref().unwrap_or(dir);
+            let mut found = Vec::new();
+            for pattern in patterns {
+                found.extend(expand(&notes, base, pattern)?);
+            }
+            found
+        }
+    };
+    let boundary = match (&notes.images, &config.images_dir) {
+        (Some(_), Some(images_dir)) => fsutil::canonicalize(images_dir)?,
+        (Some(_), None) => fsutil::canonicalize(dir)?,
+        (None, _) => releases_root.to_path_buf(),
+    };
+
+    let release_dir = RelPath::parse("images")
+        .and_then(|p| p.join(appliance.as_str()))
+        .and_then(|p| p.join(notes.version.as_str()))
+        .map_err(|m| Error::file(&notes.path, m))?;
+    let mut images: Vec<ImageSource> = Vec::new();
+    for c in candidates {
+        let over = notes.overrides.get(&c.name).map(|o| &o.value);
+        let (format, compression) = match detect(&c.name) {
+            Some((f, comp)) => (over.and_then(|o| o.format).unwrap_or(f), comp),
+            None => match over.and_then(|o| o.format) {
+                Some(f) => (f, None),
+                None if c.named_at.is_some() => {
+                    let at = c.named_at.as_ref().expect("checked");
+                    return Err(notes.error_at(
+                        at,
+                        format_args!(
+                            "{} is not a recognised image file; name its format in [image.\"{}\"]",
+                            c.path.display(),
+                            c.name
+                        ),
+                    ));
+                }
+                None => {
+                    warnings.push(format!(
+                        "{}: not an image (unknown extension), not published",
+                        c.path.display()
+                    ));
+                    continue;
+                }
+            },
+        };
+        let real = fsutil::canonicalize(&c.path)?;
+        if !real.starts_with(&boundary) {
+            return Err(Error::file(
+                &c.path,
+                format_args!(
+                    "resolves to {}, outside {}; images must stay inside their tree",
+                    real.display(),
+                    boundary.display()
+                ),
+            ));
+        }
+        let meta = fsutil::metadata(&real)?;
+        if !meta.is_file() {
+            return Err(Error::file(&c.path, "is not a regular file"));
+        }
+        if images.iter().any(|i| i.name == c.name) {
+            return Err(Error::file(
+                &notes.path,
+                format_args!("two images of this release are named {:?}", c.name),
+            ));
+        }
+        let site_path = release_dir
+            .join(&c.name)
+            .map_err(|m| Error::file(&c.path, m))?;
+        let url_path = format!("{}/{}/{}", appliance, notes.version, c.name);
+        images.push(ImageSource {
+            url: join_url(&config.download_base_url, &url_path),
+            source: c.path,
+            name: c.name,
+            format,
+            compression,
+            arch: over
+                .and_then(|o| o.arch.clone())
+                .or_else(|| notes.requirements.arch.clone()),
+            primary: false,
+            site_path,
+            size_hint: meta.len(),
+        });
+    }
+    if images.is_empty() {
+        return Err(Error::file(
+            &notes.path,
+            format_args!(
+                "release {appliance} {} has no images; put image files beside {} or list them in `images`",
+                notes.version,
+                notes::NOTES_FILE
+            ),
+        ));
+    }
+    for (name, at) in &notes.overrides {
+        if !images.iter().any(|i| &i.name == name) {
+            return Err(notes.error_at(
+                at,
+                format_args!("[image.\"{name}\"] names no image of this release"),
+            ));
+        }
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    let primary = match &notes.primary {
+        Some(p) => images.iter().position(|i| i.name == p.value).ok_or_else(|| {
+            notes.error_at(p, format_args!("primary image {:?} is not an image of this release", p.value))
+        })?,
+        None => {
+            let rank = |f: ImageFormat| {
+                config
+                    .format_preference
+                    .iter()
+                    .position(|&p| p == f)
+                    .unwrap_or(usize::MAX)
+            };
+            (0..images.len())
+                .min_by_key(|&i| (rank(images[i].format), i))
+                .expect("images is not empty")
+        }
+    };
+    let mut first = images.remove(primary);
+    first.primary = true;
+    images.insert(0, first);
+
+    let title = notes.title.clone().unwrap_or_else(|| {
+        format!("{} {}", config.appliance(&appliance).title, notes.version)
+    });
+    Ok(PlannedRelease {
+        info: ReleaseInfo {
+            notes_path: notes.path,
+            appliance,
+            version: notes.version,
+            title,
+            date: notes.date,
+            channel: notes.channel,
+            critical: notes.critical,
+            notes_html: notes.notes_html,
+            requirements: notes.requirements,
+        },
+        images,
+    })
+}
+
+/// The format and compression a file name stands for, e.g.
+/// `disk.qcow2` → qcow2, `disk.raw.xz` → raw in xz.
+pub fn detect(name: &str) -> Option<(ImageFormat, Option<Compression>)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    if let Some(c) = Compression::from_extension(ext) {
+        let (_, inner) = stem.rsplit_once('.')?;
+        return ImageFormat::from_extension(inner).map(|f| (f, Some(c)));
+    }
+    ImageFormat::from_extension(ext).map(|f| (f, None))
+}
+
+/// The files directly inside a release directory, less dotfiles and the
+/// notes file, sorted by name.
+fn files_beside(dir: &Path) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for entry in WalkDir::new(dir).min_depth(1).max_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(|e| walk_error(dir, e))?;
+        let Some(name) = entry.file_name().to_str() else {
+            return Err(non_utf8(entry.path()));
+        };
+        if name.starts_with('.') || name == notes::NOTES_FILE || entry.file_type().is_dir() {
+            continue;
+        }
+        out.push(Candidate {
+            path: entry.path().to_path_buf(),
+            name: name.to_owned(),
+            named_at: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The files a path or glob from `images = [...]` names under `base`.
+fn expand(notes: &Notes, base: &Path, pattern: &Located<String>) -> Result<Vec<Candidate>> {
+    let rel = RelPath::parse(&pattern.value).map_err(|m| notes.error_at(pattern, m))?;
+    let is_glob = |s: &str| s.contains(['*', '?', '[', '{']);
+    let mut found = Vec::new();
+    if !is_glob(rel.as_str()) {
+        let path = base.join(rel.as_str());
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Err(notes.error_at(
+                pattern,
+                format_args!("image {} does not exist", path.display()),
+            ));
+        }
+        let name = rel.segments().last().unwrap_or_default().to_owned();
+        found.push(Candidate {
+            path,
+            name,
+            named_at: Some(pattern.clone()),
+        });
+        return Ok(found);
+    }
+    // Walk only below the part of the pattern that has no wildcard.
+    let literal: Vec<&str> = rel.segments().take_while(|s| !is_glob(s)).collect();
+    let start = base.join(literal.join("/"));
+    let matcher: GlobMatcher = GlobBuilder::new(rel.as_str())
+        .literal_separator(true)
+        .build()
+        .map_err(|e| notes.error_at(pattern, format_args!("invalid glob: {e}")))?
+        .compile_matcher();
+    if start.is_dir() {
+        for entry in WalkDir::new(&start).min_depth(1).sort_by_file_name() {
+            let entry = entry.map_err(|e| walk_error(&start, e))?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let Some(name) = entry.file_name().to_str() else {
+                return Err(non_utf8(entry.path()));
+            };
+            let rel_to_base = entry.path().strip_prefix(base).unwrap_or(entry.path());
+            if name.starts_with('.') || !matcher.is_match(rel_to_base) {
+                continue;
+            }
+            found.push(Candidate {
+                path: entry.path().to_path_buf(),
+                name: name.to_owned(),
+                named_at: Some(pattern.clone()),
+            });
+        }
+    }
+    if found.is_empty() {
+        return Err(notes.error_at(
+            pattern,
+            format_args!("`{}` matches no file in {}", pattern.value, base.display()),
+        ));
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_come_from_extensions() {
+        assert_eq!(detect("a.qcow2"), Some((ImageFormat::Qcow2, None)));
+        assert_eq!(detect("a.IMG"), Some((ImageFormat::Raw, None)));
+        assert_eq!(
+            detect("a.raw.xz"),
+            Some((ImageFormat::Raw, Some(Compression::Xz)))
+        );
+        assert_eq!(detect("a.xz"), None);
+        assert_eq!(detect("notes.md"), None);
+        assert_eq!(detect("qcow2"), None);
+    }
+}
