@@ -100,18 +100,24 @@ impl Config {
     }
 }
 
+/// Bytes left as they are in a path segment: RFC 3986's unreserved set.
+/// Everything else is percent-encoded, `+` included (S3 reads it as a space).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Joins a `/`-separated relative path to a base URL ending in `/`,
-/// percent-encoding each segment.
+/// percent-encoding each segment. (`Url`'s own segment API drops tabs and
+/// newlines, which would point at another file.)
 pub fn join_url(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    {
-        let mut segments = url
-            .path_segments_mut()
-            .expect("validated base URLs are hierarchical");
-        segments.pop_if_empty();
-        segments.extend(path.split('/'));
-    }
-    url
+    let encoded: Vec<String> = path
+        .split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+        .collect();
+    base.join(&encoded.join("/"))
+        .expect("a percent-encoded relative path joins to any hierarchical URL")
 }
 
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
@@ -229,10 +235,10 @@ mod tests {
     #[test]
     fn joined_urls_are_percent_encoded() {
         let base = parse_base_url("https://example.com/site/").unwrap();
-        let url = join_url(&base, "images/a b/c#d?e%f.qcow2");
+        let url = join_url(&base, "images/a b/c#d?e%f+g\nh\\é.qcow2");
         assert_eq!(
             url.as_str(),
-            "https://example.com/site/images/a%20b/c%23d%3Fe%25f.qcow2"
+            "https://example.com/site/images/a%20b/c%23d%3Fe%25f%2Bg%0Ah%5C%C3%A9.qcow2"
         );
     }
 }

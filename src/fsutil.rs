@@ -35,10 +35,22 @@ pub fn canonicalize(path: &Path) -> Result<std::path::PathBuf> {
     fs::canonicalize(path).map_err(|e| Error::io("cannot resolve", path, e))
 }
 
-/// Creates `path` and its parents with the published directory mode.
+/// Creates `path` and its parents; a directory it creates gets the
+/// published directory mode, an existing one is left as it is.
 pub fn create_dir_all(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::io("cannot create directory", path, e))?;
-    set_mode(path, PUBLISHED_DIR_MODE)
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_dir_all(parent)?;
+        }
+    }
+    match fs::create_dir(path) {
+        Ok(()) => set_mode(path, PUBLISHED_DIR_MODE),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("cannot create directory", path, e)),
+    }
 }
 
 pub fn set_mode(path: &Path, mode: u32) -> Result<()> {

@@ -168,8 +168,10 @@ fn load_key(config: &Config, options: &BuildOptions) -> Result<SecretKey> {
     match source {
         KeySource::Text(text) => SecretKey::from_file(Path::new("$VMCAST_SECRET_KEY"), &text),
         KeySource::File(path) => {
-            let text = fsutil::read_to_string(&path)
-                .map_err(|e| Error::other(format_args!("cannot load the secret key: {e}")))?;
+            let text = fsutil::read_to_string(&path).map_err(|e| match e {
+                Error::Io { path, source, .. } => Error::io("cannot read the secret key", path, source),
+                other => other,
+            })?;
             let real = fsutil::canonicalize(&path)?;
             if real.starts_with(resolve_lexically(&config.output_dir)?) {
                 return Err(Error::file(

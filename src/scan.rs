@@ -165,10 +165,11 @@ fn plan_release(
             found
         }
     };
-    let boundary = match (&notes.images, &config.images_dir) {
-        (Some(_), Some(images_dir)) => fsutil::canonicalize(images_dir)?,
-        (Some(_), None) => fsutil::canonicalize(dir)?,
-        (None, _) => releases_root.to_path_buf(),
+    // The tree an image must stay in, as written and as resolved.
+    let (tree, tree_real) = match (&notes.images, &config.images_dir) {
+        (Some(_), Some(images_dir)) => (images_dir.as_path(), fsutil::canonicalize(images_dir)?),
+        (Some(_), None) => (dir, fsutil::canonicalize(dir)?),
+        (None, _) => (config.releases_dir.as_path(), releases_root.to_path_buf()),
     };
 
     let release_dir = RelPath::parse("images")
@@ -203,13 +204,12 @@ fn plan_release(
             },
         };
         let real = fsutil::canonicalize(&c.path)?;
-        if !real.starts_with(&boundary) {
+        if !real.starts_with(&tree_real) {
             return Err(Error::file(
                 &c.path,
                 format_args!(
-                    "resolves to {}, outside {}; images must stay inside their tree",
-                    real.display(),
-                    boundary.display()
+                    "is a symbolic link to a file outside {}; images must stay inside their tree",
+                    tree.display()
                 ),
             ));
         }

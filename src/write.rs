@@ -48,9 +48,7 @@ impl Staging {
     pub fn prepare(&self, rel: &str) -> Result<PathBuf> {
         let path = self.dir.path().join(rel);
         if let Some(parent) = path.parent() {
-            if !parent.exists() {
-                fsutil::create_dir_all(parent)?;
-            }
+            fsutil::create_dir_all(parent)?;
         }
         Ok(path)
     }

@@ -1,0 +1,599 @@
+//! Runs the real binary on fixture sites copied to a temporary directory.
+//! Fixtures are named after what they show (tests/fixtures/<name>/README.md).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+const EPOCH: &str = "1790000000";
+
+/// A copy of tests/fixtures in a temporary directory, so fixtures can refer
+/// to each other (`../known-answer/kat.key`) and tests can change them.
+struct Fixture {
+    _tmp: TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        copy_tree(&src, &tmp.path().join("fixtures"));
+        let root = tmp.path().join("fixtures").join(name);
+        assert!(root.is_dir(), "no fixture {name}");
+        Fixture { _tmp: tmp, root }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn build(&self, args: &[&str]) -> Output {
+        self.run(&[&["build"], args].concat(), &[])
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        vmcast(&self.root, args, env)
+    }
+
+    /// Puts a previous site in the output directory, to show a failed build
+    /// leaves it alone.
+    fn seed_previous_output(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let out = self.path("public");
+        fs::create_dir_all(&out).unwrap();
+        fs::write(out.join(".vmcast-gen"), "marker\n").unwrap();
+        fs::write(out.join("feed.xml"), "<rss>previous</rss>\n").unwrap();
+        snapshot_tree(&out)
+    }
+}
+
+fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("VMCAST_SECRET_KEY")
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for entry in fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from).unwrap(), &to).unwrap();
+        } else if kind.is_dir() {
+            copy_tree(&from, &to);
+        } else {
+            fs::copy(&from, &to).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                files.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Runs a build that must fail with exactly `expected` on stderr and exit
+/// code 1, leaving the previous output and its parent untouched.
+#[track_caller]
+fn assert_build_fails(fixture: &Fixture, expected: &str) {
+    let before = fixture.seed_previous_output();
+    let listing = |dir: &Path| {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let siblings = listing(&fixture.root);
+    let out = fixture.build(&[]);
+    assert_eq!(stderr(&out), expected);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(snapshot_tree(&fixture.path("public")), before, "previous output changed");
+    assert_eq!(listing(&fixture.root), siblings, "a temporary directory was left behind");
+}
+
+// ---- bad input: a clear error naming file and line, and nothing lost ----
+
+#[test]
+fn malformed_toml() {
+    assert_build_fails(
+        &Fixture::new("malformed-toml"),
+        "error: releases/webapp/1.0.0/release.toml:3:31: invalid basic string, expected `\"`\n",
+    );
+}
+
+#[test]
+fn unknown_key_in_config() {
+    assert_build_fails(
+        &Fixture::new("unknown-key-config"),
+        "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
+         `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
+         `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, `appliances`\n",
+    );
+}
+
+#[test]
+fn unknown_key_in_notes() {
+    assert_build_fails(
+        &Fixture::new("unknown-key-notes"),
+        "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`, expected one of \
+         `version`, `date`, `notes`, `title`, `appliance`, `channel`, `critical`, `primary`, \
+         `images`, `requirements`, `image`\n",
+    );
+}
+
+#[test]
+fn missing_field() {
+    assert_build_fails(
+        &Fixture::new("missing-field"),
+        "error: releases/webapp/1.0.0/release.toml:1:1: missing field `date`\n",
+    );
+}
+
+#[test]
+fn duplicate_version() {
+    assert_build_fails(
+        &Fixture::new("duplicate-version"),
+        "error: releases/webapp/1.0.0-copy/release.toml: appliance webapp version 1.0.0 is already \
+         declared in releases/webapp/1.0.0/release.toml\n",
+    );
+}
+
+#[test]
+fn release_without_images() {
+    assert_build_fails(
+        &Fixture::new("no-images"),
+        "error: releases/webapp/1.1.0/release.toml: release webapp 1.1.0 has no images; put image \
+         files beside release.toml or list them in `images`\n",
+    );
+}
+
+#[test]
+fn glob_matches_nothing() {
+    assert_build_fails(
+        &Fixture::new("glob-matches-nothing"),
+        "error: releases/webapp/9.9.9/release.toml:3:11: `webapp-9.9.9.*` matches no file in build\n",
+    );
+}
+
+#[test]
+fn path_traversal() {
+    assert_build_fails(
+        &Fixture::new("path-traversal"),
+        "error: releases/webapp/1.0.0/release.toml:3:11: `../outside.raw` climbs out of its \
+         directory with `..`\n",
+    );
+}
+
+#[test]
+fn absolute_path() {
+    assert_build_fails(
+        &Fixture::new("absolute-path"),
+        "error: releases/webapp/1.0.0/release.toml:3:11: `/etc/hostname` is an absolute path\n",
+    );
+}
+
+#[test]
+fn symlink_escape() {
+    assert_build_fails(
+        &Fixture::new("symlink-escape"),
+        "error: releases/webapp/1.0.0/escape.raw: is a symbolic link to a file outside releases; \
+         images must stay inside their tree\n",
+    );
+}
+
+#[test]
+fn non_utf8_filename() {
+    let fixture = Fixture::new("non-utf8-filename");
+    let name = OsStr::from_bytes(b"disk-\xff.raw");
+    fs::write(fixture.path("releases/webapp/1.0.0").join(name), b"raw").unwrap();
+    assert_build_fails(
+        &fixture,
+        "error: releases/webapp/1.0.0/disk-\u{fffd}.raw: file name \"disk-\\xFF.raw\" is not valid \
+         UTF-8; rename it (feeds and URLs need UTF-8 names)\n",
+    );
+}
+
+#[test]
+fn unreadable_file() {
+    let fixture = Fixture::new("unreadable-file");
+    let image = fixture.path("releases/webapp/1.0.0/webapp-1.0.0.raw");
+    let before = fixture.seed_previous_output();
+    // root reads anything: run the build as `nobody`, with the rest of the
+    // tree open to it.
+    let is_root = running_as_root();
+    if is_root {
+        open_tree_to_all(&fixture.root);
+    }
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = if is_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_vmcast-gen"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+    };
+    let out = cmd
+        .arg("build")
+        .current_dir(&fixture.root)
+        .env_remove("VMCAST_SECRET_KEY")
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr(&out),
+        "error: cannot open releases/webapp/1.0.0/webapp-1.0.0.raw: Permission denied (os error 13)\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(snapshot_tree(&fixture.path("public")), before);
+}
+
+fn running_as_root() -> bool {
+    // The owner of a file we just created is our effective uid.
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::os::unix::fs::MetadataExt::uid(&tmp.as_file().metadata().unwrap()) == 0
+}
+
+/// Makes the tree and its ancestors readable and writable by `nobody`.
+fn open_tree_to_all(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = fs::symlink_metadata(&p).unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = if meta.is_dir() { 0o777 } else { 0o666 };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        if meta.is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    for ancestor in root.ancestors().skip(1) {
+        if ancestor.starts_with(std::env::temp_dir()) && ancestor != std::env::temp_dir() {
+            fs::set_permissions(ancestor, fs::Permissions::from_mode(0o777)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn invalid_base_url() {
+    assert_build_fails(
+        &Fixture::new("invalid-base-url"),
+        "error: vmcast.toml:3:12: invalid URL `downloads.example.com/no-scheme`: relative URL \
+         without a base; expected an absolute URL such as https://downloads.example.com/appliances/\n",
+    );
+}
+
+#[test]
+fn missing_secret_key() {
+    assert_build_fails(
+        &Fixture::new("missing-secret-key"),
+        "error: cannot read the secret key keys/does-not-exist.key: No such file or directory \
+         (os error 2)\n",
+    );
+}
+
+#[test]
+fn corrupt_secret_key() {
+    assert_build_fails(
+        &Fixture::new("corrupt-secret-key"),
+        "error: keys/corrupt.key:2:1: secret key is 75 bytes, expected 158: truncated or not a \
+         minisign key\n",
+    );
+}
+
+#[test]
+fn key_inside_output() {
+    let fixture = Fixture::new("key-inside-output");
+    let before = snapshot_tree(&fixture.path("public"));
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        "error: public/vmcast.key: the secret key lies inside the output directory public, which is \
+         published; move it out\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(snapshot_tree(&fixture.path("public")), before);
+}
+
+#[test]
+fn image_grows_while_hashing() {
+    let fixture = Fixture::new("image-grows-while-hashing");
+    let image = fixture.path("releases/webapp/1.0.0/growing.raw");
+    // A large sparse file takes long enough to hash for the writer to append
+    // while it is read; the writer keeps appending until the build exits.
+    fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
+    let before = fixture.seed_previous_output();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .args(["build", "-j", "1"])
+        .current_dir(&fixture.root)
+        .env_remove("VMCAST_SECRET_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut appender = fs::OpenOptions::new().append(true).open(&image).unwrap();
+    while child.try_wait().unwrap().is_none() {
+        std::io::Write::write_all(&mut appender, b"more bytes").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: releases/webapp/1.0.0/growing.raw: changed while it was being hashed (size "),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(snapshot_tree(&fixture.path("public")), before);
+}
+
+#[test]
+fn killed_build_leaves_previous_output() {
+    let fixture = Fixture::new("ok-minimal");
+    assert_success(&fixture.build(&[]));
+    let before = snapshot_tree(&fixture.path("public"));
+    let image = fixture.path("releases/webapp/1.1.0/big.raw");
+    fs::File::create(&image).unwrap().set_len(8 << 30).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .args(["build", "-j", "1"])
+        .current_dir(&fixture.root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(snapshot_tree(&fixture.path("public")), before);
+}
+
+#[test]
+fn output_dir_not_made_by_us_is_refused() {
+    let fixture = Fixture::new("ok-minimal");
+    let out_dir = fixture.path("public");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::write(out_dir.join("precious.txt"), "mine").unwrap();
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        "error: public: exists, is not empty and was not made by vmcast-gen (no .vmcast-gen file); \
+         refusing to replace it: choose another output_dir or remove it\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(fs::read_to_string(out_dir.join("precious.txt")).unwrap(), "mine");
+}
+
+#[test]
+fn output_dir_holding_the_inputs_is_refused() {
+    let fixture = Fixture::new("ok-minimal");
+    let out = fixture.build(&["--out", "."]);
+    assert_eq!(
+        stderr(&out),
+        "error: .: the output directory holds the input ., and the output is replaced on every \
+         build; choose another output_dir\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn no_secret_key_anywhere() {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("secret_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), without).unwrap();
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        "error: no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \
+         contents, or set secret_key in the config; `vmcast-gen keygen` makes one\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+// ---- good input ----
+
+#[test]
+fn unsafe_notes_are_sanitized() {
+    let fixture = Fixture::new("unsafe-notes");
+    assert_success(&fixture.build(&[]));
+    for file in ["public/feed.xml", "public/index.html"] {
+        // The feed holds the HTML escaped once; unescape it to look at the markup.
+        let text = fs::read_to_string(fixture.path(file))
+            .unwrap()
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&");
+        for bad in ["<script", "javascript:", "onerror", "data:text/html", "<iframe", "alert(1)"] {
+            assert!(!text.contains(bad), "{file} contains {bad:?}");
+        }
+        assert!(text.contains(r#"<a href="https://example.com/">"#), "{file} lost the safe link");
+    }
+}
+
+#[test]
+fn same_inputs_give_a_byte_identical_site() {
+    let a = Fixture::new("ok-multi-appliance");
+    let b = Fixture::new("ok-multi-appliance");
+    assert_success(&a.build(&[]));
+    assert_success(&b.build(&["-j", "1"]));
+    let site_a = snapshot_tree(&a.path("public"));
+    assert!(site_a.len() > 10, "{:?}", site_a.keys());
+    assert_eq!(site_a, snapshot_tree(&b.path("public")));
+    // A rebuild over the previous output gives the same bytes again.
+    assert_success(&a.build(&[]));
+    assert_eq!(site_a, snapshot_tree(&a.path("public")));
+}
+
+#[test]
+fn published_files_are_world_readable() {
+    let fixture = Fixture::new("ok-minimal");
+    assert_success(&fixture.build(&[]));
+    let mut stack = vec![fixture.path("public")];
+    while let Some(dir) = stack.pop() {
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o755, "{dir:?}");
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o644, "{path:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn secret_key_from_the_environment() {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("secret_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), without).unwrap();
+    let key = fs::read_to_string(fixture.path("../known-answer/kat.key")).unwrap();
+    let out = fixture.run(&["build", "--quiet"], &[("VMCAST_SECRET_KEY", &key)]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "");
+    let public = fs::read_to_string(fixture.path("public/vmcast.pub")).unwrap();
+    assert_eq!(public, fs::read_to_string(fixture.path("../known-answer/kat.pub")).unwrap());
+}
+
+#[test]
+fn awkward_file_names_are_escaped_in_the_manifest() {
+    let fixture = Fixture::new("ok-minimal");
+    let dir = fixture.path("releases/webapp/1.1.0");
+    fs::write(dir.join("back\\slash.raw"), b"one").unwrap();
+    fs::write(dir.join("new\nline.raw"), b"two").unwrap();
+    fs::write(dir.join("sp ace #1.raw"), b"three").unwrap();
+    assert_success(&fixture.build(&[]));
+    let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
+    let lines: Vec<&str> = sums.lines().collect();
+    // sha256 of "one", "two" and "three".
+    assert!(lines.contains(
+        &"\\7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed  images/webapp/1.1.0/back\\\\slash.raw"
+    ), "{sums}");
+    assert!(lines.contains(
+        &"\\3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3  images/webapp/1.1.0/new\\nline.raw"
+    ), "{sums}");
+    assert!(lines.contains(
+        &"8b5b9db0c13db24256c829aa364aa90c6d2eba318b9232a4ab9313b954d3555f  images/webapp/1.1.0/sp ace #1.raw"
+    ), "{sums}");
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert!(feed.contains("/images/webapp/1.1.0/sp%20ace%20%231.raw\""), "{feed}");
+    assert!(feed.contains("/images/webapp/1.1.0/new%0Aline.raw\""), "{feed}");
+    // coreutils reads our escaping back.
+    let check = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(fixture.path("public"))
+        .output()
+        .unwrap();
+    assert_success(&check);
+}
+
+#[test]
+fn unknown_files_beside_images_are_warned_about() {
+    let fixture = Fixture::new("unknown-extension");
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    assert_eq!(
+        stderr(&out),
+        "warning: releases/webapp/1.0.0/image.qcow2.sha256: not an image (unknown extension), not published\n\
+         warning: releases/webapp/1.0.0/notes.md: not an image (unknown extension), not published\n"
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = vmcast(tmp.path(), &["keygen"], &[]);
+    assert_success(&out);
+    let mode = |p: &str| fs::metadata(tmp.path().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("vmcast.key"), 0o600);
+    assert_eq!(mode("vmcast.pub"), 0o644);
+    let key = fs::read(tmp.path().join("vmcast.key")).unwrap();
+
+    let again = vmcast(tmp.path(), &["keygen"], &[]);
+    assert_eq!(
+        stderr(&again),
+        "error: vmcast.key: already exists; pass --force to overwrite it\n"
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(fs::read(tmp.path().join("vmcast.key")).unwrap(), key);
+
+    assert_success(&vmcast(tmp.path(), &["keygen", "--force"], &[]));
+    assert_ne!(fs::read(tmp.path().join("vmcast.key")).unwrap(), key);
+    assert_eq!(mode("vmcast.key"), 0o600);
+}
+
+#[test]
+fn help_and_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let version = vmcast(tmp.path(), &["--version"], &[]);
+    assert_success(&version);
+    assert_eq!(stdout(&version), format!("vmcast-gen {}\n", env!("CARGO_PKG_VERSION")));
+    for args in [&["--help"][..], &["build", "--help"], &["keygen", "--help"]] {
+        let out = vmcast(tmp.path(), args, &[]);
+        assert_success(&out);
+        assert!(stdout(&out).contains("Usage: vmcast-gen"), "{}", stdout(&out));
+    }
+    let bad = vmcast(tmp.path(), &["frobnicate"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+}
