@@ -30,9 +30,11 @@ pub enum Command {
         a failed build leaves the previous output untouched.")]
     Build(BuildArgs),
     /// Generate a new minisign-compatible key pair (unencrypted).
-    #[command(after_help = "The secret key is written with mode 0600. Keep it out of the output \
+    #[command(
+        after_help = "The secret key is written with mode 0600. Keep it out of the output \
         directory and out of version control; in CI, store its contents in a secret and pass \
-        them in VMCAST_SECRET_KEY. Publish the public key out of band so consumers can pin it.")]
+        them in VMCAST_SECRET_KEY. Publish the public key out of band so consumers can pin it."
+    )]
     Keygen(KeygenArgs),
 }
 

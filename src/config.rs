@@ -123,18 +123,22 @@ pub fn join_url(base: &Url, path: &str) -> Url {
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let text = fsutil::read_to_string(path)?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
-    let at = |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
+    let at =
+        |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
 
-    let base_url = parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
+    let base_url =
+        parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
     let download_base_url = match &raw.download_base_url {
         Some(s) => parse_base_url(s.get_ref()).map_err(|m| at(s.span(), m))?,
         None => join_url(&base_url, "images/"),
     };
-    let image_mode = raw.image_mode.unwrap_or(if raw.download_base_url.is_some() {
-        ImageMode::None
-    } else {
-        ImageMode::Copy
-    });
+    let image_mode = raw
+        .image_mode
+        .unwrap_or(if raw.download_base_url.is_some() {
+            ImageMode::None
+        } else {
+            ImageMode::Copy
+        });
 
     let default_appliance = match &raw.appliance {
         Some(s) => Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| at(s.span(), m))?),
@@ -171,7 +175,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     }
 
     let root = path.parent().unwrap_or(Path::new(""));
-    let resolve = |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
+    let resolve =
+        |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
     Ok(Config {
         path: path.to_path_buf(),
         title: raw.title,

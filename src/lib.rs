@@ -77,9 +77,9 @@ pub fn build(options: &BuildOptions, progress: &dyn Progress) -> Result<Report> 
 
     let staging = write::Staging::new(&config.output_dir)?;
     let jobs = hash_jobs(&config, &plan, &staging)?;
-    let threads = options.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    });
+    let threads = options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = Instant::now();
     let digests = hash::hash_all(&jobs, threads, progress)?;
     let hash_time = started.elapsed();
@@ -154,7 +154,11 @@ pub fn build(options: &BuildOptions, progress: &dyn Progress) -> Result<Report> 
 /// config's `secret_key`. A key file inside the output is refused, since the
 /// output is published.
 fn load_key(config: &Config, options: &BuildOptions) -> Result<SecretKey> {
-    let source = match (&options.overrides.secret_key, &options.secret_key_text, &config.secret_key) {
+    let source = match (
+        &options.overrides.secret_key,
+        &options.secret_key_text,
+        &config.secret_key,
+    ) {
         (Some(path), _, _) => KeySource::File(path.clone()),
         (None, Some(text), _) => KeySource::Text(text.clone()),
         (None, None, Some(path)) => KeySource::File(path.clone()),
@@ -169,7 +173,9 @@ fn load_key(config: &Config, options: &BuildOptions) -> Result<SecretKey> {
         KeySource::Text(text) => SecretKey::from_file(Path::new("$VMCAST_SECRET_KEY"), &text),
         KeySource::File(path) => {
             let text = fsutil::read_to_string(&path).map_err(|e| match e {
-                Error::Io { path, source, .. } => Error::io("cannot read the secret key", path, source),
+                Error::Io { path, source, .. } => {
+                    Error::io("cannot read the secret key", path, source)
+                }
                 other => other,
             })?;
             let real = fsutil::canonicalize(&path)?;
@@ -219,7 +225,11 @@ fn check_output_dir(config: &Config) -> Result<()> {
         Some(config.templates_dir.clone()),
     ];
     for input in inputs.into_iter().flatten() {
-        let input_path = if input.as_os_str().is_empty() { PathBuf::from(".") } else { input };
+        let input_path = if input.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            input
+        };
         if resolve_lexically(&input_path)?.starts_with(&out) {
             return Err(Error::file(
                 &config.output_dir,
@@ -266,7 +276,10 @@ pub fn keygen(secret_key: &Path, public_key: &Path, force: bool) -> Result<sign:
     if !force {
         for path in [secret_key, public_key] {
             if std::fs::symlink_metadata(path).is_ok() {
-                return Err(Error::file(path, "already exists; pass --force to overwrite it"));
+                return Err(Error::file(
+                    path,
+                    "already exists; pass --force to overwrite it",
+                ));
             }
         }
     }

@@ -5,6 +5,7 @@ mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -46,7 +47,9 @@ fn build(args: BuildArgs) -> Result<()> {
             output_dir: args.out,
             secret_key: args.secret_key,
         },
-        secret_key_text: std::env::var("VMCAST_SECRET_KEY").ok().filter(|s| !s.is_empty()),
+        secret_key_text: std::env::var("VMCAST_SECRET_KEY")
+            .ok()
+            .filter(|s| !s.is_empty()),
         build_time: source_date_epoch()?,
         threads: args.jobs.map(|n| n.get()),
     };
@@ -118,7 +121,11 @@ fn keygen(args: KeygenArgs) -> Result<()> {
 }
 
 /// Hashing progress on stderr: bytes, rate, ETA and files.
-struct Bar(ProgressBar);
+struct Bar {
+    bar: ProgressBar,
+    files: AtomicUsize,
+    done: AtomicUsize,
+}
 
 impl Bar {
     fn new(visible: bool) -> Self {
@@ -135,31 +142,32 @@ impl Bar {
             .expect("the template is valid")
             .progress_chars("=> "),
         );
-        Bar(bar)
+        Bar {
+            bar,
+            files: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        }
     }
 }
 
 impl Progress for Bar {
     fn begin(&self, files: usize, bytes: u64) {
-        self.0.set_length(bytes);
-        self.0.set_message(format!("0/{files} files"));
-        self.0.set_position(0);
+        self.files.store(files, Ordering::Relaxed);
+        self.bar.set_length(bytes);
+        self.bar.set_message(format!("0/{files} files"));
     }
 
     fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
+        self.bar.inc(bytes);
     }
 
     fn file_done(&self) {
-        let msg = self.0.message();
-        if let Some((done, total)) = msg.split_once('/') {
-            if let Ok(done) = done.parse::<usize>() {
-                self.0.set_message(format!("{}/{total}", done + 1));
-            }
-        }
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let files = self.files.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{done}/{files} files"));
     }
 
     fn end(&self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }

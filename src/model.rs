@@ -69,7 +69,10 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
             (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
                 let an = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
                 let bn = b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len());
-                let (da, db) = (a[..an].trim_start_matches('0'), b[..bn].trim_start_matches('0'));
+                let (da, db) = (
+                    a[..an].trim_start_matches('0'),
+                    b[..bn].trim_start_matches('0'),
+                );
                 let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
                 if ord != Ordering::Equal {
                     return ord;

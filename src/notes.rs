@@ -107,7 +107,8 @@ pub fn load(path: &Path) -> Result<Notes> {
 
 pub fn parse(path: &Path, text: &str) -> Result<Notes> {
     let raw: RawNotes = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
-    let err = |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, text, span.start, msg);
+    let err =
+        |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, text, span.start, msg);
     let locate = |s: &Spanned<String>| {
         let pos = crate::error::LineCol::of(text, s.span().start);
         Located {
@@ -128,15 +129,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
         None => Name::parse("stable", "channel").expect("`stable` is a valid channel"),
     };
     if raw.notes.trim().is_empty() {
-        return Err(Error::file(path, "`notes` is empty; say what changed in this release"));
+        return Err(Error::file(
+            path,
+            "`notes` is empty; say what changed in this release",
+        ));
     }
-    if let Some(images) = &raw.images {
-        if images.is_empty() {
-            return Err(Error::file(
-                path,
-                "`images` is an empty list; remove it to publish the image files beside release.toml",
-            ));
-        }
+    if raw.images.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Error::file(
+            path,
+            "`images` is an empty list; remove it to publish the image files beside release.toml",
+        ));
     }
     let mut overrides = BTreeMap::new();
     for (name, image) in &raw.image {
@@ -179,7 +181,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
         channel,
         critical: raw.critical,
         primary: raw.primary.as_ref().map(locate),
-        images: raw.images.as_ref().map(|list| list.iter().map(locate).collect()),
+        images: raw
+            .images
+            .as_ref()
+            .map(|list| list.iter().map(locate).collect()),
         requirements,
         overrides,
     })
@@ -199,7 +204,9 @@ fn parse_date(dt: &toml::value::Datetime) -> Result<DateTime<Utc>, String> {
         (true, true, false) => Err(format!(
             "date-time `{text}` has no time zone; add one, e.g. `{text}Z`"
         )),
-        _ => Err(format!("`{text}` is a time, not a date; write e.g. `2026-10-01`")),
+        _ => Err(format!(
+            "`{text}` is a time, not a date; write e.g. `2026-10-01`"
+        )),
     }
 }
 

@@ -261,9 +261,18 @@ fn plan_release(
     }
     images.sort_by(|a, b| a.name.cmp(&b.name));
     let primary = match &notes.primary {
-        Some(p) => images.iter().position(|i| i.name == p.value).ok_or_else(|| {
-            notes.error_at(p, format_args!("primary image {:?} is not an image of this release", p.value))
-        })?,
+        Some(p) => images
+            .iter()
+            .position(|i| i.name == p.value)
+            .ok_or_else(|| {
+                notes.error_at(
+                    p,
+                    format_args!(
+                        "primary image {:?} is not an image of this release",
+                        p.value
+                    ),
+                )
+            })?,
         None => {
             let rank = |f: ImageFormat| {
                 config
@@ -281,9 +290,10 @@ fn plan_release(
     first.primary = true;
     images.insert(0, first);
 
-    let title = notes.title.clone().unwrap_or_else(|| {
-        format!("{} {}", config.appliance(&appliance).title, notes.version)
-    });
+    let title = notes
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("{} {}", config.appliance(&appliance).title, notes.version));
     Ok(PlannedRelease {
         info: ReleaseInfo {
             notes_path: notes.path,
@@ -315,7 +325,11 @@ pub fn detect(name: &str) -> Option<(ImageFormat, Option<Compression>)> {
 /// notes file, sorted by name.
 fn files_beside(dir: &Path) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
-    for entry in WalkDir::new(dir).min_depth(1).max_depth(1).sort_by_file_name() {
+    for entry in WalkDir::new(dir)
+        .min_depth(1)
+        .max_depth(1)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| walk_error(dir, e))?;
         let Some(name) = entry.file_name().to_str() else {
             return Err(non_utf8(entry.path()));

@@ -144,7 +144,13 @@ impl SecretKey {
         }
         let bytes = B64
             .decode(lines.next().unwrap_or_default().trim())
-            .map_err(|e| Error::at(path, pos(2), format_args!("secret key is not valid base64: {e}")))?;
+            .map_err(|e| {
+                Error::at(
+                    path,
+                    pos(2),
+                    format_args!("secret key is not valid base64: {e}"),
+                )
+            })?;
         if bytes.len() != SECRET_KEY_LEN {
             return Err(Error::at(
                 path,
@@ -358,12 +364,21 @@ mod tests {
         let sig = key.sign(b"feed", "timestamp:1\tfile:feed.xml").unwrap();
         let parsed = Signature::from_file(Path::new("s"), &sig.to_file()).unwrap();
         assert_eq!(parsed.verify(&key.public, b"feed"), Ok(()));
-        assert_eq!(parsed.verify(&key.public, b"feeD"), Err(VerifyError::BadSignature));
+        assert_eq!(
+            parsed.verify(&key.public, b"feeD"),
+            Err(VerifyError::BadSignature)
+        );
         let mut forged = parsed.clone();
         forged.trusted_comment.push('x');
-        assert_eq!(forged.verify(&key.public, b"feed"), Err(VerifyError::BadTrustedComment));
+        assert_eq!(
+            forged.verify(&key.public, b"feed"),
+            Err(VerifyError::BadTrustedComment)
+        );
         let other = SecretKey::from_seed(KeyId([8; 8]), [3; 32]);
-        assert!(matches!(parsed.verify(&other.public, b"feed"), Err(VerifyError::WrongKey { .. })));
+        assert!(matches!(
+            parsed.verify(&other.public, b"feed"),
+            Err(VerifyError::WrongKey { .. })
+        ));
     }
 
     #[test]

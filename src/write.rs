@@ -25,7 +25,9 @@ impl Staging {
         check_replaceable(target)?;
         let parent = parent_of(target);
         fsutil::create_dir_all(parent)?;
-        let name = target.file_name().map_or("site".into(), |n| n.to_string_lossy());
+        let name = target
+            .file_name()
+            .map_or("site".into(), |n| n.to_string_lossy());
         let dir = tempfile::Builder::new()
             .prefix(&format!(".{name}.building-"))
             .tempdir_in(parent)
@@ -35,7 +37,10 @@ impl Staging {
             dir,
             target: target.to_path_buf(),
         };
-        staging.write(MARKER, b"This directory is replaced by every `vmcast-gen build`.\n")?;
+        staging.write(
+            MARKER,
+            b"This directory is replaced by every `vmcast-gen build`.\n",
+        )?;
         Ok(staging)
     }
 
@@ -65,7 +70,8 @@ impl Staging {
         sync_dir(&new)?;
         let target = &self.target;
         let result = if fs::symlink_metadata(target).is_err() {
-            fs::rename(&new, target).map_err(|e| Error::io("cannot move the new site to", target, e))
+            fs::rename(&new, target)
+                .map_err(|e| Error::io("cannot move the new site to", target, e))
         } else {
             swap(&new, target)
         };
@@ -100,7 +106,13 @@ fn swap(new: &Path, target: &Path) -> Result<()> {
             }
             return remove_old(&old);
         }
-        Err(e) => return Err(Error::io("cannot swap in the new site at", target, io::Error::from(e))),
+        Err(e) => {
+            return Err(Error::io(
+                "cannot swap in the new site at",
+                target,
+                io::Error::from(e),
+            ));
+        }
     }
     remove_old(new)
 }
@@ -121,9 +133,13 @@ fn check_replaceable(target: &Path) -> Result<()> {
         return Ok(());
     };
     if !meta.is_dir() {
-        return Err(Error::file(target, "exists and is not a directory (output_dir)"));
+        return Err(Error::file(
+            target,
+            "exists and is not a directory (output_dir)",
+        ));
     }
-    let mut entries = fs::read_dir(target).map_err(|e| Error::io("cannot read directory", target, e))?;
+    let mut entries =
+        fs::read_dir(target).map_err(|e| Error::io("cannot read directory", target, e))?;
     if entries.next().is_none() || target.join(MARKER).is_file() {
         return Ok(());
     }

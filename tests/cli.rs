@@ -137,8 +137,16 @@ fn assert_build_fails(fixture: &Fixture, expected: &str) {
     assert_eq!(stderr(&out), expected);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout(&out), "");
-    assert_eq!(snapshot_tree(&fixture.path("public")), before, "previous output changed");
-    assert_eq!(listing(&fixture.root), siblings, "a temporary directory was left behind");
+    assert_eq!(
+        snapshot_tree(&fixture.path("public")),
+        before,
+        "previous output changed"
+    );
+    assert_eq!(
+        listing(&fixture.root),
+        siblings,
+        "a temporary directory was left behind"
+    );
 }
 
 // ---- bad input: a clear error naming file and line, and nothing lost ----
@@ -370,7 +378,9 @@ fn image_grows_while_hashing() {
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert!(
-        err.starts_with("error: releases/webapp/1.0.0/growing.raw: changed while it was being hashed (size "),
+        err.starts_with(
+            "error: releases/webapp/1.0.0/growing.raw: changed while it was being hashed (size "
+        ),
         "{err}"
     );
     assert_eq!(out.status.code(), Some(1));
@@ -410,7 +420,10 @@ fn output_dir_not_made_by_us_is_refused() {
          refusing to replace it: choose another output_dir or remove it\n"
     );
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(fs::read_to_string(out_dir.join("precious.txt")).unwrap(), "mine");
+    assert_eq!(
+        fs::read_to_string(out_dir.join("precious.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -458,10 +471,20 @@ fn unsafe_notes_are_sanitized() {
             .replace("&gt;", ">")
             .replace("&quot;", "\"")
             .replace("&amp;", "&");
-        for bad in ["<script", "javascript:", "onerror", "data:text/html", "<iframe", "alert(1)"] {
+        for bad in [
+            "<script",
+            "javascript:",
+            "onerror",
+            "data:text/html",
+            "<iframe",
+            "alert(1)",
+        ] {
             assert!(!text.contains(bad), "{file} contains {bad:?}");
         }
-        assert!(text.contains(r#"<a href="https://example.com/">"#), "{file} lost the safe link");
+        assert!(
+            text.contains(r#"<a href="https://example.com/">"#),
+            "{file} lost the safe link"
+        );
     }
 }
 
@@ -485,7 +508,11 @@ fn published_files_are_world_readable() {
     assert_success(&fixture.build(&[]));
     let mut stack = vec![fixture.path("public")];
     while let Some(dir) = stack.pop() {
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o755, "{dir:?}");
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o755,
+            "{dir:?}"
+        );
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
@@ -513,7 +540,10 @@ fn secret_key_from_the_environment() {
     assert_success(&out);
     assert_eq!(stdout(&out), "");
     let public = fs::read_to_string(fixture.path("public/vmcast.pub")).unwrap();
-    assert_eq!(public, fs::read_to_string(fixture.path("../known-answer/kat.pub")).unwrap());
+    assert_eq!(
+        public,
+        fs::read_to_string(fixture.path("../known-answer/kat.pub")).unwrap()
+    );
 }
 
 #[test]
@@ -537,8 +567,14 @@ fn awkward_file_names_are_escaped_in_the_manifest() {
         &"8b5b9db0c13db24256c829aa364aa90c6d2eba318b9232a4ab9313b954d3555f  images/webapp/1.1.0/sp ace #1.raw"
     ), "{sums}");
     let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
-    assert!(feed.contains("/images/webapp/1.1.0/sp%20ace%20%231.raw\""), "{feed}");
-    assert!(feed.contains("/images/webapp/1.1.0/new%0Aline.raw\""), "{feed}");
+    assert!(
+        feed.contains("/images/webapp/1.1.0/sp%20ace%20%231.raw\""),
+        "{feed}"
+    );
+    assert!(
+        feed.contains("/images/webapp/1.1.0/new%0Aline.raw\""),
+        "{feed}"
+    );
     // coreutils reads our escaping back.
     let check = Command::new("sha256sum")
         .args(["-c", "--strict", "SHA256SUMS"])
@@ -565,7 +601,13 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let out = vmcast(tmp.path(), &["keygen"], &[]);
     assert_success(&out);
-    let mode = |p: &str| fs::metadata(tmp.path().join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        fs::metadata(tmp.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("vmcast.key"), 0o600);
     assert_eq!(mode("vmcast.pub"), 0o644);
     let key = fs::read(tmp.path().join("vmcast.key")).unwrap();
@@ -588,12 +630,100 @@ fn help_and_version() {
     let tmp = tempfile::tempdir().unwrap();
     let version = vmcast(tmp.path(), &["--version"], &[]);
     assert_success(&version);
-    assert_eq!(stdout(&version), format!("vmcast-gen {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&version),
+        format!("vmcast-gen {}\n", env!("CARGO_PKG_VERSION"))
+    );
     for args in [&["--help"][..], &["build", "--help"], &["keygen", "--help"]] {
         let out = vmcast(tmp.path(), args, &[]);
         assert_success(&out);
-        assert!(stdout(&out).contains("Usage: vmcast-gen"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("Usage: vmcast-gen"),
+            "{}",
+            stdout(&out)
+        );
     }
     let bad = vmcast(tmp.path(), &["frobnicate"], &[]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn template_errors_name_the_template_and_line() {
+    assert_build_fails(
+        &Fixture::new("template-error"),
+        "error: templates/index.html:5: undefined value: `appliance.no_such_field` is undefined\n",
+    );
+}
+
+#[test]
+fn images_listed_by_glob_are_hard_linked() {
+    use std::os::unix::fs::MetadataExt;
+    let fixture = Fixture::new("images-dir");
+    assert_success(&fixture.build(&[]));
+    let inode = |p: &str| fs::metadata(fixture.path(p)).unwrap().ino();
+    for name in ["webapp-2.0.0.qcow2", "webapp-2.0.0-arm.img"] {
+        assert_eq!(
+            inode(&format!("build/webapp/{name}")),
+            inode(&format!("public/images/webapp/2.0.0/{name}"))
+        );
+    }
+    assert!(
+        !fixture
+            .path("public/images/webapp/2.0.0/webapp-1.9.0.qcow2")
+            .exists()
+    );
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    insta::assert_snapshot!("images_dir_feed", feed);
+}
+
+#[test]
+fn images_on_another_host_stay_out_of_the_output() {
+    let fixture = Fixture::new("cdn-download-url");
+    assert_success(&fixture.build(&[]));
+    assert!(!fixture.path("public/images").exists());
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    insta::assert_snapshot!("cdn_feed", feed);
+    insta::assert_snapshot!(
+        "cdn_sums",
+        fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap()
+    );
+}
+
+/// The whole deterministic output of a multi-appliance site.
+#[test]
+fn multi_appliance_site_snapshot() {
+    let fixture = Fixture::new("ok-multi-appliance");
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    let site = snapshot_tree(&fixture.path("public"));
+    let names: Vec<String> = site.keys().map(|p| p.display().to_string()).collect();
+    insta::assert_snapshot!("multi_files", names.join("\n"));
+    for file in [
+        "feed.xml",
+        "feed.xml.minisig",
+        "feeds/webapp.xml",
+        "feeds/dbnode.xml",
+        "feeds/dbnode.xml.minisig",
+        "SHA256SUMS",
+        "SHA256SUMS.minisig",
+        "vmcast.pub",
+        "index.html",
+    ] {
+        let text = String::from_utf8(site[Path::new(file)].clone()).unwrap();
+        insta::assert_snapshot!(format!("multi_{}", file.replace(['/', '.'], "_")), text);
+    }
+}
+
+/// The example site that `cargo run --release -- build` makes.
+#[test]
+fn example_site_snapshot() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("public");
+    let out = vmcast(repo, &["build", "--out", out_dir.to_str().unwrap()], &[]);
+    assert_success(&out);
+    for file in ["feed.xml", "SHA256SUMS", "SHA256SUMS.minisig", "index.html"] {
+        let text = fs::read_to_string(out_dir.join(file)).unwrap();
+        insta::assert_snapshot!(format!("example_{}", file.replace('.', "_")), text);
+    }
 }

@@ -123,7 +123,11 @@ fn write_item(w: &mut W, site: &Site, release: &Release) -> io::Result<()> {
         text(w, "vmcast:appliance", info.appliance.as_str())?;
         text(w, "vmcast:version", info.version.as_str())?;
         text(w, "vmcast:channel", info.channel.as_str())?;
-        text(w, "vmcast:critical", if info.critical { "true" } else { "false" })?;
+        text(
+            w,
+            "vmcast:critical",
+            if info.critical { "true" } else { "false" },
+        )?;
         write_requirements(w, release)?;
         for image in &release.images {
             write_image(w, image)?;
@@ -159,7 +163,9 @@ fn write_requirements(w: &mut W, release: &Release) -> io::Result<()> {
     if let Some(fw) = r.firmware {
         attrs.push(("firmware", fw.as_str()));
     }
-    let el = w.create_element("vmcast:requirements").with_attributes(attrs);
+    let el = w
+        .create_element("vmcast:requirements")
+        .with_attributes(attrs);
     if r.hypervisors.is_empty() {
         el.write_empty()?;
     } else {
@@ -218,7 +224,10 @@ fn write_alternate(w: &mut W, image: &Image) -> io::Result<()> {
                 .with_attribute(("uri", s.url.as_str()))
                 .write_empty()?;
             w.create_element("podcast:integrity")
-                .with_attributes([("type", "sri"), ("value", image.digest.sha256.to_sri().as_str())])
+                .with_attributes([
+                    ("type", "sri"),
+                    ("value", image.digest.sha256.to_sri().as_str()),
+                ])
                 .write_empty()?;
             Ok(())
         })?;

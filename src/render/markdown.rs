@@ -30,6 +30,9 @@ mod tests {
         assert!(!html.contains("javascript:"), "{html}");
         assert!(!html.contains("data:"), "{html}");
         assert!(!html.contains("onerror"), "{html}");
-        assert!(html.contains(r#"<a href="https://example.com/">ok</a>"#), "{html}");
+        assert!(
+            html.contains(r#"<a href="https://example.com/">ok</a>"#),
+            "{html}"
+        );
     }
 }

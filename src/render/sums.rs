@@ -33,6 +33,9 @@ mod tests {
         let zeros = "0".repeat(64);
         assert_eq!(line("a b", &d), format!("{zeros}  a b\n"));
         assert_eq!(line("*x", &d), format!("{zeros}  *x\n"));
-        assert_eq!(line("a\\b\nc\rd", &d), format!("\\{zeros}  a\\\\b\\nc\\rd\n"));
+        assert_eq!(
+            line("a\\b\nc\rd", &d),
+            format!("\\{zeros}  a\\\\b\\nc\\rd\n")
+        );
     }
 }
