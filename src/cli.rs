@@ -24,8 +24,10 @@ pub enum Command {
     #[command(after_help = "Environment:\n  \
         VMCAST_SECRET_KEY   the contents of a minisign secret key file (e.g. from a CI secret);\n                      \
         used when --secret-key is not given, before the config's secret_key\n  \
+        VMCAST_KEY_PASSWORD the password of an encrypted secret key (else asked on the terminal)\n  \
         SOURCE_DATE_EPOCH   build timestamp in Unix seconds; same inputs and same value give a\n                      \
-        byte-identical site\n\n\
+        byte-identical site. It is also the build's sequence number, which consumers use for\n                      \
+        rollback protection, and the start of its expiry period.\n\n\
         The site is built in a temporary directory beside the output and swapped in at the end:\n\
         a failed build leaves the previous output untouched.")]
     Build(BuildArgs),
@@ -36,6 +38,42 @@ pub enum Command {
         them in VMCAST_SECRET_KEY. Publish the public key out of band so consumers can pin it."
     )]
     Keygen(KeygenArgs),
+    /// Verify a published site (a local output directory or an http(s) URL) as a consumer would.
+    #[command(
+        after_help = "Checks both signatures (prehashed ED only), that the feed's hash is in the \
+        signed manifest, that every image's length and SHA-256 in the feed agree with the manifest, \
+        that every URL is under the site's declared URLs, that the build has not expired, and with \
+        --state that it is not older than a build seen before (rollback) and which rotated keys were \
+        announced. --images also streams every image and checks its length and SHA-256.\n\n\
+        Exit status: 0 only when every check passes, 1 otherwise, 2 on a usage error."
+    )]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A local output directory (or its feed.xml), or the http(s) URL of the site or of a feed.
+    pub source: String,
+    /// The pinned public key file (minisign format).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "pubkey_b64",
+        conflicts_with = "pubkey_b64"
+    )]
+    pub pubkey: Option<PathBuf>,
+    /// The pinned public key as its base64 line (as `minisign -P` takes it).
+    #[arg(long, value_name = "KEY")]
+    pub pubkey_b64: Option<String>,
+    /// A state file remembering the highest sequence seen and announced keys (rollback protection, key rotation).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Also download or read every image and check its length and SHA-256.
+    #[arg(long)]
+    pub images: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -71,4 +109,8 @@ pub struct KeygenArgs {
     /// Overwrite existing key files.
     #[arg(long)]
     pub force: bool,
+    /// Write the secret key unencrypted (as `minisign -G -W`); by default it is encrypted with a
+    /// password from VMCAST_KEY_PASSWORD or asked on the terminal.
+    #[arg(short = 'W', long)]
+    pub no_password: bool,
 }

@@ -31,6 +31,8 @@ struct RawConfig {
     image_mode: Option<ImageMode>,
     appliance: Option<Spanned<String>>,
     format_preference: Option<Spanned<Vec<String>>>,
+    expires_after: Option<Spanned<String>>,
+    next_public_key: Option<PathBuf>,
     #[serde(default)]
     appliances: BTreeMap<Spanned<String>, RawAppliance>,
 }
@@ -81,6 +83,10 @@ pub struct Config {
     pub image_mode: ImageMode,
     pub default_appliance: Option<Name>,
     pub format_preference: Vec<ImageFormat>,
+    /// How long a build stays valid; consumers refuse it afterwards.
+    pub expires_after: Option<chrono::Duration>,
+    /// The public key to rotate to, announced signed by the current key.
+    pub next_public_key: Option<PathBuf>,
     pub appliances: BTreeMap<Name, Appliance>,
 }
 
@@ -161,6 +167,10 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             ImageFormat::Iso,
         ],
     };
+    let expires_after = match &raw.expires_after {
+        Some(s) => Some(crate::trust::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))?),
+        None => None,
+    };
     let mut appliances = BTreeMap::new();
     for (key, value) in raw.appliances {
         let name = Name::parse(key.get_ref(), "appliance name").map_err(|m| at(key.span(), m))?;
@@ -198,6 +208,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         image_mode,
         default_appliance,
         format_preference,
+        expires_after,
+        next_public_key: raw.next_public_key.map(|p| root.join(p)),
         appliances,
     })
 }

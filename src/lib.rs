@@ -14,6 +14,8 @@ pub mod notes;
 pub mod render;
 pub mod scan;
 pub mod sign;
+pub mod trust;
+pub mod verify;
 pub mod write;
 
 use std::path::{Path, PathBuf};
@@ -66,11 +68,38 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+/// Asked for the secret key's password, only when the key is encrypted.
+pub type PasswordPrompt<'a> = &'a mut dyn FnMut() -> Result<String>;
+
 /// Reads the config and builds the whole site into its output directory.
-pub fn build(options: &BuildOptions, progress: &dyn Progress) -> Result<Report> {
+pub fn build(
+    options: &BuildOptions,
+    progress: &dyn Progress,
+    password: PasswordPrompt,
+) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
     let build_time = options.build_time.unwrap_or_else(Utc::now);
-    let key = load_key(&config, options)?;
+    let sequence = u64::try_from(build_time.timestamp())
+        .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
+    let expires = config.expires_after.map(|d| build_time + d);
+    let key = load_key(&config, options, password)?;
+    let mut warnings = Vec::new();
+    let next_key = match &config.next_public_key {
+        Some(path) => {
+            let next = sign::PublicKey::from_file(path, &fsutil::read_to_string(path)?)?;
+            if next.key_id == key.public.key_id {
+                warnings.push(format!(
+                    "{}: next_public_key is the key signing this build, so the rotation is done; \
+                     remove next_public_key from the config",
+                    path.display()
+                ));
+                None
+            } else {
+                Some(next)
+            }
+        }
+        None => None,
+    };
     check_output_dir(&config)?;
 
     let plan = scan::scan(&config)?;
@@ -104,16 +133,22 @@ pub fn build(options: &BuildOptions, progress: &dyn Progress) -> Result<Report> 
         config: &config,
         releases: &releases,
         public_key: &key.public,
+        next_key: next_key.as_ref(),
         build_time,
+        sequence,
+        expires,
     };
     let rendered = render::render(&site)?;
 
     let comment = |file: &str| {
-        format!(
-            "timestamp:{}\tfile:{file}\tbase_url:{}",
-            build_time.timestamp(),
-            config.base_url
-        )
+        trust::BuildStamp {
+            timestamp: build_time.timestamp(),
+            file: file.to_owned(),
+            base_url: config.base_url.to_string(),
+            sequence,
+            expires: expires.map(|e| e.timestamp()),
+        }
+        .to_comment()
     };
     for feed in &rendered.feeds {
         let sig = key.sign(&feed.xml, &comment(&feed.path))?;
@@ -124,6 +159,17 @@ pub fn build(options: &BuildOptions, progress: &dyn Progress) -> Result<Report> 
     staging.write(render::MANIFEST, rendered.manifest.as_bytes())?;
     staging.write(render::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
     staging.write(render::PUBLIC_KEY, key.public.to_file().as_bytes())?;
+    if let Some(next) = &next_key {
+        // The current key vouches for the next one: consumers that trust the
+        // current key learn the next from this signature.
+        let text = next.to_file();
+        let sig = key.sign(text.as_bytes(), &comment(render::NEXT_PUBLIC_KEY))?;
+        staging.write(render::NEXT_PUBLIC_KEY, text.as_bytes())?;
+        staging.write(
+            &format!("{}.minisig", render::NEXT_PUBLIC_KEY),
+            sig.to_file().as_bytes(),
+        )?;
+    }
     staging.write(render::page::PAGE, rendered.page.as_bytes())?;
     // GitHub Pages would otherwise run the site through Jekyll.
     staging.write(".nojekyll", b"")?;
@@ -146,14 +192,18 @@ pub fn build(options: &BuildOptions, progress: &dyn Progress) -> Result<Report> 
             .sum(),
         hash_time,
         key_id: key.public.key_id.to_string(),
-        warnings: plan.warnings,
+        warnings: warnings.into_iter().chain(plan.warnings).collect(),
     })
 }
 
 /// The secret key: `--secret-key`, else `VMCAST_SECRET_KEY`, else the
 /// config's `secret_key`. A key file inside the output is refused, since the
 /// output is published.
-fn load_key(config: &Config, options: &BuildOptions) -> Result<SecretKey> {
+fn load_key(
+    config: &Config,
+    options: &BuildOptions,
+    password: PasswordPrompt,
+) -> Result<SecretKey> {
     let source = match (
         &options.overrides.secret_key,
         &options.secret_key_text,
@@ -170,7 +220,9 @@ fn load_key(config: &Config, options: &BuildOptions) -> Result<SecretKey> {
         }
     };
     match source {
-        KeySource::Text(text) => SecretKey::from_file(Path::new("$VMCAST_SECRET_KEY"), &text),
+        KeySource::Text(text) => {
+            SecretKey::from_file(Path::new("$VMCAST_SECRET_KEY"), &text, password)
+        }
         KeySource::File(path) => {
             let text = fsutil::read_to_string(&path).map_err(|e| match e {
                 Error::Io { path, source, .. } => {
@@ -188,7 +240,7 @@ fn load_key(config: &Config, options: &BuildOptions) -> Result<SecretKey> {
                     ),
                 ));
             }
-            SecretKey::from_file(&path, &text)
+            SecretKey::from_file(&path, &text, password)
         }
     }
 }
@@ -270,9 +322,15 @@ fn hash_jobs(config: &Config, plan: &scan::Plan, staging: &write::Staging) -> Re
         .collect()
 }
 
-/// Writes a new unencrypted minisign key pair: the secret key with mode
-/// 0600, the public key with mode 0644. Refuses to overwrite unless `force`.
-pub fn keygen(secret_key: &Path, public_key: &Path, force: bool) -> Result<sign::PublicKey> {
+/// Writes a new minisign key pair: the secret key with mode 0600, encrypted
+/// when a password is given, and the public key with mode 0644. Refuses to
+/// overwrite unless `force`.
+pub fn keygen(
+    secret_key: &Path,
+    public_key: &Path,
+    force: bool,
+    password: Option<&str>,
+) -> Result<sign::PublicKey> {
     if !force {
         for path in [secret_key, public_key] {
             if std::fs::symlink_metadata(path).is_ok() {
@@ -284,7 +342,7 @@ pub fn keygen(secret_key: &Path, public_key: &Path, force: bool) -> Result<sign:
         }
     }
     let key = SecretKey::generate()?;
-    fsutil::write_new_file(secret_key, key.to_file().as_bytes(), 0o600, force)?;
+    fsutil::write_new_file(secret_key, key.to_file(password)?.as_bytes(), 0o600, force)?;
     fsutil::write_new_file(
         public_key,
         key.public.to_file().as_bytes(),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use cli::{BuildArgs, Cli, Command, KeygenArgs};
+use cli::{BuildArgs, Cli, Command, KeygenArgs, VerifyArgs};
 use vmcast_gen::config::Overrides;
 use vmcast_gen::hash::Progress;
 use vmcast_gen::render::page::human_size;
@@ -23,9 +23,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => build(args),
         Command::Keygen(args) => keygen(args),
+        Command::Verify(args) => verify(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             let mut line = format!("error: {err}");
             let mut source = std::error::Error::source(&err);
@@ -39,7 +41,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn build(args: BuildArgs) -> Result<()> {
+/// The password of an encrypted key: from the environment, else asked on
+/// the terminal.
+fn password(what: &str) -> Result<String> {
+    if let Ok(p) = std::env::var("VMCAST_KEY_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::other(format_args!(
+            "{what} needs a password: set VMCAST_KEY_PASSWORD, or run on a terminal"
+        )));
+    }
+    rpassword::prompt_password(format!("Password for {what}: "))
+        .map_err(|e| Error::other(format_args!("cannot read the password: {e}")))
+}
+
+fn build(args: BuildArgs) -> Result<bool> {
     let started = Instant::now();
     let options = BuildOptions {
         config: args.config,
@@ -55,12 +72,12 @@ fn build(args: BuildArgs) -> Result<()> {
     };
     let show_bar = !args.quiet && (args.progress || std::io::stderr().is_terminal());
     let bar = Bar::new(show_bar);
-    let report = vmcast_gen::build(&options, &bar)?;
+    let report = vmcast_gen::build(&options, &bar, &mut || password("the secret key"))?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
     if args.quiet {
-        return Ok(());
+        return Ok(true);
     }
     let secs = report.hash_time.as_secs_f64();
     let rate = if secs > 0.0 {
@@ -87,7 +104,7 @@ fn build(args: BuildArgs) -> Result<()> {
         report.feeds.join(", "),
         report.key_id
     );
-    Ok(())
+    Ok(true)
 }
 
 /// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "now".
@@ -108,8 +125,37 @@ fn source_date_epoch() -> Result<Option<DateTime<Utc>>> {
         })
 }
 
-fn keygen(args: KeygenArgs) -> Result<()> {
-    let public = vmcast_gen::keygen(&args.secret_key, &args.public_key, args.force)?;
+fn keygen(args: KeygenArgs) -> Result<bool> {
+    let password = if args.no_password {
+        None
+    } else if let Ok(p) = std::env::var("VMCAST_KEY_PASSWORD") {
+        Some(p)
+    } else if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password for the new key: ")
+            .map_err(|e| Error::other(format_args!("cannot read the password: {e}")))?;
+        let again = rpassword::prompt_password("Password (again): ")
+            .map_err(|e| Error::other(format_args!("cannot read the password: {e}")))?;
+        if first != again {
+            return Err(Error::other("the passwords differ"));
+        }
+        Some(first)
+    } else {
+        return Err(Error::other(
+            "keygen encrypts the secret key: set VMCAST_KEY_PASSWORD, run on a terminal, \
+             or pass -W for an unencrypted key",
+        ));
+    };
+    if password.as_deref() == Some("") {
+        return Err(Error::other(
+            "an empty password; pass -W for an unencrypted key",
+        ));
+    }
+    let public = vmcast_gen::keygen(
+        &args.secret_key,
+        &args.public_key,
+        args.force,
+        password.as_deref(),
+    )?;
     println!(
         "Wrote secret key {} (mode 0600) and public key {}\nKey id {}; public key: {}",
         args.secret_key.display(),
@@ -117,7 +163,61 @@ fn keygen(args: KeygenArgs) -> Result<()> {
         public.key_id,
         public.to_base64()
     );
-    Ok(())
+    Ok(true)
+}
+
+fn verify(args: VerifyArgs) -> Result<bool> {
+    let pinned = match (&args.pubkey, &args.pubkey_b64) {
+        (Some(path), _) => vmcast_gen::sign::PublicKey::from_file(
+            path,
+            &vmcast_gen::fsutil::read_to_string(path)?,
+        )?,
+        (None, Some(b64)) => vmcast_gen::sign::PublicKey::from_base64(b64)
+            .map_err(|m| Error::other(format_args!("--pubkey-b64: {m}")))?,
+        (None, None) => unreachable!("clap requires one of --pubkey and --pubkey-b64"),
+    };
+    let report = vmcast_gen::verify::verify(&vmcast_gen::verify::VerifyOptions {
+        source: args.source,
+        pinned,
+        state: args.state,
+        images: args.images,
+        now: chrono::Utc::now(),
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        println!("verify {}", report.source);
+        for check in &report.checks {
+            let mark = if check.ok { "ok  " } else { "FAIL" };
+            println!("  {mark} {:<9} {}", check.check, check.detail);
+        }
+        if report.ok {
+            println!(
+                "verified: {} release(s), {} image(s){}, key {}, sequence {}",
+                report.releases,
+                report.images,
+                if report.images_read > 0 {
+                    format!(", {} image bytes read", report.images_read)
+                } else {
+                    String::new()
+                },
+                report.key_id.as_deref().unwrap_or("-"),
+                report.sequence.map_or("-".into(), |s| s.to_string())
+            );
+        } else {
+            let failed = report.failures().count();
+            println!("NOT verified: {failed} check(s) failed");
+        }
+    }
+    if !report.ok {
+        for failure in report.failures() {
+            eprintln!("error: {}", failure.detail);
+        }
+    }
+    Ok(report.ok)
 }
 
 /// Hashing progress on stderr: bytes, rate, ETA and files.

@@ -208,6 +208,18 @@ impl Sha256 {
         })
     }
 
+    /// Parses 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Sha256(out))
+    }
+
     /// The Subresource Integrity form: `sha256-<base64>`.
     pub fn to_sri(&self) -> String {
         use base64::Engine;
@@ -502,6 +514,9 @@ mod tests {
     fn digests_print_as_hex_and_sri() {
         let d = Sha256([0xab; 32]);
         assert_eq!(d.to_hex(), "ab".repeat(32));
+        assert_eq!(Sha256::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(Sha256::from_hex("ab"), None);
+        assert_eq!(Sha256::from_hex(&"zz".repeat(32)), None);
         assert_eq!(
             d.to_sri(),
             "sha256-q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="

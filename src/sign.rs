@@ -25,6 +25,42 @@ const UNTRUSTED: &str = "untrusted comment: ";
 const TRUSTED: &str = "trusted comment: ";
 /// minisign's limit on a trusted comment.
 const MAX_TRUSTED_COMMENT: usize = 8192;
+/// The scrypt limits `minisign -G` writes: N = 2^20, r = 8, p = 1.
+const SCRYPT_OPSLIMIT: u64 = 33_554_432;
+const SCRYPT_MEMLIMIT: u64 = 1_073_741_824;
+
+/// The 104 bytes XORed over `key_id || seed || pk || checksum`.
+///
+/// The limits map to scrypt's N, r and p as libsodium's `pickparams` does
+/// for `crypto_pwhash_scryptsalsa208sha256`, which minisign uses.
+fn key_stream(password: &str, salt: &[u8; 32], ops: u64, mem: u64) -> Result<[u8; 104], String> {
+    let ops = ops.max(32_768);
+    let r: u64 = 8;
+    let (log_n, p) = if ops < mem / 32 {
+        (log2_half(ops / (r * 4)), 1)
+    } else {
+        let log_n = log2_half(mem / (r * 128));
+        let maxrp = ((ops / 4) >> log_n).min(0x3fff_ffff);
+        (log_n, (maxrp / r).max(1))
+    };
+    // Refuse work factors far beyond minisign's own (a hostile key file).
+    if log_n > 22 || p > 16 {
+        return Err(format!(
+            "scrypt limits in the key file are out of range (N = 2^{log_n}, p = {p})"
+        ));
+    }
+    let params = scrypt::Params::new(log_n, r as u32, p as u32)
+        .map_err(|e| format!("invalid scrypt parameters: {e}"))?;
+    let mut out = [0u8; 104];
+    scrypt::scrypt(password.as_bytes(), salt, &params, &mut out)
+        .map_err(|e| format!("scrypt failed: {e}"))?;
+    Ok(out)
+}
+
+/// The smallest n with 2^n > max_n / 2, as libsodium computes N.
+fn log2_half(max_n: u64) -> u8 {
+    (1..63).find(|&n| (1u64 << n) > max_n / 2).unwrap_or(63)
+}
 
 /// The 8 bytes that name a key pair.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -132,8 +168,13 @@ impl SecretKey {
         }
     }
 
-    /// Parses an unencrypted minisign secret key file (`minisign -G -W`).
-    pub fn from_file(path: &Path, text: &str) -> Result<Self> {
+    /// Parses a minisign secret key file, encrypted (`minisign -G`) or not
+    /// (`minisign -G -W`). `password` is asked only for an encrypted key.
+    pub fn from_file(
+        path: &Path,
+        text: &str,
+        password: &mut dyn FnMut() -> Result<String>,
+    ) -> Result<Self> {
         let mut lines = text.lines();
         if !lines.next().unwrap_or_default().starts_with(UNTRUSTED) {
             return Err(Error::at(
@@ -142,7 +183,7 @@ impl SecretKey {
                 "not a minisign secret key: missing `untrusted comment:` line",
             ));
         }
-        let bytes = B64
+        let mut bytes = B64
             .decode(lines.next().unwrap_or_default().trim())
             .map_err(|e| {
                 Error::at(
@@ -164,31 +205,43 @@ impl SecretKey {
         if &bytes[0..2] != b"Ed" || &bytes[4..6] != b"B2" {
             return Err(Error::at(path, pos(2), "not a minisign Ed25519 secret key"));
         }
-        match &bytes[2..4] {
-            b"\0\0" => {}
-            b"Sc" => {
-                return Err(Error::file(
-                    path,
-                    "is encrypted with a password; this version reads only unencrypted keys \
-                     (`minisign -G -W`, or `vmcast-gen keygen`)",
-                ));
-            }
+        let encrypted = match &bytes[2..4] {
+            b"\0\0" => false,
+            b"Sc" => true,
             _ => return Err(Error::at(path, pos(2), "unknown key derivation algorithm")),
+        };
+        if encrypted {
+            let salt: [u8; 32] = bytes[6..38].try_into().expect("32 bytes");
+            let ops = u64::from_le_bytes(bytes[38..46].try_into().expect("8 bytes"));
+            let mem = u64::from_le_bytes(bytes[46..54].try_into().expect("8 bytes"));
+            let stream =
+                key_stream(&password()?, &salt, ops, mem).map_err(|m| Error::file(path, m))?;
+            for (b, k) in bytes[54..].iter_mut().zip(stream) {
+                *b ^= k;
+            }
         }
         let key_id = KeyId(bytes[54..62].try_into().expect("8 bytes"));
         let seed: [u8; 32] = bytes[62..94].try_into().expect("32 bytes");
         let stored_pk = &bytes[94..126];
         let checksum = &bytes[126..158];
         let key = Self::from_seed(key_id, seed);
+        // minisign writes an all-zero checksum for unencrypted keys.
+        let unchecked = !encrypted && checksum.iter().all(|&b| b == 0);
+        if !unchecked && checksum != key.checksum() {
+            return Err(Error::file(
+                path,
+                if encrypted {
+                    "wrong password (the decrypted key's checksum does not match)"
+                } else {
+                    "is corrupt: checksum mismatch"
+                },
+            ));
+        }
         if key.public.key.as_bytes() != stored_pk {
             return Err(Error::file(
                 path,
                 "is corrupt: its public half does not match its secret half",
             ));
-        }
-        // minisign writes an all-zero checksum for unencrypted keys.
-        if checksum.iter().any(|&b| b != 0) && checksum != key.checksum() {
-            return Err(Error::file(path, "is corrupt: checksum mismatch"));
         }
         Ok(key)
     }
@@ -203,16 +256,39 @@ impl SecretKey {
         h.finalize().into()
     }
 
-    /// The unencrypted secret key file.
-    pub fn to_file(&self) -> String {
+    /// The secret key file: encrypted with scrypt as `minisign -G` does
+    /// when a password is given, else unencrypted as `minisign -G -W` does.
+    pub fn to_file(&self, password: Option<&str>) -> Result<String> {
+        let mut secret = Vec::with_capacity(104);
+        secret.extend_from_slice(&self.public.key_id.0);
+        secret.extend_from_slice(&self.signing.to_bytes());
+        secret.extend_from_slice(self.public.key.as_bytes());
+        secret.extend_from_slice(&self.checksum());
         let mut bytes = Vec::with_capacity(SECRET_KEY_LEN);
-        bytes.extend_from_slice(b"Ed\0\0B2");
-        bytes.extend_from_slice(&[0u8; 48]);
-        bytes.extend_from_slice(&self.public.key_id.0);
-        bytes.extend_from_slice(&self.signing.to_bytes());
-        bytes.extend_from_slice(self.public.key.as_bytes());
-        bytes.extend_from_slice(&self.checksum());
-        format!("{UNTRUSTED}minisign secret key\n{}\n", B64.encode(bytes))
+        let comment = match password {
+            Some(password) => {
+                let mut salt = [0u8; 32];
+                getrandom::fill(&mut salt)
+                    .map_err(|e| Error::other(format_args!("cannot get random bytes: {e}")))?;
+                let stream = key_stream(password, &salt, SCRYPT_OPSLIMIT, SCRYPT_MEMLIMIT)
+                    .map_err(Error::other)?;
+                for (b, k) in secret.iter_mut().zip(stream) {
+                    *b ^= k;
+                }
+                bytes.extend_from_slice(b"EdScB2");
+                bytes.extend_from_slice(&salt);
+                bytes.extend_from_slice(&SCRYPT_OPSLIMIT.to_le_bytes());
+                bytes.extend_from_slice(&SCRYPT_MEMLIMIT.to_le_bytes());
+                "minisign encrypted secret key"
+            }
+            None => {
+                bytes.extend_from_slice(b"Ed\0\0B2");
+                bytes.extend_from_slice(&[0u8; 48]);
+                "minisign secret key"
+            }
+        };
+        bytes.extend_from_slice(&secret);
+        Ok(format!("{UNTRUSTED}{comment}\n{}\n", B64.encode(bytes)))
     }
 
     /// A prehashed (`ED`) minisign signature of `data`.
@@ -324,6 +400,13 @@ impl Signature {
 
     /// Checks this signature of `data` as `minisign -V -H` does.
     pub fn verify(&self, key: &PublicKey, data: &[u8]) -> Result<(), VerifyError> {
+        self.verify_comment(key)?;
+        self.verify_data(key, data)
+    }
+
+    /// Checks the key, the algorithm and the trusted comment's signature,
+    /// after which the trusted comment can be believed.
+    pub fn verify_comment(&self, key: &PublicKey) -> Result<(), VerifyError> {
         if self.key_id != key.key_id {
             return Err(VerifyError::WrongKey {
                 expected: key.key_id,
@@ -333,14 +416,18 @@ impl Signature {
         if self.algorithm == Algorithm::Legacy {
             return Err(VerifyError::Legacy);
         }
-        key.key
-            .verify_strict(&Blake2b512::digest(data), &self.signature)
-            .map_err(|_| VerifyError::BadSignature)?;
         let mut global_input = self.signature.to_bytes().to_vec();
         global_input.extend_from_slice(self.trusted_comment.as_bytes());
         key.key
             .verify_strict(&global_input, &self.global_signature)
             .map_err(|_| VerifyError::BadTrustedComment)
+    }
+
+    /// Checks the signature of the data itself (prehashed with BLAKE2b-512).
+    pub fn verify_data(&self, key: &PublicKey, data: &[u8]) -> Result<(), VerifyError> {
+        key.key
+            .verify_strict(&Blake2b512::digest(data), &self.signature)
+            .map_err(|_| VerifyError::BadSignature)
     }
 }
 
@@ -348,10 +435,19 @@ impl Signature {
 mod tests {
     use super::*;
 
+    fn no_password() -> Result<String> {
+        panic!("an unencrypted key needs no password")
+    }
+
     #[test]
     fn key_files_round_trip() {
         let key = SecretKey::from_seed(KeyId([1, 2, 3, 4, 5, 6, 7, 8]), [7; 32]);
-        let back = SecretKey::from_file(Path::new("k"), &key.to_file()).unwrap();
+        let back = SecretKey::from_file(
+            Path::new("k"),
+            &key.to_file(None).unwrap(),
+            &mut no_password,
+        )
+        .unwrap();
         assert_eq!(back.public, key.public);
         let public = PublicKey::from_file(Path::new("p"), &key.public.to_file()).unwrap();
         assert_eq!(public, key.public);
@@ -384,10 +480,10 @@ mod tests {
     #[test]
     fn corrupt_keys_are_refused() {
         let key = SecretKey::from_seed(KeyId([1; 8]), [2; 32]);
-        let text = key.to_file();
+        let text = key.to_file(None).unwrap();
         let truncated = &text[..text.len() - 10];
-        let e = SecretKey::from_file(Path::new("k.key"), truncated).unwrap_err();
+        let e = SecretKey::from_file(Path::new("k.key"), truncated, &mut no_password).unwrap_err();
         assert!(e.to_string().starts_with("k.key:2:1: "), "{e}");
-        assert!(SecretKey::from_file(Path::new("k"), "hello\n").is_err());
+        assert!(SecretKey::from_file(Path::new("k"), "hello\n", &mut no_password).is_err());
     }
 }

@@ -165,7 +165,8 @@ fn unknown_key_in_config() {
         &Fixture::new("unknown-key-config"),
         "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
-         `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, `appliances`\n",
+         `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
+         `expires_after`, `next_public_key`, `appliances`\n",
     );
 }
 
@@ -599,7 +600,7 @@ fn unknown_files_beside_images_are_warned_about() {
 #[test]
 fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = vmcast(tmp.path(), &["keygen"], &[]);
+    let out = vmcast(tmp.path(), &["keygen", "-W"], &[]);
     assert_success(&out);
     let mode = |p: &str| {
         fs::metadata(tmp.path().join(p))
@@ -612,7 +613,7 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     assert_eq!(mode("vmcast.pub"), 0o644);
     let key = fs::read(tmp.path().join("vmcast.key")).unwrap();
 
-    let again = vmcast(tmp.path(), &["keygen"], &[]);
+    let again = vmcast(tmp.path(), &["keygen", "-W"], &[]);
     assert_eq!(
         stderr(&again),
         "error: vmcast.key: already exists; pass --force to overwrite it\n"
@@ -620,7 +621,7 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     assert_eq!(again.status.code(), Some(1));
     assert_eq!(fs::read(tmp.path().join("vmcast.key")).unwrap(), key);
 
-    assert_success(&vmcast(tmp.path(), &["keygen", "--force"], &[]));
+    assert_success(&vmcast(tmp.path(), &["keygen", "-W", "--force"], &[]));
     assert_ne!(fs::read(tmp.path().join("vmcast.key")).unwrap(), key);
     assert_eq!(mode("vmcast.key"), 0o600);
 }

@@ -88,6 +88,28 @@ fn write_feed(w: &mut W, site: &Site, path: &str, appliance: Option<&Name>) -> i
                 w.create_element("vmcast:signature")
                     .with_attribute(("href", config.site_url(&format!("{path}.minisig")).as_str()))
                     .write_empty()?;
+                text(w, "vmcast:sequence", &site.sequence.to_string())?;
+                if let Some(expires) = site.expires {
+                    text(
+                        w,
+                        "vmcast:expires",
+                        &expires.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    )?;
+                }
+                w.create_element("vmcast:downloadBase")
+                    .with_attribute(("href", config.download_base_url.as_str()))
+                    .write_empty()?;
+                if let Some(next) = site.next_key {
+                    let next_id = next.key_id.to_string();
+                    let sig = format!("{}.minisig", super::NEXT_PUBLIC_KEY);
+                    w.create_element("vmcast:nextPublicKey")
+                        .with_attributes([
+                            ("href", config.site_url(super::NEXT_PUBLIC_KEY).as_str()),
+                            ("signature", config.site_url(&sig).as_str()),
+                            ("keyId", next_id.as_str()),
+                        ])
+                        .write_text_content(BytesText::new(&next.to_base64()))?;
+                }
                 for release in site.releases {
                     if appliance.is_none_or(|a| *a == release.info.appliance) {
                         write_item(w, site, release)?;

@@ -20,6 +20,7 @@ pub const FEED: &str = "feed.xml";
 pub const MANIFEST: &str = "SHA256SUMS";
 pub const MANIFEST_SIG: &str = "SHA256SUMS.minisig";
 pub const PUBLIC_KEY: &str = "vmcast.pub";
+pub const NEXT_PUBLIC_KEY: &str = "vmcast.next.pub";
 
 /// Everything the renderers read.
 pub struct Site<'a> {
@@ -27,7 +28,13 @@ pub struct Site<'a> {
     /// In publishing order.
     pub releases: &'a [Release],
     pub public_key: &'a PublicKey,
+    /// The key a coming rotation moves to, if announced.
+    pub next_key: Option<&'a PublicKey>,
     pub build_time: DateTime<Utc>,
+    /// The build's sequence number (see [`crate::trust`]).
+    pub sequence: u64,
+    /// When consumers must stop trusting this build.
+    pub expires: Option<DateTime<Utc>>,
 }
 
 /// A rendered feed.

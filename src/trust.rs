@@ -1,0 +1,130 @@
+//! What every signature vouches for beyond the bytes it signs: the build's
+//! time, sequence number and expiry, the file's name and the site's URL,
+//! carried in minisign's trusted comment as tab-separated `key:value` pairs:
+//!
+//! `timestamp:1790000000<TAB>file:feed.xml<TAB>base_url:https://…/<TAB>sequence:1790000000<TAB>expires:1792592000`
+//!
+//! The sequence number is the build time in Unix seconds (`SOURCE_DATE_EPOCH`
+//! when set): every later build, on any machine or fresh CI checkout, gets a
+//! higher one without any state to carry between runs.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+/// The signed metadata of one file of one build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildStamp {
+    pub timestamp: i64,
+    pub file: String,
+    pub base_url: String,
+    pub sequence: u64,
+    pub expires: Option<i64>,
+}
+
+impl BuildStamp {
+    pub fn to_comment(&self) -> String {
+        let mut s = format!(
+            "timestamp:{}\tfile:{}\tbase_url:{}\tsequence:{}",
+            self.timestamp, self.file, self.base_url, self.sequence
+        );
+        if let Some(expires) = self.expires {
+            s.push_str(&format!("\texpires:{expires}"));
+        }
+        s
+    }
+
+    /// Reads a trusted comment; `Err` says what is missing or malformed.
+    pub fn parse(comment: &str) -> Result<Self, String> {
+        let pairs: BTreeMap<&str, &str> = comment
+            .split('\t')
+            .filter_map(|pair| pair.split_once(':'))
+            .collect();
+        let get = |key: &str| {
+            pairs.get(key).copied().ok_or_else(|| {
+                format!("trusted comment has no `{key}:` (is this a vmcast-gen signature?)")
+            })
+        };
+        let number = |key: &str| -> Result<i64, String> {
+            get(key)?
+                .parse()
+                .map_err(|_| format!("trusted comment's `{key}:` is not a number"))
+        };
+        Ok(BuildStamp {
+            timestamp: number("timestamp")?,
+            file: get("file")?.to_owned(),
+            base_url: get("base_url")?.to_owned(),
+            sequence: u64::try_from(number("sequence")?)
+                .map_err(|_| "trusted comment's `sequence:` is negative".to_owned())?,
+            expires: match pairs.get("expires") {
+                Some(_) => Some(number("expires")?),
+                None => None,
+            },
+        })
+    }
+
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires.and_then(|s| DateTime::from_timestamp(s, 0))
+    }
+}
+
+/// Parses a duration such as `30d`, `12h`, `2w` or `90m`.
+pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: expected a number and a unit, e.g. `30d`"))?;
+    let d = match unit {
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        "w" => chrono::Duration::try_weeks(n),
+        _ => {
+            return Err(format!(
+                "invalid duration `{s}`: the unit must be s, m, h, d or w"
+            ));
+        }
+    };
+    match d {
+        Some(d) if n > 0 => Ok(d),
+        _ => Err(format!(
+            "invalid duration `{s}`: must be positive and not absurdly long"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let stamp = BuildStamp {
+            timestamp: 1790000000,
+            file: "feed.xml".into(),
+            base_url: "https://d.example.com/a/".into(),
+            sequence: 1790000000,
+            expires: Some(1792592000),
+        };
+        let comment = stamp.to_comment();
+        assert_eq!(
+            comment,
+            "timestamp:1790000000\tfile:feed.xml\tbase_url:https://d.example.com/a/\tsequence:1790000000\texpires:1792592000"
+        );
+        assert_eq!(BuildStamp::parse(&comment), Ok(stamp));
+        assert!(BuildStamp::parse("timestamp:1\tfile:x").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30d"), Ok(chrono::Duration::days(30)));
+        assert_eq!(parse_duration("12h"), Ok(chrono::Duration::hours(12)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("0d").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! The harness the integration tests share: fixture sites copied to a
+//! temporary directory, the real binary run on them, and outside tools
+//! that must exist in CI.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// The build time every fixture build uses unless a test says otherwise.
+pub const EPOCH: &str = "1790000000";
+
+/// A copy of tests/fixtures in a temporary directory, so fixtures can refer
+/// to each other (`../known-answer/kat.key`) and tests can change them.
+pub struct Fixture {
+    pub tmp: TempDir,
+    pub root: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(name: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        copy_tree(&src, &tmp.path().join("fixtures"));
+        let root = tmp.path().join("fixtures").join(name);
+        assert!(root.is_dir(), "no fixture {name}");
+        Fixture { tmp, root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn build(&self, args: &[&str]) -> Output {
+        self.run(&[&["build"], args].concat(), &[])
+    }
+
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        vmcast(&self.root, args, env)
+    }
+
+    /// Appends lines to the fixture's vmcast.toml.
+    pub fn configure(&self, lines: &str) {
+        let path = self.path("vmcast.toml");
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str(lines);
+        fs::write(path, text).unwrap();
+    }
+}
+
+/// Runs the binary with a fixed SOURCE_DATE_EPOCH (overridable in `env`).
+pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("VMCAST_SECRET_KEY")
+        .env_remove("VMCAST_KEY_PASSWORD")
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+pub fn copy_tree(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for entry in fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from).unwrap(), &to).unwrap();
+        } else if kind.is_dir() {
+            copy_tree(&from, &to);
+        } else {
+            fs::copy(&from, &to).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` with its bytes.
+pub fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                files.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Whether an outside tool can be run. In CI (CI=true) a missing tool is a
+/// failure, since .ci/run installs it; elsewhere the caller skips.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "tool {tool} missing; .ci/run installs it"
+        );
+        eprintln!("note: {tool} not installed; skipping this check");
+    }
+    found
+}

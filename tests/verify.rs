@@ -1,0 +1,569 @@
+//! `vmcast-gen verify` against real builds, and one test per attack: each
+//! starts from a real `build` output and tampers with it.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, assert_success, have_tool, stderr, stdout, vmcast};
+use vmcast_gen::sign::{SecretKey, Signature};
+
+const KAT_PUB: &str = "../known-answer/kat.pub";
+
+/// A fixture built once at `epoch`, its output in `public/`.
+fn built(epoch: &str) -> Fixture {
+    let fixture = Fixture::new("ok-minimal");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
+    fixture
+}
+
+fn verify(fixture: &Fixture, extra: &[&str]) -> Output {
+    let mut args = vec!["verify", "public", "--pubkey", KAT_PUB];
+    args.extend_from_slice(extra);
+    fixture.run(&args, &[])
+}
+
+/// A failed verification: exit 1 and exactly these errors on stderr.
+#[track_caller]
+fn assert_rejected(out: &Output, errors: &[&str]) {
+    let expected: String = errors.iter().map(|e| format!("error: {e}\n")).collect();
+    assert_eq!(stderr(out), expected, "stdout:\n{}", stdout(out));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(out).contains("NOT verified"), "{}", stdout(out));
+}
+
+fn kat_key() -> SecretKey {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/known-answer/kat.key");
+    let text = fs::read_to_string(&path).unwrap();
+    SecretKey::from_file(&path, &text, &mut || panic!("not encrypted")).unwrap()
+}
+
+/// Re-signs `file` (relative to the fixture) with `key`, keeping the trusted
+/// comment of its current signature: what an attacker holding a key does.
+fn resign(fixture: &Fixture, file: &str, key: &SecretKey) {
+    let sig_path = fixture.path(&format!("{file}.minisig"));
+    let old = Signature::from_file(&sig_path, &fs::read_to_string(&sig_path).unwrap()).unwrap();
+    let data = fs::read(fixture.path(file)).unwrap();
+    let sig = key.sign(&data, &old.trusted_comment).unwrap();
+    fs::write(sig_path, sig.to_file()).unwrap();
+}
+
+/// Replaces the feed's line in SHA256SUMS with the feed's current digest.
+fn relist_feed(fixture: &Fixture) {
+    let feed = fs::read(fixture.path("public/feed.xml")).unwrap();
+    let digest = vmcast_gen::hash::sha256_bytes(&feed);
+    let sums_path = fixture.path("public/SHA256SUMS");
+    let sums: String = fs::read_to_string(&sums_path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.ends_with("  feed.xml") {
+                format!("{digest}  feed.xml\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(sums_path, sums).unwrap();
+}
+
+fn image(fixture: &Fixture) -> PathBuf {
+    fixture.path("public/images/webapp/1.1.0/webapp-1.1.0.raw")
+}
+
+// ---- what passes ----
+
+#[test]
+fn a_fresh_build_verifies_with_its_images() {
+    let fixture = built(common::EPOCH);
+    let out = verify(&fixture, &["--images"]);
+    assert_success(&out);
+    insta::assert_snapshot!("verify_ok", stdout(&out));
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn json_report_for_ci() {
+    let fixture = built(common::EPOCH);
+    let out = verify(&fixture, &["--json"]);
+    assert_success(&out);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["sequence"], 1790000000u64);
+    assert_eq!(report["key_id"], "9846815B1BF4E0B5");
+    assert_eq!(report["releases"], 2);
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true)
+    );
+}
+
+#[test]
+fn verify_over_http() {
+    if !have_tool("python3") {
+        return;
+    }
+    let fixture = Fixture::new("ok-multi-appliance");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}/");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("base_url") {
+                format!("base_url = \"{base}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), config).unwrap();
+    assert_success(&fixture.build(&[]));
+    let server = Server::start(&fixture.path("public"), port);
+    let out = fixture.run(&["verify", &base, "--pubkey", KAT_PUB, "--images"], &[]);
+    let feed = fixture.run(
+        &[
+            "verify",
+            &format!("{base}feeds/webapp.xml"),
+            "--pubkey",
+            KAT_PUB,
+        ],
+        &[],
+    );
+    drop(server);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("verified: 3 release(s), 3 image(s), 1207 image bytes read"),
+        "{}",
+        stdout(&out)
+    );
+    assert_success(&feed);
+}
+
+/// `python3 -m http.server` on 127.0.0.1, bounded by `timeout` and killed by
+/// PID when dropped.
+struct Server(std::process::Child);
+
+impl Server {
+    fn start(dir: &Path, port: u16) -> Server {
+        let child = Command::new("timeout")
+            .args(["120", "python3", "-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---- the attacks ----
+
+#[test]
+fn tampered_image() {
+    let fixture = built(common::EPOCH);
+    let mut bytes = fs::read(image(&fixture)).unwrap();
+    bytes[10] ^= 1;
+    fs::write(image(&fixture), &bytes).unwrap();
+    // Without --images the metadata still checks out: say so in the docs.
+    assert_success(&verify(&fixture, &[]));
+    let out = verify(&fixture, &["--images"]);
+    let line = stderr(&out);
+    assert!(
+        line.starts_with(
+            "error: images/webapp/1.1.0/webapp-1.1.0.raw: SHA-256 mismatch: the feed says "
+        ),
+        "{line}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn tampered_feed() {
+    let fixture = built(common::EPOCH);
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    fs::write(
+        fixture.path("public/feed.xml"),
+        feed.replace("Release 1.1.0", "Release 6.6.6"),
+    )
+    .unwrap();
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &["feed.xml: signature does not match its contents (tampered or corrupt)"],
+    );
+}
+
+#[test]
+fn tampered_manifest() {
+    let fixture = built(common::EPOCH);
+    let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
+    let evil = sums.replacen(&sums[..4], "0000", 1);
+    fs::write(fixture.path("public/SHA256SUMS"), evil).unwrap();
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &["SHA256SUMS: signature does not match its contents (tampered or corrupt)"],
+    );
+}
+
+#[test]
+fn signature_from_another_key() {
+    let fixture = built(common::EPOCH);
+    let other = SecretKey::generate().unwrap();
+    resign(&fixture, "public/feed.xml", &other);
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &[&format!(
+            "feed.xml: signed by key {}, not the pinned key 9846815B1BF4E0B5; \
+             pass --state to accept keys announced by the pinned key",
+            other.public.key_id
+        )],
+    );
+}
+
+#[test]
+fn swapped_signature_files() {
+    let fixture = built(common::EPOCH);
+    let feed_sig = fixture.path("public/feed.xml.minisig");
+    let sums_sig = fixture.path("public/SHA256SUMS.minisig");
+    let (a, b) = (fs::read(&feed_sig).unwrap(), fs::read(&sums_sig).unwrap());
+    fs::write(&feed_sig, b).unwrap();
+    fs::write(&sums_sig, a).unwrap();
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &[
+            "feed.xml.minisig is the signature of SHA256SUMS, not feed.xml (swapped signature files?)",
+        ],
+    );
+}
+
+#[test]
+fn legacy_signature() {
+    if !have_tool("minisign") {
+        return;
+    }
+    let fixture = built(common::EPOCH);
+    let sig_path = fixture.path("public/feed.xml.minisig");
+    let old = Signature::from_file(&sig_path, &fs::read_to_string(&sig_path).unwrap()).unwrap();
+    fs::remove_file(&sig_path).unwrap();
+    let out = Command::new("minisign")
+        .args([
+            "-S",
+            "-l",
+            "-s",
+            "../known-answer/kat.key",
+            "-m",
+            "public/feed.xml",
+            "-t",
+        ])
+        .arg(&old.trusted_comment)
+        .current_dir(&fixture.root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &[
+            "feed.xml: legacy (non-prehashed `Ed`) signature; only prehashed `ED` signatures are accepted",
+        ],
+    );
+}
+
+#[test]
+fn rollback_to_older_build() {
+    let old = built("1790000000");
+    let new = built("1790086400");
+    let state = new.path("state.json");
+    let state_arg = state.to_str().unwrap();
+    assert_success(&verify(&new, &["--state", state_arg]));
+    let out = old.run(
+        &[
+            "verify", "public", "--pubkey", KAT_PUB, "--state", state_arg,
+        ],
+        &[],
+    );
+    assert_rejected(
+        &out,
+        &[
+            "rollback: sequence 1790000000 is older than sequence 1790086400 already seen (key 9846815B1BF4E0B5)",
+        ],
+    );
+    // The same build again is fine: re-verifying is not a rollback.
+    assert_success(&verify(&new, &["--state", state_arg]));
+}
+
+#[test]
+fn expired_build_freeze() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("expires_after = \"1d\"\n");
+    assert_success(&fixture.build(&[]));
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &[
+            "expired at 2026-09-22T14:13:20Z: the publisher has not re-signed the site since \
+           (stale mirror, stalled release job, or a freeze attack)",
+        ],
+    );
+    // A scheduled re-sign (a fresh build, nothing else changed) revives it.
+    let now = chrono::Utc::now().timestamp().to_string();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", &now)]));
+    assert_success(&verify(&fixture, &[]));
+}
+
+#[test]
+fn mix_and_match_of_two_builds() {
+    let old = built("1790000000");
+    let new = built("1790086400");
+    for file in ["feed.xml", "feed.xml.minisig"] {
+        fs::copy(
+            old.path(&format!("public/{file}")),
+            new.path(&format!("public/{file}")),
+        )
+        .unwrap();
+    }
+    assert_rejected(
+        &verify(&new, &[]),
+        &[
+            "feed.xml (sequence 1790000000) and SHA256SUMS (sequence 1790086400) come from different builds (mix-and-match)",
+        ],
+    );
+}
+
+#[test]
+fn endless_data_image_longer_than_declared() {
+    let fixture = built(common::EPOCH);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(image(&fixture))
+        .unwrap();
+    std::io::Write::write_all(&mut file, &[0u8; 4096]).unwrap();
+    let out = verify(&fixture, &["--images"]);
+    let declared = fs::metadata(image(&fixture)).unwrap().len() - 4096;
+    assert_rejected(
+        &out,
+        &[&format!(
+            "images/webapp/1.1.0/webapp-1.1.0.raw: longer than its declared {declared} bytes \
+             (endless data?); stopped reading"
+        )],
+    );
+}
+
+#[test]
+fn image_shorter_than_declared() {
+    let fixture = built(common::EPOCH);
+    let len = fs::metadata(image(&fixture)).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(image(&fixture))
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    assert_rejected(
+        &verify(&fixture, &["--images"]),
+        &[&format!(
+            "images/webapp/1.1.0/webapp-1.1.0.raw: shorter than declared: {} of {len} bytes",
+            len - 7
+        )],
+    );
+}
+
+#[test]
+fn feed_url_pointing_outside_the_site() {
+    let fixture = built(common::EPOCH);
+    let feed_path = fixture.path("public/feed.xml");
+    let feed = fs::read_to_string(&feed_path).unwrap();
+    let evil = feed.replace(
+        "https://downloads.example.com/site/images/webapp/1.1.0/webapp-1.1.0.raw",
+        "https://evil.example.net/webapp-1.1.0.raw",
+    );
+    assert_ne!(feed, evil);
+    fs::write(&feed_path, evil).unwrap();
+    // An attacker who holds the key, or a compromised build: the signatures
+    // are good, the URLs are not.
+    let key = kat_key();
+    resign(&fixture, "public/feed.xml", &key);
+    relist_feed(&fixture);
+    resign(&fixture, "public/SHA256SUMS", &key);
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &[
+            "feed.xml: 3 URL(s) outside the site (https://downloads.example.com/site/ and \
+           https://downloads.example.com/site/images/), e.g. https://evil.example.net/webapp-1.1.0.raw",
+        ],
+    );
+}
+
+#[test]
+fn rotated_key_never_announced() {
+    let fixture = built("1790000000");
+    let state = fixture.path("state.json");
+    let state_arg = state.to_str().unwrap();
+    assert_success(&verify(&fixture, &["--state", state_arg]));
+    let tmp = tempfile::tempdir().unwrap();
+    assert_success(&vmcast(tmp.path(), &["keygen", "-W"], &[]));
+    let new_key = tmp.path().join("vmcast.key");
+    let out = fixture.run(
+        &["build", "--secret-key", new_key.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    );
+    assert_success(&out);
+    let rogue = fs::read_to_string(fixture.path("public/vmcast.pub")).unwrap();
+    let rogue_id = rogue
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_rejected(
+        &verify(&fixture, &["--state", state_arg]),
+        &[&format!(
+            "feed.xml: signed by key {rogue_id}, not the pinned key 9846815B1BF4E0B5; \
+             no trusted key announced it in the state file"
+        )],
+    );
+}
+
+#[test]
+fn rotated_key_announced_by_the_old_key_is_accepted() {
+    let fixture = Fixture::new("ok-minimal");
+    let tmp = tempfile::tempdir().unwrap();
+    assert_success(&vmcast(tmp.path(), &["keygen", "-W"], &[]));
+    let (next_key, next_pub) = (tmp.path().join("vmcast.key"), tmp.path().join("vmcast.pub"));
+    // Step 1: the current key announces the next one.
+    fixture.configure(&format!(
+        "next_public_key = {:?}\n",
+        next_pub.to_str().unwrap()
+    ));
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790000000")]));
+    assert_eq!(
+        fs::read(fixture.path("public/vmcast.next.pub")).unwrap(),
+        fs::read(&next_pub).unwrap()
+    );
+    let state = fixture.path("state.json");
+    let state_arg = state.to_str().unwrap();
+    let out = verify(&fixture, &["--state", state_arg]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("announced, signed by key 9846815B1BF4E0B5; remembered"),
+        "{}",
+        stdout(&out)
+    );
+    // Step 2: builds are signed by the next key; the consumer keeps its old pin.
+    let out = fixture.run(
+        &["build", "--secret-key", next_key.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    );
+    assert_success(&out);
+    assert_success(&verify(&fixture, &["--state", state_arg]));
+    // Without the state, the old pin alone does not accept the new key.
+    assert_eq!(verify(&fixture, &[]).status.code(), Some(1));
+}
+
+// ---- keys people already have ----
+
+#[test]
+fn minisign_encrypted_key_with_the_right_password() {
+    let fixture = Fixture::new("ok-minimal");
+    let out = fixture.run(
+        &["build", "--secret-key", "../known-answer/encrypted.key"],
+        &[("VMCAST_KEY_PASSWORD", "correct horse")],
+    );
+    assert_success(&out);
+    assert_eq!(
+        fs::read_to_string(fixture.path("public/vmcast.pub")).unwrap(),
+        fs::read_to_string(fixture.path("../known-answer/encrypted.pub")).unwrap()
+    );
+}
+
+#[test]
+fn minisign_encrypted_key_with_a_wrong_password() {
+    let fixture = Fixture::new("ok-minimal");
+    let out = fixture.run(
+        &["build", "--secret-key", "../known-answer/encrypted.key"],
+        &[("VMCAST_KEY_PASSWORD", "battery staple")],
+    );
+    assert_eq!(
+        stderr(&out),
+        "error: ../known-answer/encrypted.key: wrong password (the decrypted key's checksum does not match)\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn encrypted_key_without_a_password_source() {
+    let fixture = Fixture::new("ok-minimal");
+    let out = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .args(["build", "--secret-key", "../known-answer/encrypted.key"])
+        .current_dir(&fixture.root)
+        .env_remove("VMCAST_KEY_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr(&out),
+        "error: the secret key needs a password: set VMCAST_KEY_PASSWORD, or run on a terminal\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn keygen_writes_an_encrypted_key_minisign_can_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = vmcast(
+        tmp.path(),
+        &["keygen"],
+        &[("VMCAST_KEY_PASSWORD", "hunter2")],
+    );
+    assert_success(&out);
+    let key = fs::read_to_string(tmp.path().join("vmcast.key")).unwrap();
+    assert!(
+        key.starts_with("untrusted comment: minisign encrypted secret key\n"),
+        "{key}"
+    );
+    if !have_tool("minisign") {
+        return;
+    }
+    fs::write(tmp.path().join("data"), b"signed by minisign with our key").unwrap();
+    let mut child = Command::new("minisign")
+        .args(["-S", "-s", "vmcast.key", "-m", "data"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hunter2\n").unwrap();
+    assert_success(&child.wait_with_output().unwrap());
+    let check = Command::new("minisign")
+        .args(["-V", "-H", "-p", "vmcast.pub", "-m", "data"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_success(&check);
+}
