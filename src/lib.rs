@@ -305,8 +305,13 @@ fn hash_jobs(config: &Config, plan: &scan::Plan, staging: &write::Staging) -> Re
                 ImageMode::None => None,
                 ImageMode::Copy => Some(staging.prepare(image.site_path.as_str())?),
                 ImageMode::Link => {
+                    // A hard link shares its source's mode: link only what a
+                    // web server can read, and copy the rest (as 0644).
+                    use std::os::unix::fs::PermissionsExt;
                     let dst = staging.prepare(image.site_path.as_str())?;
-                    if fsutil::hard_link(&image.source, &dst)? {
+                    let readable =
+                        fsutil::metadata(&image.source)?.permissions().mode() & 0o004 != 0;
+                    if readable && fsutil::hard_link(&image.source, &dst)? {
                         None
                     } else {
                         Some(dst)
