@@ -48,6 +48,24 @@ pub enum Command {
         Exit status: 0 only when every check passes, 1 otherwise, 2 on a usage error."
     )]
     Verify(VerifyArgs),
+    /// Hash image files where they were built and write a sidecar (<file>.vmcast-hash) beside each.
+    #[command(
+        after_help = "A sidecar records the file's size, mtime and SHA-256. A later `build` \
+        whose config sets trust_sidecars = true uses it instead of reading the image, as long as \
+        the image's size and mtime still match: it trusts that an image with the same size and \
+        mtime has the same content. Move images with a tool that keeps mtimes (tar, rsync -t)."
+    )]
+    Hash(HashArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// The image files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Hashing threads (default: one per core).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Args)]
@@ -90,9 +108,19 @@ pub struct BuildArgs {
     /// Hashing threads (default: one per core).
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<std::num::NonZeroUsize>,
-    /// Show a progress bar even when stderr is not a terminal.
+    /// Report hashing progress even when stderr is not a terminal (a line every few seconds).
     #[arg(long, conflicts_with = "quiet")]
     pub progress: bool,
+    /// Hash every image; neither read nor write the hash cache.
+    #[arg(long, conflicts_with = "verify_cache")]
+    pub no_cache: bool,
+    /// Hash every image and fail, listing them, if any cached digest was wrong.
+    #[arg(long)]
+    pub verify_cache: bool,
+    /// Where the hash cache lives (also VMCAST_CACHE_DIR; default: the config's cache_dir, else
+    /// $XDG_CACHE_HOME/vmcast-gen or ~/.cache/vmcast-gen).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Print nothing on success.
     #[arg(short, long)]
     pub quiet: bool,

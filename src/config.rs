@@ -33,6 +33,9 @@ struct RawConfig {
     format_preference: Option<Spanned<Vec<String>>>,
     expires_after: Option<Spanned<String>>,
     next_public_key: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    trust_sidecars: bool,
     #[serde(default)]
     appliances: BTreeMap<Spanned<String>, RawAppliance>,
 }
@@ -87,6 +90,10 @@ pub struct Config {
     pub expires_after: Option<chrono::Duration>,
     /// The public key to rotate to, announced signed by the current key.
     pub next_public_key: Option<PathBuf>,
+    /// Where the hash cache lives, if the config says.
+    pub cache_dir: Option<PathBuf>,
+    /// Whether `vmcast-gen hash` sidecar files may stand in for a read.
+    pub trust_sidecars: bool,
     pub appliances: BTreeMap<Name, Appliance>,
 }
 
@@ -210,6 +217,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         format_preference,
         expires_after,
         next_public_key: raw.next_public_key.map(|p| root.join(p)),
+        cache_dir: raw.cache_dir.map(|p| root.join(p)),
+        trust_sidecars: raw.trust_sidecars,
         appliances,
     })
 }

@@ -117,3 +117,29 @@ pub fn hard_link(src: &Path, dst: &Path) -> Result<bool> {
         Err(e) => Err(Error::io("cannot hard-link to", dst, e)),
     }
 }
+
+/// Makes `dst` a copy-on-write clone of `src` where the file system can
+/// (btrfs, XFS...): no bytes are copied. Returns `Ok(false)`, leaving no
+/// `dst`, where it cannot.
+pub fn reflink(src: &Path, dst: &Path) -> Result<bool> {
+    let from = open(src)?;
+    let to = create_published(dst)?;
+    match rustix::fs::ioctl_ficlone(&to, &from) {
+        Ok(()) => Ok(true),
+        Err(_) => {
+            drop(to);
+            fs::remove_file(dst).map_err(|e| Error::io("cannot remove", dst, e))?;
+            Ok(false)
+        }
+    }
+}
+
+/// Copies a file the kernel's way (copy_file_range, no user-space read)
+/// into a new published file (mode 0644), flushed to disk.
+pub fn copy_published(src: &Path, dst: &Path) -> Result<()> {
+    fs::copy(src, dst).map_err(|e| Error::io("cannot copy to", dst, e))?;
+    set_mode(dst, PUBLISHED_FILE_MODE)?;
+    File::open(dst)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("cannot write", dst, e))
+}

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha2::Digest;
 
+use crate::cache::{FileState, HashCache};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::model::{FileDigest, Sha256};
@@ -42,11 +43,18 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
+/// A file's digest and its state when it was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Hashed {
+    pub digest: FileDigest,
+    pub state: FileState,
+}
+
 /// Hashes every job on up to `threads` threads; returns digests in job order.
-pub fn hash_all(jobs: &[Job], threads: usize, progress: &dyn Progress) -> Result<Vec<FileDigest>> {
+pub fn hash_all(jobs: &[Job], threads: usize, progress: &dyn Progress) -> Result<Vec<Hashed>> {
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by(|&a, &b| jobs[b].size_hint.cmp(&jobs[a].size_hint).then(a.cmp(&b)));
-    let results: Vec<Mutex<Option<Result<FileDigest>>>> =
+    let results: Vec<Mutex<Option<Result<Hashed>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -103,7 +111,7 @@ fn hash_one(
     buf: &mut [u8],
     progress: &dyn Progress,
     stop: &AtomicBool,
-) -> Result<Option<FileDigest>> {
+) -> Result<Option<Hashed>> {
     let path = &job.source;
     let mut file = fsutil::open(path)?;
     let before = file
@@ -144,9 +152,12 @@ fn hash_one(
             .map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
     }
     check_unchanged(path, &file, &before, length)?;
-    Ok(Some(FileDigest {
-        length,
-        sha256: Sha256(hasher.finalize().into()),
+    Ok(Some(Hashed {
+        digest: FileDigest {
+            length,
+            sha256: Sha256(hasher.finalize().into()),
+        },
+        state: FileState::of(&before),
     }))
 }
 
@@ -175,6 +186,194 @@ fn check_unchanged(path: &Path, file: &File, before: &std::fs::Metadata, read: u
     ))
 }
 
+/// Where an image must also end up, besides being hashed.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    Nowhere,
+    /// A copy (a reflink where the file system can, else written from the
+    /// hashing read).
+    Copy(PathBuf),
+    /// A hard link (a copy when the source is not world-readable or lies on
+    /// another file system).
+    Link(PathBuf),
+}
+
+/// One image to obtain a digest for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub source: PathBuf,
+    pub size_hint: u64,
+    pub place: Placement,
+}
+
+/// Where digests may come from without reading the image.
+pub struct Shortcuts {
+    pub cache: Option<HashCache>,
+    /// Trust `vmcast-gen hash` sidecars whose size and mtime still match.
+    pub sidecars: bool,
+    /// Read every image anyway and report where the cache was wrong.
+    pub verify_cache: bool,
+}
+
+/// What the hash stage did.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub hashed_files: usize,
+    pub hashed_bytes: u64,
+    pub cached_files: usize,
+    pub cached_bytes: u64,
+    pub sidecar_files: usize,
+    pub sidecar_bytes: u64,
+    pub hash_time: std::time::Duration,
+}
+
+/// The digests of every request, in request order.
+pub struct Outcome {
+    pub digests: Vec<FileDigest>,
+    pub stats: Stats,
+    pub warnings: Vec<String>,
+    /// With `verify_cache`: every image whose cached digest was wrong.
+    pub mismatches: Vec<String>,
+}
+
+/// Obtains a digest for every image: from the cache or a sidecar when they
+/// are trusted and current, else by reading it (once, copying as it goes).
+/// Places each image where asked. The cache is updated but not saved.
+pub fn digest_all(
+    requests: &[Request],
+    shortcuts: &mut Shortcuts,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let mut digests: Vec<Option<FileDigest>> = vec![None; requests.len()];
+    let mut stats = Stats::default();
+    let mut warnings = Vec::new();
+    let mut pending = Vec::new();
+    for (index, req) in requests.iter().enumerate() {
+        let canonical = fsutil::canonicalize(&req.source)?;
+        let state = FileState::of(&fsutil::metadata(&req.source)?);
+        let cached = shortcuts
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&canonical, &state));
+        let sidecar = match shortcuts.sidecars {
+            true => match crate::cache::Sidecar::read(&req.source, &state) {
+                Some(Ok(d)) => Some(d),
+                Some(Err(warning)) => {
+                    warnings.push(warning);
+                    None
+                }
+                None => None,
+            },
+            false => None,
+        };
+        let known = match (shortcuts.verify_cache, cached, sidecar) {
+            (true, _, _) => None,
+            (false, Some(d), _) => {
+                stats.cached_files += 1;
+                stats.cached_bytes += d.length;
+                Some(d)
+            }
+            (false, None, Some(d)) => {
+                stats.sidecar_files += 1;
+                stats.sidecar_bytes += d.length;
+                Some(d)
+            }
+            (false, None, None) => None,
+        };
+        match known {
+            Some(digest) => {
+                place_unread(&req.source, &req.place)?;
+                if let Some(cache) = shortcuts.cache.as_mut() {
+                    cache.insert(&canonical, state, &digest);
+                }
+                digests[index] = Some(digest);
+            }
+            None => {
+                let job = Job {
+                    source: req.source.clone(),
+                    size_hint: req.size_hint,
+                    copy_to: place_for_read(&req.source, &req.place)?,
+                };
+                pending.push((index, canonical, cached, job));
+            }
+        }
+    }
+
+    let jobs: Vec<Job> = pending.iter().map(|p| p.3.clone()).collect();
+    let started = std::time::Instant::now();
+    let hashed = hash_all(&jobs, threads, progress)?;
+    stats.hash_time = started.elapsed();
+    let mut mismatches = Vec::new();
+    for ((index, canonical, cached, job), h) in pending.into_iter().zip(hashed) {
+        stats.hashed_files += 1;
+        stats.hashed_bytes += h.digest.length;
+        if let Some(c) = cached.filter(|c| *c != h.digest) {
+            mismatches.push(format!(
+                "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
+                job.source.display(),
+                c.sha256,
+                c.length,
+                h.digest.sha256,
+                h.digest.length
+            ));
+        }
+        if let Some(cache) = shortcuts.cache.as_mut() {
+            cache.insert(&canonical, h.state, &h.digest);
+        }
+        digests[index] = Some(h.digest);
+    }
+    Ok(Outcome {
+        digests: digests
+            .into_iter()
+            .map(|d| d.expect("every request has a digest"))
+            .collect(),
+        stats,
+        warnings,
+        mismatches,
+    })
+}
+
+fn world_readable(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(fsutil::metadata(path)?.permissions().mode() & 0o004 != 0)
+}
+
+/// Places an image whose digest is known: no user-space read.
+fn place_unread(source: &Path, place: &Placement) -> Result<()> {
+    match place {
+        Placement::Nowhere => Ok(()),
+        Placement::Link(dst) if world_readable(source)? && fsutil::hard_link(source, dst)? => {
+            Ok(())
+        }
+        Placement::Copy(dst) | Placement::Link(dst) => {
+            if fsutil::reflink(source, dst)? {
+                Ok(())
+            } else {
+                fsutil::copy_published(source, dst)
+            }
+        }
+    }
+}
+
+/// Places an image that is about to be hashed; returns where the hashing
+/// read must write a copy, if it must.
+fn place_for_read(source: &Path, place: &Placement) -> Result<Option<PathBuf>> {
+    match place {
+        Placement::Nowhere => Ok(None),
+        Placement::Link(dst) if world_readable(source)? && fsutil::hard_link(source, dst)? => {
+            Ok(None)
+        }
+        Placement::Copy(dst) | Placement::Link(dst) => {
+            if fsutil::reflink(source, dst)? {
+                Ok(None)
+            } else {
+                Ok(Some(dst.clone()))
+            }
+        }
+    }
+}
+
 /// The SHA-256 of bytes in memory.
 pub fn sha256_bytes(data: &[u8]) -> Sha256 {
     Sha256(sha2::Sha256::digest(data).into())
@@ -200,12 +399,12 @@ mod tests {
         let digests = hash_all(&jobs, 3, &NoProgress).unwrap();
         for (i, job) in jobs.iter().enumerate() {
             let data = std::fs::read(&job.source).unwrap();
-            assert_eq!(digests[i].length, data.len() as u64);
-            assert_eq!(digests[i].sha256, sha256_bytes(&data));
+            assert_eq!(digests[i].digest.length, data.len() as u64);
+            assert_eq!(digests[i].digest.sha256, sha256_bytes(&data));
         }
         // The well-known digest of the empty string.
         assert_eq!(
-            digests[2].sha256.to_hex(),
+            digests[2].digest.sha256.to_hex(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
@@ -223,6 +422,6 @@ mod tests {
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");
-        assert_eq!(d[0].sha256, sha256_bytes(b"appliance bytes"));
+        assert_eq!(d[0].digest.sha256, sha256_bytes(b"appliance bytes"));
     }
 }

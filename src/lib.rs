@@ -5,6 +5,7 @@
 //! [`build`] is the whole pipeline, one stage per module, data flowing one
 //! way: [`config`] → [`scan`] → [`hash`] → [`render`] → [`sign`] → [`write`].
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod fsutil;
@@ -19,14 +20,14 @@ pub mod verify;
 pub mod write;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 pub use error::{Error, Result};
 
+use cache::HashCache;
 use config::{Config, ImageMode, Overrides};
-use hash::{Job, Progress};
+use hash::{Placement, Progress};
 use model::{Image, Release};
 use render::Site;
 use sign::SecretKey;
@@ -52,6 +53,14 @@ pub struct BuildOptions {
     pub build_time: Option<DateTime<Utc>>,
     /// Hashing threads; `None` means one per core.
     pub threads: Option<usize>,
+    /// The hash cache directory from the command line or environment.
+    pub cache_dir: Option<PathBuf>,
+    /// Where the cache lives when nothing else says (the user's cache dir).
+    pub default_cache_dir: Option<PathBuf>,
+    /// Ignore the cache: hash every image (and do not write the cache).
+    pub no_cache: bool,
+    /// Hash every image and fail on any cached digest that was wrong.
+    pub verify_cache: bool,
 }
 
 /// What a build did.
@@ -62,8 +71,9 @@ pub struct Report {
     pub releases: usize,
     pub images: usize,
     pub feeds: Vec<String>,
-    pub bytes_hashed: u64,
-    pub hash_time: Duration,
+    /// Total bytes of all images.
+    pub image_bytes: u64,
+    pub hash: hash::Stats,
     pub key_id: String,
     pub warnings: Vec<String>,
 }
@@ -105,14 +115,40 @@ pub fn build(
     let plan = scan::scan(&config)?;
 
     let staging = write::Staging::new(&config.output_dir)?;
-    let jobs = hash_jobs(&config, &plan, &staging)?;
+    let requests = hash_requests(&config, &plan, &staging)?;
+    let mut shortcuts = hash::Shortcuts {
+        cache: match cache_file(&config, options)? {
+            Some(path) => {
+                let (cache, warning) = HashCache::load(&path);
+                warnings.extend(warning);
+                Some(cache)
+            }
+            None => None,
+        },
+        sidecars: config.trust_sidecars,
+        verify_cache: options.verify_cache,
+    };
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let started = Instant::now();
-    let digests = hash::hash_all(&jobs, threads, progress)?;
-    let hash_time = started.elapsed();
-    let mut digests = digests.into_iter();
+    let hashed = hash::digest_all(&requests, &mut shortcuts, threads, progress)?;
+    if let Some(cache) = &shortcuts.cache {
+        cache.save()?;
+    }
+    warnings.extend(hashed.warnings);
+    if !hashed.mismatches.is_empty() {
+        return Err(Error::other(format_args!(
+            "--verify-cache found {} stale cache entr{}; the cache was rewritten from the files:\n  {}",
+            hashed.mismatches.len(),
+            if hashed.mismatches.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            hashed.mismatches.join("\n  ")
+        )));
+    }
+    let mut digests = hashed.digests.into_iter();
     let releases: Vec<Release> = plan
         .releases
         .into_iter()
@@ -183,14 +219,14 @@ pub fn build(
         output_dir: config.output_dir.clone(),
         appliances: appliances.len(),
         releases: releases.len(),
-        images: jobs.len(),
+        images: requests.len(),
         feeds: rendered.feeds.iter().map(|f| f.path.clone()).collect(),
-        bytes_hashed: releases
+        image_bytes: releases
             .iter()
             .flat_map(|r| &r.images)
             .map(|i| i.digest.length)
             .sum(),
-        hash_time,
+        hash: hashed.stats,
         key_id: key.public.key_id.to_string(),
         warnings: warnings.into_iter().chain(plan.warnings).collect(),
     })
@@ -296,35 +332,48 @@ fn check_output_dir(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// One hashing job per image, in plan order. Copies are written by the hash
-/// stage from its one read; hard links need no copy at all.
-fn hash_jobs(config: &Config, plan: &scan::Plan, staging: &write::Staging) -> Result<Vec<Job>> {
+/// One request per image, in plan order, saying where in the staging
+/// directory it must also land.
+fn hash_requests(
+    config: &Config,
+    plan: &scan::Plan,
+    staging: &write::Staging,
+) -> Result<Vec<hash::Request>> {
     plan.images()
         .map(|image| {
-            let copy_to = match config.image_mode {
-                ImageMode::None => None,
-                ImageMode::Copy => Some(staging.prepare(image.site_path.as_str())?),
-                ImageMode::Link => {
-                    // A hard link shares its source's mode: link only what a
-                    // web server can read, and copy the rest (as 0644).
-                    use std::os::unix::fs::PermissionsExt;
-                    let dst = staging.prepare(image.site_path.as_str())?;
-                    let readable =
-                        fsutil::metadata(&image.source)?.permissions().mode() & 0o004 != 0;
-                    if readable && fsutil::hard_link(&image.source, &dst)? {
-                        None
-                    } else {
-                        Some(dst)
-                    }
-                }
+            let place = match config.image_mode {
+                ImageMode::None => Placement::Nowhere,
+                ImageMode::Copy => Placement::Copy(staging.prepare(image.site_path.as_str())?),
+                ImageMode::Link => Placement::Link(staging.prepare(image.site_path.as_str())?),
             };
-            Ok(Job {
+            Ok(hash::Request {
                 source: image.source.clone(),
                 size_hint: image.size_hint,
-                copy_to,
+                place,
             })
         })
         .collect()
+}
+
+/// The hash cache file: `--cache-dir` or `VMCAST_CACHE_DIR`, else the
+/// config's `cache_dir`, else the user's cache directory; none with
+/// `--no-cache`.
+fn cache_file(config: &Config, options: &BuildOptions) -> Result<Option<PathBuf>> {
+    if options.no_cache {
+        return Ok(None);
+    }
+    let dir = options
+        .cache_dir
+        .clone()
+        .or_else(|| config.cache_dir.clone())
+        .or_else(|| options.default_cache_dir.clone());
+    match dir {
+        Some(dir) => Ok(Some(HashCache::file_for(
+            &dir,
+            &fsutil::canonicalize(&config.path)?,
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// Writes a new minisign key pair: the secret key with mode 0600, encrypted
@@ -355,4 +404,33 @@ pub fn keygen(
         force,
     )?;
     Ok(key.public)
+}
+
+/// `vmcast-gen hash`: hashes files where they were made and writes a
+/// sidecar beside each (`<file>.vmcast-hash`) that `build` can trust when
+/// the config allows it. Returns each sidecar's path and digest.
+pub fn write_sidecars(
+    files: &[PathBuf],
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<(PathBuf, model::FileDigest)>> {
+    let jobs = files
+        .iter()
+        .map(|f| {
+            Ok(hash::Job {
+                source: f.clone(),
+                size_hint: fsutil::metadata(f)?.len(),
+                copy_to: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let hashed = hash::hash_all(&jobs, threads, progress)?;
+    files
+        .iter()
+        .zip(hashed)
+        .map(|(file, h)| {
+            let path = cache::Sidecar::new(file, &h.state, &h.digest).write(file)?;
+            Ok((path, h.digest))
+        })
+        .collect()
 }

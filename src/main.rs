@@ -5,14 +5,14 @@ mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use cli::{BuildArgs, Cli, Command, KeygenArgs, VerifyArgs};
+use cli::{BuildArgs, Cli, Command, HashArgs, KeygenArgs, VerifyArgs};
 use vmcast_gen::config::Overrides;
 use vmcast_gen::hash::Progress;
 use vmcast_gen::render::page::human_size;
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build(args),
         Command::Keygen(args) => keygen(args),
         Command::Verify(args) => verify(args),
+        Command::Hash(args) => hash(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -69,9 +70,22 @@ fn build(args: BuildArgs) -> Result<bool> {
             .filter(|s| !s.is_empty()),
         build_time: source_date_epoch()?,
         threads: args.jobs.map(|n| n.get()),
+        cache_dir: args
+            .cache_dir
+            .or_else(|| std::env::var_os("VMCAST_CACHE_DIR").map(Into::into)),
+        default_cache_dir: user_cache_dir(),
+        no_cache: args.no_cache,
+        verify_cache: args.verify_cache,
     };
-    let show_bar = !args.quiet && (args.progress || std::io::stderr().is_terminal());
-    let bar = Bar::new(show_bar);
+    let bar = Bar::new(if args.quiet {
+        Show::Nothing
+    } else if std::io::stderr().is_terminal() {
+        Show::Bar
+    } else if args.progress {
+        Show::Lines
+    } else {
+        Show::Nothing
+    });
     let report = vmcast_gen::build(&options, &bar, &mut || password("the secret key"))?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
@@ -79,31 +93,62 @@ fn build(args: BuildArgs) -> Result<bool> {
     if args.quiet {
         return Ok(true);
     }
-    let secs = report.hash_time.as_secs_f64();
+    let h = &report.hash;
+    let secs = h.hash_time.as_secs_f64();
     let rate = if secs > 0.0 {
-        format!("{:.2} GB/s", report.bytes_hashed as f64 / secs / 1e9)
+        format!("{:.2} GB/s", h.hashed_bytes as f64 / secs / 1e9)
     } else {
         "-".into()
     };
     println!(
-        "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s)",
+        "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {}",
         report.output_dir.display(),
         started.elapsed().as_secs_f64(),
         report.appliances,
         report.releases,
-        report.images
+        report.images,
+        human_size(report.image_bytes)
     );
     println!(
-        "Hashed {} ({} bytes) in {:.2}s, {rate}",
-        human_size(report.bytes_hashed),
-        report.bytes_hashed,
-        secs
+        "Hashed {} image(s), {} ({} bytes), in {secs:.2}s, {rate}; not read: {} image(s), {} from the cache, {} image(s), {} from sidecars",
+        h.hashed_files,
+        human_size(h.hashed_bytes),
+        h.hashed_bytes,
+        h.cached_files,
+        human_size(h.cached_bytes),
+        h.sidecar_files,
+        human_size(h.sidecar_bytes),
     );
     println!(
         "Signed {} and SHA256SUMS with key {}",
         report.feeds.join(", "),
         report.key_id
     );
+    Ok(true)
+}
+
+/// `$XDG_CACHE_HOME/vmcast-gen`, else `~/.cache/vmcast-gen`.
+fn user_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("vmcast-gen"))
+}
+
+fn hash(args: HashArgs) -> Result<bool> {
+    let threads = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n.get(),
+    );
+    let bar = Bar::new(if std::io::stderr().is_terminal() {
+        Show::Bar
+    } else {
+        Show::Nothing
+    });
+    for (sidecar, digest) in vmcast_gen::write_sidecars(&args.files, threads, &bar)? {
+        println!("{}  {}", digest.sha256, sidecar.display());
+    }
     Ok(true)
 }
 
@@ -220,16 +265,30 @@ fn verify(args: VerifyArgs) -> Result<bool> {
     Ok(report.ok)
 }
 
+/// How hashing progress is shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Show {
+    Nothing,
+    /// A live bar on a terminal.
+    Bar,
+    /// A plain line every few seconds, for CI logs.
+    Lines,
+}
+
 /// Hashing progress on stderr: bytes, rate, ETA and files.
 struct Bar {
     bar: ProgressBar,
+    show: Show,
     files: AtomicUsize,
     done: AtomicUsize,
+    started: Instant,
+    /// Milliseconds since `started` of the last printed line.
+    last_line: AtomicU64,
 }
 
 impl Bar {
-    fn new(visible: bool) -> Self {
-        let target = if visible {
+    fn new(show: Show) -> Self {
+        let target = if show == Show::Bar {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -244,9 +303,30 @@ impl Bar {
         );
         Bar {
             bar,
+            show,
             files: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
+            started: Instant::now(),
+            last_line: AtomicU64::new(0),
         }
+    }
+
+    fn line(&self) {
+        let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        eprintln!(
+            "hashing: {} of {} ({:.0}%), {:.2} GB/s, {}/{} files",
+            human_size(pos),
+            human_size(len),
+            if len > 0 {
+                pos as f64 * 100.0 / len as f64
+            } else {
+                100.0
+            },
+            pos as f64 / secs / 1e9,
+            self.done.load(Ordering::Relaxed),
+            self.files.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -259,6 +339,18 @@ impl Progress for Bar {
 
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
+        if self.show == Show::Lines {
+            let now = self.started.elapsed().as_millis() as u64;
+            let last = self.last_line.load(Ordering::Relaxed);
+            if now >= last + 5_000
+                && self
+                    .last_line
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.line();
+            }
+        }
     }
 
     fn file_done(&self) {
@@ -268,6 +360,9 @@ impl Progress for Bar {
     }
 
     fn end(&self) {
+        if self.show == Show::Lines && self.files.load(Ordering::Relaxed) > 0 {
+            self.line();
+        }
         self.bar.finish_and_clear();
     }
 }

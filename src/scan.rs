@@ -334,7 +334,11 @@ fn files_beside(dir: &Path) -> Result<Vec<Candidate>> {
         let Some(name) = entry.file_name().to_str() else {
             return Err(non_utf8(entry.path()));
         };
-        if name.starts_with('.') || name == notes::NOTES_FILE || entry.file_type().is_dir() {
+        if name.starts_with('.')
+            || name == notes::NOTES_FILE
+            || name.ends_with(crate::cache::SIDECAR_SUFFIX)
+            || entry.file_type().is_dir()
+        {
             continue;
         }
         out.push(Candidate {

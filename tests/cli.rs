@@ -59,6 +59,10 @@ fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .current_dir(cwd)
         .env_remove("VMCAST_SECRET_KEY")
+        .env(
+            "VMCAST_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
+        )
         .env("SOURCE_DATE_EPOCH", EPOCH);
     for (k, v) in env {
         cmd.env(k, v);
@@ -166,7 +170,7 @@ fn unknown_key_in_config() {
         "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
          `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
-         `expires_after`, `next_public_key`, `appliances`\n",
+         `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`\n",
     );
 }
 

@@ -58,6 +58,10 @@ pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .current_dir(cwd)
         .env_remove("VMCAST_SECRET_KEY")
+        .env(
+            "VMCAST_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
+        )
         .env_remove("VMCAST_KEY_PASSWORD")
         .env("SOURCE_DATE_EPOCH", EPOCH);
     for (k, v) in env {

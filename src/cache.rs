@@ -1,0 +1,285 @@
+//! Digests that need no read of the image: the incremental hash cache, and
+//! sidecar files written by `vmcast-gen hash` where the image was made.
+//!
+//! The cache is keyed on a file's identity and state: canonical path,
+//! device, inode, size, and mtime and ctime in nanoseconds. Replacing a file
+//! (new inode), writing to it (mtime and ctime), `touch` (mtime), truncating
+//! it (size) or restoring an old mtime after a write (ctime, which no
+//! user-space call can set back) all miss, and the file is read again.
+//!
+//! A sidecar is weaker by design: it records size, mtime and digest on the
+//! build machine, and is trusted when size and mtime still match, because
+//! inode and ctime do not survive the trip to the release job.
+
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::model::{FileDigest, Sha256};
+
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-1";
+const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-1";
+/// The suffix of a sidecar file: `disk.qcow2` → `disk.qcow2.vmcast-hash`.
+pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";
+
+/// What identifies a file and its state, from one `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileState {
+    pub fn of(meta: &Metadata) -> Self {
+        let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+        FileState {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheFile {
+    format: String,
+    entries: BTreeMap<String, CacheEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheEntry {
+    state: FileState,
+    sha256: String,
+}
+
+/// The hash cache of one site.
+#[derive(Debug)]
+pub struct HashCache {
+    path: PathBuf,
+    old: BTreeMap<String, CacheEntry>,
+    new: BTreeMap<String, CacheEntry>,
+}
+
+impl HashCache {
+    /// The cache file of the site configured at `config` (canonical), in
+    /// `dir`. Sites sharing a directory keep separate files.
+    pub fn file_for(dir: &Path, config: &Path) -> PathBuf {
+        let id = crate::hash::sha256_bytes(config.as_os_str().as_encoded_bytes()).to_hex();
+        dir.join(format!("hashes-{}.json", &id[..16]))
+    }
+
+    /// Loads the cache; a missing file is an empty cache, and an unreadable,
+    /// corrupt or foreign one is ignored with the returned warning.
+    pub fn load(path: &Path) -> (Self, Option<String>) {
+        let empty = |warning| {
+            (
+                HashCache {
+                    path: path.to_path_buf(),
+                    old: BTreeMap::new(),
+                    new: BTreeMap::new(),
+                },
+                warning,
+            )
+        };
+        if !path.exists() {
+            return empty(None);
+        }
+        let parsed = fsutil::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<CacheFile>(&text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(file) if file.format == CACHE_FORMAT => (
+                HashCache {
+                    path: path.to_path_buf(),
+                    old: file.entries,
+                    new: BTreeMap::new(),
+                },
+                None,
+            ),
+            Ok(file) => empty(Some(format!(
+                "{}: hash cache of unknown format {:?}; ignored, every image is hashed",
+                path.display(),
+                file.format
+            ))),
+            Err(e) => empty(Some(format!(
+                "{}: hash cache is corrupt ({e}); ignored, every image is hashed",
+                path.display()
+            ))),
+        }
+    }
+
+    /// The cached digest of a file in exactly this state.
+    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<FileDigest> {
+        let entry = self.old.get(&key(canonical))?;
+        if entry.state != *state {
+            return None;
+        }
+        Some(FileDigest {
+            length: state.size,
+            sha256: Sha256::from_hex(&entry.sha256)?,
+        })
+    }
+
+    /// Records a digest for the next build.
+    pub fn insert(&mut self, canonical: &Path, state: FileState, digest: &FileDigest) {
+        self.new.insert(
+            key(canonical),
+            CacheEntry {
+                state,
+                sha256: digest.sha256.to_hex(),
+            },
+        );
+    }
+
+    /// Writes the entries of this build (only those: the file never grows
+    /// with images long gone), atomically.
+    pub fn save(&self) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io("cannot create the cache directory", dir, e))?;
+        }
+        let file = CacheFile {
+            format: CACHE_FORMAT.into(),
+            entries: self.new.clone(),
+        };
+        let mut text = serde_json::to_string_pretty(&file).expect("the cache serializes");
+        text.push('\n');
+        fsutil::write_new_file(&self.path, text.as_bytes(), 0o644, true)
+    }
+}
+
+fn key(canonical: &Path) -> String {
+    canonical.to_string_lossy().into_owned()
+}
+
+/// A digest recorded where the image was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sidecar {
+    format: String,
+    name: String,
+    size: u64,
+    mtime_ns: i128,
+    sha256: String,
+}
+
+pub fn sidecar_path(image: &Path) -> PathBuf {
+    let mut s = image.as_os_str().to_owned();
+    s.push(SIDECAR_SUFFIX);
+    s.into()
+}
+
+impl Sidecar {
+    pub fn new(image: &Path, state: &FileState, digest: &FileDigest) -> Self {
+        Sidecar {
+            format: SIDECAR_FORMAT.into(),
+            name: image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            size: digest.length,
+            mtime_ns: state.mtime_ns,
+            sha256: digest.sha256.to_hex(),
+        }
+    }
+
+    pub fn write(&self, image: &Path) -> Result<PathBuf> {
+        let path = sidecar_path(image);
+        let mut text = serde_json::to_string_pretty(self).expect("a sidecar serializes");
+        text.push('\n');
+        fsutil::write_new_file(&path, text.as_bytes(), 0o644, true)?;
+        Ok(path)
+    }
+
+    /// The sidecar of `image`, if there is one and it still describes the
+    /// file: same name, size and mtime. `Err` is a warning for a sidecar
+    /// that exists but cannot be used.
+    pub fn read(
+        image: &Path,
+        state: &FileState,
+    ) -> Option<std::result::Result<FileDigest, String>> {
+        let path = sidecar_path(image);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let stale = |why: &str| {
+            Some(Err(format!(
+                "{}: {why}; the image is hashed instead",
+                path.display()
+            )))
+        };
+        let sidecar: Sidecar = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            Err(e) => return stale(&format!("not a sidecar ({e})")),
+        };
+        let name = image.file_name().map(|n| n.to_string_lossy());
+        if sidecar.format != SIDECAR_FORMAT || name.as_deref() != Some(sidecar.name.as_str()) {
+            return stale("describes another file or format");
+        }
+        if sidecar.size != state.size || sidecar.mtime_ns != state.mtime_ns {
+            return stale("size or mtime differ from the image's");
+        }
+        match Sha256::from_hex(&sidecar.sha256) {
+            Some(sha256) => Some(Ok(FileDigest {
+                length: sidecar.size,
+                sha256,
+            })),
+            None => stale("invalid sha256"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_serves_only_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("img");
+        std::fs::write(&file, b"abc").unwrap();
+        let state = FileState::of(&std::fs::metadata(&file).unwrap());
+        let digest = FileDigest {
+            length: 3,
+            sha256: crate::hash::sha256_bytes(b"abc"),
+        };
+        let cache_path = dir.path().join("cache.json");
+        let (mut cache, warning) = HashCache::load(&cache_path);
+        assert!(warning.is_none());
+        cache.insert(&file, state, &digest);
+        cache.save().unwrap();
+        let (cache, _) = HashCache::load(&cache_path);
+        assert_eq!(cache.get(&file, &state), Some(digest));
+        let touched = FileState {
+            mtime_ns: state.mtime_ns + 1,
+            ..state
+        };
+        assert_eq!(cache.get(&file, &touched), None);
+        let moved = FileState {
+            ino: state.ino + 1,
+            ..state
+        };
+        assert_eq!(cache.get(&file, &moved), None);
+    }
+
+    #[test]
+    fn corrupt_cache_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let (cache, warning) = HashCache::load(&path);
+        assert!(warning.unwrap().contains("hash cache is corrupt"));
+        assert!(cache.old.is_empty());
+    }
+}

@@ -1,0 +1,293 @@
+//! The hash cache and sidecars: a warm build reads nothing, and every way a
+//! file can change under the same name forces a re-hash.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::{Fixture, assert_success, stderr, stdout};
+
+const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
+
+/// A site with its own cache directory.
+struct Site {
+    fixture: Fixture,
+    cache: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let fixture = Fixture::new("ok-minimal");
+        let cache = fixture.tmp.path().join("cache");
+        Site { fixture, cache }
+    }
+
+    fn build(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["build", "--cache-dir", self.cache.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.fixture.run(&args, &[]);
+        assert_success(&out);
+        out
+    }
+
+    /// The summary's second line: what was hashed and what was not read.
+    fn hashed_line(&self, extra: &[&str]) -> String {
+        let out = self.build(extra);
+        let text = stdout(&out);
+        let line = text.lines().nth(1).unwrap().to_owned();
+        // The time and rate vary; keep the counts.
+        let (counts, rest) = line.split_once(" bytes), in ").unwrap();
+        let not_read = rest.split_once("; ").unwrap().1;
+        format!("{counts} bytes); {not_read}")
+    }
+
+    fn image(&self) -> PathBuf {
+        self.fixture.path(IMAGE)
+    }
+
+    fn feed(&self) -> String {
+        fs::read_to_string(self.fixture.path("public/feed.xml")).unwrap()
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    vmcast_gen::hash::sha256_bytes(data).to_hex()
+}
+
+const COLD: &str = "Hashed 2 image(s), 804 B (804 bytes); not read: 0 image(s), 0 B from the cache, 0 image(s), 0 B from sidecars";
+const WARM: &str = "Hashed 0 image(s), 0 B (0 bytes); not read: 2 image(s), 804 B from the cache, 0 image(s), 0 B from sidecars";
+const ONE: &str = "Hashed 1 image(s), 366 B (366 bytes); not read: 1 image(s), 438 B from the cache, 0 image(s), 0 B from sidecars";
+
+#[test]
+fn warm_build_reads_no_image() {
+    let site = Site::new();
+    assert_eq!(site.hashed_line(&[]), COLD);
+    let first = common::snapshot_tree(&site.fixture.path("public"));
+    assert_eq!(site.hashed_line(&[]), WARM);
+    assert_eq!(common::snapshot_tree(&site.fixture.path("public")), first);
+}
+
+#[test]
+fn cache_rehashes_after_touch() {
+    let site = Site::new();
+    site.build(&[]);
+    let status = Command::new("touch").arg(site.image()).status().unwrap();
+    assert!(status.success());
+    assert_eq!(site.hashed_line(&[]), ONE);
+}
+
+#[test]
+fn cache_rehashes_file_replaced_under_same_name() {
+    let site = Site::new();
+    site.build(&[]);
+    let old = fs::read(site.image()).unwrap();
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0x55).collect();
+    let tmp = site.image().with_extension("new");
+    fs::write(&tmp, &new).unwrap();
+    fs::rename(&tmp, site.image()).unwrap();
+    assert_eq!(site.hashed_line(&[]), ONE);
+    assert!(site.feed().contains(&sha256(&new)));
+}
+
+#[test]
+fn cache_rehashes_after_truncate() {
+    let site = Site::new();
+    site.build(&[]);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(site.image())
+        .unwrap();
+    file.set_len(100).unwrap();
+    let line = site.hashed_line(&[]);
+    assert!(
+        line.starts_with("Hashed 1 image(s), 100 B (100 bytes)"),
+        "{line}"
+    );
+    assert!(
+        site.feed()
+            .contains(&sha256(&fs::read(site.image()).unwrap()))
+    );
+}
+
+#[test]
+fn cache_rehashes_restored_copy_with_old_mtime() {
+    let site = Site::new();
+    site.build(&[]);
+    let before = fs::metadata(site.image()).unwrap();
+    // Same size, same inode, the old mtime put back: only ctime tells.
+    let mut bytes = fs::read(site.image()).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(site.image(), &bytes).unwrap();
+    let mtime = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
+    let status = Command::new("touch")
+        .args(["-m", "-d", &mtime])
+        .arg(site.image())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = fs::metadata(site.image()).unwrap();
+    assert_eq!(
+        (after.ino(), after.len(), after.mtime(), after.mtime_nsec()),
+        (
+            before.ino(),
+            before.len(),
+            before.mtime(),
+            before.mtime_nsec()
+        )
+    );
+    assert_eq!(site.hashed_line(&[]), ONE);
+    assert!(site.feed().contains(&sha256(&bytes)));
+}
+
+#[test]
+fn corrupt_cache_is_ignored_with_warning() {
+    let site = Site::new();
+    site.build(&[]);
+    let file = fs::read_dir(&site.cache)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(
+        &file,
+        "{\"format\": \"vmcast-gen-hash-cache-1\", \"entries\": [",
+    )
+    .unwrap();
+    let out = site.build(&[]);
+    let warning = stderr(&out);
+    assert!(
+        warning.starts_with(&format!(
+            "warning: {}: hash cache is corrupt (",
+            file.display()
+        )),
+        "{warning}"
+    );
+    assert!(
+        warning.ends_with("); ignored, every image is hashed\n"),
+        "{warning}"
+    );
+    // It was rewritten, and serves the next build.
+    assert_eq!(site.hashed_line(&[]), WARM);
+}
+
+#[test]
+fn no_cache_hashes_everything() {
+    let site = Site::new();
+    site.build(&[]);
+    assert_eq!(site.hashed_line(&["--no-cache"]), COLD);
+}
+
+#[test]
+fn verify_cache_reports_mismatch() {
+    let site = Site::new();
+    site.build(&[]);
+    // Corrupt one cached digest, keeping the file's state: the cache would
+    // now serve a wrong hash (the cache is trusted like the key: keep it as
+    // safe), and --verify-cache catches it.
+    let file = fs::read_dir(&site.cache)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = fs::read_to_string(&file).unwrap();
+    let real = sha256(&fs::read(site.image()).unwrap());
+    fs::write(&file, text.replace(&real, &"0".repeat(64))).unwrap();
+    let out = site.fixture.run(
+        &[
+            "build",
+            "--verify-cache",
+            "--cache-dir",
+            site.cache.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: --verify-cache found 1 stale cache entry; the cache was rewritten from the files:\n  \
+             {IMAGE}: the cache says {} (366 bytes), the file hashes to {real} (366 bytes)\n",
+            "0".repeat(64)
+        )
+    );
+    // The rewritten cache is right again.
+    assert_eq!(site.hashed_line(&[]), WARM);
+    assert!(site.feed().contains(&real));
+}
+
+/// `vmcast-gen hash` in the build job, `build` with trust_sidecars later.
+#[test]
+fn sidecar_trusted_only_when_size_and_mtime_match() {
+    let site = Site::new();
+    site.fixture.configure("trust_sidecars = true\n");
+    let out = site.fixture.run(&["hash", IMAGE], &[]);
+    assert_success(&out);
+    let real = sha256(&fs::read(site.image()).unwrap());
+    assert_eq!(stdout(&out), format!("{real}  {IMAGE}.vmcast-hash\n"));
+    // Prove the sidecar is used and not the file: give it another digest.
+    let sidecar = site.fixture.path(&format!("{IMAGE}.vmcast-hash"));
+    let fake = "ab".repeat(32);
+    fs::write(
+        &sidecar,
+        fs::read_to_string(&sidecar).unwrap().replace(&real, &fake),
+    )
+    .unwrap();
+    let line = site.hashed_line(&["--no-cache"]);
+    assert_eq!(
+        line,
+        "Hashed 1 image(s), 438 B (438 bytes); not read: 0 image(s), 0 B from the cache, 1 image(s), 366 B from sidecars"
+    );
+    assert!(site.feed().contains(&fake));
+    // Touched since: the sidecar no longer describes the file.
+    assert!(
+        Command::new("touch")
+            .arg(site.image())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = site.build(&["--no-cache"]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "warning: {IMAGE}.vmcast-hash: size or mtime differ from the image's; the image is hashed instead\n"
+        )
+    );
+    assert!(site.feed().contains(&real));
+}
+
+#[test]
+fn sidecar_ignored_unless_config_allows() {
+    let site = Site::new();
+    assert_success(&site.fixture.run(&["hash", IMAGE], &[]));
+    let sidecar = site.fixture.path(&format!("{IMAGE}.vmcast-hash"));
+    let real = sha256(&fs::read(site.image()).unwrap());
+    fs::write(
+        &sidecar,
+        fs::read_to_string(&sidecar)
+            .unwrap()
+            .replace(&real, &"cd".repeat(32)),
+    )
+    .unwrap();
+    assert_eq!(site.hashed_line(&[]), COLD);
+    assert!(site.feed().contains(&real));
+}
+
+#[test]
+fn progress_lines_only_when_asked_outside_a_terminal() {
+    let site = Site::new();
+    let quiet = site.build(&["--no-cache"]);
+    assert_eq!(stderr(&quiet), "");
+    let loud = site.build(&["--no-cache", "--progress"]);
+    let text = stderr(&loud);
+    assert!(
+        text.starts_with("hashing: 804 B of 804 B (100%), "),
+        "{text}"
+    );
+    assert!(text.ends_with(", 2/2 files\n"), "{text}");
+}
