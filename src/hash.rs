@@ -202,6 +202,8 @@ pub enum Placement {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub source: PathBuf,
+    /// The source resolved (the cache's key).
+    pub real: PathBuf,
     pub size_hint: u64,
     pub place: Placement,
 }
@@ -250,7 +252,7 @@ pub fn digest_all(
     let mut warnings = Vec::new();
     let mut pending = Vec::new();
     for (index, req) in requests.iter().enumerate() {
-        let canonical = fsutil::canonicalize(&req.source)?;
+        let canonical = req.real.clone();
         let state = FileState::of(&fsutil::metadata(&req.source)?);
         let cached = shortcuts
             .cache

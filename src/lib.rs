@@ -348,6 +348,7 @@ fn hash_requests(
             };
             Ok(hash::Request {
                 source: image.source.clone(),
+                real: image.real.clone(),
                 size_hint: image.size_hint,
                 place,
             })

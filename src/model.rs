@@ -391,6 +391,8 @@ impl Requirements {
 pub struct ImageSource {
     /// Where the file is read from.
     pub source: PathBuf,
+    /// The same, resolved: no symbolic link, `.` or `..` in it.
+    pub real: PathBuf,
     /// The file name, as published.
     pub name: String,
     pub format: ImageFormat,

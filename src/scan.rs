@@ -44,14 +44,21 @@ pub fn scan(config: &Config) -> Result<Plan> {
     let root_real = fsutil::canonicalize(root)?;
     let mut warnings = Vec::new();
     let mut notes_files = Vec::new();
+    // One walk finds the notes and what lies beside them.
+    let mut beside: BTreeMap<PathBuf, Vec<walkdir::DirEntry>> = BTreeMap::new();
     for entry in WalkDir::new(root).sort_by_file_name() {
         let entry = entry.map_err(|e| walk_error(root, e))?;
         let Some(name) = entry.file_name().to_str() else {
             return Err(non_utf8(entry.path()));
         };
+        if entry.file_type().is_dir() || entry.depth() == 0 {
+            continue;
+        }
         if name == notes::NOTES_FILE && entry.file_type().is_file() {
             notes_files.push(entry.path().to_path_buf());
         }
+        let dir = entry.path().parent().unwrap_or(root).to_path_buf();
+        beside.entry(dir).or_default().push(entry);
     }
     if notes_files.is_empty() {
         return Err(Error::file(
@@ -81,7 +88,8 @@ pub fn scan(config: &Config) -> Result<Plan> {
             ));
         }
         seen.insert(key, path.clone());
-        let release = plan_release(config, &root_real, notes, dir, appliance, &mut warnings)?;
+        let files = beside.remove(dir).unwrap_or_default();
+        let release = plan_release(config, &root_real, notes, dir, files, appliance, &mut warnings)?;
         releases.push(release);
     }
     releases.sort_by(|a, b| {
@@ -141,6 +149,9 @@ fn appliance_of(config: &Config, notes: &Notes, dir: &Path) -> Result<Name> {
 /// A file that may be an image, found in a release directory or by a glob.
 struct Candidate {
     path: PathBuf,
+    /// Its resolved path, when known without asking the kernel: a file that
+    /// is no symbolic link, found by walking a resolved directory.
+    real: Option<PathBuf>,
     name: String,
     /// Where it was asked for, when named explicitly in the notes.
     named_at: Option<Located<String>>,
@@ -151,11 +162,15 @@ fn plan_release(
     releases_root: &Path,
     notes: Notes,
     dir: &Path,
+    files: Vec<walkdir::DirEntry>,
     appliance: Name,
     warnings: &mut Vec<String>,
 ) -> Result<PlannedRelease> {
     let candidates = match &notes.images {
-        None => files_beside(dir)?,
+        None => {
+            let rel = dir.strip_prefix(&config.releases_dir).unwrap_or(Path::new(""));
+            files_beside(files, &releases_root.join(rel))
+        }
         Some(patterns) => {
             let base = config.images_dir.as_deref().unwrap_or(dir);
             let mut found = Vec::new();
@@ -203,7 +218,10 @@ fn plan_release(
                 }
             },
         };
-        let real = fsutil::canonicalize(&c.path)?;
+        let real = match c.real {
+            Some(real) => real,
+            None => fsutil::canonicalize(&c.path)?,
+        };
         if !real.starts_with(&tree_real) {
             return Err(Error::file(
                 &c.path,
@@ -230,6 +248,7 @@ fn plan_release(
         images.push(ImageSource {
             url: join_url(&config.download_base_url, &url_path),
             source: c.path,
+            real,
             name: c.name,
             format,
             compression,
@@ -321,33 +340,25 @@ pub fn detect(name: &str) -> Option<(ImageFormat, Option<Compression>)> {
     ImageFormat::from_extension(ext).map(|f| (f, None))
 }
 
-/// The files directly inside a release directory, less dotfiles and the
-/// notes file, sorted by name.
-fn files_beside(dir: &Path) -> Result<Vec<Candidate>> {
-    let mut out = Vec::new();
-    for entry in WalkDir::new(dir)
-        .min_depth(1)
-        .max_depth(1)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(|e| walk_error(dir, e))?;
-        let Some(name) = entry.file_name().to_str() else {
-            return Err(non_utf8(entry.path()));
-        };
-        if name.starts_with('.')
-            || name == notes::NOTES_FILE
-            || name.ends_with(crate::cache::SIDECAR_SUFFIX)
-            || entry.file_type().is_dir()
-        {
-            continue;
-        }
-        out.push(Candidate {
-            path: entry.path().to_path_buf(),
-            name: name.to_owned(),
-            named_at: None,
-        });
-    }
-    Ok(out)
+/// The files directly inside a release directory (resolved: `dir_real`),
+/// as the walk found them (UTF-8 names, sorted, no directories), less
+/// dotfiles, sidecars and the notes file.
+fn files_beside(files: Vec<walkdir::DirEntry>, dir_real: &Path) -> Vec<Candidate> {
+    files
+        .into_iter()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_owned();
+            let skip = name.starts_with('.')
+                || name == notes::NOTES_FILE
+                || name.ends_with(crate::cache::SIDECAR_SUFFIX);
+            (!skip).then(|| Candidate {
+                path: entry.path().to_path_buf(),
+                real: (!entry.path_is_symlink()).then(|| dir_real.join(&name)),
+                name,
+                named_at: None,
+            })
+        })
+        .collect()
 }
 
 /// The files a path or glob from `images = [...]` names under `base`.
@@ -366,6 +377,7 @@ fn expand(notes: &Notes, base: &Path, pattern: &Located<String>) -> Result<Vec<C
         let name = rel.segments().last().unwrap_or_default().to_owned();
         found.push(Candidate {
             path,
+            real: None,
             name,
             named_at: Some(pattern.clone()),
         });
@@ -380,6 +392,7 @@ fn expand(notes: &Notes, base: &Path, pattern: &Located<String>) -> Result<Vec<C
         .map_err(|e| notes.error_at(pattern, format_args!("invalid glob: {e}")))?
         .compile_matcher();
     if start.is_dir() {
+        let start_real = fsutil::canonicalize(&start)?;
         for entry in WalkDir::new(&start).min_depth(1).sort_by_file_name() {
             let entry = entry.map_err(|e| walk_error(&start, e))?;
             if entry.file_type().is_dir() {
@@ -392,8 +405,10 @@ fn expand(notes: &Notes, base: &Path, pattern: &Located<String>) -> Result<Vec<C
             if name.starts_with('.') || !matcher.is_match(rel_to_base) {
                 continue;
             }
+            let below = entry.path().strip_prefix(&start).unwrap_or(entry.path());
             found.push(Candidate {
                 path: entry.path().to_path_buf(),
+                real: (!entry.path_is_symlink()).then(|| start_real.join(below)),
                 name: name.to_owned(),
                 named_at: Some(pattern.clone()),
             });
