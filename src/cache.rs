@@ -8,8 +8,9 @@
 //! user-space call can set back) all miss, and the file is read again.
 //!
 //! A sidecar is weaker by design: it records size, mtime and digest on the
-//! build machine, and is trusted when size and mtime still match, because
-//! inode and ctime do not survive the trip to the release job.
+//! build machine, and is trusted when size and mtime (to the second) still
+//! match, because inode and ctime do not survive the trip to the release job,
+//! nor do fractions of a second through most archive formats.
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
@@ -227,7 +228,9 @@ impl Sidecar {
         if sidecar.format != SIDECAR_FORMAT || name.as_deref() != Some(sidecar.name.as_str()) {
             return stale("describes another file or format");
         }
-        if sidecar.size != state.size || sidecar.mtime_ns != state.mtime_ns {
+        // Whole seconds: what archives and copy tools keep of an mtime.
+        let secs = |ns: i128| ns.div_euclid(1_000_000_000);
+        if sidecar.size != state.size || secs(sidecar.mtime_ns) != secs(state.mtime_ns) {
             return stale("size or mtime differ from the image's");
         }
         match Sha256::from_hex(&sidecar.sha256) {

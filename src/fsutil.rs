@@ -70,11 +70,11 @@ pub fn create_published(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Writes a complete new published file and flushes it to disk.
+/// Writes a complete new published file. It reaches the disk when the
+/// staging directory is synced as a whole ([`crate::write::Staging::commit`]).
 pub fn write_published(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = create_published(path)?;
     file.write_all(contents)
-        .and_then(|()| file.sync_all())
         .map_err(|e| Error::io("cannot write", path, e))
 }
 
@@ -135,11 +135,8 @@ pub fn reflink(src: &Path, dst: &Path) -> Result<bool> {
 }
 
 /// Copies a file the kernel's way (copy_file_range, no user-space read)
-/// into a new published file (mode 0644), flushed to disk.
+/// into a new published file (mode 0644).
 pub fn copy_published(src: &Path, dst: &Path) -> Result<()> {
     fs::copy(src, dst).map_err(|e| Error::io("cannot copy to", dst, e))?;
-    set_mode(dst, PUBLISHED_FILE_MODE)?;
-    File::open(dst)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("cannot write", dst, e))
+    set_mode(dst, PUBLISHED_FILE_MODE)
 }

@@ -54,6 +54,9 @@ pub struct Hashed {
 pub fn hash_all(jobs: &[Job], threads: usize, progress: &dyn Progress) -> Result<Vec<Hashed>> {
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by(|&a, &b| jobs[b].size_hint.cmp(&jobs[a].size_hint).then(a.cmp(&b)));
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
     let results: Vec<Mutex<Option<Result<Hashed>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -146,10 +149,6 @@ fn hash_one(
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
-    }
-    if let Some((out, dst)) = &copy {
-        out.sync_all()
-            .map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
     }
     check_unchanged(path, &file, &before, length)?;
     Ok(Some(Hashed {

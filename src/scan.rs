@@ -89,7 +89,15 @@ pub fn scan(config: &Config) -> Result<Plan> {
         }
         seen.insert(key, path.clone());
         let files = beside.remove(dir).unwrap_or_default();
-        let release = plan_release(config, &root_real, notes, dir, files, appliance, &mut warnings)?;
+        let release = plan_release(
+            config,
+            &root_real,
+            notes,
+            dir,
+            files,
+            appliance,
+            &mut warnings,
+        )?;
         releases.push(release);
     }
     releases.sort_by(|a, b| {
@@ -168,7 +176,9 @@ fn plan_release(
 ) -> Result<PlannedRelease> {
     let candidates = match &notes.images {
         None => {
-            let rel = dir.strip_prefix(&config.releases_dir).unwrap_or(Path::new(""));
+            let rel = dir
+                .strip_prefix(&config.releases_dir)
+                .unwrap_or(Path::new(""));
             files_beside(files, &releases_root.join(rel))
         }
         Some(patterns) => {

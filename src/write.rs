@@ -63,11 +63,15 @@ impl Staging {
         fsutil::write_published(&path, contents)
     }
 
-    /// Puts the new site in place of the old one, atomically where the file
-    /// system can exchange two directories.
+    /// Flushes the new site to disk, then puts it in place of the old one,
+    /// atomically where the file system can exchange two directories.
     pub fn commit(self) -> Result<()> {
         let new = self.dir.keep();
-        sync_dir(&new)?;
+        // One syncfs for every file written, copied or reflinked, instead of
+        // an fsync each: the same durability before the swap, at one flush.
+        fs::File::open(&new)
+            .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
+            .map_err(|e| Error::io("cannot flush the new site to disk at", &new, e))?;
         let target = &self.target;
         let result = if fs::symlink_metadata(target).is_err() {
             fs::rename(&new, target)

@@ -1,0 +1,132 @@
+//! In-process benchmarks of the hot paths: hashing a file, rendering and
+//! signing a large site. Run with `cargo bench`.
+
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use divan::Bencher;
+use vmcast_gen::config::{self, Config, Overrides};
+use vmcast_gen::hash::{self, Job, NoProgress};
+use vmcast_gen::model::{
+    FileDigest, Image, ImageFormat, ImageSource, Name, RelPath, Release, ReleaseInfo, Requirements,
+    Version,
+};
+use vmcast_gen::render::{self, Site};
+use vmcast_gen::sign::{KeyId, SecretKey};
+
+fn main() {
+    divan::main();
+}
+
+/// A config read from a scratch file, for the renderers.
+fn config(dir: &std::path::Path) -> Config {
+    let path = dir.join("vmcast.toml");
+    std::fs::write(
+        &path,
+        "title = \"bench\"\ndescription = \"bench\"\nbase_url = \"https://bench.example.com/\"\n",
+    )
+    .unwrap();
+    config::load(&path, &Overrides::default()).unwrap()
+}
+
+/// `n` releases of one appliance, two images each.
+fn releases(config: &Config, n: usize) -> Vec<Release> {
+    let appliance = Name::parse("app", "appliance").unwrap();
+    (0..n)
+        .map(|i| {
+            let version = Version::parse(&format!("1.{i}.0")).unwrap();
+            let images = ["qcow2", "vmdk"]
+                .iter()
+                .enumerate()
+                .map(|(k, ext)| {
+                    let name = format!("app-1.{i}.0.{ext}");
+                    let site_path = RelPath::parse(&format!("images/app/1.{i}.0/{name}")).unwrap();
+                    Image {
+                        source: ImageSource {
+                            source: PathBuf::from(&name),
+                            real: PathBuf::from(&name),
+                            url: config::join_url(
+                                &config.download_base_url,
+                                &format!("app/1.{i}.0/{name}"),
+                            ),
+                            name,
+                            format: ImageFormat::from_extension(ext).unwrap(),
+                            compression: None,
+                            arch: Some("x86_64".into()),
+                            primary: k == 0,
+                            site_path,
+                            size_hint: 1 << 30,
+                        },
+                        digest: FileDigest {
+                            length: (1 << 30) + i as u64,
+                            sha256: hash::sha256_bytes(format!("{i}{k}").as_bytes()),
+                        },
+                    }
+                })
+                .collect();
+            Release {
+                info: ReleaseInfo {
+                    notes_path: PathBuf::from("release.toml"),
+                    appliance: appliance.clone(),
+                    version,
+                    title: format!("App 1.{i}.0"),
+                    date: Utc
+                        .timestamp_opt(1_700_000_000 + i as i64 * 3600, 0)
+                        .unwrap(),
+                    channel: Name::parse("stable", "channel").unwrap(),
+                    critical: false,
+                    notes_html: "<p>Fixes and <strong>features</strong>.</p>\n".into(),
+                    requirements: Requirements::default(),
+                },
+                images,
+            }
+        })
+        .collect()
+}
+
+/// Render feed, manifest and page, then sign feed and manifest, for a
+/// site of 10,000 releases (target: under 1 s).
+#[divan::bench(sample_count = 5)]
+fn render_and_sign_10k_releases(bencher: Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let releases = releases(&config, 10_000);
+    let key = SecretKey::from_seed(KeyId([1; 8]), [2; 32]);
+    bencher.bench_local(|| {
+        let site = Site {
+            config: &config,
+            releases: &releases,
+            public_key: &key.public,
+            next_key: None,
+            build_time: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
+            sequence: 1_790_000_000,
+            expires: None,
+        };
+        let rendered = render::render(&site).unwrap();
+        for feed in &rendered.feeds {
+            key.sign(&feed.xml, "timestamp:1\tfile:feed.xml").unwrap();
+        }
+        key.sign(rendered.manifest.as_bytes(), "timestamp:1\tfile:SHA256SUMS")
+            .unwrap();
+        rendered
+    });
+}
+
+/// Hash a 256 MiB file from the page cache on one thread.
+#[divan::bench(sample_count = 5)]
+fn hash_256_mib_one_thread(bencher: Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    let data: Vec<u8> = (0..256u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let jobs = [Job {
+        source: path,
+        size_hint: data.len() as u64,
+        copy_to: None,
+    }];
+    bencher
+        .counter(divan::counter::BytesCount::new(data.len()))
+        .bench_local(|| hash::hash_all(&jobs, 1, &NoProgress).unwrap());
+}
