@@ -7,6 +7,7 @@ use chrono::{TimeZone, Utc};
 use divan::Bencher;
 use vmcast_gen::config::{self, Config, Overrides};
 use vmcast_gen::hash::{self, Job, NoProgress};
+use vmcast_gen::inspect::ImageInfo;
 use vmcast_gen::model::{
     FileDigest, Image, ImageFormat, ImageSource, Name, RelPath, Release, ReleaseInfo, Requirements,
     Version,
@@ -60,6 +61,16 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                         digest: FileDigest {
                             length: (1 << 30) + i as u64,
                             sha256: hash::sha256_bytes(format!("{i}{k}").as_bytes()),
+                        },
+                        info: ImageInfo {
+                            format: ImageFormat::from_extension(ext).unwrap(),
+                            detected: true,
+                            compression: None,
+                            virtual_size: Some(20 << 30),
+                            subformat: None,
+                            cluster_size: None,
+                            cluster_compression: None,
+                            machine: None,
                         },
                     }
                 })

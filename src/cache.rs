@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::inspect::ImageInfo;
 use crate::model::{FileDigest, Sha256};
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-1";
-const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-1";
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-2";
+const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-2";
 /// The suffix of a sidecar file: `disk.qcow2` → `disk.qcow2.vmcast-hash`.
 pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";
 
@@ -64,6 +65,7 @@ struct CacheFile {
 struct CacheEntry {
     state: FileState,
     sha256: String,
+    info: ImageInfo,
 }
 
 /// The hash cache of one site.
@@ -122,25 +124,33 @@ impl HashCache {
         }
     }
 
-    /// The cached digest of a file in exactly this state.
-    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<FileDigest> {
+    /// The cached digest and inspection of a file in exactly this state.
+    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<(FileDigest, ImageInfo)> {
         let entry = self.old.get(&key(canonical))?;
         if entry.state != *state {
             return None;
         }
-        Some(FileDigest {
+        let digest = FileDigest {
             length: state.size,
             sha256: Sha256::from_hex(&entry.sha256)?,
-        })
+        };
+        Some((digest, entry.info.clone()))
     }
 
     /// Records a digest for the next build.
-    pub fn insert(&mut self, canonical: &Path, state: FileState, digest: &FileDigest) {
+    pub fn insert(
+        &mut self,
+        canonical: &Path,
+        state: FileState,
+        digest: &FileDigest,
+        info: &ImageInfo,
+    ) {
         self.new.insert(
             key(canonical),
             CacheEntry {
                 state,
                 sha256: digest.sha256.to_hex(),
+                info: info.clone(),
             },
         );
     }
@@ -166,6 +176,9 @@ fn key(canonical: &Path) -> String {
     canonical.to_string_lossy().into_owned()
 }
 
+/// A digest and inspection that need no read.
+pub type Known = (FileDigest, ImageInfo);
+
 /// A digest recorded where the image was made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +188,7 @@ pub struct Sidecar {
     size: u64,
     mtime_ns: i128,
     sha256: String,
+    info: ImageInfo,
 }
 
 pub fn sidecar_path(image: &Path) -> PathBuf {
@@ -184,7 +198,7 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
 }
 
 impl Sidecar {
-    pub fn new(image: &Path, state: &FileState, digest: &FileDigest) -> Self {
+    pub fn new(image: &Path, state: &FileState, digest: &FileDigest, info: &ImageInfo) -> Self {
         Sidecar {
             format: SIDECAR_FORMAT.into(),
             name: image
@@ -194,6 +208,7 @@ impl Sidecar {
             size: digest.length,
             mtime_ns: state.mtime_ns,
             sha256: digest.sha256.to_hex(),
+            info: info.clone(),
         }
     }
 
@@ -208,13 +223,10 @@ impl Sidecar {
     /// The sidecar of `image`, if there is one and it still describes the
     /// file: same name, size and mtime. `Err` is a warning for a sidecar
     /// that exists but cannot be used.
-    pub fn read(
-        image: &Path,
-        state: &FileState,
-    ) -> Option<std::result::Result<FileDigest, String>> {
+    pub fn read(image: &Path, state: &FileState) -> Option<std::result::Result<Known, String>> {
         let path = sidecar_path(image);
         let text = std::fs::read_to_string(&path).ok()?;
-        let stale = |why: &str| {
+        let stale = |why: &str| -> Option<std::result::Result<Known, String>> {
             Some(Err(format!(
                 "{}: {why}; the image is hashed instead",
                 path.display()
@@ -234,10 +246,13 @@ impl Sidecar {
             return stale("size or mtime differ from the image's");
         }
         match Sha256::from_hex(&sidecar.sha256) {
-            Some(sha256) => Some(Ok(FileDigest {
-                length: sidecar.size,
-                sha256,
-            })),
+            Some(sha256) => Some(Ok((
+                FileDigest {
+                    length: sidecar.size,
+                    sha256,
+                },
+                sidecar.info,
+            ))),
             None => stale("invalid sha256"),
         }
     }
@@ -260,10 +275,11 @@ mod tests {
         let cache_path = dir.path().join("cache.json");
         let (mut cache, warning) = HashCache::load(&cache_path);
         assert!(warning.is_none());
-        cache.insert(&file, state, &digest);
+        let info = crate::inspect::inspect_bytes(b"abc", 4096).unwrap();
+        cache.insert(&file, state, &digest, &info);
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
-        assert_eq!(cache.get(&file, &state), Some(digest));
+        assert_eq!(cache.get(&file, &state), Some((digest, info)));
         let touched = FileState {
             mtime_ns: state.mtime_ns + 1,
             ..state

@@ -14,6 +14,7 @@ use sha2::Digest;
 use crate::cache::{FileState, HashCache};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::inspect::{ImageInfo, Inspector};
 use crate::model::{FileDigest, Sha256};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
@@ -43,11 +44,12 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
-/// A file's digest and its state when it was read.
-#[derive(Debug, Clone, Copy)]
+/// A file's digest, its state when it was read, and what its bytes say it is.
+#[derive(Debug, Clone)]
 pub struct Hashed {
     pub digest: FileDigest,
     pub state: FileState,
+    pub info: ImageInfo,
 }
 
 /// Hashes every job on up to `threads` threads; returns digests in job order.
@@ -131,6 +133,7 @@ fn hash_one(
     };
 
     let mut hasher = sha2::Sha256::new();
+    let mut inspector = Inspector::new();
     let mut length: u64 = 0;
     loop {
         let n = match file.read(buf) {
@@ -140,6 +143,7 @@ fn hash_one(
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         hasher.update(&buf[..n]);
+        inspector.update(&buf[..n]);
         if let Some((out, dst)) = &mut copy {
             out.write_all(&buf[..n])
                 .map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
@@ -151,12 +155,14 @@ fn hash_one(
         }
     }
     check_unchanged(path, &file, &before, length)?;
+    let info = inspector.finish(length).map_err(|m| Error::file(path, m))?;
     Ok(Some(Hashed {
         digest: FileDigest {
             length,
             sha256: Sha256(hasher.finalize().into()),
         },
         state: FileState::of(&before),
+        info,
     }))
 }
 
@@ -230,7 +236,7 @@ pub struct Stats {
 
 /// The digests of every request, in request order.
 pub struct Outcome {
-    pub digests: Vec<FileDigest>,
+    pub digests: Vec<(FileDigest, ImageInfo)>,
     pub stats: Stats,
     pub warnings: Vec<String>,
     /// With `verify_cache`: every image whose cached digest was wrong.
@@ -246,7 +252,7 @@ pub fn digest_all(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    let mut digests: Vec<Option<FileDigest>> = vec![None; requests.len()];
+    let mut digests: Vec<Option<(FileDigest, ImageInfo)>> = vec![None; requests.len()];
     let mut stats = Stats::default();
     let mut warnings = Vec::new();
     let mut pending = Vec::new();
@@ -268,27 +274,27 @@ pub fn digest_all(
             },
             false => None,
         };
-        let known = match (shortcuts.verify_cache, cached, sidecar) {
+        let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
             (true, _, _) => None,
             (false, Some(d), _) => {
                 stats.cached_files += 1;
-                stats.cached_bytes += d.length;
+                stats.cached_bytes += d.0.length;
                 Some(d)
             }
             (false, None, Some(d)) => {
                 stats.sidecar_files += 1;
-                stats.sidecar_bytes += d.length;
+                stats.sidecar_bytes += d.0.length;
                 Some(d)
             }
             (false, None, None) => None,
         };
         match known {
-            Some(digest) => {
+            Some((digest, info)) => {
                 place_unread(&req.source, &req.place)?;
                 if let Some(cache) = shortcuts.cache.as_mut() {
-                    cache.insert(&canonical, state, &digest);
+                    cache.insert(&canonical, state, &digest, &info);
                 }
-                digests[index] = Some(digest);
+                digests[index] = Some((digest, info));
             }
             None => {
                 let job = Job {
@@ -309,7 +315,7 @@ pub fn digest_all(
     for ((index, canonical, cached, job), h) in pending.into_iter().zip(hashed) {
         stats.hashed_files += 1;
         stats.hashed_bytes += h.digest.length;
-        if let Some(c) = cached.filter(|c| *c != h.digest) {
+        if let Some((c, _)) = cached.filter(|c| c.0 != h.digest) {
             mismatches.push(format!(
                 "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
                 job.source.display(),
@@ -320,9 +326,9 @@ pub fn digest_all(
             ));
         }
         if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert(&canonical, h.state, &h.digest);
+            cache.insert(&canonical, h.state, &h.digest, &h.info);
         }
-        digests[index] = Some(h.digest);
+        digests[index] = Some((h.digest, h.info));
     }
     Ok(Outcome {
         digests: digests

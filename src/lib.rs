@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
+pub mod inspect;
 pub mod model;
 pub mod notes;
 pub mod render;
@@ -156,14 +157,22 @@ pub fn build(
             images: r
                 .images
                 .into_iter()
-                .map(|source| Image {
-                    source,
-                    digest: digests.next().expect("one digest per image"),
+                .map(|source| {
+                    let (digest, info) = digests.next().expect("one digest per image");
+                    Image {
+                        source,
+                        digest,
+                        info,
+                    }
                 })
                 .collect(),
             info: r.info,
         })
         .collect();
+
+    for release in &releases {
+        check_images(release)?;
+    }
 
     let site = Site {
         config: &config,
@@ -230,6 +239,70 @@ pub fn build(
         key_id: key.public.key_id.to_string(),
         warnings: warnings.into_iter().chain(plan.warnings).collect(),
     })
+}
+
+/// Holds each image's declared format (from its name or the notes) against
+/// what its bytes say, and the release's disk requirement against the
+/// images' virtual disks.
+fn check_images(release: &Release) -> Result<()> {
+    for image in &release.images {
+        let (declared, info, path) = (&image.source, &image.info, &image.source.source);
+        let describe = |c: Option<model::Compression>| match c {
+            Some(c) => format!("{}-compressed", c.as_str()),
+            None => "uncompressed".to_owned(),
+        };
+        if declared.compression != info.compression {
+            return Err(Error::file(
+                path,
+                format_args!(
+                    "the file name says {} but the content is {}",
+                    describe(declared.compression),
+                    describe(info.compression)
+                ),
+            ));
+        }
+        let agrees = match (info.detected, info.format) {
+            (true, found) => {
+                found == declared.format
+                    || (found == model::ImageFormat::Iso
+                        && declared.format == model::ImageFormat::Raw)
+            }
+            // No magic: raw, or a format whose marks the inspection could
+            // not reach (the end of a compressed stream).
+            (false, _) => declared.format == model::ImageFormat::Raw || info.compression.is_some(),
+        };
+        if !agrees {
+            let content = if info.detected {
+                info.format.as_str().to_owned()
+            } else {
+                "raw (no image header)".to_owned()
+            };
+            return Err(Error::file(
+                path,
+                format_args!(
+                    "declared {} (by its name or [image] in {}) but the content is {content}",
+                    declared.format,
+                    release.info.notes_path.display()
+                ),
+            ));
+        }
+        let min_disk = release.info.requirements.min_disk_gib;
+        if let (Some(gib), Some(size)) = (min_disk, info.virtual_size)
+            && gib.saturating_mul(1 << 30) < size
+        {
+            return Err(Error::file(
+                &release.info.notes_path,
+                format_args!(
+                    "requirements say min_disk_gib = {gib}, but {} has a {} virtual disk ({size} bytes); \
+                     the minimum must be at least {} GiB",
+                    image.source.name,
+                    render::page::human_size(size),
+                    size.div_ceil(1 << 30)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The secret key: `--secret-key`, else `VMCAST_SECRET_KEY`, else the
@@ -430,7 +503,7 @@ pub fn write_sidecars(
         .iter()
         .zip(hashed)
         .map(|(file, h)| {
-            let path = cache::Sidecar::new(file, &h.state, &h.digest).write(file)?;
+            let path = cache::Sidecar::new(file, &h.state, &h.digest, &h.info).write(file)?;
             Ok((path, h.digest))
         })
         .collect()

@@ -245,7 +245,10 @@ impl fmt::Display for Sha256 {
 }
 
 /// A disk image format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Qcow2,
     Vmdk,
@@ -318,7 +321,10 @@ impl fmt::Display for ImageFormat {
 }
 
 /// A compressed wrapper around an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     Xz,
     Gzip,
@@ -426,11 +432,13 @@ pub struct FileDigest {
     pub sha256: Sha256,
 }
 
-/// A published image: where it comes from and what it hashes to.
+/// A published image: where it comes from, what it hashes to, and what
+/// its bytes say it is.
 #[derive(Debug, Clone)]
 pub struct Image {
     pub source: ImageSource,
     pub digest: FileDigest,
+    pub info: crate::inspect::ImageInfo,
 }
 
 /// Everything known about a release but its images' digests.

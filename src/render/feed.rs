@@ -203,8 +203,11 @@ fn write_requirements(w: &mut W, release: &Release) -> io::Result<()> {
 
 fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     let s = &image.source;
+    let info = &image.info;
     let length = image.digest.length.to_string();
     let sha = image.digest.sha256.to_hex();
+    let virtual_size = info.virtual_size.map(|v| v.to_string());
+    let cluster_size = info.cluster_size.map(|v| v.to_string());
     let mut attrs: Vec<(&str, &str)> = vec![
         ("url", s.url.as_str()),
         ("name", &s.name),
@@ -222,9 +225,60 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     if let Some(c) = s.compression {
         attrs.push(("compression", c.as_str()));
     }
-    w.create_element("vmcast:image")
-        .with_attributes(attrs)
-        .write_empty()?;
+    if let Some(v) = &virtual_size {
+        attrs.push(("virtualSize", v));
+    }
+    if let Some(sub) = &info.subformat {
+        attrs.push(("subformat", sub));
+    }
+    if let Some(c) = &cluster_size {
+        attrs.push(("clusterSize", c));
+    }
+    let el = w.create_element("vmcast:image").with_attributes(attrs);
+    match &info.machine {
+        None => {
+            el.write_empty()?;
+        }
+        Some(m) => {
+            el.write_inner_content(|w| write_machine(w, m))?;
+        }
+    }
+    Ok(())
+}
+
+/// An OVA's virtual machine, from its OVF descriptor.
+fn write_machine(w: &mut W, m: &crate::inspect::Machine) -> io::Result<()> {
+    let cpus = m.cpus.map(|v| v.to_string());
+    let memory = m.memory_mib.map(|v| v.to_string());
+    let mut attrs: Vec<(&str, &str)> = Vec::new();
+    for (key, value) in [
+        ("name", m.name.as_deref()),
+        ("os", m.os.as_deref()),
+        ("cpus", cpus.as_deref()),
+        ("memoryMiB", memory.as_deref()),
+    ] {
+        if let Some(v) = value {
+            attrs.push((key, v));
+        }
+    }
+    let el = w.create_element("vmcast:machine").with_attributes(attrs);
+    if m.disks.is_empty() {
+        el.write_empty()?;
+        return Ok(());
+    }
+    el.write_inner_content(|w| {
+        for disk in &m.disks {
+            let capacity = disk.capacity.to_string();
+            let mut attrs = vec![("capacity", capacity.as_str())];
+            if let Some(file) = &disk.file {
+                attrs.push(("file", file));
+            }
+            w.create_element("vmcast:disk")
+                .with_attributes(attrs)
+                .write_empty()?;
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -83,6 +83,9 @@ struct ImageCtx {
     compression: Option<&'static str>,
     length: u64,
     size: String,
+    virtual_size: Option<String>,
+    subformat: Option<String>,
+    machine: Option<crate::inspect::Machine>,
     sha256: String,
     primary: bool,
 }
@@ -113,6 +116,9 @@ fn image_ctx(image: &Image) -> ImageCtx {
         compression: s.compression.map(|c| c.as_str()),
         length: image.digest.length,
         size: human_size(image.digest.length),
+        virtual_size: image.info.virtual_size.map(human_size),
+        subformat: image.info.subformat.clone(),
+        machine: image.info.machine.clone(),
         sha256: image.digest.sha256.to_hex(),
         primary: s.primary,
     }

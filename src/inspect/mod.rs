@@ -1,0 +1,277 @@
+//! Reads what an image is from its own bytes, in the same pass that hashes
+//! it: the format from magic numbers (never the extension), the virtual disk
+//! size, the format's own fields, and for an OVA the machine inside.
+//!
+//! [`Inspector`] is fed the file's consecutive chunks and keeps only what it
+//! needs: the first [`HEAD`] bytes, one later range a header points at (a
+//! VHDX's metadata region, at most [`MAX_CAPTURE`] bytes), the last 512
+//! bytes (a VHD footer), and for an OVA a streaming tar reader. No
+//! allocation is sized by a field read from the file without a bound.
+
+mod formats;
+mod ova;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Compression, ImageFormat};
+
+pub use ova::{Machine, OvaDisk};
+
+/// How much of the start of a file is kept: enough for every header,
+/// including a VHDX's region tables at 192 and 256 KiB and an ISO's volume
+/// descriptor at 32 KiB.
+pub const HEAD: usize = 320 << 10;
+/// The largest later range a header may ask to keep.
+pub const MAX_CAPTURE: usize = 1 << 20;
+/// How much of a compressed file's start is decompressed to find the
+/// format inside.
+const INNER_HEAD: usize = 4 << 20;
+/// How much compressed input is kept to decompress that much.
+const COMPRESSED_HEAD: usize = 4 << 20;
+
+/// What the inspection found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    /// The disk format, of the content inside any compression.
+    pub format: ImageFormat,
+    /// Whether the content showed its format (magic bytes); raw shows none.
+    pub detected: bool,
+    pub compression: Option<Compression>,
+    /// The size of the virtual disk, when the format records it (for raw
+    /// and ISO, the size of the data itself).
+    pub virtual_size: Option<u64>,
+    /// A format's variant: qcow2 `v2`/`v3`, vmdk's createType, vhd
+    /// `fixed`/`dynamic`.
+    pub subformat: Option<String>,
+    /// qcow2's cluster size.
+    pub cluster_size: Option<u64>,
+    /// qcow2's compression type for compressed clusters (`zlib`, `zstd`).
+    pub cluster_compression: Option<String>,
+    /// An OVA's virtual machine.
+    pub machine: Option<Machine>,
+}
+
+impl ImageInfo {
+    fn raw(len: u64) -> Self {
+        ImageInfo {
+            format: ImageFormat::Raw,
+            detected: false,
+            compression: None,
+            virtual_size: Some(len),
+            subformat: None,
+            cluster_size: None,
+            cluster_compression: None,
+            machine: None,
+        }
+    }
+
+    fn of(format: ImageFormat, virtual_size: Option<u64>) -> Self {
+        ImageInfo {
+            format,
+            detected: true,
+            virtual_size,
+            ..ImageInfo::raw(0)
+        }
+    }
+}
+
+/// Consumes a file chunk by chunk; see the module docs.
+pub struct Inspector {
+    head: Vec<u8>,
+    /// A later range to keep: (offset, wanted length, bytes so far).
+    capture: Option<(u64, usize, Vec<u8>)>,
+    tail: Vec<u8>,
+    position: u64,
+    ova: Option<ova::TarReader>,
+    /// The first chunk decided what this is.
+    started: bool,
+    compressed: Option<Compression>,
+}
+
+impl Default for Inspector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inspector {
+    pub fn new() -> Self {
+        Inspector {
+            head: Vec::new(),
+            capture: None,
+            tail: Vec::with_capacity(512),
+            position: 0,
+            ova: None,
+            started: false,
+            compressed: None,
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        if !self.started && self.head.len() + chunk.len() >= 6 {
+            let mut first = self.head.clone();
+            first.extend(chunk.iter().take(6));
+            self.compressed = compression_of(&first);
+            self.started = true;
+        }
+        let limit = if self.compressed.is_some() {
+            COMPRESSED_HEAD
+        } else {
+            HEAD
+        };
+        let taken = (limit.saturating_sub(self.head.len())).min(chunk.len());
+        let before = self.head.len();
+        self.head.extend_from_slice(&chunk[..taken]);
+        match self.ova.as_mut() {
+            Some(tar) => tar.update(chunk),
+            // Decide once the tar header is in: then replay what came before.
+            None if before < 512
+                && self.head.len() >= 512
+                && self.compressed.is_none()
+                && ova::looks_like_tar(&self.head) =>
+            {
+                let mut tar = ova::TarReader::default();
+                tar.update(&self.head);
+                tar.update(&chunk[taken..]);
+                self.ova = Some(tar);
+            }
+            None => {}
+        }
+        if self.capture.is_none() && before < HEAD && self.head.len() >= HEAD {
+            // Ranges that lie before this chunk are gone; the format check
+            // reports them missing.
+            self.capture = formats::later_range(&self.head)
+                .filter(|(offset, _)| *offset >= self.position)
+                .map(|(offset, len)| (offset, len.min(MAX_CAPTURE), Vec::new()));
+        }
+        self.capture_range(chunk);
+        self.position += chunk.len() as u64;
+        self.keep_tail(chunk);
+    }
+
+    fn capture_range(&mut self, chunk: &[u8]) {
+        let Some((offset, len, data)) = self.capture.as_mut() else {
+            return;
+        };
+        let start = self.position;
+        let end = start + chunk.len() as u64;
+        let want_end = *offset + *len as u64;
+        if end <= *offset || start >= want_end || data.len() >= *len {
+            return;
+        }
+        let from = offset.saturating_sub(start) as usize;
+        let to = (want_end.min(end) - start) as usize;
+        data.extend_from_slice(&chunk[from..to]);
+    }
+
+    fn keep_tail(&mut self, chunk: &[u8]) {
+        if chunk.len() >= 512 {
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[chunk.len() - 512..]);
+        } else {
+            self.tail.extend_from_slice(chunk);
+            let excess = self.tail.len().saturating_sub(512);
+            self.tail.drain(..excess);
+        }
+    }
+
+    /// Says what the file is, given its total length.
+    pub fn finish(self, total_len: u64) -> Result<ImageInfo, String> {
+        if let Some(compression) = self.compressed {
+            let inner = decompress_prefix(compression, &self.head)?;
+            let mut info = formats::identify(&inner, None, None, None)?;
+            info.compression = Some(compression);
+            if !info.detected {
+                info.virtual_size = None;
+            }
+            return Ok(info);
+        }
+        if let Some(tar) = self.ova.filter(ova::TarReader::started_with_ovf) {
+            return tar.finish(total_len);
+        }
+        formats::identify(&self.head, self.capture, Some(&self.tail), Some(total_len))
+    }
+}
+
+/// The compressed wrapper the first bytes announce.
+fn compression_of(head: &[u8]) -> Option<Compression> {
+    if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(Compression::Xz)
+    } else if head.starts_with(&[0x1F, 0x8B]) {
+        Some(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        Some(Compression::Zstd)
+    } else {
+        None
+    }
+}
+
+/// Decompresses as much of the stream's start as `compressed` allows, up
+/// to [`INNER_HEAD`] bytes. A stream cut short is expected: what came out
+/// before the cut is what is wanted.
+fn decompress_prefix(compression: Compression, compressed: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let limit = INNER_HEAD as u64;
+    let result = match compression {
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(compressed)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map(|_| ()),
+        Compression::Zstd => match ruzstd::decoding::StreamingDecoder::new(compressed) {
+            Ok(d) => d.take(limit).read_to_end(&mut out).map(|_| ()),
+            Err(e) => return Err(format!("not a valid zstd stream: {e}")),
+        },
+        Compression::Xz => {
+            let mut sink = LimitedSink {
+                out: &mut out,
+                limit: INNER_HEAD,
+            };
+            let mut input = std::io::BufReader::new(compressed);
+            lzma_rs::xz_decompress(&mut input, &mut sink)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }
+    };
+    if out.is_empty() {
+        return Err(match result {
+            Err(e) => format!("not a valid {} stream: {e}", compression.as_str()),
+            Ok(()) => format!("an empty {} stream", compression.as_str()),
+        });
+    }
+    Ok(out)
+}
+
+/// A writer that keeps the first `limit` bytes, then says it is full.
+struct LimitedSink<'a> {
+    out: &'a mut Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for LimitedSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit.saturating_sub(self.out.len());
+        if room == 0 {
+            return Err(std::io::Error::other("enough"));
+        }
+        let n = room.min(buf.len());
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Inspects a whole buffer at once (tests and fuzzing).
+pub fn inspect_bytes(data: &[u8], chunk: usize) -> Result<ImageInfo, String> {
+    let mut inspector = Inspector::new();
+    for piece in data.chunks(chunk.max(1)) {
+        inspector.update(piece);
+    }
+    inspector.finish(data.len() as u64)
+}

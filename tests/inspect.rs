@@ -1,0 +1,439 @@
+//! Format detection against the independent truth: images made by
+//! `qemu-img create` / `convert` at test time, compared with what
+//! `qemu-img info --output=json` says. Plus broken and truncated variants,
+//! and a mutation fuzz loop over real images that must never panic.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Fixture, assert_success, have_tool, stderr};
+use vmcast_gen::inspect::{ImageInfo, inspect_bytes};
+use vmcast_gen::model::ImageFormat;
+
+/// Runs qemu-img in `dir` (`args` name the file, `name`); `None` when
+/// qemu-img is missing outside CI.
+fn qemu_img(dir: &Path, name: &str, args: &[&str]) -> Option<PathBuf> {
+    if !have_tool("qemu-img") {
+        return None;
+    }
+    let path = dir.join(name);
+    let mut full: Vec<&str> = args.to_vec();
+    full.insert(1, "-q");
+    let out = Command::new("qemu-img")
+        .args(&full)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    Some(path)
+}
+
+/// What qemu-img says: (format, virtual size). `format` skips its probe,
+/// which cannot see a fixed VHD (its only footer is at the end) and calls it
+/// raw; we read the footer and say vhd.
+fn oracle(path: &Path, format: Option<&str>) -> (String, u64) {
+    let mut args = vec!["info", "--output=json"];
+    if let Some(f) = format {
+        args.extend(["-f", f]);
+    }
+    let out = Command::new("qemu-img")
+        .args(&args)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        info["format"].as_str().unwrap().to_owned(),
+        info["virtual-size"].as_u64().unwrap(),
+    )
+}
+
+/// Inspects in several chunkings; all must agree.
+fn inspect(path: &Path) -> Result<ImageInfo, String> {
+    let data = fs::read(path).unwrap();
+    let whole = inspect_bytes(&data, 1 << 20);
+    for chunk in [4097, 65_536 + 3, 3 << 20] {
+        assert_eq!(
+            inspect_bytes(&data, chunk),
+            whole,
+            "{path:?} in chunks of {chunk}"
+        );
+    }
+    whole
+}
+
+fn qemu_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Vhd => "vpc",
+        other => other.as_str(),
+    }
+}
+
+/// A raw disk with some non-zero data, for `qemu-img convert`.
+fn raw_with_data(dir: &Path) -> PathBuf {
+    let path = dir.join("data.raw");
+    let mut data = vec![0u8; 8 << 20];
+    for (i, b) in data.iter_mut().enumerate().step_by(4093) {
+        *b = (i % 251) as u8;
+    }
+    fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn formats_and_virtual_sizes_agree_with_qemu_img() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if !have_tool("qemu-img") {
+        return;
+    }
+    let raw = raw_with_data(d);
+    let raw = raw.to_str().unwrap();
+    let cases: Vec<(&str, Vec<&str>, ImageFormat, Option<&str>)> = vec![
+        (
+            "v2.qcow2",
+            vec!["create", "-f", "qcow2", "-o", "compat=0.10"],
+            ImageFormat::Qcow2,
+            Some("v2"),
+        ),
+        (
+            "v3.qcow2",
+            vec![
+                "create",
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=1.1,cluster_size=4096",
+            ],
+            ImageFormat::Qcow2,
+            Some("v3"),
+        ),
+        (
+            "compressed.qcow2",
+            vec!["convert", "-c", "-O", "qcow2", raw],
+            ImageFormat::Qcow2,
+            Some("v3"),
+        ),
+        (
+            "sparse.vmdk",
+            vec!["create", "-f", "vmdk", "-o", "subformat=monolithicSparse"],
+            ImageFormat::Vmdk,
+            Some("monolithicSparse"),
+        ),
+        (
+            "stream.vmdk",
+            vec![
+                "convert",
+                "-O",
+                "vmdk",
+                "-o",
+                "subformat=streamOptimized",
+                raw,
+            ],
+            ImageFormat::Vmdk,
+            Some("streamOptimized"),
+        ),
+        (
+            "fixed.vhd",
+            vec!["create", "-f", "vpc", "-o", "subformat=fixed"],
+            ImageFormat::Vhd,
+            Some("fixed"),
+        ),
+        (
+            "dynamic.vhd",
+            vec!["convert", "-O", "vpc", "-o", "subformat=dynamic", raw],
+            ImageFormat::Vhd,
+            Some("dynamic"),
+        ),
+        (
+            "disk.vhdx",
+            vec!["create", "-f", "vhdx"],
+            ImageFormat::Vhdx,
+            None,
+        ),
+        (
+            "disk.raw",
+            vec!["create", "-f", "raw"],
+            ImageFormat::Raw,
+            None,
+        ),
+    ];
+    for (name, mut args, format, subformat) in cases {
+        // `create` needs a size after the file name; convert takes it from the source.
+        let created = args[0] == "create";
+        let path = d.join(name);
+        let mut cmd_args: Vec<String> = args.drain(..).map(str::to_owned).collect();
+        cmd_args.insert(1, "-q".into());
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(&cmd_args).arg(&path);
+        if created {
+            cmd.arg(if format == ImageFormat::Vhd {
+                "8M"
+            } else {
+                "3G"
+            });
+        }
+        assert_success(&cmd.output().unwrap());
+        let info = inspect(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let forced = (name == "fixed.vhd").then_some("vpc");
+        let (qformat, qsize) = oracle(&path, forced);
+        assert_eq!(qemu_name(info.format), qformat, "{name}");
+        assert_eq!(info.format, format, "{name}");
+        assert_eq!(
+            info.virtual_size,
+            Some(qsize),
+            "{name}: qemu-img says {qsize}"
+        );
+        assert_eq!(info.subformat.as_deref(), subformat, "{name}");
+        assert_eq!(info.detected, format != ImageFormat::Raw, "{name}");
+    }
+}
+
+#[test]
+fn compressed_wrappers_show_the_format_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(path) = qemu_img(
+        dir.path(),
+        "disk.qcow2",
+        &["create", "-f", "qcow2", "disk.qcow2", "2G"],
+    ) else {
+        return;
+    };
+    let _ = path;
+    let plain = dir.path().join("disk.qcow2");
+    for (tool, flag, compression) in [
+        ("xz", "-k", "xz"),
+        ("gzip", "-k", "gzip"),
+        ("zstd", "-k", "zstd"),
+    ] {
+        if have_tool(tool) {
+            assert_success(
+                &Command::new(tool)
+                    .args([flag, "-f"])
+                    .arg(&plain)
+                    .output()
+                    .unwrap(),
+            );
+            let ext = match tool {
+                "xz" => "xz",
+                "gzip" => "gz",
+                _ => "zst",
+            };
+            let info = inspect(&dir.path().join(format!("disk.qcow2.{ext}"))).unwrap();
+            assert_eq!(info.format, ImageFormat::Qcow2, "{tool}");
+            assert_eq!(info.compression.map(|c| c.as_str()), Some(compression));
+            assert_eq!(info.virtual_size, Some(2 << 30), "{tool}");
+        }
+    }
+}
+
+#[test]
+fn truncated_headers_are_clear_errors_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(qcow2) = qemu_img(d, "t.qcow2", &["create", "-f", "qcow2", "t.qcow2", "1G"]) else {
+        return;
+    };
+    let vmdk = qemu_img(d, "t.vmdk", &["create", "-f", "vmdk", "t.vmdk", "1G"]).unwrap();
+    let vhd = qemu_img(d, "t.vhd", &["create", "-f", "vpc", "t.vhd", "64M"]).unwrap();
+    let vhdx = qemu_img(d, "t.vhdx", &["create", "-f", "vhdx", "t.vhdx", "1G"]).unwrap();
+    let ova = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("example-site/releases/dbnode/2.0.0/dbnode-2.0.0.ova");
+    let cases: Vec<(&Path, Vec<usize>, &str)> = vec![
+        (&qcow2, vec![4, 10, 23, 50], "truncated qcow2 header"),
+        (&vmdk, vec![4, 13, 30], "truncated VMDK header"),
+        (&vhd, vec![9, 100, 511], "truncated VHD footer"),
+        (
+            &vhdx,
+            vec![8, 4096, 200 << 10, 1 << 20, (1 << 20) + 100],
+            "VHDX",
+        ),
+        (&ova, vec![600, 2000, 100_000], "OVA: truncated"),
+    ];
+    for (path, cuts, expected) in cases {
+        let data = fs::read(path).unwrap();
+        for cut in cuts {
+            let result = inspect_bytes(&data[..cut.min(data.len())], 4096);
+            let err = result.expect_err(&format!("{path:?} cut at {cut} was accepted"));
+            assert!(err.contains(expected), "{path:?} cut at {cut}: {err}");
+        }
+    }
+}
+
+#[test]
+fn ova_member_that_does_not_match_its_manifest() {
+    let ova = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("example-site/releases/dbnode/2.0.0/dbnode-2.0.0.ova");
+    let mut data = fs::read(ova).unwrap();
+    let good = inspect_bytes(&data, 1 << 20).unwrap();
+    let machine = good.machine.as_ref().unwrap();
+    assert_eq!((machine.cpus, machine.memory_mib), (Some(2), Some(2048)));
+    assert_eq!(
+        machine.disks[0].file.as_deref(),
+        Some("dbnode-2.0.0-disk1.vmdk")
+    );
+    // A byte inside the disk member: the OVA's own .mf catches it.
+    data[150_000] ^= 0x01;
+    let err = inspect_bytes(&data, 1 << 20).unwrap_err();
+    assert!(
+        err.starts_with(
+            "OVA: \"dbnode-2.0.0-disk1.vmdk\" does not match the archive's manifest (SHA256 "
+        ),
+        "{err}"
+    );
+}
+
+/// A deterministic mutation fuzzer over real images: flips, truncations and
+/// overwrites with interesting values. The inspector may refuse a mutant
+/// but must never panic. `VMCAST_FUZZ_ITERATIONS` raises the count.
+#[test]
+fn mutated_images_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-site/releases");
+    for f in [
+        "webapp/1.4.0/webapp-1.4.0.qcow2",
+        "webapp/1.4.0/webapp-1.4.0.vmdk",
+        "webapp/1.3.2/webapp-1.3.2.vhdx.xz",
+        "dbnode/1.9.0/dbnode-1.9.0.vhd",
+        "dbnode/2.0.0/dbnode-2.0.0.ova",
+    ] {
+        let data = fs::read(example.join(f)).unwrap();
+        seeds.push(data[..data.len().min(300 << 10)].to_vec());
+    }
+    if let Some(vhdx) = qemu_img(d, "f.vhdx", &["create", "-f", "vhdx", "f.vhdx", "1G"]) {
+        let data = fs::read(vhdx).unwrap();
+        seeds.push(data[..data.len().min(1_200_000)].to_vec());
+    }
+    let iterations: usize = std::env::var("VMCAST_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let interesting: [u64; 6] = [0, 1, 0x7f, 0xff, u32::MAX as u64, u64::MAX];
+    for i in 0..iterations {
+        let seed = &seeds[i % seeds.len()];
+        let mut data = seed.clone();
+        for _ in 0..(1 + next() % 4) {
+            let at = (next() as usize) % data.len().max(1);
+            match next() % 4 {
+                0 => data[at] ^= 1 << (next() % 8),
+                1 => data.truncate(at),
+                2 => {
+                    let v = interesting[(next() % 6) as usize].to_le_bytes();
+                    let end = (at + 8).min(data.len());
+                    data[at..end].copy_from_slice(&v[..end - at]);
+                }
+                _ => {
+                    let v = interesting[(next() % 6) as usize].to_be_bytes();
+                    let end = (at + 8).min(data.len());
+                    data[at..end].copy_from_slice(&v[..end - at]);
+                }
+            }
+            if data.is_empty() {
+                break;
+            }
+        }
+        let _ = inspect_bytes(&data, 1 + (next() as usize % 70_000));
+    }
+    eprintln!(
+        "fuzz: {iterations} mutants of {} seeds, no panic",
+        seeds.len()
+    );
+}
+
+// ---- what the build does with it ----
+
+fn add_image(fixture: &Fixture, name: &str, args: &[&str]) -> bool {
+    let dir = fixture.path("releases/webapp/1.1.0");
+    qemu_img(&dir, name, args).is_some()
+}
+
+#[test]
+fn extension_that_disagrees_with_content() {
+    let fixture = Fixture::new("ok-minimal");
+    if !add_image(
+        &fixture,
+        "disk.vmdk",
+        &["create", "-f", "qcow2", "disk.vmdk", "64M"],
+    ) {
+        return;
+    }
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        "error: releases/webapp/1.1.0/disk.vmdk: declared vmdk (by its name or [image] in \
+         releases/webapp/1.1.0/release.toml) but the content is qcow2\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn image_with_a_backing_file() {
+    let fixture = Fixture::new("ok-minimal");
+    if !add_image(
+        &fixture,
+        "base.qcow2",
+        &["create", "-f", "qcow2", "base.qcow2", "64M"],
+    ) {
+        return;
+    }
+    let dir = fixture.path("releases/webapp/1.1.0");
+    let out = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "overlay.qcow2",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        "error: releases/webapp/1.1.0/overlay.qcow2: qcow2 image has a backing file (\"base.qcow2\"); \
+         it cannot be used alone: flatten it first (qemu-img convert -O qcow2)\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn requirement_smaller_than_the_virtual_disk() {
+    let fixture = Fixture::new("ok-minimal");
+    if !add_image(
+        &fixture,
+        "big.qcow2",
+        &["create", "-f", "qcow2", "big.qcow2", "20G"],
+    ) {
+        return;
+    }
+    let notes = fixture.path("releases/webapp/1.1.0/release.toml");
+    let mut text = fs::read_to_string(&notes).unwrap();
+    text.push_str("\n[requirements]\nmin_disk_gib = 2\n");
+    fs::write(&notes, text).unwrap();
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        "error: releases/webapp/1.1.0/release.toml: requirements say min_disk_gib = 2, but big.qcow2 \
+         has a 20.0 GiB virtual disk (21474836480 bytes); the minimum must be at least 20 GiB\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
