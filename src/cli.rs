@@ -56,6 +56,23 @@ pub enum Command {
         mtime has the same content. Move images with a tool that keeps mtimes (tar, rsync -t)."
     )]
     Hash(HashArgs),
+    /// Validate the config, every release.toml and the templates without reading images.
+    #[command(
+        after_help = "Reports every problem at once, each with its file and line, and \
+        renders the feed and page to a scratch location. Fast enough for a pre-commit hook. \
+        Exit status 1 when anything is wrong."
+    )]
+    Check(CheckArgs),
+    /// Scaffold a new site: a commented vmcast.toml, an example release and .gitignore entries.
+    #[command(after_help = "Never overwrites a file: existing ones are kept and reported.")]
+    Init(InitArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +141,38 @@ pub struct BuildArgs {
     /// Print nothing on success.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also list every published image.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print the summary as JSON on stdout (for CI).
+    #[arg(long, conflicts_with_all = ["quiet", "verbose"])]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The site configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
+    pub config: PathBuf,
+    /// Also require every image to exist and be recognisable by name (still not read).
+    #[arg(long)]
+    pub images: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The directory to scaffold (created if missing).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Also generate a key pair (vmcast.key, vmcast.pub) in it.
+    #[arg(long)]
+    pub keygen: bool,
+    /// With --keygen: write the secret key unencrypted.
+    #[arg(short = 'W', long, requires = "keygen")]
+    pub no_password: bool,
+    /// Also copy the built-in templates into <DIR>/templates for customising.
+    #[arg(long)]
+    pub templates: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,10 +6,12 @@
 //! way: [`config`] → [`scan`] → [`hash`] → [`render`] → [`sign`] → [`write`].
 
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
+pub mod init;
 pub mod inspect;
 pub mod model;
 pub mod notes;
@@ -64,9 +66,22 @@ pub struct BuildOptions {
     pub verify_cache: bool,
 }
 
+/// One published image, for reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    pub appliance: String,
+    pub version: String,
+    pub path: String,
+    pub format: String,
+    pub length: u64,
+    pub virtual_size: Option<u64>,
+    pub sha256: String,
+}
+
 /// What a build did.
 #[derive(Debug, Clone)]
 pub struct Report {
+    pub published: Vec<ImageSummary>,
     pub output_dir: PathBuf,
     pub appliances: usize,
     pub releases: usize,
@@ -224,7 +239,22 @@ pub fn build(
     appliances.dedup();
     appliances.sort();
     appliances.dedup();
+    let published = releases
+        .iter()
+        .flat_map(|r| {
+            r.images.iter().map(|i| ImageSummary {
+                appliance: r.info.appliance.to_string(),
+                version: r.info.version.to_string(),
+                path: i.source.site_path.to_string(),
+                format: i.source.format.to_string(),
+                length: i.digest.length,
+                virtual_size: i.info.virtual_size,
+                sha256: i.digest.sha256.to_hex(),
+            })
+        })
+        .collect();
     Ok(Report {
+        published,
         output_dir: config.output_dir.clone(),
         appliances: appliances.len(),
         releases: releases.len(),

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use cli::{BuildArgs, Cli, Command, HashArgs, KeygenArgs, VerifyArgs};
+use clap::CommandFactory;
+
+use cli::{BuildArgs, CheckArgs, Cli, Command, HashArgs, InitArgs, KeygenArgs, VerifyArgs};
 use vmcast_gen::config::Overrides;
 use vmcast_gen::hash::Progress;
 use vmcast_gen::render::page::human_size;
@@ -25,6 +27,21 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen(args),
         Command::Verify(args) => verify(args),
         Command::Hash(args) => hash(args),
+        Command::Check(args) => check(args),
+        Command::Init(args) => init(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "vmcast-gen",
+                &mut std::io::stdout(),
+            );
+            Ok(true)
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| true)
+            .map_err(|e| Error::other(format_args!("cannot write the man page: {e}"))),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -36,7 +53,7 @@ fn main() -> ExitCode {
                 line.push_str(&format!(": {cause}"));
                 source = cause.source();
             }
-            eprintln!("{line}");
+            eprintln!("{}", paint_error(&line));
             ExitCode::FAILURE
         }
     }
@@ -93,6 +110,28 @@ fn build(args: BuildArgs) -> Result<bool> {
     if args.quiet {
         return Ok(true);
     }
+    if args.json {
+        let h = &report.hash;
+        let summary = serde_json::json!({
+            "output_dir": report.output_dir,
+            "appliances": report.appliances,
+            "releases": report.releases,
+            "images": report.published,
+            "feeds": report.feeds,
+            "key_id": report.key_id,
+            "image_bytes": report.image_bytes,
+            "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
+            "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
+            "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
+            "warnings": report.warnings,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("the summary serializes")
+        );
+        return Ok(true);
+    }
     let h = &report.hash;
     let secs = h.hash_time.as_secs_f64();
     let rate = if secs > 0.0 {
@@ -124,6 +163,79 @@ fn build(args: BuildArgs) -> Result<bool> {
         report.feeds.join(", "),
         report.key_id
     );
+    if args.verbose {
+        for image in &report.published {
+            println!(
+                "  {}  {}  {}{}  sha256 {}",
+                image.path,
+                image.format,
+                human_size(image.length),
+                image
+                    .virtual_size
+                    .map_or(String::new(), |v| format!(", virtual {}", human_size(v))),
+                image.sha256
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// `error:` in bold red on a terminal, unless NO_COLOR is set.
+fn paint_error(line: &str) -> String {
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    match (color, line.strip_prefix("error:")) {
+        (true, Some(rest)) => format!("\x1b[1;31merror\x1b[0m:{rest}"),
+        _ => line.to_owned(),
+    }
+}
+
+fn check(args: CheckArgs) -> Result<bool> {
+    let report = vmcast_gen::check::check(&args.config, args.images)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for problem in &report.problems {
+        let mut line = format!("error: {problem}");
+        let mut source = std::error::Error::source(problem);
+        while let Some(cause) = source {
+            line.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        eprintln!("{}", paint_error(&line));
+    }
+    println!(
+        "checked {} release(s): {}",
+        report.releases,
+        match report.problems.len() {
+            0 => "no problems".to_owned(),
+            n => format!("{n} problem(s)"),
+        }
+    );
+    Ok(report.problems.is_empty())
+}
+
+fn init(args: InitArgs) -> Result<bool> {
+    use vmcast_gen::init::Outcome;
+    let mut done = vmcast_gen::init::init(&args.dir)?;
+    if args.templates {
+        done.extend(vmcast_gen::init::templates(&args.dir.join("templates"))?);
+    }
+    for outcome in &done {
+        match outcome {
+            Outcome::Created(p) => println!("created  {}", p.display()),
+            Outcome::Extended(p) => println!("extended {}", p.display()),
+            Outcome::Kept(p) => println!("kept     {} (exists; not overwritten)", p.display()),
+        }
+    }
+    if args.keygen {
+        keygen(KeygenArgs {
+            secret_key: args.dir.join("vmcast.key"),
+            public_key: args.dir.join("vmcast.pub"),
+            force: false,
+            no_password: args.no_password,
+        })?;
+    }
     Ok(true)
 }
 

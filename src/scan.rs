@@ -36,7 +36,23 @@ impl Plan {
     }
 }
 
+/// Scans the releases and their images, failing at the first problem.
 pub fn scan(config: &Config) -> Result<Plan> {
+    let (plan, mut problems) = scan_with(config, true, false)?;
+    match problems.is_empty() {
+        true => Ok(plan),
+        false => Err(problems.remove(0)),
+    }
+}
+
+/// Scans every release, going on past a bad one and returning every
+/// problem found; with `images = false` no image is looked for. For
+/// `vmcast-gen check`.
+pub fn scan_all(config: &Config, images: bool) -> Result<(Plan, Vec<Error>)> {
+    scan_with(config, images, true)
+}
+
+fn scan_with(config: &Config, images: bool, keep_going: bool) -> Result<(Plan, Vec<Error>)> {
     let root = &config.releases_dir;
     if !fsutil::metadata(root)?.is_dir() {
         return Err(Error::file(root, "is not a directory (releases_dir)"));
@@ -71,34 +87,47 @@ pub fn scan(config: &Config) -> Result<Plan> {
     }
 
     let mut releases: Vec<PlannedRelease> = Vec::new();
+    let mut problems = Vec::new();
     let mut seen: BTreeMap<(Name, String), PathBuf> = BTreeMap::new();
     for path in notes_files {
-        let notes = notes::load(&path)?;
         let dir = path.parent().expect("a notes file has a parent directory");
-        let appliance = appliance_of(config, &notes, dir)?;
-        let key = (appliance.clone(), notes.version.to_string());
-        if let Some(first) = seen.get(&key) {
-            return Err(Error::file(
-                &path,
-                format_args!(
-                    "appliance {appliance} version {} is already declared in {}",
-                    notes.version,
-                    first.display()
-                ),
-            ));
-        }
-        seen.insert(key, path.clone());
         let files = beside.remove(dir).unwrap_or_default();
-        let release = plan_release(
-            config,
-            &root_real,
-            notes,
-            dir,
-            files,
-            appliance,
-            &mut warnings,
-        )?;
-        releases.push(release);
+        let release = notes::load(&path).and_then(|notes| {
+            let appliance = appliance_of(config, &notes, dir)?;
+            let key = (appliance.clone(), notes.version.to_string());
+            if let Some(first) = seen.get(&key) {
+                return Err(Error::file(
+                    &path,
+                    format_args!(
+                        "appliance {appliance} version {} is already declared in {}",
+                        notes.version,
+                        first.display()
+                    ),
+                ));
+            }
+            seen.insert(key, path.clone());
+            if images {
+                plan_release(
+                    config,
+                    &root_real,
+                    notes,
+                    dir,
+                    files,
+                    appliance,
+                    &mut warnings,
+                )
+            } else {
+                Ok(PlannedRelease {
+                    info: release_info(config, notes, appliance),
+                    images: Vec::new(),
+                })
+            }
+        });
+        match release {
+            Ok(r) => releases.push(r),
+            Err(e) if keep_going => problems.push(e),
+            Err(e) => return Ok((Plan { releases, warnings }, vec![e])),
+        }
     }
     releases.sort_by(|a, b| {
         b.info
@@ -107,7 +136,7 @@ pub fn scan(config: &Config) -> Result<Plan> {
             .then_with(|| a.info.appliance.cmp(&b.info.appliance))
             .then_with(|| b.info.version.cmp(&a.info.version))
     });
-    Ok(Plan { releases, warnings })
+    Ok((Plan { releases, warnings }, problems))
 }
 
 fn walk_error(root: &Path, e: walkdir::Error) -> Error {
@@ -319,24 +348,29 @@ fn plan_release(
     first.primary = true;
     images.insert(0, first);
 
+    Ok(PlannedRelease {
+        info: release_info(config, notes, appliance),
+        images,
+    })
+}
+
+/// Everything about a release but its images.
+fn release_info(config: &Config, notes: Notes, appliance: Name) -> ReleaseInfo {
     let title = notes
         .title
         .clone()
         .unwrap_or_else(|| format!("{} {}", config.appliance(&appliance).title, notes.version));
-    Ok(PlannedRelease {
-        info: ReleaseInfo {
-            notes_path: notes.path,
-            appliance,
-            version: notes.version,
-            title,
-            date: notes.date,
-            channel: notes.channel,
-            critical: notes.critical,
-            notes_html: notes.notes_html,
-            requirements: notes.requirements,
-        },
-        images,
-    })
+    ReleaseInfo {
+        notes_path: notes.path,
+        appliance,
+        version: notes.version,
+        title,
+        date: notes.date,
+        channel: notes.channel,
+        critical: notes.critical,
+        notes_html: notes.notes_html,
+        requirements: notes.requirements,
+    }
 }
 
 /// The format and compression a file name stands for, e.g.

@@ -732,3 +732,114 @@ fn example_site_snapshot() {
         insta::assert_snapshot!(format!("example_{}", file.replace('.', "_")), text);
     }
 }
+
+// ---- check, init, and the CLI's extras ----
+
+#[test]
+fn check_reports_every_problem_at_once_without_images() {
+    let fixture = Fixture::new("ok-minimal");
+    // No images at all: a pull request that only edits notes.
+    for v in ["1.0.0", "1.1.0"] {
+        fs::remove_file(fixture.path(&format!("releases/webapp/{v}/webapp-{v}.raw"))).unwrap();
+    }
+    let out = fixture.run(&["check"], &[]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "checked 2 release(s): no problems\n");
+    // Two broken notes files: both reported, with their lines.
+    fs::write(
+        fixture.path("releases/webapp/1.0.0/release.toml"),
+        "version = \"1.0.0\"\ndate = 2026-01-15\nnotes = \"x\"\ncolour = \"red\"\n",
+    )
+    .unwrap();
+    fs::write(
+        fixture.path("releases/webapp/1.1.0/release.toml"),
+        "version = \"1.1.0\"\ndate = 2026-13-45\nnotes = \"x\"\n",
+    )
+    .unwrap();
+    let out = fixture.run(&["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: releases/webapp/1.0.0/release.toml:4:1: unknown field `colour`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\nerror: releases/webapp/1.1.0/release.toml:2:"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert_eq!(stdout(&out), "checked 0 release(s): 2 problem(s)\n");
+    // --images wants the images too.
+    let out = Fixture::new("no-images").run(&["check", "--images"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("has no images"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_finds_template_errors() {
+    let out = Fixture::new("template-error").run(&["check"], &[]);
+    assert_eq!(
+        stderr(&out),
+        "error: templates/index.html:5: undefined value: `appliance.no_such_field` is undefined\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = vmcast(tmp.path(), &["init", "site", "--templates"], &[]);
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        "created  site/vmcast.toml\ncreated  site/releases/example/1.0.0/release.toml\n\
+         created  site/.gitignore\ncreated  site/templates/index.html\ncreated  site/templates/style.css\n"
+    );
+    let site = tmp.path().join("site");
+    fs::write(site.join("vmcast.toml"), "title = \"mine\"\n").unwrap();
+    let again = vmcast(tmp.path(), &["init", "site"], &[]);
+    assert_success(&again);
+    assert!(stdout(&again).contains("kept     site/vmcast.toml (exists; not overwritten)"));
+    assert_eq!(
+        fs::read_to_string(site.join("vmcast.toml")).unwrap(),
+        "title = \"mine\"\n"
+    );
+    // A fresh scaffold is a valid site.
+    let fresh = tmp.path().join("fresh");
+    assert_success(&vmcast(tmp.path(), &["init", "fresh"], &[]));
+    let check = vmcast(&fresh, &["check"], &[]);
+    assert_success(&check);
+    assert_eq!(stdout(&check), "checked 1 release(s): no problems\n");
+}
+
+#[test]
+fn build_json_summary_for_ci() {
+    let fixture = Fixture::new("ok-minimal");
+    let out = fixture.build(&["--json", "--no-cache"]);
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["releases"], 2);
+    assert_eq!(json["hashed"]["files"], 2);
+    assert_eq!(
+        json["images"][0]["path"],
+        "images/webapp/1.1.0/webapp-1.1.0.raw"
+    );
+    assert_eq!(json["images"][0]["length"], 366);
+}
+
+#[test]
+fn completions_and_man_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = vmcast(tmp.path(), &["completions", shell], &[]);
+        assert_success(&out);
+        assert!(stdout(&out).contains("verify"), "{shell}");
+    }
+    let man = vmcast(tmp.path(), &["man"], &[]);
+    assert_success(&man);
+    assert!(
+        stdout(&man).starts_with(".ie \\n(.g .ds Aq"),
+        "{}",
+        stdout(&man)
+    );
+}

@@ -1,0 +1,128 @@
+//! `vmcast-gen check`: validates the config, every notes file and the
+//! templates without reading an image, and reports every problem at once.
+//! For pull requests that edit notes before the images exist, and for
+//! pre-commit hooks.
+
+use std::path::Path;
+
+use chrono::{TimeZone, Utc};
+
+use crate::config::{self, Overrides};
+use crate::error::{Error, Result};
+use crate::inspect::ImageInfo;
+use crate::model::{FileDigest, Image, ImageFormat, ImageSource, Release, Sha256};
+use crate::render::{self, Site};
+use crate::scan;
+use crate::sign::{KeyId, SecretKey};
+
+/// What `check` found.
+#[derive(Debug)]
+pub struct CheckReport {
+    pub releases: usize,
+    pub problems: Vec<Error>,
+    pub warnings: Vec<String>,
+}
+
+/// Checks a site. With `images`, the images must also exist and be
+/// recognisable by name (they are still not read).
+pub fn check(config_path: &Path, images: bool) -> Result<CheckReport> {
+    let config = match config::load(config_path, &Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(CheckReport {
+                releases: 0,
+                problems: vec![e],
+                warnings: Vec::new(),
+            });
+        }
+    };
+    let (plan, mut problems) = match scan::scan_all(&config, images) {
+        Ok(found) => found,
+        Err(e) => (
+            scan::Plan {
+                releases: Vec::new(),
+                warnings: Vec::new(),
+            },
+            vec![e],
+        ),
+    };
+    // Render what there is, with stand-in digests, to find template errors.
+    let releases: Vec<Release> = plan
+        .releases
+        .iter()
+        .map(|r| Release {
+            info: r.info.clone(),
+            images: if r.images.is_empty() {
+                vec![stand_in(&config, &r.info)]
+            } else {
+                r.images.iter().cloned().map(with_stand_in_digest).collect()
+            },
+        })
+        .collect();
+    if !releases.is_empty() {
+        let key = SecretKey::from_seed(KeyId([0; 8]), [0; 32]);
+        let site = Site {
+            config: &config,
+            releases: &releases,
+            public_key: &key.public,
+            next_key: None,
+            build_time: Utc
+                .timestamp_opt(0, 0)
+                .single()
+                .expect("the epoch is a valid time"),
+            sequence: 0,
+            expires: None,
+        };
+        if let Err(e) = render::render(&site) {
+            problems.push(e);
+        }
+    }
+    Ok(CheckReport {
+        releases: plan.releases.len(),
+        problems,
+        warnings: plan.warnings,
+    })
+}
+
+fn stand_in_info(format: ImageFormat) -> ImageInfo {
+    ImageInfo {
+        format,
+        detected: false,
+        compression: None,
+        virtual_size: None,
+        subformat: None,
+        cluster_size: None,
+        cluster_compression: None,
+        machine: None,
+    }
+}
+
+fn with_stand_in_digest(source: ImageSource) -> Image {
+    Image {
+        info: stand_in_info(source.format),
+        digest: FileDigest {
+            length: 0,
+            sha256: Sha256([0; 32]),
+        },
+        source,
+    }
+}
+
+/// An image for a release whose images were not looked for.
+fn stand_in(config: &config::Config, info: &crate::model::ReleaseInfo) -> Image {
+    let name = format!("{}-{}.img", info.appliance, info.version);
+    let rel = format!("{}/{}/{name}", info.appliance, info.version);
+    with_stand_in_digest(ImageSource {
+        source: name.clone().into(),
+        real: name.clone().into(),
+        url: config::join_url(&config.download_base_url, &rel),
+        site_path: crate::model::RelPath::parse(&format!("images/{rel}"))
+            .expect("appliance and version are valid path segments"),
+        name,
+        format: ImageFormat::Raw,
+        compression: None,
+        arch: None,
+        primary: true,
+        size_hint: 0,
+    })
+}
