@@ -63,6 +63,14 @@ pub enum Command {
         Exit status 1 when anything is wrong."
     )]
     Check(CheckArgs),
+    /// Preview the site locally: build it for http://127.0.0.1, serve it, rebuild on changes.
+    #[command(
+        after_help = "The preview is built into a scratch directory with base_url set to the \
+        local server, so feed readers, podcast apps, curl -r and feedparser work against it. \
+        Content types are the ones a real host should send; single byte ranges are answered with \
+        206. Without a configured key, a throwaway key signs the preview."
+    )]
+    Serve(ServeArgs),
     /// Scaffold a new site: a commented vmcast.toml, an example release and .gitignore entries.
     #[command(after_help = "Never overwrites a file: existing ones are kept and reported.")]
     Init(InitArgs),
@@ -147,6 +155,22 @@ pub struct BuildArgs {
     /// Print the summary as JSON on stdout (for CI).
     #[arg(long, conflicts_with_all = ["quiet", "verbose"])]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The site configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
+    pub config: PathBuf,
+    /// The port on 127.0.0.1 (0 picks a free one).
+    #[arg(short, long, default_value_t = 8000)]
+    pub port: u16,
+    /// Build the preview here instead of a scratch directory.
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Secret key file (else as for build; else a throwaway key).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

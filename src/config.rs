@@ -64,6 +64,9 @@ pub enum ImageMode {
 pub struct Overrides {
     pub output_dir: Option<PathBuf>,
     pub secret_key: Option<PathBuf>,
+    /// Serve the site from here instead (a local preview): images are then
+    /// placed in the output and served from it too.
+    pub base_url: Option<Url>,
 }
 
 /// A validated site configuration.
@@ -139,19 +142,19 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let at =
         |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
 
-    let base_url =
+    let configured =
         parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
-    let download_base_url = match &raw.download_base_url {
-        Some(s) => parse_base_url(s.get_ref()).map_err(|m| at(s.span(), m))?,
-        None => join_url(&base_url, "images/"),
+    let base_url = overrides.base_url.clone().unwrap_or(configured);
+    let download_base_url = match (&raw.download_base_url, &overrides.base_url) {
+        (Some(s), None) => parse_base_url(s.get_ref()).map_err(|m| at(s.span(), m))?,
+        _ => join_url(&base_url, "images/"),
     };
-    let image_mode = raw
-        .image_mode
-        .unwrap_or(if raw.download_base_url.is_some() {
-            ImageMode::None
-        } else {
-            ImageMode::Copy
-        });
+    let image_mode = match (raw.image_mode, &overrides.base_url) {
+        (Some(ImageMode::None) | None, Some(_)) => ImageMode::Link,
+        (Some(mode), _) => mode,
+        (None, None) if raw.download_base_url.is_some() => ImageMode::None,
+        (None, None) => ImageMode::Copy,
+    };
 
     let default_appliance = match &raw.appliance {
         Some(s) => Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| at(s.span(), m))?),

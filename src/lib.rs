@@ -17,6 +17,7 @@ pub mod model;
 pub mod notes;
 pub mod render;
 pub mod scan;
+pub mod serve;
 pub mod sign;
 pub mod trust;
 pub mod verify;
@@ -64,6 +65,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Hash every image and fail on any cached digest that was wrong.
     pub verify_cache: bool,
+    /// A preview: without a configured key, sign with a throwaway one.
+    pub preview: bool,
 }
 
 /// One published image, for reports.
@@ -351,6 +354,7 @@ fn load_key(
         (Some(path), _, _) => KeySource::File(path.clone()),
         (None, Some(text), _) => KeySource::Text(text.clone()),
         (None, None, Some(path)) => KeySource::File(path.clone()),
+        (None, None, None) if options.preview => return SecretKey::generate(),
         (None, None, None) => {
             return Err(Error::other(
                 "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \

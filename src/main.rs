@@ -14,7 +14,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use clap::CommandFactory;
 
-use cli::{BuildArgs, CheckArgs, Cli, Command, HashArgs, InitArgs, KeygenArgs, VerifyArgs};
+use cli::{
+    BuildArgs, CheckArgs, Cli, Command, HashArgs, InitArgs, KeygenArgs, ServeArgs, VerifyArgs,
+};
 use vmcast_gen::config::Overrides;
 use vmcast_gen::hash::Progress;
 use vmcast_gen::render::page::human_size;
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify(args),
         Command::Hash(args) => hash(args),
         Command::Check(args) => check(args),
+        Command::Serve(args) => serve(args),
         Command::Init(args) => init(args),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -74,25 +77,43 @@ fn password(what: &str) -> Result<String> {
         .map_err(|e| Error::other(format_args!("cannot read the password: {e}")))
 }
 
-fn build(args: BuildArgs) -> Result<bool> {
-    let started = Instant::now();
-    let options = BuildOptions {
-        config: args.config,
-        overrides: Overrides {
-            output_dir: args.out,
-            secret_key: args.secret_key,
-        },
+/// Build options from the environment and the given settings.
+fn build_options(
+    config: std::path::PathBuf,
+    overrides: Overrides,
+    cache_dir: Option<std::path::PathBuf>,
+) -> Result<BuildOptions> {
+    Ok(BuildOptions {
+        config,
+        overrides,
         secret_key_text: std::env::var("VMCAST_SECRET_KEY")
             .ok()
             .filter(|s| !s.is_empty()),
         build_time: source_date_epoch()?,
-        threads: args.jobs.map(|n| n.get()),
-        cache_dir: args
-            .cache_dir
-            .or_else(|| std::env::var_os("VMCAST_CACHE_DIR").map(Into::into)),
+        threads: None,
+        cache_dir: cache_dir.or_else(|| std::env::var_os("VMCAST_CACHE_DIR").map(Into::into)),
         default_cache_dir: user_cache_dir(),
+        no_cache: false,
+        verify_cache: false,
+        preview: false,
+    })
+}
+
+fn build(args: BuildArgs) -> Result<bool> {
+    let started = Instant::now();
+    let options = BuildOptions {
+        threads: args.jobs.map(|n| n.get()),
         no_cache: args.no_cache,
         verify_cache: args.verify_cache,
+        ..build_options(
+            args.config,
+            Overrides {
+                output_dir: args.out,
+                secret_key: args.secret_key,
+                base_url: None,
+            },
+            args.cache_dir,
+        )?
     };
     let bar = Bar::new(if args.quiet {
         Show::Nothing
@@ -188,6 +209,89 @@ fn paint_error(line: &str) -> String {
         (true, Some(rest)) => format!("\x1b[1;31merror\x1b[0m:{rest}"),
         _ => line.to_owned(),
     }
+}
+
+/// Builds into a preview directory with base_url pointing at the local
+/// server, serves it, and rebuilds when the config, notes, images or
+/// templates change. Runs until killed.
+fn serve(args: ServeArgs) -> Result<bool> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", args.port)).map_err(|e| {
+        Error::other(format_args!(
+            "cannot listen on 127.0.0.1:{}: {e}",
+            args.port
+        ))
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::other(format_args!("cannot read the listening port: {e}")))?
+        .port();
+    let url = url::Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a valid URL");
+    let scratch = tempfile::Builder::new()
+        .prefix("vmcast-preview-")
+        .tempdir()
+        .map_err(|e| Error::other(format_args!("cannot create a preview directory: {e}")))?;
+    let out = args.out.unwrap_or_else(|| scratch.path().join("site"));
+    let options = BuildOptions {
+        preview: true,
+        ..build_options(
+            args.config.clone(),
+            Overrides {
+                output_dir: Some(out.clone()),
+                secret_key: args.secret_key,
+                base_url: Some(url.clone()),
+            },
+            None,
+        )?
+    };
+    let rebuild = |options: &BuildOptions| -> Result<()> {
+        let report = vmcast_gen::build(options, &Bar::new(Show::Nothing), &mut || {
+            password("the secret key")
+        })?;
+        for warning in &report.warnings {
+            eprintln!("warning: {warning}");
+        }
+        Ok(())
+    };
+    rebuild(&options)?;
+    println!("Serving {url} (from {}); Ctrl-C to stop", out.display());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let root = out.clone();
+    std::thread::spawn(move || vmcast_gen::serve::run(listener, root));
+    let mut seen = fingerprint(&args.config);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = fingerprint(&args.config);
+        if now != seen {
+            seen = now;
+            match rebuild(&options) {
+                Ok(()) => println!("rebuilt"),
+                Err(e) => eprintln!("{}", paint_error(&format!("error: {e}"))),
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+/// Names, sizes and mtimes of everything a build reads: the config, the
+/// releases tree, the images directory and the templates.
+fn fingerprint(config: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut roots = vec![config.to_path_buf()];
+    if let Ok(c) = vmcast_gen::config::load(config, &Overrides::default()) {
+        roots.push(c.releases_dir);
+        roots.push(c.templates_dir);
+        roots.extend(c.images_dir);
+    }
+    let mut out = Vec::new();
+    for root in roots {
+        for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
+            if let Ok(meta) = entry.metadata() {
+                let mtime = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                out.push((entry.path().to_path_buf(), meta.len(), mtime));
+            }
+        }
+    }
+    out
 }
 
 fn check(args: CheckArgs) -> Result<bool> {
