@@ -63,6 +63,17 @@ pub enum Command {
         Exit status 1 when anything is wrong."
     )]
     Check(CheckArgs),
+    /// Upload a built site to S3 or an S3-compatible store, images first and feed.xml last.
+    #[cfg(feature = "publish")]
+    #[command(
+        after_help = "Order: images; then SHA256SUMS, signatures, keys and the page; then the \
+        per-appliance feeds; feed.xml last, so a polling client never sees a feed that points at \
+        objects not there yet. Objects whose x-amz-meta-sha256 already matches are skipped, so a \
+        publish can be repeated or resumed. Credentials come from the standard AWS environment \
+        (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE is not read); \
+        --endpoint-url or AWS_ENDPOINT_URL for MinIO, Ceph, R2 and others."
+    )]
+    Publish(PublishArgs),
     /// Preview the site locally: build it for http://127.0.0.1, serve it, rebuild on changes.
     #[command(
         after_help = "The preview is built into a scratch directory with base_url set to the \
@@ -154,6 +165,48 @@ pub struct BuildArgs {
     pub verbose: bool,
     /// Print the summary as JSON on stdout (for CI).
     #[arg(long, conflicts_with_all = ["quiet", "verbose"])]
+    pub json: bool,
+}
+
+#[cfg(feature = "publish")]
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Where to: s3://bucket/prefix.
+    pub target: String,
+    /// The built site (default: the config's output_dir).
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The site configuration file, to find the output directory.
+    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
+    pub config: PathBuf,
+    /// An S3-compatible endpoint, e.g. http://127.0.0.1:9000 (also AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Print the plan in order; upload nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// After the new feed is up, delete objects under the prefix that the site no longer has
+    /// (never an image its SHA256SUMS lists).
+    #[arg(long)]
+    pub prune: bool,
+    /// Cache-Control of the feeds, manifest, signatures, keys and page.
+    #[arg(long, value_name = "VALUE", default_value = "public, max-age=300")]
+    pub cache_control: String,
+    /// Cache-Control of images (versioned, never changed under their name).
+    #[arg(
+        long,
+        value_name = "VALUE",
+        default_value = "public, max-age=31536000, immutable"
+    )]
+    pub image_cache_control: String,
+    /// A canned ACL for every object, e.g. public-read (for buckets that use ACLs, not a policy).
+    #[arg(long, value_name = "ACL")]
+    pub acl: Option<String>,
+    /// Content-Type for an extension, e.g. qcow2=application/x-qemu-disk (repeatable).
+    #[arg(long, value_name = "EXT=TYPE")]
+    pub content_type: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -15,6 +15,8 @@ pub mod init;
 pub mod inspect;
 pub mod model;
 pub mod notes;
+#[cfg(feature = "publish")]
+pub mod publish;
 pub mod render;
 pub mod scan;
 pub mod serve;

@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         Command::Hash(args) => hash(args),
         Command::Check(args) => check(args),
         Command::Serve(args) => serve(args),
+        #[cfg(feature = "publish")]
+        Command::Publish(args) => publish(args),
         Command::Init(args) => init(args),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -209,6 +211,71 @@ fn paint_error(line: &str) -> String {
         (true, Some(rest)) => format!("\x1b[1;31merror\x1b[0m:{rest}"),
         _ => line.to_owned(),
     }
+}
+
+#[cfg(feature = "publish")]
+fn publish(args: cli::PublishArgs) -> Result<bool> {
+    let site = match args.out {
+        Some(dir) => dir,
+        None => vmcast_gen::config::load(&args.config, &Overrides::default())?.output_dir,
+    };
+    let mut content_types = std::collections::BTreeMap::new();
+    for pair in &args.content_type {
+        let (ext, kind) = pair.split_once('=').ok_or_else(|| {
+            Error::other(format_args!("--content-type `{pair}`: expected EXT=TYPE"))
+        })?;
+        content_types.insert(
+            ext.trim_start_matches('.').to_ascii_lowercase(),
+            kind.to_owned(),
+        );
+    }
+    let options = vmcast_gen::publish::PublishOptions {
+        site,
+        target: args.target,
+        endpoint: args.endpoint_url,
+        dry_run: args.dry_run,
+        prune: args.prune,
+        short_cache: args.cache_control,
+        image_cache: args.image_cache_control,
+        content_types,
+        acl: args.acl,
+        fail_after: std::env::var("VMCAST_TEST_FAIL_AFTER_UPLOADS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    };
+    let json = args.json;
+    let dry = args.dry_run;
+    let report = vmcast_gen::publish::publish(&options, |step| {
+        if !json {
+            let verb = match (step.action, dry) {
+                ("upload", true) => "would upload",
+                ("delete", true) => "would delete",
+                ("upload", false) => "upload",
+                ("delete", false) => "delete",
+                _ => "unchanged",
+            };
+            println!("{verb:>12}  {}  {}", step.path, step.content_type);
+        }
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        println!(
+            "{} uploaded, {} unchanged, {} deleted{}",
+            report.uploaded,
+            report.skipped,
+            report.deleted,
+            if dry {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(true)
 }
 
 /// Builds into a preview directory with base_url pointing at the local

@@ -1,0 +1,432 @@
+//! `vmcast-gen publish`: uploads a built site to S3 or any S3-compatible
+//! store in an order a polling client can never catch half-done: images
+//! first, then the manifest, signatures, keys and page, then the feeds, the
+//! combined `feed.xml` last of all. An object already there with the same
+//! SHA-256 (kept in its `x-amz-meta-sha256`; multipart ETags are not MD5s)
+//! is skipped, so publishing again is cheap and an interrupted publish
+//! resumes. Nothing is deleted unless asked, and then only after the new
+//! feed is up and never an image the new manifest lists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::{Path as ObjectPath, PathPart};
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+};
+use sha2::Digest;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::render::{FEED, MANIFEST};
+use crate::serve::content_type;
+use crate::write::MARKER;
+
+/// Files at least this large go up in parts.
+const MULTIPART_THRESHOLD: u64 = 64 << 20;
+const PART: usize = 16 << 20;
+const META_SHA256: &str = "sha256";
+
+/// Where and how to publish.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    pub site: PathBuf,
+    /// `s3://bucket/prefix`.
+    pub target: String,
+    /// An S3-compatible endpoint (MinIO, Ceph, R2...; also AWS_ENDPOINT_URL).
+    pub endpoint: Option<String>,
+    pub dry_run: bool,
+    pub prune: bool,
+    /// Cache-Control for the feeds, manifest, signatures, keys and page.
+    pub short_cache: String,
+    /// Cache-Control for images, which never change under their name.
+    pub image_cache: String,
+    /// Content-Type overrides by extension, e.g. `qcow2` → `application/x-qemu-disk`.
+    pub content_types: BTreeMap<String, String>,
+    /// A canned ACL for every object (`public-read` where the bucket uses
+    /// ACLs rather than a bucket policy to make the site public).
+    pub acl: Option<String>,
+    /// Test hook: stop with an error after this many uploads.
+    pub fail_after: Option<usize>,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    pub path: String,
+    /// `upload`, `skip` (same SHA-256 already there) or `delete`.
+    pub action: &'static str,
+    pub content_type: String,
+    pub cache_control: String,
+}
+
+/// The steps in the order they were (or, with `dry_run`, would be) taken.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PublishReport {
+    pub steps: Vec<Step>,
+    pub uploaded: usize,
+    pub skipped: usize,
+    pub deleted: usize,
+}
+
+struct Local {
+    rel: String,
+    path: PathBuf,
+    size: u64,
+    sha256: String,
+}
+
+pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Result<PublishReport> {
+    let (bucket, prefix) = parse_target(&options.target)?;
+    let files = local_files(&options.site)?;
+    let ordered = order(files);
+    let store = store(&bucket, options.endpoint.as_deref(), options.acl.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::other(format_args!("cannot start the I/O runtime: {e}")))?;
+    runtime.block_on(run(options, &store, &prefix, &ordered, &mut on_step))
+}
+
+fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
+    let rest = target.strip_prefix("s3://").ok_or_else(|| {
+        Error::other(format_args!(
+            "publish target `{target}` must look like s3://bucket/prefix"
+        ))
+    })?;
+    let mut parts = rest.split('/').filter(|p| !p.is_empty());
+    let bucket = parts
+        .next()
+        .ok_or_else(|| Error::other(format_args!("publish target `{target}` names no bucket")))?;
+    Ok((bucket.to_owned(), parts.map(str::to_owned).collect()))
+}
+
+fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> Result<AmazonS3> {
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(acl) = acl {
+        let value = object_store::HeaderValue::from_str(acl)
+            .map_err(|_| Error::other(format_args!("--acl `{acl}` is not a valid header value")))?;
+        let mut headers = object_store::HeaderMap::new();
+        headers.insert("x-amz-acl", value);
+        builder = builder
+            .with_client_options(object_store::ClientOptions::new().with_default_headers(headers));
+    }
+    let endpoint = endpoint
+        .map(str::to_owned)
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    if let Some(endpoint) = endpoint {
+        builder = builder
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::other(format_args!("cannot set up S3 access: {e}")))
+}
+
+/// Every file of the site with its SHA-256: from the signed manifest where
+/// it lists the file (images, feeds), hashed here otherwise (small files).
+fn local_files(site: &Path) -> Result<Vec<Local>> {
+    if !site.join(MARKER).is_file() || !site.join(FEED).is_file() {
+        return Err(Error::file(
+            site,
+            "is not a site built by vmcast-gen (no .vmcast-gen marker or feed.xml); run `vmcast-gen build` first",
+        ));
+    }
+    let manifest = fsutil::read_to_string(&site.join(MANIFEST))?;
+    let listed = crate::verify::parse_manifest(manifest.as_bytes())
+        .map_err(|m| Error::file(site.join(MANIFEST), m))?;
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(site).sort_by_file_name() {
+        let entry =
+            entry.map_err(|e| Error::other(format_args!("cannot read {}: {e}", site.display())))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(site)
+            .expect("walked below the site")
+            .to_string_lossy()
+            .into_owned();
+        if rel == MARKER {
+            continue;
+        }
+        let size = entry
+            .metadata()
+            .map_err(|e| Error::other(e.to_string()))?
+            .len();
+        let sha256 = match listed.get(&rel) {
+            Some(d) => d.to_hex(),
+            None if size <= MULTIPART_THRESHOLD => crate::hash::sha256_bytes(
+                &std::fs::read(entry.path())
+                    .map_err(|e| Error::io("cannot read", entry.path(), e))?,
+            )
+            .to_hex(),
+            None => {
+                return Err(Error::file(
+                    entry.path(),
+                    "is large and not in SHA256SUMS; only images the manifest lists are published",
+                ));
+            }
+        };
+        out.push(Local {
+            rel,
+            path: entry.path().to_path_buf(),
+            size,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+/// The safe order: images; everything else; per-appliance feeds (each
+/// signature just before its feed); the combined feed's signature and the
+/// combined feed last.
+fn order(files: Vec<Local>) -> Vec<Local> {
+    let rank = |rel: &str| -> (u8, String) {
+        let r = rel.to_owned();
+        if rel.starts_with("images/") {
+            (0, r)
+        } else if rel == FEED {
+            (5, r)
+        } else if rel == format!("{FEED}.minisig") {
+            (4, r)
+        } else if rel.starts_with("feeds/") {
+            // feeds/x.xml.minisig before feeds/x.xml.
+            let feed = rel.trim_end_matches(".minisig").to_owned();
+            (
+                3,
+                format!(
+                    "{feed}{}",
+                    if rel.ends_with(".minisig") { "0" } else { "1" }
+                ),
+            )
+        } else if rel == MANIFEST || rel == format!("{MANIFEST}.minisig") {
+            (2, if rel == MANIFEST { "1" } else { "0" }.to_owned())
+        } else {
+            (1, r)
+        }
+    };
+    let mut files = files;
+    files.sort_by_key(|f| rank(&f.rel));
+    files
+}
+
+fn object_path(prefix: &[String], rel: &str) -> ObjectPath {
+    prefix
+        .iter()
+        .map(String::as_str)
+        .chain(rel.split('/'))
+        .map(PathPart::from)
+        .collect()
+}
+
+async fn run(
+    options: &PublishOptions,
+    store: &AmazonS3,
+    prefix: &[String],
+    files: &[Local],
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<PublishReport> {
+    let mut report = PublishReport {
+        steps: Vec::new(),
+        uploaded: 0,
+        skipped: 0,
+        deleted: 0,
+    };
+    for file in files {
+        let location = object_path(prefix, &file.rel);
+        let ext = file
+            .rel
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase());
+        let kind = ext
+            .as_ref()
+            .and_then(|e| options.content_types.get(e))
+            .cloned()
+            .unwrap_or_else(|| content_type(&file.rel).to_owned());
+        let cache = if file.rel.starts_with("images/") {
+            &options.image_cache
+        } else {
+            &options.short_cache
+        };
+        let current = remote_sha256(store, &location).await?;
+        let action = if current.as_deref() == Some(file.sha256.as_str()) {
+            "skip"
+        } else {
+            "upload"
+        };
+        let step = Step {
+            path: file.rel.clone(),
+            action,
+            content_type: kind.clone(),
+            cache_control: cache.clone(),
+        };
+        on_step(&step);
+        if action == "upload" && !options.dry_run {
+            if options.fail_after == Some(report.uploaded) {
+                return Err(Error::other(format_args!(
+                    "stopped before uploading {} (VMCAST_TEST_FAIL_AFTER_UPLOADS)",
+                    file.rel
+                )));
+            }
+            upload(store, &location, file, &kind, cache).await?;
+        }
+        match action {
+            "upload" => report.uploaded += 1,
+            _ => report.skipped += 1,
+        }
+        report.steps.push(step);
+    }
+    if options.prune {
+        let keep: BTreeSet<String> = files.iter().map(|f| f.rel.clone()).collect();
+        // Images the new manifest lists stay even when not in the output
+        // (image_mode = "none" publishes them elsewhere).
+        let manifest = std::fs::read(options.site.join(MANIFEST)).unwrap_or_default();
+        let listed = crate::verify::parse_manifest(&manifest).unwrap_or_default();
+        let base: ObjectPath = prefix
+            .iter()
+            .map(String::as_str)
+            .map(PathPart::from)
+            .collect();
+        let mut stale = Vec::new();
+        let mut list = store.list(Some(&base));
+        while let Some(meta) = list.next().await {
+            let meta =
+                meta.map_err(|e| Error::other(format_args!("cannot list s3 objects: {e}")))?;
+            let rel: Vec<String> = meta
+                .location
+                .parts()
+                .skip(prefix.len())
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            let rel = rel.join("/");
+            if !keep.contains(&rel) && !listed.contains_key(&rel) {
+                stale.push((rel, meta.location));
+            }
+        }
+        for (rel, location) in stale {
+            let step = Step {
+                path: rel,
+                action: "delete",
+                content_type: String::new(),
+                cache_control: String::new(),
+            };
+            on_step(&step);
+            if !options.dry_run {
+                store
+                    .delete(&location)
+                    .await
+                    .map_err(|e| Error::other(format_args!("cannot delete {}: {e}", step.path)))?;
+            }
+            report.deleted += 1;
+            report.steps.push(step);
+        }
+    }
+    Ok(report)
+}
+
+/// The SHA-256 recorded on an object, if it exists and has one.
+async fn remote_sha256(store: &AmazonS3, location: &ObjectPath) -> Result<Option<String>> {
+    let head = GetOptions {
+        head: true,
+        ..Default::default()
+    };
+    match store.get_opts(location, head).await {
+        Ok(result) => Ok(result
+            .attributes
+            .get(&Attribute::Metadata(META_SHA256.into()))
+            .map(|v| v.as_ref().to_ascii_lowercase())),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::other(format_args!("cannot look up {location}: {e}"))),
+    }
+}
+
+async fn upload(
+    store: &AmazonS3,
+    location: &ObjectPath,
+    file: &Local,
+    kind: &str,
+    cache: &str,
+) -> Result<()> {
+    let attributes = Attributes::from_iter([
+        (
+            Attribute::ContentType,
+            AttributeValue::from(kind.to_owned()),
+        ),
+        (
+            Attribute::CacheControl,
+            AttributeValue::from(cache.to_owned()),
+        ),
+        (
+            Attribute::Metadata(META_SHA256.into()),
+            AttributeValue::from(file.sha256.clone()),
+        ),
+    ]);
+    let failed =
+        |e: object_store::Error| Error::other(format_args!("cannot upload {}: {e}", file.rel));
+    if file.size < MULTIPART_THRESHOLD {
+        let data =
+            std::fs::read(&file.path).map_err(|e| Error::io("cannot read", &file.path, e))?;
+        check_digest(file, &data)?;
+        let options = PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        store
+            .put_opts(location, PutPayload::from(data), options)
+            .await
+            .map_err(failed)?;
+        return Ok(());
+    }
+    let options = PutMultipartOptions {
+        attributes,
+        ..Default::default()
+    };
+    let upload = store
+        .put_multipart_opts(location, options)
+        .await
+        .map_err(failed)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+    let mut source = fsutil::open(&file.path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = source
+            .read(&mut buf)
+            .map_err(|e| Error::io("cannot read", &file.path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        writer.wait_for_capacity(4).await.map_err(failed)?;
+        writer.write(&buf[..n]);
+    }
+    let actual = crate::model::Sha256(hasher.finalize().into()).to_hex();
+    if actual != file.sha256 {
+        writer.abort().await.map_err(failed)?;
+        return Err(Error::file(
+            &file.path,
+            "changed since the build: its SHA-256 no longer matches SHA256SUMS; rebuild",
+        ));
+    }
+    writer.finish().await.map_err(failed)?;
+    Ok(())
+}
+
+/// A file must still be what the build signed.
+fn check_digest(file: &Local, data: &[u8]) -> Result<()> {
+    if crate::hash::sha256_bytes(data).to_hex() != file.sha256 {
+        return Err(Error::file(
+            &file.path,
+            "changed since the build: its SHA-256 no longer matches SHA256SUMS; rebuild",
+        ));
+    }
+    Ok(())
+}

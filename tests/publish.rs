@@ -1,0 +1,325 @@
+//! `vmcast-gen publish` against a real S3 implementation: moto's server,
+//! started on 127.0.0.1 by the test, bounded by `timeout` and killed by PID.
+#![cfg(feature = "publish")]
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, assert_success, have_tool, stderr, stdout};
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto's S3 server with one bucket; `None` when moto is missing outside CI.
+fn moto(bucket: &str) -> Option<Moto> {
+    if !have_tool("python3") {
+        return None;
+    }
+    let probe = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python module moto[server] missing; .ci/run installs it"
+        );
+        eprintln!("note: moto not installed; skipping");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("timeout")
+        .args([
+            "300",
+            "python3",
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _, _) = http(port, "PUT", &format!("/{bucket}"));
+    assert_eq!(status, "HTTP/1.1 200 OK", "create bucket");
+    Some(server)
+}
+
+/// A raw request to moto: (status line, lower-cased headers, body).
+fn http(port: u16, method: &str, path: &str) -> (String, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    let body = raw.get(split + 4..).unwrap_or_default().to_vec();
+    (status, head.to_ascii_lowercase(), body)
+}
+
+/// The ok-minimal site, its base_url on the moto bucket.
+fn site(port: u16, bucket: &str) -> Fixture {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| match l.starts_with("base_url") {
+            true => format!("base_url = \"http://127.0.0.1:{port}/{bucket}/site/\"\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), config).unwrap();
+    fixture
+}
+
+fn publish(
+    fixture: &Fixture,
+    port: u16,
+    bucket: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let target = format!("s3://{bucket}/site");
+    let mut args = vec![
+        "publish",
+        &target,
+        "--endpoint-url",
+        &endpoint,
+        "--acl",
+        "public-read",
+    ];
+    args.extend_from_slice(extra);
+    let mut all = vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    all.extend_from_slice(env);
+    fixture.run(&args, &all)
+}
+
+fn verify(fixture: &Fixture, port: u16, bucket: &str) -> Output {
+    let url = format!("http://127.0.0.1:{port}/{bucket}/site/");
+    fixture.run(
+        &[
+            "verify",
+            &url,
+            "--pubkey",
+            "../known-answer/kat.pub",
+            "--images",
+        ],
+        &[],
+    )
+}
+
+/// The uploaded paths in the order publish printed them.
+fn uploads(out: &Output) -> Vec<String> {
+    stdout(out)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("upload "))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn publish_in_safe_order_with_types_then_skip_unchanged() {
+    let bucket = "order";
+    let Some(moto) = moto(bucket) else { return };
+    let fixture = site(moto.port, bucket);
+    assert_success(&fixture.build(&[]));
+    let out = publish(&fixture, moto.port, bucket, &[], &[]);
+    assert_success(&out);
+    assert_eq!(
+        uploads(&out),
+        [
+            "images/webapp/1.0.0/webapp-1.0.0.raw",
+            "images/webapp/1.1.0/webapp-1.1.0.raw",
+            ".nojekyll",
+            "index.html",
+            "vmcast.pub",
+            "SHA256SUMS.minisig",
+            "SHA256SUMS",
+            "feed.xml.minisig",
+            "feed.xml",
+        ]
+    );
+    for (path, kind, cache) in [
+        (
+            "feed.xml",
+            "application/rss+xml; charset=utf-8",
+            "public, max-age=300",
+        ),
+        (
+            "SHA256SUMS",
+            "text/plain; charset=utf-8",
+            "public, max-age=300",
+        ),
+        (
+            "feed.xml.minisig",
+            "text/plain; charset=utf-8",
+            "public, max-age=300",
+        ),
+        (
+            "index.html",
+            "text/html; charset=utf-8",
+            "public, max-age=300",
+        ),
+        (
+            "images/webapp/1.0.0/webapp-1.0.0.raw",
+            "application/octet-stream",
+            "public, max-age=31536000, immutable",
+        ),
+    ] {
+        let (status, headers, _) = http(moto.port, "HEAD", &format!("/{bucket}/site/{path}"));
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        assert!(
+            headers.contains(&format!("content-type: {kind}")),
+            "{path}: {headers}"
+        );
+        assert!(
+            headers.contains(&format!("cache-control: {cache}")),
+            "{path}: {headers}"
+        );
+    }
+    assert_success(&verify(&fixture, moto.port, bucket));
+    let again = publish(&fixture, moto.port, bucket, &[], &[]);
+    assert_success(&again);
+    assert!(
+        stdout(&again).ends_with("0 uploaded, 9 unchanged, 0 deleted\n"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[test]
+fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
+    let bucket = "resume";
+    let Some(moto) = moto(bucket) else { return };
+    let fixture = site(moto.port, bucket);
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790000000")]));
+    assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
+    let old_feed = fs::read(fixture.path("public/feed.xml")).unwrap();
+
+    // A new release, and a publish that dies after its first upload.
+    let dir = fixture.path("releases/webapp/1.2.0");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("release.toml"),
+        "version = \"1.2.0\"\ndate = 2026-06-01\nnotes = \"New.\"\n",
+    )
+    .unwrap();
+    fs::write(dir.join("webapp-1.2.0.raw"), vec![7u8; 5000]).unwrap();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    let out = publish(
+        &fixture,
+        moto.port,
+        bucket,
+        &[],
+        &[("VMCAST_TEST_FAIL_AFTER_UPLOADS", "1")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: stopped before uploading index.html (VMCAST_TEST_FAIL_AFTER_UPLOADS)\n"
+    );
+    // Clients still see the old feed, and everything it points at is there.
+    let (_, _, feed) = http(moto.port, "GET", &format!("/{bucket}/site/feed.xml"));
+    assert_eq!(feed, old_feed);
+    let verified = verify(&fixture, moto.port, bucket);
+    assert_success(&verified);
+    assert!(
+        stdout(&verified).contains("sequence 1790000000"),
+        "{}",
+        stdout(&verified)
+    );
+
+    // Resume: what made it up is skipped, the rest goes up, feed last.
+    let out = publish(&fixture, moto.port, bucket, &[], &[]);
+    assert_success(&out);
+    let up = uploads(&out);
+    assert!(
+        !up.contains(&"images/webapp/1.2.0/webapp-1.2.0.raw".to_owned()),
+        "{up:?}"
+    );
+    assert_eq!(up.last().map(String::as_str), Some("feed.xml"));
+    let verified = verify(&fixture, moto.port, bucket);
+    assert_success(&verified);
+    assert!(
+        stdout(&verified).contains("sequence 1790086400"),
+        "{}",
+        stdout(&verified)
+    );
+}
+
+#[test]
+fn prune_deletes_only_what_the_new_site_dropped_after_the_feed() {
+    let bucket = "prune";
+    let Some(moto) = moto(bucket) else { return };
+    let fixture = site(moto.port, bucket);
+    assert_success(&fixture.build(&[]));
+    assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
+    fs::remove_dir_all(fixture.path("releases/webapp/1.0.0")).unwrap();
+    assert_success(&fixture.build(&[]));
+    let dry = publish(&fixture, moto.port, bucket, &["--prune", "--dry-run"], &[]);
+    assert_success(&dry);
+    assert!(
+        stdout(&dry).contains("would delete  images/webapp/1.0.0/webapp-1.0.0.raw"),
+        "{}",
+        stdout(&dry)
+    );
+    let (status, _, _) = http(
+        moto.port,
+        "HEAD",
+        &format!("/{bucket}/site/images/webapp/1.0.0/webapp-1.0.0.raw"),
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK", "a dry run deleted");
+    let out = publish(&fixture, moto.port, bucket, &["--prune"], &[]);
+    assert_success(&out);
+    let text = stdout(&out);
+    let feed_at = text.find("  feed.xml").unwrap();
+    let delete_at = text
+        .find("delete  images/webapp/1.0.0/webapp-1.0.0.raw")
+        .unwrap();
+    assert!(feed_at < delete_at, "{text}");
+    let (status, _, _) = http(
+        moto.port,
+        "HEAD",
+        &format!("/{bucket}/site/images/webapp/1.0.0/webapp-1.0.0.raw"),
+    );
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    assert_success(&verify(&fixture, moto.port, bucket));
+}
