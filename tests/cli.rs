@@ -1,133 +1,45 @@
 //! Runs the real binary on fixture sites copied to a temporary directory.
 //! Fixtures are named after what they show (tests/fixtures/<name>/README.md).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use tempfile::TempDir;
+use common::{EPOCH, Fixture, assert_success, snapshot_tree, stderr, stdout, vmcast};
 
-const EPOCH: &str = "1790000000";
-
-/// A copy of tests/fixtures in a temporary directory, so fixtures can refer
-/// to each other (`../known-answer/kat.key`) and tests can change them.
-struct Fixture {
-    _tmp: TempDir,
-    root: PathBuf,
+/// Puts a previous site in the output directory, to show a failed build
+/// leaves it alone.
+fn seed_previous_output(fixture: &Fixture) -> BTreeMap<PathBuf, Vec<u8>> {
+    let out = fixture.path("public");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join(".vmcast-gen"), "marker\n").unwrap();
+    fs::write(out.join("feed.xml"), "<rss>previous</rss>\n").unwrap();
+    snapshot_tree(&out)
 }
 
-impl Fixture {
-    fn new(name: &str) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        copy_tree(&src, &tmp.path().join("fixtures"));
-        let root = tmp.path().join("fixtures").join(name);
-        assert!(root.is_dir(), "no fixture {name}");
-        Fixture { _tmp: tmp, root }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    fn build(&self, args: &[&str]) -> Output {
-        self.run(&[&["build"], args].concat(), &[])
-    }
-
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        vmcast(&self.root, args, env)
-    }
-
-    /// Puts a previous site in the output directory, to show a failed build
-    /// leaves it alone.
-    fn seed_previous_output(&self) -> BTreeMap<PathBuf, Vec<u8>> {
-        let out = self.path("public");
-        fs::create_dir_all(&out).unwrap();
-        fs::write(out.join(".vmcast-gen"), "marker\n").unwrap();
-        fs::write(out.join("feed.xml"), "<rss>previous</rss>\n").unwrap();
-        snapshot_tree(&out)
-    }
-}
-
-fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"));
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_remove("VMCAST_SECRET_KEY")
-        .env(
-            "VMCAST_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
-        )
-        .env("SOURCE_DATE_EPOCH", EPOCH);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        let kind = entry.file_type().unwrap();
-        if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from).unwrap(), &to).unwrap();
-        } else if kind.is_dir() {
-            copy_tree(&from, &to);
-        } else {
-            fs::copy(&from, &to).unwrap();
-        }
-    }
-}
-
-/// Every file under `dir` with its bytes.
-fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-                files.insert(rel, fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[track_caller]
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
+/// Drops `secret_key` from the fixture's config.
+fn without_secret_key(fixture: &Fixture) {
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("secret_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), without).unwrap();
 }
 
 /// Runs a build that must fail with exactly `expected` on stderr and exit
 /// code 1, leaving the previous output and its parent untouched.
 #[track_caller]
 fn assert_build_fails(fixture: &Fixture, expected: &str) {
-    let before = fixture.seed_previous_output();
+    let before = seed_previous_output(fixture);
     let listing = |dir: &Path| {
         let mut names: Vec<_> = fs::read_dir(dir)
             .unwrap()
@@ -260,7 +172,7 @@ fn non_utf8_filename() {
 fn unreadable_file() {
     let fixture = Fixture::new("unreadable-file");
     let image = fixture.path("releases/webapp/1.0.0/webapp-1.0.0.raw");
-    let before = fixture.seed_previous_output();
+    let before = seed_previous_output(&fixture);
     // root reads anything: run the build as `nobody`, with the rest of the
     // tree open to it.
     let is_root = running_as_root();
@@ -366,7 +278,7 @@ fn image_grows_while_hashing() {
     // A large sparse file takes long enough to hash for the writer to append
     // while it is read; the writer keeps appending until the build exits.
     fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
-    let before = fixture.seed_previous_output();
+    let before = seed_previous_output(&fixture);
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
         .args(["build", "-j", "1"])
         .current_dir(&fixture.root)
@@ -446,13 +358,7 @@ fn output_dir_holding_the_inputs_is_refused() {
 #[test]
 fn no_secret_key_anywhere() {
     let fixture = Fixture::new("ok-minimal");
-    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
-    let without: String = config
-        .lines()
-        .filter(|l| !l.starts_with("secret_key"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    fs::write(fixture.path("vmcast.toml"), without).unwrap();
+    without_secret_key(&fixture);
     let out = fixture.build(&[]);
     assert_eq!(
         stderr(&out),
@@ -533,13 +439,7 @@ fn published_files_are_world_readable() {
 #[test]
 fn secret_key_from_the_environment() {
     let fixture = Fixture::new("ok-minimal");
-    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
-    let without: String = config
-        .lines()
-        .filter(|l| !l.starts_with("secret_key"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    fs::write(fixture.path("vmcast.toml"), without).unwrap();
+    without_secret_key(&fixture);
     let key = fs::read_to_string(fixture.path("../known-answer/kat.key")).unwrap();
     let out = fixture.run(&["build", "--quiet"], &[("VMCAST_SECRET_KEY", &key)]);
     assert_success(&out);
