@@ -162,14 +162,16 @@ fn build(args: BuildArgs) -> Result<bool> {
     } else {
         "-".into()
     };
+    let virtual_bytes: u64 = report.published.iter().filter_map(|i| i.virtual_size).sum();
     println!(
-        "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {}",
+        "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {} ({} of virtual disks)",
         report.output_dir.display(),
         started.elapsed().as_secs_f64(),
         report.appliances,
         report.releases,
         report.images,
-        human_size(report.image_bytes)
+        human_size(report.image_bytes),
+        human_size(virtual_bytes)
     );
     println!(
         "Hashed {} image(s), {} ({} bytes), in {secs:.2}s, {rate}; not read: {} image(s), {} from the cache, {} image(s), {} from sidecars",
