@@ -53,7 +53,7 @@ site "$work/cold" none
 for i in 1 2 3 4 5 6 7 8; do
   release "$work/cold/releases/app/1.$i" "1.$i"
   fill "$work/cold/releases/app/1.$i/big-$i.raw" $((256 << 20)) "big$i"
-  for j in 1 2 3; do fill "$work/cold/releases/app/1.$i/small-$j.qcow2" $((64 << 10)) "s$i$j"; done
+  for j in 1 2 3; do fill "$work/cold/releases/app/1.$i/small-$j.raw" $((64 << 10)) "s$i$j"; done
 done
 site "$work/copy" copy
 ln -s "$work/cold/releases" "$work/copy/releases"
@@ -67,7 +67,7 @@ done
 site "$work/huge" none
 release "$work/huge/releases/app/1.0" "1.0"
 fill "$work/huge/releases/app/1.0/huge.raw" $((2048 << 20)) huge
-for j in 1 2 3 4 5 6 7; do fill "$work/huge/releases/app/1.0/small-$j.vmdk" $((1 << 20)) "h$j"; done
+for j in 1 2 3 4 5 6 7; do fill "$work/huge/releases/app/1.0/small-$j.raw" $((1 << 20)) "h$j"; done
 
 site "$work/sparse" none
 release "$work/sparse/releases/app/1.0" "1.0"
@@ -89,7 +89,11 @@ now() { date +%s%N; }
 declare -A times
 record() { times[$1]+="$2 "; }
 timed() { # timed NAME CMD...
-  local t0 t1; t0=$(now); "${@:2}" >/dev/null 2>&1; t1=$(now)
+  local t0 t1; t0=$(now)
+  if ! "${@:2}" >/dev/null 2>"$work/stderr"; then
+    echo "bench: case $1 failed:" >&2; cat "$work/stderr" >&2; exit 1
+  fi
+  t1=$(now)
   record "$1" $(((t1 - t0) / 1000))
 }
 build() { "$bin" build --quiet --config "$1/vmcast.toml" --out "$1/public" "${@:2}"; }

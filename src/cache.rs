@@ -166,7 +166,8 @@ impl HashCache {
             format: CACHE_FORMAT.into(),
             entries: self.new.clone(),
         };
-        let mut text = serde_json::to_string_pretty(&file).expect("the cache serializes");
+        // Compact: a warm build of thousands of images reads and writes it.
+        let mut text = serde_json::to_string(&file).expect("the cache serializes");
         text.push('\n');
         fsutil::write_new_file(&self.path, text.as_bytes(), 0o644, true)
     }

@@ -437,3 +437,72 @@ fn requirement_smaller_than_the_virtual_disk() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// An OVA made here with `tar`, in the order the OVF spec gives (descriptor,
+/// manifest, disks), with a SHA-1 manifest; then one whose manifest lies.
+#[test]
+fn ova_built_with_tar_and_a_sha1_manifest() {
+    if !have_tool("tar") || !have_tool("sha1sum") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("example-site/releases/dbnode/2.0.0/dbnode-2.0.0.ova");
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(&example)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let disk = "dbnode-2.0.0-disk1.vmdk";
+    let sha1 = |name: &str| {
+        let out = Command::new("sha1sum")
+            .arg(name)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let pack = |manifest: &str, ova: &str| {
+        fs::write(d.join("dbnode.mf"), manifest).unwrap();
+        let out = Command::new("tar")
+            .args([
+                "--format=ustar",
+                "--owner=0",
+                "--group=0",
+                "-cf",
+                ova,
+                "dbnode.ovf",
+                "dbnode.mf",
+                disk,
+            ])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert_success(&out);
+        inspect_bytes(&fs::read(d.join(ova)).unwrap(), 65_537)
+    };
+    let good = format!(
+        "SHA1(dbnode.ovf)= {}\nSHA1({disk})= {}\n",
+        sha1("dbnode.ovf"),
+        sha1(disk)
+    );
+    let info = pack(&good, "good.ova").unwrap();
+    assert_eq!(info.format, ImageFormat::Ova);
+    assert_eq!(info.virtual_size, Some(512 << 20));
+    let lying = good.replace(&sha1(disk), &"0".repeat(40));
+    let err = pack(&lying, "bad.ova").unwrap_err();
+    assert!(
+        err.starts_with(&format!(
+            "OVA: \"{disk}\" does not match the archive's manifest (SHA1 "
+        )),
+        "{err}"
+    );
+}

@@ -19,8 +19,7 @@ struct Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_under_timeout(&mut self.child);
     }
 }
 

@@ -176,8 +176,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::stop_under_timeout(&mut self.0);
     }
 }
 

@@ -139,3 +139,12 @@ pub fn have_tool(tool: &str) -> bool {
     }
     found
 }
+
+/// Stops a server started under `timeout`: SIGTERM to `timeout`, which
+/// passes it on to the server (SIGKILL would orphan the server), then reap.
+pub fn stop_under_timeout(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
