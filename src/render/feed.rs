@@ -234,6 +234,9 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     if let Some(c) = &cluster_size {
         attrs.push(("clusterSize", c));
     }
+    if let Some(c) = &info.cluster_compression {
+        attrs.push(("clusterCompression", c));
+    }
     let el = w.create_element("vmcast:image").with_attributes(attrs);
     match &info.machine {
         None => {
