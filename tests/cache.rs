@@ -44,6 +44,16 @@ impl Site {
         format!("{counts} bytes); {not_read}")
     }
 
+    /// The one cache file this site's builds write.
+    fn cache_file(&self) -> PathBuf {
+        let mut files: Vec<_> = fs::read_dir(&self.cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files.remove(0)
+    }
+
     fn image(&self) -> PathBuf {
         self.fixture.path(IMAGE)
     }
@@ -146,12 +156,7 @@ fn cache_rehashes_restored_copy_with_old_mtime() {
 fn corrupt_cache_is_ignored_with_warning() {
     let site = Site::new();
     site.build(&[]);
-    let file = fs::read_dir(&site.cache)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = site.cache_file();
     fs::write(
         &file,
         "{\"format\": \"vmcast-gen-hash-cache-1\", \"entries\": [",
@@ -188,12 +193,7 @@ fn verify_cache_reports_mismatch() {
     // Corrupt one cached digest, keeping the file's state: the cache would
     // now serve a wrong hash (the cache is trusted like the key: keep it as
     // safe), and --verify-cache catches it.
-    let file = fs::read_dir(&site.cache)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = site.cache_file();
     let text = fs::read_to_string(&file).unwrap();
     let real = sha256(&fs::read(site.image()).unwrap());
     fs::write(&file, text.replace(&real, &"0".repeat(64))).unwrap();
