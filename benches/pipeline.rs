@@ -60,7 +60,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                         },
                         digest: FileDigest {
                             length: (1 << 30) + i as u64,
-                            sha256: hash::sha256_bytes(format!("{i}{k}").as_bytes()),
+                            sha256: vmcast_gen::model::Sha256::of(format!("{i}{k}").as_bytes()),
                         },
                         info: ImageInfo {
                             format: ImageFormat::from_extension(ext).unwrap(),

@@ -80,7 +80,7 @@ impl HashCache {
     /// The cache file of the site configured at `config` (canonical), in
     /// `dir`. Sites sharing a directory keep separate files.
     pub fn file_for(dir: &Path, config: &Path) -> PathBuf {
-        let id = crate::hash::sha256_bytes(config.as_os_str().as_encoded_bytes()).to_hex();
+        let id = crate::model::Sha256::of(config.as_os_str().as_encoded_bytes()).to_hex();
         dir.join(format!("hashes-{}.json", &id[..16]))
     }
 
@@ -271,7 +271,7 @@ mod tests {
         let state = FileState::of(&std::fs::metadata(&file).unwrap());
         let digest = FileDigest {
             length: 3,
-            sha256: crate::hash::sha256_bytes(b"abc"),
+            sha256: crate::model::Sha256::of(b"abc"),
         };
         let cache_path = dir.path().join("cache.json");
         let (mut cache, warning) = HashCache::load(&cache_path);

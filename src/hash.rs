@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::{ImageInfo, Inspector};
 use crate::model::{FileDigest, Sha256};
+use crate::place::{self, Placement};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
 /// keep memory flat.
@@ -191,18 +192,6 @@ fn check_unchanged(path: &Path, file: &File, before: &std::fs::Metadata, read: u
     ))
 }
 
-/// Where an image must also end up, besides being hashed.
-#[derive(Debug, Clone)]
-pub enum Placement {
-    Nowhere,
-    /// A copy (a reflink where the file system can, else written from the
-    /// hashing read).
-    Copy(PathBuf),
-    /// A hard link (a copy when the source is not world-readable or lies on
-    /// another file system).
-    Link(PathBuf),
-}
-
 /// One image to obtain a digest for.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -290,7 +279,7 @@ pub fn digest_all(
         };
         match known {
             Some((digest, info)) => {
-                place_unread(&req.source, &req.place)?;
+                place::unread(&req.source, &req.place)?;
                 if let Some(cache) = shortcuts.cache.as_mut() {
                     cache.insert(&canonical, state, &digest, &info);
                 }
@@ -300,7 +289,7 @@ pub fn digest_all(
                 let job = Job {
                     source: req.source.clone(),
                     size_hint: req.size_hint,
-                    copy_to: place_for_read(&req.source, &req.place)?,
+                    copy_to: place::for_read(&req.source, &req.place)?,
                 };
                 pending.push((index, canonical, cached, job));
             }
@@ -341,51 +330,6 @@ pub fn digest_all(
     })
 }
 
-fn world_readable(path: &Path) -> Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
-    Ok(fsutil::metadata(path)?.permissions().mode() & 0o004 != 0)
-}
-
-/// Places an image whose digest is known: no user-space read.
-fn place_unread(source: &Path, place: &Placement) -> Result<()> {
-    match place {
-        Placement::Nowhere => Ok(()),
-        Placement::Link(dst) if world_readable(source)? && fsutil::hard_link(source, dst)? => {
-            Ok(())
-        }
-        Placement::Copy(dst) | Placement::Link(dst) => {
-            if fsutil::reflink(source, dst)? {
-                Ok(())
-            } else {
-                fsutil::copy_published(source, dst)
-            }
-        }
-    }
-}
-
-/// Places an image that is about to be hashed; returns where the hashing
-/// read must write a copy, if it must.
-fn place_for_read(source: &Path, place: &Placement) -> Result<Option<PathBuf>> {
-    match place {
-        Placement::Nowhere => Ok(None),
-        Placement::Link(dst) if world_readable(source)? && fsutil::hard_link(source, dst)? => {
-            Ok(None)
-        }
-        Placement::Copy(dst) | Placement::Link(dst) => {
-            if fsutil::reflink(source, dst)? {
-                Ok(None)
-            } else {
-                Ok(Some(dst.clone()))
-            }
-        }
-    }
-}
-
-/// The SHA-256 of bytes in memory.
-pub fn sha256_bytes(data: &[u8]) -> Sha256 {
-    Sha256(sha2::Sha256::digest(data).into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,7 +351,7 @@ mod tests {
         for (i, job) in jobs.iter().enumerate() {
             let data = std::fs::read(&job.source).unwrap();
             assert_eq!(digests[i].digest.length, data.len() as u64);
-            assert_eq!(digests[i].digest.sha256, sha256_bytes(&data));
+            assert_eq!(digests[i].digest.sha256, Sha256::of(&data));
         }
         // The well-known digest of the empty string.
         assert_eq!(
@@ -429,6 +373,6 @@ mod tests {
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");
-        assert_eq!(d[0].digest.sha256, sha256_bytes(b"appliance bytes"));
+        assert_eq!(d[0].digest.sha256, Sha256::of(b"appliance bytes"));
     }
 }

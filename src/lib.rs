@@ -13,14 +13,17 @@ pub mod fsutil;
 pub mod hash;
 pub mod init;
 pub mod inspect;
+pub mod media;
 pub mod model;
 pub mod notes;
+pub mod place;
 #[cfg(feature = "publish")]
 pub mod publish;
 pub mod render;
 pub mod scan;
 pub mod serve;
 pub mod sign;
+pub mod sums;
 pub mod trust;
 pub mod verify;
 pub mod write;
@@ -33,8 +36,9 @@ pub use error::{Error, Result};
 
 use cache::HashCache;
 use config::{Config, ImageMode, Overrides};
-use hash::{Placement, Progress};
+use hash::Progress;
 use model::{Image, Release};
+use place::Placement;
 use render::Site;
 use sign::SecretKey;
 

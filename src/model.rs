@@ -200,6 +200,12 @@ impl fmt::Display for RelPath {
 pub struct Sha256(pub [u8; 32]);
 
 impl Sha256 {
+    /// The SHA-256 of bytes in memory.
+    pub fn of(data: &[u8]) -> Self {
+        use sha2::Digest;
+        Sha256(sha2::Sha256::digest(data).into())
+    }
+
     pub fn to_hex(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(64);
@@ -306,11 +312,7 @@ impl ImageFormat {
 
     /// The media type an enclosure of this format is served as.
     pub fn media_type(self) -> &'static str {
-        match self {
-            ImageFormat::Ova => "application/ovf",
-            ImageFormat::Iso => "application/x-iso9660-image",
-            _ => "application/octet-stream",
-        }
+        crate::media::for_extension(self.as_str())
     }
 }
 
@@ -341,19 +343,22 @@ impl Compression {
     }
 
     pub fn from_extension(ext: &str) -> Option<Self> {
-        match ext.to_ascii_lowercase().as_str() {
-            "xz" => Some(Compression::Xz),
-            "gz" => Some(Compression::Gzip),
-            "zst" => Some(Compression::Zstd),
-            _ => None,
-        }
+        let ext = ext.to_ascii_lowercase();
+        [Compression::Xz, Compression::Gzip, Compression::Zstd]
+            .into_iter()
+            .find(|c| c.extension() == ext)
     }
 
     pub fn media_type(self) -> &'static str {
+        crate::media::for_extension(self.extension())
+    }
+
+    /// The file extension that marks this compression.
+    pub fn extension(self) -> &'static str {
         match self {
-            Compression::Xz => "application/x-xz",
-            Compression::Gzip => "application/gzip",
-            Compression::Zstd => "application/zstd",
+            Compression::Xz => "xz",
+            Compression::Gzip => "gz",
+            Compression::Zstd => "zst",
         }
     }
 }
@@ -438,7 +443,50 @@ pub struct FileDigest {
 pub struct Image {
     pub source: ImageSource,
     pub digest: FileDigest,
-    pub info: crate::inspect::ImageInfo,
+    pub info: ImageInfo,
+}
+
+/// What the inspection found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    /// The disk format, of the content inside any compression.
+    pub format: ImageFormat,
+    /// Whether the content showed its format (magic bytes); raw shows none.
+    pub detected: bool,
+    pub compression: Option<Compression>,
+    /// The size of the virtual disk, when the format records it (for raw
+    /// and ISO, the size of the data itself).
+    pub virtual_size: Option<u64>,
+    /// A format's variant: qcow2 `v2`/`v3`, vmdk's createType, vhd
+    /// `fixed`/`dynamic`.
+    pub subformat: Option<String>,
+    /// qcow2's cluster size.
+    pub cluster_size: Option<u64>,
+    /// qcow2's compression type for compressed clusters (`zlib`, `zstd`).
+    pub cluster_compression: Option<String>,
+    /// An OVA's virtual machine.
+    pub machine: Option<Machine>,
+}
+
+/// The virtual machine an OVA holds, from its OVF descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub name: Option<String>,
+    pub os: Option<String>,
+    pub cpus: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub disks: Vec<OvaDisk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OvaDisk {
+    /// The disk file inside the OVA.
+    pub file: Option<String>,
+    /// Its virtual capacity in bytes.
+    pub capacity: u64,
 }
 
 /// Everything known about a release but its images' digests.

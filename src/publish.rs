@@ -22,8 +22,8 @@ use sha2::Digest;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::media::content_type;
 use crate::render::{FEED, MANIFEST};
-use crate::serve::content_type;
 use crate::write::MARKER;
 
 /// Files at least this large go up in parts.
@@ -139,8 +139,8 @@ fn local_files(site: &Path) -> Result<Vec<Local>> {
         ));
     }
     let manifest = fsutil::read_to_string(&site.join(MANIFEST))?;
-    let listed = crate::verify::parse_manifest(manifest.as_bytes())
-        .map_err(|m| Error::file(site.join(MANIFEST), m))?;
+    let listed =
+        crate::sums::parse(manifest.as_bytes()).map_err(|m| Error::file(site.join(MANIFEST), m))?;
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(site).sort_by_file_name() {
         let entry =
@@ -163,7 +163,7 @@ fn local_files(site: &Path) -> Result<Vec<Local>> {
             .len();
         let sha256 = match listed.get(&rel) {
             Some(d) => d.to_hex(),
-            None if size <= MULTIPART_THRESHOLD => crate::hash::sha256_bytes(
+            None if size <= MULTIPART_THRESHOLD => crate::model::Sha256::of(
                 &std::fs::read(entry.path())
                     .map_err(|e| Error::io("cannot read", entry.path(), e))?,
             )
@@ -289,7 +289,7 @@ async fn run(
         // Images the new manifest lists stay even when not in the output
         // (image_mode = "none" publishes them elsewhere).
         let manifest = std::fs::read(options.site.join(MANIFEST)).unwrap_or_default();
-        let listed = crate::verify::parse_manifest(&manifest).unwrap_or_default();
+        let listed = crate::sums::parse(&manifest).unwrap_or_default();
         let base: ObjectPath = prefix
             .iter()
             .map(String::as_str)
@@ -422,7 +422,7 @@ async fn upload(
 
 /// A file must still be what the build signed.
 fn check_digest(file: &Local, data: &[u8]) -> Result<()> {
-    if crate::hash::sha256_bytes(data).to_hex() != file.sha256 {
+    if crate::model::Sha256::of(data).to_hex() != file.sha256 {
         return Err(Error::file(
             &file.path,
             "changed since the build: its SHA-256 no longer matches SHA256SUMS; rebuild",

@@ -64,7 +64,7 @@ impl Site {
 }
 
 fn sha256(data: &[u8]) -> String {
-    vmcast_gen::hash::sha256_bytes(data).to_hex()
+    vmcast_gen::model::Sha256::of(data).to_hex()
 }
 
 const COLD: &str = "Hashed 2 image(s), 804 B (804 bytes); not read: 0 image(s), 0 B from the cache, 0 image(s), 0 B from sidecars";

@@ -55,7 +55,7 @@ fn resign(fixture: &Fixture, file: &str, key: &SecretKey) {
 /// Replaces the feed's line in SHA256SUMS with the feed's current digest.
 fn relist_feed(fixture: &Fixture) {
     let feed = fs::read(fixture.path("public/feed.xml")).unwrap();
-    let digest = vmcast_gen::hash::sha256_bytes(&feed);
+    let digest = vmcast_gen::model::Sha256::of(&feed);
     let sums_path = fixture.path("public/SHA256SUMS");
     let sums: String = fs::read_to_string(&sums_path)
         .unwrap()

@@ -11,11 +11,8 @@
 mod formats;
 mod ova;
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::{Compression, ImageFormat};
-
-pub use ova::{Machine, OvaDisk};
+pub use crate::model::{ImageInfo, Machine, OvaDisk};
 
 /// How much of the start of a file is kept: enough for every header,
 /// including a VHDX's region tables at 192 and 256 KiB and an ISO's volume
@@ -28,29 +25,6 @@ pub const MAX_CAPTURE: usize = 1 << 20;
 const INNER_HEAD: usize = 4 << 20;
 /// How much compressed input is kept to decompress that much.
 const COMPRESSED_HEAD: usize = 4 << 20;
-
-/// What the inspection found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageInfo {
-    /// The disk format, of the content inside any compression.
-    pub format: ImageFormat,
-    /// Whether the content showed its format (magic bytes); raw shows none.
-    pub detected: bool,
-    pub compression: Option<Compression>,
-    /// The size of the virtual disk, when the format records it (for raw
-    /// and ISO, the size of the data itself).
-    pub virtual_size: Option<u64>,
-    /// A format's variant: qcow2 `v2`/`v3`, vmdk's createType, vhd
-    /// `fixed`/`dynamic`.
-    pub subformat: Option<String>,
-    /// qcow2's cluster size.
-    pub cluster_size: Option<u64>,
-    /// qcow2's compression type for compressed clusters (`zlib`, `zstd`).
-    pub cluster_compression: Option<String>,
-    /// An OVA's virtual machine.
-    pub machine: Option<Machine>,
-}
 
 impl ImageInfo {
     fn raw(len: u64) -> Self {

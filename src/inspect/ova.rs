@@ -8,36 +8,15 @@ use std::collections::BTreeMap;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::Event;
-use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::ImageInfo;
-use crate::model::ImageFormat;
+use crate::model::{ImageFormat, Machine, OvaDisk};
 
 const BLOCK: usize = 512;
 const MAX_TEXT_MEMBER: u64 = 1 << 20;
 const MAX_MEMBERS: usize = 4096;
-
-/// The virtual machine an OVA holds, from its OVF descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Machine {
-    pub name: Option<String>,
-    pub os: Option<String>,
-    pub cpus: Option<u64>,
-    pub memory_mib: Option<u64>,
-    pub disks: Vec<OvaDisk>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OvaDisk {
-    /// The disk file inside the OVA.
-    pub file: Option<String>,
-    /// Its virtual capacity in bytes.
-    pub capacity: u64,
-}
 
 /// Whether `head` starts with a ustar header.
 pub fn looks_like_tar(head: &[u8]) -> bool {

@@ -3,18 +3,16 @@
 //! reading templates.
 
 pub mod feed;
-pub mod markdown;
 pub mod page;
-pub mod sums;
 
 use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::hash::sha256_bytes;
-use crate::model::{Name, Release, ReleaseInfo};
+use crate::model::{Name, Release, ReleaseInfo, Sha256};
 use crate::sign::PublicKey;
+use crate::sums;
 
 pub const FEED: &str = "feed.xml";
 pub const MANIFEST: &str = "SHA256SUMS";
@@ -87,7 +85,7 @@ pub fn render(site: &Site) -> Result<Rendered> {
 
     let feed_digests: Vec<_> = feeds
         .iter()
-        .map(|f| (f.path.as_str(), sha256_bytes(&f.xml)))
+        .map(|f| (f.path.as_str(), Sha256::of(&f.xml)))
         .collect();
     let images = site
         .releases

@@ -2,6 +2,8 @@
 //! and validated into [`Notes`]. Values that fail validation are reported at
 //! their own line and column.
 
+mod markdown;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,6 @@ use toml::Spanned;
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
 use crate::model::{Firmware, ImageFormat, Name, Requirements, Version};
-use crate::render::markdown;
 
 /// The file name that marks a directory as a release.
 pub const NOTES_FILE: &str = "release.toml";

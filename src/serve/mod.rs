@@ -3,30 +3,15 @@
 //! requests (clients resume large images) and HEAD; the caller rebuilds the
 //! site when its inputs change.
 
+pub mod watch;
+
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// The Content-Type a published file is served with.
-pub fn content_type(path: &str) -> &'static str {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("xml") => "application/rss+xml; charset=utf-8",
-        Some("html") => "text/html; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("minisig") | Some("pub") => "text/plain; charset=utf-8",
-        _ if name == "SHA256SUMS" => "text/plain; charset=utf-8",
-        Some("xz") => "application/x-xz",
-        Some("gz") => "application/gzip",
-        Some("zst") => "application/zstd",
-        Some("ova") => "application/ovf",
-        Some("iso") => "application/x-iso9660-image",
-        _ => "application/octet-stream",
-    }
-}
+use crate::media::content_type;
 
 /// Serves `root` on `listener` until the process ends, one thread per
 /// connection.

@@ -1,0 +1,62 @@
+//! The one table of media types: what every published file is served as,
+//! by `serve`, `publish` and the feed's enclosures alike.
+
+/// Media types by lower-case file extension. A file whose extension is not
+/// here is `application/octet-stream`.
+const BY_EXTENSION: &[(&str, &str)] = &[
+    ("xml", "application/rss+xml; charset=utf-8"),
+    ("html", "text/html; charset=utf-8"),
+    ("css", "text/css; charset=utf-8"),
+    ("minisig", "text/plain; charset=utf-8"),
+    ("pub", "text/plain; charset=utf-8"),
+    ("xz", "application/x-xz"),
+    ("gz", "application/gzip"),
+    ("zst", "application/zstd"),
+    ("ova", "application/ovf"),
+    ("iso", "application/x-iso9660-image"),
+];
+
+/// Files of the site known by their whole name.
+const BY_NAME: &[(&str, &str)] = &[("SHA256SUMS", "text/plain; charset=utf-8")];
+
+/// The type of anything without a more specific one.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// The media type of a file extension (without the dot, any case).
+pub fn for_extension(ext: &str) -> &'static str {
+    let ext = ext.to_ascii_lowercase();
+    BY_EXTENSION
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map_or(OCTET_STREAM, |(_, t)| t)
+}
+
+/// The Content-Type a published file is served with, from its path.
+pub fn content_type(path: &str) -> &'static str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if let Some((_, t)) = BY_NAME.iter().find(|(n, _)| *n == name) {
+        return t;
+    }
+    match name.rsplit_once('.') {
+        Some((_, ext)) => for_extension(ext),
+        None => OCTET_STREAM,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_come_from_one_table() {
+        assert_eq!(
+            content_type("feed.xml"),
+            "application/rss+xml; charset=utf-8"
+        );
+        assert_eq!(content_type("SHA256SUMS"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("images/a/1/x.VHDX.XZ"), "application/x-xz");
+        assert_eq!(content_type("images/a/1/x.qcow2"), OCTET_STREAM);
+        assert_eq!(content_type("README"), OCTET_STREAM);
+        assert_eq!(for_extension("OVA"), "application/ovf");
+    }
+}

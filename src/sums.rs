@@ -1,0 +1,97 @@
+//! `SHA256SUMS` in GNU coreutils format, with coreutils' escaping: the
+//! writer and its parser in one place.
+
+use std::collections::BTreeMap;
+
+use crate::model::Sha256;
+
+/// One line as `sha256sum` writes it: a name holding `\`, LF or CR is
+/// escaped (`\\`, `\n`, `\r`) and its line starts with `\`.
+pub fn line(name: &str, digest: &Sha256) -> String {
+    if name.contains(['\\', '\n', '\r']) {
+        let escaped = name
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        format!("\\{digest}  {escaped}\n")
+    } else {
+        format!("{digest}  {name}\n")
+    }
+}
+
+/// The whole manifest, sorted by name so the output never depends on order.
+pub fn manifest<'a>(entries: impl IntoIterator<Item = (&'a str, Sha256)>) -> String {
+    let mut entries: Vec<_> = entries.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.iter().map(|(name, d)| line(name, d)).collect()
+}
+
+/// Parses a GNU `sha256sum` manifest, undoing its escapes.
+pub fn parse(data: &[u8]) -> std::result::Result<BTreeMap<String, Sha256>, String> {
+    let text = std::str::from_utf8(data).map_err(|_| "not UTF-8".to_owned())?;
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = || format!("line {} is not `<sha256>  <name>`", n + 1);
+        let (escaped, line) = match line.strip_prefix('\\') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let (hex, name) = line.split_once("  ").ok_or_else(bad)?;
+        let digest = Sha256::from_hex(hex).ok_or_else(bad)?;
+        let name = if escaped {
+            unescape(name).ok_or_else(bad)?
+        } else {
+            name.to_owned()
+        };
+        if out.insert(name.clone(), digest).is_some() {
+            return Err(format!("lists {name:?} twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            '\\' => '\\',
+            'n' => '\n',
+            'r' => '\r',
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awkward_names_are_escaped_like_coreutils() {
+        let d = Sha256([0; 32]);
+        let zeros = "0".repeat(64);
+        assert_eq!(line("a b", &d), format!("{zeros}  a b\n"));
+        assert_eq!(line("*x", &d), format!("{zeros}  *x\n"));
+        assert_eq!(
+            line("a\\b\nc\rd", &d),
+            format!("\\{zeros}  a\\\\b\\nc\\rd\n")
+        );
+    }
+
+    #[test]
+    fn manifests_parse_with_escapes() {
+        let zeros = "0".repeat(64);
+        let text = format!("{zeros}  a b\n\\{zeros}  c\\\\d\\ne\n");
+        let m = parse(text.as_bytes()).unwrap();
+        assert!(m.contains_key("a b"));
+        assert!(m.contains_key("c\\d\ne"));
+        assert!(parse(b"xyz  a\n").is_err());
+        assert!(parse(format!("{zeros}  a\n{zeros}  a\n").as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,510 @@
+//! The checks, in the order a consumer must make them. Each records its
+//! outcome in the report; a failure that makes the rest meaningless stops.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use url::Url;
+
+use super::feed::{FeedDoc, NextKey};
+use super::fetch::{Fetcher, Location};
+use super::state::State;
+use super::{Check, Report, TEXT_LIMIT, VerifyOptions};
+use crate::model::Sha256;
+use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
+use crate::sign::{PublicKey, Signature, VerifyError};
+use crate::trust::BuildStamp;
+
+/// A fatal failure, already recorded in the report.
+pub(super) struct Stop;
+
+type Step<T> = std::result::Result<T, Stop>;
+
+pub(super) struct Verifier<'a> {
+    pub(super) options: &'a VerifyOptions,
+    pub(super) fetcher: Fetcher,
+    pub(super) report: Report,
+}
+
+/// A signed file with its verified build stamp.
+struct Signed {
+    data: Vec<u8>,
+    stamp: BuildStamp,
+}
+
+impl Verifier<'_> {
+    fn pass(&mut self, check: &'static str, detail: impl Into<String>) {
+        self.report.checks.push(Check {
+            check,
+            ok: true,
+            detail: detail.into(),
+        });
+    }
+
+    fn fail(&mut self, check: &'static str, detail: impl Into<String>) {
+        self.report.checks.push(Check {
+            check,
+            ok: false,
+            detail: detail.into(),
+        });
+    }
+
+    fn stop<T>(&mut self, check: &'static str, detail: impl Into<String>) -> Step<T> {
+        self.fail(check, detail);
+        Err(Stop)
+    }
+
+    pub(super) fn run(&mut self, state: &mut State) -> Step<()> {
+        let feed_loc = match self.fetcher.feed_location(&self.options.source) {
+            Ok(loc) => loc,
+            Err(m) => return self.stop("source", m),
+        };
+        let feed_sig = self.fetch_signature(&feed_loc)?;
+        let key = self.choose_key(&feed_sig, state, &feed_loc.display)?;
+        self.report.key_id = Some(key.key_id.to_string());
+
+        // The feed's stamp names the site; everything else is found from it.
+        let feed_stamp = self.check_comment(&feed_sig, &key, &feed_loc.display)?;
+        let base = match Url::parse(&feed_stamp.base_url) {
+            Ok(u) => u,
+            Err(e) => return self.stop("signature", format!("signed base_url is not a URL: {e}")),
+        };
+        let feed_name = match self.fetcher.site_name(&feed_loc, &base) {
+            Some(n) => n,
+            None => {
+                return self.stop(
+                    "urls",
+                    format!(
+                        "{} is not under the base_url it was signed for ({base})",
+                        feed_loc.display
+                    ),
+                );
+            }
+        };
+        self.fetcher.set_base(base.clone());
+        let feed = self.finish_signed(&feed_loc, feed_sig, feed_stamp, &key, &feed_name)?;
+
+        let manifest_loc = self.fetcher.site(MANIFEST);
+        let sums_sig = self.fetch_signature(&manifest_loc)?;
+        let sums_stamp = self.check_comment(&sums_sig, &key, MANIFEST)?;
+        let sums = self.finish_signed(&manifest_loc, sums_sig, sums_stamp, &key, MANIFEST)?;
+
+        self.check_same_build(&feed_name, &feed.stamp, &sums.stamp)?;
+        self.report.sequence = Some(feed.stamp.sequence);
+        self.check_expiry(&feed.stamp);
+        self.check_rollback(state, &key, feed.stamp.sequence);
+
+        let manifest = match crate::sums::parse(&sums.data) {
+            Ok(m) => m,
+            Err(m) => return self.stop("manifest", format!("{MANIFEST}: {m}")),
+        };
+        self.check_listed(&manifest, &feed_name, &feed.data);
+        let doc = match FeedDoc::parse(&feed.data) {
+            Ok(d) => d,
+            Err(m) => return self.stop("feed", format!("{feed_name}: {m}")),
+        };
+        self.check_feed(&doc, &feed_name, &feed.stamp, &base, &manifest);
+        if feed_name == FEED {
+            self.check_appliance_feeds(&manifest, &key, &feed.stamp)?;
+        }
+        if let Some(next) = &doc.next_key {
+            self.check_next_key(next, &key, &feed.stamp, state)?;
+        }
+        if self.options.images {
+            self.check_images(&doc);
+        }
+        Ok(())
+    }
+
+    /// The pinned key, or a key the state file learned from a signed
+    /// announcement by a key already trusted.
+    fn choose_key(&mut self, sig: &Signature, state: &State, what: &str) -> Step<PublicKey> {
+        let pinned = &self.options.pinned;
+        if sig.key_id == pinned.key_id {
+            return Ok(pinned.clone());
+        }
+        if let Some(key) = state.announced_key(&sig.key_id.to_string(), pinned) {
+            self.pass(
+                "key",
+                format!(
+                    "{what} is signed by key {}, announced as the next key by a trusted key",
+                    sig.key_id
+                ),
+            );
+            return Ok(key);
+        }
+        let hint = if self.options.state.is_some() {
+            "; no trusted key announced it in the state file"
+        } else {
+            "; pass --state to accept keys announced by the pinned key"
+        };
+        self.stop(
+            "signature",
+            format!(
+                "{what}: signed by key {}, not the pinned key {}{hint}",
+                sig.key_id, pinned.key_id
+            ),
+        )
+    }
+
+    fn fetch_signature(&mut self, loc: &Location) -> Step<Signature> {
+        let sig_loc = loc.with_suffix(".minisig");
+        let text = match self.fetcher.fetch(&sig_loc, TEXT_LIMIT) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(m) => return self.stop("signature", m),
+        };
+        match Signature::from_file(Path::new(&sig_loc.display), &text) {
+            Ok(sig) => Ok(sig),
+            Err(e) => self.stop("signature", e.to_string()),
+        }
+    }
+
+    /// Checks key, algorithm and trusted comment; returns the stamp.
+    fn check_comment(&mut self, sig: &Signature, key: &PublicKey, what: &str) -> Step<BuildStamp> {
+        if let Err(e) = sig.verify_comment(key) {
+            let detail = match e {
+                VerifyError::BadTrustedComment => {
+                    format!(
+                        "{what}: the trusted comment was altered (its signature does not match)"
+                    )
+                }
+                other => format!("{what}: {other}"),
+            };
+            return self.stop("signature", detail);
+        }
+        match BuildStamp::parse(&sig.trusted_comment) {
+            Ok(stamp) => Ok(stamp),
+            Err(m) => self.stop("signature", format!("{what}: {m}")),
+        }
+    }
+
+    /// Fetches the signed file, checks the signature is for this file and
+    /// matches its bytes.
+    fn finish_signed(
+        &mut self,
+        loc: &Location,
+        sig: Signature,
+        stamp: BuildStamp,
+        key: &PublicKey,
+        name: &str,
+    ) -> Step<Signed> {
+        if stamp.file != name {
+            return self.stop(
+                "signature",
+                format!(
+                    "{name}.minisig is the signature of {}, not {name} (swapped signature files?)",
+                    stamp.file
+                ),
+            );
+        }
+        let data = match self.fetcher.fetch(loc, TEXT_LIMIT) {
+            Ok(d) => d,
+            Err(m) => return self.stop("signature", m),
+        };
+        if sig.verify_data(key, &data).is_err() {
+            return self.stop(
+                "signature",
+                format!("{name}: signature does not match its contents (tampered or corrupt)"),
+            );
+        }
+        self.pass(
+            "signature",
+            format!("{name}: good prehashed signature by key {}", key.key_id),
+        );
+        Ok(Signed { data, stamp })
+    }
+
+    fn check_same_build(
+        &mut self,
+        feed_name: &str,
+        feed: &BuildStamp,
+        sums: &BuildStamp,
+    ) -> Step<()> {
+        if feed.sequence != sums.sequence
+            || feed.timestamp != sums.timestamp
+            || feed.base_url != sums.base_url
+        {
+            return self.stop(
+                "build",
+                format!(
+                    "{feed_name} (sequence {}) and {MANIFEST} (sequence {}) come from different builds (mix-and-match)",
+                    feed.sequence, sums.sequence
+                ),
+            );
+        }
+        self.pass(
+            "build",
+            format!(
+                "{feed_name} and {MANIFEST} come from one build, sequence {}",
+                feed.sequence
+            ),
+        );
+        Ok(())
+    }
+
+    fn check_expiry(&mut self, stamp: &BuildStamp) {
+        match stamp.expires_at() {
+            None if stamp.expires.is_some() => self.fail("expiry", "signed expiry is out of range"),
+            None => self.pass("expiry", "the publisher set no expiry"),
+            Some(at) => {
+                let when = at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                self.report.expires = Some(when.clone());
+                if self.options.now > at {
+                    self.fail(
+                        "expiry",
+                        format!(
+                            "expired at {when}: the publisher has not re-signed the site since \
+                             (stale mirror, stalled release job, or a freeze attack)"
+                        ),
+                    );
+                } else {
+                    self.pass("expiry", format!("valid until {when}"));
+                }
+            }
+        }
+    }
+
+    fn check_rollback(&mut self, state: &mut State, key: &PublicKey, sequence: u64) {
+        if self.options.state.is_none() {
+            return;
+        }
+        match state.highest() {
+            Some((id, seen)) if sequence < seen => self.fail(
+                "rollback",
+                format!(
+                    "rollback: sequence {sequence} is older than sequence {seen} already seen (key {id})"
+                ),
+            ),
+            seen => {
+                state.record(key, sequence);
+                self.pass(
+                    "rollback",
+                    match seen {
+                        Some((_, s)) => format!("sequence {sequence} is not older than {s} seen before"),
+                        None => format!("first sight; remembering sequence {sequence}"),
+                    },
+                );
+            }
+        }
+    }
+
+    fn check_listed(&mut self, manifest: &BTreeMap<String, Sha256>, name: &str, data: &[u8]) {
+        match manifest.get(name) {
+            Some(d) if *d == Sha256::of(data) => {
+                self.pass("manifest", format!("{name}'s SHA-256 matches {MANIFEST}"))
+            }
+            Some(_) => self.fail(
+                "manifest",
+                format!("{name}'s SHA-256 differs from the one in {MANIFEST}"),
+            ),
+            None => self.fail("manifest", format!("{MANIFEST} does not list {name}")),
+        }
+    }
+
+    fn check_feed(
+        &mut self,
+        doc: &FeedDoc,
+        name: &str,
+        stamp: &BuildStamp,
+        base: &Url,
+        manifest: &BTreeMap<String, Sha256>,
+    ) {
+        if doc.link.as_deref() != Some(base.as_str()) {
+            self.fail(
+                "feed",
+                format!(
+                    "{name}: channel link {:?} is not the signed base_url {base}",
+                    doc.link.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        if doc.sequence != Some(stamp.sequence) {
+            self.fail(
+                "feed",
+                format!(
+                    "{name}: vmcast:sequence does not match the signed sequence {}",
+                    stamp.sequence
+                ),
+            );
+        }
+        let download = doc
+            .download_base
+            .as_deref()
+            .and_then(|u| Url::parse(u).ok());
+        let mut roots = vec![base.to_string()];
+        roots.extend(download.map(|u| u.to_string()));
+        let outside: Vec<&String> = doc
+            .urls()
+            .filter(|u| !roots.iter().any(|r| u.starts_with(r.as_str())))
+            .collect();
+        if outside.is_empty() {
+            self.pass(
+                "urls",
+                format!("every URL in {name} is under {}", roots.join(" or ")),
+            );
+        } else {
+            let first = outside[0].clone();
+            let count = outside.len();
+            self.fail(
+                "urls",
+                format!(
+                    "{name}: {count} URL(s) outside the site ({}), e.g. {first}",
+                    roots.join(" and ")
+                ),
+            );
+        }
+
+        let mut problems = Vec::new();
+        for item in &doc.items {
+            let Some(primary) = item.images.iter().find(|i| i.primary) else {
+                problems.push(format!("item {:?} has no primary image", item.guid));
+                continue;
+            };
+            if item.enclosure != Some((primary.url.clone(), primary.length)) {
+                problems.push(format!(
+                    "item {:?}: the enclosure is not the primary image {}",
+                    item.guid, primary.path
+                ));
+            }
+            for image in &item.images {
+                match manifest.get(&image.path) {
+                    Some(d) if d.to_hex() == image.sha256 => {}
+                    Some(_) => problems.push(format!(
+                        "{}: the feed's SHA-256 differs from {MANIFEST}'s",
+                        image.path
+                    )),
+                    None => problems.push(format!("{}: not listed in {MANIFEST}", image.path)),
+                }
+                let sri = Sha256::from_hex(&image.sha256).map(|d| d.to_sri());
+                let alternate = item
+                    .alternates
+                    .iter()
+                    .any(|a| a.0 == image.url && a.1 == image.length && Some(&a.2) == sri.as_ref());
+                if !alternate {
+                    problems.push(format!(
+                        "{}: its podcast:alternateEnclosure disagrees with vmcast:image",
+                        image.path
+                    ));
+                }
+            }
+        }
+        self.report.releases += doc.items.len();
+        self.report.images += doc.items.iter().map(|i| i.images.len()).sum::<usize>();
+        if problems.is_empty() {
+            self.pass(
+                "items",
+                format!(
+                    "{name}: {} release(s), {} image(s) agree with {MANIFEST}",
+                    doc.items.len(),
+                    doc.items.iter().map(|i| i.images.len()).sum::<usize>()
+                ),
+            );
+        } else {
+            for p in problems {
+                self.fail("items", format!("{name}: {p}"));
+            }
+        }
+    }
+
+    /// The per-appliance feeds listed in the manifest: signed by the same
+    /// key, in the same build, with the listed digest.
+    fn check_appliance_feeds(
+        &mut self,
+        manifest: &BTreeMap<String, Sha256>,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+    ) -> Step<()> {
+        let names: Vec<String> = manifest
+            .keys()
+            .filter(|n| n.starts_with("feeds/") && n.ends_with(".xml"))
+            .cloned()
+            .collect();
+        for name in names {
+            let loc = self.fetcher.site(&name);
+            let sig = self.fetch_signature(&loc)?;
+            let own = self.check_comment(&sig, key, &name)?;
+            let signed = self.finish_signed(&loc, sig, own, key, &name)?;
+            self.check_same_build(&name, &signed.stamp, stamp)?;
+            self.check_listed(manifest, &name, &signed.data);
+        }
+        Ok(())
+    }
+
+    /// A next key announced by this build: signed by the current key. With
+    /// a state file, remembered so that builds signed by it are accepted.
+    fn check_next_key(
+        &mut self,
+        next: &NextKey,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+        state: &mut State,
+    ) -> Step<()> {
+        let loc = self.fetcher.site(NEXT_PUBLIC_KEY);
+        let sig = self.fetch_signature(&loc)?;
+        let own = self.check_comment(&sig, key, NEXT_PUBLIC_KEY)?;
+        let signed = self.finish_signed(&loc, sig, own, key, NEXT_PUBLIC_KEY)?;
+        if signed.stamp.sequence != stamp.sequence {
+            return self.stop(
+                "key",
+                format!("{NEXT_PUBLIC_KEY} comes from another build (mix-and-match)"),
+            );
+        }
+        let announced = String::from_utf8_lossy(&signed.data).into_owned();
+        let public = match PublicKey::from_file(Path::new(NEXT_PUBLIC_KEY), &announced) {
+            Ok(p) => p,
+            Err(e) => return self.stop("key", e.to_string()),
+        };
+        if public.key_id.to_string() != next.key_id || public.to_base64() != next.key {
+            return self.stop(
+                "key",
+                format!(
+                    "the feed's vmcast:nextPublicKey differs from the signed {NEXT_PUBLIC_KEY}"
+                ),
+            );
+        }
+        state.announce(&public, key);
+        self.pass(
+            "key",
+            format!(
+                "next key {} announced, signed by key {}{}",
+                public.key_id,
+                key.key_id,
+                if self.options.state.is_some() {
+                    "; remembered in the state file"
+                } else {
+                    ""
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    fn check_images(&mut self, doc: &FeedDoc) {
+        for item in &doc.items {
+            for image in &item.images {
+                match self.fetcher.read_image(image) {
+                    Ok((digest, read)) => {
+                        self.report.images_read += read;
+                        if digest.to_hex() == image.sha256 {
+                            self.pass(
+                                "images",
+                                format!("{}: {} bytes, SHA-256 matches", image.path, image.length),
+                            );
+                        } else {
+                            self.fail(
+                                "images",
+                                format!(
+                                    "{}: SHA-256 mismatch: the feed says {}, the file hashes to {}",
+                                    image.path,
+                                    image.sha256,
+                                    digest.to_hex()
+                                ),
+                            );
+                        }
+                    }
+                    Err(m) => self.fail("images", format!("{}: {m}", image.path)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `vmcast-gen verify`: checks a published site, local or over HTTP(S), the
+//! way a consumer must before trusting it.
+//!
+//! In order: both signatures against the pinned key (or a key it announced,
+//! from the state file), the signed trusted comments (right file, same
+//! build, not expired, not older than what was seen before), the feed's
+//! digest in the manifest, every image's digest and length in the feed
+//! against the manifest, every URL under the site's declared URLs, and with
+//! `--images` every image's bytes. Nothing here prints; the caller renders
+//! the [`Report`].
+
+//!
+//! The module splits by concern: [`fetch`] gets the site's files from a
+//! directory or over HTTP, [`feed`] reads the feed as far as verification
+//! needs it, [`checks`] runs the checks in order, and [`state`] is what a
+//! consumer remembers between runs.
+
+mod checks;
+mod feed;
+mod fetch;
+mod state;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::sign::PublicKey;
+
+use checks::Verifier;
+use fetch::Fetcher;
+use state::State;
+
+/// The largest feed, manifest, key or signature `verify` will read.
+const TEXT_LIMIT: u64 = 64 << 20;
+
+/// What to verify and against what.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// A local output directory, or an http(s) URL of the site or its feed.
+    pub source: String,
+    /// The key the consumer pinned out of band.
+    pub pinned: PublicKey,
+    /// Remembers the highest sequence per key and announced next keys.
+    pub state: Option<PathBuf>,
+    /// Also read and hash every image.
+    pub images: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// One check and its outcome.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Check {
+    pub check: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Everything `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub source: String,
+    pub ok: bool,
+    pub key_id: Option<String>,
+    pub sequence: Option<u64>,
+    pub expires: Option<String>,
+    pub releases: usize,
+    pub images: usize,
+    pub images_read: u64,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.ok)
+    }
+}
+
+/// Verifies a site. `Err` is kept for problems with the request itself (an
+/// unusable state file); everything about the site goes into the report.
+pub fn verify(options: &VerifyOptions) -> Result<Report> {
+    let mut state = match &options.state {
+        Some(path) => State::load(path)?,
+        None => State::default(),
+    };
+    let mut v = Verifier {
+        options,
+        fetcher: Fetcher::new(&options.source),
+        report: Report {
+            source: options.source.clone(),
+            ok: false,
+            key_id: None,
+            sequence: None,
+            expires: None,
+            releases: 0,
+            images: 0,
+            images_read: 0,
+            checks: Vec::new(),
+        },
+    };
+    let outcome = v.run(&mut state);
+    let mut report = v.report;
+    report.ok = outcome.is_ok() && report.checks.iter().all(|c| c.ok);
+    if let (true, Some(path)) = (report.ok, &options.state) {
+        state.save(path)?;
+    }
+    Ok(report)
+}

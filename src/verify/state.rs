@@ -1,0 +1,116 @@
+//! What a consumer remembers between runs: the highest sequence seen per
+//! key, and the keys announced by keys it trusts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::sign::PublicKey;
+
+const STATE_FORMAT: &str = "vmcast-gen-verify-state-1";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct State {
+    format: String,
+    keys: BTreeMap<String, KeyState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyState {
+    public_key: String,
+    /// The highest sequence seen signed by this key (0 when only announced).
+    highest_sequence: u64,
+    /// The key that announced this one, if it was learned by rotation.
+    announced_by: Option<String>,
+}
+
+impl State {
+    pub(super) fn load(path: &Path) -> Result<State> {
+        if !path.exists() {
+            return Ok(State {
+                format: STATE_FORMAT.into(),
+                keys: BTreeMap::new(),
+            });
+        }
+        let text = fsutil::read_to_string(path)?;
+        let state: State = serde_json::from_str(&text).map_err(|e| {
+            Error::at(
+                path,
+                crate::error::LineCol {
+                    line: e.line(),
+                    column: e.column(),
+                },
+                format_args!("not a verify state file: {e}"),
+            )
+        })?;
+        if state.format != STATE_FORMAT {
+            return Err(Error::file(
+                path,
+                format_args!(
+                    "unknown state format {:?}; expected {STATE_FORMAT}",
+                    state.format
+                ),
+            ));
+        }
+        Ok(state)
+    }
+
+    pub(super) fn save(&self, path: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self).expect("the state serializes");
+        text.push('\n');
+        fsutil::write_new_file(path, text.as_bytes(), 0o644, true)
+    }
+
+    pub(super) fn highest(&self) -> Option<(String, u64)> {
+        self.keys
+            .iter()
+            .filter(|(_, k)| k.highest_sequence > 0)
+            .max_by_key(|(_, k)| k.highest_sequence)
+            .map(|(id, k)| (id.clone(), k.highest_sequence))
+    }
+
+    pub(super) fn record(&mut self, key: &PublicKey, sequence: u64) {
+        let entry = self
+            .keys
+            .entry(key.key_id.to_string())
+            .or_insert_with(|| KeyState {
+                public_key: key.to_base64(),
+                highest_sequence: 0,
+                announced_by: None,
+            });
+        entry.highest_sequence = entry.highest_sequence.max(sequence);
+    }
+
+    pub(super) fn announce(&mut self, next: &PublicKey, by: &PublicKey) {
+        self.keys
+            .entry(next.key_id.to_string())
+            .or_insert_with(|| KeyState {
+                public_key: next.to_base64(),
+                highest_sequence: 0,
+                announced_by: Some(by.key_id.to_string()),
+            });
+    }
+
+    /// A key learned from an announcement chain that starts at `pinned`.
+    pub(super) fn announced_key(&self, id: &str, pinned: &PublicKey) -> Option<PublicKey> {
+        let pinned_id = pinned.key_id.to_string();
+        let mut current = id.to_owned();
+        // A chain longer than the number of keys would be a cycle.
+        for _ in 0..=self.keys.len() {
+            let entry = self.keys.get(&current)?;
+            match &entry.announced_by {
+                Some(by) if *by == pinned_id => {
+                    return PublicKey::from_base64(&self.keys.get(id)?.public_key).ok();
+                }
+                Some(by) => current = by.clone(),
+                None => return None,
+            }
+        }
+        None
+    }
+}
