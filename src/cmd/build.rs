@@ -1,0 +1,205 @@
+//! `vmcast-gen build`: the options, and the summary it prints.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use vmcast_gen::config::Overrides;
+use vmcast_gen::render::page::human_size;
+use vmcast_gen::{BuildOptions, Error, Result};
+
+use super::progress::{Bar, Show};
+use super::prompt;
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The site configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
+    pub config: PathBuf,
+    /// Output directory (default: the config's output_dir, else `public` beside the config).
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Secret key file (overrides VMCAST_SECRET_KEY and the config's secret_key).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: Option<PathBuf>,
+    /// Hashing threads (default: one per core).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<std::num::NonZeroUsize>,
+    /// Report hashing progress even when stderr is not a terminal (a line every few seconds).
+    #[arg(long, conflicts_with = "quiet")]
+    pub progress: bool,
+    /// Hash every image; neither read nor write the hash cache.
+    #[arg(long, conflicts_with = "verify_cache")]
+    pub no_cache: bool,
+    /// Hash every image and fail, listing them, if any cached digest was wrong.
+    #[arg(long)]
+    pub verify_cache: bool,
+    /// Where the hash cache lives (also VMCAST_CACHE_DIR; default: the config's cache_dir, else
+    /// $XDG_CACHE_HOME/vmcast-gen or ~/.cache/vmcast-gen).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print nothing on success.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Also list every published image.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print the summary as JSON on stdout (for CI).
+    #[arg(long, conflicts_with_all = ["quiet", "verbose"])]
+    pub json: bool,
+}
+
+/// Build options from the environment and the given settings.
+pub fn build_options(
+    config: PathBuf,
+    overrides: Overrides,
+    cache_dir: Option<PathBuf>,
+) -> Result<BuildOptions> {
+    Ok(BuildOptions {
+        config,
+        overrides,
+        secret_key_text: std::env::var("VMCAST_SECRET_KEY")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        build_time: source_date_epoch()?,
+        threads: None,
+        cache_dir: cache_dir.or_else(|| std::env::var_os("VMCAST_CACHE_DIR").map(Into::into)),
+        default_cache_dir: user_cache_dir(),
+        no_cache: false,
+        verify_cache: false,
+        preview: false,
+    })
+}
+
+pub fn run(args: BuildArgs) -> Result<bool> {
+    let started = Instant::now();
+    let options = BuildOptions {
+        threads: args.jobs.map(|n| n.get()),
+        no_cache: args.no_cache,
+        verify_cache: args.verify_cache,
+        ..build_options(
+            args.config,
+            Overrides {
+                output_dir: args.out,
+                secret_key: args.secret_key,
+                base_url: None,
+            },
+            args.cache_dir,
+        )?
+    };
+    let bar = Bar::new(if args.quiet {
+        Show::Nothing
+    } else if std::io::stderr().is_terminal() {
+        Show::Bar
+    } else if args.progress {
+        Show::Lines
+    } else {
+        Show::Nothing
+    });
+    let report = vmcast_gen::build(&options, &bar, &mut || prompt::unlock("the secret key"))?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.quiet {
+        return Ok(true);
+    }
+    if args.json {
+        let h = &report.hash;
+        let summary = serde_json::json!({
+            "output_dir": report.output_dir,
+            "appliances": report.appliances,
+            "releases": report.releases,
+            "images": report.published,
+            "feeds": report.feeds,
+            "key_id": report.key_id,
+            "image_bytes": report.image_bytes,
+            "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
+            "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
+            "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
+            "warnings": report.warnings,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("the summary serializes")
+        );
+        return Ok(true);
+    }
+    let h = &report.hash;
+    let secs = h.hash_time.as_secs_f64();
+    let rate = if secs > 0.0 {
+        format!("{:.2} GB/s", h.hashed_bytes as f64 / secs / 1e9)
+    } else {
+        "-".into()
+    };
+    let virtual_bytes: u64 = report.published.iter().filter_map(|i| i.virtual_size).sum();
+    println!(
+        "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {} ({} of virtual disks)",
+        report.output_dir.display(),
+        started.elapsed().as_secs_f64(),
+        report.appliances,
+        report.releases,
+        report.images,
+        human_size(report.image_bytes),
+        human_size(virtual_bytes)
+    );
+    println!(
+        "Hashed {} image(s), {} ({} bytes), in {secs:.2}s, {rate}; not read: {} image(s), {} from the cache, {} image(s), {} from sidecars",
+        h.hashed_files,
+        human_size(h.hashed_bytes),
+        h.hashed_bytes,
+        h.cached_files,
+        human_size(h.cached_bytes),
+        h.sidecar_files,
+        human_size(h.sidecar_bytes),
+    );
+    println!(
+        "Signed {} and SHA256SUMS with key {}",
+        report.feeds.join(", "),
+        report.key_id
+    );
+    if args.verbose {
+        for image in &report.published {
+            println!(
+                "  {}  {}  {}{}  sha256 {}",
+                image.path,
+                image.format,
+                human_size(image.length),
+                image
+                    .virtual_size
+                    .map_or(String::new(), |v| format!(", virtual {}", human_size(v))),
+                image.sha256
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// `$XDG_CACHE_HOME/vmcast-gen`, else `~/.cache/vmcast-gen`.
+fn user_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("vmcast-gen"))
+}
+
+/// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "now".
+fn source_date_epoch() -> Result<Option<DateTime<Utc>>> {
+    let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(None);
+    };
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .map(Some)
+        .ok_or_else(|| {
+            Error::other(format_args!(
+                "SOURCE_DATE_EPOCH=`{value}` is not a number of seconds since 1970-01-01"
+            ))
+        })
+}

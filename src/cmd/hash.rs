@@ -1,0 +1,35 @@
+//! `vmcast-gen hash`: sidecars written where images are made.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use vmcast_gen::Result;
+
+use super::progress::{Bar, Show};
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// The image files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Hashing threads (default: one per core).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<std::num::NonZeroUsize>,
+}
+
+pub fn run(args: HashArgs) -> Result<bool> {
+    let threads = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n.get(),
+    );
+    let bar = Bar::new(if std::io::stderr().is_terminal() {
+        Show::Bar
+    } else {
+        Show::Nothing
+    });
+    for (sidecar, digest) in vmcast_gen::write_sidecars(&args.files, threads, &bar)? {
+        println!("{}  {}", digest.sha256, sidecar.display());
+    }
+    Ok(true)
+}

@@ -1,0 +1,110 @@
+//! The command line: one module per subcommand, each with its clap
+//! options and its presentation (what it prints). The library below never
+//! prints; these modules turn its reports into lines for people or JSON.
+
+pub mod build;
+pub mod check;
+pub mod hash;
+pub mod init;
+pub mod keygen;
+mod progress;
+mod prompt;
+#[cfg(feature = "publish")]
+pub mod publish;
+pub mod serve;
+mod term;
+pub mod verify;
+
+use clap::{Parser, Subcommand};
+
+pub use term::error_line;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmcast-gen",
+    version,
+    about = "Publish virtual appliance images as a signed VMcast: an RSS 2.0 feed, \
+             a SHA256SUMS manifest, minisign signatures and a landing page.",
+    after_help = "Exit status: 0 on success, 1 on any error, 2 on a usage error.\n\
+                  Docs: README.md and docs/feed-format.md in the source repository."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the site: scan releases, hash images, write feed, manifest, signatures and page.
+    #[command(after_help = "Environment:\n  \
+        VMCAST_SECRET_KEY   the contents of a minisign secret key file (e.g. from a CI secret);\n                      \
+        used when --secret-key is not given, before the config's secret_key\n  \
+        VMCAST_KEY_PASSWORD the password of an encrypted secret key (else asked on the terminal)\n  \
+        SOURCE_DATE_EPOCH   build timestamp in Unix seconds; same inputs and same value give a\n                      \
+        byte-identical site. It is also the build's sequence number, which consumers use for\n                      \
+        rollback protection, and the start of its expiry period.\n\n\
+        The site is built in a temporary directory beside the output and swapped in at the end:\n\
+        a failed build leaves the previous output untouched.")]
+    Build(build::BuildArgs),
+    /// Generate a new minisign-compatible key pair (unencrypted).
+    #[command(
+        after_help = "The secret key is written with mode 0600. Keep it out of the output \
+        directory and out of version control; in CI, store its contents in a secret and pass \
+        them in VMCAST_SECRET_KEY. Publish the public key out of band so consumers can pin it."
+    )]
+    Keygen(keygen::KeygenArgs),
+    /// Verify a published site (a local output directory or an http(s) URL) as a consumer would.
+    #[command(
+        after_help = "Checks both signatures (prehashed ED only), that the feed's hash is in the \
+        signed manifest, that every image's length and SHA-256 in the feed agree with the manifest, \
+        that every URL is under the site's declared URLs, that the build has not expired, and with \
+        --state that it is not older than a build seen before (rollback) and which rotated keys were \
+        announced. --images also streams every image and checks its length and SHA-256.\n\n\
+        Exit status: 0 only when every check passes, 1 otherwise, 2 on a usage error."
+    )]
+    Verify(verify::VerifyArgs),
+    /// Hash image files where they were built and write a sidecar (<file>.vmcast-hash) beside each.
+    #[command(
+        after_help = "A sidecar records the file's size, mtime and SHA-256. A later `build` \
+        whose config sets trust_sidecars = true uses it instead of reading the image, as long as \
+        the image's size and mtime still match: it trusts that an image with the same size and \
+        mtime has the same content. Move images with a tool that keeps mtimes (tar, rsync -t)."
+    )]
+    Hash(hash::HashArgs),
+    /// Validate the config, every release.toml and the templates without reading images.
+    #[command(
+        after_help = "Reports every problem at once, each with its file and line, and \
+        renders the feed and page to a scratch location. Fast enough for a pre-commit hook. \
+        Exit status 1 when anything is wrong."
+    )]
+    Check(check::CheckArgs),
+    /// Upload a built site to S3 or an S3-compatible store, images first and feed.xml last.
+    #[cfg(feature = "publish")]
+    #[command(
+        after_help = "Order: images; then SHA256SUMS, signatures, keys and the page; then the \
+        per-appliance feeds; feed.xml last, so a polling client never sees a feed that points at \
+        objects not there yet. Objects whose x-amz-meta-sha256 already matches are skipped, so a \
+        publish can be repeated or resumed. Credentials come from the standard AWS environment \
+        (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE is not read); \
+        --endpoint-url or AWS_ENDPOINT_URL for MinIO, Ceph, R2 and others."
+    )]
+    Publish(publish::PublishArgs),
+    /// Preview the site locally: build it for http://127.0.0.1, serve it, rebuild on changes.
+    #[command(
+        after_help = "The preview is built into a scratch directory with base_url set to the \
+        local server, so feed readers, podcast apps, curl -r and feedparser work against it. \
+        Content types are the ones a real host should send; single byte ranges are answered with \
+        206. Without a configured key, a throwaway key signs the preview."
+    )]
+    Serve(serve::ServeArgs),
+    /// Scaffold a new site: a commented vmcast.toml, an example release and .gitignore entries.
+    #[command(after_help = "Never overwrites a file: existing ones are kept and reported.")]
+    Init(init::InitArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}

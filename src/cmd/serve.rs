@@ -1,0 +1,90 @@
+//! `vmcast-gen serve`: build a preview, serve it on 127.0.0.1 and rebuild
+//! it when its inputs change.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use vmcast_gen::config::Overrides;
+use vmcast_gen::serve::watch::Watcher;
+use vmcast_gen::{BuildOptions, Error, Result};
+
+use super::build::build_options;
+use super::progress::{Bar, Show};
+use super::prompt;
+use super::term::paint_error;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The site configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
+    pub config: PathBuf,
+    /// The port on 127.0.0.1 (0 picks a free one).
+    #[arg(short, long, default_value_t = 8000)]
+    pub port: u16,
+    /// Build the preview here instead of a scratch directory.
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Secret key file (else as for build; else a throwaway key).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: Option<PathBuf>,
+}
+
+/// Builds into a preview directory with base_url pointing at the local
+/// server, serves it, and rebuilds when the config, notes, images or
+/// templates change. Runs until killed.
+pub fn run(args: ServeArgs) -> Result<bool> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", args.port)).map_err(|e| {
+        Error::other(format_args!(
+            "cannot listen on 127.0.0.1:{}: {e}",
+            args.port
+        ))
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::other(format_args!("cannot read the listening port: {e}")))?
+        .port();
+    let url = url::Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a valid URL");
+    let scratch = tempfile::Builder::new()
+        .prefix("vmcast-preview-")
+        .tempdir()
+        .map_err(|e| Error::other(format_args!("cannot create a preview directory: {e}")))?;
+    let out = args.out.unwrap_or_else(|| scratch.path().join("site"));
+    let options = BuildOptions {
+        preview: true,
+        ..build_options(
+            args.config.clone(),
+            Overrides {
+                output_dir: Some(out.clone()),
+                secret_key: args.secret_key,
+                base_url: Some(url.clone()),
+            },
+            None,
+        )?
+    };
+    let rebuild = |options: &BuildOptions| -> Result<()> {
+        let report = vmcast_gen::build(options, &Bar::new(Show::Nothing), &mut || {
+            prompt::unlock("the secret key")
+        })?;
+        for warning in &report.warnings {
+            eprintln!("warning: {warning}");
+        }
+        Ok(())
+    };
+    rebuild(&options)?;
+    println!("Serving {url} (from {}); Ctrl-C to stop", out.display());
+    let _ = std::io::stdout().flush();
+    let root = out.clone();
+    std::thread::spawn(move || vmcast_gen::serve::run(listener, root));
+    let mut watcher = Watcher::new(&args.config);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if watcher.changed() {
+            match rebuild(&options) {
+                Ok(()) => println!("rebuilt"),
+                Err(e) => eprintln!("{}", paint_error(&format!("error: {e}"))),
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! How errors look on a terminal.
+
+use std::io::IsTerminal;
+
+/// `error: <message>: <cause>: ...`, the whole source chain on one line,
+/// with `error` in bold red on a terminal unless NO_COLOR is set.
+pub fn error_line(err: &dyn std::error::Error) -> String {
+    let mut line = format!("error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    paint_error(&line)
+}
+
+/// `error:` in bold red on a terminal, unless NO_COLOR is set.
+pub fn paint_error(line: &str) -> String {
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    match (color, line.strip_prefix("error:")) {
+        (true, Some(rest)) => format!("\x1b[1;31merror\x1b[0m:{rest}"),
+        _ => line.to_owned(),
+    }
+}

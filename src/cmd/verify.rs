@@ -1,0 +1,86 @@
+//! `vmcast-gen verify`: the options, and the report for people or JSON.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use vmcast_gen::{Error, Result};
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A local output directory (or its feed.xml), or the http(s) URL of the site or of a feed.
+    pub source: String,
+    /// The pinned public key file (minisign format).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "pubkey_b64",
+        conflicts_with = "pubkey_b64"
+    )]
+    pub pubkey: Option<PathBuf>,
+    /// The pinned public key as its base64 line (as `minisign -P` takes it).
+    #[arg(long, value_name = "KEY")]
+    pub pubkey_b64: Option<String>,
+    /// A state file remembering the highest sequence seen and announced keys (rollback protection, key rotation).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Also download or read every image and check its length and SHA-256.
+    #[arg(long)]
+    pub images: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: VerifyArgs) -> Result<bool> {
+    let pinned = match (&args.pubkey, &args.pubkey_b64) {
+        (Some(path), _) => vmcast_gen::sign::PublicKey::from_file(
+            path,
+            &vmcast_gen::fsutil::read_to_string(path)?,
+        )?,
+        (None, Some(b64)) => vmcast_gen::sign::PublicKey::from_base64(b64)
+            .map_err(|m| Error::other(format_args!("--pubkey-b64: {m}")))?,
+        (None, None) => unreachable!("clap requires one of --pubkey and --pubkey-b64"),
+    };
+    let report = vmcast_gen::verify::verify(&vmcast_gen::verify::VerifyOptions {
+        source: args.source,
+        pinned,
+        state: args.state,
+        images: args.images,
+        now: chrono::Utc::now(),
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        println!("verify {}", report.source);
+        for check in &report.checks {
+            let mark = if check.ok { "ok  " } else { "FAIL" };
+            println!("  {mark} {:<9} {}", check.check, check.detail);
+        }
+        if report.ok {
+            println!(
+                "verified: {} release(s), {} image(s){}, key {}, sequence {}",
+                report.releases,
+                report.images,
+                if report.images_read > 0 {
+                    format!(", {} image bytes read", report.images_read)
+                } else {
+                    String::new()
+                },
+                report.key_id.as_deref().unwrap_or("-"),
+                report.sequence.map_or("-".into(), |s| s.to_string())
+            );
+        } else {
+            let failed = report.failures().count();
+            println!("NOT verified: {failed} check(s) failed");
+        }
+    }
+    if !report.ok {
+        for failure in report.failures() {
+            eprintln!("error: {}", failure.detail);
+        }
+    }
+    Ok(report.ok)
+}
