@@ -3,6 +3,7 @@
 //! first. When an image is copied into the output, the copy is written from
 //! the same read. Results come back in job order whatever the scheduling.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use sha2::Digest;
 use crate::cache::{FileState, HashCache};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::inspect::{ImageInfo, Inspector};
-use crate::model::{FileDigest, Sha256};
+use crate::inspect::Inspector;
+use crate::model::{FileDigest, ImageInfo, RelPath, Sha256};
 use crate::place::{self, Placement};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
@@ -195,6 +196,8 @@ fn check_unchanged(path: &Path, file: &File, before: &std::fs::Metadata, read: u
 /// One image to obtain a digest for.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The image's identity: its path in the site, unique in a build.
+    pub id: RelPath,
     pub source: PathBuf,
     /// The source resolved (the cache's key).
     pub real: PathBuf,
@@ -223,13 +226,21 @@ pub struct Stats {
     pub hash_time: std::time::Duration,
 }
 
-/// The digests of every request, in request order.
+/// The digests of every request, by the request's id.
 pub struct Outcome {
-    pub digests: Vec<(FileDigest, ImageInfo)>,
+    pub digests: BTreeMap<RelPath, (FileDigest, ImageInfo)>,
     pub stats: Stats,
     pub warnings: Vec<String>,
     /// With `verify_cache`: every image whose cached digest was wrong.
     pub mismatches: Vec<String>,
+}
+
+/// An image that must be read.
+struct Pending {
+    id: RelPath,
+    canonical: PathBuf,
+    cached: Option<(FileDigest, ImageInfo)>,
+    job: Job,
 }
 
 /// Obtains a digest for every image: from the cache or a sidecar when they
@@ -241,11 +252,17 @@ pub fn digest_all(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    let mut digests: Vec<Option<(FileDigest, ImageInfo)>> = vec![None; requests.len()];
+    let mut digests = BTreeMap::new();
     let mut stats = Stats::default();
     let mut warnings = Vec::new();
     let mut pending = Vec::new();
-    for (index, req) in requests.iter().enumerate() {
+    for req in requests {
+        if digests.contains_key(&req.id) || pending.iter().any(|p: &Pending| p.id == req.id) {
+            return Err(Error::file(
+                &req.source,
+                format_args!("is a second image published as {}", req.id),
+            ));
+        }
         let canonical = req.real.clone();
         let state = FileState::of(&fsutil::metadata(&req.source)?);
         let cached = shortcuts
@@ -283,7 +300,7 @@ pub fn digest_all(
                 if let Some(cache) = shortcuts.cache.as_mut() {
                     cache.insert(&canonical, state, &digest, &info);
                 }
-                digests[index] = Some((digest, info));
+                digests.insert(req.id.clone(), (digest, info));
             }
             None => {
                 let job = Job {
@@ -291,17 +308,29 @@ pub fn digest_all(
                     size_hint: req.size_hint,
                     copy_to: place::for_read(&req.source, &req.place)?,
                 };
-                pending.push((index, canonical, cached, job));
+                pending.push(Pending {
+                    id: req.id.clone(),
+                    canonical,
+                    cached,
+                    job,
+                });
             }
         }
     }
 
-    let jobs: Vec<Job> = pending.iter().map(|p| p.3.clone()).collect();
+    let jobs: Vec<Job> = pending.iter().map(|p| p.job.clone()).collect();
     let started = std::time::Instant::now();
     let hashed = hash_all(&jobs, threads, progress)?;
     stats.hash_time = started.elapsed();
     let mut mismatches = Vec::new();
-    for ((index, canonical, cached, job), h) in pending.into_iter().zip(hashed) {
+    // hash_all answers in job order.
+    for (p, h) in pending.into_iter().zip(hashed) {
+        let Pending {
+            id,
+            canonical,
+            cached,
+            job,
+        } = p;
         stats.hashed_files += 1;
         stats.hashed_bytes += h.digest.length;
         if let Some((c, _)) = cached.filter(|c| c.0 != h.digest) {
@@ -317,13 +346,10 @@ pub fn digest_all(
         if let Some(cache) = shortcuts.cache.as_mut() {
             cache.insert(&canonical, h.state, &h.digest, &h.info);
         }
-        digests[index] = Some((h.digest, h.info));
+        digests.insert(id, (h.digest, h.info));
     }
     Ok(Outcome {
-        digests: digests
-            .into_iter()
-            .map(|d| d.expect("every request has a digest"))
-            .collect(),
+        digests,
         stats,
         warnings,
         mismatches,

@@ -173,26 +173,31 @@ pub fn build(
             hashed.mismatches.join("\n  ")
         )));
     }
-    let mut digests = hashed.digests.into_iter();
-    let releases: Vec<Release> = plan
+    let mut digests = hashed.digests;
+    let releases = plan
         .releases
         .into_iter()
-        .map(|r| Release {
-            images: r
+        .map(|r| {
+            let images = r
                 .images
                 .into_iter()
                 .map(|source| {
-                    let (digest, info) = digests.next().expect("one digest per image");
-                    Image {
+                    let (digest, info) = digests.remove(&source.site_path).ok_or_else(|| {
+                        Error::file(&source.source, "was planned but never hashed")
+                    })?;
+                    Ok(Image {
                         source,
                         digest,
                         info,
-                    }
+                    })
                 })
-                .collect(),
-            info: r.info,
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Release {
+                images,
+                info: r.info,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<Release>>>()?;
 
     for release in &releases {
         check_images(release)?;
@@ -445,8 +450,8 @@ fn check_output_dir(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// One request per image, in plan order, saying where in the staging
-/// directory it must also land.
+/// One request per image, named by its path in the site, saying where in
+/// the staging directory it must also land.
 fn hash_requests(
     config: &Config,
     plan: &scan::Plan,
@@ -460,6 +465,7 @@ fn hash_requests(
                 ImageMode::Link => Placement::Link(staging.prepare(image.site_path.as_str())?),
             };
             Ok(hash::Request {
+                id: image.site_path.clone(),
                 source: image.source.clone(),
                 real: image.real.clone(),
                 size_hint: image.size_hint,
