@@ -1,8 +1,6 @@
 //! Runs the real binary on fixture sites copied to a temporary directory.
 //! Fixtures are named after what they show (tests/fixtures/<name>/README.md).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -12,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{EPOCH, Fixture, assert_success, snapshot_tree, stderr, stdout, vmcast};
+use crate::common::{EPOCH, Fixture, assert_success, snapshot_tree, stderr, stdout, vmcast};
 
 /// Puts a previous site in the output directory, to show a failed build
 /// leaves it alone.

@@ -2,8 +2,6 @@
 //! temporary directory, the real binary run on them, and outside tools
 //! that must exist in CI.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

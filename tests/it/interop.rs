@@ -3,14 +3,12 @@
 //! shows the tool rejecting a tampered copy, so none can pass by accident.
 //! In CI (CI=true) a missing tool fails the test; .ci/run installs them.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{assert_success, have_tool, vmcast};
+use crate::common::{assert_success, have_tool, vmcast};
 
 const SCHEMA: &str = "docs/schema/vmcast-feed.rng";
 const SCHEMA_COMPACT: &str = "docs/schema/vmcast-feed.rnc";
@@ -229,7 +227,7 @@ fn sha256sum_checks_the_manifest_strictly() {
     assert_success(&run("sha256sum", &["-c", "--strict", "SHA256SUMS"], site()));
     // A copy of the site with one image byte flipped must fail.
     let copy = tempfile::tempdir().unwrap();
-    common::copy_tree(site(), copy.path());
+    crate::common::copy_tree(site(), copy.path());
     let image = copy.path().join("images/webapp/1.4.0/webapp-1.4.0.qcow2");
     let mut bytes = fs::read(&image).unwrap();
     bytes[100] ^= 0x01;

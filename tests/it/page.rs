@@ -3,13 +3,11 @@
 //! (no CDN fonts, styles, scripts or images), so it works from a bucket
 //! behind a strict policy.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Fixture, assert_success, have_tool};
+use crate::common::{Fixture, assert_success, have_tool};
 
 /// Every URL the page would fetch by itself (not links a reader follows).
 fn fetched_urls(html: &str) -> Vec<String> {
@@ -63,7 +61,7 @@ fn page_renders_on_a_phone_and_a_desktop_in_chromium() {
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("page-shots");
     let site = out_dir.join("site");
     fs::create_dir_all(&out_dir).unwrap();
-    assert_success(&common::vmcast(
+    assert_success(&crate::common::vmcast(
         repo,
         &["build", "--quiet", "--out", site.to_str().unwrap()],
         &[],

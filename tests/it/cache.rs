@@ -1,14 +1,12 @@
 //! The hash cache and sidecars: a warm build reads nothing, and every way a
 //! file can change under the same name forces a re-hash.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::{Fixture, assert_success, stderr, stdout};
+use crate::common::{Fixture, assert_success, stderr, stdout};
 
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
 
@@ -75,9 +73,9 @@ const ONE: &str = "Hashed 1 image(s), 366 B (366 bytes); not read: 1 image(s), 4
 fn warm_build_reads_no_image() {
     let site = Site::new();
     assert_eq!(site.hashed_line(&[]), COLD);
-    let first = common::snapshot_tree(&site.fixture.path("public"));
+    let first = crate::common::snapshot_tree(&site.fixture.path("public"));
     assert_eq!(site.hashed_line(&[]), WARM);
-    assert_eq!(common::snapshot_tree(&site.fixture.path("public")), first);
+    assert_eq!(crate::common::snapshot_tree(&site.fixture.path("public")), first);
 }
 
 #[test]

@@ -3,13 +3,11 @@
 //! `qemu-img info --output=json` says. Plus broken and truncated variants,
 //! and a mutation fuzz loop over real images that must never panic.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Fixture, assert_success, have_tool, stderr};
+use crate::common::{Fixture, assert_success, have_tool, stderr};
 use vmcast_gen::inspect::{ImageInfo, inspect_bytes};
 use vmcast_gen::model::ImageFormat;
 

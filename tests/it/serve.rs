@@ -2,14 +2,12 @@
 //! rebuild when the notes change. The server is killed by PID, and every
 //! wait is bounded.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Fixture;
+use crate::common::Fixture;
 
 struct Server {
     child: Child,

@@ -1,8 +1,5 @@
 //! `vmcast-gen publish` against a real S3 implementation: moto's server,
 //! started on 127.0.0.1 by the test, bounded by `timeout` and killed by PID.
-#![cfg(feature = "publish")]
-
-mod common;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -10,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, assert_success, have_tool, stderr, stdout};
+use crate::common::{Fixture, assert_success, have_tool, stderr, stdout};
 
 struct Moto {
     child: Child,
@@ -19,7 +16,7 @@ struct Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        common::stop_under_timeout(&mut self.child);
+        crate::common::stop_under_timeout(&mut self.child);
     }
 }
 

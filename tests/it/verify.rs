@@ -1,15 +1,13 @@
 //! `vmcast-gen verify` against real builds, and one test per attack: each
 //! starts from a real `build` output and tampers with it.
 
-mod common;
-
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, assert_success, have_tool, stderr, stdout, vmcast};
+use crate::common::{Fixture, assert_success, have_tool, stderr, stdout, vmcast};
 use vmcast_gen::sign::{SecretKey, Signature};
 
 const KAT_PUB: &str = "../known-answer/kat.pub";
@@ -79,7 +77,7 @@ fn image(fixture: &Fixture) -> PathBuf {
 
 #[test]
 fn a_fresh_build_verifies_with_its_images() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let out = verify(&fixture, &["--images"]);
     assert_success(&out);
     insta::assert_snapshot!("verify_ok", stdout(&out));
@@ -88,7 +86,7 @@ fn a_fresh_build_verifies_with_its_images() {
 
 #[test]
 fn json_report_for_ci() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let out = verify(&fixture, &["--json"]);
     assert_success(&out);
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -176,7 +174,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        common::stop_under_timeout(&mut self.0);
+        crate::common::stop_under_timeout(&mut self.0);
     }
 }
 
@@ -184,7 +182,7 @@ impl Drop for Server {
 
 #[test]
 fn tampered_image() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let mut bytes = fs::read(image(&fixture)).unwrap();
     bytes[10] ^= 1;
     fs::write(image(&fixture), &bytes).unwrap();
@@ -203,7 +201,7 @@ fn tampered_image() {
 
 #[test]
 fn tampered_feed() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
     fs::write(
         fixture.path("public/feed.xml"),
@@ -218,7 +216,7 @@ fn tampered_feed() {
 
 #[test]
 fn tampered_manifest() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
     let evil = sums.replacen(&sums[..4], "0000", 1);
     fs::write(fixture.path("public/SHA256SUMS"), evil).unwrap();
@@ -230,7 +228,7 @@ fn tampered_manifest() {
 
 #[test]
 fn signature_from_another_key() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let other = SecretKey::generate().unwrap();
     resign(&fixture, "public/feed.xml", &other);
     assert_rejected(
@@ -245,7 +243,7 @@ fn signature_from_another_key() {
 
 #[test]
 fn swapped_signature_files() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let feed_sig = fixture.path("public/feed.xml.minisig");
     let sums_sig = fixture.path("public/SHA256SUMS.minisig");
     let (a, b) = (fs::read(&feed_sig).unwrap(), fs::read(&sums_sig).unwrap());
@@ -264,7 +262,7 @@ fn legacy_signature() {
     if !have_tool("minisign") {
         return;
     }
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let sig_path = fixture.path("public/feed.xml.minisig");
     let old = Signature::from_file(&sig_path, &fs::read_to_string(&sig_path).unwrap()).unwrap();
     fs::remove_file(&sig_path).unwrap();
@@ -354,7 +352,7 @@ fn mix_and_match_of_two_builds() {
 
 #[test]
 fn endless_data_image_longer_than_declared() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let mut file = fs::OpenOptions::new()
         .append(true)
         .open(image(&fixture))
@@ -373,7 +371,7 @@ fn endless_data_image_longer_than_declared() {
 
 #[test]
 fn image_shorter_than_declared() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let len = fs::metadata(image(&fixture)).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
@@ -392,7 +390,7 @@ fn image_shorter_than_declared() {
 
 #[test]
 fn feed_url_pointing_outside_the_site() {
-    let fixture = built(common::EPOCH);
+    let fixture = built(crate::common::EPOCH);
     let feed_path = fixture.path("public/feed.xml");
     let feed = fs::read_to_string(&feed_path).unwrap();
     let evil = feed.replace(

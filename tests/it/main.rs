@@ -1,0 +1,17 @@
+//! The integration tests, as one test binary (as cargo and ripgrep do): one
+//! compile and one link of the shared harness instead of one per file.
+//! Each module runs the real `vmcast-gen` binary on fixture sites copied
+//! to a temporary directory, or checks its output with outside tools.
+
+mod common;
+
+mod cache;
+mod cli;
+mod inspect;
+mod interop;
+mod known_answer;
+mod page;
+#[cfg(feature = "publish")]
+mod publish;
+mod serve;
+mod verify;
