@@ -50,8 +50,6 @@ pub struct PublishOptions {
     /// A canned ACL for every object (`public-read` where the bucket uses
     /// ACLs rather than a bucket policy to make the site public).
     pub acl: Option<String>,
-    /// Test hook: stop with an error after this many uploads.
-    pub fail_after: Option<usize>,
 }
 
 /// What happened to one file.
@@ -270,12 +268,6 @@ async fn run(
         };
         on_step(&step);
         if action == "upload" && !options.dry_run {
-            if options.fail_after == Some(report.uploaded) {
-                return Err(Error::other(format_args!(
-                    "stopped before uploading {} (VMCAST_TEST_FAIL_AFTER_UPLOADS)",
-                    file.rel
-                )));
-            }
             upload(store, &location, file, &kind, cache).await?;
         }
         match action {

@@ -72,9 +72,6 @@ pub fn run(args: PublishArgs) -> Result<bool> {
         image_cache: args.image_cache_control,
         content_types,
         acl: args.acl,
-        fail_after: std::env::var("VMCAST_TEST_FAIL_AFTER_UPLOADS")
-            .ok()
-            .and_then(|v| v.parse().ok()),
     };
     let json = args.json;
     let dry = args.dry_run;

@@ -75,7 +75,10 @@ fn warm_build_reads_no_image() {
     assert_eq!(site.hashed_line(&[]), COLD);
     let first = crate::common::snapshot_tree(&site.fixture.path("public"));
     assert_eq!(site.hashed_line(&[]), WARM);
-    assert_eq!(crate::common::snapshot_tree(&site.fixture.path("public")), first);
+    assert_eq!(
+        crate::common::snapshot_tree(&site.fixture.path("public")),
+        first
+    );
 }
 
 #[test]
