@@ -23,9 +23,20 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
 }
 
-/// Checks a site. With `images`, the images must also exist and be
-/// recognisable by name (they are still not read).
-pub fn check(config_path: &Path, images: bool) -> Result<CheckReport> {
+/// Where `check` looks for the secret key, as `build` would.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyOptions<'a> {
+    /// `--secret-key`.
+    pub file: Option<&'a Path>,
+    /// `VMCAST_SECRET_KEY`.
+    pub text: Option<&'a str>,
+}
+
+/// Checks a site: the config, every notes file, the templates and the
+/// secret key (found and well-formed; it is not unlocked). With `images`,
+/// the images must also exist and be recognisable by name (they are still
+/// not read).
+pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckReport> {
     let config = match config::load(config_path, &Overrides::default()) {
         Ok(c) => c,
         Err(e) => {
@@ -46,6 +57,9 @@ pub fn check(config_path: &Path, images: bool) -> Result<CheckReport> {
             vec![e],
         ),
     };
+    if let Err(e) = crate::locked_key(&config, key.file, key.text) {
+        problems.push(e);
+    }
     // Render what there is, with stand-in digests, to find template errors.
     let releases: Vec<Release> = plan
         .releases

@@ -15,6 +15,22 @@ use crate::model::{Appliance, ImageFormat, Name};
 /// The config file's name when none is given.
 pub const DEFAULT_CONFIG: &str = "vmcast.toml";
 
+/// The site's config file when none is named: `vmcast.toml` in `start` or
+/// the nearest directory above it, as cargo finds `Cargo.toml`.
+pub fn find(start: &Path) -> Result<PathBuf> {
+    for dir in start.ancestors() {
+        let candidate = dir.join(DEFAULT_CONFIG);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::other(format_args!(
+        "no {DEFAULT_CONFIG} in {} or any directory above it; pass -c FILE, \
+         or create a site with `vmcast-gen init`",
+        start.display()
+    )))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

@@ -100,13 +100,85 @@ impl LineCol {
     }
 }
 
-/// Converts a toml parse error into one that names the file and position.
+/// Converts a toml parse error into one that names the file and position,
+/// with a hint where the parser's own message misleads.
 pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
     let message = err.message().trim_end();
-    match err.span() {
-        Some(span) => Error::at_offset(path, text, span.start, message),
-        None => Error::file(path, message),
+    let Some(span) = err.span() else {
+        return Error::file(path, message);
+    };
+    if let Some(open) = unclosed_multiline(text, span.start) {
+        return Error::at_offset(
+            path,
+            text,
+            open,
+            "this multi-line string is never closed: add the closing quotes (three, like the opening ones)",
+        );
     }
+    match toml_hint(message, text.get(span.start..).unwrap_or_default()) {
+        Some(hint) => Error::at_offset(path, text, span.start, format_args!("{message}; {hint}")),
+        None => Error::at_offset(path, text, span.start, message),
+    }
+}
+
+/// The offset of a `"""` or `\'\'\'` that opens a string still open at
+/// `error_at`: the parser reports such a string at the end of the file,
+/// far from the mistake.
+fn unclosed_multiline(text: &str, error_at: usize) -> Option<usize> {
+    let before = text.get(..error_at.min(text.len()))?;
+    let mut open: Option<(usize, &str)> = None;
+    let mut i = 0;
+    while i < before.len() {
+        let rest = &before[i..];
+        match open {
+            Some((_, quote)) if rest.starts_with(quote) => {
+                open = None;
+                i += 3;
+            }
+            Some((_, "\"\"\"")) if rest.starts_with('\\') => i += 2,
+            Some(_) => i += rest.chars().next().map_or(1, char::len_utf8),
+            None if rest.starts_with("\"\"\"") || rest.starts_with("\'\'\'") => {
+                open = Some((i, &rest[..3]));
+                i += 3;
+            }
+            None if rest.starts_with('#') => i += rest.find('\n').unwrap_or(rest.len()),
+            None if rest.starts_with('"') => {
+                i += 1 + before[i + 1..]
+                    .find(['"', '\n'])
+                    .map_or(before.len() - i - 1, |n| n + 1);
+            }
+            None => i += rest.chars().next().map_or(1, char::len_utf8),
+        }
+    }
+    open.map(|(at, _)| at)
+}
+
+/// A hint for a message that names the wrong cure for a common mistake.
+fn toml_hint(message: &str, at: &str) -> Option<String> {
+    if message.contains("expected a TOML datetime") && message.contains("invalid type: string") {
+        let value = at.trim_start().trim_start_matches(['"', '\'']);
+        let value = value.split(['"', '\'']).next().unwrap_or(value);
+        return Some(format!(
+            "a date is written without quotes: remove them, as in `date = {value}`"
+        ));
+    }
+    if message.contains("must be quoted") {
+        let token: String = at
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || matches!(c, '/' | '.' | '-'))
+            .collect();
+        let parts: Vec<&str> = token.split(['/', '.']).collect();
+        if parts.len() == 3 && parts.iter().all(|p| !p.is_empty()) {
+            let example = match parts[0].len() {
+                4 => format!("{}-{:0>2}-{:0>2}", parts[0], parts[1], parts[2]),
+                _ => "2026-11-01".to_owned(),
+            };
+            return Some(format!(
+                "a date is written YYYY-MM-DD, without quotes, as in `date = {example}`"
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -121,5 +193,28 @@ mod tests {
         // 'é' is two bytes but one column.
         assert_eq!(LineCol::of(text, 9), LineCol { line: 2, column: 3 });
         assert_eq!(LineCol::of(text, 999), LineCol { line: 3, column: 1 });
+    }
+
+    fn toml_message(text: &str) -> String {
+        let err = toml::from_str::<toml::Table>(text).unwrap_err();
+        toml_error(Path::new("f.toml"), text, &err).to_string()
+    }
+
+    #[test]
+    fn toml_mistakes_get_hints_that_point_at_the_cure() {
+        assert_eq!(
+            toml_message("a = 1\nnotes = \"\"\"\nsome text\n\n[x]\nb = 2\n"),
+            "f.toml:2:9: this multi-line string is never closed: add the closing quotes \
+             (three, like the opening ones)"
+        );
+        assert!(
+            toml_message("date = 2026/11/01\n").ends_with(
+                "a date is written YYYY-MM-DD, without quotes, as in `date = 2026-11-01`"
+            )
+        );
+        // A closed string before the mistake does not count as open.
+        assert!(
+            !toml_message("n = \"\"\"x\"\"\"\nq = \"a # b\"\nd = 1/2/3\n").contains("never closed")
+        );
     }
 }

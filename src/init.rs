@@ -25,7 +25,7 @@ base_url = "https://downloads.example.com/appliances/"
 # image_mode = "copy"           # "copy", "link" or "none"
 
 # The signing key; or --secret-key FILE, or VMCAST_SECRET_KEY (the file's
-# contents). Make one with `vmcast-gen keygen` or `vmcast-gen init --keygen`.
+# contents). `vmcast-gen init` made this one; `vmcast-gen keygen` makes others.
 secret_key = "vmcast.key"
 
 # Consumers refuse a build older than this; re-sign with a scheduled build.

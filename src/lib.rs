@@ -40,7 +40,7 @@ use hash::Progress;
 use model::{Image, Release};
 use place::Placement;
 use render::Site;
-use sign::SecretKey;
+use sign::{LockedKey, SecretKey};
 
 /// Where the secret key comes from, in order of precedence.
 #[derive(Debug, Clone)]
@@ -117,6 +117,11 @@ pub fn build(
     let sequence = u64::try_from(build_time.timestamp())
         .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
     let expires = config.expires_after.map(|d| build_time + d);
+    check_output_dir(&config)?;
+
+    // The scan first: a site with no images yet hears so before any
+    // password prompt.
+    let plan = scan::scan(&config)?;
     let key = load_key(&config, options, password)?;
     let mut warnings = Vec::new();
     let next_key = match &config.next_public_key {
@@ -135,9 +140,6 @@ pub fn build(
         }
         None => None,
     };
-    check_output_dir(&config)?;
-
-    let plan = scan::scan(&config)?;
 
     let staging = write::Staging::new(&config.output_dir)?;
     let requests = hash_requests(&config, &plan, &staging)?;
@@ -350,22 +352,37 @@ fn check_images(release: &Release) -> Result<()> {
 }
 
 /// The secret key: `--secret-key`, else `VMCAST_SECRET_KEY`, else the
-/// config's `secret_key`. A key file inside the output is refused, since the
-/// output is published.
+/// config's `secret_key`; a preview without any of them signs with a
+/// throwaway key.
 fn load_key(
     config: &Config,
     options: &BuildOptions,
     password: PasswordPrompt,
 ) -> Result<SecretKey> {
-    let source = match (
-        &options.overrides.secret_key,
-        &options.secret_key_text,
-        &config.secret_key,
-    ) {
-        (Some(path), _, _) => KeySource::File(path.clone()),
-        (None, Some(text), _) => KeySource::Text(text.clone()),
+    let configured = options.overrides.secret_key.is_some()
+        || options.secret_key_text.is_some()
+        || config.secret_key.is_some();
+    if options.preview && !configured {
+        return SecretKey::generate();
+    }
+    locked_key(
+        config,
+        options.overrides.secret_key.as_deref(),
+        options.secret_key_text.as_deref(),
+    )?
+    .unlock(password)
+}
+
+/// Finds the secret key file and checks its layout without unlocking it:
+/// `file` (from the command line), else `text` (`VMCAST_SECRET_KEY`), else
+/// the config's `secret_key`. A key file inside the output is refused,
+/// since the output is published. `check` uses this to report what `build`
+/// would refuse without asking for a password.
+pub fn locked_key(config: &Config, file: Option<&Path>, text: Option<&str>) -> Result<LockedKey> {
+    let source = match (file, text, &config.secret_key) {
+        (Some(path), _, _) => KeySource::File(path.to_path_buf()),
+        (None, Some(text), _) => KeySource::Text(text.to_owned()),
         (None, None, Some(path)) => KeySource::File(path.clone()),
-        (None, None, None) if options.preview => return SecretKey::generate(),
         (None, None, None) => {
             return Err(Error::other(
                 "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \
@@ -374,9 +391,7 @@ fn load_key(
         }
     };
     match source {
-        KeySource::Text(text) => {
-            SecretKey::from_file(Path::new("$VMCAST_SECRET_KEY"), &text, password)
-        }
+        KeySource::Text(text) => LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), &text),
         KeySource::File(path) => {
             let text = fsutil::read_to_string(&path).map_err(|e| match e {
                 Error::Io { path, source, .. } => {
@@ -394,7 +409,7 @@ fn load_key(
                     ),
                 ));
             }
-            SecretKey::from_file(&path, &text, password)
+            LockedKey::parse(&path, &text)
         }
     }
 }
@@ -496,15 +511,8 @@ fn cache_file(config: &Config, options: &BuildOptions) -> Result<Option<PathBuf>
     }
 }
 
-/// Writes a new minisign key pair: the secret key with mode 0600, encrypted
-/// when a password is given, and the public key with mode 0644. Refuses to
-/// overwrite unless `force`.
-pub fn keygen(
-    secret_key: &Path,
-    public_key: &Path,
-    force: bool,
-    password: Option<&str>,
-) -> Result<sign::PublicKey> {
+/// Fails unless both key files may be written: absent, or `force`.
+pub fn keygen_targets_free(secret_key: &Path, public_key: &Path, force: bool) -> Result<()> {
     if !force {
         for path in [secret_key, public_key] {
             if std::fs::symlink_metadata(path).is_ok() {
@@ -513,6 +521,24 @@ pub fn keygen(
                     "already exists; pass --force to overwrite it",
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new minisign key pair: the secret key with mode 0600, encrypted
+/// when a password is given, and the public key with mode 0644. Creates
+/// missing directories on the way; refuses to overwrite unless `force`.
+pub fn keygen(
+    secret_key: &Path,
+    public_key: &Path,
+    force: bool,
+    password: Option<&str>,
+) -> Result<sign::PublicKey> {
+    keygen_targets_free(secret_key, public_key, force)?;
+    for path in [secret_key, public_key] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fsutil::create_dir_all(dir)?;
         }
     }
     let key = SecretKey::generate()?;

@@ -175,75 +175,7 @@ impl SecretKey {
         text: &str,
         password: &mut dyn FnMut() -> Result<String>,
     ) -> Result<Self> {
-        let mut lines = text.lines();
-        if !lines.next().unwrap_or_default().starts_with(UNTRUSTED) {
-            return Err(Error::at(
-                path,
-                pos(1),
-                "not a minisign secret key: missing `untrusted comment:` line",
-            ));
-        }
-        let mut bytes = B64
-            .decode(lines.next().unwrap_or_default().trim())
-            .map_err(|e| {
-                Error::at(
-                    path,
-                    pos(2),
-                    format_args!("secret key is not valid base64: {e}"),
-                )
-            })?;
-        if bytes.len() != SECRET_KEY_LEN {
-            return Err(Error::at(
-                path,
-                pos(2),
-                format_args!(
-                    "secret key is {} bytes, expected {SECRET_KEY_LEN}: truncated or not a minisign key",
-                    bytes.len()
-                ),
-            ));
-        }
-        if &bytes[0..2] != b"Ed" || &bytes[4..6] != b"B2" {
-            return Err(Error::at(path, pos(2), "not a minisign Ed25519 secret key"));
-        }
-        let encrypted = match &bytes[2..4] {
-            b"\0\0" => false,
-            b"Sc" => true,
-            _ => return Err(Error::at(path, pos(2), "unknown key derivation algorithm")),
-        };
-        if encrypted {
-            let salt: [u8; 32] = bytes[6..38].try_into().expect("32 bytes");
-            let ops = u64::from_le_bytes(bytes[38..46].try_into().expect("8 bytes"));
-            let mem = u64::from_le_bytes(bytes[46..54].try_into().expect("8 bytes"));
-            let stream =
-                key_stream(&password()?, &salt, ops, mem).map_err(|m| Error::file(path, m))?;
-            for (b, k) in bytes[54..].iter_mut().zip(stream) {
-                *b ^= k;
-            }
-        }
-        let key_id = KeyId(bytes[54..62].try_into().expect("8 bytes"));
-        let seed: [u8; 32] = bytes[62..94].try_into().expect("32 bytes");
-        let stored_pk = &bytes[94..126];
-        let checksum = &bytes[126..158];
-        let key = Self::from_seed(key_id, seed);
-        // minisign writes an all-zero checksum for unencrypted keys.
-        let unchecked = !encrypted && checksum.iter().all(|&b| b == 0);
-        if !unchecked && checksum != key.checksum() {
-            return Err(Error::file(
-                path,
-                if encrypted {
-                    "wrong password (the decrypted key's checksum does not match)"
-                } else {
-                    "is corrupt: checksum mismatch"
-                },
-            ));
-        }
-        if key.public.key.as_bytes() != stored_pk {
-            return Err(Error::file(
-                path,
-                "is corrupt: its public half does not match its secret half",
-            ));
-        }
-        Ok(key)
+        LockedKey::parse(path, text)?.unlock(password)
     }
 
     /// BLAKE2b-256 over `"Ed" || key_id || seed || pk`.
@@ -312,6 +244,106 @@ impl SecretKey {
         sig.verify(&self.public, data)
             .map_err(|e| Error::other(format_args!("a fresh signature does not verify: {e}")))?;
         Ok(sig)
+    }
+}
+
+/// A secret key file whose layout checked out, not yet decrypted: `check`
+/// stops here, `build` goes on to [`LockedKey::unlock`].
+pub struct LockedKey {
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+    /// Whether unlocking needs a password.
+    pub encrypted: bool,
+}
+
+impl LockedKey {
+    /// Checks a minisign secret key file's layout without decrypting it.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let mut lines = text.lines();
+        if !lines.next().unwrap_or_default().starts_with(UNTRUSTED) {
+            return Err(Error::at(
+                path,
+                pos(1),
+                "not a minisign secret key: missing `untrusted comment:` line",
+            ));
+        }
+        let bytes = B64
+            .decode(lines.next().unwrap_or_default().trim())
+            .map_err(|e| {
+                Error::at(
+                    path,
+                    pos(2),
+                    format_args!("secret key is not valid base64: {e}"),
+                )
+            })?;
+        if bytes.len() != SECRET_KEY_LEN {
+            return Err(Error::at(
+                path,
+                pos(2),
+                format_args!(
+                    "secret key is {} bytes, expected {SECRET_KEY_LEN}: truncated or not a minisign key",
+                    bytes.len()
+                ),
+            ));
+        }
+        if &bytes[0..2] != b"Ed" || &bytes[4..6] != b"B2" {
+            return Err(Error::at(path, pos(2), "not a minisign Ed25519 secret key"));
+        }
+        let encrypted = match &bytes[2..4] {
+            b"\0\0" => false,
+            b"Sc" => true,
+            _ => return Err(Error::at(path, pos(2), "unknown key derivation algorithm")),
+        };
+        Ok(LockedKey {
+            path: path.to_path_buf(),
+            bytes,
+            encrypted,
+        })
+    }
+
+    /// Decrypts the key (asking `password` only when it is encrypted) and
+    /// checks its checksum and public half.
+    pub fn unlock(self, password: &mut dyn FnMut() -> Result<String>) -> Result<SecretKey> {
+        let LockedKey {
+            path,
+            mut bytes,
+            encrypted,
+        } = self;
+        let path = path.as_path();
+        if encrypted {
+            let salt: [u8; 32] = bytes[6..38].try_into().expect("32 bytes");
+            let ops = u64::from_le_bytes(bytes[38..46].try_into().expect("8 bytes"));
+            let mem = u64::from_le_bytes(bytes[46..54].try_into().expect("8 bytes"));
+            let stream =
+                key_stream(&password()?, &salt, ops, mem).map_err(|m| Error::file(path, m))?;
+            for (b, k) in bytes[54..].iter_mut().zip(stream) {
+                *b ^= k;
+            }
+        }
+        let key_id = KeyId(bytes[54..62].try_into().expect("8 bytes"));
+        let seed: [u8; 32] = bytes[62..94].try_into().expect("32 bytes");
+        let stored_pk = &bytes[94..126];
+        let checksum = &bytes[126..158];
+        let key = SecretKey::from_seed(key_id, seed);
+        // minisign writes an all-zero checksum for unencrypted keys.
+        let unchecked = !encrypted && checksum.iter().all(|&b| b == 0);
+        if !unchecked && checksum != key.checksum() {
+            return Err(Error::file(
+                path,
+                if encrypted {
+                    "wrong password (the decrypted key's checksum does not match)"
+                } else {
+                    "is corrupt: checksum mismatch"
+                },
+            ));
+        }
+        if key.public.key.as_bytes() != stored_pk {
+            return Err(Error::file(
+                path,
+                "is corrupt: its public half does not match its secret half",
+            ));
+        }
+        Ok(key)
     }
 }
 

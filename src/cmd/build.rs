@@ -15,9 +15,9 @@ use super::prompt;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The site configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
-    pub config: PathBuf,
+    /// The site configuration file (default: vmcast.toml here or in the nearest directory above).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output directory (default: the config's output_dir, else `public` beside the config).
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -80,7 +80,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         no_cache: args.no_cache,
         verify_cache: args.verify_cache,
         ..build_options(
-            args.config,
+            super::site_config(args.config)?,
             Overrides {
                 output_dir: args.out,
                 secret_key: args.secret_key,

@@ -4,21 +4,33 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vmcast_gen::Result;
+use vmcast_gen::check::KeyOptions;
 
 use super::term::error_line;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The site configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
-    pub config: PathBuf,
+    /// The site configuration file (default: vmcast.toml here or in the nearest directory above).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Also require every image to exist and be recognisable by name (still not read).
     #[arg(long)]
     pub images: bool,
+    /// Secret key file, as for build (else VMCAST_SECRET_KEY, else the config's secret_key).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: Option<PathBuf>,
 }
 
 pub fn run(args: CheckArgs) -> Result<bool> {
-    let report = vmcast_gen::check::check(&args.config, args.images)?;
+    let config = super::site_config(args.config)?;
+    let text = std::env::var("VMCAST_SECRET_KEY")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let key = KeyOptions {
+        file: args.secret_key.as_deref(),
+        text: text.as_deref(),
+    };
+    let report = vmcast_gen::check::check(&config, args.images, key)?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }

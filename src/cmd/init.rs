@@ -5,18 +5,18 @@ use std::path::PathBuf;
 use clap::Args;
 use vmcast_gen::Result;
 
-use super::keygen::{self, KeygenArgs};
+use super::keygen;
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The directory to scaffold (created if missing).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Also generate a key pair (vmcast.key, vmcast.pub) in it.
+    /// Make no key pair (vmcast.key, vmcast.pub); the config still names vmcast.key.
     #[arg(long)]
-    pub keygen: bool,
-    /// With --keygen: write the secret key unencrypted.
-    #[arg(short = 'W', long, requires = "keygen")]
+    pub no_keygen: bool,
+    /// Write the secret key unencrypted (as `minisign -G -W`).
+    #[arg(short = 'W', long, conflicts_with = "no_keygen")]
     pub no_password: bool,
     /// Also copy the built-in templates into <DIR>/templates for customising.
     #[arg(long)]
@@ -25,9 +25,24 @@ pub struct InitArgs {
 
 pub fn run(args: InitArgs) -> Result<bool> {
     use vmcast_gen::init::Outcome;
+    let (secret, public) = (args.dir.join("vmcast.key"), args.dir.join("vmcast.pub"));
+    let keep_key = std::fs::symlink_metadata(&secret).is_ok();
+    let make_key = !args.no_keygen && !keep_key;
+    if make_key {
+        // Ask for the password before writing anything, so that a missing
+        // one leaves no half-made site.
+        vmcast_gen::keygen_targets_free(&secret, &public, false)?;
+    }
+    let password = match make_key && !args.no_password {
+        true => Some(keygen::new_password()?),
+        false => None,
+    };
     let mut done = vmcast_gen::init::init(&args.dir)?;
     if args.templates {
         done.extend(vmcast_gen::init::templates(&args.dir.join("templates"))?);
+    }
+    if keep_key {
+        done.push(Outcome::Kept(secret.clone()));
     }
     for outcome in &done {
         match outcome {
@@ -36,13 +51,22 @@ pub fn run(args: InitArgs) -> Result<bool> {
             Outcome::Kept(p) => println!("kept     {} (exists; not overwritten)", p.display()),
         }
     }
-    if args.keygen {
-        keygen::run(KeygenArgs {
-            secret_key: args.dir.join("vmcast.key"),
-            public_key: args.dir.join("vmcast.pub"),
-            force: false,
-            no_password: args.no_password,
-        })?;
+    if make_key {
+        keygen::write(&secret, &public, false, password.as_deref())?;
     }
+    let cd = match args.dir.as_os_str() == "." {
+        true => String::new(),
+        false => format!("cd {} && ", args.dir.display()),
+    };
+    println!(
+        "\nNext steps:\n\
+         \x20 1. Put each release's images beside its release.toml, e.g. \
+         releases/example/1.0.0/example-1.0.0.qcow2,\n\
+         \x20    and set base_url in vmcast.toml to where the site will be served.\n\
+         \x20 2. Build the site into public/:  {cd}vmcast-gen build\n\
+         \x20 3. Preview it on http://127.0.0.1:8000/:  {cd}vmcast-gen serve\n\
+         \x20 4. Publish vmcast.pub (or its key id) where your users can pin it, \
+         and keep vmcast.key secret."
+    );
     Ok(true)
 }

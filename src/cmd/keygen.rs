@@ -1,6 +1,6 @@
 //! `vmcast-gen keygen`: a new minisign key pair.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use vmcast_gen::{Error, Result};
@@ -25,33 +25,51 @@ pub struct KeygenArgs {
 }
 
 pub fn run(args: KeygenArgs) -> Result<bool> {
-    let password = if args.no_password {
-        None
-    } else {
-        Some(prompt::password("the new key", true)?.ok_or_else(|| {
-            Error::other(
-                "keygen encrypts the secret key: set VMCAST_KEY_PASSWORD, run on a terminal, \
-                 or pass -W for an unencrypted key",
-            )
-        })?)
+    // Refuse before asking for a password that would be wasted.
+    vmcast_gen::keygen_targets_free(&args.secret_key, &args.public_key, args.force)?;
+    let password = match args.no_password {
+        true => None,
+        false => Some(new_password()?),
     };
-    if password.as_deref() == Some("") {
-        return Err(Error::other(
-            "an empty password; pass -W for an unencrypted key",
-        ));
-    }
-    let public = vmcast_gen::keygen(
+    write(
         &args.secret_key,
         &args.public_key,
         args.force,
         password.as_deref(),
     )?;
-    println!(
-        "Wrote secret key {} (mode 0600) and public key {}\nKey id {}; public key: {}",
-        args.secret_key.display(),
-        args.public_key.display(),
-        public.key_id,
-        public.to_base64()
-    );
     Ok(true)
+}
+
+/// The password for a new key: VMCAST_KEY_PASSWORD, else asked twice on
+/// the terminal.
+pub fn new_password() -> Result<String> {
+    let password = prompt::password("the new key", true)?.ok_or_else(|| {
+        Error::other(
+            "keygen encrypts the secret key: set VMCAST_KEY_PASSWORD, run on a terminal, \
+             or pass -W for an unencrypted key",
+        )
+    })?;
+    if password.is_empty() {
+        return Err(Error::other(
+            "an empty password; pass -W for an unencrypted key",
+        ));
+    }
+    Ok(password)
+}
+
+/// Writes the key pair and says where.
+pub fn write(secret: &Path, public: &Path, force: bool, password: Option<&str>) -> Result<()> {
+    let key = vmcast_gen::keygen(secret, public, force, password)?;
+    println!(
+        "Wrote secret key {} (mode 0600{}) and public key {}\nKey id {}; public key: {}",
+        secret.display(),
+        match password {
+            Some(_) => ", encrypted",
+            None => ", unencrypted",
+        },
+        public.display(),
+        key.key_id,
+        key.to_base64()
+    );
+    Ok(())
 }

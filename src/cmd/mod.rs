@@ -16,8 +16,28 @@ mod term;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
-
 pub use term::error_line;
+
+use std::path::{Path, PathBuf};
+
+use vmcast_gen::{Error, Result};
+
+/// The config file a site command uses: the one named with `-c`, else
+/// `vmcast.toml` here or in the nearest directory above, which is then
+/// named on stderr so the user knows which site is meant.
+pub fn site_config(named: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = named {
+        return Ok(path);
+    }
+    let here = std::env::current_dir()
+        .map_err(|e| Error::other(format_args!("cannot read the current directory: {e}")))?;
+    let found = vmcast_gen::config::find(&here)?;
+    if found.parent() == Some(here.as_path()) {
+        return Ok(Path::new(vmcast_gen::config::DEFAULT_CONFIG).to_path_buf());
+    }
+    eprintln!("using {}", found.display());
+    Ok(found)
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,11 +66,16 @@ pub enum Command {
         The site is built in a temporary directory beside the output and swapped in at the end:\n\
         a failed build leaves the previous output untouched.")]
     Build(build::BuildArgs),
-    /// Generate a new minisign-compatible key pair (unencrypted).
+    /// Generate a new minisign-compatible key pair, the secret key encrypted with a password (-W: not).
     #[command(
-        after_help = "The secret key is written with mode 0600. Keep it out of the output \
+        after_help = "The password comes from VMCAST_KEY_PASSWORD, else it is asked twice on the \
+        terminal; without either, keygen stops before writing anything. -W writes the key \
+        unencrypted, as `minisign -G -W` does. Unlocking an encrypted key takes a few seconds \
+        (scrypt, as minisign), once per build. Missing directories on the key paths are created.\n\n\
+        The secret key is written with mode 0600. Keep it out of the output \
         directory and out of version control; in CI, store its contents in a secret and pass \
-        them in VMCAST_SECRET_KEY. Publish the public key out of band so consumers can pin it."
+        them in VMCAST_SECRET_KEY (with VMCAST_KEY_PASSWORD if it is encrypted). Publish the \
+        public key out of band so consumers can pin it."
     )]
     Keygen(keygen::KeygenArgs),
     /// Verify a published site (a local output directory or an http(s) URL) as a consumer would.
@@ -97,8 +122,12 @@ pub enum Command {
         206. Without a configured key, a throwaway key signs the preview."
     )]
     Serve(serve::ServeArgs),
-    /// Scaffold a new site: a commented vmcast.toml, an example release and .gitignore entries.
-    #[command(after_help = "Never overwrites a file: existing ones are kept and reported.")]
+    /// Scaffold a new site: a commented vmcast.toml, an example release, a key pair and .gitignore entries.
+    #[command(
+        after_help = "Never overwrites a file: existing ones are kept and reported. The key pair \
+        (vmcast.key, vmcast.pub) is made as `keygen` makes it: encrypted with a password from \
+        VMCAST_KEY_PASSWORD or the terminal, unless -W; --no-keygen skips it."
+    )]
     Init(init::InitArgs),
     /// Print a shell completion script.
     Completions {

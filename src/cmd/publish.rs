@@ -13,9 +13,9 @@ pub struct PublishArgs {
     /// The built site (default: the config's output_dir).
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The site configuration file, to find the output directory.
-    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
-    pub config: PathBuf,
+    /// The site configuration file (default: vmcast.toml here or in the nearest directory above).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// An S3-compatible endpoint, e.g. http://127.0.0.1:9000 (also AWS_ENDPOINT_URL).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
@@ -50,7 +50,10 @@ pub struct PublishArgs {
 pub fn run(args: PublishArgs) -> Result<bool> {
     let site = match args.out {
         Some(dir) => dir,
-        None => vmcast_gen::config::load(&args.config, &Overrides::default())?.output_dir,
+        None => {
+            vmcast_gen::config::load(&super::site_config(args.config)?, &Overrides::default())?
+                .output_dir
+        }
     };
     let mut content_types = std::collections::BTreeMap::new();
     for pair in &args.content_type {

@@ -16,9 +16,9 @@ use super::term::paint_error;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The site configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "vmcast.toml")]
-    pub config: PathBuf,
+    /// The site configuration file (default: vmcast.toml here or in the nearest directory above).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The port on 127.0.0.1 (0 picks a free one).
     #[arg(short, long, default_value_t = 8000)]
     pub port: u16,
@@ -34,6 +34,7 @@ pub struct ServeArgs {
 /// server, serves it, and rebuilds when the config, notes, images or
 /// templates change. Runs until killed.
 pub fn run(args: ServeArgs) -> Result<bool> {
+    let config = super::site_config(args.config)?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", args.port)).map_err(|e| {
         Error::other(format_args!(
             "cannot listen on 127.0.0.1:{}: {e}",
@@ -53,7 +54,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     let options = BuildOptions {
         preview: true,
         ..build_options(
-            args.config.clone(),
+            config.clone(),
             Overrides {
                 output_dir: Some(out.clone()),
                 secret_key: args.secret_key,
@@ -76,7 +77,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     let _ = std::io::stdout().flush();
     let root = out.clone();
     std::thread::spawn(move || vmcast_gen::serve::run(listener, root));
-    let mut watcher = Watcher::new(&args.config);
+    let mut watcher = Watcher::new(&config);
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
         if watcher.changed() {

@@ -74,6 +74,34 @@ fn malformed_toml() {
 }
 
 #[test]
+fn date_quoted() {
+    assert_build_fails(
+        &Fixture::new("date-quoted"),
+        "error: releases/webapp/1.0.0/release.toml:2:8: invalid type: string \"2026-01-15\", \
+         expected a TOML datetime; a date is written without quotes: remove them, as in \
+         `date = 2026-01-15`\n",
+    );
+}
+
+#[test]
+fn date_with_slashes() {
+    assert_build_fails(
+        &Fixture::new("date-with-slashes"),
+        "error: releases/webapp/1.0.0/release.toml:2:8: string values must be quoted, expected \
+         literal string; a date is written YYYY-MM-DD, without quotes, as in `date = 2026-01-15`\n",
+    );
+}
+
+#[test]
+fn unclosed_multiline_notes() {
+    assert_build_fails(
+        &Fixture::new("unclosed-multiline-notes"),
+        "error: releases/webapp/1.0.0/release.toml:3:9: this multi-line string is never closed: \
+         add the closing quotes (three, like the opening ones)\n",
+    );
+}
+
+#[test]
 fn unknown_key_in_config() {
     assert_build_fails(
         &Fixture::new("unknown-key-config"),
@@ -686,28 +714,171 @@ fn check_finds_template_errors() {
 #[test]
 fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = vmcast(tmp.path(), &["init", "site", "--templates"], &[]);
-    assert_success(&out);
+    // No terminal and no VMCAST_KEY_PASSWORD: refused before writing anything.
+    let out = vmcast(tmp.path(), &["init", "site"], &[]);
+    assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        stdout(&out),
-        "created  site/vmcast.toml\ncreated  site/releases/example/1.0.0/release.toml\n\
-         created  site/.gitignore\ncreated  site/templates/index.html\ncreated  site/templates/style.css\n"
+        stderr(&out),
+        "error: keygen encrypts the secret key: set VMCAST_KEY_PASSWORD, run on a terminal, \
+         or pass -W for an unencrypted key\n"
     );
+    assert!(!tmp.path().join("site").exists());
+
+    let out = vmcast(tmp.path(), &["init", "site", "--templates", "-W"], &[]);
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "created  site/vmcast.toml\ncreated  site/releases/example/1.0.0/release.toml\n\
+             created  site/.gitignore\ncreated  site/templates/index.html\n\
+             created  site/templates/style.css\nWrote secret key site/vmcast.key (mode 0600, \
+             unencrypted) and public key site/vmcast.pub\nKey id "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nNext steps:\n  1. Put each release's images beside its release.toml"),
+        "{text}"
+    );
+    assert!(text.contains("cd site && vmcast-gen build"), "{text}");
     let site = tmp.path().join("site");
+    let key = fs::read(site.join("vmcast.key")).unwrap();
     fs::write(site.join("vmcast.toml"), "title = \"mine\"\n").unwrap();
     let again = vmcast(tmp.path(), &["init", "site"], &[]);
     assert_success(&again);
     assert!(stdout(&again).contains("kept     site/vmcast.toml (exists; not overwritten)"));
+    assert!(stdout(&again).contains("kept     site/vmcast.key (exists; not overwritten)"));
     assert_eq!(
         fs::read_to_string(site.join("vmcast.toml")).unwrap(),
         "title = \"mine\"\n"
     );
-    // A fresh scaffold is a valid site.
+    assert_eq!(fs::read(site.join("vmcast.key")).unwrap(), key);
+
+    // A fresh scaffold checks clean; with --images, and in build, the one
+    // thing missing is named: the images.
     let fresh = tmp.path().join("fresh");
-    assert_success(&vmcast(tmp.path(), &["init", "fresh"], &[]));
+    assert_success(&vmcast(tmp.path(), &["init", "fresh", "-W"], &[]));
     let check = vmcast(&fresh, &["check"], &[]);
     assert_success(&check);
     assert_eq!(stdout(&check), "checked 1 release(s): no problems\n");
+    let no_images = "error: releases/example/1.0.0/release.toml: release example 1.0.0 has no \
+                     images; put image files beside release.toml or list them in `images`\n";
+    let check = vmcast(&fresh, &["check", "--images"], &[]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(stderr(&check), no_images);
+    let build = vmcast(&fresh, &["build"], &[]);
+    assert_eq!(build.status.code(), Some(1));
+    assert_eq!(stderr(&build), no_images);
+    // With an image, build works at once.
+    fs::write(
+        fresh.join("releases/example/1.0.0/example-1.0.0.raw"),
+        vec![0u8; 4096],
+    )
+    .unwrap();
+    fs::write(
+        fresh.join("releases/example/1.0.0/release.toml"),
+        fs::read_to_string(fresh.join("releases/example/1.0.0/release.toml"))
+            .unwrap()
+            .replace("min_disk_gib = 8", "min_disk_gib = 1"),
+    )
+    .unwrap();
+    assert_success(&vmcast(&fresh, &["build"], &[]));
+}
+
+#[test]
+fn check_reports_a_missing_or_broken_secret_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_success(&vmcast(tmp.path(), &["init", "site", "--no-keygen"], &[]));
+    let site = tmp.path().join("site");
+    let check = vmcast(&site, &["check"], &[]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(
+        stderr(&check),
+        "error: cannot read the secret key vmcast.key: No such file or directory (os error 2)\n"
+    );
+    fs::write(
+        site.join("vmcast.key"),
+        "untrusted comment: x\nnot base64!\n",
+    )
+    .unwrap();
+    let check = vmcast(&site, &["check"], &[]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr(&check).starts_with("error: vmcast.key:2:1: secret key is not valid base64"),
+        "{}",
+        stderr(&check)
+    );
+    // An encrypted key is checked without its password.
+    fs::remove_file(site.join("vmcast.key")).unwrap();
+    assert_success(&vmcast(
+        &site,
+        &["keygen"],
+        &[("VMCAST_KEY_PASSWORD", "correct horse")],
+    ));
+    assert_success(&vmcast(&site, &["check"], &[]));
+}
+
+#[test]
+fn site_commands_find_the_config_above_the_current_directory() {
+    let fixture = Fixture::new("ok-minimal");
+    let sub = fixture.path("releases/webapp");
+    let config = fs::canonicalize(fixture.path("vmcast.toml")).unwrap();
+    for args in [&["check"][..], &["build", "--no-cache"][..]] {
+        let out = vmcast(&sub, args, &[]);
+        assert_success(&out);
+        assert!(
+            stderr(&out).starts_with(&format!("using {}\n", config.display())),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(fixture.path("public/feed.xml").is_file());
+    // Nowhere to be found: the error names the directory and the ways out.
+    let empty = tempfile::tempdir().unwrap();
+    let out = vmcast(empty.path(), &["build"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: no vmcast.toml in {} or any directory above it; pass -c FILE, or create a \
+             site with `vmcast-gen init`\n",
+            empty.path().display()
+        )
+    );
+}
+
+#[test]
+fn keygen_makes_missing_directories_and_refuses_before_asking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = vmcast(
+        tmp.path(),
+        &[
+            "keygen",
+            "-W",
+            "-s",
+            "keys/vmcast.key",
+            "-p",
+            "keys/vmcast.pub",
+        ],
+        &[],
+    );
+    assert_success(&out);
+    let mode = fs::metadata(tmp.path().join("keys/vmcast.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Existing files: refused at once, with no password asked for or needed.
+    let out = vmcast(
+        tmp.path(),
+        &["keygen", "-s", "keys/vmcast.key", "-p", "keys/vmcast.pub"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: keys/vmcast.key: already exists; pass --force to overwrite it\n"
+    );
 }
 
 #[test]
