@@ -105,3 +105,82 @@ fn page_renders_on_a_phone_and_a_desktop_in_chromium() {
         );
     }
 }
+
+/// At a phone's width (375 CSS pixels) nothing outside a scrolling block
+/// (`pre`, the images table) may be wider than the screen: the inline
+/// commands carry the 56-character base64 public key, which must wrap.
+/// The page is measured in an iframe of that width, with a script added
+/// to a copy of the page (the published page has none).
+#[test]
+fn page_does_not_scroll_sideways_on_a_phone() {
+    if !have_tool("chromium") {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    assert_success(&crate::common::vmcast(
+        repo,
+        &["build", "--quiet", "--out", site.to_str().unwrap()],
+        &[],
+    ));
+    let measure = "<script>window.onload = function () {\
+        var wide = [];\
+        document.querySelectorAll('body *').forEach(function (e) {\
+          if (e.closest('pre') || e.closest('.table-wrap')) return;\
+          var r = e.getBoundingClientRect();\
+          if (r.right > window.innerWidth + 1) wide.push(e.tagName + ' ' + (e.textContent || '').slice(0, 50));\
+        });\
+        document.title = 'width=' + window.innerWidth + ' scroll=' + document.documentElement.scrollWidth\
+          + ' wide=' + JSON.stringify(wide.slice(0, 5));\
+      };</script></body>";
+    let html = fs::read_to_string(site.join("index.html")).unwrap();
+    fs::write(site.join("measured.html"), html.replace("</body>", measure)).unwrap();
+    fs::write(
+        site.join("phone.html"),
+        "<html><body><iframe id=f src=\"measured.html\" width=375 height=800></iframe>\
+         <script>setTimeout(function () { document.title = \
+         document.getElementById('f').contentDocument.title; }, 1500);</script></body></html>",
+    )
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .args([
+            "90",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
+        .args([
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+        ])
+        .args(["--disable-component-update", "--disable-sync"])
+        .args([
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", site.join("phone.html").display()))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let title = dom
+        .split_once("<title>")
+        .and_then(|(_, t)| t.split_once("</title>"))
+        .map(|(t, _)| t.replace("&quot;", "\""))
+        .unwrap_or_default();
+    assert!(title.starts_with("width=375 "), "not measured: {title:?}");
+    let scroll: u32 = title
+        .split("scroll=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u32::MAX);
+    assert!(scroll <= 375, "the page scrolls sideways: {title}");
+    assert!(title.ends_with("wide=[]"), "{title}");
+}
