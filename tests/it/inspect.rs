@@ -83,6 +83,7 @@ fn raw_with_data(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn formats_and_virtual_sizes_agree_with_qemu_img() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -192,6 +193,7 @@ fn formats_and_virtual_sizes_agree_with_qemu_img() {
 }
 
 #[test]
+#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn compressed_wrappers_show_the_format_inside() {
     let dir = tempfile::tempdir().unwrap();
     let Some(path) = qemu_img(
@@ -230,6 +232,7 @@ fn compressed_wrappers_show_the_format_inside() {
 }
 
 #[test]
+#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn truncated_headers_are_clear_errors_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

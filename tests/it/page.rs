@@ -53,6 +53,7 @@ fn page_makes_no_external_request_and_has_no_script() {
 /// Renders the example site's page at 375 and 1280 pixels wide; the
 /// screenshots land in target/ (and, refreshed by hand, in docs/screenshots/).
 #[test]
+#[cfg_attr(missing_chromium, ignore = "chromium is not installed")]
 fn page_renders_on_a_phone_and_a_desktop_in_chromium() {
     if !have_tool("chromium") {
         return;
@@ -112,6 +113,7 @@ fn page_renders_on_a_phone_and_a_desktop_in_chromium() {
 /// The page is measured in an iframe of that width, with a script added
 /// to a copy of the page (the published page has none).
 #[test]
+#[cfg_attr(missing_chromium, ignore = "chromium is not installed")]
 fn page_does_not_scroll_sideways_on_a_phone() {
     if !have_tool("chromium") {
         return;

@@ -220,6 +220,7 @@ fn uploads(out: &Output) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn publish_in_safe_order_with_types_then_skip_unchanged() {
     let bucket = "order";
     let Some(moto) = moto(bucket) else { return };
@@ -290,6 +291,7 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
 }
 
 #[test]
+#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     let bucket = "resume";
     let Some(moto) = moto(bucket) else { return };
@@ -346,6 +348,7 @@ fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
 }
 
 #[test]
+#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn prune_deletes_only_what_the_new_site_dropped_after_the_feed() {
     let bucket = "prune";
     let Some(moto) = moto(bucket) else { return };

@@ -1,0 +1,38 @@
+//! Marks the integration tests that need an outside tool as ignored, with
+//! the reason, when that tool is missing here: `cargo test` then lists them
+//! as ignored instead of passing them silently. With `CI=true` nothing is
+//! marked, so a missing tool fails its tests there (`.ci/run` installs them
+//! all). After installing a tool, `touch build.rs` to look again.
+
+use std::process::{Command, Stdio};
+
+/// cfg name, and the command that succeeds when the tool is there.
+const TOOLS: &[(&str, &str)] = &[
+    ("minisign", "command -v minisign"),
+    ("xmllint", "command -v xmllint"),
+    ("jing", "command -v jing"),
+    ("chromium", "command -v chromium"),
+    ("qemu_img", "command -v qemu-img"),
+    ("python3", "command -v python3"),
+    ("feedparser", "python3 -c 'import feedparser'"),
+    ("moto", "python3 -c 'import moto.server'"),
+];
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=CI");
+    println!("cargo::rerun-if-env-changed=PATH");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    for (name, probe) in TOOLS {
+        println!("cargo::rustc-check-cfg=cfg(missing_{name})");
+        let found = Command::new("sh")
+            .args(["-c", probe])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ci && !found {
+            println!("cargo::rustc-cfg=missing_{name}");
+        }
+    }
+}
