@@ -5,6 +5,8 @@
 //! [`build`] is the whole pipeline, one stage per module, data flowing one
 //! way: [`config`] → [`scan`] → [`hash`] → [`render`] → [`sign`] → [`write`].
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod check;
 pub mod config;

@@ -2,6 +2,8 @@
 //! subcommand's module in `cmd`, prints the error chain once and picks the
 //! exit code.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 
 use std::process::ExitCode;

@@ -3,6 +3,8 @@
 //! Each module runs the real `vmcast-gen` binary on fixture sites copied
 //! to a temporary directory, or checks its output with outside tools.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 mod cache;
@@ -13,5 +15,6 @@ mod known_answer;
 mod page;
 #[cfg(feature = "publish")]
 mod publish;
+mod readme;
 mod serve;
 mod verify;

@@ -1,0 +1,188 @@
+//! The README's "Your own site" walkthrough, run as written: its commands
+//! (the `$ ` lines of its `console` blocks) and its files (the blocks after
+//! `<!-- walkthrough-file: PATH -->`) in an empty directory, in one shell,
+//! in order. Each command must succeed and print what the README shows,
+//! apart from times, rates, key ids, public keys and the build's sequence.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::assert_success;
+
+enum Step {
+    /// A shell command and the output the README shows for it.
+    Run { command: String, expected: String },
+    /// A file the reader writes.
+    Write { path: String, text: String },
+}
+
+/// The walkthrough's steps, in order.
+fn steps(readme: &str) -> Vec<Step> {
+    let start = readme
+        .find("<!-- walkthrough -->")
+        .expect("README.md has a <!-- walkthrough --> marker");
+    let end = readme
+        .find("<!-- /walkthrough -->")
+        .expect("README.md has a <!-- /walkthrough --> marker");
+    let mut lines = readme[start..end].lines();
+    let mut steps = Vec::new();
+    let mut file: Option<String> = None;
+    while let Some(line) = lines.next() {
+        if let Some(path) = line
+            .strip_prefix("<!-- walkthrough-file: ")
+            .and_then(|l| l.strip_suffix(" -->"))
+        {
+            file = Some(path.to_owned());
+            continue;
+        }
+        let Some(lang) = line.strip_prefix("```") else {
+            continue;
+        };
+        let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        if let Some(path) = file.take() {
+            steps.push(Step::Write {
+                path,
+                text: block.iter().map(|l| format!("{l}\n")).collect(),
+            });
+        } else if lang == "console" {
+            for line in block {
+                match line.strip_prefix("$ ") {
+                    Some(command) => steps.push(Step::Run {
+                        command: command.to_owned(),
+                        expected: String::new(),
+                    }),
+                    None => match steps.last_mut() {
+                        Some(Step::Run { expected, .. }) => {
+                            expected.push_str(line);
+                            expected.push('\n');
+                        }
+                        _ => panic!("output before any command: {line:?}"),
+                    },
+                }
+            }
+        }
+    }
+    steps
+}
+
+/// Replaces what differs from run to run: elapsed times, rates, key ids,
+/// public keys and sequence numbers.
+fn normalize(text: &str) -> String {
+    text.split_inclusive(['\n', ' ', ',', ';', ':', '(', ')'])
+        .map(|token| {
+            let (word, tail) = token.split_at(
+                token
+                    .trim_end_matches(['\n', ' ', ',', ';', ':', '(', ')'])
+                    .len(),
+            );
+            let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+            let normal = if word.len() == 16
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                && word.chars().any(|c| c.is_ascii_digit())
+            {
+                "<key id>"
+            } else if word.len() == 56 && word.starts_with("RW") {
+                "<public key>"
+            } else if word.ends_with('s')
+                && word[..word.len() - 1]
+                    .split_once('.')
+                    .is_some_and(|(a, b)| digits(a) && digits(b))
+            {
+                "<time>"
+            } else if word
+                .split_once('.')
+                .is_some_and(|(a, b)| digits(a) && digits(b))
+                && tail.starts_with(' ')
+                && text.contains(&format!("{word} GB/s"))
+            {
+                "<rate>"
+            } else if word.len() == 10 && digits(word) {
+                "<sequence>"
+            } else {
+                word
+            };
+            format!("{normal}{tail}")
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(repo.join("README.md")).unwrap();
+    let steps = steps(&readme);
+    assert!(steps.len() >= 8, "too few steps found: {}", steps.len());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let outputs = tmp.path().join("outputs");
+    fs::create_dir_all(&work).unwrap();
+    fs::create_dir_all(&outputs).unwrap();
+    let mut script = String::from("set -u\n");
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Run { command, .. } => script.push_str(&format!(
+                "{{ {command}\n}} >'{out}/{i}' 2>&1; echo $? >'{out}/{i}.rc'\n",
+                out = outputs.display()
+            )),
+            Step::Write { path, text } => script.push_str(&format!(
+                "cat >'{path}' <<'WALKTHROUGH_EOF'\n{text}WALKTHROUGH_EOF\n"
+            )),
+        }
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&work)
+        .env("PATH", path)
+        .env("HOME", tmp.path())
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env_remove("VMCAST_SECRET_KEY")
+        .env_remove("VMCAST_KEY_PASSWORD")
+        .env_remove("VMCAST_CACHE_DIR")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    for (i, step) in steps.iter().enumerate() {
+        let Step::Run { command, expected } = step else {
+            continue;
+        };
+        let got = fs::read_to_string(outputs.join(i.to_string())).unwrap();
+        let rc = fs::read_to_string(outputs.join(format!("{i}.rc"))).unwrap();
+        assert_eq!(rc.trim(), "0", "`{command}` failed:\n{got}");
+        assert_eq!(
+            normalize(&got),
+            normalize(expected),
+            "`{command}` printed something other than README.md shows"
+        );
+    }
+}
+
+#[test]
+fn the_comparison_can_fail() {
+    let readme = "<!-- walkthrough -->\n```console\n$ echo a 1.5s\na 2.0s\n$ true\n```\n\
+                  <!-- walkthrough-file: x.toml -->\n```toml\nk = 1\n```\n<!-- /walkthrough -->\n";
+    let steps = steps(readme);
+    assert_eq!(steps.len(), 3);
+    assert!(
+        matches!(&steps[2], Step::Write { path, text } if path == "x.toml" && text == "k = 1\n")
+    );
+    assert_eq!(normalize("a 1.5s\n"), normalize("a 2.0s\n"));
+    assert_ne!(normalize("a 1.5s\n"), normalize("b 1.5s\n"));
+    assert_ne!(
+        normalize("Built public: 1 image(s)\n"),
+        normalize("Built public: 2 image(s)\n")
+    );
+}
