@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::ImageInfo;
 use crate::model::{FileDigest, Sha256};
+use crate::warning::Warning;
 
 const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-2";
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-2";
@@ -86,7 +87,7 @@ impl HashCache {
 
     /// Loads the cache; a missing file is an empty cache, and an unreadable,
     /// corrupt or foreign one is ignored with the returned warning.
-    pub fn load(path: &Path) -> (Self, Option<String>) {
+    pub fn load(path: &Path) -> (Self, Option<Warning>) {
         let empty = |warning| {
             (
                 HashCache {
@@ -112,14 +113,16 @@ impl HashCache {
                 },
                 None,
             ),
-            Ok(file) => empty(Some(format!(
-                "{}: hash cache of unknown format {:?}; ignored, every image is hashed",
-                path.display(),
-                file.format
+            Ok(file) => empty(Some(Warning::file(
+                path,
+                format_args!(
+                    "hash cache of unknown format {:?}; ignored, every image is hashed",
+                    file.format
+                ),
             ))),
-            Err(e) => empty(Some(format!(
-                "{}: hash cache is corrupt ({e}); ignored, every image is hashed",
-                path.display()
+            Err(e) => empty(Some(Warning::file(
+                path,
+                format_args!("hash cache is corrupt ({e}); ignored, every image is hashed"),
             ))),
         }
     }
@@ -224,13 +227,13 @@ impl Sidecar {
     /// The sidecar of `image`, if there is one and it still describes the
     /// file: same name, size and mtime. `Err` is a warning for a sidecar
     /// that exists but cannot be used.
-    pub fn read(image: &Path, state: &FileState) -> Option<std::result::Result<Known, String>> {
+    pub fn read(image: &Path, state: &FileState) -> Option<std::result::Result<Known, Warning>> {
         let path = sidecar_path(image);
         let text = std::fs::read_to_string(&path).ok()?;
-        let stale = |why: &str| -> Option<std::result::Result<Known, String>> {
-            Some(Err(format!(
-                "{}: {why}; the image is hashed instead",
-                path.display()
+        let stale = |why: &str| -> Option<std::result::Result<Known, Warning>> {
+            Some(Err(Warning::file(
+                &path,
+                format_args!("{why}; the image is hashed instead"),
             )))
         };
         let sidecar: Sidecar = match serde_json::from_str(&text) {
@@ -299,7 +302,7 @@ mod tests {
         let path = dir.path().join("cache.json");
         std::fs::write(&path, "{not json").unwrap();
         let (cache, warning) = HashCache::load(&path);
-        assert!(warning.unwrap().contains("hash cache is corrupt"));
+        assert!(warning.unwrap().message.contains("hash cache is corrupt"));
         assert!(cache.old.is_empty());
     }
 }

@@ -20,7 +20,7 @@ use crate::sign::{KeyId, SecretKey};
 pub struct CheckReport {
     pub releases: usize,
     pub problems: Vec<Error>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::Warning>,
 }
 
 /// Where `check` looks for the secret key, as `build` would.

@@ -24,11 +24,9 @@ pub fn find(start: &Path) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    Err(Error::other(format_args!(
-        "no {DEFAULT_CONFIG} in {} or any directory above it; pass -c FILE, \
-         or create a site with `vmcast-gen init`",
-        start.display()
-    )))
+    Err(Error::NoConfig {
+        searched: start.to_path_buf(),
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,6 +38,50 @@ pub enum Error {
     /// A problem with a whole file.
     #[error("{}: {message}", .path.display())]
     File { path: PathBuf, message: String },
+    /// No config file was named, and none was found here or above.
+    #[error(
+        "no vmcast.toml in {} or any directory above it; pass -c FILE, or create a site with \
+         `vmcast-gen init`",
+        .searched.display()
+    )]
+    NoConfig { searched: PathBuf },
+    /// No secret key was given or configured.
+    #[error(
+        "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's contents, \
+         or set secret_key in the config; `vmcast-gen keygen` makes one"
+    )]
+    NoSecretKey,
+    /// `--verify-cache` found cached digests that the files contradict.
+    #[error(
+        "--verify-cache found {} stale cache entr{}; the cache was rewritten from the files:\n  {}",
+        .entries.len(),
+        if .entries.len() == 1 { "y" } else { "ies" },
+        .entries.join("\n  ")
+    )]
+    StaleCache { entries: Vec<String> },
+    /// A command-line value that cannot be used.
+    #[error("{option} `{value}`: {reason}")]
+    Usage {
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// An object store refused or failed an operation on an object.
+    #[cfg(feature = "publish")]
+    #[error("cannot {action} {object}")]
+    Store {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// An operation failed for a reason another library gives.
+    #[error("{action}")]
+    Failed {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A problem that belongs to no single file.
     #[error("{0}")]
     Other(String),
@@ -71,6 +115,17 @@ impl Error {
     /// An error at byte `offset` of `text`, which was read from `path`.
     pub fn at_offset(path: &Path, text: &str, offset: usize, message: impl fmt::Display) -> Self {
         Self::at(path, LineCol::of(text, offset), message)
+    }
+
+    /// `action` failed because of `source`, which the error chain keeps.
+    pub fn failed(
+        action: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Failed {
+            action: action.to_string(),
+            source: Box::new(source),
+        }
     }
 
     pub fn other(message: impl fmt::Display) -> Self {

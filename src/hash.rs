@@ -230,7 +230,7 @@ pub struct Stats {
 pub struct Outcome {
     pub digests: BTreeMap<RelPath, (FileDigest, ImageInfo)>,
     pub stats: Stats,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::Warning>,
     /// With `verify_cache`: every image whose cached digest was wrong.
     pub mismatches: Vec<String>,
 }

@@ -28,6 +28,7 @@ pub mod sign;
 pub mod sums;
 pub mod trust;
 pub mod verify;
+pub mod warning;
 pub mod write;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 pub use error::{Error, Result};
+pub use warning::Warning;
 
 use cache::HashCache;
 use config::{Config, ImageMode, Overrides};
@@ -102,7 +104,7 @@ pub struct Report {
     pub image_bytes: u64,
     pub hash: hash::Stats,
     pub key_id: String,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Asked for the secret key's password, only when the key is encrypted.
@@ -130,10 +132,10 @@ pub fn build(
         Some(path) => {
             let next = sign::PublicKey::from_file(path, &fsutil::read_to_string(path)?)?;
             if next.key_id == key.public.key_id {
-                warnings.push(format!(
-                    "{}: next_public_key is the key signing this build, so the rotation is done; \
+                warnings.push(Warning::file(
+                    path,
+                    "next_public_key is the key signing this build, so the rotation is done; \
                      remove next_public_key from the config",
-                    path.display()
                 ));
                 None
             } else {
@@ -166,16 +168,9 @@ pub fn build(
     }
     warnings.extend(hashed.warnings);
     if !hashed.mismatches.is_empty() {
-        return Err(Error::other(format_args!(
-            "--verify-cache found {} stale cache entr{}; the cache was rewritten from the files:\n  {}",
-            hashed.mismatches.len(),
-            if hashed.mismatches.len() == 1 {
-                "y"
-            } else {
-                "ies"
-            },
-            hashed.mismatches.join("\n  ")
-        )));
+        return Err(Error::StaleCache {
+            entries: hashed.mismatches,
+        });
     }
     let mut digests = hashed.digests;
     let releases = plan
@@ -385,12 +380,7 @@ pub fn locked_key(config: &Config, file: Option<&Path>, text: Option<&str>) -> R
         (Some(path), _, _) => KeySource::File(path.to_path_buf()),
         (None, Some(text), _) => KeySource::Text(text.to_owned()),
         (None, None, Some(path)) => KeySource::File(path.clone()),
-        (None, None, None) => {
-            return Err(Error::other(
-                "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \
-                 contents, or set secret_key in the config; `vmcast-gen keygen` makes one",
-            ));
-        }
+        (None, None, None) => return Err(Error::NoSecretKey),
     };
     match source {
         KeySource::Text(text) => LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), &text),

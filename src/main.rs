@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map(|()| true)
-            .map_err(|e| Error::other(format_args!("cannot write the man page: {e}"))),
+            .map_err(|e| Error::failed("cannot write the man page", e)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

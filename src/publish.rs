@@ -86,7 +86,7 @@ pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Resu
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::other(format_args!("cannot start the I/O runtime: {e}")))?;
+        .map_err(|e| Error::failed("cannot start the I/O runtime", e))?;
     runtime.block_on(run(options, &store, &prefix, &ordered, &mut on_step))
 }
 
@@ -106,8 +106,11 @@ fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
 fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> Result<AmazonS3> {
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(acl) = acl {
-        let value = object_store::HeaderValue::from_str(acl)
-            .map_err(|_| Error::other(format_args!("--acl `{acl}` is not a valid header value")))?;
+        let value = object_store::HeaderValue::from_str(acl).map_err(|_| Error::Usage {
+            option: "--acl",
+            value: acl.to_owned(),
+            reason: "not a valid header value".into(),
+        })?;
         let mut headers = object_store::HeaderMap::new();
         headers.insert("x-amz-acl", value);
         builder = builder
@@ -124,7 +127,7 @@ fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> Result<Amaz
     }
     builder
         .build()
-        .map_err(|e| Error::other(format_args!("cannot set up S3 access: {e}")))
+        .map_err(|e| Error::failed("cannot set up S3 access", e))
 }
 
 /// Every file of the site with its SHA-256: from the signed manifest where
@@ -290,8 +293,11 @@ async fn run(
         let mut stale = Vec::new();
         let mut list = store.list(Some(&base));
         while let Some(meta) = list.next().await {
-            let meta =
-                meta.map_err(|e| Error::other(format_args!("cannot list s3 objects: {e}")))?;
+            let meta = meta.map_err(|e| Error::Store {
+                action: "list",
+                object: "s3 objects".into(),
+                source: e,
+            })?;
             let rel: Vec<String> = meta
                 .location
                 .parts()
@@ -312,10 +318,11 @@ async fn run(
             };
             on_step(&step);
             if !options.dry_run {
-                store
-                    .delete(&location)
-                    .await
-                    .map_err(|e| Error::other(format_args!("cannot delete {}: {e}", step.path)))?;
+                store.delete(&location).await.map_err(|e| Error::Store {
+                    action: "delete",
+                    object: step.path.clone(),
+                    source: e,
+                })?;
             }
             report.deleted += 1;
             report.steps.push(step);
@@ -336,7 +343,11 @@ async fn remote_sha256(store: &AmazonS3, location: &ObjectPath) -> Result<Option
             .get(&Attribute::Metadata(META_SHA256.into()))
             .map(|v| v.as_ref().to_ascii_lowercase())),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::other(format_args!("cannot look up {location}: {e}"))),
+        Err(e) => Err(Error::Store {
+            action: "look up",
+            object: location.to_string(),
+            source: e,
+        }),
     }
 }
 
@@ -361,8 +372,11 @@ async fn upload(
             AttributeValue::from(file.sha256.clone()),
         ),
     ]);
-    let failed =
-        |e: object_store::Error| Error::other(format_args!("cannot upload {}: {e}", file.rel));
+    let failed = |e: object_store::Error| Error::Store {
+        action: "upload",
+        object: file.rel.clone(),
+        source: e,
+    };
     if file.size < MULTIPART_THRESHOLD {
         let data =
             std::fs::read(&file.path).map_err(|e| Error::io("cannot read", &file.path, e))?;

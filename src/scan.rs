@@ -27,7 +27,7 @@ pub struct PlannedRelease {
 pub struct Plan {
     pub releases: Vec<PlannedRelease>,
     /// Things worth a look that do not stop the build.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::Warning>,
 }
 
 impl Plan {
@@ -201,7 +201,7 @@ fn plan_release(
     dir: &Path,
     files: Vec<walkdir::DirEntry>,
     appliance: Name,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<crate::Warning>,
 ) -> Result<PlannedRelease> {
     let candidates = match &notes.images {
         None => {
@@ -249,9 +249,9 @@ fn plan_release(
                     ));
                 }
                 None => {
-                    warnings.push(format!(
-                        "{}: not an image (unknown extension), not published",
-                        c.path.display()
+                    warnings.push(crate::Warning::file(
+                        &c.path,
+                        "not an image (unknown extension), not published",
                     ));
                     continue;
                 }

@@ -153,7 +153,7 @@ impl SecretKey {
         let mut id = [0u8; 8];
         getrandom::fill(&mut seed)
             .and_then(|()| getrandom::fill(&mut id))
-            .map_err(|e| Error::other(format_args!("cannot get random bytes: {e}")))?;
+            .map_err(|e| Error::failed("cannot get random bytes", e))?;
         Ok(Self::from_seed(KeyId(id), seed))
     }
 
@@ -201,7 +201,7 @@ impl SecretKey {
             Some(password) => {
                 let mut salt = [0u8; 32];
                 getrandom::fill(&mut salt)
-                    .map_err(|e| Error::other(format_args!("cannot get random bytes: {e}")))?;
+                    .map_err(|e| Error::failed("cannot get random bytes", e))?;
                 let stream = key_stream(password, &salt, SCRYPT_OPSLIMIT, SCRYPT_MEMLIMIT)
                     .map_err(Error::other)?;
                 for (b, k) in secret.iter_mut().zip(stream) {

@@ -30,7 +30,7 @@ pub fn site_config(named: Option<PathBuf>) -> Result<PathBuf> {
         return Ok(path);
     }
     let here = std::env::current_dir()
-        .map_err(|e| Error::other(format_args!("cannot read the current directory: {e}")))?;
+        .map_err(|e| Error::failed("cannot read the current directory", e))?;
     let found = vmcast_gen::config::find(&here)?;
     if found.parent() == Some(here.as_path()) {
         return Ok(Path::new(vmcast_gen::config::DEFAULT_CONFIG).to_path_buf());

@@ -14,8 +14,7 @@ pub fn password(what: &str, confirm: bool) -> Result<Option<String>> {
         return Ok(None);
     }
     let ask = |prompt: &str| {
-        rpassword::prompt_password(prompt)
-            .map_err(|e| Error::other(format_args!("cannot read the password: {e}")))
+        rpassword::prompt_password(prompt).map_err(|e| Error::failed("cannot read the password", e))
     };
     let first = ask(&format!("Password for {what}: "))?;
     if confirm && ask("Password (again): ")? != first {

@@ -57,8 +57,10 @@ pub fn run(args: PublishArgs) -> Result<bool> {
     };
     let mut content_types = std::collections::BTreeMap::new();
     for pair in &args.content_type {
-        let (ext, kind) = pair.split_once('=').ok_or_else(|| {
-            Error::other(format_args!("--content-type `{pair}`: expected EXT=TYPE"))
+        let (ext, kind) = pair.split_once('=').ok_or_else(|| Error::Usage {
+            option: "--content-type",
+            value: pair.clone(),
+            reason: "expected EXT=TYPE".into(),
         })?;
         content_types.insert(
             ext.trim_start_matches('.').to_ascii_lowercase(),
