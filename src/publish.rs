@@ -23,6 +23,7 @@ use sha2::Digest;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::media::content_type;
+use crate::model::Sha256;
 use crate::render::{FEED, MANIFEST};
 use crate::write::MARKER;
 
@@ -80,14 +81,21 @@ struct Local {
 
 pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Result<PublishReport> {
     let (bucket, prefix) = parse_target(&options.target)?;
-    let files = local_files(&options.site)?;
+    let (files, listed) = local_files(&options.site)?;
     let ordered = order(files);
     let store = store(&bucket, options.endpoint.as_deref(), options.acl.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::failed("cannot start the I/O runtime", e))?;
-    runtime.block_on(run(options, &store, &prefix, &ordered, &mut on_step))
+    runtime.block_on(run(
+        options,
+        &store,
+        &prefix,
+        &ordered,
+        &listed,
+        &mut on_step,
+    ))
 }
 
 fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
@@ -132,7 +140,8 @@ fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> Result<Amaz
 
 /// Every file of the site with its SHA-256: from the signed manifest where
 /// it lists the file (images, feeds), hashed here otherwise (small files).
-fn local_files(site: &Path) -> Result<Vec<Local>> {
+/// Also returns the manifest, which says what a prune must keep.
+fn local_files(site: &Path) -> Result<(Vec<Local>, BTreeMap<String, Sha256>)> {
     if !site.join(MARKER).is_file() || !site.join(FEED).is_file() {
         return Err(Error::file(
             site,
@@ -145,7 +154,7 @@ fn local_files(site: &Path) -> Result<Vec<Local>> {
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(site).sort_by_file_name() {
         let entry =
-            entry.map_err(|e| Error::other(format_args!("cannot read {}: {e}", site.display())))?;
+            entry.map_err(|e| Error::failed(format_args!("cannot read {}", site.display()), e))?;
         if !entry.file_type().is_file() {
             continue;
         }
@@ -160,11 +169,11 @@ fn local_files(site: &Path) -> Result<Vec<Local>> {
         }
         let size = entry
             .metadata()
-            .map_err(|e| Error::other(e.to_string()))?
+            .map_err(|e| Error::failed(format_args!("cannot stat {}", entry.path().display()), e))?
             .len();
         let sha256 = match listed.get(&rel) {
             Some(d) => d.to_hex(),
-            None if size <= MULTIPART_THRESHOLD => crate::model::Sha256::of(
+            None if size <= MULTIPART_THRESHOLD => Sha256::of(
                 &std::fs::read(entry.path())
                     .map_err(|e| Error::io("cannot read", entry.path(), e))?,
             )
@@ -183,7 +192,7 @@ fn local_files(site: &Path) -> Result<Vec<Local>> {
             sha256,
         });
     }
-    Ok(out)
+    Ok((out, listed))
 }
 
 /// The safe order: images; everything else; per-appliance feeds (each
@@ -233,6 +242,7 @@ async fn run(
     store: &AmazonS3,
     prefix: &[String],
     files: &[Local],
+    listed: &BTreeMap<String, Sha256>,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<PublishReport> {
     let mut report = PublishReport {
@@ -282,9 +292,9 @@ async fn run(
     if options.prune {
         let keep: BTreeSet<String> = files.iter().map(|f| f.rel.clone()).collect();
         // Images the new manifest lists stay even when not in the output
-        // (image_mode = "none" publishes them elsewhere).
-        let manifest = std::fs::read(options.site.join(MANIFEST)).unwrap_or_default();
-        let listed = crate::sums::parse(&manifest).unwrap_or_default();
+        // (image_mode = "none" publishes them elsewhere). It is the manifest
+        // read, parsed and checked before the first upload: what must never
+        // be deleted is known before anything is, or nothing is deleted.
         let base: ObjectPath = prefix
             .iter()
             .map(String::as_str)
@@ -414,7 +424,7 @@ async fn upload(
         writer.wait_for_capacity(4).await.map_err(failed)?;
         writer.write(&buf[..n]);
     }
-    let actual = crate::model::Sha256(hasher.finalize().into()).to_hex();
+    let actual = Sha256(hasher.finalize().into()).to_hex();
     if actual != file.sha256 {
         writer.abort().await.map_err(failed)?;
         return Err(Error::file(
@@ -428,7 +438,7 @@ async fn upload(
 
 /// A file must still be what the build signed.
 fn check_digest(file: &Local, data: &[u8]) -> Result<()> {
-    if crate::model::Sha256::of(data).to_hex() != file.sha256 {
+    if Sha256::of(data).to_hex() != file.sha256 {
         return Err(Error::file(
             &file.path,
             "changed since the build: its SHA-256 no longer matches SHA256SUMS; rebuild",

@@ -70,11 +70,20 @@ fn moto(bucket: &str) -> Option<Moto> {
     Some(server)
 }
 
+/// What a [`refusing_proxy`] answers with 403 Forbidden.
+#[derive(Clone, Copy)]
+enum Refuse {
+    /// Every PUT after the first n, as a store whose credentials were
+    /// revoked midway would.
+    PutsAfter(usize),
+    /// Every listing of the bucket.
+    Listing,
+}
+
 /// A proxy on 127.0.0.1 in front of moto that forwards every request but
-/// answers each PUT after the first `allowed` with 403 Forbidden, as a
-/// store whose credentials were revoked midway would. One request per
-/// connection; it stops accepting after two minutes.
-fn refusing_proxy(upstream: u16, allowed: usize) -> u16 {
+/// the ones `refuse` names, which it answers with 403 Forbidden. One
+/// request per connection; it stops accepting after two minutes.
+fn refusing_proxy(upstream: u16, refuse: Refuse) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -85,7 +94,7 @@ fn refusing_proxy(upstream: u16, allowed: usize) -> u16 {
             match listener.accept() {
                 Ok((client, _)) => {
                     let puts = Arc::clone(&puts);
-                    std::thread::spawn(move || forward(client, upstream, &puts, allowed));
+                    std::thread::spawn(move || forward(client, upstream, &puts, refuse));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
@@ -94,7 +103,7 @@ fn refusing_proxy(upstream: u16, allowed: usize) -> u16 {
     port
 }
 
-fn forward(mut client: TcpStream, upstream: u16, puts: &AtomicUsize, allowed: usize) {
+fn forward(mut client: TcpStream, upstream: u16, puts: &AtomicUsize, refuse: Refuse) {
     client.set_nonblocking(false).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -125,7 +134,19 @@ fn forward(mut client: TcpStream, upstream: u16, puts: &AtomicUsize, allowed: us
     if client.read_exact(&mut body).is_err() {
         return;
     }
-    if head.starts_with("PUT ") && puts.fetch_add(1, Ordering::SeqCst) >= allowed {
+    let refused = match refuse {
+        Refuse::PutsAfter(n) => {
+            head.starts_with("PUT ") && puts.fetch_add(1, Ordering::SeqCst) >= n
+        }
+        Refuse::Listing => {
+            head.starts_with("GET ")
+                && head
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.contains("list-type="))
+        }
+    };
+    if refused {
         let _ = client
             .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
@@ -310,7 +331,7 @@ fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     .unwrap();
     fs::write(dir.join("webapp-1.2.0.raw"), vec![7u8; 5000]).unwrap();
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
-    let proxy = refusing_proxy(moto.port, 1);
+    let proxy = refusing_proxy(moto.port, Refuse::PutsAfter(1));
     let out = publish(&fixture, proxy, bucket, &[], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -385,4 +406,66 @@ fn prune_deletes_only_what_the_new_site_dropped_after_the_feed() {
     );
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
     assert_success(&verify(&fixture, moto.port, bucket));
+}
+
+#[test]
+#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
+fn prune_deletes_nothing_when_what_to_keep_is_unknown() {
+    let bucket = "prune-unknown";
+    let Some(moto) = moto(bucket) else { return };
+    let fixture = site(moto.port, bucket);
+    assert_success(&fixture.build(&[]));
+    assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
+    let stray = format!("/{bucket}/site/stray.txt");
+    // Readable by anyone, like the site's own objects.
+    let mut put = TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
+    put.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        put,
+        "PUT {stray} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-amz-acl: public-read\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\nhi"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    put.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, _, _) = http(moto.port, "HEAD", &stray);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let image = format!("/{bucket}/site/images/webapp/1.0.0/webapp-1.0.0.raw");
+
+    // A manifest that cannot be read: refused before the first request.
+    let manifest = fixture.path("public/SHA256SUMS");
+    let good = fs::read(&manifest).unwrap();
+    fs::write(&manifest, b"\xff\xfe not a manifest\n").unwrap();
+    let out = publish(&fixture, moto.port, bucket, &["--prune"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: public/SHA256SUMS: not valid UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&manifest, good).unwrap();
+
+    // A listing the store refuses: the prune stops before its first delete.
+    let proxy = refusing_proxy(moto.port, Refuse::Listing);
+    let out = publish(&fixture, proxy, bucket, &["--prune"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: cannot list s3 objects: "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("delete"), "{}", stdout(&out));
+    for path in [&stray, &image] {
+        let (status, _, _) = http(moto.port, "HEAD", path);
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path} was deleted");
+    }
+
+    // With both known, the prune removes the stray object and nothing else.
+    let out = publish(&fixture, moto.port, bucket, &["--prune"], &[]);
+    assert_success(&out);
+    let (status, _, _) = http(moto.port, "HEAD", &stray);
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let (status, _, _) = http(moto.port, "HEAD", &image);
+    assert_eq!(status, "HTTP/1.1 200 OK");
 }
