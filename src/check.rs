@@ -57,8 +57,10 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
             vec![e],
         ),
     };
-    if let Err(e) = crate::locked_key(&config, key.file, key.text) {
-        problems.push(e);
+    let mut warnings = plan.warnings.clone();
+    match crate::locked_key(&config, key.file, key.text) {
+        Ok((_, warning)) => warnings.extend(warning),
+        Err(e) => problems.push(e),
     }
     // Render what there is, with stand-in digests, to find template errors.
     let releases: Vec<Release> = plan
@@ -94,7 +96,7 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
     Ok(CheckReport {
         releases: plan.releases.len(),
         problems,
-        warnings: plan.warnings,
+        warnings,
     })
 }
 

@@ -13,8 +13,98 @@ pub const PUBLISHED_FILE_MODE: u32 = 0o644;
 /// Mode of every published directory.
 pub const PUBLISHED_DIR_MODE: u32 = 0o755;
 
+/// The largest text file (config, notes, key, template, feed, manifest)
+/// that any side reads: `build` refuses to read or write more, and
+/// `verify` refuses to download more, so the two always agree.
+pub const MAX_TEXT_FILE: u64 = 64 << 20;
+
+/// Opens `path` for reading and checks, on the open descriptor, that it is
+/// a regular file. Whatever is checked is what is then read: the caller
+/// uses this descriptor and never goes back to the path. With `follow`
+/// false, a symbolic link as the last component is refused. A FIFO or a
+/// device is refused without blocking (the open is non-blocking).
+pub fn open_regular(path: &Path, follow: bool) -> Result<(File, fs::Metadata)> {
+    let mut flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
+    if !follow {
+        flags |= rustix::fs::OFlags::NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if !follow && code == rustix::io::Errno::LOOP.raw_os_error() => {
+                Error::file(path, "is a symbolic link, which is not allowed here")
+            }
+            _ => Error::io("cannot open", path, e),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::file(
+            path,
+            format_args!("is not a regular file (it is {})", file_kind(&meta)),
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// What kind of file `meta` describes, for messages.
+pub fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a regular file"
+    }
+}
+
+/// Reads a whole regular file of at most `limit` bytes through one open
+/// descriptor; the limit holds whatever the file's size claims.
+pub fn read_regular(path: &Path, follow: bool, limit: u64) -> Result<(Vec<u8>, fs::Metadata)> {
+    use std::io::Read;
+    let (file, meta) = open_regular(path, follow)?;
+    if meta.len() > limit {
+        return Err(too_large(path, limit));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, limit));
+    }
+    Ok((bytes, meta))
+}
+
+fn too_large(path: &Path, limit: u64) -> Error {
+    Error::file(
+        path,
+        format_args!("is larger than {limit} bytes, the limit for this kind of file"),
+    )
+}
+
+/// A UTF-8 text file (following a symbolic link), read through one
+/// descriptor and at most [`MAX_TEXT_FILE`] bytes.
 pub fn read_to_string(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let (bytes, _) = read_regular(path, true, MAX_TEXT_FILE)?;
+    text(path, bytes)
+}
+
+/// The bytes of a file as UTF-8 text, or an error naming the file.
+pub fn text(path: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         Error::file(
             path,

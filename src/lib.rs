@@ -126,8 +126,8 @@ pub fn build(
     // The scan first: a site with no images yet hears so before any
     // password prompt.
     let plan = scan::scan(&config)?;
-    let key = load_key(&config, options, password)?;
-    let mut warnings = Vec::new();
+    let (key, key_warning) = load_key(&config, options, password)?;
+    let mut warnings: Vec<Warning> = key_warning.into_iter().collect();
     let next_key = match &config.next_public_key {
         Some(path) => {
             let next = sign::PublicKey::from_file(path, &fsutil::read_to_string(path)?)?;
@@ -355,27 +355,32 @@ fn load_key(
     config: &Config,
     options: &BuildOptions,
     password: PasswordPrompt,
-) -> Result<SecretKey> {
+) -> Result<(SecretKey, Option<Warning>)> {
     let configured = options.overrides.secret_key.is_some()
         || options.secret_key_text.is_some()
         || config.secret_key.is_some();
     if options.preview && !configured {
-        return SecretKey::generate();
+        return Ok((SecretKey::generate()?, None));
     }
-    locked_key(
+    let (key, warning) = locked_key(
         config,
         options.overrides.secret_key.as_deref(),
         options.secret_key_text.as_deref(),
-    )?
-    .unlock(password)
+    )?;
+    Ok((key.unlock(password)?, warning))
 }
 
 /// Finds the secret key file and checks its layout without unlocking it:
 /// `file` (from the command line), else `text` (`VMCAST_SECRET_KEY`), else
 /// the config's `secret_key`. A key file inside the output is refused,
-/// since the output is published. `check` uses this to report what `build`
-/// would refuse without asking for a password.
-pub fn locked_key(config: &Config, file: Option<&Path>, text: Option<&str>) -> Result<LockedKey> {
+/// since the output is published. An unencrypted key file that group or
+/// others can read comes with a warning. `check` uses this to report what
+/// `build` would refuse without asking for a password.
+pub fn locked_key(
+    config: &Config,
+    file: Option<&Path>,
+    text: Option<&str>,
+) -> Result<(LockedKey, Option<Warning>)> {
     let source = match (file, text, &config.secret_key) {
         (Some(path), _, _) => KeySource::File(path.to_path_buf()),
         (None, Some(text), _) => KeySource::Text(text.to_owned()),
@@ -383,14 +388,21 @@ pub fn locked_key(config: &Config, file: Option<&Path>, text: Option<&str>) -> R
         (None, None, None) => return Err(Error::NoSecretKey),
     };
     match source {
-        KeySource::Text(text) => LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), &text),
+        KeySource::Text(text) => Ok((
+            LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), &text)?,
+            None,
+        )),
         KeySource::File(path) => {
-            let text = fsutil::read_to_string(&path).map_err(|e| match e {
-                Error::Io { path, source, .. } => {
-                    Error::io("cannot read the secret key", path, source)
-                }
-                other => other,
-            })?;
+            // A symbolic link is fine (mounted secrets are often links);
+            // the checks below are made on the file it was read from.
+            let (bytes, meta) =
+                fsutil::read_regular(&path, true, fsutil::MAX_TEXT_FILE).map_err(|e| match e {
+                    Error::Io { path, source, .. } => {
+                        Error::io("cannot read the secret key", path, source)
+                    }
+                    other => other,
+                })?;
+            let text = fsutil::text(&path, bytes)?;
             let real = fsutil::canonicalize(&path)?;
             if real.starts_with(resolve_lexically(&config.output_dir)?) {
                 return Err(Error::file(
@@ -401,7 +413,19 @@ pub fn locked_key(config: &Config, file: Option<&Path>, text: Option<&str>) -> R
                     ),
                 ));
             }
-            LockedKey::parse(&path, &text)
+            let key = LockedKey::parse(&path, &text)?;
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            let warning = (!key.encrypted && mode & 0o077 != 0).then(|| {
+                Warning::file(
+                    &path,
+                    format_args!(
+                        "an unencrypted secret key that group or others can read (mode {mode:04o}): \
+                         anyone who can read it can sign as you; chmod 600 it, or use an encrypted \
+                         key (vmcast-gen keygen without -W)"
+                    ),
+                )
+            });
+            Ok((key, warning))
         }
     }
 }

@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use blake2::{Blake2b256, Blake2b512, Digest};
 use ed25519_dalek::{Signature as EdSignature, Signer, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
@@ -33,7 +34,12 @@ const SCRYPT_MEMLIMIT: u64 = 1_073_741_824;
 ///
 /// The limits map to scrypt's N, r and p as libsodium's `pickparams` does
 /// for `crypto_pwhash_scryptsalsa208sha256`, which minisign uses.
-fn key_stream(password: &str, salt: &[u8; 32], ops: u64, mem: u64) -> Result<[u8; 104], String> {
+fn key_stream(
+    password: &str,
+    salt: &[u8; 32],
+    ops: u64,
+    mem: u64,
+) -> Result<Zeroizing<[u8; 104]>, String> {
     let ops = ops.max(32_768);
     let r: u64 = 8;
     let (log_n, p) = if ops < mem / 32 {
@@ -51,8 +57,8 @@ fn key_stream(password: &str, salt: &[u8; 32], ops: u64, mem: u64) -> Result<[u8
     }
     let params = scrypt::Params::new(log_n, r as u32, p as u32)
         .map_err(|e| format!("invalid scrypt parameters: {e}"))?;
-    let mut out = [0u8; 104];
-    scrypt::scrypt(password.as_bytes(), salt, &params, &mut out)
+    let mut out = Zeroizing::new([0u8; 104]);
+    scrypt::scrypt(password.as_bytes(), salt, &params, out.as_mut())
         .map_err(|e| format!("scrypt failed: {e}"))?;
     Ok(out)
 }
@@ -191,7 +197,7 @@ impl SecretKey {
     /// The secret key file: encrypted with scrypt as `minisign -G` does
     /// when a password is given, else unencrypted as `minisign -G -W` does.
     pub fn to_file(&self, password: Option<&str>) -> Result<String> {
-        let mut secret = Vec::with_capacity(104);
+        let mut secret = Zeroizing::new(Vec::with_capacity(104));
         secret.extend_from_slice(&self.public.key_id.0);
         secret.extend_from_slice(&self.signing.to_bytes());
         secret.extend_from_slice(self.public.key.as_bytes());
@@ -204,7 +210,7 @@ impl SecretKey {
                     .map_err(|e| Error::failed("cannot get random bytes", e))?;
                 let stream = key_stream(password, &salt, SCRYPT_OPSLIMIT, SCRYPT_MEMLIMIT)
                     .map_err(Error::other)?;
-                for (b, k) in secret.iter_mut().zip(stream) {
+                for (b, k) in secret.iter_mut().zip(stream.iter()) {
                     *b ^= k;
                 }
                 bytes.extend_from_slice(b"EdScB2");
@@ -251,7 +257,9 @@ impl SecretKey {
 /// stops here, `build` goes on to [`LockedKey::unlock`].
 pub struct LockedKey {
     path: std::path::PathBuf,
-    bytes: Vec<u8>,
+    /// The key file's bytes; once unlocked they hold the secret, so they
+    /// are wiped when dropped.
+    bytes: Zeroizing<Vec<u8>>,
     /// Whether unlocking needs a password.
     pub encrypted: bool,
 }
@@ -269,6 +277,7 @@ impl LockedKey {
         }
         let bytes = B64
             .decode(lines.next().unwrap_or_default().trim())
+            .map(Zeroizing::new)
             .map_err(|e| {
                 Error::at(
                     path,
@@ -314,17 +323,18 @@ impl LockedKey {
             let salt: [u8; 32] = bytes[6..38].try_into().expect("32 bytes");
             let ops = u64::from_le_bytes(bytes[38..46].try_into().expect("8 bytes"));
             let mem = u64::from_le_bytes(bytes[46..54].try_into().expect("8 bytes"));
+            let password = Zeroizing::new(password()?);
             let stream =
-                key_stream(&password()?, &salt, ops, mem).map_err(|m| Error::file(path, m))?;
-            for (b, k) in bytes[54..].iter_mut().zip(stream) {
+                key_stream(&password, &salt, ops, mem).map_err(|m| Error::file(path, m))?;
+            for (b, k) in bytes[54..].iter_mut().zip(stream.iter()) {
                 *b ^= k;
             }
         }
         let key_id = KeyId(bytes[54..62].try_into().expect("8 bytes"));
-        let seed: [u8; 32] = bytes[62..94].try_into().expect("32 bytes");
+        let seed = Zeroizing::new(<[u8; 32]>::try_from(&bytes[62..94]).expect("32 bytes"));
         let stored_pk = &bytes[94..126];
         let checksum = &bytes[126..158];
-        let key = SecretKey::from_seed(key_id, seed);
+        let key = SecretKey::from_seed(key_id, *seed);
         // minisign writes an all-zero checksum for unencrypted keys.
         let unchecked = !encrypted && checksum.iter().all(|&b| b == 0);
         if !unchecked && checksum != key.checksum() {

@@ -214,10 +214,13 @@ fn unreadable_file() {
     } else {
         Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
     };
+    // The key (mode 0600, as a real one) comes from the environment, as in
+    // CI, so that only the image is out of reach.
+    let key = fs::read_to_string(fixture.tmp.path().join("fixtures/known-answer/kat.key")).unwrap();
     let out = cmd
         .arg("build")
         .current_dir(&fixture.root)
-        .env_remove("VMCAST_SECRET_KEY")
+        .env("VMCAST_SECRET_KEY", key)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .output()
         .unwrap();
@@ -911,4 +914,24 @@ fn completions_and_man_page() {
         "{}",
         stdout(&man)
     );
+}
+
+#[test]
+fn an_unencrypted_key_others_can_read_is_warned_about() {
+    let fixture = Fixture::new("ok-minimal");
+    let key = fixture.tmp.path().join("fixtures/known-answer/kat.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let warning = "warning: ../known-answer/kat.key: an unencrypted secret key that group or others \
+                   can read (mode 0644): anyone who can read it can sign as you; chmod 600 it, or \
+                   use an encrypted key (vmcast-gen keygen without -W)\n";
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    assert_eq!(stderr(&out), warning);
+    let out = fixture.run(&["check"], &[]);
+    assert_success(&out);
+    assert_eq!(stderr(&out), warning);
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    assert_eq!(stderr(&out), "");
 }

@@ -80,6 +80,12 @@ pub fn copy_tree(src: &Path, dst: &Path) {
             copy_tree(&from, &to);
         } else {
             fs::copy(&from, &to).unwrap();
+            // git keeps no 0600: give the copies of secret keys the mode a
+            // real key has, as a user's would.
+            if from.extension().is_some_and(|e| e == "key") {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+            }
         }
     }
 }
