@@ -1,17 +1,19 @@
 //! `vmcast-gen serve`: a local preview. A small HTTP/1.1 file server on
 //! 127.0.0.1 with the content types a real host should send, single-range
 //! requests (clients resume large images) and HEAD; the caller rebuilds the
-//! site when its inputs change.
+//! site when its inputs change. Only regular files inside the site are
+//! served, never through a symlink (see `files`).
 
+mod files;
 pub mod watch;
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::media::content_type;
+use files::Found;
 
 /// Serves `root` on `listener` until the process ends, one thread per
 /// connection.
@@ -25,26 +27,6 @@ pub fn run(listener: TcpListener, root: PathBuf) -> io::Result<()> {
         });
     }
     Ok(())
-}
-
-/// The file a request path names, if it stays inside `root`.
-fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let decoded = percent_encoding::percent_decode_str(path)
-        .decode_utf8()
-        .ok()?;
-    let mut out = root.to_path_buf();
-    for part in Path::new(decoded.trim_start_matches('/')).components() {
-        match part {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    if out.is_dir() {
-        out.push("index.html");
-    }
-    Some(out)
 }
 
 fn handle(stream: TcpStream, root: &Path) -> io::Result<()> {
@@ -83,11 +65,9 @@ fn handle(stream: TcpStream, root: &Path) -> io::Result<()> {
             return Ok(());
         }
         let head = method == "HEAD";
-        match resolve(root, target).and_then(|p| File::open(&p).ok().map(|f| (p, f))) {
-            Some((path, file)) if file.metadata()?.is_file() => {
-                serve_file(&mut out, &path, file, range.as_deref(), head)?;
-            }
-            _ => respond(
+        match files::open(root, target) {
+            Some(found) => serve_file(&mut out, found, range.as_deref(), head)?,
+            None => respond(
                 &mut out,
                 "404 Not Found",
                 "text/plain",
@@ -104,14 +84,13 @@ fn handle(stream: TcpStream, root: &Path) -> io::Result<()> {
 
 fn serve_file(
     out: &mut TcpStream,
-    path: &Path,
-    mut file: File,
+    found: Found,
     range: Option<&str>,
     head: bool,
 ) -> io::Result<()> {
+    let Found { mut file, name } = found;
     let meta = file.metadata()?;
     let len = meta.len();
-    let name = path.to_string_lossy();
     let kind = content_type(&name);
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let secs = modified
@@ -218,16 +197,5 @@ mod tests {
         assert_eq!(parse_range("bytes=1000-", 1000), None);
         assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
         assert_eq!(parse_range("items=0-1", 1000), None);
-    }
-
-    #[test]
-    fn paths_stay_inside() {
-        let root = Path::new("/srv/site");
-        assert_eq!(
-            resolve(root, "/images/a%20b.raw"),
-            Some(root.join("images/a b.raw"))
-        );
-        assert_eq!(resolve(root, "/../etc/passwd"), None);
-        assert_eq!(resolve(root, "/%2e%2e/etc/passwd"), None);
     }
 }

@@ -2,45 +2,102 @@
 //! rebuild when the notes change. The server is killed by PID, and every
 //! wait is bounded.
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::Fixture;
 
+/// A running `serve`: stopped on drop with SIGTERM (so it removes its
+/// scratch directory), then SIGKILL if it has not exited within 5 s.
 struct Server {
     child: Child,
     base: String,
+    /// The directory it serves.
+    site: PathBuf,
+    /// Kept open: the server prints a line on every rebuild.
+    _stdout: BufReader<ChildStdout>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        signal(&self.child, "TERM");
+        if wait_for_exit(&mut self.child, Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
-fn start(fixture: &Fixture) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
-        .args(["serve", "--port", "0"])
+/// `vmcast-gen serve --port 0` in the fixture, with its scratch directory
+/// under the fixture's `tmp/` and no key from the environment.
+fn serve_command(fixture: &Fixture) -> Command {
+    let tmp = fixture.tmp.path().join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"));
+    cmd.args(["serve", "--port", "0"])
         .current_dir(&fixture.root)
         .env("VMCAST_CACHE_DIR", fixture.tmp.path().join("cache"))
+        .env("TMPDIR", tmp)
+        .env_remove("VMCAST_SECRET_KEY")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn start(fixture: &Fixture) -> Server {
+    launch(serve_command(fixture))
+}
+
+/// Starts the server and reads its first line, `Serving URL (from DIR); ...`.
+fn launch(mut cmd: Command) -> Server {
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    stdout.read_line(&mut line).unwrap();
     let base = line
         .split_whitespace()
         .nth(1)
         .filter(|u| u.starts_with("http://127.0.0.1:"))
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    Server { child, base }
+    let site = line
+        .split_once("(from ")
+        .and_then(|(_, rest)| rest.split_once(");"))
+        .map(|(dir, _)| PathBuf::from(dir))
+        .unwrap_or_else(|| panic!("no site directory in {line:?}"));
+    Server {
+        child,
+        base,
+        site,
+        _stdout: stdout,
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// The exit status, if the process exits within `limit`.
+fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One request; returns (status line, headers lower-cased, body).
@@ -144,4 +201,37 @@ fn serve_answers_ranges_with_the_right_types_and_rebuilds() {
         assert!(Instant::now() < deadline, "no rebuild within 20 s");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn planted_symlink_is_not_served() {
+    let fixture = Fixture::new("ok-minimal");
+    let server = start(&fixture);
+    let base = &server.base;
+    let outside = fixture.tmp.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let secret = outside.join("secret.txt");
+    fs::write(&secret, "not for the web\n").unwrap();
+    symlink(&secret, server.site.join("leak.txt")).unwrap();
+    symlink(&secret, server.site.join("images/leak.raw")).unwrap();
+    symlink(&outside, server.site.join("leakdir")).unwrap();
+    fs::remove_file(server.site.join("index.html")).unwrap();
+    symlink(&secret, server.site.join("index.html")).unwrap();
+
+    for path in [
+        "/leak.txt",
+        "/images/leak.raw",
+        "/leakdir/secret.txt",
+        "/",
+        "/index.html",
+    ] {
+        let (status, _, body) = get(base, path, "", "GET");
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{path}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("not for the web"),
+            "{path}"
+        );
+    }
+    // The site's own files are still served.
+    assert_eq!(get(base, "/feed.xml", "", "GET").0, "HTTP/1.1 200 OK");
 }
