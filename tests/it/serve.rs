@@ -107,8 +107,8 @@ fn get(
     extra: &str,
     method: &str,
 ) -> (String, Vec<(String, String)>, Vec<u8>) {
-    let addr = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = TcpStream::connect(addr).unwrap();
+    let addr = address(base);
+    let mut stream = TcpStream::connect(&addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -128,6 +128,22 @@ fn get(
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
         .collect();
     (status, headers, raw[split + 4..].to_vec())
+}
+
+fn address(base: &str) -> String {
+    base.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A number from /proc/PID/status, e.g. `Threads` or `VmRSS` (in kB).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
@@ -234,4 +250,140 @@ fn planted_symlink_is_not_served() {
     }
     // The site's own files are still served.
     assert_eq!(get(base, "/feed.xml", "", "GET").0, "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn huge_header_line_is_refused_in_bounded_memory() {
+    let fixture = Fixture::new("ok-minimal");
+    let server = start(&fixture);
+    let addr = address(&server.base);
+    // Four clients at once, each sending a 32 MiB header line.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut input = stream.try_clone().unwrap();
+                input
+                    .set_write_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let writer = std::thread::spawn(move || {
+                    let chunk = vec![b'a'; 64 * 1024];
+                    input
+                        .write_all(b"GET /feed.xml HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                        .and_then(|()| (0..512).try_for_each(|_| input.write_all(&chunk)))
+                        .is_ok()
+                });
+                let mut response = Vec::new();
+                // Until the server closes (or resets) the connection.
+                let _ = stream.read_to_end(&mut response);
+                let elapsed = started.elapsed();
+                (response, elapsed, writer.join().unwrap())
+            })
+        })
+        .collect();
+    for client in clients {
+        let (response, elapsed, sent_all) = client.join().unwrap();
+        assert!(
+            response.starts_with(b"HTTP/1.1 431 "),
+            "{}",
+            String::from_utf8_lossy(&response[..response.len().min(200)])
+        );
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "refused after {elapsed:?}"
+        );
+        assert!(!sent_all, "the server read a whole 32 MiB header line");
+    }
+    let rss_kib = proc_status(server.child.id(), "VmRSS");
+    assert!(rss_kib < 64 * 1024, "VmRSS {rss_kib} kB");
+    assert_eq!(
+        get(&server.base, "/feed.xml", "", "GET").0,
+        "HTTP/1.1 200 OK"
+    );
+}
+
+#[test]
+fn trickling_connections_time_out_and_are_capped() {
+    let fixture = Fixture::new("ok-minimal");
+    let server = start(&fixture);
+    let (pid, addr) = (server.child.id(), address(&server.base));
+    let started = Instant::now();
+    // 100 slowloris clients: a request line, then a header line every
+    // 500 ms, never the end of the head.
+    let mut tricklers: Vec<(TcpStream, Option<Duration>)> = (0..100)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&addr).unwrap();
+            stream
+                .write_all(b"GET /feed.xml HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            stream.set_nonblocking(true).unwrap();
+            (stream, None)
+        })
+        .collect();
+
+    // Beyond the 64 connections served at once, one is answered 503 at once.
+    let mut probe = TcpStream::connect(&addr).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = probe.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 503 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The main thread, the accepting thread and one per connection served.
+    let threads = proc_status(pid, "Threads");
+    assert!(threads <= 2 + 64, "{threads} threads");
+
+    let deadline = started + Duration::from_secs(16);
+    while tricklers.iter().any(|(_, gone)| gone.is_none()) {
+        assert!(
+            Instant::now() < deadline,
+            "{} trickling connections still open after 16 s",
+            tricklers.iter().filter(|(_, gone)| gone.is_none()).count()
+        );
+        for (stream, gone) in tricklers.iter_mut().filter(|(_, gone)| gone.is_none()) {
+            let closed = match stream.write(b"X-Slow: 1\r\n") {
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => true,
+                _ => loop {
+                    match stream.read(&mut [0; 1024]) {
+                        Ok(0) => break true,
+                        Ok(_) => {}
+                        Err(e) => break e.kind() != std::io::ErrorKind::WouldBlock,
+                    }
+                },
+            };
+            if closed {
+                *gone = Some(started.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The 64 that were served held on until the idle timeout (10 s).
+    let held = tricklers
+        .iter()
+        .filter(|(_, gone)| gone.is_some_and(|t| t >= Duration::from_secs(8)))
+        .count();
+    assert!(held >= 60, "only {held} connections lasted 8 s");
+
+    assert_eq!(
+        get(&server.base, "/feed.xml", "", "GET").0,
+        "HTTP/1.1 200 OK"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while proc_status(pid, "Threads") > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} threads after the attack",
+            proc_status(pid, "Threads")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
