@@ -1,7 +1,7 @@
 //! `vmcast-gen serve`: a local preview. A small HTTP/1.1 file server on
 //! 127.0.0.1 with the content types a real host should send, single-range
-//! requests (clients resume large images) and HEAD; the caller rebuilds the
-//! site when its inputs change.
+//! requests as RFC 9110 has them (clients resume large images; see
+//! `range`) and HEAD; the caller rebuilds the site when its inputs change.
 //!
 //! It is meant to be left running: only regular files inside the site are
 //! served, never through a symlink (see `files`); request heads are read
@@ -10,6 +10,7 @@
 
 mod files;
 mod http;
+mod range;
 pub mod watch;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -17,11 +18,12 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::media::content_type;
 use files::Found;
 use http::{Incoming, Request};
+use range::{Selection, Validators};
 
 /// The most connections served at once; any more are answered 503.
 const MAX_CONNECTIONS: usize = 64;
@@ -166,7 +168,7 @@ fn answer(out: &mut TcpStream, root: &Path, request: &Request, close: bool) -> i
         }
     };
     match files::open(root, &request.target) {
-        Some(found) => serve_file(out, found, request.range.as_deref(), head, close),
+        Some(found) => serve_file(out, found, request, head, close),
         None => http::write_text(out, "404 Not Found", &[], "not found\n", head, close),
     }
 }
@@ -174,30 +176,38 @@ fn answer(out: &mut TcpStream, root: &Path, request: &Request, close: bool) -> i
 fn serve_file(
     out: &mut TcpStream,
     found: Found,
-    range: Option<&str>,
+    request: &Request,
     head: bool,
     close: bool,
 ) -> io::Result<()> {
     let Found { mut file, name } = found;
     let meta = file.metadata()?;
     let len = meta.len();
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let secs = modified
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let validators = Validators::of(&meta);
     let mut fields = vec![
         ("Content-Type", content_type(&name).to_owned()),
         ("Accept-Ranges", "bytes".to_owned()),
-        ("ETag", format!("\"{len:x}-{secs:x}\"")),
-        ("Last-Modified", http::http_date(secs as i64)),
+        ("ETag", validators.etag.clone()),
+        ("Last-Modified", validators.last_modified()),
     ];
-    let (status, start, end) = match range.map(|r| parse_range(r, len)) {
-        None => ("200 OK", 0, len),
-        Some(Some((s, e))) => {
-            fields.push(("Content-Range", format!("bytes {s}-{}/{len}", e - 1)));
-            ("206 Partial Content", s, e)
+    // Range is defined for GET only (RFC 9110 14.2).
+    let selection = if head {
+        Selection::Whole
+    } else {
+        range::select(
+            request.range.as_deref(),
+            request.if_range.as_deref(),
+            &validators,
+            len,
+        )
+    };
+    let (status, start, end) = match selection {
+        Selection::Whole => ("200 OK", 0, len),
+        Selection::Part { start, end } => {
+            fields.push(("Content-Range", format!("bytes {start}-{}/{len}", end - 1)));
+            ("206 Partial Content", start, end)
         }
-        Some(None) => {
+        Selection::Unsatisfiable => {
             return http::write_text(
                 out,
                 "416 Range Not Satisfiable",
@@ -219,42 +229,4 @@ fn serve_file(
         }
     }
     out.flush()
-}
-
-/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range as a half-open
-/// interval; `None` when it cannot be satisfied.
-fn parse_range(spec: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = spec.strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (len.saturating_sub(n), len)
-        }
-        (s, "") => (s.parse().ok()?, len),
-        (s, e) => (
-            s.parse().ok()?,
-            e.parse::<u64>().ok()?.saturating_add(1).min(len),
-        ),
-    };
-    (start < end && start < len).then_some((start, end))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 100)));
-        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 1000)));
-        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 1000)));
-        assert_eq!(parse_range("bytes=990-5000", 1000), Some((990, 1000)));
-        assert_eq!(parse_range("bytes=1000-", 1000), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
-        assert_eq!(parse_range("items=0-1", 1000), None);
-    }
 }

@@ -387,3 +387,65 @@ fn trickling_connections_time_out_and_are_capped() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn ranges_follow_rfc_9110() {
+    let fixture = Fixture::new("ok-minimal");
+    let server = start(&fixture);
+    let base = &server.base;
+    let image = "/images/webapp/1.1.0/webapp-1.1.0.raw";
+    let full = fs::read(fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw")).unwrap();
+    let len = full.len();
+    let range = |spec: &str| format!("Range: {spec}\r\n");
+
+    // Invalid ranges, another unit and several ranges: the whole image.
+    for spec in ["bytes=5-2", "items=0-1", "garbage", "bytes=0-1,4-5"] {
+        let (status, headers, body) = get(base, image, &range(spec), "GET");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{spec}");
+        assert_eq!(header(&headers, "content-range"), "", "{spec}");
+        assert!(body == full, "{spec}: not the whole image");
+    }
+    // A valid range that selects nothing.
+    let (status, headers, _) = get(base, image, &range("bytes=999999-"), "GET");
+    assert_eq!(status, "HTTP/1.1 416 Range Not Satisfiable");
+    assert_eq!(header(&headers, "content-range"), format!("bytes */{len}"));
+    // A suffix range: the last 100 bytes.
+    let (status, headers, body) = get(base, image, &range("bytes=-100"), "GET");
+    assert_eq!(status, "HTTP/1.1 206 Partial Content");
+    assert_eq!(
+        header(&headers, "content-range"),
+        format!("bytes {}-{}/{len}", len - 100, len - 1)
+    );
+    assert_eq!(body, full[len - 100..]);
+
+    // If-Range: a matching validator gets the part, any other the whole.
+    let (_, headers, _) = get(base, image, "", "HEAD");
+    let (etag, date) = (header(&headers, "etag"), header(&headers, "last-modified"));
+    for (validator, part) in [
+        (etag, true),
+        (date, true),
+        ("\"stale\"", false),
+        (&format!("W/{etag}"), false),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", false),
+    ] {
+        let extra = format!("{}If-Range: {validator}\r\n", range("bytes=0-9"));
+        let (status, _, body) = get(base, image, &extra, "GET");
+        if part {
+            assert_eq!(status, "HTTP/1.1 206 Partial Content", "{validator}");
+            assert_eq!(body, full[..10], "{validator}");
+        } else {
+            assert_eq!(status, "HTTP/1.1 200 OK", "{validator}");
+            assert!(body == full, "{validator}: not the whole image");
+        }
+    }
+    // The ETag of a file that changed since is stale.
+    let (_, headers, page) = get(base, "/index.html", "", "GET");
+    let old = header(&headers, "etag").to_owned();
+    std::thread::sleep(Duration::from_millis(50));
+    fs::write(server.site.join("index.html"), &page).unwrap();
+    let extra = format!("{}If-Range: {old}\r\n", range("bytes=0-9"));
+    let (status, headers, body) = get(base, "/index.html", &extra, "GET");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_ne!(header(&headers, "etag"), old);
+    assert_eq!(body, page);
+}
