@@ -32,7 +32,8 @@ pub struct ServeArgs {
 
 /// Builds into a preview directory with base_url pointing at the local
 /// server, serves it, and rebuilds when the config, notes, images or
-/// templates change. Runs until killed.
+/// templates change. Runs until killed, or until the server fails: then
+/// with its error.
 pub fn run(args: ServeArgs) -> Result<bool> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", args.port)).map_err(|e| {
         Error::other(format_args!(
@@ -75,10 +76,21 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     println!("Serving {url} (from {}); Ctrl-C to stop", out.display());
     let _ = std::io::stdout().flush();
     let root = out.clone();
-    std::thread::spawn(move || vmcast_gen::serve::run(listener, root));
+    let server = std::thread::Builder::new()
+        .name("serve".to_owned())
+        .spawn(move || vmcast_gen::serve::run(listener, root))
+        .map_err(|e| Error::other(format_args!("cannot start the preview server: {e}")))?;
     let mut watcher = Watcher::new(&args.config);
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
+        if server.is_finished() {
+            return Err(match server.join() {
+                Ok(e) => Error::other(format_args!(
+                    "the preview server stopped: cannot accept connections: {e}"
+                )),
+                Err(_) => Error::other("the preview server crashed"),
+            });
+        }
         if watcher.changed() {
             match rebuild(&options) {
                 Ok(()) => println!("rebuilt"),

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::io::Errno;
+
 use crate::media::content_type;
 use files::Found;
 use http::{Incoming, Request};
@@ -42,12 +44,27 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1 << 20;
 
-/// Serves `root` on `listener` until the process ends, one thread per
-/// connection and at most `MAX_CONNECTIONS` of them.
-pub fn run(listener: TcpListener, root: PathBuf) -> io::Result<()> {
+/// Serves `root` on `listener`, one thread per connection and at most
+/// `MAX_CONNECTIONS` of them. Returns only when the listener cannot accept
+/// any more connections, with why.
+pub fn run(listener: TcpListener, root: PathBuf) -> io::Error {
     let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let stream = stream?;
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) => match Errno::from_io_error(&e) {
+                // The listener itself is gone or broken.
+                Some(Errno::BADF | Errno::INVAL | Errno::NOTSOCK | Errno::FAULT) => return e,
+                // Out of descriptors or memory: connections end and free
+                // them, so wait a little rather than spin.
+                Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                // One connection failed (aborted, reset, a network error).
+                _ => continue,
+            },
+        };
         if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
             turn_away(stream);
             continue;
@@ -63,7 +80,6 @@ pub fn run(listener: TcpListener, root: PathBuf) -> io::Result<()> {
                 let _ = serve_connection(stream, &root);
             });
     }
-    Ok(())
 }
 
 /// One of the [`MAX_CONNECTIONS`], given back when dropped. Only the

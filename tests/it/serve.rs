@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Fixture;
+use crate::common::{Fixture, have_tool};
 
 /// A running `serve`: stopped on drop with SIGTERM (so it removes its
 /// scratch directory), then SIGKILL if it has not exited within 5 s.
@@ -25,10 +25,14 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        signal(&self.child, "TERM");
-        if wait_for_exit(&mut self.child, Duration::from_secs(5)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.child.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            if wait_for_exit(&mut self.child, Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
     }
 }
@@ -76,14 +80,6 @@ fn launch(mut cmd: Command) -> Server {
         site,
         _stdout: stdout,
     }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} failed");
 }
 
 /// The exit status, if the process exits within `limit`.
@@ -448,4 +444,46 @@ fn ranges_follow_rfc_9110() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_ne!(header(&headers, "etag"), old);
     assert_eq!(body, page);
+}
+
+#[test]
+fn server_failure_ends_serve_with_the_error() {
+    if !have_tool("ss") {
+        return;
+    }
+    let fixture = Fixture::new("ok-minimal");
+    let mut cmd = serve_command(&fixture);
+    cmd.stderr(Stdio::piped());
+    let mut server = launch(cmd);
+    let port = address(&server.base).rsplit_once(':').unwrap().1.to_owned();
+    // Destroy the listening socket from outside; accept() then fails for
+    // good. ss lists the sockets it destroyed.
+    let ss = Command::new("ss")
+        .args(["-K", "-t", "-l", "-n", &format!("sport = :{port}")])
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&ss.stdout).contains(&format!(":{port}")) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "ss -K cannot destroy sockets here: {}",
+            String::from_utf8_lossy(&ss.stderr)
+        );
+        eprintln!("note: ss -K needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY; skipping");
+        return;
+    }
+    let status = wait_for_exit(&mut server.child, Duration::from_secs(10))
+        .expect("serve still runs 10 s after its server failed");
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    server
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("error: the preview server stopped: cannot accept connections: "),
+        "{stderr}"
+    );
 }
