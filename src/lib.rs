@@ -29,6 +29,7 @@ pub mod verify;
 pub mod write;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 
@@ -40,7 +41,7 @@ use hash::Progress;
 use model::{Image, Release};
 use place::Placement;
 use render::Site;
-use sign::SecretKey;
+use sign::{KeyId, SecretKey};
 
 /// Where the secret key comes from, in order of precedence.
 #[derive(Debug, Clone)]
@@ -71,7 +72,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Hash every image and fail on any cached digest that was wrong.
     pub verify_cache: bool,
-    /// A preview: without a configured key, sign with a throwaway one.
+    /// A preview: signed with a throwaway key (one per process), whatever
+    /// key is configured, so the real key never signs a draft nor stays
+    /// unlocked in a long-running process.
     pub preview: bool,
 }
 
@@ -349,14 +352,17 @@ fn check_images(release: &Release) -> Result<()> {
     Ok(())
 }
 
-/// The secret key: `--secret-key`, else `VMCAST_SECRET_KEY`, else the
-/// config's `secret_key`. A key file inside the output is refused, since the
-/// output is published.
+/// The secret key: a throwaway one for a preview; else `--secret-key`,
+/// else `VMCAST_SECRET_KEY`, else the config's `secret_key`. A key file
+/// inside the output is refused, since the output is published.
 fn load_key(
     config: &Config,
     options: &BuildOptions,
     password: PasswordPrompt,
 ) -> Result<SecretKey> {
+    if options.preview {
+        return preview_key();
+    }
     let source = match (
         &options.overrides.secret_key,
         &options.secret_key_text,
@@ -365,7 +371,6 @@ fn load_key(
         (Some(path), _, _) => KeySource::File(path.clone()),
         (None, Some(text), _) => KeySource::Text(text.clone()),
         (None, None, Some(path)) => KeySource::File(path.clone()),
-        (None, None, None) if options.preview => return SecretKey::generate(),
         (None, None, None) => {
             return Err(Error::other(
                 "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \
@@ -397,6 +402,23 @@ fn load_key(
             SecretKey::from_file(&path, &text, password)
         }
     }
+}
+
+/// A preview's throwaway key: random, and made once per process, so the
+/// rebuilds of one `serve` run keep it and the next run gets another.
+fn preview_key() -> Result<SecretKey> {
+    static KEY: OnceLock<(KeyId, [u8; 32])> = OnceLock::new();
+    let (id, seed) = match KEY.get() {
+        Some(key) => *key,
+        None => {
+            let (mut id, mut seed) = ([0u8; 8], [0u8; 32]);
+            getrandom::fill(&mut id)
+                .and_then(|()| getrandom::fill(&mut seed))
+                .map_err(|e| Error::other(format_args!("cannot get random bytes: {e}")))?;
+            *KEY.get_or_init(|| (KeyId(id), seed))
+        }
+    };
+    Ok(SecretKey::from_seed(id, seed))
 }
 
 /// The canonical form of a path that may not exist yet: its nearest existing

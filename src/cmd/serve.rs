@@ -11,7 +11,6 @@ use vmcast_gen::{BuildOptions, Error, Result};
 
 use super::build::build_options;
 use super::progress::{Bar, Show};
-use super::prompt;
 use super::term::paint_error;
 
 #[derive(Debug, Args)]
@@ -25,9 +24,6 @@ pub struct ServeArgs {
     /// Build the preview here instead of a scratch directory.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Secret key file (else as for build; else a throwaway key).
-    #[arg(long, value_name = "FILE")]
-    pub secret_key: Option<PathBuf>,
 }
 
 /// Builds into a preview directory with base_url pointing at the local
@@ -57,7 +53,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
             args.config.clone(),
             Overrides {
                 output_dir: Some(out.clone()),
-                secret_key: args.secret_key,
+                secret_key: None,
                 base_url: Some(url.clone()),
             },
             None,
@@ -65,7 +61,9 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     };
     let rebuild = |options: &BuildOptions| -> Result<()> {
         let report = vmcast_gen::build(options, &Bar::new(Show::Nothing), &mut || {
-            prompt::unlock("the secret key")
+            Err(Error::other(
+                "a preview is signed with a throwaway key, not a password-protected one",
+            ))
         })?;
         for warning in &report.warnings {
             eprintln!("warning: {warning}");

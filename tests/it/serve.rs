@@ -487,3 +487,66 @@ fn server_failure_ends_serve_with_the_error() {
         "{stderr}"
     );
 }
+
+/// The key id of a minisign public key or signature file: bytes 2..10 of
+/// its base64 line.
+fn key_id(file: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(file);
+    let line = text.lines().nth(1).unwrap_or_else(|| panic!("{text}"));
+    base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .unwrap()[2..10]
+        .to_vec()
+}
+
+#[test]
+fn preview_is_never_signed_with_the_real_key() {
+    // ok-minimal's config names the known-answer key as its secret_key.
+    let fixture = Fixture::new("ok-minimal");
+    let known = fixture.root.join("../known-answer");
+    let real = key_id(&fs::read(known.join("kat.pub")).unwrap());
+    let mut previews = Vec::new();
+    for key_text in [
+        None,
+        Some(fs::read_to_string(known.join("kat.key")).unwrap()),
+    ] {
+        let mut cmd = serve_command(&fixture);
+        if let Some(text) = key_text {
+            cmd.env("VMCAST_SECRET_KEY", text);
+        }
+        let server = launch(cmd);
+        let (_, _, public) = get(&server.base, "/vmcast.pub", "", "GET");
+        let (_, _, signature) = get(&server.base, "/feed.xml.minisig", "", "GET");
+        let signer = key_id(&signature);
+        assert_ne!(signer, real, "the preview is signed with the real key");
+        assert_eq!(
+            signer,
+            key_id(&public),
+            "signed by another key than vmcast.pub"
+        );
+        previews.push(signer);
+    }
+    assert_ne!(previews[0], previews[1], "two runs share a throwaway key");
+
+    // A rebuild keeps the run's key.
+    let server = start(&fixture);
+    let (_, _, before) = get(&server.base, "/feed.xml.minisig", "", "GET");
+    let notes = fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(
+        &notes,
+        text.replace("notes = \"\"\"", "notes = \"\"\"\nEdited.\n"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let (_, _, signature) = get(&server.base, "/feed.xml.minisig", "", "GET");
+        if signature != before {
+            break signature;
+        }
+        assert!(Instant::now() < deadline, "no rebuild within 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(key_id(&after), key_id(&before), "a rebuild changed the key");
+}
