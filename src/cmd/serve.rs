@@ -3,8 +3,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use vmcast_gen::config::Overrides;
 use vmcast_gen::serve::watch::Watcher;
 use vmcast_gen::{BuildOptions, Error, Result};
@@ -28,9 +31,18 @@ pub struct ServeArgs {
 
 /// Builds into a preview directory with base_url pointing at the local
 /// server, serves it, and rebuilds when the config, notes, images or
-/// templates change. Runs until killed, or until the server fails: then
-/// with its error.
+/// templates change. Runs until SIGINT or SIGTERM, then removes its
+/// scratch directory; or until the server fails, with its error.
 pub fn run(args: ServeArgs) -> Result<bool> {
+    // The first signal asks the loop below to stop, so the scratch
+    // directory is removed on the way out; a second one, say while a long
+    // rebuild runs, ends the process at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .map_err(|e| Error::other(format_args!("cannot handle SIGINT and SIGTERM: {e}")))?;
+    }
     let listener = std::net::TcpListener::bind(("127.0.0.1", args.port)).map_err(|e| {
         Error::other(format_args!(
             "cannot listen on 127.0.0.1:{}: {e}",
@@ -81,6 +93,9 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     let mut watcher = Watcher::new(&args.config);
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
+        if stop.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
         if server.is_finished() {
             return Err(match server.join() {
                 Ok(e) => Error::other(format_args!(

@@ -82,6 +82,14 @@ fn launch(mut cmd: Command) -> Server {
     }
 }
 
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
 /// The exit status, if the process exits within `limit`.
 fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -549,4 +557,37 @@ fn preview_is_never_signed_with_the_real_key() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(key_id(&after), key_id(&before), "a rebuild changed the key");
+}
+
+#[test]
+fn stopping_by_signal_removes_the_scratch_directory() {
+    let fixture = Fixture::new("ok-minimal");
+    let tmp = fixture.tmp.path().join("tmp");
+    let previews = || -> Vec<PathBuf> {
+        fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("vmcast-preview-")
+            })
+            .collect()
+    };
+    for name in ["TERM", "INT"] {
+        let mut server = start(&fixture);
+        assert_eq!(previews(), [server.site.parent().unwrap()]);
+        assert!(
+            server
+                .site
+                .join("images/webapp/1.1.0/webapp-1.1.0.raw")
+                .is_file()
+        );
+        signal(&server.child, name);
+        let status = wait_for_exit(&mut server.child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("serve still runs 10 s after SIG{name}"));
+        assert!(status.success(), "after SIG{name}: {status}");
+        assert_eq!(previews(), Vec::<PathBuf>::new(), "left after SIG{name}");
+    }
 }
