@@ -32,6 +32,7 @@ pub mod warning;
 pub mod write;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 
@@ -44,7 +45,7 @@ use hash::Progress;
 use model::{Image, Release};
 use place::Placement;
 use render::Site;
-use sign::{LockedKey, SecretKey};
+use sign::{KeyId, LockedKey, SecretKey};
 
 /// Where the secret key comes from, in order of precedence.
 #[derive(Debug, Clone)]
@@ -75,7 +76,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Hash every image and fail on any cached digest that was wrong.
     pub verify_cache: bool,
-    /// A preview: without a configured key, sign with a throwaway one.
+    /// A preview: signed with a throwaway key (one per process), whatever
+    /// key is configured, so the real key never signs a draft nor stays
+    /// unlocked in a long-running process.
     pub preview: bool,
 }
 
@@ -348,19 +351,16 @@ fn check_images(release: &Release) -> Result<()> {
     Ok(())
 }
 
-/// The secret key: `--secret-key`, else `VMCAST_SECRET_KEY`, else the
-/// config's `secret_key`; a preview without any of them signs with a
-/// throwaway key.
+/// The secret key: a throwaway one for a preview (a preview is never
+/// signed with the real key); else `--secret-key`, else
+/// `VMCAST_SECRET_KEY`, else the config's `secret_key`.
 fn load_key(
     config: &Config,
     options: &BuildOptions,
     password: PasswordPrompt,
 ) -> Result<(SecretKey, Option<Warning>)> {
-    let configured = options.overrides.secret_key.is_some()
-        || options.secret_key_text.is_some()
-        || config.secret_key.is_some();
-    if options.preview && !configured {
-        return Ok((SecretKey::generate()?, None));
+    if options.preview {
+        return Ok((preview_key()?, None));
     }
     let (key, warning) = locked_key(
         config,
@@ -428,6 +428,23 @@ pub fn locked_key(
             Ok((key, warning))
         }
     }
+}
+
+/// A preview's throwaway key: random, and made once per process, so the
+/// rebuilds of one `serve` run keep it and the next run gets another.
+fn preview_key() -> Result<SecretKey> {
+    static KEY: OnceLock<(KeyId, [u8; 32])> = OnceLock::new();
+    let (id, seed) = match KEY.get() {
+        Some(key) => *key,
+        None => {
+            let (mut id, mut seed) = ([0u8; 8], [0u8; 32]);
+            getrandom::fill(&mut id)
+                .and_then(|()| getrandom::fill(&mut seed))
+                .map_err(|e| Error::failed("cannot get random bytes", e))?;
+            *KEY.get_or_init(|| (KeyId(id), seed))
+        }
+    };
+    Ok(SecretKey::from_seed(id, seed))
 }
 
 /// The canonical form of a path that may not exist yet: its nearest existing

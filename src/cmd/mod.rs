@@ -119,7 +119,8 @@ pub enum Command {
         after_help = "The preview is built into a scratch directory with base_url set to the \
         local server, so feed readers, podcast apps, curl -r and feedparser work against it. \
         Content types are the ones a real host should send; single byte ranges are answered with \
-        206. Without a configured key, a throwaway key signs the preview."
+        206. A throwaway key, new on every run, signs the preview, whatever key is configured: \
+        the real key never signs a draft."
     )]
     Serve(serve::ServeArgs),
     /// Scaffold a new site: a commented vmcast.toml, an example release, a key pair and .gitignore entries.

@@ -3,15 +3,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use vmcast_gen::config::Overrides;
 use vmcast_gen::serve::watch::Watcher;
 use vmcast_gen::{BuildOptions, Error, Result};
 
 use super::build::build_options;
 use super::progress::{Bar, Show};
-use super::prompt;
 use super::term::paint_error;
 
 #[derive(Debug, Args)]
@@ -25,15 +27,22 @@ pub struct ServeArgs {
     /// Build the preview here instead of a scratch directory.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Secret key file (else as for build; else a throwaway key).
-    #[arg(long, value_name = "FILE")]
-    pub secret_key: Option<PathBuf>,
 }
 
 /// Builds into a preview directory with base_url pointing at the local
 /// server, serves it, and rebuilds when the config, notes, images or
-/// templates change. Runs until killed.
+/// templates change. Runs until SIGINT or SIGTERM, then removes its
+/// scratch directory; or until the server fails, with its error.
 pub fn run(args: ServeArgs) -> Result<bool> {
+    // The first signal asks the loop below to stop, so the scratch
+    // directory is removed on the way out; a second one, say while a long
+    // rebuild runs, ends the process at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .map_err(|e| Error::failed("cannot handle SIGINT and SIGTERM", e))?;
+    }
     let config = super::site_config(args.config)?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", args.port)).map_err(|e| {
         Error::other(format_args!(
@@ -57,7 +66,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
             config.clone(),
             Overrides {
                 output_dir: Some(out.clone()),
-                secret_key: args.secret_key,
+                secret_key: None,
                 base_url: Some(url.clone()),
             },
             None,
@@ -65,7 +74,9 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     };
     let rebuild = |options: &BuildOptions| -> Result<()> {
         let report = vmcast_gen::build(options, &Bar::new(Show::Nothing), &mut || {
-            prompt::unlock("the secret key")
+            Err(Error::other(
+                "a preview is signed with a throwaway key, not a password-protected one",
+            ))
         })?;
         for warning in &report.warnings {
             eprintln!("warning: {warning}");
@@ -76,10 +87,22 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     println!("Serving {url} (from {}); Ctrl-C to stop", out.display());
     let _ = std::io::stdout().flush();
     let root = out.clone();
-    std::thread::spawn(move || vmcast_gen::serve::run(listener, root));
+    let server = std::thread::Builder::new()
+        .name("serve".to_owned())
+        .spawn(move || vmcast_gen::serve::run(listener, root))
+        .map_err(|e| Error::failed("cannot start the preview server", e))?;
     let mut watcher = Watcher::new(&config);
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
+        if stop.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
+        if server.is_finished() {
+            return Err(match server.join() {
+                Ok(e) => Error::failed("the preview server stopped: cannot accept connections", e),
+                Err(_) => Error::other("the preview server crashed"),
+            });
+        }
         if watcher.changed() {
             match rebuild(&options) {
                 Ok(()) => println!("rebuilt"),
