@@ -57,6 +57,10 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                             primary: k == 0,
                             site_path,
                             size_hint: 1 << 30,
+                            file_id: vmcast_gen::model::FileId {
+                                dev: 0,
+                                ino: i as u64,
+                            },
                         },
                         digest: FileDigest {
                             length: (1 << 30) + i as u64,
@@ -135,6 +139,7 @@ fn hash_256_mib_one_thread(bencher: Bencher) {
     let jobs = [Job {
         source: path,
         size_hint: data.len() as u64,
+        open: hash::Open::Named,
         copy_to: None,
     }];
     bencher

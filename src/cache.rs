@@ -26,7 +26,9 @@ use crate::model::{FileDigest, Sha256};
 use crate::warning::Warning;
 
 const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-2";
-const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-2";
+const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
+/// The largest sidecar read: a few hundred bytes are expected.
+const SIDECAR_LIMIT: u64 = 64 << 10;
 /// The suffix of a sidecar file: `disk.qcow2` → `disk.qcow2.vmcast-hash`.
 pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";
 
@@ -42,6 +44,20 @@ pub struct FileState {
 }
 
 impl FileState {
+    /// The file this state is of.
+    pub fn id(&self) -> crate::model::FileId {
+        crate::model::FileId {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+
+    /// The same file with the same content as far as stat can tell: size
+    /// and mtime. ctime is left out: a hard link into the output changes it.
+    pub fn same_content(&self, other: &FileState) -> bool {
+        self.id() == other.id() && self.size == other.size && self.mtime_ns == other.mtime_ns
+    }
+
     pub fn of(meta: &Metadata) -> Self {
         let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
         FileState {
@@ -183,7 +199,9 @@ fn key(canonical: &Path) -> String {
 /// A digest and inspection that need no read.
 pub type Known = (FileDigest, ImageInfo);
 
-/// A digest recorded where the image was made.
+/// A digest recorded where the image was made. It is a hint about one
+/// file and stands in for its digest only: what the image is (format,
+/// virtual size) always comes from the image's own bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sidecar {
@@ -192,7 +210,6 @@ pub struct Sidecar {
     size: u64,
     mtime_ns: i128,
     sha256: String,
-    info: ImageInfo,
 }
 
 pub fn sidecar_path(image: &Path) -> PathBuf {
@@ -202,7 +219,7 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
 }
 
 impl Sidecar {
-    pub fn new(image: &Path, state: &FileState, digest: &FileDigest, info: &ImageInfo) -> Self {
+    pub fn new(image: &Path, state: &FileState, digest: &FileDigest) -> Self {
         Sidecar {
             format: SIDECAR_FORMAT.into(),
             name: image
@@ -212,7 +229,6 @@ impl Sidecar {
             size: digest.length,
             mtime_ns: state.mtime_ns,
             sha256: digest.sha256.to_hex(),
-            info: info.clone(),
         }
     }
 
@@ -226,11 +242,26 @@ impl Sidecar {
 
     /// The sidecar of `image`, if there is one and it still describes the
     /// file: same name, size and mtime. `Err` is a warning for a sidecar
-    /// that exists but cannot be used.
-    pub fn read(image: &Path, state: &FileState) -> Option<std::result::Result<Known, Warning>> {
+    /// that exists but cannot be used: a symbolic link, a FIFO or a device,
+    /// anything over a few KiB, or text that does not describe the image.
+    pub fn read(
+        image: &Path,
+        state: &FileState,
+    ) -> Option<std::result::Result<FileDigest, Warning>> {
         let path = sidecar_path(image);
-        let text = std::fs::read_to_string(&path).ok()?;
-        let stale = |why: &str| -> Option<std::result::Result<Known, Warning>> {
+        std::fs::symlink_metadata(&path).ok()?;
+        let text = match fsutil::read_regular(&path, false, SIDECAR_LIMIT)
+            .and_then(|(bytes, _)| fsutil::text(&path, bytes))
+        {
+            Ok(text) => text,
+            Err(e) => {
+                return Some(Err(Warning {
+                    path: None,
+                    message: format!("{e}; the image is hashed instead"),
+                }));
+            }
+        };
+        let stale = |why: &str| -> Option<std::result::Result<FileDigest, Warning>> {
             Some(Err(Warning::file(
                 &path,
                 format_args!("{why}; the image is hashed instead"),
@@ -250,13 +281,10 @@ impl Sidecar {
             return stale("size or mtime differ from the image's");
         }
         match Sha256::from_hex(&sidecar.sha256) {
-            Some(sha256) => Some(Ok((
-                FileDigest {
-                    length: sidecar.size,
-                    sha256,
-                },
-                sidecar.info,
-            ))),
+            Some(sha256) => Some(Ok(FileDigest {
+                length: sidecar.size,
+                sha256,
+            })),
             None => stale("invalid sha256"),
         }
     }

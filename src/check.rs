@@ -140,5 +140,6 @@ fn stand_in(config: &config::Config, info: &crate::model::ReleaseInfo) -> Image 
         arch: None,
         primary: true,
         size_hint: 0,
+        file_id: crate::model::FileId { dev: 0, ino: 0 },
     })
 }

@@ -7,6 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::model::FileId;
 
 /// Mode of every published file: readable by the web server.
 pub const PUBLISHED_FILE_MODE: u32 = 0o644;
@@ -198,23 +199,80 @@ pub fn write_new_file(path: &Path, contents: &[u8], mode: u32, overwrite: bool) 
     result.map_err(|e| Error::io("cannot write", path, e.error))
 }
 
-/// Copies nothing: makes `dst` a hard link to `src`. Returns `Ok(false)`
-/// when the two are on different file systems, so the caller can copy.
-pub fn hard_link(src: &Path, dst: &Path) -> Result<bool> {
-    match fs::hard_link(src, dst) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => Ok(false),
-        Err(e) => Err(Error::io("cannot hard-link to", dst, e)),
+/// Opens an image that the scan vetted, by its resolved path, refusing a
+/// symbolic link anywhere on the way (`openat2` with
+/// `RESOLVE_NO_SYMLINKS` where the kernel has it, else `O_NOFOLLOW` on the
+/// last component): the resolved path has none, so one there now was put
+/// there since. The descriptor must be the very file the scan saw
+/// (`expected`), and a regular file, both checked with fstat on it.
+pub fn open_vetted(real: &Path, shown: &Path, expected: FileId) -> Result<(File, fs::Metadata)> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let opened = match rustix::fs::openat2(
+        rustix::fs::CWD,
+        real,
+        flags,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    ) {
+        Err(rustix::io::Errno::NOSYS) => rustix::fs::open(real, flags, Mode::empty()),
+        other => other,
+    };
+    let file = match opened {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(Error::file(
+                shown,
+                "became a symbolic link after the scan; refusing to follow it",
+            ));
+        }
+        Err(e) => return Err(Error::io("cannot open", shown, e.into())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", shown, e))?;
+    if !meta.is_file() {
+        return Err(Error::file(
+            shown,
+            format_args!("is not a regular file (it is {})", file_kind(&meta)),
+        ));
     }
+    if FileId::of(&meta) != expected {
+        return Err(Error::file(
+            shown,
+            "was replaced by another file after the scan; refusing to read it",
+        ));
+    }
+    Ok((file, meta))
 }
 
-/// Makes `dst` a copy-on-write clone of `src` where the file system can
-/// (btrfs, XFS...): no bytes are copied. Returns `Ok(false)`, leaving no
-/// `dst`, where it cannot.
-pub fn reflink(src: &Path, dst: &Path) -> Result<bool> {
-    let from = open(src)?;
+/// Copies nothing: makes `dst` a hard link to the file at `src`, which must
+/// still be `expected` (checked on the new link, so a file swapped in at
+/// `src` meanwhile is never published). Returns `Ok(false)` when the two
+/// are on different file systems, so the caller can copy.
+pub fn hard_link(src: &Path, dst: &Path, expected: FileId) -> Result<bool> {
+    match fs::hard_link(src, dst) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => return Ok(false),
+        Err(e) => return Err(Error::io("cannot hard-link to", dst, e)),
+    }
+    let linked = fs::symlink_metadata(dst).map_err(|e| Error::io("cannot stat", dst, e))?;
+    if !linked.is_file() || FileId::of(&linked) != expected {
+        fs::remove_file(dst).map_err(|e| Error::io("cannot remove", dst, e))?;
+        return Err(Error::file(
+            src,
+            "was replaced by another file after the scan; refusing to publish it",
+        ));
+    }
+    Ok(true)
+}
+
+/// Makes `dst` a copy-on-write clone of the open file `from` where the
+/// file system can (btrfs, XFS...): no bytes are copied. Returns
+/// `Ok(false)`, leaving no `dst`, where it cannot.
+pub fn reflink(from: &File, dst: &Path) -> Result<bool> {
     let to = create_published(dst)?;
-    match rustix::fs::ioctl_ficlone(&to, &from) {
+    match rustix::fs::ioctl_ficlone(&to, from) {
         Ok(()) => Ok(true),
         Err(_) => {
             drop(to);
@@ -224,9 +282,38 @@ pub fn reflink(src: &Path, dst: &Path) -> Result<bool> {
     }
 }
 
-/// Copies a file the kernel's way (copy_file_range, no user-space read)
-/// into a new published file (mode 0644).
-pub fn copy_published(src: &Path, dst: &Path) -> Result<()> {
-    fs::copy(src, dst).map_err(|e| Error::io("cannot copy to", dst, e))?;
-    set_mode(dst, PUBLISHED_FILE_MODE)
+/// Copies the open file `from` (`len` bytes) into a new published file,
+/// keeping its holes: only the data regions (SEEK_DATA/SEEK_HOLE) are
+/// copied, by the kernel (copy_file_range), and a sparse image stays
+/// sparse.
+pub fn copy_published(from: &File, len: u64, src: &Path, dst: &Path) -> Result<()> {
+    use rustix::fs::SeekFrom as RSeek;
+    let to = create_published(dst)?;
+    let fail = |e: rustix::io::Errno| Error::io("cannot copy to", dst, e.into());
+    let mut offset = 0u64;
+    while offset < len {
+        let data = match rustix::fs::seek(from, RSeek::Data(offset)) {
+            Ok(d) => d,
+            // No data after `offset`: the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(Error::io("cannot read", src, e.into())),
+        };
+        let hole = rustix::fs::seek(from, RSeek::Hole(data))
+            .map_err(|e| Error::io("cannot read", src, e.into()))?
+            .min(len);
+        let mut at_from = data;
+        let mut at_to = data;
+        while at_from < hole {
+            let want = usize::try_from(hole - at_from).unwrap_or(usize::MAX);
+            let n =
+                rustix::fs::copy_file_range(from, Some(&mut at_from), &to, Some(&mut at_to), want)
+                    .map_err(fail)?;
+            if n == 0 {
+                return Err(Error::file(src, "shrank while it was being copied"));
+            }
+        }
+        offset = hole;
+    }
+    to.set_len(len)
+        .map_err(|e| Error::io("cannot write", dst, e))
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use crate::cache::{FileState, HashCache};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
-use crate::model::{FileDigest, ImageInfo, RelPath, Sha256};
+use crate::model::{FileDigest, FileId, ImageInfo, RelPath, Sha256};
 use crate::place::{self, Placement};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
@@ -26,11 +26,25 @@ const CHUNK: usize = 1 << 20;
 /// One file to hash.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The file as named, for messages.
     pub source: PathBuf,
+    /// How it is opened.
+    pub open: Open,
     /// Bytes expected, for scheduling and progress only.
     pub size_hint: u64,
     /// Where to write a copy of the bytes as they are read.
     pub copy_to: Option<PathBuf>,
+}
+
+/// How a job's file is opened.
+#[derive(Debug, Clone)]
+pub enum Open {
+    /// An image the scan vetted: by its resolved path, never through a
+    /// symbolic link, and only if it is still the file (and the state)
+    /// seen when the cache was consulted.
+    Vetted { real: PathBuf, state: FileState },
+    /// A file named on the command line (`vmcast-gen hash`).
+    Named,
 }
 
 /// Receives hashing progress. The library draws nothing itself.
@@ -120,19 +134,26 @@ fn hash_one(
     stop: &AtomicBool,
 ) -> Result<Option<Hashed>> {
     let path = &job.source;
-    let mut file = fsutil::open(path)?;
-    let before = file
-        .metadata()
-        .map_err(|e| Error::io("cannot stat", path, e))?;
-    if !before.is_file() {
-        return Err(Error::file(path, "is not a regular file"));
-    }
+    let (mut file, before) = match &job.open {
+        Open::Vetted { real, state } => {
+            let (file, meta) = fsutil::open_vetted(real, path, state.id())?;
+            if !FileState::of(&meta).same_content(state) {
+                return Err(Error::file(
+                    path,
+                    "changed since the scan (size or mtime); is another job still writing it?",
+                ));
+            }
+            (file, meta)
+        }
+        Open::Named => fsutil::open_regular(path, true)?,
+    };
     // Only a hint: the kernel may read ahead further.
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
     let mut copy = match &job.copy_to {
         Some(dst) => Some((fsutil::create_published(dst)?, dst)),
         None => None,
     };
+    let zero = [0u8; 4096];
 
     let mut hasher = sha2::Sha256::new();
     let mut inspector = Inspector::new();
@@ -147,14 +168,23 @@ fn hash_one(
         hasher.update(&buf[..n]);
         inspector.update(&buf[..n]);
         if let Some((out, dst)) = &mut copy {
-            out.write_all(&buf[..n])
-                .map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
+            // A block of zeros becomes a hole: a sparse image stays sparse.
+            let written = if buf[..n].chunks(zero.len()).all(|c| c == &zero[..c.len()]) {
+                out.seek(SeekFrom::Current(n as i64)).map(|_| ())
+            } else {
+                out.write_all(&buf[..n])
+            };
+            written.map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
         }
         length += n as u64;
         progress.advance(n as u64);
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
+    }
+    if let Some((out, dst)) = &copy {
+        out.set_len(length)
+            .map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
     }
     check_unchanged(path, &file, &before, length)?;
     let info = inspector.finish(length).map_err(|m| Error::file(path, m))?;
@@ -199,6 +229,8 @@ pub struct Request {
     /// The image's identity: its path in the site, unique in a build.
     pub id: RelPath,
     pub source: PathBuf,
+    /// The file the scan vetted.
+    pub file_id: FileId,
     /// The source resolved (the cache's key).
     pub real: PathBuf,
     pub size_hint: u64,
@@ -235,6 +267,30 @@ pub struct Outcome {
     pub mismatches: Vec<String>,
 }
 
+/// What an image is, from its headers alone (read with `pread`, the
+/// descriptor's offset untouched). `None` for an OVA, whose machine facts
+/// need the whole archive: it is read in full.
+fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
+    let read_at = |offset: u64, len: usize| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match rustix::io::pread(file, &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::io("cannot read", path, e.into())),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    };
+    crate::inspect::probe(len, read_at).map_err(|e| match e {
+        crate::inspect::ProbeError::Read(e) => e,
+        crate::inspect::ProbeError::Content(m) => Error::file(path, m),
+    })
+}
+
 /// An image that must be read.
 struct Pending {
     id: RelPath,
@@ -264,21 +320,33 @@ pub fn digest_all(
             ));
         }
         let canonical = req.real.clone();
-        let state = FileState::of(&fsutil::metadata(&req.source)?);
+        // One open per look: what is checked (no symbolic link, a regular
+        // file, the very file the scan saw) is what is placed or probed.
+        let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
+        let state = FileState::of(&meta);
+        let opened = place::Opened {
+            file: &file,
+            meta: &meta,
+            real: &req.real,
+        };
         let cached = shortcuts
             .cache
             .as_ref()
             .and_then(|c| c.get(&canonical, &state));
-        let sidecar = match shortcuts.sidecars {
-            true => match crate::cache::Sidecar::read(&req.source, &state) {
-                Some(Ok(d)) => Some(d),
+        // A sidecar stands in for the digest only: what the image is comes
+        // from its own bytes (its headers, read here), never from the hint.
+        let sidecar = match (shortcuts.sidecars, &cached) {
+            (true, None) => match crate::cache::Sidecar::read(&req.source, &state) {
+                Some(Ok(digest)) => {
+                    probe(&file, &req.source, state.size)?.map(|info| (digest, info))
+                }
                 Some(Err(warning)) => {
                     warnings.push(warning);
                     None
                 }
                 None => None,
             },
-            false => None,
+            _ => None,
         };
         let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
             (true, _, _) => None,
@@ -296,7 +364,7 @@ pub fn digest_all(
         };
         match known {
             Some((digest, info)) => {
-                place::unread(&req.source, &req.place)?;
+                place::unread(&opened, &req.place)?;
                 if let Some(cache) = shortcuts.cache.as_mut() {
                     cache.insert(&canonical, state, &digest, &info);
                 }
@@ -305,8 +373,12 @@ pub fn digest_all(
             None => {
                 let job = Job {
                     source: req.source.clone(),
+                    open: Open::Vetted {
+                        real: req.real.clone(),
+                        state,
+                    },
                     size_hint: req.size_hint,
-                    copy_to: place::for_read(&req.source, &req.place)?,
+                    copy_to: place::for_read(&opened, &req.place)?,
                 };
                 pending.push(Pending {
                     id: req.id.clone(),
@@ -370,6 +442,7 @@ mod tests {
             jobs.push(Job {
                 source: path,
                 size_hint: *size as u64,
+                open: Open::Named,
                 copy_to: None,
             });
         }
@@ -393,6 +466,7 @@ mod tests {
         let dst = dir.path().join("dst");
         std::fs::write(&src, b"appliance bytes").unwrap();
         let jobs = [Job {
+            open: Open::Named,
             source: src,
             size_hint: 15,
             copy_to: Some(dst.clone()),

@@ -515,6 +515,7 @@ fn hash_requests(
             Ok(hash::Request {
                 id: image.site_path.clone(),
                 source: image.source.clone(),
+                file_id: image.file_id,
                 real: image.real.clone(),
                 size_hint: image.size_hint,
                 place,
@@ -599,6 +600,7 @@ pub fn write_sidecars(
             Ok(hash::Job {
                 source: f.clone(),
                 size_hint: fsutil::metadata(f)?.len(),
+                open: hash::Open::Named,
                 copy_to: None,
             })
         })
@@ -608,7 +610,7 @@ pub fn write_sidecars(
         .iter()
         .zip(hashed)
         .map(|(file, h)| {
-            let path = cache::Sidecar::new(file, &h.state, &h.digest, &h.info).write(file)?;
+            let path = cache::Sidecar::new(file, &h.state, &h.digest).write(file)?;
             Ok((path, h.digest))
         })
         .collect()

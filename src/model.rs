@@ -419,6 +419,25 @@ pub struct ImageSource {
     pub url: Url,
     /// Size seen at scan time, used to schedule the largest files first.
     pub size_hint: u64,
+    /// The file the scan vetted: every later open must land on it.
+    pub file_id: FileId,
+}
+
+/// A file's identity on its file system: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 impl ImageSource {

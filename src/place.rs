@@ -3,10 +3,13 @@
 //! needs bytes is written from the hashing read, so `for_read` only says
 //! where that copy goes.
 
+use std::fs::{File, Metadata};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::fsutil;
+use crate::model::FileId;
 
 /// Where an image must also end up, besides being hashed.
 #[derive(Debug, Clone)]
@@ -20,23 +23,34 @@ pub enum Placement {
     Link(PathBuf),
 }
 
-fn world_readable(path: &Path) -> Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
-    Ok(fsutil::metadata(path)?.permissions().mode() & 0o004 != 0)
+/// An image open for reading: the descriptor that passed the checks, its
+/// fstat, and the resolved path it was opened by.
+pub struct Opened<'a> {
+    pub file: &'a File,
+    pub meta: &'a Metadata,
+    pub real: &'a Path,
+}
+
+impl Opened<'_> {
+    fn world_readable(&self) -> bool {
+        self.meta.permissions().mode() & 0o004 != 0
+    }
+
+    fn hard_link(&self, dst: &Path) -> Result<bool> {
+        fsutil::hard_link(self.real, dst, FileId::of(self.meta))
+    }
 }
 
 /// Places an image whose digest is known: no user-space read.
-pub fn unread(source: &Path, place: &Placement) -> Result<()> {
+pub fn unread(image: &Opened, place: &Placement) -> Result<()> {
     match place {
         Placement::Nowhere => Ok(()),
-        Placement::Link(dst) if world_readable(source)? && fsutil::hard_link(source, dst)? => {
-            Ok(())
-        }
+        Placement::Link(dst) if image.world_readable() && image.hard_link(dst)? => Ok(()),
         Placement::Copy(dst) | Placement::Link(dst) => {
-            if fsutil::reflink(source, dst)? {
+            if fsutil::reflink(image.file, dst)? {
                 Ok(())
             } else {
-                fsutil::copy_published(source, dst)
+                fsutil::copy_published(image.file, image.meta.len(), image.real, dst)
             }
         }
     }
@@ -44,14 +58,12 @@ pub fn unread(source: &Path, place: &Placement) -> Result<()> {
 
 /// Places an image that is about to be hashed; returns where the hashing
 /// read must write a copy, if it must.
-pub fn for_read(source: &Path, place: &Placement) -> Result<Option<PathBuf>> {
+pub fn for_read(image: &Opened, place: &Placement) -> Result<Option<PathBuf>> {
     match place {
         Placement::Nowhere => Ok(None),
-        Placement::Link(dst) if world_readable(source)? && fsutil::hard_link(source, dst)? => {
-            Ok(None)
-        }
+        Placement::Link(dst) if image.world_readable() && image.hard_link(dst)? => Ok(None),
         Placement::Copy(dst) | Placement::Link(dst) => {
-            if fsutil::reflink(source, dst)? {
+            if fsutil::reflink(image.file, dst)? {
                 Ok(None)
             } else {
                 Ok(Some(dst.clone()))

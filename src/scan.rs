@@ -297,6 +297,7 @@ fn plan_release(
             primary: false,
             site_path,
             size_hint: meta.len(),
+            file_id: crate::model::FileId::of(&meta),
         });
     }
     if images.is_empty() {

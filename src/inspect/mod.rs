@@ -142,6 +142,27 @@ impl Inspector {
         data.extend_from_slice(&chunk[from..to]);
     }
 
+    /// A later range a header asked for that has not been seen yet.
+    fn missing_range(&self) -> Option<(u64, usize)> {
+        self.capture
+            .as_ref()
+            .filter(|(_, len, data)| data.len() < *len)
+            .map(|(offset, len, _)| (*offset, *len))
+    }
+
+    /// Goes on at `offset` without the bytes in between: for [`probe`],
+    /// which reads the head, a later range and the tail, but never an OVA's
+    /// tar stream (which needs every byte). A later range seen only in part
+    /// is read again whole.
+    fn seek(&mut self, offset: u64) {
+        if let Some((_, len, data)) = self.capture.as_mut()
+            && data.len() < *len
+        {
+            data.clear();
+        }
+        self.position = offset;
+    }
+
     fn keep_tail(&mut self, chunk: &[u8]) {
         if chunk.len() >= 512 {
             self.tail.clear();
@@ -169,6 +190,48 @@ impl Inspector {
         }
         formats::identify(&self.head, self.capture, Some(&self.tail), Some(total_len))
     }
+}
+
+/// Why [`probe`] failed: reading, or what the bytes say.
+pub enum ProbeError<E> {
+    Read(E),
+    Content(String),
+}
+
+/// What a file of `len` bytes is, from the parts the formats keep their
+/// facts in: the start (enough for every header, and for a compressed
+/// stream's inner header), the later range a header points at (a VHDX's
+/// metadata), and the last 512 bytes (a VHD footer). `read_at(offset,
+/// len)` reads them. The answer is the one a whole read would give;
+/// `Ok(None)` for an OVA, whose machine facts need the whole archive.
+pub fn probe<E>(
+    len: u64,
+    mut read_at: impl FnMut(u64, usize) -> Result<Vec<u8>, E>,
+) -> Result<Option<ImageInfo>, ProbeError<E>> {
+    let mut inspector = Inspector::new();
+    let head = read_at(
+        0,
+        COMPRESSED_HEAD.min(usize::try_from(len).unwrap_or(usize::MAX)),
+    )
+    .map_err(ProbeError::Read)?;
+    inspector.update(&head);
+    if inspector.ova.is_some() {
+        return Ok(None);
+    }
+    if inspector.compressed.is_none() {
+        if let Some((offset, want)) = inspector.missing_range() {
+            inspector.seek(offset);
+            let range = read_at(offset, want).map_err(ProbeError::Read)?;
+            inspector.update(&range);
+        }
+        let tail_at = len.saturating_sub(512).max(inspector.position);
+        if tail_at < len {
+            inspector.seek(tail_at);
+            let tail = read_at(tail_at, (len - tail_at) as usize).map_err(ProbeError::Read)?;
+            inspector.update(&tail);
+        }
+    }
+    inspector.finish(len).map(Some).map_err(ProbeError::Content)
 }
 
 /// The compressed wrapper the first bytes announce.
@@ -248,4 +311,36 @@ pub fn inspect_bytes(data: &[u8], chunk: usize) -> Result<ImageInfo, String> {
         inspector.update(piece);
     }
     inspector.finish(data.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe of the start, a later range and the tail agrees with a read
+    /// of every byte, for each kind of header.
+    #[test]
+    fn a_probe_agrees_with_a_whole_read() {
+        let mut vhd = vec![0u8; 3 << 20];
+        let footer = vhd.len() - 512;
+        vhd[footer..footer + 8].copy_from_slice(b"conectix");
+        let mut qcow2 = vec![0u8; 5 << 20];
+        qcow2[..4].copy_from_slice(b"QFI\xfb");
+        qcow2[7] = 3;
+        qcow2[20] = 16;
+        qcow2[24..32].copy_from_slice(&(1u64 << 30).to_be_bytes());
+        let raw = vec![7u8; 6 << 20];
+        for data in [&vhd, &qcow2, &raw] {
+            let whole = inspect_bytes(data, 1 << 20);
+            let probed = probe(data.len() as u64, |at, len| -> Result<Vec<u8>, ()> {
+                let end = (at as usize + len).min(data.len());
+                Ok(data[at as usize..end].to_vec())
+            });
+            match (whole, probed) {
+                (Ok(w), Ok(Some(p))) => assert_eq!(w, p),
+                (Err(w), Err(ProbeError::Content(p))) => assert_eq!(w, p),
+                _ => panic!("the probe and the whole read disagree"),
+            }
+        }
+    }
 }

@@ -101,8 +101,12 @@ impl Notes {
     }
 }
 
+/// Reads a notes file the scan found: through one descriptor, refusing a
+/// symbolic link put in its place since, and at most
+/// [`fsutil::MAX_TEXT_FILE`] bytes.
 pub fn load(path: &Path) -> Result<Notes> {
-    let text = fsutil::read_to_string(path)?;
+    let (bytes, _) = fsutil::read_regular(path, false, fsutil::MAX_TEXT_FILE)?;
+    let text = fsutil::text(path, bytes)?;
     parse(path, &text)
 }
 

@@ -223,11 +223,8 @@ fn load_template(dir: &std::path::Path, name: &str) -> Result<Option<String>, mi
     }
     let path = dir.join(name);
     if path.is_file() {
-        return std::fs::read_to_string(&path).map(Some).map_err(|e| {
-            minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                format!("cannot read {}: {e}", path.display()),
-            )
+        return crate::fsutil::read_to_string(&path).map(Some).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
         });
     }
     Ok(BUILTIN

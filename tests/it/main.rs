@@ -9,6 +9,7 @@ mod common;
 
 mod cache;
 mod cli;
+mod hostile_inputs;
 mod inspect;
 mod interop;
 mod known_answer;

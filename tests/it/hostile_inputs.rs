@@ -1,0 +1,166 @@
+//! A hostile co-tenant on the build machine: files swapped between the
+//! scan and the read, sidecars that are FIFOs or devices, and sidecars that
+//! lie about what an image is. Each attack is performed for real.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{Fixture, assert_success, stderr};
+
+const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
+
+/// While builds run in a loop, the image is swapped atomically between a
+/// regular file and a symbolic link to the secret key. No build may publish
+/// the key's bytes: each one publishes the real image or fails clearly.
+#[test]
+fn image_swapped_for_a_symlink_to_the_key_is_never_published() {
+    let fixture = Fixture::new("ok-minimal");
+    let key = fixture.tmp.path().join("fixtures/known-answer/kat.key");
+    let key_bytes = fs::read(&key).unwrap();
+    let image = fixture.path(IMAGE);
+    let real = fs::read(&image).unwrap();
+    let dir = image.parent().unwrap().to_path_buf();
+    // Two ready-made entries, renamed over the image in turn (rename is
+    // atomic): the attacker never leaves the name missing.
+    let as_file = dir.join(".swap-file");
+    let as_link = dir.join(".swap-link");
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, image) = (Arc::clone(&stop), image.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                fs::write(&as_file, &real).unwrap();
+                fs::rename(&as_file, &image).unwrap();
+                let _ = fs::remove_file(&as_link);
+                symlink(&key, &as_link).unwrap();
+                fs::rename(&as_link, &image).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let (mut built, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let out = fixture.run(&["build", "--no-cache"], &[]);
+        if out.status.success() {
+            built += 1;
+            let published = fixture.path("public/images/webapp/1.1.0/webapp-1.1.0.raw");
+            assert_ne!(
+                fs::read(&published).unwrap(),
+                key_bytes,
+                "the key was published"
+            );
+            let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
+            let key_digest = vmcast_gen::model::Sha256::of(&key_bytes).to_hex();
+            assert!(
+                !sums.contains(&key_digest),
+                "the key's digest was published"
+            );
+        } else {
+            refused += 1;
+            let err = stderr(&out);
+            assert!(
+                err.starts_with("error: releases/webapp/1.1.0/webapp-1.1.0.raw"),
+                "{err}"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 40, "the race barely ran: {swaps} swaps");
+    // Both outcomes happen; neither leaks.
+    assert!(refused > 0, "built {built}, refused {refused}");
+}
+
+/// Sidecars that are a FIFO, or a symbolic link to /dev/zero, must not hang
+/// or grow the build: each is skipped with a warning and the image is read.
+#[test]
+fn fifo_and_dev_zero_sidecars_are_refused_at_once() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("trust_sidecars = true\n");
+    let fifo = fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw.vmcast-hash");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    symlink(
+        "/dev/zero",
+        fixture.path("releases/webapp/1.0.0/webapp-1.0.0.raw.vmcast-hash"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .args(["build", "--no-cache"])
+        .current_dir(&fixture.root)
+        .env_remove("VMCAST_SECRET_KEY")
+        .env("SOURCE_DATE_EPOCH", crate::common::EPOCH)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the build hung on a FIFO or /dev/zero sidecar");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stderr(&out),
+        "warning: releases/webapp/1.1.0/webapp-1.1.0.raw.vmcast-hash: is not a regular file \
+         (it is a FIFO); the image is hashed instead\n\
+         warning: releases/webapp/1.0.0/webapp-1.0.0.raw.vmcast-hash: is a symbolic link, \
+         which is not allowed here; the image is hashed instead\n"
+    );
+}
+
+/// A forged sidecar may claim a digest (that is all a sidecar is trusted
+/// for), but not what the file is: random bytes named .qcow2 stay random
+/// bytes, and the build refuses them as it would without the sidecar.
+#[test]
+fn a_forged_sidecar_cannot_make_random_bytes_a_qcow2() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("trust_sidecars = true\n");
+    let dir = fixture.path("releases/webapp/1.1.0");
+    fs::remove_file(dir.join("webapp-1.1.0.raw")).unwrap();
+    let image = dir.join("webapp-1.1.0.qcow2");
+    let noise: Vec<u8> = (0..65_536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(&image, &noise).unwrap();
+    assert_success(&fixture.run(&["hash", image.to_str().unwrap()], &[]));
+    // The forger's sidecar, in the old format that carried image facts.
+    let sidecar = dir.join("webapp-1.1.0.qcow2.vmcast-hash");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&sidecar).unwrap()).unwrap();
+    json["info"] = serde_json::json!({"format": "qcow2", "detected": true,
+        "compression": null, "virtual_size": 1073741824u64, "subformat": "v3",
+        "cluster_size": 65536, "cluster_compression": null, "machine": null});
+    fs::write(&sidecar, json.to_string()).unwrap();
+    let out = fixture.run(&["build", "--no-cache"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "error: releases/webapp/1.1.0/webapp-1.1.0.qcow2: declared qcow2 (by its name or \
+             [image] in releases/webapp/1.1.0/release.toml) but the content is raw (no image header)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // A well-formed sidecar is used for the digest, and the content is
+    // still read from the file's own headers.
+    assert_success(&fixture.run(&["hash", image.to_str().unwrap()], &[]));
+    let out = fixture.run(&["build", "--no-cache"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: releases/webapp/1.1.0/webapp-1.1.0.qcow2: declared qcow2 (by its name or \
+         [image] in releases/webapp/1.1.0/release.toml) but the content is raw (no image header)\n"
+    );
+}
