@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
-use crate::model::{Firmware, ImageFormat, Name, Requirements, Version};
+use crate::model::{Firmware, ImageFormat, MAX_TEXT_FILE, Name, Requirements, Version};
 
 /// The file name that marks a directory as a release.
 pub const NOTES_FILE: &str = "release.toml";
@@ -102,6 +102,17 @@ impl Notes {
 }
 
 pub fn load(path: &Path) -> Result<Notes> {
+    let size = fsutil::metadata(path)?.len();
+    if size > MAX_TEXT_FILE {
+        return Err(Error::file(
+            path,
+            format_args!(
+                "{size} bytes, over the limit of {MAX_TEXT_FILE} bytes ({}) for a site's text \
+                 files: `verify` refuses a feed that large; shorten the notes",
+                crate::render::page::human_size(MAX_TEXT_FILE)
+            ),
+        ));
+    }
     let text = fsutil::read_to_string(path)?;
     parse(path, &text)
 }

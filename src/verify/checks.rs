@@ -9,8 +9,8 @@ use url::Url;
 use super::feed::{FeedDoc, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
-use super::{Check, Report, TEXT_LIMIT, VerifyOptions};
-use crate::model::Sha256;
+use super::{Check, Report, VerifyOptions};
+use crate::model::{MAX_TEXT_FILE, Sha256};
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
 use crate::trust::BuildStamp;
@@ -149,7 +149,7 @@ impl Verifier<'_> {
 
     fn fetch_signature(&mut self, loc: &Location) -> Step<Signature> {
         let sig_loc = loc.with_suffix(".minisig");
-        let text = match self.fetcher.fetch(&sig_loc, TEXT_LIMIT) {
+        let text = match self.fetcher.fetch(&sig_loc, MAX_TEXT_FILE) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(m) => return self.stop("signature", m),
         };
@@ -197,7 +197,7 @@ impl Verifier<'_> {
                 ),
             );
         }
-        let data = match self.fetcher.fetch(loc, TEXT_LIMIT) {
+        let data = match self.fetcher.fetch(loc, MAX_TEXT_FILE) {
             Ok(d) => d,
             Err(m) => return self.stop("signature", m),
         };

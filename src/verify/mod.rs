@@ -32,9 +32,6 @@ use checks::Verifier;
 use fetch::Fetcher;
 use state::State;
 
-/// The largest feed, manifest, key or signature `verify` will read.
-const TEXT_LIMIT: u64 = 64 << 20;
-
 /// What to verify and against what.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {

@@ -564,3 +564,59 @@ fn keygen_writes_an_encrypted_key_minisign_can_use() {
         .unwrap();
     assert_success(&check);
 }
+
+// ---- what build writes, verify reads ----
+
+#[test]
+fn release_notes_over_the_text_limit_are_refused_by_build() {
+    let fixture = Fixture::new("oversized-release-notes");
+    let notes = fixture.path("releases/webapp/1.0.0/release.toml");
+    let head = "version = \"1.0.0\"\ndate = 2026-01-15\nnotes = \"\"\"\n";
+    let tail = "\"\"\"\n";
+    let limit = vmcast_gen::model::MAX_TEXT_FILE as usize;
+    let line = "A very long release note.\n";
+    let mut text = String::with_capacity(limit + line.len());
+    text.push_str(head);
+    while text.len() + line.len() + tail.len() <= limit + 1 {
+        text.push_str(line);
+    }
+    text.push_str(&"x".repeat(limit + 1 - text.len() - tail.len()));
+    text.push_str(tail);
+    assert_eq!(text.len(), limit + 1);
+    fs::write(&notes, text).unwrap();
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: releases/webapp/1.0.0/release.toml: {} bytes, over the limit of {limit} \
+             bytes (64.0 MiB) for a site's text files: `verify` refuses a feed that large; \
+             shorten the notes\n",
+            limit + 1
+        )
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn release_notes_that_render_past_the_text_limit_are_refused_by_build() {
+    let fixture = Fixture::new("oversized-release-notes");
+    // 9 MB of `<`: 4 bytes each as HTML, 8 once the feed escapes the HTML.
+    let paragraphs = format!("{}\n\n", "<".repeat(1000)).repeat(9000);
+    fs::write(
+        fixture.path("releases/webapp/1.0.0/release.toml"),
+        format!("version = \"1.0.0\"\ndate = 2026-01-15\nnotes = \"\"\"\n{paragraphs}\"\"\"\n"),
+    )
+    .unwrap();
+    let out = fixture.build(&[]);
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: feed.xml would be ")
+            && err.ends_with(
+                " bytes, over the limit of 67108864 bytes (64.0 MiB) for a site's text files: \
+                 `verify` refuses it; shorten the release notes or split the site\n"
+            ),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!fixture.path("public/feed.xml").exists());
+}
