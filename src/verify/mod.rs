@@ -21,6 +21,7 @@ mod fetch;
 mod state;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -43,6 +44,12 @@ pub struct VerifyOptions {
     pub state: Option<PathBuf>,
     /// Also read and hash every image.
     pub images: bool,
+    /// The deadline of each small request (feed, manifest, key, signature),
+    /// and of any response's headers.
+    pub timeout: Duration,
+    /// The lowest rate, in bytes per second, an image may download at; 0
+    /// for none.
+    pub min_rate: u64,
     pub now: DateTime<Utc>,
 }
 
@@ -83,7 +90,7 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
     };
     let mut v = Verifier {
         options,
-        fetcher: Fetcher::new(&options.source),
+        fetcher: Fetcher::new(options),
         report: Report {
             source: options.source.clone(),
             ok: false,

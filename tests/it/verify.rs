@@ -5,6 +5,8 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, have_tool, stderr, stdout, vmcast};
@@ -115,18 +117,7 @@ fn verify_over_http() {
         .unwrap()
         .port();
     let base = format!("http://127.0.0.1:{port}/");
-    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
-    let config: String = config
-        .lines()
-        .map(|l| {
-            if l.starts_with("base_url") {
-                format!("base_url = \"{base}\"\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    fs::write(fixture.path("vmcast.toml"), config).unwrap();
+    set_base_url(&fixture, &base);
     assert_success(&fixture.build(&[]));
     let server = Server::start(&fixture.path("public"), port);
     let out = fixture.run(&["verify", &base, "--pubkey", KAT_PUB, "--images"], &[]);
@@ -147,6 +138,22 @@ fn verify_over_http() {
         stdout(&out)
     );
     assert_success(&feed);
+}
+
+/// Points the fixture's site at `base`.
+fn set_base_url(fixture: &Fixture, base: &str) {
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("base_url") {
+                format!("base_url = \"{base}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), config).unwrap();
 }
 
 /// `python3 -m http.server` on 127.0.0.1, bounded by `timeout` and killed by
@@ -563,6 +570,231 @@ fn keygen_writes_an_encrypted_key_minisign_can_use() {
         .output()
         .unwrap();
     assert_success(&check);
+}
+
+// ---- a server of our own: slow on purpose, and recording requests ----
+
+/// What [`TestServer`] does with a path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Serve {
+    /// Sends the headers, then no byte of the body.
+    Stall,
+    /// Sends the headers, then the body one byte a second.
+    Trickle,
+}
+
+/// A small HTTP server on 127.0.0.1, in threads of the test: serves the
+/// files under a directory, and stalls or trickles chosen paths. It stops
+/// by itself after a minute, and within 50 ms of being dropped.
+struct TestServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long a [`TestServer`] lives at most.
+const SERVER_LIFETIME: Duration = Duration::from_secs(60);
+
+impl TestServer {
+    fn start(listener: TcpListener, dir: &Path, slow: &[(&str, Serve)]) -> TestServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let slow: Vec<(String, Serve)> = slow.iter().map(|(p, s)| (p.to_string(), *s)).collect();
+        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        listener.set_nonblocking(true).unwrap();
+        let thread = std::thread::spawn(move || {
+            let end = Instant::now() + SERVER_LIFETIME;
+            let mut handlers = Vec::new();
+            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (dir, flag, slow) = (dir.clone(), flag.clone(), slow.clone());
+                        handlers.push(std::thread::spawn(move || {
+                            serve_one(stream, &dir, &flag, end, &slow)
+                        }));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => break,
+                }
+            }
+            flag.store(true, Ordering::Relaxed);
+            for h in handlers {
+                let _ = h.join();
+            }
+        });
+        TestServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers one request (`Connection: close`), and gives up when the server
+/// stops.
+fn serve_one(
+    mut stream: std::net::TcpStream,
+    dir: &Path,
+    stop: &AtomicBool,
+    end: Instant,
+    slow: &[(String, Serve)],
+) {
+    use std::io::{Read, Write};
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+    let file = dir.join(path.trim_start_matches('/'));
+    let body = match fs::read(&file) {
+        Ok(b) if !path.contains("..") => b,
+        _ => {
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return;
+        }
+    };
+    let headers = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(headers.as_bytes()).is_err() {
+        return;
+    }
+    let running = || !stop.load(Ordering::Relaxed) && Instant::now() < end;
+    match slow.iter().find(|(p, _)| *p == path).map(|(_, s)| *s) {
+        None => {
+            let _ = stream.write_all(&body);
+        }
+        Some(Serve::Stall) => {
+            while running() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Some(Serve::Trickle) => {
+            for b in body {
+                if !running() || stream.write_all(&[b]).is_err() {
+                    return;
+                }
+                let next = Instant::now() + Duration::from_secs(1);
+                while running() && Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// A listener on a free port of 127.0.0.1, and the base URL it serves.
+fn local_listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, format!("http://127.0.0.1:{port}/"))
+}
+
+/// ok-minimal built for `base`, its output in `public/`.
+fn built_for(base: &str) -> Fixture {
+    let fixture = Fixture::new("ok-minimal");
+    set_base_url(&fixture, base);
+    assert_success(&fixture.build(&[]));
+    fixture
+}
+
+/// Runs `verify` under `timeout`, so that a hang fails the test instead of
+/// stopping it; returns the output and how long it took.
+fn verify_bounded(cwd: &Path, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new("timeout")
+        .args(["-k", "5", "30"])
+        .arg(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .arg("verify")
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "verify hung: {}",
+        stdout(&out)
+    );
+    (out, start.elapsed())
+}
+
+/// Serves ok-minimal over HTTP with `path` slow, and verifies it with
+/// `--timeout 3` plus `extra`: it must fail within 10 s. Returns stderr.
+fn verify_slow(path: &str, how: Serve, extra: &[&str]) -> (String, String) {
+    let (listener, base) = local_listener();
+    let fixture = built_for(&base);
+    let server = TestServer::start(listener, &fixture.path("public"), &[(path, how)]);
+    let mut args = vec![base.as_str(), "--pubkey", KAT_PUB, "--timeout", "3"];
+    args.extend_from_slice(extra);
+    let (out, took) = verify_bounded(&fixture.root, &args);
+    drop(server);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    (base, stderr(&out))
+}
+
+#[test]
+fn feed_body_that_stalls_hits_the_deadline() {
+    let (base, err) = verify_slow("/feed.xml", Serve::Stall, &[]);
+    assert_eq!(
+        err,
+        format!("error: {base}feed.xml: deadline of 3 s passed after 0 bytes\n")
+    );
+}
+
+#[test]
+fn signature_trickling_one_byte_a_second_hits_the_deadline() {
+    let (base, err) = verify_slow("/feed.xml.minisig", Serve::Trickle, &[]);
+    let prefix = format!("error: {base}feed.xml.minisig: deadline of 3 s passed after ");
+    assert!(
+        err.starts_with(&prefix) && err.ends_with(" bytes\n") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn image_trickling_below_the_minimum_rate_is_abandoned() {
+    let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
+    let (base, err) = verify_slow(&format!("/{image}"), Serve::Trickle, &["--images"]);
+    let prefix = format!("error: {image}: {base}{image}: only ");
+    assert!(
+        err.starts_with(&prefix)
+            && err.ends_with(" s, below the minimum rate of 10240 bytes/s (--min-rate)\n")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn image_body_that_stalls_is_abandoned() {
+    let image = "images/webapp/1.0.0/webapp-1.0.0.raw";
+    let (base, err) = verify_slow(&format!("/{image}"), Serve::Stall, &["--images"]);
+    assert_eq!(
+        err,
+        format!("error: {image}: {base}{image}: no body data for 3 s after 0 bytes\n")
+    );
 }
 
 // ---- what build writes, verify reads ----
