@@ -65,6 +65,9 @@ pub enum Command {
         image's body must bring at least --min-rate bytes per second (default 10240; 0 for no \
         minimum), measured over 30 s windows (or --timeout, if shorter), and may not stall for a \
         whole window. The error names the URL and what was slow.\n\n\
+        Local sites: every file is opened once, never through a symbolic link, must be a regular \
+        file, and is read no further than its limit (64 MiB for text files, the declared length \
+        for images).\n\n\
         Exit status: 0 only when every check passes, 1 otherwise, 2 on a usage error."
     )]
     Verify(verify::VerifyArgs),

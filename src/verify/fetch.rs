@@ -3,19 +3,22 @@
 //!
 //! Over the network every request has a deadline: a small file (feed,
 //! manifest, key, signature) must arrive whole within the timeout, and an
-//! image must keep up a minimum rate.
+//! image must keep up a minimum rate. Locally every file is opened once,
+//! without following a symbolic link, checked to be a regular file on that
+//! descriptor, and read no further than its limit.
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::fs::{Mode, OFlags};
 use sha2::Digest;
 use url::Url;
 
 use super::VerifyOptions;
 use super::feed::FeedImage;
-use crate::fsutil;
 use crate::model::Sha256;
 use crate::render::FEED;
 
@@ -198,12 +201,12 @@ impl Fetcher {
     ) -> std::result::Result<Vec<u8>, String> {
         let (reader, url): (Box<dyn Read>, Option<&Url>) = match &loc.target {
             Target::File(path) => {
-                let meta = fsutil::metadata(path).map_err(|e| e.to_string())?;
-                if meta.len() > limit {
+                let file =
+                    open_local(path).map_err(|e| format!("cannot read {}: {e}", loc.display))?;
+                let size = file.metadata().map_or(0, |m| m.len());
+                if size > limit {
                     return Err(format!("{} is larger than {limit} bytes", loc.display));
                 }
-                let file =
-                    File::open(path).map_err(|e| format!("cannot read {}: {e}", loc.display))?;
                 (Box::new(file), None)
             }
             Target::Url(url) => {
@@ -243,14 +246,11 @@ impl Fetcher {
     ) -> std::result::Result<(Sha256, u64), String> {
         let url = Url::parse(&image.url).map_err(|e| format!("invalid URL {}: {e}", image.url))?;
         let local = match &self.source {
-            Source::Dir(root) => {
-                let path = root.join(&image.path);
-                match File::open(&path) {
-                    Ok(file) => Some(file),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
-                }
-            }
+            Source::Dir(root) => match open_local(&root.join(&image.path)) {
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(format!("cannot read it: {e}")),
+            },
             Source::Http => None,
         };
         let net = self.net;
@@ -306,6 +306,38 @@ impl Fetcher {
         }
         Ok((Sha256(hasher.finalize().into()), read))
     }
+}
+
+/// Opens a file of a local site as it is: never through a symbolic link,
+/// without waiting for a FIFO's writer, and only if the descriptor it got
+/// is a regular file.
+fn open_local(path: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(io::Error::other(
+                "it is a symbolic link, and a site's files are never read through one",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    };
+    Err(io::Error::other(format!("not a regular file but {what}")))
 }
 
 /// A request that failed before its body: the URL and what was slow.

@@ -797,6 +797,39 @@ fn image_body_that_stalls_is_abandoned() {
     );
 }
 
+// ---- what verify reads and requests ----
+
+#[test]
+fn fifo_as_a_signature_fails_fast() {
+    let fixture = built(crate::common::EPOCH);
+    let sig = fixture.path("public/feed.xml.minisig");
+    fs::remove_file(&sig).unwrap();
+    assert_success(&Command::new("mkfifo").arg(&sig).output().unwrap());
+    let (out, took) = verify_bounded(&fixture.root, &["public", "--pubkey", KAT_PUB]);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_rejected(
+        &out,
+        &["cannot read feed.xml.minisig: not a regular file but a FIFO"],
+    );
+}
+
+#[test]
+fn symlink_to_dev_zero_as_a_signature_fails_fast() {
+    let fixture = built(crate::common::EPOCH);
+    let sig = fixture.path("public/feed.xml.minisig");
+    fs::remove_file(&sig).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &sig).unwrap();
+    let (out, took) = verify_bounded(&fixture.root, &["public", "--pubkey", KAT_PUB]);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_rejected(
+        &out,
+        &[
+            "cannot read feed.xml.minisig: it is a symbolic link, and a site's files are never \
+             read through one",
+        ],
+    );
+}
+
 // ---- what build writes, verify reads ----
 
 #[test]
