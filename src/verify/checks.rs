@@ -10,7 +10,7 @@ use super::feed::{FeedDoc, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::{Check, Report, VerifyOptions};
-use crate::model::{MAX_TEXT_FILE, Sha256};
+use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
 use crate::trust::BuildStamp;
@@ -84,7 +84,7 @@ impl Verifier<'_> {
         self.fetcher.set_base(base.clone());
         let feed = self.finish_signed(&feed_loc, feed_sig, feed_stamp, &key, &feed_name)?;
 
-        let manifest_loc = self.fetcher.site(MANIFEST);
+        let manifest_loc = self.fetcher.site(&known(MANIFEST));
         let sums_sig = self.fetch_signature(&manifest_loc)?;
         let sums_stamp = self.check_comment(&sums_sig, &key, MANIFEST)?;
         let sums = self.finish_signed(&manifest_loc, sums_sig, sums_stamp, &key, MANIFEST)?;
@@ -367,7 +367,7 @@ impl Verifier<'_> {
                 ));
             }
             for image in &item.images {
-                match manifest.get(&image.path) {
+                match manifest.get(image.path.as_str()) {
                     Some(d) if d.to_hex() == image.sha256 => {}
                     Some(_) => problems.push(format!(
                         "{}: the feed's SHA-256 differs from {MANIFEST}'s",
@@ -420,7 +420,11 @@ impl Verifier<'_> {
             .cloned()
             .collect();
         for name in names {
-            let loc = self.fetcher.site(&name);
+            let rel = match RelPath::parse(&name) {
+                Ok(rel) => rel,
+                Err(m) => return self.stop("manifest", format!("{MANIFEST}: {m}")),
+            };
+            let loc = self.fetcher.site(&rel);
             let sig = self.fetch_signature(&loc)?;
             let own = self.check_comment(&sig, key, &name)?;
             let signed = self.finish_signed(&loc, sig, own, key, &name)?;
@@ -439,7 +443,7 @@ impl Verifier<'_> {
         stamp: &BuildStamp,
         state: &mut State,
     ) -> Step<()> {
-        let loc = self.fetcher.site(NEXT_PUBLIC_KEY);
+        let loc = self.fetcher.site(&known(NEXT_PUBLIC_KEY));
         let sig = self.fetch_signature(&loc)?;
         let own = self.check_comment(&sig, key, NEXT_PUBLIC_KEY)?;
         let signed = self.finish_signed(&loc, sig, own, key, NEXT_PUBLIC_KEY)?;
@@ -507,4 +511,9 @@ impl Verifier<'_> {
             }
         }
     }
+}
+
+/// One of the site's own file names as a relative path.
+fn known(name: &str) -> RelPath {
+    RelPath::parse(name).expect("the site's own file names are relative paths")
 }

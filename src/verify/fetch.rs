@@ -19,7 +19,7 @@ use url::Url;
 
 use super::VerifyOptions;
 use super::feed::FeedImage;
-use crate::model::Sha256;
+use crate::model::{RelPath, Sha256};
 use crate::render::FEED;
 
 /// The longest span over which an image's transfer rate is measured, and
@@ -160,18 +160,18 @@ impl Fetcher {
     }
 
     /// A file of the site by its path relative to the site.
-    pub(super) fn site(&self, rel: &str) -> Location {
+    pub(super) fn site(&self, rel: &RelPath) -> Location {
         match &self.source {
             Source::Dir(root) => Location {
-                display: rel.to_owned(),
-                target: Target::File(root.join(rel)),
+                display: rel.to_string(),
+                target: Target::File(root.join(rel.as_str())),
             },
             Source::Http => {
                 let base = self
                     .base
                     .as_ref()
                     .expect("the base is known before site files are fetched");
-                let url = crate::config::join_url(base, rel);
+                let url = crate::config::join_url(base, rel.as_str());
                 Location {
                     display: url.to_string(),
                     target: Target::Url(url),
@@ -246,7 +246,7 @@ impl Fetcher {
     ) -> std::result::Result<(Sha256, u64), String> {
         let url = Url::parse(&image.url).map_err(|e| format!("invalid URL {}: {e}", image.url))?;
         let local = match &self.source {
-            Source::Dir(root) => match open_local(&root.join(&image.path)) {
+            Source::Dir(root) => match open_local(&root.join(image.path.as_str())) {
                 Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(format!("cannot read it: {e}")),

@@ -53,10 +53,10 @@ fn resign(fixture: &Fixture, file: &str, key: &SecretKey) {
 }
 
 /// Replaces the feed's line in SHA256SUMS with the feed's current digest.
-fn relist_feed(fixture: &Fixture) {
-    let feed = fs::read(fixture.path("public/feed.xml")).unwrap();
+fn relist_feed(fixture: &Fixture, site: &str) {
+    let feed = fs::read(fixture.path(&format!("{site}/feed.xml"))).unwrap();
     let digest = vmcast_gen::model::Sha256::of(&feed);
-    let sums_path = fixture.path("public/SHA256SUMS");
+    let sums_path = fixture.path(&format!("{site}/SHA256SUMS"));
     let sums: String = fs::read_to_string(&sums_path)
         .unwrap()
         .lines()
@@ -69,6 +69,21 @@ fn relist_feed(fixture: &Fixture) {
         })
         .collect();
     fs::write(sums_path, sums).unwrap();
+}
+
+/// Rewrites the feed of the site in `site` (relative to the fixture) and
+/// signs it and the manifest again with the publisher's key: what an
+/// attacker holding the key, or a compromised build, publishes.
+fn forge_feed(fixture: &Fixture, site: &str, from: &str, to: &str) {
+    let feed_path = fixture.path(&format!("{site}/feed.xml"));
+    let feed = fs::read_to_string(&feed_path).unwrap();
+    let evil = feed.replace(from, to);
+    assert_ne!(feed, evil, "{from} is not in the feed");
+    fs::write(&feed_path, evil).unwrap();
+    let key = kat_key();
+    resign(fixture, &format!("{site}/feed.xml"), &key);
+    relist_feed(fixture, site);
+    resign(fixture, &format!("{site}/SHA256SUMS"), &key);
 }
 
 fn image(fixture: &Fixture) -> PathBuf {
@@ -398,20 +413,13 @@ fn image_shorter_than_declared() {
 #[test]
 fn feed_url_pointing_outside_the_site() {
     let fixture = built(crate::common::EPOCH);
-    let feed_path = fixture.path("public/feed.xml");
-    let feed = fs::read_to_string(&feed_path).unwrap();
-    let evil = feed.replace(
+    // The signatures are good, the URLs are not.
+    forge_feed(
+        &fixture,
+        "public",
         "https://downloads.example.com/site/images/webapp/1.1.0/webapp-1.1.0.raw",
         "https://evil.example.net/webapp-1.1.0.raw",
     );
-    assert_ne!(feed, evil);
-    fs::write(&feed_path, evil).unwrap();
-    // An attacker who holds the key, or a compromised build: the signatures
-    // are good, the URLs are not.
-    let key = kat_key();
-    resign(&fixture, "public/feed.xml", &key);
-    relist_feed(&fixture);
-    resign(&fixture, "public/SHA256SUMS", &key);
     assert_rejected(
         &verify(&fixture, &[]),
         &[
@@ -798,6 +806,31 @@ fn image_body_that_stalls_is_abandoned() {
 }
 
 // ---- what verify reads and requests ----
+
+#[test]
+fn image_path_outside_the_site_is_refused_before_any_read() {
+    for (path, error) in [
+        (
+            "../secret.raw",
+            "`../secret.raw` climbs out of its directory with `..`",
+        ),
+        ("/etc/passwd", "`/etc/passwd` is an absolute path"),
+    ] {
+        let fixture = built(crate::common::EPOCH);
+        // A file outside the site with the image's bytes: reading it would
+        // pass the image check.
+        fs::copy(image(&fixture), fixture.path("secret.raw")).unwrap();
+        forge_feed(
+            &fixture,
+            "public",
+            "path=\"images/webapp/1.1.0/webapp-1.1.0.raw\"",
+            &format!("path=\"{path}\""),
+        );
+        let out = verify(&fixture, &["--images"]);
+        assert_rejected(&out, &[&format!("feed.xml: vmcast:image path: {error}")]);
+        assert!(!stdout(&out).contains(" images "), "{}", stdout(&out));
+    }
+}
 
 #[test]
 fn fifo_as_a_signature_fails_fast() {
