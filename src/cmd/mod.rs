@@ -59,7 +59,8 @@ pub enum Command {
         signed manifest, that every image's length and SHA-256 in the feed agree with the manifest, \
         that every URL is under the site's declared URLs, that the build has not expired, and with \
         --state that it is not older than a build seen before (rollback) and which rotated keys were \
-        announced. --images also streams every image and checks its length and SHA-256.\n\n\
+        announced. --images also streams every image and checks its length and SHA-256, fetching \
+        only images whose URL passed the URL check.\n\n\
         Network limits: each request for the feed, manifest, keys and signatures must finish \
         within --timeout seconds (default 60), and so must the headers of an image's response. An \
         image's body must bring at least --min-rate bytes per second (default 10240; 0 for no \

@@ -9,6 +9,7 @@ use url::Url;
 use super::feed::{FeedDoc, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
+use super::urls::SiteUrls;
 use super::{Check, Report, VerifyOptions};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
@@ -103,7 +104,8 @@ impl Verifier<'_> {
             Ok(d) => d,
             Err(m) => return self.stop("feed", format!("{feed_name}: {m}")),
         };
-        self.check_feed(&doc, &feed_name, &feed.stamp, &base, &manifest);
+        let site_urls = SiteUrls::new(&base, doc.download_base.as_deref());
+        self.check_feed(&doc, &feed_name, &feed.stamp, &base, &site_urls, &manifest);
         if feed_name == FEED {
             self.check_appliance_feeds(&manifest, &key, &feed.stamp)?;
         }
@@ -111,7 +113,7 @@ impl Verifier<'_> {
             self.check_next_key(next, &key, &feed.stamp, state)?;
         }
         if self.options.images {
-            self.check_images(&doc);
+            self.check_images(&doc, &site_urls);
         }
         Ok(())
     }
@@ -307,6 +309,7 @@ impl Verifier<'_> {
         name: &str,
         stamp: &BuildStamp,
         base: &Url,
+        site_urls: &SiteUrls,
         manifest: &BTreeMap<String, Sha256>,
     ) {
         if doc.link.as_deref() != Some(base.as_str()) {
@@ -327,20 +330,17 @@ impl Verifier<'_> {
                 ),
             );
         }
-        let download = doc
-            .download_base
-            .as_deref()
-            .and_then(|u| Url::parse(u).ok());
-        let mut roots = vec![base.to_string()];
-        roots.extend(download.map(|u| u.to_string()));
         let outside: Vec<&String> = doc
             .urls()
-            .filter(|u| !roots.iter().any(|r| u.starts_with(r.as_str())))
+            .filter(|u| site_urls.accept(u).is_none())
             .collect();
         if outside.is_empty() {
             self.pass(
                 "urls",
-                format!("every URL in {name} is under {}", roots.join(" or ")),
+                format!(
+                    "every URL in {name} is under {}",
+                    site_urls.describe(" or ")
+                ),
             );
         } else {
             let first = outside[0].clone();
@@ -349,7 +349,7 @@ impl Verifier<'_> {
                 "urls",
                 format!(
                     "{name}: {count} URL(s) outside the site ({}), e.g. {first}",
-                    roots.join(" and ")
+                    site_urls.describe(" and ")
                 ),
             );
         }
@@ -483,10 +483,21 @@ impl Verifier<'_> {
         Ok(())
     }
 
-    fn check_images(&mut self, doc: &FeedDoc) {
+    /// Reads every image from its URL, and only if that URL was accepted.
+    fn check_images(&mut self, doc: &FeedDoc, site_urls: &SiteUrls) {
         for item in &doc.items {
             for image in &item.images {
-                match self.fetcher.read_image(image) {
+                let Some(url) = site_urls.accept(&image.url) else {
+                    self.fail(
+                        "images",
+                        format!(
+                            "{}: not fetched: its URL {} is outside the site",
+                            image.path, image.url
+                        ),
+                    );
+                    continue;
+                };
+                match self.fetcher.read_image(image, &url) {
                     Ok((digest, read)) => {
                         self.report.images_read += read;
                         if digest.to_hex() == image.sha256 {

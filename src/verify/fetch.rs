@@ -19,6 +19,7 @@ use url::Url;
 
 use super::VerifyOptions;
 use super::feed::FeedImage;
+use super::urls::Accepted;
 use crate::model::{RelPath, Sha256};
 use crate::render::FEED;
 
@@ -237,14 +238,14 @@ impl Fetcher {
     }
 
     /// Stream-hashes an image: the local file of a site directory when it
-    /// has one, else its URL. Reads at most one byte past its
+    /// has one, else its accepted URL. Reads at most one byte past its
     /// declared length so that an endless stream is cut off, and over HTTP
     /// gives up on a body that falls below the minimum rate.
     pub(super) fn read_image(
         &mut self,
         image: &FeedImage,
+        url: &Accepted,
     ) -> std::result::Result<(Sha256, u64), String> {
-        let url = Url::parse(&image.url).map_err(|e| format!("invalid URL {}: {e}", image.url))?;
         let local = match &self.source {
             Source::Dir(root) => match open_local(&root.join(image.path.as_str())) {
                 Ok(file) => Some(file),
@@ -254,7 +255,7 @@ impl Fetcher {
             Source::Http => None,
         };
         let net = self.net;
-        let url = &url;
+        let url = url.url();
         let remote = local.is_none();
         let (reader, mut meter): (Box<dyn Read>, Option<RateMeter>) = match local {
             Some(file) => (Box::new(file), None),

@@ -6,19 +6,21 @@
 //! build, not expired, not older than what was seen before), the feed's
 //! digest in the manifest, every image's digest and length in the feed
 //! against the manifest, every URL under the site's declared URLs, and with
-//! `--images` every image's bytes. Nothing here prints; the caller renders
-//! the [`Report`].
+//! `--images` every image's bytes, fetched only from an accepted URL.
+//! Nothing here prints; the caller renders the [`Report`].
 
 //!
 //! The module splits by concern: [`fetch`] gets the site's files from a
 //! directory or over HTTP, [`feed`] reads the feed as far as verification
-//! needs it, [`checks`] runs the checks in order, and [`state`] is what a
-//! consumer remembers between runs.
+//! needs it, [`urls`] decides which URLs the feed may point at, [`checks`]
+//! runs the checks in order, and [`state`] is what a consumer remembers
+//! between runs.
 
 mod checks;
 mod feed;
 mod fetch;
 mod state;
+mod urls;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -5,8 +5,8 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, have_tool, stderr, stdout, vmcast};
@@ -592,9 +592,11 @@ enum Serve {
 }
 
 /// A small HTTP server on 127.0.0.1, in threads of the test: serves the
-/// files under a directory, and stalls or trickles chosen paths. It stops
-/// by itself after a minute, and within 50 ms of being dropped.
+/// files under a directory, stalls or trickles chosen paths, and records
+/// the path of every request. It stops by itself after a minute, and within
+/// 50 ms of being dropped.
 struct TestServer {
+    requests: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -604,9 +606,10 @@ const SERVER_LIFETIME: Duration = Duration::from_secs(60);
 
 impl TestServer {
     fn start(listener: TcpListener, dir: &Path, slow: &[(&str, Serve)]) -> TestServer {
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let slow: Vec<(String, Serve)> = slow.iter().map(|(p, s)| (p.to_string(), *s)).collect();
-        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        let (dir, log, flag) = (dir.to_path_buf(), requests.clone(), stop.clone());
         listener.set_nonblocking(true).unwrap();
         let thread = std::thread::spawn(move || {
             let end = Instant::now() + SERVER_LIFETIME;
@@ -614,9 +617,10 @@ impl TestServer {
             while !flag.load(Ordering::Relaxed) && Instant::now() < end {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (dir, flag, slow) = (dir.clone(), flag.clone(), slow.clone());
+                        let (dir, log, flag, slow) =
+                            (dir.clone(), log.clone(), flag.clone(), slow.clone());
                         handlers.push(std::thread::spawn(move || {
-                            serve_one(stream, &dir, &flag, end, &slow)
+                            serve_one(stream, &dir, &log, &flag, end, &slow)
                         }));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -631,9 +635,15 @@ impl TestServer {
             }
         });
         TestServer {
+            requests,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// The paths requested so far.
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
@@ -651,6 +661,7 @@ impl Drop for TestServer {
 fn serve_one(
     mut stream: std::net::TcpStream,
     dir: &Path,
+    log: &Mutex<Vec<String>>,
     stop: &AtomicBool,
     end: Instant,
     slow: &[(String, Serve)],
@@ -670,6 +681,7 @@ fn serve_one(
     }
     let head = String::from_utf8_lossy(&head);
     let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+    log.lock().unwrap().push(path.clone());
     let file = dir.join(path.trim_start_matches('/'));
     let body = match fs::read(&file) {
         Ok(b) if !path.contains("..") => b,
@@ -806,6 +818,75 @@ fn image_body_that_stalls_is_abandoned() {
 }
 
 // ---- what verify reads and requests ----
+
+#[test]
+fn image_url_outside_the_site_is_never_fetched() {
+    let (listener, base) = local_listener();
+    let (elsewhere, other) = local_listener();
+    let fixture = built_for(&base);
+    let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
+    forge_feed(
+        &fixture,
+        "public",
+        &format!("{base}{image}"),
+        &format!("{other}webapp-1.1.0.raw"),
+    );
+    let site = TestServer::start(listener, &fixture.path("public"), &[]);
+    let recorder = TestServer::start(elsewhere, &fixture.path("public/images"), &[]);
+    let (out, _) = verify_bounded(
+        &fixture.root,
+        &[&base, "--pubkey", KAT_PUB, "--images", "--timeout", "5"],
+    );
+    drop(site);
+    assert_eq!(recorder.requests(), Vec::<String>::new());
+    assert_rejected(
+        &out,
+        &[
+            &format!(
+                "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. \
+                 {other}webapp-1.1.0.raw"
+            ),
+            &format!("{image}: not fetched: its URL {other}webapp-1.1.0.raw is outside the site"),
+        ],
+    );
+}
+
+#[test]
+fn dot_segments_do_not_climb_out_of_the_site() {
+    let (listener, root) = local_listener();
+    let base = format!("{root}site/");
+    let fixture = Fixture::new("ok-minimal");
+    set_base_url(&fixture, &base);
+    fixture.configure("output_dir = \"www/site\"\n");
+    assert_success(&fixture.build(&[]));
+    // The attacker's file, beside the site on the same server.
+    let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
+    fs::create_dir_all(fixture.path("www/evil")).unwrap();
+    fs::copy(
+        fixture.path(&format!("www/site/{image}")),
+        fixture.path("www/evil/webapp-1.1.0.raw"),
+    )
+    .unwrap();
+    let climbing = format!("{base}../evil/webapp-1.1.0.raw");
+    forge_feed(&fixture, "www/site", &format!("{base}{image}"), &climbing);
+    let server = TestServer::start(listener, &fixture.path("www"), &[]);
+    let (out, _) = verify_bounded(
+        &fixture.root,
+        &[&base, "--pubkey", KAT_PUB, "--images", "--timeout", "5"],
+    );
+    let requests = server.requests();
+    drop(server);
+    assert!(requests.iter().all(|r| !r.contains("evil")), "{requests:?}");
+    assert_rejected(
+        &out,
+        &[
+            &format!(
+                "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. {climbing}"
+            ),
+            &format!("{image}: not fetched: its URL {climbing} is outside the site"),
+        ],
+    );
+}
 
 #[test]
 fn image_path_outside_the_site_is_refused_before_any_read() {
