@@ -61,6 +61,8 @@ pub enum Command {
         --state that it is not older than a build seen before (rollback) and which rotated keys were \
         announced. --images also streams every image and checks its length and SHA-256, fetching \
         only images whose URL passed the URL check.\n\n\
+        Site: --site URL, and a state file (which remembers the first site it saw), refuse a build \
+        signed for another site, even by the same key.\n\n\
         Network limits: each request for the feed, manifest, keys and signatures must finish \
         within --timeout seconds (default 60), and so must the headers of an image's response. An \
         image's body must bring at least --min-rate bytes per second (default 10240; 0 for no \

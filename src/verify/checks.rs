@@ -70,6 +70,7 @@ impl Verifier<'_> {
             Ok(u) => u,
             Err(e) => return self.stop("signature", format!("signed base_url is not a URL: {e}")),
         };
+        self.check_site(&base, state)?;
         let feed_name = match self.fetcher.site_name(&feed_loc, &base) {
             Some(n) => n,
             None => {
@@ -116,6 +117,42 @@ impl Verifier<'_> {
             self.check_images(&doc, &site_urls);
         }
         Ok(())
+    }
+
+    /// The site the build was signed for is the one the consumer expects:
+    /// the one given with `--site`, and the one the state file tracks (the
+    /// first one it saw, when it tracks none yet).
+    fn check_site(&mut self, base: &Url, state: &mut State) -> Step<()> {
+        if let Some(site) = &self.options.site {
+            if site != base {
+                return self.stop(
+                    "site",
+                    format!("the build was signed for the site {base}, not {site} (--site)"),
+                );
+            }
+            self.pass("site", format!("the build was signed for {base} (--site)"));
+        }
+        if self.options.state.is_none() {
+            return Ok(());
+        }
+        match state.site() {
+            Some(tracked) if tracked != base.as_str() => self.stop(
+                "site",
+                format!(
+                    "the build was signed for the site {base}, but the state file tracks \
+                     {tracked}: another site signed by the same key"
+                ),
+            ),
+            Some(_) => {
+                self.pass("site", format!("{base} is the site the state file tracks"));
+                Ok(())
+            }
+            None => {
+                state.bind_site(base);
+                self.pass("site", format!("first sight; tracking the site {base}"));
+                Ok(())
+            }
+        }
     }
 
     /// The pinned key, or a key the state file learned from a signed

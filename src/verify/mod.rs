@@ -6,8 +6,9 @@
 //! build, not expired, not older than what was seen before), the feed's
 //! digest in the manifest, every image's digest and length in the feed
 //! against the manifest, every URL under the site's declared URLs, and with
-//! `--images` every image's bytes, fetched only from an accepted URL.
-//! Nothing here prints; the caller renders the [`Report`].
+//! `--images` every image's bytes, fetched only from an accepted URL. With
+//! `--site` or a state file, the build must be of the site the consumer
+//! tracks. Nothing here prints; the caller renders the [`Report`].
 
 //!
 //! The module splits by concern: [`fetch`] gets the site's files from a
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use url::Url;
 
 use crate::error::Result;
 use crate::sign::PublicKey;
@@ -46,6 +48,8 @@ pub struct VerifyOptions {
     pub state: Option<PathBuf>,
     /// Also read and hash every image.
     pub images: bool,
+    /// The site (its signed base_url) the consumer expects, checked always.
+    pub site: Option<Url>,
     /// The deadline of each small request (feed, manifest, key, signature),
     /// and of any response's headers.
     pub timeout: Duration,

@@ -1,10 +1,11 @@
-//! What a consumer remembers between runs: the highest sequence seen per
-//! key, and the keys announced by keys it trusts.
+//! What a consumer remembers between runs: the site it tracks, the
+//! highest sequence seen per key, and the keys announced by keys it trusts.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -16,6 +17,10 @@ const STATE_FORMAT: &str = "vmcast-gen-verify-state-1";
 #[serde(deny_unknown_fields)]
 pub(super) struct State {
     format: String,
+    /// The signed base_url of the site this state tracks. Absent in state
+    /// files written before it was recorded: the first site seen is adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    site: Option<String>,
     keys: BTreeMap<String, KeyState>,
 }
 
@@ -34,6 +39,7 @@ impl State {
         if !path.exists() {
             return Ok(State {
                 format: STATE_FORMAT.into(),
+                site: None,
                 keys: BTreeMap::new(),
             });
         }
@@ -64,6 +70,15 @@ impl State {
         let mut text = serde_json::to_string_pretty(self).expect("the state serializes");
         text.push('\n');
         fsutil::write_new_file(path, text.as_bytes(), 0o644, true)
+    }
+
+    /// The site this state tracks, once one was seen.
+    pub(super) fn site(&self) -> Option<&str> {
+        self.site.as_deref()
+    }
+
+    pub(super) fn bind_site(&mut self, base: &Url) {
+        self.site = Some(base.to_string());
     }
 
     pub(super) fn highest(&self) -> Option<(String, u64)> {

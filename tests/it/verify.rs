@@ -944,6 +944,65 @@ fn symlink_to_dev_zero_as_a_signature_fails_fast() {
     );
 }
 
+// ---- what the state file binds ----
+
+#[test]
+fn build_of_another_site_signed_by_the_same_key_is_refused() {
+    let a = built("1790000000");
+    let b = Fixture::new("ok-minimal");
+    set_base_url(&b, "https://mirror.example.org/other/");
+    assert_success(&b.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let state_arg = state.to_str().unwrap();
+    assert_success(&verify(&a, &["--state", state_arg]));
+    let seen = fs::read(&state).unwrap();
+    assert_rejected(
+        &verify(&b, &["--state", state_arg]),
+        &[
+            "the build was signed for the site https://mirror.example.org/other/, but the state \
+             file tracks https://downloads.example.com/site/: another site signed by the same key",
+        ],
+    );
+    assert_eq!(fs::read(&state).unwrap(), seen, "the state moved");
+    // The site's own newer build still goes through.
+    assert_success(&a.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790172800")]));
+    assert_success(&verify(&a, &["--state", state_arg]));
+    // Without a state, --site pins the site.
+    let site = ["--site", "https://downloads.example.com/site"];
+    assert_rejected(
+        &verify(&b, &site),
+        &[
+            "the build was signed for the site https://mirror.example.org/other/, not \
+             https://downloads.example.com/site/ (--site)",
+        ],
+    );
+    assert_success(&verify(&a, &site));
+}
+
+#[test]
+fn state_file_without_a_site_adopts_the_first_site_seen() {
+    let a = built("1790000000");
+    let b = Fixture::new("ok-minimal");
+    set_base_url(&b, "https://mirror.example.org/other/");
+    assert_success(&b.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    let state = a.path("state.json");
+    let state_arg = state.to_str().unwrap();
+    assert_success(&verify(&a, &["--state", state_arg]));
+    let mut old: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    assert_eq!(old["site"], "https://downloads.example.com/site/");
+    old.as_object_mut().unwrap().remove("site");
+    fs::write(&state, serde_json::to_string(&old).unwrap()).unwrap();
+    let out = verify(&a, &["--state", state_arg]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("first sight; tracking the site https://downloads.example.com/site/"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(verify(&b, &["--state", state_arg]).status.code(), Some(1));
+}
+
 // ---- what build writes, verify reads ----
 
 #[test]
