@@ -110,8 +110,22 @@ impl Verifier<'_> {
         if feed_name == FEED {
             self.check_appliance_feeds(&manifest, &key, &feed.stamp)?;
         }
-        if let Some(next) = &doc.next_key {
-            self.check_next_key(next, &key, &feed.stamp, state)?;
+        let next = match &doc.next_key {
+            Some(next) => Some(self.check_next_key(next, &key, &feed.stamp, state)?),
+            None => None,
+        };
+        if self.options.state.is_some() {
+            let withdrawn = state.withdraw(&key, next.as_ref());
+            if !withdrawn.is_empty() {
+                self.pass(
+                    "key",
+                    format!(
+                        "key {} no longer announced by key {}; forgotten",
+                        withdrawn.join(", "),
+                        key.key_id
+                    ),
+                );
+            }
         }
         if self.options.images {
             self.check_images(&doc, &site_urls);
@@ -479,7 +493,7 @@ impl Verifier<'_> {
         key: &PublicKey,
         stamp: &BuildStamp,
         state: &mut State,
-    ) -> Step<()> {
+    ) -> Step<PublicKey> {
         let loc = self.fetcher.site(&known(NEXT_PUBLIC_KEY));
         let sig = self.fetch_signature(&loc)?;
         let own = self.check_comment(&sig, key, NEXT_PUBLIC_KEY)?;
@@ -517,7 +531,7 @@ impl Verifier<'_> {
                 }
             ),
         );
-        Ok(())
+        Ok(public)
     }
 
     /// Reads every image from its URL, and only if that URL was accepted.

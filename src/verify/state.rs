@@ -111,6 +111,32 @@ impl State {
             });
     }
 
+    /// Follows the newest build signed by `by`: a key it announced before
+    /// and no longer announces is forgotten, unless that key has already
+    /// signed an accepted build. Returns the forgotten keys' IDs.
+    pub(super) fn withdraw(
+        &mut self,
+        by: &PublicKey,
+        announced: Option<&PublicKey>,
+    ) -> Vec<String> {
+        let by = by.key_id.to_string();
+        let kept = announced.map(|k| k.key_id.to_string());
+        let withdrawn: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|(id, k)| {
+                k.announced_by.as_deref() == Some(by.as_str())
+                    && k.highest_sequence == 0
+                    && kept.as_ref() != Some(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &withdrawn {
+            self.keys.remove(id);
+        }
+        withdrawn
+    }
+
     /// A key learned from an announcement chain that starts at `pinned`.
     pub(super) fn announced_key(&self, id: &str, pinned: &PublicKey) -> Option<PublicKey> {
         let pinned_id = pinned.key_id.to_string();

@@ -1003,6 +1003,52 @@ fn state_file_without_a_site_adopts_the_first_site_seen() {
     assert_eq!(verify(&b, &["--state", state_arg]).status.code(), Some(1));
 }
 
+#[test]
+fn withdrawn_key_announcement_is_forgotten() {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    assert_success(&vmcast(tmp.path(), &["keygen", "-W"], &[]));
+    let (next_key, next_pub) = (tmp.path().join("vmcast.key"), tmp.path().join("vmcast.pub"));
+    let state = tmp.path().join("state.json");
+    let state_arg = state.to_str().unwrap();
+    // Build 1 announces the next key.
+    fixture.configure(&format!(
+        "next_public_key = {:?}\n",
+        next_pub.to_str().unwrap()
+    ));
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790000000")]));
+    assert_success(&verify(&fixture, &["--state", state_arg]));
+    let next_id =
+        vmcast_gen::sign::PublicKey::from_file(&next_pub, &fs::read_to_string(&next_pub).unwrap())
+            .unwrap()
+            .key_id;
+    // Build 2, by the same key, no longer announces it.
+    fs::write(fixture.path("vmcast.toml"), &config).unwrap();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    let out = verify(&fixture, &["--state", state_arg]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(&format!(
+            "key {next_id} no longer announced by key 9846815B1BF4E0B5; forgotten"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    // A build signed by the withdrawn key is refused.
+    assert_success(&fixture.run(
+        &["build", "--secret-key", next_key.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1790172800")],
+    ));
+    assert_rejected(
+        &verify(&fixture, &["--state", state_arg]),
+        &[&format!(
+            "feed.xml: signed by key {next_id}, not the pinned key 9846815B1BF4E0B5; \
+             no trusted key announced it in the state file"
+        )],
+    );
+}
+
 // ---- what build writes, verify reads ----
 
 #[test]
