@@ -14,10 +14,7 @@ pub const PUBLISHED_FILE_MODE: u32 = 0o644;
 /// Mode of every published directory.
 pub const PUBLISHED_DIR_MODE: u32 = 0o755;
 
-/// The largest text file (config, notes, key, template, feed, manifest)
-/// that any side reads: `build` refuses to read or write more, and
-/// `verify` refuses to download more, so the two always agree.
-pub const MAX_TEXT_FILE: u64 = 64 << 20;
+pub use crate::model::MAX_TEXT_FILE;
 
 /// Opens `path` for reading and checks, on the open descriptor, that it is
 /// a regular file. Whatever is checked is what is then read: the caller
@@ -75,19 +72,24 @@ pub fn file_kind(meta: &fs::Metadata) -> &'static str {
 /// Reads a whole regular file of at most `limit` bytes through one open
 /// descriptor; the limit holds whatever the file's size claims.
 pub fn read_regular(path: &Path, follow: bool, limit: u64) -> Result<(Vec<u8>, fs::Metadata)> {
-    use std::io::Read;
     let (file, meta) = open_regular(path, follow)?;
     if meta.len() > limit {
         return Err(too_large(path, limit));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Ok((read_open(file, path, limit)?, meta))
+}
+
+/// Reads an open file to its end, at most `limit` bytes whatever it claims.
+pub fn read_open(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("cannot read", path, e))?;
     if bytes.len() as u64 > limit {
         return Err(too_large(path, limit));
     }
-    Ok((bytes, meta))
+    Ok(bytes)
 }
 
 fn too_large(path: &Path, limit: u64) -> Error {

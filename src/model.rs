@@ -195,6 +195,11 @@ impl fmt::Display for RelPath {
     }
 }
 
+/// The largest text file of a site (a feed, the manifest, a key, a
+/// signature) and the largest release.toml: `build` refuses to write one
+/// larger, and `verify` refuses to read one larger, so the two agree.
+pub const MAX_TEXT_FILE: u64 = 64 << 20;
+
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sha256(pub [u8; 32]);

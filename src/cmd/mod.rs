@@ -84,7 +84,18 @@ pub enum Command {
         signed manifest, that every image's length and SHA-256 in the feed agree with the manifest, \
         that every URL is under the site's declared URLs, that the build has not expired, and with \
         --state that it is not older than a build seen before (rollback) and which rotated keys were \
-        announced. --images also streams every image and checks its length and SHA-256.\n\n\
+        announced. --images also streams every image and checks its length and SHA-256, fetching \
+        only images whose URL passed the URL check.\n\n\
+        Site: --site URL, and a state file (which remembers the first site it saw), refuse a build \
+        signed for another site, even by the same key.\n\n\
+        Network limits: each request for the feed, manifest, keys and signatures must finish \
+        within --timeout seconds (default 60), and so must the headers of an image's response. An \
+        image's body must bring at least --min-rate bytes per second (default 10240; 0 for no \
+        minimum), measured over 30 s windows (or --timeout, if shorter), and may not stall for a \
+        whole window. The error names the URL and what was slow.\n\n\
+        Local sites: every file is opened once, never through a symbolic link, must be a regular \
+        file, and is read no further than its limit (64 MiB for text files, the declared length \
+        for images).\n\n\
         Exit status: 0 only when every check passes, 1 otherwise, 2 on a usage error."
     )]
     Verify(verify::VerifyArgs),

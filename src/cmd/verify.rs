@@ -1,6 +1,7 @@
 //! `vmcast-gen verify`: the options, and the report for people or JSON.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use vmcast_gen::{Error, Result};
@@ -26,6 +27,15 @@ pub struct VerifyArgs {
     /// Also download or read every image and check its length and SHA-256.
     #[arg(long)]
     pub images: bool,
+    /// The site (its base_url) the build must be signed for; with --state, pins the site the state file tracks.
+    #[arg(long, value_name = "URL", value_parser = parse_site)]
+    pub site: Option<url::Url>,
+    /// The deadline of each request for the feed, manifest, keys and signatures, and of any response's headers.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// The lowest rate an image may download at (measured over 30 s, or --timeout if shorter); 0 for none.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 10240)]
+    pub min_rate: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +56,9 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
         pinned,
         state: args.state,
         images: args.images,
+        site: args.site,
+        timeout: Duration::from_secs(args.timeout),
+        min_rate: args.min_rate,
         now: chrono::Utc::now(),
     })?;
     if args.json {
@@ -83,4 +96,17 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
         }
     }
     Ok(report.ok)
+}
+
+/// A site's base URL as `build` signs it: http(s), ending in `/`.
+fn parse_site(s: &str) -> std::result::Result<url::Url, String> {
+    let mut url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the site's URL must use http or https".into());
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }

@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
-use crate::model::{Firmware, ImageFormat, Name, Requirements, Version};
+use crate::model::{Firmware, ImageFormat, MAX_TEXT_FILE, Name, Requirements, Version};
 
 /// The file name that marks a directory as a release.
 pub const NOTES_FILE: &str = "release.toml";
@@ -103,10 +103,21 @@ impl Notes {
 
 /// Reads a notes file the scan found: through one descriptor, refusing a
 /// symbolic link put in its place since, and at most
-/// [`fsutil::MAX_TEXT_FILE`] bytes.
+/// [`MAX_TEXT_FILE`] bytes.
 pub fn load(path: &Path) -> Result<Notes> {
-    let (bytes, _) = fsutil::read_regular(path, false, fsutil::MAX_TEXT_FILE)?;
-    let text = fsutil::text(path, bytes)?;
+    let (file, meta) = fsutil::open_regular(path, false)?;
+    let size = meta.len();
+    if size > MAX_TEXT_FILE {
+        return Err(Error::file(
+            path,
+            format_args!(
+                "{size} bytes, over the limit of {MAX_TEXT_FILE} bytes ({}) for a site's text \
+                 files: `verify` refuses a feed that large; shorten the notes",
+                crate::render::page::human_size(MAX_TEXT_FILE)
+            ),
+        ));
+    }
+    let text = fsutil::text(path, fsutil::read_open(file, path, MAX_TEXT_FILE)?)?;
     parse(path, &text)
 }
 

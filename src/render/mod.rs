@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::config::Config;
-use crate::error::Result;
-use crate::model::{Name, Release, ReleaseInfo, Sha256};
+use crate::error::{Error, Result};
+use crate::model::{MAX_TEXT_FILE, Name, Release, ReleaseInfo, Sha256};
 use crate::sign::PublicKey;
 use crate::sums;
 
@@ -83,6 +83,9 @@ pub fn render(site: &Site) -> Result<Rendered> {
         }
     }
 
+    for feed in &feeds {
+        check_size(&feed.path, feed.xml.len())?;
+    }
     let feed_digests: Vec<_> = feeds
         .iter()
         .map(|f| (f.path.as_str(), Sha256::of(&f.xml)))
@@ -93,10 +96,23 @@ pub fn render(site: &Site) -> Result<Rendered> {
         .flat_map(|r| &r.images)
         .map(|i| (i.source.site_path.as_str(), i.digest.sha256));
     let manifest = sums::manifest(images.chain(feed_digests));
+    check_size(MANIFEST, manifest.len())?;
     let page = page::render(site, &feeds)?;
     Ok(Rendered {
         feeds,
         manifest,
         page,
     })
+}
+
+/// Refuses a text file `verify` would refuse to read.
+fn check_size(path: &str, len: usize) -> Result<()> {
+    if len as u64 > MAX_TEXT_FILE {
+        return Err(Error::other(format_args!(
+            "{path} would be {len} bytes, over the limit of {MAX_TEXT_FILE} bytes ({}) for a \
+             site's text files: `verify` refuses it; shorten the release notes or split the site",
+            page::human_size(MAX_TEXT_FILE)
+        )));
+    }
+    Ok(())
 }

@@ -9,8 +9,9 @@ use url::Url;
 use super::feed::{FeedDoc, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
-use super::{Check, Report, TEXT_LIMIT, VerifyOptions};
-use crate::model::Sha256;
+use super::urls::SiteUrls;
+use super::{Check, Report, VerifyOptions};
+use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
 use crate::trust::BuildStamp;
@@ -69,6 +70,7 @@ impl Verifier<'_> {
             Ok(u) => u,
             Err(e) => return self.stop("signature", format!("signed base_url is not a URL: {e}")),
         };
+        self.check_site(&base, state)?;
         let feed_name = match self.fetcher.site_name(&feed_loc, &base) {
             Some(n) => n,
             None => {
@@ -84,7 +86,7 @@ impl Verifier<'_> {
         self.fetcher.set_base(base.clone());
         let feed = self.finish_signed(&feed_loc, feed_sig, feed_stamp, &key, &feed_name)?;
 
-        let manifest_loc = self.fetcher.site(MANIFEST);
+        let manifest_loc = self.fetcher.site(&known(MANIFEST));
         let sums_sig = self.fetch_signature(&manifest_loc)?;
         let sums_stamp = self.check_comment(&sums_sig, &key, MANIFEST)?;
         let sums = self.finish_signed(&manifest_loc, sums_sig, sums_stamp, &key, MANIFEST)?;
@@ -103,17 +105,68 @@ impl Verifier<'_> {
             Ok(d) => d,
             Err(m) => return self.stop("feed", format!("{feed_name}: {m}")),
         };
-        self.check_feed(&doc, &feed_name, &feed.stamp, &base, &manifest);
+        let site_urls = SiteUrls::new(&base, doc.download_base.as_deref());
+        self.check_feed(&doc, &feed_name, &feed.stamp, &base, &site_urls, &manifest);
         if feed_name == FEED {
             self.check_appliance_feeds(&manifest, &key, &feed.stamp)?;
         }
-        if let Some(next) = &doc.next_key {
-            self.check_next_key(next, &key, &feed.stamp, state)?;
+        let next = match &doc.next_key {
+            Some(next) => Some(self.check_next_key(next, &key, &feed.stamp, state)?),
+            None => None,
+        };
+        if self.options.state.is_some() {
+            let withdrawn = state.withdraw(&key, next.as_ref());
+            if !withdrawn.is_empty() {
+                self.pass(
+                    "key",
+                    format!(
+                        "key {} no longer announced by key {}; forgotten",
+                        withdrawn.join(", "),
+                        key.key_id
+                    ),
+                );
+            }
         }
         if self.options.images {
-            self.check_images(&doc);
+            self.check_images(&doc, &site_urls);
         }
         Ok(())
+    }
+
+    /// The site the build was signed for is the one the consumer expects:
+    /// the one given with `--site`, and the one the state file tracks (the
+    /// first one it saw, when it tracks none yet).
+    fn check_site(&mut self, base: &Url, state: &mut State) -> Step<()> {
+        if let Some(site) = &self.options.site {
+            if site != base {
+                return self.stop(
+                    "site",
+                    format!("the build was signed for the site {base}, not {site} (--site)"),
+                );
+            }
+            self.pass("site", format!("the build was signed for {base} (--site)"));
+        }
+        if self.options.state.is_none() {
+            return Ok(());
+        }
+        match state.site() {
+            Some(tracked) if tracked != base.as_str() => self.stop(
+                "site",
+                format!(
+                    "the build was signed for the site {base}, but the state file tracks \
+                     {tracked}: another site signed by the same key"
+                ),
+            ),
+            Some(_) => {
+                self.pass("site", format!("{base} is the site the state file tracks"));
+                Ok(())
+            }
+            None => {
+                state.bind_site(base);
+                self.pass("site", format!("first sight; tracking the site {base}"));
+                Ok(())
+            }
+        }
     }
 
     /// The pinned key, or a key the state file learned from a signed
@@ -149,7 +202,7 @@ impl Verifier<'_> {
 
     fn fetch_signature(&mut self, loc: &Location) -> Step<Signature> {
         let sig_loc = loc.with_suffix(".minisig");
-        let text = match self.fetcher.fetch(&sig_loc, TEXT_LIMIT) {
+        let text = match self.fetcher.fetch(&sig_loc, MAX_TEXT_FILE) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(m) => return self.stop("signature", m),
         };
@@ -197,7 +250,7 @@ impl Verifier<'_> {
                 ),
             );
         }
-        let data = match self.fetcher.fetch(loc, TEXT_LIMIT) {
+        let data = match self.fetcher.fetch(loc, MAX_TEXT_FILE) {
             Ok(d) => d,
             Err(m) => return self.stop("signature", m),
         };
@@ -307,6 +360,7 @@ impl Verifier<'_> {
         name: &str,
         stamp: &BuildStamp,
         base: &Url,
+        site_urls: &SiteUrls,
         manifest: &BTreeMap<String, Sha256>,
     ) {
         if doc.link.as_deref() != Some(base.as_str()) {
@@ -327,20 +381,17 @@ impl Verifier<'_> {
                 ),
             );
         }
-        let download = doc
-            .download_base
-            .as_deref()
-            .and_then(|u| Url::parse(u).ok());
-        let mut roots = vec![base.to_string()];
-        roots.extend(download.map(|u| u.to_string()));
         let outside: Vec<&String> = doc
             .urls()
-            .filter(|u| !roots.iter().any(|r| u.starts_with(r.as_str())))
+            .filter(|u| site_urls.accept(u).is_none())
             .collect();
         if outside.is_empty() {
             self.pass(
                 "urls",
-                format!("every URL in {name} is under {}", roots.join(" or ")),
+                format!(
+                    "every URL in {name} is under {}",
+                    site_urls.describe(" or ")
+                ),
             );
         } else {
             let first = outside[0].clone();
@@ -349,7 +400,7 @@ impl Verifier<'_> {
                 "urls",
                 format!(
                     "{name}: {count} URL(s) outside the site ({}), e.g. {first}",
-                    roots.join(" and ")
+                    site_urls.describe(" and ")
                 ),
             );
         }
@@ -367,7 +418,7 @@ impl Verifier<'_> {
                 ));
             }
             for image in &item.images {
-                match manifest.get(&image.path) {
+                match manifest.get(image.path.as_str()) {
                     Some(d) if d.to_hex() == image.sha256 => {}
                     Some(_) => problems.push(format!(
                         "{}: the feed's SHA-256 differs from {MANIFEST}'s",
@@ -420,7 +471,11 @@ impl Verifier<'_> {
             .cloned()
             .collect();
         for name in names {
-            let loc = self.fetcher.site(&name);
+            let rel = match RelPath::parse(&name) {
+                Ok(rel) => rel,
+                Err(m) => return self.stop("manifest", format!("{MANIFEST}: {m}")),
+            };
+            let loc = self.fetcher.site(&rel);
             let sig = self.fetch_signature(&loc)?;
             let own = self.check_comment(&sig, key, &name)?;
             let signed = self.finish_signed(&loc, sig, own, key, &name)?;
@@ -438,8 +493,8 @@ impl Verifier<'_> {
         key: &PublicKey,
         stamp: &BuildStamp,
         state: &mut State,
-    ) -> Step<()> {
-        let loc = self.fetcher.site(NEXT_PUBLIC_KEY);
+    ) -> Step<PublicKey> {
+        let loc = self.fetcher.site(&known(NEXT_PUBLIC_KEY));
         let sig = self.fetch_signature(&loc)?;
         let own = self.check_comment(&sig, key, NEXT_PUBLIC_KEY)?;
         let signed = self.finish_signed(&loc, sig, own, key, NEXT_PUBLIC_KEY)?;
@@ -476,13 +531,24 @@ impl Verifier<'_> {
                 }
             ),
         );
-        Ok(())
+        Ok(public)
     }
 
-    fn check_images(&mut self, doc: &FeedDoc) {
+    /// Reads every image from its URL, and only if that URL was accepted.
+    fn check_images(&mut self, doc: &FeedDoc, site_urls: &SiteUrls) {
         for item in &doc.items {
             for image in &item.images {
-                match self.fetcher.read_image(image) {
+                let Some(url) = site_urls.accept(&image.url) else {
+                    self.fail(
+                        "images",
+                        format!(
+                            "{}: not fetched: its URL {} is outside the site",
+                            image.path, image.url
+                        ),
+                    );
+                    continue;
+                };
+                match self.fetcher.read_image(image, &url) {
                     Ok((digest, read)) => {
                         self.report.images_read += read;
                         if digest.to_hex() == image.sha256 {
@@ -507,4 +573,9 @@ impl Verifier<'_> {
             }
         }
     }
+}
+
+/// One of the site's own file names as a relative path.
+fn known(name: &str) -> RelPath {
+    RelPath::parse(name).expect("the site's own file names are relative paths")
 }

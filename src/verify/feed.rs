@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use quick_xml::XmlVersion;
 use quick_xml::events::Event;
 
+use crate::model::RelPath;
+
 #[derive(Debug, Default)]
 pub(super) struct FeedDoc {
     pub(super) link: Option<String>,
@@ -33,10 +35,11 @@ pub(super) struct Item {
     pub(super) alternates: Vec<(String, u64, String)>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(super) struct FeedImage {
     pub(super) url: String,
-    pub(super) path: String,
+    /// Checked when the feed is read: no `..`, not absolute.
+    pub(super) path: RelPath,
     pub(super) length: u64,
     pub(super) sha256: String,
     pub(super) primary: bool,
@@ -114,7 +117,7 @@ impl FeedDoc {
                                 doc.items.last_mut().ok_or("vmcast:image outside an item")?;
                             item.images.push(FeedImage {
                                 url: attrs.get("url").cloned().unwrap_or_default(),
-                                path: attrs.get("path").cloned().unwrap_or_default(),
+                                path: image_path(&attrs)?,
                                 length: number(&attrs, "length")?,
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
                                 primary: attrs.get("primary").map(String::as_str) == Some("true"),
@@ -237,4 +240,10 @@ fn number(attrs: &BTreeMap<String, String>, key: &str) -> std::result::Result<u6
         .get(key)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("missing or invalid `{key}` attribute"))
+}
+
+/// An image's `path`: a path relative to the site, or the feed is refused.
+fn image_path(attrs: &BTreeMap<String, String>) -> std::result::Result<RelPath, String> {
+    let raw = attrs.get("path").map(String::as_str).unwrap_or_default();
+    RelPath::parse(raw).map_err(|m| format!("vmcast:image path: {m}"))
 }

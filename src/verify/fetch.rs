@@ -1,17 +1,31 @@
 //! Where the site's files come from: a local output directory or an
 //! http(s) site, with the limits every read keeps to.
+//!
+//! Over the network every request has a deadline: a small file (feed,
+//! manifest, key, signature) must arrive whole within the timeout, and an
+//! image must keep up a minimum rate. Locally every file is opened once,
+//! without following a symbolic link, checked to be a regular file on that
+//! descriptor, and read no further than its limit.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rustix::fs::{Mode, OFlags};
 use sha2::Digest;
 use url::Url;
 
+use super::VerifyOptions;
 use super::feed::FeedImage;
-use crate::fsutil;
-use crate::model::Sha256;
+use super::urls::Accepted;
+use crate::model::{RelPath, Sha256};
 use crate::render::FEED;
+
+/// The longest span over which an image's transfer rate is measured, and
+/// the longest an image's body may send nothing.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// A file of the site, as shown to the user and as fetched.
 #[derive(Debug, Clone)]
@@ -44,53 +58,59 @@ impl Location {
     }
 }
 
-pub(super) enum Fetcher {
-    Dir {
-        root: PathBuf,
-        base: Option<Url>,
-        http: Option<ureq::Agent>,
-    },
-    Http {
-        base: Option<Url>,
-        agent: ureq::Agent,
-    },
+/// How long the network may take.
+#[derive(Debug, Clone, Copy)]
+struct Net {
+    /// The deadline of a whole small request, and of any response's headers.
+    timeout: Duration,
+    /// The lowest rate an image may arrive at, in bytes per second; 0 for none.
+    min_rate: u64,
+    /// The span the rate is measured over, and the longest silence of an
+    /// image's body: [`RATE_WINDOW`], or the timeout if that is shorter.
+    window: Duration,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .max_redirects(5)
-        .build()
-        .into()
+enum Source {
+    Dir(PathBuf),
+    Http,
+}
+
+pub(super) struct Fetcher {
+    source: Source,
+    base: Option<Url>,
+    net: Net,
+    agent: Option<ureq::Agent>,
 }
 
 impl Fetcher {
-    pub(super) fn new(source: &str) -> Fetcher {
-        if source.starts_with("http://") || source.starts_with("https://") {
-            Fetcher::Http {
-                base: None,
-                agent: agent(),
-            }
+    pub(super) fn new(options: &VerifyOptions) -> Fetcher {
+        let source = &options.source;
+        let source = if source.starts_with("http://") || source.starts_with("https://") {
+            Source::Http
         } else {
             let path = Path::new(source);
-            let root = if source.ends_with(".xml") {
+            Source::Dir(if source.ends_with(".xml") {
                 path.parent().unwrap_or(Path::new(".")).to_path_buf()
             } else {
                 path.to_path_buf()
-            };
-            Fetcher::Dir {
-                root,
-                base: None,
-                http: None,
-            }
+            })
+        };
+        Fetcher {
+            source,
+            base: None,
+            net: Net {
+                timeout: options.timeout,
+                min_rate: options.min_rate,
+                window: RATE_WINDOW.min(options.timeout),
+            },
+            agent: None,
         }
     }
 
     /// Where the feed named by the source is.
     pub(super) fn feed_location(&self, source: &str) -> std::result::Result<Location, String> {
-        match self {
-            Fetcher::Http { .. } => {
+        match &self.source {
+            Source::Http => {
                 let mut url =
                     Url::parse(source).map_err(|e| format!("invalid URL {source}: {e}"))?;
                 if !url.path().ends_with(".xml") {
@@ -105,7 +125,7 @@ impl Fetcher {
                     target: Target::Url(url),
                 })
             }
-            Fetcher::Dir { root, .. } => {
+            Source::Dir(root) => {
                 let path = if source.ends_with(".xml") {
                     PathBuf::from(source)
                 } else {
@@ -122,41 +142,37 @@ impl Fetcher {
 
     /// The feed's path relative to the site, as named in its signature.
     pub(super) fn site_name(&self, feed: &Location, base: &Url) -> Option<String> {
-        match (&feed.target, self) {
+        match (&feed.target, &self.source) {
             (Target::Url(u), _) => u.as_str().strip_prefix(base.as_str()).map(|s| {
                 percent_encoding::percent_decode_str(s)
                     .decode_utf8_lossy()
                     .into_owned()
             }),
-            (Target::File(p), Fetcher::Dir { root, .. }) => p
+            (Target::File(p), Source::Dir(root)) => p
                 .strip_prefix(root)
                 .ok()
                 .map(|r| r.to_string_lossy().into_owned()),
-            (Target::File(_), Fetcher::Http { .. }) => None,
+            (Target::File(_), Source::Http) => None,
         }
     }
 
     pub(super) fn set_base(&mut self, url: Url) {
-        match self {
-            Fetcher::Dir { base, .. } | Fetcher::Http { base, .. } => *base = Some(url),
-        }
+        self.base = Some(url);
     }
 
     /// A file of the site by its path relative to the site.
-    pub(super) fn site(&self, rel: &str) -> Location {
-        match self {
-            Fetcher::Dir { root, .. } => {
-                let path = root.join(rel);
-                Location {
-                    display: rel.to_owned(),
-                    target: Target::File(path),
-                }
-            }
-            Fetcher::Http { base, .. } => {
-                let base = base
+    pub(super) fn site(&self, rel: &RelPath) -> Location {
+        match &self.source {
+            Source::Dir(root) => Location {
+                display: rel.to_string(),
+                target: Target::File(root.join(rel.as_str())),
+            },
+            Source::Http => {
+                let base = self
+                    .base
                     .as_ref()
                     .expect("the base is known before site files are fetched");
-                let url = crate::config::join_url(base, rel);
+                let url = crate::config::join_url(base, rel.as_str());
                 Location {
                     display: url.to_string(),
                     target: Target::Url(url),
@@ -166,69 +182,94 @@ impl Fetcher {
     }
 
     fn http(&mut self) -> &ureq::Agent {
-        match self {
-            Fetcher::Http { agent, .. } => agent,
-            Fetcher::Dir { http, .. } => http.get_or_insert_with(agent),
-        }
+        let net = self.net;
+        self.agent.get_or_insert_with(|| {
+            ureq::Agent::config_builder()
+                .timeout_connect(Some(net.timeout))
+                .timeout_recv_response(Some(net.timeout))
+                .max_redirects(5)
+                .build()
+                .into()
+        })
     }
 
+    /// A whole small file, of at most `limit` bytes; over HTTP within the
+    /// timeout.
     pub(super) fn fetch(
         &mut self,
         loc: &Location,
         limit: u64,
     ) -> std::result::Result<Vec<u8>, String> {
-        match &loc.target {
+        let (reader, url): (Box<dyn Read>, Option<&Url>) = match &loc.target {
             Target::File(path) => {
-                let meta = fsutil::metadata(path).map_err(|e| e.to_string())?;
-                if meta.len() > limit {
+                let file =
+                    open_local(path).map_err(|e| format!("cannot read {}: {e}", loc.display))?;
+                let size = file.metadata().map_or(0, |m| m.len());
+                if size > limit {
                     return Err(format!("{} is larger than {limit} bytes", loc.display));
                 }
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", loc.display))
+                (Box::new(file), None)
             }
             Target::Url(url) => {
-                let mut response = self
+                let net = self.net;
+                let response = self
                     .http()
                     .get(url.as_str())
+                    .config()
+                    .timeout_global(Some(net.timeout))
+                    .build()
                     .call()
-                    .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-                response
-                    .body_mut()
-                    .with_config()
-                    .limit(limit)
-                    .read_to_vec()
-                    .map_err(|e| format!("cannot fetch {url}: {e}"))
+                    .map_err(|e| request_error(url, e, &net))?;
+                let body = response.into_body().into_with_config().limit(u64::MAX);
+                (Box::new(body.reader()), Some(url))
             }
+        };
+        let mut data = Vec::new();
+        if let Err(e) = reader.take(limit.saturating_add(1)).read_to_end(&mut data) {
+            return Err(match url {
+                Some(url) => body_error(url, &e, data.len() as u64, &self.net),
+                None => format!("cannot read {}: {e}", loc.display),
+            });
         }
+        if data.len() as u64 > limit {
+            return Err(format!("{} is larger than {limit} bytes", loc.display));
+        }
+        Ok(data)
     }
 
-    /// Stream-hashes an image, reading at most one byte past its declared
-    /// length so that an endless stream is cut off.
+    /// Stream-hashes an image: the local file of a site directory when it
+    /// has one, else its accepted URL. Reads at most one byte past its
+    /// declared length so that an endless stream is cut off, and over HTTP
+    /// gives up on a body that falls below the minimum rate.
     pub(super) fn read_image(
         &mut self,
         image: &FeedImage,
+        url: &Accepted,
     ) -> std::result::Result<(Sha256, u64), String> {
-        let local = match self {
-            Fetcher::Dir { root, .. } => Some(root.join(&image.path)).filter(|p| p.exists()),
-            Fetcher::Http { .. } => None,
+        let local = match &self.source {
+            Source::Dir(root) => match open_local(&root.join(image.path.as_str())) {
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(format!("cannot read it: {e}")),
+            },
+            Source::Http => None,
         };
-        let reader: Box<dyn Read> = match local {
-            Some(path) => Box::new(
-                std::fs::File::open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-            ),
+        let net = self.net;
+        let url = url.url();
+        let remote = local.is_none();
+        let (reader, mut meter): (Box<dyn Read>, Option<RateMeter>) = match local {
+            Some(file) => (Box::new(file), None),
             None => {
                 let response = self
                     .http()
-                    .get(&image.url)
+                    .get(url.as_str())
+                    .config()
+                    .timeout_per_read(Some(net.window))
+                    .build()
                     .call()
-                    .map_err(|e| format!("cannot fetch {}: {e}", image.url))?;
-                Box::new(
-                    response
-                        .into_body()
-                        .into_with_config()
-                        .limit(image.length.saturating_add(1))
-                        .reader(),
-                )
+                    .map_err(|e| request_error(url, e, &net))?;
+                let body = response.into_body().into_with_config().limit(u64::MAX);
+                (Box::new(body.reader()), RateMeter::new(&net))
             }
         };
         let mut limited = reader.take(image.length.saturating_add(1));
@@ -239,12 +280,8 @@ impl Fetcher {
             let n = match limited.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // ureq reports reading past the limit as an error.
-                Err(_) if read >= image.length => {
-                    read = image.length + 1;
-                    break;
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if remote => return Err(body_error(url, &e, read, &net)),
                 Err(e) => return Err(format!("read failed after {read} bytes: {e}")),
             };
             read += n as u64;
@@ -252,6 +289,9 @@ impl Fetcher {
                 break;
             }
             hasher.update(&buf[..n]);
+            if let Some(meter) = meter.as_mut() {
+                meter.check(read).map_err(|m| format!("{url}: {m}"))?;
+            }
         }
         if read > image.length {
             return Err(format!(
@@ -266,5 +306,115 @@ impl Fetcher {
             ));
         }
         Ok((Sha256(hasher.finalize().into()), read))
+    }
+}
+
+/// Opens a file of a local site as it is: never through a symbolic link,
+/// without waiting for a FIFO's writer, and only if the descriptor it got
+/// is a regular file.
+fn open_local(path: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(io::Error::other(
+                "it is a symbolic link, and a site's files are never read through one",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    };
+    Err(io::Error::other(format!("not a regular file but {what}")))
+}
+
+/// A request that failed before its body: the URL and what was slow.
+fn request_error(url: &Url, e: ureq::Error, net: &Net) -> String {
+    let secs = |d: Duration| d.as_secs();
+    match e {
+        ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => {
+            format!("{url}: no connection within {} s", secs(net.timeout))
+        }
+        ureq::Error::Timeout(ureq::Timeout::Global | ureq::Timeout::RecvResponse) => {
+            format!("{url}: no response within {} s", secs(net.timeout))
+        }
+        ureq::Error::Timeout(ureq::Timeout::PerRead) => {
+            format!("{url}: no response data for {} s", secs(net.window))
+        }
+        other => format!("cannot fetch {url}: {other}"),
+    }
+}
+
+/// A body read that failed after `read` bytes: the URL and what was slow.
+fn body_error(url: &Url, e: &io::Error, read: u64, net: &Net) -> String {
+    let timeout = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .and_then(|inner| match inner {
+            ureq::Error::Timeout(t) => Some(*t),
+            _ => None,
+        });
+    match timeout {
+        Some(ureq::Timeout::Global) => format!(
+            "{url}: deadline of {} s passed after {read} bytes",
+            net.timeout.as_secs()
+        ),
+        Some(ureq::Timeout::PerRead | ureq::Timeout::RecvBody) => format!(
+            "{url}: no body data for {} s after {read} bytes",
+            net.window.as_secs()
+        ),
+        _ => format!("cannot fetch {url}: read failed after {read} bytes: {e}"),
+    }
+}
+
+/// Watches a transfer: at the end of each window, fewer bytes than the
+/// minimum rate over that window fail it.
+struct RateMeter {
+    min_rate: u64,
+    window: Duration,
+    since: Instant,
+    at: u64,
+}
+
+impl RateMeter {
+    fn new(net: &Net) -> Option<RateMeter> {
+        (net.min_rate > 0).then(|| RateMeter {
+            min_rate: net.min_rate,
+            window: net.window,
+            since: Instant::now(),
+            at: 0,
+        })
+    }
+
+    fn check(&mut self, total: u64) -> std::result::Result<(), String> {
+        let elapsed = self.since.elapsed();
+        if elapsed < self.window {
+            return Ok(());
+        }
+        let got = total - self.at;
+        if u128::from(got) * 1000 < u128::from(self.min_rate) * elapsed.as_millis() {
+            return Err(format!(
+                "only {got} bytes in the last {} s, below the minimum rate of {} bytes/s \
+                 (--min-rate)",
+                elapsed.as_secs(),
+                self.min_rate
+            ));
+        }
+        self.since = Instant::now();
+        self.at = total;
+        Ok(())
     }
 }

@@ -6,24 +6,29 @@
 //! build, not expired, not older than what was seen before), the feed's
 //! digest in the manifest, every image's digest and length in the feed
 //! against the manifest, every URL under the site's declared URLs, and with
-//! `--images` every image's bytes. Nothing here prints; the caller renders
-//! the [`Report`].
+//! `--images` every image's bytes, fetched only from an accepted URL. With
+//! `--site` or a state file, the build must be of the site the consumer
+//! tracks. Nothing here prints; the caller renders the [`Report`].
 
 //!
 //! The module splits by concern: [`fetch`] gets the site's files from a
 //! directory or over HTTP, [`feed`] reads the feed as far as verification
-//! needs it, [`checks`] runs the checks in order, and [`state`] is what a
-//! consumer remembers between runs.
+//! needs it, [`urls`] decides which URLs the feed may point at, [`checks`]
+//! runs the checks in order, and [`state`] is what a consumer remembers
+//! between runs.
 
 mod checks;
 mod feed;
 mod fetch;
 mod state;
+mod urls;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use url::Url;
 
 use crate::error::Result;
 use crate::sign::PublicKey;
@@ -31,9 +36,6 @@ use crate::sign::PublicKey;
 use checks::Verifier;
 use fetch::Fetcher;
 use state::State;
-
-/// The largest feed, manifest, key or signature `verify` will read.
-const TEXT_LIMIT: u64 = 64 << 20;
 
 /// What to verify and against what.
 #[derive(Debug, Clone)]
@@ -46,6 +48,14 @@ pub struct VerifyOptions {
     pub state: Option<PathBuf>,
     /// Also read and hash every image.
     pub images: bool,
+    /// The site (its signed base_url) the consumer expects, checked always.
+    pub site: Option<Url>,
+    /// The deadline of each small request (feed, manifest, key, signature),
+    /// and of any response's headers.
+    pub timeout: Duration,
+    /// The lowest rate, in bytes per second, an image may download at; 0
+    /// for none.
+    pub min_rate: u64,
     pub now: DateTime<Utc>,
 }
 
@@ -86,7 +96,7 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
     };
     let mut v = Verifier {
         options,
-        fetcher: Fetcher::new(&options.source),
+        fetcher: Fetcher::new(options),
         report: Report {
             source: options.source.clone(),
             ok: false,

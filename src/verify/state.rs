@@ -1,10 +1,11 @@
-//! What a consumer remembers between runs: the highest sequence seen per
-//! key, and the keys announced by keys it trusts.
+//! What a consumer remembers between runs: the site it tracks, the
+//! highest sequence seen per key, and the keys announced by keys it trusts.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -16,6 +17,10 @@ const STATE_FORMAT: &str = "vmcast-gen-verify-state-1";
 #[serde(deny_unknown_fields)]
 pub(super) struct State {
     format: String,
+    /// The signed base_url of the site this state tracks. Absent in state
+    /// files written before it was recorded: the first site seen is adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    site: Option<String>,
     keys: BTreeMap<String, KeyState>,
 }
 
@@ -34,6 +39,7 @@ impl State {
         if !path.exists() {
             return Ok(State {
                 format: STATE_FORMAT.into(),
+                site: None,
                 keys: BTreeMap::new(),
             });
         }
@@ -66,6 +72,15 @@ impl State {
         fsutil::write_new_file(path, text.as_bytes(), 0o644, true)
     }
 
+    /// The site this state tracks, once one was seen.
+    pub(super) fn site(&self) -> Option<&str> {
+        self.site.as_deref()
+    }
+
+    pub(super) fn bind_site(&mut self, base: &Url) {
+        self.site = Some(base.to_string());
+    }
+
     pub(super) fn highest(&self) -> Option<(String, u64)> {
         self.keys
             .iter()
@@ -94,6 +109,32 @@ impl State {
                 highest_sequence: 0,
                 announced_by: Some(by.key_id.to_string()),
             });
+    }
+
+    /// Follows the newest build signed by `by`: a key it announced before
+    /// and no longer announces is forgotten, unless that key has already
+    /// signed an accepted build. Returns the forgotten keys' IDs.
+    pub(super) fn withdraw(
+        &mut self,
+        by: &PublicKey,
+        announced: Option<&PublicKey>,
+    ) -> Vec<String> {
+        let by = by.key_id.to_string();
+        let kept = announced.map(|k| k.key_id.to_string());
+        let withdrawn: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|(id, k)| {
+                k.announced_by.as_deref() == Some(by.as_str())
+                    && k.highest_sequence == 0
+                    && kept.as_ref() != Some(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &withdrawn {
+            self.keys.remove(id);
+        }
+        withdrawn
     }
 
     /// A key learned from an announcement chain that starts at `pinned`.

@@ -5,6 +5,8 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, have_tool, stderr, stdout, vmcast};
@@ -51,10 +53,10 @@ fn resign(fixture: &Fixture, file: &str, key: &SecretKey) {
 }
 
 /// Replaces the feed's line in SHA256SUMS with the feed's current digest.
-fn relist_feed(fixture: &Fixture) {
-    let feed = fs::read(fixture.path("public/feed.xml")).unwrap();
+fn relist_feed(fixture: &Fixture, site: &str) {
+    let feed = fs::read(fixture.path(&format!("{site}/feed.xml"))).unwrap();
     let digest = vmcast_gen::model::Sha256::of(&feed);
-    let sums_path = fixture.path("public/SHA256SUMS");
+    let sums_path = fixture.path(&format!("{site}/SHA256SUMS"));
     let sums: String = fs::read_to_string(&sums_path)
         .unwrap()
         .lines()
@@ -67,6 +69,21 @@ fn relist_feed(fixture: &Fixture) {
         })
         .collect();
     fs::write(sums_path, sums).unwrap();
+}
+
+/// Rewrites the feed of the site in `site` (relative to the fixture) and
+/// signs it and the manifest again with the publisher's key: what an
+/// attacker holding the key, or a compromised build, publishes.
+fn forge_feed(fixture: &Fixture, site: &str, from: &str, to: &str) {
+    let feed_path = fixture.path(&format!("{site}/feed.xml"));
+    let feed = fs::read_to_string(&feed_path).unwrap();
+    let evil = feed.replace(from, to);
+    assert_ne!(feed, evil, "{from} is not in the feed");
+    fs::write(&feed_path, evil).unwrap();
+    let key = kat_key();
+    resign(fixture, &format!("{site}/feed.xml"), &key);
+    relist_feed(fixture, site);
+    resign(fixture, &format!("{site}/SHA256SUMS"), &key);
 }
 
 fn image(fixture: &Fixture) -> PathBuf {
@@ -115,18 +132,7 @@ fn verify_over_http() {
         .unwrap()
         .port();
     let base = format!("http://127.0.0.1:{port}/");
-    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
-    let config: String = config
-        .lines()
-        .map(|l| {
-            if l.starts_with("base_url") {
-                format!("base_url = \"{base}\"\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    fs::write(fixture.path("vmcast.toml"), config).unwrap();
+    set_base_url(&fixture, &base);
     assert_success(&fixture.build(&[]));
     let server = Server::start(&fixture.path("public"), port);
     let out = fixture.run(&["verify", &base, "--pubkey", KAT_PUB, "--images"], &[]);
@@ -147,6 +153,22 @@ fn verify_over_http() {
         stdout(&out)
     );
     assert_success(&feed);
+}
+
+/// Points the fixture's site at `base`.
+fn set_base_url(fixture: &Fixture, base: &str) {
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("base_url") {
+                format!("base_url = \"{base}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), config).unwrap();
 }
 
 /// `python3 -m http.server` on 127.0.0.1, bounded by `timeout` and killed by
@@ -391,20 +413,13 @@ fn image_shorter_than_declared() {
 #[test]
 fn feed_url_pointing_outside_the_site() {
     let fixture = built(crate::common::EPOCH);
-    let feed_path = fixture.path("public/feed.xml");
-    let feed = fs::read_to_string(&feed_path).unwrap();
-    let evil = feed.replace(
+    // The signatures are good, the URLs are not.
+    forge_feed(
+        &fixture,
+        "public",
         "https://downloads.example.com/site/images/webapp/1.1.0/webapp-1.1.0.raw",
         "https://evil.example.net/webapp-1.1.0.raw",
     );
-    assert_ne!(feed, evil);
-    fs::write(&feed_path, evil).unwrap();
-    // An attacker who holds the key, or a compromised build: the signatures
-    // are good, the URLs are not.
-    let key = kat_key();
-    resign(&fixture, "public/feed.xml", &key);
-    relist_feed(&fixture);
-    resign(&fixture, "public/SHA256SUMS", &key);
     assert_rejected(
         &verify(&fixture, &[]),
         &[
@@ -563,4 +578,529 @@ fn keygen_writes_an_encrypted_key_minisign_can_use() {
         .output()
         .unwrap();
     assert_success(&check);
+}
+
+// ---- a server of our own: slow on purpose, and recording requests ----
+
+/// What [`TestServer`] does with a path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Serve {
+    /// Sends the headers, then no byte of the body.
+    Stall,
+    /// Sends the headers, then the body one byte a second.
+    Trickle,
+}
+
+/// A small HTTP server on 127.0.0.1, in threads of the test: serves the
+/// files under a directory, stalls or trickles chosen paths, and records
+/// the path of every request. It stops by itself after a minute, and within
+/// 50 ms of being dropped.
+struct TestServer {
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long a [`TestServer`] lives at most.
+const SERVER_LIFETIME: Duration = Duration::from_secs(60);
+
+impl TestServer {
+    fn start(listener: TcpListener, dir: &Path, slow: &[(&str, Serve)]) -> TestServer {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let slow: Vec<(String, Serve)> = slow.iter().map(|(p, s)| (p.to_string(), *s)).collect();
+        let (dir, log, flag) = (dir.to_path_buf(), requests.clone(), stop.clone());
+        listener.set_nonblocking(true).unwrap();
+        let thread = std::thread::spawn(move || {
+            let end = Instant::now() + SERVER_LIFETIME;
+            let mut handlers = Vec::new();
+            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (dir, log, flag, slow) =
+                            (dir.clone(), log.clone(), flag.clone(), slow.clone());
+                        handlers.push(std::thread::spawn(move || {
+                            serve_one(stream, &dir, &log, &flag, end, &slow)
+                        }));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => break,
+                }
+            }
+            flag.store(true, Ordering::Relaxed);
+            for h in handlers {
+                let _ = h.join();
+            }
+        });
+        TestServer {
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The paths requested so far.
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers one request (`Connection: close`), and gives up when the server
+/// stops.
+fn serve_one(
+    mut stream: std::net::TcpStream,
+    dir: &Path,
+    log: &Mutex<Vec<String>>,
+    stop: &AtomicBool,
+    end: Instant,
+    slow: &[(String, Serve)],
+) {
+    use std::io::{Read, Write};
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+    log.lock().unwrap().push(path.clone());
+    let file = dir.join(path.trim_start_matches('/'));
+    let body = match fs::read(&file) {
+        Ok(b) if !path.contains("..") => b,
+        _ => {
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return;
+        }
+    };
+    let headers = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(headers.as_bytes()).is_err() {
+        return;
+    }
+    let running = || !stop.load(Ordering::Relaxed) && Instant::now() < end;
+    match slow.iter().find(|(p, _)| *p == path).map(|(_, s)| *s) {
+        None => {
+            let _ = stream.write_all(&body);
+        }
+        Some(Serve::Stall) => {
+            while running() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Some(Serve::Trickle) => {
+            for b in body {
+                if !running() || stream.write_all(&[b]).is_err() {
+                    return;
+                }
+                let next = Instant::now() + Duration::from_secs(1);
+                while running() && Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// A listener on a free port of 127.0.0.1, and the base URL it serves.
+fn local_listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, format!("http://127.0.0.1:{port}/"))
+}
+
+/// ok-minimal built for `base`, its output in `public/`.
+fn built_for(base: &str) -> Fixture {
+    let fixture = Fixture::new("ok-minimal");
+    set_base_url(&fixture, base);
+    assert_success(&fixture.build(&[]));
+    fixture
+}
+
+/// Runs `verify` under `timeout`, so that a hang fails the test instead of
+/// stopping it; returns the output and how long it took.
+fn verify_bounded(cwd: &Path, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new("timeout")
+        .args(["-k", "5", "30"])
+        .arg(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .arg("verify")
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "verify hung: {}",
+        stdout(&out)
+    );
+    (out, start.elapsed())
+}
+
+/// Serves ok-minimal over HTTP with `path` slow, and verifies it with
+/// `--timeout 3` plus `extra`: it must fail within 10 s. Returns stderr.
+fn verify_slow(path: &str, how: Serve, extra: &[&str]) -> (String, String) {
+    let (listener, base) = local_listener();
+    let fixture = built_for(&base);
+    let server = TestServer::start(listener, &fixture.path("public"), &[(path, how)]);
+    let mut args = vec![base.as_str(), "--pubkey", KAT_PUB, "--timeout", "3"];
+    args.extend_from_slice(extra);
+    let (out, took) = verify_bounded(&fixture.root, &args);
+    drop(server);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    (base, stderr(&out))
+}
+
+#[test]
+fn feed_body_that_stalls_hits_the_deadline() {
+    let (base, err) = verify_slow("/feed.xml", Serve::Stall, &[]);
+    assert_eq!(
+        err,
+        format!("error: {base}feed.xml: deadline of 3 s passed after 0 bytes\n")
+    );
+}
+
+#[test]
+fn signature_trickling_one_byte_a_second_hits_the_deadline() {
+    let (base, err) = verify_slow("/feed.xml.minisig", Serve::Trickle, &[]);
+    let prefix = format!("error: {base}feed.xml.minisig: deadline of 3 s passed after ");
+    assert!(
+        err.starts_with(&prefix) && err.ends_with(" bytes\n") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn image_trickling_below_the_minimum_rate_is_abandoned() {
+    let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
+    let (base, err) = verify_slow(&format!("/{image}"), Serve::Trickle, &["--images"]);
+    let prefix = format!("error: {image}: {base}{image}: only ");
+    assert!(
+        err.starts_with(&prefix)
+            && err.ends_with(" s, below the minimum rate of 10240 bytes/s (--min-rate)\n")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn image_body_that_stalls_is_abandoned() {
+    let image = "images/webapp/1.0.0/webapp-1.0.0.raw";
+    let (base, err) = verify_slow(&format!("/{image}"), Serve::Stall, &["--images"]);
+    assert_eq!(
+        err,
+        format!("error: {image}: {base}{image}: no body data for 3 s after 0 bytes\n")
+    );
+}
+
+// ---- what verify reads and requests ----
+
+#[test]
+fn image_url_outside_the_site_is_never_fetched() {
+    let (listener, base) = local_listener();
+    let (elsewhere, other) = local_listener();
+    let fixture = built_for(&base);
+    let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
+    forge_feed(
+        &fixture,
+        "public",
+        &format!("{base}{image}"),
+        &format!("{other}webapp-1.1.0.raw"),
+    );
+    let site = TestServer::start(listener, &fixture.path("public"), &[]);
+    let recorder = TestServer::start(elsewhere, &fixture.path("public/images"), &[]);
+    let (out, _) = verify_bounded(
+        &fixture.root,
+        &[&base, "--pubkey", KAT_PUB, "--images", "--timeout", "5"],
+    );
+    drop(site);
+    assert_eq!(recorder.requests(), Vec::<String>::new());
+    assert_rejected(
+        &out,
+        &[
+            &format!(
+                "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. \
+                 {other}webapp-1.1.0.raw"
+            ),
+            &format!("{image}: not fetched: its URL {other}webapp-1.1.0.raw is outside the site"),
+        ],
+    );
+}
+
+#[test]
+fn dot_segments_do_not_climb_out_of_the_site() {
+    let (listener, root) = local_listener();
+    let base = format!("{root}site/");
+    let fixture = Fixture::new("ok-minimal");
+    set_base_url(&fixture, &base);
+    fixture.configure("output_dir = \"www/site\"\n");
+    assert_success(&fixture.build(&[]));
+    // The attacker's file, beside the site on the same server.
+    let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
+    fs::create_dir_all(fixture.path("www/evil")).unwrap();
+    fs::copy(
+        fixture.path(&format!("www/site/{image}")),
+        fixture.path("www/evil/webapp-1.1.0.raw"),
+    )
+    .unwrap();
+    let climbing = format!("{base}../evil/webapp-1.1.0.raw");
+    forge_feed(&fixture, "www/site", &format!("{base}{image}"), &climbing);
+    let server = TestServer::start(listener, &fixture.path("www"), &[]);
+    let (out, _) = verify_bounded(
+        &fixture.root,
+        &[&base, "--pubkey", KAT_PUB, "--images", "--timeout", "5"],
+    );
+    let requests = server.requests();
+    drop(server);
+    assert!(requests.iter().all(|r| !r.contains("evil")), "{requests:?}");
+    assert_rejected(
+        &out,
+        &[
+            &format!(
+                "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. {climbing}"
+            ),
+            &format!("{image}: not fetched: its URL {climbing} is outside the site"),
+        ],
+    );
+}
+
+#[test]
+fn image_path_outside_the_site_is_refused_before_any_read() {
+    for (path, error) in [
+        (
+            "../secret.raw",
+            "`../secret.raw` climbs out of its directory with `..`",
+        ),
+        ("/etc/passwd", "`/etc/passwd` is an absolute path"),
+    ] {
+        let fixture = built(crate::common::EPOCH);
+        // A file outside the site with the image's bytes: reading it would
+        // pass the image check.
+        fs::copy(image(&fixture), fixture.path("secret.raw")).unwrap();
+        forge_feed(
+            &fixture,
+            "public",
+            "path=\"images/webapp/1.1.0/webapp-1.1.0.raw\"",
+            &format!("path=\"{path}\""),
+        );
+        let out = verify(&fixture, &["--images"]);
+        assert_rejected(&out, &[&format!("feed.xml: vmcast:image path: {error}")]);
+        assert!(!stdout(&out).contains(" images "), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn fifo_as_a_signature_fails_fast() {
+    let fixture = built(crate::common::EPOCH);
+    let sig = fixture.path("public/feed.xml.minisig");
+    fs::remove_file(&sig).unwrap();
+    assert_success(&Command::new("mkfifo").arg(&sig).output().unwrap());
+    let (out, took) = verify_bounded(&fixture.root, &["public", "--pubkey", KAT_PUB]);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_rejected(
+        &out,
+        &["cannot read feed.xml.minisig: not a regular file but a FIFO"],
+    );
+}
+
+#[test]
+fn symlink_to_dev_zero_as_a_signature_fails_fast() {
+    let fixture = built(crate::common::EPOCH);
+    let sig = fixture.path("public/feed.xml.minisig");
+    fs::remove_file(&sig).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &sig).unwrap();
+    let (out, took) = verify_bounded(&fixture.root, &["public", "--pubkey", KAT_PUB]);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_rejected(
+        &out,
+        &[
+            "cannot read feed.xml.minisig: it is a symbolic link, and a site's files are never \
+             read through one",
+        ],
+    );
+}
+
+// ---- what the state file binds ----
+
+#[test]
+fn build_of_another_site_signed_by_the_same_key_is_refused() {
+    let a = built("1790000000");
+    let b = Fixture::new("ok-minimal");
+    set_base_url(&b, "https://mirror.example.org/other/");
+    assert_success(&b.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let state_arg = state.to_str().unwrap();
+    assert_success(&verify(&a, &["--state", state_arg]));
+    let seen = fs::read(&state).unwrap();
+    assert_rejected(
+        &verify(&b, &["--state", state_arg]),
+        &[
+            "the build was signed for the site https://mirror.example.org/other/, but the state \
+             file tracks https://downloads.example.com/site/: another site signed by the same key",
+        ],
+    );
+    assert_eq!(fs::read(&state).unwrap(), seen, "the state moved");
+    // The site's own newer build still goes through.
+    assert_success(&a.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790172800")]));
+    assert_success(&verify(&a, &["--state", state_arg]));
+    // Without a state, --site pins the site.
+    let site = ["--site", "https://downloads.example.com/site"];
+    assert_rejected(
+        &verify(&b, &site),
+        &[
+            "the build was signed for the site https://mirror.example.org/other/, not \
+             https://downloads.example.com/site/ (--site)",
+        ],
+    );
+    assert_success(&verify(&a, &site));
+}
+
+#[test]
+fn state_file_without_a_site_adopts_the_first_site_seen() {
+    let a = built("1790000000");
+    let b = Fixture::new("ok-minimal");
+    set_base_url(&b, "https://mirror.example.org/other/");
+    assert_success(&b.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    let state = a.path("state.json");
+    let state_arg = state.to_str().unwrap();
+    assert_success(&verify(&a, &["--state", state_arg]));
+    let mut old: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    assert_eq!(old["site"], "https://downloads.example.com/site/");
+    old.as_object_mut().unwrap().remove("site");
+    fs::write(&state, serde_json::to_string(&old).unwrap()).unwrap();
+    let out = verify(&a, &["--state", state_arg]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("first sight; tracking the site https://downloads.example.com/site/"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(verify(&b, &["--state", state_arg]).status.code(), Some(1));
+}
+
+#[test]
+fn withdrawn_key_announcement_is_forgotten() {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    assert_success(&vmcast(tmp.path(), &["keygen", "-W"], &[]));
+    let (next_key, next_pub) = (tmp.path().join("vmcast.key"), tmp.path().join("vmcast.pub"));
+    let state = tmp.path().join("state.json");
+    let state_arg = state.to_str().unwrap();
+    // Build 1 announces the next key.
+    fixture.configure(&format!(
+        "next_public_key = {:?}\n",
+        next_pub.to_str().unwrap()
+    ));
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790000000")]));
+    assert_success(&verify(&fixture, &["--state", state_arg]));
+    let next_id =
+        vmcast_gen::sign::PublicKey::from_file(&next_pub, &fs::read_to_string(&next_pub).unwrap())
+            .unwrap()
+            .key_id;
+    // Build 2, by the same key, no longer announces it.
+    fs::write(fixture.path("vmcast.toml"), &config).unwrap();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    let out = verify(&fixture, &["--state", state_arg]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(&format!(
+            "key {next_id} no longer announced by key 9846815B1BF4E0B5; forgotten"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    // A build signed by the withdrawn key is refused.
+    assert_success(&fixture.run(
+        &["build", "--secret-key", next_key.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1790172800")],
+    ));
+    assert_rejected(
+        &verify(&fixture, &["--state", state_arg]),
+        &[&format!(
+            "feed.xml: signed by key {next_id}, not the pinned key 9846815B1BF4E0B5; \
+             no trusted key announced it in the state file"
+        )],
+    );
+}
+
+// ---- what build writes, verify reads ----
+
+#[test]
+fn release_notes_over_the_text_limit_are_refused_by_build() {
+    let fixture = Fixture::new("oversized-release-notes");
+    let notes = fixture.path("releases/webapp/1.0.0/release.toml");
+    let head = "version = \"1.0.0\"\ndate = 2026-01-15\nnotes = \"\"\"\n";
+    let tail = "\"\"\"\n";
+    let limit = vmcast_gen::model::MAX_TEXT_FILE as usize;
+    let line = "A very long release note.\n";
+    let mut text = String::with_capacity(limit + line.len());
+    text.push_str(head);
+    while text.len() + line.len() + tail.len() <= limit + 1 {
+        text.push_str(line);
+    }
+    text.push_str(&"x".repeat(limit + 1 - text.len() - tail.len()));
+    text.push_str(tail);
+    assert_eq!(text.len(), limit + 1);
+    fs::write(&notes, text).unwrap();
+    let out = fixture.build(&[]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: releases/webapp/1.0.0/release.toml: {} bytes, over the limit of {limit} \
+             bytes (64.0 MiB) for a site's text files: `verify` refuses a feed that large; \
+             shorten the notes\n",
+            limit + 1
+        )
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn release_notes_that_render_past_the_text_limit_are_refused_by_build() {
+    let fixture = Fixture::new("oversized-release-notes");
+    // 9 MB of `<`: 4 bytes each as HTML, 8 once the feed escapes the HTML.
+    let paragraphs = format!("{}\n\n", "<".repeat(1000)).repeat(9000);
+    fs::write(
+        fixture.path("releases/webapp/1.0.0/release.toml"),
+        format!("version = \"1.0.0\"\ndate = 2026-01-15\nnotes = \"\"\"\n{paragraphs}\"\"\"\n"),
+    )
+    .unwrap();
+    let out = fixture.build(&[]);
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: feed.xml would be ")
+            && err.ends_with(
+                " bytes, over the limit of 67108864 bytes (64.0 MiB) for a site's text files: \
+                 `verify` refuses it; shorten the release notes or split the site\n"
+            ),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!fixture.path("public/feed.xml").exists());
 }
