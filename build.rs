@@ -14,6 +14,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("chromium", "command -v chromium"),
     ("qemu_img", "command -v qemu-img"),
     ("python3", "command -v python3"),
+    ("ss", "command -v ss"),
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
 ];

@@ -10,7 +10,7 @@ use super::feed::{FeedDoc, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
-use super::{Check, Report, VerifyOptions};
+use super::{Check, CheckKind, Report, VerifyOptions};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
@@ -34,7 +34,7 @@ struct Signed {
 }
 
 impl Verifier<'_> {
-    fn pass(&mut self, check: &'static str, detail: impl Into<String>) {
+    fn pass(&mut self, check: CheckKind, detail: impl Into<String>) {
         self.report.checks.push(Check {
             check,
             ok: true,
@@ -42,7 +42,7 @@ impl Verifier<'_> {
         });
     }
 
-    fn fail(&mut self, check: &'static str, detail: impl Into<String>) {
+    fn fail(&mut self, check: CheckKind, detail: impl Into<String>) {
         self.report.checks.push(Check {
             check,
             ok: false,
@@ -50,7 +50,7 @@ impl Verifier<'_> {
         });
     }
 
-    fn stop<T>(&mut self, check: &'static str, detail: impl Into<String>) -> Step<T> {
+    fn stop<T>(&mut self, check: CheckKind, detail: impl Into<String>) -> Step<T> {
         self.fail(check, detail);
         Err(Stop)
     }
@@ -58,7 +58,7 @@ impl Verifier<'_> {
     pub(super) fn run(&mut self, state: &mut State) -> Step<()> {
         let feed_loc = match self.fetcher.feed_location(&self.options.source) {
             Ok(loc) => loc,
-            Err(m) => return self.stop("source", m),
+            Err(m) => return self.stop(CheckKind::Source, m),
         };
         let feed_sig = self.fetch_signature(&feed_loc)?;
         let key = self.choose_key(&feed_sig, state, &feed_loc.display)?;
@@ -68,14 +68,19 @@ impl Verifier<'_> {
         let feed_stamp = self.check_comment(&feed_sig, &key, &feed_loc.display)?;
         let base = match Url::parse(&feed_stamp.base_url) {
             Ok(u) => u,
-            Err(e) => return self.stop("signature", format!("signed base_url is not a URL: {e}")),
+            Err(e) => {
+                return self.stop(
+                    CheckKind::Signature,
+                    format!("signed base_url is not a URL: {e}"),
+                );
+            }
         };
         self.check_site(&base, state)?;
         let feed_name = match self.fetcher.site_name(&feed_loc, &base) {
             Some(n) => n,
             None => {
                 return self.stop(
-                    "urls",
+                    CheckKind::Urls,
                     format!(
                         "{} is not under the base_url it was signed for ({base})",
                         feed_loc.display
@@ -98,12 +103,12 @@ impl Verifier<'_> {
 
         let manifest = match crate::sums::parse(&sums.data) {
             Ok(m) => m,
-            Err(m) => return self.stop("manifest", format!("{MANIFEST}: {m}")),
+            Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
         };
         self.check_listed(&manifest, &feed_name, &feed.data);
         let doc = match FeedDoc::parse(&feed.data) {
             Ok(d) => d,
-            Err(m) => return self.stop("feed", format!("{feed_name}: {m}")),
+            Err(m) => return self.stop(CheckKind::Feed, format!("{feed_name}: {m}")),
         };
         let site_urls = SiteUrls::new(&base, doc.download_base.as_deref());
         self.check_feed(&doc, &feed_name, &feed.stamp, &base, &site_urls, &manifest);
@@ -118,7 +123,7 @@ impl Verifier<'_> {
             let withdrawn = state.withdraw(&key, next.as_ref());
             if !withdrawn.is_empty() {
                 self.pass(
-                    "key",
+                    CheckKind::Key,
                     format!(
                         "key {} no longer announced by key {}; forgotten",
                         withdrawn.join(", "),
@@ -140,30 +145,39 @@ impl Verifier<'_> {
         if let Some(site) = &self.options.site {
             if site != base {
                 return self.stop(
-                    "site",
+                    CheckKind::Site,
                     format!("the build was signed for the site {base}, not {site} (--site)"),
                 );
             }
-            self.pass("site", format!("the build was signed for {base} (--site)"));
+            self.pass(
+                CheckKind::Site,
+                format!("the build was signed for {base} (--site)"),
+            );
         }
         if self.options.state.is_none() {
             return Ok(());
         }
         match state.site() {
             Some(tracked) if tracked != base.as_str() => self.stop(
-                "site",
+                CheckKind::Site,
                 format!(
                     "the build was signed for the site {base}, but the state file tracks \
                      {tracked}: another site signed by the same key"
                 ),
             ),
             Some(_) => {
-                self.pass("site", format!("{base} is the site the state file tracks"));
+                self.pass(
+                    CheckKind::Site,
+                    format!("{base} is the site the state file tracks"),
+                );
                 Ok(())
             }
             None => {
                 state.bind_site(base);
-                self.pass("site", format!("first sight; tracking the site {base}"));
+                self.pass(
+                    CheckKind::Site,
+                    format!("first sight; tracking the site {base}"),
+                );
                 Ok(())
             }
         }
@@ -178,7 +192,7 @@ impl Verifier<'_> {
         }
         if let Some(key) = state.announced_key(&sig.key_id.to_string(), pinned) {
             self.pass(
-                "key",
+                CheckKind::Key,
                 format!(
                     "{what} is signed by key {}, announced as the next key by a trusted key",
                     sig.key_id
@@ -192,7 +206,7 @@ impl Verifier<'_> {
             "; pass --state to accept keys announced by the pinned key"
         };
         self.stop(
-            "signature",
+            CheckKind::Signature,
             format!(
                 "{what}: signed by key {}, not the pinned key {}{hint}",
                 sig.key_id, pinned.key_id
@@ -204,11 +218,11 @@ impl Verifier<'_> {
         let sig_loc = loc.with_suffix(".minisig");
         let text = match self.fetcher.fetch(&sig_loc, MAX_TEXT_FILE) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(m) => return self.stop("signature", m),
+            Err(m) => return self.stop(CheckKind::Signature, m),
         };
         match Signature::from_file(Path::new(&sig_loc.display), &text) {
             Ok(sig) => Ok(sig),
-            Err(e) => self.stop("signature", e.to_string()),
+            Err(e) => self.stop(CheckKind::Signature, e.to_string()),
         }
     }
 
@@ -223,11 +237,11 @@ impl Verifier<'_> {
                 }
                 other => format!("{what}: {other}"),
             };
-            return self.stop("signature", detail);
+            return self.stop(CheckKind::Signature, detail);
         }
         match BuildStamp::parse(&sig.trusted_comment) {
             Ok(stamp) => Ok(stamp),
-            Err(m) => self.stop("signature", format!("{what}: {m}")),
+            Err(m) => self.stop(CheckKind::Signature, format!("{what}: {m}")),
         }
     }
 
@@ -243,7 +257,7 @@ impl Verifier<'_> {
     ) -> Step<Signed> {
         if stamp.file != name {
             return self.stop(
-                "signature",
+                CheckKind::Signature,
                 format!(
                     "{name}.minisig is the signature of {}, not {name} (swapped signature files?)",
                     stamp.file
@@ -252,16 +266,16 @@ impl Verifier<'_> {
         }
         let data = match self.fetcher.fetch(loc, MAX_TEXT_FILE) {
             Ok(d) => d,
-            Err(m) => return self.stop("signature", m),
+            Err(m) => return self.stop(CheckKind::Signature, m),
         };
         if sig.verify_data(key, &data).is_err() {
             return self.stop(
-                "signature",
+                CheckKind::Signature,
                 format!("{name}: signature does not match its contents (tampered or corrupt)"),
             );
         }
         self.pass(
-            "signature",
+            CheckKind::Signature,
             format!("{name}: good prehashed signature by key {}", key.key_id),
         );
         Ok(Signed { data, stamp })
@@ -278,7 +292,7 @@ impl Verifier<'_> {
             || feed.base_url != sums.base_url
         {
             return self.stop(
-                "build",
+                CheckKind::Build,
                 format!(
                     "{feed_name} (sequence {}) and {MANIFEST} (sequence {}) come from different builds (mix-and-match)",
                     feed.sequence, sums.sequence
@@ -286,7 +300,7 @@ impl Verifier<'_> {
             );
         }
         self.pass(
-            "build",
+            CheckKind::Build,
             format!(
                 "{feed_name} and {MANIFEST} come from one build, sequence {}",
                 feed.sequence
@@ -297,21 +311,23 @@ impl Verifier<'_> {
 
     fn check_expiry(&mut self, stamp: &BuildStamp) {
         match stamp.expires_at() {
-            None if stamp.expires.is_some() => self.fail("expiry", "signed expiry is out of range"),
-            None => self.pass("expiry", "the publisher set no expiry"),
+            None if stamp.expires.is_some() => {
+                self.fail(CheckKind::Expiry, "signed expiry is out of range")
+            }
+            None => self.pass(CheckKind::Expiry, "the publisher set no expiry"),
             Some(at) => {
                 let when = at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
                 self.report.expires = Some(when.clone());
                 if self.options.now > at {
                     self.fail(
-                        "expiry",
+                        CheckKind::Expiry,
                         format!(
                             "expired at {when}: the publisher has not re-signed the site since \
                              (stale mirror, stalled release job, or a freeze attack)"
                         ),
                     );
                 } else {
-                    self.pass("expiry", format!("valid until {when}"));
+                    self.pass(CheckKind::Expiry, format!("valid until {when}"));
                 }
             }
         }
@@ -323,7 +339,7 @@ impl Verifier<'_> {
         }
         match state.highest() {
             Some((id, seen)) if sequence < seen => self.fail(
-                "rollback",
+                CheckKind::Rollback,
                 format!(
                     "rollback: sequence {sequence} is older than sequence {seen} already seen (key {id})"
                 ),
@@ -331,7 +347,7 @@ impl Verifier<'_> {
             seen => {
                 state.record(key, sequence);
                 self.pass(
-                    "rollback",
+                    CheckKind::Rollback,
                     match seen {
                         Some((_, s)) => format!("sequence {sequence} is not older than {s} seen before"),
                         None => format!("first sight; remembering sequence {sequence}"),
@@ -343,14 +359,18 @@ impl Verifier<'_> {
 
     fn check_listed(&mut self, manifest: &BTreeMap<String, Sha256>, name: &str, data: &[u8]) {
         match manifest.get(name) {
-            Some(d) if *d == Sha256::of(data) => {
-                self.pass("manifest", format!("{name}'s SHA-256 matches {MANIFEST}"))
-            }
+            Some(d) if *d == Sha256::of(data) => self.pass(
+                CheckKind::Manifest,
+                format!("{name}'s SHA-256 matches {MANIFEST}"),
+            ),
             Some(_) => self.fail(
-                "manifest",
+                CheckKind::Manifest,
                 format!("{name}'s SHA-256 differs from the one in {MANIFEST}"),
             ),
-            None => self.fail("manifest", format!("{MANIFEST} does not list {name}")),
+            None => self.fail(
+                CheckKind::Manifest,
+                format!("{MANIFEST} does not list {name}"),
+            ),
         }
     }
 
@@ -365,7 +385,7 @@ impl Verifier<'_> {
     ) {
         if doc.link.as_deref() != Some(base.as_str()) {
             self.fail(
-                "feed",
+                CheckKind::Feed,
                 format!(
                     "{name}: channel link {:?} is not the signed base_url {base}",
                     doc.link.as_deref().unwrap_or("")
@@ -374,7 +394,7 @@ impl Verifier<'_> {
         }
         if doc.sequence != Some(stamp.sequence) {
             self.fail(
-                "feed",
+                CheckKind::Feed,
                 format!(
                     "{name}: vmcast:sequence does not match the signed sequence {}",
                     stamp.sequence
@@ -387,7 +407,7 @@ impl Verifier<'_> {
             .collect();
         if outside.is_empty() {
             self.pass(
-                "urls",
+                CheckKind::Urls,
                 format!(
                     "every URL in {name} is under {}",
                     site_urls.describe(" or ")
@@ -397,7 +417,7 @@ impl Verifier<'_> {
             let first = outside[0].clone();
             let count = outside.len();
             self.fail(
-                "urls",
+                CheckKind::Urls,
                 format!(
                     "{name}: {count} URL(s) outside the site ({}), e.g. {first}",
                     site_urls.describe(" and ")
@@ -443,7 +463,7 @@ impl Verifier<'_> {
         self.report.images += doc.items.iter().map(|i| i.images.len()).sum::<usize>();
         if problems.is_empty() {
             self.pass(
-                "items",
+                CheckKind::Items,
                 format!(
                     "{name}: {} release(s), {} image(s) agree with {MANIFEST}",
                     doc.items.len(),
@@ -452,7 +472,7 @@ impl Verifier<'_> {
             );
         } else {
             for p in problems {
-                self.fail("items", format!("{name}: {p}"));
+                self.fail(CheckKind::Items, format!("{name}: {p}"));
             }
         }
     }
@@ -473,7 +493,7 @@ impl Verifier<'_> {
         for name in names {
             let rel = match RelPath::parse(&name) {
                 Ok(rel) => rel,
-                Err(m) => return self.stop("manifest", format!("{MANIFEST}: {m}")),
+                Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
             };
             let loc = self.fetcher.site(&rel);
             let sig = self.fetch_signature(&loc)?;
@@ -500,18 +520,18 @@ impl Verifier<'_> {
         let signed = self.finish_signed(&loc, sig, own, key, NEXT_PUBLIC_KEY)?;
         if signed.stamp.sequence != stamp.sequence {
             return self.stop(
-                "key",
+                CheckKind::Key,
                 format!("{NEXT_PUBLIC_KEY} comes from another build (mix-and-match)"),
             );
         }
         let announced = String::from_utf8_lossy(&signed.data).into_owned();
         let public = match PublicKey::from_file(Path::new(NEXT_PUBLIC_KEY), &announced) {
             Ok(p) => p,
-            Err(e) => return self.stop("key", e.to_string()),
+            Err(e) => return self.stop(CheckKind::Key, e.to_string()),
         };
         if public.key_id.to_string() != next.key_id || public.to_base64() != next.key {
             return self.stop(
-                "key",
+                CheckKind::Key,
                 format!(
                     "the feed's vmcast:nextPublicKey differs from the signed {NEXT_PUBLIC_KEY}"
                 ),
@@ -519,7 +539,7 @@ impl Verifier<'_> {
         }
         state.announce(&public, key);
         self.pass(
-            "key",
+            CheckKind::Key,
             format!(
                 "next key {} announced, signed by key {}{}",
                 public.key_id,
@@ -540,7 +560,7 @@ impl Verifier<'_> {
             for image in &item.images {
                 let Some(url) = site_urls.accept(&image.url) else {
                     self.fail(
-                        "images",
+                        CheckKind::Images,
                         format!(
                             "{}: not fetched: its URL {} is outside the site",
                             image.path, image.url
@@ -553,12 +573,12 @@ impl Verifier<'_> {
                         self.report.images_read += read;
                         if digest.to_hex() == image.sha256 {
                             self.pass(
-                                "images",
+                                CheckKind::Images,
                                 format!("{}: {} bytes, SHA-256 matches", image.path, image.length),
                             );
                         } else {
                             self.fail(
-                                "images",
+                                CheckKind::Images,
                                 format!(
                                     "{}: SHA-256 mismatch: the feed says {}, the file hashes to {}",
                                     image.path,
@@ -568,7 +588,7 @@ impl Verifier<'_> {
                             );
                         }
                     }
-                    Err(m) => self.fail("images", format!("{}: {m}", image.path)),
+                    Err(m) => self.fail(CheckKind::Images, format!("{}: {m}", image.path)),
                 }
             }
         }

@@ -59,10 +59,67 @@ pub struct VerifyOptions {
     pub now: DateTime<Utc>,
 }
 
+/// What a check is about. These names, in lowercase, are the `check`
+/// field of `verify --json` and part of its documented format
+/// (docs/trust.md): new kinds may be added, existing ones keep their name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// The source names a site that can be read.
+    Source,
+    /// A file's signature and trusted comment.
+    Signature,
+    /// Which key signs, and keys announced or withdrawn.
+    Key,
+    /// The site the state file tracks (`--state`, `--site`).
+    Site,
+    /// The feed and the manifest come from one build.
+    Build,
+    /// The build has not expired.
+    Expiry,
+    /// The build is not older than one seen before (`--state`).
+    Rollback,
+    /// A file's SHA-256 is the one SHA256SUMS lists.
+    Manifest,
+    /// The feed's channel and paths.
+    Feed,
+    /// Every URL lies under the site's declared URLs.
+    Urls,
+    /// Every item's images agree with SHA256SUMS.
+    Items,
+    /// An image's bytes (`--images`).
+    Images,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Source => "source",
+            CheckKind::Signature => "signature",
+            CheckKind::Key => "key",
+            CheckKind::Site => "site",
+            CheckKind::Build => "build",
+            CheckKind::Expiry => "expiry",
+            CheckKind::Rollback => "rollback",
+            CheckKind::Manifest => "manifest",
+            CheckKind::Feed => "feed",
+            CheckKind::Urls => "urls",
+            CheckKind::Items => "items",
+            CheckKind::Images => "images",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Check {
-    pub check: &'static str,
+    pub check: CheckKind,
     pub ok: bool,
     pub detail: String,
 }

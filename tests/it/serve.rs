@@ -455,6 +455,7 @@ fn ranges_follow_rfc_9110() {
 }
 
 #[test]
+#[cfg_attr(missing_ss, ignore = "ss (iproute2) is not installed")]
 fn server_failure_ends_serve_with_the_error() {
     if !have_tool("ss") {
         return;

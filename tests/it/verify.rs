@@ -121,6 +121,7 @@ fn json_report_for_ci() {
 }
 
 #[test]
+#[cfg_attr(missing_python3, ignore = "python3 is not installed")]
 fn verify_over_http() {
     if !have_tool("python3") {
         return;
@@ -280,6 +281,7 @@ fn swapped_signature_files() {
 }
 
 #[test]
+#[cfg_attr(missing_minisign, ignore = "minisign is not installed")]
 fn legacy_signature() {
     if !have_tool("minisign") {
         return;
@@ -545,6 +547,7 @@ fn encrypted_key_without_a_password_source() {
 }
 
 #[test]
+#[cfg_attr(missing_minisign, ignore = "minisign is not installed")]
 fn keygen_writes_an_encrypted_key_minisign_can_use() {
     let tmp = tempfile::tempdir().unwrap();
     let out = vmcast(
