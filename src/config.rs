@@ -52,6 +52,8 @@ struct RawConfig {
     trust_sidecars: bool,
     #[serde(default)]
     appliances: BTreeMap<Spanned<String>, RawAppliance>,
+    previous: Option<String>,
+    previous_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +114,12 @@ pub struct Config {
     /// Whether `vmcast-gen hash` sidecar files may stand in for a read.
     pub trust_sidecars: bool,
     pub appliances: BTreeMap<Name, Appliance>,
+    /// The published site to build on (`build --previous`): a directory
+    /// (resolved against the config's), an http(s) URL, or s3://.
+    pub previous: Option<String>,
+    /// A key the previous site may be signed by besides the signing key:
+    /// the key rotated from, while the rotation is under way.
+    pub previous_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -237,6 +245,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         cache_dir: raw.cache_dir.map(|p| root.join(p)),
         trust_sidecars: raw.trust_sidecars,
         appliances,
+        previous: raw.previous.map(|p| match p.contains("://") {
+            true => p,
+            false => root.join(p).to_string_lossy().into_owned(),
+        }),
+        previous_key: raw.previous_key.map(|p| root.join(p)),
     })
 }
 

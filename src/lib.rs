@@ -19,6 +19,7 @@ pub mod media;
 pub mod model;
 pub mod notes;
 pub mod place;
+pub mod previous;
 #[cfg(feature = "publish")]
 pub mod publish;
 pub mod render;
@@ -80,6 +81,13 @@ pub struct BuildOptions {
     /// key is configured, so the real key never signs a draft nor stays
     /// unlocked in a long-running process.
     pub preview: bool,
+    /// Build on this published site (`--previous`), over the config's.
+    pub previous: Option<String>,
+    /// Images allowed to differ from the previous site's under the same
+    /// published name (`--replace NAME`).
+    pub replace: Vec<String>,
+    /// The S3-compatible endpoint for an `s3://` previous site.
+    pub endpoint: Option<String>,
 }
 
 /// One published image, for reports.
@@ -108,6 +116,19 @@ pub struct Report {
     pub hash: hash::Stats,
     pub key_id: String,
     pub warnings: Vec<Warning>,
+    /// With `--previous`: the site built on, and the releases and images
+    /// taken from it unread.
+    pub previous: Option<Carried>,
+}
+
+/// What a build took from the previous site without reading an image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Carried {
+    pub source: String,
+    pub sequence: u64,
+    pub releases: usize,
+    pub images: usize,
+    pub bytes: u64,
 }
 
 /// Asked for the secret key's password, only when the key is encrypted.
@@ -128,9 +149,40 @@ pub fn build(
 
     // The scan first: a site with no images yet hears so before any
     // password prompt.
-    let plan = scan::scan(&config)?;
+    let previous_source = options.previous.clone().or_else(|| config.previous.clone());
+    let plan = scan::scan(&config, previous_source.is_some())?;
     let (key, key_warning) = load_key(&config, options, password)?;
     let mut warnings: Vec<Warning> = key_warning.into_iter().collect();
+    let previous = match &previous_source {
+        Some(source) => {
+            let also_trusted = match &config.previous_key {
+                Some(path) => vec![sign::PublicKey::from_file(
+                    path,
+                    &fsutil::read_to_string(path)?,
+                )?],
+                None => Vec::new(),
+            };
+            let previous = previous::load(&previous::PreviousOptions {
+                source,
+                key: &key.public,
+                also_trusted,
+                endpoint: options.endpoint.as_deref(),
+                timeout: std::time::Duration::from_secs(60),
+                now: Utc::now(),
+            })?;
+            if sequence <= previous.sequence {
+                return Err(Error::other(format_args!(
+                    "--previous {source}: this build's sequence {sequence} is not above the \
+                     previous site's {}; consumers that keep state would refuse it as a rollback. \
+                     Build later, or set SOURCE_DATE_EPOCH above {}",
+                    previous.sequence, previous.sequence
+                )));
+            }
+            warnings.extend(previous.warnings.iter().cloned());
+            Some(previous)
+        }
+        None => None,
+    };
     let next_key = match &config.next_public_key {
         Some(path) => {
             let next = sign::PublicKey::from_file(path, &fsutil::read_to_string(path)?)?;
@@ -176,30 +228,128 @@ pub fn build(
         });
     }
     let mut digests = hashed.digests;
-    let releases = plan
-        .releases
-        .into_iter()
-        .map(|r| {
-            let images = r
+    let mut carried = previous.as_ref().map(|p| Carried {
+        source: p.source.clone(),
+        sequence: p.sequence,
+        releases: 0,
+        images: 0,
+        bytes: 0,
+    });
+    let mut releases = Vec::with_capacity(plan.releases.len());
+    for planned in plan.releases {
+        let published = previous.as_ref().and_then(|p| {
+            p.release(
+                planned.info.appliance.as_str(),
+                planned.info.version.as_str(),
+            )
+        });
+        let images = if planned.images.is_empty() {
+            // No image here: the release's images are the published ones.
+            let (Some(published), Some(c)) = (published, carried.as_mut()) else {
+                return Err(Error::file(
+                    &planned.info.notes_path,
+                    format_args!(
+                        "release {} {} has no images, here or in the previous site; put image \
+                         files beside {} or list them in `images`",
+                        planned.info.appliance,
+                        planned.info.version,
+                        notes::NOTES_FILE
+                    ),
+                ));
+            };
+            c.releases += 1;
+            c.images += published.images.len();
+            c.bytes += published
                 .images
-                .into_iter()
-                .map(|source| {
-                    let (digest, info) = digests.remove(&source.site_path).ok_or_else(|| {
-                        Error::file(&source.source, "was planned but never hashed")
-                    })?;
-                    Ok(Image {
-                        source,
-                        digest,
-                        info,
+                .iter()
+                .map(|i| i.digest.length)
+                .sum::<u64>();
+            for image in &published.images {
+                check_carried_url(&config, image)?;
+            }
+            published.images.clone()
+        } else {
+            let mut images = Vec::with_capacity(planned.images.len());
+            for source in planned.images {
+                let (digest, info) = digests
+                    .remove(&source.site_path)
+                    .ok_or_else(|| Error::file(&source.source, "was planned but never hashed"))?;
+                let image = Image {
+                    source,
+                    digest,
+                    info,
+                };
+                if let Some(old) = published.and_then(|p| {
+                    p.images
+                        .iter()
+                        .find(|o| o.source.site_path == image.source.site_path)
+                }) {
+                    check_unchanged_image(&image, old, &options.replace)?;
+                }
+                images.push(image);
+            }
+            if let Some(published) = published {
+                let dropped: Vec<&str> = published
+                    .images
+                    .iter()
+                    .filter(|o| {
+                        !images
+                            .iter()
+                            .any(|i| i.source.site_path == o.source.site_path)
                     })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Release {
-                images,
-                info: r.info,
-            })
-        })
-        .collect::<Result<Vec<Release>>>()?;
+                    .map(|o| o.source.name.as_str())
+                    .collect();
+                if !dropped.is_empty() {
+                    warnings.push(Warning::file(
+                        &planned.info.notes_path,
+                        format_args!(
+                            "the previous site also has {}, not here; it leaves the feed",
+                            dropped.join(", ")
+                        ),
+                    ));
+                }
+            }
+            images
+        };
+        releases.push(Release {
+            images,
+            info: planned.info,
+        });
+    }
+    if let Some(previous) = &previous {
+        for old in &previous.releases {
+            let kept = releases.iter().any(|r| {
+                r.info.appliance.as_str() == old.appliance && r.info.version.as_str() == old.version
+            });
+            if !kept {
+                warnings.push(Warning {
+                    path: None,
+                    message: format!(
+                        "{} {} is in the previous site but has no release.toml here; it leaves \
+                         the feed",
+                        old.appliance, old.version
+                    ),
+                });
+            }
+        }
+        let whole_site_host = config.image_mode != ImageMode::None
+            && config
+                .download_base_url
+                .as_str()
+                .starts_with(config.base_url.as_str());
+        if whole_site_host && carried.as_ref().is_some_and(|c| c.images > 0) {
+            warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "the images of releases taken from the previous site are not in {}: upload \
+                     it with `vmcast-gen publish`, which keeps them; a host that replaces the \
+                     whole site on deploy (GitHub Pages) would drop them. To deploy whole sites, \
+                     serve images from download_base_url (release assets, a bucket)",
+                    config.output_dir.display()
+                ),
+            });
+        }
+    }
 
     for release in &releases {
         check_images(release)?;
@@ -274,7 +424,7 @@ pub fn build(
         output_dir: config.output_dir.clone(),
         appliances: appliances.len(),
         releases: releases.len(),
-        images: requests.len(),
+        images: releases.iter().map(|r| r.images.len()).sum(),
         feeds: rendered.feeds.iter().map(|f| f.path.clone()).collect(),
         image_bytes: releases
             .iter()
@@ -284,7 +434,52 @@ pub fn build(
         hash: hashed.stats,
         key_id: key.public.key_id.to_string(),
         warnings: warnings.into_iter().chain(plan.warnings).collect(),
+        previous: carried,
     })
+}
+
+/// An image taken from the previous site keeps its published URL, which
+/// must still lie under this site's URLs, or consumers' checks would fail.
+fn check_carried_url(config: &Config, image: &Image) -> Result<()> {
+    let url = image.source.url.as_str();
+    if url.starts_with(config.base_url.as_str())
+        || url.starts_with(config.download_base_url.as_str())
+    {
+        return Ok(());
+    }
+    Err(Error::other(format_args!(
+        "{} of the previous site is published at {url}, outside this site's base_url {} and \
+         download_base_url {}; consumers would refuse it. Keep the old download_base_url, or \
+         rebuild that release from its images",
+        image.source.site_path, config.base_url, config.download_base_url
+    )))
+}
+
+/// A published image never changes under its name: clients and mirrors
+/// cache it forever. A present image whose published path is the previous
+/// site's must have its bytes, unless `--replace` names it.
+fn check_unchanged_image(image: &Image, old: &Image, replace: &[String]) -> Result<()> {
+    if image.digest == old.digest
+        || replace
+            .iter()
+            .any(|r| *r == image.source.name || r.as_str() == image.source.site_path.as_str())
+    {
+        return Ok(());
+    }
+    Err(Error::file(
+        &image.source.source,
+        format_args!(
+            "differs from the image the previous site publishes as {}: here SHA-256 {} ({} \
+             bytes), published {} ({} bytes). A published image never changes under its name; \
+             give the new one a new name (a new version), or pass --replace {} if you must",
+            image.source.site_path,
+            image.digest.sha256,
+            image.digest.length,
+            old.digest.sha256,
+            old.digest.length,
+            image.source.name
+        ),
+    ))
 }
 
 /// Holds each image's declared format (from its name or the notes) against

@@ -358,6 +358,14 @@ impl Compression {
         crate::media::for_extension(self.extension())
     }
 
+    /// The compression `as_str` names.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        [Compression::Xz, Compression::Gzip, Compression::Zstd]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown compression `{}`", s.escape_debug()))
+    }
+
     /// The file extension that marks this compression.
     pub fn extension(self) -> &'static str {
         match self {

@@ -98,7 +98,7 @@ pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Resu
     ))
 }
 
-fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
+pub(crate) fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
     let rest = target.strip_prefix("s3://").ok_or_else(|| {
         Error::other(format_args!(
             "publish target `{target}` must look like s3://bucket/prefix"
@@ -111,7 +111,7 @@ fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
     Ok((bucket.to_owned(), parts.map(str::to_owned).collect()))
 }
 
-fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> Result<AmazonS3> {
+pub(crate) fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> Result<AmazonS3> {
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(acl) = acl {
         let value = object_store::HeaderValue::from_str(acl).map_err(|_| Error::Usage {
@@ -228,7 +228,7 @@ fn order(files: Vec<Local>) -> Vec<Local> {
     files
 }
 
-fn object_path(prefix: &[String], rel: &str) -> ObjectPath {
+pub(crate) fn object_path(prefix: &[String], rel: &str) -> ObjectPath {
     prefix
         .iter()
         .map(String::as_str)

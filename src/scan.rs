@@ -37,8 +37,10 @@ impl Plan {
 }
 
 /// Scans the releases and their images, failing at the first problem.
-pub fn scan(config: &Config) -> Result<Plan> {
-    let (plan, mut problems) = scan_with(config, true, false)?;
+/// With `imageless`, a release without images is planned with none (its
+/// images may come from the previous site) instead of refused.
+pub fn scan(config: &Config, imageless: bool) -> Result<Plan> {
+    let (plan, mut problems) = scan_with(config, true, imageless, false)?;
     match problems.is_empty() {
         true => Ok(plan),
         false => Err(problems.remove(0)),
@@ -49,10 +51,15 @@ pub fn scan(config: &Config) -> Result<Plan> {
 /// problem found; with `images = false` no image is looked for. For
 /// `vmcast-gen check`.
 pub fn scan_all(config: &Config, images: bool) -> Result<(Plan, Vec<Error>)> {
-    scan_with(config, images, true)
+    scan_with(config, images, false, true)
 }
 
-fn scan_with(config: &Config, images: bool, keep_going: bool) -> Result<(Plan, Vec<Error>)> {
+fn scan_with(
+    config: &Config,
+    images: bool,
+    imageless: bool,
+    keep_going: bool,
+) -> Result<(Plan, Vec<Error>)> {
     let root = &config.releases_dir;
     if !fsutil::metadata(root)?.is_dir() {
         return Err(Error::file(root, "is not a directory (releases_dir)"));
@@ -107,15 +114,12 @@ fn scan_with(config: &Config, images: bool, keep_going: bool) -> Result<(Plan, V
             }
             seen.insert(key, path.clone());
             if images {
-                plan_release(
+                let tree = Tree {
                     config,
-                    &root_real,
-                    notes,
-                    dir,
-                    files,
-                    appliance,
-                    &mut warnings,
-                )
+                    releases_root: &root_real,
+                    imageless,
+                };
+                plan_release(&tree, notes, dir, files, appliance, &mut warnings)
             } else {
                 Ok(PlannedRelease {
                     info: release_info(config, notes, appliance),
@@ -194,15 +198,28 @@ struct Candidate {
     named_at: Option<Located<String>>,
 }
 
+/// What every release of one scan shares.
+struct Tree<'a> {
+    config: &'a Config,
+    /// The releases directory, resolved.
+    releases_root: &'a Path,
+    /// Plan a release without images instead of refusing it.
+    imageless: bool,
+}
+
 fn plan_release(
-    config: &Config,
-    releases_root: &Path,
+    tree_of: &Tree,
     notes: Notes,
     dir: &Path,
     files: Vec<walkdir::DirEntry>,
     appliance: Name,
     warnings: &mut Vec<crate::Warning>,
 ) -> Result<PlannedRelease> {
+    let Tree {
+        config,
+        releases_root,
+        imageless,
+    } = *tree_of;
     let candidates = match &notes.images {
         None => {
             let rel = dir
@@ -214,7 +231,7 @@ fn plan_release(
             let base = config.images_dir.as_deref().unwrap_or(dir);
             let mut found = Vec::new();
             for pattern in patterns {
-                found.extend(expand(&notes, base, pattern)?);
+                found.extend(expand(&notes, base, pattern, imageless)?);
             }
             found
         }
@@ -298,6 +315,12 @@ fn plan_release(
             site_path,
             size_hint: meta.len(),
             file_id: crate::model::FileId::of(&meta),
+        });
+    }
+    if images.is_empty() && imageless {
+        return Ok(PlannedRelease {
+            info: release_info(config, notes, appliance),
+            images,
         });
     }
     if images.is_empty() {
@@ -407,13 +430,23 @@ fn files_beside(files: Vec<walkdir::DirEntry>, dir_real: &Path) -> Vec<Candidate
 }
 
 /// The files a path or glob from `images = [...]` names under `base`.
-fn expand(notes: &Notes, base: &Path, pattern: &Located<String>) -> Result<Vec<Candidate>> {
+/// With `imageless`, a name or glob that finds nothing finds no image
+/// instead of failing: the release's images may come from the previous site.
+fn expand(
+    notes: &Notes,
+    base: &Path,
+    pattern: &Located<String>,
+    imageless: bool,
+) -> Result<Vec<Candidate>> {
     let rel = RelPath::parse(&pattern.value).map_err(|m| notes.error_at(pattern, m))?;
     let is_glob = |s: &str| s.contains(['*', '?', '[', '{']);
     let mut found = Vec::new();
     if !is_glob(rel.as_str()) {
         let path = base.join(rel.as_str());
         if std::fs::symlink_metadata(&path).is_err() {
+            if imageless {
+                return Ok(found);
+            }
             return Err(notes.error_at(
                 pattern,
                 format_args!("image {} does not exist", path.display()),
@@ -459,7 +492,7 @@ fn expand(notes: &Notes, base: &Path, pattern: &Located<String>) -> Result<Vec<C
             });
         }
     }
-    if found.is_empty() {
+    if found.is_empty() && !imageless {
         return Err(notes.error_at(
             pattern,
             format_args!("`{}` matches no file in {}", pattern.value, base.display()),

@@ -46,6 +46,18 @@ pub struct BuildArgs {
     /// Also list every published image.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
+    /// Build on this published site: an output directory, its http(s) URL, or s3://bucket/prefix
+    /// (overrides the config's `previous`). Releases whose images are not here keep the
+    /// published ones, unread; see the README's "Releases from a stateless CI runner".
+    #[arg(long, value_name = "SOURCE")]
+    pub previous: Option<String>,
+    /// Allow this image (file name or site path) to differ from the one the previous site
+    /// publishes under the same name (repeatable). Published images are cached forever.
+    #[arg(long, value_name = "NAME")]
+    pub replace: Vec<String>,
+    /// The S3-compatible endpoint for an s3:// --previous (also AWS_ENDPOINT_URL), as for publish.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
     /// Print the summary as JSON on stdout (for CI).
     #[arg(long, conflicts_with_all = ["quiet", "verbose"])]
     pub json: bool,
@@ -70,6 +82,9 @@ pub fn build_options(
         no_cache: false,
         verify_cache: false,
         preview: false,
+        previous: None,
+        replace: Vec::new(),
+        endpoint: None,
     })
 }
 
@@ -79,6 +94,9 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         threads: args.jobs.map(|n| n.get()),
         no_cache: args.no_cache,
         verify_cache: args.verify_cache,
+        previous: args.previous,
+        replace: args.replace,
+        endpoint: args.endpoint_url,
         ..build_options(
             super::site_config(args.config)?,
             Overrides {
@@ -119,6 +137,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
             "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
             "warnings": report.warnings,
+            "previous": report.previous,
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!(
@@ -155,6 +174,16 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         h.sidecar_files,
         human_size(h.sidecar_bytes),
     );
+    if let Some(c) = &report.previous {
+        println!(
+            "Built on {} (sequence {}): {} release(s), {} image(s), {} taken from it unread",
+            c.source,
+            c.sequence,
+            c.releases,
+            c.images,
+            human_size(c.bytes)
+        );
+    }
     println!(
         "Signed {} and SHA256SUMS with key {}",
         report.feeds.join(", "),

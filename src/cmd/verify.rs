@@ -54,6 +54,7 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
     let report = vmcast_gen::verify::verify(&vmcast_gen::verify::VerifyOptions {
         source: args.source,
         pinned,
+        also_trusted: Vec::new(),
         state: args.state,
         images: args.images,
         site: args.site,

@@ -90,6 +90,7 @@ impl Verifier<'_> {
         };
         self.fetcher.set_base(base.clone());
         let feed = self.finish_signed(&feed_loc, feed_sig, feed_stamp, &key, &feed_name)?;
+        self.report.feed = Some(feed.data.clone());
 
         let manifest_loc = self.fetcher.site(&known(MANIFEST));
         let sums_sig = self.fetch_signature(&manifest_loc)?;
@@ -189,6 +190,14 @@ impl Verifier<'_> {
         let pinned = &self.options.pinned;
         if sig.key_id == pinned.key_id {
             return Ok(pinned.clone());
+        }
+        if let Some(key) = self
+            .options
+            .also_trusted
+            .iter()
+            .find(|k| k.key_id == sig.key_id)
+        {
+            return Ok(key.clone());
         }
         if let Some(key) = state.announced_key(&sig.key_id.to_string(), pinned) {
             self.pass(

@@ -44,6 +44,9 @@ pub struct VerifyOptions {
     pub source: String,
     /// The key the consumer pinned out of band.
     pub pinned: PublicKey,
+    /// Other keys trusted as much as the pinned one (`build --previous`
+    /// during a key rotation: the key rotated from).
+    pub also_trusted: Vec<PublicKey>,
     /// Remembers the highest sequence per key and announced next keys.
     pub state: Option<PathBuf>,
     /// Also read and hash every image.
@@ -136,6 +139,9 @@ pub struct Report {
     pub images: usize,
     pub images_read: u64,
     pub checks: Vec<Check>,
+    /// The feed's bytes, once its signature verified.
+    #[serde(skip)]
+    pub feed: Option<Vec<u8>>,
 }
 
 impl Report {
@@ -164,6 +170,7 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
             images: 0,
             images_read: 0,
             checks: Vec::new(),
+            feed: None,
         },
     };
     let outcome = v.run(&mut state);

@@ -108,7 +108,8 @@ fn unknown_key_in_config() {
         "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
          `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
-         `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`\n",
+         `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
+         `previous`, `previous_key`\n",
     );
 }
 

@@ -15,6 +15,7 @@ mod interop;
 mod known_answer;
 mod page;
 #[cfg(feature = "publish")]
+mod previous;
 mod publish;
 mod readme;
 mod serve;

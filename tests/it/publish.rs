@@ -14,6 +14,20 @@ use crate::common::{Fixture, assert_success, have_tool, stderr, stdout};
 struct Moto {
     child: Child,
     port: u16,
+    /// The server's own record of the requests it answered (werkzeug's
+    /// access log on stderr).
+    log: std::path::PathBuf,
+}
+
+impl Moto {
+    /// The request lines logged so far, e.g. `GET /b/site/feed.xml HTTP/1.1`.
+    fn requests(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+            .collect()
+    }
 }
 
 impl Drop for Moto {
@@ -44,6 +58,7 @@ fn moto(bucket: &str) -> Option<Moto> {
         .local_addr()
         .unwrap()
         .port();
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{port}.log"));
     let child = Command::new("timeout")
         .args([
             "300",
@@ -56,10 +71,10 @@ fn moto(bucket: &str) -> Option<Moto> {
             &port.to_string(),
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let server = Moto { child, port };
+    let server = Moto { child, port, log };
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "moto did not start");
@@ -468,4 +483,95 @@ fn prune_deletes_nothing_when_what_to_keep_is_unknown() {
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
     let (status, _, _) = http(moto.port, "HEAD", &image);
     assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+/// The stateless release: a fresh runner holds only the third release's
+/// images and all three release.toml files, builds on the published site
+/// (once from its HTTP URL, once from s3://) and publishes. The server
+/// never receives a GET or a PUT for an image of the first two releases,
+/// and the published result verifies, images and all.
+#[test]
+#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
+fn a_release_from_a_stateless_runner_reads_and_uploads_no_old_image() {
+    let bucket = "stateless";
+    let Some(moto) = moto(bucket) else { return };
+    let first = site(moto.port, bucket);
+    assert_success(&first.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790000000")]));
+    assert_success(&publish(&first, moto.port, bucket, &[], &[]));
+
+    // The runner: a fresh checkout, new images only.
+    let runner = site(moto.port, bucket);
+    for v in ["1.0.0", "1.1.0"] {
+        fs::remove_file(runner.path(&format!("releases/webapp/{v}/webapp-{v}.raw"))).unwrap();
+    }
+    let dir = runner.path("releases/webapp/1.2.0");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("release.toml"),
+        "version = \"1.2.0\"\ndate = 2026-06-01\nnotes = \"New.\"\n",
+    )
+    .unwrap();
+    fs::write(dir.join("webapp-1.2.0.raw"), vec![7u8; 5000]).unwrap();
+
+    let before = moto.requests().len();
+    let http_site = format!("http://127.0.0.1:{}/{bucket}/site/", moto.port);
+    let out = runner.run(
+        &["build", "--previous", &http_site],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    );
+    assert_success(&out);
+    assert!(stdout(&out).contains("2 release(s), 2 image(s), 804 B taken from it unread"));
+    assert_success(&publish(&runner, moto.port, bucket, &[], &[]));
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let out = runner.run(
+        &[
+            "build",
+            "--previous",
+            &format!("s3://{bucket}/site"),
+            "--endpoint-url",
+            &endpoint,
+        ],
+        &[
+            ("SOURCE_DATE_EPOCH", "1790172800"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("Built on s3://stateless/site (sequence 1790086400): 2 release(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_success(&publish(&runner, moto.port, bucket, &[], &[]));
+    let during: Vec<String> = moto.requests()[before..].to_vec();
+    assert!(!during.is_empty(), "the server's log recorded nothing");
+    let old_images: Vec<&String> = during
+        .iter()
+        .filter(|r| {
+            (r.starts_with("GET ") || r.starts_with("PUT "))
+                && (r.contains("/images/webapp/1.0.0/") || r.contains("/images/webapp/1.1.0/"))
+        })
+        .collect();
+    assert_eq!(
+        old_images,
+        Vec::<&String>::new(),
+        "old images were read or uploaded"
+    );
+    assert!(
+        during
+            .iter()
+            .any(|r| r.starts_with("PUT ") && r.contains("/images/webapp/1.2.0/")),
+        "{during:?}"
+    );
+
+    let verified = verify(&runner, moto.port, bucket);
+    assert_success(&verified);
+    assert!(
+        stdout(&verified).contains("verified: 3 release(s), 3 image(s)"),
+        "{}",
+        stdout(&verified)
+    );
 }

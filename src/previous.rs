@@ -1,0 +1,400 @@
+//! `build --previous SOURCE`: the published site is the state.
+//!
+//! A release job on a throwaway runner holds only the new release's images;
+//! the history lives where the site is published. This module reads that
+//! site (a directory, an http(s) URL, or `s3://bucket/prefix`), verifies it
+//! exactly as `verify` does against the build's own key (or the key it is
+//! rotating from), and hands back every published release with its images'
+//! facts: length, SHA-256, format, compression, virtual size, machine, URL.
+//! Nothing of an image is read, downloaded, copied or uploaded.
+//!
+//! Only a site that verifies is built on, so `--previous` can never carry
+//! content into a signed feed that the key did not sign before. An expired
+//! site is still authentic: it is accepted with a warning, since a new
+//! release is how a lapsed site gets fresh signatures.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesStart, Event};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk,
+    RelPath, Sha256,
+};
+use crate::sign::PublicKey;
+use crate::verify::{self, CheckKind, VerifyOptions};
+use crate::warning::Warning;
+
+/// How to reach and trust the previous site.
+pub struct PreviousOptions<'a> {
+    pub source: &'a str,
+    /// The key this build signs with.
+    pub key: &'a PublicKey,
+    /// Keys trusted as much (the key rotated from).
+    pub also_trusted: Vec<PublicKey>,
+    /// An S3-compatible endpoint for `s3://` (else AWS_ENDPOINT_URL), as
+    /// for `publish`.
+    pub endpoint: Option<&'a str>,
+    pub timeout: Duration,
+    pub now: DateTime<Utc>,
+}
+
+/// One published release: its appliance, version and images.
+#[derive(Debug, Clone)]
+pub struct PublishedRelease {
+    pub appliance: String,
+    pub version: String,
+    pub images: Vec<Image>,
+}
+
+/// A published site that verified.
+#[derive(Debug)]
+pub struct Previous {
+    pub source: String,
+    pub sequence: u64,
+    pub releases: Vec<PublishedRelease>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Previous {
+    /// The published release of `appliance` at `version`.
+    pub fn release(&self, appliance: &str, version: &str) -> Option<&PublishedRelease> {
+        self.releases
+            .iter()
+            .find(|r| r.appliance == appliance && r.version == version)
+    }
+}
+
+/// Reads and verifies the previous site.
+pub fn load(options: &PreviousOptions) -> Result<Previous> {
+    #[cfg(feature = "publish")]
+    let fetched;
+    let local = if options.source.starts_with("s3://") {
+        #[cfg(feature = "publish")]
+        {
+            fetched = s3::download(options.source, options.endpoint)?;
+            fetched.path().to_string_lossy().into_owned()
+        }
+        #[cfg(not(feature = "publish"))]
+        return Err(Error::other(format_args!(
+            "--previous {}: s3:// needs vmcast-gen built with the `publish` feature",
+            options.source
+        )));
+    } else {
+        options.source.to_owned()
+    };
+    let report = verify::verify(&VerifyOptions {
+        source: local,
+        pinned: options.key.clone(),
+        also_trusted: options.also_trusted.clone(),
+        state: None,
+        images: false,
+        site: None,
+        timeout: options.timeout,
+        min_rate: 0,
+        now: options.now,
+    })?;
+    let mut warnings = Vec::new();
+    let mut refusals = Vec::new();
+    for failure in report.failures() {
+        match failure.check {
+            CheckKind::Expiry => warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "--previous {}: {}; building on it anyway, since it is authentic and this \
+                     build signs it afresh",
+                    options.source, failure.detail
+                ),
+            }),
+            _ => refusals.push(failure.detail.clone()),
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(Error::other(format_args!(
+            "--previous {}: the previous site does not verify against key {}{}, so nothing is \
+             built on it:\n  {}",
+            options.source,
+            options.key.key_id,
+            match options.also_trusted.as_slice() {
+                [] => String::new(),
+                keys => format!(
+                    " (or {})",
+                    keys.iter()
+                        .map(|k| k.key_id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            refusals.join("\n  ")
+        )));
+    }
+    let (Some(feed), Some(sequence)) = (report.feed, report.sequence) else {
+        return Err(Error::other(format_args!(
+            "--previous {}: verified, but without a feed",
+            options.source
+        )));
+    };
+    let releases = read_feed(&feed)
+        .map_err(|m| Error::other(format_args!("--previous {}: feed.xml: {m}", options.source)))?;
+    Ok(Previous {
+        source: options.source.to_owned(),
+        sequence,
+        releases,
+        warnings,
+    })
+}
+
+/// The releases of a verified feed, with every image fact the feed gives.
+fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease>, String> {
+    let mut reader = quick_xml::Reader::from_reader(data);
+    let mut buf = Vec::new();
+    let mut path: Vec<String> = Vec::new();
+    let mut text = String::new();
+    let mut releases: Vec<PublishedRelease> = Vec::new();
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("not well-formed XML: {e}"))?;
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let name = e.name().as_ref().to_owned();
+                let parent = path.last().map(String::as_str);
+                match (parent, name.as_str()) {
+                    (Some("channel"), "item") => releases.push(PublishedRelease {
+                        appliance: String::new(),
+                        version: String::new(),
+                        images: Vec::new(),
+                    }),
+                    (Some("item"), "vmcast:image") => {
+                        let release = releases.last_mut().ok_or("an image outside an item")?;
+                        release.images.push(image(&attributes(e)?)?);
+                    }
+                    (Some("vmcast:image"), "vmcast:machine") => {
+                        let a = attributes(e)?;
+                        let info = last_info(&mut releases)?;
+                        info.machine = Some(Machine {
+                            name: a.get("name").cloned(),
+                            os: a.get("os").cloned(),
+                            cpus: optional_number(&a, "cpus")?,
+                            memory_mib: optional_number(&a, "memoryMiB")?,
+                            disks: Vec::new(),
+                        });
+                    }
+                    (Some("vmcast:machine"), "vmcast:disk") => {
+                        let a = attributes(e)?;
+                        let disk = OvaDisk {
+                            file: a.get("file").cloned(),
+                            capacity: number(&a, "capacity")?,
+                        };
+                        if let Some(m) = last_info(&mut releases)?.machine.as_mut() {
+                            m.disks.push(disk);
+                        }
+                    }
+                    _ => {}
+                }
+                if matches!(event, Event::Start(_)) {
+                    path.push(name);
+                    text.clear();
+                }
+            }
+            Event::Text(t) => text.push_str(&t.xml_content(XmlVersion::Implicit1_0)),
+            Event::End(_) => {
+                let name = path.pop().unwrap_or_default();
+                let value = std::mem::take(&mut text);
+                if path.last().map(String::as_str) == Some("item")
+                    && let Some(release) = releases.last_mut()
+                {
+                    match name.as_str() {
+                        "vmcast:appliance" => release.appliance = value.trim().to_owned(),
+                        "vmcast:version" => release.version = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if let Some(r) = releases
+        .iter()
+        .find(|r| r.appliance.is_empty() || r.version.is_empty() || r.images.is_empty())
+    {
+        return Err(format!(
+            "an item without vmcast:appliance, vmcast:version or images ({:?} {:?})",
+            r.appliance, r.version
+        ));
+    }
+    Ok(releases)
+}
+
+fn last_info(releases: &mut [PublishedRelease]) -> std::result::Result<&mut ImageInfo, String> {
+    releases
+        .last_mut()
+        .and_then(|r| r.images.last_mut())
+        .map(|i| &mut i.info)
+        .ok_or_else(|| "a machine outside an image".to_owned())
+}
+
+fn attributes(e: &BytesStart) -> std::result::Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for attr in e.attributes() {
+        let attr = attr.map_err(|err| format!("bad attribute: {err}"))?;
+        let value = attr
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|err| format!("bad attribute value: {err}"))?;
+        out.insert(attr.key.as_ref().to_owned(), value.into_owned());
+    }
+    Ok(out)
+}
+
+fn number(a: &BTreeMap<String, String>, key: &str) -> std::result::Result<u64, String> {
+    optional_number(a, key)?.ok_or_else(|| format!("missing `{key}`"))
+}
+
+fn optional_number(
+    a: &BTreeMap<String, String>,
+    key: &str,
+) -> std::result::Result<Option<u64>, String> {
+    a.get(key)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("`{key}` is not a number: {v:?}"))
+        })
+        .transpose()
+}
+
+/// A published image from its `vmcast:image` attributes.
+fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
+    let get = |key: &str| {
+        a.get(key)
+            .ok_or_else(|| format!("an image without `{key}`"))
+    };
+    let url = Url::parse(get("url")?).map_err(|e| format!("image url: {e}"))?;
+    let site_path = RelPath::parse(get("path")?)?;
+    let format = ImageFormat::parse(get("format")?)?;
+    let compression = match a.get("compression") {
+        Some(c) => Some(Compression::parse(c)?),
+        None => None,
+    };
+    let sha256 = Sha256::from_hex(get("sha256")?).ok_or("an image sha256 that is not hex")?;
+    let length = number(a, "length")?;
+    let virtual_size = optional_number(a, "virtualSize")?;
+    let name = get("name")?.clone();
+    Ok(Image {
+        source: ImageSource {
+            // Published, not local: messages name the URL.
+            source: url.as_str().into(),
+            real: url.as_str().into(),
+            name,
+            format,
+            compression,
+            arch: a.get("arch").cloned(),
+            primary: a.get("primary").map(String::as_str) == Some("true"),
+            site_path,
+            url,
+            size_hint: length,
+            file_id: FileId { dev: 0, ino: 0 },
+        },
+        digest: FileDigest { length, sha256 },
+        info: ImageInfo {
+            format,
+            // The content showed its format when it was first published,
+            // unless it is raw or a format hidden inside a compressed stream.
+            detected: format != ImageFormat::Raw
+                && !(compression.is_some() && virtual_size.is_none()),
+            compression,
+            virtual_size,
+            subformat: a.get("subformat").cloned(),
+            cluster_size: optional_number(a, "clusterSize")?,
+            cluster_compression: a.get("clusterCompression").cloned(),
+            machine: None,
+        },
+    })
+}
+
+/// `s3://bucket/prefix`: the site's small files (everything but images),
+/// downloaded to a scratch directory that `verify` then reads.
+#[cfg(feature = "publish")]
+mod s3 {
+    use futures::StreamExt;
+    use object_store::path::{Path as ObjectPath, PathPart};
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    use crate::error::{Error, Result};
+    use crate::fsutil;
+    use crate::model::{MAX_TEXT_FILE, RelPath};
+
+    pub fn download(source: &str, endpoint: Option<&str>) -> Result<tempfile::TempDir> {
+        let (bucket, prefix) = crate::publish::parse_target(source)?;
+        let store = crate::publish::store(&bucket, endpoint, None)?;
+        let dir = tempfile::Builder::new()
+            .prefix("vmcast-previous-")
+            .tempdir()
+            .map_err(|e| Error::failed("cannot create a scratch directory", e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::failed("cannot start the I/O runtime", e))?;
+        runtime.block_on(async {
+            let base: ObjectPath = prefix
+                .iter()
+                .map(String::as_str)
+                .map(PathPart::from)
+                .collect();
+            let mut list = store.list(Some(&base));
+            let mut wanted = Vec::new();
+            while let Some(meta) = list.next().await {
+                let meta = meta.map_err(|e| Error::Store {
+                    action: "list",
+                    object: source.to_owned(),
+                    source: e,
+                })?;
+                let rel: Vec<String> = meta
+                    .location
+                    .parts()
+                    .skip(prefix.len())
+                    .map(|p| p.as_ref().to_owned())
+                    .collect();
+                let rel = rel.join("/");
+                // Images are never fetched; a feed, manifest, key or
+                // signature larger than the text limit is refused by verify.
+                if rel.starts_with("images/") || meta.size > MAX_TEXT_FILE {
+                    continue;
+                }
+                if let Ok(rel) = RelPath::parse(&rel) {
+                    wanted.push((rel, meta.location));
+                }
+            }
+            for (rel, location) in wanted {
+                let bytes = store
+                    .get(&location)
+                    .await
+                    .map_err(|e| Error::Store {
+                        action: "download",
+                        object: location.to_string(),
+                        source: e,
+                    })?
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::Store {
+                        action: "download",
+                        object: location.to_string(),
+                        source: e,
+                    })?;
+                let path = dir.path().join(rel.as_str());
+                if let Some(parent) = path.parent() {
+                    fsutil::create_dir_all(parent)?;
+                }
+                fsutil::write_new_file(&path, &bytes, 0o644, false)?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        Ok(dir)
+    }
+}

@@ -1,0 +1,214 @@
+//! `build --previous`: a release from a runner that holds only the new
+//! release's images, built on the published site, and each refusal.
+
+use std::fs;
+use std::path::Path;
+
+use crate::common::{EPOCH, Fixture, assert_success, copy_tree, stderr, stdout};
+
+const LATER: &str = "1790086400";
+
+/// The site serves images itself, and old ones are not in the output.
+const WHOLE_SITE: &str = "warning: the images of releases taken from the previous site are not \
+     in public: upload it with `vmcast-gen publish`, which keeps them; a host that replaces the \
+     whole site on deploy (GitHub Pages) would drop them. To deploy whole sites, serve images \
+     from download_base_url (release assets, a bucket)\n";
+
+/// ok-minimal built and "published" into `published/`, then the local
+/// images of both releases removed, as on a fresh CI runner.
+fn published_site() -> Fixture {
+    let fixture = Fixture::new("ok-minimal");
+    assert_success(&fixture.build(&[]));
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    for v in ["1.0.0", "1.1.0"] {
+        fs::remove_file(fixture.path(&format!("releases/webapp/{v}/webapp-{v}.raw"))).unwrap();
+    }
+    fixture
+}
+
+fn add_release(fixture: &Fixture, version: &str, bytes: &[u8]) {
+    let dir = fixture.path(&format!("releases/webapp/{version}"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("release.toml"),
+        format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
+    )
+    .unwrap();
+    fs::write(dir.join(format!("webapp-{version}.raw")), bytes).unwrap();
+}
+
+fn build_on(fixture: &Fixture, extra: &[&str], epoch: &str) -> std::process::Output {
+    let mut args = vec!["build", "--previous", "published"];
+    args.extend_from_slice(extra);
+    fixture.run(&args, &[("SOURCE_DATE_EPOCH", epoch)])
+}
+
+#[test]
+fn releases_without_local_images_keep_the_published_ones_unread() {
+    let fixture = published_site();
+    add_release(&fixture, "1.2.0", &[9u8; 3000]);
+    let out = build_on(&fixture, &[], LATER);
+    assert_success(&out);
+    assert_eq!(stderr(&out), WHOLE_SITE);
+    assert!(
+        stdout(&out).contains(
+            "Built on published (sequence 1790000000): 2 release(s), 2 image(s), 804 B taken from it unread\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // The feed has all three releases; the manifest lists every image with
+    // the digest published before; the output holds only the new image.
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+        assert!(feed.contains(&format!("vmcast:webapp:{v}")), "{v}");
+    }
+    let old_sums = fs::read_to_string(fixture.path("published/SHA256SUMS")).unwrap();
+    let new_sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
+    for line in old_sums.lines().filter(|l| l.contains("  images/")) {
+        assert!(new_sums.contains(line), "{line} missing from\n{new_sums}");
+    }
+    let images = fixture.path("public/images/webapp");
+    let mut present: Vec<_> = fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    present.sort();
+    assert_eq!(present, ["1.2.0"]);
+    // Published together (the old images stay where they are), the site
+    // verifies, images and all.
+    copy_tree(
+        &fixture.path("published/images"),
+        &fixture.path("public/images"),
+    );
+    let verified = fixture.run(
+        &[
+            "verify",
+            "public",
+            "--pubkey",
+            "../known-answer/kat.pub",
+            "--images",
+        ],
+        &[],
+    );
+    assert_success(&verified);
+    assert!(
+        stdout(&verified).contains("verified: 3 release(s), 3 image(s)"),
+        "{}",
+        stdout(&verified)
+    );
+}
+
+#[test]
+fn a_previous_site_that_does_not_verify_is_refused() {
+    let fixture = published_site();
+    let feed = fixture.path("published/feed.xml");
+    let text = fs::read_to_string(&feed).unwrap();
+    fs::write(
+        &feed,
+        text.replace("Release 1.0.0.", "Release 1.0.0, tampered."),
+    )
+    .unwrap();
+    let out = build_on(&fixture, &[], LATER);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "error: --previous published: the previous site does not verify against key"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("feed.xml: signature does not match its contents"));
+    assert!(!fixture.path("public").exists());
+}
+
+#[test]
+fn a_previous_site_signed_by_another_key_is_refused() {
+    let fixture = published_site();
+    let key = fixture.path("other.key");
+    assert_success(&fixture.run(&["keygen", "-W", "-s", "other.key", "-p", "other.pub"], &[]));
+    let out = fixture.run(
+        &[
+            "build",
+            "--previous",
+            "published",
+            "--secret-key",
+            key.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", LATER)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("does not verify against key"), "{err}");
+    assert!(err.contains("not the pinned key"), "{err}");
+}
+
+#[test]
+fn a_build_not_newer_than_the_previous_site_is_refused() {
+    let fixture = published_site();
+    let out = build_on(&fixture, &[], EPOCH);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: --previous published: this build's sequence 1790000000 is not above the previous \
+         site's 1790000000; consumers that keep state would refuse it as a rollback. Build later, \
+         or set SOURCE_DATE_EPOCH above 1790000000\n"
+    );
+}
+
+#[test]
+fn a_changed_image_under_a_published_name_is_refused_unless_replaced() {
+    let fixture = published_site();
+    let image = fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw");
+    fs::write(&image, [5u8; 366]).unwrap();
+    let out = build_on(&fixture, &[], LATER);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let new = vmcast_gen::model::Sha256::of(&[5u8; 366]).to_hex();
+    assert!(
+        err.starts_with(&format!(
+            "error: releases/webapp/1.1.0/webapp-1.1.0.raw: differs from the image the previous \
+             site publishes as images/webapp/1.1.0/webapp-1.1.0.raw: here SHA-256 {new} (366 \
+             bytes), published "
+        )),
+        "{err}"
+    );
+    let out = build_on(&fixture, &["--replace", "webapp-1.1.0.raw"], LATER);
+    assert_success(&out);
+}
+
+#[test]
+fn an_expired_previous_site_is_built_on_with_a_warning() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("expires_after = \"1d\"\n");
+    assert_success(&fixture.build(&[]));
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    fs::remove_file(fixture.path("releases/webapp/1.0.0/webapp-1.0.0.raw")).unwrap();
+    let out = build_on(&fixture, &[], LATER);
+    assert_success(&out);
+    assert!(
+        stderr(&out).starts_with("warning: --previous published: expired at 2026-09-22T"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_release_gone_from_the_tree_leaves_the_feed_with_a_warning() {
+    let fixture = published_site();
+    fs::remove_dir_all(fixture.path("releases/webapp/1.0.0")).unwrap();
+    let out = build_on(&fixture, &[], LATER);
+    assert_success(&out);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "warning: webapp 1.0.0 is in the previous site but has no release.toml here; it \
+             leaves the feed\n{WHOLE_SITE}"
+        )
+    );
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert!(!feed.contains("vmcast:webapp:1.0.0"));
+    assert!(Path::new(&fixture.path("public/feed.xml")).is_file());
+}
