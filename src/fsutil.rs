@@ -319,3 +319,29 @@ pub fn copy_published(from: &File, len: u64, src: &Path, dst: &Path) -> Result<(
     to.set_len(len)
         .map_err(|e| Error::io("cannot write", dst, e))
 }
+
+pub fn remove_file(path: &Path) -> Result<()> {
+    fs::remove_file(path).map_err(|e| Error::io("cannot remove", path, e))
+}
+
+/// Removes a file; `Ok(false)` when there was none.
+pub fn remove_file_if_exists(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("cannot remove", path, e)),
+    }
+}
+
+/// Renames `from` to `to` atomically (same file system), then syncs the
+/// directory so the new name survives a crash.
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io("cannot move into place", to, e))?;
+    let dir = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot sync", dir, e))
+}

@@ -22,6 +22,7 @@ pub mod place;
 pub mod previous;
 #[cfg(feature = "publish")]
 pub mod publish;
+pub mod pull;
 pub mod render;
 pub mod scan;
 pub mod serve;

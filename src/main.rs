@@ -15,16 +15,17 @@ use vmcast_gen::{Error, Result};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: Result<bool> = match cli.command {
-        Command::Build(args) => cmd::build::run(args),
-        Command::Keygen(args) => cmd::keygen::run(args),
-        Command::Verify(args) => cmd::verify::run(args),
-        Command::Hash(args) => cmd::hash::run(args),
-        Command::Check(args) => cmd::check::run(args),
-        Command::Serve(args) => cmd::serve::run(args),
+    let result: Result<ExitCode> = match cli.command {
+        Command::Pull(args) => cmd::pull::run(args),
+        Command::Build(args) => cmd::build::run(args).map(status),
+        Command::Keygen(args) => cmd::keygen::run(args).map(status),
+        Command::Verify(args) => cmd::verify::run(args).map(status),
+        Command::Hash(args) => cmd::hash::run(args).map(status),
+        Command::Check(args) => cmd::check::run(args).map(status),
+        Command::Serve(args) => cmd::serve::run(args).map(status),
         #[cfg(feature = "publish")]
-        Command::Publish(args) => cmd::publish::run(args),
-        Command::Init(args) => cmd::init::run(args),
+        Command::Publish(args) => cmd::publish::run(args).map(status),
+        Command::Init(args) => cmd::init::run(args).map(status),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -32,19 +33,27 @@ fn main() -> ExitCode {
                 "vmcast-gen",
                 &mut std::io::stdout(),
             );
-            Ok(true)
+            Ok(ExitCode::SUCCESS)
         }
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
-            .map(|()| true)
+            .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Error::failed("cannot write the man page", e)),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("{}", cmd::error_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command's verdict as the exit status: 0 when it held, 1 when not.
+fn status(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -49,6 +49,8 @@ pub struct PreviousOptions<'a> {
 pub struct PublishedRelease {
     pub appliance: String,
     pub version: String,
+    pub channel: String,
+    pub critical: bool,
     pub images: Vec<Image>,
 }
 
@@ -150,7 +152,7 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
 }
 
 /// The releases of a verified feed, with every image fact the feed gives.
-fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease>, String> {
+pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease>, String> {
     let mut reader = quick_xml::Reader::from_reader(data);
     let mut buf = Vec::new();
     let mut path: Vec<String> = Vec::new();
@@ -168,6 +170,8 @@ fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease>, String> 
                     (Some("channel"), "item") => releases.push(PublishedRelease {
                         appliance: String::new(),
                         version: String::new(),
+                        channel: String::new(),
+                        critical: false,
                         images: Vec::new(),
                     }),
                     (Some("item"), "vmcast:image") => {
@@ -212,6 +216,8 @@ fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease>, String> 
                     match name.as_str() {
                         "vmcast:appliance" => release.appliance = value.trim().to_owned(),
                         "vmcast:version" => release.version = value.trim().to_owned(),
+                        "vmcast:channel" => release.channel = value.trim().to_owned(),
+                        "vmcast:critical" => release.critical = value.trim() == "true",
                         _ => {}
                     }
                 }

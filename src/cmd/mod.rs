@@ -11,6 +11,7 @@ mod progress;
 mod prompt;
 #[cfg(feature = "publish")]
 pub mod publish;
+pub mod pull;
 pub mod serve;
 mod term;
 pub mod verify;
@@ -141,6 +142,16 @@ pub enum Command {
         VMCAST_KEY_PASSWORD or the terminal, unless -W; --no-keygen skips it."
     )]
     Init(init::InitArgs),
+    /// Keep a host current: verify a VMcast, choose a release by channel and policy, download
+    /// its image with resume, and check it before putting it in place.
+    #[command(
+        after_help = "Exit status: 0 when a new image was put in place, 3 when the allowed \
+        release was already in place (nothing downloaded), 1 on any failure (nothing \
+        half-installed; an interrupted download is resumed by the next run), 2 on a usage \
+        error. For systemd: SuccessExitStatus=3. The feed is verified as `verify` does, with \
+        rollback and expiry protection through the state file."
+    )]
+    Pull(pull::PullArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.

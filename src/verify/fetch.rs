@@ -382,7 +382,7 @@ fn body_error(url: &Url, e: &io::Error, read: u64, net: &Net) -> String {
 
 /// Watches a transfer: at the end of each window, fewer bytes than the
 /// minimum rate over that window fail it.
-struct RateMeter {
+pub(crate) struct RateMeter {
     min_rate: u64,
     window: Duration,
     since: Instant,
@@ -390,6 +390,16 @@ struct RateMeter {
 }
 
 impl RateMeter {
+    /// A meter for `min_rate` bytes per second over windows of `window`.
+    pub(crate) fn with(min_rate: u64, window: Duration) -> RateMeter {
+        RateMeter {
+            min_rate,
+            window,
+            since: Instant::now(),
+            at: 0,
+        }
+    }
+
     fn new(net: &Net) -> Option<RateMeter> {
         (net.min_rate > 0).then(|| RateMeter {
             min_rate: net.min_rate,
@@ -399,7 +409,7 @@ impl RateMeter {
         })
     }
 
-    fn check(&mut self, total: u64) -> std::result::Result<(), String> {
+    pub(crate) fn check(&mut self, total: u64) -> std::result::Result<(), String> {
         let elapsed = self.since.elapsed();
         if elapsed < self.window {
             return Ok(());

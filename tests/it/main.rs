@@ -17,6 +17,7 @@ mod page;
 #[cfg(feature = "publish")]
 mod previous;
 mod publish;
+mod pull;
 mod readme;
 mod serve;
 mod verify;

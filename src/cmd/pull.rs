@@ -1,0 +1,172 @@
+//! `vmcast-gen pull`: keep a host's copy of an appliance current.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use vmcast_gen::model::ImageFormat;
+use vmcast_gen::pull::{Outcome, Policy, PullOptions};
+use vmcast_gen::render::page::human_size;
+use vmcast_gen::{Error, Result};
+
+/// Exit status when a new image was put in place.
+pub const UPDATED: u8 = 0;
+/// Exit status when the allowed release was already in place.
+pub const CURRENT: u8 = 3;
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The VMcast: the site's http(s) URL (or a feed's URL, or a local output directory).
+    pub source: String,
+    /// The publisher's public key, pinned out of band (minisign format).
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: PathBuf,
+    /// The appliance to keep current.
+    #[arg(long)]
+    pub appliance: String,
+    /// Formats in order of preference, e.g. qcow2,vmdk (default: each release's primary image).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub format: Vec<String>,
+    /// The release channel to follow.
+    #[arg(long, default_value = "stable")]
+    pub channel: String,
+    /// Which releases to accept.
+    #[arg(long, value_enum, default_value = "latest")]
+    pub policy: PolicyArg,
+    /// Where images go; the partial download and the records live here too.
+    #[arg(long, value_name = "DIR")]
+    pub dest: PathBuf,
+    /// verify's state file, for rollback protection (default: DIR/.vmcast-state.json).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Run this through `sh -c` after an update, with VMCAST_IMAGE, VMCAST_VERSION,
+    /// VMCAST_SHA256, VMCAST_FORMAT, VMCAST_APPLIANCE and VMCAST_URL set. Never after a failure.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Keep the N most recent images this command placed; remove older ones it placed.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<std::num::NonZeroUsize>,
+    /// The host's architecture as feeds name it (default: this machine's).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Deadline in seconds for each small request and for a response's headers.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// The lowest download rate, bytes per second over 30 s, before giving up (0: none).
+    #[arg(long, value_name = "BYTES", default_value_t = 10240)]
+    pub min_rate: u64,
+    /// Print what happened as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    /// The newest release of the channel.
+    Latest,
+    /// Only a newer release marked critical; the first run takes the newest.
+    CriticalOnly,
+    /// The newest release with the installed major version; the first run takes the newest.
+    SameMajor,
+}
+
+pub fn run(args: PullArgs) -> Result<ExitCode> {
+    let pinned = vmcast_gen::sign::PublicKey::from_file(
+        &args.pubkey,
+        &vmcast_gen::fsutil::read_to_string(&args.pubkey)?,
+    )?;
+    let formats = args
+        .format
+        .iter()
+        .map(|f| {
+            ImageFormat::parse(f).map_err(|reason| Error::Usage {
+                option: "--format",
+                value: f.clone(),
+                reason,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outcome = vmcast_gen::pull::pull(&PullOptions {
+        source: args.source,
+        pinned,
+        appliance: args.appliance,
+        formats,
+        channel: args.channel,
+        policy: match args.policy {
+            PolicyArg::Latest => Policy::Latest,
+            PolicyArg::CriticalOnly => Policy::CriticalOnly,
+            PolicyArg::SameMajor => Policy::SameMajor,
+        },
+        dest: args.dest,
+        state: args.state,
+        arch: args
+            .arch
+            .unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
+        keep: args.keep.map(|n| n.get()),
+        timeout: Duration::from_secs(args.timeout),
+        min_rate: args.min_rate,
+        now: chrono::Utc::now(),
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).expect("the outcome serializes")
+        );
+    }
+    match &outcome {
+        Outcome::Current { image } => {
+            if !args.json {
+                println!(
+                    "current: {} {} ({}) is in place at {}",
+                    image.appliance,
+                    image.version,
+                    image.format,
+                    image.path.display()
+                );
+            }
+            Ok(ExitCode::from(CURRENT))
+        }
+        Outcome::Updated {
+            image,
+            downloaded,
+            resumed_from,
+            removed,
+        } => {
+            if !args.json {
+                println!(
+                    "updated: {} {} ({}, {}, SHA-256 {}) is in place at {}; downloaded {}{}",
+                    image.appliance,
+                    image.version,
+                    image.format,
+                    human_size(image.length),
+                    image.sha256,
+                    image.path.display(),
+                    human_size(*downloaded),
+                    if *resumed_from > 0 {
+                        format!(", resumed at byte {resumed_from}")
+                    } else {
+                        String::new()
+                    }
+                );
+                for path in removed {
+                    println!("removed: {}", path.display());
+                }
+            }
+            if let Some(cmd) = &args.exec {
+                let status = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .envs(vmcast_gen::pull::exec_env(image))
+                    .status()
+                    .map_err(|e| Error::failed("cannot run --exec", e))?;
+                if !status.success() {
+                    return Err(Error::other(format_args!(
+                        "the image is in place, but --exec failed ({status})"
+                    )));
+                }
+            }
+            Ok(ExitCode::from(UPDATED))
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! `vmcast-gen pull`, the subscriber, against real servers on 127.0.0.1: a
+//! small file server of the test's own (it logs every request, answers
+//! Range requests, and can cut a download off midway), Python's
+//! `http.server`, and `vmcast-gen serve`. Every server stops by itself.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::{Fixture, assert_success, stderr, stdout};
+
+/// A static file server for one test: GET with single byte ranges, a log
+/// of request lines, and an optional cut: the next image response stops
+/// after that many bytes and the connection closes.
+struct Files {
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    cut: Arc<AtomicU64>,
+}
+
+impl Files {
+    fn start(root: PathBuf) -> Files {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let cut = Arc::new(AtomicU64::new(0));
+        let (l, c) = (Arc::clone(&log), Arc::clone(&cut));
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (root, l, c) = (root.clone(), Arc::clone(&l), Arc::clone(&c));
+                        std::thread::spawn(move || answer(stream, &root, &l, &c));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Files { port, log, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn answer(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>, cut: &AtomicU64) {
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut range = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+            range = v.trim().trim_end_matches('-').parse::<u64>().ok();
+        }
+    }
+    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    log.lock().unwrap().push(match range {
+        Some(r) => format!("GET {target} from {r}"),
+        None => format!("GET {target}"),
+    });
+    let Ok(data) = fs::read(root.join(target.trim_start_matches('/'))) else {
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    };
+    let start = range.unwrap_or(0).min(data.len() as u64) as usize;
+    let head = match range {
+        Some(_) => format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            data.len() - 1,
+            data.len(),
+            data.len() - start
+        ),
+        None => format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            data.len()
+        ),
+    };
+    let _ = stream.write_all(head.as_bytes());
+    let mut body = &data[start..];
+    if target.contains("/images/") {
+        let limit = cut.swap(0, Ordering::SeqCst);
+        if limit > 0 {
+            body = &body[..(limit as usize).min(body.len())];
+        }
+    }
+    let _ = stream.write_all(body);
+}
+
+/// A site built for `base` from ok-minimal, with bigger images so that a
+/// cut-off download is a real one.
+fn site_for(base: &str, epoch: &str) -> Fixture {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| match l.starts_with("base_url") {
+            true => format!("base_url = \"{base}\"\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), config).unwrap();
+    fs::write(
+        fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw"),
+        vec![0x5au8; 300_000],
+    )
+    .unwrap();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
+    fixture
+}
+
+fn pull(fixture: &Fixture, base: &str, dest: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "pull",
+        base,
+        "--pubkey",
+        "../known-answer/kat.pub",
+        "--appliance",
+        "webapp",
+        "--dest",
+        dest.to_str().unwrap(),
+        "--arch",
+        "x86_64",
+    ];
+    args.extend_from_slice(extra);
+    fixture.run(&args, &[])
+}
+
+fn add_release(fixture: &Fixture, version: &str, epoch: &str) {
+    let dir = fixture.path(&format!("releases/webapp/{version}"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("release.toml"),
+        format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
+    )
+    .unwrap();
+    fs::write(
+        dir.join(format!("webapp-{version}.raw")),
+        vec![0x33u8; 200_000],
+    )
+    .unwrap();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
+}
+
+#[test]
+fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = site_for(&base, "1790000000");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    let marker = tmp.path().join("exec.log");
+    let exec = format!(
+        "echo \"$VMCAST_VERSION $VMCAST_SHA256 $VMCAST_IMAGE\" >> {}",
+        marker.display()
+    );
+
+    // A first run, cut off midway: the next one resumes with a Range.
+    server.cut.store(100_000, Ordering::SeqCst);
+    let out = pull(&fixture, &base, &dest, &["--exec", &exec]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the download broke off after 100000 of 300000 bytes")
+            || stderr(&out).contains("the download ended after 100000 of 300000 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest.join("webapp-1.1.0.raw").exists());
+    assert!(!marker.exists(), "--exec ran after a failure");
+    let out = pull(&fixture, &base, &dest, &["--exec", &exec]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("resumed at byte 100000"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        server
+            .requests()
+            .contains(&"GET /images/webapp/1.1.0/webapp-1.1.0.raw from 100000".to_owned()),
+        "{:?}",
+        server.requests()
+    );
+    assert_eq!(
+        fs::read(dest.join("webapp-1.1.0.raw")).unwrap(),
+        vec![0x5au8; 300_000]
+    );
+    assert_eq!(fs::read_to_string(&marker).unwrap().lines().count(), 1);
+
+    // Already current: nothing is downloaded, exit 3, no --exec.
+    let before = server.requests().len();
+    let out = pull(&fixture, &base, &dest, &["--exec", &exec]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("current: webapp 1.1.0 (raw)"));
+    let images: Vec<String> = server.requests()[before..]
+        .iter()
+        .filter(|r| r.contains("/images/"))
+        .cloned()
+        .collect();
+    assert_eq!(images, Vec::<String>::new());
+    assert_eq!(fs::read_to_string(&marker).unwrap().lines().count(), 1);
+
+    // A new release: fetched, and --exec runs once with its facts.
+    add_release(&fixture, "1.2.0", "1790086400");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let out = pull(&fixture, &base, &dest, &["--exec", &exec, "--keep", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = fs::read_to_string(&marker).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    let digest = vmcast_gen::model::Sha256::of(&vec![0x33u8; 200_000]).to_hex();
+    assert!(
+        log.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(&format!("1.2.0 {digest} ")),
+        "{log}"
+    );
+    assert!(dest.join("webapp-1.2.0.raw").is_file());
+    assert!(
+        !dest.join("webapp-1.1.0.raw").exists(),
+        "--keep 1 kept the old image"
+    );
+
+    // A tampered image on the server: refused, nothing changes in --dest.
+    add_release(&fixture, "1.3.0", "1790172800");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let image = served.join("images/webapp/1.3.0/webapp-1.3.0.raw");
+    let mut bytes = fs::read(&image).unwrap();
+    bytes[1000] ^= 1;
+    fs::write(&image, bytes).unwrap();
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&dest);
+    let out = pull(&fixture, &base, &dest, &["--exec", &exec]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("SHA-256 mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("/images/webapp/1.3.0/webapp-1.3.0.raw"));
+    assert_eq!(listing(&dest), before);
+    assert_eq!(fs::read_to_string(&marker).unwrap().lines().count(), 2);
+
+    // A rolled-back feed (the 1.2.0 build, validly signed) is refused.
+    let previous_build = tmp.path().join("rollback");
+    fs::create_dir_all(&previous_build).unwrap();
+    assert_success(&fixture.run(
+        &["build", "--out", previous_build.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1790000001")],
+    ));
+    for name in [
+        "feed.xml",
+        "feed.xml.minisig",
+        "SHA256SUMS",
+        "SHA256SUMS.minisig",
+    ] {
+        fs::copy(previous_build.join(name), served.join(name)).unwrap();
+    }
+    let out = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("rollback"), "{}", stderr(&out));
+}
+
+/// Against Python's http.server, which knows no Range: the first run
+/// downloads and verifies, the second downloads nothing (its access log).
+#[test]
+#[cfg_attr(missing_python3, ignore = "python3 is not installed")]
+fn pull_against_python_http_server_downloads_once() {
+    if !crate::common::have_tool("python3") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}/");
+    let fixture = site_for(&base, "1790000000");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let log = tmp.path().join("http.log");
+    let mut child = Command::new("timeout")
+        .args(["120", "python3", "-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .arg("--directory")
+        .arg(&served)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dest = tmp.path().join("dest");
+    let first = pull(&fixture, &base, &dest, &[]);
+    let second = pull(&fixture, &base, &dest, &[]);
+    crate::common::stop_under_timeout(&mut child);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(second.status.code(), Some(3), "{}", stderr(&second));
+    let mut text = String::new();
+    fs::File::open(&log)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let image_gets = text
+        .lines()
+        .filter(|l| l.contains("GET /images/webapp/1.1.0/webapp-1.1.0.raw"))
+        .count();
+    assert_eq!(image_gets, 1, "{text}");
+    assert_eq!(
+        fs::read(dest.join("webapp-1.1.0.raw")).unwrap(),
+        vec![0x5au8; 300_000]
+    );
+}
+
+/// Against `vmcast-gen serve`: the preview's throwaway key is the one to
+/// pin; the first run downloads, the second finds the image in place.
+#[test]
+fn pull_against_serve() {
+    let fixture = Fixture::new("ok-minimal");
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("preview");
+    let mut child = Command::new("timeout")
+        .args([
+            "120",
+            env!("CARGO_BIN_EXE_vmcast-gen"),
+            "serve",
+            "--port",
+            "0",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .current_dir(&fixture.root)
+        .env("VMCAST_CACHE_DIR", tmp.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let key = tmp.path().join("preview.pub");
+    fs::copy(out_dir.join("vmcast.pub"), &key).unwrap();
+    let dest = tmp.path().join("dest");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "pull",
+            base.as_str(),
+            "--pubkey",
+            key.to_str().unwrap(),
+            "--appliance",
+            "webapp",
+            "--dest",
+            dest.to_str().unwrap(),
+            "--arch",
+            "x86_64",
+        ];
+        args.extend_from_slice(extra);
+        fixture.run(&args, &[])
+    };
+    let first = run(&[]);
+    let second = run(&["--json"]);
+    crate::common::stop_under_timeout(&mut child);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(second.status.code(), Some(3), "{}", stderr(&second));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&second)).unwrap();
+    assert_eq!(json["outcome"], "current");
+    assert_eq!(json["image"]["version"], "1.1.0");
+    assert!(dest.join("webapp-1.1.0.raw").is_file());
+}
