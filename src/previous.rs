@@ -52,6 +52,9 @@ pub struct PublishedRelease {
     pub channel: String,
     pub critical: bool,
     pub images: Vec<Image>,
+    /// Every location each image is served from, primary first
+    /// (`podcast:source` of its `podcast:alternateEnclosure`).
+    pub sources: BTreeMap<RelPath, Vec<Url>>,
 }
 
 /// A published site that verified.
@@ -158,6 +161,8 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
     let mut path: Vec<String> = Vec::new();
     let mut text = String::new();
     let mut releases: Vec<PublishedRelease> = Vec::new();
+    // The sources of the alternate enclosure being read.
+    let mut alternate: Option<Vec<Url>> = None;
     loop {
         let event = reader
             .read_event_into(&mut buf)
@@ -173,7 +178,16 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
                         channel: String::new(),
                         critical: false,
                         images: Vec::new(),
+                        sources: BTreeMap::new(),
                     }),
+                    (Some("item"), "podcast:alternateEnclosure") => alternate = Some(Vec::new()),
+                    (Some("podcast:alternateEnclosure"), "podcast:source") => {
+                        if let (Some(list), Some(uri)) =
+                            (alternate.as_mut(), attributes(e)?.get("uri"))
+                        {
+                            list.push(Url::parse(uri).map_err(|e| format!("podcast:source: {e}"))?);
+                        }
+                    }
                     (Some("item"), "vmcast:image") => {
                         let release = releases.last_mut().ok_or("an image outside an item")?;
                         release.images.push(image(&attributes(e)?)?);
@@ -204,11 +218,16 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
                 if matches!(event, Event::Start(_)) {
                     path.push(name);
                     text.clear();
+                } else if name == "podcast:alternateEnclosure" {
+                    close_alternate(&mut releases, alternate.take());
                 }
             }
             Event::Text(t) => text.push_str(&t.xml_content(XmlVersion::Implicit1_0)),
             Event::End(_) => {
                 let name = path.pop().unwrap_or_default();
+                if name == "podcast:alternateEnclosure" {
+                    close_alternate(&mut releases, alternate.take());
+                }
                 let value = std::mem::take(&mut text);
                 if path.last().map(String::as_str) == Some("item")
                     && let Some(release) = releases.last_mut()
@@ -237,6 +256,20 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
         ));
     }
     Ok(releases)
+}
+
+/// Files an alternate enclosure's sources under the image its first
+/// source is the URL of.
+fn close_alternate(releases: &mut [PublishedRelease], sources: Option<Vec<Url>>) {
+    let (Some(release), Some(sources)) = (releases.last_mut(), sources) else {
+        return;
+    };
+    let Some(first) = sources.first() else { return };
+    if let Some(image) = release.images.iter().find(|i| &i.source.url == first) {
+        release
+            .sources
+            .insert(image.source.site_path.clone(), sources);
+    }
 }
 
 fn last_info(releases: &mut [PublishedRelease]) -> std::result::Result<&mut ImageInfo, String> {

@@ -170,7 +170,26 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
     if in_place(&target, image)? {
         return Ok(Outcome::Current { image: placed });
     }
-    let (downloaded, resumed_from) = download(options, image, &target)?;
+    // The primary location first, then every mirror the signed feed names;
+    // a mirror that fails or serves other bytes is skipped.
+    let mut sources = vec![image.source.url.clone()];
+    if let Some(more) = release.sources.get(&image.source.site_path) {
+        sources.extend(more.iter().filter(|u| **u != image.source.url).cloned());
+    }
+    let mut failures = Vec::new();
+    let mut done = None;
+    for url in &sources {
+        match download(options, image, url, &target) {
+            Ok(result) => {
+                done = Some(result);
+                break;
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let Some((downloaded, resumed_from)) = done else {
+        return Err(Error::other(failures.join("\n  ")));
+    };
     record.placed.retain(|e| e.file != image.source.name);
     record.placed.push(RecordEntry {
         appliance: release.appliance.clone(),
@@ -295,7 +314,12 @@ fn hash_reader(mut reader: impl Read, path: &Path) -> Result<(Sha256, u64)> {
 /// Downloads the image to a partial file, resuming one a previous run
 /// left, checking length and SHA-256 as the bytes arrive; renames it into
 /// place only when both match. Returns (bytes downloaded now, resumed from).
-fn download(options: &PullOptions, image: &Image, target: &Path) -> Result<(u64, u64)> {
+fn download(
+    options: &PullOptions,
+    image: &Image,
+    url: &url::Url,
+    target: &Path,
+) -> Result<(u64, u64)> {
     let partial_dir = options.dest.join(PARTIAL);
     fsutil::create_dir_all(&partial_dir)?;
     // Named by digest: a partial file is only ever resumed for the bytes
@@ -331,10 +355,10 @@ fn download(options: &PullOptions, image: &Image, target: &Path) -> Result<(u64,
     if have > image.digest.length {
         drop(file);
         fsutil::remove_file(&partial)?;
-        return download(options, image, target);
+        return download(options, image, url, target);
     }
     let resumed_from = have;
-    let url = image.source.url.as_str();
+    let url = url.as_str();
     let failed = |why: String| -> Error {
         Error::other(format_args!("{url}: {why}; nothing was put in place"))
     };

@@ -33,6 +33,9 @@ pub(super) struct Item {
     pub(super) images: Vec<FeedImage>,
     /// (url, length, sri) of each podcast:alternateEnclosure.
     pub(super) alternates: Vec<(String, u64, String)>,
+    /// Every further `podcast:source` of an alternate enclosure (a mirror):
+    /// URLs the URL check covers like any other.
+    pub(super) mirrors: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,7 @@ impl FeedDoc {
                     .chain(i.enclosure.iter().map(|e| &e.0))
                     .chain(i.images.iter().map(|im| &im.url))
                     .chain(i.alternates.iter().map(|a| &a.0))
+                    .chain(i.mirrors.iter())
             }))
     }
 
@@ -127,8 +131,16 @@ impl FeedDoc {
                             alt = Some((number(&attrs, "length")?, String::new(), String::new()));
                         }
                         (Some("podcast:alternateEnclosure"), "podcast:source") => {
-                            if let Some(a) = alt.as_mut() {
-                                a.1 = attrs.get("uri").cloned().unwrap_or_default();
+                            let uri = attrs.get("uri").cloned().unwrap_or_default();
+                            match alt.as_mut() {
+                                // The first source is the image's own URL.
+                                Some(a) if a.1.is_empty() => a.1 = uri,
+                                Some(_) => {
+                                    if let Some(item) = doc.items.last_mut() {
+                                        item.mirrors.push(uri);
+                                    }
+                                }
+                                None => {}
                             }
                         }
                         (Some("podcast:alternateEnclosure"), "podcast:integrity") => {

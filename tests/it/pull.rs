@@ -410,3 +410,46 @@ fn pull_against_serve() {
     assert_eq!(json["image"]["version"], "1.1.0");
     assert!(dest.join("webapp-1.1.0.raw").is_file());
 }
+
+/// A feed whose image has a second source (a mirror): when the primary
+/// serves other bytes, the download falls back to the mirror.
+#[test]
+fn pull_falls_back_to_a_mirror_when_the_primary_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = site_for(&base, "1790000000");
+    let primary = format!("{base}images/webapp/1.1.0/webapp-1.1.0.raw");
+    let mirror = format!("{base}mirror/images/webapp/1.1.0/webapp-1.1.0.raw");
+    crate::verify::forge_feed(
+        &fixture,
+        "public",
+        &format!("<podcast:source uri=\"{primary}\"/>"),
+        &format!("<podcast:source uri=\"{primary}\"/>\n<podcast:source uri=\"{mirror}\"/>"),
+    );
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    crate::common::copy_tree(
+        &fixture.path("public/images"),
+        &served.join("mirror/images"),
+    );
+    let image = served.join("images/webapp/1.1.0/webapp-1.1.0.raw");
+    let mut bytes = fs::read(&image).unwrap();
+    bytes[7] ^= 0xff;
+    fs::write(&image, bytes).unwrap();
+    let dest = tmp.path().join("dest");
+    let out = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(dest.join("webapp-1.1.0.raw")).unwrap(),
+        vec![0x5au8; 300_000]
+    );
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /mirror/images/")),
+        "{requests:?}"
+    );
+}

@@ -74,7 +74,7 @@ fn relist_feed(fixture: &Fixture, site: &str) {
 /// Rewrites the feed of the site in `site` (relative to the fixture) and
 /// signs it and the manifest again with the publisher's key: what an
 /// attacker holding the key, or a compromised build, publishes.
-fn forge_feed(fixture: &Fixture, site: &str, from: &str, to: &str) {
+pub(crate) fn forge_feed(fixture: &Fixture, site: &str, from: &str, to: &str) {
     let feed_path = fixture.path(&format!("{site}/feed.xml"));
     let feed = fs::read_to_string(&feed_path).unwrap();
     let evil = feed.replace(from, to);
