@@ -164,3 +164,39 @@ fn a_forged_sidecar_cannot_make_random_bytes_a_qcow2() {
          [image] in releases/webapp/1.1.0/release.toml) but the content is raw (no image header)\n"
     );
 }
+
+/// A copy keeps holes: a sparse raw image stays sparse in the output,
+/// whether it is copied from the hashing read (cold) or by the kernel from
+/// a known digest (warm, into a new output).
+#[test]
+fn a_sparse_image_stays_sparse_in_the_output() {
+    use std::os::unix::fs::MetadataExt;
+    let fixture = Fixture::new("ok-minimal");
+    let image = fixture.path(IMAGE);
+    let file = fs::File::create(&image).unwrap();
+    file.set_len(1 << 30).unwrap();
+    std::io::Write::write_all(&mut &file, b"not all zeros").unwrap();
+    drop(file);
+    let cache = fixture.tmp.path().join("cache");
+    for out in ["public", "public2"] {
+        let built = fixture.run(
+            &[
+                "build",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--out",
+                out,
+            ],
+            &[],
+        );
+        assert_success(&built);
+        let copy = fixture.path(&format!("{out}/images/webapp/1.1.0/webapp-1.1.0.raw"));
+        let meta = fs::metadata(&copy).unwrap();
+        assert_eq!(meta.len(), 1 << 30);
+        let allocated = meta.blocks() * 512;
+        assert!(
+            allocated < 16 << 20,
+            "{out}: the 1 GiB sparse image takes {allocated} bytes in the output"
+        );
+    }
+}
