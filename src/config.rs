@@ -54,6 +54,8 @@ struct RawConfig {
     appliances: BTreeMap<Spanned<String>, RawAppliance>,
     previous: Option<String>,
     previous_key: Option<PathBuf>,
+    feed_items: Option<Spanned<i64>>,
+    mirrors: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +63,8 @@ struct RawConfig {
 struct RawAppliance {
     title: Option<String>,
     description: Option<String>,
+    feed_items: Option<Spanned<i64>>,
+    mirrors: Option<Vec<Spanned<String>>>,
 }
 
 /// How images reach the output directory.
@@ -120,7 +124,19 @@ pub struct Config {
     /// A key the previous site may be signed by besides the signing key:
     /// the key rotated from, while the rotation is under way.
     pub previous_key: Option<PathBuf>,
+    /// Releases of each appliance kept in the current feeds and on the
+    /// landing page; older ones move to archives.
+    pub feed_items: usize,
+    /// Base URLs that also serve the images, under the same relative paths
+    /// as `download_base_url`.
+    pub mirrors: Vec<Url>,
 }
+
+/// The default of `feed_items`: twenty releases, over a year and a half of
+/// monthly releases, keep a feed near 25 KiB per appliance, far below the
+/// sizes at which podcast clients give up, while a weekly publisher's
+/// history still moves to archives within months.
+pub const DEFAULT_FEED_ITEMS: usize = 20;
 
 impl Config {
     /// The metadata of an appliance, defaulting its title to its name.
@@ -129,7 +145,27 @@ impl Config {
             name: name.clone(),
             title: name.to_string(),
             description: None,
+            feed_items: None,
+            mirrors: None,
         })
+    }
+
+    /// How many releases of `appliance` the current feeds keep.
+    pub fn feed_items_of(&self, appliance: &str) -> usize {
+        self.appliances
+            .iter()
+            .find(|(n, _)| n.as_str() == appliance)
+            .and_then(|(_, a)| a.feed_items)
+            .unwrap_or(self.feed_items)
+    }
+
+    /// The mirrors that serve `appliance`'s images.
+    pub fn mirrors_of(&self, appliance: &str) -> &[Url] {
+        self.appliances
+            .iter()
+            .find(|(n, _)| n.as_str() == appliance)
+            .and_then(|(_, a)| a.mirrors.as_deref())
+            .unwrap_or(&self.mirrors)
     }
 
     /// The absolute URL of a file in the output directory.
@@ -203,6 +239,27 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         Some(s) => Some(crate::trust::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))?),
         None => None,
     };
+    let feed_items = |v: &Option<Spanned<i64>>| -> Result<Option<usize>> {
+        match v {
+            Some(n) if *n.get_ref() >= 1 => Ok(Some(*n.get_ref() as usize)),
+            Some(n) => Err(at(
+                n.span(),
+                "feed_items must be at least 1: the newest release always stays in the feed".into(),
+            )),
+            None => Ok(None),
+        }
+    };
+    let mirrors = |v: &Option<Vec<Spanned<String>>>| -> Result<Option<Vec<Url>>> {
+        v.as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|m| parse_base_url(m.get_ref()).map_err(|e| at(m.span(), e)))
+                    .collect()
+            })
+            .transpose()
+    };
+    let site_feed_items = feed_items(&raw.feed_items)?.unwrap_or(DEFAULT_FEED_ITEMS);
+    let site_mirrors = mirrors(&raw.mirrors)?.unwrap_or_default();
     let mut appliances = BTreeMap::new();
     for (key, value) in raw.appliances {
         let name = Name::parse(key.get_ref(), "appliance name").map_err(|m| at(key.span(), m))?;
@@ -211,6 +268,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             Appliance {
                 title: value.title.unwrap_or_else(|| name.to_string()),
                 description: value.description,
+                feed_items: feed_items(&value.feed_items)?,
+                mirrors: mirrors(&value.mirrors)?,
                 name,
             },
         );
@@ -250,6 +309,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             false => root.join(p).to_string_lossy().into_owned(),
         }),
         previous_key: raw.previous_key.map(|p| root.join(p)),
+        feed_items: site_feed_items,
+        mirrors: site_mirrors,
     })
 }
 

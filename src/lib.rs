@@ -112,6 +112,8 @@ pub struct Report {
     pub releases: usize,
     pub images: usize,
     pub feeds: Vec<String>,
+    /// Archive documents (RFC 5005) written and signed besides the feeds.
+    pub archives: usize,
     /// Total bytes of all images.
     pub image_bytes: u64,
     pub hash: hash::Stats,
@@ -398,6 +400,9 @@ pub fn build(
         )?;
     }
     staging.write(render::page::PAGE, rendered.page.as_bytes())?;
+    for (path, html) in &rendered.history {
+        staging.write(path, html.as_bytes())?;
+    }
     // GitHub Pages would otherwise run the site through Jekyll.
     staging.write(".nojekyll", b"")?;
     staging.commit()?;
@@ -426,7 +431,17 @@ pub fn build(
         appliances: appliances.len(),
         releases: releases.len(),
         images: releases.iter().map(|r| r.images.len()).sum(),
-        feeds: rendered.feeds.iter().map(|f| f.path.clone()).collect(),
+        feeds: rendered
+            .feeds
+            .iter()
+            .filter(|f| !f.path.starts_with("archive/"))
+            .map(|f| f.path.clone())
+            .collect(),
+        archives: rendered
+            .feeds
+            .iter()
+            .filter(|f| f.path.starts_with("archive/"))
+            .count(),
         image_bytes: releases
             .iter()
             .flat_map(|r| &r.images)

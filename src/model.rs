@@ -562,6 +562,10 @@ pub struct Appliance {
     pub name: Name,
     pub title: String,
     pub description: Option<String>,
+    /// Releases kept in the current feeds, over the site's `feed_items`.
+    pub feed_items: Option<usize>,
+    /// Base URLs that also serve this appliance's images, over the site's.
+    pub mirrors: Option<Vec<url::Url>>,
 }
 
 #[cfg(test)]

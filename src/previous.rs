@@ -99,6 +99,9 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
         also_trusted: options.also_trusted.clone(),
         state: None,
         images: false,
+        all: false,
+        mirrors: false,
+        mirror_sample: Vec::new(),
         site: None,
         timeout: options.timeout,
         min_rate: 0,
@@ -144,8 +147,18 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
             options.source
         )));
     };
-    let releases = read_feed(&feed)
+    let mut releases = read_feed(&feed)
         .map_err(|m| Error::other(format_args!("--previous {}: feed.xml: {m}", options.source)))?;
+    // Archived releases are published too: their facts come from the
+    // archives, which verified with the feed.
+    for archive in &report.archives {
+        releases.extend(read_feed(archive).map_err(|m| {
+            Error::other(format_args!(
+                "--previous {}: an archive: {m}",
+                options.source
+            ))
+        })?);
+    }
     Ok(Previous {
         source: options.source.to_owned(),
         sequence,

@@ -131,6 +131,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             "releases": report.releases,
             "images": report.published,
             "feeds": report.feeds,
+            "archives": report.archives,
             "key_id": report.key_id,
             "image_bytes": report.image_bytes,
             "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
@@ -185,8 +186,12 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         );
     }
     println!(
-        "Signed {} and SHA256SUMS with key {}",
+        "Signed {}{} and SHA256SUMS with key {}",
         report.feeds.join(", "),
+        match report.archives {
+            0 => String::new(),
+            n => format!(", {n} archive(s)"),
+        },
         report.key_id
     );
     if args.verbose {

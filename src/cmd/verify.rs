@@ -27,6 +27,17 @@ pub struct VerifyArgs {
     /// Also download or read every image and check its length and SHA-256.
     #[arg(long)]
     pub images: bool,
+    /// With --images or --mirrors: the archived releases' images too (their archives' signatures
+    /// and listings are always checked).
+    #[arg(long)]
+    pub all: bool,
+    /// Also download every image from every mirror the feed lists, and report, per mirror, each
+    /// image that is missing, short or different.
+    #[arg(long)]
+    pub mirrors: bool,
+    /// With --mirrors: only the mirrors under this base URL (repeatable).
+    #[arg(long, value_name = "URL", requires = "mirrors")]
+    pub mirror: Vec<String>,
     /// The site (its base_url) the build must be signed for; with --state, pins the site the state file tracks.
     #[arg(long, value_name = "URL", value_parser = parse_site)]
     pub site: Option<url::Url>,
@@ -57,6 +68,9 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
         also_trusted: Vec::new(),
         state: args.state,
         images: args.images,
+        all: args.all,
+        mirrors: args.mirrors,
+        mirror_sample: args.mirror,
         site: args.site,
         timeout: Duration::from_secs(args.timeout),
         min_rate: args.min_rate,

@@ -13,17 +13,130 @@ use crate::model::{Image, Name, Release};
 pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
 pub const PODCAST_NS: &str = "https://podcastindex.org/namespace/1.0";
 pub const ATOM_NS: &str = "http://www.w3.org/2005/Atom";
+/// RFC 5005's namespace, for `fh:archive`.
+pub const HISTORY_NS: &str = "http://purl.org/syndication/history/1.0";
 
 type W = Writer<Vec<u8>>;
 
-/// Renders the feed at `path` (relative to the site) holding the releases
-/// of `appliance`, or of every appliance.
-pub fn render(site: &Site, path: &str, appliance: Option<&Name>) -> Vec<u8> {
+/// Renders the current feed at `path` (relative to the site) holding
+/// `items`: the releases of `appliance`, or of every appliance, that are not
+/// archived. `newest_archive` is the archive its history continues in.
+pub fn render(
+    site: &Site,
+    path: &str,
+    appliance: Option<&Name>,
+    items: &[&Release],
+    newest_archive: Option<usize>,
+) -> Vec<u8> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    write_feed(&mut w, site, path, appliance).expect("writing to a Vec cannot fail");
+    write_feed(&mut w, site, path, appliance, items, newest_archive)
+        .expect("writing to a Vec cannot fail");
     let mut out = w.into_inner();
     out.push(b'\n');
     out
+}
+
+/// Renders archive `n` (RFC 5005): a complete RSS 2.0 feed of `items` that
+/// depends on nothing but them and the site's settings, not on the build,
+/// so the same releases give the same bytes.
+pub fn render_archive(site: &Site, n: usize, items: &[&Release]) -> Vec<u8> {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_archive(&mut w, site, n, items).expect("writing to a Vec cannot fail");
+    let mut out = w.into_inner();
+    out.push(b'\n');
+    out
+}
+
+fn write_archive(w: &mut W, site: &Site, n: usize, items: &[&Release]) -> io::Result<()> {
+    let config = site.config;
+    let path = super::archive::path(n);
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    w.create_element("rss")
+        .with_attributes([
+            ("version", "2.0"),
+            ("xmlns:atom", ATOM_NS),
+            ("xmlns:fh", HISTORY_NS),
+            ("xmlns:podcast", PODCAST_NS),
+            ("xmlns:vmcast", VMCAST_NS),
+        ])
+        .write_inner_content(|w| {
+            w.create_element("channel").write_inner_content(|w| {
+                text(w, "title", &format!("{} — archive {n}", config.title))?;
+                text(w, "link", config.base_url.as_str())?;
+                text(w, "description", &config.description)?;
+                if let Some(lang) = &config.language {
+                    text(w, "language", lang)?;
+                }
+                w.create_element("fh:archive").write_empty()?;
+                let link = |w: &mut W, rel: &str, target: &str| {
+                    w.create_element("atom:link")
+                        .with_attributes([
+                            ("rel", rel),
+                            ("type", "application/rss+xml"),
+                            ("href", config.site_url(target).as_str()),
+                        ])
+                        .write_empty()
+                        .map(|_| ())
+                };
+                link(w, "self", &path)?;
+                link(w, "current", super::FEED)?;
+                if n > 1 {
+                    let older = super::archive::path(n - 1);
+                    link(w, "prev-archive", &older)?;
+                    // Paged clients (RFC 5005 section 3) follow "next" to
+                    // older entries.
+                    link(w, "next", &older)?;
+                }
+                w.create_element("vmcast:signature")
+                    .with_attribute(("href", config.site_url(&format!("{path}.minisig")).as_str()))
+                    .write_empty()?;
+                w.create_element("vmcast:downloadBase")
+                    .with_attribute(("href", config.download_base_url.as_str()))
+                    .write_empty()?;
+                write_mirrors(w, site, items)?;
+                for release in items {
+                    write_item(w, site, release, true)?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+/// The mirrors that serve the images of `items`, declared (and so signed)
+/// in the channel: verify accepts image URLs under them.
+fn write_mirrors(w: &mut W, site: &Site, items: &[&Release]) -> io::Result<()> {
+    let mut mirrors: Vec<&url::Url> = items
+        .iter()
+        .flat_map(|r| site.config.mirrors_of(r.info.appliance.as_str()))
+        .collect();
+    mirrors.sort();
+    mirrors.dedup();
+    for mirror in mirrors {
+        w.create_element("vmcast:mirror")
+            .with_attribute(("href", mirror.as_str()))
+            .write_empty()?;
+    }
+    Ok(())
+}
+
+/// The image's URL on each mirror of its appliance: the mirror's base and
+/// the image's path under the download base.
+pub fn mirror_urls(site: &Site, appliance: &Name, image: &Image) -> Vec<url::Url> {
+    let Some(rel) = image
+        .source
+        .url
+        .as_str()
+        .strip_prefix(site.config.download_base_url.as_str())
+    else {
+        return Vec::new();
+    };
+    site.config
+        .mirrors_of(appliance.as_str())
+        .iter()
+        .filter_map(|m| url::Url::parse(&format!("{m}{rel}")).ok())
+        .collect()
 }
 
 fn text(w: &mut W, name: &str, value: &str) -> io::Result<()> {
@@ -32,7 +145,14 @@ fn text(w: &mut W, name: &str, value: &str) -> io::Result<()> {
         .map(|_| ())
 }
 
-fn write_feed(w: &mut W, site: &Site, path: &str, appliance: Option<&Name>) -> io::Result<()> {
+fn write_feed(
+    w: &mut W,
+    site: &Site,
+    path: &str,
+    appliance: Option<&Name>,
+    items: &[&Release],
+    newest_archive: Option<usize>,
+) -> io::Result<()> {
     let config = site.config;
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     w.create_element("rss")
@@ -69,6 +189,18 @@ fn write_feed(w: &mut W, site: &Site, path: &str, appliance: Option<&Name>) -> i
                         ("href", config.site_url(path).as_str()),
                     ])
                     .write_empty()?;
+                if let Some(n) = newest_archive {
+                    let href = config.site_url(&super::archive::path(n));
+                    for rel in ["prev-archive", "next"] {
+                        w.create_element("atom:link")
+                            .with_attributes([
+                                ("rel", rel),
+                                ("type", "application/rss+xml"),
+                                ("href", href.as_str()),
+                            ])
+                            .write_empty()?;
+                    }
+                }
                 if let Some(name) = appliance {
                     text(w, "vmcast:appliance", name.as_str())?;
                 }
@@ -110,10 +242,9 @@ fn write_feed(w: &mut W, site: &Site, path: &str, appliance: Option<&Name>) -> i
                         ])
                         .write_text_content(BytesText::new(&next.to_base64()))?;
                 }
-                for release in site.releases {
-                    if appliance.is_none_or(|a| *a == release.info.appliance) {
-                        write_item(w, site, release)?;
-                    }
+                write_mirrors(w, site, items)?;
+                for release in items {
+                    write_item(w, site, release, false)?;
                 }
                 Ok(())
             })?;
@@ -122,12 +253,17 @@ fn write_feed(w: &mut W, site: &Site, path: &str, appliance: Option<&Name>) -> i
     Ok(())
 }
 
-fn write_item(w: &mut W, site: &Site, release: &Release) -> io::Result<()> {
+fn write_item(w: &mut W, site: &Site, release: &Release, archived: bool) -> io::Result<()> {
     let info = &release.info;
     let primary = &release.images[0];
     w.create_element("item").write_inner_content(|w| {
         text(w, "title", &info.title)?;
-        text(w, "link", super::release_link(site.config, info).as_str())?;
+        let link = match archived {
+            // An archived release is shown on its appliance's history page.
+            true => super::history_link(site.config, info),
+            false => super::release_link(site.config, info),
+        };
+        text(w, "link", link.as_str())?;
         w.create_element("guid")
             .with_attribute(("isPermaLink", "false"))
             .write_text_content(BytesText::new(&info.guid()))?;
@@ -155,7 +291,7 @@ fn write_item(w: &mut W, site: &Site, release: &Release) -> io::Result<()> {
             write_image(w, image)?;
         }
         for image in &release.images {
-            write_alternate(w, image)?;
+            write_alternate(w, image, &mirror_urls(site, &info.appliance, image))?;
         }
         Ok(())
     })?;
@@ -285,7 +421,7 @@ fn write_machine(w: &mut W, m: &crate::inspect::Machine) -> io::Result<()> {
     Ok(())
 }
 
-fn write_alternate(w: &mut W, image: &Image) -> io::Result<()> {
+fn write_alternate(w: &mut W, image: &Image, mirrors: &[url::Url]) -> io::Result<()> {
     let s = &image.source;
     let length = image.digest.length.to_string();
     let mut attrs: Vec<(&str, &str)> = vec![
@@ -302,6 +438,11 @@ fn write_alternate(w: &mut W, image: &Image) -> io::Result<()> {
             w.create_element("podcast:source")
                 .with_attribute(("uri", s.url.as_str()))
                 .write_empty()?;
+            for mirror in mirrors {
+                w.create_element("podcast:source")
+                    .with_attribute(("uri", mirror.as_str()))
+                    .write_empty()?;
+            }
             w.create_element("podcast:integrity")
                 .with_attributes([
                     ("type", "sri"),

@@ -2,6 +2,7 @@
 //! the landing page. Pure functions of their input: no clock, no I/O but
 //! reading templates.
 
+pub mod archive;
 pub mod feed;
 pub mod page;
 
@@ -46,9 +47,12 @@ pub struct Feed {
 
 /// The rendered text files of a site, before signing.
 pub struct Rendered {
+    /// The current feeds, then the archives (signed the same way).
     pub feeds: Vec<Feed>,
     pub manifest: String,
     pub page: String,
+    /// Per-appliance history pages: (path, HTML).
+    pub history: Vec<(String, String)>,
 }
 
 pub fn generator() -> String {
@@ -62,25 +66,58 @@ pub fn release_link(config: &Config, info: &ReleaseInfo) -> Url {
     url
 }
 
+/// The history page of an appliance, which lists every release.
+pub fn history_path(appliance: &Name) -> String {
+    format!("history/{appliance}.html")
+}
+
+/// Where an archived release is shown: its appliance's history page.
+pub fn history_link(config: &Config, info: &ReleaseInfo) -> Url {
+    let mut url = config.site_url(&history_path(&info.appliance));
+    url.set_fragment(Some(&info.anchor()));
+    url
+}
+
 pub fn render(site: &Site) -> Result<Rendered> {
     let mut appliances: Vec<&Name> = site.releases.iter().map(|r| &r.info.appliance).collect();
     appliances.sort();
     appliances.dedup();
 
+    let partition = archive::partition(site.config, site.releases);
+    let current: Vec<&Release> = partition
+        .current
+        .iter()
+        .map(|&i| &site.releases[i])
+        .collect();
+    let newest_archive = (!partition.archives.is_empty()).then_some(partition.archives.len());
     let mut feeds = vec![Feed {
         path: FEED.to_owned(),
         appliance: None,
-        xml: feed::render(site, FEED, None),
+        xml: feed::render(site, FEED, None, &current, newest_archive),
     }];
     if appliances.len() > 1 {
-        for name in appliances {
+        for name in &appliances {
             let path = format!("feeds/{name}.xml");
+            let items: Vec<&Release> = current
+                .iter()
+                .copied()
+                .filter(|r| r.info.appliance == **name)
+                .collect();
             feeds.push(Feed {
-                xml: feed::render(site, &path, Some(name)),
+                xml: feed::render(site, &path, Some(name), &items, newest_archive),
                 path,
-                appliance: Some(name.clone()),
+                appliance: Some((*name).clone()),
             });
         }
+    }
+    for (i, indexes) in partition.archives.iter().enumerate() {
+        let items: Vec<&Release> = indexes.iter().map(|&i| &site.releases[i]).collect();
+        let path = archive::path(i + 1);
+        feeds.push(Feed {
+            xml: feed::render_archive(site, i + 1, &items),
+            path,
+            appliance: None,
+        });
     }
 
     for feed in &feeds {
@@ -97,11 +134,27 @@ pub fn render(site: &Site) -> Result<Rendered> {
         .map(|i| (i.source.site_path.as_str(), i.digest.sha256));
     let manifest = sums::manifest(images.chain(feed_digests));
     check_size(MANIFEST, manifest.len())?;
-    let page = page::render(site, &feeds)?;
+    let page = page::render(site, &feeds, &current)?;
+    let history = appliances
+        .iter()
+        .filter(|name| {
+            current
+                .iter()
+                .filter(|r| r.info.appliance == ***name)
+                .count()
+                < site
+                    .releases
+                    .iter()
+                    .filter(|r| r.info.appliance == ***name)
+                    .count()
+        })
+        .map(|name| Ok((history_path(name), page::render_history(site, name)?)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Rendered {
         feeds,
         manifest,
         page,
+        history,
     })
 }
 

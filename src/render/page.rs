@@ -14,9 +14,11 @@ use crate::model::{Image, Release};
 pub const BUILTIN: &[(&str, &str)] = &[
     ("index.html", include_str!("../../templates/index.html")),
     ("style.css", include_str!("../../templates/style.css")),
+    ("history.html", include_str!("../../templates/history.html")),
 ];
 
 pub const PAGE: &str = "index.html";
+pub const HISTORY: &str = "history.html";
 
 #[derive(Serialize)]
 struct SiteCtx {
@@ -46,6 +48,10 @@ struct ApplianceCtx {
     feed_url: String,
     feed_sig_url: String,
     releases: Vec<ReleaseCtx>,
+    /// Its history page, when older releases are only there.
+    history_url: Option<String>,
+    /// All its releases, on this page or not.
+    release_count: usize,
 }
 
 #[derive(Serialize)]
@@ -88,6 +94,8 @@ struct ImageCtx {
     machine: Option<crate::inspect::Machine>,
     sha256: String,
     primary: bool,
+    /// The image on each mirror.
+    mirrors: Vec<String>,
 }
 
 /// Bytes in binary units with one decimal: `196.0 KiB`.
@@ -105,7 +113,7 @@ pub fn human_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-fn image_ctx(image: &Image) -> ImageCtx {
+fn image_ctx(site: &Site, release: &Release, image: &Image) -> ImageCtx {
     let s = &image.source;
     ImageCtx {
         name: s.name.clone(),
@@ -121,10 +129,14 @@ fn image_ctx(image: &Image) -> ImageCtx {
         machine: image.info.machine.clone(),
         sha256: image.digest.sha256.to_hex(),
         primary: s.primary,
+        mirrors: super::feed::mirror_urls(site, &release.info.appliance, image)
+            .iter()
+            .map(|u| u.to_string())
+            .collect(),
     }
 }
 
-fn release_ctx(release: &Release) -> ReleaseCtx {
+fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
     let info = &release.info;
     let r = &info.requirements;
     ReleaseCtx {
@@ -145,11 +157,17 @@ fn release_ctx(release: &Release) -> ReleaseCtx {
             firmware: r.firmware.map(|f| f.as_str()),
             hypervisors: r.hypervisors.clone(),
         }),
-        images: release.images.iter().map(image_ctx).collect(),
+        images: release
+            .images
+            .iter()
+            .map(|i| image_ctx(site, release, i))
+            .collect(),
     }
 }
 
-pub fn render(site: &Site, feeds: &[Feed]) -> Result<String> {
+/// The landing page: the releases of the current feeds (`current`), and a
+/// link to each appliance's history page when it has archived releases.
+pub fn render(site: &Site, feeds: &[Feed], current: &[&Release]) -> Result<String> {
     let config = site.config;
     let url = |p: &str| config.site_url(p).to_string();
     let feed_for = |name: &str| {
@@ -159,7 +177,7 @@ pub fn render(site: &Site, feeds: &[Feed]) -> Result<String> {
             .map_or(super::FEED, |f| f.path.as_str())
     };
     let mut appliances: Vec<ApplianceCtx> = Vec::new();
-    for release in site.releases {
+    for release in current {
         let name = release.info.appliance.as_str();
         let index = match appliances.iter().position(|a| a.name == name) {
             Some(i) => i,
@@ -173,11 +191,24 @@ pub fn render(site: &Site, feeds: &[Feed]) -> Result<String> {
                     feed_url: url(feed),
                     feed_sig_url: url(&format!("{feed}.minisig")),
                     releases: Vec::new(),
+                    history_url: None,
+                    release_count: site
+                        .releases
+                        .iter()
+                        .filter(|r| r.info.appliance == release.info.appliance)
+                        .count(),
                 });
                 appliances.len() - 1
             }
         };
-        appliances[index].releases.push(release_ctx(release));
+        appliances[index].releases.push(release_ctx(site, release));
+    }
+    for a in &mut appliances {
+        if a.releases.len() < a.release_count {
+            let name = crate::model::Name::parse(&a.name, "appliance name")
+                .expect("an appliance of the site has a valid name");
+            a.history_url = Some(url(&super::history_path(&name)));
+        }
     }
     appliances.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -214,6 +245,39 @@ pub fn render(site: &Site, feeds: &[Feed]) -> Result<String> {
         .get_template(PAGE)
         .and_then(|t| t.render(minijinja::context! { site => Value::from(minijinja::value::Serde(&ctx)), appliances => Value::from(minijinja::value::Serde(&appliances)) }));
     result.map_err(|e| template_error(&config.templates_dir, &e))
+}
+
+/// The history page of `appliance`: every release, newest first.
+pub fn render_history(site: &Site, appliance: &crate::model::Name) -> Result<String> {
+    let config = site.config;
+    let meta = config.appliance(appliance);
+    let releases: Vec<ReleaseCtx> = site
+        .releases
+        .iter()
+        .filter(|r| r.info.appliance == *appliance)
+        .map(|r| release_ctx(site, r))
+        .collect();
+    let templates_dir = config.templates_dir.clone();
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_loader(move |name| load_template(&templates_dir, name));
+    env.get_template(HISTORY)
+        .and_then(|t| {
+            t.render(minijinja::context! {
+                site => minijinja::context! {
+                    title => config.title.clone(),
+                    language => config.language.clone(),
+                    base_url => config.base_url.to_string(),
+                    generator => super::generator(),
+                },
+                appliance => minijinja::context! {
+                    name => appliance.to_string(),
+                    title => meta.title,
+                },
+                releases => Value::from(minijinja::value::Serde(&releases)),
+            })
+        })
+        .map_err(|e| template_error(&config.templates_dir, &e))
 }
 
 /// A site's own template if it has one, else the built-in one.

@@ -111,7 +111,7 @@ impl Verifier<'_> {
             Ok(d) => d,
             Err(m) => return self.stop(CheckKind::Feed, format!("{feed_name}: {m}")),
         };
-        let site_urls = SiteUrls::new(&base, doc.download_base.as_deref());
+        let site_urls = SiteUrls::new(&base, doc.download_base.as_deref(), &doc.mirror_roots);
         self.check_feed(&doc, &feed_name, &feed.stamp, &base, &site_urls, &manifest);
         if feed_name == FEED {
             self.check_appliance_feeds(&manifest, &key, &feed.stamp)?;
@@ -136,7 +136,126 @@ impl Verifier<'_> {
         if self.options.images {
             self.check_images(&doc, &site_urls);
         }
+        if self.options.mirrors {
+            self.check_mirrors(&doc, &site_urls);
+        }
+        if feed_name == FEED {
+            self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
+        }
         Ok(())
+    }
+
+    /// Follows the feed's prev-archive links (RFC 5005) to the oldest
+    /// archive: each must be signed by the same key in the same build,
+    /// listed in the manifest, an archive document, and its items must
+    /// agree with the manifest. With `--images --all`, their images are read.
+    fn check_archives(
+        &mut self,
+        feed: &FeedDoc,
+        base: &Url,
+        manifest: &BTreeMap<String, Sha256>,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+    ) -> Step<()> {
+        let mut next = feed.prev_archive.clone();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(href) = next.take() {
+            let Some(rel) = Url::parse(&href)
+                .ok()
+                .and_then(|u| u.as_str().strip_prefix(base.as_str()).map(str::to_owned))
+                .and_then(|r| RelPath::parse(&r).ok())
+            else {
+                return self.stop(
+                    CheckKind::Archive,
+                    format!("prev-archive {href} is not a file of the site"),
+                );
+            };
+            let name = rel.as_str().to_owned();
+            if !seen.insert(name.clone()) {
+                return self.stop(
+                    CheckKind::Archive,
+                    format!("the archive chain loops back to {name}"),
+                );
+            }
+            let loc = self.fetcher.site(&rel);
+            let sig = self.fetch_signature(&loc)?;
+            let own = self.check_comment(&sig, key, &name)?;
+            let signed = self.finish_signed(&loc, sig, own, key, &name)?;
+            self.check_same_build(&name, &signed.stamp, stamp)?;
+            self.check_listed(manifest, &name, &signed.data);
+            let doc = match FeedDoc::parse(&signed.data) {
+                Ok(d) => d,
+                Err(m) => return self.stop(CheckKind::Archive, format!("{name}: {m}")),
+            };
+            if !doc.archive {
+                return self.stop(
+                    CheckKind::Archive,
+                    format!("{name}: not an archive document (no fh:archive)"),
+                );
+            }
+            let urls = SiteUrls::new(base, doc.download_base.as_deref(), &doc.mirror_roots);
+            self.check_feed(&doc, &name, stamp, base, &urls, manifest);
+            self.pass(
+                CheckKind::Archive,
+                format!(
+                    "{name}: {} release(s), signed in this build, listed in {MANIFEST}",
+                    doc.items.len()
+                ),
+            );
+            if self.options.images && self.options.all {
+                self.check_images(&doc, &urls);
+            }
+            if self.options.mirrors && self.options.all {
+                self.check_mirrors(&doc, &urls);
+            }
+            self.report.archives.push(signed.data);
+            next = doc.prev_archive.clone();
+        }
+        Ok(())
+    }
+
+    /// Reads every image from each mirror the feed lists for it (or only
+    /// from `--mirror` ones) and reports, per mirror, each image that is
+    /// missing, short or different.
+    fn check_mirrors(&mut self, doc: &FeedDoc, site_urls: &SiteUrls) {
+        for item in &doc.items {
+            for (primary, mirror) in &item.mirrors {
+                if !self.options.mirror_sample.is_empty()
+                    && !self
+                        .options
+                        .mirror_sample
+                        .iter()
+                        .any(|m| mirror.starts_with(m.as_str()))
+                {
+                    continue;
+                }
+                let Some(image) = item.images.iter().find(|i| &i.url == primary) else {
+                    continue;
+                };
+                let Some(url) = site_urls.accept(mirror) else {
+                    self.fail(
+                        CheckKind::Mirrors,
+                        format!("{mirror}: not fetched: outside the site and its mirrors"),
+                    );
+                    continue;
+                };
+                match self.fetcher.read_image(image, &url, false) {
+                    Ok((digest, _)) if digest.to_hex() == image.sha256 => self.pass(
+                        CheckKind::Mirrors,
+                        format!("{mirror}: {} bytes, SHA-256 matches", image.length),
+                    ),
+                    Ok((digest, _)) => self.fail(
+                        CheckKind::Mirrors,
+                        format!(
+                            "{mirror}: different: SHA-256 {} where the feed says {}",
+                            digest.to_hex(),
+                            image.sha256
+                        ),
+                    ),
+                    Err(m) => self.fail(CheckKind::Mirrors, format!("{mirror}: {m}")),
+                }
+            }
+        }
     }
 
     /// The site the build was signed for is the one the consumer expects:
@@ -401,7 +520,9 @@ impl Verifier<'_> {
                 ),
             );
         }
-        if doc.sequence != Some(stamp.sequence) {
+        // An archive never changes, so it names no build's sequence; its
+        // signature's stamp ties it to this build.
+        if !doc.archive && doc.sequence != Some(stamp.sequence) {
             self.fail(
                 CheckKind::Feed,
                 format!(
@@ -577,7 +698,7 @@ impl Verifier<'_> {
                     );
                     continue;
                 };
-                match self.fetcher.read_image(image, &url) {
+                match self.fetcher.read_image(image, &url, true) {
                     Ok((digest, read)) => {
                         self.report.images_read += read;
                         if digest.to_hex() == image.sha256 {

@@ -15,6 +15,12 @@ pub(super) struct FeedDoc {
     pub(super) download_base: Option<String>,
     /// Every URL the channel points at, besides the items'.
     pub(super) channel_urls: Vec<String>,
+    /// The older archive this document continues in (RFC 5005).
+    pub(super) prev_archive: Option<String>,
+    /// Whether this is an archive document (`fh:archive`).
+    pub(super) archive: bool,
+    /// Base URLs of mirrors the channel declares (`vmcast:mirror`).
+    pub(super) mirror_roots: Vec<String>,
     pub(super) next_key: Option<NextKey>,
     pub(super) items: Vec<Item>,
 }
@@ -33,9 +39,10 @@ pub(super) struct Item {
     pub(super) images: Vec<FeedImage>,
     /// (url, length, sri) of each podcast:alternateEnclosure.
     pub(super) alternates: Vec<(String, u64, String)>,
-    /// Every further `podcast:source` of an alternate enclosure (a mirror):
-    /// URLs the URL check covers like any other.
-    pub(super) mirrors: Vec<String>,
+    /// Every further `podcast:source` of an alternate enclosure (a mirror),
+    /// as (the image's own URL, the mirror's URL): URLs the URL check
+    /// covers like any other.
+    pub(super) mirrors: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +65,7 @@ impl FeedDoc {
                     .chain(i.enclosure.iter().map(|e| &e.0))
                     .chain(i.images.iter().map(|im| &im.url))
                     .chain(i.alternates.iter().map(|a| &a.0))
-                    .chain(i.mirrors.iter())
+                    .chain(i.mirrors.iter().map(|m| &m.1))
             }))
     }
 
@@ -84,7 +91,14 @@ impl FeedDoc {
                     let parent = path.last().map(String::as_str);
                     match (parent, name.as_str()) {
                         (Some("channel"), "item") => doc.items.push(Item::default()),
+                        (Some("channel"), "fh:archive") => doc.archive = true,
+                        (Some("channel"), "vmcast:mirror") => {
+                            doc.mirror_roots.extend(attrs.get("href").cloned())
+                        }
                         (Some("channel"), "atom:link") => {
+                            if attrs.get("rel").map(String::as_str) == Some("prev-archive") {
+                                doc.prev_archive = attrs.get("href").cloned();
+                            }
                             doc.channel_urls.extend(attrs.get("href").cloned())
                         }
                         (Some("channel"), "vmcast:manifest") => doc.channel_urls.extend(
@@ -135,9 +149,9 @@ impl FeedDoc {
                             match alt.as_mut() {
                                 // The first source is the image's own URL.
                                 Some(a) if a.1.is_empty() => a.1 = uri,
-                                Some(_) => {
+                                Some(a) => {
                                     if let Some(item) = doc.items.last_mut() {
-                                        item.mirrors.push(uri);
+                                        item.mirrors.push((a.1.clone(), uri));
                                     }
                                 }
                                 None => {}

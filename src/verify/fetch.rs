@@ -245,8 +245,10 @@ impl Fetcher {
         &mut self,
         image: &FeedImage,
         url: &Accepted,
+        local_first: bool,
     ) -> std::result::Result<(Sha256, u64), String> {
         let local = match &self.source {
+            Source::Dir(_) if !local_first => None,
             Source::Dir(root) => match open_local(&root.join(image.path.as_str())) {
                 Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,

@@ -52,6 +52,12 @@ pub struct VerifyOptions {
     pub state: Option<PathBuf>,
     /// Also read and hash every image.
     pub images: bool,
+    /// With `images` or `mirrors`: the archived releases' images too.
+    pub all: bool,
+    /// Also read every image from every mirror the feed lists.
+    pub mirrors: bool,
+    /// With `mirrors`: only the mirrors under these base URLs.
+    pub mirror_sample: Vec<String>,
     /// The site (its signed base_url) the consumer expects, checked always.
     pub site: Option<Url>,
     /// The deadline of each small request (feed, manifest, key, signature),
@@ -93,6 +99,10 @@ pub enum CheckKind {
     Items,
     /// An image's bytes (`--images`).
     Images,
+    /// An archive document of the feed's history (RFC 5005).
+    Archive,
+    /// An image as a mirror serves it (`--mirrors`).
+    Mirrors,
 }
 
 impl CheckKind {
@@ -110,6 +120,8 @@ impl CheckKind {
             CheckKind::Urls => "urls",
             CheckKind::Items => "items",
             CheckKind::Images => "images",
+            CheckKind::Archive => "archive",
+            CheckKind::Mirrors => "mirrors",
         }
     }
 }
@@ -143,6 +155,9 @@ pub struct Report {
     /// The feed's bytes, once its signature verified.
     #[serde(skip)]
     pub feed: Option<Vec<u8>>,
+    /// Each archive's bytes, once its signature verified, newest first.
+    #[serde(skip)]
+    pub archives: Vec<Vec<u8>>,
 }
 
 impl Report {
@@ -172,6 +187,7 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
             images_read: 0,
             checks: Vec::new(),
             feed: None,
+            archives: Vec::new(),
         },
     };
     let outcome = v.run(&mut state);

@@ -24,11 +24,18 @@ impl Accepted {
 
 impl SiteUrls {
     /// The signed base_url and, when it is a URL, the feed's download base.
-    pub(super) fn new(base: &Url, download_base: Option<&str>) -> SiteUrls {
+    pub(super) fn new(base: &Url, download_base: Option<&str>, mirrors: &[String]) -> SiteUrls {
         let mut roots = vec![directory(base.clone())];
         roots.extend(
             download_base
                 .and_then(|d| Url::parse(d).ok())
+                .map(directory),
+        );
+        roots.extend(
+            mirrors
+                .iter()
+                .filter_map(|m| Url::parse(m).ok())
+                .filter(|m| matches!(m.scheme(), "http" | "https"))
                 .map(directory),
         );
         SiteUrls { roots }
@@ -80,6 +87,7 @@ mod tests {
         SiteUrls::new(
             &Url::parse("http://h/site/").unwrap(),
             Some("https://cdn.example/img"),
+            &[],
         )
     }
 

@@ -109,7 +109,7 @@ fn unknown_key_in_config() {
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
          `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
-         `previous`, `previous_key`\n",
+         `previous`, `previous_key`, `feed_items`, `mirrors`\n",
     );
 }
 
@@ -739,7 +739,8 @@ fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
         text.starts_with(
             "created  site/vmcast.toml\ncreated  site/releases/example/1.0.0/release.toml\n\
              created  site/.gitignore\ncreated  site/templates/index.html\n\
-             created  site/templates/style.css\nWrote secret key site/vmcast.key (mode 0600, \
+             created  site/templates/style.css\ncreated  site/templates/history.html\n\
+             Wrote secret key site/vmcast.key (mode 0600, \
              unencrypted) and public key site/vmcast.pub\nKey id "
         ),
         "{text}"

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod archive;
 mod cache;
 mod cli;
 mod hostile_inputs;

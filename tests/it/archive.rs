@@ -1,0 +1,291 @@
+//! Retention and archives (RFC 5005): a site of 300 releases of two
+//! appliances with `feed_items = 20`. The feed holds 40 items; the archive
+//! chain followed from feed.xml reaches every release exactly once; every
+//! archive is signed and verifies; a new release changes no archive byte.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::Command;
+
+use crate::common::{Fixture, assert_success, have_tool, snapshot_tree, stderr, stdout};
+
+/// ok-minimal's releases replaced by `count` releases of webapp and dbnode
+/// each, a day apart.
+fn big_site(count: usize) -> Fixture {
+    let fixture = Fixture::new("ok-minimal");
+    fs::remove_dir_all(fixture.path("releases")).unwrap();
+    for app in ["webapp", "dbnode"] {
+        for i in 0..count {
+            add(&fixture, app, i);
+        }
+    }
+    fixture.configure("feed_items = 20\n");
+    fixture
+}
+
+fn add(fixture: &Fixture, app: &str, i: usize) {
+    let dir = fixture.path(&format!("releases/{app}/1.{i}.0"));
+    fs::create_dir_all(&dir).unwrap();
+    let date = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Days::new(i as u64);
+    fs::write(
+        dir.join("release.toml"),
+        format!("version = \"1.{i}.0\"\ndate = {date}\nnotes = \"Release {i}.\"\n"),
+    )
+    .unwrap();
+    fs::write(
+        dir.join(format!("{app}-1.{i}.0.raw")),
+        format!("{app} {i}\n").repeat(40),
+    )
+    .unwrap();
+}
+
+fn items(xml: &str) -> Vec<String> {
+    xml.split("<guid isPermaLink=\"false\">")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_owned())
+        .collect()
+}
+
+fn prev_archive(xml: &str) -> Option<String> {
+    let at = xml.find("rel=\"prev-archive\"")?;
+    let tag_start = xml[..at].rfind('<')?;
+    let tag = &xml[tag_start..xml[at..].find('>')? + at];
+    let href = tag.split("href=\"").nth(1)?.split('"').next()?;
+    Some(
+        href.strip_prefix("https://downloads.example.com/site/")?
+            .to_owned(),
+    )
+}
+
+#[test]
+fn three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives() {
+    let fixture = big_site(150);
+    let out = fixture.run(&["build", "--no-cache"], &[]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(", 26 archive(s) and SHA256SUMS"),
+        "{}",
+        stdout(&out)
+    );
+    let public = fixture.path("public");
+    let feed = fs::read_to_string(public.join("feed.xml")).unwrap();
+    assert_eq!(items(&feed).len(), 40);
+
+    // The chain from feed.xml reaches every release exactly once.
+    let mut seen: Vec<String> = items(&feed);
+    let mut next = prev_archive(&feed);
+    let mut archives = Vec::new();
+    while let Some(path) = next {
+        let xml = fs::read_to_string(public.join(&path)).unwrap();
+        assert!(xml.contains("<fh:archive/>"), "{path}");
+        assert!(xml.contains("rel=\"current\""), "{path}");
+        seen.extend(items(&xml));
+        next = prev_archive(&xml);
+        archives.push(path);
+    }
+    assert_eq!(archives.len(), 26);
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 300);
+    assert_eq!(unique.len(), 300);
+
+    // Every archive is listed in SHA256SUMS and signed.
+    let sums = fs::read_to_string(public.join("SHA256SUMS")).unwrap();
+    for path in &archives {
+        assert!(sums.contains(&format!("  {path}\n")), "{path} not listed");
+        if have_tool("minisign") {
+            let check = Command::new("minisign")
+                .args(["-V", "-H", "-p"])
+                .arg(fixture.tmp.path().join("fixtures/known-answer/kat.pub"))
+                .arg("-m")
+                .arg(public.join(path))
+                .output()
+                .unwrap();
+            assert_success(&check);
+        }
+    }
+
+    // The current feed and the archives follow the shipped schema.
+    if have_tool("jing") {
+        let schema =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/vmcast-feed.rng");
+        let check = Command::new("jing")
+            .arg(&schema)
+            .arg(public.join("feed.xml"))
+            .arg(public.join("feeds/webapp.xml"))
+            .arg(public.join(&archives[0]))
+            .arg(public.join("archive/1.xml"))
+            .output()
+            .unwrap();
+        assert_success(&check);
+    }
+
+    // verify walks the chain; the landing page stays small and links to
+    // the history pages, which list every release.
+    let verified = fixture.run(
+        &["verify", "public", "--pubkey", "../known-answer/kat.pub"],
+        &[],
+    );
+    assert_success(&verified);
+    assert_eq!(
+        stdout(&verified)
+            .matches("  ok   archive   archive/")
+            .count(),
+        26
+    );
+    assert!(
+        stdout(&verified).contains("verified: 300 release(s), 300 image(s)"),
+        "{}",
+        stdout(&verified)
+    );
+    let page = fs::read_to_string(public.join("index.html")).unwrap();
+    assert!(
+        page.contains("history&#x2f;webapp.html\">All 150 releases of webapp</a>"),
+        "{}",
+        page.split("class=\"history\"")
+            .nth(1)
+            .unwrap_or("no history link")
+    );
+    assert_eq!(page.matches("class=\"release\"").count(), 40);
+    let history = fs::read_to_string(public.join("history/webapp.html")).unwrap();
+    assert_eq!(history.matches("<tr id=\"webapp-").count(), 150);
+
+    // One more release: the feed grows by one (it waits to fill an
+    // archive), and no archive changes by a byte.
+    let before = snapshot_tree(&public);
+    add(&fixture, "webapp", 150);
+    assert_success(&fixture.run(
+        &["build", "--no-cache"],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    ));
+    let after = snapshot_tree(&public);
+    for (path, bytes) in before.iter().filter(|(p, _)| {
+        let p = p.to_string_lossy();
+        p.starts_with("archive/") && p.ends_with(".xml")
+    }) {
+        assert_eq!(after.get(path), Some(bytes), "{path:?} changed");
+    }
+    let feed = fs::read_to_string(public.join("feed.xml")).unwrap();
+    assert_eq!(items(&feed).len(), 41);
+}
+
+/// feedparser reads every archive as a valid feed.
+#[test]
+#[cfg_attr(missing_feedparser, ignore = "python feedparser is not installed")]
+fn feedparser_reads_every_archive() {
+    let fixture = big_site(40);
+    assert_success(&fixture.run(&["build", "--no-cache"], &[]));
+    let script = "import feedparser, glob, sys\n\
+                  for path in sorted(glob.glob(sys.argv[1] + '/archive/*.xml')):\n\
+                  \x20   d = feedparser.parse(path)\n\
+                  \x20   assert not d.bozo, (path, d.bozo_exception)\n\
+                  \x20   print(path.rsplit('/', 1)[1], len(d.entries))\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(fixture.path("public"))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        "1.xml 10\n2.xml 10\n3.xml 10\n4.xml 10\n",
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Two mirrors served on 127.0.0.1, one holding a corrupted image:
+/// `verify --images --mirrors` names exactly that mirror and file.
+#[test]
+#[cfg_attr(missing_python3, ignore = "python3 is not installed")]
+fn verify_names_the_mirror_that_serves_a_corrupted_image() {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    if !have_tool("python3") {
+        return;
+    }
+    let fixture = Fixture::new("ok-minimal");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    fixture.configure(&format!(
+        "mirrors = [\"http://127.0.0.1:{}/\", \"http://127.0.0.1:{}/\"]\n",
+        ports[0], ports[1]
+    ));
+    assert_success(&fixture.run(&["build"], &[]));
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert!(feed.contains(&format!(
+        "<podcast:source uri=\"http://127.0.0.1:{}/webapp/1.1.0/webapp-1.1.0.raw\"/>",
+        ports[1]
+    )));
+    if have_tool("jing") {
+        let schema =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/vmcast-feed.rng");
+        let check = Command::new("jing")
+            .arg(&schema)
+            .arg(fixture.path("public/feed.xml"))
+            .output()
+            .unwrap();
+        assert_success(&check);
+    }
+    let mut servers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let dir = fixture.tmp.path().join(format!("mirror{i}"));
+        crate::common::copy_tree(&fixture.path("public/images"), &dir);
+        if i == 1 {
+            let image = dir.join("webapp/1.0.0/webapp-1.0.0.raw");
+            let mut bytes = fs::read(&image).unwrap();
+            bytes[3] ^= 1;
+            fs::write(&image, bytes).unwrap();
+        }
+        servers.push(
+            Command::new("timeout")
+                .args(["60", "python3", "-m", "http.server", "--bind", "127.0.0.1"])
+                .arg(port.to_string())
+                .arg("--directory")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let out = fixture.run(
+        &[
+            "verify",
+            "public",
+            "--pubkey",
+            "../known-answer/kat.pub",
+            "--images",
+            "--mirrors",
+        ],
+        &[],
+    );
+    for server in &mut servers {
+        crate::common::stop_under_timeout(server);
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let bad = format!(
+        "http://127.0.0.1:{}/webapp/1.0.0/webapp-1.0.0.raw",
+        ports[1]
+    );
+    let report = stdout(&out);
+    let failures: Vec<&str> = report.lines().filter(|l| l.starts_with("  FAIL")).collect();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert!(
+        failures[0].contains(&format!("mirrors   {bad}: different")),
+        "{failures:?}"
+    );
+    assert_eq!(stdout(&out).matches("  ok   mirrors").count(), 3);
+}
