@@ -125,12 +125,15 @@ pub fn build(
         .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
     let expires = config.expires_after.map(|d| build_time + d);
     check_output_dir(&config)?;
+    // Held to the end: two builds of one output never interleave.
+    let lock = write::OutputLock::take(&config.output_dir)?;
+    let mut warnings = lock.sweep()?;
 
     // The scan first: a site with no images yet hears so before any
     // password prompt.
     let plan = scan::scan(&config)?;
     let (key, key_warning) = load_key(&config, options, password)?;
-    let mut warnings: Vec<Warning> = key_warning.into_iter().collect();
+    warnings.extend(key_warning);
     let next_key = match &config.next_public_key {
         Some(path) => {
             let next = sign::PublicKey::from_file(path, &fsutil::read_to_string(path)?)?;
@@ -148,7 +151,7 @@ pub fn build(
         None => None,
     };
 
-    let staging = write::Staging::new(&config.output_dir)?;
+    let staging = write::Staging::new(&lock)?;
     let requests = hash_requests(&config, &plan, &staging)?;
     let mut shortcuts = hash::Shortcuts {
         cache: match cache_file(&config, options)? {

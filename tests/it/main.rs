@@ -17,5 +17,6 @@ mod page;
 #[cfg(feature = "publish")]
 mod publish;
 mod readme;
+mod rebuild;
 mod serve;
 mod verify;
