@@ -169,7 +169,10 @@ pub fn build(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let hashed = hash::digest_all(&requests, &mut shortcuts, threads, progress)?;
-    if let Some(cache) = &shortcuts.cache {
+    let mut cache = shortcuts.cache.take();
+    // Keep what was read even if a later stage fails; the full record is
+    // saved once the new output is in place.
+    if let Some(cache) = cache.as_ref().filter(|_| hashed.stats.hashed_files > 0) {
         cache.save()?;
     }
     warnings.extend(hashed.warnings);
@@ -253,6 +256,12 @@ pub fn build(
     // GitHub Pages would otherwise run the site through Jekyll.
     staging.write(".nojekyll", b"")?;
     staging.commit()?;
+    if let Some(cache) = &mut cache {
+        if config.image_mode == ImageMode::Link {
+            record_output(cache, &config.output_dir, &releases)?;
+        }
+        cache.save()?;
+    }
 
     let mut appliances: Vec<_> = releases.iter().map(|r| &r.info.appliance).collect();
     appliances.dedup();
@@ -496,6 +505,24 @@ fn check_output_dir(config: &Config) -> Result<()> {
                     input_path.display()
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Records, after the swap, what the new output holds, for the next build.
+/// A hard link is the image itself: making it and removing the previous
+/// output's link moved its ctime, so the image's entry takes the state the
+/// next build will see (only if its size and mtime are still those
+/// recorded).
+fn record_output(cache: &mut HashCache, output_dir: &Path, releases: &[Release]) -> Result<()> {
+    let root = fsutil::canonicalize(output_dir)?;
+    for image in releases.iter().flat_map(|r| &r.images) {
+        let path = root.join(image.source.site_path.as_str());
+        let (_, meta) = fsutil::open_regular(&path, false)?;
+        let state = cache::FileState::of(&meta);
+        if state.id() == image.source.file_id {
+            cache.restat(&image.source.real, state);
         }
     }
     Ok(())
