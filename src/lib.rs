@@ -257,7 +257,7 @@ pub fn build(
     staging.write(".nojekyll", b"")?;
     staging.commit()?;
     if let Some(cache) = &mut cache {
-        if config.image_mode == ImageMode::Link {
+        if config.image_mode != ImageMode::None {
             record_output(cache, &config.output_dir, &releases)?;
         }
         cache.save()?;
@@ -511,10 +511,11 @@ fn check_output_dir(config: &Config) -> Result<()> {
 }
 
 /// Records, after the swap, what the new output holds, for the next build.
-/// A hard link is the image itself: making it and removing the previous
-/// output's link moved its ctime, so the image's entry takes the state the
-/// next build will see (only if its size and mtime are still those
-/// recorded).
+/// A copy is recorded under its own canonical path, so the next build can
+/// take it by hard link when it publishes the same bytes there. A hard
+/// link is the image itself: making it and removing the previous output's
+/// link moved its ctime, so the image's entry takes the state the next
+/// build will see (only if its size and mtime are still those recorded).
 fn record_output(cache: &mut HashCache, output_dir: &Path, releases: &[Release]) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
     for image in releases.iter().flat_map(|r| &r.images) {
@@ -523,18 +524,30 @@ fn record_output(cache: &mut HashCache, output_dir: &Path, releases: &[Release])
         let state = cache::FileState::of(&meta);
         if state.id() == image.source.file_id {
             cache.restat(&image.source.real, state);
+        } else {
+            cache.insert(&path, state, &image.digest, &image.info);
         }
     }
     Ok(())
 }
 
 /// One request per image, named by its path in the site, saying where in
-/// the staging directory it must also land.
+/// the staging directory it must also land and where the previous output
+/// has it.
 fn hash_requests(
     config: &Config,
     plan: &scan::Plan,
     staging: &write::Staging,
 ) -> Result<Vec<hash::Request>> {
+    let previous_root = match config.image_mode {
+        ImageMode::None => None,
+        ImageMode::Copy | ImageMode::Link => match std::fs::canonicalize(&config.output_dir) {
+            Ok(root) => Some(root),
+            // A first build: no previous output to take copies from.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("cannot resolve", &config.output_dir, e)),
+        },
+    };
     plan.images()
         .map(|image| {
             let place = match config.image_mode {
@@ -549,6 +562,9 @@ fn hash_requests(
                 real: image.real.clone(),
                 size_hint: image.size_hint,
                 place,
+                previous: previous_root
+                    .as_ref()
+                    .map(|root| root.join(image.site_path.as_str())),
             })
         })
         .collect()

@@ -339,3 +339,46 @@ fn link_mode_rehashes_restored_copy_with_old_mtime() {
     assert_eq!(site.hashed_line(&[]), ONE);
     assert!(site.feed().contains(&sha256(&bytes)));
 }
+
+/// A copy the previous build made of the same bytes is taken by hard link
+/// from the previous output, and again on the build after.
+#[test]
+fn copy_mode_rebuild_takes_the_previous_copy() {
+    let site = Site::with_mode("copy");
+    assert_eq!(site.hashed_line(&[]), COLD);
+    let first = fs::metadata(site.published()).unwrap();
+    assert_ne!(first.ino(), fs::metadata(site.image()).unwrap().ino());
+    for _ in 0..2 {
+        assert_eq!(site.hashed_line(&[]), WARM);
+        assert_eq!(fs::metadata(site.published()).unwrap().ino(), first.ino());
+        assert_eq!(
+            fs::read(site.published()).unwrap(),
+            fs::read(site.image()).unwrap()
+        );
+    }
+}
+
+/// A previous copy that was written to since, even with its size and mtime
+/// put back, is not taken: the image is copied afresh.
+#[test]
+fn copy_mode_rebuild_copies_afresh_over_a_tampered_copy() {
+    let site = Site::with_mode("copy");
+    site.build(&[]);
+    let before = fs::metadata(site.published()).unwrap();
+    let mut bytes = fs::read(site.published()).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(site.published(), &bytes).unwrap();
+    let mtime = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
+    let status = Command::new("touch")
+        .args(["-m", "-d", &mtime])
+        .arg(site.published())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(site.hashed_line(&[]), WARM);
+    assert_ne!(fs::metadata(site.published()).unwrap().ino(), before.ino());
+    assert_eq!(
+        fs::read(site.published()).unwrap(),
+        fs::read(site.image()).unwrap()
+    );
+}
