@@ -174,6 +174,20 @@ impl HashCache {
         );
     }
 
+    /// Takes a new state of a file this build recorded, when only its
+    /// ctime moved: the same file, size and mtime. Making a hard link to a
+    /// file and removing one move its ctime, and the build does both to an
+    /// image it links into the output; its entry must hold the state the
+    /// next build will see. A file whose size or mtime moved too keeps
+    /// the state it was read in, and the next build reads it again.
+    pub fn restat(&mut self, canonical: &Path, state: FileState) {
+        if let Some(entry) = self.new.get_mut(&key(canonical))
+            && entry.state.same_content(&state)
+        {
+            entry.state = state;
+        }
+    }
+
     /// Writes the entries of this build (only those: the file never grows
     /// with images long gone), atomically.
     pub fn save(&self) -> Result<()> {
@@ -322,6 +336,39 @@ mod tests {
             ..state
         };
         assert_eq!(cache.get(&file, &moved), None);
+    }
+
+    #[test]
+    fn restat_takes_a_new_ctime_but_no_new_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("img");
+        std::fs::write(&file, b"abc").unwrap();
+        let state = FileState::of(&std::fs::metadata(&file).unwrap());
+        let digest = FileDigest {
+            length: 3,
+            sha256: crate::model::Sha256::of(b"abc"),
+        };
+        let info = crate::inspect::inspect_bytes(b"abc", 4096).unwrap();
+        let cache_path = dir.path().join("cache.json");
+        let (mut cache, _) = HashCache::load(&cache_path);
+        cache.insert(&file, state, &digest, &info);
+        let linked = FileState {
+            ctime_ns: state.ctime_ns + 1,
+            ..state
+        };
+        cache.restat(&file, linked);
+        cache.restat(
+            &file,
+            FileState {
+                mtime_ns: state.mtime_ns + 1,
+                ctime_ns: state.ctime_ns + 2,
+                ..state
+            },
+        );
+        cache.save().unwrap();
+        let (cache, _) = HashCache::load(&cache_path);
+        assert_eq!(cache.get(&file, &linked), Some((digest, info)));
+        assert_eq!(cache.get(&file, &state), None);
     }
 
     #[test]

@@ -250,7 +250,8 @@ pub fn open_vetted(real: &Path, shown: &Path, expected: FileId) -> Result<(File,
 
 /// Copies nothing: makes `dst` a hard link to the file at `src`, which must
 /// still be `expected` (checked on the new link, so a file swapped in at
-/// `src` meanwhile is never published). Returns `Ok(false)` when the two
+/// `src` meanwhile is never published): an image, or the previous
+/// output's copy of one. Returns `Ok(false)` when the two
 /// are on different file systems, so the caller can copy.
 pub fn hard_link(src: &Path, dst: &Path, expected: FileId) -> Result<bool> {
     match fs::hard_link(src, dst) {
@@ -263,7 +264,7 @@ pub fn hard_link(src: &Path, dst: &Path, expected: FileId) -> Result<bool> {
         fs::remove_file(dst).map_err(|e| Error::io("cannot remove", dst, e))?;
         return Err(Error::file(
             src,
-            "was replaced by another file after the scan; refusing to publish it",
+            "was replaced by another file while the build ran; refusing to publish it",
         ));
     }
     Ok(true)

@@ -235,6 +235,9 @@ pub struct Request {
     pub real: PathBuf,
     pub size_hint: u64,
     pub place: Placement,
+    /// Where the previous output holds this site path (canonical), if
+    /// there is a previous output: its copy may serve again.
+    pub previous: Option<PathBuf>,
 }
 
 /// Where digests may come from without reading the image.
@@ -288,6 +291,19 @@ fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
     crate::inspect::probe(len, read_at).map_err(|e| match e {
         crate::inspect::ProbeError::Read(e) => e,
         crate::inspect::ProbeError::Content(m) => Error::file(path, m),
+    })
+}
+
+/// The previous output's file at `path`, if the cache recorded it in its
+/// present state with this digest. Opened without following a symbolic
+/// link; a file that is gone or is not a regular file is simply not
+/// reused.
+fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
+    let (_, meta) = fsutil::open_regular(path, false).ok()?;
+    let (recorded, _) = cache.get(path, &FileState::of(&meta))?;
+    (recorded == *digest).then(|| place::Previous {
+        path: path.to_path_buf(),
+        id: crate::model::FileId::of(&meta),
     })
 }
 
@@ -364,7 +380,11 @@ pub fn digest_all(
         };
         match known {
             Some((digest, info)) => {
-                place::unread(&opened, &req.place)?;
+                let previous = || {
+                    let cache = shortcuts.cache.as_ref()?;
+                    previous_copy(cache, req.previous.as_deref()?, &digest)
+                };
+                place::unread(&opened, &req.place, previous)?;
                 if let Some(cache) = shortcuts.cache.as_mut() {
                     cache.insert(&canonical, state, &digest, &info);
                 }

@@ -149,13 +149,16 @@ pub fn build(
         .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
     let expires = config.expires_after.map(|d| build_time + d);
     check_output_dir(&config)?;
+    // Held to the end: two builds of one output never interleave.
+    let lock = write::OutputLock::take(&config.output_dir)?;
+    let mut warnings = lock.sweep()?;
 
     // The scan first: a site with no images yet hears so before any
     // password prompt.
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
     let plan = scan::scan(&config, previous_source.is_some())?;
     let (key, key_warning) = load_key(&config, options, password)?;
-    let mut warnings: Vec<Warning> = key_warning.into_iter().collect();
+    warnings.extend(key_warning);
     let previous = match &previous_source {
         Some(source) => {
             let also_trusted = match &config.previous_key {
@@ -203,7 +206,7 @@ pub fn build(
         None => None,
     };
 
-    let staging = write::Staging::new(&config.output_dir)?;
+    let staging = write::Staging::new(&lock)?;
     let requests = hash_requests(&config, &plan, &staging)?;
     let mut shortcuts = hash::Shortcuts {
         cache: match cache_file(&config, options)? {
@@ -221,7 +224,10 @@ pub fn build(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let hashed = hash::digest_all(&requests, &mut shortcuts, threads, progress)?;
-    if let Some(cache) = &shortcuts.cache {
+    let mut cache = shortcuts.cache.take();
+    // Keep what was read even if a later stage fails; the full record is
+    // saved once the new output is in place.
+    if let Some(cache) = cache.as_ref().filter(|_| hashed.stats.hashed_files > 0) {
         cache.save()?;
     }
     warnings.extend(hashed.warnings);
@@ -406,6 +412,14 @@ pub fn build(
     // GitHub Pages would otherwise run the site through Jekyll.
     staging.write(".nojekyll", b"")?;
     staging.commit()?;
+    if let Some(cache) = &mut cache {
+        if config.image_mode != ImageMode::None {
+            let placed: std::collections::BTreeSet<&model::RelPath> =
+                requests.iter().map(|r| &r.id).collect();
+            record_output(cache, &config.output_dir, &releases, &placed)?;
+        }
+        cache.save()?;
+    }
 
     let mut appliances: Vec<_> = releases.iter().map(|r| &r.info.appliance).collect();
     appliances.dedup();
@@ -709,13 +723,54 @@ fn check_output_dir(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Records, after the swap, what the new output holds, for the next build.
+/// A copy is recorded under its own canonical path, so the next build can
+/// take it by hard link when it publishes the same bytes there. A hard
+/// link is the image itself: making it and removing the previous output's
+/// link moved its ctime, so the image's entry takes the state the next
+/// build will see (only if its size and mtime are still those recorded).
+/// Images taken unread from a previous site are not in the output.
+fn record_output(
+    cache: &mut HashCache,
+    output_dir: &Path,
+    releases: &[Release],
+    placed: &std::collections::BTreeSet<&model::RelPath>,
+) -> Result<()> {
+    let root = fsutil::canonicalize(output_dir)?;
+    for image in releases
+        .iter()
+        .flat_map(|r| &r.images)
+        .filter(|i| placed.contains(&i.source.site_path))
+    {
+        let path = root.join(image.source.site_path.as_str());
+        let (_, meta) = fsutil::open_regular(&path, false)?;
+        let state = cache::FileState::of(&meta);
+        if state.id() == image.source.file_id {
+            cache.restat(&image.source.real, state);
+        } else {
+            cache.insert(&path, state, &image.digest, &image.info);
+        }
+    }
+    Ok(())
+}
+
 /// One request per image, named by its path in the site, saying where in
-/// the staging directory it must also land.
+/// the staging directory it must also land and where the previous output
+/// has it.
 fn hash_requests(
     config: &Config,
     plan: &scan::Plan,
     staging: &write::Staging,
 ) -> Result<Vec<hash::Request>> {
+    let previous_root = match config.image_mode {
+        ImageMode::None => None,
+        ImageMode::Copy | ImageMode::Link => match std::fs::canonicalize(&config.output_dir) {
+            Ok(root) => Some(root),
+            // A first build: no previous output to take copies from.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("cannot resolve", &config.output_dir, e)),
+        },
+    };
     plan.images()
         .map(|image| {
             let place = match config.image_mode {
@@ -730,6 +785,9 @@ fn hash_requests(
                 real: image.real.clone(),
                 size_hint: image.size_hint,
                 place,
+                previous: previous_root
+                    .as_ref()
+                    .map(|root| root.join(image.site_path.as_str())),
             })
         })
         .collect()

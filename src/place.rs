@@ -1,7 +1,8 @@
 //! Where an image lands in the output besides being hashed: nowhere, a
 //! copy (a reflink where the file system can), or a hard link. A copy that
 //! needs bytes is written from the hashing read, so `for_read` only says
-//! where that copy goes.
+//! where that copy goes; a copy the previous build already made of the
+//! same bytes is taken from the previous output by hard link.
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::PermissionsExt;
@@ -41,12 +42,32 @@ impl Opened<'_> {
     }
 }
 
-/// Places an image whose digest is known: no user-space read.
-pub fn unread(image: &Opened, place: &Placement) -> Result<()> {
+/// The file the previous build published at the same place in the
+/// output, known to hold the same bytes as the image: its recorded state
+/// still matches and its recorded digest is the image's.
+pub struct Previous {
+    pub path: PathBuf,
+    pub id: FileId,
+}
+
+/// Places an image whose digest is known: no user-space read. A copy is
+/// taken from the previous output by hard link when `previous` finds one
+/// (never moved out of it: a build that fails later leaves that output
+/// whole), else reflinked or copied by the kernel.
+pub fn unread(
+    image: &Opened,
+    place: &Placement,
+    previous: impl FnOnce() -> Option<Previous>,
+) -> Result<()> {
     match place {
         Placement::Nowhere => Ok(()),
         Placement::Link(dst) if image.world_readable() && image.hard_link(dst)? => Ok(()),
         Placement::Copy(dst) | Placement::Link(dst) => {
+            if let Some(old) = previous()
+                && fsutil::hard_link(&old.path, dst, old.id)?
+            {
+                return Ok(());
+            }
             if fsutil::reflink(image.file, dst)? {
                 Ok(())
             } else {

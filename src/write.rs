@@ -1,6 +1,8 @@
 //! Builds the site in a temporary directory beside the output and swaps it
 //! in at the end, so a failed or killed build leaves the previous output
-//! exactly as it was.
+//! exactly as it was. One build of an output at a time: each holds the
+//! output's lock from start to end, and sweeps away what killed builds
+//! left behind.
 
 use std::fs;
 use std::io;
@@ -10,33 +12,32 @@ use tempfile::TempDir;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::warning::Warning;
 
 /// Marks an output directory as one this tool made and may replace.
 pub const MARKER: &str = ".vmcast-gen";
 
 /// A half-built site. Dropping it without [`Staging::commit`] deletes it.
-pub struct Staging {
+/// It borrows the output's lock: no other build of the output runs while
+/// it exists.
+pub struct Staging<'a> {
     dir: TempDir,
-    target: PathBuf,
+    lock: &'a OutputLock,
 }
 
-impl Staging {
-    pub fn new(target: &Path) -> Result<Self> {
+impl<'a> Staging<'a> {
+    /// A new staging directory for the output `lock` holds.
+    pub fn new(lock: &'a OutputLock) -> Result<Self> {
+        let target = lock.target.as_path();
         check_replaceable(target)?;
+        // The lock made the parent.
         let parent = parent_of(target);
-        fsutil::create_dir_all(parent)?;
-        let name = target
-            .file_name()
-            .map_or("site".into(), |n| n.to_string_lossy());
         let dir = tempfile::Builder::new()
-            .prefix(&format!(".{name}.building-"))
+            .prefix(&staging_prefix(target))
             .tempdir_in(parent)
             .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
         fsutil::set_mode(dir.path(), fsutil::PUBLISHED_DIR_MODE)?;
-        let staging = Staging {
-            dir,
-            target: target.to_path_buf(),
-        };
+        let staging = Staging { dir, lock };
         staging.write(
             MARKER,
             b"This directory is replaced by every `vmcast-gen build`.\n",
@@ -72,7 +73,7 @@ impl Staging {
         fs::File::open(&new)
             .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
             .map_err(|e| Error::io("cannot flush the new site to disk at", &new, e))?;
-        let target = &self.target;
+        let target = &self.lock.target;
         let result = if fs::symlink_metadata(target).is_err() {
             fs::rename(&new, target)
                 .map_err(|e| Error::io("cannot move the new site to", target, e))
@@ -85,6 +86,132 @@ impl Staging {
         result?;
         sync_dir(parent_of(target))
     }
+}
+
+/// The name of a site in the names of the files beside it.
+fn site_name(target: &Path) -> String {
+    target
+        .file_name()
+        .map_or("site".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Staging directories are `.<name>.building-<random>` beside the output.
+fn staging_prefix(target: &Path) -> String {
+    format!(".{}.building-", site_name(target))
+}
+
+/// The right to build one output: an exclusive `flock` on
+/// `.<name>.lock` beside it, which holds the holder's PID as text. The
+/// kernel releases it when the build ends or its process dies, so no lock
+/// outlives its build. The holder removes the file before it lets go; a
+/// build that locked a file removed meanwhile finds another (or none) at
+/// the path, and starts over on the file now there.
+pub struct OutputLock {
+    /// Held open: closing it, after the file is removed, releases the lock.
+    _file: fs::File,
+    path: PathBuf,
+    target: PathBuf,
+}
+
+impl OutputLock {
+    /// Takes the lock of `target`, creating the directory it lives in, or
+    /// fails at once, naming the process that holds it.
+    pub fn take(target: &Path) -> Result<Self> {
+        use rustix::fs::{FlockOperation, Mode, OFlags};
+        fsutil::create_dir_all(parent_of(target))?;
+        let path = beside(target, format!(".{}.lock", site_name(target)));
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = loop {
+            let fd = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o644))
+                .map_err(|e| Error::io("cannot open the build lock", &path, e.into()))?;
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(Error::file(
+                        &path,
+                        format_args!(
+                            "another build of {} is running{}; wait for it to finish",
+                            target.display(),
+                            holder(&fd)
+                        ),
+                    ));
+                }
+                Err(e) => return Err(Error::io("cannot lock", &path, e.into())),
+            }
+            let locked =
+                rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot stat", &path, e.into()))?;
+            match rustix::fs::lstat(&path) {
+                Ok(now) if (now.st_dev, now.st_ino) == (locked.st_dev, locked.st_ino) => break fd,
+                Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(Error::io("cannot stat", &path, e.into())),
+            }
+        };
+        let pid = format!("{}\n", std::process::id());
+        rustix::fs::ftruncate(&fd, 0)
+            .and_then(|()| rustix::io::pwrite(&fd, pid.as_bytes(), 0))
+            .map_err(|e| Error::io("cannot write the build lock", &path, e.into()))?;
+        Ok(OutputLock {
+            _file: fs::File::from(fd),
+            path,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Removes the staging directories that builds killed midway left
+    /// beside the output (a build that fails normally removes its own).
+    /// Only under the lock: no other build of this output is running, so
+    /// none of them is in use. Returns a warning for each one removed.
+    pub fn sweep(&self) -> Result<Vec<Warning>> {
+        let parent = parent_of(&self.target);
+        let prefix = staging_prefix(&self.target);
+        let entries =
+            fs::read_dir(parent).map_err(|e| Error::io("cannot read directory", parent, e))?;
+        let mut warnings = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("cannot read directory", parent, e))?;
+            let is_dir = entry
+                .file_type()
+                .map_err(|e| Error::io("cannot stat", entry.path(), e))?
+                .is_dir();
+            if !is_dir || !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let path = beside(&self.target, entry.file_name());
+            fs::remove_dir_all(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
+            warnings.push(Warning::file(
+                &path,
+                "removed: a build that was killed midway left it behind",
+            ));
+        }
+        Ok(warnings)
+    }
+}
+
+/// The file `name` in the directory of `target`, named as `target` is
+/// (`public` → `.public.lock`, `/srv/public` → `/srv/.public.lock`).
+fn beside(target: &Path, name: impl AsRef<Path>) -> PathBuf {
+    target.parent().unwrap_or(Path::new("")).join(name)
+}
+
+impl Drop for OutputLock {
+    /// Removes the lock file while still holding it; the descriptor closes
+    /// next, which releases the lock. A build that fails leaves beside the
+    /// output what was there before it. Nothing to report if the removal
+    /// fails: a lock file left behind is taken and removed by the next build.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// ` (process <pid>)`, from the PID the lock's holder wrote in it, or
+/// nothing while it has not written it yet.
+fn holder(lock: &rustix::fd::OwnedFd) -> String {
+    let mut buf = [0u8; 32];
+    rustix::io::pread(lock, &mut buf, 0)
+        .ok()
+        .and_then(|n| std::str::from_utf8(&buf[..n]).ok())
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .map_or(String::new(), |pid| format!(" (process {pid})"))
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -102,7 +229,12 @@ fn swap(new: &Path, target: &Path) -> Result<()> {
         Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
             // No atomic exchange here: move the old site aside, then the new
             // one in. Between the two renames the output is briefly absent.
-            let old = new.with_extension("old");
+            // Aside under the staging directory's name (`.<name>.building-*`,
+            // not `.<name>.old`), so a build killed there leaves nothing the
+            // next build's sweep misses.
+            let mut old = new.as_os_str().to_owned();
+            old.push(".old");
+            let old = PathBuf::from(old);
             fs::rename(target, &old).map_err(|e| Error::io("cannot move aside", target, e))?;
             if let Err(e) = fs::rename(new, target) {
                 let _ = fs::rename(&old, target);

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use crate::common::{Fixture, assert_success, stderr, stdout};
 
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
+const PUBLISHED: &str = "public/images/webapp/1.1.0/webapp-1.1.0.raw";
 
 /// A site with its own cache directory.
 struct Site {
@@ -21,6 +22,14 @@ impl Site {
         let fixture = Fixture::new("ok-minimal");
         let cache = fixture.tmp.path().join("cache");
         Site { fixture, cache }
+    }
+
+    /// A site whose images reach the output by `image_mode`.
+    fn with_mode(mode: &str) -> Site {
+        let site = Site::new();
+        site.fixture
+            .configure(&format!("image_mode = \"{mode}\"\n"));
+        site
     }
 
     fn build(&self, extra: &[&str]) -> Output {
@@ -54,6 +63,11 @@ impl Site {
 
     fn image(&self) -> PathBuf {
         self.fixture.path(IMAGE)
+    }
+
+    /// The image as published in the output.
+    fn published(&self) -> PathBuf {
+        self.fixture.path(PUBLISHED)
     }
 
     fn feed(&self) -> String {
@@ -289,4 +303,82 @@ fn progress_lines_only_when_asked_outside_a_terminal() {
         "{text}"
     );
     assert!(text.ends_with(", 2/2 files\n"), "{text}");
+}
+
+/// Making the output's hard link and removing the previous output's both
+/// move the image's ctime: the cache must still hit on every rebuild.
+#[test]
+fn link_mode_rebuilds_read_no_image() {
+    let site = Site::with_mode("link");
+    assert_eq!(site.hashed_line(&[]), COLD);
+    let image = fs::metadata(site.image()).unwrap();
+    assert_eq!(fs::metadata(site.published()).unwrap().ino(), image.ino());
+    assert_eq!(site.hashed_line(&[]), WARM);
+    assert_eq!(site.hashed_line(&[]), WARM);
+    assert_eq!(fs::metadata(site.published()).unwrap().ino(), image.ino());
+}
+
+/// The ctime the build's own links move is taken up, but a write that puts
+/// the old mtime back is still caught.
+#[test]
+fn link_mode_rehashes_restored_copy_with_old_mtime() {
+    let site = Site::with_mode("link");
+    site.build(&[]);
+    site.build(&[]);
+    let before = fs::metadata(site.image()).unwrap();
+    let mut bytes = fs::read(site.image()).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(site.image(), &bytes).unwrap();
+    let mtime = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
+    let status = Command::new("touch")
+        .args(["-m", "-d", &mtime])
+        .arg(site.image())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(site.hashed_line(&[]), ONE);
+    assert!(site.feed().contains(&sha256(&bytes)));
+}
+
+/// A copy the previous build made of the same bytes is taken by hard link
+/// from the previous output, and again on the build after.
+#[test]
+fn copy_mode_rebuild_takes_the_previous_copy() {
+    let site = Site::with_mode("copy");
+    assert_eq!(site.hashed_line(&[]), COLD);
+    let first = fs::metadata(site.published()).unwrap();
+    assert_ne!(first.ino(), fs::metadata(site.image()).unwrap().ino());
+    for _ in 0..2 {
+        assert_eq!(site.hashed_line(&[]), WARM);
+        assert_eq!(fs::metadata(site.published()).unwrap().ino(), first.ino());
+        assert_eq!(
+            fs::read(site.published()).unwrap(),
+            fs::read(site.image()).unwrap()
+        );
+    }
+}
+
+/// A previous copy that was written to since, even with its size and mtime
+/// put back, is not taken: the image is copied afresh.
+#[test]
+fn copy_mode_rebuild_copies_afresh_over_a_tampered_copy() {
+    let site = Site::with_mode("copy");
+    site.build(&[]);
+    let before = fs::metadata(site.published()).unwrap();
+    let mut bytes = fs::read(site.published()).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(site.published(), &bytes).unwrap();
+    let mtime = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
+    let status = Command::new("touch")
+        .args(["-m", "-d", &mtime])
+        .arg(site.published())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(site.hashed_line(&[]), WARM);
+    assert_ne!(fs::metadata(site.published()).unwrap().ino(), before.ino());
+    assert_eq!(
+        fs::read(site.published()).unwrap(),
+        fs::read(site.image()).unwrap()
+    );
 }

@@ -20,5 +20,6 @@ mod previous;
 mod publish;
 mod pull;
 mod readme;
+mod rebuild;
 mod serve;
 mod verify;
