@@ -7,6 +7,8 @@
 
 mod common;
 
+#[cfg(feature = "publish")]
+mod action;
 mod cache;
 mod cli;
 mod hostile_inputs;
