@@ -7,6 +7,8 @@
 
 mod common;
 
+#[cfg(feature = "publish")]
+mod action;
 mod archive;
 mod cache;
 mod cli;
@@ -15,8 +17,8 @@ mod inspect;
 mod interop;
 mod known_answer;
 mod page;
-#[cfg(feature = "publish")]
 mod previous;
+#[cfg(feature = "publish")]
 mod publish;
 mod pull;
 mod readme;

@@ -1,5 +1,6 @@
 //! `vmcast-gen publish` against a real S3 implementation: moto's server,
 //! started on 127.0.0.1 by the test, bounded by `timeout` and killed by PID.
+//! Its server and site helpers serve the action's tests (action.rs) too.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -11,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, have_tool, stderr, stdout};
 
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     /// The server's own record of the requests it answered (werkzeug's
     /// access log on stderr).
     log: std::path::PathBuf,
@@ -21,7 +22,7 @@ struct Moto {
 
 impl Moto {
     /// The request lines logged so far, e.g. `GET /b/site/feed.xml HTTP/1.1`.
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -37,7 +38,7 @@ impl Drop for Moto {
 }
 
 /// moto's S3 server with one bucket; `None` when moto is missing outside CI.
-fn moto(bucket: &str) -> Option<Moto> {
+pub(crate) fn moto(bucket: &str) -> Option<Moto> {
     if !have_tool("python3") {
         return None;
     }
@@ -190,7 +191,7 @@ fn http(port: u16, method: &str, path: &str) -> (String, String, Vec<u8>) {
 }
 
 /// The ok-minimal site, its base_url on the moto bucket.
-fn site(port: u16, bucket: &str) -> Fixture {
+pub(crate) fn site(port: u16, bucket: &str) -> Fixture {
     let fixture = Fixture::new("ok-minimal");
     let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
     let config: String = config
