@@ -15,6 +15,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("qemu_img", "command -v qemu-img"),
     ("python3", "command -v python3"),
     ("ss", "command -v ss"),
+    ("gpo", "command -v gpo"),
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
 ];

@@ -36,8 +36,9 @@ const META_SHA256: &str = "sha256";
 #[derive(Debug, Clone)]
 pub struct PublishOptions {
     pub site: PathBuf,
-    /// `s3://bucket/prefix`.
-    pub target: String,
+    /// Where to: `s3://bucket/prefix`, one or more. Images go to every
+    /// destination first, the feeds last.
+    pub targets: Vec<String>,
     /// An S3-compatible endpoint (MinIO, Ceph, R2...; also AWS_ENDPOINT_URL).
     pub endpoint: Option<String>,
     pub dry_run: bool,
@@ -56,6 +57,8 @@ pub struct PublishOptions {
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Step {
+    /// The destination, `s3://bucket/prefix`.
+    pub target: String,
     pub path: String,
     /// `upload`, `skip` (same SHA-256 already there) or `delete`.
     pub action: &'static str,
@@ -80,22 +83,52 @@ struct Local {
 }
 
 pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Result<PublishReport> {
-    let (bucket, prefix) = parse_target(&options.target)?;
     let (files, listed) = local_files(&options.site)?;
-    let ordered = order(files);
-    let store = store(&bucket, options.endpoint.as_deref(), options.acl.as_deref())?;
+    let (images, rest): (Vec<Local>, Vec<Local>) = order(files)
+        .into_iter()
+        .partition(|f| f.rel.starts_with("images/"));
+    let destinations = options
+        .targets
+        .iter()
+        .map(|target| {
+            let (bucket, prefix) = parse_target(target)?;
+            let store = store(&bucket, options.endpoint.as_deref(), options.acl.as_deref())?;
+            Ok(Destination {
+                target: target.clone(),
+                store,
+                prefix,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::failed("cannot start the I/O runtime", e))?;
-    runtime.block_on(run(
-        options,
-        &store,
-        &prefix,
-        &ordered,
-        &listed,
-        &mut on_step,
-    ))
+    runtime.block_on(async {
+        let mut report = PublishReport {
+            steps: Vec::new(),
+            uploaded: 0,
+            skipped: 0,
+            deleted: 0,
+        };
+        // Every image reaches every destination before any feed goes
+        // anywhere: a client of any destination never sees a feed that
+        // points at an image some mirror of it lacks.
+        for d in &destinations {
+            upload_all(options, d, &images, &mut report, &mut on_step).await?;
+        }
+        for d in &destinations {
+            upload_all(options, d, &rest, &mut report, &mut on_step).await?;
+        }
+        if options.prune {
+            let keep: BTreeSet<String> =
+                images.iter().chain(&rest).map(|f| f.rel.clone()).collect();
+            for d in &destinations {
+                prune(options, d, &keep, &listed, &mut report, &mut on_step).await?;
+            }
+        }
+        Ok(report)
+    })
 }
 
 pub(crate) fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
@@ -237,22 +270,24 @@ pub(crate) fn object_path(prefix: &[String], rel: &str) -> ObjectPath {
         .collect()
 }
 
-async fn run(
+/// One place the site goes.
+struct Destination {
+    target: String,
+    store: AmazonS3,
+    prefix: Vec<String>,
+}
+
+/// Uploads `files` in their order to one destination, skipping what is
+/// already there with the same SHA-256.
+async fn upload_all(
     options: &PublishOptions,
-    store: &AmazonS3,
-    prefix: &[String],
+    d: &Destination,
     files: &[Local],
-    listed: &BTreeMap<String, Sha256>,
+    report: &mut PublishReport,
     on_step: &mut dyn FnMut(&Step),
-) -> Result<PublishReport> {
-    let mut report = PublishReport {
-        steps: Vec::new(),
-        uploaded: 0,
-        skipped: 0,
-        deleted: 0,
-    };
+) -> Result<()> {
     for file in files {
-        let location = object_path(prefix, &file.rel);
+        let location = object_path(&d.prefix, &file.rel);
         let ext = file
             .rel
             .rsplit_once('.')
@@ -267,13 +302,14 @@ async fn run(
         } else {
             &options.short_cache
         };
-        let current = remote_sha256(store, &location).await?;
+        let current = remote_sha256(&d.store, &location).await?;
         let action = if current.as_deref() == Some(file.sha256.as_str()) {
             "skip"
         } else {
             "upload"
         };
         let step = Step {
+            target: d.target.clone(),
             path: file.rel.clone(),
             action,
             content_type: kind.clone(),
@@ -281,7 +317,7 @@ async fn run(
         };
         on_step(&step);
         if action == "upload" && !options.dry_run {
-            upload(store, &location, file, &kind, cache).await?;
+            upload(&d.store, &location, file, &kind, cache).await?;
         }
         match action {
             "upload" => report.uploaded += 1,
@@ -289,56 +325,67 @@ async fn run(
         }
         report.steps.push(step);
     }
-    if options.prune {
-        let keep: BTreeSet<String> = files.iter().map(|f| f.rel.clone()).collect();
-        // Images the new manifest lists stay even when not in the output
-        // (image_mode = "none" publishes them elsewhere). It is the manifest
-        // read, parsed and checked before the first upload: what must never
-        // be deleted is known before anything is, or nothing is deleted.
-        let base: ObjectPath = prefix
-            .iter()
-            .map(String::as_str)
-            .map(PathPart::from)
+    Ok(())
+}
+
+/// Deletes from one destination what the new site no longer has. Images
+/// the new manifest lists stay even when not in the output (image_mode =
+/// "none" publishes them elsewhere). It is the manifest read, parsed and
+/// checked before the first upload: what must never be deleted is known
+/// before anything is, or nothing is deleted.
+async fn prune(
+    options: &PublishOptions,
+    d: &Destination,
+    keep: &BTreeSet<String>,
+    listed: &BTreeMap<String, Sha256>,
+    report: &mut PublishReport,
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<()> {
+    let base: ObjectPath = d
+        .prefix
+        .iter()
+        .map(String::as_str)
+        .map(PathPart::from)
+        .collect();
+    let mut stale = Vec::new();
+    let mut list = d.store.list(Some(&base));
+    while let Some(meta) = list.next().await {
+        let meta = meta.map_err(|e| Error::Store {
+            action: "list",
+            object: "s3 objects".into(),
+            source: e,
+        })?;
+        let rel: Vec<String> = meta
+            .location
+            .parts()
+            .skip(d.prefix.len())
+            .map(|p| p.as_ref().to_owned())
             .collect();
-        let mut stale = Vec::new();
-        let mut list = store.list(Some(&base));
-        while let Some(meta) = list.next().await {
-            let meta = meta.map_err(|e| Error::Store {
-                action: "list",
-                object: "s3 objects".into(),
-                source: e,
-            })?;
-            let rel: Vec<String> = meta
-                .location
-                .parts()
-                .skip(prefix.len())
-                .map(|p| p.as_ref().to_owned())
-                .collect();
-            let rel = rel.join("/");
-            if !keep.contains(&rel) && !listed.contains_key(&rel) {
-                stale.push((rel, meta.location));
-            }
-        }
-        for (rel, location) in stale {
-            let step = Step {
-                path: rel,
-                action: "delete",
-                content_type: String::new(),
-                cache_control: String::new(),
-            };
-            on_step(&step);
-            if !options.dry_run {
-                store.delete(&location).await.map_err(|e| Error::Store {
-                    action: "delete",
-                    object: step.path.clone(),
-                    source: e,
-                })?;
-            }
-            report.deleted += 1;
-            report.steps.push(step);
+        let rel = rel.join("/");
+        if !keep.contains(&rel) && !listed.contains_key(&rel) {
+            stale.push((rel, meta.location));
         }
     }
-    Ok(report)
+    for (rel, location) in stale {
+        let step = Step {
+            target: d.target.clone(),
+            path: rel,
+            action: "delete",
+            content_type: String::new(),
+            cache_control: String::new(),
+        };
+        on_step(&step);
+        if !options.dry_run {
+            d.store.delete(&location).await.map_err(|e| Error::Store {
+                action: "delete",
+                object: step.path.clone(),
+                source: e,
+            })?;
+        }
+        report.deleted += 1;
+        report.steps.push(step);
+    }
+    Ok(())
 }
 
 /// The SHA-256 recorded on an object, if it exists and has one.

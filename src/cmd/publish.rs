@@ -8,8 +8,10 @@ use vmcast_gen::{Error, Result};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// Where to: s3://bucket/prefix.
-    pub target: String,
+    /// Where to: s3://bucket/prefix, one or more (mirrors). Images reach every destination before
+    /// any feed goes anywhere.
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
     /// The built site (default: the config's output_dir).
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -69,7 +71,7 @@ pub fn run(args: PublishArgs) -> Result<bool> {
     }
     let options = vmcast_gen::publish::PublishOptions {
         site,
-        target: args.target,
+        targets: args.targets.clone(),
         endpoint: args.endpoint_url,
         dry_run: args.dry_run,
         prune: args.prune,
@@ -80,6 +82,7 @@ pub fn run(args: PublishArgs) -> Result<bool> {
     };
     let json = args.json;
     let dry = args.dry_run;
+    let several = args.targets.len() > 1;
     let report = vmcast_gen::publish::publish(&options, |step| {
         if !json {
             let verb = match (step.action, dry) {
@@ -89,7 +92,13 @@ pub fn run(args: PublishArgs) -> Result<bool> {
                 ("delete", false) => "delete",
                 _ => "unchanged",
             };
-            println!("{verb:>12}  {}  {}", step.path, step.content_type);
+            match several {
+                true => println!(
+                    "{verb:>12}  {}  {}  {}",
+                    step.target, step.path, step.content_type
+                ),
+                false => println!("{verb:>12}  {}  {}", step.path, step.content_type),
+            }
         }
     })?;
     if json {

@@ -289,3 +289,73 @@ fn verify_names_the_mirror_that_serves_a_corrupted_image() {
     );
     assert_eq!(stdout(&out).matches("  ok   mirrors").count(), 3);
 }
+
+/// gPodder follows RFC 5005's paging links (`next`) from the feed through
+/// every archive: `gpo` lists the whole history, 25 releases of which the
+/// feed itself holds 5.
+#[test]
+#[cfg_attr(missing_gpo, ignore = "gpo (Debian package gpodder) is not installed")]
+fn gpodder_lists_the_history_through_the_archives() {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    if !have_tool("gpo") || !have_tool("python3") {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixture = Fixture::new("ok-minimal");
+    fs::remove_dir_all(fixture.path("releases")).unwrap();
+    for i in 0..25 {
+        add(&fixture, "webapp", i);
+    }
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| match l.starts_with("base_url") {
+            true => format!("base_url = \"http://127.0.0.1:{port}/\"\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(fixture.path("vmcast.toml"), config + "feed_items = 5\n").unwrap();
+    assert_success(&fixture.run(&["build"], &[]));
+    let mut server = Command::new("timeout")
+        .args(["60", "python3", "-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .arg("--directory")
+        .arg(fixture.path("public"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let home = fixture.tmp.path().join("gpodder");
+    let feed = format!("http://127.0.0.1:{port}/feed.xml");
+    let gpo = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("60")
+            .arg("gpo")
+            .args(args)
+            .env("GPODDER_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let subscribed = gpo(&["subscribe", &feed]);
+    let episodes = gpo(&["episodes", &feed]);
+    crate::common::stop_under_timeout(&mut server);
+    assert_success(&subscribed);
+    assert_success(&episodes);
+    let listed: Vec<String> = stdout(&episodes)
+        .lines()
+        .filter_map(|l| l.split("webapp ").nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(listed.len(), 25, "{}", stdout(&episodes));
+    assert!(listed.contains(&"1.0.0".to_owned()) && listed.contains(&"1.24.0".to_owned()));
+}
