@@ -359,3 +359,59 @@ fn gpodder_lists_the_history_through_the_archives() {
     assert_eq!(listed.len(), 25, "{}", stdout(&episodes));
     assert!(listed.contains(&"1.0.0".to_owned()) && listed.contains(&"1.24.0".to_owned()));
 }
+
+/// `build --previous` on a site with archives, from a runner that holds
+/// none of the old images: every archive is written again byte for byte,
+/// and `verify --images --all` reads the archived releases' images too.
+#[test]
+fn previous_builds_carry_archives_forward_unchanged() {
+    let fixture = big_site(40);
+    assert_success(&fixture.run(&["build", "--no-cache"], &[]));
+    crate::common::copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    for app in ["webapp", "dbnode"] {
+        for i in 0..40 {
+            fs::remove_file(fixture.path(&format!("releases/{app}/1.{i}.0/{app}-1.{i}.0.raw")))
+                .unwrap();
+        }
+    }
+    add(&fixture, "webapp", 40);
+    let out = fixture.run(
+        &["build", "--previous", "published"],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("80 release(s), 80 image(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let published = snapshot_tree(&fixture.path("published/archive"));
+    let rebuilt = snapshot_tree(&fixture.path("public/archive"));
+    let xml = |t: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>| {
+        t.iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "xml"))
+            .map(|(p, b)| (p.clone(), b.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(xml(&published).len(), 4);
+    assert_eq!(xml(&published), xml(&rebuilt));
+    // Published together with the old images, everything verifies.
+    crate::common::copy_tree(
+        &fixture.path("published/images"),
+        &fixture.path("public/images"),
+    );
+    let verified = fixture.run(
+        &[
+            "verify",
+            "public",
+            "--pubkey",
+            "../known-answer/kat.pub",
+            "--images",
+            "--all",
+        ],
+        &[],
+    );
+    assert_success(&verified);
+    assert_eq!(stdout(&verified).matches("  ok   images ").count(), 81);
+}
