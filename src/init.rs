@@ -54,8 +54,8 @@ min_disk_gib = 8
 firmware = "uefi"          # "bios", "uefi" or "any"
 hypervisors = ["kvm"]
 
-# Put the images (qcow2, vmdk, vhd, vhdx, raw, ova, iso; optionally .xz/.gz/.zst)
-# beside this file, or list them: images = ["build/example-1.0.0.*"]
+# Put the images (qcow2, vmdk, vhd, vhdx, raw, ova, iso, hds, xva; optionally
+# .xz/.gz/.zst) beside this file, or list them: images = ["build/example-1.0.0.*"]
 "#;
 
 const GITIGNORE: &[&str] = &["/public/", "*.key", "*.vmcast-hash"];

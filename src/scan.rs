@@ -509,6 +509,12 @@ mod tests {
     fn formats_come_from_extensions() {
         assert_eq!(detect("a.qcow2"), Some((ImageFormat::Qcow2, None)));
         assert_eq!(detect("a.IMG"), Some((ImageFormat::Raw, None)));
+        assert_eq!(detect("a.hds"), Some((ImageFormat::Parallels, None)));
+        assert_eq!(detect("a.parallels"), Some((ImageFormat::Parallels, None)));
+        assert_eq!(
+            detect("vm.xva.zst"),
+            Some((ImageFormat::Xva, Some(Compression::Zstd)))
+        );
         assert_eq!(
             detect("a.raw.xz"),
             Some((ImageFormat::Raw, Some(Compression::Xz)))

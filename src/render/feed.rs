@@ -249,7 +249,7 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     Ok(())
 }
 
-/// An OVA's virtual machine, from its OVF descriptor.
+/// An OVA's or an XVA's virtual machine.
 fn write_machine(w: &mut W, m: &crate::inspect::Machine) -> io::Result<()> {
     let cpus = m.cpus.map(|v| v.to_string());
     let memory = m.memory_mib.map(|v| v.to_string());

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{EPOCH, Fixture, assert_success, snapshot_tree, stderr, stdout, vmcast};
+use crate::common::{
+    EPOCH, Fixture, assert_success, have_tool, snapshot_tree, stderr, stdout, vmcast,
+};
 
 /// Puts a previous site in the output directory, to show a failed build
 /// leaves it alone.
@@ -147,6 +149,47 @@ fn release_without_images() {
         "error: releases/webapp/1.1.0/release.toml: release webapp 1.1.0 has no images; put image \
          files beside release.toml or list them in `images`\n",
     );
+}
+
+/// A Parallels bundle is a directory: files inside it are not images of
+/// the release. Tarred into one file and named raw in the notes, as the
+/// README says, it is published as opaque bytes.
+#[test]
+fn parallels_bundle_is_published_only_as_a_tar() {
+    if !have_tool("tar") {
+        return;
+    }
+    let fixture = Fixture::new("ok-minimal");
+    let dir = fixture.path("releases/webapp/1.1.0");
+    fs::create_dir_all(dir.join("webapp.pvm/harddisk.hdd")).unwrap();
+    fs::write(
+        dir.join("webapp.pvm/config.pvs"),
+        "<ParallelsVirtualMachine/>\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("webapp.pvm/harddisk.hdd/harddisk.hdd.0.hds"),
+        "not a disk\n",
+    )
+    .unwrap();
+    let out = Command::new("tar")
+        .args(["-cf", "webapp.pvm.tar", "webapp.pvm"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let mut notes = fs::read_to_string(dir.join("release.toml")).unwrap();
+    notes.push_str("\n[image.\"webapp.pvm.tar\"]\nformat = \"raw\"\n");
+    fs::write(dir.join("release.toml"), notes).unwrap();
+    assert_success(&fixture.build(&[]));
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert!(
+        feed.contains(
+            "name=\"webapp.pvm.tar\" path=\"images/webapp/1.1.0/webapp.pvm.tar\" format=\"raw\""
+        ),
+        "{feed}"
+    );
+    assert!(!feed.contains("harddisk"), "{feed}");
 }
 
 #[test]
