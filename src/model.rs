@@ -546,6 +546,8 @@ pub struct ReleaseInfo {
     /// The notes as sanitized HTML.
     pub notes_html: String,
     pub requirements: Requirements,
+    /// Images in cloud catalogs, in the order the notes give them.
+    pub cloud_images: Vec<crate::cloud::CloudImage>,
 }
 
 impl ReleaseInfo {
@@ -560,7 +562,8 @@ impl ReleaseInfo {
     }
 }
 
-/// A release with its hashed images, primary first.
+/// A release with its hashed images, primary first. It may have none when
+/// its notes name cloud images.
 #[derive(Debug, Clone)]
 pub struct Release {
     pub info: ReleaseInfo,

@@ -35,7 +35,17 @@ struct SiteCtx {
     build_date: String,
     release_count: usize,
     image_count: usize,
+    cloud_image_count: usize,
     total_size: String,
+    /// The first image of the page, for the verify section's example;
+    /// none when every release is of cloud images only.
+    example_image: Option<ExampleCtx>,
+}
+
+#[derive(Serialize)]
+struct ExampleCtx {
+    path: String,
+    url: String,
 }
 
 #[derive(Serialize)]
@@ -61,6 +71,16 @@ struct ReleaseCtx {
     notes_html: Value,
     requirements: Option<RequirementsCtx>,
     images: Vec<ImageCtx>,
+    cloud_images: Vec<CloudImageCtx>,
+}
+
+#[derive(Serialize)]
+struct CloudImageCtx {
+    provider: &'static str,
+    provider_title: &'static str,
+    region: Option<String>,
+    id: String,
+    arch: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -146,6 +166,17 @@ fn release_ctx(release: &Release) -> ReleaseCtx {
             hypervisors: r.hypervisors.clone(),
         }),
         images: release.images.iter().map(image_ctx).collect(),
+        cloud_images: info
+            .cloud_images
+            .iter()
+            .map(|c| CloudImageCtx {
+                provider: c.provider.as_str(),
+                provider_title: c.provider.title(),
+                region: c.region.clone(),
+                id: c.id.clone(),
+                arch: c.arch.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -180,6 +211,14 @@ pub fn render(site: &Site, feeds: &[Feed]) -> Result<String> {
         appliances[index].releases.push(release_ctx(release));
     }
     appliances.sort_by(|a, b| a.name.cmp(&b.name));
+    let example_image = appliances
+        .iter()
+        .flat_map(|a| &a.releases)
+        .find_map(|r| r.images.first())
+        .map(|i| ExampleCtx {
+            path: i.path.clone(),
+            url: i.url.clone(),
+        });
 
     let total: u64 = site
         .releases
@@ -203,7 +242,13 @@ pub fn render(site: &Site, feeds: &[Feed]) -> Result<String> {
         build_date: site.build_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         release_count: site.releases.len(),
         image_count: site.releases.iter().map(|r| r.images.len()).sum(),
+        cloud_image_count: site
+            .releases
+            .iter()
+            .map(|r| r.info.cloud_images.len())
+            .sum(),
         total_size: human_size(total),
+        example_image,
     };
 
     let templates_dir = config.templates_dir.clone();
