@@ -92,6 +92,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                     critical: false,
                     notes_html: "<p>Fixes and <strong>features</strong>.</p>\n".into(),
                     requirements: Requirements::default(),
+                    cloud_images: Vec::new(),
                 },
                 images,
             }

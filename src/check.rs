@@ -68,7 +68,7 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
         .iter()
         .map(|r| Release {
             info: r.info.clone(),
-            images: if r.images.is_empty() {
+            images: if r.images.is_empty() && r.info.cloud_images.is_empty() {
                 vec![stand_in(&config, &r.info)]
             } else {
                 r.images.iter().cloned().map(with_stand_in_digest).collect()

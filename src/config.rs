@@ -231,6 +231,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             ImageFormat::Vmdk,
             ImageFormat::Vhdx,
             ImageFormat::Vhd,
+            ImageFormat::Parallels,
+            ImageFormat::Xva,
             ImageFormat::Raw,
             ImageFormat::Iso,
         ],

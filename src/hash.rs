@@ -271,8 +271,8 @@ pub struct Outcome {
 }
 
 /// What an image is, from its headers alone (read with `pread`, the
-/// descriptor's offset untouched). `None` for an OVA, whose machine facts
-/// need the whole archive: it is read in full.
+/// descriptor's offset untouched). `None` for a tar (an OVA, an XVA), whose
+/// machine facts need the whole archive: it is read in full.
 fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
     let read_at = |offset: u64, len: usize| -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];

@@ -54,8 +54,14 @@ min_disk_gib = 8
 firmware = "uefi"          # "bios", "uefi" or "any"
 hypervisors = ["kvm"]
 
-# Put the images (qcow2, vmdk, vhd, vhdx, raw, ova, iso; optionally .xz/.gz/.zst)
-# beside this file, or list them: images = ["build/example-1.0.0.*"]
+# Put the images (qcow2, vmdk, vhd, vhdx, raw, ova, iso, hds, xva; optionally
+# .xz/.gz/.zst) beside this file, or list them: images = ["build/example-1.0.0.*"]
+
+# Images published in a cloud (instead or as well) are named, not hashed:
+# [[cloud_image]]
+# provider = "aws"            # "aws", "gcp" or "azure"
+# region = "eu-west-1"        # required for aws and azure (a location: "westeurope")
+# id = "ami-0abc1234def567890"
 "#;
 
 const GITIGNORE: &[&str] = &["/public/", "*.key", "*.vmcast-hash"];

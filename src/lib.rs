@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod check;
+pub mod cloud;
 pub mod config;
 pub mod error;
 pub mod fsutil;
@@ -253,13 +254,23 @@ pub fn build(
             )
         });
         let images = if planned.images.is_empty() {
-            // No image here: the release's images are the published ones.
+            // No image here: the release's images are the published ones,
+            // or it has cloud images only.
+            let published = published.filter(|p| !p.images.is_empty());
             let (Some(published), Some(c)) = (published, carried.as_mut()) else {
+                if !planned.info.cloud_images.is_empty() {
+                    releases.push(Release {
+                        images: Vec::new(),
+                        info: planned.info,
+                    });
+                    continue;
+                }
                 return Err(Error::file(
                     &planned.info.notes_path,
                     format_args!(
                         "release {} {} has no images, here or in the previous site; put image \
-                         files beside {} or list them in `images`",
+                         files beside {}, list them in `images`, or name cloud images in \
+                         [[cloud_image]]",
                         planned.info.appliance,
                         planned.info.version,
                         notes::NOTES_FILE

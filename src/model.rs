@@ -268,10 +268,14 @@ pub enum ImageFormat {
     Raw,
     Ova,
     Iso,
+    /// A Parallels expanding disk (`.hds`), as qemu's `parallels` driver reads it.
+    Parallels,
+    /// A Xen/XCP-ng/XenServer VM export (`xe vm-export`): a tar led by `ova.xml`.
+    Xva,
 }
 
 impl ImageFormat {
-    pub const ALL: [ImageFormat; 7] = [
+    pub const ALL: [ImageFormat; 9] = [
         ImageFormat::Qcow2,
         ImageFormat::Vmdk,
         ImageFormat::Vhd,
@@ -279,6 +283,8 @@ impl ImageFormat {
         ImageFormat::Raw,
         ImageFormat::Ova,
         ImageFormat::Iso,
+        ImageFormat::Parallels,
+        ImageFormat::Xva,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -290,6 +296,8 @@ impl ImageFormat {
             ImageFormat::Raw => "raw",
             ImageFormat::Ova => "ova",
             ImageFormat::Iso => "iso",
+            ImageFormat::Parallels => "parallels",
+            ImageFormat::Xva => "xva",
         }
     }
 
@@ -306,11 +314,13 @@ impl ImageFormat {
             })
     }
 
-    /// The format a file extension stands for (`img` is raw, `vpc` is vhd).
+    /// The format a file extension stands for (`img` is raw, `vpc` is vhd,
+    /// `hds` is parallels), or the format's own name.
     pub fn from_extension(ext: &str) -> Option<Self> {
         match ext.to_ascii_lowercase().as_str() {
             "img" => Some(ImageFormat::Raw),
             "vpc" => Some(ImageFormat::Vhd),
+            "hds" => Some(ImageFormat::Parallels),
             other => Self::parse(other).ok(),
         }
     }
@@ -497,11 +507,12 @@ pub struct ImageInfo {
     pub cluster_size: Option<u64>,
     /// qcow2's compression type for compressed clusters (`zlib`, `zstd`).
     pub cluster_compression: Option<String>,
-    /// An OVA's virtual machine.
+    /// An OVA's or an XVA's virtual machine.
     pub machine: Option<Machine>,
 }
 
-/// The virtual machine an OVA holds, from its OVF descriptor.
+/// The virtual machine an OVA or an XVA holds, from its OVF descriptor or
+/// its `ova.xml`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
@@ -515,7 +526,7 @@ pub struct Machine {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OvaDisk {
-    /// The disk file inside the OVA.
+    /// The disk file inside the OVA (an XVA's disks are block directories).
     pub file: Option<String>,
     /// Its virtual capacity in bytes.
     pub capacity: u64,
@@ -535,6 +546,8 @@ pub struct ReleaseInfo {
     /// The notes as sanitized HTML.
     pub notes_html: String,
     pub requirements: Requirements,
+    /// Images in cloud catalogs, in the order the notes give them.
+    pub cloud_images: Vec<crate::cloud::CloudImage>,
 }
 
 impl ReleaseInfo {
@@ -549,7 +562,8 @@ impl ReleaseInfo {
     }
 }
 
-/// A release with its hashed images, primary first.
+/// A release with its hashed images, primary first. It may have none when
+/// its notes name cloud images.
 #[derive(Debug, Clone)]
 pub struct Release {
     pub info: ReleaseInfo,

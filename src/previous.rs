@@ -259,12 +259,14 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
         }
         buf.clear();
     }
+    // An item without images is a release of cloud images only, which
+    // its release.toml names again.
     if let Some(r) = releases
         .iter()
-        .find(|r| r.appliance.is_empty() || r.version.is_empty() || r.images.is_empty())
+        .find(|r| r.appliance.is_empty() || r.version.is_empty())
     {
         return Err(format!(
-            "an item without vmcast:appliance, vmcast:version or images ({:?} {:?})",
+            "an item without vmcast:appliance or vmcast:version ({:?} {:?})",
             r.appliance, r.version
         ));
     }

@@ -323,11 +323,12 @@ fn plan_release(
             images,
         });
     }
-    if images.is_empty() {
+    if images.is_empty() && notes.cloud_images.is_empty() {
         return Err(Error::file(
             &notes.path,
             format_args!(
-                "release {appliance} {} has no images; put image files beside {} or list them in `images`",
+                "release {appliance} {} has no images; put image files beside {}, list them in \
+                 `images`, or name cloud images in [[cloud_image]]",
                 notes.version,
                 notes::NOTES_FILE
             ),
@@ -363,9 +364,16 @@ fn plan_release(
                     .position(|&p| p == f)
                     .unwrap_or(usize::MAX)
             };
-            (0..images.len())
-                .min_by_key(|&i| (rank(images[i].format), i))
-                .expect("images is not empty")
+            // None for a release of cloud images only.
+            match (0..images.len()).min_by_key(|&i| (rank(images[i].format), i)) {
+                Some(i) => i,
+                None => {
+                    return Ok(PlannedRelease {
+                        info: release_info(config, notes, appliance),
+                        images,
+                    });
+                }
+            }
         }
     };
     let mut first = images.remove(primary);
@@ -394,6 +402,7 @@ fn release_info(config: &Config, notes: Notes, appliance: Name) -> ReleaseInfo {
         critical: notes.critical,
         notes_html: notes.notes_html,
         requirements: notes.requirements,
+        cloud_images: notes.cloud_images,
     }
 }
 
@@ -509,6 +518,12 @@ mod tests {
     fn formats_come_from_extensions() {
         assert_eq!(detect("a.qcow2"), Some((ImageFormat::Qcow2, None)));
         assert_eq!(detect("a.IMG"), Some((ImageFormat::Raw, None)));
+        assert_eq!(detect("a.hds"), Some((ImageFormat::Parallels, None)));
+        assert_eq!(detect("a.parallels"), Some((ImageFormat::Parallels, None)));
+        assert_eq!(
+            detect("vm.xva.zst"),
+            Some((ImageFormat::Xva, Some(Compression::Zstd)))
+        );
         assert_eq!(
             detect("a.raw.xz"),
             Some((ImageFormat::Raw, Some(Compression::Xz)))

@@ -1,5 +1,5 @@
 //! Header parsers: qcow2, VMDK (sparse and descriptor), VHD (fixed and
-//! dynamic), VHDX, ISO 9660, and raw for everything else. Every read is
+//! dynamic), VHDX, Parallels, ISO 9660, and raw for everything else. Every read is
 //! bounds-checked; a field read from the file is never used to size an
 //! allocation.
 
@@ -26,6 +26,12 @@ const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
 const VMDK_MAGIC: &[u8] = b"KDMV";
 const VHD_MAGIC: &[u8] = b"conectix";
 const VHDX_MAGIC: &[u8] = b"vhdxfile";
+/// The original Parallels header, whose sector count is 32 bits wide.
+const PARALLELS_MAGIC: &[u8] = b"WithoutFreeSpace";
+/// The extended header qemu writes, with a 64-bit sector count.
+const PARALLELS_MAGIC_EXT: &[u8] = b"WithouFreSpacExt";
+/// `inuse` when the image was not closed cleanly.
+const PARALLELS_IN_USE: u32 = 0x746F_6E59;
 const ISO_OFFSET: usize = 32768;
 
 /// A VHDX's metadata region GUID, as stored (mixed-endian).
@@ -96,6 +102,9 @@ pub fn identify(
     }
     if head.starts_with(VHDX_MAGIC) {
         return vhdx(head, later);
+    }
+    if head.starts_with(PARALLELS_MAGIC) || head.starts_with(PARALLELS_MAGIC_EXT) {
+        return parallels(head);
     }
     if head.starts_with(VHD_MAGIC) {
         // A dynamic VHD keeps a copy of its footer at the start.
@@ -236,6 +245,43 @@ fn vhd(footer: &[u8]) -> Result<ImageInfo, String> {
     let mut info = ImageInfo::of(ImageFormat::Vhd, Some(size));
     info.subformat = Some(kind.into());
     Ok(info)
+}
+
+/// A Parallels expanding disk, read as qemu's block/parallels.c does:
+/// magic[16], then little-endian version, heads, cylinders, tracks
+/// (sectors per cluster), bat_entries (u32 each), nb_sectors (u64), inuse.
+fn parallels(h: &[u8]) -> Result<ImageInfo, String> {
+    let short = || "truncated Parallels header".to_owned();
+    let version = le_u32(h, 16).ok_or_else(short)?;
+    let tracks = le_u32(h, 28).ok_or_else(short)?;
+    let sectors = le_u64(h, 36).ok_or_else(short)?;
+    let in_use = le_u32(h, 44).ok_or_else(short)?;
+    if version != 2 {
+        return Err(format!(
+            "unsupported Parallels header version {version} (qemu reads version 2)"
+        ));
+    }
+    if tracks == 0 || tracks > i32::MAX as u32 / 513 {
+        return Err(format!(
+            "invalid Parallels cluster of {tracks} sectors (qemu refuses it)"
+        ));
+    }
+    if in_use == PARALLELS_IN_USE {
+        return Err(
+            "Parallels image was not closed cleanly (its in-use flag is set); repair it first \
+             (qemu-img check -r all)"
+                .into(),
+        );
+    }
+    let sectors = if h.starts_with(PARALLELS_MAGIC) {
+        sectors & u64::from(u32::MAX)
+    } else {
+        sectors
+    };
+    let size = sectors
+        .checked_mul(512)
+        .ok_or("Parallels sector count overflows")?;
+    Ok(ImageInfo::of(ImageFormat::Parallels, Some(size)))
 }
 
 fn vhdx(head: &[u8], later: Option<(u64, usize, Vec<u8>)>) -> Result<ImageInfo, String> {

@@ -1,15 +1,16 @@
 //! Reads what an image is from its own bytes, in the same pass that hashes
 //! it: the format from magic numbers (never the extension), the virtual disk
-//! size, the format's own fields, and for an OVA the machine inside.
+//! size, the format's own fields, and for an OVA or XVA the machine inside.
 //!
 //! [`Inspector`] is fed the file's consecutive chunks and keeps only what it
 //! needs: the first [`HEAD`] bytes, one later range a header points at (a
 //! VHDX's metadata region, at most [`MAX_CAPTURE`] bytes), the last 512
-//! bytes (a VHD footer), and for an OVA a streaming tar reader. No
+//! bytes (a VHD footer), and for a tar (OVA, XVA) a streaming tar reader. No
 //! allocation is sized by a field read from the file without a bound.
 
 mod formats;
 mod ova;
+mod xva;
 
 use crate::model::{Compression, ImageFormat};
 pub use crate::model::{ImageInfo, Machine, OvaDisk};
@@ -57,7 +58,7 @@ pub struct Inspector {
     capture: Option<(u64, usize, Vec<u8>)>,
     tail: Vec<u8>,
     position: u64,
-    ova: Option<ova::TarReader>,
+    tar: Option<ova::TarReader>,
     /// The first chunk decided what this is.
     started: bool,
     compressed: Option<Compression>,
@@ -76,7 +77,7 @@ impl Inspector {
             capture: None,
             tail: Vec::with_capacity(512),
             position: 0,
-            ova: None,
+            tar: None,
             started: false,
             compressed: None,
         }
@@ -100,7 +101,7 @@ impl Inspector {
         let taken = (limit.saturating_sub(self.head.len())).min(chunk.len());
         let before = self.head.len();
         self.head.extend_from_slice(&chunk[..taken]);
-        match self.ova.as_mut() {
+        match self.tar.as_mut() {
             Some(tar) => tar.update(chunk),
             // Decide once the tar header is in: then replay what came before.
             None if before < 512
@@ -111,7 +112,7 @@ impl Inspector {
                 let mut tar = ova::TarReader::default();
                 tar.update(&self.head);
                 tar.update(&chunk[taken..]);
-                self.ova = Some(tar);
+                self.tar = Some(tar);
             }
             None => {}
         }
@@ -151,8 +152,8 @@ impl Inspector {
     }
 
     /// Goes on at `offset` without the bytes in between: for [`probe`],
-    /// which reads the head, a later range and the tail, but never an OVA's
-    /// tar stream (which needs every byte). A later range seen only in part
+    /// which reads the head, a later range and the tail, but never a tar
+    /// stream (which needs every byte). A later range seen only in part
     /// is read again whole.
     fn seek(&mut self, offset: u64) {
         if let Some((_, len, data)) = self.capture.as_mut()
@@ -185,8 +186,8 @@ impl Inspector {
             }
             return Ok(info);
         }
-        if let Some(tar) = self.ova.filter(ova::TarReader::started_with_ovf) {
-            return tar.finish(total_len);
+        if let Some(result) = self.tar.and_then(ova::TarReader::finish) {
+            return result;
         }
         formats::identify(&self.head, self.capture, Some(&self.tail), Some(total_len))
     }
@@ -203,7 +204,7 @@ pub enum ProbeError<E> {
 /// stream's inner header), the later range a header points at (a VHDX's
 /// metadata), and the last 512 bytes (a VHD footer). `read_at(offset,
 /// len)` reads them. The answer is the one a whole read would give;
-/// `Ok(None)` for an OVA, whose machine facts need the whole archive.
+/// `Ok(None)` for a tar (an OVA, an XVA), whose facts need the whole archive.
 pub fn probe<E>(
     len: u64,
     mut read_at: impl FnMut(u64, usize) -> Result<Vec<u8>, E>,
@@ -215,7 +216,7 @@ pub fn probe<E>(
     )
     .map_err(ProbeError::Read)?;
     inspector.update(&head);
-    if inspector.ova.is_some() {
+    if inspector.tar.is_some() {
         return Ok(None);
     }
     if inspector.compressed.is_none() {
@@ -330,7 +331,12 @@ mod tests {
         qcow2[20] = 16;
         qcow2[24..32].copy_from_slice(&(1u64 << 30).to_be_bytes());
         let raw = vec![7u8; 6 << 20];
-        for data in [&vhd, &qcow2, &raw] {
+        let mut hds = vec![0u8; 2 << 20];
+        hds[..16].copy_from_slice(b"WithouFreSpacExt");
+        hds[16] = 2;
+        hds[28] = 8;
+        hds[36..44].copy_from_slice(&(1u64 << 21).to_le_bytes());
+        for data in [&vhd, &qcow2, &raw, &hds] {
             let whole = inspect_bytes(data, 1 << 20);
             let probed = probe(data.len() as u64, |at, len| -> Result<Vec<u8>, ()> {
                 let end = (at as usize + len).min(data.len());

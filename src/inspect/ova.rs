@@ -1,10 +1,16 @@
-//! OVA: a tar whose first member is an OVF descriptor. Read as a stream:
-//! each member is hashed as it passes (SHA-256, and SHA-1 until the
-//! manifest says which it uses), the descriptor (at most 1 MiB) and the
-//! manifest (at most 1 MiB) are kept, nothing else. At the end the members
-//! are checked against the manifest's digests and the descriptor's sizes.
+//! OVA and XVA: tars read as a stream, told apart by their first member.
+//!
+//! An OVA's first member is an OVF descriptor. Each member is hashed as it
+//! passes (SHA-256, and SHA-1 until the manifest says which it uses), the
+//! descriptor (at most 1 MiB) and the manifest (at most 1 MiB) are kept,
+//! nothing else. At the end the members are checked against the manifest's
+//! digests and the descriptor's sizes.
+//!
+//! An XVA (`xe vm-export`) starts with `ova.xml`, which is kept (at most
+//! 1 MiB) and read by [`super::xva`]; its other members (the disks, in
+//! numbered blocks) are only counted past: nothing is kept of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use quick_xml::XmlVersion;
 use quick_xml::events::Event;
@@ -16,7 +22,36 @@ use crate::model::{ImageFormat, Machine, OvaDisk};
 
 const BLOCK: usize = 512;
 const MAX_TEXT_MEMBER: u64 = 1 << 20;
+/// The most members an OVA may have: each is remembered until the end.
 const MAX_MEMBERS: usize = 4096;
+/// The name of an XVA's first member.
+const XVA_HEADER: &str = "ova.xml";
+
+/// What a tar is, by its first regular member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archive {
+    Ova,
+    Xva,
+}
+
+impl Archive {
+    fn of_first_member(name: &str) -> Option<Self> {
+        if name.to_ascii_lowercase().ends_with(".ovf") {
+            Some(Archive::Ova)
+        } else if name == XVA_HEADER {
+            Some(Archive::Xva)
+        } else {
+            None
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Archive::Ova => "OVA",
+            Archive::Xva => "XVA",
+        }
+    }
+}
 
 /// Whether `head` starts with a ustar header.
 pub fn looks_like_tar(head: &[u8]) -> bool {
@@ -51,10 +86,11 @@ fn octal(field: &[u8]) -> Option<u64> {
 struct Member {
     name: String,
     size: u64,
-    sha256: Sha256,
+    /// An OVA's members only: an XVA has no manifest to check them against.
+    sha256: Option<Sha256>,
     /// Dropped once the manifest says SHA-256 is what it uses.
     sha1: Option<Sha1>,
-    /// The bytes, for the descriptor and the manifest only.
+    /// The bytes, for the descriptor, the manifest and `ova.xml` only.
     text: Option<Vec<u8>>,
 }
 
@@ -79,10 +115,18 @@ enum State {
 /// A streaming tar reader; see the module docs.
 pub struct TarReader {
     state: State,
+    /// An OVA's members so far, with their digests.
     done: Vec<Done>,
+    /// Regular members so far, of either kind.
+    members: usize,
     ovf: Option<Vec<u8>>,
     manifest: Option<Vec<u8>>,
+    xva_header: Option<Vec<u8>>,
+    /// An XVA's block directories (`Ref:1` of `Ref:1/00000000`), one per
+    /// disk.
+    xva_dirs: BTreeSet<String>,
     first: Option<String>,
+    /// Said without the archive's kind, which [`TarReader::finish`] adds.
     error: Option<String>,
     /// The manifest names SHA-1 digests.
     manifest_sha1: Option<bool>,
@@ -93,8 +137,11 @@ impl Default for TarReader {
         TarReader {
             state: State::Header(Vec::with_capacity(BLOCK)),
             done: Vec::new(),
+            members: 0,
             ovf: None,
             manifest: None,
+            xva_header: None,
+            xva_dirs: BTreeSet::new(),
             first: None,
             error: None,
             manifest_sha1: None,
@@ -107,10 +154,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl TarReader {
-    pub fn started_with_ovf(&self) -> bool {
-        self.first
-            .as_deref()
-            .is_some_and(|n| n.to_ascii_lowercase().ends_with(".ovf"))
+    /// What the first regular member says this tar is, if anything.
+    pub fn archive(&self) -> Option<Archive> {
+        self.first.as_deref().and_then(Archive::of_first_member)
     }
 
     pub fn update(&mut self, mut chunk: &[u8]) {
@@ -129,7 +175,9 @@ impl TarReader {
                 State::Data { member, left, pad } => {
                     let take = (*left).min(chunk.len() as u64) as usize;
                     let piece = &chunk[..take];
-                    member.sha256.update(piece);
+                    if let Some(s) = member.sha256.as_mut() {
+                        s.update(piece);
+                    }
                     if let Some(s) = member.sha1.as_mut() {
                         s.update(piece);
                     }
@@ -166,10 +214,7 @@ impl TarReader {
             return;
         }
         if !header_checksum_ok(h) {
-            self.error = Some(format!(
-                "OVA: corrupt tar header after member {}",
-                self.done.len()
-            ));
+            self.error = Some(format!("corrupt tar header after member {}", self.members));
             return;
         }
         let field = |r: std::ops::Range<usize>| {
@@ -185,12 +230,12 @@ impl TarReader {
             format!("{prefix}/{base}")
         };
         let Some(size) = octal(&h[124..136]) else {
-            self.error = Some(format!("OVA: member {name:?} has an invalid size"));
+            self.error = Some(format!("member {name:?} has an invalid size"));
             return;
         };
         let kind = h[156];
         if self.done.len() >= MAX_MEMBERS {
-            self.error = Some("OVA: more than 4096 members".into());
+            self.error = Some(format!("more than {MAX_MEMBERS} members"));
             return;
         }
         let pad = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
@@ -206,12 +251,27 @@ impl TarReader {
         if self.first.is_none() {
             self.first = Some(name.clone());
         }
+        self.members += 1;
+        let ova = self.archive() == Some(Archive::Ova);
+        if let (Some(Archive::Xva), Some((dir, _))) = (self.archive(), name.split_once('/'))
+            && !self.xva_dirs.contains(dir)
+        {
+            if self.xva_dirs.len() >= MAX_MEMBERS {
+                self.error = Some(format!("more than {MAX_MEMBERS} disk directories"));
+                return;
+            }
+            self.xva_dirs.insert(dir.to_owned());
+        }
         let lower = name.to_ascii_lowercase();
-        let keep = (lower.ends_with(".ovf") || lower.ends_with(".mf")) && size <= MAX_TEXT_MEMBER;
+        let text = match self.archive() {
+            Some(Archive::Ova) => lower.ends_with(".ovf") || lower.ends_with(".mf"),
+            Some(Archive::Xva) => name == XVA_HEADER && self.xva_header.is_none(),
+            None => false,
+        };
         let member = Member {
-            sha256: Sha256::new(),
-            sha1: (self.manifest_sha1 != Some(false)).then(Sha1::new),
-            text: keep.then(Vec::new),
+            sha256: ova.then(Sha256::new),
+            sha1: (ova && self.manifest_sha1 != Some(false)).then(Sha1::new),
+            text: (text && size <= MAX_TEXT_MEMBER).then(Vec::new),
             name,
             size,
         };
@@ -229,6 +289,12 @@ impl TarReader {
 
     fn finish_member(&mut self, m: Member) {
         let lower = m.name.to_ascii_lowercase();
+        let Some(sha256) = m.sha256 else {
+            if let Some(text) = m.text {
+                self.xva_header = Some(text);
+            }
+            return;
+        };
         if let Some(text) = m.text {
             if lower.ends_with(".ovf") && self.ovf.is_none() {
                 self.ovf = Some(text);
@@ -240,20 +306,44 @@ impl TarReader {
         self.done.push(Done {
             name: m.name,
             size: m.size,
-            sha256: hex(&m.sha256.finalize()),
+            sha256: hex(&sha256.finalize()),
             sha1: m.sha1.map(|s| hex(&s.finalize())),
         });
     }
 
-    pub fn finish(self, total_len: u64) -> Result<ImageInfo, String> {
+    /// What the archive holds, or `None` for a tar that is neither an OVA
+    /// nor an XVA.
+    pub fn finish(self) -> Option<Result<ImageInfo, String>> {
+        let archive = self.archive()?;
+        Some(self.read(archive))
+    }
+
+    fn read(self, archive: Archive) -> Result<ImageInfo, String> {
+        let label = archive.label();
         if let Some(e) = self.error {
-            return Err(e);
+            return Err(format!("{label}: {e}"));
         }
         if !matches!(self.state, State::End | State::Header(_)) {
-            return Err("OVA: truncated inside a member".into());
+            return Err(format!("{label}: truncated inside a member"));
         }
         if matches!(&self.state, State::Header(b) if !b.is_empty()) {
-            return Err("OVA: truncated inside a tar header".into());
+            return Err(format!("{label}: truncated inside a tar header"));
+        }
+        if archive == Archive::Xva {
+            let xml = self.xva_header.ok_or("XVA: ova.xml is larger than 1 MiB")?;
+            let (machine, disks) = super::xva::parse(&xml)?;
+            if let Some(missing) = disks.iter().find(|d| !self.xva_dirs.contains(*d)) {
+                return Err(format!(
+                    "XVA: ova.xml lists the VM's disk {missing}, whose blocks ({missing}/...) \
+                     the archive lacks"
+                ));
+            }
+            let mut info = ImageInfo::of(
+                ImageFormat::Xva,
+                Some(machine.disks.iter().map(|d| d.capacity).sum()),
+            );
+            info.machine = Some(machine);
+            return Ok(info);
         }
         let ovf = self
             .ovf
@@ -279,7 +369,6 @@ impl TarReader {
             Some(descriptor.machine.disks.iter().map(|d| d.capacity).sum()),
         );
         info.machine = Some(descriptor.machine);
-        let _ = total_len;
         Ok(info)
     }
 }

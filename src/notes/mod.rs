@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cloud::{CloudImage, Provider};
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
 use crate::model::{Firmware, ImageFormat, MAX_TEXT_FILE, Name, Requirements, Version};
@@ -34,6 +35,17 @@ struct RawNotes {
     requirements: Option<RawRequirements>,
     #[serde(default)]
     image: BTreeMap<Spanned<String>, RawImage>,
+    #[serde(default)]
+    cloud_image: Vec<RawCloudImage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloudImage {
+    provider: Spanned<String>,
+    region: Option<Spanned<String>>,
+    id: Spanned<String>,
+    arch: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +99,9 @@ pub struct Notes {
     pub requirements: Requirements,
     /// Overrides keyed by file name.
     pub overrides: BTreeMap<String, Located<ImageOverride>>,
+    /// `[[cloud_image]]` tables, checked; `arch` defaults to the
+    /// requirements' like an image's.
+    pub cloud_images: Vec<CloudImage>,
 }
 
 impl Notes {
@@ -186,6 +201,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
             hypervisors: r.hypervisors,
         })
         .unwrap_or_default();
+    let mut cloud_images = Vec::with_capacity(raw.cloud_image.len());
+    for c in &raw.cloud_image {
+        let provider =
+            Provider::parse(c.provider.get_ref()).map_err(|m| err(c.provider.span(), m))?;
+        provider
+            .check_region(c.region.as_ref().map(|r| r.get_ref().as_str()))
+            .map_err(|m| match &c.region {
+                Some(r) => err(r.span(), m),
+                None => err(c.provider.span(), m),
+            })?;
+        let id = provider
+            .canonical_id(c.id.get_ref())
+            .map_err(|m| err(c.id.span(), m))?;
+        cloud_images.push(CloudImage {
+            provider,
+            region: c.region.as_ref().map(|r| r.get_ref().clone()),
+            id,
+            arch: c.arch.clone().or_else(|| requirements.arch.clone()),
+        });
+    }
 
     Ok(Notes {
         path: path.to_path_buf(),
@@ -203,6 +238,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
             .map(|list| list.iter().map(locate).collect()),
         requirements,
         overrides,
+        cloud_images,
     })
 }
 

@@ -8,6 +8,7 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 
 use super::Site;
+use crate::cloud::CloudImage;
 use crate::model::{Image, Name, Release};
 
 pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
@@ -255,7 +256,6 @@ fn write_feed(
 
 fn write_item(w: &mut W, site: &Site, release: &Release, archived: bool) -> io::Result<()> {
     let info = &release.info;
-    let primary = &release.images[0];
     w.create_element("item").write_inner_content(|w| {
         text(w, "title", &info.title)?;
         let link = match archived {
@@ -270,14 +270,17 @@ fn write_item(w: &mut W, site: &Site, release: &Release, archived: bool) -> io::
         text(w, "pubDate", &info.date.to_rfc2822())?;
         text(w, "category", info.channel.as_str())?;
         text(w, "description", &info.notes_html)?;
-        let length = primary.digest.length.to_string();
-        w.create_element("enclosure")
-            .with_attributes([
-                ("url", primary.source.url.as_str()),
-                ("length", length.as_str()),
-                ("type", primary.source.media_type()),
-            ])
-            .write_empty()?;
+        // A release of cloud images only has no file to enclose.
+        if let Some(primary) = release.images.first() {
+            let length = primary.digest.length.to_string();
+            w.create_element("enclosure")
+                .with_attributes([
+                    ("url", primary.source.url.as_str()),
+                    ("length", length.as_str()),
+                    ("type", primary.source.media_type()),
+                ])
+                .write_empty()?;
+        }
         text(w, "vmcast:appliance", info.appliance.as_str())?;
         text(w, "vmcast:version", info.version.as_str())?;
         text(w, "vmcast:channel", info.channel.as_str())?;
@@ -289,6 +292,9 @@ fn write_item(w: &mut W, site: &Site, release: &Release, archived: bool) -> io::
         write_requirements(w, release)?;
         for image in &release.images {
             write_image(w, image)?;
+        }
+        for cloud in &info.cloud_images {
+            write_cloud_image(w, cloud)?;
         }
         for image in &release.images {
             write_alternate(w, image, &mirror_urls(site, &info.appliance, image))?;
@@ -385,7 +391,23 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     Ok(())
 }
 
-/// An OVA's virtual machine, from its OVF descriptor.
+/// An image in a cloud catalog: named, not hashed.
+fn write_cloud_image(w: &mut W, c: &CloudImage) -> io::Result<()> {
+    let mut attrs = vec![("provider", c.provider.as_str())];
+    if let Some(region) = &c.region {
+        attrs.push(("region", region));
+    }
+    attrs.push(("id", &c.id));
+    if let Some(arch) = &c.arch {
+        attrs.push(("arch", arch));
+    }
+    w.create_element("vmcast:cloudImage")
+        .with_attributes(attrs)
+        .write_empty()?;
+    Ok(())
+}
+
+/// An OVA's or an XVA's virtual machine.
 fn write_machine(w: &mut W, m: &crate::inspect::Machine) -> io::Result<()> {
     let cpus = m.cpus.map(|v| v.to_string());
     let memory = m.memory_mib.map(|v| v.to_string());

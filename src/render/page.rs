@@ -37,7 +37,17 @@ struct SiteCtx {
     build_date: String,
     release_count: usize,
     image_count: usize,
+    cloud_image_count: usize,
     total_size: String,
+    /// The first image of the page, for the verify section's example;
+    /// none when every release is of cloud images only.
+    example_image: Option<ExampleCtx>,
+}
+
+#[derive(Serialize)]
+struct ExampleCtx {
+    path: String,
+    url: String,
 }
 
 #[derive(Serialize)]
@@ -67,6 +77,16 @@ struct ReleaseCtx {
     notes_html: Value,
     requirements: Option<RequirementsCtx>,
     images: Vec<ImageCtx>,
+    cloud_images: Vec<CloudImageCtx>,
+}
+
+#[derive(Serialize)]
+struct CloudImageCtx {
+    provider: &'static str,
+    provider_title: &'static str,
+    region: Option<String>,
+    id: String,
+    arch: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -162,6 +182,17 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
             .iter()
             .map(|i| image_ctx(site, release, i))
             .collect(),
+        cloud_images: info
+            .cloud_images
+            .iter()
+            .map(|c| CloudImageCtx {
+                provider: c.provider.as_str(),
+                provider_title: c.provider.title(),
+                region: c.region.clone(),
+                id: c.id.clone(),
+                arch: c.arch.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -211,6 +242,14 @@ pub fn render(site: &Site, feeds: &[Feed], current: &[&Release]) -> Result<Strin
         }
     }
     appliances.sort_by(|a, b| a.name.cmp(&b.name));
+    let example_image = appliances
+        .iter()
+        .flat_map(|a| &a.releases)
+        .find_map(|r| r.images.first())
+        .map(|i| ExampleCtx {
+            path: i.path.clone(),
+            url: i.url.clone(),
+        });
 
     let total: u64 = site
         .releases
@@ -234,7 +273,13 @@ pub fn render(site: &Site, feeds: &[Feed], current: &[&Release]) -> Result<Strin
         build_date: site.build_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         release_count: site.releases.len(),
         image_count: site.releases.iter().map(|r| r.images.len()).sum(),
+        cloud_image_count: site
+            .releases
+            .iter()
+            .map(|r| r.info.cloud_images.len())
+            .sum(),
         total_size: human_size(total),
+        example_image,
     };
 
     let templates_dir = config.templates_dir.clone();

@@ -557,6 +557,21 @@ impl Verifier<'_> {
 
         let mut problems = Vec::new();
         for item in &doc.items {
+            if item.images.is_empty() {
+                // A release of cloud images only: nothing to enclose or hash.
+                if item.cloud_images == 0 {
+                    problems.push(format!(
+                        "item {:?} has neither an image nor a cloud image",
+                        item.guid
+                    ));
+                } else if item.enclosure.is_some() || !item.alternates.is_empty() {
+                    problems.push(format!(
+                        "item {:?} encloses a file but lists no vmcast:image",
+                        item.guid
+                    ));
+                }
+                continue;
+            }
             let Some(primary) = item.images.iter().find(|i| i.primary) else {
                 problems.push(format!("item {:?} has no primary image", item.guid));
                 continue;
@@ -592,12 +607,19 @@ impl Verifier<'_> {
         self.report.releases += doc.items.len();
         self.report.images += doc.items.iter().map(|i| i.images.len()).sum::<usize>();
         if problems.is_empty() {
+            let clouds: usize = doc.items.iter().map(|i| i.cloud_images).sum();
             self.pass(
                 CheckKind::Items,
                 format!(
-                    "{name}: {} release(s), {} image(s) agree with {MANIFEST}",
+                    "{name}: {} release(s), {} image(s) agree with {MANIFEST}{}",
                     doc.items.len(),
-                    doc.items.iter().map(|i| i.images.len()).sum::<usize>()
+                    doc.items.iter().map(|i| i.images.len()).sum::<usize>(),
+                    match clouds {
+                        0 => String::new(),
+                        n => format!(
+                            "; {n} cloud image(s) named, whose content the feed does not hash"
+                        ),
+                    }
                 ),
             );
         } else {

@@ -37,6 +37,8 @@ pub(super) struct Item {
     pub(super) link: Option<String>,
     pub(super) enclosure: Option<(String, u64)>,
     pub(super) images: Vec<FeedImage>,
+    /// How many vmcast:cloudImage elements it has: named, never fetched.
+    pub(super) cloud_images: usize,
     /// (url, length, sri) of each podcast:alternateEnclosure.
     pub(super) alternates: Vec<(String, u64, String)>,
     /// Every further `podcast:source` of an alternate enclosure (a mirror),
@@ -140,6 +142,12 @@ impl FeedDoc {
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
                                 primary: attrs.get("primary").map(String::as_str) == Some("true"),
                             });
+                        }
+                        (Some("item"), "vmcast:cloudImage") => {
+                            doc.items
+                                .last_mut()
+                                .ok_or("vmcast:cloudImage outside an item")?
+                                .cloud_images += 1;
                         }
                         (Some("item"), "podcast:alternateEnclosure") => {
                             alt = Some((number(&attrs, "length")?, String::new(), String::new()));

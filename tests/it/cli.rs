@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{EPOCH, Fixture, assert_success, snapshot_tree, stderr, stdout, vmcast};
+use crate::common::{
+    EPOCH, Fixture, assert_success, have_tool, snapshot_tree, stderr, stdout, vmcast,
+};
 
 /// Puts a previous site in the output directory, to show a failed build
 /// leaves it alone.
@@ -119,7 +121,7 @@ fn unknown_key_in_notes() {
         &Fixture::new("unknown-key-notes"),
         "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`, expected one of \
          `version`, `date`, `notes`, `title`, `appliance`, `channel`, `critical`, `primary`, \
-         `images`, `requirements`, `image`\n",
+         `images`, `requirements`, `image`, `cloud_image`\n",
     );
 }
 
@@ -145,8 +147,136 @@ fn release_without_images() {
     assert_build_fails(
         &Fixture::new("no-images"),
         "error: releases/webapp/1.1.0/release.toml: release webapp 1.1.0 has no images; put image \
-         files beside release.toml or list them in `images`\n",
+         files beside release.toml, list them in `images`, or name cloud images in \
+         [[cloud_image]]\n",
     );
+}
+
+#[test]
+fn bad_ami_id() {
+    assert_build_fails(
+        &Fixture::new("bad-ami-id"),
+        "error: releases/webapp/1.0.0/release.toml:10:6: invalid aws image id \
+         `ami-0abc1234def56789g`: expected `ami-` and 8 or 17 lower-case hex digits, like \
+         `ami-0abc1234def567890`\n",
+    );
+}
+
+/// Each field of a `[[cloud_image]]` is checked for its provider, and the
+/// error points at the value (at the provider when a region is missing).
+#[test]
+fn cloud_image_errors_point_at_the_value() {
+    let notes = "releases/webapp/1.0.0/release.toml";
+    for (from, to, expected) in [
+        (
+            "provider = \"aws\"",
+            "provider = \"oracle\"",
+            "8:12: unknown cloud provider `oracle`; expected aws, gcp or azure",
+        ),
+        (
+            "region = \"eu-west-1\"\n",
+            "",
+            "8:12: an aws image needs `region`, like `eu-west-1`",
+        ),
+        (
+            "region = \"eu-west-1\"",
+            "region = \"West Europe\"",
+            "9:10: invalid aws region `West Europe`: expected an AWS region, like `eu-west-1` or \
+             `us-gov-west-1`",
+        ),
+        (
+            "provider = \"aws\"\nregion = \"eu-west-1\"\nid = \"ami-0abc1234def56789g\"",
+            "provider = \"gcp\"\nid = \"projects/debian-cloud/global/images/family/debian-12\"",
+            "9:6: invalid gcp image id `projects/debian-cloud/global/images/family/debian-12`: an \
+             image family names whichever image is newest, not one image: name the image",
+        ),
+        (
+            "provider = \"aws\"\nregion = \"eu-west-1\"\nid = \"ami-0abc1234def56789g\"",
+            "provider = \"azure\"\nregion = \"westeurope\"\nid = \"/subscriptions/x\"",
+            "10:6: invalid azure image id `/subscriptions/x`: expected a gallery image version id, \
+             /subscriptions/<subscription id>/resourceGroups/<group>/providers/Microsoft.Compute/\
+             galleries/<gallery>/images/<image>/versions/<major.minor.patch>",
+        ),
+    ] {
+        let fixture = Fixture::new("bad-ami-id");
+        let text = fs::read_to_string(fixture.path(notes)).unwrap();
+        assert!(text.contains(from), "{from}");
+        fs::write(fixture.path(notes), text.replace(from, to)).unwrap();
+        assert_build_fails(&fixture, &format!("error: {notes}:{expected}\n"));
+    }
+}
+
+/// A release whose notes name only cloud images: an item without an
+/// enclosure, its cloud images in the feed (the azure id in canonical
+/// case) and on the page, and `check` and `verify` accept it.
+#[test]
+fn release_of_cloud_images_only() {
+    let fixture = Fixture::new("cloud-only-release");
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    insta::assert_snapshot!("cloud_only_feed", feed);
+    let page = fs::read_to_string(fixture.path("public/index.html")).unwrap();
+    let tables = page
+        .split("<article")
+        .skip(1)
+        .map(|a| a.split("</article>").next().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(tables.len(), 2);
+    assert!(
+        !tables[0].contains("<table class=\"images\">"),
+        "{}",
+        tables[0]
+    );
+    assert_eq!(tables[0].matches("<code class=\"hash\">").count(), 4);
+    assert!(tables[1].contains(
+        "<td data-label=\"Image id\"><code class=\"hash\">ami-0abc1234def567890</code></td>"
+    ));
+    assert!(page.contains("1 image (438 B), 5 cloud images."), "{page}");
+    let checked = fixture.run(&["check", "--images"], &[]);
+    assert_eq!(stdout(&checked), "checked 2 release(s): no problems\n");
+    assert_success(&checked);
+}
+
+/// A Parallels bundle is a directory: files inside it are not images of
+/// the release. Tarred into one file and named raw in the notes, as the
+/// README says, it is published as opaque bytes.
+#[test]
+fn parallels_bundle_is_published_only_as_a_tar() {
+    if !have_tool("tar") {
+        return;
+    }
+    let fixture = Fixture::new("ok-minimal");
+    let dir = fixture.path("releases/webapp/1.1.0");
+    fs::create_dir_all(dir.join("webapp.pvm/harddisk.hdd")).unwrap();
+    fs::write(
+        dir.join("webapp.pvm/config.pvs"),
+        "<ParallelsVirtualMachine/>\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("webapp.pvm/harddisk.hdd/harddisk.hdd.0.hds"),
+        "not a disk\n",
+    )
+    .unwrap();
+    let out = Command::new("tar")
+        .args(["-cf", "webapp.pvm.tar", "webapp.pvm"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let mut notes = fs::read_to_string(dir.join("release.toml")).unwrap();
+    notes.push_str("\n[image.\"webapp.pvm.tar\"]\nformat = \"raw\"\n");
+    fs::write(dir.join("release.toml"), notes).unwrap();
+    assert_success(&fixture.build(&[]));
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert!(
+        feed.contains(
+            "name=\"webapp.pvm.tar\" path=\"images/webapp/1.1.0/webapp.pvm.tar\" format=\"raw\""
+        ),
+        "{feed}"
+    );
+    assert!(!feed.contains("harddisk"), "{feed}");
 }
 
 #[test]
@@ -771,7 +901,8 @@ fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
     assert_success(&check);
     assert_eq!(stdout(&check), "checked 1 release(s): no problems\n");
     let no_images = "error: releases/example/1.0.0/release.toml: release example 1.0.0 has no \
-                     images; put image files beside release.toml or list them in `images`\n";
+                     images; put image files beside release.toml, list them in `images`, or \
+                     name cloud images in [[cloud_image]]\n";
     let check = vmcast(&fresh, &["check", "--images"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(stderr(&check), no_images);

@@ -160,6 +160,18 @@ fn formats_and_virtual_sizes_agree_with_qemu_img() {
             ImageFormat::Raw,
             None,
         ),
+        (
+            "disk.hds",
+            vec!["create", "-f", "parallels"],
+            ImageFormat::Parallels,
+            None,
+        ),
+        (
+            "data.hds",
+            vec!["convert", "-O", "parallels", raw],
+            ImageFormat::Parallels,
+            None,
+        ),
     ];
     for (name, mut args, format, subformat) in cases {
         // `create` needs a size after the file name; convert takes it from the source.
@@ -190,6 +202,184 @@ fn formats_and_virtual_sizes_agree_with_qemu_img() {
         assert_eq!(info.subformat.as_deref(), subformat, "{name}");
         assert_eq!(info.detected, format != ImageFormat::Raw, "{name}");
     }
+}
+
+/// qemu-img writes the extended Parallels header (`WithouFreSpacExt`, a
+/// 64-bit sector count); the original one (`WithoutFreeSpace`) counts in 32
+/// bits. The same 3 TiB header under the original magic is a 1 TiB disk to
+/// qemu, and must be to us.
+#[test]
+#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
+fn parallels_original_header_counts_sectors_in_32_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(path) = qemu_img(
+        dir.path(),
+        "big.hds",
+        &["create", "-f", "parallels", "big.hds", "3T"],
+    ) else {
+        return;
+    };
+    assert_eq!(inspect(&path).unwrap().virtual_size, Some(3 << 40));
+    let mut data = fs::read(&path).unwrap();
+    data[..16].copy_from_slice(b"WithoutFreeSpace");
+    fs::write(&path, &data).unwrap();
+    let (qformat, qsize) = oracle(&path, None);
+    assert_eq!((qformat.as_str(), qsize), ("parallels", 1 << 40));
+    let info = inspect(&path).unwrap();
+    assert_eq!(
+        (info.format, info.virtual_size),
+        (ImageFormat::Parallels, Some(qsize))
+    );
+    // A header version qemu does not read, and an image left open.
+    data[16] = 3;
+    assert_eq!(
+        inspect_bytes(&data, 4096).unwrap_err(),
+        "unsupported Parallels header version 3 (qemu reads version 2)"
+    );
+    data[16] = 2;
+    data[44..48].copy_from_slice(&0x746F_6E59u32.to_le_bytes());
+    assert!(
+        inspect_bytes(&data, 4096)
+            .unwrap_err()
+            .starts_with("Parallels image was not closed cleanly"),
+    );
+}
+
+/// An XVA as `xe vm-export` lays it out: `ova.xml` first, then each disk's
+/// blocks under `Ref:<n>/` with their checksums. `ova.xml` holds the
+/// database records as one XML-RPC value.
+fn xva(dir: &Path, name: &str, ova_xml: &str) -> Option<PathBuf> {
+    if !have_tool("tar") {
+        return None;
+    }
+    fs::write(dir.join("ova.xml"), ova_xml).unwrap();
+    fs::create_dir_all(dir.join("Ref:1")).unwrap();
+    fs::write(dir.join("Ref:1/00000000"), vec![0x5a_u8; 4096]).unwrap();
+    fs::write(
+        dir.join("Ref:1/00000000.checksum"),
+        "1e0eb2a5f4a1cd9c3b8f0e1c4e5a23c07d5bd3e4",
+    )
+    .unwrap();
+    let out = Command::new("tar")
+        .args([
+            "--format=ustar",
+            "--owner=0",
+            "--group=0",
+            "-cf",
+            name,
+            "ova.xml",
+            "Ref:1/00000000",
+            "Ref:1/00000000.checksum",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    Some(dir.join(name))
+}
+
+/// The records of one VM with one 10 GiB disk and an empty CD drive.
+const OVA_XML: &str = r#"<value><struct>
+<member><name>version</name><value><struct>
+  <member><name>hostname</name><value>xcp-ng-1</value></member>
+  <member><name>export_vsn</name><value>2</value></member>
+</struct></value></member>
+<member><name>objects</name><value><array><data>
+<value><struct>
+  <member><name>class</name><value>VM</value></member>
+  <member><name>id</name><value>Ref:0</value></member>
+  <member><name>snapshot</name><value><struct>
+    <member><name>name_label</name><value>webapp 1.5.0</value></member>
+    <member><name>is_a_template</name><value><boolean>0</boolean></value></member>
+    <member><name>is_a_snapshot</name><value><boolean>0</boolean></value></member>
+    <member><name>memory_static_max</name><value>2147483648</value></member>
+    <member><name>VCPUs_max</name><value>2</value></member>
+    <member><name>VBDs</name><value><array><data>
+      <value>Ref:2</value><value>Ref:3</value>
+    </data></array></value></member>
+    <member><name>other_config</name><value><struct/></value></member>
+  </struct></value></member>
+</struct></value>
+<value><struct>
+  <member><name>class</name><value>VBD</value></member>
+  <member><name>id</name><value>Ref:2</value></member>
+  <member><name>snapshot</name><value><struct>
+    <member><name>VM</name><value>Ref:0</value></member>
+    <member><name>VDI</name><value>Ref:1</value></member>
+    <member><name>type</name><value>Disk</value></member>
+  </struct></value></member>
+</struct></value>
+<value><struct>
+  <member><name>class</name><value>VBD</value></member>
+  <member><name>id</name><value>Ref:3</value></member>
+  <member><name>snapshot</name><value><struct>
+    <member><name>VM</name><value>Ref:0</value></member>
+    <member><name>VDI</name><value>OpaqueRef:NULL</value></member>
+    <member><name>type</name><value>CD</value></member>
+  </struct></value></member>
+</struct></value>
+<value><struct>
+  <member><name>class</name><value>VDI</value></member>
+  <member><name>id</name><value>Ref:1</value></member>
+  <member><name>snapshot</name><value><struct>
+    <member><name>name_label</name><value>webapp root</value></member>
+    <member><name>virtual_size</name><value>10737418240</value></member>
+  </struct></value></member>
+</struct></value>
+</data></array></value></member>
+</struct></value>
+"#;
+
+#[test]
+fn xva_made_with_tar_shows_its_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(path) = xva(dir.path(), "webapp.xva", OVA_XML) else {
+        return;
+    };
+    let info = inspect(&path).unwrap();
+    assert_eq!(info.format, ImageFormat::Xva);
+    assert_eq!(info.virtual_size, Some(10 << 30));
+    let machine = info.machine.unwrap();
+    assert_eq!(machine.name.as_deref(), Some("webapp 1.5.0"));
+    assert_eq!((machine.cpus, machine.memory_mib), (Some(2), Some(2048)));
+    assert_eq!(
+        machine
+            .disks
+            .iter()
+            .map(|d| (d.capacity, d.file.as_deref()))
+            .collect::<Vec<_>>(),
+        [(10 << 30, None)]
+    );
+    // Cut inside ova.xml, in the disk's tar header, inside its block, and
+    // before it.
+    let data = fs::read(&path).unwrap();
+    let disk_header = 512 + OVA_XML.len().div_ceil(512) * 512;
+    for (cut, expected) in [
+        (700, "XVA: truncated inside a member"),
+        (disk_header + 100, "XVA: truncated inside a tar header"),
+        (disk_header + 512 + 1000, "XVA: truncated inside a member"),
+        (
+            disk_header,
+            "XVA: ova.xml lists the VM's disk Ref:1, whose blocks (Ref:1/...) the archive lacks",
+        ),
+    ] {
+        assert_eq!(
+            inspect_bytes(&data[..cut], 4096).unwrap_err(),
+            expected,
+            "cut at {cut}"
+        );
+    }
+    // ova.xml that is not XML-RPC.
+    let bad = xva(
+        dir.path(),
+        "bad.xva",
+        &OVA_XML.replace("<value>Ref:2</value>", "<ref>Ref:2</ref>"),
+    )
+    .unwrap();
+    assert_eq!(
+        inspect(&bad).unwrap_err(),
+        "XVA: ova.xml is not an XML-RPC value: expected <value>, found <ref>"
+    );
 }
 
 #[test]
@@ -242,6 +432,7 @@ fn truncated_headers_are_clear_errors_never_panics() {
     let vmdk = qemu_img(d, "t.vmdk", &["create", "-f", "vmdk", "t.vmdk", "1G"]).unwrap();
     let vhd = qemu_img(d, "t.vhd", &["create", "-f", "vpc", "t.vhd", "64M"]).unwrap();
     let vhdx = qemu_img(d, "t.vhdx", &["create", "-f", "vhdx", "t.vhdx", "1G"]).unwrap();
+    let hds = qemu_img(d, "t.hds", &["create", "-f", "parallels", "t.hds", "1G"]).unwrap();
     let ova = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("example-site/releases/dbnode/2.0.0/dbnode-2.0.0.ova");
     let cases: Vec<(&Path, Vec<usize>, &str)> = vec![
@@ -254,6 +445,7 @@ fn truncated_headers_are_clear_errors_never_panics() {
             "VHDX",
         ),
         (&ova, vec![600, 2000, 100_000], "OVA: truncated"),
+        (&hds, vec![16, 20, 36, 47], "truncated Parallels header"),
     ];
     for (path, cuts, expected) in cases {
         let data = fs::read(path).unwrap();
@@ -310,6 +502,13 @@ fn mutated_images_never_panic() {
     if let Some(vhdx) = qemu_img(d, "f.vhdx", &["create", "-f", "vhdx", "f.vhdx", "1G"]) {
         let data = fs::read(vhdx).unwrap();
         seeds.push(data[..data.len().min(1_200_000)].to_vec());
+    }
+    if let Some(hds) = qemu_img(d, "f.hds", &["create", "-f", "parallels", "f.hds", "1G"]) {
+        let data = fs::read(hds).unwrap();
+        seeds.push(data[..data.len().min(300 << 10)].to_vec());
+    }
+    if let Some(xva) = xva(d, "f.xva", OVA_XML) {
+        seeds.push(fs::read(xva).unwrap());
     }
     let iterations: usize = std::env::var("VMCAST_FUZZ_ITERATIONS")
         .ok()

@@ -262,3 +262,54 @@ fn vmcast_verify_accepts_the_example_site() {
     );
     assert_success(&out);
 }
+
+/// A site with a release of cloud images only: its item has no enclosure,
+/// which RSS allows. xmllint, jing (both schema syntaxes) and feedparser
+/// accept the feed; feedparser sees no enclosure on that item and the
+/// primary image's on the other.
+#[test]
+#[cfg_attr(missing_xmllint, ignore = "xmllint is not installed")]
+fn a_release_of_cloud_images_only_passes_the_outside_tools() {
+    let fixture = crate::common::Fixture::new("cloud-only-release");
+    assert_success(&fixture.build(&["--quiet"]));
+    let public = fixture.path("public");
+    let schema = repo().join(SCHEMA);
+    let compact = repo().join(SCHEMA_COMPACT);
+    if have_tool("xmllint") {
+        assert_success(&run(
+            "xmllint",
+            &["--noout", "--relaxng", schema.to_str().unwrap(), "feed.xml"],
+            &public,
+        ));
+    }
+    if have_tool("jing") {
+        assert_success(&run(
+            "jing",
+            &[schema.to_str().unwrap(), "feed.xml"],
+            &public,
+        ));
+        assert_success(&run(
+            "jing",
+            &["-c", compact.to_str().unwrap(), "feed.xml"],
+            &public,
+        ));
+    }
+    if !have_tool("python3")
+        || !run("python3", &["-c", "import feedparser"], &public)
+            .status
+            .success()
+    {
+        return;
+    }
+    let script = r#"
+import feedparser
+d = feedparser.parse("feed.xml")
+assert d.bozo == 0, d.get("bozo_exception")
+enclosures = {e.id: [x.href for x in e.enclosures] for e in d.entries}
+assert enclosures == {
+    "vmcast:webapp:1.1.0": [],
+    "vmcast:webapp:1.0.0": ["https://downloads.example.com/site/images/webapp/1.0.0/webapp-1.0.0.raw"],
+}, enclosures
+"#;
+    assert_success(&run("python3", &["-c", script], &public));
+}

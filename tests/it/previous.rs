@@ -212,3 +212,28 @@ fn a_release_gone_from_the_tree_leaves_the_feed_with_a_warning() {
     assert!(!feed.contains("vmcast:webapp:1.0.0"));
     assert!(Path::new(&fixture.path("public/feed.xml")).is_file());
 }
+
+/// A published release of cloud images only (an item without images) is
+/// no reason to refuse the previous site: its release.toml names its cloud
+/// images again, and the release with a file keeps its published image.
+#[test]
+fn a_published_release_of_cloud_images_only_is_built_on() {
+    let fixture = Fixture::new("cloud-only-release");
+    assert_success(&fixture.build(&[]));
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    fs::remove_file(fixture.path("releases/webapp/1.0.0/webapp-1.0.0.raw")).unwrap();
+    let out = build_on(&fixture, &[], LATER);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(
+            "Built on published (sequence 1790000000): 1 release(s), 1 image(s), 438 B taken from it unread\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let before = fs::read_to_string(fixture.path("published/feed.xml")).unwrap();
+    let after = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    let items = |feed: &str| feed[feed.find("<item>").unwrap()..].to_owned();
+    assert_eq!(items(&after), items(&before));
+}

@@ -101,6 +101,40 @@ fn a_fresh_build_verifies_with_its_images() {
     assert_eq!(stderr(&out), "");
 }
 
+/// An item of cloud images only has no enclosure and no image to hash:
+/// verify accepts it, says the cloud images are named, not hashed, and
+/// refuses such an item that encloses a file anyway.
+#[test]
+fn a_release_of_cloud_images_only_verifies() {
+    let fixture = Fixture::new("cloud-only-release");
+    assert_success(&fixture.build(&[]));
+    let out = verify(&fixture, &["--images"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(
+            "feed.xml: 2 release(s), 1 image(s) agree with SHA256SUMS; 5 cloud image(s) named, \
+             whose content the feed does not hash"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let enclosure = "<enclosure url=\"https://downloads.example.com/site/images/webapp/1.0.0/\
+                     webapp-1.0.0.raw\" length=\"438\" type=\"application/octet-stream\"/>";
+    forge_feed(
+        &fixture,
+        "public",
+        "<vmcast:appliance>webapp</vmcast:appliance>\n      <vmcast:version>1.1.0",
+        &format!(
+            "{enclosure}\n      <vmcast:appliance>webapp</vmcast:appliance>\n      \
+             <vmcast:version>1.1.0"
+        ),
+    );
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &["feed.xml: item \"vmcast:webapp:1.1.0\" encloses a file but lists no vmcast:image"],
+    );
+}
+
 #[test]
 fn json_report_for_ci() {
     let fixture = built(crate::common::EPOCH);
