@@ -223,7 +223,8 @@ impl Sha256 {
 
     /// Parses 64 hex digits.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        if hex.len() != 64 || !hex.is_ascii() {
+        // Not `is_ascii`: `from_str_radix` below also takes a sign, so "+f" read as 0x0f.
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -627,6 +628,7 @@ mod tests {
         assert_eq!(Sha256::from_hex(&d.to_hex()), Some(d));
         assert_eq!(Sha256::from_hex("ab"), None);
         assert_eq!(Sha256::from_hex(&"zz".repeat(32)), None);
+        assert_eq!(Sha256::from_hex(&"+f".repeat(32)), None);
         assert_eq!(
             d.to_sri(),
             "sha256-q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="

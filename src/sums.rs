@@ -94,4 +94,14 @@ mod tests {
         assert!(parse(b"xyz  a\n").is_err());
         assert!(parse(format!("{zeros}  a\n{zeros}  a\n").as_bytes()).is_err());
     }
+
+    /// Found by `cargo fuzz run sums`: a sign among the hex digits was read
+    /// as one (`+0` as 0x00), so a line that `sha256sum -c` refuses passed.
+    #[test]
+    fn a_digest_is_hex_digits_only() {
+        let line = format!("{}+0{}  a\n", "0".repeat(18), "0".repeat(44));
+        assert_eq!(line.find("  "), Some(64));
+        assert!(parse(line.as_bytes()).is_err());
+        assert!(parse(format!("\\{line}").as_bytes()).is_err());
+    }
 }

@@ -198,3 +198,9 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
     }
     Ok(report)
 }
+
+/// Reads a feed as `verify` does and returns how many items it holds. For
+/// fuzzing and for tools that want to check a feed's syntax alone.
+pub fn count_feed_items(data: &[u8]) -> std::result::Result<usize, String> {
+    feed::FeedDoc::parse(data).map(|doc| doc.items.len())
+}

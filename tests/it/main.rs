@@ -12,6 +12,7 @@ mod action;
 mod archive;
 mod cache;
 mod cli;
+mod fuzz_readers;
 mod hostile_inputs;
 mod inspect;
 mod interop;
