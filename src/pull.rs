@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,6 +114,12 @@ struct RecordEntry {
     version: String,
     file: String,
     sha256: String,
+    /// The file's size and mtime when it was put in place: while they
+    /// hold, a run knows the file is current without reading it.
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    mtime_ns: i128,
 }
 
 /// Verifies the feed, chooses, and downloads when needed.
@@ -170,7 +176,7 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
         path: target.clone(),
         url: image.source.url.to_string(),
     };
-    if in_place(&target, image)? {
+    if in_place(&target, image, &record)? {
         return Ok(Outcome::Current { image: placed });
     }
     // The primary location first, then every mirror the signed feed names;
@@ -193,12 +199,15 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
     let Some((downloaded, resumed_from)) = done else {
         return Err(Error::other(failures.join("\n  ")));
     };
+    let (size, mtime_ns) = file_state(&fsutil::metadata(&target)?);
     record.placed.retain(|e| e.file != image.source.name);
     record.placed.push(RecordEntry {
         appliance: release.appliance.clone(),
         version: release.version.clone(),
         file: image.source.name.clone(),
         sha256: image.digest.sha256.to_hex(),
+        size,
+        mtime_ns,
     });
     let removed = match options.keep {
         Some(keep) => prune(&options.dest, &mut record, &options.appliance, keep)?,
@@ -286,19 +295,42 @@ fn choose<'a>(
         })
 }
 
-/// Whether `target` already holds the image: same length and SHA-256.
-fn in_place(target: &Path, image: &Image) -> Result<bool> {
+/// The size and mtime (ns) a record keeps of a placed file.
+fn file_state(meta: &std::fs::Metadata) -> (u64, i128) {
+    use std::os::unix::fs::MetadataExt;
+    (
+        meta.len(),
+        i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+    )
+}
+
+/// Whether `target` already holds the image: same length and SHA-256. A
+/// file this command placed, unchanged since (same size and mtime as
+/// recorded), is current without a read; any other is hashed, so a run
+/// from cron does not read a multi-gigabyte image every time.
+fn in_place(target: &Path, image: &Image, record: &Record) -> Result<bool> {
     let Ok((file, meta)) = fsutil::open_regular(target, false) else {
         return Ok(false);
     };
     if meta.len() != image.digest.length {
         return Ok(false);
     }
-    Ok(hash_reader(file, target)?.0 == image.digest.sha256)
+    let name = target.file_name().map(|n| n.to_string_lossy());
+    let recorded = record.placed.iter().any(|e| {
+        Some(e.file.as_str()) == name.as_deref()
+            && e.sha256 == image.digest.sha256.to_hex()
+            && (e.size, e.mtime_ns) == file_state(&meta)
+    });
+    if recorded {
+        return Ok(true);
+    }
+    let mut hasher = sha2::Sha256::new();
+    hash_into(file, target, &mut hasher)?;
+    Ok(Sha256(hasher.finalize().into()) == image.digest.sha256)
 }
 
-fn hash_reader(mut reader: impl Read, path: &Path) -> Result<(Sha256, u64)> {
-    let mut hasher = sha2::Sha256::new();
+/// Feeds everything `reader` holds to `hasher`; returns the byte count.
+fn hash_into(mut reader: impl Read, path: &Path, hasher: &mut sha2::Sha256) -> Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -311,7 +343,7 @@ fn hash_reader(mut reader: impl Read, path: &Path) -> Result<(Sha256, u64)> {
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    Ok((Sha256(hasher.finalize().into()), total))
+    Ok(total)
 }
 
 /// Downloads the image to a partial file, resuming one a previous run
@@ -334,27 +366,10 @@ fn download(
         .append(true)
         .open(&partial)
         .map_err(|e| Error::io("cannot open", &partial, e))?;
-    let (have_digest, mut have) = {
-        let mut reader = File::open(&partial).map_err(|e| Error::io("cannot open", &partial, e))?;
-        reader
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("cannot read", &partial, e))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| Error::io("cannot read", &partial, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n as u64;
-        }
-        (hasher, total)
-    };
-    let mut hasher = have_digest;
+    // What a previous run left: hashed again, to go on from there.
+    let mut hasher = sha2::Sha256::new();
+    let existing = File::open(&partial).map_err(|e| Error::io("cannot open", &partial, e))?;
+    let mut have = hash_into(existing, &partial, &mut hasher)?;
     if have > image.digest.length {
         drop(file);
         fsutil::remove_file(&partial)?;

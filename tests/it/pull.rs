@@ -402,7 +402,18 @@ fn pull_against_serve() {
     };
     let first = run(&[]);
     let second = run(&["--json"]);
+    // The placed image changed since (size kept, mtime moved): no longer
+    // current by its record, so it is hashed, found wrong and fetched again.
+    let placed = dest.join("webapp-1.1.0.raw");
+    let good = fs::read(&placed).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(&placed, &bad).unwrap();
+    let third = run(&[]);
     crate::common::stop_under_timeout(&mut child);
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    assert_eq!(fs::read(&placed).unwrap(), good);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     assert_eq!(second.status.code(), Some(3), "{}", stderr(&second));
     let json: serde_json::Value = serde_json::from_str(&stdout(&second)).unwrap();
