@@ -308,8 +308,16 @@ impl Sidecar {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cache_serves_only_the_same_state() {
+    /// A fresh cache (in `cache.json` of the returned directory) holding one
+    /// entry: the file `img`, three bytes, in its current state.
+    fn cache_with_one_entry() -> (
+        tempfile::TempDir,
+        PathBuf,
+        FileState,
+        FileDigest,
+        ImageInfo,
+        HashCache,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("img");
         std::fs::write(&file, b"abc").unwrap();
@@ -318,11 +326,17 @@ mod tests {
             length: 3,
             sha256: crate::model::Sha256::of(b"abc"),
         };
-        let cache_path = dir.path().join("cache.json");
-        let (mut cache, warning) = HashCache::load(&cache_path);
+        let (mut cache, warning) = HashCache::load(&dir.path().join("cache.json"));
         assert!(warning.is_none());
         let info = crate::inspect::inspect_bytes(b"abc", 4096).unwrap();
         cache.insert(&file, state, &digest, &info);
+        (dir, file, state, digest, info, cache)
+    }
+
+    #[test]
+    fn cache_serves_only_the_same_state() {
+        let (dir, file, state, digest, info, cache) = cache_with_one_entry();
+        let cache_path = dir.path().join("cache.json");
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
         assert_eq!(cache.get(&file, &state), Some((digest, info)));
@@ -340,18 +354,8 @@ mod tests {
 
     #[test]
     fn restat_takes_a_new_ctime_but_no_new_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("img");
-        std::fs::write(&file, b"abc").unwrap();
-        let state = FileState::of(&std::fs::metadata(&file).unwrap());
-        let digest = FileDigest {
-            length: 3,
-            sha256: crate::model::Sha256::of(b"abc"),
-        };
-        let info = crate::inspect::inspect_bytes(b"abc", 4096).unwrap();
+        let (dir, file, state, digest, info, mut cache) = cache_with_one_entry();
         let cache_path = dir.path().join("cache.json");
-        let (mut cache, _) = HashCache::load(&cache_path);
-        cache.insert(&file, state, &digest, &info);
         let linked = FileState {
             ctime_ns: state.ctime_ns + 1,
             ..state

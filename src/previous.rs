@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use quick_xml::XmlVersion;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::Event;
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -27,7 +27,7 @@ use crate::model::{
     RelPath, Sha256,
 };
 use crate::sign::PublicKey;
-use crate::verify::{self, CheckKind, VerifyOptions};
+use crate::verify::{self, CheckKind, VerifyOptions, attributes};
 use crate::warning::Warning;
 
 /// How to reach and trust the previous site.
@@ -295,18 +295,6 @@ fn last_info(releases: &mut [PublishedRelease]) -> std::result::Result<&mut Imag
         .ok_or_else(|| "a machine outside an image".to_owned())
 }
 
-fn attributes(e: &BytesStart) -> std::result::Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for attr in e.attributes() {
-        let attr = attr.map_err(|err| format!("bad attribute: {err}"))?;
-        let value = attr
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|err| format!("bad attribute value: {err}"))?;
-        out.insert(attr.key.as_ref().to_owned(), value.into_owned());
-    }
-    Ok(out)
-}
-
 fn number(a: &BTreeMap<String, String>, key: &str) -> std::result::Result<u64, String> {
     optional_number(a, key)?.ok_or_else(|| format!("missing `{key}`"))
 }
@@ -377,7 +365,6 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
 #[cfg(feature = "publish")]
 mod s3 {
     use futures::StreamExt;
-    use object_store::path::{Path as ObjectPath, PathPart};
     use object_store::{ObjectStore, ObjectStoreExt};
 
     use crate::error::{Error, Result};
@@ -396,11 +383,7 @@ mod s3 {
             .build()
             .map_err(|e| Error::failed("cannot start the I/O runtime", e))?;
         runtime.block_on(async {
-            let base: ObjectPath = prefix
-                .iter()
-                .map(String::as_str)
-                .map(PathPart::from)
-                .collect();
+            let base = crate::publish::object_path(&prefix, "");
             let mut list = store.list(Some(&base));
             let mut wanted = Vec::new();
             while let Some(meta) = list.next().await {
@@ -409,13 +392,7 @@ mod s3 {
                     object: source.to_owned(),
                     source: e,
                 })?;
-                let rel: Vec<String> = meta
-                    .location
-                    .parts()
-                    .skip(prefix.len())
-                    .map(|p| p.as_ref().to_owned())
-                    .collect();
-                let rel = rel.join("/");
+                let rel = crate::publish::relative(&meta.location, &prefix);
                 // Images are never fetched; a feed, manifest, key or
                 // signature larger than the text limit is refused by verify.
                 if rel.starts_with("images/") || meta.size > MAX_TEXT_FILE {

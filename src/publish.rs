@@ -261,13 +261,24 @@ fn order(files: Vec<Local>) -> Vec<Local> {
     files
 }
 
+/// The object at `rel` under `prefix`; with an empty `rel`, the prefix itself.
 pub(crate) fn object_path(prefix: &[String], rel: &str) -> ObjectPath {
     prefix
         .iter()
         .map(String::as_str)
-        .chain(rel.split('/'))
+        .chain(rel.split('/').filter(|p| !p.is_empty()))
         .map(PathPart::from)
         .collect()
+}
+
+/// An object's path relative to `prefix`, `/`-separated.
+pub(crate) fn relative(location: &ObjectPath, prefix: &[String]) -> String {
+    location
+        .parts()
+        .skip(prefix.len())
+        .map(|p| p.as_ref().to_owned())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// One place the site goes.
@@ -341,12 +352,7 @@ async fn prune(
     report: &mut PublishReport,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<()> {
-    let base: ObjectPath = d
-        .prefix
-        .iter()
-        .map(String::as_str)
-        .map(PathPart::from)
-        .collect();
+    let base = object_path(&d.prefix, "");
     let mut stale = Vec::new();
     let mut list = d.store.list(Some(&base));
     while let Some(meta) = list.next().await {
@@ -355,13 +361,7 @@ async fn prune(
             object: "s3 objects".into(),
             source: e,
         })?;
-        let rel: Vec<String> = meta
-            .location
-            .parts()
-            .skip(d.prefix.len())
-            .map(|p| p.as_ref().to_owned())
-            .collect();
-        let rel = rel.join("/");
+        let rel = relative(&meta.location, &d.prefix);
         if !keep.contains(&rel) && !listed.contains_key(&rel) {
             stale.push((rel, meta.location));
         }

@@ -253,7 +253,8 @@ fn close_alternate(
     Ok(())
 }
 
-fn attributes(
+/// An element's attributes by name, values unescaped and normalized.
+pub(crate) fn attributes(
     e: &quick_xml::events::BytesStart,
 ) -> std::result::Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();

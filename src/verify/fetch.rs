@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -325,21 +324,11 @@ fn open_local(path: &Path) -> io::Result<File> {
         }
         Err(e) => return Err(e.into()),
     };
-    let kind = file.metadata()?.file_type();
-    if kind.is_file() {
+    let meta = file.metadata()?;
+    if meta.is_file() {
         return Ok(file);
     }
-    let what = if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "a special file"
-    };
+    let what = crate::fsutil::file_kind(&meta);
     Err(io::Error::other(format!("not a regular file but {what}")))
 }
 

@@ -20,6 +20,7 @@
 mod checks;
 mod feed;
 mod fetch;
+pub(crate) use feed::attributes;
 pub(crate) use fetch::RateMeter;
 mod state;
 mod urls;

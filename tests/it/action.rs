@@ -89,11 +89,8 @@ fn the_action_script_releases_first_then_from_a_stateless_runner() {
         ("VMCAST_ENDPOINT_URL", endpoint.as_str()),
         ("VMCAST_ACL", "public-read"),
         ("VMCAST_VERIFY_URL", url.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
+    let common = [&common[..], &crate::publish::AWS[..]].concat();
 
     let first = site(moto.port, bucket);
     let key = checkout(&first);

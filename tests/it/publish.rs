@@ -173,6 +173,14 @@ fn forward(mut client: TcpStream, upstream: u16, puts: &AtomicUsize, refuse: Ref
     let _ = std::io::copy(&mut up, &mut client);
 }
 
+/// moto's credentials, and no instance-metadata lookup.
+pub(crate) const AWS: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
 /// A raw request to moto: (status line, lower-cased headers, body).
 fn http(port: u16, method: &str, path: &str) -> (String, String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -223,12 +231,7 @@ fn publish(
         "public-read",
     ];
     args.extend_from_slice(extra);
-    let mut all = vec![
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let mut all = AWS.to_vec();
     all.extend_from_slice(env);
     fixture.run(&args, &all)
 }
@@ -532,13 +535,7 @@ fn a_release_from_a_stateless_runner_reads_and_uploads_no_old_image() {
             "--endpoint-url",
             &endpoint,
         ],
-        &[
-            ("SOURCE_DATE_EPOCH", "1790172800"),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
+        &[&[("SOURCE_DATE_EPOCH", "1790172800")][..], &AWS[..]].concat(),
     );
     assert_success(&out);
     assert!(
@@ -599,12 +596,7 @@ fn publish_to_several_destinations_puts_every_image_everywhere_first() {
             "--acl",
             "public-read",
         ],
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
+        &AWS,
     );
     assert_success(&out);
     // Lines: "upload  s3://<bucket>/site  <path>  <type>".
