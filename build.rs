@@ -18,6 +18,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("gpo", "command -v gpo"),
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
+    ("jsonschema", "python3 -c 'import jsonschema'"),
 ];
 
 fn main() {

@@ -56,6 +56,23 @@ struct RawConfig {
     previous_key: Option<PathBuf>,
     feed_items: Option<Spanned<i64>>,
     mirrors: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    catalogs: RawCatalogs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalogs {
+    #[serde(default)]
+    json_feed: bool,
+}
+
+/// The catalogs written besides the RSS feeds (`[catalogs]`), each for the
+/// clients of another ecosystem. All off unless asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalogs {
+    /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
+    pub json_feed: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +147,7 @@ pub struct Config {
     /// Base URLs that also serve the images, under the same relative paths
     /// as `download_base_url`.
     pub mirrors: Vec<Url>,
+    pub catalogs: Catalogs,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -313,6 +331,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         previous_key: raw.previous_key.map(|p| root.join(p)),
         feed_items: site_feed_items,
         mirrors: site_mirrors,
+        catalogs: Catalogs {
+            json_feed: raw.catalogs.json_feed,
+        },
     })
 }
 

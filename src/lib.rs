@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod catalog;
 pub mod check;
 pub mod cloud;
 pub mod config;
@@ -123,6 +124,8 @@ pub struct Report {
     /// With `--previous`: the site built on, and the releases and images
     /// taken from it unread.
     pub previous: Option<Carried>,
+    /// The catalogs written besides the feeds (`[catalogs]`).
+    pub catalogs: Vec<catalog::Written>,
 }
 
 /// What a build took from the previous site without reading an image.
@@ -416,6 +419,13 @@ pub fn build(
             sig.to_file().as_bytes(),
         )?;
     }
+    for file in &rendered.catalogs.files {
+        staging.write(&file.path, &file.bytes)?;
+        if file.signed {
+            let sig = key.sign(&file.bytes, &comment(&file.path))?;
+            staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
+        }
+    }
     staging.write(render::page::PAGE, rendered.page.as_bytes())?;
     for (path, html) in &rendered.history {
         staging.write(path, html.as_bytes())?;
@@ -476,6 +486,7 @@ pub fn build(
         key_id: key.public.key_id.to_string(),
         warnings: warnings.into_iter().chain(plan.warnings).collect(),
         previous: carried,
+        catalogs: rendered.catalogs.written,
     })
 }
 

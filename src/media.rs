@@ -7,6 +7,7 @@ const BY_EXTENSION: &[(&str, &str)] = &[
     ("xml", "application/rss+xml; charset=utf-8"),
     ("html", "text/html; charset=utf-8"),
     ("css", "text/css; charset=utf-8"),
+    ("json", "application/json"),
     ("minisig", "text/plain; charset=utf-8"),
     ("pub", "text/plain; charset=utf-8"),
     ("xz", "application/x-xz"),
@@ -31,8 +32,17 @@ pub fn for_extension(ext: &str) -> &'static str {
         .map_or(OCTET_STREAM, |(_, t)| t)
 }
 
+/// JSON Feed's own type (the spec asks for it), for `feed.json` and its
+/// archive pages.
+pub const JSON_FEED: &str = "application/feed+json";
+
 /// The Content-Type a published file is served with, from its path.
 pub fn content_type(path: &str) -> &'static str {
+    if path == crate::catalog::json_feed::FEED
+        || (path.starts_with("archive/") && path.ends_with(".json"))
+    {
+        return JSON_FEED;
+    }
     let name = path.rsplit('/').next().unwrap_or(path);
     if let Some((_, t)) = BY_NAME.iter().find(|(n, _)| *n == name) {
         return t;
@@ -54,6 +64,9 @@ mod tests {
             "application/rss+xml; charset=utf-8"
         );
         assert_eq!(content_type("SHA256SUMS"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("feed.json"), JSON_FEED);
+        assert_eq!(content_type("archive/3.json"), JSON_FEED);
+        assert_eq!(content_type("vagrant/webapp.json"), "application/json");
         assert_eq!(content_type("images/a/1/x.VHDX.XZ"), "application/x-xz");
         assert_eq!(content_type("images/a/1/x.qcow2"), OCTET_STREAM);
         assert_eq!(content_type("README"), OCTET_STREAM);

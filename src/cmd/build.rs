@@ -139,6 +139,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
             "warnings": report.warnings,
             "previous": report.previous,
+            "catalogs": report.catalogs,
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!(
@@ -194,6 +195,20 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         },
         report.key_id
     );
+    for written in &report.catalogs {
+        println!(
+            "Catalog {}: {}{}",
+            written.catalog,
+            written.files.join(", "),
+            match written.skipped.len() {
+                0 => String::new(),
+                n => format!("; skipped {n} image(s):"),
+            }
+        );
+        for skipped in &written.skipped {
+            println!("  {skipped}");
+        }
+    }
     if args.verbose {
         for image in &report.published {
             println!(

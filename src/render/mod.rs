@@ -53,6 +53,8 @@ pub struct Rendered {
     pub page: String,
     /// Per-appliance history pages: (path, HTML).
     pub history: Vec<(String, String)>,
+    /// The catalogs `[catalogs]` asks for, listed in the manifest too.
+    pub catalogs: crate::catalog::Catalogs,
 }
 
 pub fn generator() -> String {
@@ -123,9 +125,19 @@ pub fn render(site: &Site) -> Result<Rendered> {
     for feed in &feeds {
         check_size(&feed.path, feed.xml.len())?;
     }
+    let catalogs = crate::catalog::render(site, &partition)?;
+    for file in &catalogs.files {
+        check_size(&file.path, file.bytes.len())?;
+    }
     let feed_digests: Vec<_> = feeds
         .iter()
         .map(|f| (f.path.as_str(), Sha256::of(&f.xml)))
+        .chain(
+            catalogs
+                .files
+                .iter()
+                .map(|f| (f.path.as_str(), Sha256::of(&f.bytes))),
+        )
         .collect();
     let images = site
         .releases
@@ -155,6 +167,7 @@ pub fn render(site: &Site) -> Result<Rendered> {
         manifest,
         page,
         history,
+        catalogs,
     })
 }
 

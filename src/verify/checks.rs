@@ -6,6 +6,7 @@ use std::path::Path;
 
 use url::Url;
 
+use super::catalogs::{self, Published};
 use super::feed::{FeedDoc, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
@@ -141,6 +142,56 @@ impl Verifier<'_> {
         }
         if feed_name == FEED {
             self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
+            self.check_catalogs(&doc, &manifest, &key, &feed.stamp)?;
+        }
+        Ok(())
+    }
+
+    /// The catalogs the manifest lists, each held against the feed and its
+    /// archives (already verified): signed pages must be signed in this
+    /// build, and every file must have the listed digest and list the
+    /// feed's images as the feed does.
+    fn check_catalogs(
+        &mut self,
+        doc: &FeedDoc,
+        manifest: &BTreeMap<String, Sha256>,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+    ) -> Step<()> {
+        let mut published = Published::default();
+        published.add(doc);
+        for archive in &self.report.archives {
+            if let Ok(archive) = FeedDoc::parse(archive) {
+                published.add(&archive);
+            }
+        }
+        let names: Vec<String> = manifest
+            .keys()
+            .filter(|n| catalogs::is_json_feed(n))
+            .cloned()
+            .collect();
+        for name in names {
+            let rel = match RelPath::parse(&name) {
+                Ok(rel) => rel,
+                Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
+            };
+            let loc = self.fetcher.site(&rel);
+            let sig = self.fetch_signature(&loc)?;
+            let own = self.check_comment(&sig, key, &name)?;
+            let signed = self.finish_signed(&loc, sig, own, key, &name)?;
+            self.check_same_build(&name, &signed.stamp, stamp)?;
+            self.check_listed(manifest, &name, &signed.data);
+            match catalogs::check_json_feed(&signed.data, &published) {
+                Ok(n) => self.pass(
+                    CheckKind::Catalog,
+                    format!("{name}: {n} release(s), as the feed lists them"),
+                ),
+                Err(problems) => {
+                    for p in problems {
+                        self.fail(CheckKind::Catalog, format!("{name}: {p}"));
+                    }
+                }
+            }
         }
         Ok(())
     }

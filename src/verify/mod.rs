@@ -17,6 +17,7 @@
 //! runs the checks in order, and [`state`] is what a consumer remembers
 //! between runs.
 
+mod catalogs;
 mod checks;
 mod feed;
 mod fetch;
@@ -104,6 +105,8 @@ pub enum CheckKind {
     Archive,
     /// An image as a mirror serves it (`--mirrors`).
     Mirrors,
+    /// A catalog besides the feeds (`[catalogs]`) agrees with them.
+    Catalog,
 }
 
 impl CheckKind {
@@ -123,6 +126,7 @@ impl CheckKind {
             CheckKind::Images => "images",
             CheckKind::Archive => "archive",
             CheckKind::Mirrors => "mirrors",
+            CheckKind::Catalog => "catalog",
         }
     }
 }

@@ -11,6 +11,7 @@ mod common;
 mod action;
 mod archive;
 mod cache;
+mod catalogs;
 mod cli;
 mod fuzz_readers;
 mod hostile_inputs;

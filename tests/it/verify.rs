@@ -36,7 +36,7 @@ fn assert_rejected(out: &Output, errors: &[&str]) {
     assert!(stdout(out).contains("NOT verified"), "{}", stdout(out));
 }
 
-fn kat_key() -> SecretKey {
+pub(crate) fn kat_key() -> SecretKey {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/known-answer/kat.key");
     let text = fs::read_to_string(&path).unwrap();
     SecretKey::from_file(&path, &text, &mut || panic!("not encrypted")).unwrap()
@@ -44,7 +44,7 @@ fn kat_key() -> SecretKey {
 
 /// Re-signs `file` (relative to the fixture) with `key`, keeping the trusted
 /// comment of its current signature: what an attacker holding a key does.
-fn resign(fixture: &Fixture, file: &str, key: &SecretKey) {
+pub(crate) fn resign(fixture: &Fixture, file: &str, key: &SecretKey) {
     let sig_path = fixture.path(&format!("{file}.minisig"));
     let old = Signature::from_file(&sig_path, &fs::read_to_string(&sig_path).unwrap()).unwrap();
     let data = fs::read(fixture.path(file)).unwrap();
@@ -52,17 +52,17 @@ fn resign(fixture: &Fixture, file: &str, key: &SecretKey) {
     fs::write(sig_path, sig.to_file()).unwrap();
 }
 
-/// Replaces the feed's line in SHA256SUMS with the feed's current digest.
-fn relist_feed(fixture: &Fixture, site: &str) {
-    let feed = fs::read(fixture.path(&format!("{site}/feed.xml"))).unwrap();
-    let digest = vmcast_gen::model::Sha256::of(&feed);
+/// Replaces `file`'s line in SHA256SUMS with the file's current digest.
+pub(crate) fn relist(fixture: &Fixture, site: &str, file: &str) {
+    let data = fs::read(fixture.path(&format!("{site}/{file}"))).unwrap();
+    let digest = vmcast_gen::model::Sha256::of(&data);
     let sums_path = fixture.path(&format!("{site}/SHA256SUMS"));
     let sums: String = fs::read_to_string(&sums_path)
         .unwrap()
         .lines()
         .map(|l| {
-            if l.ends_with("  feed.xml") {
-                format!("{digest}  feed.xml\n")
+            if l.ends_with(&format!("  {file}")) {
+                format!("{digest}  {file}\n")
             } else {
                 format!("{l}\n")
             }
@@ -82,7 +82,7 @@ pub(crate) fn forge_feed(fixture: &Fixture, site: &str, from: &str, to: &str) {
     fs::write(&feed_path, evil).unwrap();
     let key = kat_key();
     resign(fixture, &format!("{site}/feed.xml"), &key);
-    relist_feed(fixture, site);
+    relist(fixture, site, "feed.xml");
     resign(fixture, &format!("{site}/SHA256SUMS"), &key);
 }
 

@@ -1,0 +1,61 @@
+//! Catalogs for the clients of other ecosystems, written from the same
+//! releases as the RSS feed, in the same build: no image is read again.
+//! Each is opt-in under `[catalogs]` in `vmcast.toml`, and every file is
+//! listed in `SHA256SUMS`, so the one signed manifest vouches for them all.
+
+pub mod json_feed;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::render::Site;
+use crate::render::archive::Partition;
+
+/// One file of a catalog, relative to the site.
+pub struct CatalogFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    /// Signed with minisign beside it (`<path>.minisig`), like the feeds.
+    pub signed: bool,
+}
+
+/// What one catalog wrote, and what it left out and why, for the build
+/// summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Written {
+    /// The catalog's name as `[catalogs]` spells it.
+    pub catalog: &'static str,
+    /// The files written, relative to the site.
+    pub files: Vec<String>,
+    /// Images the catalog cannot list, each with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Every catalog's files and its summary.
+#[derive(Default)]
+pub struct Catalogs {
+    pub files: Vec<CatalogFile>,
+    pub written: Vec<Written>,
+}
+
+impl Catalogs {
+    fn add(&mut self, catalog: &'static str, files: Vec<CatalogFile>, skipped: Vec<String>) {
+        self.written.push(Written {
+            catalog,
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            skipped,
+        });
+        self.files.extend(files);
+    }
+}
+
+/// Renders the catalogs the config asks for. `partition` splits the
+/// releases into the current ones and the archives, as for the RSS feeds.
+pub fn render(site: &Site, partition: &Partition) -> Result<Catalogs> {
+    let mut catalogs = Catalogs::default();
+    let wanted = &site.config.catalogs;
+    if wanted.json_feed {
+        catalogs.add("json_feed", json_feed::render(site, partition)?, Vec::new());
+    }
+    Ok(catalogs)
+}

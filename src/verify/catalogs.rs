@@ -1,0 +1,148 @@
+//! The catalogs a site lists in its manifest (`[catalogs]`), held against
+//! the verified RSS feeds: each must list the same images, at the same
+//! URLs, with the same lengths and digests. A catalog that disagrees would
+//! send its clients bytes the signed feed does not vouch for.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use super::feed::FeedDoc;
+use crate::catalog::json_feed;
+
+/// What the signed feeds and their archives say of every image: by URL,
+/// (length, SHA-256 hex); by release guid, its images' URLs; and the
+/// (image URL, mirror URL) pairs they declare.
+#[derive(Debug, Default)]
+pub(super) struct Published {
+    pub(super) images: BTreeMap<String, (u64, String)>,
+    pub(super) releases: BTreeMap<String, Vec<String>>,
+    pub(super) mirrors: BTreeSet<(String, String)>,
+}
+
+impl Published {
+    pub(super) fn add(&mut self, doc: &FeedDoc) {
+        for item in &doc.items {
+            let urls = self.releases.entry(item.guid.clone()).or_default();
+            for image in &item.images {
+                urls.push(image.url.clone());
+                self.images
+                    .insert(image.url.clone(), (image.length, image.sha256.clone()));
+            }
+            self.mirrors.extend(item.mirrors.iter().cloned());
+        }
+    }
+}
+
+/// Whether a manifest entry is a page of the JSON Feed.
+pub(super) fn is_json_feed(name: &str) -> bool {
+    name == json_feed::FEED || (name.starts_with("archive/") && name.ends_with(".json"))
+}
+
+#[derive(Deserialize)]
+struct RawFeed {
+    version: String,
+    items: Vec<RawItem>,
+}
+
+#[derive(Deserialize)]
+struct RawItem {
+    id: String,
+    #[serde(default)]
+    attachments: Vec<RawAttachment>,
+    #[serde(rename = "_vmcast")]
+    facts: RawFacts,
+}
+
+#[derive(Deserialize)]
+struct RawAttachment {
+    url: String,
+    size_in_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawFacts {
+    images: Vec<RawImage>,
+}
+
+#[derive(Deserialize)]
+struct RawImage {
+    url: String,
+    length: u64,
+    sha256: String,
+    #[serde(default)]
+    mirrors: Vec<String>,
+}
+
+/// Checks one JSON Feed page against the feeds. Returns how many releases
+/// it lists, or every disagreement found.
+pub(super) fn check_json_feed(data: &[u8], published: &Published) -> Result<usize, Vec<String>> {
+    let feed: RawFeed = serde_json::from_slice(data).map_err(|e| vec![e.to_string()])?;
+    let mut problems = Vec::new();
+    if feed.version != json_feed::VERSION {
+        problems.push(format!(
+            "version is {:?}, not {:?}",
+            feed.version,
+            json_feed::VERSION
+        ));
+    }
+    for item in &feed.items {
+        let Some(urls) = published.releases.get(&item.id) else {
+            problems.push(format!("item {} is in no signed feed", item.id));
+            continue;
+        };
+        let listed: Vec<&str> = item.facts.images.iter().map(|i| i.url.as_str()).collect();
+        if listed != urls.iter().map(String::as_str).collect::<Vec<_>>() {
+            problems.push(format!(
+                "item {}: images {listed:?}, the feed has {urls:?}",
+                item.id
+            ));
+        }
+        for image in &item.facts.images {
+            match published.images.get(&image.url) {
+                Some((length, sha256)) if *length == image.length && *sha256 == image.sha256 => {}
+                Some((length, sha256)) => problems.push(format!(
+                    "item {}: {} is {} bytes, SHA-256 {}; the feed says {length} bytes, {sha256}",
+                    item.id, image.url, image.length, image.sha256
+                )),
+                None => {}
+            }
+            for mirror in &image.mirrors {
+                if !published
+                    .mirrors
+                    .contains(&(image.url.clone(), mirror.clone()))
+                {
+                    problems.push(format!(
+                        "item {}: {mirror} is not a mirror the feed declares for {}",
+                        item.id, image.url
+                    ));
+                }
+            }
+        }
+        for attachment in &item.attachments {
+            let image = item
+                .facts
+                .images
+                .iter()
+                .find(|i| i.url == attachment.url || i.mirrors.contains(&attachment.url));
+            match image {
+                Some(i) if attachment.size_in_bytes.is_none_or(|s| s == i.length) => {}
+                Some(i) => problems.push(format!(
+                    "item {}: attachment {} says {} bytes, the image is {}",
+                    item.id,
+                    attachment.url,
+                    attachment.size_in_bytes.unwrap_or_default(),
+                    i.length
+                )),
+                None => problems.push(format!(
+                    "item {}: attachment {} is not one of its images or their mirrors",
+                    item.id, attachment.url
+                )),
+            }
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(feed.items.len()),
+        false => Err(problems),
+    }
+}

@@ -1,0 +1,153 @@
+//! The catalogs besides the RSS feeds (`[catalogs]`): each written from the
+//! same build, listed in SHA256SUMS, checked by `verify` against the feeds,
+//! and read by the real clients of its ecosystem.
+
+use std::fs;
+use std::process::Command;
+
+use crate::common::{EPOCH, Fixture, assert_success, have_tool, stderr, stdout};
+use crate::verify::{kat_key, relist, resign};
+
+const KAT_PUB: &str = "../known-answer/kat.pub";
+
+fn with_json_feed(name: &str) -> Fixture {
+    let fixture = Fixture::new(name);
+    fixture.configure("\n[catalogs]\njson_feed = true\n");
+    fixture
+}
+
+fn verify(fixture: &Fixture) -> std::process::Output {
+    fixture.run(&["verify", "public", "--pubkey", KAT_PUB], &[])
+}
+
+#[test]
+fn json_feed_lists_the_feeds_releases_signed_and_listed() {
+    let fixture = with_json_feed("ok-multi-appliance");
+    let out = fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("\nCatalog json_feed: feed.json\n"),
+        "{}",
+        stdout(&out)
+    );
+    insta::assert_snapshot!(
+        "json_feed",
+        fs::read_to_string(fixture.path("public/feed.json")).unwrap()
+    );
+    let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
+    assert!(sums.contains("  feed.json\n"), "{sums}");
+    assert!(fixture.path("public/feed.json.minisig").is_file());
+
+    let out = verify(&fixture);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(
+            "  ok   signature feed.json: good prehashed signature by key 9846815B1BF4E0B5\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("  ok   catalog   feed.json: 3 release(s), as the feed lists them\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A JSON Feed signed by the publisher's key and listed in the manifest,
+/// but whose facts are not the RSS feed's: what a compromised build or a
+/// bug would publish. `verify` names the image and both digests.
+#[test]
+fn a_json_feed_that_disagrees_with_the_feed_fails_verify() {
+    let fixture = with_json_feed("ok-minimal");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    let path = fixture.path("public/feed.json");
+    let json = fs::read_to_string(&path).unwrap();
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    let real = feed
+        .split("sha256=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let evil = "e".repeat(64);
+    fs::write(&path, json.replace(&real, &evil)).unwrap();
+    let key = kat_key();
+    resign(&fixture, "public/feed.json", &key);
+    relist(&fixture, "public", "feed.json");
+    resign(&fixture, "public/SHA256SUMS", &key);
+
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: feed.json: item vmcast:webapp:1.1.0: https://downloads.example.com/site/images/webapp/1.1.0/webapp-1.1.0.raw \
+             is 366 bytes, SHA-256 {evil}; the feed says 366 bytes, {real}\n"
+        )
+    );
+}
+
+/// Every page of the JSON Feed, the current one and each archive page,
+/// passes the JSON Feed 1.1 schema (vendored: the registries' validators
+/// know only 1.0), and following `next_url` from feed.json reaches every
+/// release exactly once.
+#[test]
+#[cfg_attr(missing_jsonschema, ignore = "needs python3 -m jsonschema")]
+fn json_feed_pages_pass_the_json_feed_1_1_schema() {
+    assert!(have_tool("python3"));
+    let fixture = with_json_feed("ok-minimal");
+    fs::remove_dir_all(fixture.path("releases")).unwrap();
+    for i in 0..25 {
+        let dir = fixture.path(&format!("releases/webapp/1.{i}.0"));
+        fs::create_dir_all(&dir).unwrap();
+        let date =
+            chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Days::new(i as u64);
+        fs::write(
+            dir.join("release.toml"),
+            format!("version = \"1.{i}.0\"\ndate = {date}\nnotes = \"Release *{i}*.\"\n"),
+        )
+        .unwrap();
+        fs::write(dir.join(format!("webapp-1.{i}.0.raw")), format!("{i}\n")).unwrap();
+    }
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    fs::write(
+        fixture.path("vmcast.toml"),
+        format!("feed_items = 3\n{config}"),
+    )
+    .unwrap();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    assert!(fixture.path("public/archive/2.json").is_file());
+
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/schemas/jsonfeed-1.1.schema.json");
+    let script = r#"
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+validator = jsonschema.Draft202012Validator(schema)
+base = "https://downloads.example.com/site/"
+name, seen, pages = "feed.json", [], 0
+while name:
+    page = json.load(open(name))
+    errors = [f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(page)]
+    if errors:
+        sys.exit("\n".join(errors))
+    if page.get("next_url") == page.get("feed_url"):
+        sys.exit(f"{name}: next_url is feed_url")
+    seen += [item["id"] for item in page["items"]]
+    pages += 1
+    name = page.get("next_url", "").removeprefix(base)
+print(pages, len(seen), len(set(seen)))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&schema)
+        .current_dir(fixture.path("public"))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    // 25 releases, 3 kept current: two archives of 10, the other 5 current.
+    assert_eq!(stdout(&out), "3 25 25\n");
+}
