@@ -56,6 +56,15 @@ struct RawConfig {
     previous_key: Option<PathBuf>,
     feed_items: Option<Spanned<i64>>,
     mirrors: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    catalogs: RawCatalogs,
+}
+
+/// `[catalogs]`: the catalogs other clients read, and their signing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalogs {
+    openpgp_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +139,15 @@ pub struct Config {
     /// Base URLs that also serve the images, under the same relative paths
     /// as `download_base_url`.
     pub mirrors: Vec<Url>,
+    pub catalogs: Catalogs,
+}
+
+/// `[catalogs]`: the catalogs other clients read, and their signing.
+#[derive(Debug, Clone, Default)]
+pub struct Catalogs {
+    /// The OpenPGP secret key (ASCII-armored) that clearsigns
+    /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
+    pub openpgp_key: Option<PathBuf>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -313,6 +331,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         previous_key: raw.previous_key.map(|p| root.join(p)),
         feed_items: site_feed_items,
         mirrors: site_mirrors,
+        catalogs: Catalogs {
+            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
+        },
     })
 }
 

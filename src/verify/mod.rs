@@ -104,6 +104,8 @@ pub enum CheckKind {
     Archive,
     /// An image as a mirror serves it (`--mirrors`).
     Mirrors,
+    /// `SHA256SUMS.asc`, the OpenPGP-clearsigned SHA256SUMS.
+    OpenPgp,
 }
 
 impl CheckKind {
@@ -123,6 +125,7 @@ impl CheckKind {
             CheckKind::Images => "images",
             CheckKind::Archive => "archive",
             CheckKind::Mirrors => "mirrors",
+            CheckKind::OpenPgp => "openpgp",
         }
     }
 }
