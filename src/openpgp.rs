@@ -9,9 +9,11 @@
 //! randomness, so the same key, text and signature time give the same
 //! bytes; v6 signatures carry a random salt, and GnuPG 2.2 reads no v6 key.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use pgp::armor::Dearmor;
 use pgp::composed::{
     ArmorOptions, CleartextSignedMessage, Deserializable, KeyType, SecretKeyParamsBuilder,
     SignedPublicKey, SignedSecretKey,
@@ -57,7 +59,17 @@ impl LockedKey {
                 },
             ));
         }
-        let (key, _) = SignedSecretKey::from_string(text).map_err(|e| {
+        let mut packets = Zeroizing::new(Vec::new());
+        Dearmor::new(text.as_bytes())
+            .read_to_end(&mut packets)
+            .map_err(|_| {
+                Error::file(
+                    path,
+                    "is not a readable OpenPGP secret key: its ASCII armor is damaged (the text \
+                     between the BEGIN and END lines is not the base64 of OpenPGP packets)",
+                )
+            })?;
+        let key = SignedSecretKey::from_bytes(packets.as_slice()).map_err(|e| {
             Error::file(
                 path,
                 format_args!("is not a readable OpenPGP secret key: {e}"),
