@@ -18,6 +18,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("gpo", "command -v gpo"),
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
+    ("gpg", "command -v gpg"),
+    ("gpgv", "command -v gpgv"),
 ];
 
 fn main() {
