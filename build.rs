@@ -19,6 +19,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
     ("jsonschema", "python3 -c 'import jsonschema'"),
+    ("gpg", "command -v gpg"),
+    ("gpgv", "command -v gpgv"),
 ];
 
 fn main() {
