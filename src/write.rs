@@ -99,9 +99,9 @@ impl<'a> Staging<'a> {
     /// so the staging directory holds exactly what a new one would.
     fn remove_unused_dirs(&self) -> Result<()> {
         let produced = self.produced.borrow();
+        // The directories that hold a file of the new site.
         let mut used: BTreeSet<&str> = BTreeSet::new();
         for path in produced.iter() {
-            used.insert(path);
             let mut rest = path.as_str();
             while let Some((parent, _)) = rest.rsplit_once('/') {
                 if !used.insert(parent) {
@@ -111,10 +111,14 @@ impl<'a> Staging<'a> {
             }
         }
         // Parents come before their children: only the topmost unused
-        // directory of each unused tree is removed.
+        // directory of each unused tree is removed. One where the new site
+        // writes a file was removed when it was written.
         for dir in &self.spare_dirs {
             let parent = dir.rsplit_once('/').map(|(p, _)| p);
-            if !used.contains(dir.as_str()) && parent.is_none_or(|p| used.contains(p)) {
+            if !used.contains(dir.as_str())
+                && !produced.contains(dir)
+                && parent.is_none_or(|p| used.contains(p))
+            {
                 let path = self.dir.path().join(dir);
                 fs::remove_dir_all(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
             }
@@ -196,7 +200,8 @@ fn take_spare(
         Warning::file(
             path,
             format_args!(
-                "{why}, which no build leaves: the spare site was removed and this one built from an empty directory"
+                "{why}; the spare site is not what a build leaves, so it was removed and this \
+                 build starts from an empty directory"
             ),
         )
     };
