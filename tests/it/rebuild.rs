@@ -262,6 +262,7 @@ fn spoilt_spare(corrupt: impl FnOnce(&Fixture), warning: &str) -> Fixture {
     let fixture = with_mode("copy");
     assert_success(&fixture.build(&[]));
     warm_build(&fixture);
+    assert!(fixture.path(SPARE).is_dir());
     corrupt(&fixture);
     let out = fixture.build(&[]);
     assert_success(&out);
@@ -403,6 +404,7 @@ fn build_killed_while_staging_in_the_spare_leaves_the_output_and_is_swept() {
     let fixture = with_mode("copy");
     assert_success(&fixture.build(&[]));
     warm_build(&fixture);
+    assert!(fixture.path(SPARE).is_dir());
     let before = tree(&fixture.path("public"));
     let big = fixture.path("releases/webapp/1.1.0/big.raw");
     fs::File::create(&big).unwrap().set_len(8 << 30).unwrap();
