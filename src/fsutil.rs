@@ -325,6 +325,18 @@ pub fn remove_file(path: &Path) -> Result<()> {
     fs::remove_file(path).map_err(|e| Error::io("cannot remove", path, e))
 }
 
+/// Removes whatever is at `path`, a directory with all it holds, without
+/// following a symbolic link; nothing when there is nothing.
+pub fn remove_any(path: &Path) -> Result<()> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => return Err(Error::io("cannot stat", path, e)),
+    };
+    removed.map_err(|e| Error::io("cannot remove", path, e))
+}
+
 /// Removes a file; `Ok(false)` when there was none.
 pub fn remove_file_if_exists(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {

@@ -207,12 +207,7 @@ pub fn build(
         None => None,
     };
 
-    // The images' places in the output, which a reused spare may already fill.
-    let placed_images: std::collections::BTreeSet<&str> = match config.image_mode {
-        ImageMode::None => Default::default(),
-        ImageMode::Copy | ImageMode::Link => plan.images().map(|i| i.site_path.as_str()).collect(),
-    };
-    let (staging, spare_warning) = write::Staging::new(&lock, &placed_images)?;
+    let (staging, spare_warning) = write::Staging::new(&lock)?;
     warnings.extend(spare_warning);
     let requests = hash_requests(&config, &plan, &staging)?;
     let mut shortcuts = hash::Shortcuts {

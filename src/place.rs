@@ -53,12 +53,12 @@ impl Opened<'_> {
 
 /// Whether `dst` already holds the file `want` (the same device and inode):
 /// then nothing is linked, copied or removed, and the file's ctime stays.
-/// Anything else there (a file of an older site in the reused spare) is
+/// Anything else there (what an older site left in the reused spare) is
 /// removed, so the image can be placed anew.
 fn holds(dst: &Path, want: Option<FileId>) -> Result<bool> {
     match fs::symlink_metadata(dst) {
         Ok(meta) if meta.is_file() && Some(FileId::of(&meta)) == want => Ok(true),
-        Ok(_) => fsutil::remove_file(dst).map(|()| false),
+        Ok(_) => fsutil::remove_any(dst).map(|()| false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("cannot stat", dst, e)),
     }

@@ -31,22 +31,20 @@ pub const MARKER: &str = ".vmcast-gen";
 pub struct Staging<'a> {
     dir: TempDir,
     lock: &'a OutputLock,
-    /// The directories the spare brought (site-relative), when this
-    /// staging directory is the spare reused: those that hold no file of
-    /// the new site are removed before the swap.
-    spare_dirs: Vec<String>,
+    /// What the spare brought (site-relative paths, parents first), when
+    /// this staging directory is the spare reused: what the new site does
+    /// not write again is removed before the swap.
+    spare: Vec<String>,
     /// Every site-relative path written or prepared for an image.
     produced: RefCell<BTreeSet<String>>,
 }
 
 impl<'a> Staging<'a> {
     /// A staging directory for the output `lock` holds: the spare the
-    /// previous build left, when there is one, pruned to what this build
-    /// can keep of it (directories, and the regular files at `images`, the
-    /// site paths where it places images); else a new, empty one. A spare
-    /// that is not what a build leaves is removed, with the warning
+    /// previous build left, when there is one, else a new, empty one. A
+    /// spare that is not what a build leaves is removed, with the warning
     /// returned, and the build starts from an empty directory.
-    pub fn new(lock: &'a OutputLock, images: &BTreeSet<&str>) -> Result<(Self, Option<Warning>)> {
+    pub fn new(lock: &'a OutputLock) -> Result<(Self, Option<Warning>)> {
         let target = lock.target.as_path();
         check_replaceable(target)?;
         // The lock made the parent.
@@ -55,12 +53,12 @@ impl<'a> Staging<'a> {
             .prefix(&staging_prefix(target))
             .tempdir_in(parent)
             .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
-        let (spare_dirs, warning) = take_spare(&spare_path(target), dir.path(), images)?;
+        let (spare, warning) = take_spare(&spare_path(target), dir.path())?;
         fsutil::set_mode(dir.path(), fsutil::PUBLISHED_DIR_MODE)?;
         let staging = Staging {
             dir,
             lock,
-            spare_dirs,
+            spare,
             produced: RefCell::new(BTreeSet::new()),
         };
         staging.write(
@@ -75,29 +73,47 @@ impl<'a> Staging<'a> {
     }
 
     /// The place of a site-relative path inside the staging directory, with
-    /// its parent directories created.
+    /// its parent directories created. What the spare holds at that place
+    /// is left for the caller to keep or replace.
     pub fn prepare(&self, rel: &str) -> Result<PathBuf> {
         let path = self.dir.path().join(rel);
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent()
+            && let Err(e) = fsutil::create_dir_all(parent)
+        {
+            if self.spare.is_empty() {
+                return Err(e);
+            }
+            // A file of the old site where this one has a directory.
+            let mut at = self.dir.path().to_path_buf();
+            for part in Path::new(rel).parent().into_iter().flat_map(Path::iter) {
+                at.push(part);
+                if fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir()) {
+                    fsutil::remove_file(&at)?;
+                }
+            }
             fsutil::create_dir_all(parent)?;
         }
         self.produced.borrow_mut().insert(rel.to_owned());
         Ok(path)
     }
 
+    /// Writes a published file, unless the spare holds it already, byte
+    /// for byte (an archive never changes): that one is kept, which spares
+    /// the disk an unlink and a write.
     pub fn write(&self, rel: &str, contents: &[u8]) -> Result<()> {
         let path = self.prepare(rel)?;
-        // The pruned spare holds no file but the images; a directory of
-        // the old site may lie where this one writes a file.
-        if !self.spare_dirs.is_empty() && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            fs::remove_dir_all(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
+        if !self.spare.is_empty() {
+            if holds_published(&path, contents) {
+                return Ok(());
+            }
+            fsutil::remove_any(&path)?;
         }
         fsutil::write_published(&path, contents)
     }
 
-    /// Removes the spare's directories that hold no file of the new site,
-    /// so the staging directory holds exactly what a new one would.
-    fn remove_unused_dirs(&self) -> Result<()> {
+    /// Removes what the spare brought and the new site does not have, so
+    /// the staging directory holds exactly what a new one would.
+    fn remove_unused(&self) -> Result<()> {
         let produced = self.produced.borrow();
         // The directories that hold a file of the new site.
         let mut used: BTreeSet<&str> = BTreeSet::new();
@@ -110,17 +126,17 @@ impl<'a> Staging<'a> {
                 rest = parent;
             }
         }
-        // Parents come before their children: only the topmost unused
-        // directory of each unused tree is removed. One where the new site
-        // writes a file was removed when it was written.
-        for dir in &self.spare_dirs {
-            let parent = dir.rsplit_once('/').map(|(p, _)| p);
-            if !used.contains(dir.as_str())
-                && !produced.contains(dir)
+        // Parents come before their children: of an unused tree only the
+        // topmost directory is removed, with all it holds. What the new
+        // site wrote over (a file where a directory was, or the reverse)
+        // was replaced when it was written.
+        for entry in &self.spare {
+            let parent = entry.rsplit_once('/').map(|(p, _)| p);
+            if !used.contains(entry.as_str())
+                && !produced.contains(entry)
                 && parent.is_none_or(|p| used.contains(p))
             {
-                let path = self.dir.path().join(dir);
-                fs::remove_dir_all(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
+                fsutil::remove_any(&self.dir.path().join(entry))?;
             }
         }
         Ok(())
@@ -130,7 +146,7 @@ impl<'a> Staging<'a> {
     /// atomically where the file system can exchange two directories. The
     /// old one becomes the spare.
     pub fn commit(self) -> Result<()> {
-        self.remove_unused_dirs()?;
+        self.remove_unused()?;
         let new = self.dir.keep();
         // One syncfs for every file written, copied or reflinked, instead of
         // an fsync each: the same durability before the swap, at one flush.
@@ -168,34 +184,32 @@ fn retire(old: &Path, spare: &Path) -> Result<()> {
         return remove_old(old);
     }
     // Only there if something made it during the build.
-    remove_any(spare)?;
+    fsutil::remove_any(spare)?;
     fs::rename(old, spare).map_err(|e| Error::io("cannot keep the previous site as", spare, e))
 }
 
-/// Removes whatever is at `path`, without following a symbolic link.
-fn remove_any(path: &Path) -> Result<()> {
-    let removed = match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => return Err(Error::io("cannot stat", path, e)),
+/// Whether a file of the reused spare is what writing `contents` at `path`
+/// would make: a regular file with the published mode and these bytes, and
+/// no other name through which it could change.
+fn holds_published(path: &Path, contents: &[u8]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok((file, meta)) = fsutil::open_regular(path, false) else {
+        return false;
     };
-    removed.map_err(|e| Error::io("cannot remove", path, e))
+    meta.nlink() == 1
+        && meta.permissions().mode() & 0o7777 == fsutil::PUBLISHED_FILE_MODE
+        && meta.len() == contents.len() as u64
+        && fsutil::read_open(file, path, meta.len()).is_ok_and(|bytes| bytes == contents)
 }
 
 /// Moves the spare at `spare`, if there is one, into `staging` (an empty
-/// directory) and prunes it: whatever a build writes anew is removed, and
-/// only directories and the regular files at `images` stay, for placement
-/// to keep when they are the very files the new site holds. Returns the
-/// directories left. The spare is untrusted: one that is not a directory
-/// with the marker, or that holds anything but directories and regular
-/// files (which no build leaves), is removed with a warning, and `staging`
-/// is left empty.
-fn take_spare(
-    spare: &Path,
-    staging: &Path,
-    images: &BTreeSet<&str>,
-) -> Result<(Vec<String>, Option<Warning>)> {
+/// directory), and returns what it holds (see [`Staging::spare`]). The
+/// spare is untrusted: one that is not a directory with the marker, or
+/// that holds anything but directories and regular files (which no build
+/// leaves), is removed with a warning, and `staging` is left empty. What
+/// it holds is kept only where it is what the new site would write: an
+/// image's very file, or a file's very bytes.
+fn take_spare(spare: &Path, staging: &Path) -> Result<(Vec<String>, Option<Warning>)> {
     let discarded = |path: &Path, why: String| {
         Warning::file(
             path,
@@ -211,23 +225,23 @@ fn take_spare(
         Err(e) => return Err(Error::io("cannot stat", spare, e)),
     };
     if !meta.is_dir() {
-        remove_any(spare)?;
+        fsutil::remove_any(spare)?;
         let why = format!("is {}", fsutil::file_kind(&meta));
         return Ok((Vec::new(), Some(discarded(spare, why))));
     }
     if !fs::symlink_metadata(spare.join(MARKER)).is_ok_and(|m| m.is_file()) {
-        remove_any(spare)?;
+        fsutil::remove_any(spare)?;
         let why = format!("has no {MARKER} file");
         return Ok((Vec::new(), Some(discarded(spare, why))));
     }
     // Onto the empty directory: one rename, under the staging name that
     // the sweep removes should this build be killed.
     fs::rename(spare, staging).map_err(|e| Error::io("cannot reuse the spare site", spare, e))?;
-    let mut dirs = Vec::new();
-    match prune(staging, "", images, &mut dirs)? {
-        None => Ok((dirs, None)),
+    let mut entries = Vec::new();
+    match list_spare(staging, "", &mut entries)? {
+        None => Ok((entries, None)),
         Some((rel, kind)) => {
-            remove_any(staging)?;
+            fsutil::remove_any(staging)?;
             fs::create_dir(staging)
                 .map_err(|e| Error::io("cannot create directory", staging, e))?;
             let why = format!("is {kind}");
@@ -236,19 +250,18 @@ fn take_spare(
     }
 }
 
-/// Prunes the directory `rel` of the spare at `root` (see [`take_spare`]),
-/// adding the directories it keeps to `dirs`, parents first. Stops at the
-/// first entry that is neither a directory nor a regular file, and returns
-/// it and what it is.
-fn prune(
+/// Lists the directory `rel` of the spare at `root` into `entries`, parents
+/// first, giving its directories the published mode. Stops at the first
+/// entry that is neither a directory nor a regular file, and returns it and
+/// what it is.
+fn list_spare(
     root: &Path,
     rel: &str,
-    images: &BTreeSet<&str>,
-    dirs: &mut Vec<String>,
+    entries: &mut Vec<String>,
 ) -> Result<Option<(String, &'static str)>> {
     let dir = root.join(rel);
-    let entries = fs::read_dir(&dir).map_err(|e| Error::io("cannot read directory", &dir, e))?;
-    for entry in entries {
+    let listing = fs::read_dir(&dir).map_err(|e| Error::io("cannot read directory", &dir, e))?;
+    for entry in listing {
         let entry = entry.map_err(|e| Error::io("cannot read directory", &dir, e))?;
         let path = entry.path();
         let meta = || {
@@ -261,7 +274,7 @@ fn prune(
             .map_err(|e| Error::io("cannot stat", &path, e))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             // No site path has a name that is not UTF-8.
-            remove_any(&path)?;
+            fsutil::remove_any(&path)?;
             continue;
         };
         let child = if rel.is_empty() {
@@ -270,21 +283,15 @@ fn prune(
             format!("{rel}/{name}")
         };
         if kind.is_dir() {
-            if images.contains(child.as_str()) {
-                remove_any(&path)?;
-                continue;
-            }
             if meta()?.permissions().mode() & 0o7777 != fsutil::PUBLISHED_DIR_MODE {
                 fsutil::set_mode(&path, fsutil::PUBLISHED_DIR_MODE)?;
             }
-            dirs.push(child.clone());
-            if let Some(found) = prune(root, &child, images, dirs)? {
+            entries.push(child.clone());
+            if let Some(found) = list_spare(root, &child, entries)? {
                 return Ok(Some(found));
             }
         } else if kind.is_file() {
-            if !images.contains(child.as_str()) {
-                fsutil::remove_file(&path)?;
-            }
+            entries.push(child);
         } else {
             return Ok(Some((child, fsutil::file_kind(&meta()?))));
         }

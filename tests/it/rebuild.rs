@@ -133,6 +133,7 @@ fn copy_mode_rebuilds_stage_in_the_spare_and_copy_nothing() {
     assert_success(&fixture.build(&[]));
     let release_dir = |root: &str| fixture.path(&format!("{root}/images/webapp/1.1.0"));
     let first_tree = ino(&release_dir("public"));
+    let first_feed = ino(&fixture.path("public/feed.xml"));
     warm_build(&fixture);
     let second_tree = ino(&release_dir("public"));
     assert_ne!(second_tree, first_tree);
@@ -142,6 +143,11 @@ fn copy_mode_rebuilds_stage_in_the_spare_and_copy_nothing() {
     for (round, tree) in [(3, first_tree), (4, second_tree), (5, first_tree)] {
         warm_build(&fixture);
         assert_eq!(ino(&release_dir("public")), tree, "build {round}");
+        // The same build time: the feed is the same, byte for byte, and
+        // the spare's is kept.
+        if tree == first_tree {
+            assert_eq!(ino(&fixture.path("public/feed.xml")), first_feed);
+        }
         let now = fs::metadata(fixture.path(PUBLISHED)).unwrap();
         assert_eq!(
             (now.ino(), now.nlink(), now.ctime(), now.ctime_nsec()),
@@ -363,9 +369,9 @@ fn foreign_files_in_the_spare_never_reach_the_output() {
 }
 
 /// A directory where the new site writes a file, or places an image, is
-/// removed with all it holds.
+/// removed with all it holds; a file where it has a directory is removed.
 #[test]
-fn directories_in_the_spare_where_files_belong_are_replaced() {
+fn files_and_directories_swapped_in_the_spare_are_replaced() {
     spoilt_spare(
         |f| {
             for path in ["feed.xml", "images/webapp/1.1.0/webapp-1.1.0.raw"] {
@@ -374,8 +380,42 @@ fn directories_in_the_spare_where_files_belong_are_replaced() {
                 fs::create_dir_all(at.join("deeper")).unwrap();
                 fs::write(at.join("deeper/file"), "inside").unwrap();
             }
+            let at = f.path(&format!("{SPARE}/images/webapp/1.0.0"));
+            fs::remove_dir_all(&at).unwrap();
+            fs::write(&at, "a file").unwrap();
         },
         "",
+    );
+}
+
+/// A file of the spare with the right bytes is kept only if nothing else
+/// can change it: one with another name (a hard link) or another mode is
+/// written anew.
+#[test]
+fn spare_files_with_the_right_bytes_but_another_name_or_mode_are_written_anew() {
+    let fixture = spoilt_spare(
+        |f| {
+            fs::hard_link(
+                f.path(&format!("{SPARE}/vmcast.pub")),
+                f.tmp.path().join("other.pub"),
+            )
+            .unwrap();
+            let page = f.path(&format!("{SPARE}/index.html"));
+            fs::set_permissions(&page, fs::Permissions::from_mode(0o666)).unwrap();
+        },
+        "",
+    );
+    assert_eq!(
+        fs::metadata(fixture.path("public/vmcast.pub"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+    assert_eq!(
+        fs::metadata(fixture.tmp.path().join("other.pub"))
+            .unwrap()
+            .nlink(),
+        1
     );
 }
 
