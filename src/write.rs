@@ -97,13 +97,15 @@ impl<'a> Staging<'a> {
         Ok(path)
     }
 
-    /// Writes a published file, unless the spare holds it already, byte
-    /// for byte (an archive never changes): that one is kept, which spares
-    /// the disk an unlink and a write.
+    /// Writes a published file. The spare's file at the same place is
+    /// written over in place (or kept, when it holds these bytes already:
+    /// an archive never changes), which spares the disk an unlink, the trim
+    /// of the freed blocks and a new allocation; whatever else the spare
+    /// holds there is replaced.
     pub fn write(&self, rel: &str, contents: &[u8]) -> Result<()> {
         let path = self.prepare(rel)?;
         if !self.spare.is_empty() {
-            if holds_published(&path, contents) {
+            if fsutil::rewrite_published(&path, contents)? {
                 return Ok(());
             }
             fsutil::remove_any(&path)?;
@@ -188,27 +190,13 @@ fn retire(old: &Path, spare: &Path) -> Result<()> {
     fs::rename(old, spare).map_err(|e| Error::io("cannot keep the previous site as", spare, e))
 }
 
-/// Whether a file of the reused spare is what writing `contents` at `path`
-/// would make: a regular file with the published mode and these bytes, and
-/// no other name through which it could change.
-fn holds_published(path: &Path, contents: &[u8]) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok((file, meta)) = fsutil::open_regular(path, false) else {
-        return false;
-    };
-    meta.nlink() == 1
-        && meta.permissions().mode() & 0o7777 == fsutil::PUBLISHED_FILE_MODE
-        && meta.len() == contents.len() as u64
-        && fsutil::read_open(file, path, meta.len()).is_ok_and(|bytes| bytes == contents)
-}
-
 /// Moves the spare at `spare`, if there is one, into `staging` (an empty
 /// directory), and returns what it holds (see [`Staging::spare`]). The
 /// spare is untrusted: one that is not a directory with the marker, or
 /// that holds anything but directories and regular files (which no build
-/// leaves), is removed with a warning, and `staging` is left empty. What
-/// it holds is kept only where it is what the new site would write: an
-/// image's very file, or a file's very bytes.
+/// leaves), is removed with a warning, and `staging` is left empty. An
+/// image in it is kept only where it is the very file the new site
+/// places there; a file the new site writes is written over.
 fn take_spare(spare: &Path, staging: &Path) -> Result<(Vec<String>, Option<Warning>)> {
     let discarded = |path: &Path, why: String| {
         Warning::file(
