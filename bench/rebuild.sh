@@ -114,5 +114,7 @@ vmcast-gen rebuild benchmark: $(nproc) cores, $rounds rounds, medians (ms), $(da
 |---|---:|---:|---:|---:|---:|---|
 EOF
 for site in "${sites[@]}"; do
-  echo "| $(label "$site") | $(ms "$site-cold") | $(ms "$site-first") | $(ratio "$site-first" "$site-cold") | $(ms "$site-warm") | $(ratio "$site-warm" "$site-cold") | <= 0.05 |"
+  target='<= 0.05'
+  [[ $site == tiny-* ]] && target='(fixed costs)'
+  echo "| $(label "$site") | $(ms "$site-cold") | $(ms "$site-first") | $(ratio "$site-first" "$site-cold") | $(ms "$site-warm") | $(ratio "$site-warm" "$site-cold") | $target |"
 done
