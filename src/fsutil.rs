@@ -171,6 +171,52 @@ pub fn write_published(path: &Path, contents: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("cannot write", path, e))
 }
 
+/// Makes the published file at `path` hold `contents` in place, when it is
+/// a regular file that no other name shares (a file of the reused spare
+/// site, [`crate::write::Staging`]): it keeps its inode and its blocks, so
+/// the file system frees and trims nothing, and when it holds `contents`
+/// already nothing is written at all. `Ok(false)`, touching nothing, when
+/// there is no such file at `path`.
+pub fn rewrite_published(path: &Path, contents: &[u8]) -> Result<bool> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let alone = |meta: &fs::Metadata| meta.is_file() && meta.nlink() == 1;
+    if !fs::symlink_metadata(path).is_ok_and(|m| alone(&m)) {
+        return Ok(false);
+    }
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let Ok(mut file) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    else {
+        return Ok(false);
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
+    if !alone(&meta) {
+        return Ok(false);
+    }
+    let len = contents.len() as u64;
+    let mut old = Vec::new();
+    if meta.len() == len {
+        file.read_to_end(&mut old)
+            .map_err(|e| Error::io("cannot read", path, e))?;
+    }
+    if old != contents {
+        file.write_all_at(contents, 0)
+            .and_then(|()| file.set_len(len))
+            .map_err(|e| Error::io("cannot write", path, e))?;
+    }
+    if meta.permissions().mode() & 0o7777 != PUBLISHED_FILE_MODE {
+        file.set_permissions(fs::Permissions::from_mode(PUBLISHED_FILE_MODE))
+            .map_err(|e| Error::io("cannot set permissions of", path, e))?;
+    }
+    Ok(true)
+}
+
 /// Writes a file with the given mode, replacing it only if `overwrite`.
 /// The contents go to a temporary file beside it first, so a crash never
 /// leaves a half-written key behind.
@@ -323,6 +369,18 @@ pub fn copy_published(from: &File, len: u64, src: &Path, dst: &Path) -> Result<(
 
 pub fn remove_file(path: &Path) -> Result<()> {
     fs::remove_file(path).map_err(|e| Error::io("cannot remove", path, e))
+}
+
+/// Removes whatever is at `path`, a directory with all it holds, without
+/// following a symbolic link; nothing when there is nothing.
+pub fn remove_any(path: &Path) -> Result<()> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => return Err(Error::io("cannot stat", path, e)),
+    };
+    removed.map_err(|e| Error::io("cannot remove", path, e))
 }
 
 /// Removes a file; `Ok(false)` when there was none.

@@ -229,7 +229,8 @@ pub fn build(
         None => None,
     };
 
-    let staging = write::Staging::new(&lock)?;
+    let (staging, spare_warning) = write::Staging::new(&lock)?;
+    warnings.extend(spare_warning);
     let requests = hash_requests(&config, &plan, &staging)?;
     let mut shortcuts = hash::Shortcuts {
         cache: match cache_file(&config, options)? {
@@ -861,9 +862,9 @@ fn check_output_dir(config: &Config) -> Result<()> {
 /// Records, after the swap, what the new output holds, for the next build.
 /// A copy is recorded under its own canonical path, so the next build can
 /// take it by hard link when it publishes the same bytes there. A hard
-/// link is the image itself: making it and removing the previous output's
-/// link moved its ctime, so the image's entry takes the state the next
-/// build will see (only if its size and mtime are still those recorded).
+/// link is the image itself: making it, or removing one the spare held,
+/// moved its ctime, so the image's entry takes the state the next build
+/// will see (only if its size and mtime are still those recorded).
 /// Images taken unread from a previous site are not in the output.
 fn record_output(
     cache: &mut HashCache,

@@ -2,13 +2,16 @@
 //! copy (a reflink where the file system can), or a hard link. A copy that
 //! needs bytes is written from the hashing read, so `for_read` only says
 //! where that copy goes; a copy the previous build already made of the
-//! same bytes is taken from the previous output by hard link.
+//! same bytes is taken from the previous output by hard link. Where the
+//! staging directory (the spare site reused) already holds the very file
+//! the image's place needs, it is left as it is.
 
-use std::fs::{File, Metadata};
+use std::fs::{self, File, Metadata};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::model::FileId;
 
@@ -37,8 +40,27 @@ impl Opened<'_> {
         self.meta.permissions().mode() & 0o004 != 0
     }
 
-    fn hard_link(&self, dst: &Path) -> Result<bool> {
-        fsutil::hard_link(self.real, dst, FileId::of(self.meta))
+    fn id(&self) -> FileId {
+        FileId::of(self.meta)
+    }
+
+    /// Links the image at `dst`, unless it is there already; `Ok(false)`
+    /// when it cannot be linked and must be copied.
+    fn link(&self, dst: &Path) -> Result<bool> {
+        Ok(holds(dst, Some(self.id()))? || fsutil::hard_link(self.real, dst, self.id())?)
+    }
+}
+
+/// Whether `dst` already holds the file `want` (the same device and inode):
+/// then nothing is linked, copied or removed, and the file's ctime stays.
+/// Anything else there (what an older site left in the reused spare) is
+/// removed, so the image can be placed anew.
+fn holds(dst: &Path, want: Option<FileId>) -> Result<bool> {
+    match fs::symlink_metadata(dst) {
+        Ok(meta) if meta.is_file() && Some(FileId::of(&meta)) == want => Ok(true),
+        Ok(_) => fsutil::remove_any(dst).map(|()| false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("cannot stat", dst, e)),
     }
 }
 
@@ -61,9 +83,13 @@ pub fn unread(
 ) -> Result<()> {
     match place {
         Placement::Nowhere => Ok(()),
-        Placement::Link(dst) if image.world_readable() && image.hard_link(dst)? => Ok(()),
+        Placement::Link(dst) if image.world_readable() && image.link(dst)? => Ok(()),
         Placement::Copy(dst) | Placement::Link(dst) => {
-            if let Some(old) = previous()
+            let old = previous();
+            if holds(dst, old.as_ref().map(|o| o.id))? {
+                return Ok(());
+            }
+            if let Some(old) = old
                 && fsutil::hard_link(&old.path, dst, old.id)?
             {
                 return Ok(());
@@ -82,8 +108,9 @@ pub fn unread(
 pub fn for_read(image: &Opened, place: &Placement) -> Result<Option<PathBuf>> {
     match place {
         Placement::Nowhere => Ok(None),
-        Placement::Link(dst) if image.world_readable() && image.hard_link(dst)? => Ok(None),
+        Placement::Link(dst) if image.world_readable() && image.link(dst)? => Ok(None),
         Placement::Copy(dst) | Placement::Link(dst) => {
+            holds(dst, None)?;
             if fsutil::reflink(image.file, dst)? {
                 Ok(None)
             } else {

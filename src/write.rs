@@ -3,9 +3,17 @@
 //! exactly as it was. One build of an output at a time: each holds the
 //! output's lock from start to end, and sweeps away what killed builds
 //! left behind.
+//!
+//! The output is double-buffered: the site a swap retires is kept beside
+//! the output as `.<name>.spare`, and the next build stages in it, changing
+//! only what differs. Removing a tree of a thousand release directories
+//! and making it again would cost a rebuild more than all the rest.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
@@ -23,11 +31,20 @@ pub const MARKER: &str = ".vmcast-gen";
 pub struct Staging<'a> {
     dir: TempDir,
     lock: &'a OutputLock,
+    /// What the spare brought (site-relative paths, parents first), when
+    /// this staging directory is the spare reused: what the new site does
+    /// not write again is removed before the swap.
+    spare: Vec<String>,
+    /// Every site-relative path written or prepared for an image.
+    produced: RefCell<BTreeSet<String>>,
 }
 
 impl<'a> Staging<'a> {
-    /// A new staging directory for the output `lock` holds.
-    pub fn new(lock: &'a OutputLock) -> Result<Self> {
+    /// A staging directory for the output `lock` holds: the spare the
+    /// previous build left, when there is one, else a new, empty one. A
+    /// spare that is not what a build leaves is removed, with the warning
+    /// returned, and the build starts from an empty directory.
+    pub fn new(lock: &'a OutputLock) -> Result<(Self, Option<Warning>)> {
         let target = lock.target.as_path();
         check_replaceable(target)?;
         // The lock made the parent.
@@ -36,13 +53,19 @@ impl<'a> Staging<'a> {
             .prefix(&staging_prefix(target))
             .tempdir_in(parent)
             .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
+        let (spare, warning) = take_spare(&spare_path(target), dir.path())?;
         fsutil::set_mode(dir.path(), fsutil::PUBLISHED_DIR_MODE)?;
-        let staging = Staging { dir, lock };
+        let staging = Staging {
+            dir,
+            lock,
+            spare,
+            produced: RefCell::new(BTreeSet::new()),
+        };
         staging.write(
             MARKER,
             b"This directory is replaced by every `vmcast-gen build`.\n",
         )?;
-        Ok(staging)
+        Ok((staging, warning))
     }
 
     pub fn path(&self) -> &Path {
@@ -50,23 +73,82 @@ impl<'a> Staging<'a> {
     }
 
     /// The place of a site-relative path inside the staging directory, with
-    /// its parent directories created.
+    /// its parent directories created. What the spare holds at that place
+    /// is left for the caller to keep or replace.
     pub fn prepare(&self, rel: &str) -> Result<PathBuf> {
         let path = self.dir.path().join(rel);
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent()
+            && let Err(e) = fsutil::create_dir_all(parent)
+        {
+            if self.spare.is_empty() {
+                return Err(e);
+            }
+            // A file of the old site where this one has a directory.
+            let mut at = self.dir.path().to_path_buf();
+            for part in Path::new(rel).parent().into_iter().flat_map(Path::iter) {
+                at.push(part);
+                if fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir()) {
+                    fsutil::remove_file(&at)?;
+                }
+            }
             fsutil::create_dir_all(parent)?;
         }
+        self.produced.borrow_mut().insert(rel.to_owned());
         Ok(path)
     }
 
+    /// Writes a published file. The spare's file at the same place is
+    /// written over in place (or kept, when it holds these bytes already:
+    /// an archive never changes), which spares the disk an unlink, the trim
+    /// of the freed blocks and a new allocation; whatever else the spare
+    /// holds there is replaced.
     pub fn write(&self, rel: &str, contents: &[u8]) -> Result<()> {
         let path = self.prepare(rel)?;
+        if !self.spare.is_empty() {
+            if fsutil::rewrite_published(&path, contents)? {
+                return Ok(());
+            }
+            fsutil::remove_any(&path)?;
+        }
         fsutil::write_published(&path, contents)
     }
 
+    /// Removes what the spare brought and the new site does not have, so
+    /// the staging directory holds exactly what a new one would.
+    fn remove_unused(&self) -> Result<()> {
+        let produced = self.produced.borrow();
+        // The directories that hold a file of the new site.
+        let mut used: BTreeSet<&str> = BTreeSet::new();
+        for path in produced.iter() {
+            let mut rest = path.as_str();
+            while let Some((parent, _)) = rest.rsplit_once('/') {
+                if !used.insert(parent) {
+                    break;
+                }
+                rest = parent;
+            }
+        }
+        // Parents come before their children: of an unused tree only the
+        // topmost directory is removed, with all it holds. What the new
+        // site wrote over (a file where a directory was, or the reverse)
+        // was replaced when it was written.
+        for entry in &self.spare {
+            let parent = entry.rsplit_once('/').map(|(p, _)| p);
+            if !used.contains(entry.as_str())
+                && !produced.contains(entry)
+                && parent.is_none_or(|p| used.contains(p))
+            {
+                fsutil::remove_any(&self.dir.path().join(entry))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes the new site to disk, then puts it in place of the old one,
-    /// atomically where the file system can exchange two directories.
+    /// atomically where the file system can exchange two directories. The
+    /// old one becomes the spare.
     pub fn commit(self) -> Result<()> {
+        self.remove_unused()?;
         let new = self.dir.keep();
         // One syncfs for every file written, copied or reflinked, instead of
         // an fsync each: the same durability before the swap, at one flush.
@@ -76,16 +158,133 @@ impl<'a> Staging<'a> {
         let target = &self.lock.target;
         let result = if fs::symlink_metadata(target).is_err() {
             fs::rename(&new, target)
+                .map(|()| None)
                 .map_err(|e| Error::io("cannot move the new site to", target, e))
         } else {
-            swap(&new, target)
+            swap(&new, target).map(Some)
         };
         if result.is_err() {
             let _ = fs::remove_dir_all(&new);
         }
-        result?;
+        if let Some(old) = result? {
+            retire(&old, &spare_path(target))?;
+        }
         sync_dir(parent_of(target))
     }
+}
+
+/// The spare: the site the last swap retired, `.<name>.spare` beside the
+/// output, which the next build stages in.
+fn spare_path(target: &Path) -> PathBuf {
+    beside(target, format!(".{}.spare", site_name(target)))
+}
+
+/// Keeps the site a swap retired as the spare; one this tool did not
+/// make (the empty directory a first build replaced) is removed.
+fn retire(old: &Path, spare: &Path) -> Result<()> {
+    if !fs::symlink_metadata(old.join(MARKER)).is_ok_and(|m| m.is_file()) {
+        return remove_old(old);
+    }
+    // Only there if something made it during the build.
+    fsutil::remove_any(spare)?;
+    fs::rename(old, spare).map_err(|e| Error::io("cannot keep the previous site as", spare, e))
+}
+
+/// Moves the spare at `spare`, if there is one, into `staging` (an empty
+/// directory), and returns what it holds (see [`Staging::spare`]). The
+/// spare is untrusted: one that is not a directory with the marker, or
+/// that holds anything but directories and regular files (which no build
+/// leaves), is removed with a warning, and `staging` is left empty. An
+/// image in it is kept only where it is the very file the new site
+/// places there; a file the new site writes is written over.
+fn take_spare(spare: &Path, staging: &Path) -> Result<(Vec<String>, Option<Warning>)> {
+    let discarded = |path: &Path, why: String| {
+        Warning::file(
+            path,
+            format_args!(
+                "{why}; the spare site is not what a build leaves, so it was removed and this \
+                 build starts from an empty directory"
+            ),
+        )
+    };
+    let meta = match fs::symlink_metadata(spare) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
+        Err(e) => return Err(Error::io("cannot stat", spare, e)),
+    };
+    if !meta.is_dir() {
+        fsutil::remove_any(spare)?;
+        let why = format!("is {}", fsutil::file_kind(&meta));
+        return Ok((Vec::new(), Some(discarded(spare, why))));
+    }
+    if !fs::symlink_metadata(spare.join(MARKER)).is_ok_and(|m| m.is_file()) {
+        fsutil::remove_any(spare)?;
+        let why = format!("has no {MARKER} file");
+        return Ok((Vec::new(), Some(discarded(spare, why))));
+    }
+    // Onto the empty directory: one rename, under the staging name that
+    // the sweep removes should this build be killed.
+    fs::rename(spare, staging).map_err(|e| Error::io("cannot reuse the spare site", spare, e))?;
+    let mut entries = Vec::new();
+    match list_spare(staging, "", &mut entries)? {
+        None => Ok((entries, None)),
+        Some((rel, kind)) => {
+            fsutil::remove_any(staging)?;
+            fs::create_dir(staging)
+                .map_err(|e| Error::io("cannot create directory", staging, e))?;
+            let why = format!("is {kind}");
+            Ok((Vec::new(), Some(discarded(&spare.join(rel), why))))
+        }
+    }
+}
+
+/// Lists the directory `rel` of the spare at `root` into `entries`, parents
+/// first, giving its directories the published mode. Stops at the first
+/// entry that is neither a directory nor a regular file, and returns it and
+/// what it is.
+fn list_spare(
+    root: &Path,
+    rel: &str,
+    entries: &mut Vec<String>,
+) -> Result<Option<(String, &'static str)>> {
+    let dir = root.join(rel);
+    let listing = fs::read_dir(&dir).map_err(|e| Error::io("cannot read directory", &dir, e))?;
+    for entry in listing {
+        let entry = entry.map_err(|e| Error::io("cannot read directory", &dir, e))?;
+        let path = entry.path();
+        let meta = || {
+            entry
+                .metadata()
+                .map_err(|e| Error::io("cannot stat", &path, e))
+        };
+        let kind = entry
+            .file_type()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            // No site path has a name that is not UTF-8.
+            fsutil::remove_any(&path)?;
+            continue;
+        };
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        if kind.is_dir() {
+            if meta()?.permissions().mode() & 0o7777 != fsutil::PUBLISHED_DIR_MODE {
+                fsutil::set_mode(&path, fsutil::PUBLISHED_DIR_MODE)?;
+            }
+            entries.push(child.clone());
+            if let Some(found) = list_spare(root, &child, entries)? {
+                return Ok(Some(found));
+            }
+        } else if kind.is_file() {
+            entries.push(child);
+        } else {
+            return Ok(Some((child, fsutil::file_kind(&meta()?))));
+        }
+    }
+    Ok(None)
 }
 
 /// The name of a site in the names of the files beside it.
@@ -221,8 +420,8 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// Exchanges `new` and `target`, then deletes the old site (now at `new`).
-fn swap(new: &Path, target: &Path) -> Result<()> {
+/// Exchanges `new` and `target`; returns where the old site now is.
+fn swap(new: &Path, target: &Path) -> Result<PathBuf> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, new, CWD, target, RenameFlags::EXCHANGE) {
         Ok(()) => {}
@@ -240,7 +439,7 @@ fn swap(new: &Path, target: &Path) -> Result<()> {
                 let _ = fs::rename(&old, target);
                 return Err(Error::io("cannot move the new site to", target, e));
             }
-            return remove_old(&old);
+            return Ok(old);
         }
         Err(e) => {
             return Err(Error::io(
@@ -250,7 +449,7 @@ fn swap(new: &Path, target: &Path) -> Result<()> {
             ));
         }
     }
-    remove_old(new)
+    Ok(new.to_path_buf())
 }
 
 fn remove_old(path: &Path) -> Result<()> {
