@@ -29,6 +29,7 @@ pub mod scan;
 pub mod serve;
 pub mod sign;
 pub mod sums;
+pub mod supply;
 pub mod trust;
 pub mod verify;
 pub mod warning;
