@@ -73,6 +73,7 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
             } else {
                 r.images.iter().cloned().map(with_stand_in_digest).collect()
             },
+            supply: Vec::new(),
         })
         .collect();
     if !releases.is_empty() {

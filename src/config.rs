@@ -56,6 +56,8 @@ struct RawConfig {
     previous_key: Option<PathBuf>,
     feed_items: Option<Spanned<i64>>,
     mirrors: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    provenance_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +132,9 @@ pub struct Config {
     /// Base URLs that also serve the images, under the same relative paths
     /// as `download_base_url`.
     pub mirrors: Vec<Url>,
+    /// The builders' public keys (PEM, ed25519 or ECDSA P-256) that
+    /// provenance signatures are verified against.
+    pub provenance_keys: Vec<PathBuf>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -313,6 +318,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         previous_key: raw.previous_key.map(|p| root.join(p)),
         feed_items: site_feed_items,
         mirrors: site_mirrors,
+        provenance_keys: raw.provenance_keys.iter().map(|p| root.join(p)).collect(),
     })
 }
 

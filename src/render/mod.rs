@@ -132,7 +132,12 @@ pub fn render(site: &Site) -> Result<Rendered> {
         .iter()
         .flat_map(|r| &r.images)
         .map(|i| (i.source.site_path.as_str(), i.digest.sha256));
-    let manifest = sums::manifest(images.chain(feed_digests));
+    let supply = site
+        .releases
+        .iter()
+        .flat_map(|r| &r.supply)
+        .map(|f| (f.site_path.as_str(), f.digest.sha256));
+    let manifest = sums::manifest(images.chain(supply).chain(feed_digests));
     check_size(MANIFEST, manifest.len())?;
     let page = page::render(site, &feeds, &current)?;
     let history = appliances

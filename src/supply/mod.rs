@@ -37,6 +37,14 @@ impl Kind {
             Kind::Provenance => "provenance",
         }
     }
+
+    /// The feed element that links a file of this kind.
+    pub fn element(self) -> &'static str {
+        match self {
+            Kind::Sbom => "vmcast:sbom",
+            Kind::Provenance => "vmcast:provenance",
+        }
+    }
 }
 
 /// The file name endings picked up beside an image, with the kind each
