@@ -103,7 +103,10 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
         state: None,
         images: false,
         all: false,
+        // The facts of its SBOMs and provenance come from the signed feed;
+        // their bytes, beside the images, are not read.
         mirrors: false,
+        supply: false,
         mirror_sample: Vec::new(),
         site: None,
         timeout: options.timeout,

@@ -137,6 +137,7 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
         images: false,
         all: false,
         mirrors: false,
+        supply: true,
         mirror_sample: Vec::new(),
         site: None,
         timeout: options.timeout,

@@ -57,6 +57,10 @@ pub struct VerifyOptions {
     pub all: bool,
     /// Also read every image from every mirror the feed lists.
     pub mirrors: bool,
+    /// Read every SBOM and provenance file the feed links (with `all`,
+    /// the archived releases' too): length, SHA-256, format, and each
+    /// provenance's subjects against its images' digests.
+    pub supply: bool,
     /// With `mirrors`: only the mirrors under these base URLs.
     pub mirror_sample: Vec<String>,
     /// The site (its signed base_url) the consumer expects, checked always.
@@ -104,6 +108,9 @@ pub enum CheckKind {
     Archive,
     /// An image as a mirror serves it (`--mirrors`).
     Mirrors,
+    /// An SBOM or provenance file: its bytes, its format, and for
+    /// provenance its subjects against its images' digests.
+    Supply,
 }
 
 impl CheckKind {
@@ -123,6 +130,7 @@ impl CheckKind {
             CheckKind::Images => "images",
             CheckKind::Archive => "archive",
             CheckKind::Mirrors => "mirrors",
+            CheckKind::Supply => "supply",
         }
     }
 }
