@@ -18,6 +18,17 @@ const TOOLS: &[(&str, &str)] = &[
     ("gpo", "command -v gpo"),
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
+    ("pyspdxtools", "command -v pyspdxtools"),
+    (
+        "cyclonedx",
+        "python3 -c 'from cyclonedx.schema import SchemaVersion; \
+         from cyclonedx.validation.json import JsonStrictValidator; \
+         JsonStrictValidator(SchemaVersion.V1_6).validate_str(\"{}\")'",
+    ),
+    (
+        "in_toto",
+        "python3 -c 'import in_toto.models.metadata, securesystemslib.signer, cryptography'",
+    ),
 ];
 
 fn main() {

@@ -348,7 +348,11 @@ pub fn build(
         for file in &planned.supply {
             let targets: Vec<(&str, model::Sha256)> = images
                 .iter()
-                .filter(|i| file.image.as_ref().is_none_or(|name| *name == i.source.name))
+                .filter(|i| {
+                    file.image
+                        .as_ref()
+                        .is_none_or(|name| *name == i.source.name)
+                })
                 .map(|i| (i.source.name.as_str(), i.digest.sha256))
                 .collect();
             let (checked, bytes) = supply::load(file, &targets, &provenance_keys)?;

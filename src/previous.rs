@@ -214,9 +214,7 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
                     }
                     (Some("item"), element @ ("vmcast:sbom" | "vmcast:provenance")) => {
                         let release = releases.last_mut().ok_or("a file outside an item")?;
-                        release
-                            .supply
-                            .push(supply_file(element, &attributes(e)?)?);
+                        release.supply.push(supply_file(element, &attributes(e)?)?);
                     }
                     (Some("vmcast:image"), "vmcast:machine") => {
                         let a = attributes(e)?;

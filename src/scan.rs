@@ -442,17 +442,18 @@ fn plan_supply(
     beside: &[Candidate],
     warnings: &mut Vec<crate::Warning>,
 ) -> Result<Vec<supply::Planned>> {
-    // (kind, path, image, where it is named)
-    let mut wanted: Vec<(supply::Kind, PathBuf, Option<String>, Option<&Located<String>>)> =
-        Vec::new();
-    let named = notes.supply.iter().map(|(k, at)| (*k, at, None)).chain(
-        notes.overrides.iter().flat_map(|(image, o)| {
-            o.value
-                .supply
-                .iter()
-                .map(move |(k, at)| (*k, at, Some(image.clone())))
-        }),
-    );
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let named =
+        notes
+            .supply
+            .iter()
+            .map(|(k, at)| (*k, at, None))
+            .chain(notes.overrides.iter().flat_map(|(image, o)| {
+                o.value
+                    .supply
+                    .iter()
+                    .map(move |(k, at)| (*k, at, Some(image.clone())))
+            }));
     for (kind, at, image) in named {
         let path = t.base.join(&at.value);
         if std::fs::symlink_metadata(&path).is_err() {
@@ -480,9 +481,7 @@ fn plan_supply(
         for (suffix, kind) in supply::SUFFIXES {
             for candidate in [format!("{}{suffix}", image.name), format!("{stem}{suffix}")] {
                 let path = dir.join(&candidate);
-                if wanted.iter().any(|w| w.1 == path)
-                    || std::fs::symlink_metadata(&path).is_err()
-                {
+                if wanted.iter().any(|w| w.1 == path) || std::fs::symlink_metadata(&path).is_err() {
                     continue;
                 }
                 if candidate.starts_with(stem) && !candidate.starts_with(&image.name) {
@@ -546,9 +545,8 @@ fn plan_supply(
             .ok_or_else(|| non_utf8(&path))?
             .to_owned();
         let clash = |other: &str| {
-            let message = format!(
-                "is published as {name}, the name of {other} of this release; rename one"
-            );
+            let message =
+                format!("is published as {name}, the name of {other} of this release; rename one");
             match at {
                 Some(at) => notes.error_at(at, format_args!("{}: {message}", path.display())),
                 None => Error::file(&path, message),
@@ -584,6 +582,15 @@ fn plan_supply(
     planned.sort_by(|a, b| (&a.image, &a.name).cmp(&(&b.image, &b.name)));
     Ok(planned)
 }
+
+/// A supply-chain file a release will publish: its kind, path, the image
+/// it is about (none: the release) and where its notes name it, if they do.
+type Wanted<'a> = (
+    supply::Kind,
+    PathBuf,
+    Option<String>,
+    Option<&'a Located<String>>,
+);
 
 /// An image's name without the extensions that say its format and
 /// compression: `webapp-1.4.0.qcow2` → `webapp-1.4.0`.

@@ -275,7 +275,12 @@ fn supply_files(
                 .iter()
                 .map(|v| v.as_str())
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| err(format!("`{}` must list file names (strings)", kind.as_str())))?,
+                .ok_or_else(|| {
+                    err(format!(
+                        "`{}` must list file names (strings)",
+                        kind.as_str()
+                    ))
+                })?,
             _ => {
                 return Err(err(format!(
                     "`{}` must be a file name or a non-empty list of file names",

@@ -12,9 +12,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use super::Signing;
 use super::json::Doc;
 use super::keys::ProvenanceKey;
-use super::Signing;
 use crate::error::{Error, Result};
 use crate::model::Sha256;
 
@@ -81,7 +81,9 @@ pub struct Statement {
 
 impl Statement {
     pub fn names(&self, digest: &Sha256) -> bool {
-        self.subjects.iter().any(|(_, d)| d.as_ref() == Some(digest))
+        self.subjects
+            .iter()
+            .any(|(_, d)| d.as_ref() == Some(digest))
     }
 }
 
@@ -100,7 +102,8 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 /// DSSE allows standard or URL-safe base64, with or without padding.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     [
         GeneralPurpose::new(&base64::alphabet::STANDARD, config),
         GeneralPurpose::new(&base64::alphabet::URL_SAFE, config),
@@ -274,10 +277,7 @@ fn statement(doc: &Doc, signing: Signing) -> Result<Statement> {
             Some(hex) => Some(Sha256::from_hex(&hex.to_ascii_lowercase()).ok_or_else(|| {
                 doc.error_at_key(
                     "sha256",
-                    format_args!(
-                        "subject {:?}: sha256 {hex:?} is not 64 hex digits",
-                        s.name
-                    ),
+                    format_args!("subject {:?}: sha256 {hex:?} is not 64 hex digits", s.name),
                 )
             })?),
             None => None,
@@ -335,16 +335,24 @@ mod tests {
     fn errors_name_the_line() {
         let e = read_str(&format!("{STATEMENT}\n{{\"_type\": 1}}\n"), true).unwrap_err();
         assert!(e.starts_with("p.intoto.jsonl:2:"), "{e}");
-        assert!(e.contains("invalid type: integer `1`, expected a string"), "{e}");
+        assert!(
+            e.contains("invalid type: integer `1`, expected a string"),
+            "{e}"
+        );
         let e = read_str(
             &STATEMENT.replace("https://in-toto.io/Statement/v1", "x"),
             false,
         )
         .unwrap_err();
         assert!(e.starts_with("p.intoto.jsonl:1:2: _type is \"x\""), "{e}");
-        let e = read_str(r#"{"payloadType":"text/plain","payload":"","signatures":[]}"#, false)
-            .unwrap_err();
+        let e = read_str(
+            r#"{"payloadType":"text/plain","payload":"","signatures":[]}"#,
+            false,
+        )
+        .unwrap_err();
         assert!(e.contains("not \"application/vnd.in-toto+json\""), "{e}");
-        assert!(read_str("\n\n", true).unwrap_err().ends_with("holds no attestation: expected DSSE envelopes or in-toto Statements, one per line"));
+        assert!(read_str("\n\n", true).unwrap_err().ends_with(
+            "holds no attestation: expected DSSE envelopes or in-toto Statements, one per line"
+        ));
     }
 }

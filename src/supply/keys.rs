@@ -32,8 +32,7 @@ pub struct ProvenanceKey {
 impl ProvenanceKey {
     /// Parses a PEM public key read from `path`.
     pub fn parse(path: &Path, pem: &str) -> Result<ProvenanceKey> {
-        let (verifier, der) = if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
-        {
+        let (verifier, der) = if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
             let der = k.to_public_key_der().map(|d| d.into_vec());
             (Verifier::Ed25519(k), der)
         } else if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {

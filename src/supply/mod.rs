@@ -9,8 +9,8 @@
 //! against `provenance_keys` ([`keys`]).
 
 pub mod intoto;
-pub mod keys;
 mod json;
+pub mod keys;
 mod sbom;
 
 use std::path::{Path, PathBuf};
@@ -217,8 +217,7 @@ pub fn load(
     keys: &[ProvenanceKey],
 ) -> Result<(SupplyFile, Vec<u8>)> {
     let (file, _) = crate::fsutil::open_vetted(&planned.real, &planned.source, planned.file_id)?;
-    let bytes =
-        crate::fsutil::read_open(file, &planned.source, crate::model::MAX_TEXT_FILE)?;
+    let bytes = crate::fsutil::read_open(file, &planned.source, crate::model::MAX_TEXT_FILE)?;
     let (format, signing) = examine(
         &planned.source,
         &planned.name,
@@ -261,10 +260,7 @@ pub fn examine(
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Error::file(
             path,
-            format_args!(
-                "not UTF-8 JSON (invalid byte at {})",
-                e.valid_up_to()
-            ),
+            format_args!("not UTF-8 JSON (invalid byte at {})", e.valid_up_to()),
         )
     })?;
     let doc = Doc {
@@ -289,7 +285,7 @@ pub fn examine(
                 return Err(Error::file(
                     path,
                     format_args!(
-                        "its name says {} but it holds a {} document; rename it",
+                        "its name says {} but its content is {}; rename it",
                         if spdx { "SPDX" } else { "CycloneDX" },
                         format.title()
                     ),

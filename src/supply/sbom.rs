@@ -156,9 +156,7 @@ fn check_cyclonedx(doc: &Doc) -> Result<Format, Error> {
         other => {
             return Err(doc.error_at_key(
                 "specVersion",
-                format_args!(
-                    "specVersion is {other:?}; CycloneDX 1.5 and 1.6 JSON are published"
-                ),
+                format_args!("specVersion is {other:?}; CycloneDX 1.5 and 1.6 JSON are published"),
             ));
         }
     };
@@ -206,12 +204,18 @@ mod tests {
             Err("x.json:3:1: not valid JSON: trailing comma".into())
         );
         let e = check_str(&SPDX.replace("SPDX-2.3", "SPDX-2.2")).unwrap_err();
-        assert!(e.starts_with("x.json:1:2: spdxVersion is \"SPDX-2.2\""), "{e}");
+        assert!(
+            e.starts_with("x.json:1:2: spdxVersion is \"SPDX-2.2\""),
+            "{e}"
+        );
         let e = check_str(r#"{"bomFormat":"CycloneDX","specVersion":"1.4"}"#).unwrap_err();
         assert!(e.starts_with("x.json:1:26: specVersion is \"1.4\""), "{e}");
         let e = check_str(r#"{"spdxVersion":"SPDX-2.3"}"#).unwrap_err();
         assert!(e.contains("missing field `SPDXID`"), "{e}");
         let e = check_str("[1]").unwrap_err();
-        assert!(e.starts_with("x.json:1:1: not an SBOM: an array, not a JSON object"), "{e}");
+        assert!(
+            e.starts_with("x.json:1:1: not an SBOM: an array, not a JSON object"),
+            "{e}"
+        );
     }
 }

@@ -25,4 +25,5 @@ mod pull;
 mod readme;
 mod rebuild;
 mod serve;
+mod supply;
 mod verify;
