@@ -361,7 +361,6 @@ fn plan_release(
             tree_real: &tree_real,
             release_dir: &release_dir,
             url_dir: &format!("{}/{}", appliance, notes.version),
-            imageless,
         },
         &notes,
         &images,
@@ -426,7 +425,6 @@ struct SupplyTree<'a> {
     release_dir: &'a RelPath,
     /// `<appliance>/<version>`, under the download base.
     url_dir: &'a str,
-    imageless: bool,
 }
 
 /// The supply-chain files of a release: those its notes name (for the
@@ -457,9 +455,6 @@ fn plan_supply(
     for (kind, at, image) in named {
         let path = t.base.join(&at.value);
         if std::fs::symlink_metadata(&path).is_err() {
-            if t.imageless {
-                continue;
-            }
             return Err(notes.error_at(
                 at,
                 format_args!("{} file {} does not exist", kind.as_str(), path.display()),

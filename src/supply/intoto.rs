@@ -67,13 +67,9 @@ struct RawSubject {
     digest: BTreeMap<String, String>,
 }
 
-/// One statement of a bundle: where it is, what it is about and how it
-/// is signed.
+/// One statement of a bundle: what it is about and how it is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
-    /// Its line in the file (1 for a whole-file document).
-    pub line: usize,
-    pub predicate_type: String,
     /// Each subject's name and SHA-256, when it gives one.
     pub subjects: Vec<(String, Option<Sha256>)>,
     pub signing: Signing,
@@ -180,15 +176,13 @@ fn read_envelope(doc: &Doc, keys: &[ProvenanceKey]) -> Result<Statement> {
         text: payload_text,
         first_line: 1,
     };
-    let mut statement = statement(&inner, signing).map_err(|e| {
+    statement(&inner, signing).map_err(|e| {
         let message = match e {
             Error::At { message, .. } | Error::File { message, .. } => message,
             other => other.to_string(),
         };
         doc.error_at_key("payload", format_args!("the envelope's payload: {message}"))
-    })?;
-    statement.line = doc.first_line;
-    Ok(statement)
+    })
 }
 
 fn check_signatures(
@@ -284,12 +278,7 @@ fn statement(doc: &Doc, signing: Signing) -> Result<Statement> {
         };
         subjects.push((s.name, sha256));
     }
-    Ok(Statement {
-        line: doc.first_line,
-        predicate_type: raw.predicate_type,
-        subjects,
-        signing,
-    })
+    Ok(Statement { subjects, signing })
 }
 
 #[cfg(test)]
@@ -328,7 +317,7 @@ mod tests {
         );
         let s = read_str(&format!("{STATEMENT}\n\n{env}\n"), true).unwrap();
         assert_eq!(s.len(), 2);
-        assert_eq!((s[1].line, &s[1].signing), (3, &Signing::Unverified));
+        assert_eq!(s[1].signing, Signing::Unverified);
     }
 
     #[test]

@@ -53,14 +53,6 @@ impl ProvenanceKey {
         })
     }
 
-    /// The algorithm, for messages.
-    pub fn algorithm(&self) -> &'static str {
-        match self.verifier {
-            Verifier::Ed25519(_) => "ed25519",
-            Verifier::P256(_) => "ecdsa-p256",
-        }
-    }
-
     /// Whether `sig` is this key's signature of `message`. An ECDSA
     /// signature may be DER (as most signers write it) or the fixed 64
     /// bytes r‖s.
