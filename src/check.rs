@@ -35,7 +35,8 @@ pub struct KeyOptions<'a> {
 /// Checks a site: the config, every notes file, the templates and the
 /// secret key (found and well-formed; it is not unlocked). With `images`,
 /// the images must also exist and be recognisable by name (they are still
-/// not read).
+/// not read), and their SBOMs and provenance files are read and checked
+/// (all but provenance subjects, which need the images' digests).
 pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckReport> {
     let config = match config::load(config_path, &Overrides::default()) {
         Ok(c) => c,
@@ -60,6 +61,19 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
     let mut warnings = plan.warnings.clone();
     match crate::locked_key(&config, key.file, key.text) {
         Ok((_, warning)) => warnings.extend(warning),
+        Err(e) => problems.push(e),
+    }
+    // SBOMs and provenance are small, and not images: each is read and
+    // checked, signatures included. Whether provenance is about its image
+    // needs the image's digest, so that is left to `build`.
+    match crate::supply::keys::load(&config.provenance_keys) {
+        Ok(keys) => {
+            for file in plan.releases.iter().flat_map(|r| &r.supply) {
+                if let Err(e) = crate::supply::load(file, &[], &keys) {
+                    problems.push(e);
+                }
+            }
+        }
         Err(e) => problems.push(e),
     }
     // Render what there is, with stand-in digests, to find template errors.

@@ -135,6 +135,33 @@ fn a_named_file_that_does_not_exist_is_refused_at_its_line() {
     );
 }
 
+#[test]
+fn check_images_reads_every_supply_chain_file() {
+    let out = Fixture::new("supply-chain").run(&["check", "--images"], &[]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "checked 1 release(s): no problems\n");
+    for (fixture, expected) in [
+        (
+            "provenance-unlisted-key",
+            "error: releases/webapp/1.0.0/webapp-1.0.0.raw.intoto.jsonl:1:576: the DSSE \
+             envelope: it is signed by key id",
+        ),
+        (
+            "sbom-malformed",
+            "error: releases/webapp/1.0.0/webapp-1.0.0.raw.spdx.json:4:1: not valid JSON",
+        ),
+    ] {
+        let out = Fixture::new(fixture).run(&["check", "--images"], &[]);
+        assert_eq!(out.status.code(), Some(1), "{fixture}");
+        assert!(stderr(&out).starts_with(expected), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "checked 1 release(s): 1 problem(s)\n");
+    }
+    // Whether provenance is about its image needs the image's digest:
+    // that is for build.
+    let out = Fixture::new("provenance-wrong-subject").run(&["check", "--images"], &[]);
+    assert_success(&out);
+}
+
 // ---- build publishes them ----
 
 #[test]
