@@ -331,6 +331,13 @@ pub fn build(
                             .any(|i| i.source.site_path == o.source.site_path)
                     })
                     .map(|o| o.source.name.as_str())
+                    .chain(
+                        published
+                            .supply
+                            .iter()
+                            .filter(|o| !planned.supply.iter().any(|p| p.site_path == o.site_path))
+                            .map(|o| o.name.as_str()),
+                    )
                     .collect();
                 if !dropped.is_empty() {
                     warnings.push(Warning::file(

@@ -262,6 +262,31 @@ fn build_on_a_previous_site_carries_the_supply_chain_facts() {
     }
 }
 
+#[test]
+fn a_published_sbom_missing_here_is_warned_about() {
+    let fixture = Fixture::new("supply-chain");
+    assert_success(&fixture.build(&[]));
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    // The image is here, its stem-named SBOM is not.
+    fs::remove_file(fixture.path(&format!("{RELEASE}/webapp-1.0.0.spdx.json"))).unwrap();
+    let out = fixture.run(
+        &["build", "--previous", "published"],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    );
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains(
+            "warning: releases/webapp/1.0.0/release.toml: the previous site also has \
+             webapp-1.0.0.spdx.json, not here; it leaves the feed\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert_eq!(supply_lines(&feed).len(), 3);
+}
+
 // ---- verify ----
 
 fn verify(fixture: &Fixture) -> std::process::Output {
