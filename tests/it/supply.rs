@@ -125,6 +125,21 @@ fn a_file_named_after_a_stem_two_images_share_is_refused() {
 }
 
 #[test]
+fn a_supply_chain_file_linking_out_of_the_tree_is_refused() {
+    let fixture = Fixture::new("supply-chain");
+    std::os::unix::fs::symlink(
+        fixture.path("../known-answer/kat.key"),
+        fixture.path(&format!("{RELEASE}/webapp-1.0.0.raw.spdx.json")),
+    )
+    .unwrap();
+    assert_build_fails(
+        &fixture,
+        "error: releases/webapp/1.0.0/webapp-1.0.0.raw.spdx.json: is a symbolic link to a file \
+         outside releases; supply-chain files must stay inside their tree\n",
+    );
+}
+
+#[test]
 fn a_named_file_that_does_not_exist_is_refused_at_its_line() {
     let fixture = Fixture::new("supply-chain");
     fs::remove_file(fixture.path(&format!("{RELEASE}/release.cdx.json"))).unwrap();
