@@ -21,6 +21,17 @@ const TOOLS: &[(&str, &str)] = &[
     ("jsonschema", "python3 -c 'import jsonschema'"),
     ("gpg", "command -v gpg"),
     ("gpgv", "command -v gpgv"),
+    ("pyspdxtools", "command -v pyspdxtools"),
+    (
+        "cyclonedx",
+        "python3 -c 'from cyclonedx.schema import SchemaVersion; \
+         from cyclonedx.validation.json import JsonStrictValidator; \
+         JsonStrictValidator(SchemaVersion.V1_6).validate_str(\"{}\")'",
+    ),
+    (
+        "in_toto",
+        "python3 -c 'import in_toto.models.metadata, securesystemslib.signer, cryptography'",
+    ),
 ];
 
 fn main() {

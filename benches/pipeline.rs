@@ -94,6 +94,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                     requirements: Requirements::default(),
                     cloud_images: Vec::new(),
                 },
+                supply: Vec::new(),
                 images,
             }
         })

@@ -38,7 +38,8 @@ pub struct KeyOptions<'a> {
 /// secret keys, minisign and OpenPGP (found and well-formed; they are not
 /// unlocked). With `images`,
 /// the images must also exist and be recognisable by name (they are still
-/// not read).
+/// not read), and their SBOMs and provenance files are read and checked
+/// (all but provenance subjects, which need the images' digests).
 pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckReport> {
     let config = match config::load(config_path, &Overrides::default()) {
         Ok(c) => c,
@@ -69,6 +70,19 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
         Ok(found) => warnings.extend(found.and_then(|(_, warning)| warning)),
         Err(e) => problems.push(e),
     }
+    // SBOMs and provenance are small, and not images: each is read and
+    // checked, signatures included. Whether provenance is about its image
+    // needs the image's digest, so that is left to `build`.
+    match crate::supply::keys::load(&config.provenance_keys) {
+        Ok(keys) => {
+            for file in plan.releases.iter().flat_map(|r| &r.supply) {
+                if let Err(e) = crate::supply::load(file, &[], &keys) {
+                    problems.push(e);
+                }
+            }
+        }
+        Err(e) => problems.push(e),
+    }
     // Render what there is, with stand-in digests, to find template errors.
     let releases: Vec<Release> = plan
         .releases
@@ -80,6 +94,7 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
             } else {
                 r.images.iter().cloned().map(with_stand_in_digest).collect()
             },
+            supply: Vec::new(),
         })
         .collect();
     if !releases.is_empty() {

@@ -57,6 +57,8 @@ struct RawConfig {
     feed_items: Option<Spanned<i64>>,
     mirrors: Option<Vec<Spanned<String>>>,
     #[serde(default)]
+    provenance_keys: Vec<PathBuf>,
+    #[serde(default)]
     catalogs: RawCatalogs,
 }
 
@@ -141,6 +143,9 @@ pub struct Config {
     /// Base URLs that also serve the images, under the same relative paths
     /// as `download_base_url`.
     pub mirrors: Vec<Url>,
+    /// The builders' public keys (PEM, ed25519 or ECDSA P-256) that
+    /// provenance signatures are verified against.
+    pub provenance_keys: Vec<PathBuf>,
     pub catalogs: Catalogs,
 }
 
@@ -337,6 +342,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         previous_key: raw.previous_key.map(|p| root.join(p)),
         feed_items: site_feed_items,
         mirrors: site_mirrors,
+        provenance_keys: raw.provenance_keys.iter().map(|p| root.join(p)).collect(),
         catalogs: Catalogs {
             json_feed: raw.catalogs.json_feed,
             openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),

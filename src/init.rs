@@ -57,6 +57,12 @@ hypervisors = ["kvm"]
 # Put the images (qcow2, vmdk, vhd, vhdx, raw, ova, iso, hds, xva; optionally
 # .xz/.gz/.zst) beside this file, or list them: images = ["build/example-1.0.0.*"]
 
+# SBOMs and provenance beside an image are published with it when named after it
+# (<image>.spdx.json, <image>.cdx.json, <image>.intoto.jsonl), or name them:
+# [image."example-1.0.0.qcow2"]
+# sbom = ["example-1.0.0.spdx.json"]
+# provenance = "example-1.0.0.intoto.jsonl"
+
 # Images published in a cloud (instead or as well) are named, not hashed:
 # [[cloud_image]]
 # provider = "aws"            # "aws", "gcp" or "azure"

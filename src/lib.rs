@@ -31,6 +31,7 @@ pub mod scan;
 pub mod serve;
 pub mod sign;
 pub mod sums;
+pub mod supply;
 pub mod trust;
 pub mod verify;
 pub mod warning;
@@ -177,6 +178,7 @@ pub fn build(
     // password prompt.
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
     let plan = scan::scan(&config, previous_source.is_some())?;
+    let provenance_keys = supply::keys::load(&config.provenance_keys)?;
     let (key, key_warning) = load_key(&config, options, &mut *password)?;
     warnings.extend(key_warning);
     let (openpgp, openpgp_warning) = load_openpgp_key(&config, options, password)?;
@@ -285,6 +287,7 @@ pub fn build(
                     releases.push(Release {
                         images: Vec::new(),
                         info: planned.info,
+                        supply: Vec::new(),
                     });
                     continue;
                 }
@@ -308,9 +311,19 @@ pub fn build(
                 .map(|i| i.digest.length)
                 .sum::<u64>();
             for image in &published.images {
-                check_carried_url(&config, image)?;
+                check_carried_url(&config, &image.source.site_path, &image.source.url)?;
             }
-            published.images.clone()
+            // Its supply-chain files were checked when first published;
+            // their facts come from the signed feed, like the images'.
+            for file in &published.supply {
+                check_carried_url(&config, &file.site_path, &file.url)?;
+            }
+            releases.push(Release {
+                images: published.images.clone(),
+                supply: published.supply.clone(),
+                info: planned.info,
+            });
+            continue;
         } else {
             let mut images = Vec::with_capacity(planned.images.len());
             for source in planned.images {
@@ -341,6 +354,13 @@ pub fn build(
                             .any(|i| i.source.site_path == o.source.site_path)
                     })
                     .map(|o| o.source.name.as_str())
+                    .chain(
+                        published
+                            .supply
+                            .iter()
+                            .filter(|o| !planned.supply.iter().any(|p| p.site_path == o.site_path))
+                            .map(|o| o.name.as_str()),
+                    )
                     .collect();
                 if !dropped.is_empty() {
                     warnings.push(Warning::file(
@@ -354,9 +374,35 @@ pub fn build(
             }
             images
         };
+        let mut files = Vec::with_capacity(planned.supply.len());
+        for file in &planned.supply {
+            let targets: Vec<(&str, model::Sha256)> = images
+                .iter()
+                .filter(|i| {
+                    file.image
+                        .as_ref()
+                        .is_none_or(|name| *name == i.source.name)
+                })
+                .map(|i| (i.source.name.as_str(), i.digest.sha256))
+                .collect();
+            let (checked, bytes) = supply::load(file, &targets, &provenance_keys)?;
+            if checked.signing == Some(supply::Signing::Unverified) {
+                warnings.push(Warning::file(
+                    &file.source,
+                    "signed, but vmcast.toml lists no provenance_keys to verify it with: \
+                     published as signed but unverified; list the builder's public key in \
+                     provenance_keys",
+                ));
+            }
+            if config.image_mode != ImageMode::None {
+                staging.write(checked.site_path.as_str(), &bytes)?;
+            }
+            files.push(checked);
+        }
         releases.push(Release {
             images,
             info: planned.info,
+            supply: files,
         });
     }
     if let Some(previous) = &previous {
@@ -517,10 +563,10 @@ pub fn build(
     })
 }
 
-/// An image taken from the previous site keeps its published URL, which
+/// A file taken from the previous site keeps its published URL, which
 /// must still lie under this site's URLs, or consumers' checks would fail.
-fn check_carried_url(config: &Config, image: &Image) -> Result<()> {
-    let url = image.source.url.as_str();
+fn check_carried_url(config: &Config, site_path: &model::RelPath, url: &url::Url) -> Result<()> {
+    let url = url.as_str();
     if url.starts_with(config.base_url.as_str())
         || url.starts_with(config.download_base_url.as_str())
     {
@@ -530,7 +576,7 @@ fn check_carried_url(config: &Config, image: &Image) -> Result<()> {
         "{} of the previous site is published at {url}, outside this site's base_url {} and \
          download_base_url {}; consumers would refuse it. Keep the old download_base_url, or \
          rebuild that release from its images",
-        image.source.site_path, config.base_url, config.download_base_url
+        site_path, config.base_url, config.download_base_url
     )))
 }
 

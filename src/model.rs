@@ -569,6 +569,8 @@ impl ReleaseInfo {
 pub struct Release {
     pub info: ReleaseInfo,
     pub images: Vec<Image>,
+    /// Its SBOMs and provenance, checked: the release's, then each image's.
+    pub supply: Vec<crate::supply::SupplyFile>,
 }
 
 /// Per-appliance metadata from the config.

@@ -27,6 +27,7 @@ use crate::model::{
     RelPath, Sha256,
 };
 use crate::sign::PublicKey;
+use crate::supply::{self, SupplyFile};
 use crate::verify::{self, CheckKind, VerifyOptions, attributes};
 use crate::warning::Warning;
 
@@ -52,6 +53,8 @@ pub struct PublishedRelease {
     pub channel: String,
     pub critical: bool,
     pub images: Vec<Image>,
+    /// Its SBOMs and provenance, as the feed describes them.
+    pub supply: Vec<SupplyFile>,
     /// Every location each image is served from, primary first
     /// (`podcast:source` of its `podcast:alternateEnclosure`).
     pub sources: BTreeMap<RelPath, Vec<Url>>,
@@ -100,7 +103,10 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
         state: None,
         images: false,
         all: false,
+        // The facts of its SBOMs and provenance come from the signed feed;
+        // their bytes, beside the images, are not read.
         mirrors: false,
+        supply: false,
         mirror_sample: Vec::new(),
         site: None,
         timeout: options.timeout,
@@ -191,6 +197,7 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
                         channel: String::new(),
                         critical: false,
                         images: Vec::new(),
+                        supply: Vec::new(),
                         sources: BTreeMap::new(),
                     }),
                     (Some("item"), "podcast:alternateEnclosure") => alternate = Some(Vec::new()),
@@ -204,6 +211,10 @@ pub(crate) fn read_feed(data: &[u8]) -> std::result::Result<Vec<PublishedRelease
                     (Some("item"), "vmcast:image") => {
                         let release = releases.last_mut().ok_or("an image outside an item")?;
                         release.images.push(image(&attributes(e)?)?);
+                    }
+                    (Some("item"), element @ ("vmcast:sbom" | "vmcast:provenance")) => {
+                        let release = releases.last_mut().ok_or("a file outside an item")?;
+                        release.supply.push(supply_file(element, &attributes(e)?)?);
                     }
                     (Some("vmcast:image"), "vmcast:machine") => {
                         let a = attributes(e)?;
@@ -357,6 +368,41 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
             cluster_compression: a.get("clusterCompression").cloned(),
             machine: None,
         },
+    })
+}
+
+/// A published SBOM or provenance file from its element's attributes.
+fn supply_file(
+    element: &str,
+    a: &BTreeMap<String, String>,
+) -> std::result::Result<SupplyFile, String> {
+    let get = |key: &str| {
+        a.get(key)
+            .ok_or_else(|| format!("{element} without `{key}`"))
+    };
+    let format = supply::Format::parse(get("format")?)?;
+    if format.kind().element() != element {
+        return Err(format!("{element} of format {}", format.as_str()));
+    }
+    let signing = match format.kind() {
+        supply::Kind::Sbom => None,
+        supply::Kind::Provenance => Some(supply::Signing::parse(
+            get("signature")?,
+            a.get("keyId").map(String::as_str),
+        )?),
+    };
+    Ok(SupplyFile {
+        format,
+        name: get("name")?.clone(),
+        image: a.get("image").cloned(),
+        site_path: RelPath::parse(get("path")?)?,
+        url: Url::parse(get("url")?).map_err(|e| format!("{element} url: {e}"))?,
+        digest: FileDigest {
+            length: number(a, "length")?,
+            sha256: Sha256::from_hex(get("sha256")?)
+                .ok_or_else(|| format!("{element} sha256 that is not hex"))?,
+        },
+        signing,
     })
 }
 

@@ -60,6 +60,8 @@ pub struct PullOptions {
     pub arch: String,
     /// Keep this many images that `pull` placed; remove older ones.
     pub keep: Option<usize>,
+    /// Refuse an image that the feed links no provenance file for.
+    pub require_provenance: bool,
     pub timeout: Duration,
     pub min_rate: u64,
     pub now: DateTime<Utc>,
@@ -137,6 +139,7 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
         images: false,
         all: false,
         mirrors: false,
+        supply: true,
         mirror_sample: Vec::new(),
         site: None,
         timeout: options.timeout,
@@ -166,6 +169,19 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
         .find(|e| e.appliance == options.appliance)
         .cloned();
     let (release, image) = choose(options, &releases, installed.as_ref())?;
+    // verify has read every provenance file the feed links and checked its
+    // subjects against the images' digests; here it must exist.
+    let has_provenance = release.supply.iter().any(|f| {
+        f.format.kind() == crate::supply::Kind::Provenance
+            && f.image.as_ref().is_none_or(|n| *n == image.source.name)
+    });
+    if options.require_provenance && !has_provenance {
+        return Err(Error::other(format_args!(
+            "{} {}: the feed links no provenance for {}; nothing was downloaded \
+             (--require-provenance)",
+            release.appliance, release.version, image.source.name
+        )));
+    }
     let target = options.dest.join(&image.source.name);
     let placed = Placed {
         appliance: release.appliance.clone(),

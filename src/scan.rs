@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::model::{Compression, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo};
 use crate::notes::{self, Located, Notes};
+use crate::supply;
 
 /// A release whose images are known but not yet hashed.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct PlannedRelease {
     pub info: ReleaseInfo,
     /// Primary first, then by file name.
     pub images: Vec<ImageSource>,
+    /// Its SBOMs and provenance, not read yet.
+    pub supply: Vec<supply::Planned>,
 }
 
 /// What the scan found, in publishing order.
@@ -124,6 +127,7 @@ fn scan_with(
                 Ok(PlannedRelease {
                     info: release_info(config, notes, appliance),
                     images: Vec::new(),
+                    supply: Vec::new(),
                 })
             }
         });
@@ -220,12 +224,14 @@ fn plan_release(
         releases_root,
         imageless,
     } = *tree_of;
-    let candidates = match &notes.images {
+    let (candidates, supply_beside) = match &notes.images {
         None => {
             let rel = dir
                 .strip_prefix(&config.releases_dir)
                 .unwrap_or(Path::new(""));
             files_beside(files, &releases_root.join(rel))
+                .into_iter()
+                .partition(|c| supply::kind_of_name(&c.name).is_none())
         }
         Some(patterns) => {
             let base = config.images_dir.as_deref().unwrap_or(dir);
@@ -233,7 +239,7 @@ fn plan_release(
             for pattern in patterns {
                 found.extend(expand(&notes, base, pattern, imageless)?);
             }
-            found
+            (found, Vec::new())
         }
     };
     // The tree an image must stay in, as written and as resolved.
@@ -321,6 +327,7 @@ fn plan_release(
         return Ok(PlannedRelease {
             info: release_info(config, notes, appliance),
             images,
+            supply: Vec::new(),
         });
     }
     if images.is_empty() && notes.cloud_images.is_empty() {
@@ -343,6 +350,23 @@ fn plan_release(
         }
     }
     images.sort_by(|a, b| a.name.cmp(&b.name));
+    let supply = plan_supply(
+        &SupplyTree {
+            config,
+            base: match &notes.images {
+                Some(_) => config.images_dir.as_deref().unwrap_or(dir),
+                None => dir,
+            },
+            tree,
+            tree_real: &tree_real,
+            release_dir: &release_dir,
+            url_dir: &format!("{}/{}", appliance, notes.version),
+        },
+        &notes,
+        &images,
+        &supply_beside,
+        warnings,
+    )?;
     let primary = match &notes.primary {
         Some(p) => images
             .iter()
@@ -371,6 +395,7 @@ fn plan_release(
                     return Ok(PlannedRelease {
                         info: release_info(config, notes, appliance),
                         images,
+                        supply,
                     });
                 }
             }
@@ -383,7 +408,201 @@ fn plan_release(
     Ok(PlannedRelease {
         info: release_info(config, notes, appliance),
         images,
+        supply,
     })
+}
+
+/// Where a release's supply-chain files are looked for and published.
+struct SupplyTree<'a> {
+    config: &'a Config,
+    /// What names in `sbom` and `provenance` are relative to: where the
+    /// release's images are looked for.
+    base: &'a Path,
+    /// The tree they must stay in, as written and resolved.
+    tree: &'a Path,
+    tree_real: &'a Path,
+    /// `images/<appliance>/<version>`.
+    release_dir: &'a RelPath,
+    /// `<appliance>/<version>`, under the download base.
+    url_dir: &'a str,
+}
+
+/// The supply-chain files of a release: those its notes name (for the
+/// release, or in `[image."name"]` for one image), then those beside each
+/// image under a conventional name: `<image><suffix>`, or
+/// `<image without its extensions><suffix>` when no other image of the
+/// release shares that stem. A file beside the notes with such a suffix
+/// that no image claims draws a warning.
+fn plan_supply(
+    t: &SupplyTree,
+    notes: &Notes,
+    images: &[ImageSource],
+    beside: &[Candidate],
+    warnings: &mut Vec<crate::Warning>,
+) -> Result<Vec<supply::Planned>> {
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let named =
+        notes
+            .supply
+            .iter()
+            .map(|(k, at)| (*k, at, None))
+            .chain(notes.overrides.iter().flat_map(|(image, o)| {
+                o.value
+                    .supply
+                    .iter()
+                    .map(move |(k, at)| (*k, at, Some(image.clone())))
+            }));
+    for (kind, at, image) in named {
+        let path = t.base.join(&at.value);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Err(notes.error_at(
+                at,
+                format_args!("{} file {} does not exist", kind.as_str(), path.display()),
+            ));
+        }
+        wanted.push((kind, path, image, Some(at)));
+    }
+    // A release of cloud images only has no file for them to be about.
+    if images.is_empty() && !wanted.is_empty() {
+        return Err(Error::file(
+            &notes.path,
+            "names SBOM or provenance files, but the release has no image files for them to be \
+             about",
+        ));
+    }
+    for image in images {
+        let dir = image.source.parent().unwrap_or(Path::new(""));
+        let stem = image_stem(&image.name);
+        for (suffix, kind) in supply::SUFFIXES {
+            for candidate in [format!("{}{suffix}", image.name), format!("{stem}{suffix}")] {
+                let path = dir.join(&candidate);
+                if wanted.iter().any(|w| w.1 == path) || std::fs::symlink_metadata(&path).is_err() {
+                    continue;
+                }
+                if candidate.starts_with(stem) && !candidate.starts_with(&image.name) {
+                    let sharing: Vec<&str> = images
+                        .iter()
+                        .filter(|i| image_stem(&i.name) == stem)
+                        .map(|i| i.name.as_str())
+                        .collect();
+                    if sharing.len() > 1 {
+                        return Err(Error::file(
+                            &path,
+                            format_args!(
+                                "could be about any of {}; rename it after one image ({}{suffix}), \
+                                 or name it in {} (`{}` for the whole release, or in \
+                                 [image.\"NAME\"])",
+                                sharing.join(", "),
+                                image.name,
+                                notes::NOTES_FILE,
+                                kind.as_str()
+                            ),
+                        ));
+                    }
+                }
+                wanted.push((kind, path, Some(image.name.clone()), None));
+            }
+        }
+    }
+    for c in beside {
+        if !wanted.iter().any(|w| w.1 == c.path) {
+            warnings.push(crate::Warning::file(
+                &c.path,
+                format_args!(
+                    "not published: its name is no image's name with a supply-chain suffix; name \
+                     it in {} (`sbom` or `provenance`) to publish it",
+                    notes::NOTES_FILE
+                ),
+            ));
+        }
+    }
+
+    let mut planned: Vec<supply::Planned> = Vec::with_capacity(wanted.len());
+    for (kind, path, image, at) in wanted {
+        let real = fsutil::canonicalize(&path)?;
+        if !real.starts_with(t.tree_real) {
+            return Err(Error::file(
+                &path,
+                format_args!(
+                    "is a symbolic link to a file outside {}; supply-chain files must stay inside \
+                     their tree",
+                    t.tree.display()
+                ),
+            ));
+        }
+        let meta = fsutil::metadata(&real)?;
+        if !meta.is_file() {
+            return Err(Error::file(&path, "is not a regular file"));
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| non_utf8(&path))?
+            .to_owned();
+        let clash = |other: &str| {
+            let message =
+                format!("is published as {name}, the name of {other} of this release; rename one");
+            match at {
+                Some(at) => notes.error_at(at, format_args!("{}: {message}", path.display())),
+                None => Error::file(&path, message),
+            }
+        };
+        if images.iter().any(|i| i.name == name) {
+            return Err(clash("an image"));
+        }
+        if let Some(first) = planned.iter().find(|p| p.name == name) {
+            if first.real == real {
+                return Err(clash("a file named twice in its notes"));
+            }
+            return Err(clash("another supply-chain file"));
+        }
+        let site_path = t
+            .release_dir
+            .join(&name)
+            .map_err(|m| Error::file(&path, m))?;
+        planned.push(supply::Planned {
+            url: join_url(
+                &t.config.download_base_url,
+                &format!("{}/{name}", t.url_dir),
+            ),
+            file_id: crate::model::FileId::of(&meta),
+            source: path,
+            real,
+            name,
+            kind,
+            image,
+            site_path,
+        });
+    }
+    planned.sort_by(|a, b| (&a.image, &a.name).cmp(&(&b.image, &b.name)));
+    Ok(planned)
+}
+
+/// A supply-chain file a release will publish: its kind, path, the image
+/// it is about (none: the release) and where its notes name it, if they do.
+type Wanted<'a> = (
+    supply::Kind,
+    PathBuf,
+    Option<String>,
+    Option<&'a Located<String>>,
+);
+
+/// An image's name without the extensions that say its format and
+/// compression: `webapp-1.4.0.qcow2` → `webapp-1.4.0`.
+fn image_stem(name: &str) -> &str {
+    let Some((stem, ext)) = name.rsplit_once('.') else {
+        return name;
+    };
+    if Compression::from_extension(ext).is_some() {
+        return match stem.rsplit_once('.') {
+            Some((inner, format)) if ImageFormat::from_extension(format).is_some() => inner,
+            _ => stem,
+        };
+    }
+    match ImageFormat::from_extension(ext) {
+        Some(_) => stem,
+        None => name,
+    }
 }
 
 /// Everything about a release but its images.
@@ -489,7 +708,12 @@ fn expand(
                 return Err(non_utf8(entry.path()));
             };
             let rel_to_base = entry.path().strip_prefix(base).unwrap_or(entry.path());
-            if name.starts_with('.') || !matcher.is_match(rel_to_base) {
+            // A glob finds images; the supply-chain files beside them are
+            // found from the images.
+            if name.starts_with('.')
+                || supply::kind_of_name(name).is_some()
+                || !matcher.is_match(rel_to_base)
+            {
                 continue;
             }
             let below = entry.path().strip_prefix(&start).unwrap_or(entry.path());

@@ -50,6 +50,10 @@ pub struct PullArgs {
     /// The host's architecture as feeds name it (default: this machine's).
     #[arg(long)]
     pub arch: Option<String>,
+    /// Refuse an image the feed links no provenance for (an in-toto attestation whose subject
+    /// verify checks against the image's SHA-256); the newest allowed release must have one.
+    #[arg(long)]
+    pub require_provenance: bool,
     /// Deadline in seconds for each small request and for a response's headers.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
@@ -104,6 +108,7 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
             .arch
             .unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
         keep: args.keep.map(|n| n.get()),
+        require_provenance: args.require_provenance,
         timeout: Duration::from_secs(args.timeout),
         min_rate: args.min_rate,
         now: chrono::Utc::now(),

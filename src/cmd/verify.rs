@@ -27,8 +27,8 @@ pub struct VerifyArgs {
     /// Also download or read every image and check its length and SHA-256.
     #[arg(long)]
     pub images: bool,
-    /// With --images or --mirrors: the archived releases' images too (their archives' signatures
-    /// and listings are always checked).
+    /// The archived releases' SBOMs and provenance too, and with --images or --mirrors their
+    /// images (their archives' signatures and listings are always checked).
     #[arg(long)]
     pub all: bool,
     /// Also download every image from every mirror the feed lists, and report, per mirror, each
@@ -69,6 +69,7 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
         state: args.state,
         images: args.images,
         all: args.all,
+        supply: true,
         mirrors: args.mirrors,
         mirror_sample: args.mirror,
         site: args.site,

@@ -15,6 +15,7 @@ use crate::cloud::{CloudImage, Provider};
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
 use crate::model::{Firmware, ImageFormat, MAX_TEXT_FILE, Name, Requirements, Version};
+use crate::supply::Kind;
 
 /// The file name that marks a directory as a release.
 pub const NOTES_FILE: &str = "release.toml";
@@ -37,6 +38,8 @@ struct RawNotes {
     image: BTreeMap<Spanned<String>, RawImage>,
     #[serde(default)]
     cloud_image: Vec<RawCloudImage>,
+    sbom: Option<Spanned<toml::Value>>,
+    provenance: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +68,8 @@ struct RawRequirements {
 struct RawImage {
     format: Option<Spanned<String>>,
     arch: Option<String>,
+    sbom: Option<Spanned<toml::Value>>,
+    provenance: Option<Spanned<toml::Value>>,
 }
 
 /// A value together with where it was written, for later errors.
@@ -80,6 +85,8 @@ pub struct Located<T> {
 pub struct ImageOverride {
     pub format: Option<ImageFormat>,
     pub arch: Option<String>,
+    /// Supply-chain files about this image (`sbom`, `provenance`).
+    pub supply: Vec<(Kind, Located<String>)>,
 }
 
 /// A validated release.toml.
@@ -102,6 +109,9 @@ pub struct Notes {
     /// `[[cloud_image]]` tables, checked; `arch` defaults to the
     /// requirements' like an image's.
     pub cloud_images: Vec<CloudImage>,
+    /// Supply-chain files about the whole release (top-level `sbom`,
+    /// `provenance`), relative to where its images are looked for.
+    pub supply: Vec<(Kind, Located<String>)>,
 }
 
 impl Notes {
@@ -178,12 +188,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
             None => None,
         };
         let located = locate(name);
+        let supply = supply_files(path, text, &image.sbom, &image.provenance)?;
         overrides.insert(
             located.value.clone(),
             Located {
                 value: ImageOverride {
                     format,
                     arch: image.arch.clone(),
+                    supply,
                 },
                 line: located.line,
                 column: located.column,
@@ -222,7 +234,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
         });
     }
 
+    let supply = supply_files(path, text, &raw.sbom, &raw.provenance)?;
     Ok(Notes {
+        supply,
         path: path.to_path_buf(),
         version,
         date,
@@ -240,6 +254,59 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
         overrides,
         cloud_images,
     })
+}
+
+/// The files `sbom` and `provenance` name: each a file name or a list of
+/// them, relative paths without globs.
+fn supply_files(
+    path: &Path,
+    text: &str,
+    sbom: &Option<Spanned<toml::Value>>,
+    provenance: &Option<Spanned<toml::Value>>,
+) -> Result<Vec<(Kind, Located<String>)>> {
+    let mut out = Vec::new();
+    for (kind, value) in [(Kind::Sbom, sbom), (Kind::Provenance, provenance)] {
+        let Some(value) = value else { continue };
+        let pos = crate::error::LineCol::of(text, value.span().start);
+        let err = |m: String| Error::at(path, pos, m);
+        let names: Vec<&str> = match value.get_ref() {
+            toml::Value::String(s) => vec![s.as_str()],
+            toml::Value::Array(list) if !list.is_empty() => list
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    err(format!(
+                        "`{}` must list file names (strings)",
+                        kind.as_str()
+                    ))
+                })?,
+            _ => {
+                return Err(err(format!(
+                    "`{}` must be a file name or a non-empty list of file names",
+                    kind.as_str()
+                )));
+            }
+        };
+        for name in names {
+            if name.contains(['*', '?', '[', '{']) {
+                return Err(err(format!(
+                    "`{}` names files, not globs: {name:?}",
+                    kind.as_str()
+                )));
+            }
+            crate::model::RelPath::parse(name).map_err(err)?;
+            out.push((
+                kind,
+                Located {
+                    value: name.to_owned(),
+                    line: pos.line,
+                    column: pos.column,
+                },
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// A TOML date (midnight UTC) or offset date-time. A local date-time is

@@ -10,6 +10,7 @@ use quick_xml::events::{BytesDecl, BytesText, Event};
 use super::Site;
 use crate::cloud::CloudImage;
 use crate::model::{Image, Name, Release};
+use crate::supply::SupplyFile;
 
 pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
 pub const PODCAST_NS: &str = "https://podcastindex.org/namespace/1.0";
@@ -293,6 +294,9 @@ fn write_item(w: &mut W, site: &Site, release: &Release, archived: bool) -> io::
         for image in &release.images {
             write_image(w, image)?;
         }
+        for file in &release.supply {
+            write_supply(w, file)?;
+        }
         for cloud in &info.cloud_images {
             write_cloud_image(w, cloud)?;
         }
@@ -388,6 +392,36 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
             el.write_inner_content(|w| write_machine(w, m))?;
         }
     }
+    Ok(())
+}
+
+/// An SBOM or provenance file: `vmcast:sbom` or `vmcast:provenance`, about
+/// one image (`image`) or the whole release.
+fn write_supply(w: &mut W, f: &SupplyFile) -> io::Result<()> {
+    let length = f.digest.length.to_string();
+    let sha = f.digest.sha256.to_hex();
+    let mut attrs: Vec<(&str, &str)> = vec![
+        ("url", f.url.as_str()),
+        ("name", &f.name),
+        ("path", f.site_path.as_str()),
+        ("format", f.format.as_str()),
+        ("type", f.format.media_type()),
+        ("length", &length),
+        ("sha256", &sha),
+    ];
+    if let Some(image) = &f.image {
+        attrs.push(("image", image));
+    }
+    let key_ids = f.signing.as_ref().map(|s| s.key_ids().join(" "));
+    if let Some(signing) = &f.signing {
+        attrs.push(("signature", signing.as_str()));
+    }
+    if let Some(ids) = key_ids.as_deref().filter(|ids| !ids.is_empty()) {
+        attrs.push(("keyId", ids));
+    }
+    w.create_element(f.format.kind().element())
+        .with_attributes(attrs)
+        .write_empty()?;
     Ok(())
 }
 

@@ -147,10 +147,15 @@ pub fn render(site: &Site) -> Result<Rendered> {
         .iter()
         .flat_map(|r| &r.images)
         .map(|i| (i.source.site_path.as_str(), i.digest.sha256));
+    let supply = site
+        .releases
+        .iter()
+        .flat_map(|r| &r.supply)
+        .map(|f| (f.site_path.as_str(), f.digest.sha256));
     let openpgp_key = site
         .openpgp_public_key
         .map(|key| (crate::openpgp::PUBLIC_KEY, Sha256::of(key.as_bytes())));
-    let manifest = sums::manifest(images.chain(feed_digests).chain(openpgp_key));
+    let manifest = sums::manifest(images.chain(supply).chain(feed_digests).chain(openpgp_key));
     check_size(MANIFEST, manifest.len())?;
     let page = page::render(site, &feeds, &current)?;
     let history = appliances

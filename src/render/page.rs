@@ -78,6 +78,26 @@ struct ReleaseCtx {
     requirements: Option<RequirementsCtx>,
     images: Vec<ImageCtx>,
     cloud_images: Vec<CloudImageCtx>,
+    /// SBOMs and provenance about the whole release.
+    supply: Vec<SupplyCtx>,
+}
+
+/// An SBOM or provenance file, linked from its image or release.
+#[derive(Serialize)]
+struct SupplyCtx {
+    /// `sbom` or `provenance`.
+    kind: &'static str,
+    /// `SBOM (SPDX 2.3)`, `Provenance (in-toto)`.
+    label: String,
+    name: String,
+    url: String,
+    path: String,
+    media_type: &'static str,
+    length: u64,
+    sha256: String,
+    /// For provenance: `none`, `unverified` or `verified`.
+    signature: Option<&'static str>,
+    key_ids: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -116,6 +136,8 @@ struct ImageCtx {
     primary: bool,
     /// The image on each mirror.
     mirrors: Vec<String>,
+    /// SBOMs and provenance about this image.
+    supply: Vec<SupplyCtx>,
 }
 
 /// Bytes in binary units with one decimal: `196.0 KiB`.
@@ -153,7 +175,44 @@ fn image_ctx(site: &Site, release: &Release, image: &Image) -> ImageCtx {
             .iter()
             .map(|u| u.to_string())
             .collect(),
+        supply: supply_ctx(release, Some(&s.name)),
     }
+}
+
+/// The supply-chain files of a release about `image`, or about the whole
+/// release.
+fn supply_ctx(release: &Release, image: Option<&String>) -> Vec<SupplyCtx> {
+    release
+        .supply
+        .iter()
+        .filter(|f| f.image.as_ref() == image)
+        .map(|f| {
+            let kind = f.format.kind();
+            SupplyCtx {
+                kind: kind.as_str(),
+                label: format!(
+                    "{} ({})",
+                    match kind {
+                        crate::supply::Kind::Sbom => "SBOM",
+                        crate::supply::Kind::Provenance => "Provenance",
+                    },
+                    f.format.title()
+                ),
+                name: f.name.clone(),
+                url: f.url.to_string(),
+                path: f.site_path.to_string(),
+                media_type: f.format.media_type(),
+                length: f.digest.length,
+                sha256: f.digest.sha256.to_hex(),
+                signature: f.signing.as_ref().map(|s| s.as_str()),
+                key_ids: f
+                    .signing
+                    .as_ref()
+                    .map(|s| s.key_ids().to_vec())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
@@ -193,6 +252,7 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
                 arch: c.arch.clone(),
             })
             .collect(),
+        supply: supply_ctx(release, None),
     }
 }
 

@@ -141,6 +141,9 @@ impl Verifier<'_> {
         if self.options.images {
             self.check_images(&doc, &site_urls);
         }
+        if self.options.supply {
+            self.check_supply(&doc, &site_urls);
+        }
         if self.options.mirrors {
             self.check_mirrors(&doc, &site_urls);
         }
@@ -259,6 +262,9 @@ impl Verifier<'_> {
             );
             if self.options.images && self.options.all {
                 self.check_images(&doc, &urls);
+            }
+            if self.options.supply && self.options.all {
+                self.check_supply(&doc, &urls);
             }
             if self.options.mirrors && self.options.all {
                 self.check_mirrors(&doc, &urls);
@@ -659,6 +665,26 @@ impl Verifier<'_> {
                 }
             }
         }
+        for item in &doc.items {
+            for file in &item.supply {
+                match manifest.get(file.path.as_str()) {
+                    Some(d) if d.to_hex() == file.sha256 => {}
+                    Some(_) => problems.push(format!(
+                        "{}: the feed's SHA-256 differs from {MANIFEST}'s",
+                        file.path
+                    )),
+                    None => problems.push(format!("{}: not listed in {MANIFEST}", file.path)),
+                }
+                if let Some(image) = &file.image
+                    && !item.images.iter().any(|i| i.name == *image)
+                {
+                    problems.push(format!(
+                        "{}: about {image}, which is no image of item {:?}",
+                        file.path, item.guid
+                    ));
+                }
+            }
+        }
         self.report.releases += doc.items.len();
         self.report.images += doc.items.iter().map(|i| i.images.len()).sum::<usize>();
         if problems.is_empty() {
@@ -799,6 +825,92 @@ impl Verifier<'_> {
         Ok(public)
     }
 
+    /// Reads every SBOM and provenance file (small: whole, within the
+    /// timeout), from the local site or its accepted URL: its length and
+    /// SHA-256 must be the feed's, its content the format the feed names,
+    /// and a provenance file's subjects must include the SHA-256 the feed
+    /// gives each image it is about.
+    fn check_supply(&mut self, doc: &FeedDoc, site_urls: &SiteUrls) {
+        for item in &doc.items {
+            for file in &item.supply {
+                let Some(url) = site_urls.accept(&file.url) else {
+                    self.fail(
+                        CheckKind::Supply,
+                        format!(
+                            "{}: not fetched: its URL {} is outside the site",
+                            file.path, file.url
+                        ),
+                    );
+                    continue;
+                };
+                let loc = self.fetcher.file_or_url(&file.path, &url);
+                let data = match self.fetcher.fetch(&loc, file.length.min(MAX_TEXT_FILE)) {
+                    Ok(d) => d,
+                    Err(m) => {
+                        self.fail(CheckKind::Supply, format!("{}: {m}", file.path));
+                        continue;
+                    }
+                };
+                let digest = Sha256::of(&data);
+                if data.len() as u64 != file.length || digest.to_hex() != file.sha256 {
+                    self.fail(
+                        CheckKind::Supply,
+                        format!(
+                            "{}: {} bytes with SHA-256 {digest}, where the feed says {} bytes \
+                             with SHA-256 {}",
+                            file.path,
+                            data.len(),
+                            file.length,
+                            file.sha256
+                        ),
+                    );
+                    continue;
+                }
+                let targets: Vec<(&str, Sha256)> = item
+                    .images
+                    .iter()
+                    .filter(|i| file.image.as_ref().is_none_or(|n| *n == i.name))
+                    .filter_map(|i| Sha256::from_hex(&i.sha256).map(|d| (i.name.as_str(), d)))
+                    .collect();
+                let examined = crate::supply::examine(
+                    Path::new(file.path.as_str()),
+                    &file.name,
+                    file.kind,
+                    &data,
+                    &[],
+                    &targets,
+                );
+                match examined {
+                    Ok((format, _)) if format.as_str() != file.format => self.fail(
+                        CheckKind::Supply,
+                        format!(
+                            "{}: holds {}, where the feed says {}",
+                            file.path,
+                            format.as_str(),
+                            file.format
+                        ),
+                    ),
+                    Ok(_) => self.pass(
+                        CheckKind::Supply,
+                        format!(
+                            "{}: {} bytes, SHA-256 matches, {}{}",
+                            file.path,
+                            file.length,
+                            file.format,
+                            match file.kind {
+                                crate::supply::Kind::Provenance => {
+                                    format!(", about {}", describe_targets(&targets))
+                                }
+                                crate::supply::Kind::Sbom => String::new(),
+                            }
+                        ),
+                    ),
+                    Err(e) => self.fail(CheckKind::Supply, e.to_string()),
+                }
+            }
+        }
+    }
+
     /// Reads every image from its URL, and only if that URL was accepted.
     fn check_images(&mut self, doc: &FeedDoc, site_urls: &SiteUrls) {
         for item in &doc.items {
@@ -838,6 +950,15 @@ impl Verifier<'_> {
             }
         }
     }
+}
+
+/// The images a provenance file was checked against, for the report.
+fn describe_targets(targets: &[(&str, Sha256)]) -> String {
+    targets
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One of the site's own file names as a relative path.

@@ -41,6 +41,8 @@ pub(super) struct Item {
     pub(super) cloud_images: usize,
     /// (url, length, sri) of each podcast:alternateEnclosure.
     pub(super) alternates: Vec<(String, u64, String)>,
+    /// Its SBOMs and provenance (`vmcast:sbom`, `vmcast:provenance`).
+    pub(super) supply: Vec<FeedSupply>,
     /// Every further `podcast:source` of an alternate enclosure (a mirror),
     /// as (the image's own URL, the mirror's URL): URLs the URL check
     /// covers like any other.
@@ -50,11 +52,28 @@ pub(super) struct Item {
 #[derive(Debug, Clone)]
 pub(super) struct FeedImage {
     pub(super) url: String,
+    /// Its file name, which supply-chain files name it by.
+    pub(super) name: String,
     /// Checked when the feed is read: no `..`, not absolute.
     pub(super) path: RelPath,
     pub(super) length: u64,
     pub(super) sha256: String,
     pub(super) primary: bool,
+}
+
+/// An SBOM or provenance file as the feed links it.
+#[derive(Debug, Clone)]
+pub(super) struct FeedSupply {
+    pub(super) kind: crate::supply::Kind,
+    pub(super) format: String,
+    pub(super) name: String,
+    pub(super) url: String,
+    /// Checked when the feed is read: no `..`, not absolute.
+    pub(super) path: RelPath,
+    pub(super) length: u64,
+    pub(super) sha256: String,
+    /// The image it is about (its `name`); none for the whole release.
+    pub(super) image: Option<String>,
 }
 
 impl FeedDoc {
@@ -68,6 +87,7 @@ impl FeedDoc {
                     .chain(i.images.iter().map(|im| &im.url))
                     .chain(i.alternates.iter().map(|a| &a.0))
                     .chain(i.mirrors.iter().map(|m| &m.1))
+                    .chain(i.supply.iter().map(|f| &f.url))
             }))
     }
 
@@ -137,10 +157,34 @@ impl FeedDoc {
                                 doc.items.last_mut().ok_or("vmcast:image outside an item")?;
                             item.images.push(FeedImage {
                                 url: attrs.get("url").cloned().unwrap_or_default(),
+                                name: attrs.get("name").cloned().unwrap_or_default(),
                                 path: image_path(&attrs)?,
                                 length: number(&attrs, "length")?,
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
                                 primary: attrs.get("primary").map(String::as_str) == Some("true"),
+                            });
+                        }
+                        (Some("item"), "vmcast:sbom" | "vmcast:provenance") => {
+                            let item = doc
+                                .items
+                                .last_mut()
+                                .ok_or("a supply-chain file outside an item")?;
+                            item.supply.push(FeedSupply {
+                                kind: if name == "vmcast:sbom" {
+                                    crate::supply::Kind::Sbom
+                                } else {
+                                    crate::supply::Kind::Provenance
+                                },
+                                format: attrs.get("format").cloned().unwrap_or_default(),
+                                name: attrs.get("name").cloned().unwrap_or_default(),
+                                url: attrs.get("url").cloned().unwrap_or_default(),
+                                path: RelPath::parse(
+                                    attrs.get("path").map(String::as_str).unwrap_or_default(),
+                                )
+                                .map_err(|m| format!("{name} path: {m}"))?,
+                                length: number(&attrs, "length")?,
+                                sha256: attrs.get("sha256").cloned().unwrap_or_default(),
+                                image: attrs.get("image").cloned(),
                             });
                         }
                         (Some("item"), "vmcast:cloudImage") => {

@@ -180,6 +180,25 @@ impl Fetcher {
         }
     }
 
+    /// A file the feed links by its path in the site and its accepted URL:
+    /// the local site's file when the site is a directory holding it, else
+    /// the URL.
+    pub(super) fn file_or_url(&self, path: &RelPath, url: &Accepted) -> Location {
+        if let Source::Dir(root) = &self.source {
+            let local = root.join(path.as_str());
+            if std::fs::symlink_metadata(&local).is_ok() {
+                return Location {
+                    display: path.to_string(),
+                    target: Target::File(local),
+                };
+            }
+        }
+        Location {
+            display: url.url().to_string(),
+            target: Target::Url(url.url().clone()),
+        }
+    }
+
     fn http(&mut self) -> &ureq::Agent {
         let net = self.net;
         self.agent.get_or_insert_with(|| {

@@ -58,6 +58,10 @@ pub struct VerifyOptions {
     pub all: bool,
     /// Also read every image from every mirror the feed lists.
     pub mirrors: bool,
+    /// Read every SBOM and provenance file the feed links (with `all`,
+    /// the archived releases' too): length, SHA-256, format, and each
+    /// provenance's subjects against its images' digests.
+    pub supply: bool,
     /// With `mirrors`: only the mirrors under these base URLs.
     pub mirror_sample: Vec<String>,
     /// The site (its signed base_url) the consumer expects, checked always.
@@ -109,6 +113,9 @@ pub enum CheckKind {
     Catalog,
     /// `SHA256SUMS.asc`, the OpenPGP-clearsigned SHA256SUMS.
     OpenPgp,
+    /// An SBOM or provenance file: its bytes, its format, and for
+    /// provenance its subjects against its images' digests.
+    Supply,
 }
 
 impl CheckKind {
@@ -130,6 +137,7 @@ impl CheckKind {
             CheckKind::Mirrors => "mirrors",
             CheckKind::Catalog => "catalog",
             CheckKind::OpenPgp => "openpgp",
+            CheckKind::Supply => "supply",
         }
     }
 }

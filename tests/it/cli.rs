@@ -16,7 +16,7 @@ use crate::common::{
 
 /// Puts a previous site in the output directory, to show a failed build
 /// leaves it alone.
-fn seed_previous_output(fixture: &Fixture) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn seed_previous_output(fixture: &Fixture) -> BTreeMap<PathBuf, Vec<u8>> {
     let out = fixture.path("public");
     fs::create_dir_all(&out).unwrap();
     fs::write(out.join(".vmcast-gen"), "marker\n").unwrap();
@@ -38,7 +38,7 @@ fn without_secret_key(fixture: &Fixture) {
 /// Runs a build that must fail with exactly `expected` on stderr and exit
 /// code 1, leaving the previous output and its parent untouched.
 #[track_caller]
-fn assert_build_fails(fixture: &Fixture, expected: &str) {
+pub(crate) fn assert_build_fails(fixture: &Fixture, expected: &str) {
     let before = seed_previous_output(fixture);
     let listing = |dir: &Path| {
         let mut names: Vec<_> = fs::read_dir(dir)
@@ -111,7 +111,7 @@ fn unknown_key_in_config() {
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
          `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
-         `previous`, `previous_key`, `feed_items`, `mirrors`, `catalogs`\n",
+         `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`\n",
     );
 }
 
@@ -121,7 +121,7 @@ fn unknown_key_in_notes() {
         &Fixture::new("unknown-key-notes"),
         "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`, expected one of \
          `version`, `date`, `notes`, `title`, `appliance`, `channel`, `critical`, `primary`, \
-         `images`, `requirements`, `image`, `cloud_image`\n",
+         `images`, `requirements`, `image`, `cloud_image`, `sbom`, `provenance`\n",
     );
 }
 

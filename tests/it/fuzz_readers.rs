@@ -1,6 +1,7 @@
 //! A deterministic mutation fuzzer over what `verify` reads from a
 //! downloaded site: the feed, SHA256SUMS, minisign signatures (checked
-//! against a fixed key), public keys and the signed build stamps. The seeds
+//! against a fixed key), public keys, the signed build stamps, and SBOMs
+//! and provenance files (their signatures checked against a builder key). The seeds
 //! are a real build's output and minisign's own files (known-answer/); each
 //! mutant is a seed with a few seeded edits: bit flips, byte insertions and
 //! deletions, truncations, splices from other seeds, duplicated lines, huge
@@ -156,6 +157,55 @@ fn build_stamp_parser_survives_mutants() {
     });
 }
 
+#[test]
+fn supply_chain_readers_survive_mutants() {
+    fuzz(&Reader {
+        name: "supply",
+        target: "supply",
+        seeds: &seeds().supply,
+        tokens: b"{|}|[|]|\"|:|,|null|true|1e999|-0|\"\\u0000\"|\"\\ud800\"|\n|\r\n|\
+            \"spdxVersion\":\"SPDX-2.3\"|\"bomFormat\":\"CycloneDX\"|\"specVersion\":\"1.6\"|\
+            \"packages\":[]|\"_type\":\"https://in-toto.io/Statement/v1\"|\
+            \"payloadType\":\"application/vnd.in-toto+json\"|\"payload\":\"e30=\"|\
+            \"signatures\":[{\"sig\":\"AAAA\"}]|\"subject\":[]|\"digest\":{}|\
+            \"sha256\":\"00\"|\xef\xbb\xbf|\xff|\0",
+        nests: &[(b"[", b"]"), (b"{\"a\":", b"}")],
+        read: |data| {
+            let (key, image) = supply_key();
+            let targets = [("webapp-1.0.0.raw", *image)];
+            let examine = |name: &str, kind| {
+                vmcast_gen::supply::examine(
+                    Path::new(name),
+                    name,
+                    kind,
+                    data,
+                    std::slice::from_ref(key),
+                    &targets,
+                )
+                .is_ok()
+            };
+            examine("x.spdx.json", vmcast_gen::supply::Kind::Sbom)
+                | examine("x.intoto.jsonl", vmcast_gen::supply::Kind::Provenance)
+        },
+    });
+}
+
+/// The supply-chain fixture's builder key and its image's digest.
+fn supply_key() -> &'static (vmcast_gen::supply::keys::ProvenanceKey, Sha256) {
+    static KEY: OnceLock<(vmcast_gen::supply::keys::ProvenanceKey, Sha256)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/supply-chain");
+        let pem = dir.join("keys/builder-p256.pub.pem");
+        let key = vmcast_gen::supply::keys::ProvenanceKey::parse(
+            &pem,
+            &fs::read_to_string(&pem).unwrap(),
+        )
+        .unwrap();
+        let image = fs::read(dir.join("releases/webapp/1.0.0/webapp-1.0.0.raw")).unwrap();
+        (key, Sha256::of(&image))
+    })
+}
+
 /// One reader under test and what its mutants are made of.
 struct Reader {
     name: &'static str,
@@ -237,14 +287,16 @@ struct Seeds {
     signatures: Vec<Vec<u8>>,
     keys: Vec<Vec<u8>>,
     stamps: Vec<Vec<u8>>,
+    /// SBOMs and provenance files.
+    supply: Vec<Vec<u8>>,
     /// Every file of the builds and of known-answer/: material to splice in.
     all: Vec<Vec<u8>>,
 }
 
-/// Three real builds, so that every element and stamp field the readers
+/// Four real builds, so that every element and stamp field the readers
 /// look for is in a seed: one with a next key, an expiry, a mirror and
 /// enough releases for an archive; one with appliance feeds; one with cloud
-/// images. And known-answer/.
+/// images; one with SBOMs and provenance. And known-answer/.
 fn seeds() -> &'static Seeds {
     static SEEDS: OnceLock<Seeds> = OnceLock::new();
     SEEDS.get_or_init(|| {
@@ -264,8 +316,9 @@ fn seeds() -> &'static Seeds {
         );
         let multi = Fixture::new("ok-multi-appliance");
         let cloud = Fixture::new("cloud-only-release");
+        let supply = Fixture::new("supply-chain");
         let mut files = Vec::new();
-        for fixture in [&minimal, &multi, &cloud] {
+        for fixture in [&minimal, &multi, &cloud, &supply] {
             assert_success(&fixture.build(&[]));
             files.extend(files_in(&fixture.path("public")));
         }
@@ -312,6 +365,7 @@ fn seeds() -> &'static Seeds {
             signatures,
             keys: named(".pub"),
             stamps,
+            supply: [named(".json"), named(".jsonl")].concat(),
             all: files.into_iter().map(|(_, data)| data).collect(),
         };
         for (what, list) in [
@@ -320,6 +374,7 @@ fn seeds() -> &'static Seeds {
             ("signature", &seeds.signatures),
             ("public key", &seeds.keys),
             ("stamp", &seeds.stamps),
+            ("supply-chain", &seeds.supply),
         ] {
             assert!(!list.is_empty(), "no {what} seed");
         }

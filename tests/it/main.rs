@@ -27,4 +27,5 @@ mod pull;
 mod readme;
 mod rebuild;
 mod serve;
+mod supply;
 mod verify;

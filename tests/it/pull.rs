@@ -464,3 +464,58 @@ fn pull_falls_back_to_a_mirror_when_the_primary_is_wrong() {
         "{requests:?}"
     );
 }
+
+#[test]
+fn require_provenance_refuses_an_image_without_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    let server = Files::start(served.clone());
+    let base = server.url();
+
+    // ok-minimal links no provenance: nothing is requested past the feed.
+    let without = site_for(&base, "1790000000");
+    crate::common::copy_tree(&without.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    let out = pull(&without, &base, &dest, &["--require-provenance"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: webapp 1.1.0: the feed links no provenance for webapp-1.1.0.raw; nothing was \
+         downloaded (--require-provenance)\n"
+    );
+    assert!(!dest.join("webapp-1.1.0.raw").exists());
+    assert!(
+        !server.requests().iter().any(|r| r.contains(".raw")),
+        "{:?}",
+        server.requests()
+    );
+
+    // supply-chain's release has provenance about its image: pulled.
+    let with = Fixture::new("supply-chain");
+    let config = fs::read_to_string(with.path("vmcast.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| match l.starts_with("base_url") {
+            true => format!("base_url = \"{base}\"\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(with.path("vmcast.toml"), config).unwrap();
+    assert_success(&with.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
+    fs::remove_dir_all(&served).unwrap();
+    crate::common::copy_tree(&with.path("public"), &served);
+    let dest = tmp.path().join("dest-with");
+    let out = pull(&with, &base, &dest, &["--require-provenance"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dest.join("webapp-1.0.0.raw").is_file());
+    // verify, inside pull, read the provenance and the SBOMs.
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("webapp-1.0.0.raw.intoto.jsonl")),
+        "{:?}",
+        server.requests()
+    );
+}
