@@ -7,7 +7,7 @@ use std::path::Path;
 use url::Url;
 
 use super::catalogs::{self, Published};
-use super::feed::{FeedDoc, NextKey};
+use super::feed::{FeedDoc, FeedImage, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
@@ -136,6 +136,7 @@ impl Verifier<'_> {
         }
         if self.options.images {
             self.check_images(&doc, &site_urls);
+            self.check_boxes(&doc, &base, &site_urls);
         }
         if self.options.mirrors {
             self.check_mirrors(&doc, &site_urls);
@@ -143,6 +144,7 @@ impl Verifier<'_> {
         if feed_name == FEED {
             self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
             self.check_catalogs(&doc, &manifest, &key, &feed.stamp)?;
+            self.check_vagrant(&doc, &manifest, &base);
         }
         Ok(())
     }
@@ -194,6 +196,49 @@ impl Verifier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The Vagrant catalogs the manifest lists, held against the boxes the
+    /// feed and its archives name. They are not signed: SHA256SUMS vouches
+    /// for them.
+    fn check_vagrant(&mut self, doc: &FeedDoc, manifest: &BTreeMap<String, Sha256>, base: &Url) {
+        let mut published = Published::default();
+        published.add(doc);
+        for archive in &self.report.archives {
+            if let Ok(archive) = FeedDoc::parse(archive) {
+                published.add(&archive);
+            }
+        }
+        let names: Vec<String> = manifest
+            .keys()
+            .filter(|n| catalogs::vagrant_appliance(n).is_some())
+            .cloned()
+            .collect();
+        for name in names {
+            let appliance = catalogs::vagrant_appliance(&name).unwrap_or_default();
+            let Ok(rel) = RelPath::parse(&name) else {
+                continue;
+            };
+            let data = match self.fetcher.fetch(&self.fetcher.site(&rel), MAX_TEXT_FILE) {
+                Ok(data) => data,
+                Err(m) => {
+                    self.fail(CheckKind::Catalog, format!("{name}: {m}"));
+                    continue;
+                }
+            };
+            self.check_listed(manifest, &name, &data);
+            match catalogs::check_vagrant(appliance, &data, &published, base) {
+                Ok(n) => self.pass(
+                    CheckKind::Catalog,
+                    format!("{name}: {n} version(s), the boxes the feed lists"),
+                ),
+                Err(problems) => {
+                    for p in problems {
+                        self.fail(CheckKind::Catalog, format!("{name}: {p}"));
+                    }
+                }
+            }
+        }
     }
 
     /// Follows the feed's prev-archive links (RFC 5005) to the oldest
@@ -255,6 +300,7 @@ impl Verifier<'_> {
             );
             if self.options.images && self.options.all {
                 self.check_images(&doc, &urls);
+                self.check_boxes(&doc, base, &urls);
             }
             if self.options.mirrors && self.options.all {
                 self.check_mirrors(&doc, &urls);
@@ -642,6 +688,15 @@ impl Verifier<'_> {
                     )),
                     None => problems.push(format!("{}: not listed in {MANIFEST}", image.path)),
                 }
+                if let Some((path, _, sha256)) = &image.vagrant_box {
+                    match manifest.get(path.as_str()) {
+                        Some(d) if d.to_hex() == *sha256 => {}
+                        Some(_) => problems.push(format!(
+                            "{path}: the feed's SHA-256 differs from {MANIFEST}'s"
+                        )),
+                        None => problems.push(format!("{path}: not listed in {MANIFEST}")),
+                    }
+                }
                 let sri = Sha256::from_hex(&image.sha256).map(|d| d.to_sri());
                 let alternate = item
                     .alternates
@@ -755,6 +810,51 @@ impl Verifier<'_> {
             ),
         );
         Ok(public)
+    }
+
+    /// Reads every Vagrant box the feed names, and checks that the manifest
+    /// lists it with the feed's digest.
+    fn check_boxes(&mut self, doc: &FeedDoc, base: &Url, site_urls: &SiteUrls) {
+        for item in &doc.items {
+            for image in &item.images {
+                let Some((path, length, sha256)) = &image.vagrant_box else {
+                    continue;
+                };
+                let url = crate::config::join_url(base, path.as_str()).to_string();
+                let as_image = FeedImage {
+                    url: url.clone(),
+                    path: path.clone(),
+                    length: *length,
+                    sha256: sha256.clone(),
+                    primary: false,
+                    vagrant_box: None,
+                };
+                let Some(accepted) = site_urls.accept(&url) else {
+                    continue;
+                };
+                match self.fetcher.read_image(&as_image, &accepted, true) {
+                    Ok((digest, read)) if digest.to_hex() == *sha256 => {
+                        self.report.images_read += read;
+                        self.pass(
+                            CheckKind::Images,
+                            format!("{path}: {length} bytes, SHA-256 matches"),
+                        );
+                    }
+                    Ok((digest, read)) => {
+                        self.report.images_read += read;
+                        self.fail(
+                            CheckKind::Images,
+                            format!(
+                                "{path}: SHA-256 mismatch: the feed says {sha256}, the file \
+                                 hashes to {}",
+                                digest.to_hex()
+                            ),
+                        );
+                    }
+                    Err(m) => self.fail(CheckKind::Images, format!("{path}: {m}")),
+                }
+            }
+        }
     }
 
     /// Reads every image from its URL, and only if that URL was accepted.
