@@ -405,9 +405,9 @@ mod s3 {
                     source: e,
                 })?;
                 let rel = crate::publish::relative(&meta.location, &prefix);
-                // Images are never fetched; a feed, manifest, key or
+                // Images and boxes are never fetched; a feed, manifest, key or
                 // signature larger than the text limit is refused by verify.
-                if rel.starts_with("images/") || meta.size > MAX_TEXT_FILE {
+                if crate::publish::is_artifact(&rel) || meta.size > MAX_TEXT_FILE {
                     continue;
                 }
                 if let Ok(rel) = RelPath::parse(&rel) {
