@@ -62,6 +62,16 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
         Ok((_, warning)) => warnings.extend(warning),
         Err(e) => problems.push(e),
     }
+    // Versions Vagrant cannot parse fail the build before any image is read.
+    if config.catalogs.vagrant {
+        for r in &plan.releases {
+            if r.images.iter().any(crate::catalog::vagrant::boxable)
+                && let Err(e) = crate::catalog::vagrant::check_version(&r.info)
+            {
+                problems.push(e);
+            }
+        }
+    }
     // Render what there is, with stand-in digests, to find template errors.
     let releases: Vec<Release> = plan
         .releases

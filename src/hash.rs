@@ -427,17 +427,17 @@ pub fn digest_all(
             },
             _ => None,
         };
-        // An image with a box is read unless its box is taken as it was.
-        let reused_box = match (&req.vagrant_box, shortcuts.verify_cache) {
-            (Some(b), false) => match reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)? {
-                Some(digest) => Some(Some(digest)),
-                None => None,
-            },
-            (Some(_), true) => None,
-            (None, _) => Some(None),
+        // An image with a box is read unless its box is taken as it was
+        // (which needs the cache entry that also knows the image).
+        let reused_box = match &req.vagrant_box {
+            Some(b) if !shortcuts.verify_cache => {
+                reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
+            }
+            _ => None,
         };
+        let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
         let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
-            _ if reused_box.is_none() => None,
+            _ if !box_ready => None,
             (true, _, _) => None,
             (false, Some(d), _) => {
                 stats.cached_files += 1;
@@ -461,7 +461,7 @@ pub fn digest_all(
                 if let Some(cache) = shortcuts.cache.as_mut() {
                     cache.insert(&canonical, state, &digest, &info);
                 }
-                if let (Some(b), Some(Some(box_digest))) = (&req.vagrant_box, reused_box) {
+                if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
                     if let Some(cache) = shortcuts.cache.as_mut() {
                         cache.insert_box(&canonical, b.job.mtime, &box_digest);
                     }

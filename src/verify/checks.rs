@@ -143,8 +143,15 @@ impl Verifier<'_> {
         }
         if feed_name == FEED {
             self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
-            self.check_catalogs(&doc, &manifest, &key, &feed.stamp)?;
-            self.check_vagrant(&doc, &manifest, &base);
+            let mut published = Published::default();
+            published.add(&doc);
+            for archive in &self.report.archives {
+                if let Ok(archive) = FeedDoc::parse(archive) {
+                    published.add(&archive);
+                }
+            }
+            self.check_catalogs(&published, &manifest, &key, &feed.stamp)?;
+            self.check_vagrant(&published, &manifest, &base);
         }
         Ok(())
     }
@@ -155,18 +162,11 @@ impl Verifier<'_> {
     /// feed's images as the feed does.
     fn check_catalogs(
         &mut self,
-        doc: &FeedDoc,
+        published: &Published,
         manifest: &BTreeMap<String, Sha256>,
         key: &PublicKey,
         stamp: &BuildStamp,
     ) -> Step<()> {
-        let mut published = Published::default();
-        published.add(doc);
-        for archive in &self.report.archives {
-            if let Ok(archive) = FeedDoc::parse(archive) {
-                published.add(&archive);
-            }
-        }
         let names: Vec<String> = manifest
             .keys()
             .filter(|n| catalogs::is_json_feed(n))
@@ -183,7 +183,7 @@ impl Verifier<'_> {
             let signed = self.finish_signed(&loc, sig, own, key, &name)?;
             self.check_same_build(&name, &signed.stamp, stamp)?;
             self.check_listed(manifest, &name, &signed.data);
-            match catalogs::check_json_feed(&signed.data, &published) {
+            match catalogs::check_json_feed(&signed.data, published) {
                 Ok(n) => self.pass(
                     CheckKind::Catalog,
                     format!("{name}: {n} release(s), as the feed lists them"),
@@ -201,14 +201,12 @@ impl Verifier<'_> {
     /// The Vagrant catalogs the manifest lists, held against the boxes the
     /// feed and its archives name. They are not signed: SHA256SUMS vouches
     /// for them.
-    fn check_vagrant(&mut self, doc: &FeedDoc, manifest: &BTreeMap<String, Sha256>, base: &Url) {
-        let mut published = Published::default();
-        published.add(doc);
-        for archive in &self.report.archives {
-            if let Ok(archive) = FeedDoc::parse(archive) {
-                published.add(&archive);
-            }
-        }
+    fn check_vagrant(
+        &mut self,
+        published: &Published,
+        manifest: &BTreeMap<String, Sha256>,
+        base: &Url,
+    ) {
         let names: Vec<String> = manifest
             .keys()
             .filter(|n| catalogs::vagrant_appliance(n).is_some())
@@ -227,7 +225,7 @@ impl Verifier<'_> {
                 }
             };
             self.check_listed(manifest, &name, &data);
-            match catalogs::check_vagrant(appliance, &data, &published, base) {
+            match catalogs::check_vagrant(appliance, &data, published, base) {
                 Ok(n) => self.pass(
                     CheckKind::Catalog,
                     format!("{name}: {n} version(s), the boxes the feed lists"),
@@ -830,6 +828,10 @@ impl Verifier<'_> {
                     vagrant_box: None,
                 };
                 let Some(accepted) = site_urls.accept(&url) else {
+                    self.fail(
+                        CheckKind::Images,
+                        format!("{path}: not fetched: its URL {url} is outside the site"),
+                    );
                     continue;
                 };
                 match self.fetcher.read_image(&as_image, &accepted, true) {

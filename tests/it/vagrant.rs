@@ -203,9 +203,15 @@ fn warm_rebuild_reads_no_image_and_keeps_the_boxes() {
     assert_eq!(crate::common::snapshot_tree(&fixture.path("public")), first);
 }
 
+const UNPARSABLE: &str = "error: releases/webapp/1.2.0+b1/release.toml: version 1.2.0+b1 cannot \
+     be a Vagrant box version: Vagrant (Gem::Version) takes numbers and letters in dot-separated \
+     parts, starting with a number, with an optional `-pre.release` suffix, and no `+`, `~` or \
+     `_`; rename the release or turn off [catalogs] vagrant\n";
+
 /// Vagrant parses versions with Gem::Version, which refuses `+`: the whole
 /// catalog would be refused. The build stops before hashing, naming the
-/// release.toml, and the previous output stays as it was.
+/// release.toml, and the previous output stays as it was; `check --images`
+/// (which knows which images are qcow2) says so before any build.
 #[test]
 fn a_version_vagrant_cannot_parse_is_refused() {
     let fixture = Fixture::new("ok-vagrant");
@@ -225,17 +231,16 @@ fn a_version_vagrant_cannot_parse_is_refused() {
     .unwrap();
     let out = fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", LATER)]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        stderr(&out),
-        "error: releases/webapp/1.2.0+b1/release.toml: version 1.2.0+b1 cannot be a Vagrant box \
-         version: Vagrant (Gem::Version) takes numbers and letters in dot-separated parts, \
-         starting with a number, with an optional `-pre.release` suffix, and no `+`, `~` or `_`; \
-         rename the release or turn off [catalogs] vagrant\n"
-    );
+    assert_eq!(stderr(&out), UNPARSABLE);
     assert_eq!(
         crate::common::snapshot_tree(&fixture.path("public")),
         before
     );
+
+    let out = fixture.run(&["check", "--images"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), UNPARSABLE);
+    assert_eq!(stdout(&out), "checked 3 release(s): 1 problem(s)\n");
 }
 
 /// A runner holding only the newest release's image builds on the
