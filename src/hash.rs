@@ -184,7 +184,8 @@ fn hash_one(
         hasher.update(&buf[..n]);
         inspector.update(&buf[..n]);
         // A block of zeros becomes a hole: a sparse image stays sparse.
-        let zeros = buf[..n].chunks(zero.len()).all(|c| c == &zero[..c.len()]);
+        let zeros = (copy.is_some() || vagrant_box.is_some())
+            && buf[..n].chunks(zero.len()).all(|c| c == &zero[..c.len()]);
         if let Some(b) = &mut vagrant_box {
             b.update(&buf[..n], zeros)?;
         }

@@ -347,3 +347,105 @@ fn vagrant_adds_lists_and_checks_boxes_from_serve() {
         fs::read(fixture.path("releases/webapp/1.1.0/webapp-1.1.0.qcow2")).unwrap()
     );
 }
+
+/// The previous site was built before `vagrant` was turned on: its feed
+/// names no box for the release whose image is not here, and no box can be
+/// made without the image. The catalog lists the other release, and the
+/// summary says why this one is missing.
+#[test]
+fn previous_without_boxes_leaves_the_release_out_with_the_reason() {
+    let fixture = Fixture::new("ok-vagrant");
+    let config = fixture.path("vmcast.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text.replace("vagrant = true", "vagrant = false")).unwrap();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    assert!(!fixture.path("public/vagrant").exists());
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    fs::remove_file(fixture.path("releases/webapp/1.0.0/webapp-1.0.0.qcow2")).unwrap();
+    fs::write(&config, text).unwrap();
+    let out = fixture.run(
+        &["build", "--previous", "published"],
+        &[("SOURCE_DATE_EPOCH", LATER)],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).ends_with(
+            "Catalog vagrant: vagrant/webapp.json; skipped 2 image(s):\n  \
+             images/webapp/1.0.0/webapp-1.0.0.qcow2: its box is not in the previous site's feed\n  \
+             images/webapp/1.1.0/webapp-1.1.0.raw: a libvirt box holds a plain qcow2 image only\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let catalog = fs::read_to_string(fixture.path(CATALOG)).unwrap();
+    assert!(!catalog.contains("\"1.0.0\""), "{catalog}");
+    assert!(catalog.contains(&format!("/site/{BOX_1_1}\"")), "{catalog}");
+}
+
+/// `publish` uploads the boxes before the catalog and the feeds that point
+/// at them, caches them like images, and stores the catalog as
+/// `application/json`: the real client adds the newest box straight from
+/// the bucket, and `verify --images` reads the boxes there.
+#[cfg(feature = "publish")]
+#[cfg_attr(
+    any(missing_moto, missing_vagrant),
+    ignore = "python moto[server] or vagrant is not installed"
+)]
+#[test]
+fn published_catalog_is_json_and_boxes_go_first() {
+    use crate::publish::{http, moto, publish, site_of, uploads};
+    let bucket = "boxes";
+    let Some(moto) = moto(bucket) else { return };
+    let fixture = site_of("ok-vagrant", moto.port, bucket);
+    assert_success(&fixture.build(&[]));
+    let out = publish(&fixture, moto.port, bucket, &[], &[]);
+    assert_success(&out);
+    let order = uploads(&out);
+    let at = |path: &str| order.iter().position(|u| u == path).unwrap();
+    assert!(
+        at(BOX_1_0).max(at(BOX_1_1)) < at("vagrant/webapp.json").min(at("SHA256SUMS")),
+        "{order:?}"
+    );
+    for (path, kind, cache) in [
+        (
+            "vagrant/webapp.json",
+            "application/json",
+            "public, max-age=300",
+        ),
+        (
+            BOX_1_1,
+            "application/octet-stream",
+            "public, max-age=31536000, immutable",
+        ),
+    ] {
+        let (status, headers, _) = http(moto.port, "HEAD", &format!("/{bucket}/site/{path}"));
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        assert!(
+            headers.contains(&format!("content-type: {kind}\r\n")),
+            "{path}: {headers}"
+        );
+        assert!(
+            headers.contains(&format!("cache-control: {cache}")),
+            "{path}: {headers}"
+        );
+    }
+    let out = crate::publish::verify(&fixture, moto.port, bucket);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(&format!("  ok   images    {BOX_1_1}: ")),
+        "{}",
+        stdout(&out)
+    );
+    let url = format!(
+        "http://127.0.0.1:{}/{bucket}/site/vagrant/webapp.json",
+        moto.port
+    );
+    let out = vagrant(&fixture, &["box", "add", &url]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("Successfully added box 'webapp' (v1.1.0) for 'libvirt'!"),
+        "{}",
+        stdout(&out)
+    );
+}
