@@ -242,7 +242,7 @@ pub fn build(
     }
     let mut digests = hashed.digests;
     let mut boxes = hashed.boxes;
-    let boxes_made: Vec<model::RelPath> = boxes.keys().cloned().collect();
+    let boxes_made: std::collections::BTreeSet<model::RelPath> = boxes.keys().cloned().collect();
     let mut carried = previous.as_ref().map(|p| Carried {
         source: p.source.clone(),
         sequence: p.sequence,
@@ -793,7 +793,7 @@ fn record_boxes(
     cache: &mut HashCache,
     output_dir: &Path,
     releases: &[Release],
-    made: &[model::RelPath],
+    made: &std::collections::BTreeSet<model::RelPath>,
 ) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
     for image in releases.iter().flat_map(|r| &r.images) {
