@@ -210,7 +210,12 @@ fn hash_one(
     check_unchanged(path, &file, &before, length)?;
     let info = inspector.finish(length).map_err(|m| Error::file(path, m))?;
     let vagrant_box = match vagrant_box {
-        Some(b) => Some(b.finish(info.virtual_size)?),
+        Some(b) => {
+            let size = info.virtual_size.ok_or_else(|| {
+                Error::file(path, "records no virtual size, which a Vagrant box needs")
+            })?;
+            Some(b.finish(size)?)
+        }
         None => None,
     };
     Ok(Some(Hashed {

@@ -133,11 +133,10 @@ impl BoxWriter {
         }
     }
 
-    /// Ends the image, writes `metadata.json`, the `Vagrantfile` and the
+    /// Ends the image, writes `metadata.json` (with the image's virtual
+    /// size in bytes, given in GiB rounded up), the `Vagrantfile` and the
     /// end of the archive; returns the box's length and digest.
-    pub fn finish(mut self, virtual_size: Option<u64>) -> Result<FileDigest> {
-        let virtual_size = virtual_size
-            .ok_or_else(|| Error::file(&self.path, "the qcow2 image records no virtual size"))?;
+    pub fn finish(mut self, virtual_size: u64) -> Result<FileDigest> {
         self.pad()?;
         let gib = virtual_size.div_ceil(1 << 30);
         let metadata = format!(
@@ -336,7 +335,7 @@ mod tests {
         writer.update(&image[..700], false).unwrap();
         writer.update(&image[700..4796], true).unwrap();
         writer.update(&image[4796..], false).unwrap();
-        let digest = writer.finish(Some((1 << 30) + 1)).unwrap();
+        let digest = writer.finish((1 << 30) + 1).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(digest.length, bytes.len() as u64);
         assert_eq!(digest.sha256, Sha256::of(&bytes));
