@@ -16,6 +16,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("python3", "command -v python3"),
     ("ss", "command -v ss"),
     ("gpo", "command -v gpo"),
+    ("vagrant", "command -v vagrant"),
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
     ("jsonschema", "python3 -c 'import jsonschema'"),

@@ -76,6 +76,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                             cluster_compression: None,
                             machine: None,
                         },
+                        vagrant_box: None,
                     }
                 })
                 .collect();
@@ -144,6 +145,7 @@ fn hash_256_mib_one_thread(bencher: Bencher) {
         size_hint: data.len() as u64,
         open: hash::Open::Named,
         copy_to: None,
+        vagrant_box: None,
     }];
     bencher
         .counter(divan::counter::BytesCount::new(data.len()))

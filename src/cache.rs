@@ -25,7 +25,7 @@ use crate::inspect::ImageInfo;
 use crate::model::{FileDigest, Sha256};
 use crate::warning::Warning;
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-2";
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
@@ -83,6 +83,19 @@ struct CacheEntry {
     state: FileState,
     sha256: String,
     info: ImageInfo,
+    /// The Vagrant box made of the image in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vagrant_box: Option<BoxEntry>,
+}
+
+/// A Vagrant box's digest, and the mtime its members were given: a box
+/// with another mtime has other bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoxEntry {
+    mtime: u64,
+    length: u64,
+    sha256: String,
 }
 
 /// The hash cache of one site.
@@ -156,6 +169,31 @@ impl HashCache {
         Some((digest, entry.info.clone()))
     }
 
+    /// The digest of the Vagrant box made, with members of `mtime`, of a
+    /// file in exactly this state.
+    pub fn get_box(&self, canonical: &Path, state: &FileState, mtime: u64) -> Option<FileDigest> {
+        let entry = self.old.get(&key(canonical))?;
+        let boxed = entry.vagrant_box.as_ref()?;
+        if entry.state != *state || boxed.mtime != mtime {
+            return None;
+        }
+        Some(FileDigest {
+            length: boxed.length,
+            sha256: Sha256::from_hex(&boxed.sha256)?,
+        })
+    }
+
+    /// Records the Vagrant box of a file this build recorded.
+    pub fn insert_box(&mut self, canonical: &Path, mtime: u64, digest: &FileDigest) {
+        if let Some(entry) = self.new.get_mut(&key(canonical)) {
+            entry.vagrant_box = Some(BoxEntry {
+                mtime,
+                length: digest.length,
+                sha256: digest.sha256.to_hex(),
+            });
+        }
+    }
+
     /// Records a digest for the next build.
     pub fn insert(
         &mut self,
@@ -170,6 +208,7 @@ impl HashCache {
                 state,
                 sha256: digest.sha256.to_hex(),
                 info: info.clone(),
+                vagrant_box: None,
             },
         );
     }

@@ -83,6 +83,16 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
         }
         Err(e) => problems.push(e),
     }
+    // Versions Vagrant cannot parse fail the build before any image is read.
+    if config.catalogs.vagrant {
+        for r in &plan.releases {
+            if r.images.iter().any(crate::catalog::vagrant::boxable)
+                && let Err(e) = crate::catalog::vagrant::check_version(&r.info)
+            {
+                problems.push(e);
+            }
+        }
+    }
     // Render what there is, with stand-in digests, to find template errors.
     let releases: Vec<Release> = plan
         .releases
@@ -144,6 +154,7 @@ fn with_stand_in_digest(source: ImageSource) -> Image {
             sha256: Sha256([0; 32]),
         },
         source,
+        vagrant_box: None,
     }
 }
 

@@ -69,6 +69,23 @@ struct RawCatalogs {
     #[serde(default)]
     json_feed: bool,
     openpgp_key: Option<PathBuf>,
+    #[serde(default)]
+    vagrant: bool,
+}
+
+/// `[catalogs]`: the catalogs written besides the RSS feeds, each for the
+/// clients of another ecosystem and all off unless asked for, and their
+/// signing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalogs {
+    /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
+    pub json_feed: bool,
+    /// The OpenPGP secret key (ASCII-armored) that clearsigns
+    /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
+    pub openpgp_key: Option<PathBuf>,
+    /// `vagrant/<appliance>.json` box catalogs, and a libvirt box of each
+    /// plain qcow2 image.
+    pub vagrant: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,18 +164,6 @@ pub struct Config {
     /// provenance signatures are verified against.
     pub provenance_keys: Vec<PathBuf>,
     pub catalogs: Catalogs,
-}
-
-/// `[catalogs]`: the catalogs written besides the RSS feeds, each for the
-/// clients of another ecosystem and all off unless asked for, and their
-/// signing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Catalogs {
-    /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
-    pub json_feed: bool,
-    /// The OpenPGP secret key (ASCII-armored) that clearsigns
-    /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
-    pub openpgp_key: Option<PathBuf>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -346,6 +351,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         catalogs: Catalogs {
             json_feed: raw.catalogs.json_feed,
             openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
+            vagrant: raw.catalogs.vagrant,
         },
     })
 }

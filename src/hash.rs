@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use sha2::Digest;
 
 use crate::cache::{FileState, HashCache};
+use crate::catalog::vagrant::BoxWriter;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
@@ -34,6 +35,15 @@ pub struct Job {
     pub size_hint: u64,
     /// Where to write a copy of the bytes as they are read.
     pub copy_to: Option<PathBuf>,
+    /// A Vagrant box to write from the same read.
+    pub vagrant_box: Option<BoxJob>,
+}
+
+/// A Vagrant box made of an image: where it goes, and its members' mtime.
+#[derive(Debug, Clone)]
+pub struct BoxJob {
+    pub path: PathBuf,
+    pub mtime: u64,
 }
 
 /// How a job's file is opened.
@@ -66,6 +76,8 @@ pub struct Hashed {
     pub digest: FileDigest,
     pub state: FileState,
     pub info: ImageInfo,
+    /// The Vagrant box written from the read, if the job asked for one.
+    pub vagrant_box: Option<FileDigest>,
 }
 
 /// Hashes every job on up to `threads` threads; returns digests in job order.
@@ -153,6 +165,10 @@ fn hash_one(
         Some(dst) => Some((fsutil::create_published(dst)?, dst)),
         None => None,
     };
+    let mut vagrant_box = match &job.vagrant_box {
+        Some(b) => Some(BoxWriter::create(&b.path, before.len(), b.mtime)?),
+        None => None,
+    };
     let zero = [0u8; 4096];
 
     let mut hasher = sha2::Sha256::new();
@@ -167,9 +183,14 @@ fn hash_one(
         };
         hasher.update(&buf[..n]);
         inspector.update(&buf[..n]);
+        // A block of zeros becomes a hole: a sparse image stays sparse.
+        let zeros = (copy.is_some() || vagrant_box.is_some())
+            && buf[..n].chunks(zero.len()).all(|c| c == &zero[..c.len()]);
+        if let Some(b) = &mut vagrant_box {
+            b.update(&buf[..n], zeros)?;
+        }
         if let Some((out, dst)) = &mut copy {
-            // A block of zeros becomes a hole: a sparse image stays sparse.
-            let written = if buf[..n].chunks(zero.len()).all(|c| c == &zero[..c.len()]) {
+            let written = if zeros {
                 out.seek(SeekFrom::Current(n as i64)).map(|_| ())
             } else {
                 out.write_all(&buf[..n])
@@ -188,6 +209,15 @@ fn hash_one(
     }
     check_unchanged(path, &file, &before, length)?;
     let info = inspector.finish(length).map_err(|m| Error::file(path, m))?;
+    let vagrant_box = match vagrant_box {
+        Some(b) => {
+            let size = info.virtual_size.ok_or_else(|| {
+                Error::file(path, "records no virtual size, which a Vagrant box needs")
+            })?;
+            Some(b.finish(size)?)
+        }
+        None => None,
+    };
     Ok(Some(Hashed {
         digest: FileDigest {
             length,
@@ -195,6 +225,7 @@ fn hash_one(
         },
         state: FileState::of(&before),
         info,
+        vagrant_box,
     }))
 }
 
@@ -238,6 +269,19 @@ pub struct Request {
     /// Where the previous output holds this site path (canonical), if
     /// there is a previous output: its copy may serve again.
     pub previous: Option<PathBuf>,
+    /// A Vagrant box to make of the image.
+    pub vagrant_box: Option<BoxRequest>,
+}
+
+/// A Vagrant box to make of an image, or to take from the previous output.
+#[derive(Debug, Clone)]
+pub struct BoxRequest {
+    /// Where it goes in the new output, and its members' mtime.
+    pub job: BoxJob,
+    /// Where the previous output holds it (canonical): when the cache
+    /// recorded it with the digest the cache remembers for this image and
+    /// mtime, it is taken by hard link and the image is not read.
+    pub previous: Option<PathBuf>,
 }
 
 /// Where digests may come from without reading the image.
@@ -264,6 +308,8 @@ pub struct Stats {
 /// The digests of every request, by the request's id.
 pub struct Outcome {
     pub digests: BTreeMap<RelPath, (FileDigest, ImageInfo)>,
+    /// The Vagrant box of each request that asked for one.
+    pub boxes: BTreeMap<RelPath, FileDigest>,
     pub stats: Stats,
     pub warnings: Vec<crate::Warning>,
     /// With `verify_cache`: every image whose cached digest was wrong.
@@ -307,6 +353,28 @@ fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<
     })
 }
 
+/// The box of an image the cache knows, taken from the previous output
+/// when the cache vouches for it there; `None` when it must be made.
+fn reuse_box(
+    cache: Option<&HashCache>,
+    canonical: &Path,
+    state: &FileState,
+    request: &BoxRequest,
+) -> Result<Option<FileDigest>> {
+    let Some(cache) = cache else { return Ok(None) };
+    let Some(digest) = cache.get_box(canonical, state, request.job.mtime) else {
+        return Ok(None);
+    };
+    let Some(old) = request
+        .previous
+        .as_deref()
+        .and_then(|p| previous_copy(cache, p, &digest))
+    else {
+        return Ok(None);
+    };
+    Ok(fsutil::hard_link(&old.path, &request.job.path, old.id)?.then_some(digest))
+}
+
 /// An image that must be read.
 struct Pending {
     id: RelPath,
@@ -325,6 +393,7 @@ pub fn digest_all(
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let mut digests = BTreeMap::new();
+    let mut boxes = BTreeMap::new();
     let mut stats = Stats::default();
     let mut warnings = Vec::new();
     let mut pending = Vec::new();
@@ -364,7 +433,17 @@ pub fn digest_all(
             },
             _ => None,
         };
+        // An image with a box is read unless its box is taken as it was
+        // (which needs the cache entry that also knows the image).
+        let reused_box = match &req.vagrant_box {
+            Some(b) if !shortcuts.verify_cache => {
+                reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
+            }
+            _ => None,
+        };
+        let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
         let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
+            _ if !box_ready => None,
             (true, _, _) => None,
             (false, Some(d), _) => {
                 stats.cached_files += 1;
@@ -388,6 +467,12 @@ pub fn digest_all(
                 if let Some(cache) = shortcuts.cache.as_mut() {
                     cache.insert(&canonical, state, &digest, &info);
                 }
+                if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
+                    if let Some(cache) = shortcuts.cache.as_mut() {
+                        cache.insert_box(&canonical, b.job.mtime, &box_digest);
+                    }
+                    boxes.insert(req.id.clone(), box_digest);
+                }
                 digests.insert(req.id.clone(), (digest, info));
             }
             None => {
@@ -399,6 +484,7 @@ pub fn digest_all(
                     },
                     size_hint: req.size_hint,
                     copy_to: place::for_read(&opened, &req.place)?,
+                    vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
                 };
                 pending.push(Pending {
                     id: req.id.clone(),
@@ -438,10 +524,17 @@ pub fn digest_all(
         if let Some(cache) = shortcuts.cache.as_mut() {
             cache.insert(&canonical, h.state, &h.digest, &h.info);
         }
+        if let (Some(b), Some(box_digest)) = (&job.vagrant_box, h.vagrant_box) {
+            if let Some(cache) = shortcuts.cache.as_mut() {
+                cache.insert_box(&canonical, b.mtime, &box_digest);
+            }
+            boxes.insert(id.clone(), box_digest);
+        }
         digests.insert(id, (h.digest, h.info));
     }
     Ok(Outcome {
         digests,
+        boxes,
         stats,
         warnings,
         mismatches,
@@ -464,6 +557,7 @@ mod tests {
                 size_hint: *size as u64,
                 open: Open::Named,
                 copy_to: None,
+                vagrant_box: None,
             });
         }
         let digests = hash_all(&jobs, 3, &NoProgress).unwrap();
@@ -490,6 +584,7 @@ mod tests {
             source: src,
             size_hint: 15,
             copy_to: Some(dst.clone()),
+            vagrant_box: None,
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");

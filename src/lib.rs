@@ -263,6 +263,8 @@ pub fn build(
         });
     }
     let mut digests = hashed.digests;
+    let mut boxes = hashed.boxes;
+    let boxes_made: std::collections::BTreeSet<model::RelPath> = boxes.keys().cloned().collect();
     let mut carried = previous.as_ref().map(|p| Carried {
         source: p.source.clone(),
         sequence: p.sequence,
@@ -330,10 +332,18 @@ pub fn build(
                 let (digest, info) = digests
                     .remove(&source.site_path)
                     .ok_or_else(|| Error::file(&source.source, "was planned but never hashed"))?;
+                let vagrant_box = match boxes.remove(&source.site_path) {
+                    Some(digest) => Some(model::VagrantBox {
+                        path: catalog::vagrant::box_path(&planned.info, &source)?,
+                        digest,
+                    }),
+                    None => None,
+                };
                 let image = Image {
                     source,
                     digest,
                     info,
+                    vagrant_box,
                 };
                 if let Some(old) = published.and_then(|p| {
                     p.images
@@ -511,6 +521,7 @@ pub fn build(
                 requests.iter().map(|r| &r.id).collect();
             record_output(cache, &config.output_dir, &releases, &placed)?;
         }
+        record_boxes(cache, &config.output_dir, &releases, &boxes_made)?;
         cache.save()?;
     }
 
@@ -936,6 +947,37 @@ fn record_output(
     Ok(())
 }
 
+/// Records the boxes this build made or took in the output, so that the
+/// next build can take them by hard link instead of reading their images.
+fn record_boxes(
+    cache: &mut HashCache,
+    output_dir: &Path,
+    releases: &[Release],
+    made: &std::collections::BTreeSet<model::RelPath>,
+) -> Result<()> {
+    let root = fsutil::canonicalize(output_dir)?;
+    for image in releases.iter().flat_map(|r| &r.images) {
+        let Some(boxed) = image
+            .vagrant_box
+            .as_ref()
+            .filter(|_| made.contains(&image.source.site_path))
+        else {
+            continue;
+        };
+        let path = root.join(boxed.path.as_str());
+        let (_, meta) = fsutil::open_regular(&path, false)?;
+        // The image's facts stand beside the box's digest: only the digest
+        // is ever compared.
+        cache.insert(
+            &path,
+            cache::FileState::of(&meta),
+            &boxed.digest,
+            &image.info,
+        );
+    }
+    Ok(())
+}
+
 /// One request per image, named by its path in the site, saying where in
 /// the staging directory it must also land and where the previous output
 /// has it.
@@ -953,8 +995,32 @@ fn hash_requests(
             Err(e) => return Err(Error::io("cannot resolve", &config.output_dir, e)),
         },
     };
-    plan.images()
-        .map(|image| {
+    // Boxes are files of ours: in the output whatever image_mode says.
+    let previous_output = match std::fs::canonicalize(&config.output_dir) {
+        Ok(root) => Some(root),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("cannot resolve", &config.output_dir, e)),
+    };
+    plan.releases
+        .iter()
+        .flat_map(|r| r.images.iter().map(move |i| (&r.info, i)))
+        .map(|(info, image)| {
+            let vagrant_box = match config.catalogs.vagrant && catalog::vagrant::boxable(image) {
+                true => {
+                    catalog::vagrant::check_version(info)?;
+                    let path = catalog::vagrant::box_path(info, image)?;
+                    Some(hash::BoxRequest {
+                        job: hash::BoxJob {
+                            path: staging.prepare(path.as_str())?,
+                            mtime: catalog::vagrant::box_mtime(info),
+                        },
+                        previous: previous_output
+                            .as_ref()
+                            .map(|root| root.join(path.as_str())),
+                    })
+                }
+                false => None,
+            };
             let place = match config.image_mode {
                 ImageMode::None => Placement::Nowhere,
                 ImageMode::Copy => Placement::Copy(staging.prepare(image.site_path.as_str())?),
@@ -970,6 +1036,7 @@ fn hash_requests(
                 previous: previous_root
                     .as_ref()
                     .map(|root| root.join(image.site_path.as_str())),
+                vagrant_box,
             })
         })
         .collect()
@@ -1082,6 +1149,7 @@ pub fn write_sidecars(
                 size_hint: fsutil::metadata(f)?.len(),
                 open: hash::Open::Named,
                 copy_to: None,
+                vagrant_box: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -487,6 +487,16 @@ pub struct Image {
     pub source: ImageSource,
     pub digest: FileDigest,
     pub info: ImageInfo,
+    /// The Vagrant box made of it, with `[catalogs] vagrant`.
+    pub vagrant_box: Option<VagrantBox>,
+}
+
+/// A Vagrant box: a file of ours in the site, made from an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VagrantBox {
+    /// Its path in the site, also its name in SHA256SUMS.
+    pub path: RelPath,
+    pub digest: FileDigest,
 }
 
 /// What the inspection found.

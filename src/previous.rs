@@ -24,7 +24,7 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::model::{
     Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk,
-    RelPath, Sha256,
+    RelPath, Sha256, VagrantBox,
 };
 use crate::sign::PublicKey;
 use crate::supply::{self, SupplyFile};
@@ -339,7 +339,19 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
     let length = number(a, "length")?;
     let virtual_size = optional_number(a, "virtualSize")?;
     let name = get("name")?.clone();
+    let vagrant_box = match a.get("vagrantBox") {
+        Some(path) => Some(VagrantBox {
+            path: RelPath::parse(path)?,
+            digest: FileDigest {
+                length: number(a, "vagrantBoxLength")?,
+                sha256: Sha256::from_hex(get("vagrantBoxSha256")?)
+                    .ok_or("a vagrantBoxSha256 that is not hex")?,
+            },
+        }),
+        None => None,
+    };
     Ok(Image {
+        vagrant_box,
         source: ImageSource {
             // Published, not local: messages name the URL.
             source: url.as_str().into(),
@@ -439,9 +451,9 @@ mod s3 {
                     source: e,
                 })?;
                 let rel = crate::publish::relative(&meta.location, &prefix);
-                // Images are never fetched; a feed, manifest, key or
+                // Images and boxes are never fetched; a feed, manifest, key or
                 // signature larger than the text limit is refused by verify.
-                if rel.starts_with("images/") || meta.size > MAX_TEXT_FILE {
+                if crate::publish::is_artifact(&rel) || meta.size > MAX_TEXT_FILE {
                     continue;
                 }
                 if let Ok(rel) = RelPath::parse(&rel) {

@@ -84,9 +84,8 @@ struct Local {
 
 pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Result<PublishReport> {
     let (files, listed) = local_files(&options.site)?;
-    let (images, rest): (Vec<Local>, Vec<Local>) = order(files)
-        .into_iter()
-        .partition(|f| f.rel.starts_with("images/"));
+    let (images, rest): (Vec<Local>, Vec<Local>) =
+        order(files).into_iter().partition(|f| is_artifact(&f.rel));
     let destinations = options
         .targets
         .iter()
@@ -228,13 +227,19 @@ fn local_files(site: &Path) -> Result<(Vec<Local>, BTreeMap<String, Sha256>)> {
     Ok((out, listed))
 }
 
-/// The safe order: images; everything else; per-appliance feeds (each
+/// An image or a Vagrant box: a large file that feeds and catalogs point
+/// at, uploaded before them and cached like an image.
+pub(crate) fn is_artifact(rel: &str) -> bool {
+    rel.starts_with("images/") || (rel.starts_with("vagrant/") && rel.ends_with(".box"))
+}
+
+/// The safe order: images and boxes; everything else; per-appliance feeds (each
 /// signature just before its feed); the combined feed's signature and the
 /// combined feed last.
 fn order(files: Vec<Local>) -> Vec<Local> {
     let rank = |rel: &str| -> (u8, String) {
         let r = rel.to_owned();
-        if rel.starts_with("images/") {
+        if is_artifact(rel) {
             (0, r)
         } else if rel == FEED {
             (5, r)
@@ -308,7 +313,7 @@ async fn upload_all(
             .and_then(|e| options.content_types.get(e))
             .cloned()
             .unwrap_or_else(|| content_type(&file.rel).to_owned());
-        let cache = if file.rel.starts_with("images/") {
+        let cache = if is_artifact(&file.rel) {
             &options.image_cache
         } else {
             &options.short_cache

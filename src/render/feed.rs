@@ -354,6 +354,10 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     let sha = image.digest.sha256.to_hex();
     let virtual_size = info.virtual_size.map(|v| v.to_string());
     let cluster_size = info.cluster_size.map(|v| v.to_string());
+    let box_facts = image
+        .vagrant_box
+        .as_ref()
+        .map(|b| (b.digest.length.to_string(), b.digest.sha256.to_hex()));
     let mut attrs: Vec<(&str, &str)> = vec![
         ("url", s.url.as_str()),
         ("name", &s.name),
@@ -382,6 +386,11 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     }
     if let Some(c) = &info.cluster_compression {
         attrs.push(("clusterCompression", c));
+    }
+    if let (Some(b), Some((length, sha))) = (&image.vagrant_box, &box_facts) {
+        attrs.push(("vagrantBox", b.path.as_str()));
+        attrs.push(("vagrantBoxLength", length));
+        attrs.push(("vagrantBoxSha256", sha));
     }
     let el = w.create_element("vmcast:image").with_attributes(attrs);
     match &info.machine {

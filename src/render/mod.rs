@@ -142,11 +142,13 @@ pub fn render(site: &Site) -> Result<Rendered> {
                 .map(|f| (f.path.as_str(), Sha256::of(&f.bytes))),
         )
         .collect();
-    let images = site
-        .releases
-        .iter()
-        .flat_map(|r| &r.images)
-        .map(|i| (i.source.site_path.as_str(), i.digest.sha256));
+    let images = site.releases.iter().flat_map(|r| &r.images).flat_map(|i| {
+        std::iter::once((i.source.site_path.as_str(), i.digest.sha256)).chain(
+            i.vagrant_box
+                .as_ref()
+                .map(|b| (b.path.as_str(), b.digest.sha256)),
+        )
+    });
     let supply = site
         .releases
         .iter()

@@ -18,6 +18,8 @@ pub(super) struct Published {
     pub(super) images: BTreeMap<String, (u64, String)>,
     pub(super) releases: BTreeMap<String, Vec<String>>,
     pub(super) mirrors: BTreeSet<(String, String)>,
+    /// By release guid, the (path, SHA-256 hex) of its Vagrant boxes.
+    pub(super) boxes: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Published {
@@ -26,6 +28,12 @@ impl Published {
             let urls = self.releases.entry(item.guid.clone()).or_default();
             for image in &item.images {
                 urls.push(image.url.clone());
+                if let Some((path, _, sha256)) = &image.vagrant_box {
+                    self.boxes
+                        .entry(item.guid.clone())
+                        .or_default()
+                        .push((path.to_string(), sha256.clone()));
+                }
                 self.images
                     .insert(image.url.clone(), (image.length, image.sha256.clone()));
             }
@@ -37,6 +45,94 @@ impl Published {
 /// Whether a manifest entry is a page of the JSON Feed.
 pub(super) fn is_json_feed(name: &str) -> bool {
     name == json_feed::FEED || (name.starts_with("archive/") && name.ends_with(".json"))
+}
+
+/// The appliance a manifest entry is the Vagrant catalog of.
+pub(super) fn vagrant_appliance(name: &str) -> Option<&str> {
+    name.strip_prefix("vagrant/")?
+        .strip_suffix(".json")
+        .filter(|a| !a.contains('/'))
+}
+
+#[derive(Deserialize)]
+struct RawBoxCatalog {
+    name: String,
+    versions: Vec<RawBoxVersion>,
+}
+
+#[derive(Deserialize)]
+struct RawBoxVersion {
+    version: String,
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Deserialize)]
+struct RawProvider {
+    url: String,
+    checksum_type: Option<String>,
+    checksum: Option<String>,
+}
+
+/// Checks the Vagrant catalog of `appliance` against the feeds: every
+/// box the feeds name for the appliance, at its URL under `base`, with the
+/// feed's SHA-256, and nothing else. Returns how many versions it lists.
+pub(super) fn check_vagrant(
+    appliance: &str,
+    data: &[u8],
+    published: &Published,
+    base: &url::Url,
+) -> Result<usize, Vec<String>> {
+    let catalog: RawBoxCatalog = serde_json::from_slice(data).map_err(|e| vec![e.to_string()])?;
+    let mut problems = Vec::new();
+    if catalog.name != appliance {
+        problems.push(format!(
+            "names the box {:?}, not {appliance:?}",
+            catalog.name
+        ));
+    }
+    let prefix = format!("vmcast:{appliance}:");
+    // (guid, box URL) → SHA-256 hex: what the catalog must list, no more.
+    let mut expected: BTreeMap<(String, String), String> = published
+        .boxes
+        .iter()
+        .filter(|(guid, _)| guid.starts_with(&prefix))
+        .flat_map(|(guid, boxes)| {
+            boxes.iter().map(move |(path, sha256)| {
+                let url = crate::config::join_url(base, path).to_string();
+                ((guid.clone(), url), sha256.clone())
+            })
+        })
+        .collect();
+    for version in &catalog.versions {
+        let guid = format!("{prefix}{}", version.version);
+        for provider in &version.providers {
+            let Some(sha256) = expected.remove(&(guid.clone(), provider.url.clone())) else {
+                problems.push(format!(
+                    "version {}: {} is not a box the feed lists for {guid}",
+                    version.version, provider.url
+                ));
+                continue;
+            };
+            let checked = provider.checksum_type.as_deref() == Some("sha256")
+                && provider.checksum.as_deref() == Some(sha256.as_str());
+            if !checked {
+                problems.push(format!(
+                    "version {}: {} has checksum {:?} {:?}; the feed says sha256 {sha256}",
+                    version.version,
+                    provider.url,
+                    provider.checksum_type.as_deref().unwrap_or_default(),
+                    provider.checksum.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    for (guid, url) in expected.into_keys() {
+        problems.push(format!("{guid}: the feed's box {url} is missing"));
+    }
+    match problems.is_empty() {
+        true => Ok(catalog.versions.len()),
+        false => Err(problems),
+    }
 }
 
 #[derive(Deserialize)]

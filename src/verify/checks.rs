@@ -7,7 +7,7 @@ use std::path::Path;
 use url::Url;
 
 use super::catalogs::{self, Published};
-use super::feed::{FeedDoc, NextKey};
+use super::feed::{FeedDoc, FeedImage, NextKey};
 use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
@@ -140,6 +140,7 @@ impl Verifier<'_> {
         }
         if self.options.images {
             self.check_images(&doc, &site_urls);
+            self.check_boxes(&doc, &base, &site_urls);
         }
         if self.options.supply {
             self.check_supply(&doc, &site_urls);
@@ -149,7 +150,15 @@ impl Verifier<'_> {
         }
         if feed_name == FEED {
             self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
-            self.check_catalogs(&doc, &manifest, &key, &feed.stamp)?;
+            let mut published = Published::default();
+            published.add(&doc);
+            for archive in &self.report.archives {
+                if let Ok(archive) = FeedDoc::parse(archive) {
+                    published.add(&archive);
+                }
+            }
+            self.check_catalogs(&published, &manifest, &key, &feed.stamp)?;
+            self.check_vagrant(&published, &manifest, &base);
         }
         Ok(())
     }
@@ -160,18 +169,11 @@ impl Verifier<'_> {
     /// feed's images as the feed does.
     fn check_catalogs(
         &mut self,
-        doc: &FeedDoc,
+        published: &Published,
         manifest: &BTreeMap<String, Sha256>,
         key: &PublicKey,
         stamp: &BuildStamp,
     ) -> Step<()> {
-        let mut published = Published::default();
-        published.add(doc);
-        for archive in &self.report.archives {
-            if let Ok(archive) = FeedDoc::parse(archive) {
-                published.add(&archive);
-            }
-        }
         let names: Vec<String> = manifest
             .keys()
             .filter(|n| catalogs::is_json_feed(n))
@@ -188,7 +190,7 @@ impl Verifier<'_> {
             let signed = self.finish_signed(&loc, sig, own, key, &name)?;
             self.check_same_build(&name, &signed.stamp, stamp)?;
             self.check_listed(manifest, &name, &signed.data);
-            match catalogs::check_json_feed(&signed.data, &published) {
+            match catalogs::check_json_feed(&signed.data, published) {
                 Ok(n) => self.pass(
                     CheckKind::Catalog,
                     format!("{name}: {n} release(s), as the feed lists them"),
@@ -201,6 +203,47 @@ impl Verifier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The Vagrant catalogs the manifest lists, held against the boxes the
+    /// feed and its archives name. They are not signed: SHA256SUMS vouches
+    /// for them.
+    fn check_vagrant(
+        &mut self,
+        published: &Published,
+        manifest: &BTreeMap<String, Sha256>,
+        base: &Url,
+    ) {
+        let names: Vec<String> = manifest
+            .keys()
+            .filter(|n| catalogs::vagrant_appliance(n).is_some())
+            .cloned()
+            .collect();
+        for name in names {
+            let appliance = catalogs::vagrant_appliance(&name).unwrap_or_default();
+            let Ok(rel) = RelPath::parse(&name) else {
+                continue;
+            };
+            let data = match self.fetcher.fetch(&self.fetcher.site(&rel), MAX_TEXT_FILE) {
+                Ok(data) => data,
+                Err(m) => {
+                    self.fail(CheckKind::Catalog, format!("{name}: {m}"));
+                    continue;
+                }
+            };
+            self.check_listed(manifest, &name, &data);
+            match catalogs::check_vagrant(appliance, &data, published, base) {
+                Ok(n) => self.pass(
+                    CheckKind::Catalog,
+                    format!("{name}: {n} version(s), the boxes the feed lists"),
+                ),
+                Err(problems) => {
+                    for p in problems {
+                        self.fail(CheckKind::Catalog, format!("{name}: {p}"));
+                    }
+                }
+            }
+        }
     }
 
     /// Follows the feed's prev-archive links (RFC 5005) to the oldest
@@ -262,6 +305,7 @@ impl Verifier<'_> {
             );
             if self.options.images && self.options.all {
                 self.check_images(&doc, &urls);
+                self.check_boxes(&doc, base, &urls);
             }
             if self.options.supply && self.options.all {
                 self.check_supply(&doc, &urls);
@@ -652,6 +696,15 @@ impl Verifier<'_> {
                     )),
                     None => problems.push(format!("{}: not listed in {MANIFEST}", image.path)),
                 }
+                if let Some((path, _, sha256)) = &image.vagrant_box {
+                    match manifest.get(path.as_str()) {
+                        Some(d) if d.to_hex() == *sha256 => {}
+                        Some(_) => problems.push(format!(
+                            "{path}: the feed's SHA-256 differs from {MANIFEST}'s"
+                        )),
+                        None => problems.push(format!("{path}: not listed in {MANIFEST}")),
+                    }
+                }
                 let sri = Sha256::from_hex(&image.sha256).map(|d| d.to_sri());
                 let alternate = item
                     .alternates
@@ -906,6 +959,56 @@ impl Verifier<'_> {
                         ),
                     ),
                     Err(e) => self.fail(CheckKind::Supply, e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Reads every Vagrant box the feed names, and checks that the manifest
+    /// lists it with the feed's digest.
+    fn check_boxes(&mut self, doc: &FeedDoc, base: &Url, site_urls: &SiteUrls) {
+        for item in &doc.items {
+            for image in &item.images {
+                let Some((path, length, sha256)) = &image.vagrant_box else {
+                    continue;
+                };
+                let url = crate::config::join_url(base, path.as_str()).to_string();
+                let as_image = FeedImage {
+                    url: url.clone(),
+                    name: path.segments().last().unwrap_or_default().to_owned(),
+                    path: path.clone(),
+                    length: *length,
+                    sha256: sha256.clone(),
+                    primary: false,
+                    vagrant_box: None,
+                };
+                let Some(accepted) = site_urls.accept(&url) else {
+                    self.fail(
+                        CheckKind::Images,
+                        format!("{path}: not fetched: its URL {url} is outside the site"),
+                    );
+                    continue;
+                };
+                match self.fetcher.read_image(&as_image, &accepted, true) {
+                    Ok((digest, read)) if digest.to_hex() == *sha256 => {
+                        self.report.images_read += read;
+                        self.pass(
+                            CheckKind::Images,
+                            format!("{path}: {length} bytes, SHA-256 matches"),
+                        );
+                    }
+                    Ok((digest, read)) => {
+                        self.report.images_read += read;
+                        self.fail(
+                            CheckKind::Images,
+                            format!(
+                                "{path}: SHA-256 mismatch: the feed says {sha256}, the file \
+                                 hashes to {}",
+                                digest.to_hex()
+                            ),
+                        );
+                    }
+                    Err(m) => self.fail(CheckKind::Images, format!("{path}: {m}")),
                 }
             }
         }

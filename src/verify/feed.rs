@@ -59,6 +59,9 @@ pub(super) struct FeedImage {
     pub(super) length: u64,
     pub(super) sha256: String,
     pub(super) primary: bool,
+    /// The Vagrant box made of it: its path in the site, length and
+    /// SHA-256 (`vagrantBox*`).
+    pub(super) vagrant_box: Option<(RelPath, u64, String)>,
 }
 
 /// An SBOM or provenance file as the feed links it.
@@ -162,6 +165,7 @@ impl FeedDoc {
                                 length: number(&attrs, "length")?,
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
                                 primary: attrs.get("primary").map(String::as_str) == Some("true"),
+                                vagrant_box: vagrant_box(&attrs)?,
                             });
                         }
                         (Some("item"), "vmcast:sbom" | "vmcast:provenance") => {
@@ -295,6 +299,21 @@ fn close_alternate(
         item.alternates.push((url, length, sri));
     }
     Ok(())
+}
+
+/// A `vmcast:image`'s Vagrant box, if it names one.
+fn vagrant_box(
+    attrs: &BTreeMap<String, String>,
+) -> std::result::Result<Option<(RelPath, u64, String)>, String> {
+    let Some(path) = attrs.get("vagrantBox") else {
+        return Ok(None);
+    };
+    let path = RelPath::parse(path).map_err(|m| format!("vmcast:image vagrantBox: {m}"))?;
+    let sha256 = attrs
+        .get("vagrantBoxSha256")
+        .cloned()
+        .ok_or("a vagrantBox without vagrantBoxSha256")?;
+    Ok(Some((path, number(attrs, "vagrantBoxLength")?, sha256)))
 }
 
 /// An element's attributes by name, values unescaped and normalized.

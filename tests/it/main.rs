@@ -28,4 +28,5 @@ mod readme;
 mod rebuild;
 mod serve;
 mod supply;
+mod vagrant;
 mod verify;

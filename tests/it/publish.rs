@@ -182,7 +182,7 @@ pub(crate) const AWS: [(&str, &str); 4] = [
 ];
 
 /// A raw request to moto: (status line, lower-cased headers, body).
-fn http(port: u16, method: &str, path: &str) -> (String, String, Vec<u8>) {
+pub(crate) fn http(port: u16, method: &str, path: &str) -> (String, String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
@@ -200,7 +200,12 @@ fn http(port: u16, method: &str, path: &str) -> (String, String, Vec<u8>) {
 
 /// The ok-minimal site, its base_url on the moto bucket.
 pub(crate) fn site(port: u16, bucket: &str) -> Fixture {
-    let fixture = Fixture::new("ok-minimal");
+    site_of("ok-minimal", port, bucket)
+}
+
+/// A fixture site, its base_url on the moto bucket.
+pub(crate) fn site_of(name: &str, port: u16, bucket: &str) -> Fixture {
+    let fixture = Fixture::new(name);
     let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
     let config: String = config
         .lines()
@@ -213,7 +218,7 @@ pub(crate) fn site(port: u16, bucket: &str) -> Fixture {
     fixture
 }
 
-fn publish(
+pub(crate) fn publish(
     fixture: &Fixture,
     port: u16,
     bucket: &str,
@@ -236,7 +241,7 @@ fn publish(
     fixture.run(&args, &all)
 }
 
-fn verify(fixture: &Fixture, port: u16, bucket: &str) -> Output {
+pub(crate) fn verify(fixture: &Fixture, port: u16, bucket: &str) -> Output {
     let url = format!("http://127.0.0.1:{port}/{bucket}/site/");
     fixture.run(
         &[
@@ -251,7 +256,7 @@ fn verify(fixture: &Fixture, port: u16, bucket: &str) -> Output {
 }
 
 /// The uploaded paths in the order publish printed them.
-fn uploads(out: &Output) -> Vec<String> {
+pub(crate) fn uploads(out: &Output) -> Vec<String> {
     stdout(out)
         .lines()
         .filter(|l| l.trim_start().starts_with("upload "))
