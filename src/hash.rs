@@ -372,6 +372,10 @@ fn reuse_box(
     else {
         return Ok(None);
     };
+    // The reused spare may hold that very box already.
+    if crate::place::holds(&request.job.path, Some(old.id))? {
+        return Ok(Some(digest));
+    }
     Ok(fsutil::hard_link(&old.path, &request.job.path, old.id)?.then_some(digest))
 }
 

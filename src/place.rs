@@ -55,7 +55,7 @@ impl Opened<'_> {
 /// then nothing is linked, copied or removed, and the file's ctime stays.
 /// Anything else there (what an older site left in the reused spare) is
 /// removed, so the image can be placed anew.
-fn holds(dst: &Path, want: Option<FileId>) -> Result<bool> {
+pub fn holds(dst: &Path, want: Option<FileId>) -> Result<bool> {
     match fs::symlink_metadata(dst) {
         Ok(meta) if meta.is_file() && Some(FileId::of(&meta)) == want => Ok(true),
         Ok(_) => fsutil::remove_any(dst).map(|()| false),

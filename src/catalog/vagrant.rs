@@ -106,6 +106,8 @@ impl BoxWriter {
     /// Creates the box at `path` and writes the header of `box.img`, an
     /// image of `image_len` bytes.
     pub fn create(path: &Path, image_len: u64, mtime: u64) -> Result<Self> {
+        // What an older site left there in the reused spare goes.
+        crate::place::holds(path, None)?;
         let mut writer = BoxWriter {
             out: crate::fsutil::create_published(path)?,
             path: path.to_path_buf(),

@@ -160,8 +160,9 @@ fn hashed_line(out: &Output) -> String {
 }
 
 /// Boxes are files of ours: in the output with `image_mode = "none"` too.
-/// A warm rebuild reads no image and takes each box from the previous
-/// output by hard link (the same inode), not written again.
+/// Warm rebuilds read no image and take each box from the previous output
+/// by hard link (the same inode), or keep it where the reused spare site
+/// holds it: never written again.
 #[test]
 fn warm_rebuild_reads_no_image_and_keeps_the_boxes() {
     let fixture = Fixture::new("ok-vagrant");
@@ -194,13 +195,17 @@ fn warm_rebuild_reads_no_image_and_keeps_the_boxes() {
     assert!(!fixture.path("public/images").exists());
     let first = crate::common::snapshot_tree(&fixture.path("public"));
     let inodes = (ino(BOX_1_0), ino(BOX_1_1));
-    assert_eq!(
-        hashed_line(&build()),
-        "Hashed 0 image(s), 0 B (0 bytes); not read: 3 image(s), 5.2 KiB from the cache, \
-         0 image(s), 0 B from sidecars"
-    );
-    assert_eq!((ino(BOX_1_0), ino(BOX_1_1)), inodes);
-    assert_eq!(crate::common::snapshot_tree(&fixture.path("public")), first);
+    // The second rebuild stages in the spare site the first one left,
+    // which holds the boxes already.
+    for _ in 0..2 {
+        assert_eq!(
+            hashed_line(&build()),
+            "Hashed 0 image(s), 0 B (0 bytes); not read: 3 image(s), 5.2 KiB from the cache, \
+             0 image(s), 0 B from sidecars"
+        );
+        assert_eq!((ino(BOX_1_0), ino(BOX_1_1)), inodes);
+        assert_eq!(crate::common::snapshot_tree(&fixture.path("public")), first);
+    }
 }
 
 const UNPARSABLE: &str = "error: releases/webapp/1.2.0+b1/release.toml: version 1.2.0+b1 cannot \
