@@ -155,7 +155,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             "catalogs": report.catalogs,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&summary).expect("the summary serializes")
         );
@@ -169,7 +169,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         "-".into()
     };
     let virtual_bytes: u64 = report.published.iter().filter_map(|i| i.virtual_size).sum();
-    println!(
+    outln!(
         "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {} ({} of virtual disks)",
         report.output_dir.display(),
         started.elapsed().as_secs_f64(),
@@ -179,7 +179,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         human_size(report.image_bytes),
         human_size(virtual_bytes)
     );
-    println!(
+    outln!(
         "Hashed {} image(s), {} ({} bytes), in {secs:.2}s, {rate}; not read: {} image(s), {} from the cache, {} image(s), {} from sidecars",
         h.hashed_files,
         human_size(h.hashed_bytes),
@@ -190,7 +190,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         human_size(h.sidecar_bytes),
     );
     if let Some(c) = &report.previous {
-        println!(
+        outln!(
             "Built on {} (sequence {}): {} release(s), {} image(s), {} taken from it unread",
             c.source,
             c.sequence,
@@ -199,7 +199,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             human_size(c.bytes)
         );
     }
-    println!(
+    outln!(
         "Signed {}{} and SHA256SUMS with key {}",
         report.feeds.join(", "),
         match report.archives {
@@ -209,10 +209,10 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         report.key_id
     );
     if let Some(fingerprint) = &report.openpgp_fingerprint {
-        println!("Clearsigned SHA256SUMS.asc with OpenPGP key {fingerprint}");
+        outln!("Clearsigned SHA256SUMS.asc with OpenPGP key {fingerprint}");
     }
     for written in &report.catalogs {
-        println!(
+        outln!(
             "Catalog {}: {}{}",
             written.catalog,
             written.files.join(", "),
@@ -222,12 +222,12 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             }
         );
         for skipped in &written.skipped {
-            println!("  {skipped}");
+            outln!("  {skipped}");
         }
     }
     if args.verbose {
         for image in &report.published {
-            println!(
+            outln!(
                 "  {}  {}  {}{}  sha256 {}",
                 image.path,
                 image.format,

@@ -39,7 +39,7 @@ pub fn run(args: CheckArgs) -> Result<bool> {
     for problem in &report.problems {
         eprintln!("{}", error_line(problem));
     }
-    println!(
+    outln!(
         "checked {} release(s): {}",
         report.releases,
         match report.problems.len() {

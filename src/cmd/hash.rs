@@ -29,7 +29,7 @@ pub fn run(args: HashArgs) -> Result<bool> {
         Show::Nothing
     });
     for (sidecar, digest) in vmcast_gen::write_sidecars(&args.files, threads, &bar)? {
-        println!("{}  {}", digest.sha256, sidecar.display());
+        outln!("{}  {}", digest.sha256, sidecar.display());
     }
     Ok(true)
 }

@@ -46,9 +46,9 @@ pub fn run(args: InitArgs) -> Result<bool> {
     }
     for outcome in &done {
         match outcome {
-            Outcome::Created(p) => println!("created  {}", p.display()),
-            Outcome::Extended(p) => println!("extended {}", p.display()),
-            Outcome::Kept(p) => println!("kept     {} (exists; not overwritten)", p.display()),
+            Outcome::Created(p) => outln!("created  {}", p.display()),
+            Outcome::Extended(p) => outln!("extended {}", p.display()),
+            Outcome::Kept(p) => outln!("kept     {} (exists; not overwritten)", p.display()),
         }
     }
     if make_key {
@@ -58,7 +58,7 @@ pub fn run(args: InitArgs) -> Result<bool> {
         true => String::new(),
         false => format!("cd {} && ", args.dir.display()),
     };
-    println!(
+    outln!(
         "\nNext steps:\n\
          \x20 1. Put each release's images beside its release.toml, e.g. \
          releases/example/1.0.0/example-1.0.0.qcow2,\n\

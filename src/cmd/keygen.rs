@@ -62,7 +62,7 @@ pub fn run(args: KeygenArgs) -> Result<bool> {
     };
     let fingerprint =
         vmcast_gen::openpgp_keygen(&secret, &public, args.force, password.as_deref(), &user_id)?;
-    println!(
+    outln!(
         "Wrote OpenPGP secret key {} (mode 0600{}) and public key {}\nFingerprint {fingerprint}; \
          user id: {user_id}",
         secret.display(),
@@ -111,7 +111,7 @@ fn new_password_from(env: &str) -> Result<String> {
 /// Writes the key pair and says where.
 pub fn write(secret: &Path, public: &Path, force: bool, password: Option<&str>) -> Result<()> {
     let key = vmcast_gen::keygen(secret, public, force, password)?;
-    println!(
+    outln!(
         "Wrote secret key {} (mode 0600{}) and public key {}\nKey id {}; public key: {}",
         secret.display(),
         match password {

@@ -2,6 +2,20 @@
 //! options and its presentation (what it prints). The library below never
 //! prints; these modules turn its reports into lines for people or JSON.
 
+/// `println!` for a command's report. When the reader stops reading
+/// (`vmcast-gen verify --json | head`), the process ends quietly with the
+/// status a Unix filter killed by SIGPIPE has (141), instead of the panic
+/// `println!` gives on a closed pipe. Rust ignores SIGPIPE, which keeps a
+/// closed socket from killing `serve` or `pull`; this does the rest.
+macro_rules! outln {
+    () => {
+        $crate::cmd::term::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cmd::term::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod build;
 pub mod check;
 pub mod hash;

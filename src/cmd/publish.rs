@@ -93,21 +93,23 @@ pub fn run(args: PublishArgs) -> Result<bool> {
                 _ => "unchanged",
             };
             match several {
-                true => println!(
+                true => outln!(
                     "{verb:>12}  {}  {}  {}",
-                    step.target, step.path, step.content_type
+                    step.target,
+                    step.path,
+                    step.content_type
                 ),
-                false => println!("{verb:>12}  {}  {}", step.path, step.content_type),
+                false => outln!("{verb:>12}  {}  {}", step.path, step.content_type),
             }
         }
     })?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("the report serializes")
         );
     } else {
-        println!(
+        outln!(
             "{} uploaded, {} unchanged, {} deleted{}",
             report.uploaded,
             report.skipped,

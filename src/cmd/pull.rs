@@ -114,7 +114,7 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
         now: chrono::Utc::now(),
     })?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&outcome).expect("the outcome serializes")
         );
@@ -122,7 +122,7 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
     match &outcome {
         Outcome::Current { image } => {
             if !args.json {
-                println!(
+                outln!(
                     "current: {} {} ({}) is in place at {}",
                     image.appliance,
                     image.version,
@@ -139,7 +139,7 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
             removed,
         } => {
             if !args.json {
-                println!(
+                outln!(
                     "updated: {} {} ({}, {}, SHA-256 {}) is in place at {}; downloaded {}{}",
                     image.appliance,
                     image.version,
@@ -155,7 +155,7 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
                     }
                 );
                 for path in removed {
-                    println!("removed: {}", path.display());
+                    outln!("removed: {}", path.display());
                 }
             }
             if let Some(cmd) = &args.exec {

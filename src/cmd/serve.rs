@@ -84,7 +84,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         Ok(())
     };
     rebuild(&options)?;
-    println!("Serving {url} (from {}); Ctrl-C to stop", out.display());
+    outln!("Serving {url} (from {}); Ctrl-C to stop", out.display());
     let _ = std::io::stdout().flush();
     let root = out.clone();
     let server = std::thread::Builder::new()
@@ -105,7 +105,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         }
         if watcher.changed() {
             match rebuild(&options) {
-                Ok(()) => println!("rebuilt"),
+                Ok(()) => outln!("rebuilt"),
                 Err(e) => eprintln!("{}", paint_error(&format!("error: {e}"))),
             }
             let _ = std::io::stdout().flush();

@@ -1,6 +1,22 @@
-//! How errors look on a terminal.
+//! How errors look on a terminal, and how reports reach stdout.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+/// Writes to stdout (see `outln!`): a closed pipe ends the process with
+/// status 141, any other failure with the error and status 1.
+pub fn write_out(args: std::fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!(
+            "{}",
+            paint_error(&format!("error: cannot write to stdout: {e}"))
+        );
+        std::process::exit(1);
+    }
+}
 
 /// `error: <message>: <cause>: ...`, the whole source chain on one line,
 /// with `error` in bold red on a terminal unless NO_COLOR is set.

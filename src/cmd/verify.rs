@@ -78,18 +78,18 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
         now: chrono::Utc::now(),
     })?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("the report serializes")
         );
     } else {
-        println!("verify {}", report.source);
+        outln!("verify {}", report.source);
         for check in &report.checks {
             let mark = if check.ok { "ok  " } else { "FAIL" };
-            println!("  {mark} {:<9} {}", check.check, check.detail);
+            outln!("  {mark} {:<9} {}", check.check, check.detail);
         }
         if report.ok {
-            println!(
+            outln!(
                 "verified: {} release(s), {} image(s){}, key {}, sequence {}",
                 report.releases,
                 report.images,
@@ -103,7 +103,7 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
             );
         } else {
             let failed = report.failures().count();
-            println!("NOT verified: {failed} check(s) failed");
+            outln!("NOT verified: {failed} check(s) failed");
         }
     }
     if !report.ok {

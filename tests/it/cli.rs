@@ -1072,3 +1072,28 @@ fn an_unencrypted_key_others_can_read_is_warned_about() {
     assert_success(&out);
     assert_eq!(stderr(&out), "");
 }
+
+/// A reader that stops reading (`verify --json | head`) ends the process
+/// quietly with the status of a filter killed by SIGPIPE, not a panic.
+#[test]
+fn a_closed_stdout_ends_quietly_with_status_141() {
+    let fixture = Fixture::new("ok-minimal");
+    assert_success(&fixture.build(&[]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .args([
+            "verify",
+            "public",
+            "--pubkey",
+            "../known-answer/kat.pub",
+            "--json",
+        ])
+        .current_dir(&fixture.root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stderr(&out), "");
+    assert_eq!(out.status.code(), Some(141));
+}
