@@ -65,6 +65,8 @@ struct RawConfig {
 struct RawCatalogs {
     #[serde(default)]
     json_feed: bool,
+    #[serde(default)]
+    virt_builder: bool,
 }
 
 /// The catalogs written besides the RSS feeds (`[catalogs]`), each for the
@@ -73,6 +75,9 @@ struct RawCatalogs {
 pub struct Catalogs {
     /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
     pub json_feed: bool,
+    /// `virt-builder/index`, the native index of virt-builder, for the
+    /// images it can take; their SHA-512 is computed for it.
+    pub virt_builder: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +338,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         mirrors: site_mirrors,
         catalogs: Catalogs {
             json_feed: raw.catalogs.json_feed,
+            virt_builder: raw.catalogs.virt_builder,
         },
     })
 }

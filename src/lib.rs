@@ -374,8 +374,16 @@ pub fn build(
         }
     }
 
-    for release in &releases {
+    for release in &mut releases {
         check_images(release)?;
+        // A SHA-512 only where the virt-builder index lists the image: the
+        // cache or a previous site may know more, and the feed must not
+        // depend on it.
+        let sources: Vec<&model::ImageSource> = release.images.iter().map(|i| &i.source).collect();
+        let wanted = catalog::virt_builder::wants_sha512(&config, &release.info, &sources);
+        for (image, wanted) in release.images.iter_mut().zip(wanted) {
+            image.digest.sha512 = image.digest.sha512.filter(|_| wanted);
+        }
     }
 
     let site = Site {
@@ -511,7 +519,7 @@ fn check_carried_url(config: &Config, image: &Image) -> Result<()> {
 /// cache it forever. A present image whose published path is the previous
 /// site's must have its bytes, unless `--replace` names it.
 fn check_unchanged_image(image: &Image, old: &Image, replace: &[String]) -> Result<()> {
-    if image.digest == old.digest
+    if image.digest.same_bytes(&old.digest)
         || replace
             .iter()
             .any(|r| *r == image.source.name || r.as_str() == image.source.site_path.as_str())
@@ -793,8 +801,13 @@ fn hash_requests(
             Err(e) => return Err(Error::io("cannot resolve", &config.output_dir, e)),
         },
     };
+    let wanted = plan.releases.iter().flat_map(|r| {
+        let images: Vec<&model::ImageSource> = r.images.iter().collect();
+        catalog::virt_builder::wants_sha512(config, &r.info, &images)
+    });
     plan.images()
-        .map(|image| {
+        .zip(wanted)
+        .map(|(image, sha512)| {
             let place = match config.image_mode {
                 ImageMode::None => Placement::Nowhere,
                 ImageMode::Copy => Placement::Copy(staging.prepare(image.site_path.as_str())?),
@@ -810,6 +823,7 @@ fn hash_requests(
                 previous: previous_root
                     .as_ref()
                     .map(|root| root.join(image.site_path.as_str())),
+                sha512,
             })
         })
         .collect()
@@ -879,9 +893,11 @@ pub fn keygen(
 
 /// `vmcast-gen hash`: hashes files where they were made and writes a
 /// sidecar beside each (`<file>.vmcast-hash`) that `build` can trust when
-/// the config allows it. Returns each sidecar's path and digest.
+/// the config allows it; with `sha512`, the SHA-512 the virt-builder index
+/// needs too, from the same read. Returns each sidecar's path and digest.
 pub fn write_sidecars(
     files: &[PathBuf],
+    sha512: bool,
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<(PathBuf, model::FileDigest)>> {
@@ -893,6 +909,7 @@ pub fn write_sidecars(
                 size_hint: fsutil::metadata(f)?.len(),
                 open: hash::Open::Named,
                 copy_to: None,
+                sha512,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -12,6 +12,7 @@ use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
 use super::{Check, CheckKind, Report, VerifyOptions};
+use crate::catalog::virt_builder;
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
@@ -190,6 +191,40 @@ impl Verifier<'_> {
                     for p in problems {
                         self.fail(CheckKind::Catalog, format!("{name}: {p}"));
                     }
+                }
+            }
+        }
+        if manifest.contains_key(virt_builder::INDEX) {
+            self.check_virt_builder(&published, manifest, &stamp.base_url)?;
+        }
+        Ok(())
+    }
+
+    /// `virt-builder/index`, which is not signed itself but listed in the
+    /// signed manifest, held against the feeds.
+    fn check_virt_builder(
+        &mut self,
+        published: &Published,
+        manifest: &BTreeMap<String, Sha256>,
+        base_url: &str,
+    ) -> Step<()> {
+        let name = virt_builder::INDEX;
+        let data = match self
+            .fetcher
+            .fetch(&self.fetcher.site(&known(name)), MAX_TEXT_FILE)
+        {
+            Ok(d) => d,
+            Err(m) => return self.stop(CheckKind::Catalog, m),
+        };
+        self.check_listed(manifest, name, &data);
+        match catalogs::check_virt_builder(&data, base_url, published) {
+            Ok(n) => self.pass(
+                CheckKind::Catalog,
+                format!("{name}: {n} template(s), as the feed lists them"),
+            ),
+            Err(problems) => {
+                for p in problems {
+                    self.fail(CheckKind::Catalog, format!("{name}: {p}"));
                 }
             }
         }

@@ -27,3 +27,4 @@ mod readme;
 mod rebuild;
 mod serve;
 mod verify;
+mod virt_builder;

@@ -14,11 +14,11 @@ use crate::common::{Fixture, have_tool};
 
 /// A running `serve`: stopped on drop with SIGTERM (so it removes its
 /// scratch directory), then SIGKILL if it has not exited within 5 s.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     /// The directory it serves.
-    site: PathBuf,
+    pub(crate) site: PathBuf,
     /// Kept open: the server prints a line on every rebuild.
     _stdout: BufReader<ChildStdout>,
 }
@@ -53,7 +53,7 @@ fn serve_command(fixture: &Fixture) -> Command {
     cmd
 }
 
-fn start(fixture: &Fixture) -> Server {
+pub(crate) fn start(fixture: &Fixture) -> Server {
     launch(serve_command(fixture))
 }
 
