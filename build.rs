@@ -23,6 +23,8 @@ const TOOLS: &[(&str, &str)] = &[
         "virt_builder",
         "command -v virt-builder && command -v virt-index-validate",
     ),
+    ("gpg", "command -v gpg"),
+    ("gpgv", "command -v gpgv"),
 ];
 
 fn main() {

@@ -60,6 +60,7 @@ struct RawConfig {
     catalogs: RawCatalogs,
 }
 
+/// `[catalogs]`: the catalogs other clients read, and their signing.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCatalogs {
@@ -67,10 +68,12 @@ struct RawCatalogs {
     json_feed: bool,
     #[serde(default)]
     virt_builder: bool,
+    openpgp_key: Option<PathBuf>,
 }
 
 /// The catalogs written besides the RSS feeds (`[catalogs]`), each for the
-/// clients of another ecosystem. All off unless asked for.
+/// clients of another ecosystem, all off unless asked for; and their
+/// OpenPGP signing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalogs {
     /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
@@ -78,6 +81,9 @@ pub struct Catalogs {
     /// `virt-builder/index`, the native index of virt-builder, for the
     /// images it can take; their SHA-512 is computed for it.
     pub virt_builder: bool,
+    /// The OpenPGP secret key (ASCII-armored) that clearsigns
+    /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
+    pub openpgp_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +345,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         catalogs: Catalogs {
             json_feed: raw.catalogs.json_feed,
             virt_builder: raw.catalogs.virt_builder,
+            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
         },
     })
 }
