@@ -458,6 +458,11 @@ pub fn build(
             let sig = key.sign(&file.bytes, &comment(&file.path))?;
             staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
         }
+        if let (Some(path), Some(signer)) = (file.clearsigned, &openpgp) {
+            let text = std::str::from_utf8(&file.bytes)
+                .map_err(|e| Error::other(format_args!("cannot clearsign {}: {e}", file.path)))?;
+            staging.write(path, signer.clearsign(text, build_time)?.as_bytes())?;
+        }
     }
     staging.write(render::page::PAGE, rendered.page.as_bytes())?;
     for (path, html) in &rendered.history {

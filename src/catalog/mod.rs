@@ -18,6 +18,9 @@ pub struct CatalogFile {
     pub bytes: Vec<u8>,
     /// Signed with minisign beside it (`<path>.minisig`), like the feeds.
     pub signed: bool,
+    /// Where its OpenPGP cleartext-signed form goes, for clients that check
+    /// only OpenPGP; written when the build has an OpenPGP key.
+    pub clearsigned: Option<&'static str>,
 }
 
 /// What one catalog wrote, and what it left out and why, for the build

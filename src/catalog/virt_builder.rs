@@ -8,7 +8,9 @@
 //! template by SHA-512 alone: the build computes it, for the listed images
 //! only, in the same read as the SHA-256, and the feed carries it
 //! (`vmcast:image/@sha512`) so `verify` and `build --previous` need no
-//! read either.
+//! read either. With an OpenPGP key, `virt-builder/index.asc` is the same
+//! text clearsigned, which virt-builder checks against a repository's
+//! `gpgkey=`.
 //!
 //! Each (appliance, version) is its own section, `[webapp-1.4.0]`: the pair
 //! (section, arch) must be unique, so a release lists one image per arch,
@@ -25,6 +27,9 @@ use crate::model::{Compression, ImageFormat, ImageSource, ReleaseInfo};
 use crate::render::Site;
 
 pub const INDEX: &str = "virt-builder/index";
+/// The index clearsigned with OpenPGP, which virt-builder checks with
+/// `gpg --verify` against a repository's `gpgkey=`.
+pub const INDEX_ASC: &str = "virt-builder/index.asc";
 
 /// For each image of a release (in its order, primary first): the `file=`
 /// path the index gives it, or why the index cannot list it. Decided from
@@ -193,6 +198,7 @@ pub fn render(site: &Site) -> (Vec<CatalogFile>, Vec<String>) {
         path: INDEX.to_owned(),
         bytes: text.into_bytes(),
         signed: false,
+        clearsigned: Some(INDEX_ASC),
     };
     (vec![file], skipped)
 }

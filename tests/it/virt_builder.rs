@@ -406,3 +406,62 @@ fn virt_builder_reads_the_index_over_http_from_a_repos_d_entry() {
     let out = build_template(&fixture, "webapp-1.0.0", &[]);
     assert!(stderr(&out).contains(MISMATCH), "{}", stderr(&out));
 }
+
+/// With an OpenPGP key, `virt-builder/index.asc` is the index clearsigned:
+/// virt-builder, given the site's `openpgp.asc` as the repository's
+/// `gpgkey=`, lists it with signature checks on, and refuses a tampered
+/// copy.
+#[test]
+#[cfg_attr(missing_virt_builder, ignore = "guestfs-tools: .ci/install-guestfs.sh")]
+fn virt_builder_checks_the_clearsigned_index_against_its_gpgkey() {
+    assert!(have_tool("virt-builder") && have_tool("gpg"));
+    let fixture = Fixture::new("virt-builder");
+    fixture.configure("openpgp_key = \"../known-answer/openpgp-secret.asc\"\n");
+    build(&fixture, &[]);
+    let index = read(&fixture, "public/virt-builder/index");
+    let signed = read(&fixture, "public/virt-builder/index.asc");
+    let public = read(&fixture, "public/openpgp.asc");
+    // The clearsigned text is the index byte for byte, lone spaces and
+    // all: virt-builder parses the .asc itself.
+    let head = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n";
+    assert!(
+        signed.starts_with(&format!("{head}{index}-----BEGIN PGP SIGNATURE-----\n")),
+        "{signed}"
+    );
+    vmcast_gen::openpgp::verify(&public, &signed).unwrap();
+
+    let server = crate::serve::start(&fixture);
+    let repos = fixture.tmp.path().join("vb/config/virt-builder/repos.d");
+    fs::create_dir_all(&repos).unwrap();
+    fs::write(
+        repos.join("vmcast.conf"),
+        format!(
+            "[vmcast]\nuri={}virt-builder/index.asc\ngpgkey=file://{}\nproxy=off\n",
+            server.base,
+            server.site.join("openpgp.asc").display()
+        ),
+    )
+    .unwrap();
+    let list = || virt_builder(&fixture, &["--list", "--list-format", "json"]);
+    let out = list();
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = json["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["os-version"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["webapp-1.1.0", "webapp-1.0.0"]);
+
+    let asc = server.site.join("virt-builder/index.asc");
+    let text = fs::read_to_string(&asc).unwrap();
+    fs::write(&asc, text.replace("size=65536", "size=65537")).unwrap();
+    let out = list();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("GPG failure: could not verify digital signature of file"),
+        "{}",
+        stderr(&out)
+    );
+}
