@@ -412,7 +412,10 @@ fn virt_builder_reads_the_index_over_http_from_a_repos_d_entry() {
 /// `gpgkey=`, lists it with signature checks on, and refuses a tampered
 /// copy.
 #[test]
-#[cfg_attr(missing_virt_builder, ignore = "guestfs-tools: .ci/install-guestfs.sh")]
+#[cfg_attr(
+    any(missing_virt_builder, missing_gpg),
+    ignore = "guestfs-tools (.ci/install-guestfs.sh) and gpg"
+)]
 fn virt_builder_checks_the_clearsigned_index_against_its_gpgkey() {
     assert!(have_tool("virt-builder") && have_tool("gpg"));
     let fixture = Fixture::new("virt-builder");
