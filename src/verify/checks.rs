@@ -232,7 +232,52 @@ impl Verifier<'_> {
                 }
             }
         }
+        if manifest.contains_key(openpgp::PUBLIC_KEY) {
+            self.check_index_asc(&data);
+        }
         Ok(())
+    }
+
+    /// With an OpenPGP key, `virt-builder/index.asc` must verify against
+    /// the listed `openpgp.asc` and sign the text of the index.
+    fn check_index_asc(&mut self, index: &[u8]) {
+        let name = virt_builder::INDEX_ASC;
+        let mut fetch = |file: &str| {
+            self.fetcher
+                .fetch(&self.fetcher.site(&known(file)), MAX_TEXT_FILE)
+        };
+        let (key, signed) = match (fetch(openpgp::PUBLIC_KEY), fetch(name)) {
+            (Ok(key), Ok(signed)) => (key, signed),
+            (Err(m), _) | (_, Err(m)) => return self.fail(CheckKind::Catalog, m),
+        };
+        // What a cleartext signature covers: each line without trailing
+        // blanks, whatever the last line ends with.
+        let signed_form = |text: &str| {
+            let lines: Vec<&str> = text
+                .lines()
+                .map(|l| l.trim_end_matches([' ', '\t']))
+                .collect();
+            lines.join("\n").trim_end_matches('\n').to_owned()
+        };
+        match openpgp::verify(
+            &String::from_utf8_lossy(&key),
+            &String::from_utf8_lossy(&signed),
+        ) {
+            Ok(v) if signed_form(&v.text) == signed_form(&String::from_utf8_lossy(index)) => self
+                .pass(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: good signature by OpenPGP key {} of the text of {}",
+                        v.fingerprint,
+                        virt_builder::INDEX
+                    ),
+                ),
+            Ok(_) => self.fail(
+                CheckKind::Catalog,
+                format!("{name} signs a text other than {}", virt_builder::INDEX),
+            ),
+            Err(m) => self.fail(CheckKind::Catalog, m.replace(openpgp::MANIFEST_ASC, name)),
+        }
     }
 
     /// Follows the feed's prev-archive links (RFC 5005) to the oldest

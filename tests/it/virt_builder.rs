@@ -114,6 +114,47 @@ fn an_index_that_disagrees_with_the_feed_fails_verify() {
     );
 }
 
+/// With an OpenPGP key, `verify` checks `virt-builder/index.asc` against
+/// the listed `openpgp.asc`: it must sign the text of the index.
+#[test]
+fn verify_checks_the_clearsigned_index() {
+    let fixture = Fixture::new("virt-builder");
+    fixture.configure("openpgp_key = \"../known-answer/openpgp-secret.asc\"\n");
+    build(&fixture, &[]);
+    let out = verify(&fixture);
+    assert_success(&out);
+    let good = stdout(&out)
+        .lines()
+        .find(|l| l.contains("virt-builder/index.asc"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        good.starts_with("  ok   catalog   virt-builder/index.asc: good signature by OpenPGP key ")
+            && good.ends_with(" of the text of virt-builder/index"),
+        "{good}"
+    );
+
+    let path = fixture.path("public/virt-builder/index.asc");
+    let signed = fs::read_to_string(&path).unwrap();
+    fs::write(&path, signed.replace("size=65536", "size=65537")).unwrap();
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let fingerprint = good
+        .split("OpenPGP key ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: virt-builder/index.asc: no signature by OpenPGP key {fingerprint} matches \
+             its text\n"
+        )
+    );
+}
+
 /// Turning the index on reads again only the images it lists (the cache
 /// has no SHA-512 for them yet), and the next build reads none.
 #[test]
