@@ -86,6 +86,44 @@ fn index_lists_what_virt_builder_takes_and_says_why_not_the_rest() {
     );
 }
 
+/// One image per release and arch: a second one virt-builder could take
+/// is skipped, and not hashed for it. A version's `+` becomes `_` in the
+/// section name, which takes only letters, digits and `- . _`.
+#[test]
+fn one_image_per_release_and_arch_and_section_names_virt_builder_reads() {
+    let fixture = Fixture::new("virt-builder");
+    fs::write(
+        fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw"),
+        [7u8; 4096],
+    )
+    .unwrap();
+    let dir = fixture.path("releases/webapp/1.2.0+b1");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("release.toml"),
+        "version = \"1.2.0+b1\"\ndate = 2026-04-01\nnotes = \"Build 1.\"\n\n[requirements]\narch = \"aarch64\"\n",
+    )
+    .unwrap();
+    fs::write(dir.join("webapp-1.2.0+b1.raw"), [8u8; 4096]).unwrap();
+    let out = build(&fixture, &[]);
+    assert!(
+        stdout(&out).contains(
+            "  images/webapp/1.1.0/webapp-1.1.0.raw: webapp-1.1.0.qcow2 is listed for \
+             webapp-1.1.0 on x86_64; virt-builder takes one image per version and arch\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let index = read(&fixture, "public/virt-builder/index");
+    let sections: Vec<&str> = index.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(
+        sections,
+        ["[webapp-1.2.0_b1]", "[webapp-1.1.0]", "[webapp-1.0.0]"]
+    );
+    assert!(index.contains("\narch=aarch64\n"), "{index}");
+    assert_eq!(feed_sha512s(&fixture).len(), 3);
+}
+
 /// An index listed in the signed manifest, but whose checksum is not the
 /// one the signed feed gives: `verify` names the section and both.
 #[test]
