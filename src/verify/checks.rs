@@ -375,11 +375,11 @@ impl Verifier<'_> {
                     continue;
                 };
                 match self.fetcher.read_image(image, &url, false) {
-                    Ok((digest, _)) if digest.to_hex() == image.sha256 => self.pass(
+                    Ok((digest, _, _)) if digest.to_hex() == image.sha256 => self.pass(
                         CheckKind::Mirrors,
                         format!("{mirror}: {} bytes, SHA-256 matches", image.length),
                     ),
-                    Ok((digest, _)) => self.fail(
+                    Ok((digest, _, _)) => self.fail(
                         CheckKind::Mirrors,
                         format!(
                             "{mirror}: different: SHA-256 {} where the feed says {}",
@@ -894,14 +894,10 @@ impl Verifier<'_> {
                     continue;
                 };
                 match self.fetcher.read_image(image, &url, true) {
-                    Ok((digest, read)) => {
+                    Ok((digest, sha512, read)) => {
                         self.report.images_read += read;
-                        if digest.to_hex() == image.sha256 {
-                            self.pass(
-                                CheckKind::Images,
-                                format!("{}: {} bytes, SHA-256 matches", image.path, image.length),
-                            );
-                        } else {
+                        let sha512 = sha512.map(|d| d.to_hex());
+                        if digest.to_hex() != image.sha256 {
                             self.fail(
                                 CheckKind::Images,
                                 format!(
@@ -909,6 +905,29 @@ impl Verifier<'_> {
                                     image.path,
                                     image.sha256,
                                     digest.to_hex()
+                                ),
+                            );
+                        } else if sha512 != image.sha512 {
+                            self.fail(
+                                CheckKind::Images,
+                                format!(
+                                    "{}: SHA-512 mismatch: the feed says {}, the file hashes to {}",
+                                    image.path,
+                                    image.sha512.as_deref().unwrap_or_default(),
+                                    sha512.unwrap_or_default()
+                                ),
+                            );
+                        } else {
+                            self.pass(
+                                CheckKind::Images,
+                                format!(
+                                    "{}: {} bytes, {}",
+                                    image.path,
+                                    image.length,
+                                    match sha512 {
+                                        Some(_) => "SHA-256 and SHA-512 match",
+                                        None => "SHA-256 matches",
+                                    }
                                 ),
                             );
                         }

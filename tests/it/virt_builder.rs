@@ -268,6 +268,24 @@ fn sidecars_carry_the_sha512_when_made_with_it() {
     assert!(
         read(&fixture, "public/virt-builder/index").contains(&format!("checksum[sha512]={fake}\n"))
     );
+    // A sidecar is a hint: `verify --images` reads every byte, SHA-512 too.
+    let out = fixture.run(&["verify", "public", "--pubkey", KAT_PUB, "--images"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: images/webapp/1.1.0/webapp-1.1.0.qcow2: SHA-512 mismatch: the feed says \
+             {fake}, the file hashes to {real}\n"
+        )
+    );
+    assert!(
+        stdout(&out).contains(
+            "  ok   images    images/webapp/1.0.0/webapp-1.0.0.raw.xz: 380 bytes, SHA-256 and \
+             SHA-512 match\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// Images on another host than the site cannot be listed (virt-builder
