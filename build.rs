@@ -20,6 +20,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
     ("jsonschema", "python3 -c 'import jsonschema'"),
+    (
+        "virt_builder",
+        "command -v virt-builder && command -v virt-index-validate",
+    ),
     ("gpg", "command -v gpg"),
     ("gpgv", "command -v gpgv"),
     ("pyspdxtools", "command -v pyspdxtools"),

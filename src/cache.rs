@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::ImageInfo;
-use crate::model::{FileDigest, Sha256};
+use crate::model::{FileDigest, Sha256, Sha512};
 use crate::warning::Warning;
 
 const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
@@ -82,6 +82,9 @@ struct CacheFile {
 struct CacheEntry {
     state: FileState,
     sha256: String,
+    /// Kept once computed, so the virt-builder index never needs it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha512: Option<String>,
     info: ImageInfo,
     /// The Vagrant box made of the image in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +168,10 @@ impl HashCache {
         let digest = FileDigest {
             length: state.size,
             sha256: Sha256::from_hex(&entry.sha256)?,
+            sha512: match &entry.sha512 {
+                Some(hex) => Some(Sha512::from_hex(hex)?),
+                None => None,
+            },
         };
         Some((digest, entry.info.clone()))
     }
@@ -180,6 +187,7 @@ impl HashCache {
         Some(FileDigest {
             length: boxed.length,
             sha256: Sha256::from_hex(&boxed.sha256)?,
+            sha512: None,
         })
     }
 
@@ -207,6 +215,7 @@ impl HashCache {
             CacheEntry {
                 state,
                 sha256: digest.sha256.to_hex(),
+                sha512: digest.sha512.map(|d| d.to_hex()),
                 info: info.clone(),
                 vagrant_box: None,
             },
@@ -263,6 +272,11 @@ pub struct Sidecar {
     size: u64,
     mtime_ns: i128,
     sha256: String,
+    /// Written by `vmcast-gen hash --sha512`. A sidecar without it still
+    /// stands in for the SHA-256, but an image the virt-builder index lists
+    /// is then read for its SHA-512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha512: Option<String>,
 }
 
 pub fn sidecar_path(image: &Path) -> PathBuf {
@@ -282,6 +296,7 @@ impl Sidecar {
             size: digest.length,
             mtime_ns: state.mtime_ns,
             sha256: digest.sha256.to_hex(),
+            sha512: digest.sha512.map(|d| d.to_hex()),
         }
     }
 
@@ -333,13 +348,19 @@ impl Sidecar {
         if sidecar.size != state.size || secs(sidecar.mtime_ns) != secs(state.mtime_ns) {
             return stale("size or mtime differ from the image's");
         }
-        match Sha256::from_hex(&sidecar.sha256) {
-            Some(sha256) => Some(Ok(FileDigest {
-                length: sidecar.size,
-                sha256,
-            })),
-            None => stale("invalid sha256"),
-        }
+        let Some(sha256) = Sha256::from_hex(&sidecar.sha256) else {
+            return stale("invalid sha256");
+        };
+        let sha512 = match sidecar.sha512.as_deref().map(Sha512::from_hex) {
+            Some(None) => return stale("invalid sha512"),
+            Some(Some(d)) => Some(d),
+            None => None,
+        };
+        Some(Ok(FileDigest {
+            length: sidecar.size,
+            sha256,
+            sha512,
+        }))
     }
 }
 
@@ -364,6 +385,7 @@ mod tests {
         let digest = FileDigest {
             length: 3,
             sha256: crate::model::Sha256::of(b"abc"),
+            sha512: Some(Sha512::of(b"abc")),
         };
         let (mut cache, warning) = HashCache::load(&dir.path().join("cache.json"));
         assert!(warning.is_none());

@@ -152,6 +152,7 @@ fn with_stand_in_digest(source: ImageSource) -> Image {
         digest: FileDigest {
             length: 0,
             sha256: Sha256([0; 32]),
+            sha512: None,
         },
         source,
         vagrant_box: None,

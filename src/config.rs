@@ -68,24 +68,29 @@ struct RawConfig {
 struct RawCatalogs {
     #[serde(default)]
     json_feed: bool,
-    openpgp_key: Option<PathBuf>,
+    #[serde(default)]
+    virt_builder: bool,
     #[serde(default)]
     vagrant: bool,
+    openpgp_key: Option<PathBuf>,
 }
 
 /// `[catalogs]`: the catalogs written besides the RSS feeds, each for the
 /// clients of another ecosystem and all off unless asked for, and their
-/// signing.
+/// OpenPGP signing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalogs {
     /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
     pub json_feed: bool,
-    /// The OpenPGP secret key (ASCII-armored) that clearsigns
-    /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
-    pub openpgp_key: Option<PathBuf>,
+    /// `virt-builder/index`, the native index of virt-builder, for the
+    /// images it can take; their SHA-512 is computed for it.
+    pub virt_builder: bool,
     /// `vagrant/<appliance>.json` box catalogs, and a libvirt box of each
     /// plain qcow2 image.
     pub vagrant: bool,
+    /// The OpenPGP secret key (ASCII-armored) that clearsigns
+    /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
+    pub openpgp_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,8 +355,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         provenance_keys: raw.provenance_keys.iter().map(|p| root.join(p)).collect(),
         catalogs: Catalogs {
             json_feed: raw.catalogs.json_feed,
-            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
+            virt_builder: raw.catalogs.virt_builder,
             vagrant: raw.catalogs.vagrant,
+            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
         },
     })
 }

@@ -1,5 +1,5 @@
 //! Streaming SHA-256 of every image: one read per file gives both length and
-//! digest, in constant memory, with the files spread over all cores, largest
+//! digest (and the SHA-512 too, for the images that need one), in constant memory, with the files spread over all cores, largest
 //! first. When an image is copied into the output, the copy is written from
 //! the same read. Results come back in job order whatever the scheduling.
 
@@ -17,7 +17,7 @@ use crate::catalog::vagrant::BoxWriter;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
-use crate::model::{FileDigest, FileId, ImageInfo, RelPath, Sha256};
+use crate::model::{FileDigest, FileId, ImageInfo, RelPath, Sha256, Sha512};
 use crate::place::{self, Placement};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
@@ -35,6 +35,8 @@ pub struct Job {
     pub size_hint: u64,
     /// Where to write a copy of the bytes as they are read.
     pub copy_to: Option<PathBuf>,
+    /// Also compute the SHA-512, from the same read.
+    pub sha512: bool,
     /// A Vagrant box to write from the same read.
     pub vagrant_box: Option<BoxJob>,
 }
@@ -172,6 +174,7 @@ fn hash_one(
     let zero = [0u8; 4096];
 
     let mut hasher = sha2::Sha256::new();
+    let mut sha512 = job.sha512.then(sha2::Sha512::new);
     let mut inspector = Inspector::new();
     let mut length: u64 = 0;
     loop {
@@ -182,6 +185,9 @@ fn hash_one(
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         hasher.update(&buf[..n]);
+        if let Some(h) = &mut sha512 {
+            h.update(&buf[..n]);
+        }
         inspector.update(&buf[..n]);
         // A block of zeros becomes a hole: a sparse image stays sparse.
         let zeros = (copy.is_some() || vagrant_box.is_some())
@@ -222,6 +228,7 @@ fn hash_one(
         digest: FileDigest {
             length,
             sha256: Sha256(hasher.finalize().into()),
+            sha512: sha512.map(|h| Sha512(h.finalize().into())),
         },
         state: FileState::of(&before),
         info,
@@ -269,6 +276,9 @@ pub struct Request {
     /// Where the previous output holds this site path (canonical), if
     /// there is a previous output: its copy may serve again.
     pub previous: Option<PathBuf>,
+    /// Its SHA-512 is needed (the virt-builder index lists it): a cache
+    /// entry or sidecar without one does not spare the read.
+    pub sha512: bool,
     /// A Vagrant box to make of the image.
     pub vagrant_box: Option<BoxRequest>,
 }
@@ -347,7 +357,7 @@ fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
 fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
     let (_, meta) = fsutil::open_regular(path, false).ok()?;
     let (recorded, _) = cache.get(path, &FileState::of(&meta))?;
-    (recorded == *digest).then(|| place::Previous {
+    recorded.same_bytes(digest).then(|| place::Previous {
         path: path.to_path_buf(),
         id: crate::model::FileId::of(&meta),
     })
@@ -421,11 +431,20 @@ pub fn digest_all(
         let cached = shortcuts
             .cache
             .as_ref()
-            .and_then(|c| c.get(&canonical, &state));
+            .and_then(|c| c.get(&canonical, &state))
+            .filter(|(d, _)| !req.sha512 || d.sha512.is_some());
         // A sidecar stands in for the digest only: what the image is comes
         // from its own bytes (its headers, read here), never from the hint.
         let sidecar = match (shortcuts.sidecars, &cached) {
             (true, None) => match crate::cache::Sidecar::read(&req.source, &state) {
+                Some(Ok(digest)) if req.sha512 && digest.sha512.is_none() => {
+                    warnings.push(crate::Warning::file(
+                        &crate::cache::sidecar_path(&req.source),
+                        "records no SHA-512, which the virt-builder index needs; the image is \
+                         read for it. Write sidecars with `vmcast-gen hash --sha512`",
+                    ));
+                    None
+                }
                 Some(Ok(digest)) => {
                     probe(&file, &req.source, state.size)?.map(|info| (digest, info))
                 }
@@ -489,6 +508,7 @@ pub fn digest_all(
                     size_hint: req.size_hint,
                     copy_to: place::for_read(&opened, &req.place)?,
                     vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
+                    sha512: req.sha512,
                 };
                 pending.push(Pending {
                     id: req.id.clone(),
@@ -515,7 +535,7 @@ pub fn digest_all(
         } = p;
         stats.hashed_files += 1;
         stats.hashed_bytes += h.digest.length;
-        if let Some((c, _)) = cached.filter(|c| c.0 != h.digest) {
+        if let Some((c, _)) = cached.filter(|c| !c.0.same_bytes(&h.digest)) {
             mismatches.push(format!(
                 "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
                 job.source.display(),
@@ -562,6 +582,7 @@ mod tests {
                 open: Open::Named,
                 copy_to: None,
                 vagrant_box: None,
+                sha512: i == 1,
             });
         }
         let digests = hash_all(&jobs, 3, &NoProgress).unwrap();
@@ -569,6 +590,10 @@ mod tests {
             let data = std::fs::read(&job.source).unwrap();
             assert_eq!(digests[i].digest.length, data.len() as u64);
             assert_eq!(digests[i].digest.sha256, Sha256::of(&data));
+            assert_eq!(
+                digests[i].digest.sha512,
+                (i == 1).then(|| Sha512::of(&data))
+            );
         }
         // The well-known digest of the empty string.
         assert_eq!(
@@ -589,6 +614,7 @@ mod tests {
             size_hint: 15,
             copy_to: Some(dst.clone()),
             vagrant_box: None,
+            sha512: false,
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");

@@ -450,8 +450,16 @@ pub fn build(
         }
     }
 
-    for release in &releases {
+    for release in &mut releases {
         check_images(release)?;
+        // A SHA-512 only where the virt-builder index lists the image: the
+        // cache or a previous site may know more, and the feed must not
+        // depend on it.
+        let sources: Vec<&model::ImageSource> = release.images.iter().map(|i| &i.source).collect();
+        let wanted = catalog::virt_builder::wants_sha512(&config, &release.info, &sources);
+        for (image, wanted) in release.images.iter_mut().zip(wanted) {
+            image.digest.sha512 = image.digest.sha512.filter(|_| wanted);
+        }
     }
 
     let site = Site {
@@ -506,6 +514,11 @@ pub fn build(
         if file.signed {
             let sig = key.sign(&file.bytes, &comment(&file.path))?;
             staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
+        }
+        if let (Some(path), Some(signer)) = (file.clearsigned, &openpgp) {
+            let text = std::str::from_utf8(&file.bytes)
+                .map_err(|e| Error::other(format_args!("cannot clearsign {}: {e}", file.path)))?;
+            staging.write(path, signer.clearsign(text, build_time)?.as_bytes())?;
         }
     }
     staging.write(render::page::PAGE, rendered.page.as_bytes())?;
@@ -595,7 +608,7 @@ fn check_carried_url(config: &Config, site_path: &model::RelPath, url: &url::Url
 /// cache it forever. A present image whose published path is the previous
 /// site's must have its bytes, unless `--replace` names it.
 fn check_unchanged_image(image: &Image, old: &Image, replace: &[String]) -> Result<()> {
-    if image.digest == old.digest
+    if image.digest.same_bytes(&old.digest)
         || replace
             .iter()
             .any(|r| *r == image.source.name || r.as_str() == image.source.site_path.as_str())
@@ -1003,8 +1016,12 @@ fn hash_requests(
     };
     plan.releases
         .iter()
-        .flat_map(|r| r.images.iter().map(move |i| (&r.info, i)))
-        .map(|(info, image)| {
+        .flat_map(|r| {
+            let images: Vec<&model::ImageSource> = r.images.iter().collect();
+            let sha512 = catalog::virt_builder::wants_sha512(config, &r.info, &images);
+            r.images.iter().zip(sha512).map(move |(i, sha512)| (&r.info, i, sha512))
+        })
+        .map(|(info, image, sha512)| {
             let vagrant_box = match config.catalogs.vagrant && catalog::vagrant::boxable(image) {
                 true => {
                     catalog::vagrant::check_version(info)?;
@@ -1037,6 +1054,7 @@ fn hash_requests(
                     .as_ref()
                     .map(|root| root.join(image.site_path.as_str())),
                 vagrant_box,
+                sha512,
             })
         })
         .collect()
@@ -1135,9 +1153,11 @@ pub fn openpgp_keygen(
 
 /// `vmcast-gen hash`: hashes files where they were made and writes a
 /// sidecar beside each (`<file>.vmcast-hash`) that `build` can trust when
-/// the config allows it. Returns each sidecar's path and digest.
+/// the config allows it; with `sha512`, the SHA-512 the virt-builder index
+/// needs too, from the same read. Returns each sidecar's path and digest.
 pub fn write_sidecars(
     files: &[PathBuf],
+    sha512: bool,
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<(PathBuf, model::FileDigest)>> {
@@ -1150,6 +1170,7 @@ pub fn write_sidecars(
                 open: hash::Open::Named,
                 copy_to: None,
                 vagrant_box: None,
+                sha512,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -43,6 +43,9 @@ pub fn content_type(path: &str) -> &'static str {
     {
         return JSON_FEED;
     }
+    if path == crate::catalog::virt_builder::INDEX {
+        return "text/plain; charset=utf-8";
+    }
     let name = path.rsplit('/').next().unwrap_or(path);
     if let Some((_, t)) = BY_NAME.iter().find(|(n, _)| *n == name) {
         return t;
@@ -66,6 +69,10 @@ mod tests {
         assert_eq!(content_type("SHA256SUMS"), "text/plain; charset=utf-8");
         assert_eq!(content_type("feed.json"), JSON_FEED);
         assert_eq!(content_type("archive/3.json"), JSON_FEED);
+        assert_eq!(
+            content_type("virt-builder/index"),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type("vagrant/webapp.json"), "application/json");
         assert_eq!(content_type("images/a/1/x.VHDX.XZ"), "application/x-xz");
         assert_eq!(content_type("images/a/1/x.qcow2"), OCTET_STREAM);

@@ -212,26 +212,12 @@ impl Sha256 {
     }
 
     pub fn to_hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 15)] as char);
-        }
-        s
+        to_hex(&self.0)
     }
 
     /// Parses 64 hex digits.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        // Not `is_ascii`: `from_str_radix` below also takes a sign, so "+f" read as 0x0f.
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(Sha256(out))
+        from_hex(hex).map(Sha256)
     }
 
     /// The Subresource Integrity form: `sha256-<base64>`.
@@ -241,6 +227,63 @@ impl Sha256 {
             "sha256-{}",
             base64::engine::general_purpose::STANDARD.encode(self.0)
         )
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Parses exactly `2 * N` hex digits.
+fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    // Not `is_ascii`: `from_str_radix` below also takes a sign, so "+f" read as 0x0f.
+    if hex.len() != 2 * N || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A SHA-512 digest: what virt-builder checks a template with. Computed
+/// only for the images its index lists, in the same read as the SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha512(pub [u8; 64]);
+
+impl Sha512 {
+    /// The SHA-512 of bytes in memory.
+    pub fn of(data: &[u8]) -> Self {
+        use sha2::Digest;
+        Sha512(sha2::Sha512::digest(data).into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    /// Parses 128 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        from_hex(hex).map(Sha512)
+    }
+}
+
+impl fmt::Debug for Sha512 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha512({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Sha512 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
     }
 }
 
@@ -473,11 +516,27 @@ impl ImageSource {
     }
 }
 
-/// The length and digest of a file, from one read.
+/// The length and digests of a file, from one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileDigest {
     pub length: u64,
     pub sha256: Sha256,
+    /// Only for the images the virt-builder index lists; `None` when it
+    /// was not asked for.
+    pub sha512: Option<Sha512>,
+}
+
+impl FileDigest {
+    /// Whether two digests describe the same bytes: the same length and
+    /// SHA-256, and the same SHA-512 where both know it.
+    pub fn same_bytes(&self, other: &FileDigest) -> bool {
+        self.length == other.length
+            && self.sha256 == other.sha256
+            && match (self.sha512, other.sha512) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
 }
 
 /// A published image: where it comes from, what it hashes to, and what
@@ -556,6 +615,10 @@ pub struct ReleaseInfo {
     pub critical: bool,
     /// The notes as sanitized HTML.
     pub notes_html: String,
+    /// The notes as written (Markdown), for catalogs that take plain text.
+    pub notes_text: String,
+    /// The libosinfo short id of the guest OS (`osinfo`), e.g. `debian12`.
+    pub osinfo: Option<String>,
     pub requirements: Requirements,
     /// Images in cloud catalogs, in the order the notes give them.
     pub cloud_images: Vec<crate::cloud::CloudImage>,
@@ -641,6 +704,9 @@ mod tests {
         assert_eq!(Sha256::from_hex("ab"), None);
         assert_eq!(Sha256::from_hex(&"zz".repeat(32)), None);
         assert_eq!(Sha256::from_hex(&"+f".repeat(32)), None);
+        let d512 = Sha512([0xcd; 64]);
+        assert_eq!(Sha512::from_hex(&d512.to_hex()), Some(d512));
+        assert_eq!(Sha512::from_hex(&d.to_hex()), None);
         assert_eq!(
             d.to_sri(),
             "sha256-q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="

@@ -24,7 +24,7 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::model::{
     Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk,
-    RelPath, Sha256, VagrantBox,
+    RelPath, Sha256, Sha512, VagrantBox,
 };
 use crate::sign::PublicKey;
 use crate::supply::{self, SupplyFile};
@@ -336,6 +336,10 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
         None => None,
     };
     let sha256 = Sha256::from_hex(get("sha256")?).ok_or("an image sha256 that is not hex")?;
+    let sha512 = match a.get("sha512") {
+        Some(hex) => Some(Sha512::from_hex(hex).ok_or("an image sha512 that is not hex")?),
+        None => None,
+    };
     let length = number(a, "length")?;
     let virtual_size = optional_number(a, "virtualSize")?;
     let name = get("name")?.clone();
@@ -346,6 +350,7 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
                 length: number(a, "vagrantBoxLength")?,
                 sha256: Sha256::from_hex(get("vagrantBoxSha256")?)
                     .ok_or("a vagrantBoxSha256 that is not hex")?,
+                sha512: None,
             },
         }),
         None => None,
@@ -366,7 +371,11 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
             size_hint: length,
             file_id: FileId { dev: 0, ino: 0 },
         },
-        digest: FileDigest { length, sha256 },
+        digest: FileDigest {
+            length,
+            sha256,
+            sha512,
+        },
         info: ImageInfo {
             format,
             // The content showed its format when it was first published,
@@ -413,6 +422,7 @@ fn supply_file(
             length: number(a, "length")?,
             sha256: Sha256::from_hex(get("sha256")?)
                 .ok_or_else(|| format!("{element} sha256 that is not hex"))?,
+            sha512: None,
         },
         signing,
     })

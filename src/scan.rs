@@ -620,6 +620,8 @@ fn release_info(config: &Config, notes: Notes, appliance: Name) -> ReleaseInfo {
         channel: notes.channel,
         critical: notes.critical,
         notes_html: notes.notes_html,
+        notes_text: notes.notes_text,
+        osinfo: notes.osinfo,
         requirements: notes.requirements,
         cloud_images: notes.cloud_images,
     }

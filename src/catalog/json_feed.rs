@@ -210,6 +210,7 @@ fn page(
         path: path.to_owned(),
         bytes,
         signed: true,
+        clearsigned: None,
     })
 }
 

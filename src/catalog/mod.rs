@@ -5,6 +5,7 @@
 
 pub mod json_feed;
 pub mod vagrant;
+pub mod virt_builder;
 
 use serde::Serialize;
 
@@ -18,6 +19,9 @@ pub struct CatalogFile {
     pub bytes: Vec<u8>,
     /// Signed with minisign beside it (`<path>.minisig`), like the feeds.
     pub signed: bool,
+    /// Where its OpenPGP cleartext-signed form goes, for clients that check
+    /// only OpenPGP; written when the build has an OpenPGP key.
+    pub clearsigned: Option<&'static str>,
 }
 
 /// What one catalog wrote, and what it left out and why, for the build
@@ -61,6 +65,10 @@ pub fn render(site: &Site, partition: &Partition) -> Result<Catalogs> {
     if wanted.vagrant {
         let (files, skipped) = vagrant::render(site)?;
         catalogs.add("vagrant", files, skipped);
+    }
+    if wanted.virt_builder {
+        let (files, skipped) = virt_builder::render(site);
+        catalogs.add("virt_builder", files, skipped);
     }
     Ok(catalogs)
 }

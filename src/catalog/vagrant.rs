@@ -161,6 +161,7 @@ impl BoxWriter {
         Ok(FileDigest {
             length: self.length,
             sha256: Sha256(self.hasher.finalize().into()),
+            sha512: None,
         })
     }
 
@@ -293,6 +294,7 @@ pub fn render(site: &Site) -> Result<(Vec<CatalogFile>, Vec<String>)> {
             path,
             bytes,
             signed: false,
+            clearsigned: None,
         });
     }
     Ok((files, skipped))

@@ -13,6 +13,11 @@ pub struct HashArgs {
     /// The image files.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Also record each file's SHA-512, which the virt-builder index
+    /// (`[catalogs] virt_builder`) needs; without it, `build` reads those
+    /// images again for it.
+    #[arg(long)]
+    pub sha512: bool,
     /// Hashing threads (default: one per core).
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<std::num::NonZeroUsize>,
@@ -28,7 +33,7 @@ pub fn run(args: HashArgs) -> Result<bool> {
     } else {
         Show::Nothing
     });
-    for (sidecar, digest) in vmcast_gen::write_sidecars(&args.files, threads, &bar)? {
+    for (sidecar, digest) in vmcast_gen::write_sidecars(&args.files, args.sha512, threads, &bar)? {
         outln!("{}  {}", digest.sha256, sidecar.display());
     }
     Ok(true)

@@ -24,7 +24,8 @@ pub struct VerifyArgs {
     /// A state file remembering the highest sequence seen and announced keys (rollback protection, key rotation).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
-    /// Also download or read every image and check its length and SHA-256.
+    /// Also download or read every image and check its length and SHA-256 (and its SHA-512,
+    /// where the feed gives one).
     #[arg(long)]
     pub images: bool,
     /// The archived releases' SBOMs and provenance too, and with --images or --mirrors their

@@ -11,6 +11,7 @@
 mod formats;
 mod ova;
 mod xva;
+mod xz;
 
 use crate::model::{Compression, ImageFormat};
 pub use crate::model::{ImageInfo, Machine, OvaDisk};
@@ -164,13 +165,22 @@ impl Inspector {
         self.position = offset;
     }
 
+    /// How much of the end is kept: a VHD footer, or an xz index.
+    fn tail_len(&self) -> usize {
+        match self.compressed {
+            Some(Compression::Xz) => xz::TAIL,
+            _ => 512,
+        }
+    }
+
     fn keep_tail(&mut self, chunk: &[u8]) {
-        if chunk.len() >= 512 {
+        let keep = self.tail_len();
+        if chunk.len() >= keep {
             self.tail.clear();
-            self.tail.extend_from_slice(&chunk[chunk.len() - 512..]);
+            self.tail.extend_from_slice(&chunk[chunk.len() - keep..]);
         } else {
             self.tail.extend_from_slice(chunk);
-            let excess = self.tail.len().saturating_sub(512);
+            let excess = self.tail.len().saturating_sub(keep);
             self.tail.drain(..excess);
         }
     }
@@ -182,7 +192,12 @@ impl Inspector {
             let mut info = formats::identify(&inner, None, None, None)?;
             info.compression = Some(compression);
             if !info.detected {
-                info.virtual_size = None;
+                // A raw disk: as large as the data inside, which only an
+                // xz index tells without decompressing it all.
+                info.virtual_size = match compression {
+                    Compression::Xz => xz::uncompressed_size(&self.tail, total_len),
+                    _ => None,
+                };
             }
             return Ok(info);
         }
@@ -202,7 +217,7 @@ pub enum ProbeError<E> {
 /// What a file of `len` bytes is, from the parts the formats keep their
 /// facts in: the start (enough for every header, and for a compressed
 /// stream's inner header), the later range a header points at (a VHDX's
-/// metadata), and the last 512 bytes (a VHD footer). `read_at(offset,
+/// metadata), and the end (a VHD footer, an xz index). `read_at(offset,
 /// len)` reads them. The answer is the one a whole read would give;
 /// `Ok(None)` for a tar (an OVA, an XVA), whose facts need the whole archive.
 pub fn probe<E>(
@@ -219,13 +234,18 @@ pub fn probe<E>(
     if inspector.tar.is_some() {
         return Ok(None);
     }
-    if inspector.compressed.is_none() {
-        if let Some((offset, want)) = inspector.missing_range() {
-            inspector.seek(offset);
-            let range = read_at(offset, want).map_err(ProbeError::Read)?;
-            inspector.update(&range);
-        }
-        let tail_at = len.saturating_sub(512).max(inspector.position);
+    if inspector.compressed.is_none()
+        && let Some((offset, want)) = inspector.missing_range()
+    {
+        inspector.seek(offset);
+        let range = read_at(offset, want).map_err(ProbeError::Read)?;
+        inspector.update(&range);
+    }
+    // A VHD footer, or an xz index.
+    if matches!(inspector.compressed, None | Some(Compression::Xz)) {
+        let tail_at = len
+            .saturating_sub(inspector.tail_len() as u64)
+            .max(inspector.position);
         if tail_at < len {
             inspector.seek(tail_at);
             let tail = read_at(tail_at, (len - tail_at) as usize).map_err(ProbeError::Read)?;
@@ -336,7 +356,14 @@ mod tests {
         hds[16] = 2;
         hds[28] = 8;
         hds[36..44].copy_from_slice(&(1u64 << 21).to_le_bytes());
-        for data in [&vhd, &qcow2, &raw, &hds] {
+        // A raw disk in xz: its size comes from the xz index at the end.
+        let mut raw_xz = Vec::new();
+        lzma_rs::xz_compress(&mut &raw[..300_000], &mut raw_xz).unwrap();
+        assert_eq!(
+            inspect_bytes(&raw_xz, 4096).unwrap().virtual_size,
+            Some(300_000)
+        );
+        for data in [&vhd, &qcow2, &raw, &hds, &raw_xz] {
             let whole = inspect_bytes(data, 1 << 20);
             let probed = probe(data.len() as u64, |at, len| -> Result<Vec<u8>, ()> {
                 let end = (at as usize + len).min(data.len());

@@ -40,6 +40,7 @@ struct RawNotes {
     cloud_image: Vec<RawCloudImage>,
     sbom: Option<Spanned<toml::Value>>,
     provenance: Option<Spanned<toml::Value>>,
+    osinfo: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +97,10 @@ pub struct Notes {
     pub version: Version,
     pub date: DateTime<Utc>,
     pub notes_html: String,
+    /// The notes as written, trimmed.
+    pub notes_text: String,
+    /// The libosinfo short id of the guest OS, e.g. `debian12`.
+    pub osinfo: Option<String>,
     pub title: Option<String>,
     pub appliance: Option<Name>,
     pub channel: Name,
@@ -181,6 +186,28 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
             "`images` is an empty list; remove it to publish the image files beside release.toml",
         ));
     }
+    let osinfo = match &raw.osinfo {
+        Some(s) => {
+            let id = s.get_ref();
+            let ok = id.len() <= 64
+                && id.starts_with(|c: char| c.is_ascii_lowercase())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+            if !ok {
+                return Err(err(
+                    s.span(),
+                    format!(
+                        "invalid osinfo `{}`: a libosinfo short id such as `debian12` or \
+                         `fedora-40`: lower-case letters, digits and . - _",
+                        id.escape_default()
+                    ),
+                ));
+            }
+            Some(id.clone())
+        }
+        None => None,
+    };
     let mut overrides = BTreeMap::new();
     for (name, image) in &raw.image {
         let format = match &image.format {
@@ -241,6 +268,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
         version,
         date,
         notes_html: markdown::to_html(&raw.notes),
+        notes_text: raw.notes.trim().to_owned(),
+        osinfo,
         title: raw.title,
         appliance,
         channel,

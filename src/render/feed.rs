@@ -352,6 +352,7 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     let info = &image.info;
     let length = image.digest.length.to_string();
     let sha = image.digest.sha256.to_hex();
+    let sha512 = image.digest.sha512.map(|d| d.to_hex());
     let virtual_size = info.virtual_size.map(|v| v.to_string());
     let cluster_size = info.cluster_size.map(|v| v.to_string());
     let box_facts = image
@@ -366,6 +367,9 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
         ("length", &length),
         ("sha256", &sha),
     ];
+    if let Some(d) = &sha512 {
+        attrs.push(("sha512", d));
+    }
     if s.primary {
         attrs.push(("primary", "true"));
     }

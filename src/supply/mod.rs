@@ -229,6 +229,7 @@ pub fn load(
     let digest = FileDigest {
         length: bytes.len() as u64,
         sha256: Sha256::of(&bytes),
+        sha512: None,
     };
     Ok((
         SupplyFile {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::feed::FeedDoc;
-use crate::catalog::json_feed;
+use crate::catalog::{json_feed, virt_builder};
 
 /// What the signed feeds and their archives say of every image: by URL,
 /// (length, SHA-256 hex); by release guid, its images' URLs; and the
@@ -16,6 +16,8 @@ use crate::catalog::json_feed;
 #[derive(Debug, Default)]
 pub(super) struct Published {
     pub(super) images: BTreeMap<String, (u64, String)>,
+    /// By URL, the SHA-512 hex the feeds give (for virt-builder's images).
+    pub(super) sha512: BTreeMap<String, String>,
     pub(super) releases: BTreeMap<String, Vec<String>>,
     pub(super) mirrors: BTreeSet<(String, String)>,
     /// By release guid, the (path, SHA-256 hex) of its Vagrant boxes.
@@ -36,6 +38,9 @@ impl Published {
                 }
                 self.images
                     .insert(image.url.clone(), (image.length, image.sha256.clone()));
+                if let Some(d) = &image.sha512 {
+                    self.sha512.insert(image.url.clone(), d.clone());
+                }
             }
             self.mirrors.extend(item.mirrors.iter().cloned());
         }
@@ -239,6 +244,111 @@ pub(super) fn check_json_feed(data: &[u8], published: &Published) -> Result<usiz
     }
     match problems.is_empty() {
         true => Ok(feed.items.len()),
+        false => Err(problems),
+    }
+}
+
+/// One section of a virt-builder index: its name and its fields, each
+/// `key` or `key[subkey]` with its value (continuation lines joined).
+type Section = (String, Vec<(String, String)>);
+
+/// Reads a virt-builder index as virt-builder does: `[section]` lines,
+/// `key=value` lines, lines starting with a blank continue the value
+/// above, and `#` starts a comment.
+fn parse_index(text: &str) -> Result<Vec<Section>, String> {
+    let mut sections: Vec<Section> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = n + 1;
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix([' ', '\t']) {
+            let (_, fields) = sections
+                .last_mut()
+                .ok_or(format!("line {at}: a continuation line before any section"))?;
+            let (_, value) = fields
+                .last_mut()
+                .ok_or(format!("line {at}: a continuation line before any field"))?;
+            value.push('\n');
+            value.push_str(rest);
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            sections.push((name.to_owned(), Vec::new()));
+        } else if let Some((key, value)) = line.split_once('=') {
+            let (_, fields) = sections
+                .last_mut()
+                .ok_or(format!("line {at}: a field before any section"))?;
+            fields.push((key.to_owned(), value.to_owned()));
+        } else {
+            return Err(format!("line {at}: not a section, field or continuation"));
+        }
+    }
+    Ok(sections)
+}
+
+/// Checks `virt-builder/index` against the feeds: every section's `file=`
+/// (resolved against the index's URL, as virt-builder does) is an image a
+/// signed feed lists, with its length as `compressed_size` and its SHA-512
+/// as the feed gives it. Returns how many templates it lists.
+pub(super) fn check_virt_builder(
+    data: &[u8],
+    base_url: &str,
+    published: &Published,
+) -> Result<usize, Vec<String>> {
+    let text = std::str::from_utf8(data).map_err(|e| vec![format!("not UTF-8: {e}")])?;
+    let sections = parse_index(text).map_err(|m| vec![m])?;
+    let index = url::Url::parse(base_url)
+        .map(|base| crate::config::join_url(&base, virt_builder::INDEX))
+        .map_err(|e| vec![format!("the build's base URL {base_url:?}: {e}")])?;
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (name, fields) in &sections {
+        let field = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let arch = field("arch").unwrap_or_default();
+        if !seen.insert((name.as_str(), arch)) {
+            problems.push(format!("[{name}] on {arch:?} appears twice"));
+        }
+        let Some(file) = field("file") else {
+            problems.push(format!("[{name}] has no file="));
+            continue;
+        };
+        let url = match index.join(file) {
+            Ok(url) if !file.contains("://") && !file.starts_with('/') => url.to_string(),
+            _ => {
+                problems.push(format!("[{name}]: file={file} is not a relative path"));
+                continue;
+            }
+        };
+        let Some((length, _)) = published.images.get(&url) else {
+            problems.push(format!(
+                "[{name}]: file={file} is {url}, which no signed feed lists"
+            ));
+            continue;
+        };
+        if field("compressed_size") != Some(length.to_string().as_str()) {
+            problems.push(format!(
+                "[{name}]: compressed_size={}, the feed says {url} is {length} bytes",
+                field("compressed_size").unwrap_or("(none)")
+            ));
+        }
+        let sha512 = field("checksum[sha512]").or(field("checksum"));
+        match (sha512, published.sha512.get(&url)) {
+            (Some(given), Some(signed)) if given == signed => {}
+            (Some(given), Some(signed)) => problems.push(format!(
+                "[{name}]: SHA-512 {given}, the feed says {signed} for {url}"
+            )),
+            (_, None) => problems.push(format!(
+                "[{name}]: the feed gives no SHA-512 for {url} to hold it against"
+            )),
+            (None, Some(_)) => problems.push(format!("[{name}] has no checksum[sha512]")),
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(sections.len()),
         false => Err(problems),
     }
 }

@@ -12,6 +12,7 @@ use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
 use super::{Check, CheckKind, Report, VerifyOptions};
+use crate::catalog::virt_builder;
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::openpgp;
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
@@ -202,6 +203,9 @@ impl Verifier<'_> {
                 }
             }
         }
+        if manifest.contains_key(virt_builder::INDEX) {
+            self.check_virt_builder(published, manifest, &stamp.base_url)?;
+        }
         Ok(())
     }
 
@@ -243,6 +247,82 @@ impl Verifier<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// `virt-builder/index`, which is not signed itself but listed in the
+    /// signed manifest, held against the feeds.
+    fn check_virt_builder(
+        &mut self,
+        published: &Published,
+        manifest: &BTreeMap<String, Sha256>,
+        base_url: &str,
+    ) -> Step<()> {
+        let name = virt_builder::INDEX;
+        let data = match self
+            .fetcher
+            .fetch(&self.fetcher.site(&known(name)), MAX_TEXT_FILE)
+        {
+            Ok(d) => d,
+            Err(m) => return self.stop(CheckKind::Catalog, m),
+        };
+        self.check_listed(manifest, name, &data);
+        match catalogs::check_virt_builder(&data, base_url, published) {
+            Ok(n) => self.pass(
+                CheckKind::Catalog,
+                format!("{name}: {n} template(s), as the feed lists them"),
+            ),
+            Err(problems) => {
+                for p in problems {
+                    self.fail(CheckKind::Catalog, format!("{name}: {p}"));
+                }
+            }
+        }
+        if manifest.contains_key(openpgp::PUBLIC_KEY) {
+            self.check_index_asc(&data);
+        }
+        Ok(())
+    }
+
+    /// With an OpenPGP key, `virt-builder/index.asc` must verify against
+    /// the listed `openpgp.asc` and sign the text of the index.
+    fn check_index_asc(&mut self, index: &[u8]) {
+        let name = virt_builder::INDEX_ASC;
+        let mut fetch = |file: &str| {
+            self.fetcher
+                .fetch(&self.fetcher.site(&known(file)), MAX_TEXT_FILE)
+        };
+        let (key, signed) = match (fetch(openpgp::PUBLIC_KEY), fetch(name)) {
+            (Ok(key), Ok(signed)) => (key, signed),
+            (Err(m), _) | (_, Err(m)) => return self.fail(CheckKind::Catalog, m),
+        };
+        // What a cleartext signature covers: each line without trailing
+        // blanks, whatever the last line ends with.
+        let signed_form = |text: &str| {
+            let lines: Vec<&str> = text
+                .lines()
+                .map(|l| l.trim_end_matches([' ', '\t']))
+                .collect();
+            lines.join("\n").trim_end_matches('\n').to_owned()
+        };
+        match openpgp::verify(
+            &String::from_utf8_lossy(&key),
+            &String::from_utf8_lossy(&signed),
+        ) {
+            Ok(v) if signed_form(&v.text) == signed_form(&String::from_utf8_lossy(index)) => self
+                .pass(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: good signature by OpenPGP key {} of the text of {}",
+                        v.fingerprint,
+                        virt_builder::INDEX
+                    ),
+                ),
+            Ok(_) => self.fail(
+                CheckKind::Catalog,
+                format!("{name} signs a text other than {}", virt_builder::INDEX),
+            ),
+            Err(m) => self.fail(CheckKind::Catalog, m.replace(openpgp::MANIFEST_ASC, name)),
         }
     }
 
@@ -345,11 +425,11 @@ impl Verifier<'_> {
                     continue;
                 };
                 match self.fetcher.read_image(image, &url, false) {
-                    Ok((digest, _)) if digest.to_hex() == image.sha256 => self.pass(
+                    Ok((digest, _, _)) if digest.to_hex() == image.sha256 => self.pass(
                         CheckKind::Mirrors,
                         format!("{mirror}: {} bytes, SHA-256 matches", image.length),
                     ),
-                    Ok((digest, _)) => self.fail(
+                    Ok((digest, _, _)) => self.fail(
                         CheckKind::Mirrors,
                         format!(
                             "{mirror}: different: SHA-256 {} where the feed says {}",
@@ -979,6 +1059,7 @@ impl Verifier<'_> {
                     path: path.clone(),
                     length: *length,
                     sha256: sha256.clone(),
+                    sha512: None,
                     primary: false,
                     vagrant_box: None,
                 };
@@ -990,14 +1071,14 @@ impl Verifier<'_> {
                     continue;
                 };
                 match self.fetcher.read_image(&as_image, &accepted, true) {
-                    Ok((digest, read)) if digest.to_hex() == *sha256 => {
+                    Ok((digest, _, read)) if digest.to_hex() == *sha256 => {
                         self.report.images_read += read;
                         self.pass(
                             CheckKind::Images,
                             format!("{path}: {length} bytes, SHA-256 matches"),
                         );
                     }
-                    Ok((digest, read)) => {
+                    Ok((digest, _, read)) => {
                         self.report.images_read += read;
                         self.fail(
                             CheckKind::Images,
@@ -1029,14 +1110,10 @@ impl Verifier<'_> {
                     continue;
                 };
                 match self.fetcher.read_image(image, &url, true) {
-                    Ok((digest, read)) => {
+                    Ok((digest, sha512, read)) => {
                         self.report.images_read += read;
-                        if digest.to_hex() == image.sha256 {
-                            self.pass(
-                                CheckKind::Images,
-                                format!("{}: {} bytes, SHA-256 matches", image.path, image.length),
-                            );
-                        } else {
+                        let sha512 = sha512.map(|d| d.to_hex());
+                        if digest.to_hex() != image.sha256 {
                             self.fail(
                                 CheckKind::Images,
                                 format!(
@@ -1044,6 +1121,29 @@ impl Verifier<'_> {
                                     image.path,
                                     image.sha256,
                                     digest.to_hex()
+                                ),
+                            );
+                        } else if sha512 != image.sha512 {
+                            self.fail(
+                                CheckKind::Images,
+                                format!(
+                                    "{}: SHA-512 mismatch: the feed says {}, the file hashes to {}",
+                                    image.path,
+                                    image.sha512.as_deref().unwrap_or_default(),
+                                    sha512.unwrap_or_default()
+                                ),
+                            );
+                        } else {
+                            self.pass(
+                                CheckKind::Images,
+                                format!(
+                                    "{}: {} bytes, {}",
+                                    image.path,
+                                    image.length,
+                                    match sha512 {
+                                        Some(_) => "SHA-256 and SHA-512 match",
+                                        None => "SHA-256 matches",
+                                    }
                                 ),
                             );
                         }

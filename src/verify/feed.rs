@@ -58,6 +58,8 @@ pub(super) struct FeedImage {
     pub(super) path: RelPath,
     pub(super) length: u64,
     pub(super) sha256: String,
+    /// Given for the images the virt-builder index lists.
+    pub(super) sha512: Option<String>,
     pub(super) primary: bool,
     /// The Vagrant box made of it: its path in the site, length and
     /// SHA-256 (`vagrantBox*`).
@@ -164,6 +166,7 @@ impl FeedDoc {
                                 path: image_path(&attrs)?,
                                 length: number(&attrs, "length")?,
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
+                                sha512: attrs.get("sha512").cloned(),
                                 primary: attrs.get("primary").map(String::as_str) == Some("true"),
                                 vagrant_box: vagrant_box(&attrs)?,
                             });

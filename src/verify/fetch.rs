@@ -19,7 +19,7 @@ use url::Url;
 use super::VerifyOptions;
 use super::feed::FeedImage;
 use super::urls::Accepted;
-use crate::model::{RelPath, Sha256};
+use crate::model::{RelPath, Sha256, Sha512};
 use crate::render::FEED;
 
 /// The longest span over which an image's transfer rate is measured, and
@@ -264,7 +264,7 @@ impl Fetcher {
         image: &FeedImage,
         url: &Accepted,
         local_first: bool,
-    ) -> std::result::Result<(Sha256, u64), String> {
+    ) -> std::result::Result<(Sha256, Option<Sha512>, u64), String> {
         let local = match &self.source {
             Source::Dir(_) if !local_first => None,
             Source::Dir(root) => match open_local(&root.join(image.path.as_str())) {
@@ -294,6 +294,8 @@ impl Fetcher {
         };
         let mut limited = reader.take(image.length.saturating_add(1));
         let mut hasher = sha2::Sha256::new();
+        // The SHA-512 too, where the feed gives one (the virt-builder index).
+        let mut sha512 = image.sha512.as_ref().map(|_| sha2::Sha512::new());
         let mut buf = vec![0u8; 1 << 20];
         let mut read: u64 = 0;
         loop {
@@ -309,6 +311,9 @@ impl Fetcher {
                 break;
             }
             hasher.update(&buf[..n]);
+            if let Some(h) = sha512.as_mut() {
+                h.update(&buf[..n]);
+            }
             if let Some(meter) = meter.as_mut() {
                 meter.check(read).map_err(|m| format!("{url}: {m}"))?;
             }
@@ -325,7 +330,11 @@ impl Fetcher {
                 image.length
             ));
         }
-        Ok((Sha256(hasher.finalize().into()), read))
+        Ok((
+            Sha256(hasher.finalize().into()),
+            sha512.map(|h| Sha512(h.finalize().into())),
+            read,
+        ))
     }
 }
 

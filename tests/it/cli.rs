@@ -121,7 +121,7 @@ fn unknown_key_in_notes() {
         &Fixture::new("unknown-key-notes"),
         "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`, expected one of \
          `version`, `date`, `notes`, `title`, `appliance`, `channel`, `critical`, `primary`, \
-         `images`, `requirements`, `image`, `cloud_image`, `sbom`, `provenance`\n",
+         `images`, `requirements`, `image`, `cloud_image`, `sbom`, `provenance`, `osinfo`\n",
     );
 }
 

@@ -30,3 +30,4 @@ mod serve;
 mod supply;
 mod vagrant;
 mod verify;
+mod virt_builder;
