@@ -1019,7 +1019,10 @@ fn hash_requests(
         .flat_map(|r| {
             let images: Vec<&model::ImageSource> = r.images.iter().collect();
             let sha512 = catalog::virt_builder::wants_sha512(config, &r.info, &images);
-            r.images.iter().zip(sha512).map(move |(i, sha512)| (&r.info, i, sha512))
+            r.images
+                .iter()
+                .zip(sha512)
+                .map(move |(i, sha512)| (&r.info, i, sha512))
         })
         .map(|(info, image, sha512)| {
             let vagrant_box = match config.catalogs.vagrant && catalog::vagrant::boxable(image) {
