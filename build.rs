@@ -13,6 +13,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("jing", "command -v jing"),
     ("chromium", "command -v chromium"),
     ("qemu_img", "command -v qemu-img"),
+    ("xz", "command -v xz"),
     ("python3", "command -v python3"),
     ("ss", "command -v ss"),
     ("gpo", "command -v gpo"),

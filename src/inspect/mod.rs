@@ -27,6 +27,10 @@ pub const MAX_CAPTURE: usize = 1 << 20;
 const INNER_HEAD: usize = 4 << 20;
 /// How much compressed input is kept to decompress that much.
 const COMPRESSED_HEAD: usize = 4 << 20;
+/// The most memory an xz block's decoder may take, in KiB: 1 GiB, above
+/// any preset's dictionary (xz -9: 64 MiB), so a stream that claims more is
+/// refused before its dictionary is allocated.
+const XZ_MEM_LIMIT_KIB: u32 = 1 << 20;
 
 impl ImageInfo {
     fn raw(len: u64) -> Self {
@@ -284,15 +288,12 @@ fn decompress_prefix(compression: Compression, compressed: &[u8]) -> Result<Vec<
             Ok(d) => d.take(limit).read_to_end(&mut out).map(|_| ()),
             Err(e) => return Err(format!("not a valid zstd stream: {e}")),
         },
-        Compression::Xz => {
-            let mut sink = LimitedSink {
-                out: &mut out,
-                limit: INNER_HEAD,
-            };
-            let mut input = std::io::BufReader::new(compressed);
-            lzma_rs::xz_decompress(&mut input, &mut sink)
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        }
+        // Decoded as it is read: output comes out before the end of the
+        // first block, whatever the dictionary size (xz -9 has 64 MiB).
+        Compression::Xz => lzma_rust2::XzReader::new_mem_limit(compressed, true, XZ_MEM_LIMIT_KIB)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map(|_| ()),
     };
     if out.is_empty() {
         return Err(match result {
@@ -301,28 +302,6 @@ fn decompress_prefix(compression: Compression, compressed: &[u8]) -> Result<Vec<
         });
     }
     Ok(out)
-}
-
-/// A writer that keeps the first `limit` bytes, then says it is full.
-struct LimitedSink<'a> {
-    out: &'a mut Vec<u8>,
-    limit: usize,
-}
-
-impl std::io::Write for LimitedSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = self.limit.saturating_sub(self.out.len());
-        if room == 0 {
-            return Err(std::io::Error::other("enough"));
-        }
-        let n = room.min(buf.len());
-        self.out.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Inspects a whole buffer at once (tests and fuzzing).

@@ -382,6 +382,41 @@ fn xva_made_with_tar_shows_its_vm() {
     );
 }
 
+/// An xz stream whose dictionary is larger than what the first 4 MiB of
+/// it decompress to (`xz -9` has 64 MiB): the inspection must still see
+/// the data inside. A decoder that emits output only a dictionary at a
+/// time saw nothing, and refused valid images as "not a valid xz stream".
+#[test]
+#[cfg_attr(missing_xz, ignore = "xz is not installed")]
+fn xz_with_a_dictionary_larger_than_the_inspected_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.raw");
+    // 12 MB of hex text: it halves under xz, so the file is over 4 MiB.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let text: Vec<u8> = (0..12_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b"0123456789abcdef"[(state & 15) as usize]
+        })
+        .collect();
+    fs::write(&path, &text).unwrap();
+    assert_success(
+        &Command::new("xz")
+            .args(["-k", "-f", "-T1", "--lzma2=preset=0,dict=64MiB"])
+            .arg(&path)
+            .output()
+            .unwrap(),
+    );
+    let xz = dir.path().join("disk.raw.xz");
+    assert!(fs::metadata(&xz).unwrap().len() > 4 << 20);
+    let info = inspect(&xz).unwrap();
+    assert_eq!(info.format, ImageFormat::Raw);
+    assert_eq!(info.compression.map(|c| c.as_str()), Some("xz"));
+    assert_eq!(info.virtual_size, Some(12_000_000));
+}
+
 #[test]
 #[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn compressed_wrappers_show_the_format_inside() {
