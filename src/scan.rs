@@ -470,13 +470,24 @@ fn plan_supply(
              about",
         ));
     }
+    // Images found beside the notes: the walk listed every file there with
+    // a supply-chain suffix (`beside`), so none need asking the kernel for,
+    // which would be a dozen lookups an image.
+    let listed = notes
+        .images
+        .is_none()
+        .then(|| notes.path.parent().unwrap_or(Path::new("")));
     for image in images {
         let dir = image.source.parent().unwrap_or(Path::new(""));
         let stem = image_stem(&image.name);
+        let exists = |path: &Path| match listed {
+            Some(listed) if listed == dir => beside.iter().any(|c| c.path == path),
+            _ => std::fs::symlink_metadata(path).is_ok(),
+        };
         for (suffix, kind) in supply::SUFFIXES {
             for candidate in [format!("{}{suffix}", image.name), format!("{stem}{suffix}")] {
                 let path = dir.join(&candidate);
-                if wanted.iter().any(|w| w.1 == path) || std::fs::symlink_metadata(&path).is_err() {
+                if wanted.iter().any(|w| w.1 == path) || !exists(&path) {
                     continue;
                 }
                 if candidate.starts_with(stem) && !candidate.starts_with(&image.name) {
