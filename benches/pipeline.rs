@@ -66,6 +66,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                             length: (1 << 30) + i as u64,
                             sha256: vmcast_gen::model::Sha256::of(format!("{i}{k}").as_bytes()),
                         },
+                        lxd: None,
                         info: ImageInfo {
                             format: ImageFormat::from_extension(ext).unwrap(),
                             detected: true,
@@ -142,6 +143,7 @@ fn hash_256_mib_one_thread(bencher: Bencher) {
         size_hint: data.len() as u64,
         open: hash::Open::Named,
         copy_to: None,
+        prefix: None,
     }];
     bencher
         .counter(divan::counter::BytesCount::new(data.len()))

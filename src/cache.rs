@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::ImageInfo;
-use crate::model::{FileDigest, Sha256};
+use crate::model::{Combined, FileDigest, Sha256};
 use crate::warning::Warning;
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-2";
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
@@ -83,6 +83,17 @@ struct CacheEntry {
     state: FileState,
     sha256: String,
     info: ImageInfo,
+    /// The LXD fingerprint taken in the same read, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lxd: Option<CachedCombined>,
+}
+
+/// A [`Combined`] digest, as hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CachedCombined {
+    prefix: String,
+    sha256: String,
 }
 
 /// The hash cache of one site.
@@ -143,8 +154,9 @@ impl HashCache {
         }
     }
 
-    /// The cached digest and inspection of a file in exactly this state.
-    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<(FileDigest, ImageInfo)> {
+    /// The cached digest and inspection of a file in exactly this state,
+    /// and its combined digest if one was taken.
+    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<crate::hash::Digested> {
         let entry = self.old.get(&key(canonical))?;
         if entry.state != *state {
             return None;
@@ -153,7 +165,14 @@ impl HashCache {
             length: state.size,
             sha256: Sha256::from_hex(&entry.sha256)?,
         };
-        Some((digest, entry.info.clone()))
+        let combined = match &entry.lxd {
+            Some(c) => Some(Combined {
+                prefix: Sha256::from_hex(&c.prefix)?,
+                sha256: Sha256::from_hex(&c.sha256)?,
+            }),
+            None => None,
+        };
+        Some((digest, entry.info.clone(), combined))
     }
 
     /// Records a digest for the next build.
@@ -163,6 +182,7 @@ impl HashCache {
         state: FileState,
         digest: &FileDigest,
         info: &ImageInfo,
+        combined: Option<Combined>,
     ) {
         self.new.insert(
             key(canonical),
@@ -170,6 +190,10 @@ impl HashCache {
                 state,
                 sha256: digest.sha256.to_hex(),
                 info: info.clone(),
+                lxd: combined.map(|c| CachedCombined {
+                    prefix: c.prefix.to_hex(),
+                    sha256: c.sha256.to_hex(),
+                }),
             },
         );
     }
@@ -329,7 +353,7 @@ mod tests {
         let (mut cache, warning) = HashCache::load(&dir.path().join("cache.json"));
         assert!(warning.is_none());
         let info = crate::inspect::inspect_bytes(b"abc", 4096).unwrap();
-        cache.insert(&file, state, &digest, &info);
+        cache.insert(&file, state, &digest, &info, None);
         (dir, file, state, digest, info, cache)
     }
 
@@ -339,7 +363,7 @@ mod tests {
         let cache_path = dir.path().join("cache.json");
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
-        assert_eq!(cache.get(&file, &state), Some((digest, info)));
+        assert_eq!(cache.get(&file, &state), Some((digest, info, None)));
         let touched = FileState {
             mtime_ns: state.mtime_ns + 1,
             ..state
@@ -371,7 +395,7 @@ mod tests {
         );
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
-        assert_eq!(cache.get(&file, &linked), Some((digest, info)));
+        assert_eq!(cache.get(&file, &linked), Some((digest, info, None)));
         assert_eq!(cache.get(&file, &state), None);
     }
 

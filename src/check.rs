@@ -121,6 +121,7 @@ fn with_stand_in_digest(source: ImageSource) -> Image {
             sha256: Sha256([0; 32]),
         },
         source,
+        lxd: None,
     }
 }
 

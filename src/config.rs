@@ -65,6 +65,8 @@ struct RawConfig {
 struct RawCatalogs {
     #[serde(default)]
     json_feed: bool,
+    #[serde(default)]
+    simplestreams: bool,
 }
 
 /// The catalogs written besides the RSS feeds (`[catalogs]`), each for the
@@ -73,6 +75,9 @@ struct RawCatalogs {
 pub struct Catalogs {
     /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
     pub json_feed: bool,
+    /// `streams/v1/index.json` and its products file, for `sstream-query`,
+    /// virt-builder (`format=simplestreams`) and LXD.
+    pub simplestreams: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +338,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         mirrors: site_mirrors,
         catalogs: Catalogs {
             json_feed: raw.catalogs.json_feed,
+            simplestreams: raw.catalogs.simplestreams,
         },
     })
 }

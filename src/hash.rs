@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
 
@@ -16,7 +16,7 @@ use crate::cache::{FileState, HashCache};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
-use crate::model::{FileDigest, FileId, ImageInfo, RelPath, Sha256};
+use crate::model::{Combined, FileDigest, FileId, ImageInfo, RelPath, Sha256};
 use crate::place::{self, Placement};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
@@ -34,6 +34,9 @@ pub struct Job {
     pub size_hint: u64,
     /// Where to write a copy of the bytes as they are read.
     pub copy_to: Option<PathBuf>,
+    /// Bytes to digest ahead of the file's, in a second digest taken in
+    /// the same read (LXD's fingerprint: metadata tarball, then disk).
+    pub prefix: Option<Arc<[u8]>>,
 }
 
 /// How a job's file is opened.
@@ -66,6 +69,8 @@ pub struct Hashed {
     pub digest: FileDigest,
     pub state: FileState,
     pub info: ImageInfo,
+    /// With a [`Job::prefix`]: the digest of the prefix and the file.
+    pub combined: Option<Combined>,
 }
 
 /// Hashes every job on up to `threads` threads; returns digests in job order.
@@ -156,6 +161,11 @@ fn hash_one(
     let zero = [0u8; 4096];
 
     let mut hasher = sha2::Sha256::new();
+    let mut combined = job.prefix.as_ref().map(|prefix| {
+        let mut h = sha2::Sha256::new();
+        h.update(prefix);
+        (Sha256::of(prefix), h)
+    });
     let mut inspector = Inspector::new();
     let mut length: u64 = 0;
     loop {
@@ -166,6 +176,9 @@ fn hash_one(
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         hasher.update(&buf[..n]);
+        if let Some((_, h)) = &mut combined {
+            h.update(&buf[..n]);
+        }
         inspector.update(&buf[..n]);
         if let Some((out, dst)) = &mut copy {
             // A block of zeros becomes a hole: a sparse image stays sparse.
@@ -195,6 +208,10 @@ fn hash_one(
         },
         state: FileState::of(&before),
         info,
+        combined: combined.map(|(prefix, h)| Combined {
+            prefix,
+            sha256: Sha256(h.finalize().into()),
+        }),
     }))
 }
 
@@ -238,6 +255,9 @@ pub struct Request {
     /// Where the previous output holds this site path (canonical), if
     /// there is a previous output: its copy may serve again.
     pub previous: Option<PathBuf>,
+    /// Bytes whose digest with the image's is wanted too (see
+    /// [`Job::prefix`]).
+    pub prefix: Option<Arc<[u8]>>,
 }
 
 /// Where digests may come from without reading the image.
@@ -261,9 +281,12 @@ pub struct Stats {
     pub hash_time: std::time::Duration,
 }
 
+/// What is known of an image once it is hashed or found in the cache.
+pub type Digested = (FileDigest, ImageInfo, Option<Combined>);
+
 /// The digests of every request, by the request's id.
 pub struct Outcome {
-    pub digests: BTreeMap<RelPath, (FileDigest, ImageInfo)>,
+    pub digests: BTreeMap<RelPath, Digested>,
     pub stats: Stats,
     pub warnings: Vec<crate::Warning>,
     /// With `verify_cache`: every image whose cached digest was wrong.
@@ -300,7 +323,7 @@ fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
 /// reused.
 fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
     let (_, meta) = fsutil::open_regular(path, false).ok()?;
-    let (recorded, _) = cache.get(path, &FileState::of(&meta))?;
+    let (recorded, _, _) = cache.get(path, &FileState::of(&meta))?;
     (recorded == *digest).then(|| place::Previous {
         path: path.to_path_buf(),
         id: crate::model::FileId::of(&meta),
@@ -311,7 +334,7 @@ fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<
 struct Pending {
     id: RelPath,
     canonical: PathBuf,
-    cached: Option<(FileDigest, ImageInfo)>,
+    cached: Option<Digested>,
     job: Job,
 }
 
@@ -345,16 +368,20 @@ pub fn digest_all(
             meta: &meta,
             real: &req.real,
         };
+        // An entry serves only if it has every digest this request wants.
+        let prefix = req.prefix.as_deref().map(Sha256::of);
         let cached = shortcuts
             .cache
             .as_ref()
-            .and_then(|c| c.get(&canonical, &state));
+            .and_then(|c| c.get(&canonical, &state))
+            .filter(|c| prefix.is_none() || c.2.map(|c| c.prefix) == prefix);
         // A sidecar stands in for the digest only: what the image is comes
         // from its own bytes (its headers, read here), never from the hint.
-        let sidecar = match (shortcuts.sidecars, &cached) {
+        // It has no combined digest.
+        let sidecar = match (shortcuts.sidecars && prefix.is_none(), &cached) {
             (true, None) => match crate::cache::Sidecar::read(&req.source, &state) {
                 Some(Ok(digest)) => {
-                    probe(&file, &req.source, state.size)?.map(|info| (digest, info))
+                    probe(&file, &req.source, state.size)?.map(|info| (digest, info, None))
                 }
                 Some(Err(warning)) => {
                     warnings.push(warning);
@@ -379,16 +406,16 @@ pub fn digest_all(
             (false, None, None) => None,
         };
         match known {
-            Some((digest, info)) => {
+            Some((digest, info, combined)) => {
                 let previous = || {
                     let cache = shortcuts.cache.as_ref()?;
                     previous_copy(cache, req.previous.as_deref()?, &digest)
                 };
                 place::unread(&opened, &req.place, previous)?;
                 if let Some(cache) = shortcuts.cache.as_mut() {
-                    cache.insert(&canonical, state, &digest, &info);
+                    cache.insert(&canonical, state, &digest, &info, combined);
                 }
-                digests.insert(req.id.clone(), (digest, info));
+                digests.insert(req.id.clone(), (digest, info, combined));
             }
             None => {
                 let job = Job {
@@ -399,6 +426,7 @@ pub fn digest_all(
                     },
                     size_hint: req.size_hint,
                     copy_to: place::for_read(&opened, &req.place)?,
+                    prefix: req.prefix.clone(),
                 };
                 pending.push(Pending {
                     id: req.id.clone(),
@@ -425,7 +453,7 @@ pub fn digest_all(
         } = p;
         stats.hashed_files += 1;
         stats.hashed_bytes += h.digest.length;
-        if let Some((c, _)) = cached.filter(|c| c.0 != h.digest) {
+        if let Some((c, _, _)) = cached.filter(|c| c.0 != h.digest) {
             mismatches.push(format!(
                 "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
                 job.source.display(),
@@ -436,9 +464,9 @@ pub fn digest_all(
             ));
         }
         if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert(&canonical, h.state, &h.digest, &h.info);
+            cache.insert(&canonical, h.state, &h.digest, &h.info, h.combined);
         }
-        digests.insert(id, (h.digest, h.info));
+        digests.insert(id, (h.digest, h.info, h.combined));
     }
     Ok(Outcome {
         digests,
@@ -464,6 +492,7 @@ mod tests {
                 size_hint: *size as u64,
                 open: Open::Named,
                 copy_to: None,
+                prefix: None,
             });
         }
         let digests = hash_all(&jobs, 3, &NoProgress).unwrap();
@@ -490,9 +519,34 @@ mod tests {
             source: src,
             size_hint: 15,
             copy_to: Some(dst.clone()),
+            prefix: None,
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");
         assert_eq!(d[0].digest.sha256, Sha256::of(b"appliance bytes"));
+    }
+
+    #[test]
+    fn a_prefix_gives_a_second_digest_from_the_same_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk");
+        std::fs::write(&src, vec![7u8; 3 * CHUNK + 5]).unwrap();
+        let jobs = [Job {
+            open: Open::Named,
+            source: src.clone(),
+            size_hint: 0,
+            copy_to: None,
+            prefix: Some(Arc::from(&b"metadata"[..])),
+        }];
+        let d = hash_all(&jobs, 1, &NoProgress).unwrap();
+        let mut whole = b"metadata".to_vec();
+        whole.extend(std::fs::read(&src).unwrap());
+        assert_eq!(
+            d[0].combined,
+            Some(Combined {
+                prefix: Sha256::of(b"metadata"),
+                sha256: Sha256::of(&whole),
+            })
+        );
     }
 }

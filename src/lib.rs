@@ -294,13 +294,14 @@ pub fn build(
         } else {
             let mut images = Vec::with_capacity(planned.images.len());
             for source in planned.images {
-                let (digest, info) = digests
+                let (digest, info, lxd) = digests
                     .remove(&source.site_path)
                     .ok_or_else(|| Error::file(&source.source, "was planned but never hashed"))?;
                 let image = Image {
                     source,
                     digest,
                     info,
+                    lxd,
                 };
                 if let Some(old) = published.and_then(|p| {
                     p.images
@@ -770,7 +771,7 @@ fn record_output(
         if state.id() == image.source.file_id {
             cache.restat(&image.source.real, state);
         } else {
-            cache.insert(&path, state, &image.digest, &image.info);
+            cache.insert(&path, state, &image.digest, &image.info, image.lxd);
         }
     }
     Ok(())
@@ -793,8 +794,10 @@ fn hash_requests(
             Err(e) => return Err(Error::io("cannot resolve", &config.output_dir, e)),
         },
     };
-    plan.images()
-        .map(|image| {
+    plan.releases
+        .iter()
+        .flat_map(|r| r.images.iter().map(move |image| (r, image)))
+        .map(|(release, image)| {
             let place = match config.image_mode {
                 ImageMode::None => Placement::Nowhere,
                 ImageMode::Copy => Placement::Copy(staging.prepare(image.site_path.as_str())?),
@@ -810,6 +813,13 @@ fn hash_requests(
                 previous: previous_root
                     .as_ref()
                     .map(|root| root.join(image.site_path.as_str())),
+                prefix: catalog::simplestreams::metadata_tarball(
+                    config,
+                    &release.info,
+                    &release.images,
+                    image,
+                )?
+                .map(Into::into),
             })
         })
         .collect()
@@ -893,6 +903,7 @@ pub fn write_sidecars(
                 size_hint: fsutil::metadata(f)?.len(),
                 open: hash::Open::Named,
                 copy_to: None,
+                prefix: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;

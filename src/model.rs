@@ -487,6 +487,20 @@ pub struct Image {
     pub source: ImageSource,
     pub digest: FileDigest,
     pub info: ImageInfo,
+    /// The LXD fingerprint, for an image the simplestreams catalog offers
+    /// to LXD (`[catalogs] simplestreams`).
+    pub lxd: Option<Combined>,
+}
+
+/// A digest of a prefix followed by an image, from the image's one read:
+/// LXD's image fingerprint, SHA-256 of its metadata tarball and then the
+/// disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Combined {
+    /// SHA-256 of the prefix (the metadata tarball) it was taken with.
+    pub prefix: Sha256,
+    /// SHA-256 of the prefix and the image.
+    pub sha256: Sha256,
 }
 
 /// What the inspection found.

@@ -23,8 +23,8 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk,
-    RelPath, Sha256,
+    Combined, Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine,
+    OvaDisk, RelPath, Sha256,
 };
 use crate::sign::PublicKey;
 use crate::verify::{self, CheckKind, VerifyOptions, attributes};
@@ -328,6 +328,13 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
     let length = number(a, "length")?;
     let virtual_size = optional_number(a, "virtualSize")?;
     let name = get("name")?.clone();
+    let lxd = match (a.get("lxdMetadata"), a.get("lxdFingerprint")) {
+        (Some(prefix), Some(sha256)) => Some(Combined {
+            prefix: Sha256::from_hex(prefix).ok_or("an image lxdMetadata that is not hex")?,
+            sha256: Sha256::from_hex(sha256).ok_or("an image lxdFingerprint that is not hex")?,
+        }),
+        _ => None,
+    };
     Ok(Image {
         source: ImageSource {
             // Published, not local: messages name the URL.
@@ -344,6 +351,7 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
             file_id: FileId { dev: 0, ino: 0 },
         },
         digest: FileDigest { length, sha256 },
+        lxd,
         info: ImageInfo {
             format,
             // The content showed its format when it was first published,

@@ -4,6 +4,7 @@
 //! listed in `SHA256SUMS`, so the one signed manifest vouches for them all.
 
 pub mod json_feed;
+pub mod simplestreams;
 
 use serde::Serialize;
 
@@ -56,6 +57,10 @@ pub fn render(site: &Site, partition: &Partition) -> Result<Catalogs> {
     let wanted = &site.config.catalogs;
     if wanted.json_feed {
         catalogs.add("json_feed", json_feed::render(site, partition)?, Vec::new());
+    }
+    if wanted.simplestreams {
+        let (files, skipped) = simplestreams::render(site)?;
+        catalogs.add("simplestreams", files, skipped);
     }
     Ok(catalogs)
 }

@@ -350,6 +350,7 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     let sha = image.digest.sha256.to_hex();
     let virtual_size = info.virtual_size.map(|v| v.to_string());
     let cluster_size = info.cluster_size.map(|v| v.to_string());
+    let lxd = image.lxd.map(|c| (c.prefix.to_hex(), c.sha256.to_hex()));
     let mut attrs: Vec<(&str, &str)> = vec![
         ("url", s.url.as_str()),
         ("name", &s.name),
@@ -378,6 +379,10 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     }
     if let Some(c) = &info.cluster_compression {
         attrs.push(("clusterCompression", c));
+    }
+    if let Some((metadata, fingerprint)) = &lxd {
+        attrs.push(("lxdMetadata", metadata));
+        attrs.push(("lxdFingerprint", fingerprint));
     }
     let el = w.create_element("vmcast:image").with_attributes(attrs);
     match &info.machine {

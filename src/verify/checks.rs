@@ -12,6 +12,7 @@ use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
 use super::{Check, CheckKind, Report, VerifyOptions};
+use crate::catalog::simplestreams;
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
@@ -142,7 +143,7 @@ impl Verifier<'_> {
         }
         if feed_name == FEED {
             self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
-            self.check_catalogs(&doc, &manifest, &key, &feed.stamp)?;
+            self.check_catalogs(&doc, &base, &manifest, &key, &feed.stamp)?;
         }
         Ok(())
     }
@@ -154,6 +155,7 @@ impl Verifier<'_> {
     fn check_catalogs(
         &mut self,
         doc: &FeedDoc,
+        base: &Url,
         manifest: &BTreeMap<String, Sha256>,
         key: &PublicKey,
         stamp: &BuildStamp,
@@ -193,7 +195,63 @@ impl Verifier<'_> {
                 }
             }
         }
+        if manifest.contains_key(simplestreams::INDEX) {
+            self.check_simplestreams(base, manifest, &published);
+        }
         Ok(())
+    }
+
+    /// A catalog file the manifest must list, as fetched; `None` (with the
+    /// failure recorded) when it cannot be had.
+    fn fetch_listed(&mut self, manifest: &BTreeMap<String, Sha256>, name: &str) -> Option<Vec<u8>> {
+        let fetched = RelPath::parse(name).and_then(|rel| {
+            let loc = self.fetcher.site(&rel);
+            self.fetcher.fetch(&loc, MAX_TEXT_FILE)
+        });
+        match fetched {
+            Ok(data) => {
+                self.check_listed(manifest, name, &data);
+                Some(data)
+            }
+            Err(m) => {
+                self.fail(CheckKind::Catalog, format!("{name}: {m}"));
+                None
+            }
+        }
+    }
+
+    /// The simplestreams index and the products files it names, each
+    /// listed in the manifest and held against the feeds.
+    fn check_simplestreams(
+        &mut self,
+        base: &Url,
+        manifest: &BTreeMap<String, Sha256>,
+        published: &Published,
+    ) {
+        let index = simplestreams::INDEX;
+        let Some(data) = self.fetch_listed(manifest, index) else {
+            return;
+        };
+        let paths = match catalogs::simplestreams_products(&data) {
+            Ok(paths) => paths,
+            Err(m) => return self.fail(CheckKind::Catalog, format!("{index}: {m}")),
+        };
+        for path in paths {
+            let Some(data) = self.fetch_listed(manifest, &path) else {
+                continue;
+            };
+            match catalogs::check_simplestreams(&data, base, manifest, published) {
+                Ok(n) => self.pass(
+                    CheckKind::Catalog,
+                    format!("{path}: {n} item(s), as the feed and {MANIFEST} list them"),
+                ),
+                Err(problems) => {
+                    for p in problems {
+                        self.fail(CheckKind::Catalog, format!("{path}: {p}"));
+                    }
+                }
+            }
+        }
     }
 
     /// Follows the feed's prev-archive links (RFC 5005) to the oldest

@@ -55,6 +55,8 @@ pub(super) struct FeedImage {
     pub(super) length: u64,
     pub(super) sha256: String,
     pub(super) primary: bool,
+    /// LXD's fingerprint: (`lxdMetadata`, `lxdFingerprint`).
+    pub(super) lxd: Option<(String, String)>,
 }
 
 impl FeedDoc {
@@ -141,6 +143,10 @@ impl FeedDoc {
                                 length: number(&attrs, "length")?,
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
                                 primary: attrs.get("primary").map(String::as_str) == Some("true"),
+                                lxd: attrs
+                                    .get("lxdMetadata")
+                                    .cloned()
+                                    .zip(attrs.get("lxdFingerprint").cloned()),
                             });
                         }
                         (Some("item"), "vmcast:cloudImage") => {
