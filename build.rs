@@ -19,6 +19,12 @@ const TOOLS: &[(&str, &str)] = &[
     ("feedparser", "python3 -c 'import feedparser'"),
     ("moto", "python3 -c 'import moto.server'"),
     ("jsonschema", "python3 -c 'import jsonschema'"),
+    (
+        "sstream",
+        "command -v sstream-query && command -v sstream-mirror",
+    ),
+    ("lxc", "command -v lxc && command -v openssl"),
+    ("virt_builder", "command -v virt-builder"),
 ];
 
 fn main() {

@@ -26,4 +26,5 @@ mod pull;
 mod readme;
 mod rebuild;
 mod serve;
+mod simplestreams;
 mod verify;
