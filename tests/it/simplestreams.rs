@@ -253,6 +253,41 @@ fn previous_keeps_the_lxd_items_of_carried_releases() {
     assert_success(&verify(&fixture));
 }
 
+/// A carried release whose notes changed since it was published has a
+/// metadata tarball that no longer matches the fingerprint in the feed:
+/// without the disk, its LXD items are left out, and the summary says so.
+#[test]
+fn previous_leaves_out_lxd_items_whose_metadata_changed() {
+    let fixture = qcow2_site();
+    assert_success(&build(&fixture, &[]));
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    for file in ["webapp-1.1.0.raw", "webapp-1.1.0.qcow2"] {
+        fs::remove_file(fixture.path(&format!("releases/webapp/1.1.0/{file}"))).unwrap();
+    }
+    let notes = fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(&notes, format!("title = \"WebApp 1.1.0, renamed\"\n{text}")).unwrap();
+    let out = fixture.run(
+        &["build", "--no-cache", "--previous", "published"],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(
+            "\n  webapp 1.1.0 webapp-1.1.0.qcow2: not for LXD: its fingerprint was not taken with \
+             this metadata (a release taken from the previous site whose notes changed); rebuild \
+             it from the image\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let items = products(&fixture).pointer(VERSION).unwrap()["items"].clone();
+    let names: Vec<&String> = items.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["disk1.img", "webapp-1.1.0.raw"]);
+    assert_success(&verify(&fixture));
+}
+
 /// The example site, built once per test binary (it turns the catalog on).
 fn site() -> &'static Path {
     static SITE: OnceLock<PathBuf> = OnceLock::new();
