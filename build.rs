@@ -25,6 +25,8 @@ const TOOLS: &[(&str, &str)] = &[
     ),
     ("lxc", "command -v lxc && command -v openssl"),
     ("virt_builder", "command -v virt-builder"),
+    ("gpg", "command -v gpg"),
+    ("gpgv", "command -v gpgv"),
 ];
 
 fn main() {

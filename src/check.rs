@@ -30,10 +30,13 @@ pub struct KeyOptions<'a> {
     pub file: Option<&'a Path>,
     /// `VMCAST_SECRET_KEY`.
     pub text: Option<&'a str>,
+    /// `VMCAST_OPENPGP_KEY`.
+    pub openpgp_text: Option<&'a str>,
 }
 
 /// Checks a site: the config, every notes file, the templates and the
-/// secret key (found and well-formed; it is not unlocked). With `images`,
+/// secret keys, minisign and OpenPGP (found and well-formed; they are not
+/// unlocked). With `images`,
 /// the images must also exist and be recognisable by name (they are still
 /// not read).
 pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckReport> {
@@ -62,6 +65,10 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
         Ok((_, warning)) => warnings.extend(warning),
         Err(e) => problems.push(e),
     }
+    match crate::locked_openpgp_key(&config, key.openpgp_text) {
+        Ok(found) => warnings.extend(found.and_then(|(_, warning)| warning)),
+        Err(e) => problems.push(e),
+    }
     // Render what there is, with stand-in digests, to find template errors.
     let releases: Vec<Release> = plan
         .releases
@@ -82,6 +89,7 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
             releases: &releases,
             public_key: &key.public,
             next_key: None,
+            openpgp_public_key: None,
             build_time: Utc
                 .timestamp_opt(0, 0)
                 .single()

@@ -60,6 +60,7 @@ struct RawConfig {
     catalogs: RawCatalogs,
 }
 
+/// `[catalogs]`: the catalogs other clients read, and their signing.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCatalogs {
@@ -67,17 +68,7 @@ struct RawCatalogs {
     json_feed: bool,
     #[serde(default)]
     simplestreams: bool,
-}
-
-/// The catalogs written besides the RSS feeds (`[catalogs]`), each for the
-/// clients of another ecosystem. All off unless asked for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Catalogs {
-    /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
-    pub json_feed: bool,
-    /// `streams/v1/index.json` and its products file, for `sstream-query`,
-    /// virt-builder (`format=simplestreams`) and LXD.
-    pub simplestreams: bool,
+    openpgp_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +144,21 @@ pub struct Config {
     /// as `download_base_url`.
     pub mirrors: Vec<Url>,
     pub catalogs: Catalogs,
+}
+
+/// `[catalogs]`: the catalogs written besides the RSS feeds, each for the
+/// clients of another ecosystem (all off unless asked for), and their
+/// signing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalogs {
+    /// `feed.json`, a JSON Feed 1.1 of the same releases as `feed.xml`.
+    pub json_feed: bool,
+    /// `streams/v1/index.json` and its products file, for `sstream-query`,
+    /// virt-builder (`format=simplestreams`) and LXD.
+    pub simplestreams: bool,
+    /// The OpenPGP secret key (ASCII-armored) that clearsigns
+    /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
+    pub openpgp_key: Option<PathBuf>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -339,6 +345,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         catalogs: Catalogs {
             json_feed: raw.catalogs.json_feed,
             simplestreams: raw.catalogs.simplestreams,
+            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
         },
     })
 }

@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod media;
 pub mod model;
 pub mod notes;
+pub mod openpgp;
 pub mod place;
 pub mod previous;
 #[cfg(feature = "publish")]
@@ -68,6 +69,10 @@ pub struct BuildOptions {
     /// The key's text from the environment, used when no key file is given
     /// on the command line.
     pub secret_key_text: Option<String>,
+    /// The OpenPGP secret key's text from the environment
+    /// (`VMCAST_OPENPGP_KEY`), used instead of the config's
+    /// `[catalogs] openpgp_key`.
+    pub openpgp_key_text: Option<String>,
     /// The build timestamp; `None` means now.
     pub build_time: Option<DateTime<Utc>>,
     /// Hashing threads; `None` means one per core.
@@ -120,6 +125,8 @@ pub struct Report {
     pub image_bytes: u64,
     pub hash: hash::Stats,
     pub key_id: String,
+    /// The OpenPGP key that clearsigned `SHA256SUMS.asc`, if one is set.
+    pub openpgp_fingerprint: Option<String>,
     pub warnings: Vec<Warning>,
     /// With `--previous`: the site built on, and the releases and images
     /// taken from it unread.
@@ -138,8 +145,17 @@ pub struct Carried {
     pub bytes: u64,
 }
 
-/// Asked for the secret key's password, only when the key is encrypted.
-pub type PasswordPrompt<'a> = &'a mut dyn FnMut() -> Result<String>;
+/// Which secret key a password is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The minisign key that signs the feeds and SHA256SUMS.
+    Minisign,
+    /// The OpenPGP key that clearsigns SHA256SUMS.asc and the catalogs.
+    OpenPgp,
+}
+
+/// Asked for a secret key's password, only when that key is encrypted.
+pub type PasswordPrompt<'a> = &'a mut dyn FnMut(KeyKind) -> Result<String>;
 
 /// Reads the config and builds the whole site into its output directory.
 pub fn build(
@@ -161,8 +177,11 @@ pub fn build(
     // password prompt.
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
     let plan = scan::scan(&config, previous_source.is_some())?;
-    let (key, key_warning) = load_key(&config, options, password)?;
+    let (key, key_warning) = load_key(&config, options, &mut *password)?;
     warnings.extend(key_warning);
+    let (openpgp, openpgp_warning) = load_openpgp_key(&config, options, password)?;
+    warnings.extend(openpgp_warning);
+    let openpgp_public = openpgp.as_ref().map(|s| s.public_key()).transpose()?;
     let previous = match &previous_source {
         Some(source) => {
             let also_trusted = match &config.previous_key {
@@ -384,6 +403,7 @@ pub fn build(
         releases: &releases,
         public_key: &key.public,
         next_key: next_key.as_ref(),
+        openpgp_public_key: openpgp_public.as_deref(),
         build_time,
         sequence,
         expires,
@@ -409,6 +429,11 @@ pub fn build(
     staging.write(render::MANIFEST, rendered.manifest.as_bytes())?;
     staging.write(render::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
     staging.write(render::PUBLIC_KEY, key.public.to_file().as_bytes())?;
+    if let (Some(signer), Some(public)) = (&openpgp, &openpgp_public) {
+        let signed = signer.clearsign(&rendered.manifest, build_time)?;
+        staging.write(openpgp::MANIFEST_ASC, signed.as_bytes())?;
+        staging.write(openpgp::PUBLIC_KEY, public.as_bytes())?;
+    }
     if let Some(next) = &next_key {
         // The current key vouches for the next one: consumers that trust the
         // current key learn the next from this signature.
@@ -485,6 +510,7 @@ pub fn build(
             .sum(),
         hash: hashed.stats,
         key_id: key.public.key_id.to_string(),
+        openpgp_fingerprint: openpgp.as_ref().map(openpgp::Signer::fingerprint),
         warnings: warnings.into_iter().chain(plan.warnings).collect(),
         previous: carried,
         catalogs: rendered.catalogs.written,
@@ -615,7 +641,30 @@ fn load_key(
         options.overrides.secret_key.as_deref(),
         options.secret_key_text.as_deref(),
     )?;
-    Ok((key.unlock(password)?, warning))
+    Ok((key.unlock(&mut || password(KeyKind::Minisign))?, warning))
+}
+
+/// The OpenPGP key, when one is set: `VMCAST_OPENPGP_KEY`, else the
+/// config's `[catalogs] openpgp_key`. A preview gets a throwaway one, as
+/// for minisign.
+fn load_openpgp_key(
+    config: &Config,
+    options: &BuildOptions,
+    password: PasswordPrompt,
+) -> Result<(Option<openpgp::Signer>, Option<Warning>)> {
+    if options.preview {
+        let configured =
+            options.openpgp_key_text.is_some() || config.catalogs.openpgp_key.is_some();
+        return Ok((configured.then(preview_openpgp_key).transpose()?, None));
+    }
+    let Some((key, warning)) = locked_openpgp_key(config, options.openpgp_key_text.as_deref())?
+    else {
+        return Ok((None, None));
+    };
+    Ok((
+        Some(key.unlock(&mut || password(KeyKind::OpenPgp))?),
+        warning,
+    ))
 }
 
 /// Finds the secret key file and checks its layout without unlocking it:
@@ -641,41 +690,94 @@ pub fn locked_key(
             None,
         )),
         KeySource::File(path) => {
-            // A symbolic link is fine (mounted secrets are often links);
-            // the checks below are made on the file it was read from.
-            let (bytes, meta) =
-                fsutil::read_regular(&path, true, fsutil::MAX_TEXT_FILE).map_err(|e| match e {
-                    Error::Io { path, source, .. } => {
-                        Error::io("cannot read the secret key", path, source)
-                    }
-                    other => other,
-                })?;
-            let text = fsutil::text(&path, bytes)?;
-            let real = fsutil::canonicalize(&path)?;
-            if real.starts_with(resolve_lexically(&config.output_dir)?) {
-                return Err(Error::file(
-                    &path,
-                    format_args!(
-                        "the secret key lies inside the output directory {}, which is published; move it out",
-                        config.output_dir.display()
-                    ),
-                ));
-            }
+            let (text, mode) = read_secret_key(config, &path, &MINISIGN_KEY)?;
             let key = LockedKey::parse(&path, &text)?;
-            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-            let warning = (!key.encrypted && mode & 0o077 != 0).then(|| {
-                Warning::file(
-                    &path,
-                    format_args!(
-                        "an unencrypted secret key that group or others can read (mode {mode:04o}): \
-                         anyone who can read it can sign as you; chmod 600 it, or use an encrypted \
-                         key (vmcast-gen keygen without -W)"
-                    ),
-                )
-            });
+            let warning = exposed_key(&path, &MINISIGN_KEY, key.encrypted, mode);
             Ok((key, warning))
         }
     }
+}
+
+/// Finds the OpenPGP secret key and checks it as [`locked_key`] checks the
+/// minisign key, without unlocking it: `text` (`VMCAST_OPENPGP_KEY`), else
+/// the config's `[catalogs] openpgp_key`; `None` when neither is set.
+pub fn locked_openpgp_key(
+    config: &Config,
+    text: Option<&str>,
+) -> Result<Option<(openpgp::LockedKey, Option<Warning>)>> {
+    match (text, &config.catalogs.openpgp_key) {
+        (Some(text), _) => Ok(Some((
+            openpgp::LockedKey::parse(Path::new("$VMCAST_OPENPGP_KEY"), text)?,
+            None,
+        ))),
+        (None, Some(path)) => {
+            let (text, mode) = read_secret_key(config, path, &OPENPGP_KEY)?;
+            let key = openpgp::LockedKey::parse(path, &text)?;
+            let warning = exposed_key(path, &OPENPGP_KEY, key.encrypted, mode);
+            Ok(Some((key, warning)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// How errors and warnings about a kind of secret key file name it.
+struct SecretKeyFile {
+    /// "cannot read the …"
+    read: &'static str,
+    name: &'static str,
+    keygen: &'static str,
+}
+
+const MINISIGN_KEY: SecretKeyFile = SecretKeyFile {
+    read: "cannot read the secret key",
+    name: "secret key",
+    keygen: "vmcast-gen keygen",
+};
+
+const OPENPGP_KEY: SecretKeyFile = SecretKeyFile {
+    read: "cannot read the OpenPGP secret key",
+    name: "OpenPGP secret key",
+    keygen: "vmcast-gen keygen --openpgp",
+};
+
+/// A secret key file's text and permission bits; refused inside the
+/// output directory, which is published. A symbolic link is fine (mounted
+/// secrets are often links); the checks are made on the file it leads to.
+fn read_secret_key(config: &Config, path: &Path, kind: &SecretKeyFile) -> Result<(String, u32)> {
+    let (bytes, meta) =
+        fsutil::read_regular(path, true, fsutil::MAX_TEXT_FILE).map_err(|e| match e {
+            Error::Io { path, source, .. } => Error::io(kind.read, path, source),
+            other => other,
+        })?;
+    let text = fsutil::text(path, bytes)?;
+    let real = fsutil::canonicalize(path)?;
+    if real.starts_with(resolve_lexically(&config.output_dir)?) {
+        return Err(Error::file(
+            path,
+            format_args!(
+                "the {} lies inside the output directory {}, which is published; move it out",
+                kind.name,
+                config.output_dir.display()
+            ),
+        ));
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+    Ok((text, mode))
+}
+
+/// The warning for an unencrypted key file that group or others can read.
+fn exposed_key(path: &Path, kind: &SecretKeyFile, encrypted: bool, mode: u32) -> Option<Warning> {
+    (!encrypted && mode & 0o077 != 0).then(|| {
+        Warning::file(
+            path,
+            format_args!(
+                "an unencrypted {} that group or others can read (mode {mode:04o}): anyone who \
+                 can read it can sign as you; chmod 600 it, or use an encrypted key ({} without \
+                 -W)",
+                kind.name, kind.keygen
+            ),
+        )
+    })
 }
 
 /// A preview's throwaway key: random, and made once per process, so the
@@ -693,6 +795,17 @@ fn preview_key() -> Result<SecretKey> {
         }
     };
     Ok(SecretKey::from_seed(id, seed))
+}
+
+/// A preview's throwaway OpenPGP key, made once per process like
+/// [`preview_key`].
+fn preview_openpgp_key() -> Result<openpgp::Signer> {
+    static KEY: OnceLock<openpgp::Signer> = OnceLock::new();
+    if let Some(key) = KEY.get() {
+        return Ok(key.clone());
+    }
+    let key = openpgp::Signer::generate("vmcast-gen preview", Utc::now())?;
+    Ok(KEY.get_or_init(|| key).clone())
 }
 
 /// The canonical form of a path that may not exist yet: its nearest existing
@@ -885,6 +998,35 @@ pub fn keygen(
         force,
     )?;
     Ok(key.public)
+}
+
+/// Writes a new OpenPGP key (v4, ed25519, may sign) for `user_id`: the
+/// secret key ASCII-armored with mode 0600, encrypted when a password is
+/// given, and the public key ASCII-armored with mode 0644. Creates missing
+/// directories; refuses to overwrite unless `force`. Returns the key's
+/// fingerprint.
+pub fn openpgp_keygen(
+    secret_key: &Path,
+    public_key: &Path,
+    force: bool,
+    password: Option<&str>,
+    user_id: &str,
+) -> Result<String> {
+    keygen_targets_free(secret_key, public_key, force)?;
+    for path in [secret_key, public_key] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fsutil::create_dir_all(dir)?;
+        }
+    }
+    let key = openpgp::Signer::generate(user_id, Utc::now())?;
+    fsutil::write_new_file(secret_key, key.to_file(password)?.as_bytes(), 0o600, force)?;
+    fsutil::write_new_file(
+        public_key,
+        key.public_key()?.as_bytes(),
+        fsutil::PUBLISHED_FILE_MODE,
+        force,
+    )?;
+    Ok(key.fingerprint())
 }
 
 /// `vmcast-gen hash`: hashes files where they were made and writes a

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use vmcast_gen::config::Overrides;
 use vmcast_gen::render::page::human_size;
-use vmcast_gen::{BuildOptions, Error, Result};
+use vmcast_gen::{BuildOptions, Error, KeyKind, Result};
 
 use super::progress::{Bar, Show};
 use super::prompt;
@@ -75,6 +75,7 @@ pub fn build_options(
         secret_key_text: std::env::var("VMCAST_SECRET_KEY")
             .ok()
             .filter(|s| !s.is_empty()),
+        openpgp_key_text: openpgp_key_text(),
         build_time: source_date_epoch()?,
         threads: None,
         cache_dir: cache_dir.or_else(|| std::env::var_os("VMCAST_CACHE_DIR").map(Into::into)),
@@ -86,6 +87,14 @@ pub fn build_options(
         replace: Vec::new(),
         endpoint: None,
     })
+}
+
+/// `VMCAST_OPENPGP_KEY`: the OpenPGP secret key's text, over the config's
+/// `[catalogs] openpgp_key`.
+pub fn openpgp_key_text() -> Option<String> {
+    std::env::var("VMCAST_OPENPGP_KEY")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 pub fn run(args: BuildArgs) -> Result<bool> {
@@ -116,7 +125,10 @@ pub fn run(args: BuildArgs) -> Result<bool> {
     } else {
         Show::Nothing
     });
-    let report = vmcast_gen::build(&options, &bar, &mut || prompt::unlock("the secret key"))?;
+    let report = vmcast_gen::build(&options, &bar, &mut |kind| match kind {
+        KeyKind::Minisign => prompt::unlock("the secret key", prompt::KEY_PASSWORD),
+        KeyKind::OpenPgp => prompt::unlock("the OpenPGP secret key", prompt::OPENPGP_PASSWORD),
+    })?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
@@ -133,6 +145,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             "feeds": report.feeds,
             "archives": report.archives,
             "key_id": report.key_id,
+            "openpgp_fingerprint": report.openpgp_fingerprint,
             "image_bytes": report.image_bytes,
             "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
             "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
@@ -208,6 +221,9 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         for skipped in &written.skipped {
             println!("  {skipped}");
         }
+    }
+    if let Some(fingerprint) = &report.openpgp_fingerprint {
+        println!("Clearsigned SHA256SUMS.asc with OpenPGP key {fingerprint}");
     }
     if args.verbose {
         for image in &report.published {

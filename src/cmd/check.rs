@@ -26,9 +26,11 @@ pub fn run(args: CheckArgs) -> Result<bool> {
     let text = std::env::var("VMCAST_SECRET_KEY")
         .ok()
         .filter(|s| !s.is_empty());
+    let openpgp_text = super::build::openpgp_key_text();
     let key = KeyOptions {
         file: args.secret_key.as_deref(),
         text: text.as_deref(),
+        openpgp_text: openpgp_text.as_deref(),
     };
     let report = vmcast_gen::check::check(&config, args.images, key)?;
     for warning in &report.warnings {

@@ -1,53 +1,104 @@
-//! `vmcast-gen keygen`: a new minisign key pair.
+//! `vmcast-gen keygen`: a new minisign key pair, or with `--openpgp` an
+//! OpenPGP one.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use vmcast_gen::config::{self, Overrides};
 use vmcast_gen::{Error, Result};
 
 use super::prompt;
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Where to write the secret key.
-    #[arg(short, long, value_name = "FILE", default_value = "vmcast.key")]
-    pub secret_key: PathBuf,
-    /// Where to write the public key.
-    #[arg(short, long, value_name = "FILE", default_value = "vmcast.pub")]
-    pub public_key: PathBuf,
+    /// Where to write the secret key [default: vmcast.key; with --openpgp, openpgp-secret.asc].
+    #[arg(short, long, value_name = "FILE")]
+    pub secret_key: Option<PathBuf>,
+    /// Where to write the public key [default: vmcast.pub; with --openpgp, openpgp.asc].
+    #[arg(short, long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
     /// Overwrite existing key files.
     #[arg(long)]
     pub force: bool,
     /// Write the secret key unencrypted (as `minisign -G -W`); by default it is encrypted with a
-    /// password from VMCAST_KEY_PASSWORD or asked on the terminal.
+    /// password from VMCAST_KEY_PASSWORD (VMCAST_OPENPGP_PASSWORD with --openpgp) or asked on
+    /// the terminal.
     #[arg(short = 'W', long)]
     pub no_password: bool,
+    /// Make an OpenPGP key (ed25519, ASCII-armored) for `[catalogs] openpgp_key`, which
+    /// clearsigns SHA256SUMS.asc for the clients that check only OpenPGP signatures.
+    #[arg(long)]
+    pub openpgp: bool,
+    /// With --openpgp: the key's user id [default: the title in the vmcast.toml here or above,
+    /// else "vmcast-gen"].
+    #[arg(long, value_name = "TEXT", requires = "openpgp")]
+    pub user_id: Option<String>,
 }
 
 pub fn run(args: KeygenArgs) -> Result<bool> {
+    let (secret_default, public_default) = match args.openpgp {
+        true => ("openpgp-secret.asc", "openpgp.asc"),
+        false => ("vmcast.key", "vmcast.pub"),
+    };
+    let secret = args.secret_key.unwrap_or_else(|| secret_default.into());
+    let public = args.public_key.unwrap_or_else(|| public_default.into());
     // Refuse before asking for a password that would be wasted.
-    vmcast_gen::keygen_targets_free(&args.secret_key, &args.public_key, args.force)?;
+    vmcast_gen::keygen_targets_free(&secret, &public, args.force)?;
+    if !args.openpgp {
+        let password = match args.no_password {
+            true => None,
+            false => Some(new_password()?),
+        };
+        write(&secret, &public, args.force, password.as_deref())?;
+        return Ok(true);
+    }
+    let user_id = match args.user_id {
+        Some(id) => id,
+        None => site_title()?.unwrap_or_else(|| "vmcast-gen".to_owned()),
+    };
     let password = match args.no_password {
         true => None,
-        false => Some(new_password()?),
+        false => Some(new_password_from(prompt::OPENPGP_PASSWORD)?),
     };
-    write(
-        &args.secret_key,
-        &args.public_key,
-        args.force,
-        password.as_deref(),
-    )?;
+    let fingerprint =
+        vmcast_gen::openpgp_keygen(&secret, &public, args.force, password.as_deref(), &user_id)?;
+    println!(
+        "Wrote OpenPGP secret key {} (mode 0600{}) and public key {}\nFingerprint {fingerprint}; \
+         user id: {user_id}",
+        secret.display(),
+        match password {
+            Some(_) => ", encrypted",
+            None => ", unencrypted",
+        },
+        public.display(),
+    );
     Ok(true)
 }
 
-/// The password for a new key: VMCAST_KEY_PASSWORD, else asked twice on
-/// the terminal.
+/// The title of the site here or above, if there is one.
+fn site_title() -> Result<Option<String>> {
+    let here = std::env::current_dir()
+        .map_err(|e| Error::failed("cannot read the current directory", e))?;
+    match config::find(&here) {
+        Ok(path) => Ok(Some(config::load(&path, &Overrides::default())?.title)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The password for a new minisign key: VMCAST_KEY_PASSWORD, else asked
+/// twice on the terminal.
 pub fn new_password() -> Result<String> {
-    let password = prompt::password("the new key", true)?.ok_or_else(|| {
-        Error::other(
-            "keygen encrypts the secret key: set VMCAST_KEY_PASSWORD, run on a terminal, \
-             or pass -W for an unencrypted key",
-        )
+    new_password_from(prompt::KEY_PASSWORD)
+}
+
+/// The password for a new key: the variable `env`, else asked twice on
+/// the terminal.
+fn new_password_from(env: &str) -> Result<String> {
+    let password = prompt::password("the new key", env, true)?.ok_or_else(|| {
+        Error::other(format_args!(
+            "keygen encrypts the secret key: set {env}, run on a terminal, or pass -W for an \
+             unencrypted key"
+        ))
     })?;
     if password.is_empty() {
         return Err(Error::other(

@@ -61,13 +61,17 @@ pub enum Command {
         VMCAST_SECRET_KEY   the contents of a minisign secret key file (e.g. from a CI secret);\n                      \
         used when --secret-key is not given, before the config's secret_key\n  \
         VMCAST_KEY_PASSWORD the password of an encrypted secret key (else asked on the terminal)\n  \
+        VMCAST_OPENPGP_KEY  the contents of an OpenPGP secret key, over the config's\n                      \
+        [catalogs] openpgp_key; with either, SHA256SUMS.asc and openpgp.asc are written too\n  \
+        VMCAST_OPENPGP_PASSWORD the passphrase of that OpenPGP key (else asked on the terminal)\n  \
         SOURCE_DATE_EPOCH   build timestamp in Unix seconds; same inputs and same value give a\n                      \
         byte-identical site. It is also the build's sequence number, which consumers use for\n                      \
         rollback protection, and the start of its expiry period.\n\n\
         The site is built in a temporary directory beside the output and swapped in at the end:\n\
         a failed build leaves the previous output untouched.")]
     Build(build::BuildArgs),
-    /// Generate a new minisign-compatible key pair, the secret key encrypted with a password (-W: not).
+    /// Generate a new minisign-compatible key pair (--openpgp: an OpenPGP one), the secret key
+    /// encrypted with a password (-W: not).
     #[command(
         after_help = "The password comes from VMCAST_KEY_PASSWORD, else it is asked twice on the \
         terminal; without either, keygen stops before writing anything. -W writes the key \
@@ -76,7 +80,11 @@ pub enum Command {
         The secret key is written with mode 0600. Keep it out of the output \
         directory and out of version control; in CI, store its contents in a secret and pass \
         them in VMCAST_SECRET_KEY (with VMCAST_KEY_PASSWORD if it is encrypted). Publish the \
-        public key out of band so consumers can pin it."
+        public key out of band so consumers can pin it.\n\n\
+        --openpgp makes an OpenPGP key instead (v4, ed25519, ASCII-armored) for [catalogs] \
+        openpgp_key, which clearsigns SHA256SUMS.asc for clients that check only OpenPGP \
+        (gpgv, gpg --verify); its passphrase comes from VMCAST_OPENPGP_PASSWORD, and CI passes \
+        the key's contents in VMCAST_OPENPGP_KEY."
     )]
     Keygen(keygen::KeygenArgs),
     /// Verify a published site (a local output directory or an http(s) URL) as a consumer would.

@@ -1,13 +1,18 @@
-//! Passwords: from `VMCAST_KEY_PASSWORD`, else asked on the terminal.
+//! Passwords: from an environment variable, else asked on the terminal.
 
 use std::io::IsTerminal;
 
 use vmcast_gen::{Error, Result};
 
-/// The password for `what`: `VMCAST_KEY_PASSWORD`, else asked on the
+/// The minisign key's password.
+pub const KEY_PASSWORD: &str = "VMCAST_KEY_PASSWORD";
+/// The OpenPGP key's password.
+pub const OPENPGP_PASSWORD: &str = "VMCAST_OPENPGP_PASSWORD";
+
+/// The password for `what`: the variable `env`, else asked on the
 /// terminal (twice when `confirm`), else `None` when there is no terminal.
-pub fn password(what: &str, confirm: bool) -> Result<Option<String>> {
-    if let Ok(p) = std::env::var("VMCAST_KEY_PASSWORD") {
+pub fn password(what: &str, env: &str, confirm: bool) -> Result<Option<String>> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(Some(p));
     }
     if !std::io::stdin().is_terminal() {
@@ -24,10 +29,10 @@ pub fn password(what: &str, confirm: bool) -> Result<Option<String>> {
 }
 
 /// The password that unlocks an encrypted secret key.
-pub fn unlock(what: &str) -> Result<String> {
-    password(what, false)?.ok_or_else(|| {
+pub fn unlock(what: &str, env: &str) -> Result<String> {
+    password(what, env, false)?.ok_or_else(|| {
         Error::other(format_args!(
-            "{what} needs a password: set VMCAST_KEY_PASSWORD, or run on a terminal"
+            "{what} needs a password: set {env}, or run on a terminal"
         ))
     })
 }

@@ -73,7 +73,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         )?
     };
     let rebuild = |options: &BuildOptions| -> Result<()> {
-        let report = vmcast_gen::build(options, &Bar::new(Show::Nothing), &mut || {
+        let report = vmcast_gen::build(options, &Bar::new(Show::Nothing), &mut |_| {
             Err(Error::other(
                 "a preview is signed with a throwaway key, not a password-protected one",
             ))

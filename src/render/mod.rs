@@ -29,6 +29,9 @@ pub struct Site<'a> {
     pub public_key: &'a PublicKey,
     /// The key a coming rotation moves to, if announced.
     pub next_key: Option<&'a PublicKey>,
+    /// The armored OpenPGP public key published as `openpgp.asc`, if any:
+    /// SHA256SUMS lists it, so the minisign signature vouches for it.
+    pub openpgp_public_key: Option<&'a str>,
     pub build_time: DateTime<Utc>,
     /// The build's sequence number (see [`crate::trust`]).
     pub sequence: u64,
@@ -144,7 +147,10 @@ pub fn render(site: &Site) -> Result<Rendered> {
         .iter()
         .flat_map(|r| &r.images)
         .map(|i| (i.source.site_path.as_str(), i.digest.sha256));
-    let manifest = sums::manifest(images.chain(feed_digests));
+    let openpgp_key = site
+        .openpgp_public_key
+        .map(|key| (crate::openpgp::PUBLIC_KEY, Sha256::of(key.as_bytes())));
+    let manifest = sums::manifest(images.chain(feed_digests).chain(openpgp_key));
     check_size(MANIFEST, manifest.len())?;
     let page = page::render(site, &feeds, &current)?;
     let history = appliances

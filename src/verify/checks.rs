@@ -14,6 +14,7 @@ use super::urls::SiteUrls;
 use super::{Check, CheckKind, Report, VerifyOptions};
 use crate::catalog::simplestreams;
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
+use crate::openpgp;
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
 use crate::trust::BuildStamp;
@@ -109,6 +110,9 @@ impl Verifier<'_> {
             Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
         };
         self.check_listed(&manifest, &feed_name, &feed.data);
+        if manifest.contains_key(openpgp::PUBLIC_KEY) {
+            self.check_openpgp(&manifest, &sums.data);
+        }
         let doc = match FeedDoc::parse(&feed.data) {
             Ok(d) => d,
             Err(m) => return self.stop(CheckKind::Feed, format!("{feed_name}: {m}")),
@@ -735,6 +739,44 @@ impl Verifier<'_> {
             for p in problems {
                 self.fail(CheckKind::Items, format!("{name}: {p}"));
             }
+        }
+    }
+
+    /// A build with an OpenPGP key lists its public key in the manifest, so
+    /// the minisign signature vouches for it, and clearsigns the manifest
+    /// with it: `SHA256SUMS.asc` must verify against that key and sign
+    /// exactly the text of the verified manifest.
+    fn check_openpgp(&mut self, manifest: &BTreeMap<String, Sha256>, sums: &[u8]) {
+        let mut fetch = |name: &str| {
+            self.fetcher
+                .fetch(&self.fetcher.site(&known(name)), MAX_TEXT_FILE)
+        };
+        let (key, signed) = match (fetch(openpgp::PUBLIC_KEY), fetch(openpgp::MANIFEST_ASC)) {
+            (Ok(key), Ok(signed)) => (key, signed),
+            (Err(m), _) | (_, Err(m)) => return self.fail(CheckKind::OpenPgp, m),
+        };
+        self.check_listed(manifest, openpgp::PUBLIC_KEY, &key);
+        let verified = openpgp::verify(
+            &String::from_utf8_lossy(&key),
+            &String::from_utf8_lossy(&signed),
+        );
+        match verified {
+            Ok(v) if v.text.as_bytes() == sums => self.pass(
+                CheckKind::OpenPgp,
+                format!(
+                    "{}: good signature by OpenPGP key {} of the text of {MANIFEST}",
+                    openpgp::MANIFEST_ASC,
+                    v.fingerprint
+                ),
+            ),
+            Ok(_) => self.fail(
+                CheckKind::OpenPgp,
+                format!(
+                    "{} signs a text other than {MANIFEST}",
+                    openpgp::MANIFEST_ASC
+                ),
+            ),
+            Err(m) => self.fail(CheckKind::OpenPgp, m),
         }
     }
 

@@ -107,6 +107,8 @@ pub enum CheckKind {
     Mirrors,
     /// A catalog besides the feeds (`[catalogs]`) agrees with them.
     Catalog,
+    /// `SHA256SUMS.asc`, the OpenPGP-clearsigned SHA256SUMS.
+    OpenPgp,
 }
 
 impl CheckKind {
@@ -127,6 +129,7 @@ impl CheckKind {
             CheckKind::Archive => "archive",
             CheckKind::Mirrors => "mirrors",
             CheckKind::Catalog => "catalog",
+            CheckKind::OpenPgp => "openpgp",
         }
     }
 }

@@ -61,6 +61,8 @@ pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
         )
         .env_remove("VMCAST_KEY_PASSWORD")
+        .env_remove("VMCAST_OPENPGP_KEY")
+        .env_remove("VMCAST_OPENPGP_PASSWORD")
         .env("SOURCE_DATE_EPOCH", EPOCH);
     for (k, v) in env {
         cmd.env(k, v);
@@ -82,7 +84,8 @@ pub fn copy_tree(src: &Path, dst: &Path) {
             fs::copy(&from, &to).unwrap();
             // git keeps no 0600: give the copies of secret keys the mode a
             // real key has, as a user's would.
-            if from.extension().is_some_and(|e| e == "key") {
+            let name = from.file_name().unwrap().to_string_lossy();
+            if name.ends_with(".key") || name.ends_with("-secret.asc") {
                 use std::os::unix::fs::PermissionsExt;
                 fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
             }

@@ -18,6 +18,7 @@ mod hostile_inputs;
 mod inspect;
 mod interop;
 mod known_answer;
+mod openpgp;
 mod page;
 mod previous;
 #[cfg(feature = "publish")]

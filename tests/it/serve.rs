@@ -510,6 +510,35 @@ fn key_id(file: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn preview_is_never_clearsigned_with_the_real_openpgp_key() {
+    // An unencrypted OpenPGP key, and one no password is given for: the
+    // preview reads neither.
+    for (name, real) in [
+        ("ok-openpgp", "AB036385B86647715A6EC66557D18D1018D9B3B7"),
+        (
+            "openpgp-encrypted-key",
+            "116927F8D3858D49E1DEEA3269F73159C2E31023",
+        ),
+    ] {
+        let fixture = Fixture::new(name);
+        let server = start(&fixture);
+        let (_, _, public) = get(&server.base, "/openpgp.asc", "", "GET");
+        let (_, _, signed) = get(&server.base, "/SHA256SUMS.asc", "", "GET");
+        let (_, _, sums) = get(&server.base, "/SHA256SUMS", "", "GET");
+        let verified = vmcast_gen::openpgp::verify(
+            &String::from_utf8(public).unwrap(),
+            &String::from_utf8(signed).unwrap(),
+        )
+        .unwrap();
+        assert_ne!(
+            verified.fingerprint, real,
+            "{name}: signed with the real key"
+        );
+        assert_eq!(verified.text.as_bytes(), sums);
+    }
+}
+
+#[test]
 fn preview_is_never_signed_with_the_real_key() {
     // ok-minimal's config names the known-answer key as its secret_key.
     let fixture = Fixture::new("ok-minimal");
