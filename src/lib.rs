@@ -452,6 +452,12 @@ pub fn build(
             staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
         }
     }
+    // Rendered only when there is an OpenPGP key.
+    if let Some(signer) = &openpgp {
+        for (path, text) in &rendered.catalogs.clearsigned {
+            staging.write(path, signer.clearsign(text, build_time)?.as_bytes())?;
+        }
+    }
     staging.write(render::page::PAGE, rendered.page.as_bytes())?;
     for (path, html) in &rendered.history {
         staging.write(path, html.as_bytes())?;

@@ -36,6 +36,10 @@ pub struct Written {
 #[derive(Default)]
 pub struct Catalogs {
     pub files: Vec<CatalogFile>,
+    /// Texts written clearsigned with the OpenPGP key, by path: forms for
+    /// clients that check only OpenPGP. Each signs itself, so, like the
+    /// `.minisig` files, they are not in `SHA256SUMS`.
+    pub clearsigned: Vec<(String, String)>,
     pub written: Vec<Written>,
 }
 
@@ -59,8 +63,14 @@ pub fn render(site: &Site, partition: &Partition) -> Result<Catalogs> {
         catalogs.add("json_feed", json_feed::render(site, partition)?, Vec::new());
     }
     if wanted.simplestreams {
-        let (files, skipped) = simplestreams::render(site)?;
-        catalogs.add("simplestreams", files, skipped);
+        let tree = simplestreams::render(site)?;
+        catalogs.add("simplestreams", tree.files, tree.skipped);
+        if let Some(written) = catalogs.written.last_mut() {
+            written
+                .files
+                .extend(tree.clearsigned.iter().map(|(p, _)| p.clone()));
+        }
+        catalogs.clearsigned.extend(tree.clearsigned);
     }
     Ok(catalogs)
 }

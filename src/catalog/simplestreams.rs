@@ -32,6 +32,11 @@ use crate::render::Site;
 
 pub const INDEX: &str = "streams/v1/index.json";
 pub const PRODUCTS: &str = "streams/v1/images.json";
+/// The clearsigned forms, written with an OpenPGP key: the index names the
+/// signed products file, since a client that starts from a `.sjson` reads
+/// only signed files.
+pub const SIGNED_INDEX: &str = "streams/v1/index.sjson";
+pub const SIGNED_PRODUCTS: &str = "streams/v1/images.sjson";
 /// The item key of the disk virt-builder and LXD take.
 pub const DISK_ITEM: &str = "disk1.img";
 /// The field LXD reads its fingerprint from, on the metadata items.
@@ -151,9 +156,19 @@ fn content_id(config: &Config) -> String {
     format!("{}:vmcast", reversed.join("."))
 }
 
-/// `streams/v1/index.json`, `streams/v1/images.json` and the metadata
-/// tarballs, and the images each client cannot take, with the reason.
-pub fn render(site: &Site) -> Result<(Vec<CatalogFile>, Vec<String>)> {
+/// What the catalog writes, and what it leaves out.
+pub struct Tree {
+    /// `streams/v1/index.json`, `streams/v1/images.json` and the metadata
+    /// tarballs.
+    pub files: Vec<CatalogFile>,
+    /// With an OpenPGP key: the texts of the `.sjson` forms, to clearsign.
+    pub clearsigned: Vec<(String, String)>,
+    /// The images each client cannot take, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// The simplestreams tree of the site's releases.
+pub fn render(site: &Site) -> Result<Tree> {
     let config = site.config;
     let content_id = content_id(config);
     let mut products: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
@@ -246,34 +261,57 @@ pub fn render(site: &Site) -> Result<(Vec<CatalogFile>, Vec<String>)> {
         "updated": site.build_time.to_rfc2822(),
         "products": products,
     });
-    let index = json!({
-        "format": "index:1.0",
-        "updated": site.build_time.to_rfc2822(),
-        "index": {
-            content_id.clone(): {
-                "format": "products:1.0",
-                "datatype": "image-downloads",
-                "path": PRODUCTS,
-                "updated": site.build_time.to_rfc2822(),
-                "products": products.keys().collect::<Vec<_>>(),
-            }
-        },
-    });
+    let index = |path: &str| {
+        json!({
+            "format": "index:1.0",
+            "updated": site.build_time.to_rfc2822(),
+            "index": {
+                content_id.clone(): {
+                    "format": "products:1.0",
+                    "datatype": "image-downloads",
+                    "path": path,
+                    "updated": site.build_time.to_rfc2822(),
+                    "products": products.keys().collect::<Vec<_>>(),
+                }
+            },
+        })
+    };
     let mut files = vec![
-        json_file(INDEX, &index)?,
+        json_file(INDEX, &index(PRODUCTS))?,
         json_file(PRODUCTS, &products_json)?,
     ];
+    let clearsigned = match site.openpgp_public_key {
+        Some(_) => vec![
+            (
+                SIGNED_INDEX.to_owned(),
+                json_text(SIGNED_INDEX, &index(SIGNED_PRODUCTS))?,
+            ),
+            (
+                SIGNED_PRODUCTS.to_owned(),
+                json_text(SIGNED_PRODUCTS, &products_json)?,
+            ),
+        ],
+        None => Vec::new(),
+    };
     files.extend(tarballs);
-    Ok((files, skipped))
+    Ok(Tree {
+        files,
+        clearsigned,
+        skipped,
+    })
+}
+
+fn json_text(path: &str, value: &Value) -> Result<String> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::other(format_args!("cannot write {path}: {e}")))?;
+    text.push('\n');
+    Ok(text)
 }
 
 fn json_file(path: &str, value: &Value) -> Result<CatalogFile> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::other(format_args!("cannot write {path}: {e}")))?;
-    bytes.push(b'\n');
     Ok(CatalogFile {
         path: path.to_owned(),
-        bytes,
+        bytes: json_text(path, value)?.into_bytes(),
         signed: false,
     })
 }

@@ -729,3 +729,133 @@ fn virt_builder_lists_the_newest_release_and_refuses_a_flipped_byte() {
         stderr(&out)
     );
 }
+
+/// The example site built with the known-answer OpenPGP key, which adds
+/// the clearsigned `streams/v1/index.sjson` and `images.sjson`; once per
+/// test binary.
+fn signed_site() -> &'static Path {
+    static SITE: OnceLock<PathBuf> = OnceLock::new();
+    SITE.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("simplestreams-signed-site");
+        let key = fs::read_to_string(repo().join("tests/fixtures/known-answer/openpgp-secret.asc"))
+            .unwrap();
+        let result = vmcast(
+            repo(),
+            &["build", "--quiet", "--out", out.to_str().unwrap()],
+            &[("VMCAST_OPENPGP_KEY", &key)],
+        );
+        assert_success(&result);
+        out
+    })
+}
+
+/// A copy of the signed site whose signed products file says 1.4.1 where
+/// its signature covers 1.4.0.
+fn tampered_signed_site() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(signed_site(), dir.path());
+    let path = dir.path().join("streams/v1/images.sjson");
+    let text = fs::read_to_string(&path).unwrap();
+    let changed = text.replace("\"label\": \"1.4.0\"", "\"label\": \"1.4.1\"");
+    assert_ne!(changed, text);
+    fs::write(&path, changed).unwrap();
+    dir
+}
+
+#[test]
+#[cfg_attr(
+    missing_sstream,
+    ignore = "needs sstream-query (pip python-simplestreams)"
+)]
+#[cfg_attr(missing_gpg, ignore = "needs gpg")]
+fn sstream_query_checks_the_signed_tree_with_the_sites_key() {
+    if !have_tool("sstream-query") || !have_tool("gpg") || !have_tool("gpgv") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = crate::openpgp::gnupg_home(tmp.path());
+    let keyring = crate::openpgp::keyring(&home, &signed_site().join("openpgp.asc"));
+    let query = |site: &Path| {
+        let index = site.join("streams/v1/index.sjson");
+        client(
+            "sstream-query",
+            &[
+                "--keyring",
+                keyring.to_str().unwrap(),
+                "--max=1",
+                "--json",
+                index.to_str().unwrap(),
+                "os=webapp",
+                "item_name=disk1.img",
+            ],
+            &[],
+        )
+    };
+    let out = query(signed_site());
+    assert_success(&out);
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let disk = fs::read(signed_site().join(NEWEST)).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["label"], "1.4.0");
+    assert_eq!(items[0]["sha256"], Sha256::of(&disk).to_hex());
+
+    let tampered = tampered_signed_site();
+    let out = query(tampered.path());
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "subprocess.CalledProcessError: Command '['gpgv', '--keyring={}', '-']' returned \
+             non-zero exit status 1.",
+            keyring.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+#[cfg_attr(
+    missing_virt_builder,
+    ignore = "needs virt-builder (.ci/install-guestfs.sh)"
+)]
+fn virt_builder_checks_the_signed_tree_with_gpgkey() {
+    if !have_tool("virt-builder") {
+        return;
+    }
+    let list = |site: &Path| {
+        let server = Server::start(site, None);
+        let dir = tempfile::tempdir().unwrap();
+        let repos = dir.path().join("config/virt-builder/repos.d");
+        fs::create_dir_all(&repos).unwrap();
+        fs::write(
+            repos.join("vmcast.conf"),
+            format!(
+                "[vmcast]\nuri=http://127.0.0.1:{}/\nformat=simplestreams\ngpgkey=file://{}\n\
+                 proxy=off\n",
+                server.port,
+                signed_site().join("openpgp.asc").display()
+            ),
+        )
+        .unwrap();
+        client(
+            "virt-builder",
+            &["--list", "--list-format", "json"],
+            &[
+                ("XDG_CONFIG_HOME", &dir.path().join("config")),
+                ("XDG_CONFIG_DIRS", Path::new("/nonexistent")),
+                ("XDG_CACHE_HOME", &dir.path().join("cache")),
+            ],
+        )
+    };
+    let out = list(signed_site());
+    assert_success(&out);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["templates"][0]["full-name"], "webapp-1.4.0");
+    let out = list(tampered_signed_site().path());
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("GPG failure: could not verify digital signature of file"),
+        "{}",
+        stderr(&out)
+    );
+}
