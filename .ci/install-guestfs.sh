@@ -1,38 +1,40 @@
 #!/usr/bin/env bash
-# Installs virt-builder, virt-index-validate and virt-resize (Debian's
-# guestfs-tools) for the interop tests. `apt-get install guestfs-tools`
-# conflicts with the qemu-utils backport here, so the few packages it needs
-# are unpacked under /opt/guestfs-tools instead, with a wrapper per tool in
-# /usr/local/bin that points the loader at their libraries. Idempotent: a
-# second run finds the wrappers working and does nothing.
+# Installs virt-builder, virt-index-validate and virt-resize (Debian
+# guestfs-tools) without apt-get install, which here conflicts with the
+# qemu-utils backport: the debs are unpacked under $PREFIX and wrappers in
+# $BIN set the library path. Idempotent: does nothing when the wrappers
+# already run. See the reference notes on catalogs, section 1.
 set -euo pipefail
+PREFIX="${GUESTFS_PREFIX:-/opt/guestfs-tools}"
+BIN="${GUESTFS_BIN:-/usr/local/bin}"
+TOOLS=(virt-builder virt-index-validate virt-resize)
 
-root=/opt/guestfs-tools
-tools=(virt-builder virt-index-validate virt-resize)
-
-if command -v virt-builder >/dev/null && virt-builder --version >/dev/null 2>&1 \
-  && command -v virt-index-validate >/dev/null && command -v virt-resize >/dev/null; then
+if virt-builder --version >/dev/null 2>&1 && virt-index-validate --help >/dev/null 2>&1 \
+  && command -v virt-resize >/dev/null; then
   exit 0
 fi
-
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# virt-builder runs curl, xz and gpg itself.
-apt-get install -y -qq --no-install-recommends curl xz-utils gpg gpgv >/dev/null
-debs=$(mktemp -d)
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+# What virt-builder runs besides itself: curl to download, xz to unpack, gpg
+# to check a signed index; and the shared libraries the unpacked ones link.
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends curl xz-utils gpg libglib2.0-0 \
+  libcurl3-gnutls libxml2 libjansson4 libnuma1 libtirpc3 >/dev/null
+debs="$(mktemp -d)"
 trap 'rm -rf "$debs"' EXIT
-(cd "$debs" && apt-get download -qq guestfs-tools libguestfs0 libvirt0 libfuse2 libnl-3-200 \
+(cd "$debs" && chmod 0777 . && apt-get download -qq guestfs-tools libguestfs0 libvirt0 libfuse2 libnl-3-200 \
   libssh-4 libyajl2)
-mkdir -p "$root"
+rm -rf "$PREFIX/root"
+mkdir -p "$PREFIX/root" "$BIN"
 for deb in "$debs"/*.deb; do
-  dpkg-deb -x "$deb" "$root"
+  dpkg-deb -x "$deb" "$PREFIX/root"
 done
-libs="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
-for tool in "${tools[@]}"; do
-  cat > "/usr/local/bin/$tool" <<WRAPPER
+libs="$PREFIX/root/usr/lib/x86_64-linux-gnu:$PREFIX/root/lib/x86_64-linux-gnu"
+for tool in "${TOOLS[@]}"; do
+  cat >"$BIN/$tool" <<WRAPPER
 #!/bin/sh
-LD_LIBRARY_PATH="$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$root/usr/bin/$tool" "\$@"
+export LD_LIBRARY_PATH="$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec "$PREFIX/root/usr/bin/$tool" "\$@"
 WRAPPER
-  chmod 755 "/usr/local/bin/$tool"
+  chmod 0755 "$BIN/$tool"
 done
 virt-builder --version
