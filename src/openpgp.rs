@@ -3,11 +3,16 @@
 //! simplestreams runs `gpgv --keyring K` on its `.sjson` files. Built on
 //! rPGP (the `pgp` crate; see docs/trust.md for why).
 //!
-//! Keys are OpenPGP v4 with an EdDSA (ed25519, algorithm 22) primary key:
-//! the kind GnuPG 2.2 (Debian 12) reads, and the one whose signatures are
-//! deterministic. A v4 signature has no salt and ed25519 signs without
-//! randomness, so the same key, text and signature time give the same
-//! bytes; v6 signatures carry a random salt, and GnuPG 2.2 reads no v6 key.
+//! `build` loads the key once ([`LockedKey`], then [`Signer`]); whatever it
+//! writes for OpenPGP clients goes through [`Signer::clearsign`] with the
+//! build time.
+//!
+//! Keys made here are OpenPGP v4 with an EdDSA (ed25519, algorithm 22)
+//! primary key: the kind GnuPG 2.2 (Debian 12) reads, and the one whose
+//! signatures are deterministic. A v4 signature has no salt and ed25519
+//! signs without randomness, so the same key, text and signature time give
+//! the same bytes; v6 signatures carry a random salt, and GnuPG 2.2 reads no
+//! v6 key. Keys exported by gpg work too when their primary key may sign.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
