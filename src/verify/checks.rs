@@ -240,10 +240,14 @@ impl Verifier<'_> {
             Ok(paths) => paths,
             Err(m) => return self.fail(CheckKind::Catalog, format!("{index}: {m}")),
         };
+        let mut products = None;
         for path in paths {
             let Some(data) = self.fetch_listed(manifest, &path) else {
                 continue;
             };
+            if path == simplestreams::PRODUCTS {
+                products = Some(data.clone());
+            }
             match catalogs::check_simplestreams(&data, base, manifest, published) {
                 Ok(n) => self.pass(
                     CheckKind::Catalog,
@@ -254,6 +258,68 @@ impl Verifier<'_> {
                         self.fail(CheckKind::Catalog, format!("{path}: {p}"));
                     }
                 }
+            }
+        }
+        if let Some(products) = products.filter(|_| manifest.contains_key(openpgp::PUBLIC_KEY)) {
+            self.check_signed_simplestreams(&data, &products);
+        }
+    }
+
+    /// A small file of the site, by its own name.
+    fn fetch_site_file(&mut self, name: &str) -> std::result::Result<Vec<u8>, String> {
+        let loc = self.fetcher.site(&known(name));
+        self.fetcher.fetch(&loc, MAX_TEXT_FILE)
+    }
+
+    /// With an OpenPGP key, the clearsigned forms: each signed by the
+    /// site's key (listed in the manifest, checked by [`Self::check_openpgp`]),
+    /// `images.sjson` signing the text of `images.json`, and `index.sjson`
+    /// that of `index.json` naming `images.sjson`.
+    fn check_signed_simplestreams(&mut self, index: &[u8], products: &[u8]) {
+        let named = String::from_utf8_lossy(index).replace(
+            &format!("\"{}\"", simplestreams::PRODUCTS),
+            &format!("\"{}\"", simplestreams::SIGNED_PRODUCTS),
+        );
+        let key = match self.fetch_site_file(openpgp::PUBLIC_KEY) {
+            Ok(key) => String::from_utf8_lossy(&key).into_owned(),
+            Err(m) => return self.fail(CheckKind::Catalog, m),
+        };
+        let forms = [
+            (
+                simplestreams::SIGNED_INDEX,
+                named.as_bytes(),
+                simplestreams::INDEX,
+            ),
+            (
+                simplestreams::SIGNED_PRODUCTS,
+                products,
+                simplestreams::PRODUCTS,
+            ),
+        ];
+        for (name, text, of) in forms {
+            let signed = match self.fetch_site_file(name) {
+                Ok(signed) => signed,
+                Err(m) => {
+                    self.fail(CheckKind::Catalog, m);
+                    continue;
+                }
+            };
+            match openpgp::verify(&key, &String::from_utf8_lossy(&signed)) {
+                Ok(v) if v.text.as_bytes() == text => self.pass(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: good signature by OpenPGP key {} of the text of {of}",
+                        v.fingerprint
+                    ),
+                ),
+                Ok(_) => self.fail(
+                    CheckKind::Catalog,
+                    format!("{name} signs a text other than {of}'s"),
+                ),
+                Err(_) => self.fail(
+                    CheckKind::Catalog,
+                    format!("{name}: no good signature by the site's OpenPGP key"),
+                ),
             }
         }
     }

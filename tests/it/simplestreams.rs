@@ -859,3 +859,39 @@ fn virt_builder_checks_the_signed_tree_with_gpgkey() {
         stderr(&out)
     );
 }
+
+/// `verify` checks the clearsigned forms against the site's OpenPGP key
+/// and the texts of the listed files, and names a tampered one.
+#[test]
+fn verify_checks_the_signed_simplestreams_forms() {
+    let key = repo().join("example-site/keys/TEST-ONLY-DO-NOT-USE.pub");
+    let verify = |site: &Path| {
+        vmcast(
+            repo(),
+            &[
+                "verify",
+                site.to_str().unwrap(),
+                "--pubkey",
+                key.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let out = verify(signed_site());
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(
+            "  ok   catalog   streams/v1/images.sjson: good signature by OpenPGP key \
+             AB036385B86647715A6EC66557D18D1018D9B3B7 of the text of streams/v1/images.json\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let tampered = tampered_signed_site();
+    let out = verify(tampered.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: streams/v1/images.sjson: no good signature by the site's OpenPGP key\n"
+    );
+}
