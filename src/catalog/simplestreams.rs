@@ -64,11 +64,12 @@ pub fn serial(date: &DateTime<Utc>) -> String {
     date.format("%Y%m%d_%H%M").to_string()
 }
 
-/// Where the metadata tarball of an image is published.
-pub fn metadata_path(image: &ImageSource, info: &ReleaseInfo) -> String {
+/// Where the metadata tarball of a release's disk for `arch` (LXD's name)
+/// is published: a name of safe characters whatever the image's file name.
+fn metadata_path(info: &ReleaseInfo, arch: &str) -> String {
     format!(
-        "streams/lxd/{}/{}/{}.lxd.tar.xz",
-        info.appliance, info.version, image.name
+        "streams/lxd/{}/{}/{}-{}-{arch}.lxd.tar.xz",
+        info.appliance, info.version, info.appliance, info.version
     )
 }
 
@@ -390,7 +391,8 @@ fn lxd_items(
                 .to_owned(),
         ));
     };
-    let path = metadata_path(&image.source, info);
+    let arch = image.source.arch.as_deref().and_then(lxd_arch);
+    let path = metadata_path(info, arch.unwrap_or_default());
     let items = METADATA_FTYPES
         .iter()
         .map(|ftype| {

@@ -81,7 +81,7 @@ fn simplestreams_tree_is_listed_and_verified() {
     assert_eq!(
         catalog,
         "streams/v1/index.json, streams/v1/images.json, \
-         streams/lxd/webapp/1.1.0/webapp-1.1.0.qcow2.lxd.tar.xz; skipped 2 image(s):\n  \
+         streams/lxd/webapp/1.1.0/webapp-1.1.0-amd64.lxd.tar.xz; skipped 2 image(s):\n  \
          webapp 1.1.0 webapp-1.1.0.raw: for sstream-query only; virt-builder and LXD take one \
          uncompressed qcow2 per release and architecture\n  \
          webapp 1.0.0 webapp-1.0.0.raw: for sstream-query only; virt-builder and LXD take one \
@@ -93,7 +93,7 @@ fn simplestreams_tree_is_listed_and_verified() {
 
     // LXD's fingerprint is SHA-256 of the metadata tarball, then the disk.
     let tarball =
-        fs::read(fixture.path("public/streams/lxd/webapp/1.1.0/webapp-1.1.0.qcow2.lxd.tar.xz"))
+        fs::read(fixture.path("public/streams/lxd/webapp/1.1.0/webapp-1.1.0-amd64.lxd.tar.xz"))
             .unwrap();
     let mut whole = tarball.clone();
     whole.extend(fs::read(repo().join(QCOW2)).unwrap());
@@ -109,7 +109,7 @@ fn simplestreams_tree_is_listed_and_verified() {
     for file in [
         "streams/v1/index.json",
         "streams/v1/images.json",
-        "streams/lxd/webapp/1.1.0/webapp-1.1.0.qcow2.lxd.tar.xz",
+        "streams/lxd/webapp/1.1.0/webapp-1.1.0-amd64.lxd.tar.xz",
     ] {
         assert!(sums.contains(&format!("  {file}\n")), "{sums}");
     }
@@ -247,7 +247,7 @@ fn previous_keeps_the_lxd_items_of_carried_releases() {
     assert_eq!(after["products"], before["products"]);
     assert!(
         fixture
-            .path("public/streams/lxd/webapp/1.1.0/webapp-1.1.0.qcow2.lxd.tar.xz")
+            .path("public/streams/lxd/webapp/1.1.0/webapp-1.1.0-amd64.lxd.tar.xz")
             .is_file()
     );
     assert_success(&verify(&fixture));
