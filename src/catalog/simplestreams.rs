@@ -40,13 +40,13 @@ pub const SIGNED_PRODUCTS: &str = "streams/v1/images.sjson";
 /// The item key of the disk virt-builder and LXD take.
 pub const DISK_ITEM: &str = "disk1.img";
 /// The field LXD reads its fingerprint from, on the metadata items.
-pub const COMBINED_FIELD: &str = "combined_disk1-img_sha256";
+const COMBINED_FIELD: &str = "combined_disk1-img_sha256";
 /// The metadata item's ftypes: LXD's, then Incus's.
-pub const METADATA_FTYPES: [&str; 2] = ["lxd.tar.xz", "incus.tar.xz"];
+const METADATA_FTYPES: [&str; 2] = ["lxd.tar.xz", "incus.tar.xz"];
 
 /// LXD's name for one of our architectures (the kernel's names), if it
 /// has one.
-pub fn lxd_arch(arch: &str) -> Option<&'static str> {
+fn lxd_arch(arch: &str) -> Option<&'static str> {
     Some(match arch {
         "x86_64" | "amd64" => "amd64",
         "aarch64" | "arm64" => "arm64",
@@ -60,7 +60,7 @@ pub fn lxd_arch(arch: &str) -> Option<&'static str> {
 }
 
 /// The version key of a release: its date as `YYYYMMDD_HHMM`.
-pub fn serial(date: &DateTime<Utc>) -> String {
+fn serial(date: &DateTime<Utc>) -> String {
     date.format("%Y%m%d_%H%M").to_string()
 }
 
