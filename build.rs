@@ -22,6 +22,11 @@ const TOOLS: &[(&str, &str)] = &[
     ("moto", "python3 -c 'import moto.server'"),
     ("jsonschema", "python3 -c 'import jsonschema'"),
     (
+        "sstream",
+        "command -v sstream-query && command -v sstream-mirror",
+    ),
+    ("lxc", "command -v lxc && command -v openssl"),
+    (
         "virt_builder",
         "command -v virt-builder && command -v virt-index-validate",
     ),

@@ -67,6 +67,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                             sha256: vmcast_gen::model::Sha256::of(format!("{i}{k}").as_bytes()),
                             sha512: None,
                         },
+                        lxd: None,
                         info: ImageInfo {
                             format: ImageFormat::from_extension(ext).unwrap(),
                             detected: true,
@@ -151,6 +152,7 @@ fn hash_256_mib_one_thread(bencher: Bencher, sha512: bool) {
         copy_to: None,
         vagrant_box: None,
         sha512,
+        prefix: None,
     }];
     bencher
         .counter(divan::counter::BytesCount::new(data.len()))

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::ImageInfo;
-use crate::model::{FileDigest, Sha256, Sha512};
+use crate::model::{Combined, FileDigest, Sha256, Sha512};
 use crate::warning::Warning;
 
 const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
@@ -89,6 +89,17 @@ struct CacheEntry {
     /// The Vagrant box made of the image in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     vagrant_box: Option<BoxEntry>,
+    /// The LXD fingerprint taken in the same read, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lxd: Option<CachedCombined>,
+}
+
+/// A [`Combined`] digest, as hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CachedCombined {
+    prefix: String,
+    sha256: String,
 }
 
 /// A Vagrant box's digest, and the mtime its members were given: a box
@@ -160,7 +171,7 @@ impl HashCache {
     }
 
     /// The cached digest and inspection of a file in exactly this state.
-    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<(FileDigest, ImageInfo)> {
+    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<crate::hash::Digested> {
         let entry = self.old.get(&key(canonical))?;
         if entry.state != *state {
             return None;
@@ -173,7 +184,14 @@ impl HashCache {
                 None => None,
             },
         };
-        Some((digest, entry.info.clone()))
+        let combined = match &entry.lxd {
+            Some(c) => Some(Combined {
+                prefix: Sha256::from_hex(&c.prefix)?,
+                sha256: Sha256::from_hex(&c.sha256)?,
+            }),
+            None => None,
+        };
+        Some((digest, entry.info.clone(), combined))
     }
 
     /// The digest of the Vagrant box made, with members of `mtime`, of a
@@ -209,6 +227,7 @@ impl HashCache {
         state: FileState,
         digest: &FileDigest,
         info: &ImageInfo,
+        combined: Option<Combined>,
     ) {
         self.new.insert(
             key(canonical),
@@ -218,6 +237,10 @@ impl HashCache {
                 sha512: digest.sha512.map(|d| d.to_hex()),
                 info: info.clone(),
                 vagrant_box: None,
+                lxd: combined.map(|c| CachedCombined {
+                    prefix: c.prefix.to_hex(),
+                    sha256: c.sha256.to_hex(),
+                }),
             },
         );
     }
@@ -390,7 +413,7 @@ mod tests {
         let (mut cache, warning) = HashCache::load(&dir.path().join("cache.json"));
         assert!(warning.is_none());
         let info = crate::inspect::inspect_bytes(b"abc", 4096).unwrap();
-        cache.insert(&file, state, &digest, &info);
+        cache.insert(&file, state, &digest, &info, None);
         (dir, file, state, digest, info, cache)
     }
 
@@ -400,7 +423,7 @@ mod tests {
         let cache_path = dir.path().join("cache.json");
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
-        assert_eq!(cache.get(&file, &state), Some((digest, info)));
+        assert_eq!(cache.get(&file, &state), Some((digest, info, None)));
         let touched = FileState {
             mtime_ns: state.mtime_ns + 1,
             ..state
@@ -432,7 +455,7 @@ mod tests {
         );
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
-        assert_eq!(cache.get(&file, &linked), Some((digest, info)));
+        assert_eq!(cache.get(&file, &linked), Some((digest, info, None)));
         assert_eq!(cache.get(&file, &state), None);
     }
 

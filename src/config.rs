@@ -71,6 +71,8 @@ struct RawCatalogs {
     #[serde(default)]
     virt_builder: bool,
     #[serde(default)]
+    simplestreams: bool,
+    #[serde(default)]
     vagrant: bool,
     openpgp_key: Option<PathBuf>,
 }
@@ -85,6 +87,9 @@ pub struct Catalogs {
     /// `virt-builder/index`, the native index of virt-builder, for the
     /// images it can take; their SHA-512 is computed for it.
     pub virt_builder: bool,
+    /// `streams/v1/index.json` and its products file, for `sstream-query`,
+    /// virt-builder (`format=simplestreams`) and LXD.
+    pub simplestreams: bool,
     /// `vagrant/<appliance>.json` box catalogs, and a libvirt box of each
     /// plain qcow2 image.
     pub vagrant: bool,
@@ -357,6 +362,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             json_feed: raw.catalogs.json_feed,
             virt_builder: raw.catalogs.virt_builder,
             vagrant: raw.catalogs.vagrant,
+            simplestreams: raw.catalogs.simplestreams,
             openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
         },
     })

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
 
@@ -17,7 +17,7 @@ use crate::catalog::vagrant::BoxWriter;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
-use crate::model::{FileDigest, FileId, ImageInfo, RelPath, Sha256, Sha512};
+use crate::model::{Combined, FileDigest, FileId, ImageInfo, RelPath, Sha256, Sha512};
 use crate::place::{self, Placement};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
@@ -37,6 +37,9 @@ pub struct Job {
     pub copy_to: Option<PathBuf>,
     /// Also compute the SHA-512, from the same read.
     pub sha512: bool,
+    /// Bytes to digest ahead of the file's, in a second digest taken in
+    /// the same read (LXD's fingerprint: metadata tarball, then disk).
+    pub prefix: Option<Arc<[u8]>>,
     /// A Vagrant box to write from the same read.
     pub vagrant_box: Option<BoxJob>,
 }
@@ -80,6 +83,8 @@ pub struct Hashed {
     pub info: ImageInfo,
     /// The Vagrant box written from the read, if the job asked for one.
     pub vagrant_box: Option<FileDigest>,
+    /// With a [`Job::prefix`]: the digest of the prefix and the file.
+    pub combined: Option<Combined>,
 }
 
 /// Hashes every job on up to `threads` threads; returns digests in job order.
@@ -175,6 +180,11 @@ fn hash_one(
 
     let mut hasher = sha2::Sha256::new();
     let mut sha512 = job.sha512.then(sha2::Sha512::new);
+    let mut combined = job.prefix.as_ref().map(|prefix| {
+        let mut h = sha2::Sha256::new();
+        h.update(prefix);
+        (Sha256::of(prefix), h)
+    });
     let mut inspector = Inspector::new();
     let mut length: u64 = 0;
     loop {
@@ -186,6 +196,9 @@ fn hash_one(
         };
         hasher.update(&buf[..n]);
         if let Some(h) = &mut sha512 {
+            h.update(&buf[..n]);
+        }
+        if let Some((_, h)) = &mut combined {
             h.update(&buf[..n]);
         }
         inspector.update(&buf[..n]);
@@ -233,6 +246,10 @@ fn hash_one(
         state: FileState::of(&before),
         info,
         vagrant_box,
+        combined: combined.map(|(prefix, h)| Combined {
+            prefix,
+            sha256: Sha256(h.finalize().into()),
+        }),
     }))
 }
 
@@ -281,6 +298,9 @@ pub struct Request {
     pub sha512: bool,
     /// A Vagrant box to make of the image.
     pub vagrant_box: Option<BoxRequest>,
+    /// Bytes whose digest with the image's is wanted too (see
+    /// [`Job::prefix`]).
+    pub prefix: Option<Arc<[u8]>>,
 }
 
 /// A Vagrant box to make of an image, or to take from the previous output.
@@ -315,9 +335,12 @@ pub struct Stats {
     pub hash_time: std::time::Duration,
 }
 
+/// What is known of an image once it is hashed or found in the cache.
+pub type Digested = (FileDigest, ImageInfo, Option<Combined>);
+
 /// The digests of every request, by the request's id.
 pub struct Outcome {
-    pub digests: BTreeMap<RelPath, (FileDigest, ImageInfo)>,
+    pub digests: BTreeMap<RelPath, Digested>,
     /// The Vagrant box of each request that asked for one.
     pub boxes: BTreeMap<RelPath, FileDigest>,
     pub stats: Stats,
@@ -356,7 +379,7 @@ fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
 /// reused.
 fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
     let (_, meta) = fsutil::open_regular(path, false).ok()?;
-    let (recorded, _) = cache.get(path, &FileState::of(&meta))?;
+    let (recorded, _, _) = cache.get(path, &FileState::of(&meta))?;
     recorded.same_bytes(digest).then(|| place::Previous {
         path: path.to_path_buf(),
         id: crate::model::FileId::of(&meta),
@@ -393,7 +416,7 @@ fn reuse_box(
 struct Pending {
     id: RelPath,
     canonical: PathBuf,
-    cached: Option<(FileDigest, ImageInfo)>,
+    cached: Option<Digested>,
     job: Job,
 }
 
@@ -428,14 +451,18 @@ pub fn digest_all(
             meta: &meta,
             real: &req.real,
         };
+        // An entry serves only if it has every digest this request wants.
+        let prefix = req.prefix.as_deref().map(Sha256::of);
         let cached = shortcuts
             .cache
             .as_ref()
             .and_then(|c| c.get(&canonical, &state))
-            .filter(|(d, _)| !req.sha512 || d.sha512.is_some());
+            .filter(|(d, _, _)| !req.sha512 || d.sha512.is_some())
+            .filter(|c| prefix.is_none() || c.2.map(|c| c.prefix) == prefix);
         // A sidecar stands in for the digest only: what the image is comes
         // from its own bytes (its headers, read here), never from the hint.
-        let sidecar = match (shortcuts.sidecars, &cached) {
+        // It has no combined digest.
+        let sidecar = match (shortcuts.sidecars && prefix.is_none(), &cached) {
             (true, None) => match crate::cache::Sidecar::read(&req.source, &state) {
                 Some(Ok(digest)) if req.sha512 && digest.sha512.is_none() => {
                     warnings.push(crate::Warning::file(
@@ -446,7 +473,7 @@ pub fn digest_all(
                     None
                 }
                 Some(Ok(digest)) => {
-                    probe(&file, &req.source, state.size)?.map(|info| (digest, info))
+                    probe(&file, &req.source, state.size)?.map(|info| (digest, info, None))
                 }
                 Some(Err(warning)) => {
                     warnings.push(warning);
@@ -481,14 +508,14 @@ pub fn digest_all(
             (false, None, None) => None,
         };
         match known {
-            Some((digest, info)) => {
+            Some((digest, info, combined)) => {
                 let previous = || {
                     let cache = shortcuts.cache.as_ref()?;
                     previous_copy(cache, req.previous.as_deref()?, &digest)
                 };
                 place::unread(&opened, &req.place, previous)?;
                 if let Some(cache) = shortcuts.cache.as_mut() {
-                    cache.insert(&canonical, state, &digest, &info);
+                    cache.insert(&canonical, state, &digest, &info, combined);
                 }
                 if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
                     if let Some(cache) = shortcuts.cache.as_mut() {
@@ -496,7 +523,7 @@ pub fn digest_all(
                     }
                     boxes.insert(req.id.clone(), box_digest);
                 }
-                digests.insert(req.id.clone(), (digest, info));
+                digests.insert(req.id.clone(), (digest, info, combined));
             }
             None => {
                 let job = Job {
@@ -509,6 +536,7 @@ pub fn digest_all(
                     copy_to: place::for_read(&opened, &req.place)?,
                     vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
                     sha512: req.sha512,
+                    prefix: req.prefix.clone(),
                 };
                 pending.push(Pending {
                     id: req.id.clone(),
@@ -535,7 +563,7 @@ pub fn digest_all(
         } = p;
         stats.hashed_files += 1;
         stats.hashed_bytes += h.digest.length;
-        if let Some((c, _)) = cached.filter(|c| !c.0.same_bytes(&h.digest)) {
+        if let Some((c, _, _)) = cached.filter(|c| !c.0.same_bytes(&h.digest)) {
             mismatches.push(format!(
                 "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
                 job.source.display(),
@@ -546,7 +574,7 @@ pub fn digest_all(
             ));
         }
         if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert(&canonical, h.state, &h.digest, &h.info);
+            cache.insert(&canonical, h.state, &h.digest, &h.info, h.combined);
         }
         if let (Some(b), Some(box_digest)) = (&job.vagrant_box, h.vagrant_box) {
             if let Some(cache) = shortcuts.cache.as_mut() {
@@ -554,7 +582,7 @@ pub fn digest_all(
             }
             boxes.insert(id.clone(), box_digest);
         }
-        digests.insert(id, (h.digest, h.info));
+        digests.insert(id, (h.digest, h.info, h.combined));
     }
     Ok(Outcome {
         digests,
@@ -583,6 +611,7 @@ mod tests {
                 copy_to: None,
                 vagrant_box: None,
                 sha512: i == 1,
+                prefix: None,
             });
         }
         let digests = hash_all(&jobs, 3, &NoProgress).unwrap();
@@ -615,9 +644,36 @@ mod tests {
             copy_to: Some(dst.clone()),
             vagrant_box: None,
             sha512: false,
+            prefix: None,
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");
         assert_eq!(d[0].digest.sha256, Sha256::of(b"appliance bytes"));
+    }
+
+    #[test]
+    fn a_prefix_gives_a_second_digest_from_the_same_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk");
+        std::fs::write(&src, vec![7u8; 3 * CHUNK + 5]).unwrap();
+        let jobs = [Job {
+            open: Open::Named,
+            source: src.clone(),
+            size_hint: 0,
+            copy_to: None,
+            vagrant_box: None,
+            sha512: false,
+            prefix: Some(Arc::from(&b"metadata"[..])),
+        }];
+        let d = hash_all(&jobs, 1, &NoProgress).unwrap();
+        let mut whole = b"metadata".to_vec();
+        whole.extend(std::fs::read(&src).unwrap());
+        assert_eq!(
+            d[0].combined,
+            Some(Combined {
+                prefix: Sha256::of(b"metadata"),
+                sha256: Sha256::of(&whole),
+            })
+        );
     }
 }

@@ -329,7 +329,7 @@ pub fn build(
         } else {
             let mut images = Vec::with_capacity(planned.images.len());
             for source in planned.images {
-                let (digest, info) = digests
+                let (digest, info, lxd) = digests
                     .remove(&source.site_path)
                     .ok_or_else(|| Error::file(&source.source, "was planned but never hashed"))?;
                 let vagrant_box = match boxes.remove(&source.site_path) {
@@ -344,6 +344,7 @@ pub fn build(
                     digest,
                     info,
                     vagrant_box,
+                    lxd,
                 };
                 if let Some(old) = published.and_then(|p| {
                     p.images
@@ -515,9 +516,10 @@ pub fn build(
             let sig = key.sign(&file.bytes, &comment(&file.path))?;
             staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
         }
-        if let (Some(path), Some(signer)) = (file.clearsigned, &openpgp) {
-            let text = std::str::from_utf8(&file.bytes)
-                .map_err(|e| Error::other(format_args!("cannot clearsign {}: {e}", file.path)))?;
+    }
+    // Rendered only when there is an OpenPGP key.
+    if let Some(signer) = &openpgp {
+        for (path, text) in &rendered.catalogs.clearsigned {
             staging.write(path, signer.clearsign(text, build_time)?.as_bytes())?;
         }
     }
@@ -954,7 +956,7 @@ fn record_output(
         if state.id() == image.source.file_id {
             cache.restat(&image.source.real, state);
         } else {
-            cache.insert(&path, state, &image.digest, &image.info);
+            cache.insert(&path, state, &image.digest, &image.info, image.lxd);
         }
     }
     Ok(())
@@ -986,6 +988,7 @@ fn record_boxes(
             cache::FileState::of(&meta),
             &boxed.digest,
             &image.info,
+            None,
         );
     }
     Ok(())
@@ -1022,9 +1025,10 @@ fn hash_requests(
             r.images
                 .iter()
                 .zip(sha512)
-                .map(move |(i, sha512)| (&r.info, i, sha512))
+                .map(move |(i, sha512)| (r, i, sha512))
         })
-        .map(|(info, image, sha512)| {
+        .map(|(release, image, sha512)| {
+            let info = &release.info;
             let vagrant_box = match config.catalogs.vagrant && catalog::vagrant::boxable(image) {
                 true => {
                     catalog::vagrant::check_version(info)?;
@@ -1058,6 +1062,13 @@ fn hash_requests(
                     .map(|root| root.join(image.site_path.as_str())),
                 vagrant_box,
                 sha512,
+                prefix: catalog::simplestreams::metadata_tarball(
+                    config,
+                    &release.info,
+                    &release.images,
+                    image,
+                )?
+                .map(Into::into),
             })
         })
         .collect()
@@ -1174,6 +1185,7 @@ pub fn write_sidecars(
                 copy_to: None,
                 vagrant_box: None,
                 sha512,
+                prefix: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;

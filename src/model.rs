@@ -548,6 +548,9 @@ pub struct Image {
     pub info: ImageInfo,
     /// The Vagrant box made of it, with `[catalogs] vagrant`.
     pub vagrant_box: Option<VagrantBox>,
+    /// The LXD fingerprint, for an image the simplestreams catalog offers
+    /// to LXD (`[catalogs] simplestreams`).
+    pub lxd: Option<Combined>,
 }
 
 /// A Vagrant box: a file of ours in the site, made from an image.
@@ -556,6 +559,17 @@ pub struct VagrantBox {
     /// Its path in the site, also its name in SHA256SUMS.
     pub path: RelPath,
     pub digest: FileDigest,
+}
+
+/// A digest of a prefix followed by an image, from the image's one read:
+/// LXD's image fingerprint, SHA-256 of its metadata tarball and then the
+/// disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Combined {
+    /// SHA-256 of the prefix (the metadata tarball) it was taken with.
+    pub prefix: Sha256,
+    /// SHA-256 of the prefix and the image.
+    pub sha256: Sha256,
 }
 
 /// What the inspection found.

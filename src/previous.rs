@@ -23,8 +23,8 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk,
-    RelPath, Sha256, Sha512, VagrantBox,
+    Combined, Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine,
+    OvaDisk, RelPath, Sha256, Sha512, VagrantBox,
 };
 use crate::sign::PublicKey;
 use crate::supply::{self, SupplyFile};
@@ -355,6 +355,13 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
         }),
         None => None,
     };
+    let lxd = match (a.get("lxdMetadata"), a.get("lxdFingerprint")) {
+        (Some(prefix), Some(sha256)) => Some(Combined {
+            prefix: Sha256::from_hex(prefix).ok_or("an image lxdMetadata that is not hex")?,
+            sha256: Sha256::from_hex(sha256).ok_or("an image lxdFingerprint that is not hex")?,
+        }),
+        _ => None,
+    };
     Ok(Image {
         vagrant_box,
         source: ImageSource {
@@ -376,6 +383,7 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
             sha256,
             sha512,
         },
+        lxd,
         info: ImageInfo {
             format,
             // The content showed its format when it was first published,

@@ -210,7 +210,6 @@ fn page(
         path: path.to_owned(),
         bytes,
         signed: true,
-        clearsigned: None,
     })
 }
 

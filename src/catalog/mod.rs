@@ -4,6 +4,7 @@
 //! listed in `SHA256SUMS`, so the one signed manifest vouches for them all.
 
 pub mod json_feed;
+pub mod simplestreams;
 pub mod vagrant;
 pub mod virt_builder;
 
@@ -19,9 +20,6 @@ pub struct CatalogFile {
     pub bytes: Vec<u8>,
     /// Signed with minisign beside it (`<path>.minisig`), like the feeds.
     pub signed: bool,
-    /// Where its OpenPGP cleartext-signed form goes, for clients that check
-    /// only OpenPGP; written when the build has an OpenPGP key.
-    pub clearsigned: Option<&'static str>,
 }
 
 /// What one catalog wrote, and what it left out and why, for the build
@@ -40,6 +38,10 @@ pub struct Written {
 #[derive(Default)]
 pub struct Catalogs {
     pub files: Vec<CatalogFile>,
+    /// Texts written clearsigned with the OpenPGP key, by path: forms for
+    /// clients that check only OpenPGP. Each signs itself, so, like the
+    /// `.minisig` files, they are not in `SHA256SUMS`.
+    pub clearsigned: Vec<(String, String)>,
     pub written: Vec<Written>,
 }
 
@@ -51,6 +53,16 @@ impl Catalogs {
             skipped,
         });
         self.files.extend(files);
+    }
+
+    /// Clearsigned forms of the catalog added last, listed in its summary.
+    fn add_clearsigned(&mut self, clearsigned: Vec<(String, String)>) {
+        if let Some(written) = self.written.last_mut() {
+            written
+                .files
+                .extend(clearsigned.iter().map(|(p, _)| p.clone()));
+        }
+        self.clearsigned.extend(clearsigned);
     }
 }
 
@@ -68,7 +80,25 @@ pub fn render(site: &Site, partition: &Partition) -> Result<Catalogs> {
     }
     if wanted.virt_builder {
         let (files, skipped) = virt_builder::render(site);
+        // virt-builder checks only OpenPGP: the index clearsigned.
+        let clearsigned: Vec<(String, String)> = match site.openpgp_public_key {
+            Some(_) => files
+                .iter()
+                .filter(|f| f.path == virt_builder::INDEX)
+                .map(|f| {
+                    let text = String::from_utf8_lossy(&f.bytes).into_owned();
+                    (virt_builder::INDEX_ASC.to_owned(), text)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         catalogs.add("virt_builder", files, skipped);
+        catalogs.add_clearsigned(clearsigned);
+    }
+    if wanted.simplestreams {
+        let tree = simplestreams::render(site)?;
+        catalogs.add("simplestreams", tree.files, tree.skipped);
+        catalogs.add_clearsigned(tree.clearsigned);
     }
     Ok(catalogs)
 }

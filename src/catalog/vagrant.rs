@@ -294,7 +294,6 @@ pub fn render(site: &Site) -> Result<(Vec<CatalogFile>, Vec<String>)> {
             path,
             bytes,
             signed: false,
-            clearsigned: None,
         });
     }
     Ok((files, skipped))

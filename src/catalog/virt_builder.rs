@@ -198,7 +198,6 @@ pub fn render(site: &Site) -> (Vec<CatalogFile>, Vec<String>) {
         path: INDEX.to_owned(),
         bytes: text.into_bytes(),
         signed: false,
-        clearsigned: Some(INDEX_ASC),
     };
     (vec![file], skipped)
 }

@@ -359,6 +359,7 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
         .vagrant_box
         .as_ref()
         .map(|b| (b.digest.length.to_string(), b.digest.sha256.to_hex()));
+    let lxd = image.lxd.map(|c| (c.prefix.to_hex(), c.sha256.to_hex()));
     let mut attrs: Vec<(&str, &str)> = vec![
         ("url", s.url.as_str()),
         ("name", &s.name),
@@ -395,6 +396,10 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
         attrs.push(("vagrantBox", b.path.as_str()));
         attrs.push(("vagrantBoxLength", length));
         attrs.push(("vagrantBoxSha256", sha));
+    }
+    if let Some((metadata, fingerprint)) = &lxd {
+        attrs.push(("lxdMetadata", metadata));
+        attrs.push(("lxdFingerprint", fingerprint));
     }
     let el = w.create_element("vmcast:image").with_attributes(attrs);
     match &info.machine {

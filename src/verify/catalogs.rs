@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::feed::FeedDoc;
-use crate::catalog::{json_feed, virt_builder};
+use crate::catalog::{json_feed, simplestreams, virt_builder};
+use crate::model::Sha256;
 
 /// What the signed feeds and their archives say of every image: by URL,
 /// (length, SHA-256 hex); by release guid, its images' URLs; and the
@@ -22,6 +23,8 @@ pub(super) struct Published {
     pub(super) mirrors: BTreeSet<(String, String)>,
     /// By release guid, the (path, SHA-256 hex) of its Vagrant boxes.
     pub(super) boxes: BTreeMap<String, Vec<(String, String)>>,
+    /// By image URL, LXD's (metadata SHA-256, fingerprint).
+    pub(super) lxd: BTreeMap<String, (String, String)>,
 }
 
 impl Published {
@@ -40,6 +43,9 @@ impl Published {
                     .insert(image.url.clone(), (image.length, image.sha256.clone()));
                 if let Some(d) = &image.sha512 {
                     self.sha512.insert(image.url.clone(), d.clone());
+                }
+                if let Some(lxd) = &image.lxd {
+                    self.lxd.insert(image.url.clone(), lxd.clone());
                 }
             }
             self.mirrors.extend(item.mirrors.iter().cloned());
@@ -349,6 +355,125 @@ pub(super) fn check_virt_builder(
     }
     match problems.is_empty() {
         true => Ok(sections.len()),
+        false => Err(problems),
+    }
+}
+
+#[derive(Deserialize)]
+struct RawIndex {
+    format: String,
+    index: BTreeMap<String, RawIndexEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawIndexEntry {
+    path: String,
+}
+
+/// The products files `streams/v1/index.json` names, or what is wrong
+/// with it.
+pub(super) fn simplestreams_products(data: &[u8]) -> Result<Vec<String>, String> {
+    let index: RawIndex = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    if index.format != "index:1.0" {
+        return Err(format!("format is {:?}, not \"index:1.0\"", index.format));
+    }
+    Ok(index.index.into_values().map(|e| e.path).collect())
+}
+
+#[derive(Deserialize)]
+struct RawProducts {
+    products: BTreeMap<String, RawProduct>,
+}
+
+#[derive(Deserialize)]
+struct RawProduct {
+    versions: BTreeMap<String, RawVersion>,
+}
+
+#[derive(Deserialize)]
+struct RawVersion {
+    items: BTreeMap<String, RawItemFile>,
+}
+
+#[derive(Deserialize)]
+struct RawItemFile {
+    path: String,
+    size: u64,
+    sha256: String,
+    #[serde(rename = "combined_disk1-img_sha256")]
+    combined: Option<String>,
+}
+
+/// Checks a simplestreams products file against the feeds and the
+/// manifest: each item is a feed image (same length and SHA-256) or a
+/// file of the manifest (same SHA-256), and each LXD metadata item names
+/// the fingerprint the feed gives its version's disk. Returns how many
+/// items it lists, or every disagreement found.
+pub(super) fn check_simplestreams(
+    data: &[u8],
+    base: &url::Url,
+    manifest: &BTreeMap<String, Sha256>,
+    published: &Published,
+) -> Result<usize, Vec<String>> {
+    let products: RawProducts = serde_json::from_slice(data).map_err(|e| vec![e.to_string()])?;
+    let mut problems = Vec::new();
+    let mut items = 0;
+    for (product, p) in &products.products {
+        for (serial, v) in &p.versions {
+            let at = format!("{product} {serial}");
+            let disk = v
+                .items
+                .get(simplestreams::DISK_ITEM)
+                .map(|d| base.as_str().to_owned() + &d.path);
+            for (name, item) in &v.items {
+                items += 1;
+                let url = base.as_str().to_owned() + &item.path;
+                match (published.images.get(&url), manifest.get(&item.path)) {
+                    (Some((length, sha256)), _) => {
+                        if *length != item.size || *sha256 != item.sha256 {
+                            problems.push(format!(
+                                "{at} {name}: {} is {} bytes, SHA-256 {}; the feed says \
+                                 {length} bytes, {sha256}",
+                                item.path, item.size, item.sha256
+                            ));
+                        }
+                    }
+                    (None, Some(digest)) => {
+                        if digest.to_hex() != item.sha256 {
+                            problems.push(format!(
+                                "{at} {name}: {} has SHA-256 {}; the manifest says {digest}",
+                                item.path, item.sha256
+                            ));
+                        }
+                    }
+                    (None, None) => problems.push(format!(
+                        "{at} {name}: {} is neither an image of the feed nor a file of the \
+                         manifest",
+                        item.path
+                    )),
+                }
+                let Some(combined) = &item.combined else {
+                    continue;
+                };
+                let feed = disk.as_ref().and_then(|d| published.lxd.get(d));
+                match feed {
+                    Some((metadata, fingerprint))
+                        if *metadata == item.sha256 && fingerprint == combined => {}
+                    Some((metadata, fingerprint)) => problems.push(format!(
+                        "{at} {name}: LXD fingerprint {combined} of metadata {}; the feed says \
+                         {fingerprint} of metadata {metadata}",
+                        item.sha256
+                    )),
+                    None => problems.push(format!(
+                        "{at} {name}: the feed gives no LXD fingerprint for its {}",
+                        simplestreams::DISK_ITEM
+                    )),
+                }
+            }
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(items),
         false => Err(problems),
     }
 }

@@ -12,7 +12,7 @@ use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
 use super::{Check, CheckKind, Report, VerifyOptions};
-use crate::catalog::virt_builder;
+use crate::catalog::{simplestreams, virt_builder};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::openpgp;
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
@@ -158,7 +158,7 @@ impl Verifier<'_> {
                     published.add(&archive);
                 }
             }
-            self.check_catalogs(&published, &manifest, &key, &feed.stamp)?;
+            self.check_catalogs(&published, &base, &manifest, &key, &feed.stamp)?;
             self.check_vagrant(&published, &manifest, &base);
         }
         Ok(())
@@ -171,6 +171,7 @@ impl Verifier<'_> {
     fn check_catalogs(
         &mut self,
         published: &Published,
+        base: &Url,
         manifest: &BTreeMap<String, Sha256>,
         key: &PublicKey,
         stamp: &BuildStamp,
@@ -205,6 +206,9 @@ impl Verifier<'_> {
         }
         if manifest.contains_key(virt_builder::INDEX) {
             self.check_virt_builder(published, manifest, &stamp.base_url)?;
+        }
+        if manifest.contains_key(simplestreams::INDEX) {
+            self.check_simplestreams(base, manifest, published);
         }
         Ok(())
     }
@@ -323,6 +327,125 @@ impl Verifier<'_> {
                 format!("{name} signs a text other than {}", virt_builder::INDEX),
             ),
             Err(m) => self.fail(CheckKind::Catalog, m.replace(openpgp::MANIFEST_ASC, name)),
+        }
+    }
+
+    /// A catalog file the manifest must list, as fetched; `None` (with the
+    /// failure recorded) when it cannot be had.
+    fn fetch_listed(&mut self, manifest: &BTreeMap<String, Sha256>, name: &str) -> Option<Vec<u8>> {
+        let fetched = RelPath::parse(name).and_then(|rel| {
+            let loc = self.fetcher.site(&rel);
+            self.fetcher.fetch(&loc, MAX_TEXT_FILE)
+        });
+        match fetched {
+            Ok(data) => {
+                self.check_listed(manifest, name, &data);
+                Some(data)
+            }
+            Err(m) => {
+                self.fail(CheckKind::Catalog, format!("{name}: {m}"));
+                None
+            }
+        }
+    }
+
+    /// The simplestreams index and the products files it names, each
+    /// listed in the manifest and held against the feeds.
+    fn check_simplestreams(
+        &mut self,
+        base: &Url,
+        manifest: &BTreeMap<String, Sha256>,
+        published: &Published,
+    ) {
+        let index = simplestreams::INDEX;
+        let Some(data) = self.fetch_listed(manifest, index) else {
+            return;
+        };
+        let paths = match catalogs::simplestreams_products(&data) {
+            Ok(paths) => paths,
+            Err(m) => return self.fail(CheckKind::Catalog, format!("{index}: {m}")),
+        };
+        let mut products = None;
+        for path in paths {
+            let Some(data) = self.fetch_listed(manifest, &path) else {
+                continue;
+            };
+            if path == simplestreams::PRODUCTS {
+                products = Some(data.clone());
+            }
+            match catalogs::check_simplestreams(&data, base, manifest, published) {
+                Ok(n) => self.pass(
+                    CheckKind::Catalog,
+                    format!("{path}: {n} item(s), as the feed and {MANIFEST} list them"),
+                ),
+                Err(problems) => {
+                    for p in problems {
+                        self.fail(CheckKind::Catalog, format!("{path}: {p}"));
+                    }
+                }
+            }
+        }
+        if let Some(products) = products.filter(|_| manifest.contains_key(openpgp::PUBLIC_KEY)) {
+            self.check_signed_simplestreams(&data, &products);
+        }
+    }
+
+    /// A small file of the site, by its own name.
+    fn fetch_site_file(&mut self, name: &str) -> std::result::Result<Vec<u8>, String> {
+        let loc = self.fetcher.site(&known(name));
+        self.fetcher.fetch(&loc, MAX_TEXT_FILE)
+    }
+
+    /// With an OpenPGP key, the clearsigned forms: each signed by the
+    /// site's key (listed in the manifest, checked by [`Self::check_openpgp`]),
+    /// `images.sjson` signing the text of `images.json`, and `index.sjson`
+    /// that of `index.json` naming `images.sjson`.
+    fn check_signed_simplestreams(&mut self, index: &[u8], products: &[u8]) {
+        let named = String::from_utf8_lossy(index).replace(
+            &format!("\"{}\"", simplestreams::PRODUCTS),
+            &format!("\"{}\"", simplestreams::SIGNED_PRODUCTS),
+        );
+        let key = match self.fetch_site_file(openpgp::PUBLIC_KEY) {
+            Ok(key) => String::from_utf8_lossy(&key).into_owned(),
+            Err(m) => return self.fail(CheckKind::Catalog, m),
+        };
+        let forms = [
+            (
+                simplestreams::SIGNED_INDEX,
+                named.as_bytes(),
+                simplestreams::INDEX,
+            ),
+            (
+                simplestreams::SIGNED_PRODUCTS,
+                products,
+                simplestreams::PRODUCTS,
+            ),
+        ];
+        for (name, text, of) in forms {
+            let signed = match self.fetch_site_file(name) {
+                Ok(signed) => signed,
+                Err(m) => {
+                    self.fail(CheckKind::Catalog, m);
+                    continue;
+                }
+            };
+            match openpgp::verify(&key, &String::from_utf8_lossy(&signed)) {
+                Ok(v) if v.text.as_bytes() == text => self.pass(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: good signature by OpenPGP key {} of the text of {of}",
+                        v.fingerprint
+                    ),
+                ),
+                Ok(_) => self.fail(
+                    CheckKind::Catalog,
+                    format!("{name} signs a text other than {of}'s"),
+                ),
+                Err(_) => self.fail(
+                    CheckKind::Catalog,
+                    format!("{name}: no good signature by the site's OpenPGP key"),
+                ),
+            }
         }
     }
 
@@ -1061,6 +1184,7 @@ impl Verifier<'_> {
                     sha256: sha256.clone(),
                     sha512: None,
                     primary: false,
+                    lxd: None,
                     vagrant_box: None,
                 };
                 let Some(accepted) = site_urls.accept(&url) else {

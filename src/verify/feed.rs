@@ -64,6 +64,8 @@ pub(super) struct FeedImage {
     /// The Vagrant box made of it: its path in the site, length and
     /// SHA-256 (`vagrantBox*`).
     pub(super) vagrant_box: Option<(RelPath, u64, String)>,
+    /// LXD's fingerprint: (`lxdMetadata`, `lxdFingerprint`).
+    pub(super) lxd: Option<(String, String)>,
 }
 
 /// An SBOM or provenance file as the feed links it.
@@ -168,6 +170,10 @@ impl FeedDoc {
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
                                 sha512: attrs.get("sha512").cloned(),
                                 primary: attrs.get("primary").map(String::as_str) == Some("true"),
+                                lxd: attrs
+                                    .get("lxdMetadata")
+                                    .cloned()
+                                    .zip(attrs.get("lxdFingerprint").cloned()),
                                 vagrant_box: vagrant_box(&attrs)?,
                             });
                         }

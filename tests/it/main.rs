@@ -27,6 +27,7 @@ mod pull;
 mod readme;
 mod rebuild;
 mod serve;
+mod simplestreams;
 mod supply;
 mod vagrant;
 mod verify;

@@ -30,7 +30,7 @@ fn gnupg(program: &str, home: &Path, args: &[&str]) -> Output {
 }
 
 /// A GnuPG home directory (mode 0700, as gpg wants it).
-fn gnupg_home(parent: &Path) -> PathBuf {
+pub(crate) fn gnupg_home(parent: &Path) -> PathBuf {
     let home = parent.join("gnupg");
     fs::create_dir(&home).unwrap();
     fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
@@ -39,7 +39,7 @@ fn gnupg_home(parent: &Path) -> PathBuf {
 
 /// A binary keyring for `gpgv --keyring` made from an armored public key,
 /// as a consumer makes one from the published `openpgp.asc`.
-fn keyring(home: &Path, public: &Path) -> PathBuf {
+pub(crate) fn keyring(home: &Path, public: &Path) -> PathBuf {
     let keyring = home.join("site.gpg");
     let out = gnupg(
         "gpg",
