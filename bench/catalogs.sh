@@ -116,9 +116,9 @@ tree: ${#files[@]} raw images x 256 MiB, image_mode = none, every image listed b
 | case | ms (median) | each round, in order | ratio of medians | median of per-round ratios | target |
 |---|---:|---|---:|---:|---|
 | baseline: 2 x (openssl dgst -sha256; openssl dgst -sha512) | $(ms openssl2) | $(all openssl2) | 1 | 1 | |
-| cold build, json_feed + virt_builder | $(ms cold) | $(all cold) | $(ratio cold openssl2) | $(paired cold openssl2) | <= 1.15 |
+| cold build, every catalog on | $(ms cold) | $(all cold) | $(ratio cold openssl2) | $(paired cold openssl2) | <= 1.15 |
 | cold build, no catalogs (SHA-256 only) | $(ms nocatalogs) | $(all nocatalogs) | $(ratio nocatalogs openssl2) | $(paired nocatalogs openssl2) | |
-| warm rebuild, json_feed + virt_builder | $(ms warm) | $(all warm) | $(ratio warm cold) of cold | | reads no image |
+| warm rebuild, every catalog on | $(ms warm) | $(all warm) | $(ratio warm cold) of cold | | reads no image |
 
 warm rebuild summary: $warm_line
 EOF
