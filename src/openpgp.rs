@@ -277,18 +277,23 @@ pub struct Verified {
     pub text: String,
 }
 
-/// Checks a cleartext-signed message against an armored public key, both
-/// as published. The error says what is wrong.
-pub fn verify(public_key: &str, message: &str) -> std::result::Result<Verified, String> {
+/// Checks the cleartext-signed message `name` against an armored public
+/// key, both as published. The error names the file and says what is
+/// wrong.
+pub fn verify(
+    public_key: &str,
+    name: &str,
+    message: &str,
+) -> std::result::Result<Verified, String> {
     let (key, _) = SignedPublicKey::from_string(public_key)
         .map_err(|e| format!("{PUBLIC_KEY} is not an OpenPGP public key: {e}"))?;
     key.verify_bindings()
         .map_err(|e| format!("{PUBLIC_KEY}: the key's self-signatures do not verify: {e}"))?;
     let (message, _) = CleartextSignedMessage::from_string(message)
-        .map_err(|e| format!("{MANIFEST_ASC} is not an OpenPGP cleartext-signed message: {e}"))?;
+        .map_err(|e| format!("{name} is not an OpenPGP cleartext-signed message: {e}"))?;
     let fingerprint = format!("{:X}", key.primary_key.fingerprint());
     message.verify(&key).map_err(|_| {
-        format!("{MANIFEST_ASC}: no signature by OpenPGP key {fingerprint} matches its text")
+        format!("{name}: no signature by OpenPGP key {fingerprint} matches its text")
     })?;
     Ok(Verified {
         fingerprint,
@@ -328,14 +333,14 @@ mod tests {
             signer.clearsign(text, at(1_000)).unwrap()
         );
         let public = signer.public_key().unwrap();
-        let verified = verify(&public, &signed).unwrap();
+        let verified = verify(&public, "data.asc", &signed).unwrap();
         assert_eq!(verified.text, "- dash\nplain\nlast\n");
         assert_eq!(verified.fingerprint, signer.fingerprint());
         assert!(signed.contains("\n- - dash\nplain  \nlast\n-----BEGIN PGP SIGNATURE-----\n"));
         let other = Signer::generate("other", at(1_000)).unwrap();
-        assert!(verify(&other.public_key().unwrap(), &signed).is_err());
+        assert!(verify(&other.public_key().unwrap(), "data.asc", &signed).is_err());
         let tampered = signed.replace("last", "lost");
-        assert!(verify(&public, &tampered).is_err());
+        assert!(verify(&public, "data.asc", &tampered).is_err());
     }
 
     #[test]

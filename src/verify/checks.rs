@@ -182,30 +182,13 @@ impl Verifier<'_> {
             .cloned()
             .collect();
         for name in names {
-            let rel = match RelPath::parse(&name) {
-                Ok(rel) => rel,
-                Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
-            };
-            let loc = self.fetcher.site(&rel);
-            let sig = self.fetch_signature(&loc)?;
-            let own = self.check_comment(&sig, key, &name)?;
-            let signed = self.finish_signed(&loc, sig, own, key, &name)?;
-            self.check_same_build(&name, &signed.stamp, stamp)?;
-            self.check_listed(manifest, &name, &signed.data);
-            match catalogs::check_json_feed(&signed.data, published) {
-                Ok(n) => self.pass(
-                    CheckKind::Catalog,
-                    format!("{name}: {n} release(s), as the feed lists them"),
-                ),
-                Err(problems) => {
-                    for p in problems {
-                        self.fail(CheckKind::Catalog, format!("{name}: {p}"));
-                    }
-                }
-            }
+            let data = self.fetch_signed_listed(&name, manifest, key, stamp)?;
+            let held = catalogs::check_json_feed(&data, published)
+                .map(|n| format!("{n} release(s), as the feed lists them"));
+            self.report_catalog(&name, held);
         }
         if manifest.contains_key(virt_builder::INDEX) {
-            self.check_virt_builder(published, manifest, &stamp.base_url)?;
+            self.check_virt_builder(published, manifest, &stamp.base_url);
         }
         if manifest.contains_key(simplestreams::INDEX) {
             self.check_simplestreams(base, manifest, published);
@@ -229,28 +212,12 @@ impl Verifier<'_> {
             .collect();
         for name in names {
             let appliance = catalogs::vagrant_appliance(&name).unwrap_or_default();
-            let Ok(rel) = RelPath::parse(&name) else {
+            let Some(data) = self.fetch_listed(manifest, &name) else {
                 continue;
             };
-            let data = match self.fetcher.fetch(&self.fetcher.site(&rel), MAX_TEXT_FILE) {
-                Ok(data) => data,
-                Err(m) => {
-                    self.fail(CheckKind::Catalog, format!("{name}: {m}"));
-                    continue;
-                }
-            };
-            self.check_listed(manifest, &name, &data);
-            match catalogs::check_vagrant(appliance, &data, published, base) {
-                Ok(n) => self.pass(
-                    CheckKind::Catalog,
-                    format!("{name}: {n} version(s), the boxes the feed lists"),
-                ),
-                Err(problems) => {
-                    for p in problems {
-                        self.fail(CheckKind::Catalog, format!("{name}: {p}"));
-                    }
-                }
-            }
+            let held = catalogs::check_vagrant(appliance, &data, published, base)
+                .map(|n| format!("{n} version(s), the boxes the feed lists"));
+            self.report_catalog(&name, held);
         }
     }
 
@@ -261,72 +228,32 @@ impl Verifier<'_> {
         published: &Published,
         manifest: &BTreeMap<String, Sha256>,
         base_url: &str,
-    ) -> Step<()> {
+    ) {
         let name = virt_builder::INDEX;
-        let data = match self
-            .fetcher
-            .fetch(&self.fetcher.site(&known(name)), MAX_TEXT_FILE)
-        {
-            Ok(d) => d,
-            Err(m) => return self.stop(CheckKind::Catalog, m),
+        let Some(data) = self.fetch_listed(manifest, name) else {
+            return;
         };
-        self.check_listed(manifest, name, &data);
-        match catalogs::check_virt_builder(&data, base_url, published) {
-            Ok(n) => self.pass(
-                CheckKind::Catalog,
-                format!("{name}: {n} template(s), as the feed lists them"),
-            ),
+        let held = catalogs::check_virt_builder(&data, base_url, published)
+            .map(|n| format!("{n} template(s), as the feed lists them"));
+        self.report_catalog(name, held);
+        if manifest.contains_key(openpgp::PUBLIC_KEY)
+            && let Some(key) = self.fetch_openpgp_key(CheckKind::Catalog)
+        {
+            let index_asc = virt_builder::INDEX_ASC;
+            self.check_clearsigned(CheckKind::Catalog, &key, index_asc, &data, name);
+        }
+    }
+
+    /// How a catalog held against the feeds: what it lists, or each
+    /// disagreement.
+    fn report_catalog(&mut self, name: &str, held: std::result::Result<String, Vec<String>>) {
+        match held {
+            Ok(detail) => self.pass(CheckKind::Catalog, format!("{name}: {detail}")),
             Err(problems) => {
                 for p in problems {
                     self.fail(CheckKind::Catalog, format!("{name}: {p}"));
                 }
             }
-        }
-        if manifest.contains_key(openpgp::PUBLIC_KEY) {
-            self.check_index_asc(&data);
-        }
-        Ok(())
-    }
-
-    /// With an OpenPGP key, `virt-builder/index.asc` must verify against
-    /// the listed `openpgp.asc` and sign the text of the index.
-    fn check_index_asc(&mut self, index: &[u8]) {
-        let name = virt_builder::INDEX_ASC;
-        let mut fetch = |file: &str| {
-            self.fetcher
-                .fetch(&self.fetcher.site(&known(file)), MAX_TEXT_FILE)
-        };
-        let (key, signed) = match (fetch(openpgp::PUBLIC_KEY), fetch(name)) {
-            (Ok(key), Ok(signed)) => (key, signed),
-            (Err(m), _) | (_, Err(m)) => return self.fail(CheckKind::Catalog, m),
-        };
-        // What a cleartext signature covers: each line without trailing
-        // blanks, whatever the last line ends with.
-        let signed_form = |text: &str| {
-            let lines: Vec<&str> = text
-                .lines()
-                .map(|l| l.trim_end_matches([' ', '\t']))
-                .collect();
-            lines.join("\n").trim_end_matches('\n').to_owned()
-        };
-        match openpgp::verify(
-            &String::from_utf8_lossy(&key),
-            &String::from_utf8_lossy(&signed),
-        ) {
-            Ok(v) if signed_form(&v.text) == signed_form(&String::from_utf8_lossy(index)) => self
-                .pass(
-                    CheckKind::Catalog,
-                    format!(
-                        "{name}: good signature by OpenPGP key {} of the text of {}",
-                        v.fingerprint,
-                        virt_builder::INDEX
-                    ),
-                ),
-            Ok(_) => self.fail(
-                CheckKind::Catalog,
-                format!("{name} signs a text other than {}", virt_builder::INDEX),
-            ),
-            Err(m) => self.fail(CheckKind::Catalog, m.replace(openpgp::MANIFEST_ASC, name)),
         }
     }
 
@@ -373,17 +300,9 @@ impl Verifier<'_> {
             if path == simplestreams::PRODUCTS {
                 products = Some(data.clone());
             }
-            match catalogs::check_simplestreams(&data, base, manifest, published) {
-                Ok(n) => self.pass(
-                    CheckKind::Catalog,
-                    format!("{path}: {n} item(s), as the feed and {MANIFEST} list them"),
-                ),
-                Err(problems) => {
-                    for p in problems {
-                        self.fail(CheckKind::Catalog, format!("{path}: {p}"));
-                    }
-                }
-            }
+            let held = catalogs::check_simplestreams(&data, base, manifest, published)
+                .map(|n| format!("{n} item(s), as the feed and {MANIFEST} list them"));
+            self.report_catalog(&path, held);
         }
         if let Some(products) = products.filter(|_| manifest.contains_key(openpgp::PUBLIC_KEY)) {
             self.check_signed_simplestreams(&data, &products);
@@ -405,9 +324,8 @@ impl Verifier<'_> {
             &format!("\"{}\"", simplestreams::PRODUCTS),
             &format!("\"{}\"", simplestreams::SIGNED_PRODUCTS),
         );
-        let key = match self.fetch_site_file(openpgp::PUBLIC_KEY) {
-            Ok(key) => String::from_utf8_lossy(&key).into_owned(),
-            Err(m) => return self.fail(CheckKind::Catalog, m),
+        let Some(key) = self.fetch_openpgp_key(CheckKind::Catalog) else {
+            return;
         };
         let forms = [
             (
@@ -422,30 +340,48 @@ impl Verifier<'_> {
             ),
         ];
         for (name, text, of) in forms {
-            let signed = match self.fetch_site_file(name) {
-                Ok(signed) => signed,
-                Err(m) => {
-                    self.fail(CheckKind::Catalog, m);
-                    continue;
-                }
-            };
-            match openpgp::verify(&key, &String::from_utf8_lossy(&signed)) {
-                Ok(v) if v.text.as_bytes() == text => self.pass(
-                    CheckKind::Catalog,
+            self.check_clearsigned(CheckKind::Catalog, &key, name, text, of);
+        }
+    }
+
+    /// The site's OpenPGP public key, `openpgp.asc`, as published; `None`,
+    /// with the failure recorded, when it cannot be had.
+    fn fetch_openpgp_key(&mut self, kind: CheckKind) -> Option<String> {
+        match self.fetch_site_file(openpgp::PUBLIC_KEY) {
+            Ok(key) => Some(String::from_utf8_lossy(&key).into_owned()),
+            Err(m) => {
+                self.fail(kind, m);
+                None
+            }
+        }
+    }
+
+    /// A cleartext-signed file of the site, `name`: it must verify against
+    /// the site's OpenPGP key and sign `text`, the text of `of`, as the
+    /// signature covers it (each line without trailing blanks).
+    fn check_clearsigned(&mut self, kind: CheckKind, key: &str, name: &str, text: &[u8], of: &str) {
+        let signed = match self.fetch_site_file(name) {
+            Ok(signed) => signed,
+            Err(m) => return self.fail(kind, m),
+        };
+        let signed_form = |text: &str| {
+            let lines: Vec<&str> = text
+                .lines()
+                .map(|l| l.trim_end_matches([' ', '\t']))
+                .collect();
+            lines.join("\n").trim_end_matches('\n').to_owned()
+        };
+        match openpgp::verify(key, name, &String::from_utf8_lossy(&signed)) {
+            Ok(v) if signed_form(&v.text) == signed_form(&String::from_utf8_lossy(text)) => self
+                .pass(
+                    kind,
                     format!(
                         "{name}: good signature by OpenPGP key {} of the text of {of}",
                         v.fingerprint
                     ),
                 ),
-                Ok(_) => self.fail(
-                    CheckKind::Catalog,
-                    format!("{name} signs a text other than {of}'s"),
-                ),
-                Err(_) => self.fail(
-                    CheckKind::Catalog,
-                    format!("{name}: no good signature by the site's OpenPGP key"),
-                ),
-            }
+            Ok(_) => self.fail(kind, format!("{name} signs a text other than {of}")),
+            Err(m) => self.fail(kind, m),
         }
     }
 
@@ -968,40 +904,15 @@ impl Verifier<'_> {
 
     /// A build with an OpenPGP key lists its public key in the manifest, so
     /// the minisign signature vouches for it, and clearsigns the manifest
-    /// with it: `SHA256SUMS.asc` must verify against that key and sign
-    /// exactly the text of the verified manifest.
+    /// with it: `SHA256SUMS.asc` must verify against that key and sign the
+    /// text of the verified manifest.
     fn check_openpgp(&mut self, manifest: &BTreeMap<String, Sha256>, sums: &[u8]) {
-        let mut fetch = |name: &str| {
-            self.fetcher
-                .fetch(&self.fetcher.site(&known(name)), MAX_TEXT_FILE)
+        let Some(key) = self.fetch_openpgp_key(CheckKind::OpenPgp) else {
+            return;
         };
-        let (key, signed) = match (fetch(openpgp::PUBLIC_KEY), fetch(openpgp::MANIFEST_ASC)) {
-            (Ok(key), Ok(signed)) => (key, signed),
-            (Err(m), _) | (_, Err(m)) => return self.fail(CheckKind::OpenPgp, m),
-        };
-        self.check_listed(manifest, openpgp::PUBLIC_KEY, &key);
-        let verified = openpgp::verify(
-            &String::from_utf8_lossy(&key),
-            &String::from_utf8_lossy(&signed),
-        );
-        match verified {
-            Ok(v) if v.text.as_bytes() == sums => self.pass(
-                CheckKind::OpenPgp,
-                format!(
-                    "{}: good signature by OpenPGP key {} of the text of {MANIFEST}",
-                    openpgp::MANIFEST_ASC,
-                    v.fingerprint
-                ),
-            ),
-            Ok(_) => self.fail(
-                CheckKind::OpenPgp,
-                format!(
-                    "{} signs a text other than {MANIFEST}",
-                    openpgp::MANIFEST_ASC
-                ),
-            ),
-            Err(m) => self.fail(CheckKind::OpenPgp, m),
-        }
+        self.check_listed(manifest, openpgp::PUBLIC_KEY, key.as_bytes());
+        let name = openpgp::MANIFEST_ASC;
+        self.check_clearsigned(CheckKind::OpenPgp, &key, name, sums, MANIFEST);
     }
 
     /// The per-appliance feeds listed in the manifest: signed by the same
@@ -1018,18 +929,31 @@ impl Verifier<'_> {
             .cloned()
             .collect();
         for name in names {
-            let rel = match RelPath::parse(&name) {
-                Ok(rel) => rel,
-                Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
-            };
-            let loc = self.fetcher.site(&rel);
-            let sig = self.fetch_signature(&loc)?;
-            let own = self.check_comment(&sig, key, &name)?;
-            let signed = self.finish_signed(&loc, sig, own, key, &name)?;
-            self.check_same_build(&name, &signed.stamp, stamp)?;
-            self.check_listed(manifest, &name, &signed.data);
+            self.fetch_signed_listed(&name, manifest, key, stamp)?;
         }
         Ok(())
+    }
+
+    /// A file of the site the manifest lists and the key signs beside it
+    /// (`<name>.minisig`), in this build: its bytes, once all that holds.
+    fn fetch_signed_listed(
+        &mut self,
+        name: &str,
+        manifest: &BTreeMap<String, Sha256>,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+    ) -> Step<Vec<u8>> {
+        let rel = match RelPath::parse(name) {
+            Ok(rel) => rel,
+            Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
+        };
+        let loc = self.fetcher.site(&rel);
+        let sig = self.fetch_signature(&loc)?;
+        let own = self.check_comment(&sig, key, name)?;
+        let signed = self.finish_signed(&loc, sig, own, key, name)?;
+        self.check_same_build(name, &signed.stamp, stamp)?;
+        self.check_listed(manifest, name, &signed.data);
+        Ok(signed.data)
     }
 
     /// A next key announced by this build: signed by the current key. With

@@ -218,13 +218,16 @@ fn gpgs_known_answer_verifies_and_clearsigned_layout_is_gpgs() {
     let public = fs::read_to_string(known_answer("openpgp.asc")).unwrap();
     let data = fs::read_to_string(known_answer("data.txt")).unwrap();
     let theirs = fs::read_to_string(known_answer("data.txt.asc")).unwrap();
-    let verified = vmcast_gen::openpgp::verify(&public, &theirs).unwrap();
+    let verified = vmcast_gen::openpgp::verify(&public, "data.txt.asc", &theirs).unwrap();
     assert_eq!(verified.text, data);
     assert_eq!(
         verified.fingerprint,
         "AB036385B86647715A6EC66557D18D1018D9B3B7"
     );
-    assert!(vmcast_gen::openpgp::verify(&public, &theirs.replace("quick", "quack")).is_err());
+    assert!(
+        vmcast_gen::openpgp::verify(&public, "data.txt.asc", &theirs.replace("quick", "quack"))
+            .is_err()
+    );
 
     let path = known_answer("openpgp-secret.asc");
     let key = vmcast_gen::openpgp::LockedKey::parse(&path, &fs::read_to_string(&path).unwrap())
@@ -242,7 +245,9 @@ fn gpgs_known_answer_verifies_and_clearsigned_layout_is_gpgs() {
     };
     assert_eq!(cleartext(&ours), cleartext(&theirs));
     assert_eq!(
-        vmcast_gen::openpgp::verify(&public, &ours).unwrap().text,
+        vmcast_gen::openpgp::verify(&public, "data.txt.asc", &ours)
+            .unwrap()
+            .text,
         data
     );
 }

@@ -527,6 +527,7 @@ fn preview_is_never_clearsigned_with_the_real_openpgp_key() {
         let (_, _, sums) = get(&server.base, "/SHA256SUMS", "", "GET");
         let verified = vmcast_gen::openpgp::verify(
             &String::from_utf8(public).unwrap(),
+            "SHA256SUMS.asc",
             &String::from_utf8(signed).unwrap(),
         )
         .unwrap();

@@ -892,6 +892,7 @@ fn verify_checks_the_signed_simplestreams_forms() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert_eq!(
         stderr(&out),
-        "error: streams/v1/images.sjson: no good signature by the site's OpenPGP key\n"
+        "error: streams/v1/images.sjson: no signature by OpenPGP key \
+         AB036385B86647715A6EC66557D18D1018D9B3B7 matches its text\n"
     );
 }

@@ -528,7 +528,7 @@ fn virt_builder_checks_the_clearsigned_index_against_its_gpgkey() {
         signed.starts_with(&format!("{head}{index}-----BEGIN PGP SIGNATURE-----\n")),
         "{signed}"
     );
-    vmcast_gen::openpgp::verify(&public, &signed).unwrap();
+    vmcast_gen::openpgp::verify(&public, "virt-builder/index.asc", &signed).unwrap();
 
     let server = crate::serve::start(&fixture);
     let repos = fixture.tmp.path().join("vb/config/virt-builder/repos.d");
