@@ -140,9 +140,19 @@ fn tarball(info: &ReleaseInfo, arch: &str) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.append(&header, yaml.as_bytes()).map_err(fail)?;
     let tar = builder.into_inner().map_err(fail)?;
-    let mut xz = Vec::new();
-    lzma_rs::xz_compress(&mut tar.as_slice(), &mut xz).map_err(fail)?;
-    Ok(xz)
+    xz_compress(&tar).map_err(fail)
+}
+
+/// xz of a tarball of a few KiB, made again on every build (its digest
+/// seeds LXD's fingerprint): a preset-0 encoder with a 64 KiB dictionary,
+/// since a larger one only costs memory here.
+fn xz_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut options = lzma_rust2::XzOptions::with_preset(0);
+    options.lzma_options.dict_size = 64 << 10;
+    let mut writer = lzma_rust2::XzWriter::new(Vec::new(), options)?;
+    writer.write_all(data)?;
+    writer.finish()
 }
 
 /// An image's path relative to the site, if it is served from the site.

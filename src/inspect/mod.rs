@@ -336,8 +336,10 @@ mod tests {
         hds[28] = 8;
         hds[36..44].copy_from_slice(&(1u64 << 21).to_le_bytes());
         // A raw disk in xz: its size comes from the xz index at the end.
-        let mut raw_xz = Vec::new();
-        lzma_rs::xz_compress(&mut &raw[..300_000], &mut raw_xz).unwrap();
+        let mut writer =
+            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(0)).unwrap();
+        std::io::Write::write_all(&mut writer, &raw[..300_000]).unwrap();
+        let raw_xz = writer.finish().unwrap();
         assert_eq!(
             inspect_bytes(&raw_xz, 4096).unwrap().virtual_size,
             Some(300_000)
