@@ -16,8 +16,6 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tempfile::TempDir;
-
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::warning::Warning;
@@ -25,11 +23,14 @@ use crate::warning::Warning;
 /// Marks an output directory as one this tool made and may replace.
 pub const MARKER: &str = ".vmcast-gen";
 
-/// A half-built site. Dropping it without [`Staging::commit`] deletes it.
-/// It borrows the output's lock: no other build of the output runs while
-/// it exists.
+/// A half-built site. Dropping it without [`Staging::commit`] deletes it,
+/// or, when it is the spare reused, puts it back as the spare: a build
+/// that fails loses the next one nothing (its images, linked or copied
+/// already, would otherwise be linked or copied again). It borrows the
+/// output's lock: no other build of the output runs while it exists.
 pub struct Staging<'a> {
-    dir: TempDir,
+    /// `None` once committed.
+    dir: Option<PathBuf>,
     lock: &'a OutputLock,
     /// What the spare brought (site-relative paths, parents first), when
     /// this staging directory is the spare reused: what the new site does
@@ -53,14 +54,16 @@ impl<'a> Staging<'a> {
             .prefix(&staging_prefix(target))
             .tempdir_in(parent)
             .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
-        let (spare, warning) = take_spare(&spare_path(target), dir.path())?;
-        fsutil::set_mode(dir.path(), fsutil::PUBLISHED_DIR_MODE)?;
-        let staging = Staging {
-            dir,
+        let dir = dir.keep();
+        let mut staging = Staging {
+            dir: Some(dir),
             lock,
-            spare,
+            spare: Vec::new(),
             produced: RefCell::new(BTreeSet::new()),
         };
+        let (spare, warning) = take_spare(&spare_path(target), staging.path())?;
+        staging.spare = spare;
+        fsutil::set_mode(staging.path(), fsutil::PUBLISHED_DIR_MODE)?;
         staging.write(
             MARKER,
             b"This directory is replaced by every `vmcast-gen build`.\n",
@@ -69,14 +72,16 @@ impl<'a> Staging<'a> {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir
+            .as_deref()
+            .expect("a staging directory until committed")
     }
 
     /// The place of a site-relative path inside the staging directory, with
     /// its parent directories created. What the spare holds at that place
     /// is left for the caller to keep or replace.
     pub fn prepare(&self, rel: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join(rel);
+        let path = self.path().join(rel);
         if let Some(parent) = path.parent()
             && let Err(e) = fsutil::create_dir_all(parent)
         {
@@ -84,7 +89,7 @@ impl<'a> Staging<'a> {
                 return Err(e);
             }
             // A file of the old site where this one has a directory.
-            let mut at = self.dir.path().to_path_buf();
+            let mut at = self.path().to_path_buf();
             for part in Path::new(rel).parent().into_iter().flat_map(Path::iter) {
                 at.push(part);
                 if fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir()) {
@@ -138,7 +143,7 @@ impl<'a> Staging<'a> {
                 && !produced.contains(entry)
                 && parent.is_none_or(|p| used.contains(p))
             {
-                fsutil::remove_any(&self.dir.path().join(entry))?;
+                fsutil::remove_any(&self.path().join(entry))?;
             }
         }
         Ok(())
@@ -147,9 +152,9 @@ impl<'a> Staging<'a> {
     /// Flushes the new site to disk, then puts it in place of the old one,
     /// atomically where the file system can exchange two directories. The
     /// old one becomes the spare.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
         self.remove_unused()?;
-        let new = self.dir.keep();
+        let new = self.dir.take().expect("committed once");
         // One syncfs for every file written, copied or reflinked, instead of
         // an fsync each: the same durability before the swap, at one flush.
         fs::File::open(&new)
@@ -170,6 +175,19 @@ impl<'a> Staging<'a> {
             retire(&old, &spare_path(target))?;
         }
         sync_dir(parent_of(target))
+    }
+}
+
+impl Drop for Staging<'_> {
+    /// Puts an uncommitted reused spare back, where the next build takes it
+    /// like any spare: untrusted, checked file by file. A new staging
+    /// directory, or a spare whose place is taken, is removed; nothing to
+    /// report if that fails, the next build's sweep removes it.
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        if self.spare.is_empty() || fs::rename(&dir, spare_path(&self.lock.target)).is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 }
 

@@ -481,3 +481,33 @@ fn build_killed_while_staging_in_the_spare_leaves_the_output_and_is_swept() {
     assert_eq!(staging(), None);
     assert_eq!(tree(&fixture.path("public")), cold_tree(&fixture));
 }
+
+/// A build that fails after it took the spare puts the spare back: the
+/// next build links or copies nothing the failed one had in place.
+#[test]
+fn failed_build_puts_the_spare_back() {
+    let fixture = with_mode("copy");
+    assert_success(&fixture.build(&[]));
+    warm_build(&fixture);
+    let spare_copy = ino(&fixture.path(&PUBLISHED.replace("public", SPARE)));
+    let before = tree(&fixture.path("public"));
+    // Rendering comes after the spare is taken and every image placed.
+    fs::create_dir(fixture.path("templates")).unwrap();
+    fs::write(
+        fixture.path("templates/index.html"),
+        "{{ no_such_value.field }}\n",
+    )
+    .unwrap();
+    let out = fixture.build(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(tree(&fixture.path("public")), before);
+    assert_eq!(
+        ino(&fixture.path(&PUBLISHED.replace("public", SPARE))),
+        spare_copy
+    );
+
+    fs::remove_dir_all(fixture.path("templates")).unwrap();
+    warm_build(&fixture);
+    assert_eq!(ino(&fixture.path(PUBLISHED)), spare_copy);
+    assert_eq!(tree(&fixture.path("public")), cold_tree(&fixture));
+}
