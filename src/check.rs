@@ -51,7 +51,8 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
             });
         }
     };
-    let (plan, mut problems) = match scan::scan_all(&config, images) {
+    let (plan, mut problems) = match scan::scan_all(&config, images, crate::par::default_threads())
+    {
         Ok(found) => found,
         Err(e) => (
             scan::Plan {

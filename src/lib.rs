@@ -21,6 +21,7 @@ pub mod media;
 pub mod model;
 pub mod notes;
 pub mod openpgp;
+pub mod par;
 pub mod place;
 pub mod previous;
 #[cfg(feature = "publish")]
@@ -166,6 +167,7 @@ pub fn build(
 ) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
     let build_time = options.build_time.unwrap_or_else(Utc::now);
+    let threads = options.threads.unwrap_or_else(par::default_threads);
     let sequence = u64::try_from(build_time.timestamp())
         .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
     let expires = config.expires_after.map(|d| build_time + d);
@@ -177,7 +179,7 @@ pub fn build(
     // The scan first: a site with no images yet hears so before any
     // password prompt.
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
-    let plan = scan::scan(&config, previous_source.is_some())?;
+    let plan = scan::scan(&config, previous_source.is_some(), threads)?;
     let provenance_keys = supply::keys::load(&config.provenance_keys)?;
     let (key, key_warning) = load_key(&config, options, &mut *password)?;
     warnings.extend(key_warning);
@@ -246,9 +248,6 @@ pub fn build(
         sidecars: config.trust_sidecars,
         verify_cache: options.verify_cache,
     };
-    let threads = options
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let hashed = hash::digest_all(&requests, &mut shortcuts, threads, progress)?;
     let mut cache = shortcuts.cache.take();
     // Keep what was read even if a later stage fails; the full record is
@@ -485,10 +484,13 @@ pub fn build(
         }
         .to_comment()
     };
-    for feed in &rendered.feeds {
-        let sig = key.sign(&feed.xml, &comment(&feed.path))?;
+    // A hundred archive documents make signing a fixed cost worth sharing out.
+    let feed_sigs = par::map(threads, &rendered.feeds, |feed| {
+        key.sign(&feed.xml, &comment(&feed.path))
+    });
+    for (feed, sig) in rendered.feeds.iter().zip(feed_sigs) {
         staging.write(&feed.path, &feed.xml)?;
-        staging.write(&format!("{}.minisig", feed.path), sig.to_file().as_bytes())?;
+        staging.write(&format!("{}.minisig", feed.path), sig?.to_file().as_bytes())?;
     }
     let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(render::MANIFEST))?;
     staging.write(render::MANIFEST, rendered.manifest.as_bytes())?;
@@ -510,10 +512,14 @@ pub fn build(
             sig.to_file().as_bytes(),
         )?;
     }
-    for file in &rendered.catalogs.files {
+    let catalog_sigs = par::map(threads, &rendered.catalogs.files, |file| {
+        file.signed
+            .then(|| key.sign(&file.bytes, &comment(&file.path)))
+            .transpose()
+    });
+    for (file, sig) in rendered.catalogs.files.iter().zip(catalog_sigs) {
         staging.write(&file.path, &file.bytes)?;
-        if file.signed {
-            let sig = key.sign(&file.bytes, &comment(&file.path))?;
+        if let Some(sig) = sig? {
             staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
         }
     }

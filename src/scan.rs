@@ -42,8 +42,8 @@ impl Plan {
 /// Scans the releases and their images, failing at the first problem.
 /// With `imageless`, a release without images is planned with none (its
 /// images may come from the previous site) instead of refused.
-pub fn scan(config: &Config, imageless: bool) -> Result<Plan> {
-    let (plan, mut problems) = scan_with(config, true, imageless, false)?;
+pub fn scan(config: &Config, imageless: bool, threads: usize) -> Result<Plan> {
+    let (plan, mut problems) = scan_with(config, true, imageless, false, threads)?;
     match problems.is_empty() {
         true => Ok(plan),
         false => Err(problems.remove(0)),
@@ -53,8 +53,8 @@ pub fn scan(config: &Config, imageless: bool) -> Result<Plan> {
 /// Scans every release, going on past a bad one and returning every
 /// problem found; with `images = false` no image is looked for. For
 /// `vmcast-gen check`.
-pub fn scan_all(config: &Config, images: bool) -> Result<(Plan, Vec<Error>)> {
-    scan_with(config, images, false, true)
+pub fn scan_all(config: &Config, images: bool, threads: usize) -> Result<(Plan, Vec<Error>)> {
+    scan_with(config, images, false, true, threads)
 }
 
 fn scan_with(
@@ -62,6 +62,7 @@ fn scan_with(
     images: bool,
     imageless: bool,
     keep_going: bool,
+    threads: usize,
 ) -> Result<(Plan, Vec<Error>)> {
     let root = &config.releases_dir;
     if !fsutil::metadata(root)?.is_dir() {
@@ -99,15 +100,19 @@ fn scan_with(
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut problems = Vec::new();
     let mut seen: BTreeMap<(Name, String), PathBuf> = BTreeMap::new();
-    for path in notes_files {
+    // Read and parsed on every core: with a thousand releases, most of a
+    // warm rebuild's scan. All are read even past a bad one; the first in
+    // order is the one reported, as before.
+    let loaded = crate::par::map(threads, &notes_files, |path| notes::load(path));
+    for (path, notes) in notes_files.iter().zip(loaded) {
         let dir = path.parent().expect("a notes file has a parent directory");
         let files = beside.remove(dir).unwrap_or_default();
-        let release = notes::load(&path).and_then(|notes| {
+        let release = notes.and_then(|notes| {
             let appliance = appliance_of(config, &notes, dir)?;
             let key = (appliance.clone(), notes.version.to_string());
             if let Some(first) = seen.get(&key) {
                 return Err(Error::file(
-                    &path,
+                    path,
                     format_args!(
                         "appliance {appliance} version {} is already declared in {}",
                         notes.version,
