@@ -177,9 +177,19 @@ pub fn build(
     let mut warnings = lock.sweep()?;
 
     // The scan first: a site with no images yet hears so before any
-    // password prompt.
+    // password prompt. The spare is taken meanwhile: both walk a thousand
+    // directories on a large site, which is mostly the kernel's time.
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
-    let plan = scan::scan(&config, previous_source.is_some(), threads)?;
+    let (plan, staging) = std::thread::scope(|s| {
+        let staging = s.spawn(|| write::Staging::new(&lock));
+        let plan = scan::scan(&config, previous_source.is_some(), threads);
+        let staging = staging
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (plan, staging)
+    });
+    let plan = plan?;
+    let (staging, spare_warning) = staging?;
     let provenance_keys = supply::keys::load(&config.provenance_keys)?;
     let (key, key_warning) = load_key(&config, options, &mut *password)?;
     warnings.extend(key_warning);
@@ -233,7 +243,6 @@ pub fn build(
         None => None,
     };
 
-    let (staging, spare_warning) = write::Staging::new(&lock)?;
     warnings.extend(spare_warning);
     let requests = hash_requests(&config, &plan, &staging)?;
     let mut shortcuts = hash::Shortcuts {
