@@ -189,7 +189,6 @@ pub fn build(
         (plan, staging)
     });
     let plan = plan?;
-    let (staging, spare_warning) = staging?;
     let provenance_keys = supply::keys::load(&config.provenance_keys)?;
     let (key, key_warning) = load_key(&config, options, &mut *password)?;
     warnings.extend(key_warning);
@@ -243,6 +242,8 @@ pub fn build(
         None => None,
     };
 
+    // Its errors come after the key's, which say more.
+    let (staging, spare_warning) = staging?;
     warnings.extend(spare_warning);
     let requests = hash_requests(&config, &plan, &staging)?;
     let mut shortcuts = hash::Shortcuts {
