@@ -70,7 +70,7 @@ impl FileState {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CacheFile {
     format: String,
@@ -112,12 +112,22 @@ struct BoxEntry {
     sha256: String,
 }
 
+/// The cache file as written: [`CacheFile`], borrowed.
+#[derive(Serialize)]
+struct CacheFileOut<'a> {
+    format: &'a str,
+    entries: &'a BTreeMap<String, CacheEntry>,
+}
+
 /// The hash cache of one site.
 #[derive(Debug)]
 pub struct HashCache {
     path: PathBuf,
     old: BTreeMap<String, CacheEntry>,
     new: BTreeMap<String, CacheEntry>,
+    /// The file's text as read or last written: a save that would write
+    /// the same text (a rebuild where nothing changed) writes nothing.
+    on_disk: Option<String>,
 }
 
 impl HashCache {
@@ -137,6 +147,7 @@ impl HashCache {
                     path: path.to_path_buf(),
                     old: BTreeMap::new(),
                     new: BTreeMap::new(),
+                    on_disk: None,
                 },
                 warning,
             )
@@ -146,17 +157,21 @@ impl HashCache {
         }
         let parsed = fsutil::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str::<CacheFile>(&text).map_err(|e| e.to_string()));
+            .and_then(|text| match serde_json::from_str::<CacheFile>(&text) {
+                Ok(file) => Ok((file, text)),
+                Err(e) => Err(e.to_string()),
+            });
         match parsed {
-            Ok(file) if file.format == CACHE_FORMAT => (
+            Ok((file, text)) if file.format == CACHE_FORMAT => (
                 HashCache {
                     path: path.to_path_buf(),
                     old: file.entries,
                     new: BTreeMap::new(),
+                    on_disk: Some(text),
                 },
                 None,
             ),
-            Ok(file) => empty(Some(Warning::file(
+            Ok((file, _)) => empty(Some(Warning::file(
                 path,
                 format_args!(
                     "hash cache of unknown format {:?}; ignored, every image is hashed",
@@ -261,19 +276,24 @@ impl HashCache {
 
     /// Writes the entries of this build (only those: the file never grows
     /// with images long gone), atomically.
-    pub fn save(&self) -> Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io("cannot create the cache directory", dir, e))?;
-        }
-        let file = CacheFile {
-            format: CACHE_FORMAT.into(),
-            entries: self.new.clone(),
+    pub fn save(&mut self) -> Result<()> {
+        let file = CacheFileOut {
+            format: CACHE_FORMAT,
+            entries: &self.new,
         };
         // Compact: a warm build of thousands of images reads and writes it.
         let mut text = serde_json::to_string(&file).expect("the cache serializes");
         text.push('\n');
-        fsutil::write_new_file(&self.path, text.as_bytes(), 0o644, true)
+        if self.on_disk.as_ref() == Some(&text) {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io("cannot create the cache directory", dir, e))?;
+        }
+        fsutil::write_new_file(&self.path, text.as_bytes(), 0o644, true)?;
+        self.on_disk = Some(text);
+        Ok(())
     }
 }
 
@@ -419,7 +439,7 @@ mod tests {
 
     #[test]
     fn cache_serves_only_the_same_state() {
-        let (dir, file, state, digest, info, cache) = cache_with_one_entry();
+        let (dir, file, state, digest, info, mut cache) = cache_with_one_entry();
         let cache_path = dir.path().join("cache.json");
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);

@@ -76,13 +76,14 @@ pub fn read_regular(path: &Path, follow: bool, limit: u64) -> Result<(Vec<u8>, f
     if meta.len() > limit {
         return Err(too_large(path, limit));
     }
-    Ok((read_open(file, path, limit)?, meta))
+    Ok((read_open(file, path, limit, meta.len())?, meta))
 }
 
 /// Reads an open file to its end, at most `limit` bytes whatever it claims.
-pub fn read_open(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
+/// `size`, what its stat said, sizes the buffer: two reads, not three.
+pub fn read_open(file: File, path: &Path, limit: u64, size: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(usize::try_from(size.min(limit)).unwrap_or(0) + 1);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("cannot read", path, e))?;
@@ -122,6 +123,11 @@ pub fn open(path: &Path) -> Result<File> {
 
 pub fn metadata(path: &Path) -> Result<fs::Metadata> {
     fs::metadata(path).map_err(|e| Error::io("cannot stat", path, e))
+}
+
+/// The state of a file itself, not of what a symbolic link points at.
+pub fn symlink_metadata(path: &Path) -> Result<fs::Metadata> {
+    fs::symlink_metadata(path).map_err(|e| Error::io("cannot stat", path, e))
 }
 
 pub fn canonicalize(path: &Path) -> Result<std::path::PathBuf> {

@@ -262,7 +262,7 @@ pub fn build(
     let mut cache = shortcuts.cache.take();
     // Keep what was read even if a later stage fails; the full record is
     // saved once the new output is in place.
-    if let Some(cache) = cache.as_ref().filter(|_| hashed.stats.hashed_files > 0) {
+    if let Some(cache) = cache.as_mut().filter(|_| hashed.stats.hashed_files > 0) {
         cache.save()?;
     }
     warnings.extend(hashed.warnings);
@@ -967,8 +967,8 @@ fn record_output(
         .filter(|i| placed.contains(&i.source.site_path))
     {
         let path = root.join(image.source.site_path.as_str());
-        let (_, meta) = fsutil::open_regular(&path, false)?;
-        let state = cache::FileState::of(&meta);
+        // One stat, no open: the file was placed by this build.
+        let state = cache::FileState::of(&fsutil::symlink_metadata(&path)?);
         if state.id() == image.source.file_id {
             cache.restat(&image.source.real, state);
         } else {
@@ -996,12 +996,11 @@ fn record_boxes(
             continue;
         };
         let path = root.join(boxed.path.as_str());
-        let (_, meta) = fsutil::open_regular(&path, false)?;
         // The image's facts stand beside the box's digest: only the digest
         // is ever compared.
         cache.insert(
             &path,
-            cache::FileState::of(&meta),
+            cache::FileState::of(&fsutil::symlink_metadata(&path)?),
             &boxed.digest,
             &image.info,
             None,

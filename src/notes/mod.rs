@@ -147,7 +147,7 @@ pub fn load(path: &Path) -> Result<Notes> {
             ),
         ));
     }
-    let text = fsutil::text(path, fsutil::read_open(file, path, MAX_TEXT_FILE)?)?;
+    let text = fsutil::text(path, fsutil::read_open(file, path, MAX_TEXT_FILE, size)?)?;
     parse(path, &text)
 }
 

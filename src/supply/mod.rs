@@ -216,8 +216,13 @@ pub fn load(
     targets: &[(&str, Sha256)],
     keys: &[ProvenanceKey],
 ) -> Result<(SupplyFile, Vec<u8>)> {
-    let (file, _) = crate::fsutil::open_vetted(&planned.real, &planned.source, planned.file_id)?;
-    let bytes = crate::fsutil::read_open(file, &planned.source, crate::model::MAX_TEXT_FILE)?;
+    let (file, meta) = crate::fsutil::open_vetted(&planned.real, &planned.source, planned.file_id)?;
+    let bytes = crate::fsutil::read_open(
+        file,
+        &planned.source,
+        crate::model::MAX_TEXT_FILE,
+        meta.len(),
+    )?;
     let (format, signing) = examine(
         &planned.source,
         &planned.name,
