@@ -97,7 +97,6 @@ fn a_json_feed_that_disagrees_with_the_feed_fails_verify() {
 #[test]
 #[cfg_attr(missing_jsonschema, ignore = "needs python3 -m jsonschema")]
 fn json_feed_pages_pass_the_json_feed_1_1_schema() {
-    assert!(have_tool("python3"));
     let fixture = with_json_feed("ok-minimal");
     fs::remove_dir_all(fixture.path("releases")).unwrap();
     for i in 0..25 {
@@ -121,13 +120,27 @@ fn json_feed_pages_pass_the_json_feed_1_1_schema() {
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
     assert!(fixture.path("public/archive/2.json").is_file());
 
+    let out = check_json_feed_schema(
+        &fixture.path("public"),
+        "https://downloads.example.com/site/",
+    );
+    assert_success(&out);
+    // 25 releases, 3 kept current: two archives of 10, the other 5 current.
+    assert_eq!(stdout(&out), "3 25 25\n");
+}
+
+/// Checks every page of the JSON Feed in `site` (whose base URL is `base`)
+/// against the JSON Feed 1.1 schema, following `next_url` from feed.json,
+/// and prints how many pages, items and distinct items it read.
+fn check_json_feed_schema(site: &std::path::Path, base: &str) -> std::process::Output {
+    assert!(have_tool("python3"));
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/schemas/jsonfeed-1.1.schema.json");
     let script = r#"
 import json, sys, jsonschema
 schema = json.load(open(sys.argv[1]))
 validator = jsonschema.Draft202012Validator(schema)
-base = "https://downloads.example.com/site/"
+base = sys.argv[2]
 name, seen, pages = "feed.json", [], 0
 while name:
     page = json.load(open(name))
@@ -141,13 +154,30 @@ while name:
     name = page.get("next_url", "").removeprefix(base)
 print(pages, len(seen), len(set(seen)))
 "#;
-    let out = Command::new("python3")
+    Command::new("python3")
         .args(["-c", script])
         .arg(&schema)
-        .current_dir(fixture.path("public"))
+        .arg(base)
+        .current_dir(site)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The example site's feed.json, whose items carry SBOMs, provenance and
+/// Vagrant boxes in `_vmcast`, passes the JSON Feed 1.1 schema too.
+#[test]
+#[cfg_attr(missing_jsonschema, ignore = "needs python3 -m jsonschema")]
+fn json_feed_with_supply_chain_and_boxes_passes_the_schema() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("public");
+    let out = crate::common::vmcast(repo, &["build", "--out", site.to_str().unwrap()], &[]);
     assert_success(&out);
-    // 25 releases, 3 kept current: two archives of 10, the other 5 current.
-    assert_eq!(stdout(&out), "3 25 25\n");
+    let json = fs::read_to_string(site.join("feed.json")).unwrap();
+    for member in ["\"sboms\"", "\"provenance\"", "\"vagrant_box\""] {
+        assert!(json.contains(member), "{member} in {json}");
+    }
+    let out = check_json_feed_schema(&site, "https://downloads.example.com/appliances/");
+    assert_success(&out);
+    assert_eq!(stdout(&out), "1 4 4\n");
 }
