@@ -183,7 +183,7 @@ impl Verifier<'_> {
             .collect();
         for name in names {
             let data = self.fetch_signed_listed(&name, manifest, key, stamp)?;
-            let held = catalogs::check_json_feed(&data, published)
+            let held = catalogs::check_json_feed(&data, published, base)
                 .map(|n| format!("{n} release(s), as the feed lists them"));
             self.report_catalog(&name, held);
         }

@@ -181,3 +181,76 @@ fn json_feed_with_supply_chain_and_boxes_passes_the_schema() {
     assert_success(&out);
     assert_eq!(stdout(&out), "1 4 4\n");
 }
+
+/// Rewrites `feed.json` of a built fixture, replacing `real` with `evil`,
+/// and signs and lists it again with the publisher's key: what a
+/// compromised build or a bug would publish.
+fn forge_json_feed(fixture: &Fixture, real: &str, evil: &str) {
+    let path = fixture.path("public/feed.json");
+    let json = fs::read_to_string(&path).unwrap();
+    assert_eq!(json.matches(real).count(), 1, "{real} in {json}");
+    fs::write(&path, json.replace(real, evil)).unwrap();
+    let key = kat_key();
+    resign(fixture, "public/feed.json", &key);
+    relist(fixture, "public", "feed.json");
+    resign(fixture, "public/SHA256SUMS", &key);
+}
+
+/// The value of attribute `name` on the feed.xml line that holds `marker`.
+fn feed_attribute(fixture: &Fixture, marker: &str, name: &str) -> String {
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    let line = feed.lines().find(|l| l.contains(marker)).unwrap();
+    let (_, rest) = line.split_once(&format!(" {name}=\"")).unwrap();
+    rest.split('"').next().unwrap().to_owned()
+}
+
+/// The JSON Feed carries what the RSS feed says of the supply-chain files,
+/// and `verify` holds it to that: an SBOM digest the signed feed.xml does
+/// not give fails, naming the item, the file and both digests.
+#[test]
+fn a_json_feed_sbom_that_disagrees_with_the_feed_fails_verify() {
+    let fixture = with_json_feed("supply-chain");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    assert_success(&verify(&fixture));
+    let real = feed_attribute(&fixture, "name=\"webapp-1.0.0.spdx.json\"", "sha256");
+    let evil = "e".repeat(64);
+    forge_json_feed(&fixture, &real, &evil);
+
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: feed.json: item vmcast:webapp:1.0.0: sbom \
+             https://downloads.example.com/site/images/webapp/1.0.0/webapp-1.0.0.spdx.json \
+             is 662 bytes, SHA-256 {evil}; the feed says 662 bytes, {real}\n"
+        )
+    );
+}
+
+/// Likewise the Vagrant box of an image: a JSON Feed that sends its
+/// readers to other bytes than the signed feed.xml names fails `verify`.
+#[test]
+fn a_json_feed_box_that_disagrees_with_the_feed_fails_verify() {
+    let fixture = Fixture::new("ok-vagrant");
+    // Its vmcast.toml ends in [catalogs].
+    fixture.configure("json_feed = true\n");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    assert_success(&verify(&fixture));
+    let real = feed_attribute(&fixture, "name=\"webapp-1.1.0.qcow2\"", "vagrantBoxSha256");
+    let length = feed_attribute(&fixture, "name=\"webapp-1.1.0.qcow2\"", "vagrantBoxLength");
+    let evil = "e".repeat(64);
+    forge_json_feed(&fixture, &real, &evil);
+
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: feed.json: item vmcast:webapp:1.1.0: \
+             https://downloads.example.com/site/images/webapp/1.1.0/webapp-1.1.0.qcow2: Vagrant \
+             box vagrant/webapp/1.1.0/webapp-1.1.0.box is {length} bytes, SHA-256 {evil}; the \
+             feed says {length} bytes, {real}\n"
+        )
+    );
+}
