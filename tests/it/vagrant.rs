@@ -277,6 +277,31 @@ fn previous_keeps_the_boxes_of_releases_whose_images_are_absent() {
     );
 }
 
+/// Vagrant turned off on a site that had it: no catalog offers the boxes
+/// any more, so the feed names none, for the release taken unread from the
+/// previous site as for the one read here, and the site verifies.
+#[test]
+fn turning_vagrant_off_drops_the_boxes_of_previous_releases_too() {
+    let fixture = Fixture::new("ok-vagrant");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    fs::remove_file(fixture.path("releases/webapp/1.0.0/webapp-1.0.0.qcow2")).unwrap();
+    let config = fixture.path("vmcast.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text.replace("vagrant = true", "vagrant = false")).unwrap();
+    assert_success(&fixture.run(
+        &["build", "--previous", "published"],
+        &[("SOURCE_DATE_EPOCH", LATER)],
+    ));
+    assert!(!fixture.path("public/vagrant").exists());
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert!(!feed.contains("vagrantBox"), "{feed}");
+    let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
+    assert!(!sums.contains("vagrant/"), "{sums}");
+    assert_success(&verify(&fixture, &[]));
+}
+
 /// `vagrant` with its state in the fixture; bounded by `timeout`, no
 /// update check.
 fn vagrant(fixture: &Fixture, args: &[&str]) -> Output {
