@@ -69,6 +69,21 @@ pub(super) fn is_json_feed(name: &str) -> bool {
     name == json_feed::FEED || (name.starts_with("archive/") && name.ends_with(".json"))
 }
 
+/// The releases the feeds name Vagrant boxes for, by appliance: each of
+/// these appliances must have its catalog, or `vagrant box add` finds none.
+pub(super) fn boxed_releases(published: &Published) -> BTreeMap<&str, Vec<&str>> {
+    let mut by_appliance: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for guid in published.boxes.keys() {
+        if let Some((appliance, _)) = guid
+            .strip_prefix("vmcast:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            by_appliance.entry(appliance).or_default().push(guid);
+        }
+    }
+    by_appliance
+}
+
 /// The appliance a manifest entry is the Vagrant catalog of.
 pub(super) fn vagrant_appliance(name: &str) -> Option<&str> {
     name.strip_prefix("vagrant/")?
