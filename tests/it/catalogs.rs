@@ -254,3 +254,34 @@ fn a_json_feed_box_that_disagrees_with_the_feed_fails_verify() {
         )
     );
 }
+
+/// A JSON Feed that leaves out what feed.xml links, as one written before
+/// `sboms` and `provenance` existed does: its readers would not learn of
+/// the provenance. `verify` names the item and each file left out.
+#[test]
+fn a_json_feed_without_the_feeds_provenance_fails_verify() {
+    let fixture = with_json_feed("supply-chain");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    let path = fixture.path("public/feed.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let facts = json["items"][0]["_vmcast"].as_object_mut().unwrap();
+    assert!(facts.remove("provenance").is_some());
+    fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let key = kat_key();
+    resign(&fixture, "public/feed.json", &key);
+    relist(&fixture, "public", "feed.json");
+    resign(&fixture, "public/SHA256SUMS", &key);
+
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let base = "https://downloads.example.com/site/images/webapp/1.0.0";
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: feed.json: item vmcast:webapp:1.0.0: the feed's provenance \
+             {base}/release.intoto.jsonl is missing\n\
+             error: feed.json: item vmcast:webapp:1.0.0: the feed's provenance \
+             {base}/webapp-1.0.0.raw.intoto.jsonl is missing\n"
+        )
+    );
+}
