@@ -329,8 +329,16 @@ pub fn build(
             for file in &published.supply {
                 check_carried_url(&config, &file.site_path, &file.url)?;
             }
+            let mut images = published.images.clone();
+            if !config.catalogs.vagrant {
+                // No catalog offers the boxes: the feed names none, as
+                // for the images read here.
+                for image in &mut images {
+                    image.vagrant_box = None;
+                }
+            }
             releases.push(Release {
-                images: published.images.clone(),
+                images,
                 supply: published.supply.clone(),
                 info: planned.info,
             });

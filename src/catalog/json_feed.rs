@@ -1,8 +1,8 @@
 //! JSON Feed 1.1 (`feed.json`): the releases of `feed.xml`, for readers
 //! that take JSON. The spec has no checksum field, so the facts a consumer
-//! checks (SHA-256, length, format, virtual size) go in a `_vmcast`
-//! extension object, as the spec allows; readers that do not know it
-//! ignore it. Older releases page through `next_url` into archive pages
+//! checks (SHA-256, length, format, virtual size; each image's Vagrant box;
+//! the release's SBOMs and provenance) go in a `_vmcast` extension object,
+//! as the spec allows; readers that do not know it ignore it. Older releases page through `next_url` into archive pages
 //! that, like the RSS archives, never change once written. Every page is
 //! signed with minisign like the feeds.
 
@@ -10,10 +10,11 @@ use serde::Serialize;
 
 use super::CatalogFile;
 use crate::error::{Error, Result};
-use crate::model::{Image, Release};
+use crate::model::{Image, Release, VagrantBox};
 use crate::render::Site;
 use crate::render::archive::Partition;
 use crate::render::feed::mirror_urls;
+use crate::supply::Kind;
 
 pub const FEED: &str = "feed.json";
 pub const VERSION: &str = "https://jsonfeed.org/version/1.1";
@@ -93,6 +94,12 @@ struct ItemFacts<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     requirements: Option<Requirements<'a>>,
     images: Vec<ImageFacts<'a>>,
+    /// `vmcast:sbom`, in the feed's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sboms: Vec<SupplyFacts<'a>>,
+    /// `vmcast:provenance`, in the feed's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    provenance: Vec<SupplyFacts<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cloud_images: Vec<CloudFacts<'a>>,
 }
@@ -130,6 +137,38 @@ struct ImageFacts<'a> {
     virtual_size: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     mirrors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vagrant_box: Option<BoxFacts<'a>>,
+}
+
+/// The Vagrant box made of an image (`vagrantBox*` in the feed).
+#[derive(Serialize)]
+struct BoxFacts<'a> {
+    path: &'a str,
+    url: String,
+    length: u64,
+    sha256: String,
+}
+
+/// An SBOM or provenance file, with what `vmcast:sbom` and
+/// `vmcast:provenance` say of it.
+#[derive(Serialize)]
+struct SupplyFacts<'a> {
+    name: &'a str,
+    url: &'a str,
+    path: &'a str,
+    format: &'static str,
+    mime_type: &'static str,
+    length: u64,
+    sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    /// Provenance only: `none`, `unverified` or `verified`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'static str>,
+    /// With `verified`: the builder keys that verified.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    key_ids: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -261,8 +300,10 @@ fn item<'a>(site: &Site, release: &'a Release, archived: bool) -> Item<'a> {
             }),
             images: mirrors
                 .iter()
-                .map(|(image, mirrors)| image_facts(image, mirrors))
+                .map(|(image, mirrors)| image_facts(site, image, mirrors))
                 .collect(),
+            sboms: supply_facts(release, Kind::Sbom),
+            provenance: supply_facts(release, Kind::Provenance),
             cloud_images: info
                 .cloud_images
                 .iter()
@@ -276,7 +317,7 @@ fn item<'a>(site: &Site, release: &'a Release, archived: bool) -> Item<'a> {
     }
 }
 
-fn image_facts<'a>(image: &'a Image, mirrors: &[url::Url]) -> ImageFacts<'a> {
+fn image_facts<'a>(site: &Site, image: &'a Image, mirrors: &[url::Url]) -> ImageFacts<'a> {
     let s = &image.source;
     ImageFacts {
         name: &s.name,
@@ -290,5 +331,36 @@ fn image_facts<'a>(image: &'a Image, mirrors: &[url::Url]) -> ImageFacts<'a> {
         sha256: image.digest.sha256.to_hex(),
         virtual_size: image.info.virtual_size,
         mirrors: mirrors.iter().map(|m| m.to_string()).collect(),
+        vagrant_box: image.vagrant_box.as_ref().map(|b| box_facts(site, b)),
     }
+}
+
+/// A box is served from the site, whatever `image_mode` says.
+fn box_facts<'a>(site: &Site, b: &'a VagrantBox) -> BoxFacts<'a> {
+    BoxFacts {
+        path: b.path.as_str(),
+        url: site.config.site_url(b.path.as_str()).to_string(),
+        length: b.digest.length,
+        sha256: b.digest.sha256.to_hex(),
+    }
+}
+
+fn supply_facts(release: &Release, kind: Kind) -> Vec<SupplyFacts<'_>> {
+    release
+        .supply
+        .iter()
+        .filter(|f| f.format.kind() == kind)
+        .map(|f| SupplyFacts {
+            name: &f.name,
+            url: f.url.as_str(),
+            path: f.site_path.as_str(),
+            format: f.format.as_str(),
+            mime_type: f.format.media_type(),
+            length: f.digest.length,
+            sha256: f.digest.sha256.to_hex(),
+            image: f.image.as_deref(),
+            signature: f.signing.as_ref().map(|s| s.as_str()),
+            key_ids: f.signing.as_ref().map_or(&[], |s| s.key_ids()),
+        })
+        .collect()
 }

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::feed::FeedDoc;
+use super::feed::{FeedDoc, FeedSupply};
 use crate::catalog::{json_feed, simplestreams, virt_builder};
-use crate::model::Sha256;
+use crate::model::{RelPath, Sha256};
+use crate::supply::Kind;
 
 /// What the signed feeds and their archives say of every image: by URL,
 /// (length, SHA-256 hex); by release guid, its images' URLs; and the
@@ -23,6 +24,10 @@ pub(super) struct Published {
     pub(super) mirrors: BTreeSet<(String, String)>,
     /// By release guid, the (path, SHA-256 hex) of its Vagrant boxes.
     pub(super) boxes: BTreeMap<String, Vec<(String, String)>>,
+    /// By image URL, its Vagrant box: (path, length, SHA-256 hex).
+    pub(super) image_boxes: BTreeMap<String, (RelPath, u64, String)>,
+    /// By release guid, its SBOMs and provenance.
+    pub(super) supply: BTreeMap<String, Vec<FeedSupply>>,
     /// By image URL, LXD's (metadata SHA-256, fingerprint).
     pub(super) lxd: BTreeMap<String, (String, String)>,
 }
@@ -33,11 +38,13 @@ impl Published {
             let urls = self.releases.entry(item.guid.clone()).or_default();
             for image in &item.images {
                 urls.push(image.url.clone());
-                if let Some((path, _, sha256)) = &image.vagrant_box {
+                if let Some(boxed) = &image.vagrant_box {
+                    let (path, _, sha256) = boxed;
                     self.boxes
                         .entry(item.guid.clone())
                         .or_default()
                         .push((path.to_string(), sha256.clone()));
+                    self.image_boxes.insert(image.url.clone(), boxed.clone());
                 }
                 self.images
                     .insert(image.url.clone(), (image.length, image.sha256.clone()));
@@ -49,6 +56,10 @@ impl Published {
                 }
             }
             self.mirrors.extend(item.mirrors.iter().cloned());
+            self.supply
+                .entry(item.guid.clone())
+                .or_default()
+                .extend(item.supply.iter().cloned());
         }
     }
 }
@@ -56,6 +67,21 @@ impl Published {
 /// Whether a manifest entry is a page of the JSON Feed.
 pub(super) fn is_json_feed(name: &str) -> bool {
     name == json_feed::FEED || (name.starts_with("archive/") && name.ends_with(".json"))
+}
+
+/// The releases the feeds name Vagrant boxes for, by appliance: each of
+/// these appliances must have its catalog, or `vagrant box add` finds none.
+pub(super) fn boxed_releases(published: &Published) -> BTreeMap<&str, Vec<&str>> {
+    let mut by_appliance: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for guid in published.boxes.keys() {
+        if let Some((appliance, _)) = guid
+            .strip_prefix("vmcast:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            by_appliance.entry(appliance).or_default().push(guid);
+        }
+    }
+    by_appliance
 }
 
 /// The appliance a manifest entry is the Vagrant catalog of.
@@ -170,6 +196,10 @@ struct RawAttachment {
 #[derive(Deserialize)]
 struct RawFacts {
     images: Vec<RawImage>,
+    #[serde(default)]
+    sboms: Vec<RawSupply>,
+    #[serde(default)]
+    provenance: Vec<RawSupply>,
 }
 
 #[derive(Deserialize)]
@@ -179,11 +209,40 @@ struct RawImage {
     sha256: String,
     #[serde(default)]
     mirrors: Vec<String>,
+    vagrant_box: Option<RawBox>,
 }
 
-/// Checks one JSON Feed page against the feeds. Returns how many releases
-/// it lists, or every disagreement found.
-pub(super) fn check_json_feed(data: &[u8], published: &Published) -> Result<usize, Vec<String>> {
+#[derive(Deserialize)]
+struct RawBox {
+    path: String,
+    url: String,
+    length: u64,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+struct RawSupply {
+    name: String,
+    url: String,
+    path: String,
+    format: String,
+    mime_type: String,
+    length: u64,
+    sha256: String,
+    image: Option<String>,
+    signature: Option<String>,
+    #[serde(default)]
+    key_ids: Vec<String>,
+}
+
+/// Checks one JSON Feed page against the feeds: each item's images, their
+/// Vagrant boxes (served from `base`) and its supply-chain files. Returns
+/// how many releases it lists, or every disagreement found.
+pub(super) fn check_json_feed(
+    data: &[u8],
+    published: &Published,
+    base: &url::Url,
+) -> Result<usize, Vec<String>> {
     let feed: RawFeed = serde_json::from_slice(data).map_err(|e| vec![e.to_string()])?;
     let mut problems = Vec::new();
     if feed.version != json_feed::VERSION {
@@ -225,7 +284,14 @@ pub(super) fn check_json_feed(data: &[u8], published: &Published) -> Result<usiz
                     ));
                 }
             }
+            let signed = published.image_boxes.get(&image.url);
+            problems.extend(check_box(&item.id, image, signed, base));
         }
+        let signed = published
+            .supply
+            .get(&item.id)
+            .map_or(&[][..], Vec::as_slice);
+        problems.extend(check_supply(&item.id, &item.facts, signed));
         for attachment in &item.attachments {
             let image = item
                 .facts
@@ -252,6 +318,105 @@ pub(super) fn check_json_feed(data: &[u8], published: &Published) -> Result<usiz
         true => Ok(feed.items.len()),
         false => Err(problems),
     }
+}
+
+/// An image's `vagrant_box` against the box the feed names for it
+/// (`signed`).
+fn check_box(
+    id: &str,
+    image: &RawImage,
+    signed: Option<&(RelPath, u64, String)>,
+    base: &url::Url,
+) -> Vec<String> {
+    let at = format!("item {id}: {}", image.url);
+    let (given, (path, length, sha256)) = match (&image.vagrant_box, signed) {
+        (None, None) => return Vec::new(),
+        (Some(b), None) => {
+            return vec![format!(
+                "{at} has the Vagrant box {}; the feed names none",
+                b.url
+            )];
+        }
+        (None, Some((path, ..))) => {
+            return vec![format!("{at}: the feed's Vagrant box {path} is missing")];
+        }
+        (Some(given), Some(signed)) => (given, signed),
+    };
+    let url = crate::config::join_url(base, path.as_str()).to_string();
+    let mut problems = Vec::new();
+    if given.path != path.as_str() || given.url != url {
+        problems.push(format!(
+            "{at} has the Vagrant box {} at {}; the feed says {path} at {url}",
+            given.path, given.url
+        ));
+    }
+    if given.length != *length || given.sha256 != *sha256 {
+        problems.push(format!(
+            "{at}: Vagrant box {path} is {} bytes, SHA-256 {}; the feed says {length} bytes, \
+             {sha256}",
+            given.length, given.sha256
+        ));
+    }
+    problems
+}
+
+/// An item's `sboms` and `provenance` against the `vmcast:sbom` and
+/// `vmcast:provenance` of the same release (`signed`): the same files,
+/// each with every fact the feed gives.
+fn check_supply(id: &str, facts: &RawFacts, signed: &[FeedSupply]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut expected: BTreeMap<&str, &FeedSupply> =
+        signed.iter().map(|f| (f.url.as_str(), f)).collect();
+    let given = (facts.sboms.iter().map(|f| (Kind::Sbom, f)))
+        .chain(facts.provenance.iter().map(|f| (Kind::Provenance, f)));
+    for (kind, file) in given {
+        let at = format!("item {id}: {} {}", kind.as_str(), file.url);
+        let Some(feed) = expected.remove(file.url.as_str()) else {
+            problems.push(format!("{at} is not a file the feed links"));
+            continue;
+        };
+        if file.length != feed.length || file.sha256 != feed.sha256 {
+            problems.push(format!(
+                "{at} is {} bytes, SHA-256 {}; the feed says {} bytes, {}",
+                file.length, file.sha256, feed.length, feed.sha256
+            ));
+        }
+        let pairs = [
+            (
+                "kind",
+                kind.as_str().to_owned(),
+                feed.kind.as_str().to_owned(),
+            ),
+            ("name", file.name.clone(), feed.name.clone()),
+            ("path", file.path.clone(), feed.path.to_string()),
+            ("format", file.format.clone(), feed.format.clone()),
+            ("mime_type", file.mime_type.clone(), feed.media_type.clone()),
+            ("image", describe(&file.image), describe(&feed.image)),
+            (
+                "signature",
+                describe(&file.signature),
+                describe(&feed.signature),
+            ),
+            ("key_ids", file.key_ids.join(" "), feed.key_ids.join(" ")),
+        ];
+        for (field, given, feed) in pairs {
+            if given != feed {
+                problems.push(format!("{at}: {field} {given:?}; the feed says {feed:?}"));
+            }
+        }
+    }
+    for (url, feed) in expected {
+        problems.push(format!(
+            "item {id}: the feed's {} {url} is missing",
+            feed.kind.as_str()
+        ));
+    }
+    problems
+}
+
+/// An optional fact, as a message shows it.
+fn describe(value: &Option<String>) -> String {
+    value.clone().unwrap_or_else(|| "(none)".to_owned())
 }
 
 /// One section of a virt-builder index: its name and its fields, each

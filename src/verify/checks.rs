@@ -12,7 +12,7 @@ use super::fetch::{Fetcher, Location};
 use super::state::State;
 use super::urls::SiteUrls;
 use super::{Check, CheckKind, Report, VerifyOptions};
-use crate::catalog::{simplestreams, virt_builder};
+use crate::catalog::{simplestreams, vagrant, virt_builder};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::openpgp;
 use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
@@ -183,7 +183,7 @@ impl Verifier<'_> {
             .collect();
         for name in names {
             let data = self.fetch_signed_listed(&name, manifest, key, stamp)?;
-            let held = catalogs::check_json_feed(&data, published)
+            let held = catalogs::check_json_feed(&data, published, base)
                 .map(|n| format!("{n} release(s), as the feed lists them"));
             self.report_catalog(&name, held);
         }
@@ -198,13 +198,27 @@ impl Verifier<'_> {
 
     /// The Vagrant catalogs the manifest lists, held against the boxes the
     /// feed and its archives name. They are not signed: SHA256SUMS vouches
-    /// for them.
+    /// for them. An appliance whose boxes the feeds name must have its
+    /// catalog listed, as every other file the feeds name must be.
     fn check_vagrant(
         &mut self,
         published: &Published,
         manifest: &BTreeMap<String, Sha256>,
         base: &Url,
     ) {
+        for (appliance, releases) in catalogs::boxed_releases(published) {
+            let name = vagrant::catalog_path(appliance);
+            if !manifest.contains_key(&name) {
+                self.fail(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: not listed in {MANIFEST}, but the feed names Vagrant boxes \
+                         of {}: `vagrant box add` would find no catalog",
+                        releases.join(", ")
+                    ),
+                );
+            }
+        }
         let names: Vec<String> = manifest
             .keys()
             .filter(|n| catalogs::vagrant_appliance(n).is_some())

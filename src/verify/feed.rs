@@ -81,6 +81,12 @@ pub(super) struct FeedSupply {
     pub(super) sha256: String,
     /// The image it is about (its `name`); none for the whole release.
     pub(super) image: Option<String>,
+    /// Its media type (`type`).
+    pub(super) media_type: String,
+    /// For provenance, how the build found it signed (`signature`), and
+    /// the builder keys that verified it (`keyId`).
+    pub(super) signature: Option<String>,
+    pub(super) key_ids: Vec<String>,
 }
 
 impl FeedDoc {
@@ -198,6 +204,12 @@ impl FeedDoc {
                                 length: number(&attrs, "length")?,
                                 sha256: attrs.get("sha256").cloned().unwrap_or_default(),
                                 image: attrs.get("image").cloned(),
+                                media_type: attrs.get("type").cloned().unwrap_or_default(),
+                                signature: attrs.get("signature").cloned(),
+                                key_ids: attrs
+                                    .get("keyId")
+                                    .map(|ids| ids.split_whitespace().map(str::to_owned).collect())
+                                    .unwrap_or_default(),
                             });
                         }
                         (Some("item"), "vmcast:cloudImage") => {

@@ -97,7 +97,6 @@ fn a_json_feed_that_disagrees_with_the_feed_fails_verify() {
 #[test]
 #[cfg_attr(missing_jsonschema, ignore = "needs python3 -m jsonschema")]
 fn json_feed_pages_pass_the_json_feed_1_1_schema() {
-    assert!(have_tool("python3"));
     let fixture = with_json_feed("ok-minimal");
     fs::remove_dir_all(fixture.path("releases")).unwrap();
     for i in 0..25 {
@@ -121,13 +120,27 @@ fn json_feed_pages_pass_the_json_feed_1_1_schema() {
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
     assert!(fixture.path("public/archive/2.json").is_file());
 
+    let out = check_json_feed_schema(
+        &fixture.path("public"),
+        "https://downloads.example.com/site/",
+    );
+    assert_success(&out);
+    // 25 releases, 3 kept current: two archives of 10, the other 5 current.
+    assert_eq!(stdout(&out), "3 25 25\n");
+}
+
+/// Checks every page of the JSON Feed in `site` (whose base URL is `base`)
+/// against the JSON Feed 1.1 schema, following `next_url` from feed.json,
+/// and prints how many pages, items and distinct items it read.
+fn check_json_feed_schema(site: &std::path::Path, base: &str) -> std::process::Output {
+    assert!(have_tool("python3"));
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/schemas/jsonfeed-1.1.schema.json");
     let script = r#"
 import json, sys, jsonschema
 schema = json.load(open(sys.argv[1]))
 validator = jsonschema.Draft202012Validator(schema)
-base = "https://downloads.example.com/site/"
+base = sys.argv[2]
 name, seen, pages = "feed.json", [], 0
 while name:
     page = json.load(open(name))
@@ -141,13 +154,134 @@ while name:
     name = page.get("next_url", "").removeprefix(base)
 print(pages, len(seen), len(set(seen)))
 "#;
-    let out = Command::new("python3")
+    Command::new("python3")
         .args(["-c", script])
         .arg(&schema)
-        .current_dir(fixture.path("public"))
+        .arg(base)
+        .current_dir(site)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The example site's feed.json, whose items carry SBOMs, provenance and
+/// Vagrant boxes in `_vmcast`, passes the JSON Feed 1.1 schema too.
+#[test]
+#[cfg_attr(missing_jsonschema, ignore = "needs python3 -m jsonschema")]
+fn json_feed_with_supply_chain_and_boxes_passes_the_schema() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("public");
+    let out = crate::common::vmcast(repo, &["build", "--out", site.to_str().unwrap()], &[]);
     assert_success(&out);
-    // 25 releases, 3 kept current: two archives of 10, the other 5 current.
-    assert_eq!(stdout(&out), "3 25 25\n");
+    let json = fs::read_to_string(site.join("feed.json")).unwrap();
+    for member in ["\"sboms\"", "\"provenance\"", "\"vagrant_box\""] {
+        assert!(json.contains(member), "{member} in {json}");
+    }
+    let out = check_json_feed_schema(&site, "https://downloads.example.com/appliances/");
+    assert_success(&out);
+    assert_eq!(stdout(&out), "1 4 4\n");
+}
+
+/// Rewrites `feed.json` of a built fixture, replacing `real` with `evil`,
+/// and signs and lists it again with the publisher's key: what a
+/// compromised build or a bug would publish.
+fn forge_json_feed(fixture: &Fixture, real: &str, evil: &str) {
+    let path = fixture.path("public/feed.json");
+    let json = fs::read_to_string(&path).unwrap();
+    assert_eq!(json.matches(real).count(), 1, "{real} in {json}");
+    fs::write(&path, json.replace(real, evil)).unwrap();
+    let key = kat_key();
+    resign(fixture, "public/feed.json", &key);
+    relist(fixture, "public", "feed.json");
+    resign(fixture, "public/SHA256SUMS", &key);
+}
+
+/// The value of attribute `name` on the feed.xml line that holds `marker`.
+fn feed_attribute(fixture: &Fixture, marker: &str, name: &str) -> String {
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    let line = feed.lines().find(|l| l.contains(marker)).unwrap();
+    let (_, rest) = line.split_once(&format!(" {name}=\"")).unwrap();
+    rest.split('"').next().unwrap().to_owned()
+}
+
+/// The JSON Feed carries what the RSS feed says of the supply-chain files,
+/// and `verify` holds it to that: an SBOM digest the signed feed.xml does
+/// not give fails, naming the item, the file and both digests.
+#[test]
+fn a_json_feed_sbom_that_disagrees_with_the_feed_fails_verify() {
+    let fixture = with_json_feed("supply-chain");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    assert_success(&verify(&fixture));
+    let real = feed_attribute(&fixture, "name=\"webapp-1.0.0.spdx.json\"", "sha256");
+    let evil = "e".repeat(64);
+    forge_json_feed(&fixture, &real, &evil);
+
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: feed.json: item vmcast:webapp:1.0.0: sbom \
+             https://downloads.example.com/site/images/webapp/1.0.0/webapp-1.0.0.spdx.json \
+             is 662 bytes, SHA-256 {evil}; the feed says 662 bytes, {real}\n"
+        )
+    );
+}
+
+/// Likewise the Vagrant box of an image: a JSON Feed that sends its
+/// readers to other bytes than the signed feed.xml names fails `verify`.
+#[test]
+fn a_json_feed_box_that_disagrees_with_the_feed_fails_verify() {
+    let fixture = Fixture::new("ok-vagrant");
+    // Its vmcast.toml ends in [catalogs].
+    fixture.configure("json_feed = true\n");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    assert_success(&verify(&fixture));
+    let real = feed_attribute(&fixture, "name=\"webapp-1.1.0.qcow2\"", "vagrantBoxSha256");
+    let length = feed_attribute(&fixture, "name=\"webapp-1.1.0.qcow2\"", "vagrantBoxLength");
+    let evil = "e".repeat(64);
+    forge_json_feed(&fixture, &real, &evil);
+
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: feed.json: item vmcast:webapp:1.1.0: \
+             https://downloads.example.com/site/images/webapp/1.1.0/webapp-1.1.0.qcow2: Vagrant \
+             box vagrant/webapp/1.1.0/webapp-1.1.0.box is {length} bytes, SHA-256 {evil}; the \
+             feed says {length} bytes, {real}\n"
+        )
+    );
+}
+
+/// A JSON Feed that leaves out what feed.xml links, as one written before
+/// `sboms` and `provenance` existed does: its readers would not learn of
+/// the provenance. `verify` names the item and each file left out.
+#[test]
+fn a_json_feed_without_the_feeds_provenance_fails_verify() {
+    let fixture = with_json_feed("supply-chain");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    let path = fixture.path("public/feed.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let facts = json["items"][0]["_vmcast"].as_object_mut().unwrap();
+    assert!(facts.remove("provenance").is_some());
+    fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let key = kat_key();
+    resign(&fixture, "public/feed.json", &key);
+    relist(&fixture, "public", "feed.json");
+    resign(&fixture, "public/SHA256SUMS", &key);
+
+    let out = verify(&fixture);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let base = "https://downloads.example.com/site/images/webapp/1.0.0";
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: feed.json: item vmcast:webapp:1.0.0: the feed's provenance \
+             {base}/release.intoto.jsonl is missing\n\
+             error: feed.json: item vmcast:webapp:1.0.0: the feed's provenance \
+             {base}/webapp-1.0.0.raw.intoto.jsonl is missing\n"
+        )
+    );
 }

@@ -791,7 +791,13 @@ fn example_site_snapshot() {
     let out_dir = tmp.path().join("public");
     let out = vmcast(repo, &["build", "--out", out_dir.to_str().unwrap()], &[]);
     assert_success(&out);
-    for file in ["feed.xml", "SHA256SUMS", "SHA256SUMS.minisig", "index.html"] {
+    for file in [
+        "feed.xml",
+        "feed.json",
+        "SHA256SUMS",
+        "SHA256SUMS.minisig",
+        "index.html",
+    ] {
         let text = fs::read_to_string(out_dir.join(file)).unwrap();
         insta::assert_snapshot!(format!("example_{}", file.replace('.', "_")), text);
     }

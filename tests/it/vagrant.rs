@@ -151,6 +151,34 @@ fn a_catalog_that_disagrees_with_the_feed_fails_verify() {
     );
 }
 
+/// A site whose feed names Vagrant boxes but whose SHA256SUMS lists no
+/// catalog (removed with its line, SHA256SUMS signed again): `vagrant box
+/// add` would find nothing there. `verify` fails, as for any other file the
+/// feed names and SHA256SUMS does not list, naming the releases.
+#[test]
+fn boxes_without_their_catalog_fail_verify() {
+    let fixture = Fixture::new("ok-vagrant");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    fs::remove_file(fixture.path(CATALOG)).unwrap();
+    let sums_path = fixture.path("public/SHA256SUMS");
+    let sums = fs::read_to_string(&sums_path).unwrap();
+    let kept: String = sums
+        .lines()
+        .filter(|l| !l.ends_with("  vagrant/webapp.json"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(kept.lines().count() + 1, sums.lines().count());
+    fs::write(&sums_path, kept).unwrap();
+    resign(&fixture, "public/SHA256SUMS", &kat_key());
+    let out = verify(&fixture, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: vagrant/webapp.json: not listed in SHA256SUMS, but the feed names Vagrant boxes \
+         of vmcast:webapp:1.0.0, vmcast:webapp:1.1.0: `vagrant box add` would find no catalog\n"
+    );
+}
+
 /// The second line of the summary, without the time and rate.
 fn hashed_line(out: &Output) -> String {
     let text = stdout(out);
@@ -275,6 +303,31 @@ fn previous_keeps_the_boxes_of_releases_whose_images_are_absent() {
         sums.contains(&format!("{}  {BOX_1_0}\n", sha256(&old))),
         "{sums}"
     );
+}
+
+/// Vagrant turned off on a site that had it: no catalog offers the boxes
+/// any more, so the feed names none, for the release taken unread from the
+/// previous site as for the one read here, and the site verifies.
+#[test]
+fn turning_vagrant_off_drops_the_boxes_of_previous_releases_too() {
+    let fixture = Fixture::new("ok-vagrant");
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    fs::remove_file(fixture.path("releases/webapp/1.0.0/webapp-1.0.0.qcow2")).unwrap();
+    let config = fixture.path("vmcast.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text.replace("vagrant = true", "vagrant = false")).unwrap();
+    assert_success(&fixture.run(
+        &["build", "--previous", "published"],
+        &[("SOURCE_DATE_EPOCH", LATER)],
+    ));
+    assert!(!fixture.path("public/vagrant").exists());
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert!(!feed.contains("vagrantBox"), "{feed}");
+    let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
+    assert!(!sums.contains("vagrant/"), "{sums}");
+    assert_success(&verify(&fixture, &[]));
 }
 
 /// `vagrant` with its state in the fixture; bounded by `timeout`, no
