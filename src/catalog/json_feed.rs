@@ -2,9 +2,10 @@
 //! that take JSON. The spec has no checksum field, so the facts a consumer
 //! checks (SHA-256, length, format, virtual size; each image's Vagrant box;
 //! the release's SBOMs and provenance) go in a `_vmcast` extension object,
-//! as the spec allows; readers that do not know it ignore it. Older releases page through `next_url` into archive pages
-//! that, like the RSS archives, never change once written. Every page is
-//! signed with minisign like the feeds.
+//! as the spec allows; readers that do not know it ignore it. Older
+//! releases page through `next_url` into archive pages that, like the RSS
+//! archives, never change once written. Every page is signed with minisign
+//! like the feeds.
 
 use serde::Serialize;
 
