@@ -96,45 +96,60 @@ fn scan_with(
             ),
         ));
     }
+    let found: Vec<(PathBuf, Vec<walkdir::DirEntry>)> = notes_files
+        .into_iter()
+        .map(|path| {
+            let dir = path.parent().expect("a notes file has a parent directory");
+            let files = beside.remove(dir).unwrap_or_default();
+            (path, files)
+        })
+        .collect();
 
+    // Each release is read and planned on its own, on every core: with a
+    // thousand releases this is most of a rebuild's scan. Only what spans
+    // releases (a version declared twice) is checked in order after, and
+    // the first problem in walk order is the one reported.
+    let tree = Tree {
+        config,
+        releases_root: &root_real,
+        imageless,
+    };
+    let planned = crate::par::map(threads, &found, |(path, files)| {
+        let notes = notes::load(path)?;
+        let dir = path.parent().expect("a notes file has a parent directory");
+        let appliance = appliance_of(config, &notes, dir)?;
+        let key = (appliance.clone(), notes.version.to_string());
+        let mut warnings = Vec::new();
+        let release = if images {
+            plan_release(&tree, notes, dir, files, appliance, &mut warnings)
+        } else {
+            Ok(PlannedRelease {
+                info: release_info(config, notes, appliance),
+                images: Vec::new(),
+                supply: Vec::new(),
+            })
+        };
+        Ok((key, release, warnings))
+    });
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut problems = Vec::new();
-    let mut seen: BTreeMap<(Name, String), PathBuf> = BTreeMap::new();
-    // Read and parsed on every core: with a thousand releases, most of a
-    // warm rebuild's scan. All are read even past a bad one; the first in
-    // order is the one reported, as before.
-    let loaded = crate::par::map(threads, &notes_files, |path| notes::load(path));
-    for (path, notes) in notes_files.iter().zip(loaded) {
-        let dir = path.parent().expect("a notes file has a parent directory");
-        let files = beside.remove(dir).unwrap_or_default();
-        let release = notes.and_then(|notes| {
-            let appliance = appliance_of(config, &notes, dir)?;
-            let key = (appliance.clone(), notes.version.to_string());
+    let mut seen: BTreeMap<(Name, String), &Path> = BTreeMap::new();
+    for ((path, _), planned) in found.iter().zip(planned) {
+        let release = planned.and_then(|(key, release, planned_warnings)| {
             if let Some(first) = seen.get(&key) {
                 return Err(Error::file(
                     path,
                     format_args!(
-                        "appliance {appliance} version {} is already declared in {}",
-                        notes.version,
+                        "appliance {} version {} is already declared in {}",
+                        key.0,
+                        key.1,
                         first.display()
                     ),
                 ));
             }
-            seen.insert(key, path.clone());
-            if images {
-                let tree = Tree {
-                    config,
-                    releases_root: &root_real,
-                    imageless,
-                };
-                plan_release(&tree, notes, dir, files, appliance, &mut warnings)
-            } else {
-                Ok(PlannedRelease {
-                    info: release_info(config, notes, appliance),
-                    images: Vec::new(),
-                    supply: Vec::new(),
-                })
-            }
+            seen.insert(key, path);
+            warnings.extend(planned_warnings);
+            release
         });
         match release {
             Ok(r) => releases.push(r),
@@ -220,7 +235,7 @@ fn plan_release(
     tree_of: &Tree,
     notes: Notes,
     dir: &Path,
-    files: Vec<walkdir::DirEntry>,
+    files: &[walkdir::DirEntry],
     appliance: Name,
     warnings: &mut Vec<crate::Warning>,
 ) -> Result<PlannedRelease> {
@@ -657,9 +672,9 @@ pub fn detect(name: &str) -> Option<(ImageFormat, Option<Compression>)> {
 /// The files directly inside a release directory (resolved: `dir_real`),
 /// as the walk found them (UTF-8 names, sorted, no directories), less
 /// dotfiles, sidecars and the notes file.
-fn files_beside(files: Vec<walkdir::DirEntry>, dir_real: &Path) -> Vec<Candidate> {
+fn files_beside(files: &[walkdir::DirEntry], dir_real: &Path) -> Vec<Candidate> {
     files
-        .into_iter()
+        .iter()
         .filter_map(|entry| {
             let name = entry.file_name().to_str()?.to_owned();
             let skip = name.starts_with('.')
