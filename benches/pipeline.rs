@@ -125,7 +125,7 @@ fn render_and_sign_10k_releases(bencher: Bencher) {
             sequence: 1_790_000_000,
             expires: None,
         };
-        let rendered = render::render(&site).unwrap();
+        let rendered = render::render(&site, 1).unwrap();
         for feed in &rendered.feeds {
             key.sign(&feed.xml, "timestamp:1\tfile:feed.xml").unwrap();
         }

@@ -123,7 +123,7 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
             sequence: 0,
             expires: None,
         };
-        if let Err(e) = render::render(&site) {
+        if let Err(e) = render::render(&site, crate::par::default_threads()) {
             problems.push(e);
         }
     }

@@ -490,7 +490,7 @@ pub fn build(
         sequence,
         expires,
     };
-    let rendered = render::render(&site)?;
+    let rendered = render::render(&site, threads)?;
 
     let comment = |file: &str| {
         trust::BuildStamp {

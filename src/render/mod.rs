@@ -83,7 +83,19 @@ pub fn history_link(config: &Config, info: &ReleaseInfo) -> Url {
     url
 }
 
-pub fn render(site: &Site) -> Result<Rendered> {
+/// A feed to write: where, for which appliance, and what it holds.
+struct FeedJob<'a> {
+    path: String,
+    appliance: Option<&'a Name>,
+    items: Vec<&'a Release>,
+    /// The number of the archive it is, if it is one.
+    archive: Option<usize>,
+}
+
+/// Renders the site on up to `threads` threads: the feeds (with a
+/// thousand releases, a hundred archive documents) on every core, the
+/// pages beside them. The output does not depend on `threads`.
+pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
     let mut appliances: Vec<&Name> = site.releases.iter().map(|r| &r.info.appliance).collect();
     appliances.sort();
     appliances.dedup();
@@ -95,36 +107,54 @@ pub fn render(site: &Site) -> Result<Rendered> {
         .map(|&i| &site.releases[i])
         .collect();
     let newest_archive = (!partition.archives.is_empty()).then_some(partition.archives.len());
-    let mut feeds = vec![Feed {
+    let mut jobs = vec![FeedJob {
         path: FEED.to_owned(),
         appliance: None,
-        xml: feed::render(site, FEED, None, &current, newest_archive),
+        items: current.clone(),
+        archive: None,
     }];
     if appliances.len() > 1 {
         for name in &appliances {
-            let path = format!("feeds/{name}.xml");
-            let items: Vec<&Release> = current
-                .iter()
-                .copied()
-                .filter(|r| r.info.appliance == **name)
-                .collect();
-            feeds.push(Feed {
-                xml: feed::render(site, &path, Some(name), &items, newest_archive),
-                path,
-                appliance: Some((*name).clone()),
+            jobs.push(FeedJob {
+                path: format!("feeds/{name}.xml"),
+                appliance: Some(name),
+                items: current
+                    .iter()
+                    .copied()
+                    .filter(|r| r.info.appliance == **name)
+                    .collect(),
+                archive: None,
             });
         }
     }
     for (i, indexes) in partition.archives.iter().enumerate() {
-        let items: Vec<&Release> = indexes.iter().map(|&i| &site.releases[i]).collect();
-        let path = archive::path(i + 1);
-        feeds.push(Feed {
-            xml: feed::render_archive(site, i + 1, &items),
-            path,
+        jobs.push(FeedJob {
+            path: archive::path(i + 1),
             appliance: None,
+            items: indexes.iter().map(|&i| &site.releases[i]).collect(),
+            archive: Some(i + 1),
         });
     }
+    let paths: Vec<(&str, Option<&Name>)> = jobs
+        .iter()
+        .map(|j| (j.path.as_str(), j.appliance))
+        .collect();
 
+    let (feeds, pages) = std::thread::scope(|scope| {
+        let pages = scope.spawn(|| render_pages(site, &appliances, &paths, &current));
+        let feeds = crate::par::map(threads, &jobs, |job| Feed {
+            xml: match job.archive {
+                Some(n) => feed::render_archive(site, n, &job.items),
+                None => feed::render(site, &job.path, job.appliance, &job.items, newest_archive),
+            },
+            path: job.path.clone(),
+            appliance: job.appliance.cloned(),
+        });
+        let pages = pages
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (feeds, pages)
+    });
     for feed in &feeds {
         check_size(&feed.path, feed.xml.len())?;
     }
@@ -159,7 +189,26 @@ pub fn render(site: &Site) -> Result<Rendered> {
         .map(|key| (crate::openpgp::PUBLIC_KEY, Sha256::of(key.as_bytes())));
     let manifest = sums::manifest(images.chain(supply).chain(feed_digests).chain(openpgp_key));
     check_size(MANIFEST, manifest.len())?;
-    let page = page::render(site, &feeds, &current)?;
+    let (page, history) = pages?;
+    Ok(Rendered {
+        feeds,
+        manifest,
+        page,
+        history,
+        catalogs,
+    })
+}
+
+/// The landing page, and the history page of each appliance that has
+/// archived releases.
+#[allow(clippy::type_complexity)]
+fn render_pages(
+    site: &Site,
+    appliances: &[&Name],
+    feeds: &[(&str, Option<&Name>)],
+    current: &[&Release],
+) -> Result<(String, Vec<(String, String)>)> {
+    let page = page::render(site, feeds, current)?;
     let history = appliances
         .iter()
         .filter(|name| {
@@ -175,13 +224,7 @@ pub fn render(site: &Site) -> Result<Rendered> {
         })
         .map(|name| Ok((history_path(name), page::render_history(site, name)?)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Rendered {
-        feeds,
-        manifest,
-        page,
-        history,
-        catalogs,
-    })
+    Ok((page, history))
 }
 
 /// Refuses a text file `verify` would refuse to read.

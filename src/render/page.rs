@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
-use super::{Feed, Site};
+use super::Site;
 use crate::error::{Error, Result};
 use crate::model::{Image, Release};
 
@@ -258,14 +258,19 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
 
 /// The landing page: the releases of the current feeds (`current`), and a
 /// link to each appliance's history page when it has archived releases.
-pub fn render(site: &Site, feeds: &[Feed], current: &[&Release]) -> Result<String> {
+/// `feeds` are the paths of the feeds and the appliance each covers.
+pub fn render(
+    site: &Site,
+    feeds: &[(&str, Option<&crate::model::Name>)],
+    current: &[&Release],
+) -> Result<String> {
     let config = site.config;
     let url = |p: &str| config.site_url(p).to_string();
     let feed_for = |name: &str| {
         feeds
             .iter()
-            .find(|f| f.appliance.as_ref().is_some_and(|a| a.as_str() == name))
-            .map_or(super::FEED, |f| f.path.as_str())
+            .find(|(_, a)| a.is_some_and(|a| a.as_str() == name))
+            .map_or(super::FEED, |(path, _)| path)
     };
     let mut appliances: Vec<ApplianceCtx> = Vec::new();
     for release in current {

@@ -511,3 +511,30 @@ fn failed_build_puts_the_spare_back() {
     assert_eq!(ino(&fixture.path(PUBLISHED)), spare_copy);
     assert_eq!(tree(&fixture.path("public")), cold_tree(&fixture));
 }
+
+/// Notes are read, and feeds and archives rendered and signed, on several
+/// threads: the site does not depend on how many.
+#[test]
+fn the_site_does_not_depend_on_the_thread_count() {
+    let site = |threads: &str| {
+        let fixture = with_mode("none");
+        fs::remove_dir_all(fixture.path("releases")).unwrap();
+        for i in 0..45 {
+            let dir = fixture.path(&format!("releases/webapp/1.{i}.0"));
+            fs::create_dir_all(&dir).unwrap();
+            let notes = format!("version = \"1.{i}.0\"\ndate = 2020-01-01\nnotes = \"{i}\"\n");
+            fs::write(dir.join("release.toml"), notes).unwrap();
+            fs::write(dir.join(format!("webapp-1.{i}.0.raw")), format!("{i}\n")).unwrap();
+        }
+        fixture.configure("feed_items = 1\n");
+        assert_success(&fixture.build(&["-j", threads]));
+        tree(&fixture.path("public"))
+    };
+    let one = site("1");
+    assert!(
+        one.contains_key("archive/4.xml.minisig"),
+        "{:?}",
+        one.keys()
+    );
+    assert_eq!(one, site("5"));
+}
