@@ -77,7 +77,8 @@ pub struct BuildOptions {
     pub openpgp_key_text: Option<String>,
     /// The build timestamp; `None` means now.
     pub build_time: Option<DateTime<Utc>>,
-    /// Hashing threads; `None` means one per core.
+    /// Threads for hashing, reading notes, rendering and signing; `None`
+    /// means one per core.
     pub threads: Option<usize>,
     /// The hash cache directory from the command line or environment.
     pub cache_dir: Option<PathBuf>,

@@ -10,7 +10,7 @@
 //! and making it again would cost a rebuild more than all the rest.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +36,9 @@ pub struct Staging<'a> {
     /// this staging directory is the spare reused: what the new site does
     /// not write again is removed before the swap.
     spare: Vec<String>,
+    /// The directories among them: a file placed in one needs no
+    /// `mkdir -p`, nor the stat that finds its directory there.
+    spare_dirs: HashSet<String>,
     /// Every site-relative path written or prepared for an image.
     produced: RefCell<BTreeSet<String>>,
 }
@@ -59,10 +62,16 @@ impl<'a> Staging<'a> {
             dir: Some(dir),
             lock,
             spare: Vec::new(),
+            spare_dirs: HashSet::new(),
             produced: RefCell::new(BTreeSet::new()),
         };
         let (spare, warning) = take_spare(&spare_path(target), staging.path())?;
-        staging.spare = spare;
+        for (entry, is_dir) in spare {
+            if is_dir {
+                staging.spare_dirs.insert(entry.clone());
+            }
+            staging.spare.push(entry);
+        }
         fsutil::set_mode(staging.path(), fsutil::PUBLISHED_DIR_MODE)?;
         staging.write(
             MARKER,
@@ -82,7 +91,11 @@ impl<'a> Staging<'a> {
     /// is left for the caller to keep or replace.
     pub fn prepare(&self, rel: &str) -> Result<PathBuf> {
         let path = self.path().join(rel);
-        if let Some(parent) = path.parent()
+        let in_spare_dir = rel
+            .rsplit_once('/')
+            .is_some_and(|(parent, _)| self.spare_dirs.contains(parent));
+        if !in_spare_dir
+            && let Some(parent) = path.parent()
             && let Err(e) = fsutil::create_dir_all(parent)
         {
             if self.spare.is_empty() {
@@ -208,6 +221,9 @@ fn retire(old: &Path, spare: &Path) -> Result<()> {
     fs::rename(old, spare).map_err(|e| Error::io("cannot keep the previous site as", spare, e))
 }
 
+/// A site-relative path in the spare, and whether it is a directory.
+type SpareEntry = (String, bool);
+
 /// Moves the spare at `spare`, if there is one, into `staging` (an empty
 /// directory), and returns what it holds (see [`Staging::spare`]). The
 /// spare is untrusted: one that is not a directory with the marker, or
@@ -215,7 +231,7 @@ fn retire(old: &Path, spare: &Path) -> Result<()> {
 /// leaves), is removed with a warning, and `staging` is left empty. An
 /// image in it is kept only where it is the very file the new site
 /// places there; a file the new site writes is written over.
-fn take_spare(spare: &Path, staging: &Path) -> Result<(Vec<String>, Option<Warning>)> {
+fn take_spare(spare: &Path, staging: &Path) -> Result<(Vec<SpareEntry>, Option<Warning>)> {
     let discarded = |path: &Path, why: String| {
         Warning::file(
             path,
@@ -257,13 +273,14 @@ fn take_spare(spare: &Path, staging: &Path) -> Result<(Vec<String>, Option<Warni
 }
 
 /// Lists the directory `rel` of the spare at `root` into `entries`, parents
-/// first, giving its directories the published mode. Stops at the first
+/// first, each with whether it is a directory, giving its directories the
+/// published mode. Stops at the first
 /// entry that is neither a directory nor a regular file, and returns it and
 /// what it is.
 fn list_spare(
     root: &Path,
     rel: &str,
-    entries: &mut Vec<String>,
+    entries: &mut Vec<SpareEntry>,
 ) -> Result<Option<(String, &'static str)>> {
     let dir = root.join(rel);
     let listing = fs::read_dir(&dir).map_err(|e| Error::io("cannot read directory", &dir, e))?;
@@ -292,12 +309,12 @@ fn list_spare(
             if meta()?.permissions().mode() & 0o7777 != fsutil::PUBLISHED_DIR_MODE {
                 fsutil::set_mode(&path, fsutil::PUBLISHED_DIR_MODE)?;
             }
-            entries.push(child.clone());
+            entries.push((child.clone(), true));
             if let Some(found) = list_spare(root, &child, entries)? {
                 return Ok(Some(found));
             }
         } else if kind.is_file() {
-            entries.push(child);
+            entries.push((child, false));
         } else {
             return Ok(Some((child, fsutil::file_kind(&meta()?))));
         }

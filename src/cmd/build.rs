@@ -24,7 +24,7 @@ pub struct BuildArgs {
     /// Secret key file (overrides VMCAST_SECRET_KEY and the config's secret_key).
     #[arg(long, value_name = "FILE")]
     pub secret_key: Option<PathBuf>,
-    /// Hashing threads (default: one per core).
+    /// Threads for hashing, and for reading notes, rendering and signing (default: one per core).
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<std::num::NonZeroUsize>,
     /// Report hashing progress even when stderr is not a terminal (a line every few seconds).

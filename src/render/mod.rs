@@ -199,15 +199,17 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
     })
 }
 
+/// The landing page, and the history pages: (path, HTML).
+type Pages = (String, Vec<(String, String)>);
+
 /// The landing page, and the history page of each appliance that has
 /// archived releases.
-#[allow(clippy::type_complexity)]
 fn render_pages(
     site: &Site,
     appliances: &[&Name],
     feeds: &[(&str, Option<&Name>)],
     current: &[&Release],
-) -> Result<(String, Vec<(String, String)>)> {
+) -> Result<Pages> {
     let page = page::render(site, feeds, current)?;
     let history = appliances
         .iter()
