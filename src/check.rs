@@ -63,11 +63,11 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
         ),
     };
     let mut warnings = plan.warnings.clone();
-    match crate::locked_key(&config, key.file, key.text) {
+    match crate::keys::locked_key(&config, key.file, key.text) {
         Ok((_, warning)) => warnings.extend(warning),
         Err(e) => problems.push(e),
     }
-    match crate::locked_openpgp_key(&config, key.openpgp_text) {
+    match crate::keys::locked_openpgp_key(&config, key.openpgp_text) {
         Ok(found) => warnings.extend(found.and_then(|(_, warning)| warning)),
         Err(e) => problems.push(e),
     }

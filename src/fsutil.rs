@@ -410,3 +410,23 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("cannot sync", dir, e))
 }
+
+/// The canonical form of a path that may not exist yet: its nearest existing
+/// ancestor resolved, the rest appended.
+pub fn resolve_lexically(path: &Path) -> Result<std::path::PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = canonicalize(existing)?;
+    resolved.extend(rest.iter().rev());
+    Ok(resolved)
+}

@@ -593,6 +593,41 @@ pub fn digest_all(
     })
 }
 
+/// `vmcast-gen hash`: hashes files where they were made and writes a
+/// sidecar beside each (`<file>.vmcast-hash`) that `build` can trust when
+/// the config allows it; with `sha512`, the SHA-512 the virt-builder index
+/// needs too, from the same read. Returns each sidecar's path and digest.
+pub fn write_sidecars(
+    files: &[PathBuf],
+    sha512: bool,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<(PathBuf, FileDigest)>> {
+    let jobs = files
+        .iter()
+        .map(|f| {
+            Ok(Job {
+                source: f.clone(),
+                size_hint: fsutil::metadata(f)?.len(),
+                open: Open::Named,
+                copy_to: None,
+                vagrant_box: None,
+                sha512,
+                prefix: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let hashed = hash_all(&jobs, threads, progress)?;
+    files
+        .iter()
+        .zip(hashed)
+        .map(|(file, h)| {
+            let path = crate::cache::Sidecar::new(file, &h.state, &h.digest).write(file)?;
+            Ok((path, h.digest))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,9 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use vmcast_gen::config::Overrides;
+use vmcast_gen::keys::KeyKind;
 use vmcast_gen::render::page::human_size;
-use vmcast_gen::{BuildOptions, Error, KeyKind, Result};
+use vmcast_gen::{BuildOptions, Error, Result};
 
 use super::progress::{Bar, Show};
 use super::prompt;

@@ -33,7 +33,9 @@ pub fn run(args: HashArgs) -> Result<bool> {
     } else {
         Show::Nothing
     });
-    for (sidecar, digest) in vmcast_gen::write_sidecars(&args.files, args.sha512, threads, &bar)? {
+    for (sidecar, digest) in
+        vmcast_gen::hash::write_sidecars(&args.files, args.sha512, threads, &bar)?
+    {
         outln!("{}  {}", digest.sha256, sidecar.display());
     }
     Ok(true)

@@ -31,7 +31,7 @@ pub fn run(args: InitArgs) -> Result<bool> {
     if make_key {
         // Ask for the password before writing anything, so that a missing
         // one leaves no half-made site.
-        vmcast_gen::keygen_targets_free(&secret, &public, false)?;
+        vmcast_gen::keys::keygen_targets_free(&secret, &public, false)?;
     }
     let password = match make_key && !args.no_password {
         true => Some(keygen::new_password()?),

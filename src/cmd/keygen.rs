@@ -43,7 +43,7 @@ pub fn run(args: KeygenArgs) -> Result<bool> {
     let secret = args.secret_key.unwrap_or_else(|| secret_default.into());
     let public = args.public_key.unwrap_or_else(|| public_default.into());
     // Refuse before asking for a password that would be wasted.
-    vmcast_gen::keygen_targets_free(&secret, &public, args.force)?;
+    vmcast_gen::keys::keygen_targets_free(&secret, &public, args.force)?;
     if !args.openpgp {
         let password = match args.no_password {
             true => None,
@@ -60,8 +60,13 @@ pub fn run(args: KeygenArgs) -> Result<bool> {
         true => None,
         false => Some(new_password_from(prompt::OPENPGP_PASSWORD)?),
     };
-    let fingerprint =
-        vmcast_gen::openpgp_keygen(&secret, &public, args.force, password.as_deref(), &user_id)?;
+    let fingerprint = vmcast_gen::keys::openpgp_keygen(
+        &secret,
+        &public,
+        args.force,
+        password.as_deref(),
+        &user_id,
+    )?;
     outln!(
         "Wrote OpenPGP secret key {} (mode 0600{}) and public key {}\nFingerprint {fingerprint}; \
          user id: {user_id}",
@@ -110,7 +115,7 @@ fn new_password_from(env: &str) -> Result<String> {
 
 /// Writes the key pair and says where.
 pub fn write(secret: &Path, public: &Path, force: bool, password: Option<&str>) -> Result<()> {
-    let key = vmcast_gen::keygen(secret, public, force, password)?;
+    let key = vmcast_gen::keys::keygen(secret, public, force, password)?;
     outln!(
         "Wrote secret key {} (mode 0600{}) and public key {}\nKey id {}; public key: {}",
         secret.display(),

@@ -1,0 +1,398 @@
+//! `build`: the whole pipeline, one stage after the other, data flowing one
+//! way: config → scan → hash → assemble → render → sign and write → swap.
+//! Each stage is its own module; this one only runs them in order and
+//! holds what spans them (the lock, the staging directory, the keys).
+
+mod assemble;
+mod images;
+mod output;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog;
+use crate::config::{self, Config, Overrides};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::hash::{self, Progress};
+use crate::keys::{self, PasswordPrompt};
+use crate::openpgp;
+use crate::par;
+use crate::previous::{self, Previous};
+use crate::render::{self, Site};
+use crate::scan;
+use crate::sign::{self, PublicKey, SecretKey};
+use crate::supply;
+use crate::warning::Warning;
+use crate::write;
+
+/// Everything `build` needs beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub config: PathBuf,
+    pub overrides: Overrides,
+    /// The key's text from the environment, used when no key file is given
+    /// on the command line.
+    pub secret_key_text: Option<String>,
+    /// The OpenPGP secret key's text from the environment
+    /// (`VMCAST_OPENPGP_KEY`), used instead of the config's
+    /// `[catalogs] openpgp_key`.
+    pub openpgp_key_text: Option<String>,
+    /// The build timestamp; `None` means now.
+    pub build_time: Option<DateTime<Utc>>,
+    /// Threads for hashing, reading notes, rendering and signing; `None`
+    /// means one per core.
+    pub threads: Option<usize>,
+    /// The hash cache directory from the command line or environment.
+    pub cache_dir: Option<PathBuf>,
+    /// Where the cache lives when nothing else says (the user's cache dir).
+    pub default_cache_dir: Option<PathBuf>,
+    /// Ignore the cache: hash every image (and do not write the cache).
+    pub no_cache: bool,
+    /// Hash every image and fail on any cached digest that was wrong.
+    pub verify_cache: bool,
+    /// A preview: signed with a throwaway key (one per process), whatever
+    /// key is configured, so the real key never signs a draft nor stays
+    /// unlocked in a long-running process.
+    pub preview: bool,
+    /// Build on this published site (`--previous`), over the config's.
+    pub previous: Option<String>,
+    /// Images allowed to differ from the previous site's under the same
+    /// published name (`--replace NAME`).
+    pub replace: Vec<String>,
+    /// The S3-compatible endpoint for an `s3://` previous site.
+    pub endpoint: Option<String>,
+}
+
+/// One published image, for reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    pub appliance: String,
+    pub version: String,
+    pub path: String,
+    pub format: String,
+    pub length: u64,
+    pub virtual_size: Option<u64>,
+    pub sha256: String,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub published: Vec<ImageSummary>,
+    pub output_dir: PathBuf,
+    pub appliances: usize,
+    pub releases: usize,
+    pub images: usize,
+    pub feeds: Vec<String>,
+    /// Archive documents (RFC 5005) written and signed besides the feeds.
+    pub archives: usize,
+    /// Total bytes of all images.
+    pub image_bytes: u64,
+    pub hash: hash::Stats,
+    pub key_id: String,
+    /// The OpenPGP key that clearsigned `SHA256SUMS.asc`, if one is set.
+    pub openpgp_fingerprint: Option<String>,
+    pub warnings: Vec<Warning>,
+    /// With `--previous`: the site built on, and the releases and images
+    /// taken from it unread.
+    pub previous: Option<Carried>,
+    /// The catalogs written besides the feeds (`[catalogs]`).
+    pub catalogs: Vec<catalog::Written>,
+}
+
+/// What a build took from the previous site without reading an image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Carried {
+    pub source: String,
+    pub sequence: u64,
+    pub releases: usize,
+    pub images: usize,
+    pub bytes: u64,
+}
+
+/// Reads the config and builds the whole site into its output directory.
+pub fn build(
+    options: &BuildOptions,
+    progress: &dyn Progress,
+    password: PasswordPrompt,
+) -> Result<Report> {
+    let config = config::load(&options.config, &options.overrides)?;
+    let clock = Clock::of(options, &config)?;
+    let threads = options.threads.unwrap_or_else(par::default_threads);
+    check_output_dir(&config)?;
+    // Held to the end: two builds of one output never interleave.
+    let lock = write::OutputLock::take(&config.output_dir)?;
+    let mut warnings = lock.sweep()?;
+
+    // The scan first: a site with no images yet hears so before any
+    // password prompt. The spare is taken meanwhile: both walk a thousand
+    // directories on a large site, which is mostly the kernel's time.
+    let previous_source = options.previous.clone().or_else(|| config.previous.clone());
+    let (plan, staging) = std::thread::scope(|s| {
+        let staging = s.spawn(|| write::Staging::new(&lock));
+        let plan = scan::scan(&config, previous_source.is_some(), threads);
+        let staging = staging
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (plan, staging)
+    });
+    let plan = plan?;
+    let keys = Keys::load(&config, options, password, &mut warnings)?;
+    let previous = match &previous_source {
+        Some(source) => Some(load_previous(
+            &config,
+            options,
+            source,
+            &keys.minisign.public,
+            clock.sequence,
+            &mut warnings,
+        )?),
+        None => None,
+    };
+    let next_key = next_key(&config, &keys.minisign.public, &mut warnings)?;
+    // Its errors come after the key's, which say more.
+    let (staging, spare_warning) = staging?;
+    warnings.extend(spare_warning);
+
+    let hashed = images::hash_images(
+        &config,
+        options,
+        &plan,
+        &staging,
+        threads,
+        progress,
+        &mut warnings,
+    )?;
+    let scan::Plan {
+        releases: planned,
+        warnings: scan_warnings,
+    } = plan;
+    let (releases, carried) = assemble::Assembly {
+        config: &config,
+        previous: previous.as_ref(),
+        replace: &options.replace,
+        provenance_keys: &keys.provenance,
+        staging: &staging,
+    }
+    .releases(planned, hashed.digests, hashed.boxes, &mut warnings)?;
+
+    let site = Site {
+        config: &config,
+        releases: &releases,
+        public_key: &keys.minisign.public,
+        next_key: next_key.as_ref(),
+        openpgp_public_key: keys.openpgp_public.as_deref(),
+        build_time: clock.time,
+        sequence: clock.sequence,
+        expires: clock.expires,
+    };
+    let rendered = render::render(&site, threads)?;
+    output::write_site(
+        &staging,
+        &config,
+        &rendered,
+        &keys,
+        next_key.as_ref(),
+        &clock,
+        threads,
+    )?;
+    staging.commit()?;
+    if let Some(cache) = hashed.cache {
+        output::record(cache, &config, &releases, &hashed.placed, &hashed.boxed)?;
+    }
+
+    warnings.extend(scan_warnings);
+    Ok(Report {
+        published: releases.iter().flat_map(ImageSummary::of_release).collect(),
+        output_dir: config.output_dir.clone(),
+        appliances: releases
+            .iter()
+            .map(|r| &r.info.appliance)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        releases: releases.len(),
+        images: releases.iter().map(|r| r.images.len()).sum(),
+        feeds: rendered
+            .feeds
+            .iter()
+            .filter(|f| !f.path.starts_with("archive/"))
+            .map(|f| f.path.clone())
+            .collect(),
+        archives: rendered
+            .feeds
+            .iter()
+            .filter(|f| f.path.starts_with("archive/"))
+            .count(),
+        image_bytes: releases
+            .iter()
+            .flat_map(|r| &r.images)
+            .map(|i| i.digest.length)
+            .sum(),
+        hash: hashed.stats,
+        key_id: keys.minisign.public.key_id.to_string(),
+        openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
+        warnings,
+        previous: carried,
+        catalogs: rendered.catalogs.written,
+    })
+}
+
+/// When this build is, as everything it signs says.
+struct Clock {
+    time: DateTime<Utc>,
+    /// The build's sequence number (see [`crate::trust`]).
+    sequence: u64,
+    /// When consumers must stop trusting this build.
+    expires: Option<DateTime<Utc>>,
+}
+
+impl Clock {
+    fn of(options: &BuildOptions, config: &Config) -> Result<Self> {
+        let time = options.build_time.unwrap_or_else(Utc::now);
+        let sequence = u64::try_from(time.timestamp())
+            .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
+        Ok(Clock {
+            time,
+            sequence,
+            expires: config.expires_after.map(|d| time + d),
+        })
+    }
+}
+
+/// The keys a build signs and checks with.
+struct Keys {
+    /// The builders' keys that sign provenance (`provenance_keys`).
+    provenance: Vec<supply::keys::ProvenanceKey>,
+    /// Signs the feeds, SHA256SUMS and the catalogs.
+    minisign: SecretKey,
+    /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set.
+    openpgp: Option<openpgp::Signer>,
+    /// Its public key, armored, published as `openpgp.asc`.
+    openpgp_public: Option<String>,
+}
+
+impl Keys {
+    fn load(
+        config: &Config,
+        options: &BuildOptions,
+        password: PasswordPrompt,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Self> {
+        let provenance = supply::keys::load(&config.provenance_keys)?;
+        let (minisign, warning) = keys::load_key(config, options, &mut *password)?;
+        warnings.extend(warning);
+        let (openpgp, warning) = keys::load_openpgp_key(config, options, password)?;
+        warnings.extend(warning);
+        let openpgp_public = openpgp.as_ref().map(|s| s.public_key()).transpose()?;
+        Ok(Keys {
+            provenance,
+            minisign,
+            openpgp,
+            openpgp_public,
+        })
+    }
+}
+
+/// The previous site (`--previous`), verified against this build's key
+/// (or `previous_key`, during a rotation). Its sequence must be below this
+/// build's, or consumers that keep state would refuse the new one.
+fn load_previous(
+    config: &Config,
+    options: &BuildOptions,
+    source: &str,
+    key: &PublicKey,
+    sequence: u64,
+    warnings: &mut Vec<Warning>,
+) -> Result<Previous> {
+    let also_trusted = match &config.previous_key {
+        Some(path) => vec![PublicKey::from_file(path, &fsutil::read_to_string(path)?)?],
+        None => Vec::new(),
+    };
+    let previous = previous::load(&previous::PreviousOptions {
+        source,
+        key,
+        also_trusted,
+        endpoint: options.endpoint.as_deref(),
+        timeout: std::time::Duration::from_secs(60),
+        now: Utc::now(),
+    })?;
+    if sequence <= previous.sequence {
+        return Err(Error::other(format_args!(
+            "--previous {source}: this build's sequence {sequence} is not above the \
+             previous site's {}; consumers that keep state would refuse it as a rollback. \
+             Build later, or set SOURCE_DATE_EPOCH above {}",
+            previous.sequence, previous.sequence
+        )));
+    }
+    warnings.extend(previous.warnings.iter().cloned());
+    Ok(previous)
+}
+
+/// The key a coming rotation moves to (`next_public_key`), unless it is
+/// the key signing this build already.
+fn next_key(
+    config: &Config,
+    current: &PublicKey,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<PublicKey>> {
+    let Some(path) = &config.next_public_key else {
+        return Ok(None);
+    };
+    let next = sign::PublicKey::from_file(path, &fsutil::read_to_string(path)?)?;
+    if next.key_id == current.key_id {
+        warnings.push(Warning::file(
+            path,
+            "next_public_key is the key signing this build, so the rotation is done; \
+             remove next_public_key from the config",
+        ));
+        return Ok(None);
+    }
+    Ok(Some(next))
+}
+
+impl ImageSummary {
+    fn of_release(release: &crate::model::Release) -> impl Iterator<Item = ImageSummary> + '_ {
+        release.images.iter().map(|i| ImageSummary {
+            appliance: release.info.appliance.to_string(),
+            version: release.info.version.to_string(),
+            path: i.source.site_path.to_string(),
+            format: i.source.format.to_string(),
+            length: i.digest.length,
+            virtual_size: i.info.virtual_size,
+            sha256: i.digest.sha256.to_hex(),
+        })
+    }
+}
+
+/// The output directory is replaced on every build: it must not hold any
+/// input.
+fn check_output_dir(config: &Config) -> Result<()> {
+    let out = fsutil::resolve_lexically(&config.output_dir)?;
+    let config_dir = config.path.parent().unwrap_or(Path::new(""));
+    let inputs = [
+        Some(config_dir.to_path_buf()),
+        Some(config.releases_dir.clone()),
+        config.images_dir.clone(),
+        Some(config.templates_dir.clone()),
+    ];
+    for input in inputs.into_iter().flatten() {
+        let input_path = if input.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            input
+        };
+        if fsutil::resolve_lexically(&input_path)?.starts_with(&out) {
+            return Err(Error::file(
+                &config.output_dir,
+                format_args!(
+                    "the output directory holds the input {}, and the output is replaced on every build; \
+                     choose another output_dir",
+                    input_path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

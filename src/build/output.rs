@@ -1,0 +1,171 @@
+//! The signed site, written into the staging directory, and after the
+//! swap the record of what the new output holds, for the next build.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::cache::{self, HashCache};
+use crate::config::{Config, ImageMode};
+use crate::error::Result;
+use crate::fsutil;
+use crate::model::{self, Release};
+use crate::openpgp;
+use crate::par;
+use crate::render::{self, Rendered};
+use crate::sign::PublicKey;
+use crate::trust;
+use crate::write;
+
+use super::{Clock, Keys};
+
+/// Signs what was rendered and writes it, with the signatures and the
+/// public keys, into the staging directory.
+pub(super) fn write_site(
+    staging: &write::Staging,
+    config: &Config,
+    rendered: &Rendered,
+    keys: &Keys,
+    next_key: Option<&PublicKey>,
+    clock: &Clock,
+    threads: usize,
+) -> Result<()> {
+    let key = &keys.minisign;
+    let comment = |file: &str| {
+        trust::BuildStamp {
+            timestamp: clock.time.timestamp(),
+            file: file.to_owned(),
+            base_url: config.base_url.to_string(),
+            sequence: clock.sequence,
+            expires: clock.expires.map(|e| e.timestamp()),
+        }
+        .to_comment()
+    };
+    // A hundred archive documents make signing a fixed cost worth sharing out.
+    let feed_sigs = par::map(threads, &rendered.feeds, |feed| {
+        key.sign(&feed.xml, &comment(&feed.path))
+    });
+    for (feed, sig) in rendered.feeds.iter().zip(feed_sigs) {
+        staging.write(&feed.path, &feed.xml)?;
+        staging.write(&format!("{}.minisig", feed.path), sig?.to_file().as_bytes())?;
+    }
+    let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(render::MANIFEST))?;
+    staging.write(render::MANIFEST, rendered.manifest.as_bytes())?;
+    staging.write(render::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
+    staging.write(render::PUBLIC_KEY, key.public.to_file().as_bytes())?;
+    if let (Some(signer), Some(public)) = (&keys.openpgp, &keys.openpgp_public) {
+        let signed = signer.clearsign(&rendered.manifest, clock.time)?;
+        staging.write(openpgp::MANIFEST_ASC, signed.as_bytes())?;
+        staging.write(openpgp::PUBLIC_KEY, public.as_bytes())?;
+    }
+    if let Some(next) = next_key {
+        // The current key vouches for the next one: consumers that trust the
+        // current key learn the next from this signature.
+        let text = next.to_file();
+        let sig = key.sign(text.as_bytes(), &comment(render::NEXT_PUBLIC_KEY))?;
+        staging.write(render::NEXT_PUBLIC_KEY, text.as_bytes())?;
+        staging.write(
+            &format!("{}.minisig", render::NEXT_PUBLIC_KEY),
+            sig.to_file().as_bytes(),
+        )?;
+    }
+    let catalog_sigs = par::map(threads, &rendered.catalogs.files, |file| {
+        file.signed
+            .then(|| key.sign(&file.bytes, &comment(&file.path)))
+            .transpose()
+    });
+    for (file, sig) in rendered.catalogs.files.iter().zip(catalog_sigs) {
+        staging.write(&file.path, &file.bytes)?;
+        if let Some(sig) = sig? {
+            staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
+        }
+    }
+    // Rendered only when there is an OpenPGP key.
+    if let Some(signer) = &keys.openpgp {
+        for (path, text) in &rendered.catalogs.clearsigned {
+            staging.write(path, signer.clearsign(text, clock.time)?.as_bytes())?;
+        }
+    }
+    staging.write(render::page::PAGE, rendered.page.as_bytes())?;
+    for (path, html) in &rendered.history {
+        staging.write(path, html.as_bytes())?;
+    }
+    // GitHub Pages would otherwise run the site through Jekyll.
+    staging.write(".nojekyll", b"")
+}
+
+/// Records in the hash cache what the output now holds, and saves it.
+pub(super) fn record(
+    mut cache: HashCache,
+    config: &Config,
+    releases: &[Release],
+    placed: &BTreeSet<model::RelPath>,
+    boxed: &BTreeSet<model::RelPath>,
+) -> Result<()> {
+    if config.image_mode != ImageMode::None {
+        record_output(&mut cache, &config.output_dir, releases, placed)?;
+    }
+    record_boxes(&mut cache, &config.output_dir, releases, boxed)?;
+    cache.save()
+}
+
+/// Records, after the swap, what the new output holds, for the next build.
+/// A copy is recorded under its own canonical path, so the next build can
+/// take it by hard link when it publishes the same bytes there. A hard
+/// link is the image itself: making it, or removing one the spare held,
+/// moved its ctime, so the image's entry takes the state the next build
+/// will see (only if its size and mtime are still those recorded).
+/// Images taken unread from a previous site are not in the output.
+fn record_output(
+    cache: &mut HashCache,
+    output_dir: &Path,
+    releases: &[Release],
+    placed: &BTreeSet<model::RelPath>,
+) -> Result<()> {
+    let root = fsutil::canonicalize(output_dir)?;
+    for image in releases
+        .iter()
+        .flat_map(|r| &r.images)
+        .filter(|i| placed.contains(&i.source.site_path))
+    {
+        let path = root.join(image.source.site_path.as_str());
+        // One stat, no open: the file was placed by this build.
+        let state = cache::FileState::of(&fsutil::symlink_metadata(&path)?);
+        if state.id() == image.source.file_id {
+            cache.restat(&image.source.real, state);
+        } else {
+            cache.insert(&path, state, &image.digest, &image.info, image.lxd);
+        }
+    }
+    Ok(())
+}
+
+/// Records the boxes this build made or took in the output, so that the
+/// next build can take them by hard link instead of reading their images.
+fn record_boxes(
+    cache: &mut HashCache,
+    output_dir: &Path,
+    releases: &[Release],
+    made: &BTreeSet<model::RelPath>,
+) -> Result<()> {
+    let root = fsutil::canonicalize(output_dir)?;
+    for image in releases.iter().flat_map(|r| &r.images) {
+        let Some(boxed) = image
+            .vagrant_box
+            .as_ref()
+            .filter(|_| made.contains(&image.source.site_path))
+        else {
+            continue;
+        };
+        let path = root.join(boxed.path.as_str());
+        // The image's facts stand beside the box's digest: only the digest
+        // is ever compared.
+        cache.insert(
+            &path,
+            cache::FileState::of(&fsutil::symlink_metadata(&path)?),
+            &boxed.digest,
+            &image.info,
+            None,
+        );
+    }
+    Ok(())
+}
