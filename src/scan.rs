@@ -73,7 +73,12 @@ fn scan_with(
     let mut notes_files = Vec::new();
     // One walk finds the notes and what lies beside them.
     let mut beside: BTreeMap<PathBuf, Vec<walkdir::DirEntry>> = BTreeMap::new();
-    for entry in WalkDir::new(root).sort_by_file_name() {
+    let ours = Ours::of(config, &root_real)?;
+    for entry in WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !ours.holds(root, e.path()))
+    {
         let entry = entry.map_err(|e| walk_error(root, e))?;
         let Some(name) = entry.file_name().to_str() else {
             return Err(non_utf8(entry.path()));
@@ -165,6 +170,48 @@ fn scan_with(
             .then_with(|| b.info.version.cmp(&a.info.version))
     });
     Ok((Plan { releases, warnings }, problems))
+}
+
+/// The output directory and what builds keep beside it (`.<name>.spare`,
+/// `.<name>.building-*`, `.<name>.lock`), when they lie in the releases
+/// directory: never inputs, and changed by the build while it scans.
+struct Ours {
+    /// Their directory, relative to the releases directory, and the
+    /// output's name.
+    place: Option<(PathBuf, String)>,
+}
+
+impl Ours {
+    fn of(config: &Config, releases_real: &Path) -> Result<Ours> {
+        let out = fsutil::resolve_lexically(&config.output_dir)?;
+        let place = out.strip_prefix(releases_real).ok().and_then(|rel| {
+            Some((
+                rel.parent()?.to_path_buf(),
+                rel.file_name()?.to_string_lossy().into_owned(),
+            ))
+        });
+        Ok(Ours { place })
+    }
+
+    /// Whether `path`, found by walking `root`, is one of ours.
+    fn holds(&self, root: &Path, path: &Path) -> bool {
+        let Some((dir, output)) = &self.place else {
+            return false;
+        };
+        let Ok(rel) = path.strip_prefix(root) else {
+            return false;
+        };
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return false;
+        };
+        let name = name.to_string_lossy();
+        let beside = || {
+            name.strip_prefix('.')
+                .and_then(|n| n.strip_prefix(output.as_str()))
+                .is_some_and(|rest| rest.starts_with('.'))
+        };
+        parent == dir && (name == *output || beside())
+    }
 }
 
 fn walk_error(root: &Path, e: walkdir::Error) -> Error {

@@ -538,3 +538,24 @@ fn the_site_does_not_depend_on_the_thread_count() {
     );
     assert_eq!(one, site("5"));
 }
+
+/// An output inside the releases directory, with its spare and staging
+/// directories beside it, is never scanned as input: the build changes
+/// them while it scans. A file name no input may have (not UTF-8) in the
+/// spare is the spare's problem, removed with it, not the scan's error.
+#[test]
+fn output_inside_the_releases_directory_is_not_scanned() {
+    use std::os::unix::ffi::OsStrExt;
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("output_dir = \"releases/public\"\n");
+    assert_success(&fixture.build(&[]));
+    warm_build(&fixture);
+    let spare = fixture.path("releases/.public.spare");
+    assert!(spare.is_dir());
+    let odd = spare.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::write(&odd, "").unwrap();
+    warm_build(&fixture);
+    assert!(!odd.exists());
+    let out = fixture.run(&["check"], &[]);
+    assert_success(&out);
+}
