@@ -43,12 +43,64 @@ pub struct Staging<'a> {
     produced: RefCell<BTreeSet<String>>,
 }
 
+/// The spare as a build found it: checked and listed in place, while the
+/// releases are scanned, and taken by [`Staging::new`] once the keys are
+/// unlocked. A build stopped in between (at a password prompt) leaves it
+/// where it was.
+pub struct Spare {
+    entries: Vec<SpareEntry>,
+}
+
+impl Spare {
+    /// Checks and lists the spare of the output `lock` holds, if there is
+    /// one. The spare is untrusted: one that is not a directory with the
+    /// marker, or that holds anything but directories and regular files
+    /// (which no build leaves), is removed, with the warning returned. An
+    /// image in it is kept only where it is the very file the new site
+    /// places there; a file the new site writes is written over.
+    pub fn survey(lock: &OutputLock) -> Result<(Option<Spare>, Option<Warning>)> {
+        let spare = spare_path(&lock.target);
+        let discarded = |path: &Path, why: String| {
+            Warning::file(
+                path,
+                format_args!(
+                    "{why}; the spare site is not what a build leaves, so it was removed and \
+                     this build starts from an empty directory"
+                ),
+            )
+        };
+        let meta = match fs::symlink_metadata(&spare) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(e) => return Err(Error::io("cannot stat", &spare, e)),
+        };
+        if !meta.is_dir() {
+            fsutil::remove_any(&spare)?;
+            let why = format!("is {}", fsutil::file_kind(&meta));
+            return Ok((None, Some(discarded(&spare, why))));
+        }
+        if !fs::symlink_metadata(spare.join(MARKER)).is_ok_and(|m| m.is_file()) {
+            fsutil::remove_any(&spare)?;
+            let why = format!("has no {MARKER} file");
+            return Ok((None, Some(discarded(&spare, why))));
+        }
+        let mut entries = Vec::new();
+        match list_spare(&spare, "", &mut entries)? {
+            None => Ok((Some(Spare { entries }), None)),
+            Some((rel, kind)) => {
+                fsutil::remove_any(&spare)?;
+                let why = format!("is {kind}");
+                Ok((None, Some(discarded(&spare.join(rel), why))))
+            }
+        }
+    }
+}
+
 impl<'a> Staging<'a> {
-    /// A staging directory for the output `lock` holds: the spare the
-    /// previous build left, when there is one, else a new, empty one. A
-    /// spare that is not what a build leaves is removed, with the warning
-    /// returned, and the build starts from an empty directory.
-    pub fn new(lock: &'a OutputLock) -> Result<(Self, Option<Warning>)> {
+    /// A staging directory for the output `lock` holds: the spare
+    /// [`Spare::survey`] found, moved aside under the staging name, when
+    /// there is one; else a new, empty one.
+    pub fn new(lock: &'a OutputLock, spare: Option<Spare>) -> Result<Self> {
         let target = lock.target.as_path();
         check_replaceable(target)?;
         // The lock made the parent.
@@ -65,19 +117,25 @@ impl<'a> Staging<'a> {
             spare_dirs: HashSet::new(),
             produced: RefCell::new(BTreeSet::new()),
         };
-        let (spare, warning) = take_spare(&spare_path(target), staging.path())?;
-        for (entry, is_dir) in spare {
-            if is_dir {
-                staging.spare_dirs.insert(entry.clone());
+        if let Some(spare) = spare {
+            // Onto the empty directory: one rename, under the staging name
+            // that the sweep removes should this build be killed.
+            let from = spare_path(target);
+            fs::rename(&from, staging.path())
+                .map_err(|e| Error::io("cannot reuse the spare site", &from, e))?;
+            for (entry, is_dir) in spare.entries {
+                if is_dir {
+                    staging.spare_dirs.insert(entry.clone());
+                }
+                staging.spare.push(entry);
             }
-            staging.spare.push(entry);
         }
         fsutil::set_mode(staging.path(), fsutil::PUBLISHED_DIR_MODE)?;
         staging.write(
             MARKER,
             b"This directory is replaced by every `vmcast-gen build`.\n",
         )?;
-        Ok((staging, warning))
+        Ok(staging)
     }
 
     pub fn path(&self) -> &Path {
@@ -223,54 +281,6 @@ fn retire(old: &Path, spare: &Path) -> Result<()> {
 
 /// A site-relative path in the spare, and whether it is a directory.
 type SpareEntry = (String, bool);
-
-/// Moves the spare at `spare`, if there is one, into `staging` (an empty
-/// directory), and returns what it holds (see [`Staging::spare`]). The
-/// spare is untrusted: one that is not a directory with the marker, or
-/// that holds anything but directories and regular files (which no build
-/// leaves), is removed with a warning, and `staging` is left empty. An
-/// image in it is kept only where it is the very file the new site
-/// places there; a file the new site writes is written over.
-fn take_spare(spare: &Path, staging: &Path) -> Result<(Vec<SpareEntry>, Option<Warning>)> {
-    let discarded = |path: &Path, why: String| {
-        Warning::file(
-            path,
-            format_args!(
-                "{why}; the spare site is not what a build leaves, so it was removed and this \
-                 build starts from an empty directory"
-            ),
-        )
-    };
-    let meta = match fs::symlink_metadata(spare) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
-        Err(e) => return Err(Error::io("cannot stat", spare, e)),
-    };
-    if !meta.is_dir() {
-        fsutil::remove_any(spare)?;
-        let why = format!("is {}", fsutil::file_kind(&meta));
-        return Ok((Vec::new(), Some(discarded(spare, why))));
-    }
-    if !fs::symlink_metadata(spare.join(MARKER)).is_ok_and(|m| m.is_file()) {
-        fsutil::remove_any(spare)?;
-        let why = format!("has no {MARKER} file");
-        return Ok((Vec::new(), Some(discarded(spare, why))));
-    }
-    // Onto the empty directory: one rename, under the staging name that
-    // the sweep removes should this build be killed.
-    fs::rename(spare, staging).map_err(|e| Error::io("cannot reuse the spare site", spare, e))?;
-    let mut entries = Vec::new();
-    match list_spare(staging, "", &mut entries)? {
-        None => Ok((entries, None)),
-        Some((rel, kind)) => {
-            fsutil::remove_any(staging)?;
-            fs::create_dir(staging)
-                .map_err(|e| Error::io("cannot create directory", staging, e))?;
-            let why = format!("is {kind}");
-            Ok((Vec::new(), Some(discarded(&spare.join(rel), why))))
-        }
-    }
-}
 
 /// Lists the directory `rel` of the spare at `root` into `entries`, parents
 /// first, each with whether it is a directory, giving its directories the

@@ -127,16 +127,16 @@ pub fn build(
     let mut warnings = lock.sweep()?;
 
     // The scan first: a site with no images yet hears so before any
-    // password prompt. The spare is taken meanwhile: both walk a thousand
+    // password prompt. The spare is listed meanwhile: both walk a thousand
     // directories on a large site, which is mostly the kernel's time.
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
-    let (plan, staging) = std::thread::scope(|s| {
-        let staging = s.spawn(|| write::Staging::new(&lock));
+    let (plan, spare) = std::thread::scope(|s| {
+        let spare = s.spawn(|| write::Spare::survey(&lock));
         let plan = scan::scan(&config, previous_source.is_some(), threads);
-        let staging = staging
+        let spare = spare
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (plan, staging)
+        (plan, spare)
     });
     let plan = plan?;
     let keys = Keys::load(&config, options, password, &mut warnings)?;
@@ -153,7 +153,8 @@ pub fn build(
     };
     let next_key = next_key(&config, &keys.minisign.public, &mut warnings)?;
     // Its errors come after the key's, which say more.
-    let (staging, spare_warning) = staging?;
+    let (spare, spare_warning) = spare?;
+    let staging = write::Staging::new(&lock, spare)?;
     warnings.extend(spare_warning);
 
     let hashed = images::hash_images(
