@@ -45,8 +45,9 @@ pub(super) fn write_site(
         key.sign(&feed.xml, &comment(&feed.path))
     });
     for (feed, sig) in rendered.feeds.iter().zip(feed_sigs) {
+        let sig = sig?;
         staging.write(&feed.path, &feed.xml)?;
-        staging.write(&format!("{}.minisig", feed.path), sig?.to_file().as_bytes())?;
+        staging.write(&format!("{}.minisig", feed.path), sig.to_file().as_bytes())?;
     }
     let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(render::MANIFEST))?;
     staging.write(render::MANIFEST, rendered.manifest.as_bytes())?;
@@ -74,8 +75,9 @@ pub(super) fn write_site(
             .transpose()
     });
     for (file, sig) in rendered.catalogs.files.iter().zip(catalog_sigs) {
+        let sig = sig?;
         staging.write(&file.path, &file.bytes)?;
-        if let Some(sig) = sig? {
+        if let Some(sig) = sig {
             staging.write(&format!("{}.minisig", file.path), sig.to_file().as_bytes())?;
         }
     }
