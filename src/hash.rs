@@ -347,6 +347,9 @@ pub struct Outcome {
     pub warnings: Vec<crate::Warning>,
     /// With `verify_cache`: every image whose cached digest was wrong.
     pub mismatches: Vec<String>,
+    /// The images whose hard link the staging directory held already:
+    /// their state did not move, so the cache's record of them stands.
+    pub held: std::collections::BTreeSet<RelPath>,
 }
 
 /// What an image is, from its headers alone (read with `pread`, the
@@ -434,6 +437,7 @@ pub fn digest_all(
     let mut stats = Stats::default();
     let mut warnings = Vec::new();
     let mut pending = Vec::new();
+    let mut held = std::collections::BTreeSet::new();
     for req in requests {
         if digests.contains_key(&req.id) || pending.iter().any(|p: &Pending| p.id == req.id) {
             return Err(Error::file(
@@ -513,7 +517,9 @@ pub fn digest_all(
                     let cache = shortcuts.cache.as_ref()?;
                     previous_copy(cache, req.previous.as_deref()?, &digest)
                 };
-                place::unread(&opened, &req.place, previous)?;
+                if place::unread(&opened, &req.place, previous)? {
+                    held.insert(req.id.clone());
+                }
                 if let Some(cache) = shortcuts.cache.as_mut() {
                     cache.insert(&canonical, state, &digest, &info, combined);
                 }
@@ -590,6 +596,7 @@ pub fn digest_all(
         stats,
         warnings,
         mismatches,
+        held,
     })
 }
 

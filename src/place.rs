@@ -75,30 +75,36 @@ pub struct Previous {
 /// Places an image whose digest is known: no user-space read. A copy is
 /// taken from the previous output by hard link when `previous` finds one
 /// (never moved out of it: a build that fails later leaves that output
-/// whole), else reflinked or copied by the kernel.
+/// whole), else reflinked or copied by the kernel. Returns whether the
+/// image itself was in place already (a hard link the spare held): then
+/// nothing about it moved, not even its ctime.
 pub fn unread(
     image: &Opened,
     place: &Placement,
     previous: impl FnOnce() -> Option<Previous>,
-) -> Result<()> {
+) -> Result<bool> {
     match place {
-        Placement::Nowhere => Ok(()),
-        Placement::Link(dst) if image.world_readable() && image.link(dst)? => Ok(()),
+        Placement::Nowhere => Ok(false),
+        Placement::Link(dst) if image.world_readable() && holds(dst, Some(image.id()))? => Ok(true),
+        Placement::Link(dst)
+            if image.world_readable() && fsutil::hard_link(image.real, dst, image.id())? =>
+        {
+            Ok(false)
+        }
         Placement::Copy(dst) | Placement::Link(dst) => {
             let old = previous();
             if holds(dst, old.as_ref().map(|o| o.id))? {
-                return Ok(());
+                return Ok(false);
             }
             if let Some(old) = old
                 && fsutil::hard_link(&old.path, dst, old.id)?
             {
-                return Ok(());
+                return Ok(false);
             }
-            if fsutil::reflink(image.file, dst)? {
-                Ok(())
-            } else {
-                fsutil::copy_published(image.file, image.meta.len(), image.real, dst)
+            if !fsutil::reflink(image.file, dst)? {
+                fsutil::copy_published(image.file, image.meta.len(), image.real, dst)?;
             }
+            Ok(false)
         }
     }
 }

@@ -28,8 +28,9 @@ pub(super) struct Hashed {
     pub stats: hash::Stats,
     /// The cache, to record the new output in once it is in place.
     pub cache: Option<HashCache>,
-    /// Every image of the scan, placed in the staging directory unless
-    /// `image_mode = "none"`.
+    /// The images placed in the staging directory (unless `image_mode =
+    /// "none"`), less those whose hard link was there already: the output
+    /// record has nothing new to say of them.
     pub placed: BTreeSet<RelPath>,
     /// The images whose box this build made or took.
     pub boxed: BTreeSet<RelPath>,
@@ -78,7 +79,11 @@ pub(super) fn hash_images(
         boxes: hashed.boxes,
         stats: hashed.stats,
         cache,
-        placed: requests.into_iter().map(|r| r.id).collect(),
+        placed: requests
+            .into_iter()
+            .map(|r| r.id)
+            .filter(|id| !hashed.held.contains(id))
+            .collect(),
     })
 }
 
