@@ -150,13 +150,11 @@ impl Verifier<'_> {
             self.check_mirrors(&doc, &site_urls);
         }
         if feed_name == FEED {
-            self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
+            let archives = self.check_archives(&doc, &base, &manifest, &key, &feed.stamp)?;
             let mut published = Published::default();
             published.add(&doc);
-            for archive in &self.report.archives {
-                if let Ok(archive) = FeedDoc::parse(archive) {
-                    published.add(&archive);
-                }
+            for archive in &archives {
+                published.add(archive);
             }
             self.check_catalogs(&published, &base, &manifest, &key, &feed.stamp)?;
             self.check_vagrant(&published, &manifest, &base);
@@ -403,6 +401,7 @@ impl Verifier<'_> {
     /// archive: each must be signed by the same key in the same build,
     /// listed in the manifest, an archive document, and its items must
     /// agree with the manifest. With `--images --all`, their images are read.
+    /// Returns them parsed, newest first.
     fn check_archives(
         &mut self,
         feed: &FeedDoc,
@@ -410,7 +409,8 @@ impl Verifier<'_> {
         manifest: &BTreeMap<String, Sha256>,
         key: &PublicKey,
         stamp: &BuildStamp,
-    ) -> Step<()> {
+    ) -> Step<Vec<FeedDoc>> {
+        let mut docs = Vec::new();
         let mut next = feed.prev_archive.clone();
         let mut seen = std::collections::BTreeSet::new();
         while let Some(href) = next.take() {
@@ -468,8 +468,9 @@ impl Verifier<'_> {
             }
             self.report.archives.push(signed.data);
             next = doc.prev_archive.clone();
+            docs.push(doc);
         }
-        Ok(())
+        Ok(docs)
     }
 
     /// Reads every image from each mirror the feed lists for it (or only
