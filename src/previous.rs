@@ -67,14 +67,17 @@ pub struct Previous {
     pub sequence: u64,
     pub releases: Vec<PublishedRelease>,
     pub warnings: Vec<Warning>,
+    /// Where each (appliance, version) is in `releases`: a build over a
+    /// thousand published releases looks each of them up.
+    index: BTreeMap<(String, String), usize>,
 }
 
 impl Previous {
     /// The published release of `appliance` at `version`.
     pub fn release(&self, appliance: &str, version: &str) -> Option<&PublishedRelease> {
-        self.releases
-            .iter()
-            .find(|r| r.appliance == appliance && r.version == version)
+        self.index
+            .get(&(appliance.to_owned(), version.to_owned()))
+            .map(|&i| &self.releases[i])
     }
 }
 
@@ -156,20 +159,32 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
     let mut releases = read_feed(&feed)
         .map_err(|m| Error::other(format_args!("--previous {}: feed.xml: {m}", options.source)))?;
     // Archived releases are published too: their facts come from the
-    // archives, which verified with the feed.
-    for archive in &report.archives {
-        releases.extend(read_feed(archive).map_err(|m| {
+    // archives, which verified with the feed. A hundred of them on a site
+    // of a thousand releases: read on every core, kept in order.
+    let archived = crate::par::map(crate::par::default_threads(), &report.archives, |a| {
+        read_feed(a)
+    });
+    for archive in archived {
+        releases.extend(archive.map_err(|m| {
             Error::other(format_args!(
                 "--previous {}: an archive: {m}",
                 options.source
             ))
         })?);
     }
+    // The first of a version listed twice, as a search in order finds.
+    let mut index = BTreeMap::new();
+    for (i, r) in releases.iter().enumerate() {
+        index
+            .entry((r.appliance.clone(), r.version.clone()))
+            .or_insert(i);
+    }
     Ok(Previous {
         source: options.source.to_owned(),
         sequence,
         releases,
         warnings,
+        index,
     })
 }
 

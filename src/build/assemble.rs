@@ -207,12 +207,12 @@ impl Assembly<'_> {
             });
         }
         if let Some(previous) = self.previous {
+            let here: std::collections::BTreeSet<(&str, &str)> = releases
+                .iter()
+                .map(|r| (r.info.appliance.as_str(), r.info.version.as_str()))
+                .collect();
             for old in &previous.releases {
-                let kept = releases.iter().any(|r| {
-                    r.info.appliance.as_str() == old.appliance
-                        && r.info.version.as_str() == old.version
-                });
-                if !kept {
+                if !here.contains(&(old.appliance.as_str(), old.version.as_str())) {
                     warnings.push(Warning {
                         path: None,
                         message: format!(
