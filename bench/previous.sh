@@ -2,7 +2,7 @@
 # build --previous against a cold build of the same site, measured in one run
 # and interleaved round by round, so the ratio holds on a shared machine.
 #
-#   bench/previous.sh [ROUNDS]     (default 5; needs ~1.2 GiB free under $TMPDIR)
+#   bench/previous.sh [ROUNDS]     (default 5; needs ~1.2 GiB, and 1 GiB a round, free under $TMPDIR)
 #
 # The site: 1,001 releases of one 1 MiB image each. The cold build reads all
 # 1,001 images. The release from a stateless runner holds only the newest
@@ -51,17 +51,19 @@ mv "$work/newest" "$full/releases/app/1.1000.0"
 # output) are expected and dropped.
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# Each round builds into new directories, removed only at the end: on ext4
+# a file made right after an `rm -rf` of a site's thousand files is slow to
+# make (the allocator steps over every inode freed in the last minute), and
+# a runner does not remove a site before it builds one.
 cold=(); prev=()
-for _ in $(seq "$rounds"); do
-  rm -rf "$work/out-cold" "$work/out-prev" "$work/cache"
-  cold+=("$(ms env SOURCE_DATE_EPOCH=1790086400 "$bin" build -q -c "$full/vmcast.toml" --cache-dir "$work/cache" --out "$work/out-cold")")
-  rm -rf "$work/cache"
-  prev+=("$(ms env SOURCE_DATE_EPOCH=1790086400 "$bin" build -q -c "$runner/vmcast.toml" --cache-dir "$work/cache" --out "$work/out-prev" --previous "$work/published")")
+for r in $(seq "$rounds"); do
+  cold+=("$(ms env SOURCE_DATE_EPOCH=1790086400 "$bin" build -q -c "$full/vmcast.toml" --cache-dir "$work/cache-cold-$r" --out "$work/out-cold-$r")")
+  prev+=("$(ms env SOURCE_DATE_EPOCH=1790086400 "$bin" build -q -c "$runner/vmcast.toml" --cache-dir "$work/cache-prev-$r" --out "$work/out-prev-$r" --previous "$work/published")")
 done
 c=$(printf '%s\n' "${cold[@]}" | median); p=$(printf '%s\n' "${prev[@]}" | median)
 # The two builds publish the same releases with the same digests.
-cmp <(grep -c '<item>' "$work/out-cold/feed.xml") <(grep -c '<item>' "$work/out-prev/feed.xml")
-cmp "$work/out-cold/SHA256SUMS" "$work/out-prev/SHA256SUMS"
+cmp <(grep -c '<item>' "$work/out-cold-1/feed.xml") <(grep -c '<item>' "$work/out-prev-1/feed.xml")
+cmp "$work/out-cold-1/SHA256SUMS" "$work/out-prev-1/SHA256SUMS"
 echo "| case (median of $rounds, ms) | cold build | --previous | ratio |"
 echo "|---|---:|---:|---:|"
 awk -v c="$c" -v p="$p" 'BEGIN { printf "| 1,001 releases, 1,000 of them published before | %d | %d | %.1f%% |\n", c, p, 100 * p / c }'
