@@ -85,6 +85,8 @@ pub struct Report {
     pub appliances: usize,
     pub releases: usize,
     pub images: usize,
+    /// Images in clouds (`[[cloud_image]]`), named by the feed, not hosted.
+    pub cloud_images: usize,
     pub feeds: Vec<String>,
     /// Archive documents (RFC 5005) written and signed besides the feeds.
     pub archives: usize,
@@ -215,6 +217,7 @@ pub fn build(
             .len(),
         releases: releases.len(),
         images: releases.iter().map(|r| r.images.len()).sum(),
+        cloud_images: releases.iter().map(|r| r.info.cloud_images.len()).sum(),
         feeds: rendered
             .feeds
             .iter()

@@ -148,6 +148,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             "key_id": report.key_id,
             "openpgp_fingerprint": report.openpgp_fingerprint,
             "image_bytes": report.image_bytes,
+            "cloud_images": report.cloud_images,
             "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
             "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
             "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
@@ -171,14 +172,18 @@ pub fn run(args: BuildArgs) -> Result<bool> {
     };
     let virtual_bytes: u64 = report.published.iter().filter_map(|i| i.virtual_size).sum();
     outln!(
-        "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {} ({} of virtual disks)",
+        "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {} ({} of virtual disks){}",
         report.output_dir.display(),
         started.elapsed().as_secs_f64(),
         report.appliances,
         report.releases,
         report.images,
         human_size(report.image_bytes),
-        human_size(virtual_bytes)
+        human_size(virtual_bytes),
+        match report.cloud_images {
+            0 => String::new(),
+            n => format!(", {n} cloud image(s)"),
+        }
     );
     outln!(
         "Hashed {} image(s), {} ({} bytes), in {secs:.2}s, {rate}; not read: {} image(s), {} from the cache, {} image(s), {} from sidecars",

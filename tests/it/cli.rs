@@ -214,6 +214,14 @@ fn release_of_cloud_images_only() {
     let fixture = Fixture::new("cloud-only-release");
     let out = fixture.build(&[]);
     assert_success(&out);
+    assert!(
+        stdout(&out).contains(": 1 appliance(s), 2 release(s), 1 image(s), 438 B (438 B of virtual disks), 5 cloud image(s)\n"),
+        "{}",
+        stdout(&out)
+    );
+    let json = fixture.build(&["--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(json["cloud_images"], 5);
     let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
     insta::assert_snapshot!("cloud_only_feed", feed);
     let page = fs::read_to_string(fixture.path("public/index.html")).unwrap();
