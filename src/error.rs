@@ -85,9 +85,25 @@ pub enum Error {
     /// A problem that belongs to no single file.
     #[error("{0}")]
     Other(String),
+    /// A build that failed after it had warned of something: the warnings
+    /// stay with the error, so the command can show them before it. Says
+    /// what `error` says; [`Error::unwarn`] takes them apart.
+    #[error("{error}")]
+    Warned {
+        warnings: Vec<crate::Warning>,
+        error: Box<Error>,
+    },
 }
 
 impl Error {
+    /// The warnings given before this error, and the error itself.
+    pub fn unwarn(self) -> (Vec<crate::Warning>, Error) {
+        match self {
+            Error::Warned { warnings, error } => (warnings, *error),
+            error => (Vec::new(), error),
+        }
+    }
+
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             action,

@@ -115,10 +115,42 @@ pub struct Carried {
 }
 
 /// Reads the config and builds the whole site into its output directory.
+/// A build that fails after warning of something returns
+/// [`Error::Warned`]: what it warned of is not lost with it.
 pub fn build(
     options: &BuildOptions,
     progress: &dyn Progress,
     password: PasswordPrompt,
+) -> Result<Report> {
+    let mut warnings = Vec::new();
+    let mut scan_warnings = Vec::new();
+    match run(
+        options,
+        progress,
+        password,
+        &mut warnings,
+        &mut scan_warnings,
+    ) {
+        Ok(report) => Ok(report),
+        Err(error) if warnings.is_empty() && scan_warnings.is_empty() => Err(error),
+        Err(error) => {
+            warnings.append(&mut scan_warnings);
+            Err(Error::Warned {
+                warnings,
+                error: Box::new(error),
+            })
+        }
+    }
+}
+
+/// The pipeline. Warnings go to `warnings` as they come, and the scan's
+/// to `scan_warnings`, which come last.
+fn run(
+    options: &BuildOptions,
+    progress: &dyn Progress,
+    password: PasswordPrompt,
+    warnings: &mut Vec<Warning>,
+    scan_warnings: &mut Vec<Warning>,
 ) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
     let clock = Clock::of(options, &config)?;
@@ -126,7 +158,7 @@ pub fn build(
     check_output_dir(&config)?;
     // Held to the end: two builds of one output never interleave.
     let lock = write::OutputLock::take(&config.output_dir)?;
-    let mut warnings = lock.sweep()?;
+    warnings.extend(lock.sweep()?);
 
     // The scan first: a site with no images yet hears so before any
     // password prompt. The spare is listed meanwhile: both walk a thousand
@@ -140,8 +172,9 @@ pub fn build(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, spare)
     });
-    let plan = plan?;
-    let keys = Keys::load(&config, options, password, &mut warnings)?;
+    let mut plan = plan?;
+    scan_warnings.append(&mut plan.warnings);
+    let keys = Keys::load(&config, options, password, warnings)?;
     let previous = match &previous_source {
         Some(source) => Some(load_previous(
             &config,
@@ -149,29 +182,19 @@ pub fn build(
             source,
             &keys.minisign.public,
             clock.sequence,
-            &mut warnings,
+            warnings,
         )?),
         None => None,
     };
-    let next_key = next_key(&config, &keys.minisign.public, &mut warnings)?;
+    let next_key = next_key(&config, &keys.minisign.public, warnings)?;
     // Its errors come after the key's, which say more.
     let (spare, spare_warning) = spare?;
     let staging = write::Staging::new(&lock, spare)?;
     warnings.extend(spare_warning);
 
     let hashed = images::hash_images(
-        &config,
-        options,
-        &plan,
-        &staging,
-        threads,
-        progress,
-        &mut warnings,
+        &config, options, &plan, &staging, threads, progress, warnings,
     )?;
-    let scan::Plan {
-        releases: planned,
-        warnings: scan_warnings,
-    } = plan;
     let (releases, carried) = assemble::Assembly {
         config: &config,
         previous: previous.as_ref(),
@@ -179,7 +202,7 @@ pub fn build(
         provenance_keys: &keys.provenance,
         staging: &staging,
     }
-    .releases(planned, hashed.digests, hashed.boxes, &mut warnings)?;
+    .releases(plan.releases, hashed.digests, hashed.boxes, warnings)?;
 
     let site = Site {
         config: &config,
@@ -206,7 +229,7 @@ pub fn build(
         output::record(cache, &config, &releases, &hashed.placed, &hashed.boxed)?;
     }
 
-    warnings.extend(scan_warnings);
+    warnings.append(scan_warnings);
     Ok(Report {
         published: releases.iter().flat_map(ImageSummary::of_release).collect(),
         output_dir: config.output_dir.clone(),
@@ -237,7 +260,7 @@ pub fn build(
         hash: hashed.stats,
         key_id: keys.minisign.public.key_id.to_string(),
         openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
-        warnings,
+        warnings: std::mem::take(warnings),
         previous: carried,
         catalogs: rendered.catalogs.written,
     })

@@ -126,13 +126,10 @@ pub fn run(args: BuildArgs) -> Result<bool> {
     } else {
         Show::Nothing
     });
-    let report = vmcast_gen::build(&options, &bar, &mut |kind| match kind {
+    let report = super::build_site(&options, &bar, &mut |kind| match kind {
         KeyKind::Minisign => prompt::unlock("the secret key", prompt::KEY_PASSWORD),
         KeyKind::OpenPgp => prompt::unlock("the OpenPGP secret key", prompt::OPENPGP_PASSWORD),
     })?;
-    for warning in &report.warnings {
-        eprintln!("warning: {warning}");
-    }
     if args.quiet {
         return Ok(true);
     }

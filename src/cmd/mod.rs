@@ -37,6 +37,31 @@ use std::path::{Path, PathBuf};
 
 use vmcast_gen::{Error, Result};
 
+/// Builds the site, printing on stderr what the build warned of, whether
+/// it succeeds or fails: a failed build's warnings may be why it failed.
+pub fn build_site(
+    options: &vmcast_gen::BuildOptions,
+    progress: &dyn vmcast_gen::hash::Progress,
+    password: vmcast_gen::keys::PasswordPrompt,
+) -> Result<vmcast_gen::Report> {
+    let show = |warnings: &[vmcast_gen::Warning]| {
+        for warning in warnings {
+            eprintln!("warning: {warning}");
+        }
+    };
+    match vmcast_gen::build(options, progress, password) {
+        Ok(report) => {
+            show(&report.warnings);
+            Ok(report)
+        }
+        Err(error) => {
+            let (warnings, error) = error.unwarn();
+            show(&warnings);
+            Err(error)
+        }
+    }
+}
+
 /// The config file a site command uses: the one named with `-c`, else
 /// `vmcast.toml` here or in the nearest directory above, which is then
 /// named on stderr so the user knows which site is meant.

@@ -73,14 +73,11 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         )?
     };
     let rebuild = |options: &BuildOptions| -> Result<()> {
-        let report = vmcast_gen::build(options, &Bar::new(Show::Nothing), &mut |_| {
+        super::build_site(options, &Bar::new(Show::Nothing), &mut |_| {
             Err(Error::other(
                 "a preview is signed with a throwaway key, not a password-protected one",
             ))
         })?;
-        for warning in &report.warnings {
-            eprintln!("warning: {warning}");
-        }
         Ok(())
     };
     rebuild(&options)?;

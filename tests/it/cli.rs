@@ -724,6 +724,26 @@ fn help_and_version() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// A build that fails still shows what it warned of first: here the file
+/// it did not publish, which may be the image the user meant.
+#[test]
+fn a_failed_build_still_shows_its_warnings() {
+    let fixture = Fixture::new("ok-minimal");
+    fs::write(fixture.path("releases/webapp/1.1.0/notes.txt"), "hi\n").unwrap();
+    fs::create_dir(fixture.path("templates")).unwrap();
+    fs::write(
+        fixture.path("templates/index.html"),
+        "{{ no_such_value.field }}\n",
+    )
+    .unwrap();
+    assert_build_fails(
+        &fixture,
+        "warning: releases/webapp/1.1.0/notes.txt: not an image (unknown extension), not \
+         published\nerror: templates/index.html:1: undefined value: `no_such_value` is \
+         undefined\n",
+    );
+}
+
 #[test]
 fn template_errors_name_the_template_and_line() {
     assert_build_fails(
