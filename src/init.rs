@@ -70,7 +70,9 @@ hypervisors = ["kvm"]
 # id = "ami-0abc1234def567890"
 "#;
 
-const GITIGNORE: &[&str] = &["/public/", "*.key", "*.vmcast-hash"];
+/// The output, and what builds keep beside it (`.public.spare`, the
+/// lock, staging directories); keys; sidecars.
+const GITIGNORE: &[&str] = &["/public/", "/.public.*", "*.key", "*.vmcast-hash"];
 
 /// What `init` did with one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +135,7 @@ fn gitignore(path: &Path) -> Result<Outcome> {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str("# vmcast-gen: the built site, secret keys, sidecar hashes\n");
+    text.push_str("# vmcast-gen: the built site and its spare, secret keys, sidecar hashes\n");
     for entry in &missing {
         text.push_str(entry);
         text.push('\n');

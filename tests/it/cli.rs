@@ -915,6 +915,9 @@ fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
     );
     assert!(text.contains("cd site && vmcast-gen build"), "{text}");
     let site = tmp.path().join("site");
+    // What a second build leaves beside the output is not committed either.
+    let ignored = fs::read_to_string(site.join(".gitignore")).unwrap();
+    assert!(ignored.lines().any(|l| l == "/.public.*"), "{ignored}");
     let key = fs::read(site.join("vmcast.key")).unwrap();
     fs::write(site.join("vmcast.toml"), "title = \"mine\"\n").unwrap();
     let again = vmcast(tmp.path(), &["init", "site"], &[]);
