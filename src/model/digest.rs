@@ -1,0 +1,175 @@
+//! Digests, and what is known of a file from one read of it.
+
+use std::fmt;
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    /// The SHA-256 of bytes in memory.
+    pub fn of(data: &[u8]) -> Self {
+        use sha2::Digest;
+        Sha256(sha2::Sha256::digest(data).into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        from_hex(hex).map(Sha256)
+    }
+
+    /// The Subresource Integrity form: `sha256-<base64>`.
+    pub fn to_sri(&self) -> String {
+        use base64::Engine;
+        format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(self.0)
+        )
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Parses exactly `2 * N` hex digits.
+fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    // Not `is_ascii`: `from_str_radix` below also takes a sign, so "+f" read as 0x0f.
+    if hex.len() != 2 * N || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A SHA-512 digest: what virt-builder checks a template with. Computed
+/// only for the images its index lists, in the same read as the SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha512(pub [u8; 64]);
+
+impl Sha512 {
+    /// The SHA-512 of bytes in memory.
+    pub fn of(data: &[u8]) -> Self {
+        use sha2::Digest;
+        Sha512(sha2::Sha512::digest(data).into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    /// Parses 128 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        from_hex(hex).map(Sha512)
+    }
+}
+
+impl fmt::Debug for Sha512 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha512({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Sha512 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A file's identity on its file system: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// The length and digests of a file, from one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigest {
+    pub length: u64,
+    pub sha256: Sha256,
+    /// Only for the images the virt-builder index lists; `None` when it
+    /// was not asked for.
+    pub sha512: Option<Sha512>,
+}
+
+impl FileDigest {
+    /// Whether two digests describe the same bytes: the same length and
+    /// SHA-256, and the same SHA-512 where both know it.
+    pub fn same_bytes(&self, other: &FileDigest) -> bool {
+        self.length == other.length
+            && self.sha256 == other.sha256
+            && match (self.sha512, other.sha512) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+/// A digest of a prefix followed by an image, from the image's one read:
+/// LXD's image fingerprint, SHA-256 of its metadata tarball and then the
+/// disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Combined {
+    /// SHA-256 of the prefix (the metadata tarball) it was taken with.
+    pub prefix: Sha256,
+    /// SHA-256 of the prefix and the image.
+    pub sha256: Sha256,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_print_as_hex_and_sri() {
+        let d = Sha256([0xab; 32]);
+        assert_eq!(d.to_hex(), "ab".repeat(32));
+        assert_eq!(Sha256::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(Sha256::from_hex("ab"), None);
+        assert_eq!(Sha256::from_hex(&"zz".repeat(32)), None);
+        assert_eq!(Sha256::from_hex(&"+f".repeat(32)), None);
+        let d512 = Sha512([0xcd; 64]);
+        assert_eq!(Sha512::from_hex(&d512.to_hex()), Some(d512));
+        assert_eq!(Sha512::from_hex(&d.to_hex()), None);
+        assert_eq!(
+            d.to_sri(),
+            "sha256-q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="
+        );
+    }
+}

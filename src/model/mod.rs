@@ -1,0 +1,23 @@
+//! The validated values every stage shares: newtypes that cannot hold an
+//! invalid version, name, digest or path, and the release model. The
+//! ground floor: it imports nothing of the crate but the cloud catalogs'
+//! ids, which releases name.
+
+mod digest;
+mod image;
+mod names;
+mod release;
+mod supply;
+
+pub use digest::{Combined, FileDigest, FileId, Sha256, Sha512};
+pub use image::{
+    Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
+};
+pub use names::{Name, RelPath, Version};
+pub use release::{Appliance, Firmware, Release, ReleaseInfo, Requirements};
+pub use supply::{Format as SupplyFormat, Kind as SupplyKind, Signing, SupplyFile};
+
+/// The largest text file of a site (a feed, the manifest, a key, a
+/// signature) and the largest release.toml: `build` refuses to write one
+/// larger, and `verify` refuses to read one larger, so the two agree.
+pub const MAX_TEXT_FILE: u64 = 64 << 20;

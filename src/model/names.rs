@@ -1,0 +1,232 @@
+//! Tokens that name things: versions, appliances and channels, and paths
+//! inside a site. Each is checked when it is made and cannot hold an
+//! invalid value.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// Checks that `s` is a non-empty run of allowed characters that starts with
+/// an alphanumeric one, and is at most 128 bytes long.
+fn check_token(s: &str, what: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
+    let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if s.len() > 128 {
+        return Err(format!("{what} `{s}` is longer than 128 bytes"));
+    }
+    if !first_ok || !s.chars().all(allowed) {
+        return Err(format!(
+            "invalid {what} `{}`: it must start with a letter or digit and hold only {}",
+            s.escape_default(),
+            match what {
+                "version" => "letters, digits and . + _ ~ -",
+                _ => "lower-case letters, digits and . _ -",
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// A release version such as `1.4.0`, `2026.11` or `1.0.0-rc.1`.
+///
+/// Versions compare naturally: runs of digits as numbers, so `1.10` is newer
+/// than `1.9`; a pre-release suffix (`-rc.1`) sorts before the release.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(String);
+
+impl Version {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_token(s, "version", |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '_' | '~' | '-')
+        })?;
+        Ok(Version(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before build metadata (`+...`) split at the first `-` into
+    /// release and pre-release.
+    fn parts(&self) -> (&str, Option<&str>) {
+        let base = self.0.split('+').next().unwrap_or_default();
+        match base.split_once('-') {
+            Some((release, pre)) => (release, Some(pre)),
+            None => (base, None),
+        }
+    }
+}
+
+/// Compares two strings with digit runs compared as numbers.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        match (a.chars().next(), b.chars().next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let an = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
+                let bn = b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len());
+                let (da, db) = (
+                    a[..an].trim_start_matches('0'),
+                    b[..bn].trim_start_matches('0'),
+                );
+                let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[an..];
+                b = &b[bn..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(&y);
+                }
+                a = &a[x.len_utf8()..];
+                b = &b[y.len_utf8()..];
+            }
+        }
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (ra, pa) = self.parts();
+        let (rb, pb) = other.parts();
+        natural_cmp(ra, rb)
+            .then_with(|| match (pa, pb) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(x), Some(y)) => natural_cmp(x, y),
+            })
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A lower-case token naming an appliance or a channel: `webapp`, `beta`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(s: &str, what: &str) -> Result<Self, String> {
+        check_token(s, what, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+        })?;
+        Ok(Name(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A relative path with `/` separators: no `..`, no `.`, no empty or
+/// absolute parts, valid UTF-8. Safe to join under a root or a URL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPath(String);
+
+impl RelPath {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty path".into());
+        }
+        if s.starts_with('/') || s.starts_with('\\') {
+            return Err(format!("`{}` is an absolute path", s.escape_debug()));
+        }
+        for part in s.split('/') {
+            match part {
+                "" | "." => {
+                    return Err(format!(
+                        "`{}` has an empty or `.` component",
+                        s.escape_debug()
+                    ));
+                }
+                ".." => {
+                    return Err(format!(
+                        "`{}` climbs out of its directory with `..`",
+                        s.escape_debug()
+                    ));
+                }
+                _ if part.contains('\0') => return Err("path contains a NUL byte".into()),
+                _ => {}
+            }
+        }
+        Ok(RelPath(s.to_owned()))
+    }
+
+    /// Joins a single path component (a file name, a version...).
+    pub fn join(&self, part: &str) -> Result<Self, String> {
+        Self::parse(&format!("{}/{}", self.0, part))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn versions_compare_naturally() {
+        assert!(v("1.10.0") > v("1.9.3"));
+        assert!(v("1.4.0") > v("1.4.0-rc.2"));
+        assert!(v("1.4.0-rc.10") > v("1.4.0-rc.9"));
+        assert!(v("2026.11") > v("2026.2"));
+        assert!(v("1.0") < v("1.0.1"));
+        assert_eq!(v("1.0+b1").cmp(&v("1.0+b1")), Ordering::Equal);
+    }
+
+    #[test]
+    fn versions_reject_path_characters() {
+        assert!(Version::parse("1.0/2").is_err());
+        assert!(Version::parse("..").is_err());
+        assert!(Version::parse("").is_err());
+        assert!(Version::parse("-1").is_err());
+        assert!(Version::parse("1.0 beta").is_err());
+    }
+
+    #[test]
+    fn rel_paths_refuse_escapes() {
+        assert!(RelPath::parse("a/b.qcow2").is_ok());
+        assert!(RelPath::parse("../a").is_err());
+        assert!(RelPath::parse("a/../../b").is_err());
+        assert!(RelPath::parse("/etc/passwd").is_err());
+        assert!(RelPath::parse("a//b").is_err());
+        assert!(RelPath::parse("./a").is_err());
+        assert!(RelPath::parse("").is_err());
+    }
+}

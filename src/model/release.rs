@@ -1,0 +1,99 @@
+//! Releases: what the notes say, with the images and files published.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+use super::{Image, Name, SupplyFile, Version};
+
+/// Firmware an appliance boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+    Any,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::Any => "any",
+        }
+    }
+}
+
+/// What a release needs from the host that runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    pub arch: Option<String>,
+    pub min_memory_mib: Option<u64>,
+    pub min_disk_gib: Option<u64>,
+    pub min_cpus: Option<u64>,
+    pub firmware: Option<Firmware>,
+    pub hypervisors: Vec<String>,
+}
+
+impl Requirements {
+    pub fn is_empty(&self) -> bool {
+        *self == Requirements::default()
+    }
+}
+
+/// Everything known about a release but its images' digests.
+#[derive(Debug, Clone)]
+pub struct ReleaseInfo {
+    /// The release.toml it was read from.
+    pub notes_path: PathBuf,
+    pub appliance: Name,
+    pub version: Version,
+    pub title: String,
+    pub date: DateTime<Utc>,
+    pub channel: Name,
+    pub critical: bool,
+    /// The notes as sanitized HTML.
+    pub notes_html: String,
+    /// The notes as written (Markdown), for catalogs that take plain text.
+    pub notes_text: String,
+    /// The libosinfo short id of the guest OS (`osinfo`), e.g. `debian12`.
+    pub osinfo: Option<String>,
+    pub requirements: Requirements,
+    /// Images in cloud catalogs, in the order the notes give them.
+    pub cloud_images: Vec<crate::cloud::CloudImage>,
+}
+
+impl ReleaseInfo {
+    /// `webapp-1.4.0`: the page anchor.
+    pub fn anchor(&self) -> String {
+        format!("{}-{}", self.appliance, self.version)
+    }
+
+    /// The item's guid, stable across rebuilds and hosts.
+    pub fn guid(&self) -> String {
+        format!("vmcast:{}:{}", self.appliance, self.version)
+    }
+}
+
+/// A release with its hashed images, primary first. It may have none when
+/// its notes name cloud images.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub info: ReleaseInfo,
+    pub images: Vec<Image>,
+    /// Its SBOMs and provenance, checked: the release's, then each image's.
+    pub supply: Vec<SupplyFile>,
+}
+
+/// Per-appliance metadata from the config.
+#[derive(Debug, Clone)]
+pub struct Appliance {
+    pub name: Name,
+    pub title: String,
+    pub description: Option<String>,
+    /// Releases kept in the current feeds, over the site's `feed_items`.
+    pub feed_items: Option<usize>,
+    /// Base URLs that also serve this appliance's images, over the site's.
+    pub mirrors: Option<Vec<url::Url>>,
+}
