@@ -12,7 +12,7 @@ use vmcast_gen::model::{
     FileDigest, Image, ImageFormat, ImageSource, Name, RelPath, Release, ReleaseInfo, Requirements,
     Version,
 };
-use vmcast_gen::render::{self, Site};
+use vmcast_gen::render::Site;
 use vmcast_gen::sign::{KeyId, SecretKey};
 
 fn main() {
@@ -125,8 +125,8 @@ fn render_and_sign_10k_releases(bencher: Bencher) {
             sequence: 1_790_000_000,
             expires: None,
         };
-        let rendered = render::render(&site, 1).unwrap();
-        for feed in &rendered.feeds {
+        let rendered = vmcast_gen::build::texts(&site, 1).unwrap();
+        for feed in &rendered.site.feeds {
             key.sign(&feed.xml, "timestamp:1\tfile:feed.xml").unwrap();
         }
         key.sign(rendered.manifest.as_bytes(), "timestamp:1\tfile:SHA256SUMS")

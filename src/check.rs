@@ -11,7 +11,7 @@ use crate::config::{self, Overrides};
 use crate::error::{Error, Result};
 use crate::inspect::ImageInfo;
 use crate::model::{FileDigest, Image, ImageFormat, ImageSource, Release, Sha256};
-use crate::render::{self, Site};
+use crate::render::Site;
 use crate::scan;
 use crate::sign::{KeyId, SecretKey};
 
@@ -123,7 +123,7 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
             sequence: 0,
             expires: None,
         };
-        if let Err(e) = render::render(&site, crate::par::default_threads()) {
+        if let Err(e) = crate::build::texts(&site, crate::par::default_threads()) {
             problems.push(e);
         }
     }

@@ -170,7 +170,7 @@ pub fn create_published(path: &Path) -> Result<File> {
 }
 
 /// Writes a complete new published file. It reaches the disk when the
-/// staging directory is synced as a whole ([`crate::write::Staging::commit`]).
+/// staging directory is synced as a whole (the write stage's `Staging::commit`).
 pub fn write_published(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = create_published(path)?;
     file.write_all(contents)
@@ -179,7 +179,7 @@ pub fn write_published(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Makes the published file at `path` hold `contents` in place, when it is
 /// a regular file that no other name shares (a file of the reused spare
-/// site, [`crate::write::Staging`]): it keeps its inode and its blocks, so
+/// site, the write stage's `Staging`): it keeps its inode and its blocks, so
 /// the file system frees and trims nothing, and when it holds `contents`
 /// already nothing is written at all. `Ok(false)`, touching nothing, when
 /// there is no such file at `path`.

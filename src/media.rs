@@ -1,5 +1,20 @@
-//! The one table of media types: what every published file is served as,
-//! by `serve`, `publish` and the feed's enclosures alike.
+//! The site's own file names, and the one table of media types: what every
+//! published file is served as, by `serve`, `publish` and the feed's
+//! enclosures alike. The ground floor: every stage that writes, reads or
+//! serves a site takes its names from here.
+
+/// The site's feed of every appliance.
+pub const FEED: &str = "feed.xml";
+/// The manifest of every published file, and its signature.
+pub const MANIFEST: &str = "SHA256SUMS";
+pub const MANIFEST_SIG: &str = "SHA256SUMS.minisig";
+/// The site's minisign public key, and the key a rotation moves to.
+pub const PUBLIC_KEY: &str = "vmcast.pub";
+pub const NEXT_PUBLIC_KEY: &str = "vmcast.next.pub";
+/// The JSON Feed beside the RSS feed (`[catalogs] json_feed`).
+pub const JSON_FEED_FILE: &str = "feed.json";
+/// virt-builder's index (`[catalogs] virt_builder`).
+pub const VIRT_BUILDER_INDEX: &str = "virt-builder/index";
 
 /// Media types by lower-case file extension. A file whose extension is not
 /// here is `application/octet-stream`.
@@ -38,12 +53,10 @@ pub const JSON_FEED: &str = "application/feed+json";
 
 /// The Content-Type a published file is served with, from its path.
 pub fn content_type(path: &str) -> &'static str {
-    if path == crate::catalog::json_feed::FEED
-        || (path.starts_with("archive/") && path.ends_with(".json"))
-    {
+    if path == JSON_FEED_FILE || (path.starts_with("archive/") && path.ends_with(".json")) {
         return JSON_FEED;
     }
-    if path == crate::catalog::virt_builder::INDEX {
+    if path == VIRT_BUILDER_INDEX {
         return "text/plain; charset=utf-8";
     }
     let name = path.rsplit('/').next().unwrap_or(path);

@@ -23,8 +23,8 @@ use sha2::Digest;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::media::content_type;
+use crate::media::{FEED, MANIFEST};
 use crate::model::Sha256;
-use crate::render::{FEED, MANIFEST};
 use crate::write::MARKER;
 
 /// Files at least this large go up in parts.

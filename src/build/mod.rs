@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
+use crate::model::Sha256;
 use crate::openpgp;
 use crate::par;
 use crate::previous::{self, Previous};
@@ -214,7 +215,7 @@ fn run(
         sequence: clock.sequence,
         expires: clock.expires,
     };
-    let rendered = render::render(&site, threads)?;
+    let rendered = texts(&site, threads)?;
     output::write_site(
         &staging,
         &config,
@@ -242,12 +243,14 @@ fn run(
         images: releases.iter().map(|r| r.images.len()).sum(),
         cloud_images: releases.iter().map(|r| r.info.cloud_images.len()).sum(),
         feeds: rendered
+            .site
             .feeds
             .iter()
             .filter(|f| !f.path.starts_with("archive/"))
             .map(|f| f.path.clone())
             .collect(),
         archives: rendered
+            .site
             .feeds
             .iter()
             .filter(|f| f.path.starts_with("archive/"))
@@ -263,6 +266,43 @@ fn run(
         warnings: std::mem::take(warnings),
         previous: carried,
         catalogs: rendered.catalogs.written,
+    })
+}
+
+/// Every text file of the site, before signing.
+pub struct Texts {
+    /// The feeds and pages.
+    pub site: render::Rendered,
+    /// The catalogs `[catalogs]` asks for.
+    pub catalogs: catalog::Catalogs,
+    /// `SHA256SUMS`, which lists the catalogs' files too.
+    pub manifest: String,
+}
+
+/// Renders the feeds and pages, then the catalogs from the same releases,
+/// then the manifest of them all. `check` renders the same way, so it
+/// refuses what a build would.
+pub fn texts(site: &Site, threads: usize) -> Result<Texts> {
+    let rendered = render::render(site, threads)?;
+    let catalogs = catalog::render(site, &rendered.partition)?;
+    for file in &catalogs.files {
+        render::check_size(&file.path, file.bytes.len())?;
+    }
+    let files = rendered
+        .feeds
+        .iter()
+        .map(|f| (f.path.as_str(), Sha256::of(&f.xml)))
+        .chain(
+            catalogs
+                .files
+                .iter()
+                .map(|f| (f.path.as_str(), Sha256::of(&f.bytes))),
+        );
+    let manifest = render::manifest(site, files)?;
+    Ok(Texts {
+        site: rendered,
+        catalogs,
+        manifest,
     })
 }
 

@@ -8,22 +8,23 @@ use crate::cache::{self, HashCache};
 use crate::config::{Config, ImageMode};
 use crate::error::Result;
 use crate::fsutil;
+use crate::media;
 use crate::model::{self, Release};
 use crate::openpgp;
 use crate::par;
-use crate::render::{self, Rendered};
+use crate::render;
 use crate::sign::PublicKey;
 use crate::trust;
 use crate::write;
 
-use super::{Clock, Keys};
+use super::{Clock, Keys, Texts};
 
 /// Signs what was rendered and writes it, with the signatures and the
 /// public keys, into the staging directory.
 pub(super) fn write_site(
     staging: &write::Staging,
     config: &Config,
-    rendered: &Rendered,
+    rendered: &Texts,
     keys: &Keys,
     next_key: Option<&PublicKey>,
     clock: &Clock,
@@ -41,18 +42,18 @@ pub(super) fn write_site(
         .to_comment()
     };
     // A hundred archive documents make signing a fixed cost worth sharing out.
-    let feed_sigs = par::map(threads, &rendered.feeds, |feed| {
+    let feed_sigs = par::map(threads, &rendered.site.feeds, |feed| {
         key.sign(&feed.xml, &comment(&feed.path))
     });
-    for (feed, sig) in rendered.feeds.iter().zip(feed_sigs) {
+    for (feed, sig) in rendered.site.feeds.iter().zip(feed_sigs) {
         let sig = sig?;
         staging.write(&feed.path, &feed.xml)?;
         staging.write(&format!("{}.minisig", feed.path), sig.to_file().as_bytes())?;
     }
-    let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(render::MANIFEST))?;
-    staging.write(render::MANIFEST, rendered.manifest.as_bytes())?;
-    staging.write(render::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
-    staging.write(render::PUBLIC_KEY, key.public.to_file().as_bytes())?;
+    let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(media::MANIFEST))?;
+    staging.write(media::MANIFEST, rendered.manifest.as_bytes())?;
+    staging.write(media::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
+    staging.write(media::PUBLIC_KEY, key.public.to_file().as_bytes())?;
     if let (Some(signer), Some(public)) = (&keys.openpgp, &keys.openpgp_public) {
         let signed = signer.clearsign(&rendered.manifest, clock.time)?;
         staging.write(openpgp::MANIFEST_ASC, signed.as_bytes())?;
@@ -62,10 +63,10 @@ pub(super) fn write_site(
         // The current key vouches for the next one: consumers that trust the
         // current key learn the next from this signature.
         let text = next.to_file();
-        let sig = key.sign(text.as_bytes(), &comment(render::NEXT_PUBLIC_KEY))?;
-        staging.write(render::NEXT_PUBLIC_KEY, text.as_bytes())?;
+        let sig = key.sign(text.as_bytes(), &comment(media::NEXT_PUBLIC_KEY))?;
+        staging.write(media::NEXT_PUBLIC_KEY, text.as_bytes())?;
         staging.write(
-            &format!("{}.minisig", render::NEXT_PUBLIC_KEY),
+            &format!("{}.minisig", media::NEXT_PUBLIC_KEY),
             sig.to_file().as_bytes(),
         )?;
     }
@@ -87,8 +88,8 @@ pub(super) fn write_site(
             staging.write(path, signer.clearsign(text, clock.time)?.as_bytes())?;
         }
     }
-    staging.write(render::page::PAGE, rendered.page.as_bytes())?;
-    for (path, html) in &rendered.history {
+    staging.write(render::page::PAGE, rendered.site.page.as_bytes())?;
+    for (path, html) in &rendered.site.history {
         staging.write(path, html.as_bytes())?;
     }
     // GitHub Pages would otherwise run the site through Jekyll.

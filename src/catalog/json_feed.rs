@@ -17,7 +17,7 @@ use crate::render::archive::Partition;
 use crate::render::feed::mirror_urls;
 use crate::supply::Kind;
 
-pub const FEED: &str = "feed.json";
+pub use crate::media::JSON_FEED_FILE as FEED;
 pub const VERSION: &str = "https://jsonfeed.org/version/1.1";
 /// Where the `_vmcast` extension is described.
 pub const ABOUT: &str =
@@ -217,7 +217,7 @@ fn page(
     let config = site.config;
     let rss = match archive {
         true => path.replace(".json", ".xml"),
-        false => crate::render::FEED.to_owned(),
+        false => crate::media::FEED.to_owned(),
     };
     let feed = Feed {
         version: VERSION,
@@ -230,9 +230,9 @@ fn page(
         _vmcast: FeedFacts {
             about: ABOUT,
             rss: config.site_url(&rss).to_string(),
-            manifest: config.site_url(crate::render::MANIFEST).to_string(),
+            manifest: config.site_url(crate::media::MANIFEST).to_string(),
             signature: config.site_url(&format!("{path}.minisig")).to_string(),
-            public_key: config.site_url(crate::render::PUBLIC_KEY).to_string(),
+            public_key: config.site_url(crate::media::PUBLIC_KEY).to_string(),
             key_id: site.public_key.key_id.to_string(),
             sequence: (!archive).then_some(site.sequence),
             expires: site

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::model::{Compression, ImageFormat, ImageSource, ReleaseInfo};
 use crate::render::Site;
 
-pub const INDEX: &str = "virt-builder/index";
+pub use crate::media::VIRT_BUILDER_INDEX as INDEX;
 /// The index clearsigned with OpenPGP, which virt-builder checks with
 /// `gpg --verify` against a repository's `gpgkey=`.
 pub const INDEX_ASC: &str = "virt-builder/index.asc";

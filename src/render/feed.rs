@@ -81,7 +81,7 @@ fn write_archive(w: &mut W, site: &Site, n: usize, items: &[&Release]) -> io::Re
                         .map(|_| ())
                 };
                 link(w, "self", &path)?;
-                link(w, "current", super::FEED)?;
+                link(w, "current", crate::media::FEED)?;
                 if n > 1 {
                     let older = super::archive::path(n - 1);
                     link(w, "prev-archive", &older)?;
@@ -208,14 +208,17 @@ fn write_feed(
                 }
                 w.create_element("vmcast:manifest")
                     .with_attributes([
-                        ("href", config.site_url(super::MANIFEST).as_str()),
-                        ("signature", config.site_url(super::MANIFEST_SIG).as_str()),
+                        ("href", config.site_url(crate::media::MANIFEST).as_str()),
+                        (
+                            "signature",
+                            config.site_url(crate::media::MANIFEST_SIG).as_str(),
+                        ),
                     ])
                     .write_empty()?;
                 let key_id = site.public_key.key_id.to_string();
                 w.create_element("vmcast:publicKey")
                     .with_attributes([
-                        ("href", config.site_url(super::PUBLIC_KEY).as_str()),
+                        ("href", config.site_url(crate::media::PUBLIC_KEY).as_str()),
                         ("keyId", key_id.as_str()),
                     ])
                     .write_text_content(BytesText::new(&site.public_key.to_base64()))?;
@@ -235,10 +238,13 @@ fn write_feed(
                     .write_empty()?;
                 if let Some(next) = site.next_key {
                     let next_id = next.key_id.to_string();
-                    let sig = format!("{}.minisig", super::NEXT_PUBLIC_KEY);
+                    let sig = format!("{}.minisig", crate::media::NEXT_PUBLIC_KEY);
                     w.create_element("vmcast:nextPublicKey")
                         .with_attributes([
-                            ("href", config.site_url(super::NEXT_PUBLIC_KEY).as_str()),
+                            (
+                                "href",
+                                config.site_url(crate::media::NEXT_PUBLIC_KEY).as_str(),
+                            ),
                             ("signature", config.site_url(&sig).as_str()),
                             ("keyId", next_id.as_str()),
                         ])
@@ -460,7 +466,7 @@ fn write_cloud_image(w: &mut W, c: &CloudImage) -> io::Result<()> {
 }
 
 /// An OVA's or an XVA's virtual machine.
-fn write_machine(w: &mut W, m: &crate::inspect::Machine) -> io::Result<()> {
+fn write_machine(w: &mut W, m: &crate::model::Machine) -> io::Result<()> {
     let cpus = m.cpus.map(|v| v.to_string());
     let memory = m.memory_mib.map(|v| v.to_string());
     let mut attrs: Vec<(&str, &str)> = Vec::new();

@@ -15,11 +15,7 @@ use crate::model::{MAX_TEXT_FILE, Name, Release, ReleaseInfo, Sha256};
 use crate::sign::PublicKey;
 use crate::sums;
 
-pub const FEED: &str = "feed.xml";
-pub const MANIFEST: &str = "SHA256SUMS";
-pub const MANIFEST_SIG: &str = "SHA256SUMS.minisig";
-pub const PUBLIC_KEY: &str = "vmcast.pub";
-pub const NEXT_PUBLIC_KEY: &str = "vmcast.next.pub";
+use crate::media::{FEED, MANIFEST};
 
 /// Everything the renderers read.
 pub struct Site<'a> {
@@ -48,16 +44,16 @@ pub struct Feed {
     pub xml: Vec<u8>,
 }
 
-/// The rendered text files of a site, before signing.
+/// The rendered feeds and pages of a site, before signing.
 pub struct Rendered {
     /// The current feeds, then the archives (signed the same way).
     pub feeds: Vec<Feed>,
-    pub manifest: String,
     pub page: String,
     /// Per-appliance history pages: (path, HTML).
     pub history: Vec<(String, String)>,
-    /// The catalogs `[catalogs]` asks for, listed in the manifest too.
-    pub catalogs: crate::catalog::Catalogs,
+    /// Which releases the current feeds hold and which the archives: the
+    /// catalogs split them the same way.
+    pub partition: archive::Partition,
 }
 
 pub fn generator() -> String {
@@ -158,20 +154,22 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
     for feed in &feeds {
         check_size(&feed.path, feed.xml.len())?;
     }
-    let catalogs = crate::catalog::render(site, &partition)?;
-    for file in &catalogs.files {
-        check_size(&file.path, file.bytes.len())?;
-    }
-    let feed_digests: Vec<_> = feeds
-        .iter()
-        .map(|f| (f.path.as_str(), Sha256::of(&f.xml)))
-        .chain(
-            catalogs
-                .files
-                .iter()
-                .map(|f| (f.path.as_str(), Sha256::of(&f.bytes))),
-        )
-        .collect();
+    let (page, history) = pages?;
+    Ok(Rendered {
+        feeds,
+        page,
+        history,
+        partition,
+    })
+}
+
+/// `SHA256SUMS` of the site: every image, box and supply-chain file of its
+/// releases, the OpenPGP public key, and `files`, the text files rendered
+/// besides them (feeds, catalogs) with their digests.
+pub fn manifest<'a>(
+    site: &'a Site,
+    files: impl Iterator<Item = (&'a str, Sha256)>,
+) -> Result<String> {
     let images = site.releases.iter().flat_map(|r| &r.images).flat_map(|i| {
         std::iter::once((i.source.site_path.as_str(), i.digest.sha256)).chain(
             i.vagrant_box
@@ -187,16 +185,9 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
     let openpgp_key = site
         .openpgp_public_key
         .map(|key| (crate::openpgp::PUBLIC_KEY, Sha256::of(key.as_bytes())));
-    let manifest = sums::manifest(images.chain(supply).chain(feed_digests).chain(openpgp_key));
+    let manifest = sums::manifest(images.chain(supply).chain(files).chain(openpgp_key));
     check_size(MANIFEST, manifest.len())?;
-    let (page, history) = pages?;
-    Ok(Rendered {
-        feeds,
-        manifest,
-        page,
-        history,
-        catalogs,
-    })
+    Ok(manifest)
 }
 
 /// The landing page, and the history pages: (path, HTML).
@@ -230,7 +221,7 @@ fn render_pages(
 }
 
 /// Refuses a text file `verify` would refuse to read.
-fn check_size(path: &str, len: usize) -> Result<()> {
+pub fn check_size(path: &str, len: usize) -> Result<()> {
     if len as u64 > MAX_TEXT_FILE {
         return Err(Error::other(format_args!(
             "{path} would be {len} bytes, over the limit of {MAX_TEXT_FILE} bytes ({}) for a \

@@ -131,7 +131,7 @@ struct ImageCtx {
     size: String,
     virtual_size: Option<String>,
     subformat: Option<String>,
-    machine: Option<crate::inspect::Machine>,
+    machine: Option<crate::model::Machine>,
     sha256: String,
     primary: bool,
     /// The image on each mirror.
@@ -270,7 +270,7 @@ pub fn render(
         feeds
             .iter()
             .find(|(_, a)| a.is_some_and(|a| a.as_str() == name))
-            .map_or(super::FEED, |(path, _)| path)
+            .map_or(crate::media::FEED, |(path, _)| path)
     };
     let mut appliances: Vec<ApplianceCtx> = Vec::new();
     for release in current {
@@ -327,11 +327,11 @@ pub fn render(
         description: config.description.clone(),
         language: config.language.clone(),
         base_url: config.base_url.to_string(),
-        feed_url: url(super::FEED),
-        feed_sig_url: url(&format!("{}.minisig", super::FEED)),
-        manifest_url: url(super::MANIFEST),
-        manifest_sig_url: url(super::MANIFEST_SIG),
-        pubkey_url: url(super::PUBLIC_KEY),
+        feed_url: url(crate::media::FEED),
+        feed_sig_url: url(&format!("{}.minisig", crate::media::FEED)),
+        manifest_url: url(crate::media::MANIFEST),
+        manifest_sig_url: url(crate::media::MANIFEST_SIG),
+        pubkey_url: url(crate::media::PUBLIC_KEY),
         public_key: site.public_key.to_base64(),
         key_id: site.public_key.key_id.to_string(),
         generator: super::generator(),

@@ -13,9 +13,9 @@ use super::state::State;
 use super::urls::SiteUrls;
 use super::{Check, CheckKind, Report, VerifyOptions};
 use crate::catalog::{simplestreams, vagrant, virt_builder};
+use crate::media::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::openpgp;
-use crate::render::{FEED, MANIFEST, NEXT_PUBLIC_KEY};
 use crate::sign::{PublicKey, Signature, VerifyError};
 use crate::trust::BuildStamp;
 

@@ -19,8 +19,8 @@ use url::Url;
 use super::VerifyOptions;
 use super::feed::FeedImage;
 use super::urls::Accepted;
+use crate::media::FEED;
 use crate::model::{RelPath, Sha256, Sha512};
-use crate::render::FEED;
 
 /// The longest span over which an image's transfer rate is measured, and
 /// the longest an image's body may send nothing.
