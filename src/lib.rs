@@ -5,7 +5,7 @@
 //! [`build()`] is the whole pipeline, one stage per module, data flowing
 //! one way: [`config`] → [`scan`] → [`hash`] → assemble → [`render`] →
 //! [`sign`] → [`write`](mod@write); the [`build`](mod@build) module runs the stages in
-//! order. The other commands' libraries sit beside it: [`verify`],
+//! order. The other commands' libraries sit beside it: [`site`],
 //! `publish`, [`serve`], [`pull`], [`check`], [`init`].
 
 #![forbid(unsafe_code)]
@@ -36,10 +36,10 @@ pub mod render;
 pub mod scan;
 pub mod serve;
 pub mod sign;
+pub mod site;
 pub mod sums;
 pub mod supply;
 pub mod trust;
-pub mod verify;
 pub mod warning;
 pub mod write;
 

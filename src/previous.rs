@@ -27,8 +27,8 @@ use crate::model::{
     OvaDisk, RelPath, Sha256, Sha512, VagrantBox,
 };
 use crate::sign::PublicKey;
+use crate::site::{self, CheckKind, VerifyOptions, attributes};
 use crate::supply::{self, SupplyFile};
-use crate::verify::{self, CheckKind, VerifyOptions, attributes};
 use crate::warning::Warning;
 
 /// How to reach and trust the previous site.
@@ -99,7 +99,7 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
     } else {
         options.source.to_owned()
     };
-    let report = verify::verify(&VerifyOptions {
+    let report = site::verify(&VerifyOptions {
         source: local,
         pinned: options.key.clone(),
         also_trusted: options.also_trusted.clone(),

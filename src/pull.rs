@@ -27,7 +27,7 @@ use crate::fsutil;
 use crate::model::{Image, ImageFormat, Sha256, Version};
 use crate::previous::{PublishedRelease, read_feed};
 use crate::sign::PublicKey;
-use crate::verify::{self, RateMeter, VerifyOptions};
+use crate::site::{self, RateMeter, VerifyOptions};
 
 /// Which releases a host accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
         .state
         .clone()
         .unwrap_or_else(|| options.dest.join(".vmcast-state.json"));
-    let report = verify::verify(&VerifyOptions {
+    let report = site::verify(&VerifyOptions {
         source: options.source.clone(),
         pinned: options.pinned.clone(),
         also_trusted: Vec::new(),

@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = vmcast_gen::verify::count_feed_items(data);
+    let _ = vmcast_gen::site::count_feed_items(data);
 });

@@ -63,7 +63,7 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
             .map_err(|m| Error::other(format_args!("--pubkey-b64: {m}")))?,
         (None, None) => unreachable!("clap requires one of --pubkey and --pubkey-b64"),
     };
-    let report = vmcast_gen::verify::verify(&vmcast_gen::verify::VerifyOptions {
+    let report = vmcast_gen::site::verify(&vmcast_gen::site::VerifyOptions {
         source: args.source,
         pinned,
         also_trusted: Vec::new(),

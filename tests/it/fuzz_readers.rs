@@ -24,9 +24,9 @@ use crate::common::{Fixture, assert_success};
 use vmcast_gen::model::Sha256;
 use vmcast_gen::render::archive::ARCHIVE_ITEMS;
 use vmcast_gen::sign::{PublicKey, Signature};
+use vmcast_gen::site::count_feed_items;
 use vmcast_gen::sums;
 use vmcast_gen::trust::BuildStamp;
-use vmcast_gen::verify::count_feed_items;
 
 /// One call slower than this fails: every reader is linear in its input.
 const TIME_LIMIT: Duration = Duration::from_secs(1);

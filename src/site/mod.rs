@@ -1,5 +1,6 @@
-//! `vmcast-gen verify`: checks a published site, local or over HTTP(S), the
-//! way a consumer must before trusting it.
+//! Reading a published site, local or over HTTP(S), the way a consumer
+//! must before trusting it: `vmcast-gen verify`, `build --previous` and
+//! `pull` all read a site through here.
 //!
 //! In order: both signatures against the pinned key (or a key it announced,
 //! from the state file), the signed trusted comments (right file, same
@@ -9,7 +10,6 @@
 //! `--images` every image's bytes, fetched only from an accepted URL. With
 //! `--site` or a state file, the build must be of the site the consumer
 //! tracks. Nothing here prints; the caller renders the [`Report`].
-
 //!
 //! The module splits by concern: [`fetch`] gets the site's files from a
 //! directory or over HTTP, [`feed`] reads the feed as far as verification
