@@ -50,7 +50,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                                 &config.download_base_url,
                                 &format!("app/1.{i}.0/{name}"),
                             ),
-                            name,
+                            name: vmcast_gen::model::FileName::parse(&name).unwrap(),
                             format: ImageFormat::from_extension(ext).unwrap(),
                             compression: None,
                             arch: Some("x86_64".into()),

@@ -171,7 +171,8 @@ fn stand_in(config: &config::Config, info: &crate::model::ReleaseInfo) -> Image 
         url: config::join_url(&config.download_base_url, &rel),
         site_path: crate::model::RelPath::parse(&format!("images/{rel}"))
             .expect("appliance and version are valid path segments"),
-        name,
+        name: crate::model::FileName::parse(&name)
+            .expect("appliance and version make a plain name"),
         format: ImageFormat::Raw,
         compression: None,
         arch: None,

@@ -23,8 +23,8 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Combined, Compression, FileDigest, FileId, Image, ImageFormat, ImageInfo, ImageSource, Machine,
-    OvaDisk, RelPath, Sha256, Sha512, VagrantBox,
+    Combined, Compression, FileDigest, FileId, FileName, Image, ImageFormat, ImageInfo,
+    ImageSource, Machine, OvaDisk, RelPath, Sha256, Sha512, VagrantBox,
 };
 use crate::sign::PublicKey;
 use crate::site::{self, CheckKind, VerifyOptions, attributes};
@@ -383,7 +383,7 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
             // Published, not local: messages name the URL.
             source: url.as_str().into(),
             real: url.as_str().into(),
-            name,
+            name: FileName::parse(&name).map_err(|m| format!("vmcast:image name: {m}"))?,
             format,
             compression,
             arch: a.get("arch").cloned(),
@@ -437,8 +437,11 @@ fn supply_file(
     };
     Ok(SupplyFile {
         format,
-        name: get("name")?.clone(),
-        image: a.get("image").cloned(),
+        name: FileName::parse(get("name")?).map_err(|m| format!("{element} name: {m}"))?,
+        image: a
+            .get("image")
+            .map(|n| FileName::parse(n).map_err(|m| format!("{element} image: {m}")))
+            .transpose()?,
         site_path: RelPath::parse(get("path")?)?,
         url: Url::parse(get("url")?).map_err(|e| format!("{element} url: {e}"))?,
         digest: FileDigest {

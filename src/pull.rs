@@ -182,7 +182,7 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
             release.appliance, release.version, image.source.name
         )));
     }
-    let target = options.dest.join(&image.source.name);
+    let target = options.dest.join(image.source.name.as_str());
     let placed = Placed {
         appliance: release.appliance.clone(),
         version: release.version.clone(),
@@ -220,7 +220,7 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
     record.placed.push(RecordEntry {
         appliance: release.appliance.clone(),
         version: release.version.clone(),
-        file: image.source.name.clone(),
+        file: image.source.name.to_string(),
         sha256: image.digest.sha256.to_hex(),
         size,
         mtime_ns,

@@ -11,7 +11,7 @@ use walkdir::WalkDir;
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::model::{Compression, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo};
+use crate::model::{Compression, FileName, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo};
 use crate::notes::{self, Located, Notes};
 use crate::supply;
 
@@ -364,7 +364,8 @@ fn plan_release(
         if !meta.is_file() {
             return Err(Error::file(&c.path, "is not a regular file"));
         }
-        if images.iter().any(|i| i.name == c.name) {
+        let name = FileName::parse(&c.name).map_err(|m| Error::file(&c.path, m))?;
+        if images.iter().any(|i| i.name == name) {
             return Err(Error::file(
                 &notes.path,
                 format_args!("two images of this release are named {:?}", c.name),
@@ -378,7 +379,7 @@ fn plan_release(
             url: join_url(&config.download_base_url, &url_path),
             source: c.path,
             real,
-            name: c.name,
+            name,
             format,
             compression,
             arch: over
@@ -546,7 +547,7 @@ fn plan_supply(
         .then(|| notes.path.parent().unwrap_or(Path::new("")));
     for image in images {
         let dir = image.source.parent().unwrap_or(Path::new(""));
-        let stem = image_stem(&image.name);
+        let stem = image_stem(image.name.as_str());
         let exists = |path: &Path| match listed {
             Some(listed) if listed == dir => beside.iter().any(|c| c.path == path),
             _ => std::fs::symlink_metadata(path).is_ok(),
@@ -557,10 +558,10 @@ fn plan_supply(
                 if wanted.iter().any(|w| w.1 == path) || !exists(&path) {
                     continue;
                 }
-                if candidate.starts_with(stem) && !candidate.starts_with(&image.name) {
+                if candidate.starts_with(stem) && !candidate.starts_with(image.name.as_str()) {
                     let sharing: Vec<&str> = images
                         .iter()
-                        .filter(|i| image_stem(&i.name) == stem)
+                        .filter(|i| image_stem(i.name.as_str()) == stem)
                         .map(|i| i.name.as_str())
                         .collect();
                     if sharing.len() > 1 {
@@ -578,7 +579,7 @@ fn plan_supply(
                         ));
                     }
                 }
-                wanted.push((kind, path, Some(image.name.clone()), None));
+                wanted.push((kind, path, Some(image.name.to_string()), None));
             }
         }
     }
@@ -615,8 +616,11 @@ fn plan_supply(
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| non_utf8(&path))?
-            .to_owned();
+            .ok_or_else(|| non_utf8(&path))?;
+        let name = FileName::parse(name).map_err(|m| Error::file(&path, m))?;
+        let image = image
+            .map(|n| FileName::parse(&n).map_err(|m| Error::file(&path, m)))
+            .transpose()?;
         let clash = |other: &str| {
             let message =
                 format!("is published as {name}, the name of {other} of this release; rename one");

@@ -272,7 +272,7 @@ fn item<'a>(site: &Site, release: &'a Release, archived: bool) -> Item<'a> {
                 .map(|url| Attachment {
                     url,
                     mime_type: image.source.media_type(),
-                    title: &image.source.name,
+                    title: image.source.name.as_str(),
                     size_in_bytes: image.digest.length,
                 })
         })
@@ -321,7 +321,7 @@ fn item<'a>(site: &Site, release: &'a Release, archived: bool) -> Item<'a> {
 fn image_facts<'a>(site: &Site, image: &'a Image, mirrors: &[url::Url]) -> ImageFacts<'a> {
     let s = &image.source;
     ImageFacts {
-        name: &s.name,
+        name: s.name.as_str(),
         url: s.url.as_str(),
         path: s.site_path.as_str(),
         format: s.format.as_str(),

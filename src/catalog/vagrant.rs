@@ -42,7 +42,8 @@ pub fn boxable(source: &ImageSource) -> bool {
 /// Where the box of an image lives in the site:
 /// `vagrant/<appliance>/<version>/<name without .qcow2>.box`.
 pub fn box_path(info: &ReleaseInfo, source: &ImageSource) -> Result<RelPath> {
-    let stem = source.name.strip_suffix(".qcow2").unwrap_or(&source.name);
+    let name = source.name.as_str();
+    let stem = name.strip_suffix(".qcow2").unwrap_or(name);
     let path = format!("vagrant/{}/{}/{stem}.box", info.appliance, info.version);
     RelPath::parse(&path).map_err(|e| Error::file(&info.notes_path, e))
 }

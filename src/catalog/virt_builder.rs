@@ -52,7 +52,7 @@ pub fn select(
                     info_name = info.anchor()
                 ));
             }
-            arch_taken.insert(arch, &image.name);
+            arch_taken.insert(arch, image.name.as_str());
             Ok(file)
         })
         .collect()

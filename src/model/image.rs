@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::{Combined, FileDigest, FileId, RelPath};
+use super::{Combined, FileDigest, FileId, FileName, RelPath};
 
 /// A disk image format.
 #[derive(
@@ -145,8 +145,8 @@ pub struct ImageSource {
     pub source: PathBuf,
     /// The same, resolved: no symbolic link, `.` or `..` in it.
     pub real: PathBuf,
-    /// The file name, as published.
-    pub name: String,
+    /// The file name, as published: the last segment of `site_path`.
+    pub name: FileName,
     pub format: ImageFormat,
     pub compression: Option<Compression>,
     pub arch: Option<String>,

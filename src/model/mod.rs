@@ -13,7 +13,7 @@ pub use digest::{Combined, FileDigest, FileId, Sha256, Sha512};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
 };
-pub use names::{Name, RelPath, Version};
+pub use names::{FileName, Name, RelPath, Version};
 pub use release::{Appliance, Firmware, Release, ReleaseInfo, Requirements};
 pub use supply::{Format as SupplyFormat, Kind as SupplyKind, Signing, SupplyFile};
 

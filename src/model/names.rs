@@ -184,11 +184,91 @@ impl RelPath {
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
     }
+
+    /// The last segment: the file's own name.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
 }
 
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A published file's name: one plain path component, safe to create
+/// beneath a directory that is not ours to escape (`pull --dest`). Not
+/// empty, at most 255 bytes, no `/`, `\\`, NUL or other control
+/// character, not `.` or `..`, and not hidden: names starting with `.`
+/// belong to the tools' own state (`pull` keeps `.vmcast-state.json`,
+/// `.vmcast-pull.json` and `.vmcast-partial/` beside the images), and the
+/// scan never publishes them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileName(String);
+
+impl FileName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let shown = s.escape_debug();
+        if s.is_empty() {
+            return Err("an empty file name".into());
+        }
+        if s.len() > 255 {
+            return Err(format!("file name `{shown}` is longer than 255 bytes"));
+        }
+        if s.contains(['/', '\\']) {
+            return Err(format!(
+                "file name `{shown}` holds a path separator: it must be one plain name"
+            ));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(format!(
+                "file name `{shown}` holds a control character (NUL, CR, LF...)"
+            ));
+        }
+        if s.starts_with('.') {
+            return Err(format!(
+                "file name `{shown}` starts with `.`: hidden names are the tools' own"
+            ));
+        }
+        Ok(FileName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A file name reads as the string it is.
+impl std::ops::Deref for FileName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for FileName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for FileName {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<FileName> for String {
+    fn eq(&self, other: &FileName) -> bool {
+        *self == other.0
     }
 }
 
@@ -228,5 +308,33 @@ mod tests {
         assert!(RelPath::parse("a//b").is_err());
         assert!(RelPath::parse("./a").is_err());
         assert!(RelPath::parse("").is_err());
+    }
+
+    #[test]
+    fn file_names_are_one_plain_component() {
+        assert!(FileName::parse("webapp-1.4.0.qcow2").is_ok());
+        assert!(FileName::parse("disk image (1).raw").is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../escape.qcow2",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "a\rb",
+            "\u{7f}",
+            ".vmcast-pull.json",
+            ".vmcast-partial",
+        ] {
+            assert!(FileName::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(FileName::parse(&"a".repeat(256)).is_err());
+        assert_eq!(
+            RelPath::parse("images/a/1/x.qcow2").unwrap().file_name(),
+            "x.qcow2"
+        );
     }
 }

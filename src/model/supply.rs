@@ -3,7 +3,7 @@
 
 use url::Url;
 
-use super::{FileDigest, RelPath};
+use super::{FileDigest, FileName, RelPath};
 
 /// What a file is declared to be, by its name or by the key naming it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,9 +140,9 @@ impl Signing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SupplyFile {
     pub format: Format,
-    pub name: String,
+    pub name: FileName,
     /// The image it is about; none for the whole release.
-    pub image: Option<String>,
+    pub image: Option<FileName>,
     pub site_path: RelPath,
     pub url: Url,
     pub digest: FileDigest,

@@ -368,7 +368,7 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     let lxd = image.lxd.map(|c| (c.prefix.to_hex(), c.sha256.to_hex()));
     let mut attrs: Vec<(&str, &str)> = vec![
         ("url", s.url.as_str()),
-        ("name", &s.name),
+        ("name", s.name.as_str()),
         ("path", s.site_path.as_str()),
         ("format", s.format.as_str()),
         ("length", &length),

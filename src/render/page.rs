@@ -158,7 +158,7 @@ pub fn human_size(bytes: u64) -> String {
 fn image_ctx(site: &Site, release: &Release, image: &Image) -> ImageCtx {
     let s = &image.source;
     ImageCtx {
-        name: s.name.clone(),
+        name: s.name.to_string(),
         url: s.url.to_string(),
         path: s.site_path.to_string(),
         format: s.format.as_str(),
@@ -175,17 +175,17 @@ fn image_ctx(site: &Site, release: &Release, image: &Image) -> ImageCtx {
             .iter()
             .map(|u| u.to_string())
             .collect(),
-        supply: supply_ctx(release, Some(&s.name)),
+        supply: supply_ctx(release, Some(s.name.as_str())),
     }
 }
 
 /// The supply-chain files of a release about `image`, or about the whole
 /// release.
-fn supply_ctx(release: &Release, image: Option<&String>) -> Vec<SupplyCtx> {
+fn supply_ctx(release: &Release, image: Option<&str>) -> Vec<SupplyCtx> {
     release
         .supply
         .iter()
-        .filter(|f| f.image.as_ref() == image)
+        .filter(|f| f.image.as_deref() == image)
         .map(|f| {
             let kind = f.format.kind();
             SupplyCtx {
@@ -198,7 +198,7 @@ fn supply_ctx(release: &Release, image: Option<&String>) -> Vec<SupplyCtx> {
                     },
                     f.format.title()
                 ),
-                name: f.name.clone(),
+                name: f.name.to_string(),
                 url: f.url.to_string(),
                 path: f.site_path.to_string(),
                 media_type: f.format.media_type(),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::model::{FileDigest, FileId, RelPath, Sha256};
+use crate::model::{FileDigest, FileId, FileName, RelPath, Sha256};
 pub use crate::model::{Signing, SupplyFile, SupplyFormat as Format, SupplyKind as Kind};
 
 use json::Doc;
@@ -55,10 +55,10 @@ pub struct Planned {
     pub real: PathBuf,
     pub file_id: FileId,
     /// The file name, as published.
-    pub name: String,
+    pub name: FileName,
     pub kind: Kind,
     /// The image it is about; none for the whole release.
-    pub image: Option<String>,
+    pub image: Option<FileName>,
     /// `images/<appliance>/<version>/<name>`, also its name in SHA256SUMS.
     pub site_path: RelPath,
     pub url: Url,
