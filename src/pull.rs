@@ -25,8 +25,8 @@ use sha2::Digest;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::model::{Image, ImageFormat, Sha256, Version};
-use crate::previous::{PublishedRelease, read_feed};
 use crate::sign::PublicKey;
+use crate::site::feed::Item;
 use crate::site::{self, RateMeter, VerifyOptions};
 
 /// Which releases a host accepts.
@@ -154,11 +154,10 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
             failures.join("\n  ")
         )));
     }
-    let feed = report
-        .feed
+    let site = report
+        .site
         .ok_or_else(|| Error::other("the feed verified but was not kept"))?;
-    let releases = read_feed(&feed)
-        .map_err(|m| Error::other(format_args!("{}: feed.xml: {m}", options.source)))?;
+    let releases = site.feed.items;
 
     let record_path = options.dest.join(RECORD);
     let mut record = load_record(&record_path)?;
@@ -168,7 +167,9 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
         .rev()
         .find(|e| e.appliance == options.appliance)
         .cloned();
-    let (release, image) = choose(options, &releases, installed.as_ref())?;
+    let (item, image) = choose(options, &releases, installed.as_ref())?;
+    let release = &item.release;
+    let (appliance, version) = (&release.info.appliance, &release.info.version);
     // verify has read every provenance file the feed links and checked its
     // subjects against the images' digests; here it must exist.
     let has_provenance = release.supply.iter().any(|f| {
@@ -179,13 +180,13 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
         return Err(Error::other(format_args!(
             "{} {}: the feed links no provenance for {}; nothing was downloaded \
              (--require-provenance)",
-            release.appliance, release.version, image.source.name
+            appliance, version, image.source.name
         )));
     }
     let target = options.dest.join(image.source.name.as_str());
     let placed = Placed {
-        appliance: release.appliance.clone(),
-        version: release.version.clone(),
+        appliance: appliance.to_string(),
+        version: version.to_string(),
         format: image.source.format.to_string(),
         sha256: image.digest.sha256.to_hex(),
         length: image.digest.length,
@@ -197,10 +198,7 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
     }
     // The primary location first, then every mirror the signed feed names;
     // a mirror that fails or serves other bytes is skipped.
-    let mut sources = vec![image.source.url.clone()];
-    if let Some(more) = release.sources.get(&image.source.site_path) {
-        sources.extend(more.iter().filter(|u| **u != image.source.url).cloned());
-    }
+    let sources = item.sources(image);
     let mut failures = Vec::new();
     let mut done = None;
     for url in &sources {
@@ -218,8 +216,8 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
     let (size, mtime_ns) = file_state(&fsutil::metadata(&target)?);
     record.placed.retain(|e| e.file != image.source.name);
     record.placed.push(RecordEntry {
-        appliance: release.appliance.clone(),
-        version: release.version.clone(),
+        appliance: appliance.to_string(),
+        version: version.to_string(),
         file: image.source.name.to_string(),
         sha256: image.digest.sha256.to_hex(),
         size,
@@ -242,26 +240,26 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
 /// architecture and the formats allow.
 fn choose<'a>(
     options: &PullOptions,
-    releases: &'a [PublishedRelease],
+    items: &'a [Item],
     installed: Option<&RecordEntry>,
-) -> Result<(&'a PublishedRelease, &'a Image)> {
-    let version = |r: &PublishedRelease| Version::parse(&r.version).ok();
+) -> Result<(&'a Item, &'a Image)> {
     let installed_version = installed.and_then(|e| Version::parse(&e.version).ok());
     let major = |v: &str| v.split(['.', '-', '+']).next().unwrap_or(v).to_owned();
-    let mut candidates: Vec<(&PublishedRelease, &Image, Version)> = Vec::new();
-    for release in releases {
-        if release.appliance != options.appliance || release.channel != options.channel {
+    let mut candidates: Vec<(&Item, &Image, &Version)> = Vec::new();
+    for item in items {
+        let release = &item.release;
+        let info = &release.info;
+        if info.appliance.as_str() != options.appliance || info.channel.as_str() != options.channel
+        {
             continue;
         }
-        let Some(v) = version(release) else { continue };
+        let v = &info.version;
         let allowed = match (options.policy, &installed_version, installed) {
             (Policy::Latest, _, _) | (_, None, _) | (_, _, None) => true,
             (Policy::CriticalOnly, Some(current), _) => {
-                &v == current || (release.critical && &v > current)
+                v == current || (info.critical && v > current)
             }
-            (Policy::SameMajor, Some(_), Some(entry)) => {
-                major(&release.version) == major(&entry.version)
-            }
+            (Policy::SameMajor, Some(_), Some(entry)) => major(v.as_str()) == major(&entry.version),
         };
         if !allowed {
             continue;
@@ -283,12 +281,12 @@ fn choose<'a>(
             })
         };
         if let Some(image) = image {
-            candidates.push((release, image, v));
+            candidates.push((item, image, v));
         }
     }
     candidates
         .into_iter()
-        .max_by(|a, b| a.2.cmp(&b.2))
+        .max_by(|a, b| a.2.cmp(b.2))
         .map(|(r, i, _)| (r, i))
         .ok_or_else(|| {
             Error::other(format_args!(

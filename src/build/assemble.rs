@@ -53,12 +53,10 @@ impl Assembly<'_> {
         });
         let mut releases = Vec::with_capacity(planned_releases.len());
         for planned in planned_releases {
-            let published = self.previous.and_then(|p| {
-                p.release(
-                    planned.info.appliance.as_str(),
-                    planned.info.version.as_str(),
-                )
-            });
+            let published = self
+                .previous
+                .and_then(|p| p.release(&planned.info.appliance, &planned.info.version))
+                .map(|item| &item.release);
             let images = if planned.images.is_empty() {
                 // No image here: the release's images are the published ones,
                 // or it has cloud images only.
@@ -211,7 +209,8 @@ impl Assembly<'_> {
                 .iter()
                 .map(|r| (r.info.appliance.as_str(), r.info.version.as_str()))
                 .collect();
-            for old in &previous.releases {
+            for old in previous.items() {
+                let old = &old.release.info;
                 if !here.contains(&(old.appliance.as_str(), old.version.as_str())) {
                     warnings.push(Warning {
                         path: None,

@@ -23,6 +23,14 @@ impl Firmware {
             Firmware::Any => "any",
         }
     }
+
+    /// The firmware `as_str` names.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        [Firmware::Bios, Firmware::Uefi, Firmware::Any]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown firmware `{}`", s.escape_debug()))
+    }
 }
 
 /// What a release needs from the host that runs it.

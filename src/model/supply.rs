@@ -19,14 +19,6 @@ impl Kind {
             Kind::Provenance => "provenance",
         }
     }
-
-    /// The feed element that links a file of this kind.
-    pub fn element(self) -> &'static str {
-        match self {
-            Kind::Sbom => "vmcast:sbom",
-            Kind::Provenance => "vmcast:provenance",
-        }
-    }
 }
 
 /// What a supply-chain file holds.

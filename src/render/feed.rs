@@ -8,15 +8,8 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 
 use super::Site;
-use crate::cloud::CloudImage;
-use crate::model::{Image, Name, Release};
-use crate::supply::SupplyFile;
-
-pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
-pub const PODCAST_NS: &str = "https://podcastindex.org/namespace/1.0";
-pub const ATOM_NS: &str = "http://www.w3.org/2005/Atom";
-/// RFC 5005's namespace, for `fh:archive`.
-pub const HISTORY_NS: &str = "http://purl.org/syndication/history/1.0";
+use crate::model::{Image, Machine, Name, Release};
+use crate::vocab::{self, *};
 
 type W = Writer<Vec<u8>>;
 
@@ -53,7 +46,7 @@ fn write_archive(w: &mut W, site: &Site, n: usize, items: &[&Release]) -> io::Re
     let config = site.config;
     let path = super::archive::path(n);
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    w.create_element("rss")
+    w.create_element(RSS)
         .with_attributes([
             ("version", "2.0"),
             ("xmlns:atom", ATOM_NS),
@@ -62,16 +55,16 @@ fn write_archive(w: &mut W, site: &Site, n: usize, items: &[&Release]) -> io::Re
             ("xmlns:vmcast", VMCAST_NS),
         ])
         .write_inner_content(|w| {
-            w.create_element("channel").write_inner_content(|w| {
-                text(w, "title", &format!("{} — archive {n}", config.title))?;
-                text(w, "link", config.base_url.as_str())?;
-                text(w, "description", &config.description)?;
+            w.create_element(CHANNEL).write_inner_content(|w| {
+                text(w, TITLE, &format!("{} — archive {n}", config.title))?;
+                text(w, LINK, config.base_url.as_str())?;
+                text(w, DESCRIPTION, &config.description)?;
                 if let Some(lang) = &config.language {
-                    text(w, "language", lang)?;
+                    text(w, LANGUAGE, lang)?;
                 }
-                w.create_element("fh:archive").write_empty()?;
+                w.create_element(ARCHIVE).write_empty()?;
                 let link = |w: &mut W, rel: &str, target: &str| {
-                    w.create_element("atom:link")
+                    w.create_element(ATOM_LINK)
                         .with_attributes([
                             ("rel", rel),
                             ("type", "application/rss+xml"),
@@ -89,10 +82,10 @@ fn write_archive(w: &mut W, site: &Site, n: usize, items: &[&Release]) -> io::Re
                     // older entries.
                     link(w, "next", &older)?;
                 }
-                w.create_element("vmcast:signature")
+                w.create_element(SIGNATURE)
                     .with_attribute(("href", config.site_url(&format!("{path}.minisig")).as_str()))
                     .write_empty()?;
-                w.create_element("vmcast:downloadBase")
+                w.create_element(DOWNLOAD_BASE)
                     .with_attribute(("href", config.download_base_url.as_str()))
                     .write_empty()?;
                 write_mirrors(w, site, items)?;
@@ -116,7 +109,7 @@ fn write_mirrors(w: &mut W, site: &Site, items: &[&Release]) -> io::Result<()> {
     mirrors.sort();
     mirrors.dedup();
     for mirror in mirrors {
-        w.create_element("vmcast:mirror")
+        w.create_element(MIRROR)
             .with_attribute(("href", mirror.as_str()))
             .write_empty()?;
     }
@@ -157,7 +150,7 @@ fn write_feed(
 ) -> io::Result<()> {
     let config = site.config;
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    w.create_element("rss")
+    w.create_element(RSS)
         .with_attributes([
             ("version", "2.0"),
             ("xmlns:atom", ATOM_NS),
@@ -165,7 +158,7 @@ fn write_feed(
             ("xmlns:vmcast", VMCAST_NS),
         ])
         .write_inner_content(|w| {
-            w.create_element("channel").write_inner_content(|w| {
+            w.create_element(CHANNEL).write_inner_content(|w| {
                 let (title, description) = match appliance {
                     Some(name) => {
                         let a = config.appliance(name);
@@ -176,15 +169,15 @@ fn write_feed(
                     }
                     None => (config.title.clone(), config.description.clone()),
                 };
-                text(w, "title", &title)?;
-                text(w, "link", config.base_url.as_str())?;
-                text(w, "description", &description)?;
+                text(w, TITLE, &title)?;
+                text(w, LINK, config.base_url.as_str())?;
+                text(w, DESCRIPTION, &description)?;
                 if let Some(lang) = &config.language {
-                    text(w, "language", lang)?;
+                    text(w, LANGUAGE, lang)?;
                 }
-                text(w, "generator", &super::generator())?;
-                text(w, "lastBuildDate", &site.build_time.to_rfc2822())?;
-                w.create_element("atom:link")
+                text(w, GENERATOR, &super::generator())?;
+                text(w, LAST_BUILD_DATE, &site.build_time.to_rfc2822())?;
+                w.create_element(ATOM_LINK)
                     .with_attributes([
                         ("rel", "self"),
                         ("type", "application/rss+xml"),
@@ -194,7 +187,7 @@ fn write_feed(
                 if let Some(n) = newest_archive {
                     let href = config.site_url(&super::archive::path(n));
                     for rel in ["prev-archive", "next"] {
-                        w.create_element("atom:link")
+                        w.create_element(ATOM_LINK)
                             .with_attributes([
                                 ("rel", rel),
                                 ("type", "application/rss+xml"),
@@ -204,9 +197,9 @@ fn write_feed(
                     }
                 }
                 if let Some(name) = appliance {
-                    text(w, "vmcast:appliance", name.as_str())?;
+                    text(w, APPLIANCE, name.as_str())?;
                 }
-                w.create_element("vmcast:manifest")
+                w.create_element(MANIFEST)
                     .with_attributes([
                         ("href", config.site_url(crate::media::MANIFEST).as_str()),
                         (
@@ -216,30 +209,30 @@ fn write_feed(
                     ])
                     .write_empty()?;
                 let key_id = site.public_key.key_id.to_string();
-                w.create_element("vmcast:publicKey")
+                w.create_element(PUBLIC_KEY)
                     .with_attributes([
                         ("href", config.site_url(crate::media::PUBLIC_KEY).as_str()),
                         ("keyId", key_id.as_str()),
                     ])
                     .write_text_content(BytesText::new(&site.public_key.to_base64()))?;
-                w.create_element("vmcast:signature")
+                w.create_element(SIGNATURE)
                     .with_attribute(("href", config.site_url(&format!("{path}.minisig")).as_str()))
                     .write_empty()?;
-                text(w, "vmcast:sequence", &site.sequence.to_string())?;
+                text(w, SEQUENCE, &site.sequence.to_string())?;
                 if let Some(expires) = site.expires {
                     text(
                         w,
-                        "vmcast:expires",
+                        EXPIRES,
                         &expires.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     )?;
                 }
-                w.create_element("vmcast:downloadBase")
+                w.create_element(DOWNLOAD_BASE)
                     .with_attribute(("href", config.download_base_url.as_str()))
                     .write_empty()?;
                 if let Some(next) = site.next_key {
                     let next_id = next.key_id.to_string();
                     let sig = format!("{}.minisig", crate::media::NEXT_PUBLIC_KEY);
-                    w.create_element("vmcast:nextPublicKey")
+                    w.create_element(NEXT_PUBLIC_KEY)
                         .with_attributes([
                             (
                                 "href",
@@ -263,24 +256,24 @@ fn write_feed(
 
 fn write_item(w: &mut W, site: &Site, release: &Release, archived: bool) -> io::Result<()> {
     let info = &release.info;
-    w.create_element("item").write_inner_content(|w| {
-        text(w, "title", &info.title)?;
+    w.create_element(ITEM).write_inner_content(|w| {
+        text(w, TITLE, &info.title)?;
         let link = match archived {
             // An archived release is shown on its appliance's history page.
             true => super::history_link(site.config, info),
             false => super::release_link(site.config, info),
         };
-        text(w, "link", link.as_str())?;
-        w.create_element("guid")
+        text(w, LINK, link.as_str())?;
+        w.create_element(GUID)
             .with_attribute(("isPermaLink", "false"))
             .write_text_content(BytesText::new(&info.guid()))?;
-        text(w, "pubDate", &info.date.to_rfc2822())?;
-        text(w, "category", info.channel.as_str())?;
-        text(w, "description", &info.notes_html)?;
+        text(w, PUB_DATE, &info.date.to_rfc2822())?;
+        text(w, CATEGORY, info.channel.as_str())?;
+        text(w, DESCRIPTION, &info.notes_html)?;
         // A release of cloud images only has no file to enclose.
         if let Some(primary) = release.images.first() {
             let length = primary.digest.length.to_string();
-            w.create_element("enclosure")
+            w.create_element(ENCLOSURE)
                 .with_attributes([
                     ("url", primary.source.url.as_str()),
                     ("length", length.as_str()),
@@ -288,23 +281,25 @@ fn write_item(w: &mut W, site: &Site, release: &Release, archived: bool) -> io::
                 ])
                 .write_empty()?;
         }
-        text(w, "vmcast:appliance", info.appliance.as_str())?;
-        text(w, "vmcast:version", info.version.as_str())?;
-        text(w, "vmcast:channel", info.channel.as_str())?;
-        text(
-            w,
-            "vmcast:critical",
-            if info.critical { "true" } else { "false" },
-        )?;
+        text(w, APPLIANCE, info.appliance.as_str())?;
+        text(w, VERSION, info.version.as_str())?;
+        text(w, RELEASE_CHANNEL, info.channel.as_str())?;
+        text(w, CRITICAL, if info.critical { "true" } else { "false" })?;
         write_requirements(w, release)?;
         for image in &release.images {
             write_image(w, image)?;
         }
         for file in &release.supply {
-            write_supply(w, file)?;
+            let attrs = vocab::supply_attrs(file);
+            w.create_element(vocab::supply_element(file.format.kind()))
+                .with_attributes(pairs(&attrs))
+                .write_empty()?;
         }
         for cloud in &info.cloud_images {
-            write_cloud_image(w, cloud)?;
+            let attrs = vocab::cloud_attrs(cloud);
+            w.create_element(CLOUD_IMAGE)
+                .with_attributes(pairs(&attrs))
+                .write_empty()?;
         }
         for image in &release.images {
             write_alternate(w, image, &mirror_urls(site, &info.appliance, image))?;
@@ -319,33 +314,16 @@ fn write_requirements(w: &mut W, release: &Release) -> io::Result<()> {
     if r.is_empty() {
         return Ok(());
     }
-    let numbers = [
-        ("minMemoryMiB", r.min_memory_mib),
-        ("minDiskGiB", r.min_disk_gib),
-        ("minCpus", r.min_cpus),
-    ]
-    .map(|(k, v)| (k, v.map(|n| n.to_string())));
-    let mut attrs: Vec<(&str, &str)> = Vec::new();
-    if let Some(arch) = &r.arch {
-        attrs.push(("arch", arch));
-    }
-    for (k, v) in &numbers {
-        if let Some(v) = v {
-            attrs.push((k, v));
-        }
-    }
-    if let Some(fw) = r.firmware {
-        attrs.push(("firmware", fw.as_str()));
-    }
+    let attrs = vocab::requirements_attrs(r);
     let el = w
-        .create_element("vmcast:requirements")
-        .with_attributes(attrs);
+        .create_element(REQUIREMENTS)
+        .with_attributes(pairs(&attrs));
     if r.hypervisors.is_empty() {
         el.write_empty()?;
     } else {
         el.write_inner_content(|w| {
             for h in &r.hypervisors {
-                text(w, "vmcast:hypervisor", h)?;
+                text(w, HYPERVISOR, h)?;
             }
             Ok(())
         })?;
@@ -354,61 +332,9 @@ fn write_requirements(w: &mut W, release: &Release) -> io::Result<()> {
 }
 
 fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
-    let s = &image.source;
-    let info = &image.info;
-    let length = image.digest.length.to_string();
-    let sha = image.digest.sha256.to_hex();
-    let sha512 = image.digest.sha512.map(|d| d.to_hex());
-    let virtual_size = info.virtual_size.map(|v| v.to_string());
-    let cluster_size = info.cluster_size.map(|v| v.to_string());
-    let box_facts = image
-        .vagrant_box
-        .as_ref()
-        .map(|b| (b.digest.length.to_string(), b.digest.sha256.to_hex()));
-    let lxd = image.lxd.map(|c| (c.prefix.to_hex(), c.sha256.to_hex()));
-    let mut attrs: Vec<(&str, &str)> = vec![
-        ("url", s.url.as_str()),
-        ("name", s.name.as_str()),
-        ("path", s.site_path.as_str()),
-        ("format", s.format.as_str()),
-        ("length", &length),
-        ("sha256", &sha),
-    ];
-    if let Some(d) = &sha512 {
-        attrs.push(("sha512", d));
-    }
-    if s.primary {
-        attrs.push(("primary", "true"));
-    }
-    if let Some(arch) = &s.arch {
-        attrs.push(("arch", arch));
-    }
-    if let Some(c) = s.compression {
-        attrs.push(("compression", c.as_str()));
-    }
-    if let Some(v) = &virtual_size {
-        attrs.push(("virtualSize", v));
-    }
-    if let Some(sub) = &info.subformat {
-        attrs.push(("subformat", sub));
-    }
-    if let Some(c) = &cluster_size {
-        attrs.push(("clusterSize", c));
-    }
-    if let Some(c) = &info.cluster_compression {
-        attrs.push(("clusterCompression", c));
-    }
-    if let (Some(b), Some((length, sha))) = (&image.vagrant_box, &box_facts) {
-        attrs.push(("vagrantBox", b.path.as_str()));
-        attrs.push(("vagrantBoxLength", length));
-        attrs.push(("vagrantBoxSha256", sha));
-    }
-    if let Some((metadata, fingerprint)) = &lxd {
-        attrs.push(("lxdMetadata", metadata));
-        attrs.push(("lxdFingerprint", fingerprint));
-    }
-    let el = w.create_element("vmcast:image").with_attributes(attrs);
-    match &info.machine {
+    let attrs = vocab::image_attrs(image);
+    let el = w.create_element(IMAGE).with_attributes(pairs(&attrs));
+    match &image.info.machine {
         None => {
             el.write_empty()?;
         }
@@ -419,81 +345,19 @@ fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     Ok(())
 }
 
-/// An SBOM or provenance file: `vmcast:sbom` or `vmcast:provenance`, about
-/// one image (`image`) or the whole release.
-fn write_supply(w: &mut W, f: &SupplyFile) -> io::Result<()> {
-    let length = f.digest.length.to_string();
-    let sha = f.digest.sha256.to_hex();
-    let mut attrs: Vec<(&str, &str)> = vec![
-        ("url", f.url.as_str()),
-        ("name", &f.name),
-        ("path", f.site_path.as_str()),
-        ("format", f.format.as_str()),
-        ("type", f.format.media_type()),
-        ("length", &length),
-        ("sha256", &sha),
-    ];
-    if let Some(image) = &f.image {
-        attrs.push(("image", image));
-    }
-    let key_ids = f.signing.as_ref().map(|s| s.key_ids().join(" "));
-    if let Some(signing) = &f.signing {
-        attrs.push(("signature", signing.as_str()));
-    }
-    if let Some(ids) = key_ids.as_deref().filter(|ids| !ids.is_empty()) {
-        attrs.push(("keyId", ids));
-    }
-    w.create_element(f.format.kind().element())
-        .with_attributes(attrs)
-        .write_empty()?;
-    Ok(())
-}
-
-/// An image in a cloud catalog: named, not hashed.
-fn write_cloud_image(w: &mut W, c: &CloudImage) -> io::Result<()> {
-    let mut attrs = vec![("provider", c.provider.as_str())];
-    if let Some(region) = &c.region {
-        attrs.push(("region", region));
-    }
-    attrs.push(("id", &c.id));
-    if let Some(arch) = &c.arch {
-        attrs.push(("arch", arch));
-    }
-    w.create_element("vmcast:cloudImage")
-        .with_attributes(attrs)
-        .write_empty()?;
-    Ok(())
-}
-
 /// An OVA's or an XVA's virtual machine.
-fn write_machine(w: &mut W, m: &crate::model::Machine) -> io::Result<()> {
-    let cpus = m.cpus.map(|v| v.to_string());
-    let memory = m.memory_mib.map(|v| v.to_string());
-    let mut attrs: Vec<(&str, &str)> = Vec::new();
-    for (key, value) in [
-        ("name", m.name.as_deref()),
-        ("os", m.os.as_deref()),
-        ("cpus", cpus.as_deref()),
-        ("memoryMiB", memory.as_deref()),
-    ] {
-        if let Some(v) = value {
-            attrs.push((key, v));
-        }
-    }
-    let el = w.create_element("vmcast:machine").with_attributes(attrs);
+fn write_machine(w: &mut W, m: &Machine) -> io::Result<()> {
+    let attrs = vocab::machine_attrs(m);
+    let el = w.create_element(MACHINE).with_attributes(pairs(&attrs));
     if m.disks.is_empty() {
         el.write_empty()?;
         return Ok(());
     }
     el.write_inner_content(|w| {
         for disk in &m.disks {
-            let capacity = disk.capacity.to_string();
-            let mut attrs = vec![("capacity", capacity.as_str())];
-            if let Some(file) = &disk.file {
-                attrs.push(("file", file));
-            }
-            w.create_element("vmcast:disk")
-                .with_attributes(attrs)
+            let attrs = vocab::disk_attrs(disk);
+            w.create_element(DISK)
+                .with_attributes(pairs(&attrs))
                 .write_empty()?;
         }
         Ok(())
@@ -512,18 +376,18 @@ fn write_alternate(w: &mut W, image: &Image, mirrors: &[url::Url]) -> io::Result
     if s.primary {
         attrs.push(("default", "true"));
     }
-    w.create_element("podcast:alternateEnclosure")
+    w.create_element(ALTERNATE)
         .with_attributes(attrs)
         .write_inner_content(|w| {
-            w.create_element("podcast:source")
+            w.create_element(SOURCE)
                 .with_attribute(("uri", s.url.as_str()))
                 .write_empty()?;
             for mirror in mirrors {
-                w.create_element("podcast:source")
+                w.create_element(SOURCE)
                     .with_attribute(("uri", mirror.as_str()))
                     .write_empty()?;
             }
-            w.create_element("podcast:integrity")
+            w.create_element(INTEGRITY)
                 .with_attributes([
                     ("type", "sri"),
                     ("value", image.digest.sha256.to_sri().as_str()),

@@ -7,60 +7,69 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::feed::{FeedDoc, FeedSupply};
+use super::PublishedSite;
 use crate::catalog::{json_feed, simplestreams, virt_builder};
-use crate::model::{RelPath, Sha256};
-use crate::supply::Kind;
+use crate::model::{Combined, Sha256, SupplyFile, SupplyKind, VagrantBox};
 
-/// What the signed feeds and their archives say of every image: by URL,
-/// (length, SHA-256 hex); by release guid, its images' URLs; and the
-/// (image URL, mirror URL) pairs they declare.
+/// What the signed feed and its archives vouch for, arranged for holding
+/// catalogs against it: by image URL, its length and SHA-256; by release
+/// guid, its images' URLs; and the (image URL, mirror URL) pairs declared.
 #[derive(Debug, Default)]
-pub(super) struct Published {
-    pub(super) images: BTreeMap<String, (u64, String)>,
+pub(super) struct Vouched {
+    pub(super) images: BTreeMap<String, (u64, Sha256)>,
     /// By URL, the SHA-512 hex the feeds give (for virt-builder's images).
     pub(super) sha512: BTreeMap<String, String>,
     pub(super) releases: BTreeMap<String, Vec<String>>,
     pub(super) mirrors: BTreeSet<(String, String)>,
-    /// By release guid, the (path, SHA-256 hex) of its Vagrant boxes.
-    pub(super) boxes: BTreeMap<String, Vec<(String, String)>>,
-    /// By image URL, its Vagrant box: (path, length, SHA-256 hex).
-    pub(super) image_boxes: BTreeMap<String, (RelPath, u64, String)>,
+    /// By release guid, its Vagrant boxes.
+    pub(super) boxes: BTreeMap<String, Vec<VagrantBox>>,
+    /// By image URL, its Vagrant box.
+    pub(super) image_boxes: BTreeMap<String, VagrantBox>,
     /// By release guid, its SBOMs and provenance.
-    pub(super) supply: BTreeMap<String, Vec<FeedSupply>>,
-    /// By image URL, LXD's (metadata SHA-256, fingerprint).
-    pub(super) lxd: BTreeMap<String, (String, String)>,
+    pub(super) supply: BTreeMap<String, Vec<SupplyFile>>,
+    /// By image URL, LXD's fingerprint.
+    pub(super) lxd: BTreeMap<String, Combined>,
 }
 
-impl Published {
-    pub(super) fn add(&mut self, doc: &FeedDoc) {
-        for item in &doc.items {
-            let urls = self.releases.entry(item.guid.clone()).or_default();
-            for image in &item.images {
-                urls.push(image.url.clone());
-                if let Some(boxed) = &image.vagrant_box {
-                    let (path, _, sha256) = boxed;
-                    self.boxes
-                        .entry(item.guid.clone())
+impl Vouched {
+    pub(super) fn of(site: &PublishedSite) -> Vouched {
+        let mut vouched = Vouched::default();
+        for item in site.items() {
+            let guid = &item.guid;
+            let urls = vouched.releases.entry(guid.clone()).or_default();
+            for image in &item.release.images {
+                let url = image.source.url.to_string();
+                urls.push(url.clone());
+                if let Some(b) = &image.vagrant_box {
+                    vouched
+                        .boxes
+                        .entry(guid.clone())
                         .or_default()
-                        .push((path.to_string(), sha256.clone()));
-                    self.image_boxes.insert(image.url.clone(), boxed.clone());
+                        .push(b.clone());
+                    vouched.image_boxes.insert(url.clone(), b.clone());
                 }
-                self.images
-                    .insert(image.url.clone(), (image.length, image.sha256.clone()));
-                if let Some(d) = &image.sha512 {
-                    self.sha512.insert(image.url.clone(), d.clone());
+                let digest = &image.digest;
+                vouched
+                    .images
+                    .insert(url.clone(), (digest.length, digest.sha256));
+                if let Some(d) = &digest.sha512 {
+                    vouched.sha512.insert(url.clone(), d.to_hex());
                 }
-                if let Some(lxd) = &image.lxd {
-                    self.lxd.insert(image.url.clone(), lxd.clone());
+                if let Some(lxd) = image.lxd {
+                    vouched.lxd.insert(url, lxd);
                 }
             }
-            self.mirrors.extend(item.mirrors.iter().cloned());
-            self.supply
-                .entry(item.guid.clone())
+            vouched.mirrors.extend(
+                item.mirrors()
+                    .map(|(image, mirror)| (image.to_owned(), mirror.to_owned())),
+            );
+            vouched
+                .supply
+                .entry(guid.clone())
                 .or_default()
-                .extend(item.supply.iter().cloned());
+                .extend(item.release.supply.iter().cloned());
         }
+        vouched
     }
 }
 
@@ -71,9 +80,9 @@ pub(super) fn is_json_feed(name: &str) -> bool {
 
 /// The releases the feeds name Vagrant boxes for, by appliance: each of
 /// these appliances must have its catalog, or `vagrant box add` finds none.
-pub(super) fn boxed_releases(published: &Published) -> BTreeMap<&str, Vec<&str>> {
+pub(super) fn boxed_releases(vouched: &Vouched) -> BTreeMap<&str, Vec<&str>> {
     let mut by_appliance: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for guid in published.boxes.keys() {
+    for guid in vouched.boxes.keys() {
         if let Some((appliance, _)) = guid
             .strip_prefix("vmcast:")
             .and_then(|rest| rest.split_once(':'))
@@ -116,7 +125,7 @@ struct RawProvider {
 pub(super) fn check_vagrant(
     appliance: &str,
     data: &[u8],
-    published: &Published,
+    vouched: &Vouched,
     base: &url::Url,
 ) -> Result<usize, Vec<String>> {
     let catalog: RawBoxCatalog = serde_json::from_slice(data).map_err(|e| vec![e.to_string()])?;
@@ -129,14 +138,14 @@ pub(super) fn check_vagrant(
     }
     let prefix = format!("vmcast:{appliance}:");
     // (guid, box URL) → SHA-256 hex: what the catalog must list, no more.
-    let mut expected: BTreeMap<(String, String), String> = published
+    let mut expected: BTreeMap<(String, String), String> = vouched
         .boxes
         .iter()
         .filter(|(guid, _)| guid.starts_with(&prefix))
         .flat_map(|(guid, boxes)| {
-            boxes.iter().map(move |(path, sha256)| {
-                let url = crate::config::join_url(base, path).to_string();
-                ((guid.clone(), url), sha256.clone())
+            boxes.iter().map(move |b| {
+                let url = crate::config::join_url(base, b.path.as_str()).to_string();
+                ((guid.clone(), url), b.digest.sha256.to_hex())
             })
         })
         .collect();
@@ -240,7 +249,7 @@ struct RawSupply {
 /// how many releases it lists, or every disagreement found.
 pub(super) fn check_json_feed(
     data: &[u8],
-    published: &Published,
+    vouched: &Vouched,
     base: &url::Url,
 ) -> Result<usize, Vec<String>> {
     let feed: RawFeed = serde_json::from_slice(data).map_err(|e| vec![e.to_string()])?;
@@ -253,7 +262,7 @@ pub(super) fn check_json_feed(
         ));
     }
     for item in &feed.items {
-        let Some(urls) = published.releases.get(&item.id) else {
+        let Some(urls) = vouched.releases.get(&item.id) else {
             problems.push(format!("item {} is in no signed feed", item.id));
             continue;
         };
@@ -265,8 +274,9 @@ pub(super) fn check_json_feed(
             ));
         }
         for image in &item.facts.images {
-            match published.images.get(&image.url) {
-                Some((length, sha256)) if *length == image.length && *sha256 == image.sha256 => {}
+            match vouched.images.get(&image.url) {
+                Some((length, sha256))
+                    if *length == image.length && sha256.to_hex() == image.sha256 => {}
                 Some((length, sha256)) => problems.push(format!(
                     "item {}: {} is {} bytes, SHA-256 {}; the feed says {length} bytes, {sha256}",
                     item.id, image.url, image.length, image.sha256
@@ -274,7 +284,7 @@ pub(super) fn check_json_feed(
                 None => {}
             }
             for mirror in &image.mirrors {
-                if !published
+                if !vouched
                     .mirrors
                     .contains(&(image.url.clone(), mirror.clone()))
                 {
@@ -284,13 +294,10 @@ pub(super) fn check_json_feed(
                     ));
                 }
             }
-            let signed = published.image_boxes.get(&image.url);
+            let signed = vouched.image_boxes.get(&image.url);
             problems.extend(check_box(&item.id, image, signed, base));
         }
-        let signed = published
-            .supply
-            .get(&item.id)
-            .map_or(&[][..], Vec::as_slice);
+        let signed = vouched.supply.get(&item.id).map_or(&[][..], Vec::as_slice);
         problems.extend(check_supply(&item.id, &item.facts, signed));
         for attachment in &item.attachments {
             let image = item
@@ -325,11 +332,11 @@ pub(super) fn check_json_feed(
 fn check_box(
     id: &str,
     image: &RawImage,
-    signed: Option<&(RelPath, u64, String)>,
+    signed: Option<&VagrantBox>,
     base: &url::Url,
 ) -> Vec<String> {
     let at = format!("item {id}: {}", image.url);
-    let (given, (path, length, sha256)) = match (&image.vagrant_box, signed) {
+    let (given, signed) = match (&image.vagrant_box, signed) {
         (None, None) => return Vec::new(),
         (Some(b), None) => {
             return vec![format!(
@@ -337,11 +344,15 @@ fn check_box(
                 b.url
             )];
         }
-        (None, Some((path, ..))) => {
-            return vec![format!("{at}: the feed's Vagrant box {path} is missing")];
+        (None, Some(b)) => {
+            return vec![format!(
+                "{at}: the feed's Vagrant box {} is missing",
+                b.path
+            )];
         }
         (Some(given), Some(signed)) => (given, signed),
     };
+    let (path, length, sha256) = (&signed.path, signed.digest.length, signed.digest.sha256);
     let url = crate::config::join_url(base, path.as_str()).to_string();
     let mut problems = Vec::new();
     if given.path != path.as_str() || given.url != url {
@@ -350,7 +361,7 @@ fn check_box(
             given.path, given.url
         ));
     }
-    if given.length != *length || given.sha256 != *sha256 {
+    if given.length != length || given.sha256 != sha256.to_hex() {
         problems.push(format!(
             "{at}: Vagrant box {path} is {} bytes, SHA-256 {}; the feed says {length} bytes, \
              {sha256}",
@@ -363,41 +374,59 @@ fn check_box(
 /// An item's `sboms` and `provenance` against the `vmcast:sbom` and
 /// `vmcast:provenance` of the same release (`signed`): the same files,
 /// each with every fact the feed gives.
-fn check_supply(id: &str, facts: &RawFacts, signed: &[FeedSupply]) -> Vec<String> {
+fn check_supply(id: &str, facts: &RawFacts, signed: &[SupplyFile]) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut expected: BTreeMap<&str, &FeedSupply> =
+    let mut expected: BTreeMap<&str, &SupplyFile> =
         signed.iter().map(|f| (f.url.as_str(), f)).collect();
-    let given = (facts.sboms.iter().map(|f| (Kind::Sbom, f)))
-        .chain(facts.provenance.iter().map(|f| (Kind::Provenance, f)));
+    let given = (facts.sboms.iter().map(|f| (SupplyKind::Sbom, f)))
+        .chain(facts.provenance.iter().map(|f| (SupplyKind::Provenance, f)));
     for (kind, file) in given {
         let at = format!("item {id}: {} {}", kind.as_str(), file.url);
         let Some(feed) = expected.remove(file.url.as_str()) else {
             problems.push(format!("{at} is not a file the feed links"));
             continue;
         };
-        if file.length != feed.length || file.sha256 != feed.sha256 {
+        let (length, sha256) = (feed.digest.length, feed.digest.sha256.to_hex());
+        if file.length != length || file.sha256 != sha256 {
             problems.push(format!(
-                "{at} is {} bytes, SHA-256 {}; the feed says {} bytes, {}",
-                file.length, file.sha256, feed.length, feed.sha256
+                "{at} is {} bytes, SHA-256 {}; the feed says {length} bytes, {sha256}",
+                file.length, file.sha256
             ));
         }
+        let signature = feed.signing.as_ref();
         let pairs = [
             (
                 "kind",
                 kind.as_str().to_owned(),
-                feed.kind.as_str().to_owned(),
+                feed.format.kind().as_str().to_owned(),
             ),
-            ("name", file.name.clone(), feed.name.clone()),
-            ("path", file.path.clone(), feed.path.to_string()),
-            ("format", file.format.clone(), feed.format.clone()),
-            ("mime_type", file.mime_type.clone(), feed.media_type.clone()),
-            ("image", describe(&file.image), describe(&feed.image)),
+            ("name", file.name.clone(), feed.name.to_string()),
+            ("path", file.path.clone(), feed.site_path.to_string()),
+            (
+                "format",
+                file.format.clone(),
+                feed.format.as_str().to_owned(),
+            ),
+            (
+                "mime_type",
+                file.mime_type.clone(),
+                feed.format.media_type().to_owned(),
+            ),
+            (
+                "image",
+                describe(file.image.as_deref()),
+                describe(feed.image.as_deref()),
+            ),
             (
                 "signature",
-                describe(&file.signature),
-                describe(&feed.signature),
+                describe(file.signature.as_deref()),
+                describe(signature.map(|s| s.as_str())),
             ),
-            ("key_ids", file.key_ids.join(" "), feed.key_ids.join(" ")),
+            (
+                "key_ids",
+                file.key_ids.join(" "),
+                signature.map(|s| s.key_ids().join(" ")).unwrap_or_default(),
+            ),
         ];
         for (field, given, feed) in pairs {
             if given != feed {
@@ -408,15 +437,15 @@ fn check_supply(id: &str, facts: &RawFacts, signed: &[FeedSupply]) -> Vec<String
     for (url, feed) in expected {
         problems.push(format!(
             "item {id}: the feed's {} {url} is missing",
-            feed.kind.as_str()
+            feed.format.kind().as_str()
         ));
     }
     problems
 }
 
 /// An optional fact, as a message shows it.
-fn describe(value: &Option<String>) -> String {
-    value.clone().unwrap_or_else(|| "(none)".to_owned())
+fn describe(value: Option<&str>) -> String {
+    value.unwrap_or("(none)").to_owned()
 }
 
 /// One section of a virt-builder index: its name and its fields, each
@@ -463,7 +492,7 @@ fn parse_index(text: &str) -> Result<Vec<Section>, String> {
 pub(super) fn check_virt_builder(
     data: &[u8],
     base_url: &str,
-    published: &Published,
+    vouched: &Vouched,
 ) -> Result<usize, Vec<String>> {
     let text = std::str::from_utf8(data).map_err(|e| vec![format!("not UTF-8: {e}")])?;
     let sections = parse_index(text).map_err(|m| vec![m])?;
@@ -494,7 +523,7 @@ pub(super) fn check_virt_builder(
                 continue;
             }
         };
-        let Some((length, _)) = published.images.get(&url) else {
+        let Some((length, _)) = vouched.images.get(&url) else {
             problems.push(format!(
                 "[{name}]: file={file} is {url}, which no signed feed lists"
             ));
@@ -507,7 +536,7 @@ pub(super) fn check_virt_builder(
             ));
         }
         let sha512 = field("checksum[sha512]").or(field("checksum"));
-        match (sha512, published.sha512.get(&url)) {
+        match (sha512, vouched.sha512.get(&url)) {
             (Some(given), Some(signed)) if given == signed => {}
             (Some(given), Some(signed)) => problems.push(format!(
                 "[{name}]: SHA-512 {given}, the feed says {signed} for {url}"
@@ -578,7 +607,7 @@ pub(super) fn check_simplestreams(
     data: &[u8],
     base: &url::Url,
     manifest: &BTreeMap<String, Sha256>,
-    published: &Published,
+    vouched: &Vouched,
 ) -> Result<usize, Vec<String>> {
     let products: RawProducts = serde_json::from_slice(data).map_err(|e| vec![e.to_string()])?;
     let mut problems = Vec::new();
@@ -593,9 +622,9 @@ pub(super) fn check_simplestreams(
             for (name, item) in &v.items {
                 items += 1;
                 let url = base.as_str().to_owned() + &item.path;
-                match (published.images.get(&url), manifest.get(&item.path)) {
+                match (vouched.images.get(&url), manifest.get(&item.path)) {
                     (Some((length, sha256)), _) => {
-                        if *length != item.size || *sha256 != item.sha256 {
+                        if *length != item.size || sha256.to_hex() != item.sha256 {
                             problems.push(format!(
                                 "{at} {name}: {} is {} bytes, SHA-256 {}; the feed says \
                                  {length} bytes, {sha256}",
@@ -620,14 +649,15 @@ pub(super) fn check_simplestreams(
                 let Some(combined) = &item.combined else {
                     continue;
                 };
-                let feed = disk.as_ref().and_then(|d| published.lxd.get(d));
+                let feed = disk.as_ref().and_then(|d| vouched.lxd.get(d));
                 match feed {
-                    Some((metadata, fingerprint))
-                        if *metadata == item.sha256 && fingerprint == combined => {}
-                    Some((metadata, fingerprint)) => problems.push(format!(
+                    Some(lxd)
+                        if lxd.prefix.to_hex() == item.sha256
+                            && lxd.sha256.to_hex() == *combined => {}
+                    Some(lxd) => problems.push(format!(
                         "{at} {name}: LXD fingerprint {combined} of metadata {}; the feed says \
-                         {fingerprint} of metadata {metadata}",
-                        item.sha256
+                         {} of metadata {}",
+                        item.sha256, lxd.sha256, lxd.prefix
                     )),
                     None => problems.push(format!(
                         "{at} {name}: the feed gives no LXD fingerprint for its {}",

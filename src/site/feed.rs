@@ -1,117 +1,161 @@
-//! The feed, as far as verification needs it: its channel's URLs, link,
-//! sequence and announced key, and each item's images and enclosures.
+//! The one reader of the feed format: the site's feed, an appliance's feed
+//! or an archive document, read into the model's own types. Every fact the
+//! writer (`render::feed`) puts in an item comes back here as the value it
+//! was written from, through the codec the two share (`vocab`); what a
+//! checker needs besides (the enclosure, the alternate enclosures, the
+//! channel's links) is kept as written, for the checks to hold against the
+//! model.
+//!
+//! Parsing is strict where the model is: a version that is no version, a
+//! digest that is no digest, an image whose name is not the last segment
+//! of its path all refuse the document. Whether the document agrees with
+//! the manifest, the site's URLs and itself is for the checks.
 
-use std::collections::BTreeMap;
-
+use chrono::{DateTime, Utc};
 use quick_xml::XmlVersion;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesStart, Event};
+use url::Url;
 
-use crate::model::RelPath;
+use crate::model::{Image, Name, Release, ReleaseInfo, Requirements, Version};
+use crate::vocab::{self, Read};
 
-#[derive(Debug, Default)]
-pub(super) struct FeedDoc {
-    pub(super) link: Option<String>,
-    pub(super) sequence: Option<u64>,
-    pub(super) download_base: Option<String>,
-    /// Every URL the channel points at, besides the items'.
-    pub(super) channel_urls: Vec<String>,
-    /// The older archive this document continues in (RFC 5005).
-    pub(super) prev_archive: Option<String>,
-    /// Whether this is an archive document (`fh:archive`).
-    pub(super) archive: bool,
-    /// Base URLs of mirrors the channel declares (`vmcast:mirror`).
-    pub(super) mirror_roots: Vec<String>,
-    pub(super) next_key: Option<NextKey>,
-    pub(super) items: Vec<Item>,
+/// A feed document, read.
+#[derive(Debug, Clone, Default)]
+pub struct FeedDoc {
+    pub channel: Channel,
+    /// Its items in document order: newest first, as the writer orders them.
+    pub items: Vec<Item>,
 }
 
-#[derive(Debug, Default)]
-pub(super) struct NextKey {
-    pub(super) key_id: String,
-    pub(super) key: String,
+/// What a document's channel says.
+#[derive(Debug, Clone, Default)]
+pub struct Channel {
+    pub title: String,
+    /// The site's base URL, as the build was configured.
+    pub link: String,
+    /// The appliance an appliance's feed is about.
+    pub appliance: Option<Name>,
+    /// The build's sequence; archives, which never change, name none.
+    pub sequence: Option<u64>,
+    /// Where images are downloaded from, when not from the site.
+    pub download_base: Option<String>,
+    /// Base URLs of mirrors the channel declares.
+    pub mirrors: Vec<String>,
+    /// Whether this is an archive document (`fh:archive`, RFC 5005).
+    pub archive: bool,
+    /// The older archive this document continues in.
+    pub prev_archive: Option<String>,
+    /// A key announced for a coming rotation.
+    pub next_key: Option<NextKey>,
+    /// Every URL the channel points at, besides its items'.
+    pub urls: Vec<String>,
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Item {
-    pub(super) guid: String,
-    pub(super) link: Option<String>,
-    pub(super) enclosure: Option<(String, u64)>,
-    pub(super) images: Vec<FeedImage>,
-    /// How many vmcast:cloudImage elements it has: named, never fetched.
-    pub(super) cloud_images: usize,
-    /// (url, length, sri) of each podcast:alternateEnclosure.
-    pub(super) alternates: Vec<(String, u64, String)>,
-    /// Its SBOMs and provenance (`vmcast:sbom`, `vmcast:provenance`).
-    pub(super) supply: Vec<FeedSupply>,
-    /// Every further `podcast:source` of an alternate enclosure (a mirror),
-    /// as (the image's own URL, the mirror's URL): URLs the URL check
-    /// covers like any other.
-    pub(super) mirrors: Vec<(String, String)>,
+/// `vmcast:nextPublicKey`: the key id and the key, as announced.
+#[derive(Debug, Clone, Default)]
+pub struct NextKey {
+    pub key_id: String,
+    pub key: String,
 }
 
+/// An item: the release it publishes, in the model's types, and the RSS
+/// and Podcasting 2.0 elements that repeat its facts for other readers.
 #[derive(Debug, Clone)]
-pub(super) struct FeedImage {
-    pub(super) url: String,
-    /// Its file name, which supply-chain files name it by.
-    pub(super) name: String,
-    /// Checked when the feed is read: no `..`, not absolute.
-    pub(super) path: RelPath,
-    pub(super) length: u64,
-    pub(super) sha256: String,
-    /// Given for the images the virt-builder index lists.
-    pub(super) sha512: Option<String>,
-    pub(super) primary: bool,
-    /// The Vagrant box made of it: its path in the site, length and
-    /// SHA-256 (`vagrantBox*`).
-    pub(super) vagrant_box: Option<(RelPath, u64, String)>,
-    /// LXD's fingerprint: (`lxdMetadata`, `lxdFingerprint`).
-    pub(super) lxd: Option<(String, String)>,
+pub struct Item {
+    pub release: Release,
+    pub guid: String,
+    pub link: String,
+    pub enclosure: Option<Enclosure>,
+    /// Each `podcast:alternateEnclosure`, in document order.
+    pub alternates: Vec<Alternate>,
 }
 
-/// An SBOM or provenance file as the feed links it.
-#[derive(Debug, Clone)]
-pub(super) struct FeedSupply {
-    pub(super) kind: crate::supply::Kind,
-    pub(super) format: String,
-    pub(super) name: String,
-    pub(super) url: String,
-    /// Checked when the feed is read: no `..`, not absolute.
-    pub(super) path: RelPath,
-    pub(super) length: u64,
-    pub(super) sha256: String,
-    /// The image it is about (its `name`); none for the whole release.
-    pub(super) image: Option<String>,
-    /// Its media type (`type`).
-    pub(super) media_type: String,
-    /// For provenance, how the build found it signed (`signature`), and
-    /// the builder keys that verified it (`keyId`).
-    pub(super) signature: Option<String>,
-    pub(super) key_ids: Vec<String>,
+/// An RSS `enclosure`, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enclosure {
+    pub url: String,
+    pub length: u64,
+    pub media_type: String,
+}
+
+/// A `podcast:alternateEnclosure`, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alternate {
+    pub media_type: String,
+    pub length: u64,
+    /// Its `podcast:source` URIs: the image's own URL, then its mirrors'.
+    pub sources: Vec<String>,
+    /// Its `podcast:integrity` value (`sha256-<base64>`).
+    pub integrity: Option<String>,
+}
+
+impl Item {
+    /// Where `image` is served: its own URL first, then every mirror the
+    /// item's alternate enclosure for it lists.
+    pub fn sources(&self, image: &Image) -> Vec<Url> {
+        let mut sources = vec![image.source.url.clone()];
+        if let Some(alternate) = self.alternate(image) {
+            sources.extend(
+                alternate.sources[1..]
+                    .iter()
+                    .filter_map(|s| Url::parse(s).ok())
+                    .filter(|u| *u != image.source.url),
+            );
+        }
+        sources
+    }
+
+    /// The alternate enclosure whose first source is `image`'s URL.
+    pub fn alternate(&self, image: &Image) -> Option<&Alternate> {
+        self.alternates.iter().find(|a| {
+            a.sources
+                .first()
+                .is_some_and(|s| same_url(s, &image.source.url))
+        })
+    }
+
+    /// Every (image URL, mirror URL) pair its alternate enclosures declare.
+    pub fn mirrors(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.alternates.iter().flat_map(|a| {
+            let first = a.sources.first().map(String::as_str).unwrap_or_default();
+            a.sources.iter().skip(1).map(move |m| (first, m.as_str()))
+        })
+    }
 }
 
 impl FeedDoc {
-    pub(super) fn urls(&self) -> impl Iterator<Item = &String> {
-        self.channel_urls
+    /// Every URL the document points at.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.channel
+            .urls
             .iter()
+            .map(String::as_str)
             .chain(self.items.iter().flat_map(|i| {
-                i.link
-                    .iter()
-                    .chain(i.enclosure.iter().map(|e| &e.0))
-                    .chain(i.images.iter().map(|im| &im.url))
-                    .chain(i.alternates.iter().map(|a| &a.0))
-                    .chain(i.mirrors.iter().map(|m| &m.1))
-                    .chain(i.supply.iter().map(|f| &f.url))
+                let release = &i.release;
+                std::iter::once(i.link.as_str())
+                    .chain(i.enclosure.iter().map(|e| e.url.as_str()))
+                    .chain(release.images.iter().map(|im| im.source.url.as_str()))
+                    .chain(
+                        i.alternates
+                            .iter()
+                            .flat_map(|a| a.sources.iter().map(String::as_str)),
+                    )
+                    .chain(release.supply.iter().map(|f| f.url.as_str()))
             }))
     }
 
-    pub(super) fn parse(data: &[u8]) -> std::result::Result<Self, String> {
+    /// Reads a feed document. `origin`, the document's name in the site,
+    /// stands where a release read from the notes names its release.toml.
+    pub fn parse(data: &[u8], origin: &str) -> Result<FeedDoc, String> {
         let mut reader = quick_xml::Reader::from_reader(data);
+        let mut parser = Parser {
+            doc: FeedDoc::default(),
+            item: None,
+            origin,
+        };
         let mut buf = Vec::new();
         let mut path: Vec<String> = Vec::new();
-        let mut doc = FeedDoc::default();
         let mut text = String::new();
-        // The alternate enclosure being read: (length, url, sri).
-        let mut alt: Option<(u64, String, String)> = None;
         loop {
             let event = reader.read_event_into(&mut buf).map_err(|e| {
                 format!(
@@ -122,133 +166,16 @@ impl FeedDoc {
             match event {
                 Event::Start(ref e) | Event::Empty(ref e) => {
                     let name = e.name().as_ref().to_owned();
-                    let attrs = attributes(e)?;
-                    let parent = path.last().map(String::as_str);
-                    match (parent, name.as_str()) {
-                        (Some("channel"), "item") => doc.items.push(Item::default()),
-                        (Some("channel"), "fh:archive") => doc.archive = true,
-                        (Some("channel"), "vmcast:mirror") => {
-                            doc.mirror_roots.extend(attrs.get("href").cloned())
-                        }
-                        (Some("channel"), "atom:link") => {
-                            if attrs.get("rel").map(String::as_str) == Some("prev-archive") {
-                                doc.prev_archive = attrs.get("href").cloned();
-                            }
-                            doc.channel_urls.extend(attrs.get("href").cloned())
-                        }
-                        (Some("channel"), "vmcast:manifest") => doc.channel_urls.extend(
-                            ["href", "signature"]
-                                .iter()
-                                .filter_map(|k| attrs.get(*k).cloned()),
-                        ),
-                        (Some("channel"), "vmcast:publicKey" | "vmcast:signature") => {
-                            doc.channel_urls.extend(attrs.get("href").cloned())
-                        }
-                        (Some("channel"), "vmcast:downloadBase") => {
-                            doc.download_base = attrs.get("href").cloned()
-                        }
-                        (Some("channel"), "vmcast:nextPublicKey") => {
-                            doc.channel_urls.extend(
-                                ["href", "signature"]
-                                    .iter()
-                                    .filter_map(|k| attrs.get(*k).cloned()),
-                            );
-                            doc.next_key = Some(NextKey {
-                                key_id: attrs.get("keyId").cloned().unwrap_or_default(),
-                                key: String::new(),
-                            });
-                        }
-                        (Some("item"), "enclosure") => {
-                            let item = doc.items.last_mut().ok_or("enclosure outside an item")?;
-                            item.enclosure = Some((
-                                attrs.get("url").cloned().unwrap_or_default(),
-                                number(&attrs, "length")?,
-                            ));
-                        }
-                        (Some("item"), "vmcast:image") => {
-                            let item =
-                                doc.items.last_mut().ok_or("vmcast:image outside an item")?;
-                            item.images.push(FeedImage {
-                                url: attrs.get("url").cloned().unwrap_or_default(),
-                                name: attrs.get("name").cloned().unwrap_or_default(),
-                                path: image_path(&attrs)?,
-                                length: number(&attrs, "length")?,
-                                sha256: attrs.get("sha256").cloned().unwrap_or_default(),
-                                sha512: attrs.get("sha512").cloned(),
-                                primary: attrs.get("primary").map(String::as_str) == Some("true"),
-                                lxd: attrs
-                                    .get("lxdMetadata")
-                                    .cloned()
-                                    .zip(attrs.get("lxdFingerprint").cloned()),
-                                vagrant_box: vagrant_box(&attrs)?,
-                            });
-                        }
-                        (Some("item"), "vmcast:sbom" | "vmcast:provenance") => {
-                            let item = doc
-                                .items
-                                .last_mut()
-                                .ok_or("a supply-chain file outside an item")?;
-                            item.supply.push(FeedSupply {
-                                kind: if name == "vmcast:sbom" {
-                                    crate::supply::Kind::Sbom
-                                } else {
-                                    crate::supply::Kind::Provenance
-                                },
-                                format: attrs.get("format").cloned().unwrap_or_default(),
-                                name: attrs.get("name").cloned().unwrap_or_default(),
-                                url: attrs.get("url").cloned().unwrap_or_default(),
-                                path: RelPath::parse(
-                                    attrs.get("path").map(String::as_str).unwrap_or_default(),
-                                )
-                                .map_err(|m| format!("{name} path: {m}"))?,
-                                length: number(&attrs, "length")?,
-                                sha256: attrs.get("sha256").cloned().unwrap_or_default(),
-                                image: attrs.get("image").cloned(),
-                                media_type: attrs.get("type").cloned().unwrap_or_default(),
-                                signature: attrs.get("signature").cloned(),
-                                key_ids: attrs
-                                    .get("keyId")
-                                    .map(|ids| ids.split_whitespace().map(str::to_owned).collect())
-                                    .unwrap_or_default(),
-                            });
-                        }
-                        (Some("item"), "vmcast:cloudImage") => {
-                            doc.items
-                                .last_mut()
-                                .ok_or("vmcast:cloudImage outside an item")?
-                                .cloud_images += 1;
-                        }
-                        (Some("item"), "podcast:alternateEnclosure") => {
-                            alt = Some((number(&attrs, "length")?, String::new(), String::new()));
-                        }
-                        (Some("podcast:alternateEnclosure"), "podcast:source") => {
-                            let uri = attrs.get("uri").cloned().unwrap_or_default();
-                            match alt.as_mut() {
-                                // The first source is the image's own URL.
-                                Some(a) if a.1.is_empty() => a.1 = uri,
-                                Some(a) => {
-                                    if let Some(item) = doc.items.last_mut() {
-                                        item.mirrors.push((a.1.clone(), uri));
-                                    }
-                                }
-                                None => {}
-                            }
-                        }
-                        (Some("podcast:alternateEnclosure"), "podcast:integrity") => {
-                            if let Some(a) = alt.as_mut() {
-                                a.2 = attrs.get("value").cloned().unwrap_or_default();
-                            }
-                        }
-                        _ => {}
-                    }
+                    parser.open(path.last().map(String::as_str), &name, e)?;
                     if matches!(event, Event::Start(_)) {
                         path.push(name);
                         text.clear();
-                    } else if name == "podcast:alternateEnclosure" {
-                        close_alternate(&mut doc, &mut alt)?;
+                    } else {
+                        parser.close(path.last().map(String::as_str), &name, String::new())?;
                     }
                 }
                 Event::Text(t) => text.push_str(&t.xml_content(XmlVersion::Implicit1_0)),
+                Event::CData(t) => text.push_str(t.as_ref()),
                 Event::GeneralRef(r) => {
                     if let Some(c) = r
                         .resolve_char_ref()
@@ -268,80 +195,30 @@ impl FeedDoc {
                 }
                 Event::End(_) => {
                     let name = path.pop().unwrap_or_default();
-                    let parent = path.last().map(String::as_str);
                     let value = std::mem::take(&mut text);
-                    match (parent, name.as_str()) {
-                        (Some("channel"), "link") => doc.link = Some(value),
-                        (Some("channel"), "vmcast:sequence") => {
-                            doc.sequence = value.trim().parse().ok()
-                        }
-                        (Some("channel"), "vmcast:nextPublicKey") => {
-                            if let Some(k) = doc.next_key.as_mut() {
-                                k.key = value.trim().to_owned();
-                            }
-                        }
-                        (Some("item"), "guid") => {
-                            if let Some(item) = doc.items.last_mut() {
-                                item.guid = value;
-                            }
-                        }
-                        (Some("item"), "link") => {
-                            if let Some(item) = doc.items.last_mut() {
-                                item.link = Some(value);
-                            }
-                        }
-                        (Some("item"), "podcast:alternateEnclosure") => {
-                            close_alternate(&mut doc, &mut alt)?
-                        }
-                        _ => {}
-                    }
+                    parser.close(path.last().map(String::as_str), &name, value)?;
                 }
                 Event::Eof => break,
                 _ => {}
             }
             buf.clear();
         }
-        if doc.link.is_none() {
+        if parser.doc.channel.link.is_empty() {
             return Err("not an RSS feed: no channel link".into());
         }
-        Ok(doc)
+        Ok(parser.doc)
     }
 }
 
-fn close_alternate(
-    doc: &mut FeedDoc,
-    alt: &mut Option<(u64, String, String)>,
-) -> std::result::Result<(), String> {
-    if let Some((length, url, sri)) = alt.take() {
-        let item = doc
-            .items
-            .last_mut()
-            .ok_or("alternateEnclosure outside an item")?;
-        item.alternates.push((url, length, sri));
-    }
-    Ok(())
-}
-
-/// A `vmcast:image`'s Vagrant box, if it names one.
-fn vagrant_box(
-    attrs: &BTreeMap<String, String>,
-) -> std::result::Result<Option<(RelPath, u64, String)>, String> {
-    let Some(path) = attrs.get("vagrantBox") else {
-        return Ok(None);
-    };
-    let path = RelPath::parse(path).map_err(|m| format!("vmcast:image vagrantBox: {m}"))?;
-    let sha256 = attrs
-        .get("vagrantBoxSha256")
-        .cloned()
-        .ok_or("a vagrantBox without vagrantBoxSha256")?;
-    Ok(Some((path, number(attrs, "vagrantBoxLength")?, sha256)))
+/// Whether `raw`, as a document wrote it, is `url`: compared parsed, as
+/// the model holds URLs (`a/./b` is `a/b`).
+pub fn same_url(raw: &str, url: &Url) -> bool {
+    Url::parse(raw).is_ok_and(|u| u == *url)
 }
 
 /// An element's attributes by name, values unescaped and normalized.
-pub(crate) fn attributes(
-    e: &quick_xml::events::BytesStart,
-) -> std::result::Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
+pub(crate) fn attributes(e: &BytesStart) -> Result<Read, String> {
+    let mut out = Read::new();
     for attr in e.attributes() {
         let attr = attr.map_err(|err| format!("bad attribute: {err}"))?;
         let key = attr.key.as_ref().to_owned();
@@ -354,15 +231,274 @@ pub(crate) fn attributes(
     Ok(out)
 }
 
-fn number(attrs: &BTreeMap<String, String>, key: &str) -> std::result::Result<u64, String> {
-    attrs
-        .get(key)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("missing or invalid `{key}` attribute"))
+/// The parts of an item as they are read, before they make a release.
+#[derive(Default)]
+struct ItemParts {
+    guid: Option<String>,
+    link: String,
+    title: String,
+    description: String,
+    pub_date: Option<String>,
+    appliance: Option<String>,
+    version: Option<String>,
+    channel: Option<String>,
+    critical: Option<String>,
+    requirements: Requirements,
+    images: Vec<Image>,
+    supply: Vec<crate::model::SupplyFile>,
+    cloud_images: Vec<crate::cloud::CloudImage>,
+    enclosure: Option<Enclosure>,
+    alternates: Vec<Alternate>,
 }
 
-/// An image's `path`: a path relative to the site, or the feed is refused.
-fn image_path(attrs: &BTreeMap<String, String>) -> std::result::Result<RelPath, String> {
-    let raw = attrs.get("path").map(String::as_str).unwrap_or_default();
-    RelPath::parse(raw).map_err(|m| format!("vmcast:image path: {m}"))
+struct Parser<'a> {
+    doc: FeedDoc,
+    item: Option<ItemParts>,
+    origin: &'a str,
+}
+
+impl Parser<'_> {
+    fn item(&mut self, element: &str) -> Result<&mut ItemParts, String> {
+        self.item
+            .as_mut()
+            .ok_or_else(|| format!("{element} outside an item"))
+    }
+
+    fn last_image(&mut self, element: &str) -> Result<&mut Image, String> {
+        self.item(element)?
+            .images
+            .last_mut()
+            .ok_or_else(|| format!("{element} outside a {}", vocab::IMAGE))
+    }
+
+    /// An element opens (or stands alone): take its attributes.
+    fn open(&mut self, parent: Option<&str>, name: &str, e: &BytesStart) -> Result<(), String> {
+        use vocab::*;
+        let channel = &mut self.doc.channel;
+        match (parent, name) {
+            (Some(CHANNEL), ITEM) => self.item = Some(ItemParts::default()),
+            (Some(CHANNEL), ARCHIVE) => channel.archive = true,
+            (Some(CHANNEL), MIRROR) => channel.mirrors.extend(attributes(e)?.remove("href")),
+            (Some(CHANNEL), ATOM_LINK) => {
+                let mut a = attributes(e)?;
+                if a.get("rel").map(String::as_str) == Some("prev-archive") {
+                    channel.prev_archive = a.get("href").cloned();
+                }
+                channel.urls.extend(a.remove("href"));
+            }
+            (Some(CHANNEL), MANIFEST) => {
+                let mut a = attributes(e)?;
+                channel.urls.extend(a.remove("href"));
+                channel.urls.extend(a.remove("signature"));
+            }
+            (Some(CHANNEL), PUBLIC_KEY | SIGNATURE) => {
+                channel.urls.extend(attributes(e)?.remove("href"));
+            }
+            (Some(CHANNEL), DOWNLOAD_BASE) => {
+                channel.download_base = attributes(e)?.remove("href");
+            }
+            (Some(CHANNEL), NEXT_PUBLIC_KEY) => {
+                let mut a = attributes(e)?;
+                channel.urls.extend(a.remove("href"));
+                channel.urls.extend(a.remove("signature"));
+                channel.next_key = Some(NextKey {
+                    key_id: a.remove("keyId").unwrap_or_default(),
+                    key: String::new(),
+                });
+            }
+            (Some(ITEM), ENCLOSURE) => {
+                let a = attributes(e)?;
+                let length = a.get("length").and_then(|l| l.parse().ok());
+                let (Some(url), Some(length)) = (a.get("url"), length) else {
+                    return Err(format!("{ENCLOSURE} without a `url` or a numeric `length`"));
+                };
+                self.item(name)?.enclosure = Some(Enclosure {
+                    url: url.clone(),
+                    length,
+                    media_type: a.get("type").cloned().unwrap_or_default(),
+                });
+            }
+            (Some(ITEM), REQUIREMENTS) => {
+                self.item(name)?.requirements = read_requirements(&attributes(e)?)?;
+            }
+            (Some(ITEM), IMAGE) => {
+                let image = read_image(&attributes(e)?)?;
+                self.item(name)?.images.push(image);
+            }
+            (Some(IMAGE), MACHINE) => {
+                let machine = read_machine(&attributes(e)?)?;
+                self.last_image(name)?.info.machine = Some(machine);
+            }
+            (Some(MACHINE), DISK) => {
+                let disk = read_disk(&attributes(e)?)?;
+                if let Some(machine) = self.last_image(name)?.info.machine.as_mut() {
+                    machine.disks.push(disk);
+                }
+            }
+            (Some(ITEM), SBOM | PROVENANCE) => {
+                let file = read_supply(name, &attributes(e)?)?;
+                self.item(name)?.supply.push(file);
+            }
+            (Some(ITEM), CLOUD_IMAGE) => {
+                let cloud = read_cloud(&attributes(e)?)?;
+                self.item(name)?.cloud_images.push(cloud);
+            }
+            (Some(ITEM), ALTERNATE) => {
+                let a = attributes(e)?;
+                let length = a
+                    .get("length")
+                    .and_then(|l| l.parse().ok())
+                    .ok_or_else(|| format!("{ALTERNATE} without a numeric `length`"))?;
+                self.item(name)?.alternates.push(Alternate {
+                    media_type: a.get("type").cloned().unwrap_or_default(),
+                    length,
+                    sources: Vec::new(),
+                    integrity: None,
+                });
+            }
+            (Some(ALTERNATE), SOURCE | INTEGRITY) => {
+                let mut a = attributes(e)?;
+                let alternate = self
+                    .item(name)?
+                    .alternates
+                    .last_mut()
+                    .ok_or_else(|| format!("{name} outside an {ALTERNATE}"))?;
+                match name {
+                    SOURCE => alternate.sources.extend(a.remove("uri")),
+                    _ => alternate.integrity = a.remove("value"),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An element closes with its text.
+    fn close(&mut self, parent: Option<&str>, name: &str, value: String) -> Result<(), String> {
+        use vocab::*;
+        match (parent, name) {
+            (Some(RSS), CHANNEL) => {}
+            (Some(CHANNEL), LINK) => self.doc.channel.link = value,
+            (Some(CHANNEL), TITLE) => self.doc.channel.title = value,
+            (Some(CHANNEL), SEQUENCE) => {
+                let sequence = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{SEQUENCE} {value:?} is not a number"))?;
+                self.doc.channel.sequence = Some(sequence);
+            }
+            (Some(CHANNEL), APPLIANCE) => {
+                self.doc.channel.appliance = Some(Name::parse(value.trim(), "appliance")?);
+            }
+            (Some(CHANNEL), NEXT_PUBLIC_KEY) => {
+                if let Some(k) = self.doc.channel.next_key.as_mut() {
+                    k.key = value.trim().to_owned();
+                }
+            }
+            (Some(CHANNEL), ITEM) => {
+                let parts = self.item.take().unwrap_or_default();
+                let index = self.doc.items.len() + 1;
+                let item = parts.finish(self.origin).map_err(|m| match &m.0 {
+                    Some(guid) => format!("item {guid}: {}", m.1),
+                    None => format!("item {index}: {}", m.1),
+                })?;
+                self.doc.items.push(item);
+            }
+            (Some(ITEM), _) => {
+                let item = self.item(name)?;
+                let slot = match name {
+                    GUID => &mut item.guid,
+                    PUB_DATE => &mut item.pub_date,
+                    APPLIANCE => &mut item.appliance,
+                    VERSION => &mut item.version,
+                    RELEASE_CHANNEL => &mut item.channel,
+                    CRITICAL => &mut item.critical,
+                    LINK => {
+                        item.link = value;
+                        return Ok(());
+                    }
+                    TITLE => {
+                        item.title = value;
+                        return Ok(());
+                    }
+                    DESCRIPTION => {
+                        item.description = value;
+                        return Ok(());
+                    }
+                    _ => return Ok(()),
+                };
+                *slot = Some(value);
+            }
+            (Some(REQUIREMENTS), HYPERVISOR) => {
+                self.item(name)?.requirements.hypervisors.push(value);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl ItemParts {
+    /// The item, with its release typed; on failure, the guid (if read)
+    /// and what is wrong.
+    fn finish(self, origin: &str) -> Result<Item, (Option<String>, String)> {
+        let guid = self.guid.clone();
+        let fail = |m: String| (guid.clone(), m);
+        let required = |value: Option<String>, element: &str| {
+            value.ok_or_else(|| fail(format!("no {element}")))
+        };
+        let appliance = Name::parse(
+            required(self.appliance, vocab::APPLIANCE)?.trim(),
+            "appliance",
+        )
+        .map_err(fail)?;
+        let version =
+            Version::parse(required(self.version, vocab::VERSION)?.trim()).map_err(fail)?;
+        let channel = Name::parse(
+            required(self.channel, vocab::RELEASE_CHANNEL)?.trim(),
+            "channel",
+        )
+        .map_err(fail)?;
+        let critical = match self.critical.as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(fail(format!(
+                    "{} is {other:?}, not true or false",
+                    vocab::CRITICAL
+                )));
+            }
+        };
+        let pub_date = required(self.pub_date, vocab::PUB_DATE)?;
+        let date = DateTime::parse_from_rfc2822(pub_date.trim())
+            .map_err(|e| fail(format!("{} {pub_date:?}: {e}", vocab::PUB_DATE)))?
+            .with_timezone(&Utc);
+        let guid = required(self.guid, vocab::GUID)?;
+        Ok(Item {
+            release: Release {
+                info: ReleaseInfo {
+                    notes_path: origin.into(),
+                    appliance,
+                    version,
+                    title: self.title,
+                    date,
+                    channel,
+                    critical,
+                    notes_html: self.description,
+                    // Not in the feed: the notes as written and the guest
+                    // OS id stay with the release.toml.
+                    notes_text: String::new(),
+                    osinfo: None,
+                    requirements: self.requirements,
+                    cloud_images: self.cloud_images,
+                },
+                images: self.images,
+                supply: self.supply,
+            },
+            guid,
+            link: self.link,
+            enclosure: self.enclosure,
+            alternates: self.alternates,
+        })
+    }
 }

@@ -17,7 +17,6 @@ use sha2::Digest;
 use url::Url;
 
 use super::VerifyOptions;
-use super::feed::FeedImage;
 use super::urls::Accepted;
 use crate::media::FEED;
 use crate::model::{RelPath, Sha256, Sha512};
@@ -261,13 +260,15 @@ impl Fetcher {
     /// gives up on a body that falls below the minimum rate.
     pub(super) fn read_image(
         &mut self,
-        image: &FeedImage,
+        path: &RelPath,
+        length: u64,
+        sha512: bool,
         url: &Accepted,
         local_first: bool,
     ) -> std::result::Result<(Sha256, Option<Sha512>, u64), String> {
         let local = match &self.source {
             Source::Dir(_) if !local_first => None,
-            Source::Dir(root) => match open_local(&root.join(image.path.as_str())) {
+            Source::Dir(root) => match open_local(&root.join(path.as_str())) {
                 Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(format!("cannot read it: {e}")),
@@ -292,10 +293,10 @@ impl Fetcher {
                 (Box::new(body.reader()), RateMeter::new(&net))
             }
         };
-        let mut limited = reader.take(image.length.saturating_add(1));
+        let mut limited = reader.take(length.saturating_add(1));
         let mut hasher = sha2::Sha256::new();
         // The SHA-512 too, where the feed gives one (the virt-builder index).
-        let mut sha512 = image.sha512.as_ref().map(|_| sha2::Sha512::new());
+        let mut sha512 = sha512.then(sha2::Sha512::new);
         let mut buf = vec![0u8; 1 << 20];
         let mut read: u64 = 0;
         loop {
@@ -307,7 +308,7 @@ impl Fetcher {
                 Err(e) => return Err(format!("read failed after {read} bytes: {e}")),
             };
             read += n as u64;
-            if read > image.length {
+            if read > length {
                 break;
             }
             hasher.update(&buf[..n]);
@@ -318,17 +319,14 @@ impl Fetcher {
                 meter.check(read).map_err(|m| format!("{url}: {m}"))?;
             }
         }
-        if read > image.length {
+        if read > length {
             return Err(format!(
                 "longer than its declared {} bytes (endless data?); stopped reading",
-                image.length
+                length
             ));
         }
-        if read < image.length {
-            return Err(format!(
-                "shorter than declared: {read} of {} bytes",
-                image.length
-            ));
+        if read < length {
+            return Err(format!("shorter than declared: {read} of {} bytes", length));
         }
         Ok((
             Sha256(hasher.finalize().into()),

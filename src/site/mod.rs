@@ -11,21 +11,29 @@
 //! `--site` or a state file, the build must be of the site the consumer
 //! tracks. Nothing here prints; the caller renders the [`Report`].
 //!
-//! The module splits by concern: [`fetch`] gets the site's files from a
-//! directory or over HTTP, [`feed`] reads the feed as far as verification
-//! needs it, [`urls`] decides which URLs the feed may point at, [`checks`]
-//! runs the checks in order, and [`state`] is what a consumer remembers
-//! between runs.
+//! What it hands back is the site in the model's own types
+//! ([`PublishedSite`]): the feed and its archives, each item a
+//! [`crate::model::Release`], so no caller parses a feed again.
+//!
+//! The module splits by concern: `fetch` gets the site's files from a
+//! directory or over HTTP, [`feed`] is the one reader of the feed format,
+//! `urls` decides which URLs the feed may point at, `check` runs the
+//! checks in order (one file per family), `catalogs` holds the catalogs
+//! against the feed, and `state` is what a consumer remembers between
+//! runs.
 
 mod catalogs;
-mod checks;
-mod feed;
+mod check;
+pub mod feed;
 mod fetch;
-pub(crate) use feed::attributes;
 pub(crate) use fetch::RateMeter;
 mod state;
 mod urls;
 
+#[cfg(test)]
+mod roundtrip;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,9 +42,11 @@ use serde::Serialize;
 use url::Url;
 
 use crate::error::Result;
+use crate::model::Sha256;
 use crate::sign::PublicKey;
 
-use checks::Verifier;
+use check::Verifier;
+use feed::{FeedDoc, Item};
 use fetch::Fetcher;
 use state::State;
 
@@ -168,12 +178,37 @@ pub struct Report {
     pub images: usize,
     pub images_read: u64,
     pub checks: Vec<Check>,
-    /// The feed's bytes, once its signature verified.
+    /// The site as read, once its feed's and manifest's signatures
+    /// verified and the feed parsed: also when a later check failed, for a
+    /// caller that accepts some failures (an expired site, for
+    /// `--previous`).
     #[serde(skip)]
-    pub feed: Option<Vec<u8>>,
-    /// Each archive's bytes, once its signature verified, newest first.
-    #[serde(skip)]
-    pub archives: Vec<Vec<u8>>,
+    pub site: Option<PublishedSite>,
+}
+
+/// A published site as read: the verified feed and its archives, each in
+/// the model's types, and the manifest they were held against.
+#[derive(Debug, Clone)]
+pub struct PublishedSite {
+    /// The base URL the build was signed for.
+    pub base_url: Url,
+    /// The build's sequence, from its signatures.
+    pub sequence: u64,
+    pub feed: FeedDoc,
+    /// The feed's archives, newest first (only when the feed read is the
+    /// site's own feed, `feed.xml`).
+    pub archives: Vec<FeedDoc>,
+    pub manifest: BTreeMap<String, Sha256>,
+}
+
+impl PublishedSite {
+    /// Every item of the feed and its archives, newest first.
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.feed
+            .items
+            .iter()
+            .chain(self.archives.iter().flat_map(|a| &a.items))
+    }
 }
 
 impl Report {
@@ -202,8 +237,7 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
             images: 0,
             images_read: 0,
             checks: Vec::new(),
-            feed: None,
-            archives: Vec::new(),
+            site: None,
         },
     };
     let outcome = v.run(&mut state);
@@ -218,5 +252,5 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
 /// Reads a feed as `verify` does and returns how many items it holds. For
 /// fuzzing and for tools that want to check a feed's syntax alone.
 pub fn count_feed_items(data: &[u8]) -> std::result::Result<usize, String> {
-    feed::FeedDoc::parse(data).map(|doc| doc.items.len())
+    FeedDoc::parse(data, crate::media::FEED).map(|doc| doc.items.len())
 }

@@ -1,0 +1,284 @@
+//! The catalogs the manifest lists (`[catalogs]`), each held against the
+//! verified feed and its archives, and the OpenPGP forms that clients
+//! checking only OpenPGP verify: `SHA256SUMS.asc`, virt-builder's index and
+//! simplestreams' signed files.
+
+use std::collections::BTreeMap;
+
+use url::Url;
+
+use super::{Step, Verifier, known};
+use crate::catalog::{simplestreams, vagrant, virt_builder};
+use crate::media::MANIFEST;
+use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
+use crate::openpgp;
+use crate::sign::PublicKey;
+use crate::site::catalogs::{self, Vouched};
+use crate::site::{CheckKind, PublishedSite};
+use crate::trust::BuildStamp;
+
+impl Verifier<'_> {
+    /// The catalogs the manifest lists, each held against the feed and its
+    /// archives (already verified): signed pages must be signed in this
+    /// build, and every file must have the listed digest and list the
+    /// feed's images as the feed does.
+    pub(super) fn check_catalogs(
+        &mut self,
+        site: &PublishedSite,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+    ) -> Step<()> {
+        let (base, manifest) = (&site.base_url, &site.manifest);
+        let vouched = Vouched::of(site);
+        let names: Vec<String> = manifest
+            .keys()
+            .filter(|n| catalogs::is_json_feed(n))
+            .cloned()
+            .collect();
+        for name in names {
+            let data = self.fetch_signed_listed(&name, manifest, key, stamp)?;
+            let held = catalogs::check_json_feed(&data, &vouched, base)
+                .map(|n| format!("{n} release(s), as the feed lists them"));
+            self.report_catalog(&name, held);
+        }
+        if manifest.contains_key(virt_builder::INDEX) {
+            self.check_virt_builder(&vouched, manifest, &stamp.base_url);
+        }
+        if manifest.contains_key(simplestreams::INDEX) {
+            self.check_simplestreams(base, manifest, &vouched);
+        }
+        self.check_vagrant(&vouched, manifest, base);
+        Ok(())
+    }
+
+    /// The Vagrant catalogs the manifest lists, held against the boxes the
+    /// feed and its archives name. They are not signed: SHA256SUMS vouches
+    /// for them. An appliance whose boxes the feeds name must have its
+    /// catalog listed, as every other file the feeds name must be.
+    pub(super) fn check_vagrant(
+        &mut self,
+        vouched: &Vouched,
+        manifest: &BTreeMap<String, Sha256>,
+        base: &Url,
+    ) {
+        for (appliance, releases) in catalogs::boxed_releases(vouched) {
+            let name = vagrant::catalog_path(appliance);
+            if !manifest.contains_key(&name) {
+                self.fail(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: not listed in {MANIFEST}, but the feed names Vagrant boxes \
+                         of {}: `vagrant box add` would find no catalog",
+                        releases.join(", ")
+                    ),
+                );
+            }
+        }
+        let names: Vec<String> = manifest
+            .keys()
+            .filter(|n| catalogs::vagrant_appliance(n).is_some())
+            .cloned()
+            .collect();
+        for name in names {
+            let appliance = catalogs::vagrant_appliance(&name).unwrap_or_default();
+            let Some(data) = self.fetch_listed(manifest, &name) else {
+                continue;
+            };
+            let held = catalogs::check_vagrant(appliance, &data, vouched, base)
+                .map(|n| format!("{n} version(s), the boxes the feed lists"));
+            self.report_catalog(&name, held);
+        }
+    }
+
+    /// `virt-builder/index`, which is not signed itself but listed in the
+    /// signed manifest, held against the feeds.
+    pub(super) fn check_virt_builder(
+        &mut self,
+        vouched: &Vouched,
+        manifest: &BTreeMap<String, Sha256>,
+        base_url: &str,
+    ) {
+        let name = virt_builder::INDEX;
+        let Some(data) = self.fetch_listed(manifest, name) else {
+            return;
+        };
+        let held = catalogs::check_virt_builder(&data, base_url, vouched)
+            .map(|n| format!("{n} template(s), as the feed lists them"));
+        self.report_catalog(name, held);
+        if manifest.contains_key(openpgp::PUBLIC_KEY)
+            && let Some(key) = self.fetch_openpgp_key(CheckKind::Catalog)
+        {
+            let index_asc = virt_builder::INDEX_ASC;
+            self.check_clearsigned(CheckKind::Catalog, &key, index_asc, &data, name);
+        }
+    }
+
+    /// How a catalog held against the feeds: what it lists, or each
+    /// disagreement.
+    pub(super) fn report_catalog(
+        &mut self,
+        name: &str,
+        held: std::result::Result<String, Vec<String>>,
+    ) {
+        match held {
+            Ok(detail) => self.pass(CheckKind::Catalog, format!("{name}: {detail}")),
+            Err(problems) => {
+                for p in problems {
+                    self.fail(CheckKind::Catalog, format!("{name}: {p}"));
+                }
+            }
+        }
+    }
+
+    /// A catalog file the manifest must list, as fetched; `None` (with the
+    /// failure recorded) when it cannot be had.
+    pub(super) fn fetch_listed(
+        &mut self,
+        manifest: &BTreeMap<String, Sha256>,
+        name: &str,
+    ) -> Option<Vec<u8>> {
+        let fetched = RelPath::parse(name).and_then(|rel| {
+            let loc = self.fetcher.site(&rel);
+            self.fetcher.fetch(&loc, MAX_TEXT_FILE)
+        });
+        match fetched {
+            Ok(data) => {
+                self.check_listed(manifest, name, &data);
+                Some(data)
+            }
+            Err(m) => {
+                self.fail(CheckKind::Catalog, format!("{name}: {m}"));
+                None
+            }
+        }
+    }
+
+    /// The simplestreams index and the products files it names, each
+    /// listed in the manifest and held against the feeds.
+    pub(super) fn check_simplestreams(
+        &mut self,
+        base: &Url,
+        manifest: &BTreeMap<String, Sha256>,
+        vouched: &Vouched,
+    ) {
+        let index = simplestreams::INDEX;
+        let Some(data) = self.fetch_listed(manifest, index) else {
+            return;
+        };
+        let paths = match catalogs::simplestreams_products(&data) {
+            Ok(paths) => paths,
+            Err(m) => return self.fail(CheckKind::Catalog, format!("{index}: {m}")),
+        };
+        let mut products = None;
+        for path in paths {
+            let Some(data) = self.fetch_listed(manifest, &path) else {
+                continue;
+            };
+            if path == simplestreams::PRODUCTS {
+                products = Some(data.clone());
+            }
+            let held = catalogs::check_simplestreams(&data, base, manifest, vouched)
+                .map(|n| format!("{n} item(s), as the feed and {MANIFEST} list them"));
+            self.report_catalog(&path, held);
+        }
+        if let Some(products) = products.filter(|_| manifest.contains_key(openpgp::PUBLIC_KEY)) {
+            self.check_signed_simplestreams(&data, &products);
+        }
+    }
+
+    /// A small file of the site, by its own name.
+    pub(super) fn fetch_site_file(&mut self, name: &str) -> std::result::Result<Vec<u8>, String> {
+        let loc = self.fetcher.site(&known(name));
+        self.fetcher.fetch(&loc, MAX_TEXT_FILE)
+    }
+
+    /// With an OpenPGP key, the clearsigned forms: each signed by the
+    /// site's key (listed in the manifest, checked by [`Self::check_openpgp`]),
+    /// `images.sjson` signing the text of `images.json`, and `index.sjson`
+    /// that of `index.json` naming `images.sjson`.
+    pub(super) fn check_signed_simplestreams(&mut self, index: &[u8], products: &[u8]) {
+        let named = String::from_utf8_lossy(index).replace(
+            &format!("\"{}\"", simplestreams::PRODUCTS),
+            &format!("\"{}\"", simplestreams::SIGNED_PRODUCTS),
+        );
+        let Some(key) = self.fetch_openpgp_key(CheckKind::Catalog) else {
+            return;
+        };
+        let forms = [
+            (
+                simplestreams::SIGNED_INDEX,
+                named.as_bytes(),
+                simplestreams::INDEX,
+            ),
+            (
+                simplestreams::SIGNED_PRODUCTS,
+                products,
+                simplestreams::PRODUCTS,
+            ),
+        ];
+        for (name, text, of) in forms {
+            self.check_clearsigned(CheckKind::Catalog, &key, name, text, of);
+        }
+    }
+
+    /// The site's OpenPGP public key, `openpgp.asc`, as published; `None`,
+    /// with the failure recorded, when it cannot be had.
+    pub(super) fn fetch_openpgp_key(&mut self, kind: CheckKind) -> Option<String> {
+        match self.fetch_site_file(openpgp::PUBLIC_KEY) {
+            Ok(key) => Some(String::from_utf8_lossy(&key).into_owned()),
+            Err(m) => {
+                self.fail(kind, m);
+                None
+            }
+        }
+    }
+
+    /// A cleartext-signed file of the site, `name`: it must verify against
+    /// the site's OpenPGP key and sign `text`, the text of `of`, as the
+    /// signature covers it (each line without trailing blanks).
+    pub(super) fn check_clearsigned(
+        &mut self,
+        kind: CheckKind,
+        key: &str,
+        name: &str,
+        text: &[u8],
+        of: &str,
+    ) {
+        let signed = match self.fetch_site_file(name) {
+            Ok(signed) => signed,
+            Err(m) => return self.fail(kind, m),
+        };
+        let signed_form = |text: &str| {
+            let lines: Vec<&str> = text
+                .lines()
+                .map(|l| l.trim_end_matches([' ', '\t']))
+                .collect();
+            lines.join("\n").trim_end_matches('\n').to_owned()
+        };
+        match openpgp::verify(key, name, &String::from_utf8_lossy(&signed)) {
+            Ok(v) if signed_form(&v.text) == signed_form(&String::from_utf8_lossy(text)) => self
+                .pass(
+                    kind,
+                    format!(
+                        "{name}: good signature by OpenPGP key {} of the text of {of}",
+                        v.fingerprint
+                    ),
+                ),
+            Ok(_) => self.fail(kind, format!("{name} signs a text other than {of}")),
+            Err(m) => self.fail(kind, m),
+        }
+    }
+
+    /// A build with an OpenPGP key lists its public key in the manifest, so
+    /// the minisign signature vouches for it, and clearsigns the manifest
+    /// with it: `SHA256SUMS.asc` must verify against that key and sign the
+    /// text of the verified manifest.
+    pub(super) fn check_openpgp(&mut self, manifest: &BTreeMap<String, Sha256>, sums: &[u8]) {
+        let Some(key) = self.fetch_openpgp_key(CheckKind::OpenPgp) else {
+            return;
+        };
+        self.check_listed(manifest, openpgp::PUBLIC_KEY, key.as_bytes());
+        let name = openpgp::MANIFEST_ASC;
+        self.check_clearsigned(CheckKind::OpenPgp, &key, name, sums, MANIFEST);
+    }
+}

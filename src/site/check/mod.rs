@@ -1,0 +1,176 @@
+//! The checks, in the order a consumer must make them. Each records its
+//! outcome in the report; a failure that makes the rest meaningless stops.
+//!
+//! The order is [`Verifier::run`]; the checks live beside it by family:
+//! `signatures` (signatures, keys, the build stamp and the consumer's
+//! state), `items` (the feed and its items against the manifest and the
+//! site's URLs), `archives` (RFC 5005 archives and mirrors), `catalogs`
+//! (the catalogs and the OpenPGP forms), `files` (images, boxes, SBOMs and
+//! provenance, read byte for byte).
+
+mod archives;
+mod catalogs;
+mod files;
+mod items;
+mod signatures;
+
+use url::Url;
+
+use super::feed::FeedDoc;
+use super::fetch::Fetcher;
+use super::state::State;
+use super::urls::SiteUrls;
+use super::{Check, CheckKind, PublishedSite, Report, VerifyOptions};
+use crate::media::{FEED, MANIFEST};
+use crate::model::RelPath;
+use crate::openpgp;
+
+/// A fatal failure, already recorded in the report.
+pub(super) struct Stop;
+
+type Step<T> = std::result::Result<T, Stop>;
+
+pub(super) struct Verifier<'a> {
+    pub(super) options: &'a VerifyOptions,
+    pub(super) fetcher: Fetcher,
+    pub(super) report: Report,
+}
+
+impl Verifier<'_> {
+    fn pass(&mut self, check: CheckKind, detail: impl Into<String>) {
+        self.report.checks.push(Check {
+            check,
+            ok: true,
+            detail: detail.into(),
+        });
+    }
+
+    fn fail(&mut self, check: CheckKind, detail: impl Into<String>) {
+        self.report.checks.push(Check {
+            check,
+            ok: false,
+            detail: detail.into(),
+        });
+    }
+
+    fn stop<T>(&mut self, check: CheckKind, detail: impl Into<String>) -> Step<T> {
+        self.fail(check, detail);
+        Err(Stop)
+    }
+
+    pub(super) fn run(&mut self, state: &mut State) -> Step<()> {
+        let feed_loc = match self.fetcher.feed_location(&self.options.source) {
+            Ok(loc) => loc,
+            Err(m) => return self.stop(CheckKind::Source, m),
+        };
+        let feed_sig = self.fetch_signature(&feed_loc)?;
+        let key = self.choose_key(&feed_sig, state, &feed_loc.display)?;
+        self.report.key_id = Some(key.key_id.to_string());
+
+        // The feed's stamp names the site; everything else is found from it.
+        let feed_stamp = self.check_comment(&feed_sig, &key, &feed_loc.display)?;
+        let base = match Url::parse(&feed_stamp.base_url) {
+            Ok(u) => u,
+            Err(e) => {
+                return self.stop(
+                    CheckKind::Signature,
+                    format!("signed base_url is not a URL: {e}"),
+                );
+            }
+        };
+        self.check_site(&base, state)?;
+        let feed_name = match self.fetcher.site_name(&feed_loc, &base) {
+            Some(n) => n,
+            None => {
+                return self.stop(
+                    CheckKind::Urls,
+                    format!(
+                        "{} is not under the base_url it was signed for ({base})",
+                        feed_loc.display
+                    ),
+                );
+            }
+        };
+        self.fetcher.set_base(base.clone());
+        let feed = self.finish_signed(&feed_loc, feed_sig, feed_stamp, &key, &feed_name)?;
+
+        let manifest_loc = self.fetcher.site(&known(MANIFEST));
+        let sums_sig = self.fetch_signature(&manifest_loc)?;
+        let sums_stamp = self.check_comment(&sums_sig, &key, MANIFEST)?;
+        let sums = self.finish_signed(&manifest_loc, sums_sig, sums_stamp, &key, MANIFEST)?;
+
+        self.check_same_build(&feed_name, &feed.stamp, &sums.stamp)?;
+        self.report.sequence = Some(feed.stamp.sequence);
+        self.check_expiry(&feed.stamp);
+        self.check_rollback(state, &key, feed.stamp.sequence);
+
+        let manifest = match crate::sums::parse(&sums.data) {
+            Ok(m) => m,
+            Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
+        };
+        self.check_listed(&manifest, &feed_name, &feed.data);
+        if manifest.contains_key(openpgp::PUBLIC_KEY) {
+            self.check_openpgp(&manifest, &sums.data);
+        }
+        let doc = match FeedDoc::parse(&feed.data, &feed_name) {
+            Ok(d) => d,
+            Err(m) => return self.stop(CheckKind::Feed, format!("{feed_name}: {m}")),
+        };
+        let site_urls = site_urls(&base, &doc);
+        self.check_feed(&doc, &feed_name, &feed.stamp, &base, &site_urls, &manifest);
+        if feed_name == FEED {
+            self.check_appliance_feeds(&manifest, &key, &feed.stamp)?;
+        }
+        let next = match &doc.channel.next_key {
+            Some(next) => Some(self.check_next_key(next, &key, &feed.stamp, state)?),
+            None => None,
+        };
+        if self.options.state.is_some() {
+            self.forget_withdrawn(state, &key, next.as_ref());
+        }
+        self.check_files(&doc, &base, &site_urls);
+        let mut site = PublishedSite {
+            base_url: base.clone(),
+            sequence: feed.stamp.sequence,
+            feed: doc,
+            archives: Vec::new(),
+            manifest,
+        };
+        if feed_name == FEED {
+            site.archives = self.check_archives(&site, &key, &feed.stamp)?;
+            self.check_catalogs(&site, &key, &feed.stamp)?;
+        }
+        self.report.site = Some(site);
+        Ok(())
+    }
+
+    /// What the options ask to read of a document's files: images and
+    /// boxes, SBOMs and provenance, mirrors.
+    fn check_files(&mut self, doc: &FeedDoc, base: &Url, site_urls: &SiteUrls) {
+        if self.options.images {
+            self.check_images(doc, site_urls);
+            self.check_boxes(doc, base, site_urls);
+        }
+        if self.options.supply {
+            self.check_supply(doc, site_urls);
+        }
+        if self.options.mirrors {
+            self.check_mirrors(doc, site_urls);
+        }
+    }
+}
+
+/// The places a document may point into: the signed base URL, its
+/// download base and the mirrors it declares.
+fn site_urls(base: &Url, doc: &FeedDoc) -> SiteUrls {
+    SiteUrls::new(
+        base,
+        doc.channel.download_base.as_deref(),
+        &doc.channel.mirrors,
+    )
+}
+
+/// One of the site's own file names as a relative path.
+fn known(name: &str) -> RelPath {
+    RelPath::parse(name).expect("the site's own file names are relative paths")
+}

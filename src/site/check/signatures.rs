@@ -1,0 +1,378 @@
+//! Signatures, keys and the consumer's state: which key signs, that each
+//! signed file is the file it claims in the build it claims, expiry,
+//! rollback, the site a state file tracks, and keys announced or withdrawn.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use url::Url;
+
+use super::{Step, Verifier, known};
+use crate::media::{MANIFEST, NEXT_PUBLIC_KEY};
+use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
+use crate::sign::{PublicKey, Signature, VerifyError};
+use crate::site::CheckKind;
+use crate::site::feed::NextKey;
+use crate::site::fetch::Location;
+use crate::site::state::State;
+use crate::trust::BuildStamp;
+
+/// A signed file with its verified build stamp.
+pub(super) struct Signed {
+    pub(super) data: Vec<u8>,
+    pub(super) stamp: BuildStamp,
+}
+
+impl Verifier<'_> {
+    pub(super) fn fetch_signature(&mut self, loc: &Location) -> Step<Signature> {
+        let sig_loc = loc.with_suffix(".minisig");
+        let text = match self.fetcher.fetch(&sig_loc, MAX_TEXT_FILE) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(m) => return self.stop(CheckKind::Signature, m),
+        };
+        match Signature::from_file(Path::new(&sig_loc.display), &text) {
+            Ok(sig) => Ok(sig),
+            Err(e) => self.stop(CheckKind::Signature, e.to_string()),
+        }
+    }
+
+    /// The pinned key, or a key the state file learned from a signed
+    /// announcement by a key already trusted.
+    pub(super) fn choose_key(
+        &mut self,
+        sig: &Signature,
+        state: &State,
+        what: &str,
+    ) -> Step<PublicKey> {
+        let pinned = &self.options.pinned;
+        if sig.key_id == pinned.key_id {
+            return Ok(pinned.clone());
+        }
+        if let Some(key) = self
+            .options
+            .also_trusted
+            .iter()
+            .find(|k| k.key_id == sig.key_id)
+        {
+            return Ok(key.clone());
+        }
+        if let Some(key) = state.announced_key(&sig.key_id.to_string(), pinned) {
+            self.pass(
+                CheckKind::Key,
+                format!(
+                    "{what} is signed by key {}, announced as the next key by a trusted key",
+                    sig.key_id
+                ),
+            );
+            return Ok(key);
+        }
+        let hint = if self.options.state.is_some() {
+            "; no trusted key announced it in the state file"
+        } else {
+            "; pass --state to accept keys announced by the pinned key"
+        };
+        self.stop(
+            CheckKind::Signature,
+            format!(
+                "{what}: signed by key {}, not the pinned key {}{hint}",
+                sig.key_id, pinned.key_id
+            ),
+        )
+    }
+
+    /// Checks key, algorithm and trusted comment; returns the stamp.
+    pub(super) fn check_comment(
+        &mut self,
+        sig: &Signature,
+        key: &PublicKey,
+        what: &str,
+    ) -> Step<BuildStamp> {
+        if let Err(e) = sig.verify_comment(key) {
+            let detail = match e {
+                VerifyError::BadTrustedComment => {
+                    format!(
+                        "{what}: the trusted comment was altered (its signature does not match)"
+                    )
+                }
+                other => format!("{what}: {other}"),
+            };
+            return self.stop(CheckKind::Signature, detail);
+        }
+        match BuildStamp::parse(&sig.trusted_comment) {
+            Ok(stamp) => Ok(stamp),
+            Err(m) => self.stop(CheckKind::Signature, format!("{what}: {m}")),
+        }
+    }
+
+    /// Fetches the signed file, checks the signature is for this file and
+    /// matches its bytes.
+    pub(super) fn finish_signed(
+        &mut self,
+        loc: &Location,
+        sig: Signature,
+        stamp: BuildStamp,
+        key: &PublicKey,
+        name: &str,
+    ) -> Step<Signed> {
+        if stamp.file != name {
+            return self.stop(
+                CheckKind::Signature,
+                format!(
+                    "{name}.minisig is the signature of {}, not {name} (swapped signature files?)",
+                    stamp.file
+                ),
+            );
+        }
+        let data = match self.fetcher.fetch(loc, MAX_TEXT_FILE) {
+            Ok(d) => d,
+            Err(m) => return self.stop(CheckKind::Signature, m),
+        };
+        if sig.verify_data(key, &data).is_err() {
+            return self.stop(
+                CheckKind::Signature,
+                format!("{name}: signature does not match its contents (tampered or corrupt)"),
+            );
+        }
+        self.pass(
+            CheckKind::Signature,
+            format!("{name}: good prehashed signature by key {}", key.key_id),
+        );
+        Ok(Signed { data, stamp })
+    }
+
+    pub(super) fn check_same_build(
+        &mut self,
+        feed_name: &str,
+        feed: &BuildStamp,
+        sums: &BuildStamp,
+    ) -> Step<()> {
+        if feed.sequence != sums.sequence
+            || feed.timestamp != sums.timestamp
+            || feed.base_url != sums.base_url
+        {
+            return self.stop(
+                CheckKind::Build,
+                format!(
+                    "{feed_name} (sequence {}) and {MANIFEST} (sequence {}) come from different builds (mix-and-match)",
+                    feed.sequence, sums.sequence
+                ),
+            );
+        }
+        self.pass(
+            CheckKind::Build,
+            format!(
+                "{feed_name} and {MANIFEST} come from one build, sequence {}",
+                feed.sequence
+            ),
+        );
+        Ok(())
+    }
+
+    pub(super) fn check_expiry(&mut self, stamp: &BuildStamp) {
+        match stamp.expires_at() {
+            None if stamp.expires.is_some() => {
+                self.fail(CheckKind::Expiry, "signed expiry is out of range")
+            }
+            None => self.pass(CheckKind::Expiry, "the publisher set no expiry"),
+            Some(at) => {
+                let when = at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                self.report.expires = Some(when.clone());
+                if self.options.now > at {
+                    self.fail(
+                        CheckKind::Expiry,
+                        format!(
+                            "expired at {when}: the publisher has not re-signed the site since \
+                             (stale mirror, stalled release job, or a freeze attack)"
+                        ),
+                    );
+                } else {
+                    self.pass(CheckKind::Expiry, format!("valid until {when}"));
+                }
+            }
+        }
+    }
+
+    pub(super) fn check_rollback(&mut self, state: &mut State, key: &PublicKey, sequence: u64) {
+        if self.options.state.is_none() {
+            return;
+        }
+        match state.highest() {
+            Some((id, seen)) if sequence < seen => self.fail(
+                CheckKind::Rollback,
+                format!(
+                    "rollback: sequence {sequence} is older than sequence {seen} already seen (key {id})"
+                ),
+            ),
+            seen => {
+                state.record(key, sequence);
+                self.pass(
+                    CheckKind::Rollback,
+                    match seen {
+                        Some((_, s)) => format!("sequence {sequence} is not older than {s} seen before"),
+                        None => format!("first sight; remembering sequence {sequence}"),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The site the build was signed for is the one the consumer expects:
+    /// the one given with `--site`, and the one the state file tracks (the
+    /// first one it saw, when it tracks none yet).
+    pub(super) fn check_site(&mut self, base: &Url, state: &mut State) -> Step<()> {
+        if let Some(site) = &self.options.site {
+            if site != base {
+                return self.stop(
+                    CheckKind::Site,
+                    format!("the build was signed for the site {base}, not {site} (--site)"),
+                );
+            }
+            self.pass(
+                CheckKind::Site,
+                format!("the build was signed for {base} (--site)"),
+            );
+        }
+        if self.options.state.is_none() {
+            return Ok(());
+        }
+        match state.site() {
+            Some(tracked) if tracked != base.as_str() => self.stop(
+                CheckKind::Site,
+                format!(
+                    "the build was signed for the site {base}, but the state file tracks \
+                     {tracked}: another site signed by the same key"
+                ),
+            ),
+            Some(_) => {
+                self.pass(
+                    CheckKind::Site,
+                    format!("{base} is the site the state file tracks"),
+                );
+                Ok(())
+            }
+            None => {
+                state.bind_site(base);
+                self.pass(
+                    CheckKind::Site,
+                    format!("first sight; tracking the site {base}"),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// A next key announced by this build: signed by the current key. With
+    /// a state file, remembered so that builds signed by it are accepted.
+    pub(super) fn check_next_key(
+        &mut self,
+        next: &NextKey,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+        state: &mut State,
+    ) -> Step<PublicKey> {
+        let loc = self.fetcher.site(&known(NEXT_PUBLIC_KEY));
+        let sig = self.fetch_signature(&loc)?;
+        let own = self.check_comment(&sig, key, NEXT_PUBLIC_KEY)?;
+        let signed = self.finish_signed(&loc, sig, own, key, NEXT_PUBLIC_KEY)?;
+        if signed.stamp.sequence != stamp.sequence {
+            return self.stop(
+                CheckKind::Key,
+                format!("{NEXT_PUBLIC_KEY} comes from another build (mix-and-match)"),
+            );
+        }
+        let announced = String::from_utf8_lossy(&signed.data).into_owned();
+        let public = match PublicKey::from_file(Path::new(NEXT_PUBLIC_KEY), &announced) {
+            Ok(p) => p,
+            Err(e) => return self.stop(CheckKind::Key, e.to_string()),
+        };
+        if public.key_id.to_string() != next.key_id || public.to_base64() != next.key {
+            return self.stop(
+                CheckKind::Key,
+                format!(
+                    "the feed's vmcast:nextPublicKey differs from the signed {NEXT_PUBLIC_KEY}"
+                ),
+            );
+        }
+        state.announce(&public, key);
+        self.pass(
+            CheckKind::Key,
+            format!(
+                "next key {} announced, signed by key {}{}",
+                public.key_id,
+                key.key_id,
+                if self.options.state.is_some() {
+                    "; remembered in the state file"
+                } else {
+                    ""
+                }
+            ),
+        );
+        Ok(public)
+    }
+
+    pub(super) fn check_listed(
+        &mut self,
+        manifest: &BTreeMap<String, Sha256>,
+        name: &str,
+        data: &[u8],
+    ) {
+        match manifest.get(name) {
+            Some(d) if *d == Sha256::of(data) => self.pass(
+                CheckKind::Manifest,
+                format!("{name}'s SHA-256 matches {MANIFEST}"),
+            ),
+            Some(_) => self.fail(
+                CheckKind::Manifest,
+                format!("{name}'s SHA-256 differs from the one in {MANIFEST}"),
+            ),
+            None => self.fail(
+                CheckKind::Manifest,
+                format!("{MANIFEST} does not list {name}"),
+            ),
+        }
+    }
+
+    /// A file of the site the manifest lists and the key signs beside it
+    /// (`<name>.minisig`), in this build: its bytes, once all that holds.
+    pub(super) fn fetch_signed_listed(
+        &mut self,
+        name: &str,
+        manifest: &BTreeMap<String, Sha256>,
+        key: &PublicKey,
+        stamp: &BuildStamp,
+    ) -> Step<Vec<u8>> {
+        let rel = match RelPath::parse(name) {
+            Ok(rel) => rel,
+            Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
+        };
+        let loc = self.fetcher.site(&rel);
+        let sig = self.fetch_signature(&loc)?;
+        let own = self.check_comment(&sig, key, name)?;
+        let signed = self.finish_signed(&loc, sig, own, key, name)?;
+        self.check_same_build(name, &signed.stamp, stamp)?;
+        self.check_listed(manifest, name, &signed.data);
+        Ok(signed.data)
+    }
+
+    /// Keys the state file remembers as announced by `key` that this
+    /// build no longer announces: forgotten, so a withdrawn rotation
+    /// cannot be used later.
+    pub(super) fn forget_withdrawn(
+        &mut self,
+        state: &mut State,
+        key: &PublicKey,
+        next: Option<&PublicKey>,
+    ) {
+        let withdrawn = state.withdraw(key, next);
+        if !withdrawn.is_empty() {
+            self.pass(
+                CheckKind::Key,
+                format!(
+                    "key {} no longer announced by key {}; forgotten",
+                    withdrawn.join(", "),
+                    key.key_id
+                ),
+            );
+        }
+    }
+}
