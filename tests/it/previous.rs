@@ -237,3 +237,130 @@ fn a_published_release_of_cloud_images_only_is_built_on() {
     let items = |feed: &str| feed[feed.find("<item>").unwrap()..].to_owned();
     assert_eq!(items(&after), items(&before));
 }
+
+/// The `<item>` elements of a feed document, by guid, as written.
+fn items(xml: &str) -> Vec<(String, String)> {
+    xml.split("<item>")
+        .skip(1)
+        .map(|rest| {
+            let item = &rest[..rest.find("</item>").expect("an item ends")];
+            let guid = item
+                .split("<guid isPermaLink=\"false\">")
+                .nth(1)
+                .and_then(|g| g.split('<').next())
+                .expect("an item has a guid");
+            (guid.to_owned(), item.to_owned())
+        })
+        .collect()
+}
+
+/// The example site, with mirrors, archives and a cloud image besides
+/// every catalog, SBOMs and provenance: a site that holds every kind of
+/// fact the feed carries. Built, published, then rebuilt with
+/// `--previous` from a runner that holds only the notes and one new
+/// appliance's release: every carried item is written byte for byte as
+/// the first build wrote it, in every document that holds it.
+#[test]
+fn previous_carries_every_fact_of_every_item_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_tree(&repo.join("example-site"), &root.join("example-site"));
+    fs::remove_dir_all(root.join("example-site/public")).ok();
+    let mut config = fs::read_to_string(repo.join("vmcast.toml")).unwrap();
+    config = config.replacen(
+        "[appliances.webapp]",
+        "feed_items = 1\nmirrors = [\"https://mirror.example.net/appliances/\"]\n\n\
+         [appliances.webapp]",
+        1,
+    );
+    config.push_str("\n[appliances.newapp]\ntitle = \"New\"\n");
+    fs::write(root.join("vmcast.toml"), config).unwrap();
+    let notes = root.join("example-site/releases/webapp/1.4.0/release.toml");
+    let mut text = fs::read_to_string(&notes).unwrap();
+    text.push_str(
+        "\n[[cloud_image]]\nprovider = \"aws\"\nregion = \"eu-west-1\"\n\
+         id = \"ami-0fedcba9876543210\"\narch = \"x86_64\"\n",
+    );
+    fs::write(&notes, text).unwrap();
+    // Ten older releases of webapp, so that an archive fills.
+    let releases = root.join("example-site/releases/webapp");
+    for k in 0..10 {
+        let version = format!("1.2.{k}");
+        let dir = releases.join(&version);
+        fs::create_dir_all(&dir).unwrap();
+        for entry in fs::read_dir(releases.join("1.3.2")).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .replace("1.3.2", &version);
+            let data = fs::read_to_string(entry.path())
+                .map(|t| {
+                    t.replace("1.3.2", &version)
+                        .replace("2026-03-03", &format!("2025-01-{:02}", k + 1))
+                        .into_bytes()
+                })
+                .unwrap_or_else(|_| fs::read(entry.path()).unwrap());
+            fs::write(dir.join(name), data).unwrap();
+        }
+    }
+    let run = |args: &[&str], epoch: &str| {
+        crate::common::vmcast(root, args, &[("SOURCE_DATE_EPOCH", epoch)])
+    };
+    assert_success(&run(&["build"], EPOCH));
+    let first = root.join("example-site/public");
+    copy_tree(&first, &root.join("published"));
+    let docs = [
+        "feed.xml",
+        "feeds/webapp.xml",
+        "feeds/dbnode.xml",
+        "archive/1.xml",
+    ];
+    let before: Vec<String> = docs
+        .iter()
+        .map(|d| fs::read_to_string(first.join(d)).unwrap())
+        .collect();
+    for (_, item) in items(&before[0]) {
+        for fact in [
+            "sha512=",
+            "lxdFingerprint=",
+            "vagrantBox=",
+            "vmcast:cloudImage",
+        ] {
+            assert!(before.iter().any(|d| d.contains(fact)), "no {fact}");
+        }
+        assert!(item.contains("mirror.example.net"), "{item}");
+    }
+    assert!(before[3].contains("vmcast:provenance") || before[0].contains("vmcast:provenance"));
+    // A fresh runner: the notes of every published release, none of their
+    // files, and a new appliance's first release.
+    for entry in walkdir::WalkDir::new(root.join("example-site/releases")) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() && entry.file_name() != "release.toml" {
+            fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let new = root.join("example-site/releases/newapp/1.0.0");
+    fs::create_dir_all(&new).unwrap();
+    fs::write(
+        new.join("release.toml"),
+        "version = \"1.0.0\"\ndate = 2026-06-01\nnotes = \"New.\"\n",
+    )
+    .unwrap();
+    fs::write(new.join("newapp-1.0.0.raw"), [7u8; 4096]).unwrap();
+    let out = run(&["build", "--previous", "published"], LATER);
+    assert_success(&out);
+    for (doc, before) in docs.iter().zip(&before) {
+        let after = fs::read_to_string(first.join(doc)).unwrap();
+        let after = items(&after);
+        for (guid, item) in items(before) {
+            let carried = after.iter().find(|(g, _)| *g == guid);
+            assert_eq!(carried.map(|(_, i)| i), Some(&item), "{doc}: {guid}");
+        }
+    }
+    assert_eq!(
+        fs::read(first.join("archive/1.xml")).unwrap(),
+        before[3].as_bytes()
+    );
+}
