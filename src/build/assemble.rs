@@ -43,7 +43,6 @@ impl Assembly<'_> {
         mut boxes: BTreeMap<RelPath, FileDigest>,
         warnings: &mut Vec<Warning>,
     ) -> Result<(Vec<Release>, Option<Carried>)> {
-        let config = self.config;
         let mut carried = self.previous.map(|p| Carried {
             source: p.source.clone(),
             sequence: p.sequence,
@@ -57,190 +56,26 @@ impl Assembly<'_> {
                 .previous
                 .and_then(|p| p.release(&planned.info.appliance, &planned.info.version))
                 .map(|item| &item.release);
-            let images = if planned.images.is_empty() {
-                // No image here: the release's images are the published ones,
-                // or it has cloud images only.
-                let published = published.filter(|p| !p.images.is_empty());
-                let (Some(published), Some(c)) = (published, carried.as_mut()) else {
-                    if !planned.info.cloud_images.is_empty() {
-                        releases.push(Release {
-                            images: Vec::new(),
-                            info: planned.info,
-                            supply: Vec::new(),
-                        });
-                        continue;
-                    }
-                    return Err(Error::file(
-                        &planned.info.notes_path,
-                        format_args!(
-                            "release {} {} has no images, here or in the previous site; put image \
-                             files beside {}, list them in `images`, or name cloud images in \
-                             [[cloud_image]]",
-                            planned.info.appliance,
-                            planned.info.version,
-                            notes::NOTES_FILE
-                        ),
-                    ));
-                };
-                c.releases += 1;
-                c.images += published.images.len();
-                c.bytes += published
-                    .images
-                    .iter()
-                    .map(|i| i.digest.length)
-                    .sum::<u64>();
-                for image in &published.images {
-                    check_carried_url(config, &image.source.site_path, &image.source.url)?;
-                }
-                // Its supply-chain files were checked when first published;
-                // their facts come from the signed feed, like the images'.
-                for file in &published.supply {
-                    check_carried_url(config, &file.site_path, &file.url)?;
-                }
-                let mut images = published.images.clone();
-                if !config.catalogs.vagrant {
-                    // No catalog offers the boxes: the feed names none, as
-                    // for the images read here.
-                    for image in &mut images {
-                        image.vagrant_box = None;
-                    }
-                }
-                releases.push(Release {
-                    images,
-                    supply: published.supply.clone(),
-                    info: planned.info,
-                });
-                continue;
+            let release = if planned.images.is_empty() {
+                self.without_images(planned, published, carried.as_mut())?
             } else {
-                let mut images = Vec::with_capacity(planned.images.len());
-                for source in planned.images {
-                    let (digest, info, lxd) =
-                        digests.remove(&source.site_path).ok_or_else(|| {
-                            Error::file(&source.source, "was planned but never hashed")
-                        })?;
-                    let vagrant_box = match boxes.remove(&source.site_path) {
-                        Some(digest) => Some(model::VagrantBox {
-                            path: catalog::vagrant::box_path(&planned.info, &source)?,
-                            digest,
-                        }),
-                        None => None,
-                    };
-                    let image = Image {
-                        source,
-                        digest,
-                        info,
-                        vagrant_box,
-                        lxd,
-                    };
-                    if let Some(old) = published.and_then(|p| {
-                        p.images
-                            .iter()
-                            .find(|o| o.source.site_path == image.source.site_path)
-                    }) {
-                        check_unchanged_image(&image, old, self.replace)?;
-                    }
-                    images.push(image);
-                }
+                let images =
+                    hashed_images(&planned, published, &mut digests, &mut boxes, self.replace)?;
                 if let Some(published) = published {
-                    let dropped: Vec<&str> = published
-                        .images
-                        .iter()
-                        .filter(|o| {
-                            !images
-                                .iter()
-                                .any(|i| i.source.site_path == o.source.site_path)
-                        })
-                        .map(|o| o.source.name.as_str())
-                        .chain(
-                            published
-                                .supply
-                                .iter()
-                                .filter(|o| {
-                                    !planned.supply.iter().any(|p| p.site_path == o.site_path)
-                                })
-                                .map(|o| o.name.as_str()),
-                        )
-                        .collect();
-                    if !dropped.is_empty() {
-                        warnings.push(Warning::file(
-                            &planned.info.notes_path,
-                            format_args!(
-                                "the previous site also has {}, not here; it leaves the feed",
-                                dropped.join(", ")
-                            ),
-                        ));
-                    }
+                    warn_dropped(&planned, &images, published, warnings);
                 }
-                images
+                let supply = self.supply(&planned, &images, warnings)?;
+                Release {
+                    images,
+                    info: planned.info,
+                    supply,
+                }
             };
-            let mut files = Vec::with_capacity(planned.supply.len());
-            for file in &planned.supply {
-                let targets: Vec<(&str, model::Sha256)> = images
-                    .iter()
-                    .filter(|i| {
-                        file.image
-                            .as_ref()
-                            .is_none_or(|name| *name == i.source.name)
-                    })
-                    .map(|i| (i.source.name.as_str(), i.digest.sha256))
-                    .collect();
-                let (checked, bytes) = supply::load(file, &targets, self.provenance_keys)?;
-                if checked.signing == Some(supply::Signing::Unverified) {
-                    warnings.push(Warning::file(
-                        &file.source,
-                        "signed, but vmcast.toml lists no provenance_keys to verify it with: \
-                         published as signed but unverified; list the builder's public key in \
-                         provenance_keys",
-                    ));
-                }
-                if config.image_mode != ImageMode::None {
-                    self.staging.write(checked.site_path.as_str(), &bytes)?;
-                }
-                files.push(checked);
-            }
-            releases.push(Release {
-                images,
-                info: planned.info,
-                supply: files,
-            });
+            releases.push(release);
         }
         if let Some(previous) = self.previous {
-            let here: std::collections::BTreeSet<(&str, &str)> = releases
-                .iter()
-                .map(|r| (r.info.appliance.as_str(), r.info.version.as_str()))
-                .collect();
-            for old in previous.items() {
-                let old = &old.release.info;
-                if !here.contains(&(old.appliance.as_str(), old.version.as_str())) {
-                    warnings.push(Warning {
-                        path: None,
-                        message: format!(
-                            "{} {} is in the previous site but has no release.toml here; it leaves \
-                             the feed",
-                            old.appliance, old.version
-                        ),
-                    });
-                }
-            }
-            let whole_site_host = config.image_mode != ImageMode::None
-                && config
-                    .download_base_url
-                    .as_str()
-                    .starts_with(config.base_url.as_str());
-            if whole_site_host && carried.as_ref().is_some_and(|c| c.images > 0) {
-                warnings.push(Warning {
-                    path: None,
-                    message: format!(
-                        "the images of releases taken from the previous site are not in {}: upload \
-                         it with `vmcast-gen publish`, which keeps them; a host that replaces the \
-                         whole site on deploy (GitHub Pages) would drop them. To deploy whole sites, \
-                         serve images from download_base_url (release assets, a bucket)",
-                        config.output_dir.display()
-                    ),
-                });
-            }
+            self.warn_of_previous(previous, &releases, carried.as_ref(), warnings);
         }
-
         for release in &mut releases {
             check_images(release)?;
             // A SHA-512 only where the virt-builder index lists the image: the
@@ -248,12 +83,230 @@ impl Assembly<'_> {
             // depend on it.
             let sources: Vec<&model::ImageSource> =
                 release.images.iter().map(|i| &i.source).collect();
-            let wanted = catalog::virt_builder::wants_sha512(config, &release.info, &sources);
+            let wanted = catalog::virt_builder::wants_sha512(self.config, &release.info, &sources);
             for (image, wanted) in release.images.iter_mut().zip(wanted) {
                 image.digest.sha512 = image.digest.sha512.filter(|_| wanted);
             }
         }
         Ok((releases, carried))
+    }
+
+    /// A release with no image here: the published release's images and
+    /// files, taken unread, or cloud images only.
+    fn without_images(
+        &self,
+        planned: PlannedRelease,
+        published: Option<&Release>,
+        carried: Option<&mut Carried>,
+    ) -> Result<Release> {
+        let config = self.config;
+        let published = published.filter(|p| !p.images.is_empty());
+        let (Some(published), Some(c)) = (published, carried) else {
+            if !planned.info.cloud_images.is_empty() {
+                return Ok(Release {
+                    images: Vec::new(),
+                    info: planned.info,
+                    supply: Vec::new(),
+                });
+            }
+            return Err(Error::file(
+                &planned.info.notes_path,
+                format_args!(
+                    "release {} {} has no images, here or in the previous site; put image \
+                     files beside {}, list them in `images`, or name cloud images in \
+                     [[cloud_image]]",
+                    planned.info.appliance,
+                    planned.info.version,
+                    notes::NOTES_FILE
+                ),
+            ));
+        };
+        c.releases += 1;
+        c.images += published.images.len();
+        c.bytes += published
+            .images
+            .iter()
+            .map(|i| i.digest.length)
+            .sum::<u64>();
+        for image in &published.images {
+            check_carried_url(config, &image.source.site_path, &image.source.url)?;
+        }
+        // Its supply-chain files were checked when first published;
+        // their facts come from the signed feed, like the images'.
+        for file in &published.supply {
+            check_carried_url(config, &file.site_path, &file.url)?;
+        }
+        let mut images = published.images.clone();
+        if !config.catalogs.vagrant {
+            // No catalog offers the boxes: the feed names none, as
+            // for the images read here.
+            for image in &mut images {
+                image.vagrant_box = None;
+            }
+        }
+        Ok(Release {
+            images,
+            supply: published.supply.clone(),
+            info: planned.info,
+        })
+    }
+
+    /// The release's SBOMs and provenance, read and checked against its
+    /// images, and staged for publishing.
+    fn supply(
+        &self,
+        planned: &PlannedRelease,
+        images: &[Image],
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Vec<model::SupplyFile>> {
+        let mut files = Vec::with_capacity(planned.supply.len());
+        for file in &planned.supply {
+            let targets: Vec<(&str, model::Sha256)> = images
+                .iter()
+                .filter(|i| {
+                    file.image
+                        .as_ref()
+                        .is_none_or(|name| *name == i.source.name)
+                })
+                .map(|i| (i.source.name.as_str(), i.digest.sha256))
+                .collect();
+            let (checked, bytes) = supply::load(file, &targets, self.provenance_keys)?;
+            if checked.signing == Some(supply::Signing::Unverified) {
+                warnings.push(Warning::file(
+                    &file.source,
+                    "signed, but vmcast.toml lists no provenance_keys to verify it with: \
+                     published as signed but unverified; list the builder's public key in \
+                     provenance_keys",
+                ));
+            }
+            if self.config.image_mode != ImageMode::None {
+                self.staging.write(checked.site_path.as_str(), &bytes)?;
+            }
+            files.push(checked);
+        }
+        Ok(files)
+    }
+
+    /// What a build on the previous site drops, and where its carried
+    /// images are not.
+    fn warn_of_previous(
+        &self,
+        previous: &Previous,
+        releases: &[Release],
+        carried: Option<&Carried>,
+        warnings: &mut Vec<Warning>,
+    ) {
+        let config = self.config;
+        let here: std::collections::BTreeSet<(&str, &str)> = releases
+            .iter()
+            .map(|r| (r.info.appliance.as_str(), r.info.version.as_str()))
+            .collect();
+        for old in previous.items() {
+            let old = &old.release.info;
+            if !here.contains(&(old.appliance.as_str(), old.version.as_str())) {
+                warnings.push(Warning {
+                    path: None,
+                    message: format!(
+                        "{} {} is in the previous site but has no release.toml here; it leaves \
+                         the feed",
+                        old.appliance, old.version
+                    ),
+                });
+            }
+        }
+        let whole_site_host = config.image_mode != ImageMode::None
+            && config
+                .download_base_url
+                .as_str()
+                .starts_with(config.base_url.as_str());
+        if whole_site_host && carried.is_some_and(|c| c.images > 0) {
+            warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "the images of releases taken from the previous site are not in {}: upload \
+                     it with `vmcast-gen publish`, which keeps them; a host that replaces the \
+                     whole site on deploy (GitHub Pages) would drop them. To deploy whole sites, \
+                     serve images from download_base_url (release assets, a bucket)",
+                    config.output_dir.display()
+                ),
+            });
+        }
+    }
+}
+
+/// The planned release's images with their digests and boxes; each one the
+/// previous site publishes under the same path must have its bytes.
+fn hashed_images(
+    planned: &PlannedRelease,
+    published: Option<&Release>,
+    digests: &mut BTreeMap<RelPath, Digested>,
+    boxes: &mut BTreeMap<RelPath, FileDigest>,
+    replace: &[String],
+) -> Result<Vec<Image>> {
+    let mut images = Vec::with_capacity(planned.images.len());
+    for source in &planned.images {
+        let (digest, info, lxd) = digests
+            .remove(&source.site_path)
+            .ok_or_else(|| Error::file(&source.source, "was planned but never hashed"))?;
+        let vagrant_box = match boxes.remove(&source.site_path) {
+            Some(digest) => Some(model::VagrantBox {
+                path: catalog::vagrant::box_path(&planned.info, source)?,
+                digest,
+            }),
+            None => None,
+        };
+        let image = Image {
+            source: source.clone(),
+            digest,
+            info,
+            vagrant_box,
+            lxd,
+        };
+        if let Some(old) = published.and_then(|p| {
+            p.images
+                .iter()
+                .find(|o| o.source.site_path == image.source.site_path)
+        }) {
+            check_unchanged_image(&image, old, replace)?;
+        }
+        images.push(image);
+    }
+    Ok(images)
+}
+
+/// Warns of what the previous site publishes for this release that this
+/// build does not: it leaves the feed.
+fn warn_dropped(
+    planned: &PlannedRelease,
+    images: &[Image],
+    published: &Release,
+    warnings: &mut Vec<Warning>,
+) {
+    let dropped: Vec<&str> = published
+        .images
+        .iter()
+        .filter(|o| {
+            !images
+                .iter()
+                .any(|i| i.source.site_path == o.source.site_path)
+        })
+        .map(|o| o.source.name.as_str())
+        .chain(
+            published
+                .supply
+                .iter()
+                .filter(|o| !planned.supply.iter().any(|p| p.site_path == o.site_path))
+                .map(|o| o.name.as_str()),
+        )
+        .collect();
+    if !dropped.is_empty() {
+        warnings.push(Warning::file(
+            &planned.info.notes_path,
+            format_args!(
+                "the previous site also has {}, not here; it leaves the feed",
+                dropped.join(", ")
+            ),
+        ));
     }
 }
 
