@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
-use crate::model::Sha256;
+use crate::model::{Release, Sha256};
 use crate::openpgp;
 use crate::par;
 use crate::previous::{self, Previous};
@@ -231,42 +231,67 @@ fn run(
     }
 
     warnings.append(scan_warnings);
-    Ok(Report {
-        published: releases.iter().flat_map(ImageSummary::of_release).collect(),
-        output_dir: config.output_dir.clone(),
-        appliances: releases
-            .iter()
-            .map(|r| &r.info.appliance)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
-        releases: releases.len(),
-        images: releases.iter().map(|r| r.images.len()).sum(),
-        cloud_images: releases.iter().map(|r| r.info.cloud_images.len()).sum(),
-        feeds: rendered
-            .site
-            .feeds
-            .iter()
-            .filter(|f| !f.path.starts_with("archive/"))
-            .map(|f| f.path.clone())
-            .collect(),
-        archives: rendered
-            .site
-            .feeds
-            .iter()
-            .filter(|f| f.path.starts_with("archive/"))
-            .count(),
-        image_bytes: releases
-            .iter()
-            .flat_map(|r| &r.images)
-            .map(|i| i.digest.length)
-            .sum(),
+    let done = Done {
         hash: hashed.stats,
-        key_id: keys.minisign.public.key_id.to_string(),
-        openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
         warnings: std::mem::take(warnings),
         previous: carried,
-        catalogs: rendered.catalogs.written,
-    })
+    };
+    Ok(Report::of(&config, &releases, &rendered, &keys, done))
+}
+
+/// What the pipeline did besides what it published, for the report.
+struct Done {
+    hash: hash::Stats,
+    warnings: Vec<Warning>,
+    previous: Option<Carried>,
+}
+
+impl Report {
+    /// What the build published, from what it rendered.
+    fn of(
+        config: &Config,
+        releases: &[Release],
+        rendered: &Texts,
+        keys: &Keys,
+        done: Done,
+    ) -> Report {
+        Report {
+            published: releases.iter().flat_map(ImageSummary::of_release).collect(),
+            output_dir: config.output_dir.clone(),
+            appliances: releases
+                .iter()
+                .map(|r| &r.info.appliance)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            releases: releases.len(),
+            images: releases.iter().map(|r| r.images.len()).sum(),
+            cloud_images: releases.iter().map(|r| r.info.cloud_images.len()).sum(),
+            feeds: rendered
+                .site
+                .feeds
+                .iter()
+                .filter(|f| !f.path.starts_with("archive/"))
+                .map(|f| f.path.clone())
+                .collect(),
+            archives: rendered
+                .site
+                .feeds
+                .iter()
+                .filter(|f| f.path.starts_with("archive/"))
+                .count(),
+            image_bytes: releases
+                .iter()
+                .flat_map(|r| &r.images)
+                .map(|i| i.digest.length)
+                .sum(),
+            hash: done.hash,
+            key_id: keys.minisign.public.key_id.to_string(),
+            openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
+            warnings: done.warnings,
+            previous: done.previous,
+            catalogs: rendered.catalogs.written.clone(),
+        }
+    }
 }
 
 /// Every text file of the site, before signing.
