@@ -29,8 +29,6 @@ const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
-/// The suffix of a sidecar file: `disk.qcow2` → `disk.qcow2.vmcast-hash`.
-pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";
 
 /// What identifies a file and its state, from one `stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,7 +322,7 @@ pub struct Sidecar {
 
 pub fn sidecar_path(image: &Path) -> PathBuf {
     let mut s = image.as_os_str().to_owned();
-    s.push(SIDECAR_SUFFIX);
+    s.push(crate::media::SIDECAR_SUFFIX);
     s.into()
 }
 

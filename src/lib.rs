@@ -40,6 +40,7 @@ pub mod site;
 pub mod sums;
 pub mod supply;
 pub mod trust;
+pub mod units;
 pub mod vocab;
 pub mod warning;
 pub mod write;

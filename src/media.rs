@@ -16,6 +16,10 @@ pub const JSON_FEED_FILE: &str = "feed.json";
 /// virt-builder's index (`[catalogs] virt_builder`).
 pub const VIRT_BUILDER_INDEX: &str = "virt-builder/index";
 
+/// What `vmcast-gen hash` writes beside an image: `<image>.vmcast-hash`.
+/// The scan never takes one for an image.
+pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";
+
 /// Media types by lower-case file extension. A file whose extension is not
 /// here is `application/octet-stream`.
 const BY_EXTENSION: &[(&str, &str)] = &[

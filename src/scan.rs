@@ -730,7 +730,7 @@ fn files_beside(files: &[walkdir::DirEntry], dir_real: &Path) -> Vec<Candidate> 
             let name = entry.file_name().to_str()?.to_owned();
             let skip = name.starts_with('.')
                 || name == notes::NOTES_FILE
-                || name.ends_with(crate::cache::SIDECAR_SUFFIX);
+                || name.ends_with(crate::media::SIDECAR_SUFFIX);
             (!skip).then(|| Candidate {
                 path: entry.path().to_path_buf(),
                 real: (!entry.path_is_symlink()).then(|| dir_real.join(&name)),

@@ -13,7 +13,6 @@ use crate::hash::Digested;
 use crate::model::{self, FileDigest, Image, RelPath, Release};
 use crate::notes;
 use crate::previous::Previous;
-use crate::render;
 use crate::scan::PlannedRelease;
 use crate::supply::{self, keys::ProvenanceKey};
 use crate::warning::Warning;
@@ -409,7 +408,7 @@ fn check_images(release: &Release) -> Result<()> {
                     "requirements say min_disk_gib = {gib}, but {} has a {} virtual disk ({size} bytes); \
                      the minimum must be at least {} GiB",
                     image.source.name,
-                    render::page::human_size(size),
+                    crate::units::human_size(size),
                     size.div_ceil(1 << 30)
                 ),
             ));

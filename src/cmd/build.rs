@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use vmcast_gen::config::Overrides;
 use vmcast_gen::keys::KeyKind;
-use vmcast_gen::render::page::human_size;
+use vmcast_gen::units::human_size;
 use vmcast_gen::{BuildOptions, Error, Result};
 
 use super::progress::{Bar, Show};

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vmcast_gen::hash::Progress;
-use vmcast_gen::render::page::human_size;
+use vmcast_gen::units::human_size;
 
 /// How hashing progress is shown.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use vmcast_gen::model::ImageFormat;
 use vmcast_gen::pull::{Outcome, Policy, PullOptions};
-use vmcast_gen::render::page::human_size;
+use vmcast_gen::units::human_size;
 use vmcast_gen::{Error, Result};
 
 /// Exit status when a new image was put in place.

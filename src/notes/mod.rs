@@ -143,7 +143,7 @@ pub fn load(path: &Path) -> Result<Notes> {
             format_args!(
                 "{size} bytes, over the limit of {MAX_TEXT_FILE} bytes ({}) for a site's text \
                  files: `verify` refuses a feed that large; shorten the notes",
-                crate::render::page::human_size(MAX_TEXT_FILE)
+                crate::units::human_size(MAX_TEXT_FILE)
             ),
         ));
     }

@@ -226,7 +226,7 @@ pub fn check_size(path: &str, len: usize) -> Result<()> {
         return Err(Error::other(format_args!(
             "{path} would be {len} bytes, over the limit of {MAX_TEXT_FILE} bytes ({}) for a \
              site's text files: `verify` refuses it; shorten the release notes or split the site",
-            page::human_size(MAX_TEXT_FILE)
+            crate::units::human_size(MAX_TEXT_FILE)
         )));
     }
     Ok(())

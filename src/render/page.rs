@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Site;
 use crate::error::{Error, Result};
 use crate::model::{Image, Release};
+use crate::units::human_size;
 
 /// The built-in templates, by name.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -138,21 +139,6 @@ struct ImageCtx {
     mirrors: Vec<String>,
     /// SBOMs and provenance about this image.
     supply: Vec<SupplyCtx>,
-}
-
-/// Bytes in binary units with one decimal: `196.0 KiB`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn image_ctx(site: &Site, release: &Release, image: &Image) -> ImageCtx {
