@@ -133,33 +133,45 @@ pub fn run(args: BuildArgs) -> Result<bool> {
     if args.quiet {
         return Ok(true);
     }
+    let elapsed = started.elapsed().as_secs_f64();
     if args.json {
-        let h = &report.hash;
-        let summary = serde_json::json!({
-            "output_dir": report.output_dir,
-            "appliances": report.appliances,
-            "releases": report.releases,
-            "images": report.published,
-            "feeds": report.feeds,
-            "archives": report.archives,
-            "key_id": report.key_id,
-            "openpgp_fingerprint": report.openpgp_fingerprint,
-            "image_bytes": report.image_bytes,
-            "cloud_images": report.cloud_images,
-            "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
-            "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
-            "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
-            "warnings": report.warnings,
-            "previous": report.previous,
-            "catalogs": report.catalogs,
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&summary).expect("the summary serializes")
-        );
-        return Ok(true);
+        print_json(&report, elapsed);
+    } else {
+        print_summary(&report, elapsed, args.verbose);
     }
+    Ok(true)
+}
+
+/// The report for machines: `--json`.
+fn print_json(report: &vmcast_gen::Report, elapsed: f64) {
+    let h = &report.hash;
+    let summary = serde_json::json!({
+        "output_dir": report.output_dir,
+        "appliances": report.appliances,
+        "releases": report.releases,
+        "images": report.published,
+        "feeds": report.feeds,
+        "archives": report.archives,
+        "key_id": report.key_id,
+        "openpgp_fingerprint": report.openpgp_fingerprint,
+        "image_bytes": report.image_bytes,
+        "cloud_images": report.cloud_images,
+        "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
+        "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
+        "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
+        "warnings": report.warnings,
+        "previous": report.previous,
+        "catalogs": report.catalogs,
+        "seconds": elapsed,
+    });
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&summary).expect("the summary serializes")
+    );
+}
+
+/// The report for people: what was built, hashed, signed and cataloged.
+fn print_summary(report: &vmcast_gen::Report, elapsed: f64, verbose: bool) {
     let h = &report.hash;
     let secs = h.hash_time.as_secs_f64();
     let rate = if secs > 0.0 {
@@ -171,7 +183,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
     outln!(
         "Built {} in {:.2}s: {} appliance(s), {} release(s), {} image(s), {} ({} of virtual disks){}",
         report.output_dir.display(),
-        started.elapsed().as_secs_f64(),
+        elapsed,
         report.appliances,
         report.releases,
         report.images,
@@ -228,7 +240,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             outln!("  {skipped}");
         }
     }
-    if args.verbose {
+    if verbose {
         for image in &report.published {
             outln!(
                 "  {}  {}  {}{}  sha256 {}",
@@ -242,7 +254,6 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             );
         }
     }
-    Ok(true)
 }
 
 /// `$XDG_CACHE_HOME/vmcast-gen`, else `~/.cache/vmcast-gen`.
