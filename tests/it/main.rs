@@ -65,6 +65,12 @@ fn main() {
             .and_then(|n| n.parse().ok());
     }
     let tests = [
+        vec![common::trial(
+            "harness",
+            "no_test_attribute_is_left",
+            no_test_attribute_is_left,
+            Vec::new(),
+        )],
         #[cfg(feature = "publish")]
         action::tests(),
         archive::tests(),
@@ -92,4 +98,22 @@ fn main() {
         virt_builder::tests(),
     ];
     libtest_mimic::run(&args, tests.into_iter().flatten().collect()).exit();
+}
+
+/// `#[test]` does nothing under this harness: the function is compiled out
+/// without a warning, so a test marked so (from a branch older than the
+/// harness, say) would never run. It belongs in its module's `tests!`.
+fn no_test_attribute_is_left() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.lines().any(|line| line.trim() == "#[test]"),
+                "{}: #[test] is compiled out here; list the test in `tests!`",
+                path.display()
+            );
+        }
+    }
 }
