@@ -156,7 +156,7 @@ impl Signer {
             .build()
             .map_err(|e| Error::failed("cannot make an OpenPGP key", e))?;
         let key = params
-            .generate(rand::rngs::OsRng)
+            .generate(rand_core::OsRng)
             .map_err(|e| Error::failed("cannot make an OpenPGP key", e))?;
         Ok(Signer { key })
     }
@@ -180,7 +180,7 @@ impl Signer {
         let mut key = self.key.clone();
         if let Some(password) = password {
             key.primary_key
-                .set_password(rand::rngs::OsRng, &Password::from(password))
+                .set_password(rand_core::OsRng, &Password::from(password))
                 .map_err(|e| Error::failed("cannot encrypt the OpenPGP secret key", e))?;
         }
         key.to_armored_string(ArmorOptions::default())

@@ -12,6 +12,12 @@ use std::process::{Command, Output};
 use crate::common::{Fixture, assert_success, stderr, stdout};
 use crate::publish::{moto, site};
 
+tests! {
+    the_action_script_releases_first_then_from_a_stateless_runner needs MOTO;
+    the_action_script_names_a_missing_secret_before_building;
+    action_yml_declares_and_passes_every_input_the_script_reads;
+}
+
 const SCRIPT: &str = "ci/vmcast-release.sh";
 
 /// What the script reads that is a secret, not an input of the action.
@@ -76,11 +82,9 @@ fn release(fixture: &Fixture, env: &[(&str, &str)]) -> Output {
 /// that holds only a new release's images builds on the published site
 /// over HTTP, publishes without uploading an old image, and verifies all
 /// three releases; and a verify URL serving an older build fails the run.
-#[test]
-#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn the_action_script_releases_first_then_from_a_stateless_runner() {
     let bucket = "action";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
     let url = format!("{endpoint}/{bucket}/site/");
     let target = format!("s3://{bucket}/site");
@@ -205,7 +209,6 @@ fn the_action_script_releases_first_then_from_a_stateless_runner() {
 
 /// A secret the CI did not pass fails the script before anything runs, and
 /// the error names it.
-#[test]
 fn the_action_script_names_a_missing_secret_before_building() {
     let fixture = Fixture::new("ok-minimal");
     let key = checkout(&fixture);
@@ -246,7 +249,6 @@ fn the_action_script_names_a_missing_secret_before_building() {
 /// Every `VMCAST_*` variable the script reads is an input of the action,
 /// passed to the script's env as `VMCAST_X: ${{ inputs.x }}`, and every
 /// input of the action is used.
-#[test]
 fn action_yml_declares_and_passes_every_input_the_script_reads() {
     let script = repo_file(SCRIPT);
     let action = repo_file("action.yml");

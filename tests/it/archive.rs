@@ -7,7 +7,15 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::process::Command;
 
-use crate::common::{Fixture, assert_success, have_tool, snapshot_tree, stderr, stdout};
+use crate::common::{Fixture, assert_success, snapshot_tree, stderr, stdout};
+
+tests! {
+    three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives needs MINISIGN, JING;
+    feedparser_reads_every_archive needs FEEDPARSER;
+    verify_names_the_mirror_that_serves_a_corrupted_image needs PYTHON3, JING;
+    gpodder_lists_the_history_through_the_archives needs GPO, PYTHON3;
+    previous_builds_carry_archives_forward_unchanged;
+}
 
 /// ok-minimal's releases replaced by `count` releases of webapp and dbnode
 /// each, a day apart.
@@ -57,7 +65,6 @@ fn prev_archive(xml: &str) -> Option<String> {
     )
 }
 
-#[test]
 fn three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives() {
     let fixture = big_site(150);
     let out = fixture.run(&["build", "--no-cache"], &[]);
@@ -92,32 +99,28 @@ fn three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives() {
     let sums = fs::read_to_string(public.join("SHA256SUMS")).unwrap();
     for path in &archives {
         assert!(sums.contains(&format!("  {path}\n")), "{path} not listed");
-        if have_tool("minisign") {
-            let check = Command::new("minisign")
-                .args(["-V", "-H", "-p"])
-                .arg(fixture.tmp.path().join("fixtures/known-answer/kat.pub"))
-                .arg("-m")
-                .arg(public.join(path))
-                .output()
-                .unwrap();
-            assert_success(&check);
-        }
-    }
-
-    // The current feed and the archives follow the shipped schema.
-    if have_tool("jing") {
-        let schema =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/vmcast-feed.rng");
-        let check = Command::new("jing")
-            .arg(&schema)
-            .arg(public.join("feed.xml"))
-            .arg(public.join("feeds/webapp.xml"))
-            .arg(public.join(&archives[0]))
-            .arg(public.join("archive/1.xml"))
+        let check = Command::new("minisign")
+            .args(["-V", "-H", "-p"])
+            .arg(fixture.tmp.path().join("fixtures/known-answer/kat.pub"))
+            .arg("-m")
+            .arg(public.join(path))
             .output()
             .unwrap();
         assert_success(&check);
     }
+
+    // The current feed and the archives follow the shipped schema.
+    let schema =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/vmcast-feed.rng");
+    let check = Command::new("jing")
+        .arg(&schema)
+        .arg(public.join("feed.xml"))
+        .arg(public.join("feeds/webapp.xml"))
+        .arg(public.join(&archives[0]))
+        .arg(public.join("archive/1.xml"))
+        .output()
+        .unwrap();
+    assert_success(&check);
 
     // verify walks the chain; the landing page stays small and links to
     // the history pages, which list every release.
@@ -169,8 +172,6 @@ fn three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives() {
 }
 
 /// feedparser reads every archive as a valid feed.
-#[test]
-#[cfg_attr(missing_feedparser, ignore = "python feedparser is not installed")]
 fn feedparser_reads_every_archive() {
     let fixture = big_site(40);
     assert_success(&fixture.run(&["build", "--no-cache"], &[]));
@@ -195,15 +196,10 @@ fn feedparser_reads_every_archive() {
 
 /// Two mirrors served on 127.0.0.1, one holding a corrupted image:
 /// `verify --images --mirrors` names exactly that mirror and file.
-#[test]
-#[cfg_attr(missing_python3, ignore = "python3 is not installed")]
 fn verify_names_the_mirror_that_serves_a_corrupted_image() {
     use std::net::{TcpListener, TcpStream};
     use std::process::Stdio;
     use std::time::{Duration, Instant};
-    if !have_tool("python3") {
-        return;
-    }
     let fixture = Fixture::new("ok-minimal");
     let ports: Vec<u16> = (0..2)
         .map(|_| {
@@ -224,16 +220,14 @@ fn verify_names_the_mirror_that_serves_a_corrupted_image() {
         "<podcast:source uri=\"http://127.0.0.1:{}/webapp/1.1.0/webapp-1.1.0.raw\"/>",
         ports[1]
     )));
-    if have_tool("jing") {
-        let schema =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/vmcast-feed.rng");
-        let check = Command::new("jing")
-            .arg(&schema)
-            .arg(fixture.path("public/feed.xml"))
-            .output()
-            .unwrap();
-        assert_success(&check);
-    }
+    let schema =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/vmcast-feed.rng");
+    let check = Command::new("jing")
+        .arg(&schema)
+        .arg(fixture.path("public/feed.xml"))
+        .output()
+        .unwrap();
+    assert_success(&check);
     let mut servers = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let dir = fixture.tmp.path().join(format!("mirror{i}"));
@@ -293,15 +287,10 @@ fn verify_names_the_mirror_that_serves_a_corrupted_image() {
 /// gPodder follows RFC 5005's paging links (`next`) from the feed through
 /// every archive: `gpo` lists the whole history, 25 releases of which the
 /// feed itself holds 5.
-#[test]
-#[cfg_attr(missing_gpo, ignore = "gpo (Debian package gpodder) is not installed")]
 fn gpodder_lists_the_history_through_the_archives() {
     use std::net::{TcpListener, TcpStream};
     use std::process::Stdio;
     use std::time::{Duration, Instant};
-    if !have_tool("gpo") || !have_tool("python3") {
-        return;
-    }
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -363,7 +352,6 @@ fn gpodder_lists_the_history_through_the_archives() {
 /// `build --previous` on a site with archives, from a runner that holds
 /// none of the old images: every archive is written again byte for byte,
 /// and `verify --images --all` reads the archived releases' images too.
-#[test]
 fn previous_builds_carry_archives_forward_unchanged() {
     let fixture = big_site(40);
     assert_success(&fixture.run(&["build", "--no-cache"], &[]));

@@ -8,6 +8,24 @@ use std::process::{Command, Output};
 
 use crate::common::{Fixture, assert_success, stderr, stdout};
 
+tests! {
+    warm_build_reads_no_image;
+    cache_rehashes_after_touch;
+    cache_rehashes_file_replaced_under_same_name;
+    cache_rehashes_after_truncate;
+    cache_rehashes_restored_copy_with_old_mtime;
+    corrupt_cache_is_ignored_with_warning;
+    no_cache_hashes_everything;
+    verify_cache_reports_mismatch;
+    sidecar_trusted_only_when_size_and_mtime_match;
+    sidecar_ignored_unless_config_allows;
+    progress_lines_only_when_asked_outside_a_terminal;
+    link_mode_rebuilds_read_no_image;
+    link_mode_rehashes_restored_copy_with_old_mtime;
+    copy_mode_rebuild_takes_the_previous_copy;
+    copy_mode_rebuild_copies_afresh_over_a_tampered_copy;
+}
+
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
 const PUBLISHED: &str = "public/images/webapp/1.1.0/webapp-1.1.0.raw";
 
@@ -83,7 +101,6 @@ const COLD: &str = "Hashed 2 image(s), 804 B (804 bytes); not read: 0 image(s), 
 const WARM: &str = "Hashed 0 image(s), 0 B (0 bytes); not read: 2 image(s), 804 B from the cache, 0 image(s), 0 B from sidecars";
 const ONE: &str = "Hashed 1 image(s), 366 B (366 bytes); not read: 1 image(s), 438 B from the cache, 0 image(s), 0 B from sidecars";
 
-#[test]
 fn warm_build_reads_no_image() {
     let site = Site::new();
     assert_eq!(site.hashed_line(&[]), COLD);
@@ -95,7 +112,6 @@ fn warm_build_reads_no_image() {
     );
 }
 
-#[test]
 fn cache_rehashes_after_touch() {
     let site = Site::new();
     site.build(&[]);
@@ -104,7 +120,6 @@ fn cache_rehashes_after_touch() {
     assert_eq!(site.hashed_line(&[]), ONE);
 }
 
-#[test]
 fn cache_rehashes_file_replaced_under_same_name() {
     let site = Site::new();
     site.build(&[]);
@@ -117,7 +132,6 @@ fn cache_rehashes_file_replaced_under_same_name() {
     assert!(site.feed().contains(&sha256(&new)));
 }
 
-#[test]
 fn cache_rehashes_after_truncate() {
     let site = Site::new();
     site.build(&[]);
@@ -137,7 +151,6 @@ fn cache_rehashes_after_truncate() {
     );
 }
 
-#[test]
 fn cache_rehashes_restored_copy_with_old_mtime() {
     let site = Site::new();
     site.build(&[]);
@@ -167,7 +180,6 @@ fn cache_rehashes_restored_copy_with_old_mtime() {
     assert!(site.feed().contains(&sha256(&bytes)));
 }
 
-#[test]
 fn corrupt_cache_is_ignored_with_warning() {
     let site = Site::new();
     site.build(&[]);
@@ -194,14 +206,12 @@ fn corrupt_cache_is_ignored_with_warning() {
     assert_eq!(site.hashed_line(&[]), WARM);
 }
 
-#[test]
 fn no_cache_hashes_everything() {
     let site = Site::new();
     site.build(&[]);
     assert_eq!(site.hashed_line(&["--no-cache"]), COLD);
 }
 
-#[test]
 fn verify_cache_reports_mismatch() {
     let site = Site::new();
     site.build(&[]);
@@ -236,7 +246,6 @@ fn verify_cache_reports_mismatch() {
 }
 
 /// `vmcast-gen hash` in the build job, `build` with trust_sidecars later.
-#[test]
 fn sidecar_trusted_only_when_size_and_mtime_match() {
     let site = Site::new();
     site.fixture.configure("trust_sidecars = true\n");
@@ -274,7 +283,6 @@ fn sidecar_trusted_only_when_size_and_mtime_match() {
     assert!(site.feed().contains(&real));
 }
 
-#[test]
 fn sidecar_ignored_unless_config_allows() {
     let site = Site::new();
     assert_success(&site.fixture.run(&["hash", IMAGE], &[]));
@@ -291,7 +299,6 @@ fn sidecar_ignored_unless_config_allows() {
     assert!(site.feed().contains(&real));
 }
 
-#[test]
 fn progress_lines_only_when_asked_outside_a_terminal() {
     let site = Site::new();
     let quiet = site.build(&["--no-cache"]);
@@ -307,7 +314,6 @@ fn progress_lines_only_when_asked_outside_a_terminal() {
 
 /// Making the output's hard link and removing the previous output's both
 /// move the image's ctime: the cache must still hit on every rebuild.
-#[test]
 fn link_mode_rebuilds_read_no_image() {
     let site = Site::with_mode("link");
     assert_eq!(site.hashed_line(&[]), COLD);
@@ -320,7 +326,6 @@ fn link_mode_rebuilds_read_no_image() {
 
 /// The ctime the build's own links move is taken up, but a write that puts
 /// the old mtime back is still caught.
-#[test]
 fn link_mode_rehashes_restored_copy_with_old_mtime() {
     let site = Site::with_mode("link");
     site.build(&[]);
@@ -342,7 +347,6 @@ fn link_mode_rehashes_restored_copy_with_old_mtime() {
 
 /// A copy the previous build made of the same bytes is taken by hard link
 /// from the previous output, and again on the build after.
-#[test]
 fn copy_mode_rebuild_takes_the_previous_copy() {
     let site = Site::with_mode("copy");
     assert_eq!(site.hashed_line(&[]), COLD);
@@ -360,7 +364,6 @@ fn copy_mode_rebuild_takes_the_previous_copy() {
 
 /// A previous copy that was written to since, even with its size and mtime
 /// put back, is not taken: the image is copied afresh.
-#[test]
 fn copy_mode_rebuild_copies_afresh_over_a_tampered_copy() {
     let site = Site::with_mode("copy");
     site.build(&[]);

@@ -10,9 +10,63 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{
-    EPOCH, Fixture, assert_success, have_tool, snapshot_tree, stderr, stdout, vmcast,
-};
+use crate::common::{EPOCH, Fixture, assert_success, snapshot_tree, stderr, stdout, vmcast};
+
+tests! {
+    malformed_toml;
+    date_quoted;
+    date_with_slashes;
+    unclosed_multiline_notes;
+    unknown_key_in_config;
+    unknown_key_in_notes;
+    missing_field;
+    duplicate_version;
+    release_without_images;
+    bad_ami_id;
+    cloud_image_errors_point_at_the_value;
+    release_of_cloud_images_only;
+    parallels_bundle_is_published_only_as_a_tar needs TAR;
+    glob_matches_nothing;
+    path_traversal;
+    absolute_path;
+    symlink_escape;
+    non_utf8_filename;
+    unreadable_file;
+    invalid_base_url;
+    missing_secret_key;
+    corrupt_secret_key;
+    key_inside_output;
+    image_grows_while_hashing;
+    killed_build_leaves_previous_output;
+    output_dir_not_made_by_us_is_refused;
+    output_dir_holding_the_inputs_is_refused;
+    no_secret_key_anywhere;
+    unsafe_notes_are_sanitized;
+    same_inputs_give_a_byte_identical_site;
+    published_files_are_world_readable;
+    secret_key_from_the_environment;
+    awkward_file_names_are_escaped_in_the_feed needs SHA256SUM;
+    file_names_with_a_backslash_or_a_line_break_are_refused;
+    unknown_files_beside_images_are_warned_about;
+    keygen_writes_a_private_key_and_refuses_to_overwrite;
+    help_and_version;
+    a_failed_build_still_shows_its_warnings;
+    template_errors_name_the_template_and_line;
+    images_listed_by_glob_are_hard_linked;
+    images_on_another_host_stay_out_of_the_output;
+    multi_appliance_site_snapshot;
+    example_site_snapshot;
+    check_reports_every_problem_at_once_without_images;
+    check_finds_template_errors;
+    init_scaffolds_a_site_that_checks_and_never_overwrites;
+    check_reports_a_missing_or_broken_secret_key;
+    site_commands_find_the_config_above_the_current_directory;
+    keygen_makes_missing_directories_and_refuses_before_asking;
+    build_json_summary_for_ci;
+    completions_and_man_page;
+    an_unencrypted_key_others_can_read_is_warned_about;
+    a_closed_stdout_ends_quietly_with_status_141;
+}
 
 /// Puts a previous site in the output directory, to show a failed build
 /// leaves it alone.
@@ -67,7 +121,6 @@ pub(crate) fn assert_build_fails(fixture: &Fixture, expected: &str) {
 
 // ---- bad input: a clear error naming file and line, and nothing lost ----
 
-#[test]
 fn malformed_toml() {
     assert_build_fails(
         &Fixture::new("malformed-toml"),
@@ -75,7 +128,6 @@ fn malformed_toml() {
     );
 }
 
-#[test]
 fn date_quoted() {
     assert_build_fails(
         &Fixture::new("date-quoted"),
@@ -85,7 +137,6 @@ fn date_quoted() {
     );
 }
 
-#[test]
 fn date_with_slashes() {
     assert_build_fails(
         &Fixture::new("date-with-slashes"),
@@ -94,7 +145,6 @@ fn date_with_slashes() {
     );
 }
 
-#[test]
 fn unclosed_multiline_notes() {
     assert_build_fails(
         &Fixture::new("unclosed-multiline-notes"),
@@ -103,7 +153,6 @@ fn unclosed_multiline_notes() {
     );
 }
 
-#[test]
 fn unknown_key_in_config() {
     assert_build_fails(
         &Fixture::new("unknown-key-config"),
@@ -115,7 +164,6 @@ fn unknown_key_in_config() {
     );
 }
 
-#[test]
 fn unknown_key_in_notes() {
     assert_build_fails(
         &Fixture::new("unknown-key-notes"),
@@ -125,7 +173,6 @@ fn unknown_key_in_notes() {
     );
 }
 
-#[test]
 fn missing_field() {
     assert_build_fails(
         &Fixture::new("missing-field"),
@@ -133,7 +180,6 @@ fn missing_field() {
     );
 }
 
-#[test]
 fn duplicate_version() {
     assert_build_fails(
         &Fixture::new("duplicate-version"),
@@ -142,7 +188,6 @@ fn duplicate_version() {
     );
 }
 
-#[test]
 fn release_without_images() {
     assert_build_fails(
         &Fixture::new("no-images"),
@@ -152,7 +197,6 @@ fn release_without_images() {
     );
 }
 
-#[test]
 fn bad_ami_id() {
     assert_build_fails(
         &Fixture::new("bad-ami-id"),
@@ -164,7 +208,6 @@ fn bad_ami_id() {
 
 /// Each field of a `[[cloud_image]]` is checked for its provider, and the
 /// error points at the value (at the provider when a region is missing).
-#[test]
 fn cloud_image_errors_point_at_the_value() {
     let notes = "releases/webapp/1.0.0/release.toml";
     for (from, to, expected) in [
@@ -209,7 +252,6 @@ fn cloud_image_errors_point_at_the_value() {
 /// A release whose notes name only cloud images: an item without an
 /// enclosure, its cloud images in the feed (the azure id in canonical
 /// case) and on the page, and `check` and `verify` accept it.
-#[test]
 fn release_of_cloud_images_only() {
     let fixture = Fixture::new("cloud-only-release");
     let out = fixture.build(&[]);
@@ -249,11 +291,7 @@ fn release_of_cloud_images_only() {
 /// A Parallels bundle is a directory: files inside it are not images of
 /// the release. Tarred into one file and named raw in the notes, as the
 /// README says, it is published as opaque bytes.
-#[test]
 fn parallels_bundle_is_published_only_as_a_tar() {
-    if !have_tool("tar") {
-        return;
-    }
     let fixture = Fixture::new("ok-minimal");
     let dir = fixture.path("releases/webapp/1.1.0");
     fs::create_dir_all(dir.join("webapp.pvm/harddisk.hdd")).unwrap();
@@ -287,7 +325,6 @@ fn parallels_bundle_is_published_only_as_a_tar() {
     assert!(!feed.contains("harddisk"), "{feed}");
 }
 
-#[test]
 fn glob_matches_nothing() {
     assert_build_fails(
         &Fixture::new("glob-matches-nothing"),
@@ -295,7 +332,6 @@ fn glob_matches_nothing() {
     );
 }
 
-#[test]
 fn path_traversal() {
     assert_build_fails(
         &Fixture::new("path-traversal"),
@@ -304,7 +340,6 @@ fn path_traversal() {
     );
 }
 
-#[test]
 fn absolute_path() {
     assert_build_fails(
         &Fixture::new("absolute-path"),
@@ -312,7 +347,6 @@ fn absolute_path() {
     );
 }
 
-#[test]
 fn symlink_escape() {
     assert_build_fails(
         &Fixture::new("symlink-escape"),
@@ -321,7 +355,6 @@ fn symlink_escape() {
     );
 }
 
-#[test]
 fn non_utf8_filename() {
     let fixture = Fixture::new("non-utf8-filename");
     let name = OsStr::from_bytes(b"disk-\xff.raw");
@@ -333,7 +366,6 @@ fn non_utf8_filename() {
     );
 }
 
-#[test]
 fn unreadable_file() {
     let fixture = Fixture::new("unreadable-file");
     let image = fixture.path("releases/webapp/1.0.0/webapp-1.0.0.raw");
@@ -398,7 +430,6 @@ fn open_tree_to_all(root: &Path) {
     }
 }
 
-#[test]
 fn invalid_base_url() {
     assert_build_fails(
         &Fixture::new("invalid-base-url"),
@@ -407,7 +438,6 @@ fn invalid_base_url() {
     );
 }
 
-#[test]
 fn missing_secret_key() {
     assert_build_fails(
         &Fixture::new("missing-secret-key"),
@@ -416,7 +446,6 @@ fn missing_secret_key() {
     );
 }
 
-#[test]
 fn corrupt_secret_key() {
     assert_build_fails(
         &Fixture::new("corrupt-secret-key"),
@@ -425,7 +454,6 @@ fn corrupt_secret_key() {
     );
 }
 
-#[test]
 fn key_inside_output() {
     let fixture = Fixture::new("key-inside-output");
     let before = snapshot_tree(&fixture.path("public"));
@@ -439,7 +467,6 @@ fn key_inside_output() {
     assert_eq!(snapshot_tree(&fixture.path("public")), before);
 }
 
-#[test]
 fn image_grows_while_hashing() {
     let fixture = Fixture::new("image-grows-while-hashing");
     let image = fixture.path("releases/webapp/1.0.0/growing.raw");
@@ -476,7 +503,6 @@ fn image_grows_while_hashing() {
     assert_eq!(snapshot_tree(&fixture.path("public")), before);
 }
 
-#[test]
 fn killed_build_leaves_previous_output() {
     let fixture = Fixture::new("ok-minimal");
     assert_success(&fixture.build(&[]));
@@ -496,7 +522,6 @@ fn killed_build_leaves_previous_output() {
     assert_eq!(snapshot_tree(&fixture.path("public")), before);
 }
 
-#[test]
 fn output_dir_not_made_by_us_is_refused() {
     let fixture = Fixture::new("ok-minimal");
     let out_dir = fixture.path("public");
@@ -515,7 +540,6 @@ fn output_dir_not_made_by_us_is_refused() {
     );
 }
 
-#[test]
 fn output_dir_holding_the_inputs_is_refused() {
     let fixture = Fixture::new("ok-minimal");
     let out = fixture.build(&["--out", "."]);
@@ -527,7 +551,6 @@ fn output_dir_holding_the_inputs_is_refused() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
 fn no_secret_key_anywhere() {
     let fixture = Fixture::new("ok-minimal");
     without_secret_key(&fixture);
@@ -542,7 +565,6 @@ fn no_secret_key_anywhere() {
 
 // ---- good input ----
 
-#[test]
 fn unsafe_notes_are_sanitized() {
     let fixture = Fixture::new("unsafe-notes");
     assert_success(&fixture.build(&[]));
@@ -571,7 +593,6 @@ fn unsafe_notes_are_sanitized() {
     }
 }
 
-#[test]
 fn same_inputs_give_a_byte_identical_site() {
     let a = Fixture::new("ok-multi-appliance");
     let b = Fixture::new("ok-multi-appliance");
@@ -585,7 +606,6 @@ fn same_inputs_give_a_byte_identical_site() {
     assert_eq!(site_a, snapshot_tree(&a.path("public")));
 }
 
-#[test]
 fn published_files_are_world_readable() {
     let fixture = Fixture::new("ok-minimal");
     assert_success(&fixture.build(&[]));
@@ -608,7 +628,6 @@ fn published_files_are_world_readable() {
     }
 }
 
-#[test]
 fn secret_key_from_the_environment() {
     let fixture = Fixture::new("ok-minimal");
     without_secret_key(&fixture);
@@ -623,7 +642,6 @@ fn secret_key_from_the_environment() {
     );
 }
 
-#[test]
 fn awkward_file_names_are_escaped_in_the_feed() {
     let fixture = Fixture::new("ok-minimal");
     let dir = fixture.path("releases/webapp/1.1.0");
@@ -658,7 +676,6 @@ fn awkward_file_names_are_escaped_in_the_feed() {
 /// (SHA256SUMS, the virt-builder index) and `pull --dest` take as it is: a
 /// backslash or a line break in an image's name is refused, naming the
 /// file, and the previous output stays as it was.
-#[test]
 fn file_names_with_a_backslash_or_a_line_break_are_refused() {
     for (name, why) in [
         ("back\\slash.raw", "holds a path separator"),
@@ -681,7 +698,6 @@ fn file_names_with_a_backslash_or_a_line_break_are_refused() {
     }
 }
 
-#[test]
 fn unknown_files_beside_images_are_warned_about() {
     let fixture = Fixture::new("unknown-extension");
     let out = fixture.build(&[]);
@@ -693,7 +709,6 @@ fn unknown_files_beside_images_are_warned_about() {
     );
 }
 
-#[test]
 fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let out = vmcast(tmp.path(), &["keygen", "-W"], &[]);
@@ -722,7 +737,6 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     assert_eq!(mode("vmcast.key"), 0o600);
 }
 
-#[test]
 fn help_and_version() {
     let tmp = tempfile::tempdir().unwrap();
     let version = vmcast(tmp.path(), &["--version"], &[]);
@@ -746,7 +760,6 @@ fn help_and_version() {
 
 /// A build that fails still shows what it warned of first: here the file
 /// it did not publish, which may be the image the user meant.
-#[test]
 fn a_failed_build_still_shows_its_warnings() {
     let fixture = Fixture::new("ok-minimal");
     fs::write(fixture.path("releases/webapp/1.1.0/notes.txt"), "hi\n").unwrap();
@@ -764,7 +777,6 @@ fn a_failed_build_still_shows_its_warnings() {
     );
 }
 
-#[test]
 fn template_errors_name_the_template_and_line() {
     assert_build_fails(
         &Fixture::new("template-error"),
@@ -772,7 +784,6 @@ fn template_errors_name_the_template_and_line() {
     );
 }
 
-#[test]
 fn images_listed_by_glob_are_hard_linked() {
     use std::os::unix::fs::MetadataExt;
     let fixture = Fixture::new("images-dir");
@@ -793,7 +804,6 @@ fn images_listed_by_glob_are_hard_linked() {
     insta::assert_snapshot!("images_dir_feed", feed);
 }
 
-#[test]
 fn images_on_another_host_stay_out_of_the_output() {
     let fixture = Fixture::new("cdn-download-url");
     assert_success(&fixture.build(&[]));
@@ -807,7 +817,6 @@ fn images_on_another_host_stay_out_of_the_output() {
 }
 
 /// The whole deterministic output of a multi-appliance site.
-#[test]
 fn multi_appliance_site_snapshot() {
     let fixture = Fixture::new("ok-multi-appliance");
     let out = fixture.build(&[]);
@@ -832,7 +841,6 @@ fn multi_appliance_site_snapshot() {
 }
 
 /// The example site that `cargo run --release -- build` makes.
-#[test]
 fn example_site_snapshot() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
@@ -853,7 +861,6 @@ fn example_site_snapshot() {
 
 // ---- check, init, and the CLI's extras ----
 
-#[test]
 fn check_reports_every_problem_at_once_without_images() {
     let fixture = Fixture::new("ok-minimal");
     // No images at all: a pull request that only edits notes.
@@ -893,7 +900,6 @@ fn check_reports_every_problem_at_once_without_images() {
     assert!(stderr(&out).contains("has no images"), "{}", stderr(&out));
 }
 
-#[test]
 fn check_finds_template_errors() {
     let out = Fixture::new("template-error").run(&["check"], &[]);
     assert_eq!(
@@ -903,7 +909,6 @@ fn check_finds_template_errors() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
 fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
     let tmp = tempfile::tempdir().unwrap();
     // No terminal and no VMCAST_KEY_PASSWORD: refused before writing anything.
@@ -982,7 +987,6 @@ fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
     assert_success(&vmcast(&fresh, &["build"], &[]));
 }
 
-#[test]
 fn check_reports_a_missing_or_broken_secret_key() {
     let tmp = tempfile::tempdir().unwrap();
     assert_success(&vmcast(tmp.path(), &["init", "site", "--no-keygen"], &[]));
@@ -1015,7 +1019,6 @@ fn check_reports_a_missing_or_broken_secret_key() {
     assert_success(&vmcast(&site, &["check"], &[]));
 }
 
-#[test]
 fn site_commands_find_the_config_above_the_current_directory() {
     let fixture = Fixture::new("ok-minimal");
     let sub = fixture.path("releases/webapp");
@@ -1044,7 +1047,6 @@ fn site_commands_find_the_config_above_the_current_directory() {
     );
 }
 
-#[test]
 fn keygen_makes_missing_directories_and_refuses_before_asking() {
     let tmp = tempfile::tempdir().unwrap();
     let out = vmcast(
@@ -1078,7 +1080,6 @@ fn keygen_makes_missing_directories_and_refuses_before_asking() {
     );
 }
 
-#[test]
 fn build_json_summary_for_ci() {
     let fixture = Fixture::new("ok-minimal");
     let out = fixture.build(&["--json", "--no-cache"]);
@@ -1093,7 +1094,6 @@ fn build_json_summary_for_ci() {
     assert_eq!(json["images"][0]["length"], 366);
 }
 
-#[test]
 fn completions_and_man_page() {
     let tmp = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {
@@ -1110,7 +1110,6 @@ fn completions_and_man_page() {
     );
 }
 
-#[test]
 fn an_unencrypted_key_others_can_read_is_warned_about() {
     let fixture = Fixture::new("ok-minimal");
     let key = fixture.tmp.path().join("fixtures/known-answer/kat.key");
@@ -1132,7 +1131,6 @@ fn an_unencrypted_key_others_can_read_is_warned_about() {
 
 /// A reader that stops reading (`verify --json | head`) ends the process
 /// quietly with the status of a filter killed by SIGPIPE, not a panic.
-#[test]
 fn a_closed_stdout_ends_quietly_with_status_141() {
     let fixture = Fixture::new("ok-minimal");
     assert_success(&fixture.build(&[]));

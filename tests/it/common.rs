@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
+use libtest_mimic::{Completion, Trial};
 use tempfile::TempDir;
 
 /// The build time every fixture build uses unless a test says otherwise.
@@ -130,21 +132,120 @@ pub fn assert_success(out: &Output) {
     );
 }
 
-/// Whether an outside tool can be run. In CI (CI=true) a missing tool is a
-/// failure, since .ci/run installs it; elsewhere the caller skips.
-pub fn have_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "tool {tool} missing; .ci/run installs it"
-        );
-        eprintln!("note: {tool} not installed; skipping this check");
+/// An outside tool that tests run: a test lists the tools it needs (see
+/// `tests!` in main.rs), and the harness looks for them when the test is
+/// about to run, once per tool. A test whose tool is missing is listed as
+/// ignored, with what is missing; with CI=true it fails instead, since
+/// .ci/run installs every tool.
+pub struct Tool {
+    /// A shell command that succeeds when the tool is here.
+    probe: &'static str,
+    /// What the ignored test says.
+    missing: &'static str,
+    found: OnceLock<bool>,
+}
+
+impl Tool {
+    const fn new(probe: &'static str, missing: &'static str) -> Self {
+        Tool {
+            probe,
+            missing,
+            found: OnceLock::new(),
+        }
     }
-    found
+
+    fn found(&self) -> bool {
+        *self.found.get_or_init(|| {
+            Command::new("sh")
+                .args(["-c", self.probe])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+}
+
+pub static MINISIGN: Tool = Tool::new("command -v minisign", "minisign is not installed");
+pub static XMLLINT: Tool = Tool::new("command -v xmllint", "xmllint is not installed");
+pub static JING: Tool = Tool::new("command -v jing", "jing is not installed");
+pub static CHROMIUM: Tool = Tool::new("command -v chromium", "chromium is not installed");
+pub static QEMU_IMG: Tool = Tool::new("command -v qemu-img", "qemu-img is not installed");
+pub static XZ: Tool = Tool::new("command -v xz", "xz is not installed");
+pub static GZIP: Tool = Tool::new("command -v gzip", "gzip is not installed");
+pub static ZSTD: Tool = Tool::new("command -v zstd", "zstd is not installed");
+pub static TAR: Tool = Tool::new("command -v tar", "tar is not installed");
+pub static SHA1SUM: Tool = Tool::new("command -v sha1sum", "sha1sum is not installed");
+pub static SHA256SUM: Tool = Tool::new("command -v sha256sum", "sha256sum is not installed");
+pub static PYTHON3: Tool = Tool::new("command -v python3", "python3 is not installed");
+pub static SS: Tool = Tool::new("command -v ss", "ss (iproute2) is not installed");
+pub static GPO: Tool = Tool::new(
+    "command -v gpo",
+    "gpo (Debian package gpodder) is not installed",
+);
+pub static VAGRANT: Tool = Tool::new("command -v vagrant", "vagrant is not installed");
+pub static GPG: Tool = Tool::new("command -v gpg", "gpg is not installed");
+pub static GPGV: Tool = Tool::new("command -v gpgv", "gpgv is not installed");
+pub static FEEDPARSER: Tool = Tool::new(
+    "python3 -c 'import feedparser'",
+    "python feedparser is not installed",
+);
+#[cfg(feature = "publish")]
+pub static MOTO: Tool = Tool::new(
+    "python3 -c 'import moto.server'",
+    "python moto[server] is not installed",
+);
+pub static JSONSCHEMA: Tool = Tool::new(
+    "python3 -c 'import jsonschema'",
+    "python jsonschema is not installed",
+);
+pub static SSTREAM: Tool = Tool::new(
+    "command -v sstream-query && command -v sstream-mirror",
+    "sstream-query and sstream-mirror (pip python-simplestreams) are not installed",
+);
+pub static LXC: Tool = Tool::new(
+    "command -v lxc && command -v openssl",
+    "lxc (apt lxd-client) and openssl are not installed",
+);
+pub static VIRT_BUILDER: Tool = Tool::new(
+    "command -v virt-builder && command -v virt-index-validate",
+    "virt-builder and virt-index-validate (.ci/install-guestfs.sh) are not installed",
+);
+pub static PYSPDXTOOLS: Tool = Tool::new(
+    "command -v pyspdxtools",
+    "pyspdxtools (PyPI spdx-tools) is not installed",
+);
+pub static CYCLONEDX: Tool = Tool::new(
+    "python3 -c 'from cyclonedx.schema import SchemaVersion; \
+     from cyclonedx.validation.json import JsonStrictValidator; \
+     JsonStrictValidator(SchemaVersion.V1_6).validate_str(\"{}\")'",
+    "cyclonedx-python-lib[json-validation] is not installed",
+);
+pub static IN_TOTO: Tool = Tool::new(
+    "python3 -c 'import in_toto.models.metadata, securesystemslib.signer, cryptography'",
+    "the in-toto Python package is not installed",
+);
+
+/// One test as the harness runs it, named `module::test` as libtest names
+/// it: ignored, saying what is missing, when a tool it needs is not here,
+/// and failed instead under CI=true.
+pub fn trial(module: &str, name: &str, test: fn(), needs: Vec<&'static Tool>) -> Trial {
+    let module = module.strip_prefix("it::").unwrap_or(module);
+    Trial::ignorable_test(format!("{module}::{name}"), move || {
+        let missing: Vec<&str> = needs
+            .iter()
+            .filter(|tool| !tool.found())
+            .map(|tool| tool.missing)
+            .collect();
+        if missing.is_empty() {
+            test();
+            Ok(Completion::Completed)
+        } else if std::env::var("CI").as_deref() == Ok("true") {
+            Err(format!("{}; .ci/run installs it", missing.join("; ")).into())
+        } else {
+            Ok(Completion::ignored_with(missing.join("; ")))
+        }
+    })
 }
 
 /// Stops a server started under `timeout`: SIGTERM to `timeout`, which

@@ -28,10 +28,18 @@ use vmcast_gen::site::count_feed_items;
 use vmcast_gen::sums;
 use vmcast_gen::trust::BuildStamp;
 
+tests! {
+    feed_reader_survives_mutants;
+    sums_parser_survives_mutants;
+    signature_parser_survives_mutants;
+    public_key_parser_survives_mutants;
+    build_stamp_parser_survives_mutants;
+    supply_chain_readers_survive_mutants;
+}
+
 /// One call slower than this fails: every reader is linear in its input.
 const TIME_LIMIT: Duration = Duration::from_secs(1);
 
-#[test]
 fn feed_reader_survives_mutants() {
     fuzz(&Reader {
         name: "feed",
@@ -61,7 +69,6 @@ fn feed_reader_survives_mutants() {
     });
 }
 
-#[test]
 fn sums_parser_survives_mutants() {
     fuzz(&Reader {
         name: "sums",
@@ -92,7 +99,6 @@ fn sums_parser_survives_mutants() {
     });
 }
 
-#[test]
 fn signature_parser_survives_mutants() {
     fuzz(&Reader {
         name: "signature",
@@ -119,7 +125,6 @@ fn signature_parser_survives_mutants() {
     });
 }
 
-#[test]
 fn public_key_parser_survives_mutants() {
     fuzz(&Reader {
         name: "pubkey",
@@ -142,7 +147,6 @@ fn public_key_parser_survives_mutants() {
     });
 }
 
-#[test]
 fn build_stamp_parser_survives_mutants() {
     fuzz(&Reader {
         name: "stamp",
@@ -157,7 +161,6 @@ fn build_stamp_parser_survives_mutants() {
     });
 }
 
-#[test]
 fn supply_chain_readers_survive_mutants() {
     fuzz(&Reader {
         name: "supply",

@@ -11,12 +11,18 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, stderr};
 
+tests! {
+    image_swapped_for_a_symlink_to_the_key_is_never_published;
+    fifo_and_dev_zero_sidecars_are_refused_at_once;
+    a_forged_sidecar_cannot_make_random_bytes_a_qcow2;
+    a_sparse_image_stays_sparse_in_the_output;
+}
+
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
 
 /// While builds run in a loop, the image is swapped atomically between a
 /// regular file and a symbolic link to the secret key. No build may publish
 /// the key's bytes: each one publishes the real image or fails clearly.
-#[test]
 fn image_swapped_for_a_symlink_to_the_key_is_never_published() {
     let fixture = Fixture::new("ok-minimal");
     let key = fixture.tmp.path().join("fixtures/known-answer/kat.key");
@@ -80,7 +86,6 @@ fn image_swapped_for_a_symlink_to_the_key_is_never_published() {
 
 /// Sidecars that are a FIFO, or a symbolic link to /dev/zero, must not hang
 /// or grow the build: each is skipped with a warning and the image is read.
-#[test]
 fn fifo_and_dev_zero_sidecars_are_refused_at_once() {
     let fixture = Fixture::new("ok-minimal");
     fixture.configure("trust_sidecars = true\n");
@@ -123,7 +128,6 @@ fn fifo_and_dev_zero_sidecars_are_refused_at_once() {
 /// A forged sidecar may claim a digest (that is all a sidecar is trusted
 /// for), but not what the file is: random bytes named .qcow2 stay random
 /// bytes, and the build refuses them as it would without the sidecar.
-#[test]
 fn a_forged_sidecar_cannot_make_random_bytes_a_qcow2() {
     let fixture = Fixture::new("ok-minimal");
     fixture.configure("trust_sidecars = true\n");
@@ -168,7 +172,6 @@ fn a_forged_sidecar_cannot_make_random_bytes_a_qcow2() {
 /// A copy keeps holes: a sparse raw image stays sparse in the output,
 /// whether it is copied from the hashing read (cold) or by the kernel from
 /// a known digest (warm, into a new output).
-#[test]
 fn a_sparse_image_stays_sparse_in_the_output() {
     use std::os::unix::fs::MetadataExt;
     let fixture = Fixture::new("ok-minimal");

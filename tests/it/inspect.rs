@@ -7,16 +7,27 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{Fixture, assert_success, have_tool, stderr};
+use crate::common::{Fixture, assert_success, stderr};
 use vmcast_gen::inspect::{ImageInfo, inspect_bytes};
 use vmcast_gen::model::ImageFormat;
 
-/// Runs qemu-img in `dir` (`args` name the file, `name`); `None` when
-/// qemu-img is missing outside CI.
-fn qemu_img(dir: &Path, name: &str, args: &[&str]) -> Option<PathBuf> {
-    if !have_tool("qemu-img") {
-        return None;
-    }
+tests! {
+    formats_and_virtual_sizes_agree_with_qemu_img needs QEMU_IMG;
+    parallels_original_header_counts_sectors_in_32_bits needs QEMU_IMG;
+    xva_made_with_tar_shows_its_vm needs TAR;
+    xz_with_a_dictionary_larger_than_the_inspected_head needs XZ;
+    compressed_wrappers_show_the_format_inside needs QEMU_IMG, XZ, GZIP, ZSTD;
+    truncated_headers_are_clear_errors_never_panics needs QEMU_IMG;
+    ova_member_that_does_not_match_its_manifest;
+    mutated_images_never_panic needs QEMU_IMG, TAR;
+    extension_that_disagrees_with_content needs QEMU_IMG;
+    image_with_a_backing_file needs QEMU_IMG;
+    requirement_smaller_than_the_virtual_disk needs QEMU_IMG;
+    ova_built_with_tar_and_a_sha1_manifest needs TAR, SHA1SUM;
+}
+
+/// Runs qemu-img in `dir` (`args` name the file, `name`).
+fn qemu_img(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let path = dir.join(name);
     let mut full: Vec<&str> = args.to_vec();
     full.insert(1, "-q");
@@ -26,7 +37,7 @@ fn qemu_img(dir: &Path, name: &str, args: &[&str]) -> Option<PathBuf> {
         .output()
         .unwrap();
     assert_success(&out);
-    Some(path)
+    path
 }
 
 /// What qemu-img says: (format, virtual size). `format` skips its probe,
@@ -82,14 +93,9 @@ fn raw_with_data(dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn formats_and_virtual_sizes_agree_with_qemu_img() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    if !have_tool("qemu-img") {
-        return;
-    }
     let raw = raw_with_data(d);
     let raw = raw.to_str().unwrap();
     let cases: Vec<(&str, Vec<&str>, ImageFormat, Option<&str>)> = vec![
@@ -208,17 +214,13 @@ fn formats_and_virtual_sizes_agree_with_qemu_img() {
 /// 64-bit sector count); the original one (`WithoutFreeSpace`) counts in 32
 /// bits. The same 3 TiB header under the original magic is a 1 TiB disk to
 /// qemu, and must be to us.
-#[test]
-#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn parallels_original_header_counts_sectors_in_32_bits() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(path) = qemu_img(
+    let path = qemu_img(
         dir.path(),
         "big.hds",
         &["create", "-f", "parallels", "big.hds", "3T"],
-    ) else {
-        return;
-    };
+    );
     assert_eq!(inspect(&path).unwrap().virtual_size, Some(3 << 40));
     let mut data = fs::read(&path).unwrap();
     data[..16].copy_from_slice(b"WithoutFreeSpace");
@@ -248,10 +250,7 @@ fn parallels_original_header_counts_sectors_in_32_bits() {
 /// An XVA as `xe vm-export` lays it out: `ova.xml` first, then each disk's
 /// blocks under `Ref:<n>/` with their checksums. `ova.xml` holds the
 /// database records as one XML-RPC value.
-fn xva(dir: &Path, name: &str, ova_xml: &str) -> Option<PathBuf> {
-    if !have_tool("tar") {
-        return None;
-    }
+fn xva(dir: &Path, name: &str, ova_xml: &str) -> PathBuf {
     fs::write(dir.join("ova.xml"), ova_xml).unwrap();
     fs::create_dir_all(dir.join("Ref:1")).unwrap();
     fs::write(dir.join("Ref:1/00000000"), vec![0x5a_u8; 4096]).unwrap();
@@ -275,7 +274,7 @@ fn xva(dir: &Path, name: &str, ova_xml: &str) -> Option<PathBuf> {
         .output()
         .unwrap();
     assert_success(&out);
-    Some(dir.join(name))
+    dir.join(name)
 }
 
 /// The records of one VM with one 10 GiB disk and an empty CD drive.
@@ -330,12 +329,9 @@ const OVA_XML: &str = r#"<value><struct>
 </struct></value>
 "#;
 
-#[test]
 fn xva_made_with_tar_shows_its_vm() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(path) = xva(dir.path(), "webapp.xva", OVA_XML) else {
-        return;
-    };
+    let path = xva(dir.path(), "webapp.xva", OVA_XML);
     let info = inspect(&path).unwrap();
     assert_eq!(info.format, ImageFormat::Xva);
     assert_eq!(info.virtual_size, Some(10 << 30));
@@ -374,8 +370,7 @@ fn xva_made_with_tar_shows_its_vm() {
         dir.path(),
         "bad.xva",
         &OVA_XML.replace("<value>Ref:2</value>", "<ref>Ref:2</ref>"),
-    )
-    .unwrap();
+    );
     assert_eq!(
         inspect(&bad).unwrap_err(),
         "XVA: ova.xml is not an XML-RPC value: expected <value>, found <ref>"
@@ -386,8 +381,6 @@ fn xva_made_with_tar_shows_its_vm() {
 /// it decompress to (`xz -9` has 64 MiB): the inspection must still see
 /// the data inside. A decoder that emits output only a dictionary at a
 /// time saw nothing, and refused valid images as "not a valid xz stream".
-#[test]
-#[cfg_attr(missing_xz, ignore = "xz is not installed")]
 fn xz_with_a_dictionary_larger_than_the_inspected_head() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.raw");
@@ -417,57 +410,46 @@ fn xz_with_a_dictionary_larger_than_the_inspected_head() {
     assert_eq!(info.virtual_size, Some(12_000_000));
 }
 
-#[test]
-#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn compressed_wrappers_show_the_format_inside() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(path) = qemu_img(
+    qemu_img(
         dir.path(),
         "disk.qcow2",
         &["create", "-f", "qcow2", "disk.qcow2", "2G"],
-    ) else {
-        return;
-    };
-    let _ = path;
+    );
     let plain = dir.path().join("disk.qcow2");
     for (tool, flag, compression) in [
         ("xz", "-k", "xz"),
         ("gzip", "-k", "gzip"),
         ("zstd", "-k", "zstd"),
     ] {
-        if have_tool(tool) {
-            assert_success(
-                &Command::new(tool)
-                    .args([flag, "-f"])
-                    .arg(&plain)
-                    .output()
-                    .unwrap(),
-            );
-            let ext = match tool {
-                "xz" => "xz",
-                "gzip" => "gz",
-                _ => "zst",
-            };
-            let info = inspect(&dir.path().join(format!("disk.qcow2.{ext}"))).unwrap();
-            assert_eq!(info.format, ImageFormat::Qcow2, "{tool}");
-            assert_eq!(info.compression.map(|c| c.as_str()), Some(compression));
-            assert_eq!(info.virtual_size, Some(2 << 30), "{tool}");
-        }
+        assert_success(
+            &Command::new(tool)
+                .args([flag, "-f"])
+                .arg(&plain)
+                .output()
+                .unwrap(),
+        );
+        let ext = match tool {
+            "xz" => "xz",
+            "gzip" => "gz",
+            _ => "zst",
+        };
+        let info = inspect(&dir.path().join(format!("disk.qcow2.{ext}"))).unwrap();
+        assert_eq!(info.format, ImageFormat::Qcow2, "{tool}");
+        assert_eq!(info.compression.map(|c| c.as_str()), Some(compression));
+        assert_eq!(info.virtual_size, Some(2 << 30), "{tool}");
     }
 }
 
-#[test]
-#[cfg_attr(missing_qemu_img, ignore = "qemu-img is not installed")]
 fn truncated_headers_are_clear_errors_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let Some(qcow2) = qemu_img(d, "t.qcow2", &["create", "-f", "qcow2", "t.qcow2", "1G"]) else {
-        return;
-    };
-    let vmdk = qemu_img(d, "t.vmdk", &["create", "-f", "vmdk", "t.vmdk", "1G"]).unwrap();
-    let vhd = qemu_img(d, "t.vhd", &["create", "-f", "vpc", "t.vhd", "64M"]).unwrap();
-    let vhdx = qemu_img(d, "t.vhdx", &["create", "-f", "vhdx", "t.vhdx", "1G"]).unwrap();
-    let hds = qemu_img(d, "t.hds", &["create", "-f", "parallels", "t.hds", "1G"]).unwrap();
+    let qcow2 = qemu_img(d, "t.qcow2", &["create", "-f", "qcow2", "t.qcow2", "1G"]);
+    let vmdk = qemu_img(d, "t.vmdk", &["create", "-f", "vmdk", "t.vmdk", "1G"]);
+    let vhd = qemu_img(d, "t.vhd", &["create", "-f", "vpc", "t.vhd", "64M"]);
+    let vhdx = qemu_img(d, "t.vhdx", &["create", "-f", "vhdx", "t.vhdx", "1G"]);
+    let hds = qemu_img(d, "t.hds", &["create", "-f", "parallels", "t.hds", "1G"]);
     let ova = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("example-site/releases/dbnode/2.0.0/dbnode-2.0.0.ova");
     let cases: Vec<(&Path, Vec<usize>, &str)> = vec![
@@ -492,7 +474,6 @@ fn truncated_headers_are_clear_errors_never_panics() {
     }
 }
 
-#[test]
 fn ova_member_that_does_not_match_its_manifest() {
     let ova = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("example-site/releases/dbnode/2.0.0/dbnode-2.0.0.ova");
@@ -518,7 +499,6 @@ fn ova_member_that_does_not_match_its_manifest() {
 /// A deterministic mutation fuzzer over real images: flips, truncations and
 /// overwrites with interesting values. The inspector may refuse a mutant
 /// but must never panic. `VMCAST_FUZZ_ITERATIONS` raises the count.
-#[test]
 fn mutated_images_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -534,17 +514,14 @@ fn mutated_images_never_panic() {
         let data = fs::read(example.join(f)).unwrap();
         seeds.push(data[..data.len().min(300 << 10)].to_vec());
     }
-    if let Some(vhdx) = qemu_img(d, "f.vhdx", &["create", "-f", "vhdx", "f.vhdx", "1G"]) {
-        let data = fs::read(vhdx).unwrap();
-        seeds.push(data[..data.len().min(1_200_000)].to_vec());
-    }
-    if let Some(hds) = qemu_img(d, "f.hds", &["create", "-f", "parallels", "f.hds", "1G"]) {
-        let data = fs::read(hds).unwrap();
-        seeds.push(data[..data.len().min(300 << 10)].to_vec());
-    }
-    if let Some(xva) = xva(d, "f.xva", OVA_XML) {
-        seeds.push(fs::read(xva).unwrap());
-    }
+    let vhdx = qemu_img(d, "f.vhdx", &["create", "-f", "vhdx", "f.vhdx", "1G"]);
+    let data = fs::read(vhdx).unwrap();
+    seeds.push(data[..data.len().min(1_200_000)].to_vec());
+    let hds = qemu_img(d, "f.hds", &["create", "-f", "parallels", "f.hds", "1G"]);
+    let data = fs::read(hds).unwrap();
+    seeds.push(data[..data.len().min(300 << 10)].to_vec());
+    let xva = xva(d, "f.xva", OVA_XML);
+    seeds.push(fs::read(xva).unwrap());
     let iterations: usize = std::env::var("VMCAST_FUZZ_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -590,21 +567,18 @@ fn mutated_images_never_panic() {
 
 // ---- what the build does with it ----
 
-fn add_image(fixture: &Fixture, name: &str, args: &[&str]) -> bool {
+fn add_image(fixture: &Fixture, name: &str, args: &[&str]) {
     let dir = fixture.path("releases/webapp/1.1.0");
-    qemu_img(&dir, name, args).is_some()
+    qemu_img(&dir, name, args);
 }
 
-#[test]
 fn extension_that_disagrees_with_content() {
     let fixture = Fixture::new("ok-minimal");
-    if !add_image(
+    add_image(
         &fixture,
         "disk.vmdk",
         &["create", "-f", "qcow2", "disk.vmdk", "64M"],
-    ) {
-        return;
-    }
+    );
     let out = fixture.build(&[]);
     assert_eq!(
         stderr(&out),
@@ -614,16 +588,13 @@ fn extension_that_disagrees_with_content() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
 fn image_with_a_backing_file() {
     let fixture = Fixture::new("ok-minimal");
-    if !add_image(
+    add_image(
         &fixture,
         "base.qcow2",
         &["create", "-f", "qcow2", "base.qcow2", "64M"],
-    ) {
-        return;
-    }
+    );
     let dir = fixture.path("releases/webapp/1.1.0");
     let out = Command::new("qemu-img")
         .args([
@@ -650,16 +621,13 @@ fn image_with_a_backing_file() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
 fn requirement_smaller_than_the_virtual_disk() {
     let fixture = Fixture::new("ok-minimal");
-    if !add_image(
+    add_image(
         &fixture,
         "big.qcow2",
         &["create", "-f", "qcow2", "big.qcow2", "20G"],
-    ) {
-        return;
-    }
+    );
     let notes = fixture.path("releases/webapp/1.1.0/release.toml");
     let mut text = fs::read_to_string(&notes).unwrap();
     text.push_str("\n[requirements]\nmin_disk_gib = 2\n");
@@ -675,11 +643,7 @@ fn requirement_smaller_than_the_virtual_disk() {
 
 /// An OVA made here with `tar`, in the order the OVF spec gives (descriptor,
 /// manifest, disks), with a SHA-1 manifest; then one whose manifest lies.
-#[test]
 fn ova_built_with_tar_and_a_sha1_manifest() {
-    if !have_tool("tar") || !have_tool("sha1sum") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let example = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,7 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use crate::common::{assert_success, have_tool, vmcast};
+use crate::common::{assert_success, vmcast};
+
+tests! {
+    xmllint_finds_every_feed_well_formed needs XMLLINT;
+    jing_validates_every_feed_against_the_shipped_schema needs JING;
+    xmllint_relaxng_agrees_with_jing needs XMLLINT;
+    feedparser_reads_every_release_with_exact_enclosure_lengths needs FEEDPARSER;
+    minisign_verifies_every_feed_and_the_manifest needs MINISIGN;
+    sha256sum_checks_the_manifest_strictly needs SHA256SUM;
+    vmcast_verify_accepts_the_example_site;
+    a_release_of_cloud_images_only_passes_the_outside_tools needs XMLLINT, JING, FEEDPARSER;
+}
 
 const SCHEMA: &str = "docs/schema/vmcast-feed.rng";
 const SCHEMA_COMPACT: &str = "docs/schema/vmcast-feed.rnc";
@@ -65,12 +76,7 @@ fn tampered(file: &str, edit: impl Fn(String) -> String) -> (tempfile::TempDir, 
     (dir, path)
 }
 
-#[test]
-#[cfg_attr(missing_xmllint, ignore = "xmllint is not installed")]
 fn xmllint_finds_every_feed_well_formed() {
-    if !have_tool("xmllint") {
-        return;
-    }
     for feed in feeds() {
         assert_success(&run("xmllint", &["--noout", &feed], site()));
     }
@@ -82,12 +88,7 @@ fn xmllint_finds_every_feed_well_formed() {
     );
 }
 
-#[test]
-#[cfg_attr(missing_jing, ignore = "jing is not installed")]
 fn jing_validates_every_feed_against_the_shipped_schema() {
-    if !have_tool("jing") {
-        return;
-    }
     let schema = repo().join(SCHEMA);
     let compact = repo().join(SCHEMA_COMPACT);
     for feed in feeds() {
@@ -115,12 +116,7 @@ fn jing_validates_every_feed_against_the_shipped_schema() {
     }
 }
 
-#[test]
-#[cfg_attr(missing_xmllint, ignore = "xmllint is not installed")]
 fn xmllint_relaxng_agrees_with_jing() {
-    if !have_tool("xmllint") {
-        return;
-    }
     let schema = repo().join(SCHEMA);
     for feed in feeds() {
         assert_success(&run(
@@ -131,21 +127,7 @@ fn xmllint_relaxng_agrees_with_jing() {
     }
 }
 
-#[test]
-#[cfg_attr(missing_feedparser, ignore = "python feedparser is not installed")]
 fn feedparser_reads_every_release_with_exact_enclosure_lengths() {
-    if !have_tool("python3") {
-        return;
-    }
-    let probe = run("python3", &["-c", "import feedparser"], site());
-    if !probe.status.success() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "python module feedparser missing; .ci/run installs it"
-        );
-        eprintln!("note: feedparser not installed; skipping this check");
-        return;
-    }
     let releases = fs::read_dir(repo().join("example-site/releases"))
         .unwrap()
         .flat_map(|a| fs::read_dir(a.unwrap().path()).unwrap())
@@ -184,12 +166,7 @@ print("feedparser: bozo=0, %d entries, enclosure lengths match" % len(d.entries)
     assert_success(&out);
 }
 
-#[test]
-#[cfg_attr(missing_minisign, ignore = "minisign is not installed")]
 fn minisign_verifies_every_feed_and_the_manifest() {
-    if !have_tool("minisign") {
-        return;
-    }
     let public = fs::read_to_string(site().join("vmcast.pub")).unwrap();
     let key_line = public.lines().nth(1).unwrap().to_owned();
     let mut files = feeds();
@@ -224,11 +201,7 @@ fn minisign_verifies_every_feed_and_the_manifest() {
     assert!(!out.status.success(), "minisign accepted a tampered feed");
 }
 
-#[test]
 fn sha256sum_checks_the_manifest_strictly() {
-    if !have_tool("sha256sum") {
-        return;
-    }
     assert_success(&run("sha256sum", &["-c", "--strict", "SHA256SUMS"], site()));
     // A copy of the site with one image byte flipped must fail.
     let copy = tempfile::tempdir().unwrap();
@@ -247,7 +220,6 @@ fn sha256sum_checks_the_manifest_strictly() {
     );
 }
 
-#[test]
 fn vmcast_verify_accepts_the_example_site() {
     let out = vmcast(
         repo(),
@@ -267,40 +239,27 @@ fn vmcast_verify_accepts_the_example_site() {
 /// which RSS allows. xmllint, jing (both schema syntaxes) and feedparser
 /// accept the feed; feedparser sees no enclosure on that item and the
 /// primary image's on the other.
-#[test]
-#[cfg_attr(missing_xmllint, ignore = "xmllint is not installed")]
 fn a_release_of_cloud_images_only_passes_the_outside_tools() {
     let fixture = crate::common::Fixture::new("cloud-only-release");
     assert_success(&fixture.build(&["--quiet"]));
     let public = fixture.path("public");
     let schema = repo().join(SCHEMA);
     let compact = repo().join(SCHEMA_COMPACT);
-    if have_tool("xmllint") {
-        assert_success(&run(
-            "xmllint",
-            &["--noout", "--relaxng", schema.to_str().unwrap(), "feed.xml"],
-            &public,
-        ));
-    }
-    if have_tool("jing") {
-        assert_success(&run(
-            "jing",
-            &[schema.to_str().unwrap(), "feed.xml"],
-            &public,
-        ));
-        assert_success(&run(
-            "jing",
-            &["-c", compact.to_str().unwrap(), "feed.xml"],
-            &public,
-        ));
-    }
-    if !have_tool("python3")
-        || !run("python3", &["-c", "import feedparser"], &public)
-            .status
-            .success()
-    {
-        return;
-    }
+    assert_success(&run(
+        "xmllint",
+        &["--noout", "--relaxng", schema.to_str().unwrap(), "feed.xml"],
+        &public,
+    ));
+    assert_success(&run(
+        "jing",
+        &[schema.to_str().unwrap(), "feed.xml"],
+        &public,
+    ));
+    assert_success(&run(
+        "jing",
+        &["-c", compact.to_str().unwrap(), "feed.xml"],
+        &public,
+    ));
     let script = r#"
 import feedparser
 d = feedparser.parse("feed.xml")

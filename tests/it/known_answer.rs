@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 
 use vmcast_gen::sign::{PublicKey, SecretKey, Signature, VerifyError};
 
+tests! {
+    signature_bytes_equal_minisigns_own;
+    public_key_file_equals_minisigns_own;
+    minisigns_signature_verifies_and_legacy_is_refused;
+}
+
 fn fixture(name: &str) -> (PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/known-answer")
@@ -23,7 +29,6 @@ fn signed_lines(text: &str) -> Vec<&str> {
     text.lines().skip(1).collect()
 }
 
-#[test]
 fn signature_bytes_equal_minisigns_own() {
     let data = std::fs::read(fixture("data.txt").0).unwrap();
     let (_, expected) = fixture("data.txt.minisig");
@@ -34,7 +39,6 @@ fn signature_bytes_equal_minisigns_own() {
     assert_eq!(signed_lines(&ours), signed_lines(&expected));
 }
 
-#[test]
 fn public_key_file_equals_minisigns_own() {
     let (_, expected) = fixture("kat.pub");
     assert_eq!(key().public.to_file(), expected);
@@ -42,7 +46,6 @@ fn public_key_file_equals_minisigns_own() {
     assert_eq!(PublicKey::from_file(&path, &text).unwrap(), key().public);
 }
 
-#[test]
 fn minisigns_signature_verifies_and_legacy_is_refused() {
     let data = std::fs::read(fixture("data.txt").0).unwrap();
     let public = key().public;

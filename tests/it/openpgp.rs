@@ -11,6 +11,20 @@ use std::process::{Command, Output};
 
 use crate::common::{Fixture, assert_success, snapshot_tree, stderr, stdout, vmcast};
 
+tests! {
+    keygen_then_build_is_accepted_by_gpgv_and_gpg needs GPGV, GPG;
+    builds_are_byte_reproducible;
+    gpgs_known_answer_verifies_and_clearsigned_layout_is_gpgs;
+    verify_checks_the_clearsigned_manifest;
+    public_key_given_as_secret_key;
+    garbage_key;
+    environment_key_wins_over_the_config;
+    key_inside_output;
+    passphrase_protected_key;
+    readable_unencrypted_key_is_warned_about;
+    keygen_refuses_existing_files_before_asking;
+}
+
 /// The passphrase of known-answer/openpgp-encrypted-secret.asc.
 const PASSWORD: &str = "correct horse";
 
@@ -69,9 +83,6 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-#[test]
-#[cfg_attr(missing_gpgv, ignore = "gpgv is not installed")]
-#[cfg_attr(missing_gpg, ignore = "gpg is not installed")]
 fn keygen_then_build_is_accepted_by_gpgv_and_gpg() {
     let fixture = Fixture::new("ok-minimal");
     let password = [("VMCAST_OPENPGP_PASSWORD", PASSWORD)];
@@ -186,7 +197,6 @@ fn keygen_then_build_is_accepted_by_gpgv_and_gpg() {
     assert_eq!(decrypted.stdout, fs::read(site.join("SHA256SUMS")).unwrap());
 }
 
-#[test]
 fn builds_are_byte_reproducible() {
     let fixture = Fixture::new("ok-openpgp");
     let first = fixture.build(&["--out", "first"]);
@@ -213,7 +223,6 @@ fn builds_are_byte_reproducible() {
     assert_ne!(later, signed);
 }
 
-#[test]
 fn gpgs_known_answer_verifies_and_clearsigned_layout_is_gpgs() {
     let public = fs::read_to_string(known_answer("openpgp.asc")).unwrap();
     let data = fs::read_to_string(known_answer("data.txt")).unwrap();
@@ -252,7 +261,6 @@ fn gpgs_known_answer_verifies_and_clearsigned_layout_is_gpgs() {
     );
 }
 
-#[test]
 fn verify_checks_the_clearsigned_manifest() {
     let fixture = Fixture::new("ok-openpgp");
     assert_success(&fixture.build(&[]));
@@ -312,7 +320,6 @@ fn refused(fixture: &Fixture, env: &[(&str, &str)], expected: &str) {
     assert!(!fixture.path("public").exists());
 }
 
-#[test]
 fn public_key_given_as_secret_key() {
     refused(
         &Fixture::new("openpgp-public-key-as-secret"),
@@ -323,7 +330,6 @@ fn public_key_given_as_secret_key() {
     );
 }
 
-#[test]
 fn garbage_key() {
     let garbage = "error: keys/catalog-secret.asc: is not a readable OpenPGP secret key: its ASCII \
                    armor is damaged (the text between the BEGIN and END lines is not the base64 \
@@ -344,7 +350,6 @@ fn garbage_key() {
     );
 }
 
-#[test]
 fn environment_key_wins_over_the_config() {
     let fixture = Fixture::new("openpgp-garbage-key");
     let key = fs::read_to_string(known_answer("openpgp-secret.asc")).unwrap();
@@ -359,7 +364,6 @@ fn environment_key_wins_over_the_config() {
     assert_success(&out);
 }
 
-#[test]
 fn key_inside_output() {
     let fixture = Fixture::new("openpgp-key-inside-output");
     let before = snapshot_tree(&fixture.path("public"));
@@ -373,7 +377,6 @@ fn key_inside_output() {
     assert_eq!(snapshot_tree(&fixture.path("public")), before);
 }
 
-#[test]
 fn passphrase_protected_key() {
     let fixture = Fixture::new("openpgp-encrypted-key");
     refused(
@@ -408,7 +411,6 @@ fn passphrase_protected_key() {
     );
 }
 
-#[test]
 fn readable_unencrypted_key_is_warned_about() {
     let fixture = Fixture::new("ok-openpgp");
     let key = fixture.path("../known-answer/openpgp-secret.asc");
@@ -425,7 +427,6 @@ fn readable_unencrypted_key_is_warned_about() {
     assert_eq!(stderr(&out), warning);
 }
 
-#[test]
 fn keygen_refuses_existing_files_before_asking() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("openpgp.asc"), "keep me").unwrap();

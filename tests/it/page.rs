@@ -7,7 +7,13 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Fixture, assert_success, have_tool};
+use crate::common::{Fixture, assert_success};
+
+tests! {
+    page_makes_no_external_request_and_has_no_script;
+    page_renders_on_a_phone_and_a_desktop_in_chromium needs CHROMIUM;
+    page_does_not_scroll_sideways_on_a_phone needs CHROMIUM;
+}
 
 /// Every URL the page would fetch by itself (not links a reader follows).
 fn fetched_urls(html: &str) -> Vec<String> {
@@ -35,7 +41,6 @@ fn fetched_urls(html: &str) -> Vec<String> {
     out
 }
 
-#[test]
 fn page_makes_no_external_request_and_has_no_script() {
     let fixture = Fixture::new("unsafe-notes");
     assert_success(&fixture.build(&[]));
@@ -52,12 +57,7 @@ fn page_makes_no_external_request_and_has_no_script() {
 
 /// Renders the example site's page at 375 and 1280 pixels wide; the
 /// screenshots land in target/ (and, refreshed by hand, in docs/screenshots/).
-#[test]
-#[cfg_attr(missing_chromium, ignore = "chromium is not installed")]
 fn page_renders_on_a_phone_and_a_desktop_in_chromium() {
-    if !have_tool("chromium") {
-        return;
-    }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("page-shots");
     let site = out_dir.join("site");
@@ -112,12 +112,7 @@ fn page_renders_on_a_phone_and_a_desktop_in_chromium() {
 /// commands carry the 56-character base64 public key, which must wrap.
 /// The page is measured in an iframe of that width, with a script added
 /// to a copy of the page (the published page has none).
-#[test]
-#[cfg_attr(missing_chromium, ignore = "chromium is not installed")]
 fn page_does_not_scroll_sideways_on_a_phone() {
-    if !have_tool("chromium") {
-        return;
-    }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");

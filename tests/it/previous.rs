@@ -6,6 +6,18 @@ use std::path::Path;
 
 use crate::common::{EPOCH, Fixture, assert_success, copy_tree, stderr, stdout};
 
+tests! {
+    releases_without_local_images_keep_the_published_ones_unread;
+    a_previous_site_that_does_not_verify_is_refused;
+    a_previous_site_signed_by_another_key_is_refused;
+    a_build_not_newer_than_the_previous_site_is_refused;
+    a_changed_image_under_a_published_name_is_refused_unless_replaced;
+    an_expired_previous_site_is_built_on_with_a_warning;
+    a_release_gone_from_the_tree_leaves_the_feed_with_a_warning;
+    a_published_release_of_cloud_images_only_is_built_on;
+    previous_carries_every_fact_of_every_item_byte_for_byte;
+}
+
 const LATER: &str = "1790086400";
 
 /// The site serves images itself, and old ones are not in the output.
@@ -44,7 +56,6 @@ fn build_on(fixture: &Fixture, extra: &[&str], epoch: &str) -> std::process::Out
     fixture.run(&args, &[("SOURCE_DATE_EPOCH", epoch)])
 }
 
-#[test]
 fn releases_without_local_images_keep_the_published_ones_unread() {
     let fixture = published_site();
     add_release(&fixture, "1.2.0", &[9u8; 3000]);
@@ -100,7 +111,6 @@ fn releases_without_local_images_keep_the_published_ones_unread() {
     );
 }
 
-#[test]
 fn a_previous_site_that_does_not_verify_is_refused() {
     let fixture = published_site();
     let feed = fixture.path("published/feed.xml");
@@ -123,7 +133,6 @@ fn a_previous_site_that_does_not_verify_is_refused() {
     assert!(!fixture.path("public").exists());
 }
 
-#[test]
 fn a_previous_site_signed_by_another_key_is_refused() {
     let fixture = published_site();
     let key = fixture.path("other.key");
@@ -144,7 +153,6 @@ fn a_previous_site_signed_by_another_key_is_refused() {
     assert!(err.contains("not the pinned key"), "{err}");
 }
 
-#[test]
 fn a_build_not_newer_than_the_previous_site_is_refused() {
     let fixture = published_site();
     let out = build_on(&fixture, &[], EPOCH);
@@ -157,7 +165,6 @@ fn a_build_not_newer_than_the_previous_site_is_refused() {
     );
 }
 
-#[test]
 fn a_changed_image_under_a_published_name_is_refused_unless_replaced() {
     let fixture = published_site();
     let image = fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw");
@@ -178,7 +185,6 @@ fn a_changed_image_under_a_published_name_is_refused_unless_replaced() {
     assert_success(&out);
 }
 
-#[test]
 fn an_expired_previous_site_is_built_on_with_a_warning() {
     let fixture = Fixture::new("ok-minimal");
     fixture.configure("expires_after = \"1d\"\n");
@@ -195,7 +201,6 @@ fn an_expired_previous_site_is_built_on_with_a_warning() {
     );
 }
 
-#[test]
 fn a_release_gone_from_the_tree_leaves_the_feed_with_a_warning() {
     let fixture = published_site();
     fs::remove_dir_all(fixture.path("releases/webapp/1.0.0")).unwrap();
@@ -216,7 +221,6 @@ fn a_release_gone_from_the_tree_leaves_the_feed_with_a_warning() {
 /// A published release of cloud images only (an item without images) is
 /// no reason to refuse the previous site: its release.toml names its cloud
 /// images again, and the release with a file keeps its published image.
-#[test]
 fn a_published_release_of_cloud_images_only_is_built_on() {
     let fixture = Fixture::new("cloud-only-release");
     assert_success(&fixture.build(&[]));
@@ -260,7 +264,6 @@ fn items(xml: &str) -> Vec<(String, String)> {
 /// `--previous` from a runner that holds only the notes and one new
 /// appliance's release: every carried item is written byte for byte as
 /// the first build wrote it, in every document that holds it.
-#[test]
 fn previous_carries_every_fact_of_every_item_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

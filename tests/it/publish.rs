@@ -10,7 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Fixture, assert_success, have_tool, stderr, stdout};
+use crate::common::{Fixture, assert_success, stderr, stdout};
+
+tests! {
+    publish_in_safe_order_with_types_then_skip_unchanged needs MOTO;
+    interrupted_publish_keeps_the_old_feed_whole_and_resumes needs MOTO;
+    prune_deletes_only_what_the_new_site_dropped_after_the_feed needs MOTO;
+    prune_deletes_nothing_when_what_to_keep_is_unknown needs MOTO;
+    a_release_from_a_stateless_runner_reads_and_uploads_no_old_image needs MOTO;
+    publish_to_several_destinations_puts_every_image_everywhere_first needs MOTO;
+}
 
 pub(crate) struct Moto {
     child: Child,
@@ -37,23 +46,8 @@ impl Drop for Moto {
     }
 }
 
-/// moto's S3 server with one bucket; `None` when moto is missing outside CI.
-pub(crate) fn moto(bucket: &str) -> Option<Moto> {
-    if !have_tool("python3") {
-        return None;
-    }
-    let probe = Command::new("python3")
-        .args(["-c", "import moto.server"])
-        .output()
-        .unwrap();
-    if !probe.status.success() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "python module moto[server] missing; .ci/run installs it"
-        );
-        eprintln!("note: moto not installed; skipping");
-        return None;
-    }
+/// moto's S3 server with one bucket.
+pub(crate) fn moto(bucket: &str) -> Moto {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -83,7 +77,7 @@ pub(crate) fn moto(bucket: &str) -> Option<Moto> {
     }
     let (status, _, _) = http(port, "PUT", &format!("/{bucket}"));
     assert_eq!(status, "HTTP/1.1 200 OK", "create bucket");
-    Some(server)
+    server
 }
 
 /// What a [`refusing_proxy`] answers with 403 Forbidden.
@@ -264,11 +258,9 @@ pub(crate) fn uploads(out: &Output) -> Vec<String> {
         .collect()
 }
 
-#[test]
-#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn publish_in_safe_order_with_types_then_skip_unchanged() {
     let bucket = "order";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let fixture = site(moto.port, bucket);
     assert_success(&fixture.build(&[]));
     let out = publish(&fixture, moto.port, bucket, &[], &[]);
@@ -335,11 +327,9 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
     );
 }
 
-#[test]
-#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     let bucket = "resume";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let fixture = site(moto.port, bucket);
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790000000")]));
     assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
@@ -392,11 +382,9 @@ fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     );
 }
 
-#[test]
-#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn prune_deletes_only_what_the_new_site_dropped_after_the_feed() {
     let bucket = "prune";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let fixture = site(moto.port, bucket);
     assert_success(&fixture.build(&[]));
     assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
@@ -432,11 +420,9 @@ fn prune_deletes_only_what_the_new_site_dropped_after_the_feed() {
     assert_success(&verify(&fixture, moto.port, bucket));
 }
 
-#[test]
-#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn prune_deletes_nothing_when_what_to_keep_is_unknown() {
     let bucket = "prune-unknown";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let fixture = site(moto.port, bucket);
     assert_success(&fixture.build(&[]));
     assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
@@ -499,11 +485,9 @@ fn prune_deletes_nothing_when_what_to_keep_is_unknown() {
 /// (once from its HTTP URL, once from s3://) and publishes. The server
 /// never receives a GET or a PUT for an image of the first two releases,
 /// and the published result verifies, images and all.
-#[test]
-#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn a_release_from_a_stateless_runner_reads_and_uploads_no_old_image() {
     let bucket = "stateless";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let first = site(moto.port, bucket);
     assert_success(&first.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790000000")]));
     assert_success(&publish(&first, moto.port, bucket, &[], &[]));
@@ -581,11 +565,9 @@ fn a_release_from_a_stateless_runner_reads_and_uploads_no_old_image() {
 
 /// Two destinations (a primary and a mirror bucket): every image reaches
 /// both before any feed goes to either, and each verifies.
-#[test]
-#[cfg_attr(missing_moto, ignore = "python moto[server] is not installed")]
 fn publish_to_several_destinations_puts_every_image_everywhere_first() {
     let bucket = "primary";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let (status, _, _) = http(moto.port, "PUT", "/mirror");
     assert_eq!(status, "HTTP/1.1 200 OK", "create the mirror bucket");
     let fixture = site(moto.port, bucket);

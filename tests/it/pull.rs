@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, stderr, stdout};
 
+tests! {
+    pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback;
+    pull_against_python_http_server_downloads_once needs PYTHON3;
+    pull_against_serve;
+    pull_falls_back_to_a_mirror_when_the_primary_is_wrong;
+    require_provenance_refuses_an_image_without_one;
+}
+
 /// A static file server for one test: GET with single byte ranges, a log
 /// of request lines, and an optional cut: the next image response stops
 /// after that many bytes and the connection closes.
@@ -164,7 +172,6 @@ fn add_release(fixture: &Fixture, version: &str, epoch: &str) {
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
 }
 
-#[test]
 fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() {
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("served");
@@ -295,12 +302,7 @@ fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() 
 
 /// Against Python's http.server, which knows no Range: the first run
 /// downloads and verifies, the second downloads nothing (its access log).
-#[test]
-#[cfg_attr(missing_python3, ignore = "python3 is not installed")]
 fn pull_against_python_http_server_downloads_once() {
-    if !crate::common::have_tool("python3") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("served");
     fs::create_dir_all(&served).unwrap();
@@ -351,7 +353,6 @@ fn pull_against_python_http_server_downloads_once() {
 
 /// Against `vmcast-gen serve`: the preview's throwaway key is the one to
 /// pin; the first run downloads, the second finds the image in place.
-#[test]
 fn pull_against_serve() {
     let fixture = Fixture::new("ok-minimal");
     let tmp = tempfile::tempdir().unwrap();
@@ -424,7 +425,6 @@ fn pull_against_serve() {
 
 /// A feed whose image has a second source (a mirror): when the primary
 /// serves other bytes, the download falls back to the mirror.
-#[test]
 fn pull_falls_back_to_a_mirror_when_the_primary_is_wrong() {
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("served");
@@ -465,7 +465,6 @@ fn pull_falls_back_to_a_mirror_when_the_primary_is_wrong() {
     );
 }
 
-#[test]
 fn require_provenance_refuses_an_image_without_one() {
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("served");

@@ -10,6 +10,11 @@ use std::process::Command;
 
 use crate::common::assert_success;
 
+tests! {
+    the_readme_walkthrough_runs_as_written;
+    the_comparison_can_fail;
+}
+
 enum Step {
     /// A shell command and the output the README shows for it.
     Run { command: String, expected: String },
@@ -109,7 +114,6 @@ fn normalize(text: &str) -> String {
         .collect()
 }
 
-#[test]
 fn the_readme_walkthrough_runs_as_written() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = fs::read_to_string(repo.join("README.md")).unwrap();
@@ -170,7 +174,6 @@ fn the_readme_walkthrough_runs_as_written() {
     }
 }
 
-#[test]
 fn the_comparison_can_fail() {
     let readme = "<!-- walkthrough -->\n```console\n$ echo a 1.5s\na 2.0s\n$ true\n```\n\
                   <!-- walkthrough-file: x.toml -->\n```toml\nk = 1\n```\n<!-- /walkthrough -->\n";

@@ -11,9 +11,28 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, stderr, stdout};
 
+tests! {
+    second_build_of_one_output_fails_at_once;
+    build_sweeps_staging_directories_of_killed_builds;
+    copy_mode_rebuilds_stage_in_the_spare_and_copy_nothing;
+    link_mode_rebuilds_link_nothing_and_hit_the_cache;
+    nothing_the_site_no_longer_has_survives_from_the_spare;
+    spare_with_a_symbolic_link_is_discarded;
+    spare_without_the_marker_is_discarded;
+    spare_that_is_a_symbolic_link_is_discarded;
+    spare_with_a_fifo_is_discarded;
+    foreign_files_in_the_spare_never_reach_the_output;
+    files_and_directories_swapped_in_the_spare_are_replaced;
+    spare_files_with_the_right_bytes_but_another_name_or_mode_are_written_anew;
+    a_changed_file_in_the_spare_is_replaced;
+    build_killed_while_staging_in_the_spare_leaves_the_output_and_is_swept;
+    failed_build_puts_the_spare_back;
+    the_site_does_not_depend_on_the_thread_count;
+    output_inside_the_releases_directory_is_not_scanned;
+}
+
 /// While another process holds the output's lock, a build fails at once,
 /// naming it; once it is released, the build runs.
-#[test]
 fn second_build_of_one_output_fails_at_once() {
     let fixture = Fixture::new("ok-minimal");
     let lock_path = fixture.path(".public.lock");
@@ -39,7 +58,6 @@ fn second_build_of_one_output_fails_at_once() {
 
 /// A build killed midway leaves its staging directory; the next build of
 /// the output removes it and says so. Other sites' are left alone.
-#[test]
 fn build_sweeps_staging_directories_of_killed_builds() {
     let fixture = Fixture::new("ok-minimal");
     let left = fixture.path(".public.building-xyz");
@@ -126,7 +144,6 @@ fn warm_build(fixture: &Fixture) {
 /// in it: the output's directories are the spare's, an unchanged copy keeps
 /// its inode and its ctime (no link is made or removed), and the spare
 /// shares the output's copies instead of holding copies of its own.
-#[test]
 fn copy_mode_rebuilds_stage_in_the_spare_and_copy_nothing() {
     let fixture = with_mode("copy");
     assert_success(&fixture.build(&[]));
@@ -162,7 +179,6 @@ fn copy_mode_rebuilds_stage_in_the_spare_and_copy_nothing() {
 /// In link mode the output and the spare hold the image itself: after the
 /// first rebuild no link is made or removed, so the image's ctime stays and
 /// the cache hits on every rebuild.
-#[test]
 fn link_mode_rebuilds_link_nothing_and_hit_the_cache() {
     let fixture = with_mode("link");
     assert_success(&fixture.build(&[]));
@@ -215,7 +231,6 @@ fn archived_site(mode: &str) -> Fixture {
 /// spare: after the site loses an appliance and old releases, each of two
 /// rebuilds (staging in a spare that has them) writes exactly what a cold
 /// build writes, byte for byte, file for file, mode for mode.
-#[test]
 fn nothing_the_site_no_longer_has_survives_from_the_spare() {
     for mode in ["none", "link", "copy"] {
         let fixture = archived_site(mode);
@@ -287,7 +302,6 @@ fn spoilt_spare(corrupt: impl FnOnce(&Fixture), warning: &str) -> Fixture {
 
 /// A symbolic link in the spare is never followed nor kept, even at an
 /// image's place: the spare is removed whole.
-#[test]
 fn spare_with_a_symbolic_link_is_discarded() {
     let fixture = spoilt_spare(
         |f| {
@@ -304,7 +318,6 @@ fn spare_with_a_symbolic_link_is_discarded() {
     );
 }
 
-#[test]
 fn spare_without_the_marker_is_discarded() {
     spoilt_spare(
         |f| fs::remove_file(f.path(&format!("{SPARE}/.vmcast-gen"))).unwrap(),
@@ -314,7 +327,6 @@ fn spare_without_the_marker_is_discarded() {
 
 /// A spare that is a symbolic link to a directory is removed as a link:
 /// what it points at is left alone.
-#[test]
 fn spare_that_is_a_symbolic_link_is_discarded() {
     let fixture = spoilt_spare(
         |f| {
@@ -333,7 +345,6 @@ fn spare_that_is_a_symbolic_link_is_discarded() {
     );
 }
 
-#[test]
 fn spare_with_a_fifo_is_discarded() {
     spoilt_spare(
         |f| {
@@ -349,7 +360,6 @@ fn spare_with_a_fifo_is_discarded() {
 
 /// Files no build of this site writes are removed from the spare like any
 /// file the site no longer has: they never reach the output.
-#[test]
 fn foreign_files_in_the_spare_never_reach_the_output() {
     spoilt_spare(
         |f| {
@@ -369,7 +379,6 @@ fn foreign_files_in_the_spare_never_reach_the_output() {
 
 /// A directory where the new site writes a file, or places an image, is
 /// removed with all it holds; a file where it has a directory is removed.
-#[test]
 fn files_and_directories_swapped_in_the_spare_are_replaced() {
     spoilt_spare(
         |f| {
@@ -390,7 +399,6 @@ fn files_and_directories_swapped_in_the_spare_are_replaced() {
 /// A file of the spare with the right bytes is kept only if nothing else
 /// can change it: one with another name (a hard link) or another mode is
 /// written anew.
-#[test]
 fn spare_files_with_the_right_bytes_but_another_name_or_mode_are_written_anew() {
     let fixture = spoilt_spare(
         |f| {
@@ -420,7 +428,6 @@ fn spare_files_with_the_right_bytes_but_another_name_or_mode_are_written_anew() 
 
 /// An unchanged copy's place in the spare holding another file (a copy
 /// written to since) gets the output's copy again, not the spare's file.
-#[test]
 fn a_changed_file_in_the_spare_is_replaced() {
     let fixture = spoilt_spare(
         |f| {
@@ -438,7 +445,6 @@ fn a_changed_file_in_the_spare_is_replaced() {
 
 /// A build killed after it took the spare leaves the output as it was; the
 /// next build sweeps what it left and builds from an empty directory.
-#[test]
 fn build_killed_while_staging_in_the_spare_leaves_the_output_and_is_swept() {
     let fixture = with_mode("copy");
     assert_success(&fixture.build(&[]));
@@ -484,7 +490,6 @@ fn build_killed_while_staging_in_the_spare_leaves_the_output_and_is_swept() {
 
 /// A build that fails after it took the spare puts the spare back: the
 /// next build links or copies nothing the failed one had in place.
-#[test]
 fn failed_build_puts_the_spare_back() {
     let fixture = with_mode("copy");
     assert_success(&fixture.build(&[]));
@@ -514,7 +519,6 @@ fn failed_build_puts_the_spare_back() {
 
 /// Notes are read, and feeds and archives rendered and signed, on several
 /// threads: the site does not depend on how many.
-#[test]
 fn the_site_does_not_depend_on_the_thread_count() {
     let site = |threads: &str| {
         let fixture = with_mode("none");
@@ -543,7 +547,6 @@ fn the_site_does_not_depend_on_the_thread_count() {
 /// directories beside it, is never scanned as input: the build changes
 /// them while it scans. A file name no input may have (not UTF-8) in the
 /// spare is the spare's problem, removed with it, not the scan's error.
-#[test]
 fn output_inside_the_releases_directory_is_not_scanned() {
     use std::os::unix::ffi::OsStrExt;
     let fixture = Fixture::new("ok-minimal");

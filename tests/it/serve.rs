@@ -10,7 +10,19 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Fixture, have_tool};
+use crate::common::Fixture;
+
+tests! {
+    serve_answers_ranges_with_the_right_types_and_rebuilds;
+    planted_symlink_is_not_served;
+    huge_header_line_is_refused_in_bounded_memory;
+    trickling_connections_time_out_and_are_capped;
+    ranges_follow_rfc_9110;
+    server_failure_ends_serve_with_the_error needs SS;
+    preview_is_never_clearsigned_with_the_real_openpgp_key;
+    preview_is_never_signed_with_the_real_key;
+    stopping_by_signal_removes_the_scratch_directory;
+}
 
 /// A running `serve`: stopped on drop with SIGTERM (so it removes its
 /// scratch directory), then SIGKILL if it has not exited within 5 s.
@@ -157,7 +169,6 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v)
 }
 
-#[test]
 fn serve_answers_ranges_with_the_right_types_and_rebuilds() {
     let fixture = Fixture::new("ok-minimal");
     let server = start(&fixture);
@@ -223,7 +234,6 @@ fn serve_answers_ranges_with_the_right_types_and_rebuilds() {
     }
 }
 
-#[test]
 fn planted_symlink_is_not_served() {
     let fixture = Fixture::new("ok-minimal");
     let server = start(&fixture);
@@ -256,7 +266,6 @@ fn planted_symlink_is_not_served() {
     assert_eq!(get(base, "/feed.xml", "", "GET").0, "HTTP/1.1 200 OK");
 }
 
-#[test]
 fn huge_header_line_is_refused_in_bounded_memory() {
     let fixture = Fixture::new("ok-minimal");
     let server = start(&fixture);
@@ -311,7 +320,6 @@ fn huge_header_line_is_refused_in_bounded_memory() {
     );
 }
 
-#[test]
 fn trickling_connections_time_out_and_are_capped() {
     let fixture = Fixture::new("ok-minimal");
     let server = start(&fixture);
@@ -392,7 +400,6 @@ fn trickling_connections_time_out_and_are_capped() {
     }
 }
 
-#[test]
 fn ranges_follow_rfc_9110() {
     let fixture = Fixture::new("ok-minimal");
     let server = start(&fixture);
@@ -454,12 +461,7 @@ fn ranges_follow_rfc_9110() {
     assert_eq!(body, page);
 }
 
-#[test]
-#[cfg_attr(missing_ss, ignore = "ss (iproute2) is not installed")]
 fn server_failure_ends_serve_with_the_error() {
-    if !have_tool("ss") {
-        return;
-    }
     let fixture = Fixture::new("ok-minimal");
     let mut cmd = serve_command(&fixture);
     cmd.stderr(Stdio::piped());
@@ -509,7 +511,6 @@ fn key_id(file: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-#[test]
 fn preview_is_never_clearsigned_with_the_real_openpgp_key() {
     // An unencrypted OpenPGP key, and one no password is given for: the
     // preview reads neither.
@@ -539,7 +540,6 @@ fn preview_is_never_clearsigned_with_the_real_openpgp_key() {
     }
 }
 
-#[test]
 fn preview_is_never_signed_with_the_real_key() {
     // ok-minimal's config names the known-answer key as its secret_key.
     let fixture = Fixture::new("ok-minimal");
@@ -590,7 +590,6 @@ fn preview_is_never_signed_with_the_real_key() {
     assert_eq!(key_id(&after), key_id(&before), "a rebuild changed the key");
 }
 
-#[test]
 fn stopping_by_signal_removes_the_scratch_directory() {
     let fixture = Fixture::new("ok-minimal");
     let tmp = fixture.tmp.path().join("tmp");

@@ -11,9 +11,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use crate::common::{EPOCH, Fixture, assert_success, copy_tree, have_tool, stderr, stdout, vmcast};
+use crate::common::{EPOCH, Fixture, assert_success, copy_tree, stderr, stdout, vmcast};
 use crate::verify::{kat_key, relist, resign};
 use vmcast_gen::model::Sha256;
+
+tests! {
+    simplestreams_tree_is_listed_and_verified;
+    a_wrong_lxd_fingerprint_fails_verify;
+    two_releases_in_the_same_minute_are_refused;
+    images_on_another_host_are_skipped_with_the_reason;
+    the_fingerprint_comes_from_the_cache_on_a_warm_rebuild;
+    previous_keeps_the_lxd_items_of_carried_releases;
+    previous_leaves_out_lxd_items_whose_metadata_changed;
+    sstream_query_lists_the_newest_release_and_sstream_mirror_refuses_a_flipped_byte needs SSTREAM;
+    lxc_lists_and_exports_the_newest_vm_and_refuses_a_flipped_byte needs LXC;
+    virt_builder_lists_the_newest_release_and_refuses_a_flipped_byte needs VIRT_BUILDER;
+    sstream_query_checks_the_signed_tree_with_the_sites_key needs SSTREAM, GPG, GPGV;
+    virt_builder_checks_the_signed_tree_with_gpgkey needs VIRT_BUILDER;
+    verify_checks_the_signed_simplestreams_forms;
+}
 
 const KAT_PUB: &str = "../known-answer/kat.pub";
 const PRODUCTS: &str = "public/streams/v1/images.json";
@@ -71,7 +87,6 @@ fn products(fixture: &Fixture) -> serde_json::Value {
 const VERSION: &str =
     "/products/com.example.downloads:vmcast:webapp:stable:amd64/versions/20260220_0000";
 
-#[test]
 fn simplestreams_tree_is_listed_and_verified() {
     let fixture = qcow2_site();
     let out = build(&fixture, &[]);
@@ -127,7 +142,6 @@ fn simplestreams_tree_is_listed_and_verified() {
 /// A products file listed in the manifest and signed for, but whose LXD
 /// fingerprint is not the one the feed carries: LXD would trust another
 /// disk under this name. `verify` names the item and both fingerprints.
-#[test]
 fn a_wrong_lxd_fingerprint_fails_verify() {
     let fixture = qcow2_site();
     assert_success(&build(&fixture, &[]));
@@ -163,7 +177,6 @@ fn a_wrong_lxd_fingerprint_fails_verify() {
 
 /// Version keys are date serials to the minute: two releases of one
 /// product in the same minute would share one, and the build says so.
-#[test]
 fn two_releases_in_the_same_minute_are_refused() {
     let fixture = qcow2_site();
     let notes = fixture.path("releases/webapp/1.0.0/release.toml");
@@ -182,7 +195,6 @@ fn two_releases_in_the_same_minute_are_refused() {
 
 /// simplestreams paths are relative to the site: images served from
 /// another host are left out, each with the reason, and the build goes on.
-#[test]
 fn images_on_another_host_are_skipped_with_the_reason() {
     let fixture = Fixture::new("cdn-download-url");
     fixture.configure("\n[catalogs]\nsimplestreams = true\n");
@@ -198,7 +210,6 @@ fn images_on_another_host_are_skipped_with_the_reason() {
 /// The disk is read once for both digests; a warm rebuild reads nothing.
 /// Turning the catalog on reads only the disk that needs a fingerprint
 /// the cache does not hold.
-#[test]
 fn the_fingerprint_comes_from_the_cache_on_a_warm_rebuild() {
     let fixture = qcow2_site();
     let config = fixture.path("vmcast.toml");
@@ -227,7 +238,6 @@ fn the_fingerprint_comes_from_the_cache_on_a_warm_rebuild() {
 /// A release taken from the previous site keeps its LXD items: the
 /// fingerprint comes from the verified feed, the tarball is made again
 /// from the notes, and no image is read.
-#[test]
 fn previous_keeps_the_lxd_items_of_carried_releases() {
     let fixture = qcow2_site();
     assert_success(&build(&fixture, &[]));
@@ -256,7 +266,6 @@ fn previous_keeps_the_lxd_items_of_carried_releases() {
 /// A carried release whose notes changed since it was published has a
 /// metadata tarball that no longer matches the fingerprint in the feed:
 /// without the disk, its LXD items are left out, and the summary says so.
-#[test]
 fn previous_leaves_out_lxd_items_whose_metadata_changed() {
     let fixture = qcow2_site();
     assert_success(&build(&fixture, &[]));
@@ -381,15 +390,7 @@ fn client(program: &str, args: &[&str], env: &[(&str, &Path)]) -> Output {
     cmd.output().unwrap()
 }
 
-#[test]
-#[cfg_attr(
-    missing_sstream,
-    ignore = "needs sstream-query (pip python-simplestreams)"
-)]
 fn sstream_query_lists_the_newest_release_and_sstream_mirror_refuses_a_flipped_byte() {
-    if !have_tool("sstream-query") {
-        return;
-    }
     let server = Server::start(site(), None);
     let index = format!("http://127.0.0.1:{}/streams/v1/index.json", server.port);
     let out = client(
@@ -537,12 +538,7 @@ fn lxc(ca: &Ca, conf: &Path, args: &[&str]) -> Output {
     )
 }
 
-#[test]
-#[cfg_attr(missing_lxc, ignore = "needs lxc (apt lxd-client) and openssl")]
 fn lxc_lists_and_exports_the_newest_vm_and_refuses_a_flipped_byte() {
-    if !have_tool("lxc") || !have_tool("openssl") {
-        return;
-    }
     let ca = Ca::new();
     let server = Server::start(site(), Some(&ca));
     let conf = tempfile::tempdir().unwrap();
@@ -661,15 +657,7 @@ fn virt_builder(dir: &Path, port: u16, args: &[&str]) -> Output {
 
 const PRODUCT: &str = "com.example.downloads:vmcast:webapp:stable:amd64";
 
-#[test]
-#[cfg_attr(
-    missing_virt_builder,
-    ignore = "needs virt-builder (.ci/install-guestfs.sh)"
-)]
 fn virt_builder_lists_the_newest_release_and_refuses_a_flipped_byte() {
-    if !have_tool("virt-builder") {
-        return;
-    }
     let server = Server::start(site(), None);
     let dir = tempfile::tempdir().unwrap();
     let out = virt_builder(
@@ -762,16 +750,7 @@ fn tampered_signed_site() -> tempfile::TempDir {
     dir
 }
 
-#[test]
-#[cfg_attr(
-    missing_sstream,
-    ignore = "needs sstream-query (pip python-simplestreams)"
-)]
-#[cfg_attr(missing_gpg, ignore = "needs gpg")]
 fn sstream_query_checks_the_signed_tree_with_the_sites_key() {
-    if !have_tool("sstream-query") || !have_tool("gpg") || !have_tool("gpgv") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let home = crate::openpgp::gnupg_home(tmp.path());
     let keyring = crate::openpgp::keyring(&home, &signed_site().join("openpgp.asc"));
@@ -813,15 +792,7 @@ fn sstream_query_checks_the_signed_tree_with_the_sites_key() {
     );
 }
 
-#[test]
-#[cfg_attr(
-    missing_virt_builder,
-    ignore = "needs virt-builder (.ci/install-guestfs.sh)"
-)]
 fn virt_builder_checks_the_signed_tree_with_gpgkey() {
-    if !have_tool("virt-builder") {
-        return;
-    }
     let list = |site: &Path| {
         let server = Server::start(site, None);
         let dir = tempfile::tempdir().unwrap();
@@ -862,7 +833,6 @@ fn virt_builder_checks_the_signed_tree_with_gpgkey() {
 
 /// `verify` checks the clearsigned forms against the site's OpenPGP key
 /// and the texts of the listed files, and names a tampered one.
-#[test]
 fn verify_checks_the_signed_simplestreams_forms() {
     let key = repo().join("example-site/keys/TEST-ONLY-DO-NOT-USE.pub");
     let verify = |site: &Path| {

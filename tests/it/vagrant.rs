@@ -11,6 +11,20 @@ use std::process::{Command, Output};
 use crate::common::{EPOCH, Fixture, assert_success, copy_tree, stderr, stdout};
 use crate::verify::{kat_key, relist, resign};
 
+tests! {
+    boxes_hold_the_image_and_the_catalog_lists_them;
+    a_catalog_that_disagrees_with_the_feed_fails_verify;
+    boxes_without_their_catalog_fail_verify;
+    warm_rebuild_reads_no_image_and_keeps_the_boxes;
+    a_version_vagrant_cannot_parse_is_refused;
+    previous_keeps_the_boxes_of_releases_whose_images_are_absent;
+    turning_vagrant_off_drops_the_boxes_of_previous_releases_too;
+    vagrant_adds_lists_and_checks_boxes_from_serve needs VAGRANT;
+    previous_without_boxes_leaves_the_release_out_with_the_reason;
+    #[cfg(feature = "publish")]
+    published_catalog_is_json_and_boxes_go_first needs MOTO, VAGRANT;
+}
+
 const KAT_PUB: &str = "../known-answer/kat.pub";
 const LATER: &str = "1790086400";
 const CATALOG: &str = "public/vagrant/webapp.json";
@@ -55,7 +69,6 @@ fn verify(fixture: &Fixture, extra: &[&str]) -> Output {
     fixture.run(&args, &[])
 }
 
-#[test]
 fn boxes_hold_the_image_and_the_catalog_lists_them() {
     let fixture = Fixture::new("ok-vagrant");
     let out = fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]);
@@ -129,7 +142,6 @@ fn boxes_hold_the_image_and_the_catalog_lists_them() {
 /// A catalog listed in the manifest whose box checksum is not the one the
 /// signed feed names: vagrant would accept a box the feed does not vouch
 /// for. `verify` names the version, the box and both digests.
-#[test]
 fn a_catalog_that_disagrees_with_the_feed_fails_verify() {
     let fixture = Fixture::new("ok-vagrant");
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
@@ -155,7 +167,6 @@ fn a_catalog_that_disagrees_with_the_feed_fails_verify() {
 /// catalog (removed with its line, SHA256SUMS signed again): `vagrant box
 /// add` would find nothing there. `verify` fails, as for any other file the
 /// feed names and SHA256SUMS does not list, naming the releases.
-#[test]
 fn boxes_without_their_catalog_fail_verify() {
     let fixture = Fixture::new("ok-vagrant");
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
@@ -191,7 +202,6 @@ fn hashed_line(out: &Output) -> String {
 /// Warm rebuilds read no image and take each box from the previous output
 /// by hard link (the same inode), or keep it where the reused spare site
 /// holds it: never written again.
-#[test]
 fn warm_rebuild_reads_no_image_and_keeps_the_boxes() {
     let fixture = Fixture::new("ok-vagrant");
     let config = fixture.path("vmcast.toml");
@@ -245,7 +255,6 @@ const UNPARSABLE: &str = "error: releases/webapp/1.2.0+b1/release.toml: version 
 /// catalog would be refused. The build stops before hashing, naming the
 /// release.toml, and the previous output stays as it was; `check --images`
 /// (which knows which images are qcow2) says so before any build.
-#[test]
 fn a_version_vagrant_cannot_parse_is_refused() {
     let fixture = Fixture::new("ok-vagrant");
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
@@ -279,7 +288,6 @@ fn a_version_vagrant_cannot_parse_is_refused() {
 /// A runner holding only the newest release's image builds on the
 /// published site: the older release's box stays where it was published,
 /// and the catalog still lists it, its facts from the verified feed.
-#[test]
 fn previous_keeps_the_boxes_of_releases_whose_images_are_absent() {
     let fixture = Fixture::new("ok-vagrant");
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
@@ -308,7 +316,6 @@ fn previous_keeps_the_boxes_of_releases_whose_images_are_absent() {
 /// Vagrant turned off on a site that had it: no catalog offers the boxes
 /// any more, so the feed names none, for the release taken unread from the
 /// previous site as for the one read here, and the site verifies.
-#[test]
 fn turning_vagrant_off_drops_the_boxes_of_previous_releases_too() {
     let fixture = Fixture::new("ok-vagrant");
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", EPOCH)]));
@@ -349,8 +356,6 @@ fn vagrant(fixture: &Fixture, args: &[&str]) -> Output {
 /// `application/json`, without which vagrant takes it for a box): a
 /// version constraint, the list, the outdated check, a box with one
 /// flipped byte refused, and the newest box added once it is whole.
-#[cfg_attr(missing_vagrant, ignore = "vagrant is not installed")]
-#[test]
 fn vagrant_adds_lists_and_checks_boxes_from_serve() {
     let fixture = Fixture::new("ok-vagrant");
     let server = crate::serve::start(&fixture);
@@ -410,7 +415,6 @@ fn vagrant_adds_lists_and_checks_boxes_from_serve() {
 /// names no box for the release whose image is not here, and no box can be
 /// made without the image. The catalog lists the other release, and the
 /// summary says why this one is missing.
-#[test]
 fn previous_without_boxes_leaves_the_release_out_with_the_reason() {
     let fixture = Fixture::new("ok-vagrant");
     let config = fixture.path("vmcast.toml");
@@ -446,15 +450,10 @@ fn previous_without_boxes_leaves_the_release_out_with_the_reason() {
 /// `application/json`: the real client adds the newest box straight from
 /// the bucket, and `verify --images` reads the boxes there.
 #[cfg(feature = "publish")]
-#[cfg_attr(
-    any(missing_moto, missing_vagrant),
-    ignore = "python moto[server] or vagrant is not installed"
-)]
-#[test]
 fn published_catalog_is_json_and_boxes_go_first() {
     use crate::publish::{http, moto, publish, site_of, uploads};
     let bucket = "boxes";
-    let Some(moto) = moto(bucket) else { return };
+    let moto = moto(bucket);
     let fixture = site_of("ok-vagrant", moto.port, bucket);
     assert_success(&fixture.build(&[]));
     let out = publish(&fixture, moto.port, bucket, &[], &[]);

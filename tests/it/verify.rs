@@ -9,8 +9,47 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Fixture, assert_success, have_tool, stderr, stdout, vmcast};
+use crate::common::{Fixture, assert_success, stderr, stdout, vmcast};
 use vmcast_gen::sign::{SecretKey, Signature};
+
+tests! {
+    a_fresh_build_verifies_with_its_images;
+    a_release_of_cloud_images_only_verifies;
+    json_report_for_ci;
+    verify_over_http needs PYTHON3;
+    tampered_image;
+    tampered_feed;
+    tampered_manifest;
+    signature_from_another_key;
+    swapped_signature_files;
+    legacy_signature needs MINISIGN;
+    rollback_to_older_build;
+    expired_build_freeze;
+    mix_and_match_of_two_builds;
+    endless_data_image_longer_than_declared;
+    image_shorter_than_declared;
+    feed_url_pointing_outside_the_site;
+    rotated_key_never_announced;
+    rotated_key_announced_by_the_old_key_is_accepted;
+    minisign_encrypted_key_with_the_right_password;
+    minisign_encrypted_key_with_a_wrong_password;
+    encrypted_key_without_a_password_source;
+    keygen_writes_an_encrypted_key_minisign_can_use needs MINISIGN;
+    feed_body_that_stalls_hits_the_deadline;
+    signature_trickling_one_byte_a_second_hits_the_deadline;
+    image_trickling_below_the_minimum_rate_is_abandoned;
+    image_body_that_stalls_is_abandoned;
+    image_url_outside_the_site_is_never_fetched;
+    dot_segments_do_not_climb_out_of_the_site;
+    image_path_outside_the_site_is_refused_before_any_read;
+    fifo_as_a_signature_fails_fast;
+    symlink_to_dev_zero_as_a_signature_fails_fast;
+    build_of_another_site_signed_by_the_same_key_is_refused;
+    state_file_without_a_site_adopts_the_first_site_seen;
+    withdrawn_key_announcement_is_forgotten;
+    release_notes_over_the_text_limit_are_refused_by_build;
+    release_notes_that_render_past_the_text_limit_are_refused_by_build;
+}
 
 const KAT_PUB: &str = "../known-answer/kat.pub";
 
@@ -92,7 +131,6 @@ fn image(fixture: &Fixture) -> PathBuf {
 
 // ---- what passes ----
 
-#[test]
 fn a_fresh_build_verifies_with_its_images() {
     let fixture = built(crate::common::EPOCH);
     let out = verify(&fixture, &["--images"]);
@@ -104,7 +142,6 @@ fn a_fresh_build_verifies_with_its_images() {
 /// An item of cloud images only has no enclosure and no image to hash:
 /// verify accepts it, says the cloud images are named, not hashed, and
 /// refuses such an item that encloses a file anyway.
-#[test]
 fn a_release_of_cloud_images_only_verifies() {
     let fixture = Fixture::new("cloud-only-release");
     assert_success(&fixture.build(&[]));
@@ -135,7 +172,6 @@ fn a_release_of_cloud_images_only_verifies() {
     );
 }
 
-#[test]
 fn json_report_for_ci() {
     let fixture = built(crate::common::EPOCH);
     let out = verify(&fixture, &["--json"]);
@@ -154,12 +190,7 @@ fn json_report_for_ci() {
     );
 }
 
-#[test]
-#[cfg_attr(missing_python3, ignore = "python3 is not installed")]
 fn verify_over_http() {
-    if !have_tool("python3") {
-        return;
-    }
     let fixture = Fixture::new("ok-multi-appliance");
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -237,7 +268,6 @@ impl Drop for Server {
 
 // ---- the attacks ----
 
-#[test]
 fn tampered_image() {
     let fixture = built(crate::common::EPOCH);
     let mut bytes = fs::read(image(&fixture)).unwrap();
@@ -256,7 +286,6 @@ fn tampered_image() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
 fn tampered_feed() {
     let fixture = built(crate::common::EPOCH);
     let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
@@ -271,7 +300,6 @@ fn tampered_feed() {
     );
 }
 
-#[test]
 fn tampered_manifest() {
     let fixture = built(crate::common::EPOCH);
     let sums = fs::read_to_string(fixture.path("public/SHA256SUMS")).unwrap();
@@ -283,7 +311,6 @@ fn tampered_manifest() {
     );
 }
 
-#[test]
 fn signature_from_another_key() {
     let fixture = built(crate::common::EPOCH);
     let other = SecretKey::generate().unwrap();
@@ -298,7 +325,6 @@ fn signature_from_another_key() {
     );
 }
 
-#[test]
 fn swapped_signature_files() {
     let fixture = built(crate::common::EPOCH);
     let feed_sig = fixture.path("public/feed.xml.minisig");
@@ -314,12 +340,7 @@ fn swapped_signature_files() {
     );
 }
 
-#[test]
-#[cfg_attr(missing_minisign, ignore = "minisign is not installed")]
 fn legacy_signature() {
-    if !have_tool("minisign") {
-        return;
-    }
     let fixture = built(crate::common::EPOCH);
     let sig_path = fixture.path("public/feed.xml.minisig");
     let old = Signature::from_file(&sig_path, &fs::read_to_string(&sig_path).unwrap()).unwrap();
@@ -348,7 +369,6 @@ fn legacy_signature() {
     );
 }
 
-#[test]
 fn rollback_to_older_build() {
     let old = built("1790000000");
     let new = built("1790086400");
@@ -371,7 +391,6 @@ fn rollback_to_older_build() {
     assert_success(&verify(&new, &["--state", state_arg]));
 }
 
-#[test]
 fn expired_build_freeze() {
     let fixture = Fixture::new("ok-minimal");
     fixture.configure("expires_after = \"1d\"\n");
@@ -389,7 +408,6 @@ fn expired_build_freeze() {
     assert_success(&verify(&fixture, &[]));
 }
 
-#[test]
 fn mix_and_match_of_two_builds() {
     let old = built("1790000000");
     let new = built("1790086400");
@@ -408,7 +426,6 @@ fn mix_and_match_of_two_builds() {
     );
 }
 
-#[test]
 fn endless_data_image_longer_than_declared() {
     let fixture = built(crate::common::EPOCH);
     let mut file = fs::OpenOptions::new()
@@ -427,7 +444,6 @@ fn endless_data_image_longer_than_declared() {
     );
 }
 
-#[test]
 fn image_shorter_than_declared() {
     let fixture = built(crate::common::EPOCH);
     let len = fs::metadata(image(&fixture)).unwrap().len();
@@ -446,7 +462,6 @@ fn image_shorter_than_declared() {
     );
 }
 
-#[test]
 fn feed_url_pointing_outside_the_site() {
     let fixture = built(crate::common::EPOCH);
     // The signatures are good, the URLs are not.
@@ -465,7 +480,6 @@ fn feed_url_pointing_outside_the_site() {
     );
 }
 
-#[test]
 fn rotated_key_never_announced() {
     let fixture = built("1790000000");
     let state = fixture.path("state.json");
@@ -497,7 +511,6 @@ fn rotated_key_never_announced() {
     );
 }
 
-#[test]
 fn rotated_key_announced_by_the_old_key_is_accepted() {
     let fixture = Fixture::new("ok-minimal");
     let tmp = tempfile::tempdir().unwrap();
@@ -535,7 +548,6 @@ fn rotated_key_announced_by_the_old_key_is_accepted() {
 
 // ---- keys people already have ----
 
-#[test]
 fn minisign_encrypted_key_with_the_right_password() {
     let fixture = Fixture::new("ok-minimal");
     let out = fixture.run(
@@ -549,7 +561,6 @@ fn minisign_encrypted_key_with_the_right_password() {
     );
 }
 
-#[test]
 fn minisign_encrypted_key_with_a_wrong_password() {
     let fixture = Fixture::new("ok-minimal");
     let out = fixture.run(
@@ -563,7 +574,6 @@ fn minisign_encrypted_key_with_a_wrong_password() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
 fn encrypted_key_without_a_password_source() {
     let fixture = Fixture::new("ok-minimal");
     let out = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"))
@@ -580,8 +590,6 @@ fn encrypted_key_without_a_password_source() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
-#[cfg_attr(missing_minisign, ignore = "minisign is not installed")]
 fn keygen_writes_an_encrypted_key_minisign_can_use() {
     let tmp = tempfile::tempdir().unwrap();
     let out = vmcast(
@@ -595,9 +603,6 @@ fn keygen_writes_an_encrypted_key_minisign_can_use() {
         key.starts_with("untrusted comment: minisign encrypted secret key\n"),
         "{key}"
     );
-    if !have_tool("minisign") {
-        return;
-    }
     fs::write(tmp.path().join("data"), b"signed by minisign with our key").unwrap();
     let mut child = Command::new("minisign")
         .args(["-S", "-s", "vmcast.key", "-m", "data"])
@@ -812,7 +817,6 @@ fn verify_slow(path: &str, how: Serve, extra: &[&str]) -> (String, String) {
     (base, stderr(&out))
 }
 
-#[test]
 fn feed_body_that_stalls_hits_the_deadline() {
     let (base, err) = verify_slow("/feed.xml", Serve::Stall, &[]);
     assert_eq!(
@@ -821,7 +825,6 @@ fn feed_body_that_stalls_hits_the_deadline() {
     );
 }
 
-#[test]
 fn signature_trickling_one_byte_a_second_hits_the_deadline() {
     let (base, err) = verify_slow("/feed.xml.minisig", Serve::Trickle, &[]);
     let prefix = format!("error: {base}feed.xml.minisig: deadline of 3 s passed after ");
@@ -831,7 +834,6 @@ fn signature_trickling_one_byte_a_second_hits_the_deadline() {
     );
 }
 
-#[test]
 fn image_trickling_below_the_minimum_rate_is_abandoned() {
     let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
     let (base, err) = verify_slow(&format!("/{image}"), Serve::Trickle, &["--images"]);
@@ -844,7 +846,6 @@ fn image_trickling_below_the_minimum_rate_is_abandoned() {
     );
 }
 
-#[test]
 fn image_body_that_stalls_is_abandoned() {
     let image = "images/webapp/1.0.0/webapp-1.0.0.raw";
     let (base, err) = verify_slow(&format!("/{image}"), Serve::Stall, &["--images"]);
@@ -856,7 +857,6 @@ fn image_body_that_stalls_is_abandoned() {
 
 // ---- what verify reads and requests ----
 
-#[test]
 fn image_url_outside_the_site_is_never_fetched() {
     let (listener, base) = local_listener();
     let (elsewhere, other) = local_listener();
@@ -888,7 +888,6 @@ fn image_url_outside_the_site_is_never_fetched() {
     );
 }
 
-#[test]
 fn dot_segments_do_not_climb_out_of_the_site() {
     let (listener, root) = local_listener();
     let base = format!("{root}site/");
@@ -929,7 +928,6 @@ fn dot_segments_do_not_climb_out_of_the_site() {
     );
 }
 
-#[test]
 fn image_path_outside_the_site_is_refused_before_any_read() {
     for (path, error) in [
         (
@@ -954,7 +952,6 @@ fn image_path_outside_the_site_is_refused_before_any_read() {
     }
 }
 
-#[test]
 fn fifo_as_a_signature_fails_fast() {
     let fixture = built(crate::common::EPOCH);
     let sig = fixture.path("public/feed.xml.minisig");
@@ -968,7 +965,6 @@ fn fifo_as_a_signature_fails_fast() {
     );
 }
 
-#[test]
 fn symlink_to_dev_zero_as_a_signature_fails_fast() {
     let fixture = built(crate::common::EPOCH);
     let sig = fixture.path("public/feed.xml.minisig");
@@ -987,7 +983,6 @@ fn symlink_to_dev_zero_as_a_signature_fails_fast() {
 
 // ---- what the state file binds ----
 
-#[test]
 fn build_of_another_site_signed_by_the_same_key_is_refused() {
     let a = built("1790000000");
     let b = Fixture::new("ok-minimal");
@@ -1021,7 +1016,6 @@ fn build_of_another_site_signed_by_the_same_key_is_refused() {
     assert_success(&verify(&a, &site));
 }
 
-#[test]
 fn state_file_without_a_site_adopts_the_first_site_seen() {
     let a = built("1790000000");
     let b = Fixture::new("ok-minimal");
@@ -1044,7 +1038,6 @@ fn state_file_without_a_site_adopts_the_first_site_seen() {
     assert_eq!(verify(&b, &["--state", state_arg]).status.code(), Some(1));
 }
 
-#[test]
 fn withdrawn_key_announcement_is_forgotten() {
     let fixture = Fixture::new("ok-minimal");
     let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
@@ -1092,7 +1085,6 @@ fn withdrawn_key_announcement_is_forgotten() {
 
 // ---- what build writes, verify reads ----
 
-#[test]
 fn release_notes_over_the_text_limit_are_refused_by_build() {
     let fixture = Fixture::new("oversized-release-notes");
     let notes = fixture.path("releases/webapp/1.0.0/release.toml");
@@ -1122,7 +1114,6 @@ fn release_notes_over_the_text_limit_are_refused_by_build() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
 fn release_notes_that_render_past_the_text_limit_are_refused_by_build() {
     let fixture = Fixture::new("oversized-release-notes");
     // 9 MB of `<`: 4 bytes each as HTML, 8 once the feed escapes the HTML.

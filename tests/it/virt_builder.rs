@@ -7,8 +7,23 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::{EPOCH, Fixture, assert_success, copy_tree, have_tool, stderr, stdout};
+use crate::common::{EPOCH, Fixture, assert_success, copy_tree, stderr, stdout};
 use crate::verify::{kat_key, relist, resign};
+
+tests! {
+    index_lists_what_virt_builder_takes_and_says_why_not_the_rest;
+    one_image_per_release_and_arch_and_section_names_virt_builder_reads;
+    an_index_that_disagrees_with_the_feed_fails_verify;
+    verify_checks_the_clearsigned_index;
+    sha512_is_computed_once_for_the_listed_images_then_cached;
+    sidecars_carry_the_sha512_when_made_with_it;
+    images_on_another_host_are_skipped_and_get_no_sha512;
+    build_on_previous_keeps_the_index_complete;
+    an_invalid_osinfo_is_refused_at_its_line;
+    virt_builder_lists_the_index_and_refuses_a_flipped_byte needs VIRT_BUILDER;
+    virt_builder_reads_the_index_over_http_from_a_repos_d_entry needs VIRT_BUILDER;
+    virt_builder_checks_the_clearsigned_index_against_its_gpgkey needs VIRT_BUILDER, GPG;
+}
 
 const KAT_PUB: &str = "../known-answer/kat.pub";
 const XZ: &str = "releases/webapp/1.0.0/webapp-1.0.0.raw.xz";
@@ -58,7 +73,6 @@ fn feed_sha512s(fixture: &Fixture) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn index_lists_what_virt_builder_takes_and_says_why_not_the_rest() {
     let fixture = Fixture::new("virt-builder");
     let out = build(&fixture, &[]);
@@ -89,7 +103,6 @@ fn index_lists_what_virt_builder_takes_and_says_why_not_the_rest() {
 /// One image per release and arch: a second one virt-builder could take
 /// is skipped, and not hashed for it. A version's `+` becomes `_` in the
 /// section name, which takes only letters, digits and `- . _`.
-#[test]
 fn one_image_per_release_and_arch_and_section_names_virt_builder_reads() {
     let fixture = Fixture::new("virt-builder");
     fs::write(
@@ -126,7 +139,6 @@ fn one_image_per_release_and_arch_and_section_names_virt_builder_reads() {
 
 /// An index listed in the signed manifest, but whose checksum is not the
 /// one the signed feed gives: `verify` names the section and both.
-#[test]
 fn an_index_that_disagrees_with_the_feed_fails_verify() {
     let fixture = Fixture::new("virt-builder");
     build(&fixture, &[]);
@@ -154,7 +166,6 @@ fn an_index_that_disagrees_with_the_feed_fails_verify() {
 
 /// With an OpenPGP key, `verify` checks `virt-builder/index.asc` against
 /// the listed `openpgp.asc`: it must sign the text of the index.
-#[test]
 fn verify_checks_the_clearsigned_index() {
     let fixture = Fixture::new("virt-builder");
     fixture.configure("openpgp_key = \"../known-answer/openpgp-secret.asc\"\n");
@@ -195,7 +206,6 @@ fn verify_checks_the_clearsigned_index() {
 
 /// Turning the index on reads again only the images it lists (the cache
 /// has no SHA-512 for them yet), and the next build reads none.
-#[test]
 fn sha512_is_computed_once_for_the_listed_images_then_cached() {
     let fixture = Fixture::new("virt-builder");
     let config = read(&fixture, "vmcast.toml");
@@ -230,7 +240,6 @@ fn sha512_is_computed_once_for_the_listed_images_then_cached() {
 /// `vmcast-gen hash --sha512` records the SHA-512 the index takes without
 /// a read; a sidecar made without it still spares the read of images the
 /// index does not list, and says why a listed one is read.
-#[test]
 fn sidecars_carry_the_sha512_when_made_with_it() {
     let fixture = Fixture::new("virt-builder");
     let config = read(&fixture, "vmcast.toml");
@@ -290,7 +299,6 @@ fn sidecars_carry_the_sha512_when_made_with_it() {
 
 /// Images on another host than the site cannot be listed (virt-builder
 /// takes only relative paths), so none is hashed for it.
-#[test]
 fn images_on_another_host_are_skipped_and_get_no_sha512() {
     let fixture = Fixture::new("virt-builder");
     let config = read(&fixture, "vmcast.toml");
@@ -317,7 +325,6 @@ fn images_on_another_host_are_skipped_and_get_no_sha512() {
 
 /// `build --previous` on a runner without the old images: their SHA-512
 /// comes from the verified feed, and the index still lists them.
-#[test]
 fn build_on_previous_keeps_the_index_complete() {
     let fixture = Fixture::new("virt-builder");
     build(&fixture, &[]);
@@ -341,7 +348,6 @@ fn build_on_previous_keeps_the_index_complete() {
     assert_eq!(read(&fixture, "public/virt-builder/index"), before);
 }
 
-#[test]
 fn an_invalid_osinfo_is_refused_at_its_line() {
     let fixture = Fixture::new("virt-builder");
     let notes = fixture.path("releases/webapp/1.0.0/release.toml");
@@ -442,10 +448,7 @@ fn reached_the_disk(out: &Output) {
     );
 }
 
-#[test]
-#[cfg_attr(missing_virt_builder, ignore = "guestfs-tools: .ci/install-guestfs.sh")]
 fn virt_builder_lists_the_index_and_refuses_a_flipped_byte() {
-    assert!(have_tool("virt-builder"));
     let fixture = Fixture::new("virt-builder");
     build(&fixture, &[]);
     let site = fixture.path("public");
@@ -480,10 +483,7 @@ fn flip_a_byte(path: &Path) {
 /// The index served by `vmcast-gen serve` on 127.0.0.1, as a repository
 /// in virt-builder's `repos.d`: its `file=../images/...` paths resolve
 /// against the index's URL.
-#[test]
-#[cfg_attr(missing_virt_builder, ignore = "guestfs-tools: .ci/install-guestfs.sh")]
 fn virt_builder_reads_the_index_over_http_from_a_repos_d_entry() {
-    assert!(have_tool("virt-builder"));
     let fixture = Fixture::new("virt-builder");
     let server = crate::serve::start(&fixture);
     let repos = fixture.tmp.path().join("vb/config/virt-builder/repos.d");
@@ -508,13 +508,7 @@ fn virt_builder_reads_the_index_over_http_from_a_repos_d_entry() {
 /// virt-builder, given the site's `openpgp.asc` as the repository's
 /// `gpgkey=`, lists it with signature checks on, and refuses a tampered
 /// copy.
-#[test]
-#[cfg_attr(
-    any(missing_virt_builder, missing_gpg),
-    ignore = "guestfs-tools (.ci/install-guestfs.sh) and gpg"
-)]
 fn virt_builder_checks_the_clearsigned_index_against_its_gpgkey() {
-    assert!(have_tool("virt-builder") && have_tool("gpg"));
     let fixture = Fixture::new("virt-builder");
     fixture.configure("openpgp_key = \"../known-answer/openpgp-secret.asc\"\n");
     build(&fixture, &[]);
