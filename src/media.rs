@@ -16,6 +16,31 @@ pub const JSON_FEED_FILE: &str = "feed.json";
 /// virt-builder's index (`[catalogs] virt_builder`).
 pub const VIRT_BUILDER_INDEX: &str = "virt-builder/index";
 
+/// Whether a published file never changes under its name once written:
+/// images and what is made of them or beside them (SBOMs, provenance,
+/// boxes), and the archives with their signatures. They are signed with
+/// no build's stamp, cached forever (`Cache-Control: immutable`) and never
+/// uploaded twice; everything else (feeds, the manifest, pages, keys,
+/// catalogs) changes with each build and is cached briefly.
+pub fn is_immutable(path: &str) -> bool {
+    path.starts_with("images/")
+        || path.starts_with("archive/")
+        || (path.starts_with("vagrant/") && path.ends_with(".box"))
+}
+
+/// `Cache-Control` for the files [`is_immutable`] names, and for the rest.
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub const CACHE_SHORT: &str = "public, max-age=300";
+
+/// The `Cache-Control` a published file is served with.
+pub fn cache_control(path: &str) -> &'static str {
+    if is_immutable(path) {
+        CACHE_IMMUTABLE
+    } else {
+        CACHE_SHORT
+    }
+}
+
 /// What `vmcast-gen hash` writes beside an image: `<image>.vmcast-hash`.
 /// The scan never takes one for an image.
 pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";

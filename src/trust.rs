@@ -7,6 +7,15 @@
 //! The sequence number is the build time in Unix seconds (`SOURCE_DATE_EPOCH`
 //! when set): every later build, on any machine or fresh CI checkout, gets a
 //! higher one without any state to carry between runs.
+//!
+//! A file that never changes once published (an archive: `media::is_immutable`)
+//! is signed with a [`FileStamp`] instead, which names the file and the
+//! site but no build, so its signature too is the same in every build:
+//!
+//! `file:archive/3.xml<TAB>base_url:https://…/`
+//!
+//! The build's signed `SHA256SUMS` lists its digest, which binds it to the
+//! build.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +77,66 @@ impl BuildStamp {
     }
 }
 
+/// The signed metadata of a file that never changes: its name and site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    pub file: String,
+    pub base_url: String,
+}
+
+impl FileStamp {
+    pub fn to_comment(&self) -> String {
+        format!("file:{}\tbase_url:{}", self.file, self.base_url)
+    }
+}
+
+/// What a trusted comment says: one build's file, or a file of no build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stamp {
+    Build(BuildStamp),
+    File(FileStamp),
+}
+
+impl Stamp {
+    /// Reads a trusted comment: a build stamp when it names a build (a
+    /// `sequence:`), else a file stamp.
+    pub fn parse(comment: &str) -> Result<Self, String> {
+        if comment
+            .split('\t')
+            .any(|pair| pair.starts_with("sequence:"))
+        {
+            return BuildStamp::parse(comment).map(Stamp::Build);
+        }
+        let pairs: BTreeMap<&str, &str> = comment
+            .split('\t')
+            .filter_map(|pair| pair.split_once(':'))
+            .collect();
+        let get = |key: &str| {
+            pairs.get(key).map(|v| (*v).to_owned()).ok_or_else(|| {
+                format!("trusted comment has no `{key}:` (is this a vmcast-gen signature?)")
+            })
+        };
+        Ok(Stamp::File(FileStamp {
+            file: get("file")?,
+            base_url: get("base_url")?,
+        }))
+    }
+
+    pub fn file(&self) -> &str {
+        match self {
+            Stamp::Build(b) => &b.file,
+            Stamp::File(f) => &f.file,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        match self {
+            Stamp::Build(b) => &b.base_url,
+            Stamp::File(f) => &f.base_url,
+        }
+    }
+}
+
 /// Parses a duration such as `30d`, `12h`, `2w` or `90m`.
 pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
     let s = s.trim();
@@ -114,8 +183,20 @@ mod tests {
             comment,
             "timestamp:1790000000\tfile:feed.xml\tbase_url:https://d.example.com/a/\tsequence:1790000000\texpires:1792592000"
         );
-        assert_eq!(BuildStamp::parse(&comment), Ok(stamp));
+        assert_eq!(BuildStamp::parse(&comment), Ok(stamp.clone()));
+        assert_eq!(Stamp::parse(&comment), Ok(Stamp::Build(stamp)));
         assert!(BuildStamp::parse("timestamp:1\tfile:x").is_err());
+        let file = FileStamp {
+            file: "archive/1.xml".into(),
+            base_url: "https://d.example.com/a/".into(),
+        };
+        assert_eq!(
+            file.to_comment(),
+            "file:archive/1.xml\tbase_url:https://d.example.com/a/"
+        );
+        assert_eq!(Stamp::parse(&file.to_comment()), Ok(Stamp::File(file)));
+        assert!(Stamp::parse("file:archive/1.xml").is_err());
+        assert!(Stamp::parse("file:x\tbase_url:y\tsequence:z").is_err());
     }
 
     #[test]

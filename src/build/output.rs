@@ -31,15 +31,22 @@ pub(super) fn write_site(
     threads: usize,
 ) -> Result<()> {
     let key = &keys.minisign;
-    let comment = |file: &str| {
-        trust::BuildStamp {
+    // A file that never changes (an archive) names no build, so that its
+    // signature does not change either; SHA256SUMS binds it to the build.
+    let comment = |file: &str| match media::is_immutable(file) {
+        true => trust::FileStamp {
+            file: file.to_owned(),
+            base_url: config.base_url.to_string(),
+        }
+        .to_comment(),
+        false => trust::BuildStamp {
             timestamp: clock.time.timestamp(),
             file: file.to_owned(),
             base_url: config.base_url.to_string(),
             sequence: clock.sequence,
             expires: clock.expires.map(|e| e.timestamp()),
         }
-        .to_comment()
+        .to_comment(),
     };
     // A hundred archive documents make signing a fixed cost worth sharing out.
     let feed_sigs = par::map(threads, &rendered.site.feeds, |feed| {

@@ -152,8 +152,9 @@ fn three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives() {
     let history = fs::read_to_string(public.join("history/webapp.html")).unwrap();
     assert_eq!(history.matches("<tr id=\"webapp-").count(), 150);
 
-    // One more release: the feed grows by one (it waits to fill an
-    // archive), and no archive changes by a byte.
+    // One more release, a day later: the feed grows by one (it waits to
+    // fill an archive), and no archive or archive signature changes by a
+    // byte: their signatures name no build.
     let before = snapshot_tree(&public);
     add(&fixture, "webapp", 150);
     assert_success(&fixture.run(
@@ -161,12 +162,21 @@ fn three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives() {
         &[("SOURCE_DATE_EPOCH", "1790086400")],
     ));
     let after = snapshot_tree(&public);
-    for (path, bytes) in before.iter().filter(|(p, _)| {
-        let p = p.to_string_lossy();
-        p.starts_with("archive/") && p.ends_with(".xml")
-    }) {
+    let archived: Vec<_> = before
+        .iter()
+        .filter(|(p, _)| p.starts_with("archive"))
+        .collect();
+    assert_eq!(archived.len(), 26 * 2);
+    for (path, bytes) in archived {
         assert_eq!(after.get(path), Some(bytes), "{path:?} changed");
     }
+    let signature = fs::read_to_string(public.join("archive/1.xml.minisig")).unwrap();
+    assert!(
+        signature.contains(
+            "trusted comment: file:archive/1.xml\tbase_url:https://downloads.example.com/site/\n"
+        ),
+        "{signature}"
+    );
     let feed = fs::read_to_string(public.join("feed.xml")).unwrap();
     assert_eq!(items(&feed).len(), 41);
 }
@@ -376,14 +386,9 @@ fn previous_builds_carry_archives_forward_unchanged() {
     );
     let published = snapshot_tree(&fixture.path("published/archive"));
     let rebuilt = snapshot_tree(&fixture.path("public/archive"));
-    let xml = |t: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>| {
-        t.iter()
-            .filter(|(p, _)| p.extension().is_some_and(|e| e == "xml"))
-            .map(|(p, b)| (p.clone(), b.clone()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(xml(&published).len(), 4);
-    assert_eq!(xml(&published), xml(&rebuilt));
+    // Every archive and its signature, byte for byte.
+    assert_eq!(published.len(), 4 * 2);
+    assert_eq!(published, rebuilt);
     // Published together with the old images, everything verifies.
     crate::common::copy_tree(
         &fixture.path("published/images"),

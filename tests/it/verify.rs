@@ -26,6 +26,7 @@ tests! {
     rollback_to_older_build;
     expired_build_freeze;
     mix_and_match_of_two_builds;
+    a_feed_signed_with_no_build_is_refused;
     endless_data_image_longer_than_declared;
     image_shorter_than_declared;
     feed_url_pointing_outside_the_site;
@@ -1135,4 +1136,22 @@ fn release_notes_that_render_past_the_text_limit_are_refused_by_build() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(!fixture.path("public/feed.xml").exists());
+}
+
+/// Only a file that never changes (an archive) is signed with no build's
+/// stamp: a feed re-signed that way, which would dodge the rollback and
+/// expiry checks, is refused.
+fn a_feed_signed_with_no_build_is_refused() {
+    let fixture = built(crate::common::EPOCH);
+    let data = fs::read(fixture.path("public/feed.xml")).unwrap();
+    let comment = "file:feed.xml\tbase_url:https://downloads.example.com/site/";
+    let sig = kat_key().sign(&data, comment).unwrap();
+    fs::write(fixture.path("public/feed.xml.minisig"), sig.to_file()).unwrap();
+    assert_rejected(
+        &verify(&fixture, &[]),
+        &[
+            "feed.xml: its signature names no build, as only a file that never changes \
+           (an archive) may",
+        ],
+    );
 }

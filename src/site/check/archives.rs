@@ -47,11 +47,11 @@ impl Verifier<'_> {
             }
             let loc = self.fetcher.site(&rel);
             let sig = self.fetch_signature(&loc)?;
-            let own = self.check_comment(&sig, key, &name)?;
-            let signed = self.finish_signed(&loc, sig, own, key, &name)?;
-            self.check_same_build(&name, &signed.stamp, stamp)?;
-            self.check_listed(&site.manifest, &name, &signed.data);
-            let doc = match FeedDoc::parse(&signed.data, &name) {
+            let own = self.verified_comment(&sig, key, &name)?;
+            let data = self.finish_signed(&loc, sig, own.file(), key, &name)?;
+            self.check_of_this_build(&name, &own, stamp)?;
+            self.check_listed(&site.manifest, &name, &data);
+            let doc = match FeedDoc::parse(&data, &name) {
                 Ok(d) => d,
                 Err(m) => return self.stop(CheckKind::Archive, format!("{name}: {m}")),
             };

@@ -16,6 +16,8 @@ mod signatures;
 
 use url::Url;
 
+use signatures::Signed;
+
 use super::feed::FeedDoc;
 use super::fetch::Fetcher;
 use super::state::State;
@@ -92,12 +94,16 @@ impl Verifier<'_> {
             }
         };
         self.fetcher.set_base(base.clone());
-        let feed = self.finish_signed(&feed_loc, feed_sig, feed_stamp, &key, &feed_name)?;
+        let feed_data =
+            self.finish_signed(&feed_loc, feed_sig, &feed_stamp.file, &key, &feed_name)?;
+        let feed = Signed {
+            data: feed_data,
+            stamp: feed_stamp,
+        };
 
         let manifest_loc = self.fetcher.site(&known(MANIFEST));
         let sums_sig = self.fetch_signature(&manifest_loc)?;
-        let sums_stamp = self.check_comment(&sums_sig, &key, MANIFEST)?;
-        let sums = self.finish_signed(&manifest_loc, sums_sig, sums_stamp, &key, MANIFEST)?;
+        let sums = self.fetch_signed(&manifest_loc, sums_sig, &key, MANIFEST, MANIFEST)?;
 
         self.check_same_build(&feed_name, &feed.stamp, &sums.stamp)?;
         self.report.sequence = Some(feed.stamp.sequence);

@@ -8,6 +8,7 @@ use std::path::Path;
 use url::Url;
 
 use super::{Step, Verifier, known};
+use crate::media;
 use crate::media::{MANIFEST, NEXT_PUBLIC_KEY};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::sign::{PublicKey, Signature, VerifyError};
@@ -15,7 +16,7 @@ use crate::site::CheckKind;
 use crate::site::feed::NextKey;
 use crate::site::fetch::Location;
 use crate::site::state::State;
-use crate::trust::BuildStamp;
+use crate::trust::{BuildStamp, Stamp};
 
 /// A signed file with its verified build stamp.
 pub(super) struct Signed {
@@ -80,13 +81,34 @@ impl Verifier<'_> {
         )
     }
 
-    /// Checks key, algorithm and trusted comment; returns the stamp.
+    /// Checks key, algorithm and trusted comment of a file that belongs to
+    /// one build (a feed, the manifest, a key); returns the build's stamp.
     pub(super) fn check_comment(
         &mut self,
         sig: &Signature,
         key: &PublicKey,
         what: &str,
     ) -> Step<BuildStamp> {
+        match self.verified_comment(sig, key, what)? {
+            Stamp::Build(stamp) => Ok(stamp),
+            Stamp::File(_) => self.stop(
+                CheckKind::Signature,
+                format!(
+                    "{what}: its signature names no build, as only a file that never \
+                     changes (an archive) may"
+                ),
+            ),
+        }
+    }
+
+    /// Checks key, algorithm and trusted comment; returns what the comment
+    /// says.
+    pub(super) fn verified_comment(
+        &mut self,
+        sig: &Signature,
+        key: &PublicKey,
+        what: &str,
+    ) -> Step<Stamp> {
         if let Err(e) = sig.verify_comment(key) {
             let detail = match e {
                 VerifyError::BadTrustedComment => {
@@ -98,9 +120,48 @@ impl Verifier<'_> {
             };
             return self.stop(CheckKind::Signature, detail);
         }
-        match BuildStamp::parse(&sig.trusted_comment) {
+        match Stamp::parse(&sig.trusted_comment) {
             Ok(stamp) => Ok(stamp),
             Err(m) => self.stop(CheckKind::Signature, format!("{what}: {m}")),
+        }
+    }
+
+    /// A file signed in this build, or one that never changes (an archive,
+    /// signed with no build's stamp, whose digest this build's manifest
+    /// lists: the caller checks that listing).
+    pub(super) fn check_of_this_build(
+        &mut self,
+        name: &str,
+        stamp: &Stamp,
+        build: &BuildStamp,
+    ) -> Step<()> {
+        match stamp {
+            Stamp::Build(own) => self.check_same_build(name, own, build),
+            Stamp::File(file) if !media::is_immutable(name) => self.stop(
+                CheckKind::Signature,
+                format!(
+                    "{}: its signature names no build, as only a file that never changes \
+                     (an archive) may",
+                    file.file
+                ),
+            ),
+            Stamp::File(file) if file.base_url != build.base_url => self.stop(
+                CheckKind::Build,
+                format!(
+                    "{name} is signed for the site {}, not {}",
+                    file.base_url, build.base_url
+                ),
+            ),
+            Stamp::File(_) => {
+                self.pass(
+                    CheckKind::Build,
+                    format!(
+                        "{name} never changes: signed for this site, bound to this build by \
+                         {MANIFEST}"
+                    ),
+                );
+                Ok(())
+            }
         }
     }
 
@@ -110,16 +171,16 @@ impl Verifier<'_> {
         &mut self,
         loc: &Location,
         sig: Signature,
-        stamp: BuildStamp,
+        signed_file: &str,
         key: &PublicKey,
         name: &str,
-    ) -> Step<Signed> {
-        if stamp.file != name {
+    ) -> Step<Vec<u8>> {
+        if signed_file != name {
             return self.stop(
                 CheckKind::Signature,
                 format!(
-                    "{name}.minisig is the signature of {}, not {name} (swapped signature files?)",
-                    stamp.file
+                    "{name}.minisig is the signature of {signed_file}, not {name} (swapped \
+                     signature files?)"
                 ),
             );
         }
@@ -137,6 +198,20 @@ impl Verifier<'_> {
             CheckKind::Signature,
             format!("{name}: good prehashed signature by key {}", key.key_id),
         );
+        Ok(data)
+    }
+
+    /// A file of one build: its signature's stamp checked, then its bytes.
+    pub(super) fn fetch_signed(
+        &mut self,
+        loc: &Location,
+        sig: Signature,
+        key: &PublicKey,
+        name: &str,
+        what: &str,
+    ) -> Step<Signed> {
+        let stamp = self.check_comment(&sig, key, what)?;
+        let data = self.finish_signed(loc, sig, &stamp.file.clone(), key, name)?;
         Ok(Signed { data, stamp })
     }
 
@@ -272,8 +347,7 @@ impl Verifier<'_> {
     ) -> Step<PublicKey> {
         let loc = self.fetcher.site(&known(NEXT_PUBLIC_KEY));
         let sig = self.fetch_signature(&loc)?;
-        let own = self.check_comment(&sig, key, NEXT_PUBLIC_KEY)?;
-        let signed = self.finish_signed(&loc, sig, own, key, NEXT_PUBLIC_KEY)?;
+        let signed = self.fetch_signed(&loc, sig, key, NEXT_PUBLIC_KEY, NEXT_PUBLIC_KEY)?;
         if signed.stamp.sequence != stamp.sequence {
             return self.stop(
                 CheckKind::Key,
@@ -347,11 +421,11 @@ impl Verifier<'_> {
         };
         let loc = self.fetcher.site(&rel);
         let sig = self.fetch_signature(&loc)?;
-        let own = self.check_comment(&sig, key, name)?;
-        let signed = self.finish_signed(&loc, sig, own, key, name)?;
-        self.check_same_build(name, &signed.stamp, stamp)?;
-        self.check_listed(manifest, name, &signed.data);
-        Ok(signed.data)
+        let own = self.verified_comment(&sig, key, name)?;
+        let data = self.finish_signed(&loc, sig, own.file(), key, name)?;
+        self.check_of_this_build(name, &own, stamp)?;
+        self.check_listed(manifest, name, &data);
+        Ok(data)
     }
 
     /// Keys the state file remembers as announced by `key` that this
