@@ -93,6 +93,31 @@ pub fn read_open(file: File, path: &Path, limit: u64, size: u64) -> Result<Vec<u
     Ok(bytes)
 }
 
+/// Feeds what `reader` holds to `sink`, chunk by chunk, and returns the
+/// byte count: at most `limit`, or `limit + 1` when there is more (that
+/// byte is not fed, and nothing past it is read). A read that fails comes
+/// with the count before it.
+pub fn read_bounded(
+    reader: impl io::Read,
+    limit: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> std::result::Result<u64, (u64, io::Error)> {
+    let mut reader = io::Read::take(reader, limit.saturating_add(1));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match io::Read::read(&mut reader, &mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err((total, e)),
+        };
+        let within = usize::try_from(limit.saturating_sub(total)).map_or(n, |left| n.min(left));
+        sink(&buf[..within]);
+        total += n as u64;
+    }
+}
+
 fn too_large(path: &Path, limit: u64) -> Error {
     Error::file(
         path,

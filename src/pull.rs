@@ -25,9 +25,10 @@ use sha2::Digest;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::model::{Image, ImageFormat, Sha256, Version};
+use crate::net::{self, StreamError};
 use crate::previous::{PublishedRelease, read_feed};
 use crate::sign::PublicKey;
-use crate::site::{self, RateMeter, VerifyOptions};
+use crate::site::{self, VerifyOptions};
 
 /// Which releases a host accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,25 +342,20 @@ fn in_place(target: &Path, image: &Image, record: &Record) -> Result<bool> {
         return Ok(true);
     }
     let mut hasher = sha2::Sha256::new();
-    hash_into(file, target, &mut hasher)?;
+    hash_into(file, image.digest.length, target, &mut hasher)?;
     Ok(Sha256(hasher.finalize().into()) == image.digest.sha256)
 }
 
-/// Feeds everything `reader` holds to `hasher`; returns the byte count.
-fn hash_into(mut reader: impl Read, path: &Path, hasher: &mut sha2::Sha256) -> Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("cannot read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok(total)
+/// Feeds the first `length` bytes `reader` holds to `hasher`; returns
+/// the byte count, `length + 1` when there is more.
+fn hash_into(
+    reader: impl Read,
+    length: u64,
+    path: &Path,
+    hasher: &mut sha2::Sha256,
+) -> Result<u64> {
+    fsutil::read_bounded(reader, length, |chunk| hasher.update(chunk))
+        .map_err(|(_, e)| Error::io("cannot read", path, e))
 }
 
 /// Downloads the image to a partial file, resuming one a previous run
@@ -385,103 +381,49 @@ fn download(
     // What a previous run left: hashed again, to go on from there.
     let mut hasher = sha2::Sha256::new();
     let existing = File::open(&partial).map_err(|e| Error::io("cannot open", &partial, e))?;
-    let mut have = hash_into(existing, &partial, &mut hasher)?;
+    let mut have = hash_into(existing, image.digest.length, &partial, &mut hasher)?;
     if have > image.digest.length {
         drop(file);
         fsutil::remove_file(&partial)?;
         return download(options, image, url, target);
     }
     let resumed_from = have;
-    let url = url.as_str();
-    let failed = |why: String| -> Error {
-        Error::other(format_args!("{url}: {why}; nothing was put in place"))
-    };
+    let failed =
+        |why: String| -> Error { Error::other(format_args!("{why}; nothing was put in place")) };
     if have < image.digest.length {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(options.timeout))
-            .timeout_recv_response(Some(options.timeout))
-            .timeout_per_read(Some(Duration::from_secs(30).min(options.timeout)))
-            .http_status_as_error(false)
-            .max_redirects(5)
-            .build()
-            .into();
-        let mut request = agent.get(url);
-        if have > 0 {
-            request = request.header("Range", format!("bytes={have}-"));
+        let client = net::Client::new(net::Limits {
+            timeout: options.timeout,
+            min_rate: options.min_rate,
+        });
+        let (start, response) = client
+            .get_from(url, have)
+            .map_err(|e| failed(e.to_string()))?;
+        if start < have {
+            // The server ignores ranges: start over.
+            file.set_len(0)
+                .map_err(|e| Error::io("cannot truncate", &partial, e))?;
+            hasher = sha2::Sha256::new();
+            have = 0;
         }
-        let response = request.call().map_err(|e| failed(format!("{e}")))?;
-        let status = response.status().as_u16();
-        match (status, have) {
-            (206, _) => {
-                let range = response
-                    .headers()
-                    .get("content-range")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                if !range.starts_with(&format!("bytes {have}-")) {
-                    return Err(failed(format!(
-                        "asked for the bytes from {have}, got the range {range:?}"
-                    )));
-                }
-            }
-            (200, 0) => {}
-            (200, _) => {
-                // The server ignores ranges: start over.
-                file.set_len(0)
-                    .map_err(|e| Error::io("cannot truncate", &partial, e))?;
-                hasher = sha2::Sha256::new();
-                have = 0;
-            }
-            (code, _) => return Err(failed(format!("the server answered {code}"))),
-        }
-        let mut body = response
-            .into_body()
-            .into_with_config()
-            .limit(u64::MAX)
-            .reader()
-            .take(image.digest.length - have + 1);
-        let mut meter = (options.min_rate > 0)
-            .then(|| RateMeter::with(options.min_rate, Duration::from_secs(30)));
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // What arrived stays for the next run to resume from.
-                    return Err(Error::other(format_args!(
-                        "{url}: the download broke off after {have} of {} bytes ({e}); the \
-                         next run resumes it",
-                        image.digest.length
-                    )));
-                }
-            };
-            if have + n as u64 > image.digest.length {
+        let streamed = response.stream(start, image.digest.length, |chunk| {
+            file.write_all(chunk)?;
+            hasher.update(chunk);
+            have += chunk.len() as u64;
+            Ok(())
+        });
+        match streamed {
+            Ok(_) => {}
+            Err(StreamError::Sink(e)) => return Err(Error::io("cannot write", &partial, e)),
+            Err(StreamError::Net(e)) if e.is_refusal() => {
                 drop(file);
                 fsutil::remove_file(&partial)?;
-                return Err(failed(format!(
-                    "longer than the feed's {} bytes",
-                    image.digest.length
-                )));
+                return Err(failed(e.to_string()));
             }
-            file.write_all(&buf[..n])
-                .map_err(|e| Error::io("cannot write", &partial, e))?;
-            hasher.update(&buf[..n]);
-            have += n as u64;
-            if let Some(meter) = meter.as_mut() {
-                meter.check(have).map_err(|m| {
-                    Error::other(format_args!("{url}: {m}; the next run resumes it"))
-                })?;
+            // What arrived stays for the next run to resume from.
+            Err(StreamError::Net(e)) => {
+                return Err(Error::other(format_args!("{e}; the next run resumes it")));
             }
         }
-    }
-    if have < image.digest.length {
-        return Err(Error::other(format_args!(
-            "{url}: the download ended after {have} of {} bytes; the next run resumes it",
-            image.digest.length
-        )));
     }
     let digest = Sha256(hasher.finalize().into());
     if digest != image.digest.sha256 {

@@ -54,11 +54,11 @@ pub struct PullArgs {
     /// verify checks against the image's SHA-256); the newest allowed release must have one.
     #[arg(long)]
     pub require_provenance: bool,
-    /// Deadline in seconds for each small request and for a response's headers.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// The deadline of each request for the feed, manifest, keys and signatures, and of any response's headers.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// The lowest download rate, bytes per second over 30 s, before giving up (0: none).
-    #[arg(long, value_name = "BYTES", default_value_t = 10240)]
+    /// The lowest rate the image may download at (measured over 30 s, or --timeout if shorter); 0 for none.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 10240)]
     pub min_rate: u64,
     /// Print what happened as JSON.
     #[arg(long)]

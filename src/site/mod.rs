@@ -22,7 +22,6 @@ mod checks;
 mod feed;
 mod fetch;
 pub(crate) use feed::attributes;
-pub(crate) use fetch::RateMeter;
 mod state;
 mod urls;
 
@@ -174,6 +173,11 @@ pub struct Report {
     /// Each archive's bytes, once its signature verified, newest first.
     #[serde(skip)]
     pub archives: Vec<Vec<u8>>,
+    /// A file of the site could not be read at all (the network, the
+    /// server or the disk failed), as opposed to read and found wrong: a
+    /// failed report may have failed for that alone, and a later try may pass.
+    #[serde(skip)]
+    pub unreachable: bool,
 }
 
 impl Report {
@@ -204,10 +208,12 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
             checks: Vec::new(),
             feed: None,
             archives: Vec::new(),
+            unreachable: false,
         },
     };
     let outcome = v.run(&mut state);
     let mut report = v.report;
+    report.unreachable = v.fetcher.unreached();
     report.ok = outcome.is_ok() && report.checks.iter().all(|c| c.ok);
     if let (true, Some(path)) = (report.ok, &options.state) {
         state.save(path)?;
