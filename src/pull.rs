@@ -614,6 +614,12 @@ fn prune(
     Ok(removed)
 }
 
+/// The record, as `load_record` reads it: the whole check, for fuzzing and
+/// for tools. Returns how many images it lists.
+pub fn read_record(data: &[u8]) -> std::result::Result<usize, String> {
+    parse_record(data).map(|r| r.placed.len())
+}
+
 fn parse_record(data: &[u8]) -> std::result::Result<Record, String> {
     let record: Record =
         serde_json::from_slice(data).map_err(|e| format!("not a pull record ({e})"))?;

@@ -226,3 +226,21 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
 pub fn count_feed_items(data: &[u8]) -> std::result::Result<usize, String> {
     feed::FeedDoc::parse(data).map(|doc| doc.items.len())
 }
+
+/// Reads a state file as `verify --state` and `pull` do, and follows the
+/// announcement chain of every key it remembers from each of its first
+/// keys as the pinned one, as the key check does. Returns how many keys it
+/// remembers. For fuzzing.
+pub fn read_state(data: &[u8]) -> std::result::Result<usize, String> {
+    let path = std::path::Path::new("state.json");
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let state = State::parse(path, text).map_err(|e| e.to_string())?;
+    let _ = state.highest();
+    let keys: Vec<(&str, Option<PublicKey>)> = state.keys().collect();
+    for pinned in keys.iter().filter_map(|(_, key)| key.as_ref()).take(4) {
+        for (id, _) in &keys {
+            let _ = state.announced_key(id, pinned);
+        }
+    }
+    Ok(keys.len())
+}

@@ -73,6 +73,13 @@ impl State {
         Ok(state)
     }
 
+    /// The keys it remembers: ID, and the key when it reads as one.
+    pub(super) fn keys(&self) -> impl Iterator<Item = (&str, Option<PublicKey>)> {
+        self.keys
+            .iter()
+            .map(|(id, k)| (id.as_str(), PublicKey::from_base64(&k.public_key).ok()))
+    }
+
     pub(super) fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self).expect("the state serializes");
         text.push('\n');
