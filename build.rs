@@ -32,6 +32,7 @@ const TOOLS: &[(&str, &str)] = &[
     ),
     ("gpg", "command -v gpg"),
     ("gpgv", "command -v gpgv"),
+    ("systemd_analyze", "command -v systemd-analyze"),
     ("pyspdxtools", "command -v pyspdxtools"),
     (
         "cyclonedx",

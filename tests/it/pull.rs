@@ -875,3 +875,72 @@ fn exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart() {
     );
     assert!(s.dest.join("webapp-1.1.0.raw").is_file());
 }
+
+/// The systemd example as shipped, checked by systemd itself: every setting
+/// known and valid for its unit type. (`systemd-analyze verify` also wants
+/// ExecStart's binary to exist: the copy names the one just built.) The
+/// sandbox must leave pull unprivileged with --dest writable, and let the
+/// documented --exec reach libvirt's socket.
+#[test]
+#[cfg_attr(missing_systemd_analyze, ignore = "systemd-analyze is not installed")]
+fn the_systemd_example_verifies() {
+    if !crate::common::have_tool("systemd-analyze") {
+        return;
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let service = fs::read_to_string(examples.join("vmcast-pull.service")).unwrap();
+    let setting = |key: &str| {
+        service
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the example"))
+    };
+    assert_eq!(setting("DynamicUser"), "yes");
+    assert_eq!(setting("StateDirectory"), "vmcast/webapp");
+    assert!(service.contains("--dest ${STATE_DIRECTORY}"));
+    assert!(
+        setting("RestrictAddressFamilies")
+            .split(' ')
+            .any(|f| f == "AF_UNIX")
+    );
+    assert_eq!(setting("SuccessExitStatus"), "3");
+    assert_eq!(setting("RestartPreventExitStatus"), "1 2 10 12");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let units = [
+        (
+            "vmcast-pull.service",
+            service.replace(
+                "/usr/local/bin/vmcast-gen",
+                env!("CARGO_BIN_EXE_vmcast-gen"),
+            ),
+        ),
+        (
+            "vmcast-pull.timer",
+            fs::read_to_string(examples.join("vmcast-pull.timer")).unwrap(),
+        ),
+    ];
+    for (name, text) in &units {
+        fs::write(tmp.path().join(name), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|(name, _)| tmp.path().join(name)))
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .unwrap();
+    // An unknown key or a bad value is only a warning: any line about
+    // these units fails the test too.
+    let said: Vec<String> = stderr(&out)
+        .lines()
+        .chain(stdout(&out).lines())
+        .filter(|l| l.contains("vmcast-pull"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        out.status.success() && said.is_empty(),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
