@@ -495,10 +495,6 @@ impl OwnName {
         }
         OwnName(name)
     }
-
-    pub const fn as_str(&self) -> &'static str {
-        self.0
-    }
 }
 
 impl Leaf for OwnName {

@@ -125,10 +125,6 @@ impl Client {
         Client { agent, limits }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Sends `request`, following redirects as the module says, and
     /// returns the response with its body still unread, whatever its
     /// status.
@@ -136,7 +132,8 @@ impl Client {
         let started = Instant::now();
         let fail = |fault| NetError::new(&request.url, fault);
         let mut url = request.url.clone();
-        for hop in 0..=MAX_REDIRECTS {
+        let mut redirects = 0;
+        loop {
             let mut builder = self.agent.get(url.as_str());
             for (name, value) in &request.headers {
                 builder = builder.header(name.as_str(), value.as_str());
@@ -162,11 +159,12 @@ impl Client {
                     limits: self.limits,
                 });
             }
-            if hop == MAX_REDIRECTS {
+            if redirects == MAX_REDIRECTS {
                 return Err(fail(Fault::Redirect(format!(
                     "more than {MAX_REDIRECTS} redirects"
                 ))));
             }
+            redirects += 1;
             let location = parts
                 .headers
                 .get("location")
@@ -179,7 +177,6 @@ impl Client {
                 })?;
             url = next_hop(&url, location).map_err(|why| fail(Fault::Redirect(why)))?;
         }
-        unreachable!("the loop returns on its last hop")
     }
 
     /// A whole small file of at most `limit` bytes, within the timeout;
