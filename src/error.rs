@@ -82,6 +82,21 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Bytes that contradict what their publisher signed or required: a
+    /// feed that does not verify, an image whose length or SHA-256 is not
+    /// the signed one, a release without the provenance asked for. Nothing
+    /// was put in place. A caller that alerts someone branches on this.
+    #[error("{0}")]
+    Refused(String),
+    /// A transfer that could not finish this time: the network or the
+    /// server failed, stalled or was too slow. Nothing was put in place;
+    /// what arrived is kept for the next run to go on from.
+    #[error("{0}")]
+    Interrupted(String),
+    /// The work was done, but the command the user asked to run after it
+    /// (`pull --exec`) failed.
+    #[error("{0}")]
+    Hook(String),
     /// A problem that belongs to no single file.
     #[error("{0}")]
     Other(String),

@@ -7,7 +7,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::model::FileId;
+use crate::model::{FileId, FileName};
+use crate::warning::Warning;
 
 /// Mode of every published file: readable by the web server.
 pub const PUBLISHED_FILE_MODE: u32 = 0o644;
@@ -91,6 +92,31 @@ pub fn read_open(file: File, path: &Path, limit: u64, size: u64) -> Result<Vec<u
         return Err(too_large(path, limit));
     }
     Ok(bytes)
+}
+
+/// Feeds what `reader` holds to `sink`, chunk by chunk, and returns the
+/// byte count: at most `limit`, or `limit + 1` when there is more (that
+/// byte is not fed, and nothing past it is read). A read that fails comes
+/// with the count before it.
+pub fn read_bounded(
+    reader: impl io::Read,
+    limit: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> std::result::Result<u64, (u64, io::Error)> {
+    let mut reader = io::Read::take(reader, limit.saturating_add(1));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match io::Read::read(&mut reader, &mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err((total, e)),
+        };
+        let within = usize::try_from(limit.saturating_sub(total)).map_or(n, |left| n.min(left));
+        sink(&buf[..within]);
+        total += n as u64;
+    }
 }
 
 fn too_large(path: &Path, limit: u64) -> Error {
@@ -429,4 +455,512 @@ pub fn resolve_lexically(path: &Path) -> Result<std::path::PathBuf> {
     let mut resolved = canonicalize(existing)?;
     resolved.extend(rest.iter().rev());
     Ok(resolved)
+}
+
+/// A name a [`Dir`] opens beneath itself: one path component, never `.`
+/// or `..`, never holding a `/`. Only two kinds of name are: a published
+/// file's [`FileName`], as a feed gives it, and the tools' own hidden
+/// names, [`OwnName`], fixed in the code.
+pub trait Leaf {
+    fn leaf(&self) -> &str;
+}
+
+impl Leaf for FileName {
+    fn leaf(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// A hidden name of a tool's own state beside published files
+/// (`.vmcast-pull.json`), checked when the program is compiled: it starts
+/// with `.`, is not `.` or `..`, and holds no `/` or control character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnName(&'static str);
+
+impl OwnName {
+    pub const fn new(name: &'static str) -> OwnName {
+        let bytes = name.as_bytes();
+        assert!(bytes.len() > 1 && bytes[0] == b'.', "an own name is hidden");
+        assert!(
+            !(bytes.len() == 2 && bytes[1] == b'.'),
+            "an own name is not .."
+        );
+        let mut i = 0;
+        while i < bytes.len() {
+            assert!(
+                bytes[i] != b'/' && bytes[i] >= 0x20 && bytes[i] != 0x7f,
+                "an own name is one plain component"
+            );
+            i += 1;
+        }
+        OwnName(name)
+    }
+}
+
+impl Leaf for OwnName {
+    fn leaf(&self) -> &str {
+        self.0
+    }
+}
+
+/// What says a file's content is unchanged without reading it: its inode,
+/// size and mtime, as a record keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub inode: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            inode: meta.ino(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// A file beneath a [`Dir`] that this user made: open, and as fstat saw it
+/// on that descriptor.
+#[derive(Debug)]
+pub struct Mine {
+    pub file: File,
+    pub id: FileId,
+    pub stamp: Stamp,
+}
+
+impl Mine {
+    /// The file's stamp now, after writes.
+    pub fn restamp(&mut self, path: &Path) -> Result<Stamp> {
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?;
+        self.stamp = Stamp::of(&meta);
+        Ok(self.stamp)
+    }
+}
+
+/// How a [`Mine`] is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// What [`Dir::remove_unchanged`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Nothing was there.
+    Gone,
+    /// Kept, and why.
+    Kept(String),
+}
+
+/// A directory opened once (`pull --dest`), and the files beneath it,
+/// each opened by name relative to its descriptor (`openat`): never
+/// through a symbolic link (`O_NOFOLLOW`), never waiting for a FIFO's
+/// writer (`O_NONBLOCK`), and used only when fstat on that descriptor
+/// shows a file this user made: a regular file with one link, owned by the
+/// user running this process. Anything else found under a name the tool
+/// keeps is discarded, its name unlinked and never followed, with a
+/// warning. The directory's own path may hold symbolic links (an admin's);
+/// nothing beneath it is reached through one.
+#[derive(Debug)]
+pub struct Dir {
+    fd: rustix::fd::OwnedFd,
+    path: std::path::PathBuf,
+}
+
+/// Why a file is not one this user made, or `None` when it is.
+fn not_mine(meta: &fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_file() {
+        Some(file_kind(meta).to_owned())
+    } else if meta.nlink() != 1 {
+        Some(format!(
+            "a regular file with {} names (a hard link)",
+            meta.nlink()
+        ))
+    } else if meta.uid() != me {
+        Some(format!(
+            "a file of another user (uid {}, not {me})",
+            meta.uid()
+        ))
+    } else {
+        None
+    }
+}
+
+impl Dir {
+    /// Opens the directory at `path`, made with its parents if missing.
+    pub fn create(path: &Path) -> Result<Dir> {
+        use rustix::fs::{Mode, OFlags};
+        create_dir_all(path)?;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("cannot open", path, e.into()))?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where `name` is, for messages.
+    pub fn path_of(&self, name: &impl Leaf) -> std::path::PathBuf {
+        self.path.join(name.leaf())
+    }
+
+    /// What is at `name` itself, never what it points at; `None` when
+    /// nothing is.
+    fn lstat(&self, name: &impl Leaf) -> Result<Option<fs::Metadata>> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, name.leaf(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd)
+                .metadata()
+                .map(Some)
+                .map_err(|e| Error::io("cannot stat", self.path_of(name), e)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("cannot stat", self.path_of(name), e.into())),
+        }
+    }
+
+    /// Unlinks whatever is at `name` (an empty directory too), and says so.
+    fn discard(&self, name: &impl Leaf, what: &str, warnings: &mut Vec<Warning>) -> Result<()> {
+        use rustix::fs::AtFlags;
+        let path = self.path_of(name);
+        let is_dir = self.lstat(name)?.is_some_and(|m| m.is_dir());
+        let flags = if is_dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        match rustix::fs::unlinkat(&self.fd, name.leaf(), flags) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(Error::file(
+                    &path,
+                    format_args!(
+                        "is {what}, not a file vmcast-gen made, and cannot be removed ({}); \
+                         remove it",
+                        io::Error::from(e)
+                    ),
+                ));
+            }
+        }
+        warnings.push(Warning::file(
+            &path,
+            format_args!(
+                "was {what}, not a file vmcast-gen made; removed the name (nothing it \
+                 pointed at was touched)"
+            ),
+        ));
+        Ok(())
+    }
+
+    /// The directory `name` beneath this one, made if missing. A symbolic
+    /// link or anything else but a directory under its name is discarded;
+    /// a directory of another user is an error.
+    pub fn subdir(&self, name: &OwnName, warnings: &mut Vec<Warning>) -> Result<Dir> {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path_of(name);
+        if let Some(meta) = self.lstat(name)?
+            && !meta.is_dir()
+        {
+            self.discard(name, file_kind(&meta), warnings)?;
+        }
+        match rustix::fs::mkdirat(&self.fd, name.leaf(), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(Error::io("cannot create directory", &path, e.into())),
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = rustix::fs::openat(&self.fd, name.leaf(), flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| Error::io("cannot open", &path, e.into()))?;
+        let meta = dir
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(Error::file(
+                &path,
+                format_args!(
+                    "is a directory of another user (uid {}, not {me}), not one vmcast-gen \
+                     made; remove it",
+                    meta.uid()
+                ),
+            ));
+        }
+        Ok(Dir {
+            fd: dir.into(),
+            path,
+        })
+    }
+
+    /// Opens the file at `name` when it is one this user made (see
+    /// [`Dir`]); `None` when there is none. Anything else there is
+    /// discarded with a warning, and is `None` too.
+    pub fn open_mine(
+        &self,
+        name: &impl Leaf,
+        access: Access,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<Mine>> {
+        use rustix::fs::{Mode, OFlags};
+        let path = self.path_of(name);
+        let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let flags = flags
+            | match access {
+                Access::Read => OFlags::RDONLY,
+                Access::ReadWrite => OFlags::RDWR,
+            };
+        let file = match rustix::fs::openat(&self.fd, name.leaf(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => {
+                // A symbolic link (ELOOP), a directory (EISDIR), a socket
+                // (ENXIO)...: what it is decides.
+                return match self.lstat(name)? {
+                    None => Ok(None),
+                    Some(meta) => match not_mine(&meta) {
+                        Some(what) => self.discard(name, &what, warnings).map(|()| None),
+                        None => Err(Error::io("cannot open", &path, e.into())),
+                    },
+                };
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
+        if let Some(what) = not_mine(&meta) {
+            drop(file);
+            self.discard(name, &what, warnings)?;
+            return Ok(None);
+        }
+        Ok(Some(Mine {
+            file,
+            id: FileId::of(&meta),
+            stamp: Stamp::of(&meta),
+        }))
+    }
+
+    /// Creates a new file at `name` with `mode`; fails if anything is there.
+    pub fn create_new(&self, name: &impl Leaf, mode: u32) -> Result<Mine> {
+        use rustix::fs::{Mode, OFlags};
+        let path = self.path_of(name);
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name.leaf(), flags, Mode::from_raw_mode(mode))
+            .map_err(|e| Error::io("cannot create", &path, e.into()))?;
+        let file = File::from(fd);
+        // The umask may have removed bits from the mode given to open(2).
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("cannot set permissions of", &path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
+        Ok(Mine {
+            file,
+            id: FileId::of(&meta),
+            stamp: Stamp::of(&meta),
+        })
+    }
+
+    /// Makes `name` hold `contents`, atomically: written to `scratch`
+    /// first (whatever was there is unlinked), synced, then renamed over
+    /// `name`, which replaces whatever name was there without following it.
+    pub fn replace(&self, name: &OwnName, scratch: &OwnName, contents: &[u8]) -> Result<()> {
+        let path = self.path_of(scratch);
+        match rustix::fs::unlinkat(&self.fd, scratch.leaf(), rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(Error::io("cannot remove", &path, e.into())),
+        }
+        let mut mine = self.create_new(scratch, PUBLISHED_FILE_MODE)?;
+        mine.file
+            .write_all(contents)
+            .and_then(|()| mine.file.sync_all())
+            .map_err(|e| Error::io("cannot write", &path, e))?;
+        rustix::fs::renameat(&self.fd, scratch.leaf(), &self.fd, name.leaf())
+            .map_err(|e| Error::io("cannot write", self.path_of(name), e.into()))?;
+        self.sync()
+    }
+
+    /// Renames this user's file `mine`, at `from` in `source`, to `to`
+    /// here, and syncs this directory. The name must still be that very
+    /// file before the rename and after it; a file swapped in meanwhile is
+    /// never left in place.
+    pub fn rename_mine(
+        &self,
+        source: &Dir,
+        from: &impl Leaf,
+        mine: &Mine,
+        to: &impl Leaf,
+    ) -> Result<()> {
+        let swapped = || {
+            Error::file(
+                source.path_of(from),
+                "was replaced by another file; nothing was put in place",
+            )
+        };
+        if !source.holds(from, mine)? {
+            return Err(swapped());
+        }
+        rustix::fs::renameat(&source.fd, from.leaf(), &self.fd, to.leaf())
+            .map_err(|e| Error::io("cannot move into place", self.path_of(to), e.into()))?;
+        if !self.holds(to, mine)? {
+            // Swapped between the check and the rename: whatever it is, it
+            // does not stay under the name of the image.
+            let _ = rustix::fs::unlinkat(&self.fd, to.leaf(), rustix::fs::AtFlags::empty());
+            return Err(swapped());
+        }
+        self.sync()
+    }
+
+    /// Whether `name` is still this user's file `mine`.
+    fn holds(&self, name: &impl Leaf, mine: &Mine) -> Result<bool> {
+        Ok(self
+            .lstat(name)?
+            .is_some_and(|m| FileId::of(&m) == mine.id && not_mine(&m).is_none()))
+    }
+
+    /// Removes this user's file `mine` at `name`, if the name is still it.
+    pub fn remove_mine(&self, name: &impl Leaf, mine: &Mine) -> Result<()> {
+        if self.holds(name, mine)? {
+            rustix::fs::unlinkat(&self.fd, name.leaf(), rustix::fs::AtFlags::empty())
+                .map_err(|e| Error::io("cannot remove", self.path_of(name), e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the file at `name` only if it is one this user made and
+    /// still has the inode, size and mtime of `expected`; otherwise keeps
+    /// it and says why.
+    pub fn remove_unchanged(&self, name: &impl Leaf, expected: Stamp) -> Result<Removal> {
+        let Some(meta) = self.lstat(name)? else {
+            return Ok(Removal::Gone);
+        };
+        if let Some(what) = not_mine(&meta) {
+            return Ok(Removal::Kept(format!("it is now {what}")));
+        }
+        let now = Stamp::of(&meta);
+        if now.inode != expected.inode {
+            return Ok(Removal::Kept("it was replaced by another file".into()));
+        }
+        if (now.size, now.mtime_ns) != (expected.size, expected.mtime_ns) {
+            return Ok(Removal::Kept(
+                "it was changed (its size or mtime differ)".into(),
+            ));
+        }
+        rustix::fs::unlinkat(&self.fd, name.leaf(), rustix::fs::AtFlags::empty())
+            .map_err(|e| Error::io("cannot remove", self.path_of(name), e.into()))?;
+        Ok(Removal::Removed)
+    }
+
+    /// Syncs the directory, so that renames and removals survive a crash.
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::fsync(&self.fd).map_err(|e| Error::io("cannot sync", &self.path, e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: OwnName = OwnName::new(".own");
+
+    fn name(s: &str) -> FileName {
+        FileName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn only_a_file_this_user_made_is_opened_beneath_a_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::create(&tmp.path().join("d")).unwrap();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, b"x").unwrap();
+        let mut warnings = Vec::new();
+        std::os::unix::fs::symlink(&outside, dir.path_of(&name("link"))).unwrap();
+        fs::hard_link(&outside, dir.path_of(&name("hard"))).unwrap();
+        fs::create_dir(dir.path_of(&OWN)).unwrap();
+        for leaf in ["link", "hard"] {
+            let got = dir.open_mine(&name(leaf), Access::ReadWrite, &mut warnings);
+            assert!(got.unwrap().is_none(), "{leaf}");
+            assert!(fs::symlink_metadata(dir.path_of(&name(leaf))).is_err());
+        }
+        assert!(
+            dir.open_mine(&OWN, Access::Read, &mut warnings)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(fs::read(&outside).unwrap(), b"x");
+        let kinds: Vec<&str> = warnings
+            .iter()
+            .map(|w| w.message.split(',').next().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "was a symbolic link",
+                "was a regular file with 2 names (a hard link)",
+                "was a directory"
+            ]
+        );
+        let made = dir.create_new(&name("made"), 0o600).unwrap();
+        let opened = dir.open_mine(&name("made"), Access::Read, &mut warnings);
+        assert_eq!(opened.unwrap().unwrap().id, made.id);
+        assert!(dir.create_new(&name("made"), 0o600).is_err());
+    }
+
+    #[test]
+    fn only_an_unchanged_file_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::create(tmp.path()).unwrap();
+        let mut made = dir.create_new(&name("a"), 0o644).unwrap();
+        let path = dir.path_of(&name("a"));
+        let stamp = made.restamp(&path).unwrap();
+        fs::write(&path, b"changed").unwrap();
+        let kept = dir.remove_unchanged(&name("a"), stamp).unwrap();
+        assert_eq!(
+            kept,
+            Removal::Kept("it was changed (its size or mtime differ)".into())
+        );
+        let stamp = Stamp::of(&fs::metadata(&path).unwrap());
+        assert_eq!(
+            dir.remove_unchanged(&name("a"), stamp).unwrap(),
+            Removal::Removed
+        );
+        assert_eq!(
+            dir.remove_unchanged(&name("a"), stamp).unwrap(),
+            Removal::Gone
+        );
+    }
+
+    #[test]
+    fn a_replaced_file_is_never_renamed_into_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::create(tmp.path()).unwrap();
+        let mut warnings = Vec::new();
+        let sub = dir.subdir(&OWN, &mut warnings).unwrap();
+        let made = sub.create_new(&name("part"), 0o644).unwrap();
+        fs::remove_file(sub.path_of(&name("part"))).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", sub.path_of(&name("part"))).unwrap();
+        let err = dir
+            .rename_mine(&sub, &name("part"), &made, &name("image"))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("was replaced by another file; nothing was put in place")
+        );
+        assert!(fs::symlink_metadata(dir.path_of(&name("image"))).is_err());
+    }
 }

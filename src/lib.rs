@@ -24,6 +24,7 @@ pub mod inspect;
 pub mod keys;
 pub mod media;
 pub mod model;
+pub mod net;
 pub mod notes;
 pub mod openpgp;
 pub mod par;

@@ -15,8 +15,13 @@ use vmcast_gen::{Error, Result};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The exit status of an error: 1, or what the command documents.
+    let mut failure: fn(&Error) -> u8 = |_| 1;
     let result: Result<ExitCode> = match cli.command {
-        Command::Pull(args) => cmd::pull::run(args),
+        Command::Pull(args) => {
+            failure = cmd::pull::failure_status;
+            cmd::pull::run(args)
+        }
         Command::Build(args) => cmd::build::run(args).map(status),
         Command::Keygen(args) => cmd::keygen::run(args).map(status),
         Command::Verify(args) => cmd::verify::run(args).map(status),
@@ -44,7 +49,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("{}", cmd::error_line(&err));
-            ExitCode::FAILURE
+            ExitCode::from(failure(&err))
         }
     }
 }

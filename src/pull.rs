@@ -10,12 +10,20 @@
 //! tampered download leaves nothing half-installed. A run whose choice is
 //! already in place downloads nothing.
 //!
-//! Nothing here prints: [`pull`] returns what it did.
+//! `pull` often runs as root, in a directory others may have written to.
+//! Every file it keeps there (the partial download, its record, the state
+//! file and the images it placed) is opened beneath a descriptor of
+//! `--dest` without following a link, and used only when fstat shows a
+//! regular file with one link that this user owns ([`fsutil::Dir`]);
+//! anything else under those names is discarded with a warning. A partial
+//! file is read no further than the signed length, and `--keep` removes
+//! only a file whose inode, size and mtime are still the ones recorded.
+//!
+//! Nothing here prints: [`pull`] returns what it did and what it warns of.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,11 +31,13 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::model::{Image, ImageFormat, Sha256, Version};
+use crate::fsutil::{self, Access, Dir, Mine, OwnName, Removal, Stamp};
+use crate::model::{FileName, Image, ImageFormat, MAX_TEXT_FILE, Sha256, Version};
+use crate::net::{self, StreamError};
 use crate::sign::PublicKey;
 use crate::site::feed::Item;
-use crate::site::{self, RateMeter, VerifyOptions};
+use crate::site::{self, VerifyOptions};
+use crate::warning::Warning;
 
 /// Which releases a host accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +105,25 @@ pub enum Outcome {
     Current { image: Placed },
 }
 
+/// What a run did, and what it warns of: files under the names `pull`
+/// keeps that it did not make (discarded), and old images `--keep` kept
+/// because they changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pulled {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub warnings: Vec<Warning>,
+}
+
 /// The subscriber's own record, beside the images it placed.
-const RECORD: &str = ".vmcast-pull.json";
+const RECORD: OwnName = OwnName::new(".vmcast-pull.json");
+/// Where the next record is written before it is renamed over the record.
+const RECORD_NEXT: OwnName = OwnName::new(".vmcast-pull.json.next");
 const RECORD_FORMAT: &str = "vmcast-gen-pull-1";
+/// verify's state file, when `--state` does not name another.
+const STATE: OwnName = OwnName::new(".vmcast-state.json");
 /// Unfinished downloads, resumed by the next run.
-const PARTIAL: &str = ".vmcast-partial";
+const PARTIAL: OwnName = OwnName::new(".vmcast-partial");
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,23 +138,54 @@ struct Record {
 struct RecordEntry {
     appliance: String,
     version: String,
-    file: String,
+    /// One plain name beneath `--dest`: a record naming `../x` is refused.
+    file: FileName,
     sha256: String,
-    /// The file's size and mtime when it was put in place: while they
-    /// hold, a run knows the file is current without reading it.
+    /// The file's inode, size and mtime when it was put in place: while
+    /// they hold, a run knows the file is current without reading it, and
+    /// `--keep` may remove it. Records written before the inode was kept
+    /// have 0, which matches no file.
     #[serde(default)]
     size: u64,
     #[serde(default)]
     mtime_ns: i128,
+    #[serde(default)]
+    inode: u64,
+}
+
+impl RecordEntry {
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            inode: self.inode,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+        }
+    }
 }
 
 /// Verifies the feed, chooses, and downloads when needed.
-pub fn pull(options: &PullOptions) -> Result<Outcome> {
-    fsutil::create_dir_all(&options.dest)?;
+pub fn pull(options: &PullOptions) -> Result<Pulled> {
+    let mut warnings = Vec::new();
+    match run(options, &mut warnings) {
+        Ok(outcome) => Ok(Pulled { outcome, warnings }),
+        Err(error) if warnings.is_empty() => Err(error),
+        Err(error) => Err(Error::Warned {
+            warnings,
+            error: Box::new(error),
+        }),
+    }
+}
+
+fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
+    let dest = Dir::create(&options.dest)?;
+    if options.state.is_none() {
+        // Checked here, so that verify reads and replaces only a file of ours.
+        dest.open_mine(&STATE, Access::Read, warnings)?;
+    }
     let state = options
         .state
         .clone()
-        .unwrap_or_else(|| options.dest.join(".vmcast-state.json"));
+        .unwrap_or_else(|| dest.path_of(&STATE));
     let report = site::verify(&VerifyOptions {
         source: options.source.clone(),
         pinned: options.pinned.clone(),
@@ -148,19 +203,26 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
     })?;
     if !report.ok {
         let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
-        return Err(Error::other(format_args!(
-            "{} does not verify; nothing was downloaded:\n  {}",
-            options.source,
-            failures.join("\n  ")
-        )));
+        let failures = failures.join("\n  ");
+        return Err(if report.unreachable {
+            Error::Interrupted(format!(
+                "{} could not be read in full, so it was not verified; nothing was \
+                 downloaded, and the next run tries again:\n  {failures}",
+                options.source
+            ))
+        } else {
+            Error::Refused(format!(
+                "{} does not verify; nothing was downloaded:\n  {failures}",
+                options.source
+            ))
+        });
     }
     let site = report
         .site
         .ok_or_else(|| Error::other("the feed verified but was not kept"))?;
     let releases = site.feed.items;
 
-    let record_path = options.dest.join(RECORD);
-    let mut record = load_record(&record_path)?;
+    let mut record = load_record(&dest, warnings)?;
     let installed = record
         .placed
         .iter()
@@ -177,61 +239,102 @@ pub fn pull(options: &PullOptions) -> Result<Outcome> {
             && f.image.as_ref().is_none_or(|n| *n == image.source.name)
     });
     if options.require_provenance && !has_provenance {
-        return Err(Error::other(format_args!(
+        return Err(Error::Refused(format!(
             "{} {}: the feed links no provenance for {}; nothing was downloaded \
              (--require-provenance)",
             appliance, version, image.source.name
         )));
     }
-    let target = options.dest.join(image.source.name.as_str());
+    let name = &image.source.name;
     let placed = Placed {
         appliance: appliance.to_string(),
         version: version.to_string(),
         format: image.source.format.to_string(),
         sha256: image.digest.sha256.to_hex(),
         length: image.digest.length,
-        path: target.clone(),
+        path: dest.path_of(name),
         url: image.source.url.to_string(),
     };
-    if in_place(&target, image, &record)? {
+    if in_place(&dest, image, &mut record, warnings)? {
         return Ok(Outcome::Current { image: placed });
     }
     // The primary location first, then every mirror the signed feed names;
     // a mirror that fails or serves other bytes is skipped.
     let sources = item.sources(image);
+    let client = net::Client::new(net::Limits {
+        timeout: options.timeout,
+        min_rate: options.min_rate,
+    });
+    let partials = dest.subdir(&PARTIAL, warnings)?;
+    // Named by digest: a partial file is only ever resumed for the bytes
+    // it is the start of.
+    let part_name = FileName::parse(&format!("{}.part", image.digest.sha256.to_hex()))
+        .expect("a digest and .part make a file name");
     let mut failures = Vec::new();
+    let mut refused = false;
     let mut done = None;
+    let mut kept: Option<Partial> = None;
     for url in &sources {
-        match download(options, image, url, &target) {
-            Ok(result) => {
-                done = Some(result);
+        let mut partial = match kept.take() {
+            Some(partial) => partial,
+            None => Partial::open(&partials, &part_name, image, warnings)?,
+        };
+        match partial.fetch(&client, url, image)? {
+            Ok(()) => {
+                done = Some(partial);
                 break;
             }
-            Err(e) => failures.push(e.to_string()),
+            Err(Failure::Refused(why)) => {
+                partials.remove_mine(&part_name, &partial.mine)?;
+                refused = true;
+                failures.push(format!(
+                    "{why}; the file was discarded and nothing was put in place"
+                ));
+            }
+            Err(Failure::Interrupted(why)) => {
+                failures.push(match partial.have {
+                    0 => format!("{why}; the next run tries again"),
+                    have => format!("{why}; the next run resumes it from byte {have}"),
+                });
+                kept = Some(partial);
+            }
         }
     }
-    let Some((downloaded, resumed_from)) = done else {
-        return Err(Error::other(failures.join("\n  ")));
+    let Some(mut partial) = done else {
+        let failures = failures.join("\n  ");
+        return Err(if refused {
+            Error::Refused(failures)
+        } else {
+            Error::Interrupted(failures)
+        });
     };
-    let (size, mtime_ns) = file_state(&fsutil::metadata(&target)?);
-    record.placed.retain(|e| e.file != image.source.name);
+    let part_path = partials.path_of(&part_name);
+    partial
+        .mine
+        .file
+        .sync_all()
+        .map_err(|e| Error::io("cannot write", &part_path, e))?;
+    dest.rename_mine(&partials, &part_name, &partial.mine, name)?;
+    let stamp = partial.mine.restamp(&placed.path)?;
+    record.placed.retain(|e| e.file != *name);
     record.placed.push(RecordEntry {
         appliance: appliance.to_string(),
         version: version.to_string(),
-        file: image.source.name.to_string(),
+        file: name.clone(),
         sha256: image.digest.sha256.to_hex(),
-        size,
-        mtime_ns,
+        size: stamp.size,
+        mtime_ns: stamp.mtime_ns,
+        inode: stamp.inode,
     });
     let removed = match options.keep {
-        Some(keep) => prune(&options.dest, &mut record, &options.appliance, keep)?,
+        Some(keep) => prune(&dest, &mut record, &options.appliance, keep, warnings)?,
         None => Vec::new(),
     };
-    save_record(&record_path, &record)?;
+    save_record(&dest, &record)?;
     Ok(Outcome::Updated {
         image: placed,
-        downloaded,
-        resumed_from,
+        downloaded: partial.have - partial.resumed_from,
+        resumed_from: partial.resumed_from,
         removed,
     })
 }
@@ -309,198 +412,177 @@ fn choose<'a>(
         })
 }
 
-/// The size and mtime (ns) a record keeps of a placed file.
-fn file_state(meta: &std::fs::Metadata) -> (u64, i128) {
-    use std::os::unix::fs::MetadataExt;
-    (
-        meta.len(),
-        i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    )
-}
-
-/// Whether `target` already holds the image: same length and SHA-256. A
-/// file this command placed, unchanged since (same size and mtime as
-/// recorded), is current without a read; any other is hashed, so a run
-/// from cron does not read a multi-gigabyte image every time.
-fn in_place(target: &Path, image: &Image, record: &Record) -> Result<bool> {
-    let Ok((file, meta)) = fsutil::open_regular(target, false) else {
+/// Whether the image is in place: a file this user made, of the signed
+/// length and SHA-256. One `pull` placed and that is unchanged since
+/// (the inode, size and mtime its record keeps) is current without a read;
+/// any other is hashed, so a run from cron does not read a multi-gigabyte
+/// image every time. A recorded file that still hashes right gets its
+/// record's stamp renewed.
+fn in_place(
+    dest: &Dir,
+    image: &Image,
+    record: &mut Record,
+    warnings: &mut Vec<Warning>,
+) -> Result<bool> {
+    let name = &image.source.name;
+    let Some(mine) = dest.open_mine(name, Access::Read, warnings)? else {
         return Ok(false);
     };
-    if meta.len() != image.digest.length {
+    if mine.stamp.size != image.digest.length {
         return Ok(false);
     }
-    let name = target.file_name().map(|n| n.to_string_lossy());
-    let recorded = record.placed.iter().any(|e| {
-        Some(e.file.as_str()) == name.as_deref()
-            && e.sha256 == image.digest.sha256.to_hex()
-            && (e.size, e.mtime_ns) == file_state(&meta)
-    });
-    if recorded {
+    let sha256 = image.digest.sha256.to_hex();
+    let entry = record
+        .placed
+        .iter_mut()
+        .find(|e| e.file == *name && e.sha256 == sha256);
+    if entry.as_ref().is_some_and(|e| e.stamp() == mine.stamp) {
         return Ok(true);
     }
     let mut hasher = sha2::Sha256::new();
-    hash_into(file, target, &mut hasher)?;
-    Ok(Sha256(hasher.finalize().into()) == image.digest.sha256)
+    fsutil::read_bounded(&mine.file, image.digest.length, |c| hasher.update(c))
+        .map_err(|(_, e)| Error::io("cannot read", dest.path_of(name), e))?;
+    if Sha256(hasher.finalize().into()) != image.digest.sha256 {
+        return Ok(false);
+    }
+    if let Some(entry) = entry {
+        (entry.inode, entry.size, entry.mtime_ns) =
+            (mine.stamp.inode, mine.stamp.size, mine.stamp.mtime_ns);
+        save_record(dest, record)?;
+    }
+    Ok(true)
 }
 
-/// Feeds everything `reader` holds to `hasher`; returns the byte count.
-fn hash_into(mut reader: impl Read, path: &Path, hasher: &mut sha2::Sha256) -> Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("cannot read", path, e)),
+/// Why one source did not give the image.
+enum Failure {
+    /// It sent other bytes than the signed ones.
+    Refused(String),
+    /// The network failed; what arrived is kept.
+    Interrupted(String),
+}
+
+/// The download in progress: `.vmcast-partial/<sha256>.part`, a file this
+/// user made, open, with the SHA-256 of what it holds so far.
+struct Partial {
+    mine: Mine,
+    path: PathBuf,
+    have: u64,
+    hasher: sha2::Sha256,
+    resumed_from: u64,
+}
+
+impl Partial {
+    /// The partial file a previous run left, hashed again to go on from
+    /// there (never read past the signed length), or a new one.
+    fn open(
+        dir: &Dir,
+        name: &FileName,
+        image: &Image,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Partial> {
+        let path = dir.path_of(name);
+        let length = image.digest.length;
+        let Some(mine) = dir.open_mine(name, Access::ReadWrite, warnings)? else {
+            return Ok(Partial {
+                mine: dir.create_new(name, fsutil::PUBLISHED_FILE_MODE)?,
+                path,
+                have: 0,
+                hasher: sha2::Sha256::new(),
+                resumed_from: 0,
+            });
         };
-        hasher.update(&buf[..n]);
-        total += n as u64;
+        let mut partial = Partial {
+            mine,
+            path,
+            have: 0,
+            hasher: sha2::Sha256::new(),
+            resumed_from: 0,
+        };
+        let hasher = &mut partial.hasher;
+        let have = fsutil::read_bounded(&partial.mine.file, length, |c| hasher.update(c))
+            .map_err(|(_, e)| Error::io("cannot read", &partial.path, e))?;
+        if have > length {
+            partial.restart()?;
+        } else {
+            partial.have = have;
+            partial.resumed_from = have;
+        }
+        Ok(partial)
     }
-    Ok(total)
-}
 
-/// Downloads the image to a partial file, resuming one a previous run
-/// left, checking length and SHA-256 as the bytes arrive; renames it into
-/// place only when both match. Returns (bytes downloaded now, resumed from).
-fn download(
-    options: &PullOptions,
-    image: &Image,
-    url: &url::Url,
-    target: &Path,
-) -> Result<(u64, u64)> {
-    let partial_dir = options.dest.join(PARTIAL);
-    fsutil::create_dir_all(&partial_dir)?;
-    // Named by digest: a partial file is only ever resumed for the bytes
-    // it is the start of.
-    let partial = partial_dir.join(format!("{}.part", image.digest.sha256.to_hex()));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(&partial)
-        .map_err(|e| Error::io("cannot open", &partial, e))?;
-    // What a previous run left: hashed again, to go on from there.
-    let mut hasher = sha2::Sha256::new();
-    let existing = File::open(&partial).map_err(|e| Error::io("cannot open", &partial, e))?;
-    let mut have = hash_into(existing, &partial, &mut hasher)?;
-    if have > image.digest.length {
-        drop(file);
-        fsutil::remove_file(&partial)?;
-        return download(options, image, url, target);
+    /// Empties the file, to start over.
+    fn restart(&mut self) -> Result<()> {
+        self.mine
+            .file
+            .set_len(0)
+            .map_err(|e| Error::io("cannot truncate", &self.path, e))?;
+        self.hasher = sha2::Sha256::new();
+        self.have = 0;
+        self.resumed_from = 0;
+        Ok(())
     }
-    let resumed_from = have;
-    let url = url.as_str();
-    let failed = |why: String| -> Error {
-        Error::other(format_args!("{url}: {why}; nothing was put in place"))
-    };
-    if have < image.digest.length {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(options.timeout))
-            .timeout_recv_response(Some(options.timeout))
-            .timeout_per_read(Some(Duration::from_secs(30).min(options.timeout)))
-            .http_status_as_error(false)
-            .max_redirects(5)
-            .build()
-            .into();
-        let mut request = agent.get(url);
-        if have > 0 {
-            request = request.header("Range", format!("bytes={have}-"));
-        }
-        let response = request.call().map_err(|e| failed(format!("{e}")))?;
-        let status = response.status().as_u16();
-        match (status, have) {
-            (206, _) => {
-                let range = response
-                    .headers()
-                    .get("content-range")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                if !range.starts_with(&format!("bytes {have}-")) {
-                    return Err(failed(format!(
-                        "asked for the bytes from {have}, got the range {range:?}"
-                    )));
-                }
+
+    /// Downloads the rest of the image from `url`, checking length and
+    /// SHA-256 as the bytes arrive. `Err` for a failure of this machine,
+    /// `Ok(Err)` for one of the source.
+    fn fetch(
+        &mut self,
+        client: &net::Client,
+        url: &url::Url,
+        image: &Image,
+    ) -> Result<std::result::Result<(), Failure>> {
+        let length = image.digest.length;
+        let net_failure = |e: net::NetError| {
+            let why = e.to_string();
+            if e.is_refusal() {
+                Failure::Refused(why)
+            } else {
+                Failure::Interrupted(why)
             }
-            (200, 0) => {}
-            (200, _) => {
-                // The server ignores ranges: start over.
-                file.set_len(0)
-                    .map_err(|e| Error::io("cannot truncate", &partial, e))?;
-                hasher = sha2::Sha256::new();
-                have = 0;
-            }
-            (code, _) => return Err(failed(format!("the server answered {code}"))),
-        }
-        let mut body = response
-            .into_body()
-            .into_with_config()
-            .limit(u64::MAX)
-            .reader()
-            .take(image.digest.length - have + 1);
-        let mut meter = (options.min_rate > 0)
-            .then(|| RateMeter::with(options.min_rate, Duration::from_secs(30)));
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // What arrived stays for the next run to resume from.
-                    return Err(Error::other(format_args!(
-                        "{url}: the download broke off after {have} of {} bytes ({e}); the \
-                         next run resumes it",
-                        image.digest.length
-                    )));
-                }
+        };
+        if self.have < length {
+            let (start, response) = match client.get_from(url, self.have) {
+                Ok(got) => got,
+                Err(e) => return Ok(Err(net_failure(e))),
             };
-            if have + n as u64 > image.digest.length {
-                drop(file);
-                fsutil::remove_file(&partial)?;
-                return Err(failed(format!(
-                    "longer than the feed's {} bytes",
-                    image.digest.length
-                )));
+            if start < self.have {
+                // The server ignores ranges: it sends the whole file.
+                self.restart()?;
             }
-            file.write_all(&buf[..n])
-                .map_err(|e| Error::io("cannot write", &partial, e))?;
-            hasher.update(&buf[..n]);
-            have += n as u64;
-            if let Some(meter) = meter.as_mut() {
-                meter.check(have).map_err(|m| {
-                    Error::other(format_args!("{url}: {m}; the next run resumes it"))
-                })?;
+            let streamed = response.stream(start, length, |chunk| {
+                self.mine.file.write_all_at(chunk, self.have)?;
+                self.hasher.update(chunk);
+                self.have += chunk.len() as u64;
+                Ok(())
+            });
+            match streamed {
+                Ok(_) => {}
+                Err(StreamError::Sink(e)) => return Err(Error::io("cannot write", &self.path, e)),
+                Err(StreamError::Net(e)) => return Ok(Err(net_failure(e))),
             }
         }
+        let digest = Sha256(self.hasher.clone().finalize().into());
+        if digest != image.digest.sha256 {
+            return Ok(Err(Failure::Refused(format!(
+                "{url}: SHA-256 mismatch: the signed feed says {}, the download hashes to {digest}",
+                image.digest.sha256
+            ))));
+        }
+        Ok(Ok(()))
     }
-    if have < image.digest.length {
-        return Err(Error::other(format_args!(
-            "{url}: the download ended after {have} of {} bytes; the next run resumes it",
-            image.digest.length
-        )));
-    }
-    let digest = Sha256(hasher.finalize().into());
-    if digest != image.digest.sha256 {
-        drop(file);
-        fsutil::remove_file(&partial)?;
-        return Err(Error::other(format_args!(
-            "{url}: SHA-256 mismatch: the signed feed says {}, the download hashes to {digest}; \
-             the file was discarded and nothing was put in place",
-            image.digest.sha256
-        )));
-    }
-    file.sync_all()
-        .map_err(|e| Error::io("cannot write", &partial, e))?;
-    drop(file);
-    fsutil::rename(&partial, target)?;
-    Ok((have - resumed_from, resumed_from))
 }
 
 /// Removes the oldest images of `appliance` that `pull` placed, keeping
-/// `keep`; never a file it did not place.
-fn prune(dest: &Path, record: &mut Record, appliance: &str, keep: usize) -> Result<Vec<PathBuf>> {
+/// `keep`: only a file this user made whose inode, size and mtime are
+/// still the recorded ones. Any other is kept, with a warning, and leaves
+/// the record: it is no longer `pull`'s.
+fn prune(
+    dest: &Dir,
+    record: &mut Record,
+    appliance: &str,
+    keep: usize,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<PathBuf>> {
     let mine: Vec<usize> = record
         .placed
         .iter()
@@ -513,42 +595,56 @@ fn prune(dest: &Path, record: &mut Record, appliance: &str, keep: usize) -> Resu
     let mut removed = Vec::new();
     for &i in doomed.iter().rev() {
         let entry = record.placed.remove(i);
-        let path = dest.join(&entry.file);
-        if fsutil::remove_file_if_exists(&path)? {
-            removed.push(path);
+        let path = dest.path_of(&entry.file);
+        match dest.remove_unchanged(&entry.file, entry.stamp())? {
+            Removal::Removed => removed.push(path),
+            Removal::Gone => {}
+            Removal::Kept(why) => warnings.push(Warning::file(
+                &path,
+                format_args!(
+                    "kept, not removed (--keep): {why} since pull placed it, so it is no \
+                     longer pull's"
+                ),
+            )),
         }
     }
     removed.reverse();
     Ok(removed)
 }
 
-fn load_record(path: &Path) -> Result<Record> {
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(Record {
-            format: RECORD_FORMAT.into(),
-            placed: Vec::new(),
-        });
-    }
-    let text = fsutil::read_to_string(path)?;
-    let record: Record = serde_json::from_str(&text).map_err(|e| {
-        Error::file(
-            path,
-            format_args!("not a pull record ({e}); remove it to start over"),
-        )
-    })?;
+/// The record, as `load_record` reads it: the whole check, for fuzzing and
+/// for tools. Returns how many images it lists.
+pub fn read_record(data: &[u8]) -> std::result::Result<usize, String> {
+    parse_record(data).map(|r| r.placed.len())
+}
+
+fn parse_record(data: &[u8]) -> std::result::Result<Record, String> {
+    let record: Record =
+        serde_json::from_slice(data).map_err(|e| format!("not a pull record ({e})"))?;
     if record.format != RECORD_FORMAT {
-        return Err(Error::file(
-            path,
-            format_args!("unknown format {:?}", record.format),
-        ));
+        return Err(format!("unknown format {:?}", record.format));
     }
     Ok(record)
 }
 
-fn save_record(path: &Path, record: &Record) -> Result<()> {
+fn load_record(dest: &Dir, warnings: &mut Vec<Warning>) -> Result<Record> {
+    let path = dest.path_of(&RECORD);
+    let Some(mine) = dest.open_mine(&RECORD, Access::Read, warnings)? else {
+        return Ok(Record {
+            format: RECORD_FORMAT.into(),
+            placed: Vec::new(),
+        });
+    };
+    let size = mine.stamp.size;
+    let data = fsutil::read_open(mine.file, &path, MAX_TEXT_FILE, size)?;
+    parse_record(&data)
+        .map_err(|m| Error::file(&path, format_args!("{m}; remove it to start over")))
+}
+
+fn save_record(dest: &Dir, record: &Record) -> Result<()> {
     let mut text = serde_json::to_string_pretty(record).expect("the record serializes");
     text.push('\n');
-    fsutil::write_new_file(path, text.as_bytes(), 0o644, true)
+    dest.replace(&RECORD, &RECORD_NEXT, text.as_bytes())
 }
 
 /// The environment `--exec` runs with: the new image's path, version and

@@ -85,7 +85,8 @@ pub fn site_config(named: Option<PathBuf>) -> Result<PathBuf> {
     version,
     about = "Publish virtual appliance images as a signed VMcast: an RSS 2.0 feed, \
              a SHA256SUMS manifest, minisign signatures and a landing page.",
-    after_help = "Exit status: 0 on success, 1 on any error, 2 on a usage error.\n\
+    after_help = "Exit status: 0 on success, 1 on any error, 2 on a usage error; \
+                  `pull --help` lists pull's own.\n\
                   Docs: README.md and docs/feed-format.md in the source repository."
 )]
 pub struct Cli {
@@ -191,13 +192,22 @@ pub enum Command {
     Init(init::InitArgs),
     /// Keep a host current: verify a VMcast, choose a release by channel and policy, download
     /// its image with resume, and check it before putting it in place.
-    #[command(
-        after_help = "Exit status: 0 when a new image was put in place, 3 when the allowed \
-        release was already in place (nothing downloaded), 1 on any failure (nothing \
-        half-installed; an interrupted download is resumed by the next run), 2 on a usage \
-        error. For systemd: SuccessExitStatus=3. The feed is verified as `verify` does, with \
-        rollback and expiry protection through the state file."
-    )]
+    #[command(after_help = "Exit status:\n  \
+        0   a new image was put in place (then --exec runs)\n  \
+        3   the allowed release was already in place; nothing was downloaded\n  \
+        10  refused (alert): the feed or the image does not verify, or has no provenance under \
+        --require-provenance\n  \
+        11  interrupted (retry): the network failed, stalled or was too slow; the next run \
+        resumes\n  \
+        12  the image is in place, but --exec failed\n  \
+        1   any other failure; 2 a usage error\n\
+        Nothing is ever half-installed. For systemd: SuccessExitStatus=3.\n\n\
+        The feed is verified as `verify` does, with rollback and expiry protection through the \
+        state file. The partial download, the record, the state file and the images are opened \
+        beneath --dest without following links and used only when they are regular files with \
+        one link, owned by the user running pull; anything else under those names is removed \
+        with a warning. --keep removes only an image whose inode, size and mtime are the ones \
+        recorded.")]
     Pull(pull::PullArgs),
     /// Print a shell completion script.
     Completions {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use vmcast_gen::Warning;
 use vmcast_gen::model::ImageFormat;
 use vmcast_gen::pull::{Outcome, Policy, PullOptions};
 use vmcast_gen::units::human_size;
@@ -14,6 +15,26 @@ use vmcast_gen::{Error, Result};
 pub const UPDATED: u8 = 0;
 /// Exit status when the allowed release was already in place.
 pub const CURRENT: u8 = 3;
+/// Exit status when what was downloaded contradicts what was signed or
+/// required (the feed does not verify, an image's bytes are not the signed
+/// ones, no provenance under --require-provenance): someone should look.
+pub const REFUSED: u8 = 10;
+/// Exit status when the site or the image could not be downloaded in full
+/// this time: the next run tries again, resuming the image.
+pub const INTERRUPTED: u8 = 11;
+/// Exit status when the image was put in place but --exec failed.
+pub const EXEC_FAILED: u8 = 12;
+
+/// The exit status of a failed `pull`: one of the above, else 1.
+pub fn failure_status(err: &Error) -> u8 {
+    match err {
+        Error::Refused(_) => REFUSED,
+        Error::Interrupted(_) => INTERRUPTED,
+        Error::Hook(_) => EXEC_FAILED,
+        Error::Warned { error, .. } => failure_status(error),
+        _ => 1,
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -54,11 +75,11 @@ pub struct PullArgs {
     /// verify checks against the image's SHA-256); the newest allowed release must have one.
     #[arg(long)]
     pub require_provenance: bool,
-    /// Deadline in seconds for each small request and for a response's headers.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// The deadline of each request for the feed, manifest, keys and signatures, and of any response's headers.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// The lowest download rate, bytes per second over 30 s, before giving up (0: none).
-    #[arg(long, value_name = "BYTES", default_value_t = 10240)]
+    /// The lowest rate the image may download at (measured over 30 s, or --timeout if shorter); 0 for none.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 10240)]
     pub min_rate: u64,
     /// Print what happened as JSON.
     #[arg(long)]
@@ -91,7 +112,7 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let outcome = vmcast_gen::pull::pull(&PullOptions {
+    let pulled = vmcast_gen::pull::pull(&PullOptions {
         source: args.source,
         pinned,
         appliance: args.appliance,
@@ -112,14 +133,20 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout),
         min_rate: args.min_rate,
         now: chrono::Utc::now(),
+    })
+    .map_err(|error| {
+        let (warnings, error) = error.unwarn();
+        show(&warnings);
+        error
     })?;
+    show(&pulled.warnings);
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&outcome).expect("the outcome serializes")
+            serde_json::to_string_pretty(&pulled).expect("the outcome serializes")
         );
     }
-    match &outcome {
+    match &pulled.outcome {
         Outcome::Current { image } => {
             if !args.json {
                 outln!(
@@ -166,12 +193,19 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
                     .status()
                     .map_err(|e| Error::failed("cannot run --exec", e))?;
                 if !status.success() {
-                    return Err(Error::other(format_args!(
+                    return Err(Error::Hook(format!(
                         "the image is in place, but --exec failed ({status})"
                     )));
                 }
             }
             Ok(ExitCode::from(UPDATED))
         }
+    }
+}
+
+/// Warnings go to stderr, before the outcome or the error.
+fn show(warnings: &[Warning]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
     }
 }

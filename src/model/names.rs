@@ -245,6 +245,21 @@ impl fmt::Display for FileName {
     }
 }
 
+/// In a file the tools keep (`pull`'s record), a file name is its string,
+/// and one that is not a plain name is refused as the file is read.
+impl serde::Serialize for FileName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FileName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        FileName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A file name reads as the string it is.
 impl std::ops::Deref for FileName {
     type Target = str;
@@ -335,6 +350,20 @@ mod tests {
         assert_eq!(
             RelPath::parse("images/a/1/x.qcow2").unwrap().file_name(),
             "x.qcow2"
+        );
+    }
+
+    #[test]
+    fn file_names_read_from_json_are_checked() {
+        let name: FileName = serde_json::from_str("\"webapp-1.4.0.qcow2\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&name).unwrap(),
+            "\"webapp-1.4.0.qcow2\""
+        );
+        let err = serde_json::from_str::<FileName>("\"../victim.txt\"").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "file name `../victim.txt` holds a path separator: it must be one plain name"
         );
     }
 }

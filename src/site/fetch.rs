@@ -1,16 +1,16 @@
 //! Where the site's files come from: a local output directory or an
 //! http(s) site, with the limits every read keeps to.
 //!
-//! Over the network every request has a deadline: a small file (feed,
-//! manifest, key, signature) must arrive whole within the timeout, and an
-//! image must keep up a minimum rate. Locally every file is opened once,
+//! Over the network every request goes through [`crate::net`]: a small
+//! file (feed, manifest, key, signature) must arrive whole within the
+//! timeout, and an image must keep up a minimum rate. Locally every file is opened once,
 //! without following a symbolic link, checked to be a regular file on that
 //! descriptor, and read no further than its limit.
 
+use std::convert::Infallible;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
 use sha2::Digest;
@@ -20,10 +20,7 @@ use super::VerifyOptions;
 use super::urls::Accepted;
 use crate::media::FEED;
 use crate::model::{RelPath, Sha256, Sha512};
-
-/// The longest span over which an image's transfer rate is measured, and
-/// the longest an image's body may send nothing.
-const RATE_WINDOW: Duration = Duration::from_secs(30);
+use crate::net::{Client, Limits, NetError, StreamError};
 
 /// A file of the site, as shown to the user and as fetched.
 #[derive(Debug, Clone)]
@@ -56,18 +53,6 @@ impl Location {
     }
 }
 
-/// How long the network may take.
-#[derive(Debug, Clone, Copy)]
-struct Net {
-    /// The deadline of a whole small request, and of any response's headers.
-    timeout: Duration,
-    /// The lowest rate an image may arrive at, in bytes per second; 0 for none.
-    min_rate: u64,
-    /// The span the rate is measured over, and the longest silence of an
-    /// image's body: [`RATE_WINDOW`], or the timeout if that is shorter.
-    window: Duration,
-}
-
 enum Source {
     Dir(PathBuf),
     Http,
@@ -76,8 +61,10 @@ enum Source {
 pub(super) struct Fetcher {
     source: Source,
     base: Option<Url>,
-    net: Net,
-    agent: Option<ureq::Agent>,
+    limits: Limits,
+    client: Option<Client>,
+    /// Whether a file could not be read at all (see [`Fetcher::unreached`]).
+    unreached: bool,
 }
 
 impl Fetcher {
@@ -96,12 +83,12 @@ impl Fetcher {
         Fetcher {
             source,
             base: None,
-            net: Net {
+            limits: Limits {
                 timeout: options.timeout,
                 min_rate: options.min_rate,
-                window: RATE_WINDOW.min(options.timeout),
             },
-            agent: None,
+            client: None,
+            unreached: false,
         }
     }
 
@@ -198,16 +185,22 @@ impl Fetcher {
         }
     }
 
-    fn http(&mut self) -> &ureq::Agent {
-        let net = self.net;
-        self.agent.get_or_insert_with(|| {
-            ureq::Agent::config_builder()
-                .timeout_connect(Some(net.timeout))
-                .timeout_recv_response(Some(net.timeout))
-                .max_redirects(5)
-                .build()
-                .into()
-        })
+    fn client(&mut self) -> &Client {
+        let limits = self.limits;
+        self.client.get_or_insert_with(|| Client::new(limits))
+    }
+
+    /// Whether a file of the site could not be read at all (the network,
+    /// the server or the disk failed), as opposed to read and found wrong:
+    /// the checks that failed may have failed for that alone.
+    pub(super) fn unreached(&self) -> bool {
+        self.unreached
+    }
+
+    /// A failure to read: noted, unless the bytes themselves were wrong.
+    fn net_error(&mut self, e: &NetError) -> String {
+        self.unreached |= !e.is_refusal();
+        e.to_string()
     }
 
     /// A whole small file, of at most `limit` bytes; over HTTP within the
@@ -217,36 +210,27 @@ impl Fetcher {
         loc: &Location,
         limit: u64,
     ) -> std::result::Result<Vec<u8>, String> {
-        let (reader, url): (Box<dyn Read>, Option<&Url>) = match &loc.target {
-            Target::File(path) => {
-                let file =
-                    open_local(path).map_err(|e| format!("cannot read {}: {e}", loc.display))?;
-                let size = file.metadata().map_or(0, |m| m.len());
-                if size > limit {
-                    return Err(format!("{} is larger than {limit} bytes", loc.display));
-                }
-                (Box::new(file), None)
-            }
+        let path = match &loc.target {
             Target::Url(url) => {
-                let net = self.net;
-                let response = self
-                    .http()
-                    .get(url.as_str())
-                    .config()
-                    .timeout_global(Some(net.timeout))
-                    .build()
-                    .call()
-                    .map_err(|e| request_error(url, e, &net))?;
-                let body = response.into_body().into_with_config().limit(u64::MAX);
-                (Box::new(body.reader()), Some(url))
+                return self
+                    .client()
+                    .get_small(url, limit)
+                    .map_err(|e| self.net_error(&e));
             }
+            Target::File(path) => path,
         };
+        let file = open_local(path).map_err(|e| {
+            self.unreached = true;
+            format!("cannot read {}: {e}", loc.display)
+        })?;
+        let size = file.metadata().map_or(0, |m| m.len());
+        if size > limit {
+            return Err(format!("{} is larger than {limit} bytes", loc.display));
+        }
         let mut data = Vec::new();
-        if let Err(e) = reader.take(limit.saturating_add(1)).read_to_end(&mut data) {
-            return Err(match url {
-                Some(url) => body_error(url, &e, data.len() as u64, &self.net),
-                None => format!("cannot read {}: {e}", loc.display),
-            });
+        if let Err(e) = file.take(limit.saturating_add(1)).read_to_end(&mut data) {
+            self.unreached = true;
+            return Err(format!("cannot read {}: {e}", loc.display));
         }
         if data.len() as u64 > limit {
             return Err(format!("{} is larger than {limit} bytes", loc.display));
@@ -275,61 +259,51 @@ impl Fetcher {
             },
             Source::Http => None,
         };
-        let net = self.net;
-        let url = url.url();
-        let remote = local.is_none();
-        let (reader, mut meter): (Box<dyn Read>, Option<RateMeter>) = match local {
-            Some(file) => (Box::new(file), None),
-            None => {
-                let response = self
-                    .http()
-                    .get(url.as_str())
-                    .config()
-                    .timeout_per_read(Some(net.window))
-                    .build()
-                    .call()
-                    .map_err(|e| request_error(url, e, &net))?;
-                let body = response.into_body().into_with_config().limit(u64::MAX);
-                (Box::new(body.reader()), RateMeter::new(&net))
-            }
-        };
-        let mut limited = reader.take(length.saturating_add(1));
-        let mut hasher = sha2::Sha256::new();
+        let mut sha256 = sha2::Sha256::new();
         // The SHA-512 too, where the feed gives one (the virt-builder index).
         let mut sha512 = sha512.then(sha2::Sha512::new);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut read: u64 = 0;
-        loop {
-            let n = match limited.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if remote => return Err(body_error(url, &e, read, &net)),
-                Err(e) => return Err(format!("read failed after {read} bytes: {e}")),
-            };
-            read += n as u64;
-            if read > length {
-                break;
-            }
-            hasher.update(&buf[..n]);
+        let mut hash = |chunk: &[u8]| {
+            sha256.update(chunk);
             if let Some(h) = sha512.as_mut() {
-                h.update(&buf[..n]);
+                h.update(chunk);
             }
-            if let Some(meter) = meter.as_mut() {
-                meter.check(read).map_err(|m| format!("{url}: {m}"))?;
+        };
+        let read = match local {
+            Some(file) => {
+                let read = crate::fsutil::read_bounded(file, length, &mut hash)
+                    .map_err(|(read, e)| format!("read failed after {read} bytes: {e}"))?;
+                if read > length {
+                    return Err(format!(
+                        "longer than its declared {} bytes (endless data?); stopped reading",
+                        length
+                    ));
+                }
+                if read < length {
+                    return Err(format!(
+                        "shorter than declared: {read} of {} bytes",
+                        length
+                    ));
+                }
+                read
             }
-        }
-        if read > length {
-            return Err(format!(
-                "longer than its declared {} bytes (endless data?); stopped reading",
-                length
-            ));
-        }
-        if read < length {
-            return Err(format!("shorter than declared: {read} of {} bytes", length));
-        }
+            None => {
+                let (from, response) = self
+                    .client()
+                    .get_from(url.url(), 0)
+                    .map_err(|e| self.net_error(&e))?;
+                let streamed = response.stream(from, length, |chunk| {
+                    hash(chunk);
+                    Ok::<(), Infallible>(())
+                });
+                match streamed {
+                    Ok(read) => read,
+                    Err(StreamError::Net(e)) => return Err(self.net_error(&e)),
+                    Err(StreamError::Sink(never)) => match never {},
+                }
+            }
+        };
         Ok((
-            Sha256(hasher.finalize().into()),
+            Sha256(sha256.finalize().into()),
             sha512.map(|h| Sha512(h.finalize().into())),
             read,
         ))
@@ -356,92 +330,4 @@ fn open_local(path: &Path) -> io::Result<File> {
     }
     let what = crate::fsutil::file_kind(&meta);
     Err(io::Error::other(format!("not a regular file but {what}")))
-}
-
-/// A request that failed before its body: the URL and what was slow.
-fn request_error(url: &Url, e: ureq::Error, net: &Net) -> String {
-    let secs = |d: Duration| d.as_secs();
-    match e {
-        ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => {
-            format!("{url}: no connection within {} s", secs(net.timeout))
-        }
-        ureq::Error::Timeout(ureq::Timeout::Global | ureq::Timeout::RecvResponse) => {
-            format!("{url}: no response within {} s", secs(net.timeout))
-        }
-        ureq::Error::Timeout(ureq::Timeout::PerRead) => {
-            format!("{url}: no response data for {} s", secs(net.window))
-        }
-        other => format!("cannot fetch {url}: {other}"),
-    }
-}
-
-/// A body read that failed after `read` bytes: the URL and what was slow.
-fn body_error(url: &Url, e: &io::Error, read: u64, net: &Net) -> String {
-    let timeout = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-        .and_then(|inner| match inner {
-            ureq::Error::Timeout(t) => Some(*t),
-            _ => None,
-        });
-    match timeout {
-        Some(ureq::Timeout::Global) => format!(
-            "{url}: deadline of {} s passed after {read} bytes",
-            net.timeout.as_secs()
-        ),
-        Some(ureq::Timeout::PerRead | ureq::Timeout::RecvBody) => format!(
-            "{url}: no body data for {} s after {read} bytes",
-            net.window.as_secs()
-        ),
-        _ => format!("cannot fetch {url}: read failed after {read} bytes: {e}"),
-    }
-}
-
-/// Watches a transfer: at the end of each window, fewer bytes than the
-/// minimum rate over that window fail it.
-pub(crate) struct RateMeter {
-    min_rate: u64,
-    window: Duration,
-    since: Instant,
-    at: u64,
-}
-
-impl RateMeter {
-    /// A meter for `min_rate` bytes per second over windows of `window`.
-    pub(crate) fn with(min_rate: u64, window: Duration) -> RateMeter {
-        RateMeter {
-            min_rate,
-            window,
-            since: Instant::now(),
-            at: 0,
-        }
-    }
-
-    fn new(net: &Net) -> Option<RateMeter> {
-        (net.min_rate > 0).then(|| RateMeter {
-            min_rate: net.min_rate,
-            window: net.window,
-            since: Instant::now(),
-            at: 0,
-        })
-    }
-
-    pub(crate) fn check(&mut self, total: u64) -> std::result::Result<(), String> {
-        let elapsed = self.since.elapsed();
-        if elapsed < self.window {
-            return Ok(());
-        }
-        let got = total - self.at;
-        if u128::from(got) * 1000 < u128::from(self.min_rate) * elapsed.as_millis() {
-            return Err(format!(
-                "only {got} bytes in the last {} s, below the minimum rate of {} bytes/s \
-                 (--min-rate)",
-                elapsed.as_secs(),
-                self.min_rate
-            ));
-        }
-        self.since = Instant::now();
-        self.at = total;
-        Ok(())
-    }
 }

@@ -26,7 +26,6 @@ mod catalogs;
 mod check;
 pub mod feed;
 mod fetch;
-pub(crate) use fetch::RateMeter;
 mod state;
 mod urls;
 
@@ -184,6 +183,11 @@ pub struct Report {
     /// `--previous`).
     #[serde(skip)]
     pub site: Option<PublishedSite>,
+    /// A file of the site could not be read at all (the network, the
+    /// server or the disk failed), as opposed to read and found wrong: a
+    /// failed report may have failed for that alone, and a later try may pass.
+    #[serde(skip)]
+    pub unreachable: bool,
 }
 
 /// A published site as read: the verified feed and its archives, each in
@@ -238,10 +242,12 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
             images_read: 0,
             checks: Vec::new(),
             site: None,
+            unreachable: false,
         },
     };
     let outcome = v.run(&mut state);
     let mut report = v.report;
+    report.unreachable = v.fetcher.unreached();
     report.ok = outcome.is_ok() && report.checks.iter().all(|c| c.ok);
     if let (true, Some(path)) = (report.ok, &options.state) {
         state.save(path)?;
@@ -253,4 +259,22 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
 /// fuzzing and for tools that want to check a feed's syntax alone.
 pub fn count_feed_items(data: &[u8]) -> std::result::Result<usize, String> {
     FeedDoc::parse(data, crate::media::FEED).map(|doc| doc.items.len())
+}
+
+/// Reads a state file as `verify --state` and `pull` do, and follows the
+/// announcement chain of every key it remembers from each of its first
+/// keys as the pinned one, as the key check does. Returns how many keys it
+/// remembers. For fuzzing.
+pub fn read_state(data: &[u8]) -> std::result::Result<usize, String> {
+    let path = std::path::Path::new("state.json");
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let state = State::parse(path, text).map_err(|e| e.to_string())?;
+    let _ = state.highest();
+    let keys: Vec<(&str, Option<PublicKey>)> = state.keys().collect();
+    for pinned in keys.iter().filter_map(|(_, key)| key.as_ref()).take(4) {
+        for (id, _) in &keys {
+            let _ = state.announced_key(id, pinned);
+        }
+    }
+    Ok(keys.len())
 }

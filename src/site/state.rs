@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::model::MAX_TEXT_FILE;
 use crate::sign::PublicKey;
 
 const STATE_FORMAT: &str = "vmcast-gen-verify-state-1";
@@ -43,8 +44,14 @@ impl State {
                 keys: BTreeMap::new(),
             });
         }
-        let text = fsutil::read_to_string(path)?;
-        let state: State = serde_json::from_str(&text).map_err(|e| {
+        // Never through a symbolic link: `save` replaces the name, so a
+        // link there is not the user's file but someone else's.
+        let (bytes, _) = fsutil::read_regular(path, false, MAX_TEXT_FILE)?;
+        State::parse(path, &fsutil::text(path, bytes)?)
+    }
+
+    pub(super) fn parse(path: &Path, text: &str) -> Result<State> {
+        let state: State = serde_json::from_str(text).map_err(|e| {
             Error::at(
                 path,
                 crate::error::LineCol {
@@ -64,6 +71,13 @@ impl State {
             ));
         }
         Ok(state)
+    }
+
+    /// The keys it remembers: ID, and the key when it reads as one.
+    pub(super) fn keys(&self) -> impl Iterator<Item = (&str, Option<PublicKey>)> {
+        self.keys
+            .iter()
+            .map(|(id, k)| (id.as_str(), PublicKey::from_base64(&k.public_key).ok()))
     }
 
     pub(super) fn save(&self, path: &Path) -> Result<()> {

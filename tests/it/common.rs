@@ -186,6 +186,10 @@ pub static GPO: Tool = Tool::new(
 pub static VAGRANT: Tool = Tool::new("command -v vagrant", "vagrant is not installed");
 pub static GPG: Tool = Tool::new("command -v gpg", "gpg is not installed");
 pub static GPGV: Tool = Tool::new("command -v gpgv", "gpgv is not installed");
+pub static SYSTEMD_ANALYZE: Tool = Tool::new(
+    "command -v systemd-analyze",
+    "systemd-analyze (Debian package systemd) is not installed",
+);
 pub static FEEDPARSER: Tool = Tool::new(
     "python3 -c 'import feedparser'",
     "python feedparser is not installed",

@@ -1,8 +1,11 @@
 //! A deterministic mutation fuzzer over what `verify` reads from a
 //! downloaded site: the feed, SHA256SUMS, minisign signatures (checked
 //! against a fixed key), public keys, the signed build stamps, and SBOMs
-//! and provenance files (their signatures checked against a builder key). The seeds
-//! are a real build's output and minisign's own files (known-answer/); each
+//! and provenance files (their signatures checked against a builder key);
+//! and over the files `verify --state` and `pull` keep between runs, which
+//! whoever can write beside them controls: the state file and pull's
+//! record. The seeds are a real build's output, a real state file, records
+//! as pull writes them and minisign's own files (known-answer/); each
 //! mutant is a seed with a few seeded edits: bit flips, byte insertions and
 //! deletions, truncations, splices from other seeds, duplicated lines, huge
 //! numbers, re-encoded base64 and deep nesting. A reader may refuse a
@@ -35,6 +38,8 @@ tests! {
     public_key_parser_survives_mutants;
     build_stamp_parser_survives_mutants;
     supply_chain_readers_survive_mutants;
+    state_file_reader_survives_mutants;
+    pull_record_reader_survives_mutants;
 }
 
 /// One call slower than this fails: every reader is linear in its input.
@@ -193,6 +198,36 @@ fn supply_chain_readers_survive_mutants() {
     });
 }
 
+fn state_file_reader_survives_mutants() {
+    fuzz(&Reader {
+        name: "state",
+        target: "pull_files",
+        seeds: &seeds().states,
+        tokens: JSON_TOKENS,
+        nests: &[(b"[", b"]"), (b"{\"a\":", b"}")],
+        read: |data| vmcast_gen::site::read_state(data).is_ok(),
+    });
+}
+
+fn pull_record_reader_survives_mutants() {
+    fuzz(&Reader {
+        name: "record",
+        target: "pull_files",
+        seeds: &seeds().records,
+        tokens: JSON_TOKENS,
+        nests: &[(b"[", b"]"), (b"{\"a\":", b"}")],
+        read: |data| vmcast_gen::pull::read_record(data).is_ok(),
+    });
+}
+
+/// The syntax of the JSON files `verify --state` and `pull` keep.
+const JSON_TOKENS: &[u8] = b"{|}|[|]|\"|:|,|null|true|1e999|-0|-1|18446744073709551616|\
+    170141183460469231731687303715884105728|\"\\u0000\"|\"\\ud800\"|\n|\
+    \"format\":\"vmcast-gen-pull-1\"|\"format\":\"vmcast-gen-verify-state-1\"|\
+    \"file\":\"../x\"|\"file\":\".vmcast-pull.json\"|\"file\":\"a/b\"|\"announced_by\":\
+    |\"highest_sequence\":|\"public_key\":\"RWQ\"|\"keys\":{}|\"placed\":[]|\"site\":\
+    |\"inode\":|\"mtime_ns\":|\xef\xbb\xbf|\xff|\0";
+
 /// The supply-chain fixture's builder key and its image's digest.
 fn supply_key() -> &'static (vmcast_gen::supply::keys::ProvenanceKey, Sha256) {
     static KEY: OnceLock<(vmcast_gen::supply::keys::ProvenanceKey, Sha256)> = OnceLock::new();
@@ -292,6 +327,10 @@ struct Seeds {
     stamps: Vec<Vec<u8>>,
     /// SBOMs and provenance files.
     supply: Vec<Vec<u8>>,
+    /// verify's state files, the one `pull` keeps too.
+    states: Vec<Vec<u8>>,
+    /// `pull`'s records.
+    records: Vec<Vec<u8>>,
     /// Every file of the builds and of known-answer/: material to splice in.
     all: Vec<Vec<u8>>,
 }
@@ -351,6 +390,21 @@ fn seeds() -> &'static Seeds {
             )
             .into_bytes(),
         );
+        // A real state file, and one that remembers a chain of announced keys.
+        let state = multi.path("state.json");
+        let verified = multi.run(
+            &[
+                "verify",
+                "public",
+                "--pubkey",
+                "../known-answer/kat.pub",
+                "--state",
+                state.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_success(&verified);
+        let states = vec![fs::read(&state).unwrap(), announcing_state()];
         let signatures = named(".minisig");
         let stamps = signatures
             .iter()
@@ -369,6 +423,8 @@ fn seeds() -> &'static Seeds {
             keys: named(".pub"),
             stamps,
             supply: [named(".json"), named(".jsonl")].concat(),
+            states,
+            records: record_seeds(),
             all: files.into_iter().map(|(_, data)| data).collect(),
         };
         for (what, list) in [
@@ -378,11 +434,71 @@ fn seeds() -> &'static Seeds {
             ("public key", &seeds.keys),
             ("stamp", &seeds.stamps),
             ("supply-chain", &seeds.supply),
+            ("state", &seeds.states),
+            ("record", &seeds.records),
         ] {
             assert!(!list.is_empty(), "no {what} seed");
         }
         seeds
     })
+}
+
+/// A state file whose pinned key announced a key that announced a third.
+fn announcing_state() -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/known-answer");
+    let key = |name: &str| {
+        let path = dir.join(name);
+        PublicKey::from_file(&path, &fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let (pinned, next) = (key("kat.pub"), key("encrypted.pub"));
+    let entry = |id: &str, key: &PublicKey, sequence: u64, by: Option<&str>| {
+        format!(
+            "    \"{id}\": {{\n      \"public_key\": \"{}\",\n      \"highest_sequence\": \
+             {sequence},\n      \"announced_by\": {}\n    }}",
+            key.to_base64(),
+            by.map_or("null".to_owned(), |b| format!("\"{b}\""))
+        )
+    };
+    let (pinned_id, next_id) = (pinned.key_id.to_string(), next.key_id.to_string());
+    let keys = [
+        entry(&pinned_id, &pinned, 1790000000, None),
+        entry(&next_id, &next, 0, Some(&pinned_id)),
+        entry("0000000000000001", &next, 0, Some(&next_id)),
+    ];
+    format!(
+        "{{\n  \"format\": \"vmcast-gen-verify-state-1\",\n  \"site\": \
+         \"https://downloads.example.com/site/\",\n  \"keys\": {{\n{}\n  }}\n}}\n",
+        keys.join(",\n")
+    )
+    .into_bytes()
+}
+
+/// Records as `pull` writes them (tests/it/pull.rs reads real ones): two
+/// appliances' images, and one written before records kept the inode.
+fn record_seeds() -> Vec<Vec<u8>> {
+    let entry = |appliance: &str, version: &str, extra: &str| {
+        format!(
+            "    {{\n      \"appliance\": \"{appliance}\",\n      \"version\": \"{version}\",\n      \
+             \"file\": \"{appliance}-{version}.qcow2\",\n      \"sha256\": \"{}\",\n      \
+             \"size\": 300000,\n      \"mtime_ns\": 1790000000123456789{extra}\n    }}",
+            Sha256::of(version.as_bytes())
+        )
+    };
+    let record = |entries: &[String]| {
+        format!(
+            "{{\n  \"format\": \"vmcast-gen-pull-1\",\n  \"placed\": [\n{}\n  ]\n}}\n",
+            entries.join(",\n")
+        )
+        .into_bytes()
+    };
+    vec![
+        record(&[
+            entry("webapp", "1.1.0", ",\n      \"inode\": 1311768"),
+            entry("db", "2.0.0-rc.1", ",\n      \"inode\": 42"),
+            entry("webapp", "1.2.0", ",\n      \"inode\": 1311770"),
+        ]),
+        record(&[entry("webapp", "1.0.0", "")]),
+    ]
 }
 
 /// Every file under `dir`, with its bytes, in a stable order.

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,15 +20,37 @@ tests! {
     pull_against_serve;
     pull_falls_back_to_a_mirror_when_the_primary_is_wrong;
     require_provenance_refuses_an_image_without_one;
+    a_symlink_planted_as_the_partial_file_overwrites_nothing;
+    a_hard_link_planted_as_the_partial_file_is_not_written_through;
+    a_fifo_or_a_link_to_dev_zero_as_the_partial_file_does_not_hang_pull;
+    fifos_as_the_state_file_and_the_record_are_discarded;
+    a_symlink_planted_as_the_partial_directory_writes_nothing_outside;
+    keep_does_not_delete_a_file_the_user_replaced;
+    a_record_entry_naming_a_path_outside_dest_is_refused;
+    the_rate_window_follows_a_timeout_shorter_than_30_s;
+    exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart;
+    the_systemd_example_verifies needs SYSTEMD_ANALYZE;
 }
 
 /// A static file server for one test: GET with single byte ranges, a log
-/// of request lines, and an optional cut: the next image response stops
-/// after that many bytes and the connection closes.
+/// of request lines, and knobs for what image responses do.
 struct Files {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
-    cut: Arc<AtomicU64>,
+    knobs: Arc<Knobs>,
+}
+
+/// What the server does with image responses.
+#[derive(Default)]
+struct Knobs {
+    /// The next image response stops after this many bytes and the
+    /// connection closes (0: no cut).
+    cut: AtomicU64,
+    /// Answer a Range request with the whole file (200), as Python's
+    /// http.server does.
+    ignore_range: AtomicBool,
+    /// Send image bodies one byte every 100 ms.
+    trickle: AtomicBool,
 }
 
 impl Files {
@@ -37,21 +59,21 @@ impl Files {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let cut = Arc::new(AtomicU64::new(0));
-        let (l, c) = (Arc::clone(&log), Arc::clone(&cut));
+        let knobs = Arc::new(Knobs::default());
+        let (l, k) = (Arc::clone(&log), Arc::clone(&knobs));
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (root, l, c) = (root.clone(), Arc::clone(&l), Arc::clone(&c));
-                        std::thread::spawn(move || answer(stream, &root, &l, &c));
+                        let (root, l, k) = (root.clone(), Arc::clone(&l), Arc::clone(&k));
+                        std::thread::spawn(move || answer(stream, &root, &l, &k, deadline));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Files { port, log, cut }
+        Files { port, log, knobs }
     }
 
     fn url(&self) -> String {
@@ -63,7 +85,13 @@ impl Files {
     }
 }
 
-fn answer(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>, cut: &AtomicU64) {
+fn answer(
+    mut stream: TcpStream,
+    root: &Path,
+    log: &Mutex<Vec<String>>,
+    knobs: &Knobs,
+    deadline: Instant,
+) {
     stream.set_nonblocking(false).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -93,6 +121,10 @@ fn answer(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>, cut: &At
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
+    let image = target.contains("/images/");
+    if image && knobs.ignore_range.load(Ordering::SeqCst) {
+        range = None;
+    }
     let start = range.unwrap_or(0).min(data.len() as u64) as usize;
     let head = match range {
         Some(_) => format!(
@@ -108,10 +140,19 @@ fn answer(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>, cut: &At
     };
     let _ = stream.write_all(head.as_bytes());
     let mut body = &data[start..];
-    if target.contains("/images/") {
-        let limit = cut.swap(0, Ordering::SeqCst);
+    if image {
+        let limit = knobs.cut.swap(0, Ordering::SeqCst);
         if limit > 0 {
             body = &body[..(limit as usize).min(body.len())];
+        }
+        if knobs.trickle.load(Ordering::SeqCst) {
+            for byte in body {
+                if Instant::now() > deadline || stream.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return;
         }
     }
     let _ = stream.write_all(body);
@@ -188,9 +229,9 @@ fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() 
     );
 
     // A first run, cut off midway: the next one resumes with a Range.
-    server.cut.store(100_000, Ordering::SeqCst);
+    server.knobs.cut.store(100_000, Ordering::SeqCst);
     let out = pull(&fixture, &base, &dest, &["--exec", &exec]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("the download broke off after 100000 of 300000 bytes")
             || stderr(&out).contains("the download ended after 100000 of 300000 bytes"),
@@ -270,7 +311,7 @@ fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() 
     };
     let before = listing(&dest);
     let out = pull(&fixture, &base, &dest, &["--exec", &exec]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(10));
     assert!(
         stderr(&out).contains("SHA-256 mismatch"),
         "{}",
@@ -296,7 +337,7 @@ fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() 
         fs::copy(previous_build.join(name), served.join(name)).unwrap();
     }
     let out = pull(&fixture, &base, &dest, &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(10));
     assert!(stderr(&out).contains("rollback"), "{}", stderr(&out));
 }
 
@@ -477,7 +518,7 @@ fn require_provenance_refuses_an_image_without_one() {
     crate::common::copy_tree(&without.path("public"), &served);
     let dest = tmp.path().join("dest");
     let out = pull(&without, &base, &dest, &["--require-provenance"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(10));
     assert_eq!(
         stderr(&out),
         "error: webapp 1.1.0: the feed links no provenance for webapp-1.1.0.raw; nothing was \
@@ -516,5 +557,385 @@ fn require_provenance_refuses_an_image_without_one() {
             .any(|r| r.contains("webapp-1.0.0.raw.intoto.jsonl")),
         "{:?}",
         server.requests()
+    );
+}
+
+// ---- attacks on the files pull keeps in --dest (docs/security.md) ----
+
+/// ok-minimal built for a [`Files`] server of its own, served, and where
+/// its image goes.
+struct Served {
+    tmp: tempfile::TempDir,
+    server: Files,
+    base: String,
+    fixture: Fixture,
+    served: PathBuf,
+    dest: PathBuf,
+}
+
+fn served() -> Served {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = site_for(&base, "1790000000");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    Served {
+        tmp,
+        server,
+        base,
+        fixture,
+        served,
+        dest,
+    }
+}
+
+impl Served {
+    /// A file outside --dest that an attack aims at.
+    fn victim(&self) -> PathBuf {
+        let victim = self.tmp.path().join("victim.txt");
+        fs::write(&victim, b"precious\n").unwrap();
+        victim
+    }
+
+    /// Where the partial download of webapp 1.1.0 is kept, its directory made.
+    fn partial(&self) -> PathBuf {
+        let dir = self.dest.join(".vmcast-partial");
+        fs::create_dir_all(&dir).unwrap();
+        let digest = vmcast_gen::model::Sha256::of(&vec![0x5au8; 300_000]).to_hex();
+        dir.join(format!("{digest}.part"))
+    }
+
+    /// `pull` under `timeout`, so that a hang fails the test instead of
+    /// stopping it; and how long it took.
+    fn pull(&self, extra: &[&str]) -> (Output, Duration) {
+        let started = Instant::now();
+        let out = Command::new("timeout")
+            .args(["-k", "5", "30"])
+            .arg(env!("CARGO_BIN_EXE_vmcast-gen"))
+            .args([
+                "pull",
+                &self.base,
+                "--pubkey",
+                "../known-answer/kat.pub",
+                "--appliance",
+                "webapp",
+                "--dest",
+                self.dest.to_str().unwrap(),
+                "--arch",
+                "x86_64",
+            ])
+            .args(extra)
+            .current_dir(&self.fixture.root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(124), "pull hung: {}", stderr(&out));
+        (out, started.elapsed())
+    }
+
+    #[track_caller]
+    fn assert_placed(&self, out: &Output) {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+        let image = self.dest.join("webapp-1.1.0.raw");
+        assert!(fs::symlink_metadata(&image).unwrap().is_file());
+        assert_eq!(fs::read(&image).unwrap(), vec![0x5au8; 300_000]);
+    }
+}
+
+/// The warning `pull` gives for what it found under one of its names.
+fn discarded(path: &Path, what: &str) -> String {
+    format!(
+        "warning: {}: was {what}, not a file vmcast-gen made; removed the name (nothing it \
+         pointed at was touched)\n",
+        path.display()
+    )
+}
+
+fn a_symlink_planted_as_the_partial_file_overwrites_nothing() {
+    let s = served();
+    // A server that ignores Range made the old code truncate the link's
+    // target and write the image into it.
+    s.server.knobs.ignore_range.store(true, Ordering::SeqCst);
+    let victim = s.victim();
+    let partial = s.partial();
+    std::os::unix::fs::symlink(&victim, &partial).unwrap();
+    let (out, _) = s.pull(&[]);
+    assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+    s.assert_placed(&out);
+    assert_eq!(stderr(&out), discarded(&partial, "a symbolic link"));
+}
+
+fn a_hard_link_planted_as_the_partial_file_is_not_written_through() {
+    let s = served();
+    let victim = s.victim();
+    let partial = s.partial();
+    fs::hard_link(&victim, &partial).unwrap();
+    let (out, _) = s.pull(&[]);
+    assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+    s.assert_placed(&out);
+    assert_eq!(
+        stderr(&out),
+        discarded(&partial, "a regular file with 2 names (a hard link)")
+    );
+    // Nothing was resumed from the victim's bytes.
+    assert!(
+        !s.server.requests().iter().any(|r| r.contains(" from ")),
+        "{:?}",
+        s.server.requests()
+    );
+}
+
+fn a_fifo_or_a_link_to_dev_zero_as_the_partial_file_does_not_hang_pull() {
+    let s = served();
+    let partial = s.partial();
+    assert_success(&Command::new("mkfifo").arg(&partial).output().unwrap());
+    let (out, took) = s.pull(&[]);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    s.assert_placed(&out);
+    assert_eq!(stderr(&out), discarded(&partial, "a FIFO"));
+
+    fs::remove_file(s.dest.join("webapp-1.1.0.raw")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &partial).unwrap();
+    let (out, took) = s.pull(&[]);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    s.assert_placed(&out);
+    assert_eq!(stderr(&out), discarded(&partial, "a symbolic link"));
+}
+
+fn fifos_as_the_state_file_and_the_record_are_discarded() {
+    let s = served();
+    fs::create_dir_all(&s.dest).unwrap();
+    let state = s.dest.join(".vmcast-state.json");
+    let record = s.dest.join(".vmcast-pull.json");
+    for fifo in [&state, &record] {
+        assert_success(&Command::new("mkfifo").arg(fifo).output().unwrap());
+    }
+    let (out, _) = s.pull(&[]);
+    s.assert_placed(&out);
+    assert_eq!(
+        stderr(&out),
+        [&state, &record].map(|p| discarded(p, "a FIFO")).concat()
+    );
+    for kept in [&state, &record] {
+        assert!(fs::symlink_metadata(kept).unwrap().is_file());
+    }
+}
+
+fn a_symlink_planted_as_the_partial_directory_writes_nothing_outside() {
+    let s = served();
+    let elsewhere = s.tmp.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::create_dir_all(&s.dest).unwrap();
+    let dir = s.dest.join(".vmcast-partial");
+    std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+    // Cut off: the partial file stays where pull put it.
+    s.server.knobs.cut.store(100_000, Ordering::SeqCst);
+    let (out, _) = s.pull(&[]);
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&discarded(&dir, "a symbolic link")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::symlink_metadata(&dir).unwrap().is_dir());
+    assert_eq!(fs::metadata(s.partial()).unwrap().len(), 100_000);
+}
+
+fn keep_does_not_delete_a_file_the_user_replaced() {
+    let s = served();
+    let (out, _) = s.pull(&[]);
+    s.assert_placed(&out);
+    // The user puts their own file in its place: same size, same mtime.
+    let old = s.dest.join("webapp-1.1.0.raw");
+    let mtime = fs::metadata(&old).unwrap().modified().unwrap();
+    let mine = s.tmp.path().join("mine.raw");
+    fs::write(&mine, vec![0x11u8; 300_000]).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&mine)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    fs::rename(&mine, &old).unwrap();
+
+    add_release(&s.fixture, "1.2.0", "1790086400");
+    crate::common::copy_tree(&s.fixture.path("public"), &s.served);
+    let (out, _) = s.pull(&["--keep", "1"]);
+    assert_eq!(fs::read(&old).ok(), Some(vec![0x11u8; 300_000]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "warning: {}: kept, not removed (--keep): it was replaced by another file since \
+             pull placed it, so it is no longer pull's\n",
+            old.display()
+        )
+    );
+    assert!(!stdout(&out).contains("removed:"), "{}", stdout(&out));
+    // It left the record: the next update neither removes nor warns.
+    add_release(&s.fixture, "1.3.0", "1790172800");
+    crate::common::copy_tree(&s.fixture.path("public"), &s.served);
+    let (out, _) = s.pull(&["--keep", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert!(old.exists());
+    assert!(!s.dest.join("webapp-1.2.0.raw").exists());
+}
+
+fn a_record_entry_naming_a_path_outside_dest_is_refused() {
+    let s = served();
+    let (out, _) = s.pull(&[]);
+    s.assert_placed(&out);
+    let victim = s.victim();
+    let record = s.dest.join(".vmcast-pull.json");
+    let text = fs::read_to_string(&record).unwrap();
+    let edited = text.replace("\"webapp-1.1.0.raw\"", "\"../victim.txt\"");
+    assert_ne!(text, edited);
+    fs::write(&record, edited).unwrap();
+
+    add_release(&s.fixture, "1.2.0", "1790086400");
+    crate::common::copy_tree(&s.fixture.path("public"), &s.served);
+    let (out, _) = s.pull(&["--keep", "1"]);
+    assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: {}: not a pull record (file name `../victim.txt` holds a path separator: \
+             it must be one plain name at line ",
+            record.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).ends_with("; remove it to start over\n"));
+}
+
+fn the_rate_window_follows_a_timeout_shorter_than_30_s() {
+    let s = served();
+    s.server.knobs.trickle.store(true, Ordering::SeqCst);
+    let (out, took) = s.pull(&["--timeout", "3"]);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    let err = stderr(&out);
+    let url = format!("{}images/webapp/1.1.0/webapp-1.1.0.raw", s.base);
+    assert!(err.starts_with(&format!("error: {url}: only ")), "{err}");
+    assert!(
+        err.contains(" s, below the minimum rate of 10240 bytes/s (--min-rate); the next run"),
+        "{err}"
+    );
+}
+
+fn exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart() {
+    // Nobody listens: try again later.
+    let s = served();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let out = pull(&s.fixture, &nobody, &s.dest, &[]);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not be read in full, so it was not verified"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A feed signed by another key: someone should look.
+    let other = s.tmp.path().join("other.pub");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/known-answer/encrypted.pub"),
+        &other,
+    )
+    .unwrap();
+    let out = s.fixture.run(
+        &[
+            "pull",
+            &s.base,
+            "--pubkey",
+            other.to_str().unwrap(),
+            "--appliance",
+            "webapp",
+            "--dest",
+            s.dest.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
+
+    // The image is in place, but --exec failed.
+    let (out, _) = s.pull(&["--exec", "exit 7"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: the image is in place, but --exec failed (exit status: 7)\n"
+    );
+    assert!(s.dest.join("webapp-1.1.0.raw").is_file());
+}
+
+/// The systemd example as shipped, checked by systemd itself: every setting
+/// known and valid for its unit type. (`systemd-analyze verify` also wants
+/// ExecStart's binary to exist: the copy names the one just built.) The
+/// sandbox must leave pull unprivileged with --dest writable, and let the
+/// documented --exec reach libvirt's socket.
+fn the_systemd_example_verifies() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let service = fs::read_to_string(examples.join("vmcast-pull.service")).unwrap();
+    let setting = |key: &str| {
+        service
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the example"))
+    };
+    assert_eq!(setting("DynamicUser"), "yes");
+    assert_eq!(setting("StateDirectory"), "vmcast/webapp");
+    assert!(service.contains("--dest ${STATE_DIRECTORY}"));
+    assert!(
+        setting("RestrictAddressFamilies")
+            .split(' ')
+            .any(|f| f == "AF_UNIX")
+    );
+    assert_eq!(setting("SuccessExitStatus"), "3");
+    assert_eq!(setting("RestartPreventExitStatus"), "1 2 10 12");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let units = [
+        (
+            "vmcast-pull.service",
+            service.replace(
+                "/usr/local/bin/vmcast-gen",
+                env!("CARGO_BIN_EXE_vmcast-gen"),
+            ),
+        ),
+        (
+            "vmcast-pull.timer",
+            fs::read_to_string(examples.join("vmcast-pull.timer")).unwrap(),
+        ),
+    ];
+    for (name, text) in &units {
+        fs::write(tmp.path().join(name), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|(name, _)| tmp.path().join(name)))
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .unwrap();
+    // An unknown key or a bad value is only a warning: any line about
+    // these units fails the test too.
+    let said: Vec<String> = stderr(&out)
+        .lines()
+        .chain(stdout(&out).lines())
+        .filter(|l| l.contains("vmcast-pull"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        out.status.success() && said.is_empty(),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
     );
 }

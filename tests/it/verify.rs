@@ -850,9 +850,15 @@ fn image_trickling_below_the_minimum_rate_is_abandoned() {
 fn image_body_that_stalls_is_abandoned() {
     let image = "images/webapp/1.0.0/webapp-1.0.0.raw";
     let (base, err) = verify_slow(&format!("/{image}"), Serve::Stall, &["--images"]);
+    let length = fs::metadata(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ok-minimal/releases/webapp/1.0.0/webapp-1.0.0.raw"),
+    )
+    .unwrap()
+    .len();
     assert_eq!(
         err,
-        format!("error: {image}: {base}{image}: no body data for 3 s after 0 bytes\n")
+        format!("error: {image}: {base}{image}: no body data for 3 s after 0 of {length} bytes\n")
     );
 }
 
