@@ -279,10 +279,7 @@ impl Fetcher {
                     ));
                 }
                 if read < length {
-                    return Err(format!(
-                        "shorter than declared: {read} of {} bytes",
-                        length
-                    ));
+                    return Err(format!("shorter than declared: {read} of {} bytes", length));
                 }
                 read
             }
