@@ -204,7 +204,7 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
     if !report.ok {
         let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
         let failures = failures.join("\n  ");
-        return Err(if report.unreachable {
+        return Err(if report.only_unreachable() {
             Error::Interrupted(format!(
                 "{} could not be read in full, so it was not verified; nothing was \
                  downloaded, and the next run tries again:\n  {failures}",

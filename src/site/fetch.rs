@@ -16,6 +16,7 @@ use rustix::fs::{Mode, OFlags};
 use sha2::Digest;
 use url::Url;
 
+use super::Problem;
 use super::VerifyOptions;
 use super::urls::Accepted;
 use crate::media::FEED;
@@ -58,13 +59,46 @@ enum Source {
     Http,
 }
 
+/// A file that could not be had, or was not what it must be: what went
+/// wrong, in words and as a [`Problem`].
+#[derive(Debug)]
+pub(super) struct FetchError {
+    pub(super) problem: Problem,
+    detail: String,
+}
+
+impl FetchError {
+    fn new(problem: Problem, detail: impl Into<String>) -> Self {
+        FetchError {
+            problem,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<&NetError> for FetchError {
+    /// A network failure is unreachable, unless the server sent more than
+    /// was declared or allowed: bytes that contradict what was signed.
+    fn from(e: &NetError) -> Self {
+        let problem = match e.is_refusal() {
+            true => Problem::Mismatch,
+            false => Problem::Unreachable,
+        };
+        FetchError::new(problem, e.to_string())
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 pub(super) struct Fetcher {
     source: Source,
     base: Option<Url>,
     limits: Limits,
     client: Option<Client>,
-    /// Whether a file could not be read at all (see [`Fetcher::unreached`]).
-    unreached: bool,
 }
 
 impl Fetcher {
@@ -88,7 +122,6 @@ impl Fetcher {
                 min_rate: options.min_rate,
             },
             client: None,
-            unreached: false,
         }
     }
 
@@ -190,50 +223,43 @@ impl Fetcher {
         self.client.get_or_insert_with(|| Client::new(limits))
     }
 
-    /// Whether a file of the site could not be read at all (the network,
-    /// the server or the disk failed), as opposed to read and found wrong:
-    /// the checks that failed may have failed for that alone.
-    pub(super) fn unreached(&self) -> bool {
-        self.unreached
-    }
-
-    /// A failure to read: noted, unless the bytes themselves were wrong.
-    fn net_error(&mut self, e: &NetError) -> String {
-        self.unreached |= !e.is_refusal();
-        e.to_string()
-    }
-
     /// A whole small file, of at most `limit` bytes; over HTTP within the
     /// timeout.
     pub(super) fn fetch(
         &mut self,
         loc: &Location,
         limit: u64,
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<Vec<u8>, FetchError> {
         let path = match &loc.target {
             Target::Url(url) => {
                 return self
                     .client()
                     .get_small(url, limit)
-                    .map_err(|e| self.net_error(&e));
+                    .map_err(|e| FetchError::from(&e));
             }
             Target::File(path) => path,
         };
-        let file = open_local(path).map_err(|e| {
-            self.unreached = true;
-            format!("cannot read {}: {e}", loc.display)
-        })?;
+        let too_large = || {
+            FetchError::new(
+                Problem::Mismatch,
+                format!("{} is larger than {limit} bytes", loc.display),
+            )
+        };
+        let file = open_local(path)
+            .map_err(|e| local_error(&e, format!("cannot read {}: {e}", loc.display)))?;
         let size = file.metadata().map_or(0, |m| m.len());
         if size > limit {
-            return Err(format!("{} is larger than {limit} bytes", loc.display));
+            return Err(too_large());
         }
         let mut data = Vec::new();
         if let Err(e) = file.take(limit.saturating_add(1)).read_to_end(&mut data) {
-            self.unreached = true;
-            return Err(format!("cannot read {}: {e}", loc.display));
+            return Err(FetchError::new(
+                Problem::Unreachable,
+                format!("cannot read {}: {e}", loc.display),
+            ));
         }
         if data.len() as u64 > limit {
-            return Err(format!("{} is larger than {limit} bytes", loc.display));
+            return Err(too_large());
         }
         Ok(data)
     }
@@ -249,13 +275,13 @@ impl Fetcher {
         sha512: bool,
         url: &Accepted,
         local_first: bool,
-    ) -> std::result::Result<(Sha256, Option<Sha512>, u64), String> {
+    ) -> std::result::Result<(Sha256, Option<Sha512>, u64), FetchError> {
         let local = match &self.source {
             Source::Dir(_) if !local_first => None,
             Source::Dir(root) => match open_local(&root.join(path.as_str())) {
                 Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(format!("cannot read it: {e}")),
+                Err(e) => return Err(local_error(&e, format!("cannot read it: {e}"))),
             },
             Source::Http => None,
         };
@@ -270,16 +296,27 @@ impl Fetcher {
         };
         let read = match local {
             Some(file) => {
-                let read = crate::fsutil::read_bounded(file, length, &mut hash)
-                    .map_err(|(read, e)| format!("read failed after {read} bytes: {e}"))?;
+                let read =
+                    crate::fsutil::read_bounded(file, length, &mut hash).map_err(|(read, e)| {
+                        FetchError::new(
+                            Problem::Unreachable,
+                            format!("read failed after {read} bytes: {e}"),
+                        )
+                    })?;
                 if read > length {
-                    return Err(format!(
-                        "longer than its declared {} bytes (endless data?); stopped reading",
-                        length
+                    return Err(FetchError::new(
+                        Problem::Mismatch,
+                        format!(
+                            "longer than its declared {length} bytes (endless data?); stopped \
+                             reading"
+                        ),
                     ));
                 }
                 if read < length {
-                    return Err(format!("shorter than declared: {read} of {} bytes", length));
+                    return Err(FetchError::new(
+                        Problem::Mismatch,
+                        format!("shorter than declared: {read} of {length} bytes"),
+                    ));
                 }
                 read
             }
@@ -287,14 +324,14 @@ impl Fetcher {
                 let (from, response) = self
                     .client()
                     .get_from(url.url(), 0)
-                    .map_err(|e| self.net_error(&e))?;
+                    .map_err(|e| FetchError::from(&e))?;
                 let streamed = response.stream(from, length, |chunk| {
                     hash(chunk);
                     Ok::<(), Infallible>(())
                 });
                 match streamed {
                     Ok(read) => read,
-                    Err(StreamError::Net(e)) => return Err(self.net_error(&e)),
+                    Err(StreamError::Net(e)) => return Err(FetchError::from(&e)),
                     Err(StreamError::Sink(never)) => match never {},
                 }
             }
@@ -305,6 +342,16 @@ impl Fetcher {
             read,
         ))
     }
+}
+
+/// A local file that could not be opened: missing or unreadable (which a
+/// later try may mend), or not a plain file (a link, a FIFO: never read).
+fn local_error(e: &io::Error, detail: String) -> FetchError {
+    let problem = match e.kind() {
+        io::ErrorKind::Other => Problem::Malformed,
+        _ => Problem::Unreachable,
+    };
+    FetchError::new(problem, detail)
 }
 
 /// Opens a file of a local site as it is: never through a symbolic link,

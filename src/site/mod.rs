@@ -157,12 +157,55 @@ impl std::fmt::Display for CheckKind {
     }
 }
 
+/// Why a check failed, for machines: the `problem` field of a failed
+/// check in `verify --json`, part of its documented format (docs/trust.md):
+/// new kinds may be added, existing ones keep their name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Problem {
+    /// A file could not be read at all: the network, the server or the
+    /// disk failed. The only problem a later try may not have.
+    Unreachable,
+    /// A file is not in its format: XML, a signature, the manifest, a key,
+    /// a trusted comment, a catalog's JSON.
+    Malformed,
+    /// Signed by a key that is neither pinned nor announced by one.
+    UntrustedKey,
+    /// A signature does not match its file or its trusted comment:
+    /// tampered or corrupt.
+    BadSignature,
+    /// A signature that is another file's (swapped), or that names no
+    /// build where the file must belong to one.
+    WrongFile,
+    /// Files of different builds served together (mix-and-match).
+    MixedBuilds,
+    /// A build of another site than the one given or tracked.
+    OtherSite,
+    /// The build's expiry has passed (a stale mirror or a freeze).
+    Expired,
+    /// The build is older than one already seen.
+    Rollback,
+    /// Bytes that differ from what a signed document says of them: a
+    /// length, a digest, a format, a catalog's entry.
+    Mismatch,
+    /// A file the signed documents need is not listed in the manifest.
+    Unlisted,
+    /// A URL outside the site's declared URLs: never fetched.
+    OutsideSite,
+    /// A document that contradicts itself or its format's rules: no
+    /// primary image, an enclosure that is not it, a wrong guid...
+    Inconsistent,
+}
+
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Check {
     pub check: CheckKind,
     pub ok: bool,
     pub detail: String,
+    /// Why it failed; none when it passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
 }
 
 /// Everything `verify` found.
@@ -183,11 +226,6 @@ pub struct Report {
     /// `--previous`).
     #[serde(skip)]
     pub site: Option<PublishedSite>,
-    /// A file of the site could not be read at all (the network, the
-    /// server or the disk failed), as opposed to read and found wrong: a
-    /// failed report may have failed for that alone, and a later try may pass.
-    #[serde(skip)]
-    pub unreachable: bool,
 }
 
 /// A published site as read: the verified feed and its archives, each in
@@ -219,6 +257,16 @@ impl Report {
     pub fn failures(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| !c.ok)
     }
+
+    /// Whether the site failed only because files could not be read (the
+    /// network, the server or the disk failed): nothing read was found
+    /// wrong, and a later try may pass.
+    pub fn only_unreachable(&self) -> bool {
+        !self.ok
+            && self
+                .failures()
+                .all(|c| c.problem == Some(Problem::Unreachable))
+    }
 }
 
 /// Verifies a site. `Err` is kept for problems with the request itself (an
@@ -242,12 +290,10 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
             images_read: 0,
             checks: Vec::new(),
             site: None,
-            unreachable: false,
         },
     };
     let outcome = v.run(&mut state);
     let mut report = v.report;
-    report.unreachable = v.fetcher.unreached();
     report.ok = outcome.is_ok() && report.checks.iter().all(|c| c.ok);
     if let (true, Some(path)) = (report.ok, &options.state) {
         state.save(path)?;

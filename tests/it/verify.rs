@@ -16,6 +16,7 @@ tests! {
     a_fresh_build_verifies_with_its_images;
     a_release_of_cloud_images_only_verifies;
     json_report_for_ci;
+    json_failures_name_their_problem;
     verify_over_http needs PYTHON3;
     tampered_image;
     tampered_feed;
@@ -187,8 +188,60 @@ fn json_report_for_ci() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|c| c["ok"] == true)
+            .all(|c| c["ok"] == true && c.get("problem").is_none())
     );
+}
+
+/// Each failed check carries a stable machine-readable problem beside its
+/// prose: a tampered image is a mismatch, a rollback a rollback, an
+/// unreachable site unreachable (the one a later try may not have).
+fn json_failures_name_their_problem() {
+    let problems = |out: &Output| -> Vec<(String, String)> {
+        let report: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == false)
+            .map(|c| {
+                (
+                    c["check"].as_str().unwrap().to_owned(),
+                    c["problem"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let fixture = built(crate::common::EPOCH);
+    let image = fixture.path("public/images/webapp/1.1.0/webapp-1.1.0.raw");
+    let mut bytes = fs::read(&image).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&image, bytes).unwrap();
+    let out = verify(&fixture, &["--json", "--images"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(problems(&out), [("images".into(), "mismatch".into())]);
+
+    let state = fixture.path("state.json");
+    let state = state.to_str().unwrap();
+    assert_success(&verify(&built("1790086400"), &["--state", state]));
+    let out = verify(&fixture, &["--json", "--state", state]);
+    assert_eq!(problems(&out), [("rollback".into(), "rollback".into())]);
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = fixture.run(
+        &[
+            "verify",
+            &format!("http://127.0.0.1:{port}/"),
+            "--pubkey",
+            KAT_PUB,
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(problems(&out), [("signature".into(), "unreachable".into())]);
 }
 
 fn verify_over_http() {

@@ -10,6 +10,7 @@ use super::{Step, Verifier, site_urls};
 use crate::media::MANIFEST;
 use crate::model::RelPath;
 use crate::sign::PublicKey;
+use crate::site::Problem;
 use crate::site::feed::{FeedDoc, same_url};
 use crate::site::urls::SiteUrls;
 use crate::site::{CheckKind, PublishedSite};
@@ -35,6 +36,7 @@ impl Verifier<'_> {
             let Some(rel) = archive_path(&href, base) else {
                 return self.stop(
                     CheckKind::Archive,
+                    Problem::OutsideSite,
                     format!("prev-archive {href} is not a file of the site"),
                 );
             };
@@ -42,6 +44,7 @@ impl Verifier<'_> {
             if !seen.insert(name.clone()) {
                 return self.stop(
                     CheckKind::Archive,
+                    Problem::Inconsistent,
                     format!("the archive chain loops back to {name}"),
                 );
             }
@@ -53,11 +56,18 @@ impl Verifier<'_> {
             self.check_listed(&site.manifest, &name, &data);
             let doc = match FeedDoc::parse(&data, &name) {
                 Ok(d) => d,
-                Err(m) => return self.stop(CheckKind::Archive, format!("{name}: {m}")),
+                Err(m) => {
+                    return self.stop(
+                        CheckKind::Archive,
+                        Problem::Malformed,
+                        format!("{name}: {m}"),
+                    );
+                }
             };
             if !doc.channel.archive {
                 return self.stop(
                     CheckKind::Archive,
+                    Problem::Inconsistent,
                     format!("{name}: not an archive document (no fh:archive)"),
                 );
             }
@@ -105,6 +115,7 @@ impl Verifier<'_> {
                 let Some(url) = site_urls.accept(mirror) else {
                     self.fail(
                         CheckKind::Mirrors,
+                        Problem::OutsideSite,
                         format!("{mirror}: not fetched: outside the site and its mirrors"),
                     );
                     continue;
@@ -120,12 +131,13 @@ impl Verifier<'_> {
                     ),
                     Ok((digest, _, _)) => self.fail(
                         CheckKind::Mirrors,
+                        Problem::Mismatch,
                         format!(
                             "{mirror}: different: SHA-256 {digest} where the feed says {}",
                             image.digest.sha256
                         ),
                     ),
-                    Err(m) => self.fail(CheckKind::Mirrors, format!("{mirror}: {m}")),
+                    Err(m) => self.fail(CheckKind::Mirrors, m.problem, format!("{mirror}: {m}")),
                 }
             }
         }

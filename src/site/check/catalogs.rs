@@ -13,7 +13,9 @@ use crate::media::MANIFEST;
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::openpgp;
 use crate::sign::PublicKey;
+use crate::site::Problem;
 use crate::site::catalogs::{self, Vouched};
+use crate::site::fetch::FetchError;
 use crate::site::{CheckKind, PublishedSite};
 use crate::trust::BuildStamp;
 
@@ -66,6 +68,7 @@ impl Verifier<'_> {
             if !manifest.contains_key(&name) {
                 self.fail(
                     CheckKind::Catalog,
+                    Problem::Unlisted,
                     format!(
                         "{name}: not listed in {MANIFEST}, but the feed names Vagrant boxes \
                          of {}: `vagrant box add` would find no catalog",
@@ -124,7 +127,11 @@ impl Verifier<'_> {
             Ok(detail) => self.pass(CheckKind::Catalog, format!("{name}: {detail}")),
             Err(problems) => {
                 for p in problems {
-                    self.fail(CheckKind::Catalog, format!("{name}: {p}"));
+                    self.fail(
+                        CheckKind::Catalog,
+                        Problem::Mismatch,
+                        format!("{name}: {p}"),
+                    );
                 }
             }
         }
@@ -137,17 +144,25 @@ impl Verifier<'_> {
         manifest: &BTreeMap<String, Sha256>,
         name: &str,
     ) -> Option<Vec<u8>> {
-        let fetched = RelPath::parse(name).and_then(|rel| {
-            let loc = self.fetcher.site(&rel);
-            self.fetcher.fetch(&loc, MAX_TEXT_FILE)
-        });
-        match fetched {
+        let rel = match RelPath::parse(name) {
+            Ok(rel) => rel,
+            Err(m) => {
+                self.fail(
+                    CheckKind::Catalog,
+                    Problem::Malformed,
+                    format!("{name}: {m}"),
+                );
+                return None;
+            }
+        };
+        let loc = self.fetcher.site(&rel);
+        match self.fetcher.fetch(&loc, MAX_TEXT_FILE) {
             Ok(data) => {
                 self.check_listed(manifest, name, &data);
                 Some(data)
             }
             Err(m) => {
-                self.fail(CheckKind::Catalog, format!("{name}: {m}"));
+                self.fail(CheckKind::Catalog, m.problem, format!("{name}: {m}"));
                 None
             }
         }
@@ -167,7 +182,13 @@ impl Verifier<'_> {
         };
         let paths = match catalogs::simplestreams_products(&data) {
             Ok(paths) => paths,
-            Err(m) => return self.fail(CheckKind::Catalog, format!("{index}: {m}")),
+            Err(m) => {
+                return self.fail(
+                    CheckKind::Catalog,
+                    Problem::Malformed,
+                    format!("{index}: {m}"),
+                );
+            }
         };
         let mut products = None;
         for path in paths {
@@ -187,7 +208,10 @@ impl Verifier<'_> {
     }
 
     /// A small file of the site, by its own name.
-    pub(super) fn fetch_site_file(&mut self, name: &str) -> std::result::Result<Vec<u8>, String> {
+    pub(super) fn fetch_site_file(
+        &mut self,
+        name: &str,
+    ) -> std::result::Result<Vec<u8>, FetchError> {
         let loc = self.fetcher.site(&known(name));
         self.fetcher.fetch(&loc, MAX_TEXT_FILE)
     }
@@ -227,7 +251,7 @@ impl Verifier<'_> {
         match self.fetch_site_file(openpgp::PUBLIC_KEY) {
             Ok(key) => Some(String::from_utf8_lossy(&key).into_owned()),
             Err(m) => {
-                self.fail(kind, m);
+                self.fail(kind, m.problem, m.to_string());
                 None
             }
         }
@@ -246,7 +270,7 @@ impl Verifier<'_> {
     ) {
         let signed = match self.fetch_site_file(name) {
             Ok(signed) => signed,
-            Err(m) => return self.fail(kind, m),
+            Err(m) => return self.fail(kind, m.problem, m.to_string()),
         };
         let signed_form = |text: &str| {
             let lines: Vec<&str> = text
@@ -264,8 +288,12 @@ impl Verifier<'_> {
                         v.fingerprint
                     ),
                 ),
-            Ok(_) => self.fail(kind, format!("{name} signs a text other than {of}")),
-            Err(m) => self.fail(kind, m),
+            Ok(_) => self.fail(
+                kind,
+                Problem::Mismatch,
+                format!("{name} signs a text other than {of}"),
+            ),
+            Err(m) => self.fail(kind, Problem::BadSignature, m),
         }
     }
 

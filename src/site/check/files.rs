@@ -10,6 +10,7 @@ use url::Url;
 use super::Verifier;
 use crate::model::{MAX_TEXT_FILE, Sha256, SupplyKind};
 use crate::site::CheckKind;
+use crate::site::Problem;
 use crate::site::feed::FeedDoc;
 use crate::site::urls::SiteUrls;
 
@@ -25,6 +26,7 @@ impl Verifier<'_> {
                 let Some(url) = site_urls.accept(file.url.as_str()) else {
                     self.fail(
                         CheckKind::Supply,
+                        Problem::OutsideSite,
                         format!(
                             "{}: not fetched: its URL {} is outside the site",
                             file.site_path, file.url
@@ -37,7 +39,11 @@ impl Verifier<'_> {
                 let data = match self.fetcher.fetch(&loc, length.min(MAX_TEXT_FILE)) {
                     Ok(d) => d,
                     Err(m) => {
-                        self.fail(CheckKind::Supply, format!("{}: {m}", file.site_path));
+                        self.fail(
+                            CheckKind::Supply,
+                            m.problem,
+                            format!("{}: {m}", file.site_path),
+                        );
                         continue;
                     }
                 };
@@ -45,6 +51,7 @@ impl Verifier<'_> {
                 if data.len() as u64 != length || digest != file.digest.sha256 {
                     self.fail(
                         CheckKind::Supply,
+                        Problem::Mismatch,
                         format!(
                             "{}: {} bytes with SHA-256 {digest}, where the feed says {length} \
                              bytes with SHA-256 {}",
@@ -74,6 +81,7 @@ impl Verifier<'_> {
                 match examined {
                     Ok((format, _)) if format != file.format => self.fail(
                         CheckKind::Supply,
+                        Problem::Mismatch,
                         format!(
                             "{}: holds {}, where the feed says {}",
                             file.site_path,
@@ -95,7 +103,7 @@ impl Verifier<'_> {
                             }
                         ),
                     ),
-                    Err(e) => self.fail(CheckKind::Supply, e.to_string()),
+                    Err(e) => self.fail(CheckKind::Supply, Problem::Mismatch, e.to_string()),
                 }
             }
         }
@@ -114,6 +122,7 @@ impl Verifier<'_> {
                 let Some(accepted) = site_urls.accept(&url) else {
                     self.fail(
                         CheckKind::Images,
+                        Problem::OutsideSite,
                         format!("{path}: not fetched: its URL {url} is outside the site"),
                     );
                     continue;
@@ -133,13 +142,14 @@ impl Verifier<'_> {
                         self.report.images_read += read;
                         self.fail(
                             CheckKind::Images,
+                            Problem::Mismatch,
                             format!(
                                 "{path}: SHA-256 mismatch: the feed says {sha256}, the file \
                                  hashes to {digest}"
                             ),
                         );
                     }
-                    Err(m) => self.fail(CheckKind::Images, format!("{path}: {m}")),
+                    Err(m) => self.fail(CheckKind::Images, m.problem, format!("{path}: {m}")),
                 }
             }
         }
@@ -153,6 +163,7 @@ impl Verifier<'_> {
                 let Some(url) = site_urls.accept(image.source.url.as_str()) else {
                     self.fail(
                         CheckKind::Images,
+                        Problem::OutsideSite,
                         format!(
                             "{path}: not fetched: its URL {} is outside the site",
                             image.source.url
@@ -167,7 +178,7 @@ impl Verifier<'_> {
                 let (sha256, sha512, read) = match read {
                     Ok(found) => found,
                     Err(m) => {
-                        self.fail(CheckKind::Images, format!("{path}: {m}"));
+                        self.fail(CheckKind::Images, m.problem, format!("{path}: {m}"));
                         continue;
                     }
                 };
@@ -175,6 +186,7 @@ impl Verifier<'_> {
                 if sha256 != want.sha256 {
                     self.fail(
                         CheckKind::Images,
+                        Problem::Mismatch,
                         format!(
                             "{path}: SHA-256 mismatch: the feed says {}, the file hashes to \
                              {sha256}",
@@ -185,6 +197,7 @@ impl Verifier<'_> {
                     let hex = |d: Option<crate::model::Sha512>| d.map(|d| d.to_hex());
                     self.fail(
                         CheckKind::Images,
+                        Problem::Mismatch,
                         format!(
                             "{path}: SHA-512 mismatch: the feed says {}, the file hashes to {}",
                             hex(want.sha512).unwrap_or_default(),

@@ -12,6 +12,7 @@ use crate::media::MANIFEST;
 use crate::model::{RelPath, Sha256};
 use crate::sign::PublicKey;
 use crate::site::CheckKind;
+use crate::site::Problem;
 use crate::site::feed::{FeedDoc, Item, same_url};
 use crate::site::urls::SiteUrls;
 use crate::trust::BuildStamp;
@@ -30,6 +31,7 @@ impl Verifier<'_> {
         if doc.channel.link != base.as_str() {
             self.fail(
                 CheckKind::Feed,
+                Problem::Inconsistent,
                 format!(
                     "{name}: channel link {:?} is not the signed base_url {base}",
                     doc.channel.link
@@ -41,6 +43,7 @@ impl Verifier<'_> {
         if !doc.channel.archive && doc.channel.sequence != Some(stamp.sequence) {
             self.fail(
                 CheckKind::Feed,
+                Problem::Inconsistent,
                 format!(
                     "{name}: vmcast:sequence does not match the signed sequence {}",
                     stamp.sequence
@@ -61,6 +64,7 @@ impl Verifier<'_> {
             ),
             Some(first) => self.fail(
                 CheckKind::Urls,
+                Problem::OutsideSite,
                 format!(
                     "{name}: {} URL(s) outside the site ({}), e.g. {first}",
                     outside.len(),
@@ -73,9 +77,12 @@ impl Verifier<'_> {
             if let Some(appliance) = &doc.channel.appliance
                 && item.release.info.appliance != *appliance
             {
-                problems.push(format!(
-                    "item {:?} is of {}, in the feed of {appliance}",
-                    item.guid, item.release.info.appliance
+                problems.push((
+                    Problem::Inconsistent,
+                    format!(
+                        "item {:?} is of {}, in the feed of {appliance}",
+                        item.guid, item.release.info.appliance
+                    ),
                 ));
             }
             problems.extend(item_problems(item, manifest));
@@ -103,8 +110,8 @@ impl Verifier<'_> {
                 ),
             );
         } else {
-            for p in problems {
-                self.fail(CheckKind::Items, format!("{name}: {p}"));
+            for (problem, p) in problems {
+                self.fail(CheckKind::Items, problem, format!("{name}: {p}"));
             }
         }
     }
@@ -132,36 +139,50 @@ impl Verifier<'_> {
 /// What is wrong with one item: its guid, its images against the manifest
 /// and its enclosures, its supply-chain files against the manifest and its
 /// images.
-fn item_problems(item: &Item, manifest: &BTreeMap<String, Sha256>) -> Vec<String> {
+fn item_problems(item: &Item, manifest: &BTreeMap<String, Sha256>) -> Vec<(Problem, String)> {
     let mut problems = Vec::new();
     let release = &item.release;
     let guid = release.info.guid();
     if item.guid != guid {
-        problems.push(format!(
-            "item {:?} is the release {guid}, whose guid that is not",
-            item.guid
+        problems.push((
+            Problem::Inconsistent,
+            format!(
+                "item {:?} is the release {guid}, whose guid that is not",
+                item.guid
+            ),
         ));
     }
-    let listed = |problems: &mut Vec<String>, path: &RelPath, digest: &Sha256| match manifest
-        .get(path.as_str())
-    {
-        Some(d) if d == digest => {}
-        Some(_) => problems.push(format!(
-            "{path}: the feed's SHA-256 differs from {MANIFEST}'s"
-        )),
-        None => problems.push(format!("{path}: not listed in {MANIFEST}")),
-    };
+    let listed =
+        |problems: &mut Vec<(Problem, String)>, path: &RelPath, digest: &Sha256| match manifest
+            .get(path.as_str())
+        {
+            Some(d) if d == digest => {}
+            Some(_) => problems.push((
+                Problem::Mismatch,
+                format!("{path}: the feed's SHA-256 differs from {MANIFEST}'s"),
+            )),
+            None => problems.push((
+                Problem::Unlisted,
+                format!("{path}: not listed in {MANIFEST}"),
+            )),
+        };
     if release.images.is_empty() {
         // A release of cloud images only: nothing to enclose or hash.
         if release.info.cloud_images.is_empty() {
-            problems.push(format!(
-                "item {:?} has neither an image nor a cloud image",
-                item.guid
+            problems.push((
+                Problem::Inconsistent,
+                format!(
+                    "item {:?} has neither an image nor a cloud image",
+                    item.guid
+                ),
             ));
         } else if item.enclosure.is_some() || !item.alternates.is_empty() {
-            problems.push(format!(
-                "item {:?} encloses a file but lists no vmcast:image",
-                item.guid
+            problems.push((
+                Problem::Inconsistent,
+                format!(
+                    "item {:?} encloses a file but lists no vmcast:image",
+                    item.guid
+                ),
             ));
         }
     } else if let Some(primary) = release.images.iter().find(|i| i.source.primary) {
@@ -169,9 +190,12 @@ fn item_problems(item: &Item, manifest: &BTreeMap<String, Sha256>) -> Vec<String
             same_url(&e.url, &primary.source.url) && e.length == primary.digest.length
         });
         if !enclosed {
-            problems.push(format!(
-                "item {:?}: the enclosure is not the primary image {}",
-                item.guid, primary.source.site_path
+            problems.push((
+                Problem::Inconsistent,
+                format!(
+                    "item {:?}: the enclosure is not the primary image {}",
+                    item.guid, primary.source.site_path
+                ),
             ));
         }
         for image in &release.images {
@@ -184,23 +208,32 @@ fn item_problems(item: &Item, manifest: &BTreeMap<String, Sha256>) -> Vec<String
                     && a.integrity.as_deref() == Some(image.digest.sha256.to_sri().as_str())
             });
             if !agrees {
-                problems.push(format!(
-                    "{}: its podcast:alternateEnclosure disagrees with vmcast:image",
-                    image.source.site_path
+                problems.push((
+                    Problem::Inconsistent,
+                    format!(
+                        "{}: its podcast:alternateEnclosure disagrees with vmcast:image",
+                        image.source.site_path
+                    ),
                 ));
             }
         }
     } else {
-        problems.push(format!("item {:?} has no primary image", item.guid));
+        problems.push((
+            Problem::Inconsistent,
+            format!("item {:?} has no primary image", item.guid),
+        ));
     }
     for file in &release.supply {
         listed(&mut problems, &file.site_path, &file.digest.sha256);
         if let Some(image) = &file.image
             && !release.images.iter().any(|i| i.source.name == *image)
         {
-            problems.push(format!(
-                "{}: about {image}, which is no image of item {:?}",
-                file.site_path, item.guid
+            problems.push((
+                Problem::Inconsistent,
+                format!(
+                    "{}: about {image}, which is no image of item {:?}",
+                    file.site_path, item.guid
+                ),
             ));
         }
     }

@@ -22,7 +22,7 @@ use super::feed::FeedDoc;
 use super::fetch::Fetcher;
 use super::state::State;
 use super::urls::SiteUrls;
-use super::{Check, CheckKind, PublishedSite, Report, VerifyOptions};
+use super::{Check, CheckKind, Problem, PublishedSite, Report, VerifyOptions};
 use crate::media::{FEED, MANIFEST};
 use crate::model::RelPath;
 use crate::openpgp;
@@ -44,26 +44,33 @@ impl Verifier<'_> {
             check,
             ok: true,
             detail: detail.into(),
+            problem: None,
         });
     }
 
-    fn fail(&mut self, check: CheckKind, detail: impl Into<String>) {
+    fn fail(&mut self, check: CheckKind, problem: Problem, detail: impl Into<String>) {
         self.report.checks.push(Check {
             check,
             ok: false,
             detail: detail.into(),
+            problem: Some(problem),
         });
     }
 
-    fn stop<T>(&mut self, check: CheckKind, detail: impl Into<String>) -> Step<T> {
-        self.fail(check, detail);
+    fn stop<T>(
+        &mut self,
+        check: CheckKind,
+        problem: Problem,
+        detail: impl Into<String>,
+    ) -> Step<T> {
+        self.fail(check, problem, detail);
         Err(Stop)
     }
 
     pub(super) fn run(&mut self, state: &mut State) -> Step<()> {
         let feed_loc = match self.fetcher.feed_location(&self.options.source) {
             Ok(loc) => loc,
-            Err(m) => return self.stop(CheckKind::Source, m),
+            Err(m) => return self.stop(CheckKind::Source, Problem::Malformed, m),
         };
         let feed_sig = self.fetch_signature(&feed_loc)?;
         let key = self.choose_key(&feed_sig, state, &feed_loc.display)?;
@@ -76,6 +83,7 @@ impl Verifier<'_> {
             Err(e) => {
                 return self.stop(
                     CheckKind::Signature,
+                    Problem::Malformed,
                     format!("signed base_url is not a URL: {e}"),
                 );
             }
@@ -86,6 +94,7 @@ impl Verifier<'_> {
             None => {
                 return self.stop(
                     CheckKind::Urls,
+                    Problem::OutsideSite,
                     format!(
                         "{} is not under the base_url it was signed for ({base})",
                         feed_loc.display
@@ -112,7 +121,13 @@ impl Verifier<'_> {
 
         let manifest = match crate::sums::parse(&sums.data) {
             Ok(m) => m,
-            Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
+            Err(m) => {
+                return self.stop(
+                    CheckKind::Manifest,
+                    Problem::Malformed,
+                    format!("{MANIFEST}: {m}"),
+                );
+            }
         };
         self.check_listed(&manifest, &feed_name, &feed.data);
         if manifest.contains_key(openpgp::PUBLIC_KEY) {
@@ -120,7 +135,13 @@ impl Verifier<'_> {
         }
         let doc = match FeedDoc::parse(&feed.data, &feed_name) {
             Ok(d) => d,
-            Err(m) => return self.stop(CheckKind::Feed, format!("{feed_name}: {m}")),
+            Err(m) => {
+                return self.stop(
+                    CheckKind::Feed,
+                    Problem::Malformed,
+                    format!("{feed_name}: {m}"),
+                );
+            }
         };
         let site_urls = site_urls(&base, &doc);
         self.check_feed(&doc, &feed_name, &feed.stamp, &base, &site_urls, &manifest);

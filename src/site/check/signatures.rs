@@ -13,6 +13,7 @@ use crate::media::{MANIFEST, NEXT_PUBLIC_KEY};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::sign::{PublicKey, Signature, VerifyError};
 use crate::site::CheckKind;
+use crate::site::Problem;
 use crate::site::feed::NextKey;
 use crate::site::fetch::Location;
 use crate::site::state::State;
@@ -29,11 +30,11 @@ impl Verifier<'_> {
         let sig_loc = loc.with_suffix(".minisig");
         let text = match self.fetcher.fetch(&sig_loc, MAX_TEXT_FILE) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(m) => return self.stop(CheckKind::Signature, m),
+            Err(m) => return self.stop(CheckKind::Signature, m.problem, m.to_string()),
         };
         match Signature::from_file(Path::new(&sig_loc.display), &text) {
             Ok(sig) => Ok(sig),
-            Err(e) => self.stop(CheckKind::Signature, e.to_string()),
+            Err(e) => self.stop(CheckKind::Signature, Problem::Malformed, e.to_string()),
         }
     }
 
@@ -74,6 +75,7 @@ impl Verifier<'_> {
         };
         self.stop(
             CheckKind::Signature,
+            Problem::UntrustedKey,
             format!(
                 "{what}: signed by key {}, not the pinned key {}{hint}",
                 sig.key_id, pinned.key_id
@@ -93,6 +95,7 @@ impl Verifier<'_> {
             Stamp::Build(stamp) => Ok(stamp),
             Stamp::File(_) => self.stop(
                 CheckKind::Signature,
+                Problem::WrongFile,
                 format!(
                     "{what}: its signature names no build, as only a file that never \
                      changes (an archive) may"
@@ -118,11 +121,15 @@ impl Verifier<'_> {
                 }
                 other => format!("{what}: {other}"),
             };
-            return self.stop(CheckKind::Signature, detail);
+            return self.stop(CheckKind::Signature, Problem::BadSignature, detail);
         }
         match Stamp::parse(&sig.trusted_comment) {
             Ok(stamp) => Ok(stamp),
-            Err(m) => self.stop(CheckKind::Signature, format!("{what}: {m}")),
+            Err(m) => self.stop(
+                CheckKind::Signature,
+                Problem::Malformed,
+                format!("{what}: {m}"),
+            ),
         }
     }
 
@@ -139,6 +146,7 @@ impl Verifier<'_> {
             Stamp::Build(own) => self.check_same_build(name, own, build),
             Stamp::File(file) if !media::is_immutable(name) => self.stop(
                 CheckKind::Signature,
+                Problem::WrongFile,
                 format!(
                     "{}: its signature names no build, as only a file that never changes \
                      (an archive) may",
@@ -147,6 +155,7 @@ impl Verifier<'_> {
             ),
             Stamp::File(file) if file.base_url != build.base_url => self.stop(
                 CheckKind::Build,
+                Problem::OtherSite,
                 format!(
                     "{name} is signed for the site {}, not {}",
                     file.base_url, build.base_url
@@ -178,6 +187,7 @@ impl Verifier<'_> {
         if signed_file != name {
             return self.stop(
                 CheckKind::Signature,
+                Problem::WrongFile,
                 format!(
                     "{name}.minisig is the signature of {signed_file}, not {name} (swapped \
                      signature files?)"
@@ -186,11 +196,12 @@ impl Verifier<'_> {
         }
         let data = match self.fetcher.fetch(loc, MAX_TEXT_FILE) {
             Ok(d) => d,
-            Err(m) => return self.stop(CheckKind::Signature, m),
+            Err(m) => return self.stop(CheckKind::Signature, m.problem, m.to_string()),
         };
         if sig.verify_data(key, &data).is_err() {
             return self.stop(
                 CheckKind::Signature,
+                Problem::BadSignature,
                 format!("{name}: signature does not match its contents (tampered or corrupt)"),
             );
         }
@@ -226,7 +237,7 @@ impl Verifier<'_> {
             || feed.base_url != sums.base_url
         {
             return self.stop(
-                CheckKind::Build,
+                CheckKind::Build, Problem::MixedBuilds,
                 format!(
                     "{feed_name} (sequence {}) and {MANIFEST} (sequence {}) come from different builds (mix-and-match)",
                     feed.sequence, sums.sequence
@@ -245,9 +256,11 @@ impl Verifier<'_> {
 
     pub(super) fn check_expiry(&mut self, stamp: &BuildStamp) {
         match stamp.expires_at() {
-            None if stamp.expires.is_some() => {
-                self.fail(CheckKind::Expiry, "signed expiry is out of range")
-            }
+            None if stamp.expires.is_some() => self.fail(
+                CheckKind::Expiry,
+                Problem::Malformed,
+                "signed expiry is out of range",
+            ),
             None => self.pass(CheckKind::Expiry, "the publisher set no expiry"),
             Some(at) => {
                 let when = at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -255,6 +268,7 @@ impl Verifier<'_> {
                 if self.options.now > at {
                     self.fail(
                         CheckKind::Expiry,
+                        Problem::Expired,
                         format!(
                             "expired at {when}: the publisher has not re-signed the site since \
                              (stale mirror, stalled release job, or a freeze attack)"
@@ -273,7 +287,7 @@ impl Verifier<'_> {
         }
         match state.highest() {
             Some((id, seen)) if sequence < seen => self.fail(
-                CheckKind::Rollback,
+                CheckKind::Rollback, Problem::Rollback,
                 format!(
                     "rollback: sequence {sequence} is older than sequence {seen} already seen (key {id})"
                 ),
@@ -299,6 +313,7 @@ impl Verifier<'_> {
             if site != base {
                 return self.stop(
                     CheckKind::Site,
+                    Problem::OtherSite,
                     format!("the build was signed for the site {base}, not {site} (--site)"),
                 );
             }
@@ -313,6 +328,7 @@ impl Verifier<'_> {
         match state.site() {
             Some(tracked) if tracked != base.as_str() => self.stop(
                 CheckKind::Site,
+                Problem::OtherSite,
                 format!(
                     "the build was signed for the site {base}, but the state file tracks \
                      {tracked}: another site signed by the same key"
@@ -351,17 +367,19 @@ impl Verifier<'_> {
         if signed.stamp.sequence != stamp.sequence {
             return self.stop(
                 CheckKind::Key,
+                Problem::MixedBuilds,
                 format!("{NEXT_PUBLIC_KEY} comes from another build (mix-and-match)"),
             );
         }
         let announced = String::from_utf8_lossy(&signed.data).into_owned();
         let public = match PublicKey::from_file(Path::new(NEXT_PUBLIC_KEY), &announced) {
             Ok(p) => p,
-            Err(e) => return self.stop(CheckKind::Key, e.to_string()),
+            Err(e) => return self.stop(CheckKind::Key, Problem::Malformed, e.to_string()),
         };
         if public.key_id.to_string() != next.key_id || public.to_base64() != next.key {
             return self.stop(
                 CheckKind::Key,
+                Problem::Inconsistent,
                 format!(
                     "the feed's vmcast:nextPublicKey differs from the signed {NEXT_PUBLIC_KEY}"
                 ),
@@ -397,10 +415,12 @@ impl Verifier<'_> {
             ),
             Some(_) => self.fail(
                 CheckKind::Manifest,
+                Problem::Mismatch,
                 format!("{name}'s SHA-256 differs from the one in {MANIFEST}"),
             ),
             None => self.fail(
                 CheckKind::Manifest,
+                Problem::Unlisted,
                 format!("{MANIFEST} does not list {name}"),
             ),
         }
@@ -417,7 +437,13 @@ impl Verifier<'_> {
     ) -> Step<Vec<u8>> {
         let rel = match RelPath::parse(name) {
             Ok(rel) => rel,
-            Err(m) => return self.stop(CheckKind::Manifest, format!("{MANIFEST}: {m}")),
+            Err(m) => {
+                return self.stop(
+                    CheckKind::Manifest,
+                    Problem::Malformed,
+                    format!("{MANIFEST}: {m}"),
+                );
+            }
         };
         let loc = self.fetcher.site(&rel);
         let sig = self.fetch_signature(&loc)?;
