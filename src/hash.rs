@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sha2::Digest;
 
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
 use crate::model::{Combined, FileDigest, FileId, ImageInfo, RelPath, Sha256, Sha512};
+use crate::par;
 use crate::place::{self, Placement};
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
@@ -87,61 +87,30 @@ pub struct Hashed {
     pub combined: Option<Combined>,
 }
 
-/// Hashes every job on up to `threads` threads; returns digests in job order.
+/// Hashes every job on up to `threads` threads, each with its own buffer,
+/// largest first; returns digests in job order. Once a file fails, the
+/// others stop, and the error is that of the earliest job that failed.
 pub fn hash_all(jobs: &[Job], threads: usize, progress: &dyn Progress) -> Result<Vec<Hashed>> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by(|&a, &b| jobs[b].size_hint.cmp(&jobs[a].size_hint).then(a.cmp(&b)));
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let results: Vec<Mutex<Option<Result<Hashed>>>> =
-        jobs.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
     progress.begin(jobs.len(), jobs.iter().map(|j| j.size_hint).sum());
-
-    std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
-            scope.spawn(|| {
-                let mut buf = vec![0u8; CHUNK];
-                while !failed.load(Ordering::Relaxed) {
-                    let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
-                    let result = match hash_one(&jobs[index], &mut buf, progress, &failed) {
-                        Ok(Some(digest)) => Ok(digest),
-                        // Cancelled: another file failed, and its error is the one to report.
-                        Ok(None) => break,
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            Err(e)
-                        }
-                    };
-                    progress.file_done();
-                    *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-                }
-            });
-        }
-    });
-    progress.end();
-
-    // Report the failure of the earliest job, so the message does not depend
-    // on which thread got there first.
-    let mut digests = Vec::with_capacity(jobs.len());
-    let mut first_error = None;
-    for slot in results {
-        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(Ok(d)) => digests.push(d),
-            Some(Err(e)) => {
-                first_error.get_or_insert(e);
+    let order = par::Order::largest_first(jobs, |job| job.size_hint);
+    let hashed = par::try_map(
+        threads,
+        jobs,
+        &order,
+        || vec![0u8; CHUNK],
+        |buf, job, stop| {
+            let hashed = hash_one(job, buf, progress, stop);
+            if !matches!(hashed, Ok(None)) {
+                progress.file_done();
             }
-            None => {}
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(digests),
-    }
+            hashed
+        },
+    );
+    progress.end();
+    hashed
 }
 
 /// Hashes one file, copying it if asked, and checks that it did not change
@@ -150,7 +119,7 @@ fn hash_one(
     job: &Job,
     buf: &mut [u8],
     progress: &dyn Progress,
-    stop: &AtomicBool,
+    stop: &par::Stop,
 ) -> Result<Option<Hashed>> {
     let path = &job.source;
     let (mut file, before) = match &job.open {
@@ -218,7 +187,7 @@ fn hash_one(
         }
         length += n as u64;
         progress.advance(n as u64);
-        if stop.load(Ordering::Relaxed) {
+        if stop.raised() {
             return Ok(None);
         }
     }
