@@ -16,7 +16,7 @@ use crate::catalog::vagrant::BoxWriter;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
-use crate::model::{Combined, FileDigest, FileId, ImageInfo, RelPath, Sha256, Sha512};
+use crate::model::{Combined, Digested, FileDigest, FileId, ImageInfo, RelPath, Sha256, Sha512};
 use crate::par;
 use crate::place::{self, Placement};
 
@@ -304,9 +304,6 @@ pub struct Stats {
     pub hash_time: std::time::Duration,
 }
 
-/// What is known of an image once it is hashed or found in the cache.
-pub type Digested = (FileDigest, ImageInfo, Option<Combined>);
-
 /// The digests of every request, by the request's id.
 pub struct Outcome {
     pub digests: BTreeMap<RelPath, Digested>,
@@ -351,8 +348,8 @@ fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
 /// reused.
 fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
     let (_, meta) = fsutil::open_regular(path, false).ok()?;
-    let (recorded, _, _) = cache.get(path, &FileState::of(&meta))?;
-    recorded.same_bytes(digest).then(|| place::Previous {
+    let recorded = cache.get(path, &FileState::of(&meta))?;
+    recorded.digest.same_bytes(digest).then(|| place::Previous {
         path: path.to_path_buf(),
         id: crate::model::FileId::of(&meta),
     })
@@ -430,8 +427,8 @@ pub fn digest_all(
             .cache
             .as_ref()
             .and_then(|c| c.get(&canonical, &state))
-            .filter(|(d, _, _)| !req.sha512 || d.sha512.is_some())
-            .filter(|c| prefix.is_none() || c.2.map(|c| c.prefix) == prefix);
+            .filter(|c| !req.sha512 || c.digest.sha512.is_some())
+            .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
         // A sidecar stands in for the digest only: what the image is comes
         // from its own bytes (its headers, read here), never from the hint.
         // It has no combined digest.
@@ -445,9 +442,11 @@ pub fn digest_all(
                     ));
                     None
                 }
-                Some(Ok(digest)) => {
-                    probe(&file, &req.source, state.size)?.map(|info| (digest, info, None))
-                }
+                Some(Ok(digest)) => probe(&file, &req.source, state.size)?.map(|info| Digested {
+                    digest,
+                    info,
+                    lxd: None,
+                }),
                 Some(Err(warning)) => {
                     warnings.push(warning);
                     None
@@ -470,27 +469,27 @@ pub fn digest_all(
             (true, _, _) => None,
             (false, Some(d), _) => {
                 stats.cached_files += 1;
-                stats.cached_bytes += d.0.length;
+                stats.cached_bytes += d.digest.length;
                 Some(d)
             }
             (false, None, Some(d)) => {
                 stats.sidecar_files += 1;
-                stats.sidecar_bytes += d.0.length;
+                stats.sidecar_bytes += d.digest.length;
                 Some(d)
             }
             (false, None, None) => None,
         };
         match known {
-            Some((digest, info, combined)) => {
+            Some(known) => {
                 let previous = || {
                     let cache = shortcuts.cache.as_ref()?;
-                    previous_copy(cache, req.previous.as_deref()?, &digest)
+                    previous_copy(cache, req.previous.as_deref()?, &known.digest)
                 };
                 if place::unread(&opened, &req.place, previous)? {
                     held.insert(req.id.clone());
                 }
                 if let Some(cache) = shortcuts.cache.as_mut() {
-                    cache.insert(&canonical, state, &digest, &info, combined);
+                    cache.insert(&canonical, state, &known);
                 }
                 if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
                     if let Some(cache) = shortcuts.cache.as_mut() {
@@ -498,7 +497,7 @@ pub fn digest_all(
                     }
                     boxes.insert(req.id.clone(), box_digest);
                 }
-                digests.insert(req.id.clone(), (digest, info, combined));
+                digests.insert(req.id.clone(), known);
             }
             None => {
                 let job = Job {
@@ -538,7 +537,10 @@ pub fn digest_all(
         } = p;
         stats.hashed_files += 1;
         stats.hashed_bytes += h.digest.length;
-        if let Some((c, _, _)) = cached.filter(|c| !c.0.same_bytes(&h.digest)) {
+        if let Some(c) = cached
+            .map(|c| c.digest)
+            .filter(|c| !c.same_bytes(&h.digest))
+        {
             mismatches.push(format!(
                 "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
                 job.source.display(),
@@ -548,8 +550,13 @@ pub fn digest_all(
                 h.digest.length
             ));
         }
+        let digested = Digested {
+            digest: h.digest,
+            info: h.info,
+            lxd: h.combined,
+        };
         if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert(&canonical, h.state, &h.digest, &h.info, h.combined);
+            cache.insert(&canonical, h.state, &digested);
         }
         if let (Some(b), Some(box_digest)) = (&job.vagrant_box, h.vagrant_box) {
             if let Some(cache) = shortcuts.cache.as_mut() {
@@ -557,7 +564,7 @@ pub fn digest_all(
             }
             boxes.insert(id.clone(), box_digest);
         }
-        digests.insert(id, (h.digest, h.info, h.combined));
+        digests.insert(id, digested);
     }
     Ok(Outcome {
         digests,

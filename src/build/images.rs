@@ -12,7 +12,7 @@ use crate::config::{Config, ImageMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::hash::{self, Progress};
-use crate::model::{self, FileDigest, RelPath};
+use crate::model::{self, Digested, FileDigest, RelPath};
 use crate::place::Placement;
 use crate::scan;
 use crate::warning::Warning;
@@ -22,7 +22,7 @@ use super::BuildOptions;
 
 /// What the hash stage gives the rest of the build.
 pub(super) struct Hashed {
-    pub digests: BTreeMap<RelPath, hash::Digested>,
+    pub digests: BTreeMap<RelPath, Digested>,
     /// The Vagrant box of each image that has one.
     pub boxes: BTreeMap<RelPath, FileDigest>,
     pub stats: hash::Stats,
