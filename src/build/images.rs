@@ -4,16 +4,18 @@
 //! later stage fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::cache::HashCache;
+use crate::cache::{self, FileState, HashCache};
 use crate::catalog;
 use crate::config::{Config, ImageMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::hash::{self, Progress};
-use crate::model::{self, Digested, FileDigest, RelPath};
-use crate::place::Placement;
+use crate::model::{self, Digested, FileDigest, FileId, ImageInfo, RelPath, Sha256};
+use crate::place::{self, Placement};
 use crate::scan;
 use crate::warning::Warning;
 use crate::write;
@@ -48,7 +50,7 @@ pub(super) fn hash_images(
     warnings: &mut Vec<Warning>,
 ) -> Result<Hashed> {
     let requests = hash_requests(config, plan, staging)?;
-    let mut shortcuts = hash::Shortcuts {
+    let mut shortcuts = Shortcuts {
         cache: match cache_file(config, options)? {
             Some(path) => {
                 let (cache, warning) = HashCache::load(&path);
@@ -60,7 +62,7 @@ pub(super) fn hash_images(
         sidecars: config.trust_sidecars,
         verify_cache: options.verify_cache,
     };
-    let hashed = hash::digest_all(&requests, &mut shortcuts, threads, progress)?;
+    let hashed = digest_all(&requests, &mut shortcuts, threads, progress)?;
     let mut cache = shortcuts.cache.take();
     // Keep what was read even if a later stage fails; the full record is
     // saved once the new output is in place.
@@ -94,7 +96,7 @@ fn hash_requests(
     config: &Config,
     plan: &scan::Plan,
     staging: &write::Staging,
-) -> Result<Vec<hash::Request>> {
+) -> Result<Vec<Request>> {
     let previous_root = match config.image_mode {
         ImageMode::None => None,
         ImageMode::Copy | ImageMode::Link => match std::fs::canonicalize(&config.output_dir) {
@@ -126,7 +128,7 @@ fn hash_requests(
                 true => {
                     catalog::vagrant::check_version(info)?;
                     let path = catalog::vagrant::box_path(info, image)?;
-                    Some(hash::BoxRequest {
+                    Some(BoxRequest {
                         job: hash::BoxJob {
                             path: staging.prepare(path.as_str())?,
                             mtime: catalog::vagrant::box_mtime(info),
@@ -143,7 +145,7 @@ fn hash_requests(
                 ImageMode::Copy => Placement::Copy(staging.prepare(image.site_path.as_str())?),
                 ImageMode::Link => Placement::Link(staging.prepare(image.site_path.as_str())?),
             };
-            Ok(hash::Request {
+            Ok(Request {
                 id: image.site_path.clone(),
                 source: image.source.clone(),
                 file_id: image.file_id,
@@ -165,6 +167,323 @@ fn hash_requests(
             })
         })
         .collect()
+}
+
+/// One image to obtain a digest for.
+#[derive(Debug, Clone)]
+struct Request {
+    /// The image's identity: its path in the site, unique in a build.
+    id: RelPath,
+    source: PathBuf,
+    /// The file the scan vetted.
+    file_id: FileId,
+    /// The source resolved (the cache's key).
+    real: PathBuf,
+    size_hint: u64,
+    place: Placement,
+    /// Where the previous output holds this site path (canonical), if
+    /// there is a previous output: its copy may serve again.
+    previous: Option<PathBuf>,
+    /// Its SHA-512 is needed (the virt-builder index lists it): a cache
+    /// entry or sidecar without one does not spare the read.
+    sha512: bool,
+    /// A Vagrant box to make of the image.
+    vagrant_box: Option<BoxRequest>,
+    /// Bytes whose digest with the image's is wanted too (see
+    /// [`hash::Job::prefix`]).
+    prefix: Option<Arc<[u8]>>,
+}
+
+/// A Vagrant box to make of an image, or to take from the previous output.
+#[derive(Debug, Clone)]
+struct BoxRequest {
+    /// Where it goes in the new output, and its members' mtime.
+    job: hash::BoxJob,
+    /// Where the previous output holds it (canonical): when the cache
+    /// recorded it with the digest the cache remembers for this image and
+    /// mtime, it is taken by hard link and the image is not read.
+    previous: Option<PathBuf>,
+}
+
+/// Where digests may come from without reading the image.
+struct Shortcuts {
+    cache: Option<HashCache>,
+    /// Trust `vmcast-gen hash` sidecars whose size and mtime still match.
+    sidecars: bool,
+    /// Read every image anyway and report where the cache was wrong.
+    verify_cache: bool,
+}
+
+/// The digests of every request, by the request's id.
+struct Outcome {
+    digests: BTreeMap<RelPath, Digested>,
+    /// The Vagrant box of each request that asked for one.
+    boxes: BTreeMap<RelPath, FileDigest>,
+    stats: hash::Stats,
+    warnings: Vec<Warning>,
+    /// With `verify_cache`: every image whose cached digest was wrong.
+    mismatches: Vec<String>,
+    /// The images whose hard link the staging directory held already:
+    /// their state did not move, so the cache's record of them stands.
+    held: BTreeSet<RelPath>,
+}
+
+/// What an image is, from its headers alone (read with `pread`, the
+/// descriptor's offset untouched). `None` for a tar (an OVA, an XVA), whose
+/// machine facts need the whole archive: it is read in full.
+fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
+    let read_at = |offset: u64, len: usize| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match rustix::io::pread(file, &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::io("cannot read", path, e.into())),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    };
+    crate::inspect::probe(len, read_at).map_err(|e| match e {
+        crate::inspect::ProbeError::Read(e) => e,
+        crate::inspect::ProbeError::Content(m) => Error::file(path, m),
+    })
+}
+
+/// The previous output's file at `path`, if the cache recorded it in its
+/// present state with this digest. Opened without following a symbolic
+/// link; a file that is gone or is not a regular file is simply not
+/// reused.
+fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
+    let (_, meta) = fsutil::open_regular(path, false).ok()?;
+    let recorded = cache.get(path, &FileState::of(&meta))?;
+    recorded.digest.same_bytes(digest).then(|| place::Previous {
+        path: path.to_path_buf(),
+        id: FileId::of(&meta),
+    })
+}
+
+/// The box of an image the cache knows, taken from the previous output
+/// when the cache vouches for it there; `None` when it must be made.
+fn reuse_box(
+    cache: Option<&HashCache>,
+    canonical: &Path,
+    state: &FileState,
+    request: &BoxRequest,
+) -> Result<Option<FileDigest>> {
+    let Some(cache) = cache else { return Ok(None) };
+    let Some(digest) = cache.get_box(canonical, state, request.job.mtime) else {
+        return Ok(None);
+    };
+    let Some(old) = request
+        .previous
+        .as_deref()
+        .and_then(|p| previous_copy(cache, p, &digest))
+    else {
+        return Ok(None);
+    };
+    // The reused spare may hold that very box already.
+    if place::holds(&request.job.path, Some(old.id))? {
+        return Ok(Some(digest));
+    }
+    Ok(fsutil::hard_link(&old.path, &request.job.path, old.id)?.then_some(digest))
+}
+
+/// An image that must be read.
+struct Pending {
+    id: RelPath,
+    canonical: PathBuf,
+    cached: Option<Digested>,
+    job: hash::Job,
+}
+
+/// Obtains a digest for every image: from the cache or a sidecar when they
+/// are trusted and current, else by reading it (once, copying as it goes).
+/// Places each image where asked. The cache is updated but not saved.
+fn digest_all(
+    requests: &[Request],
+    shortcuts: &mut Shortcuts,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let mut digests = BTreeMap::new();
+    let mut boxes = BTreeMap::new();
+    let mut stats = hash::Stats::default();
+    let mut warnings = Vec::new();
+    let mut pending = Vec::new();
+    let mut held = BTreeSet::new();
+    for req in requests {
+        if digests.contains_key(&req.id) || pending.iter().any(|p: &Pending| p.id == req.id) {
+            return Err(Error::file(
+                &req.source,
+                format_args!("is a second image published as {}", req.id),
+            ));
+        }
+        let canonical = req.real.clone();
+        // One open per look: what is checked (no symbolic link, a regular
+        // file, the very file the scan saw) is what is placed or probed.
+        let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
+        let state = FileState::of(&meta);
+        let opened = place::Opened {
+            file: &file,
+            meta: &meta,
+            real: &req.real,
+        };
+        // An entry serves only if it has every digest this request wants.
+        let prefix = req.prefix.as_deref().map(Sha256::of);
+        let cached = shortcuts
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&canonical, &state))
+            .filter(|c| !req.sha512 || c.digest.sha512.is_some())
+            .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
+        // A sidecar stands in for the digest only: what the image is comes
+        // from its own bytes (its headers, read here), never from the hint.
+        // It has no combined digest.
+        let sidecar = match (shortcuts.sidecars && prefix.is_none(), &cached) {
+            (true, None) => match cache::Sidecar::read(&req.source, &state) {
+                Some(Ok(digest)) if req.sha512 && digest.sha512.is_none() => {
+                    warnings.push(Warning::file(
+                        &cache::sidecar_path(&req.source),
+                        "records no SHA-512, which the virt-builder index needs; the image is \
+                         read for it. Write sidecars with `vmcast-gen hash --sha512`",
+                    ));
+                    None
+                }
+                Some(Ok(digest)) => probe(&file, &req.source, state.size)?.map(|info| Digested {
+                    digest,
+                    info,
+                    lxd: None,
+                }),
+                Some(Err(warning)) => {
+                    warnings.push(warning);
+                    None
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        // An image with a box is read unless its box is taken as it was
+        // (which needs the cache entry that also knows the image).
+        let reused_box = match &req.vagrant_box {
+            Some(b) if !shortcuts.verify_cache => {
+                reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
+            }
+            _ => None,
+        };
+        let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
+        let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
+            _ if !box_ready => None,
+            (true, _, _) => None,
+            (false, Some(d), _) => {
+                stats.cached_files += 1;
+                stats.cached_bytes += d.digest.length;
+                Some(d)
+            }
+            (false, None, Some(d)) => {
+                stats.sidecar_files += 1;
+                stats.sidecar_bytes += d.digest.length;
+                Some(d)
+            }
+            (false, None, None) => None,
+        };
+        match known {
+            Some(known) => {
+                let previous = || {
+                    let cache = shortcuts.cache.as_ref()?;
+                    previous_copy(cache, req.previous.as_deref()?, &known.digest)
+                };
+                if place::unread(&opened, &req.place, previous)? {
+                    held.insert(req.id.clone());
+                }
+                if let Some(cache) = shortcuts.cache.as_mut() {
+                    cache.insert(&canonical, state, &known);
+                }
+                if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
+                    if let Some(cache) = shortcuts.cache.as_mut() {
+                        cache.insert_box(&canonical, b.job.mtime, &box_digest);
+                    }
+                    boxes.insert(req.id.clone(), box_digest);
+                }
+                digests.insert(req.id.clone(), known);
+            }
+            None => {
+                let job = hash::Job {
+                    source: req.source.clone(),
+                    open: hash::Open::Vetted {
+                        real: req.real.clone(),
+                        state,
+                    },
+                    size_hint: req.size_hint,
+                    copy_to: place::for_read(&opened, &req.place)?,
+                    vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
+                    sha512: req.sha512,
+                    prefix: req.prefix.clone(),
+                };
+                pending.push(Pending {
+                    id: req.id.clone(),
+                    canonical,
+                    cached,
+                    job,
+                });
+            }
+        }
+    }
+
+    let jobs: Vec<hash::Job> = pending.iter().map(|p| p.job.clone()).collect();
+    let started = std::time::Instant::now();
+    let hashed = hash::hash_all(&jobs, threads, progress)?;
+    stats.hash_time = started.elapsed();
+    let mut mismatches = Vec::new();
+    // hash_all answers in job order.
+    for (p, h) in pending.into_iter().zip(hashed) {
+        let Pending {
+            id,
+            canonical,
+            cached,
+            job,
+        } = p;
+        stats.hashed_files += 1;
+        stats.hashed_bytes += h.digest.length;
+        if let Some(c) = cached
+            .map(|c| c.digest)
+            .filter(|c| !c.same_bytes(&h.digest))
+        {
+            mismatches.push(format!(
+                "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
+                job.source.display(),
+                c.sha256,
+                c.length,
+                h.digest.sha256,
+                h.digest.length
+            ));
+        }
+        let digested = Digested {
+            digest: h.digest,
+            info: h.info,
+            lxd: h.combined,
+        };
+        if let Some(cache) = shortcuts.cache.as_mut() {
+            cache.insert(&canonical, h.state, &digested);
+        }
+        if let (Some(b), Some(box_digest)) = (&job.vagrant_box, h.vagrant_box) {
+            if let Some(cache) = shortcuts.cache.as_mut() {
+                cache.insert_box(&canonical, b.mtime, &box_digest);
+            }
+            boxes.insert(id.clone(), box_digest);
+        }
+        digests.insert(id, digested);
+    }
+    Ok(Outcome {
+        digests,
+        boxes,
+        stats,
+        warnings,
+        mismatches,
+        held,
+    })
 }
 
 /// The hash cache file: `--cache-dir` or `VMCAST_CACHE_DIR`, else the
