@@ -6,15 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::cache::{self, FileState, HashCache};
 use crate::catalog;
+use crate::catalog::simplestreams::{Fingerprint, FingerprintSink};
+use crate::catalog::vagrant::{BoxJob, BoxWriter};
 use crate::config::{Config, ImageMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::hash::{self, Progress};
-use crate::model::{self, Digested, FileDigest, FileId, ImageInfo, RelPath, Sha256};
+use crate::hash::{self, Chunk, Facts, Progress, Sink, Start};
+use crate::model::{self, Combined, Digested, FileDigest, FileId, ImageInfo, RelPath, Sha512};
 use crate::place::{self, Placement};
 use crate::scan;
 use crate::warning::Warning;
@@ -129,7 +130,7 @@ fn hash_requests(
                     catalog::vagrant::check_version(info)?;
                     let path = catalog::vagrant::box_path(info, image)?;
                     Some(BoxRequest {
-                        job: hash::BoxJob {
+                        job: BoxJob {
                             path: staging.prepare(path.as_str())?,
                             mtime: catalog::vagrant::box_mtime(info),
                         },
@@ -157,13 +158,13 @@ fn hash_requests(
                     .map(|root| root.join(image.site_path.as_str())),
                 vagrant_box,
                 sha512,
-                prefix: catalog::simplestreams::metadata_tarball(
+                lxd: catalog::simplestreams::metadata_tarball(
                     config,
                     &release.info,
                     &release.images,
                     image,
                 )?
-                .map(Into::into),
+                .map(Fingerprint::new),
             })
         })
         .collect()
@@ -189,20 +190,77 @@ struct Request {
     sha512: bool,
     /// A Vagrant box to make of the image.
     vagrant_box: Option<BoxRequest>,
-    /// Bytes whose digest with the image's is wanted too (see
-    /// [`hash::Job::prefix`]).
-    prefix: Option<Arc<[u8]>>,
+    /// LXD's fingerprint is wanted too: the simplestreams catalog offers
+    /// the image to LXD.
+    lxd: Option<Fingerprint>,
 }
 
 /// A Vagrant box to make of an image, or to take from the previous output.
 #[derive(Debug, Clone)]
 struct BoxRequest {
     /// Where it goes in the new output, and its members' mtime.
-    job: hash::BoxJob,
+    job: BoxJob,
     /// Where the previous output holds it (canonical): when the cache
     /// recorded it with the digest the cache remembers for this image and
     /// mtime, it is taken by hard link and the image is not read.
     previous: Option<PathBuf>,
+}
+
+/// What the build makes of an image in the read that hashes it, besides
+/// its SHA-256 and facts: each thing only for the images a catalog wants
+/// it of.
+#[derive(Debug, Clone)]
+struct Extras {
+    /// For the virt-builder index.
+    sha512: Option<hash::Sha512Sum>,
+    /// For the simplestreams catalog's LXD items.
+    lxd: Option<Fingerprint>,
+    /// For the Vagrant catalog.
+    vagrant_box: Option<BoxJob>,
+}
+
+/// [`Extras`] being made, all from the same chunks.
+struct ExtrasSink {
+    sha512: Option<sha2::Sha512>,
+    lxd: Option<FingerprintSink>,
+    vagrant_box: Option<BoxWriter>,
+}
+
+/// What [`Extras`] made.
+struct ExtrasMade {
+    sha512: Option<Sha512>,
+    lxd: Option<Combined>,
+    vagrant_box: Option<FileDigest>,
+}
+
+impl Start for Extras {
+    type Sink = ExtrasSink;
+
+    fn start(&self, length: u64) -> Result<ExtrasSink> {
+        Ok(ExtrasSink {
+            sha512: self.sha512.start(length)?,
+            lxd: self.lxd.start(length)?,
+            vagrant_box: self.vagrant_box.start(length)?,
+        })
+    }
+}
+
+impl Sink for ExtrasSink {
+    type Output = ExtrasMade;
+
+    fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        self.sha512.update(chunk)?;
+        self.lxd.update(chunk)?;
+        self.vagrant_box.update(chunk)
+    }
+
+    fn finish(self, image: &Facts<'_>) -> Result<ExtrasMade> {
+        Ok(ExtrasMade {
+            sha512: self.sha512.finish(image)?,
+            lxd: self.lxd.finish(image)?,
+            vagrant_box: self.vagrant_box.finish(image)?,
+        })
+    }
 }
 
 /// Where digests may come from without reading the image.
@@ -296,7 +354,7 @@ struct Pending {
     id: RelPath,
     canonical: PathBuf,
     cached: Option<Digested>,
-    job: hash::Job,
+    job: hash::Job<Extras>,
 }
 
 /// Obtains a digest for every image: from the cache or a sidecar when they
@@ -332,7 +390,7 @@ fn digest_all(
             real: &req.real,
         };
         // An entry serves only if it has every digest this request wants.
-        let prefix = req.prefix.as_deref().map(Sha256::of);
+        let prefix = req.lxd.as_ref().map(Fingerprint::prefix);
         let cached = shortcuts
             .cache
             .as_ref()
@@ -418,9 +476,11 @@ fn digest_all(
                     },
                     size_hint: req.size_hint,
                     copy_to: place::for_read(&opened, &req.place)?,
-                    vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
-                    sha512: req.sha512,
-                    prefix: req.prefix.clone(),
+                    sink: Extras {
+                        sha512: req.sha512.then_some(hash::Sha512Sum),
+                        lxd: req.lxd.clone(),
+                        vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
+                    },
                 };
                 pending.push(Pending {
                     id: req.id.clone(),
@@ -432,7 +492,7 @@ fn digest_all(
         }
     }
 
-    let jobs: Vec<hash::Job> = pending.iter().map(|p| p.job.clone()).collect();
+    let jobs: Vec<hash::Job<Extras>> = pending.iter().map(|p| p.job.clone()).collect();
     let started = std::time::Instant::now();
     let hashed = hash::hash_all(&jobs, threads, progress)?;
     stats.hash_time = started.elapsed();
@@ -445,30 +505,32 @@ fn digest_all(
             cached,
             job,
         } = p;
+        let digest = FileDigest {
+            length: h.length,
+            sha256: h.sha256,
+            sha512: h.made.sha512,
+        };
         stats.hashed_files += 1;
-        stats.hashed_bytes += h.digest.length;
-        if let Some(c) = cached
-            .map(|c| c.digest)
-            .filter(|c| !c.same_bytes(&h.digest))
-        {
+        stats.hashed_bytes += digest.length;
+        if let Some(c) = cached.map(|c| c.digest).filter(|c| !c.same_bytes(&digest)) {
             mismatches.push(format!(
                 "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
                 job.source.display(),
                 c.sha256,
                 c.length,
-                h.digest.sha256,
-                h.digest.length
+                digest.sha256,
+                digest.length
             ));
         }
         let digested = Digested {
-            digest: h.digest,
+            digest,
             info: h.info,
-            lxd: h.combined,
+            lxd: h.made.lxd,
         };
         if let Some(cache) = shortcuts.cache.as_mut() {
             cache.insert(&canonical, h.state, &digested);
         }
-        if let (Some(b), Some(box_digest)) = (&job.vagrant_box, h.vagrant_box) {
+        if let (Some(b), Some(box_digest)) = (&job.sink.vagrant_box, h.made.vagrant_box) {
             if let Some(cache) = shortcuts.cache.as_mut() {
                 cache.insert_box(&canonical, b.mtime, &box_digest);
             }
