@@ -1,7 +1,9 @@
 //! The hash stage as the build runs it: one request per image (where it
-//! lands in the staging directory, where the previous output has it), the
-//! hash cache and sidecars as shortcuts, and the cache kept even when a
-//! later stage fails.
+//! lands in the staging directory, where the previous output has it, what
+//! the catalogs want of it), the hash cache, sidecars and the previous
+//! output as shortcuts, one read for each image they do not spare with the
+//! catalogs' sinks plugged into it ([`Extras`]), and the cache kept even
+//! when a later stage fails.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -209,7 +211,7 @@ struct BoxRequest {
 /// What the build makes of an image in the read that hashes it, besides
 /// its SHA-256 and facts: each thing only for the images a catalog wants
 /// it of.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Extras {
     /// For the virt-builder index.
     sha512: Option<hash::Sha512Sum>,
@@ -349,14 +351,6 @@ fn reuse_box(
     Ok(fsutil::hard_link(&old.path, &request.job.path, old.id)?.then_some(digest))
 }
 
-/// An image that must be read.
-struct Pending {
-    id: RelPath,
-    canonical: PathBuf,
-    cached: Option<Digested>,
-    job: hash::Job<Extras>,
-}
-
 /// Obtains a digest for every image: from the cache or a sidecar when they
 /// are trusted and current, else by reading it (once, copying as it goes).
 /// Places each image where asked. The cache is updated but not saved.
@@ -366,145 +360,197 @@ fn digest_all(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    let mut digests = BTreeMap::new();
-    let mut boxes = BTreeMap::new();
-    let mut stats = hash::Stats::default();
-    let mut warnings = Vec::new();
+    let mut outcome = Outcome {
+        digests: BTreeMap::new(),
+        boxes: BTreeMap::new(),
+        stats: hash::Stats::default(),
+        warnings: Vec::new(),
+        mismatches: Vec::new(),
+        held: BTreeSet::new(),
+    };
     let mut pending = Vec::new();
-    let mut held = BTreeSet::new();
     for req in requests {
-        if digests.contains_key(&req.id) || pending.iter().any(|p: &Pending| p.id == req.id) {
+        if outcome.digests.contains_key(&req.id)
+            || pending.iter().any(|(p, _): &(Pending, _)| p.id == req.id)
+        {
             return Err(Error::file(
                 &req.source,
                 format_args!("is a second image published as {}", req.id),
             ));
         }
-        let canonical = req.real.clone();
-        // One open per look: what is checked (no symbolic link, a regular
-        // file, the very file the scan saw) is what is placed or probed.
-        let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
-        let state = FileState::of(&meta);
-        let opened = place::Opened {
-            file: &file,
-            meta: &meta,
-            real: &req.real,
-        };
-        // An entry serves only if it has every digest this request wants.
-        let prefix = req.lxd.as_ref().map(Fingerprint::prefix);
-        let cached = shortcuts
-            .cache
-            .as_ref()
-            .and_then(|c| c.get(&canonical, &state))
-            .filter(|c| !req.sha512 || c.digest.sha512.is_some())
-            .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
-        // A sidecar stands in for the digest only: what the image is comes
-        // from its own bytes (its headers, read here), never from the hint.
-        // It has no combined digest.
-        let sidecar = match (shortcuts.sidecars && prefix.is_none(), &cached) {
-            (true, None) => match cache::Sidecar::read(&req.source, &state) {
-                Some(Ok(digest)) if req.sha512 && digest.sha512.is_none() => {
-                    warnings.push(Warning::file(
-                        &cache::sidecar_path(&req.source),
-                        "records no SHA-512, which the virt-builder index needs; the image is \
-                         read for it. Write sidecars with `vmcast-gen hash --sha512`",
-                    ));
-                    None
-                }
-                Some(Ok(digest)) => probe(&file, &req.source, state.size)?.map(|info| Digested {
-                    digest,
-                    info,
-                    lxd: None,
-                }),
-                Some(Err(warning)) => {
-                    warnings.push(warning);
-                    None
-                }
-                None => None,
-            },
-            _ => None,
-        };
-        // An image with a box is read unless its box is taken as it was
-        // (which needs the cache entry that also knows the image).
-        let reused_box = match &req.vagrant_box {
-            Some(b) if !shortcuts.verify_cache => {
-                reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
-            }
-            _ => None,
-        };
-        let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
-        let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
-            _ if !box_ready => None,
-            (true, _, _) => None,
-            (false, Some(d), _) => {
-                stats.cached_files += 1;
-                stats.cached_bytes += d.digest.length;
-                Some(d)
-            }
-            (false, None, Some(d)) => {
-                stats.sidecar_files += 1;
-                stats.sidecar_bytes += d.digest.length;
-                Some(d)
-            }
-            (false, None, None) => None,
-        };
-        match known {
-            Some(known) => {
-                let previous = || {
-                    let cache = shortcuts.cache.as_ref()?;
-                    previous_copy(cache, req.previous.as_deref()?, &known.digest)
-                };
-                if place::unread(&opened, &req.place, previous)? {
-                    held.insert(req.id.clone());
-                }
-                if let Some(cache) = shortcuts.cache.as_mut() {
-                    cache.insert(&canonical, state, &known);
-                }
-                if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
-                    if let Some(cache) = shortcuts.cache.as_mut() {
-                        cache.insert_box(&canonical, b.job.mtime, &box_digest);
-                    }
-                    boxes.insert(req.id.clone(), box_digest);
-                }
-                digests.insert(req.id.clone(), known);
-            }
-            None => {
-                let job = hash::Job {
-                    source: req.source.clone(),
-                    open: hash::Open::Vetted {
-                        real: req.real.clone(),
-                        state,
-                    },
-                    size_hint: req.size_hint,
-                    copy_to: place::for_read(&opened, &req.place)?,
-                    sink: Extras {
-                        sha512: req.sha512.then_some(hash::Sha512Sum),
-                        lxd: req.lxd.clone(),
-                        vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
-                    },
-                };
-                pending.push(Pending {
-                    id: req.id.clone(),
-                    canonical,
-                    cached,
-                    job,
-                });
-            }
-        }
+        pending.extend(look_up(req, shortcuts, &mut outcome)?);
     }
+    read_pending(pending, shortcuts, threads, progress, &mut outcome)?;
+    Ok(outcome)
+}
 
-    let jobs: Vec<hash::Job<Extras>> = pending.iter().map(|p| p.job.clone()).collect();
-    let started = std::time::Instant::now();
-    let hashed = hash::hash_all(&jobs, threads, progress)?;
-    stats.hash_time = started.elapsed();
-    let mut mismatches = Vec::new();
-    // hash_all answers in job order.
-    for (p, h) in pending.into_iter().zip(hashed) {
-        let Pending {
-            id,
+/// An image that must be read, and what was known of it.
+struct Pending {
+    id: RelPath,
+    canonical: PathBuf,
+    /// The cache's entry, which `--verify-cache` checks against the read.
+    cached: Option<Digested>,
+}
+
+/// Looks up the shortcuts for one image: the cache, a sidecar, its box in
+/// the previous output. Records and places an image they know (no read);
+/// returns the read of one they do not.
+fn look_up(
+    req: &Request,
+    shortcuts: &mut Shortcuts,
+    outcome: &mut Outcome,
+) -> Result<Option<(Pending, hash::Job<Extras>)>> {
+    let canonical = req.real.clone();
+    // One open per look: what is checked (no symbolic link, a regular
+    // file, the very file the scan saw) is what is placed or probed.
+    let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
+    let state = FileState::of(&meta);
+    let opened = place::Opened {
+        file: &file,
+        meta: &meta,
+        real: &req.real,
+    };
+    // An entry serves only if it has every digest this request wants.
+    let prefix = req.lxd.as_ref().map(Fingerprint::prefix);
+    let cached = shortcuts
+        .cache
+        .as_ref()
+        .and_then(|c| c.get(&canonical, &state))
+        .filter(|c| !req.sha512 || c.digest.sha512.is_some())
+        .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
+    // A sidecar has no LXD fingerprint.
+    let sidecar = match shortcuts.sidecars && prefix.is_none() && cached.is_none() {
+        true => sidecar(req, &file, &state, &mut outcome.warnings)?,
+        false => None,
+    };
+    // An image with a box is read unless its box is taken as it was
+    // (which needs the cache entry that also knows the image).
+    let reused_box = match &req.vagrant_box {
+        Some(b) if !shortcuts.verify_cache => {
+            reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
+        }
+        _ => None,
+    };
+    let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
+    let stats = &mut outcome.stats;
+    let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
+        _ if !box_ready => None,
+        (true, _, _) => None,
+        (false, Some(d), _) => {
+            stats.cached_files += 1;
+            stats.cached_bytes += d.digest.length;
+            Some(d)
+        }
+        (false, None, Some(d)) => {
+            stats.sidecar_files += 1;
+            stats.sidecar_bytes += d.digest.length;
+            Some(d)
+        }
+        (false, None, None) => None,
+    };
+    let Some(known) = known else {
+        let job = hash::Job {
+            source: req.source.clone(),
+            open: hash::Open::Vetted {
+                real: req.real.clone(),
+                state,
+            },
+            size_hint: req.size_hint,
+            copy_to: place::for_read(&opened, &req.place)?,
+            sink: Extras {
+                sha512: req.sha512.then_some(hash::Sha512Sum),
+                lxd: req.lxd.clone(),
+                vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
+            },
+        };
+        let pending = Pending {
+            id: req.id.clone(),
             canonical,
             cached,
-            job,
-        } = p;
+        };
+        return Ok(Some((pending, job)));
+    };
+    take_unread(req, &opened, state, known, reused_box, shortcuts, outcome)?;
+    Ok(None)
+}
+
+/// Places an image the shortcuts know, and records it and its box.
+fn take_unread(
+    req: &Request,
+    opened: &place::Opened,
+    state: FileState,
+    known: Digested,
+    reused_box: Option<FileDigest>,
+    shortcuts: &mut Shortcuts,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let previous = || {
+        let cache = shortcuts.cache.as_ref()?;
+        previous_copy(cache, req.previous.as_deref()?, &known.digest)
+    };
+    if place::unread(opened, &req.place, previous)? {
+        outcome.held.insert(req.id.clone());
+    }
+    if let Some(cache) = shortcuts.cache.as_mut() {
+        cache.insert(&req.real, state, &known);
+    }
+    if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
+        if let Some(cache) = shortcuts.cache.as_mut() {
+            cache.insert_box(&req.real, b.job.mtime, &box_digest);
+        }
+        outcome.boxes.insert(req.id.clone(), box_digest);
+    }
+    outcome.digests.insert(req.id.clone(), known);
+    Ok(())
+}
+
+/// A sidecar's digest, with what the image is from its own bytes (its
+/// headers, read here), never from the hint; `None`, perhaps with a
+/// warning, when there is none this build can use.
+fn sidecar(
+    req: &Request,
+    file: &File,
+    state: &FileState,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<Digested>> {
+    match cache::Sidecar::read(&req.source, state) {
+        Some(Ok(digest)) if req.sha512 && digest.sha512.is_none() => {
+            warnings.push(Warning::file(
+                &cache::sidecar_path(&req.source),
+                "records no SHA-512, which the virt-builder index needs; the image is \
+                 read for it. Write sidecars with `vmcast-gen hash --sha512`",
+            ));
+            Ok(None)
+        }
+        Some(Ok(digest)) => Ok(probe(file, &req.source, state.size)?.map(|info| Digested {
+            digest,
+            info,
+            lxd: None,
+        })),
+        Some(Err(warning)) => {
+            warnings.push(warning);
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Reads the images no shortcut knew, all at once, and records what the
+/// reads gave.
+fn read_pending(
+    pending: Vec<(Pending, hash::Job<Extras>)>,
+    shortcuts: &mut Shortcuts,
+    threads: usize,
+    progress: &dyn Progress,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let (pending, jobs): (Vec<Pending>, Vec<hash::Job<Extras>>) = pending.into_iter().unzip();
+    let started = std::time::Instant::now();
+    let hashed = hash::hash_all(&jobs, threads, progress)?;
+    let stats = &mut outcome.stats;
+    stats.hash_time = started.elapsed();
+    // hash_all answers in job order.
+    for ((p, job), h) in pending.into_iter().zip(&jobs).zip(hashed) {
         let digest = FileDigest {
             length: h.length,
             sha256: h.sha256,
@@ -512,8 +558,12 @@ fn digest_all(
         };
         stats.hashed_files += 1;
         stats.hashed_bytes += digest.length;
-        if let Some(c) = cached.map(|c| c.digest).filter(|c| !c.same_bytes(&digest)) {
-            mismatches.push(format!(
+        if let Some(c) = p
+            .cached
+            .map(|c| c.digest)
+            .filter(|c| !c.same_bytes(&digest))
+        {
+            outcome.mismatches.push(format!(
                 "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
                 job.source.display(),
                 c.sha256,
@@ -528,24 +578,17 @@ fn digest_all(
             lxd: h.made.lxd,
         };
         if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert(&canonical, h.state, &digested);
+            cache.insert(&p.canonical, h.state, &digested);
         }
         if let (Some(b), Some(box_digest)) = (&job.sink.vagrant_box, h.made.vagrant_box) {
             if let Some(cache) = shortcuts.cache.as_mut() {
-                cache.insert_box(&canonical, b.mtime, &box_digest);
+                cache.insert_box(&p.canonical, b.mtime, &box_digest);
             }
-            boxes.insert(id.clone(), box_digest);
+            outcome.boxes.insert(p.id.clone(), box_digest);
         }
-        digests.insert(id, digested);
+        outcome.digests.insert(p.id, digested);
     }
-    Ok(Outcome {
-        digests,
-        boxes,
-        stats,
-        warnings,
-        mismatches,
-        held,
-    })
+    Ok(())
 }
 
 /// The hash cache file: `--cache-dir` or `VMCAST_CACHE_DIR`, else the
