@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::ImageInfo;
-use crate::model::{Combined, FileDigest, Sha256, Sha512};
+use crate::model::{Combined, Digested, FileDigest, Sha256, Sha512};
 use crate::warning::Warning;
 
 const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
@@ -184,7 +184,7 @@ impl HashCache {
     }
 
     /// The cached digest and inspection of a file in exactly this state.
-    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<crate::hash::Digested> {
+    pub fn get(&self, canonical: &Path, state: &FileState) -> Option<Digested> {
         let entry = self.old.get(&key(canonical))?;
         if entry.state != *state {
             return None;
@@ -197,14 +197,18 @@ impl HashCache {
                 None => None,
             },
         };
-        let combined = match &entry.lxd {
+        let lxd = match &entry.lxd {
             Some(c) => Some(Combined {
                 prefix: Sha256::from_hex(&c.prefix)?,
                 sha256: Sha256::from_hex(&c.sha256)?,
             }),
             None => None,
         };
-        Some((digest, entry.info.clone(), combined))
+        Some(Digested {
+            digest,
+            info: entry.info.clone(),
+            lxd,
+        })
     }
 
     /// The digest of the Vagrant box made, with members of `mtime`, of a
@@ -234,14 +238,8 @@ impl HashCache {
     }
 
     /// Records a digest for the next build.
-    pub fn insert(
-        &mut self,
-        canonical: &Path,
-        state: FileState,
-        digest: &FileDigest,
-        info: &ImageInfo,
-        combined: Option<Combined>,
-    ) {
+    pub fn insert(&mut self, canonical: &Path, state: FileState, digested: &Digested) {
+        let Digested { digest, info, lxd } = digested;
         self.new.insert(
             key(canonical),
             CacheEntry {
@@ -250,7 +248,7 @@ impl HashCache {
                 sha512: digest.sha512.map(|d| d.to_hex()),
                 info: info.clone(),
                 vagrant_box: None,
-                lxd: combined.map(|c| CachedCombined {
+                lxd: lxd.map(|c| CachedCombined {
                     prefix: c.prefix.to_hex(),
                     sha256: c.sha256.to_hex(),
                 }),
@@ -298,9 +296,6 @@ impl HashCache {
 fn key(canonical: &Path) -> String {
     canonical.to_string_lossy().into_owned()
 }
-
-/// A digest and inspection that need no read.
-pub type Known = (FileDigest, ImageInfo);
 
 /// A digest recorded where the image was made. It is a hint about one
 /// file and stands in for its digest only: what the image is (format,
@@ -411,37 +406,33 @@ mod tests {
 
     /// A fresh cache (in `cache.json` of the returned directory) holding one
     /// entry: the file `img`, three bytes, in its current state.
-    fn cache_with_one_entry() -> (
-        tempfile::TempDir,
-        PathBuf,
-        FileState,
-        FileDigest,
-        ImageInfo,
-        HashCache,
-    ) {
+    fn cache_with_one_entry() -> (tempfile::TempDir, PathBuf, FileState, Digested, HashCache) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("img");
         std::fs::write(&file, b"abc").unwrap();
         let state = FileState::of(&std::fs::metadata(&file).unwrap());
-        let digest = FileDigest {
-            length: 3,
-            sha256: crate::model::Sha256::of(b"abc"),
-            sha512: Some(Sha512::of(b"abc")),
+        let digested = Digested {
+            digest: FileDigest {
+                length: 3,
+                sha256: crate::model::Sha256::of(b"abc"),
+                sha512: Some(Sha512::of(b"abc")),
+            },
+            info: crate::inspect::inspect_bytes(b"abc", 4096).unwrap(),
+            lxd: None,
         };
         let (mut cache, warning) = HashCache::load(&dir.path().join("cache.json"));
         assert!(warning.is_none());
-        let info = crate::inspect::inspect_bytes(b"abc", 4096).unwrap();
-        cache.insert(&file, state, &digest, &info, None);
-        (dir, file, state, digest, info, cache)
+        cache.insert(&file, state, &digested);
+        (dir, file, state, digested, cache)
     }
 
     #[test]
     fn cache_serves_only_the_same_state() {
-        let (dir, file, state, digest, info, mut cache) = cache_with_one_entry();
+        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
         let cache_path = dir.path().join("cache.json");
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
-        assert_eq!(cache.get(&file, &state), Some((digest, info, None)));
+        assert_eq!(cache.get(&file, &state), Some(digested.clone()));
         let touched = FileState {
             mtime_ns: state.mtime_ns + 1,
             ..state
@@ -456,7 +447,7 @@ mod tests {
 
     #[test]
     fn restat_takes_a_new_ctime_but_no_new_content() {
-        let (dir, file, state, digest, info, mut cache) = cache_with_one_entry();
+        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
         let cache_path = dir.path().join("cache.json");
         let linked = FileState {
             ctime_ns: state.ctime_ns + 1,
@@ -473,7 +464,7 @@ mod tests {
         );
         cache.save().unwrap();
         let (cache, _) = HashCache::load(&cache_path);
-        assert_eq!(cache.get(&file, &linked), Some((digest, info, None)));
+        assert_eq!(cache.get(&file, &linked), Some(digested.clone()));
         assert_eq!(cache.get(&file, &state), None);
     }
 

@@ -1,32 +1,175 @@
-//! Streaming SHA-256 of every image: one read per file gives both length and
-//! digest (and the SHA-512 too, for the images that need one), in constant memory, with the files spread over all cores, largest
-//! first. When an image is copied into the output, the copy is written from
-//! the same read. Results come back in job order whatever the scheduling.
+//! Streaming SHA-256 of every image: one read per file gives its length,
+//! its digest and what its bytes say it is (`inspect`), in constant memory,
+//! with the files spread over all cores, largest first. When an image is
+//! copied into the output, the copy is written from the same read, and
+//! whatever else is made of the bytes (another digest, a file such as a
+//! Vagrant box) is made by a [`Sink`] fed from that read too: hash knows the
+//! sinks only by that trait. Results come back in job order whatever the
+//! scheduling.
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
 
-use crate::cache::{FileState, HashCache};
-use crate::catalog::vagrant::BoxWriter;
+use crate::cache::FileState;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::Inspector;
-use crate::model::{Combined, FileDigest, FileId, ImageInfo, RelPath, Sha256, Sha512};
-use crate::place::{self, Placement};
+use crate::model::{FileDigest, ImageInfo, Sha256, Sha512};
+use crate::par;
 
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
 /// keep memory flat.
 const CHUNK: usize = 1 << 20;
 
+/// Something made of an image's bytes in the read that hashes it: a digest
+/// besides the SHA-256, or a file written as the bytes go by. It is fed
+/// every byte once, in order, in chunks that end anywhere (a sink that
+/// works on blocks keeps the rest of a block for the next chunk), and hands
+/// what it made back to the caller once the image has ended.
+pub trait Sink {
+    /// What it makes of the image.
+    type Output: Send;
+
+    /// The next bytes of the image.
+    fn update(&mut self, chunk: &Chunk<'_>) -> Result<()>;
+
+    /// The image has ended: all of it was fed, and it is what `image` says.
+    fn finish(self, image: &Facts<'_>) -> Result<Self::Output>;
+}
+
+/// What a [`Job`] asks of its read besides the SHA-256: it starts the
+/// [`Sink`] once the file is open and its length known, in the thread that
+/// reads it (so a sink that writes a file creates it only for a job that
+/// runs, and holds it open only while it does).
+pub trait Start: Sync {
+    type Sink: Sink;
+
+    /// Starts the sink of an image of `length` bytes.
+    fn start(&self, length: u64) -> Result<Self::Sink>;
+}
+
+/// What the sink of a job started by `S` makes.
+pub type Made<S> = <<S as Start>::Sink as Sink>::Output;
+
+/// Bytes of an image as they are read, with what is costly to find out
+/// about them found out once, for every sink that asks.
+pub struct Chunk<'a> {
+    bytes: &'a [u8],
+    zeros: Cell<Option<bool>>,
+}
+
+impl<'a> Chunk<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Chunk {
+            bytes,
+            zeros: Cell::new(None),
+        }
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Whether every byte is zero: such a chunk becomes a hole in a file
+    /// written from the read, so a sparse image stays sparse.
+    pub fn is_zeros(&self) -> bool {
+        if let Some(zeros) = self.zeros.get() {
+            return zeros;
+        }
+        const ZERO: [u8; 4096] = [0; 4096];
+        let zeros = self.bytes.chunks(ZERO.len()).all(|c| c == &ZERO[..c.len()]);
+        self.zeros.set(Some(zeros));
+        zeros
+    }
+}
+
+/// The image a sink was fed, once it has ended.
+pub struct Facts<'a> {
+    /// The file as named, for messages.
+    pub source: &'a Path,
+    pub length: u64,
+    /// What its bytes say it is.
+    pub info: &'a ImageInfo,
+}
+
+/// Nothing besides the SHA-256.
+impl Start for () {
+    type Sink = ();
+
+    fn start(&self, _: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for () {
+    type Output = ();
+
+    fn update(&mut self, _: &Chunk<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(self, _: &Facts<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink for some images only.
+impl<S: Start> Start for Option<S> {
+    type Sink = Option<S::Sink>;
+
+    fn start(&self, length: u64) -> Result<Self::Sink> {
+        self.as_ref().map(|s| s.start(length)).transpose()
+    }
+}
+
+impl<S: Sink> Sink for Option<S> {
+    type Output = Option<S::Output>;
+
+    fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        match self {
+            Some(sink) => sink.update(chunk),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(self, image: &Facts<'_>) -> Result<Self::Output> {
+        self.map(|sink| sink.finish(image)).transpose()
+    }
+}
+
+/// The SHA-512 too, from the same read: what virt-builder checks a
+/// template with, and what `vmcast-gen hash --sha512` records.
+#[derive(Debug, Clone, Copy)]
+pub struct Sha512Sum;
+
+impl Start for Sha512Sum {
+    type Sink = sha2::Sha512;
+
+    fn start(&self, _: u64) -> Result<sha2::Sha512> {
+        Ok(sha2::Sha512::new())
+    }
+}
+
+impl Sink for sha2::Sha512 {
+    type Output = Sha512;
+
+    fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        Digest::update(self, chunk.bytes());
+        Ok(())
+    }
+
+    fn finish(self, _: &Facts<'_>) -> Result<Sha512> {
+        Ok(Sha512(self.finalize().into()))
+    }
+}
+
 /// One file to hash.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub struct Job<S> {
     /// The file as named, for messages.
     pub source: PathBuf,
     /// How it is opened.
@@ -35,20 +178,8 @@ pub struct Job {
     pub size_hint: u64,
     /// Where to write a copy of the bytes as they are read.
     pub copy_to: Option<PathBuf>,
-    /// Also compute the SHA-512, from the same read.
-    pub sha512: bool,
-    /// Bytes to digest ahead of the file's, in a second digest taken in
-    /// the same read (LXD's fingerprint: metadata tarball, then disk).
-    pub prefix: Option<Arc<[u8]>>,
-    /// A Vagrant box to write from the same read.
-    pub vagrant_box: Option<BoxJob>,
-}
-
-/// A Vagrant box made of an image: where it goes, and its members' mtime.
-#[derive(Debug, Clone)]
-pub struct BoxJob {
-    pub path: PathBuf,
-    pub mtime: u64,
+    /// What else to make of the bytes as they are read.
+    pub sink: S,
 }
 
 /// How a job's file is opened.
@@ -75,83 +206,56 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
-/// A file's digest, its state when it was read, and what its bytes say it is.
+/// A file's length and digest, its state when it was read, what its bytes
+/// say it is, and what its job's sink made of them.
 #[derive(Debug, Clone)]
-pub struct Hashed {
-    pub digest: FileDigest,
+pub struct Hashed<M> {
+    pub length: u64,
+    pub sha256: Sha256,
     pub state: FileState,
     pub info: ImageInfo,
-    /// The Vagrant box written from the read, if the job asked for one.
-    pub vagrant_box: Option<FileDigest>,
-    /// With a [`Job::prefix`]: the digest of the prefix and the file.
-    pub combined: Option<Combined>,
+    pub made: M,
 }
 
-/// Hashes every job on up to `threads` threads; returns digests in job order.
-pub fn hash_all(jobs: &[Job], threads: usize, progress: &dyn Progress) -> Result<Vec<Hashed>> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by(|&a, &b| jobs[b].size_hint.cmp(&jobs[a].size_hint).then(a.cmp(&b)));
+/// Hashes every job on up to `threads` threads, each with its own buffer,
+/// largest first; returns digests in job order. Once a file fails, the
+/// others stop, and the error is that of the earliest job that failed.
+pub fn hash_all<S: Start>(
+    jobs: &[Job<S>],
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<Hashed<Made<S>>>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let results: Vec<Mutex<Option<Result<Hashed>>>> =
-        jobs.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
     progress.begin(jobs.len(), jobs.iter().map(|j| j.size_hint).sum());
-
-    std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
-            scope.spawn(|| {
-                let mut buf = vec![0u8; CHUNK];
-                while !failed.load(Ordering::Relaxed) {
-                    let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
-                    let result = match hash_one(&jobs[index], &mut buf, progress, &failed) {
-                        Ok(Some(digest)) => Ok(digest),
-                        // Cancelled: another file failed, and its error is the one to report.
-                        Ok(None) => break,
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            Err(e)
-                        }
-                    };
-                    progress.file_done();
-                    *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-                }
-            });
-        }
-    });
-    progress.end();
-
-    // Report the failure of the earliest job, so the message does not depend
-    // on which thread got there first.
-    let mut digests = Vec::with_capacity(jobs.len());
-    let mut first_error = None;
-    for slot in results {
-        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(Ok(d)) => digests.push(d),
-            Some(Err(e)) => {
-                first_error.get_or_insert(e);
+    let order = par::Order::largest_first(jobs, |job| job.size_hint);
+    let hashed = par::try_map(
+        threads,
+        jobs,
+        &order,
+        || vec![0u8; CHUNK],
+        |buf, job, stop| {
+            let hashed = hash_one(job, buf, progress, stop);
+            if !matches!(hashed, Ok(None)) {
+                progress.file_done();
             }
-            None => {}
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(digests),
-    }
+            hashed
+        },
+    );
+    progress.end();
+    hashed
 }
 
-/// Hashes one file, copying it if asked, and checks that it did not change
-/// while it was read. Returns `None` when `stop` is raised midway.
-fn hash_one(
-    job: &Job,
+/// Hashes one file, copying it and feeding its sink if asked, and checks
+/// that it did not change while it was read. Returns `None` when `stop` is
+/// raised midway.
+fn hash_one<S: Start>(
+    job: &Job<S>,
     buf: &mut [u8],
     progress: &dyn Progress,
-    stop: &AtomicBool,
-) -> Result<Option<Hashed>> {
+    stop: &par::Stop,
+) -> Result<Option<Hashed<Made<S>>>> {
     let path = &job.source;
     let (mut file, before) = match &job.open {
         Open::Vetted { real, state } => {
@@ -172,19 +276,9 @@ fn hash_one(
         Some(dst) => Some((fsutil::create_published(dst)?, dst)),
         None => None,
     };
-    let mut vagrant_box = match &job.vagrant_box {
-        Some(b) => Some(BoxWriter::create(&b.path, before.len(), b.mtime)?),
-        None => None,
-    };
-    let zero = [0u8; 4096];
+    let mut sink = job.sink.start(before.len())?;
 
     let mut hasher = sha2::Sha256::new();
-    let mut sha512 = job.sha512.then(sha2::Sha512::new);
-    let mut combined = job.prefix.as_ref().map(|prefix| {
-        let mut h = sha2::Sha256::new();
-        h.update(prefix);
-        (Sha256::of(prefix), h)
-    });
     let mut inspector = Inspector::new();
     let mut length: u64 = 0;
     loop {
@@ -194,31 +288,21 @@ fn hash_one(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
-        hasher.update(&buf[..n]);
-        if let Some(h) = &mut sha512 {
-            h.update(&buf[..n]);
-        }
-        if let Some((_, h)) = &mut combined {
-            h.update(&buf[..n]);
-        }
-        inspector.update(&buf[..n]);
-        // A block of zeros becomes a hole: a sparse image stays sparse.
-        let zeros = (copy.is_some() || vagrant_box.is_some())
-            && buf[..n].chunks(zero.len()).all(|c| c == &zero[..c.len()]);
-        if let Some(b) = &mut vagrant_box {
-            b.update(&buf[..n], zeros)?;
-        }
+        let chunk = Chunk::new(&buf[..n]);
+        hasher.update(chunk.bytes());
+        inspector.update(chunk.bytes());
+        sink.update(&chunk)?;
         if let Some((out, dst)) = &mut copy {
-            let written = if zeros {
+            let written = if chunk.is_zeros() {
                 out.seek(SeekFrom::Current(n as i64)).map(|_| ())
             } else {
-                out.write_all(&buf[..n])
+                out.write_all(chunk.bytes())
             };
             written.map_err(|e| Error::io("cannot write", dst.as_path(), e))?;
         }
         length += n as u64;
         progress.advance(n as u64);
-        if stop.load(Ordering::Relaxed) {
+        if stop.raised() {
             return Ok(None);
         }
     }
@@ -228,28 +312,17 @@ fn hash_one(
     }
     check_unchanged(path, &file, &before, length)?;
     let info = inspector.finish(length).map_err(|m| Error::file(path, m))?;
-    let vagrant_box = match vagrant_box {
-        Some(b) => {
-            let size = info.virtual_size.ok_or_else(|| {
-                Error::file(path, "records no virtual size, which a Vagrant box needs")
-            })?;
-            Some(b.finish(size)?)
-        }
-        None => None,
-    };
+    let made = sink.finish(&Facts {
+        source: path,
+        length,
+        info: &info,
+    })?;
     Ok(Some(Hashed {
-        digest: FileDigest {
-            length,
-            sha256: Sha256(hasher.finalize().into()),
-            sha512: sha512.map(|h| Sha512(h.finalize().into())),
-        },
+        length,
+        sha256: Sha256(hasher.finalize().into()),
         state: FileState::of(&before),
         info,
-        vagrant_box,
-        combined: combined.map(|(prefix, h)| Combined {
-            prefix,
-            sha256: Sha256(h.finalize().into()),
-        }),
+        made,
     }))
 }
 
@@ -278,51 +351,6 @@ fn check_unchanged(path: &Path, file: &File, before: &std::fs::Metadata, read: u
     ))
 }
 
-/// One image to obtain a digest for.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// The image's identity: its path in the site, unique in a build.
-    pub id: RelPath,
-    pub source: PathBuf,
-    /// The file the scan vetted.
-    pub file_id: FileId,
-    /// The source resolved (the cache's key).
-    pub real: PathBuf,
-    pub size_hint: u64,
-    pub place: Placement,
-    /// Where the previous output holds this site path (canonical), if
-    /// there is a previous output: its copy may serve again.
-    pub previous: Option<PathBuf>,
-    /// Its SHA-512 is needed (the virt-builder index lists it): a cache
-    /// entry or sidecar without one does not spare the read.
-    pub sha512: bool,
-    /// A Vagrant box to make of the image.
-    pub vagrant_box: Option<BoxRequest>,
-    /// Bytes whose digest with the image's is wanted too (see
-    /// [`Job::prefix`]).
-    pub prefix: Option<Arc<[u8]>>,
-}
-
-/// A Vagrant box to make of an image, or to take from the previous output.
-#[derive(Debug, Clone)]
-pub struct BoxRequest {
-    /// Where it goes in the new output, and its members' mtime.
-    pub job: BoxJob,
-    /// Where the previous output holds it (canonical): when the cache
-    /// recorded it with the digest the cache remembers for this image and
-    /// mtime, it is taken by hard link and the image is not read.
-    pub previous: Option<PathBuf>,
-}
-
-/// Where digests may come from without reading the image.
-pub struct Shortcuts {
-    pub cache: Option<HashCache>,
-    /// Trust `vmcast-gen hash` sidecars whose size and mtime still match.
-    pub sidecars: bool,
-    /// Read every image anyway and report where the cache was wrong.
-    pub verify_cache: bool,
-}
-
 /// What the hash stage did.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -333,271 +361,6 @@ pub struct Stats {
     pub sidecar_files: usize,
     pub sidecar_bytes: u64,
     pub hash_time: std::time::Duration,
-}
-
-/// What is known of an image once it is hashed or found in the cache.
-pub type Digested = (FileDigest, ImageInfo, Option<Combined>);
-
-/// The digests of every request, by the request's id.
-pub struct Outcome {
-    pub digests: BTreeMap<RelPath, Digested>,
-    /// The Vagrant box of each request that asked for one.
-    pub boxes: BTreeMap<RelPath, FileDigest>,
-    pub stats: Stats,
-    pub warnings: Vec<crate::Warning>,
-    /// With `verify_cache`: every image whose cached digest was wrong.
-    pub mismatches: Vec<String>,
-    /// The images whose hard link the staging directory held already:
-    /// their state did not move, so the cache's record of them stands.
-    pub held: std::collections::BTreeSet<RelPath>,
-}
-
-/// What an image is, from its headers alone (read with `pread`, the
-/// descriptor's offset untouched). `None` for a tar (an OVA, an XVA), whose
-/// machine facts need the whole archive: it is read in full.
-fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
-    let read_at = |offset: u64, len: usize| -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            match rustix::io::pread(file, &mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(Error::io("cannot read", path, e.into())),
-            }
-        }
-        buf.truncate(done);
-        Ok(buf)
-    };
-    crate::inspect::probe(len, read_at).map_err(|e| match e {
-        crate::inspect::ProbeError::Read(e) => e,
-        crate::inspect::ProbeError::Content(m) => Error::file(path, m),
-    })
-}
-
-/// The previous output's file at `path`, if the cache recorded it in its
-/// present state with this digest. Opened without following a symbolic
-/// link; a file that is gone or is not a regular file is simply not
-/// reused.
-fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
-    let (_, meta) = fsutil::open_regular(path, false).ok()?;
-    let (recorded, _, _) = cache.get(path, &FileState::of(&meta))?;
-    recorded.same_bytes(digest).then(|| place::Previous {
-        path: path.to_path_buf(),
-        id: crate::model::FileId::of(&meta),
-    })
-}
-
-/// The box of an image the cache knows, taken from the previous output
-/// when the cache vouches for it there; `None` when it must be made.
-fn reuse_box(
-    cache: Option<&HashCache>,
-    canonical: &Path,
-    state: &FileState,
-    request: &BoxRequest,
-) -> Result<Option<FileDigest>> {
-    let Some(cache) = cache else { return Ok(None) };
-    let Some(digest) = cache.get_box(canonical, state, request.job.mtime) else {
-        return Ok(None);
-    };
-    let Some(old) = request
-        .previous
-        .as_deref()
-        .and_then(|p| previous_copy(cache, p, &digest))
-    else {
-        return Ok(None);
-    };
-    // The reused spare may hold that very box already.
-    if crate::place::holds(&request.job.path, Some(old.id))? {
-        return Ok(Some(digest));
-    }
-    Ok(fsutil::hard_link(&old.path, &request.job.path, old.id)?.then_some(digest))
-}
-
-/// An image that must be read.
-struct Pending {
-    id: RelPath,
-    canonical: PathBuf,
-    cached: Option<Digested>,
-    job: Job,
-}
-
-/// Obtains a digest for every image: from the cache or a sidecar when they
-/// are trusted and current, else by reading it (once, copying as it goes).
-/// Places each image where asked. The cache is updated but not saved.
-pub fn digest_all(
-    requests: &[Request],
-    shortcuts: &mut Shortcuts,
-    threads: usize,
-    progress: &dyn Progress,
-) -> Result<Outcome> {
-    let mut digests = BTreeMap::new();
-    let mut boxes = BTreeMap::new();
-    let mut stats = Stats::default();
-    let mut warnings = Vec::new();
-    let mut pending = Vec::new();
-    let mut held = std::collections::BTreeSet::new();
-    for req in requests {
-        if digests.contains_key(&req.id) || pending.iter().any(|p: &Pending| p.id == req.id) {
-            return Err(Error::file(
-                &req.source,
-                format_args!("is a second image published as {}", req.id),
-            ));
-        }
-        let canonical = req.real.clone();
-        // One open per look: what is checked (no symbolic link, a regular
-        // file, the very file the scan saw) is what is placed or probed.
-        let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
-        let state = FileState::of(&meta);
-        let opened = place::Opened {
-            file: &file,
-            meta: &meta,
-            real: &req.real,
-        };
-        // An entry serves only if it has every digest this request wants.
-        let prefix = req.prefix.as_deref().map(Sha256::of);
-        let cached = shortcuts
-            .cache
-            .as_ref()
-            .and_then(|c| c.get(&canonical, &state))
-            .filter(|(d, _, _)| !req.sha512 || d.sha512.is_some())
-            .filter(|c| prefix.is_none() || c.2.map(|c| c.prefix) == prefix);
-        // A sidecar stands in for the digest only: what the image is comes
-        // from its own bytes (its headers, read here), never from the hint.
-        // It has no combined digest.
-        let sidecar = match (shortcuts.sidecars && prefix.is_none(), &cached) {
-            (true, None) => match crate::cache::Sidecar::read(&req.source, &state) {
-                Some(Ok(digest)) if req.sha512 && digest.sha512.is_none() => {
-                    warnings.push(crate::Warning::file(
-                        &crate::cache::sidecar_path(&req.source),
-                        "records no SHA-512, which the virt-builder index needs; the image is \
-                         read for it. Write sidecars with `vmcast-gen hash --sha512`",
-                    ));
-                    None
-                }
-                Some(Ok(digest)) => {
-                    probe(&file, &req.source, state.size)?.map(|info| (digest, info, None))
-                }
-                Some(Err(warning)) => {
-                    warnings.push(warning);
-                    None
-                }
-                None => None,
-            },
-            _ => None,
-        };
-        // An image with a box is read unless its box is taken as it was
-        // (which needs the cache entry that also knows the image).
-        let reused_box = match &req.vagrant_box {
-            Some(b) if !shortcuts.verify_cache => {
-                reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
-            }
-            _ => None,
-        };
-        let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
-        let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
-            _ if !box_ready => None,
-            (true, _, _) => None,
-            (false, Some(d), _) => {
-                stats.cached_files += 1;
-                stats.cached_bytes += d.0.length;
-                Some(d)
-            }
-            (false, None, Some(d)) => {
-                stats.sidecar_files += 1;
-                stats.sidecar_bytes += d.0.length;
-                Some(d)
-            }
-            (false, None, None) => None,
-        };
-        match known {
-            Some((digest, info, combined)) => {
-                let previous = || {
-                    let cache = shortcuts.cache.as_ref()?;
-                    previous_copy(cache, req.previous.as_deref()?, &digest)
-                };
-                if place::unread(&opened, &req.place, previous)? {
-                    held.insert(req.id.clone());
-                }
-                if let Some(cache) = shortcuts.cache.as_mut() {
-                    cache.insert(&canonical, state, &digest, &info, combined);
-                }
-                if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
-                    if let Some(cache) = shortcuts.cache.as_mut() {
-                        cache.insert_box(&canonical, b.job.mtime, &box_digest);
-                    }
-                    boxes.insert(req.id.clone(), box_digest);
-                }
-                digests.insert(req.id.clone(), (digest, info, combined));
-            }
-            None => {
-                let job = Job {
-                    source: req.source.clone(),
-                    open: Open::Vetted {
-                        real: req.real.clone(),
-                        state,
-                    },
-                    size_hint: req.size_hint,
-                    copy_to: place::for_read(&opened, &req.place)?,
-                    vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
-                    sha512: req.sha512,
-                    prefix: req.prefix.clone(),
-                };
-                pending.push(Pending {
-                    id: req.id.clone(),
-                    canonical,
-                    cached,
-                    job,
-                });
-            }
-        }
-    }
-
-    let jobs: Vec<Job> = pending.iter().map(|p| p.job.clone()).collect();
-    let started = std::time::Instant::now();
-    let hashed = hash_all(&jobs, threads, progress)?;
-    stats.hash_time = started.elapsed();
-    let mut mismatches = Vec::new();
-    // hash_all answers in job order.
-    for (p, h) in pending.into_iter().zip(hashed) {
-        let Pending {
-            id,
-            canonical,
-            cached,
-            job,
-        } = p;
-        stats.hashed_files += 1;
-        stats.hashed_bytes += h.digest.length;
-        if let Some((c, _, _)) = cached.filter(|c| !c.0.same_bytes(&h.digest)) {
-            mismatches.push(format!(
-                "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
-                job.source.display(),
-                c.sha256,
-                c.length,
-                h.digest.sha256,
-                h.digest.length
-            ));
-        }
-        if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert(&canonical, h.state, &h.digest, &h.info, h.combined);
-        }
-        if let (Some(b), Some(box_digest)) = (&job.vagrant_box, h.vagrant_box) {
-            if let Some(cache) = shortcuts.cache.as_mut() {
-                cache.insert_box(&canonical, b.mtime, &box_digest);
-            }
-            boxes.insert(id.clone(), box_digest);
-        }
-        digests.insert(id, (h.digest, h.info, h.combined));
-    }
-    Ok(Outcome {
-        digests,
-        boxes,
-        stats,
-        warnings,
-        mismatches,
-        held,
-    })
 }
 
 /// `vmcast-gen hash`: hashes files where they were made and writes a
@@ -618,9 +381,7 @@ pub fn write_sidecars(
                 size_hint: fsutil::metadata(f)?.len(),
                 open: Open::Named,
                 copy_to: None,
-                vagrant_box: None,
-                sha512,
-                prefix: None,
+                sink: sha512.then_some(Sha512Sum),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -629,8 +390,13 @@ pub fn write_sidecars(
         .iter()
         .zip(hashed)
         .map(|(file, h)| {
-            let path = crate::cache::Sidecar::new(file, &h.state, &h.digest).write(file)?;
-            Ok((path, h.digest))
+            let digest = FileDigest {
+                length: h.length,
+                sha256: h.sha256,
+                sha512: h.made,
+            };
+            let path = crate::cache::Sidecar::new(file, &h.state, &digest).write(file)?;
+            Ok((path, digest))
         })
         .collect()
 }
@@ -651,24 +417,19 @@ mod tests {
                 size_hint: *size as u64,
                 open: Open::Named,
                 copy_to: None,
-                vagrant_box: None,
-                sha512: i == 1,
-                prefix: None,
+                sink: (i == 1).then_some(Sha512Sum),
             });
         }
         let digests = hash_all(&jobs, 3, &NoProgress).unwrap();
         for (i, job) in jobs.iter().enumerate() {
             let data = std::fs::read(&job.source).unwrap();
-            assert_eq!(digests[i].digest.length, data.len() as u64);
-            assert_eq!(digests[i].digest.sha256, Sha256::of(&data));
-            assert_eq!(
-                digests[i].digest.sha512,
-                (i == 1).then(|| Sha512::of(&data))
-            );
+            assert_eq!(digests[i].length, data.len() as u64);
+            assert_eq!(digests[i].sha256, Sha256::of(&data));
+            assert_eq!(digests[i].made, (i == 1).then(|| Sha512::of(&data)));
         }
         // The well-known digest of the empty string.
         assert_eq!(
-            digests[2].digest.sha256.to_hex(),
+            digests[2].sha256.to_hex(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
@@ -684,38 +445,78 @@ mod tests {
             source: src,
             size_hint: 15,
             copy_to: Some(dst.clone()),
-            vagrant_box: None,
-            sha512: false,
-            prefix: None,
+            sink: (),
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"appliance bytes");
-        assert_eq!(d[0].digest.sha256, Sha256::of(b"appliance bytes"));
+        assert_eq!(d[0].sha256, Sha256::of(b"appliance bytes"));
+    }
+
+    /// Keeps what it is fed, and the length it is started and finished with.
+    struct Recorder;
+
+    struct Recording {
+        started: u64,
+        bytes: Vec<u8>,
+        chunks: usize,
+    }
+
+    impl Start for Recorder {
+        type Sink = Recording;
+
+        fn start(&self, length: u64) -> Result<Recording> {
+            Ok(Recording {
+                started: length,
+                bytes: Vec::new(),
+                chunks: 0,
+            })
+        }
+    }
+
+    impl Sink for Recording {
+        type Output = (u64, Vec<u8>, usize, u64);
+
+        fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+            self.bytes.extend_from_slice(chunk.bytes());
+            self.chunks += 1;
+            Ok(())
+        }
+
+        fn finish(self, image: &Facts<'_>) -> Result<Self::Output> {
+            Ok((self.started, self.bytes, self.chunks, image.length))
+        }
     }
 
     #[test]
-    fn a_prefix_gives_a_second_digest_from_the_same_read() {
+    fn a_sink_is_fed_every_byte_in_order_and_told_the_length() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("disk");
-        std::fs::write(&src, vec![7u8; 3 * CHUNK + 5]).unwrap();
+        let data: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
         let jobs = [Job {
             open: Open::Named,
-            source: src.clone(),
+            source: src,
             size_hint: 0,
             copy_to: None,
-            vagrant_box: None,
-            sha512: false,
-            prefix: Some(Arc::from(&b"metadata"[..])),
+            sink: Recorder,
         }];
         let d = hash_all(&jobs, 1, &NoProgress).unwrap();
-        let mut whole = b"metadata".to_vec();
-        whole.extend(std::fs::read(&src).unwrap());
-        assert_eq!(
-            d[0].combined,
-            Some(Combined {
-                prefix: Sha256::of(b"metadata"),
-                sha256: Sha256::of(&whole),
-            })
-        );
+        let (started, bytes, chunks, finished) = &d[0].made;
+        assert_eq!(*started, data.len() as u64);
+        assert_eq!(*finished, data.len() as u64);
+        assert!(*chunks >= 4, "{chunks} chunks");
+        assert!(bytes == &data);
+    }
+
+    #[test]
+    fn a_chunk_of_zeros_is_told_from_one_with_a_byte_set() {
+        let mut bytes = vec![0u8; 10_000];
+        assert!(Chunk::new(&bytes).is_zeros());
+        assert!(Chunk::new(&[]).is_zeros());
+        bytes[9_999] = 1;
+        let chunk = Chunk::new(&bytes);
+        assert!(!chunk.is_zeros());
+        // Asked again, from what it found the first time.
+        assert!(!chunk.is_zeros());
     }
 }

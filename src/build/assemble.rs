@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use crate::catalog;
 use crate::config::{Config, ImageMode};
 use crate::error::{Error, Result};
-use crate::hash::Digested;
-use crate::model::{self, FileDigest, Image, RelPath, Release};
+use crate::model::{self, Digested, FileDigest, Image, RelPath, Release};
 use crate::notes;
 use crate::previous::Previous;
 use crate::scan::PlannedRelease;
@@ -244,7 +243,7 @@ fn hashed_images(
 ) -> Result<Vec<Image>> {
     let mut images = Vec::with_capacity(planned.images.len());
     for source in &planned.images {
-        let (digest, info, lxd) = digests
+        let Digested { digest, info, lxd } = digests
             .remove(&source.site_path)
             .ok_or_else(|| Error::file(&source.source, "was planned but never hashed"))?;
         let vagrant_box = match boxes.remove(&source.site_path) {

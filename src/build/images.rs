@@ -1,19 +1,24 @@
 //! The hash stage as the build runs it: one request per image (where it
-//! lands in the staging directory, where the previous output has it), the
-//! hash cache and sidecars as shortcuts, and the cache kept even when a
-//! later stage fails.
+//! lands in the staging directory, where the previous output has it, what
+//! the catalogs want of it), the hash cache, sidecars and the previous
+//! output as shortcuts, one read for each image they do not spare with the
+//! catalogs' sinks plugged into it ([`Extras`]), and the cache kept even
+//! when a later stage fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
-use crate::cache::HashCache;
+use crate::cache::{self, FileState, HashCache};
 use crate::catalog;
+use crate::catalog::simplestreams::{Fingerprint, FingerprintSink};
+use crate::catalog::vagrant::{BoxJob, BoxWriter};
 use crate::config::{Config, ImageMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::hash::{self, Progress};
-use crate::model::{self, FileDigest, RelPath};
-use crate::place::Placement;
+use crate::hash::{self, Chunk, Facts, Progress, Sink, Start};
+use crate::model::{self, Combined, Digested, FileDigest, FileId, ImageInfo, RelPath, Sha512};
+use crate::place::{self, Placement};
 use crate::scan;
 use crate::warning::Warning;
 use crate::write;
@@ -22,7 +27,7 @@ use super::BuildOptions;
 
 /// What the hash stage gives the rest of the build.
 pub(super) struct Hashed {
-    pub digests: BTreeMap<RelPath, hash::Digested>,
+    pub digests: BTreeMap<RelPath, Digested>,
     /// The Vagrant box of each image that has one.
     pub boxes: BTreeMap<RelPath, FileDigest>,
     pub stats: hash::Stats,
@@ -48,7 +53,7 @@ pub(super) fn hash_images(
     warnings: &mut Vec<Warning>,
 ) -> Result<Hashed> {
     let requests = hash_requests(config, plan, staging)?;
-    let mut shortcuts = hash::Shortcuts {
+    let mut shortcuts = Shortcuts {
         cache: match cache_file(config, options)? {
             Some(path) => {
                 let (cache, warning) = HashCache::load(&path);
@@ -60,7 +65,7 @@ pub(super) fn hash_images(
         sidecars: config.trust_sidecars,
         verify_cache: options.verify_cache,
     };
-    let hashed = hash::digest_all(&requests, &mut shortcuts, threads, progress)?;
+    let hashed = digest_all(&requests, &mut shortcuts, threads, progress)?;
     let mut cache = shortcuts.cache.take();
     // Keep what was read even if a later stage fails; the full record is
     // saved once the new output is in place.
@@ -94,7 +99,7 @@ fn hash_requests(
     config: &Config,
     plan: &scan::Plan,
     staging: &write::Staging,
-) -> Result<Vec<hash::Request>> {
+) -> Result<Vec<Request>> {
     let previous_root = match config.image_mode {
         ImageMode::None => None,
         ImageMode::Copy | ImageMode::Link => match std::fs::canonicalize(&config.output_dir) {
@@ -126,8 +131,8 @@ fn hash_requests(
                 true => {
                     catalog::vagrant::check_version(info)?;
                     let path = catalog::vagrant::box_path(info, image)?;
-                    Some(hash::BoxRequest {
-                        job: hash::BoxJob {
+                    Some(BoxRequest {
+                        job: BoxJob {
                             path: staging.prepare(path.as_str())?,
                             mtime: catalog::vagrant::box_mtime(info),
                         },
@@ -143,7 +148,7 @@ fn hash_requests(
                 ImageMode::Copy => Placement::Copy(staging.prepare(image.site_path.as_str())?),
                 ImageMode::Link => Placement::Link(staging.prepare(image.site_path.as_str())?),
             };
-            Ok(hash::Request {
+            Ok(Request {
                 id: image.site_path.clone(),
                 source: image.source.clone(),
                 file_id: image.file_id,
@@ -155,16 +160,435 @@ fn hash_requests(
                     .map(|root| root.join(image.site_path.as_str())),
                 vagrant_box,
                 sha512,
-                prefix: catalog::simplestreams::metadata_tarball(
+                lxd: catalog::simplestreams::metadata_tarball(
                     config,
                     &release.info,
                     &release.images,
                     image,
                 )?
-                .map(Into::into),
+                .map(Fingerprint::new),
             })
         })
         .collect()
+}
+
+/// One image to obtain a digest for.
+#[derive(Debug, Clone)]
+struct Request {
+    /// The image's identity: its path in the site, unique in a build.
+    id: RelPath,
+    source: PathBuf,
+    /// The file the scan vetted.
+    file_id: FileId,
+    /// The source resolved (the cache's key).
+    real: PathBuf,
+    size_hint: u64,
+    place: Placement,
+    /// Where the previous output holds this site path (canonical), if
+    /// there is a previous output: its copy may serve again.
+    previous: Option<PathBuf>,
+    /// Its SHA-512 is needed (the virt-builder index lists it): a cache
+    /// entry or sidecar without one does not spare the read.
+    sha512: bool,
+    /// A Vagrant box to make of the image.
+    vagrant_box: Option<BoxRequest>,
+    /// LXD's fingerprint is wanted too: the simplestreams catalog offers
+    /// the image to LXD.
+    lxd: Option<Fingerprint>,
+}
+
+/// A Vagrant box to make of an image, or to take from the previous output.
+#[derive(Debug, Clone)]
+struct BoxRequest {
+    /// Where it goes in the new output, and its members' mtime.
+    job: BoxJob,
+    /// Where the previous output holds it (canonical): when the cache
+    /// recorded it with the digest the cache remembers for this image and
+    /// mtime, it is taken by hard link and the image is not read.
+    previous: Option<PathBuf>,
+}
+
+/// What the build makes of an image in the read that hashes it, besides
+/// its SHA-256 and facts: each thing only for the images a catalog wants
+/// it of.
+#[derive(Debug)]
+struct Extras {
+    /// For the virt-builder index.
+    sha512: Option<hash::Sha512Sum>,
+    /// For the simplestreams catalog's LXD items.
+    lxd: Option<Fingerprint>,
+    /// For the Vagrant catalog.
+    vagrant_box: Option<BoxJob>,
+}
+
+/// [`Extras`] being made, all from the same chunks.
+struct ExtrasSink {
+    sha512: Option<sha2::Sha512>,
+    lxd: Option<FingerprintSink>,
+    vagrant_box: Option<BoxWriter>,
+}
+
+/// What [`Extras`] made.
+struct ExtrasMade {
+    sha512: Option<Sha512>,
+    lxd: Option<Combined>,
+    vagrant_box: Option<FileDigest>,
+}
+
+impl Start for Extras {
+    type Sink = ExtrasSink;
+
+    fn start(&self, length: u64) -> Result<ExtrasSink> {
+        Ok(ExtrasSink {
+            sha512: self.sha512.start(length)?,
+            lxd: self.lxd.start(length)?,
+            vagrant_box: self.vagrant_box.start(length)?,
+        })
+    }
+}
+
+impl Sink for ExtrasSink {
+    type Output = ExtrasMade;
+
+    fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        self.sha512.update(chunk)?;
+        self.lxd.update(chunk)?;
+        self.vagrant_box.update(chunk)
+    }
+
+    fn finish(self, image: &Facts<'_>) -> Result<ExtrasMade> {
+        Ok(ExtrasMade {
+            sha512: self.sha512.finish(image)?,
+            lxd: self.lxd.finish(image)?,
+            vagrant_box: self.vagrant_box.finish(image)?,
+        })
+    }
+}
+
+/// Where digests may come from without reading the image.
+struct Shortcuts {
+    cache: Option<HashCache>,
+    /// Trust `vmcast-gen hash` sidecars whose size and mtime still match.
+    sidecars: bool,
+    /// Read every image anyway and report where the cache was wrong.
+    verify_cache: bool,
+}
+
+/// The digests of every request, by the request's id.
+struct Outcome {
+    digests: BTreeMap<RelPath, Digested>,
+    /// The Vagrant box of each request that asked for one.
+    boxes: BTreeMap<RelPath, FileDigest>,
+    stats: hash::Stats,
+    warnings: Vec<Warning>,
+    /// With `verify_cache`: every image whose cached digest was wrong.
+    mismatches: Vec<String>,
+    /// The images whose hard link the staging directory held already:
+    /// their state did not move, so the cache's record of them stands.
+    held: BTreeSet<RelPath>,
+}
+
+/// What an image is, from its headers alone (read with `pread`, the
+/// descriptor's offset untouched). `None` for a tar (an OVA, an XVA), whose
+/// machine facts need the whole archive: it is read in full.
+fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
+    let read_at = |offset: u64, len: usize| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match rustix::io::pread(file, &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::io("cannot read", path, e.into())),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    };
+    crate::inspect::probe(len, read_at).map_err(|e| match e {
+        crate::inspect::ProbeError::Read(e) => e,
+        crate::inspect::ProbeError::Content(m) => Error::file(path, m),
+    })
+}
+
+/// The previous output's file at `path`, if the cache recorded it in its
+/// present state with this digest. Opened without following a symbolic
+/// link; a file that is gone or is not a regular file is simply not
+/// reused.
+fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
+    let (_, meta) = fsutil::open_regular(path, false).ok()?;
+    let recorded = cache.get(path, &FileState::of(&meta))?;
+    recorded.digest.same_bytes(digest).then(|| place::Previous {
+        path: path.to_path_buf(),
+        id: FileId::of(&meta),
+    })
+}
+
+/// The box of an image the cache knows, taken from the previous output
+/// when the cache vouches for it there; `None` when it must be made.
+fn reuse_box(
+    cache: Option<&HashCache>,
+    canonical: &Path,
+    state: &FileState,
+    request: &BoxRequest,
+) -> Result<Option<FileDigest>> {
+    let Some(cache) = cache else { return Ok(None) };
+    let Some(digest) = cache.get_box(canonical, state, request.job.mtime) else {
+        return Ok(None);
+    };
+    let Some(old) = request
+        .previous
+        .as_deref()
+        .and_then(|p| previous_copy(cache, p, &digest))
+    else {
+        return Ok(None);
+    };
+    // The reused spare may hold that very box already.
+    if place::holds(&request.job.path, Some(old.id))? {
+        return Ok(Some(digest));
+    }
+    Ok(fsutil::hard_link(&old.path, &request.job.path, old.id)?.then_some(digest))
+}
+
+/// Obtains a digest for every image: from the cache or a sidecar when they
+/// are trusted and current, else by reading it (once, copying as it goes).
+/// Places each image where asked. The cache is updated but not saved.
+fn digest_all(
+    requests: &[Request],
+    shortcuts: &mut Shortcuts,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let mut outcome = Outcome {
+        digests: BTreeMap::new(),
+        boxes: BTreeMap::new(),
+        stats: hash::Stats::default(),
+        warnings: Vec::new(),
+        mismatches: Vec::new(),
+        held: BTreeSet::new(),
+    };
+    let mut pending = Vec::new();
+    for req in requests {
+        if outcome.digests.contains_key(&req.id)
+            || pending.iter().any(|(p, _): &(Pending, _)| p.id == req.id)
+        {
+            return Err(Error::file(
+                &req.source,
+                format_args!("is a second image published as {}", req.id),
+            ));
+        }
+        pending.extend(look_up(req, shortcuts, &mut outcome)?);
+    }
+    read_pending(pending, shortcuts, threads, progress, &mut outcome)?;
+    Ok(outcome)
+}
+
+/// An image that must be read, and what was known of it.
+struct Pending {
+    id: RelPath,
+    canonical: PathBuf,
+    /// The cache's entry, which `--verify-cache` checks against the read.
+    cached: Option<Digested>,
+}
+
+/// Looks up the shortcuts for one image: the cache, a sidecar, its box in
+/// the previous output. Records and places an image they know (no read);
+/// returns the read of one they do not.
+fn look_up(
+    req: &Request,
+    shortcuts: &mut Shortcuts,
+    outcome: &mut Outcome,
+) -> Result<Option<(Pending, hash::Job<Extras>)>> {
+    let canonical = req.real.clone();
+    // One open per look: what is checked (no symbolic link, a regular
+    // file, the very file the scan saw) is what is placed or probed.
+    let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
+    let state = FileState::of(&meta);
+    let opened = place::Opened {
+        file: &file,
+        meta: &meta,
+        real: &req.real,
+    };
+    // An entry serves only if it has every digest this request wants.
+    let prefix = req.lxd.as_ref().map(Fingerprint::prefix);
+    let cached = shortcuts
+        .cache
+        .as_ref()
+        .and_then(|c| c.get(&canonical, &state))
+        .filter(|c| !req.sha512 || c.digest.sha512.is_some())
+        .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
+    // A sidecar has no LXD fingerprint.
+    let sidecar = match shortcuts.sidecars && prefix.is_none() && cached.is_none() {
+        true => sidecar(req, &file, &state, &mut outcome.warnings)?,
+        false => None,
+    };
+    // An image with a box is read unless its box is taken as it was
+    // (which needs the cache entry that also knows the image).
+    let reused_box = match &req.vagrant_box {
+        Some(b) if !shortcuts.verify_cache => {
+            reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
+        }
+        _ => None,
+    };
+    let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
+    let stats = &mut outcome.stats;
+    let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
+        _ if !box_ready => None,
+        (true, _, _) => None,
+        (false, Some(d), _) => {
+            stats.cached_files += 1;
+            stats.cached_bytes += d.digest.length;
+            Some(d)
+        }
+        (false, None, Some(d)) => {
+            stats.sidecar_files += 1;
+            stats.sidecar_bytes += d.digest.length;
+            Some(d)
+        }
+        (false, None, None) => None,
+    };
+    let Some(known) = known else {
+        let job = hash::Job {
+            source: req.source.clone(),
+            open: hash::Open::Vetted {
+                real: req.real.clone(),
+                state,
+            },
+            size_hint: req.size_hint,
+            copy_to: place::for_read(&opened, &req.place)?,
+            sink: Extras {
+                sha512: req.sha512.then_some(hash::Sha512Sum),
+                lxd: req.lxd.clone(),
+                vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
+            },
+        };
+        let pending = Pending {
+            id: req.id.clone(),
+            canonical,
+            cached,
+        };
+        return Ok(Some((pending, job)));
+    };
+    take_unread(req, &opened, state, known, reused_box, shortcuts, outcome)?;
+    Ok(None)
+}
+
+/// Places an image the shortcuts know, and records it and its box.
+fn take_unread(
+    req: &Request,
+    opened: &place::Opened,
+    state: FileState,
+    known: Digested,
+    reused_box: Option<FileDigest>,
+    shortcuts: &mut Shortcuts,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let previous = || {
+        let cache = shortcuts.cache.as_ref()?;
+        previous_copy(cache, req.previous.as_deref()?, &known.digest)
+    };
+    if place::unread(opened, &req.place, previous)? {
+        outcome.held.insert(req.id.clone());
+    }
+    if let Some(cache) = shortcuts.cache.as_mut() {
+        cache.insert(&req.real, state, &known);
+    }
+    if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
+        if let Some(cache) = shortcuts.cache.as_mut() {
+            cache.insert_box(&req.real, b.job.mtime, &box_digest);
+        }
+        outcome.boxes.insert(req.id.clone(), box_digest);
+    }
+    outcome.digests.insert(req.id.clone(), known);
+    Ok(())
+}
+
+/// A sidecar's digest, with what the image is from its own bytes (its
+/// headers, read here), never from the hint; `None`, perhaps with a
+/// warning, when there is none this build can use.
+fn sidecar(
+    req: &Request,
+    file: &File,
+    state: &FileState,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<Digested>> {
+    match cache::Sidecar::read(&req.source, state) {
+        Some(Ok(digest)) if req.sha512 && digest.sha512.is_none() => {
+            warnings.push(Warning::file(
+                &cache::sidecar_path(&req.source),
+                "records no SHA-512, which the virt-builder index needs; the image is \
+                 read for it. Write sidecars with `vmcast-gen hash --sha512`",
+            ));
+            Ok(None)
+        }
+        Some(Ok(digest)) => Ok(probe(file, &req.source, state.size)?.map(|info| Digested {
+            digest,
+            info,
+            lxd: None,
+        })),
+        Some(Err(warning)) => {
+            warnings.push(warning);
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Reads the images no shortcut knew, all at once, and records what the
+/// reads gave.
+fn read_pending(
+    pending: Vec<(Pending, hash::Job<Extras>)>,
+    shortcuts: &mut Shortcuts,
+    threads: usize,
+    progress: &dyn Progress,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let (pending, jobs): (Vec<Pending>, Vec<hash::Job<Extras>>) = pending.into_iter().unzip();
+    let started = std::time::Instant::now();
+    let hashed = hash::hash_all(&jobs, threads, progress)?;
+    let stats = &mut outcome.stats;
+    stats.hash_time = started.elapsed();
+    // hash_all answers in job order.
+    for ((p, job), h) in pending.into_iter().zip(&jobs).zip(hashed) {
+        let digest = FileDigest {
+            length: h.length,
+            sha256: h.sha256,
+            sha512: h.made.sha512,
+        };
+        stats.hashed_files += 1;
+        stats.hashed_bytes += digest.length;
+        if let Some(c) = p
+            .cached
+            .map(|c| c.digest)
+            .filter(|c| !c.same_bytes(&digest))
+        {
+            outcome.mismatches.push(format!(
+                "{}: the cache says {} ({} bytes), the file hashes to {} ({} bytes)",
+                job.source.display(),
+                c.sha256,
+                c.length,
+                digest.sha256,
+                digest.length
+            ));
+        }
+        let digested = Digested {
+            digest,
+            info: h.info,
+            lxd: h.made.lxd,
+        };
+        if let Some(cache) = shortcuts.cache.as_mut() {
+            cache.insert(&p.canonical, h.state, &digested);
+        }
+        if let (Some(b), Some(box_digest)) = (&job.sink.vagrant_box, h.made.vagrant_box) {
+            if let Some(cache) = shortcuts.cache.as_mut() {
+                cache.insert_box(&p.canonical, b.mtime, &box_digest);
+            }
+            outcome.boxes.insert(p.id.clone(), box_digest);
+        }
+        outcome.digests.insert(p.id, digested);
+    }
+    Ok(())
 }
 
 /// The hash cache file: `--cache-dir` or `VMCAST_CACHE_DIR`, else the

@@ -9,7 +9,7 @@ use crate::config::{Config, ImageMode};
 use crate::error::Result;
 use crate::fsutil;
 use crate::media;
-use crate::model::{self, Release};
+use crate::model::{self, Digested, Release};
 use crate::openpgp;
 use crate::par;
 use crate::render;
@@ -143,7 +143,15 @@ fn record_output(
         if state.id() == image.source.file_id {
             cache.restat(&image.source.real, state);
         } else {
-            cache.insert(&path, state, &image.digest, &image.info, image.lxd);
+            cache.insert(
+                &path,
+                state,
+                &Digested {
+                    digest: image.digest,
+                    info: image.info.clone(),
+                    lxd: image.lxd,
+                },
+            );
         }
     }
     Ok(())
@@ -172,9 +180,11 @@ fn record_boxes(
         cache.insert(
             &path,
             cache::FileState::of(&fsutil::symlink_metadata(&path)?),
-            &boxed.digest,
-            &image.info,
-            None,
+            &Digested {
+                digest: boxed.digest,
+                info: image.info.clone(),
+                lxd: None,
+            },
         );
     }
     Ok(())

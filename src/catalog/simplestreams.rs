@@ -14,20 +14,23 @@
 //!   small metadata tarball (`metadata.yaml`) is published under the
 //!   ftypes `lxd.tar.xz` and `incus.tar.xz`, with LXD's fingerprint
 //!   `combined_disk1-img_sha256` = SHA-256(tarball ‖ disk), taken in the
-//!   image's one read (see [`metadata_tarball`]).
+//!   image's one read (see [`metadata_tarball`] and [`Fingerprint`]).
 //!
 //! Paths are relative to the site: images served from another host
 //! (`download_base_url` elsewhere) cannot be listed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
+use sha2::Digest;
 
 use super::CatalogFile;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{Image, ImageFormat, ImageSource, ReleaseInfo, Sha256};
+use crate::hash::{Chunk, Facts, Sink, Start};
+use crate::model::{Combined, Image, ImageFormat, ImageSource, ReleaseInfo, Sha256};
 use crate::render::Site;
 
 pub const INDEX: &str = "streams/v1/index.json";
@@ -103,6 +106,66 @@ pub fn metadata_tarball(
         return Ok(None);
     }
     tarball(info, arch).map(Some)
+}
+
+/// LXD's fingerprint of a `disk1.img`, taken in the read that hashes it:
+/// the SHA-256 of its metadata tarball followed by the disk.
+#[derive(Debug, Clone)]
+pub struct Fingerprint {
+    tarball: Arc<[u8]>,
+    prefix: Sha256,
+}
+
+impl Fingerprint {
+    /// The fingerprint of the disk that `tarball` ([`metadata_tarball`])
+    /// goes with.
+    pub fn new(tarball: Vec<u8>) -> Self {
+        Fingerprint {
+            prefix: Sha256::of(&tarball),
+            tarball: tarball.into(),
+        }
+    }
+
+    /// The tarball's SHA-256: a fingerprint taken with another tarball
+    /// (another release date, title or version) is not this one.
+    pub fn prefix(&self) -> Sha256 {
+        self.prefix
+    }
+}
+
+impl Start for Fingerprint {
+    type Sink = FingerprintSink;
+
+    fn start(&self, _: u64) -> Result<FingerprintSink> {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(&self.tarball);
+        Ok(FingerprintSink {
+            prefix: self.prefix,
+            hasher,
+        })
+    }
+}
+
+/// A [`Fingerprint`] being taken.
+pub struct FingerprintSink {
+    prefix: Sha256,
+    hasher: sha2::Sha256,
+}
+
+impl Sink for FingerprintSink {
+    type Output = Combined;
+
+    fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        self.hasher.update(chunk.bytes());
+        Ok(())
+    }
+
+    fn finish(self, _: &Facts<'_>) -> Result<Combined> {
+        Ok(Combined {
+            prefix: self.prefix,
+            sha256: Sha256(self.hasher.finalize().into()),
+        })
+    }
 }
 
 /// `metadata.yaml` in a tar (fixed owner, mode and mtime: the release
@@ -419,4 +482,34 @@ fn lxd_items(
         })
         .collect();
     Ok(Ok(Lxd { path, tar, items }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::{self, Job, NoProgress, Open};
+
+    #[test]
+    fn the_fingerprint_is_taken_from_the_same_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk");
+        std::fs::write(&src, vec![7u8; (3 << 20) + 5]).unwrap();
+        let jobs = [Job {
+            open: Open::Named,
+            source: src.clone(),
+            size_hint: 0,
+            copy_to: None,
+            sink: Fingerprint::new(b"metadata".to_vec()),
+        }];
+        let d = hash::hash_all(&jobs, 1, &NoProgress).unwrap();
+        let mut whole = b"metadata".to_vec();
+        whole.extend(std::fs::read(&src).unwrap());
+        assert_eq!(
+            d[0].made,
+            Combined {
+                prefix: Sha256::of(b"metadata"),
+                sha256: Sha256::of(&whole),
+            }
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Vagrant: a box catalog `vagrant/<appliance>.json` per appliance, and a
 //! libvirt box for each plain qcow2 image. A box is a tar of `box.img` (the
 //! image), `metadata.json` and a `Vagrantfile`. It is written while the
-//! hash stage reads the image ([`BoxWriter`]), so no image is read twice,
+//! hash stage reads the image ([`BoxWriter`], a [`hash::Sink`]), so no image is read twice,
 //! and it is a new file of ours: it lives in the output whatever
 //! `image_mode` says. Its bytes depend only on the image, the release date
 //! (every member's mtime) and this module, so rebuilds are byte-identical.
@@ -20,6 +20,7 @@ use sha2::Digest;
 
 use super::CatalogFile;
 use crate::error::{Error, Result};
+use crate::hash::{self, Chunk, Facts, Sink};
 use crate::model::{FileDigest, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo, Sha256};
 use crate::render::Site;
 
@@ -91,6 +92,22 @@ fn gem_version(v: &str) -> bool {
         })
 }
 
+/// A box to make of an image in the read that hashes it: where it goes,
+/// and its members' mtime.
+#[derive(Debug, Clone)]
+pub struct BoxJob {
+    pub path: PathBuf,
+    pub mtime: u64,
+}
+
+impl hash::Start for BoxJob {
+    type Sink = BoxWriter;
+
+    fn start(&self, image_len: u64) -> Result<BoxWriter> {
+        BoxWriter::create(&self.path, image_len, self.mtime)
+    }
+}
+
 /// A box being written from the hashing read of its image: the image's
 /// header first, then each chunk as it is read, then the padding and the
 /// small members once the image's virtual size is known. The box's own
@@ -103,28 +120,14 @@ pub struct BoxWriter {
     mtime: u64,
 }
 
-impl BoxWriter {
-    /// Creates the box at `path` and writes the header of `box.img`, an
-    /// image of `image_len` bytes.
-    pub fn create(path: &Path, image_len: u64, mtime: u64) -> Result<Self> {
-        // What an older site left there in the reused spare goes.
-        crate::place::holds(path, None)?;
-        let mut writer = BoxWriter {
-            out: crate::fsutil::create_published(path)?,
-            path: path.to_path_buf(),
-            hasher: sha2::Sha256::new(),
-            length: 0,
-            mtime,
-        };
-        let header = writer.header("box.img", image_len)?;
-        writer.write(&header)?;
-        Ok(writer)
-    }
+impl Sink for BoxWriter {
+    /// The box's length and digest.
+    type Output = FileDigest;
 
-    /// Appends image bytes; `zero` says they are all zeros, which become a
-    /// hole as in the image's copy.
-    pub fn update(&mut self, bytes: &[u8], zero: bool) -> Result<()> {
-        if zero {
+    /// Appends image bytes; zeros become a hole, as in the image's copy.
+    fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        let bytes = chunk.bytes();
+        if chunk.is_zeros() {
             self.hasher.update(bytes);
             self.length += bytes.len() as u64;
             self.out
@@ -138,8 +141,14 @@ impl BoxWriter {
 
     /// Ends the image, writes `metadata.json` (with the image's virtual
     /// size in bytes, given in GiB rounded up), the `Vagrantfile` and the
-    /// end of the archive; returns the box's length and digest.
-    pub fn finish(mut self, virtual_size: u64) -> Result<FileDigest> {
+    /// end of the archive.
+    fn finish(mut self, image: &Facts<'_>) -> Result<FileDigest> {
+        let virtual_size = image.info.virtual_size.ok_or_else(|| {
+            Error::file(
+                image.source,
+                "records no virtual size, which a Vagrant box needs",
+            )
+        })?;
         self.pad()?;
         let gib = virtual_size.div_ceil(1 << 30);
         let metadata = format!(
@@ -164,6 +173,25 @@ impl BoxWriter {
             sha256: Sha256(self.hasher.finalize().into()),
             sha512: None,
         })
+    }
+}
+
+impl BoxWriter {
+    /// Creates the box at `path` and writes the header of `box.img`, an
+    /// image of `image_len` bytes.
+    fn create(path: &Path, image_len: u64, mtime: u64) -> Result<Self> {
+        // What an older site left there in the reused spare goes.
+        crate::place::holds(path, None)?;
+        let mut writer = BoxWriter {
+            out: crate::fsutil::create_published(path)?,
+            path: path.to_path_buf(),
+            hasher: sha2::Sha256::new(),
+            length: 0,
+            mtime,
+        };
+        let header = writer.header("box.img", image_len)?;
+        writer.write(&header)?;
+        Ok(writer)
     }
 
     fn header(&self, name: &str, size: u64) -> Result<[u8; BLOCK as usize]> {
@@ -335,11 +363,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.box");
         let image = [vec![7u8; 700], vec![0u8; 4096], vec![9u8; 3]].concat();
-        let mut writer = BoxWriter::create(&path, image.len() as u64, 1_700_000_000).unwrap();
-        writer.update(&image[..700], false).unwrap();
-        writer.update(&image[700..4796], true).unwrap();
-        writer.update(&image[4796..], false).unwrap();
-        let digest = writer.finish((1 << 30) + 1).unwrap();
+        let job = BoxJob {
+            path: path.clone(),
+            mtime: 1_700_000_000,
+        };
+        let mut writer = hash::Start::start(&job, image.len() as u64).unwrap();
+        for part in [&image[..700], &image[700..4796], &image[4796..]] {
+            writer.update(&Chunk::new(part)).unwrap();
+        }
+        let info = crate::model::ImageInfo {
+            format: ImageFormat::Qcow2,
+            detected: true,
+            compression: None,
+            virtual_size: Some((1 << 30) + 1),
+            subformat: None,
+            cluster_size: None,
+            cluster_compression: None,
+            machine: None,
+        };
+        let digest = writer
+            .finish(&Facts {
+                source: &path,
+                length: image.len() as u64,
+                info: &info,
+            })
+            .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(digest.length, bytes.len() as u64);
         assert_eq!(digest.sha256, Sha256::of(&bytes));

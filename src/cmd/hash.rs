@@ -24,10 +24,9 @@ pub struct HashArgs {
 }
 
 pub fn run(args: HashArgs) -> Result<bool> {
-    let threads = args.jobs.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |n| n.get(),
-    );
+    let threads = args
+        .jobs
+        .map_or_else(vmcast_gen::par::default_threads, |n| n.get());
     let bar = Bar::new(if std::io::stderr().is_terminal() {
         Show::Bar
     } else {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::ImageInfo;
+
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sha256(pub [u8; 32]);
@@ -150,6 +152,16 @@ pub struct Combined {
     pub prefix: Sha256,
     /// SHA-256 of the prefix and the image.
     pub sha256: Sha256,
+}
+
+/// What one read of an image gives, or the hash cache kept of one: its
+/// digests and what its bytes say it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digested {
+    pub digest: FileDigest,
+    pub info: ImageInfo,
+    /// LXD's fingerprint, when the simplestreams catalog asked for it.
+    pub lxd: Option<Combined>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod names;
 mod release;
 mod supply;
 
-pub use digest::{Combined, FileDigest, FileId, Sha256, Sha512};
+pub use digest::{Combined, Digested, FileDigest, FileId, Sha256, Sha512};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
 };
