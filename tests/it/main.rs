@@ -32,6 +32,7 @@ mod common;
 
 #[cfg(feature = "publish")]
 mod action;
+mod architecture;
 mod archive;
 mod cache;
 mod catalogs;
@@ -73,6 +74,7 @@ fn main() {
         )],
         #[cfg(feature = "publish")]
         action::tests(),
+        architecture::tests(),
         archive::tests(),
         cache::tests(),
         catalogs::tests(),
