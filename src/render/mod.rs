@@ -109,19 +109,19 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         items: current.clone(),
         archive: None,
     }];
-    if appliances.len() > 1 {
-        for name in &appliances {
-            jobs.push(FeedJob {
-                path: format!("feeds/{name}.xml"),
-                appliance: Some(name),
-                items: current
-                    .iter()
-                    .copied()
-                    .filter(|r| r.info.appliance == **name)
-                    .collect(),
-                archive: None,
-            });
-        }
+    // Every appliance has its own feed, also on a site of one: a
+    // subscriber polls the one small feed of what it runs.
+    for name in &appliances {
+        jobs.push(FeedJob {
+            path: format!("feeds/{name}.xml"),
+            appliance: Some(name),
+            items: current
+                .iter()
+                .copied()
+                .filter(|r| r.info.appliance == **name)
+                .collect(),
+            archive: None,
+        });
     }
     for (i, indexes) in partition.archives.iter().enumerate() {
         jobs.push(FeedJob {

@@ -275,6 +275,8 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
             "vmcast.pub",
             "SHA256SUMS.minisig",
             "SHA256SUMS",
+            "feeds/webapp.xml.minisig",
+            "feeds/webapp.xml",
             "feed.xml.minisig",
             "feed.xml",
         ]
@@ -321,7 +323,7 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
     let again = publish(&fixture, moto.port, bucket, &[], &[]);
     assert_success(&again);
     assert!(
-        stdout(&again).ends_with("0 uploaded, 9 unchanged, 0 deleted\n"),
+        stdout(&again).ends_with("0 uploaded, 11 unchanged, 0 deleted\n"),
         "{}",
         stdout(&again)
     );
