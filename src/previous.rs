@@ -23,7 +23,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Combined, Compression, FileDigest, FileId, FileName, Image, ImageFormat, ImageInfo,
+    Arch, Combined, Compression, FileDigest, FileId, FileName, Image, ImageFormat, ImageInfo,
     ImageSource, Machine, OvaDisk, RelPath, Sha256, Sha512, VagrantBox,
 };
 use crate::sign::PublicKey;
@@ -386,7 +386,11 @@ fn image(a: &BTreeMap<String, String>) -> std::result::Result<Image, String> {
             name: FileName::parse(&name).map_err(|m| format!("vmcast:image name: {m}"))?,
             format,
             compression,
-            arch: a.get("arch").cloned(),
+            arch: a
+                .get("arch")
+                .map(|s| Arch::parse(s))
+                .transpose()
+                .map_err(|m| format!("vmcast:image arch: {m}"))?,
             primary: a.get("primary").map(String::as_str) == Some("true"),
             site_path,
             url,

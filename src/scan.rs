@@ -11,7 +11,9 @@ use walkdir::WalkDir;
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::model::{Compression, FileName, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo};
+use crate::model::{
+    Compression, FileName, ImageFormat, ImageSource, Line, Name, RelPath, ReleaseInfo,
+};
 use crate::notes::{self, Located, Notes};
 use crate::supply;
 
@@ -689,10 +691,10 @@ fn image_stem(name: &str) -> &str {
 
 /// Everything about a release but its images.
 fn release_info(config: &Config, notes: Notes, appliance: Name) -> ReleaseInfo {
-    let title = notes
-        .title
-        .clone()
-        .unwrap_or_else(|| format!("{} {}", config.appliance(&appliance).title, notes.version));
+    let title = notes.title.clone().unwrap_or_else(|| {
+        let title = format!("{} {}", config.appliance(&appliance).title, notes.version);
+        Line::parse(&title, "title").expect("a title and a version make one line")
+    });
     ReleaseInfo {
         notes_path: notes.path,
         appliance,

@@ -8,8 +8,7 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 
 use super::Site;
-use crate::cloud::CloudImage;
-use crate::model::{Image, Name, Release};
+use crate::model::{CloudImage, Image, Name, Release};
 use crate::supply::SupplyFile;
 
 pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";

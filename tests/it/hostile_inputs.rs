@@ -1,6 +1,8 @@
 //! A hostile co-tenant on the build machine: files swapped between the
-//! scan and the read, sidecars that are FIFOs or devices, and sidecars that
-//! lie about what an image is. Each attack is performed for real.
+//! scan and the read, sidecars that are FIFOs or devices, sidecars that
+//! lie about what an image is, and values in a release.toml that would
+//! break into the lines of a signed index. Each attack is performed for
+//! real.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -199,4 +201,151 @@ fn a_sparse_image_stays_sparse_in_the_output() {
             "{out}: the 1 GiB sparse image takes {allocated} bytes in the output"
         );
     }
+}
+
+/// The arch went verbatim into virt-builder's index: a line break in it
+/// added a whole section, with a `file=` outside the site and a chosen
+/// checksum, to the signed index (the fixture's README shows what
+/// `virt-builder --list` made of it). An arch is now a token, refused at
+/// its line and column wherever it is written, and nothing is published.
+#[test]
+fn arch_with_a_newline_adds_no_section_to_the_virt_builder_index() {
+    let fixture = Fixture::new("arch-with-a-newline");
+    let notes = fixture.path("releases/webapp/1.0.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    let line = text.lines().find(|l| l.starts_with("arch = ")).unwrap();
+    // As the file writes it, between the quotes: the message escapes the
+    // line breaks the same way.
+    let written = &line["arch = \"".len()..line.len() - 1];
+    let refused = |at: &str| {
+        format!(
+            "error: releases/webapp/1.0.0/release.toml:{at}: invalid arch `{written}`: it must \
+             start with a letter or digit and hold only lower-case letters, digits and . _ -\n"
+        )
+    };
+    crate::cli::assert_build_fails(&fixture, &refused("9:8"));
+    let check = fixture.run(&["check"], &[]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(stderr(&check).starts_with(&refused("9:8")), "{}", stderr(&check));
+
+    // The same arch for one image, then for a cloud image.
+    let head = text.split("[requirements]").next().unwrap();
+    for (table, at) in [
+        ("[image.\"webapp-1.0.0.raw\"]\n", "9:8"),
+        (
+            "[[cloud_image]]\nprovider = \"aws\"\nregion = \"eu-west-1\"\n\
+             id = \"ami-0abc1234def567890\"\n",
+            "12:8",
+        ),
+    ] {
+        fs::write(&notes, format!("{head}{table}{line}\n")).unwrap();
+        crate::cli::assert_build_fails(&fixture, &refused(at));
+    }
+}
+
+/// A title reaches virt-builder's `name=` and every feed: a line break in
+/// it is refused at its place, in release.toml and in the config, as is a
+/// control character in the notes (only tabs and line breaks are theirs).
+#[test]
+fn titles_and_notes_that_would_break_a_line_are_refused_at_their_place() {
+    let fixture = Fixture::new("virt-builder");
+    let notes = fixture.path("releases/webapp/1.0.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(
+        &notes,
+        text.replace("osinfo", "title = \"Web\\r[evil]\"\nosinfo"),
+    )
+    .unwrap();
+    crate::cli::assert_build_fails(
+        &fixture,
+        "error: releases/webapp/1.0.0/release.toml:3:9: title `Web\\r[evil]` holds a carriage \
+         return (CR): it must stay on one line\n",
+    );
+    fs::write(&notes, text.replace("First release.", "First\\u0000 release.")).unwrap();
+    crate::cli::assert_build_fails(
+        &fixture,
+        "error: releases/webapp/1.0.0/release.toml:4:9: `notes` hold the control character \
+         U+0000; only tabs and line breaks may be written\n",
+    );
+    fs::write(&notes, text).unwrap();
+    fixture.configure("\n[appliances.webapp]\ntitle = \"Web\\napp\"\n");
+    crate::cli::assert_build_fails(
+        &fixture,
+        "error: vmcast.toml:10:9: title `Web\\napp` holds a line feed (LF): it must stay on one \
+         line\n",
+    );
+}
+
+/// Notes are virt-builder's one multi-line value: every further line starts
+/// with a space, so none can start a section or key. A lone CR ends a line
+/// as LF does; none is left for a reader that breaks lines there.
+#[test]
+#[cfg_attr(missing_virt_builder, ignore = "guestfs-tools: .ci/install-guestfs.sh")]
+fn lines_of_notes_cannot_start_a_section_of_the_virt_builder_index() {
+    assert!(crate::common::have_tool("virt-builder"));
+    let fixture = Fixture::new("virt-builder");
+    let notes = fixture.path("releases/webapp/1.0.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    let hostile = "First release.\r[evil]\rfile=../../elsewhere/evil.raw\r\narch=x86_64\n[x]";
+    fs::write(
+        &notes,
+        text.replace("First release.", &hostile.replace('\r', "\\r")),
+    )
+    .unwrap();
+    assert_success(&fixture.build(&[]));
+    let site = fixture.path("public");
+    let index = fs::read_to_string(site.join("virt-builder/index")).unwrap();
+    assert!(!index.contains('\r'), "{index:?}");
+    assert!(
+        index.contains(
+            "notes=First release.\n [evil]\n file=../../elsewhere/evil.raw\n arch=x86_64\n [x]\n \
+             \n - A raw disk, xz-compressed.\n"
+        ),
+        "{index}"
+    );
+    let validated = Command::new("virt-index-validate")
+        .arg("virt-builder/index")
+        .current_dir(&site)
+        .output()
+        .unwrap();
+    assert_success(&validated);
+    let home = fixture.tmp.path().join("vb");
+    let listed = Command::new("timeout")
+        .arg("120")
+        .arg("virt-builder")
+        .args(["--list", "--list-format", "json", "--no-check-signature"])
+        .arg(format!("--source=file://{}/virt-builder/index", site.display()))
+        .env("HOME", &home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CONFIG_DIRS", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_success(&listed);
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let templates: Vec<(&str, &str)> = json["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["os-version"].as_str().unwrap(),
+                t["notes"]["C"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        templates,
+        [
+            (
+                "webapp-1.1.0",
+                "Release 1.1.0.\n\n- A qcow2 disk, and the same raw disk in gzip for other tools."
+            ),
+            (
+                "webapp-1.0.0",
+                "First release.\n[evil]\nfile=../../elsewhere/evil.raw\narch=x86_64\n[x]\n\n\
+                 - A raw disk, xz-compressed."
+            ),
+        ]
+    );
 }
