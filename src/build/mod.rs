@@ -176,6 +176,7 @@ fn run(
     let mut plan = plan?;
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
+    plan.refuse_secret_keys(&keys.files)?;
     let previous = match &previous_source {
         Some(source) => Some(load_previous(
             &config,
@@ -338,6 +339,8 @@ struct Keys {
     openpgp: Option<openpgp::Signer>,
     /// Its public key, armored, published as `openpgp.asc`.
     openpgp_public: Option<String>,
+    /// The secret key files, never to be published.
+    files: Vec<keys::KeyFile>,
 }
 
 impl Keys {
@@ -348,16 +351,23 @@ impl Keys {
         warnings: &mut Vec<Warning>,
     ) -> Result<Self> {
         let provenance = supply::keys::load(&config.provenance_keys)?;
-        let (minisign, warning) = keys::load_key(config, options, &mut *password)?;
-        warnings.extend(warning);
-        let (openpgp, warning) = keys::load_openpgp_key(config, options, password)?;
-        warnings.extend(warning);
+        let minisign = keys::load_key(config, options, &mut *password)?;
+        let openpgp = keys::load_openpgp_key(config, options, password)?;
+        let mut files = Vec::new();
+        warnings.extend(minisign.warnings);
+        files.extend(minisign.file);
+        let openpgp = openpgp.map(|found| {
+            warnings.extend(found.warnings);
+            files.extend(found.file);
+            found.key
+        });
         let openpgp_public = openpgp.as_ref().map(|s| s.public_key()).transpose()?;
         Ok(Keys {
             provenance,
-            minisign,
+            minisign: minisign.key,
             openpgp,
             openpgp_public,
+            files,
         })
     }
 }

@@ -226,7 +226,11 @@ fn arch_with_a_newline_adds_no_section_to_the_virt_builder_index() {
     crate::cli::assert_build_fails(&fixture, &refused("9:8"));
     let check = fixture.run(&["check"], &[]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(stderr(&check).starts_with(&refused("9:8")), "{}", stderr(&check));
+    assert!(
+        stderr(&check).starts_with(&refused("9:8")),
+        "{}",
+        stderr(&check)
+    );
 
     // The same arch for one image, then for a cloud image.
     let head = text.split("[requirements]").next().unwrap();
@@ -261,7 +265,11 @@ fn titles_and_notes_that_would_break_a_line_are_refused_at_their_place() {
         "error: releases/webapp/1.0.0/release.toml:3:9: title `Web\\r[evil]` holds a carriage \
          return (CR): it must stay on one line\n",
     );
-    fs::write(&notes, text.replace("First release.", "First\\u0000 release.")).unwrap();
+    fs::write(
+        &notes,
+        text.replace("First release.", "First\\u0000 release."),
+    )
+    .unwrap();
     crate::cli::assert_build_fails(
         &fixture,
         "error: releases/webapp/1.0.0/release.toml:4:9: `notes` hold the control character \
@@ -314,7 +322,10 @@ fn lines_of_notes_cannot_start_a_section_of_the_virt_builder_index() {
         .arg("120")
         .arg("virt-builder")
         .args(["--list", "--list-format", "json", "--no-check-signature"])
-        .arg(format!("--source=file://{}/virt-builder/index", site.display()))
+        .arg(format!(
+            "--source=file://{}/virt-builder/index",
+            site.display()
+        ))
         .env("HOME", &home)
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("XDG_CONFIG_HOME", home.join("config"))
@@ -348,4 +359,113 @@ fn lines_of_notes_cannot_start_a_section_of_the_virt_builder_index() {
             ),
         ]
     );
+}
+
+const KEY_IN_TREE: &str = "warning: releases/vmcast.key: the secret key lies inside \
+     releases_dir releases, which `build` publishes images from: no file there that is the key \
+     is published, but whoever can write there can try; move the key out\n";
+
+/// With the signing key inside the release tree, whoever can write the
+/// tree but not read the key made a name there lead to it, and the key was
+/// published as an image, mode 0644, listed in the signed SHA256SUMS. No
+/// file with a secret key's device and inode is published now, whatever
+/// name leads to it; the key in the tree is warned about.
+#[test]
+fn secret_key_in_the_release_tree_is_never_published() {
+    let fixture = Fixture::new("secret-key-in-release-tree");
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    assert_eq!(stderr(&out), KEY_IN_TREE);
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+
+    let key = fixture.path("releases/vmcast.key");
+    let disk = fixture.path("releases/webapp/1.0.0/webapp-1.0.0-disk.raw");
+    let refused = |name: &str, key: &str| {
+        format!(
+            "error: releases/webapp/1.0.0/{name}: is the secret key {key} (the same device and \
+             inode); refusing to publish it\n"
+        )
+    };
+    symlink("../../vmcast.key", &disk).unwrap();
+    crate::cli::assert_build_fails(
+        &fixture,
+        &format!(
+            "{KEY_IN_TREE}{}",
+            refused("webapp-1.0.0-disk.raw", "releases/vmcast.key")
+        ),
+    );
+    let check = fixture.run(&["check", "--images"], &[]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(
+        stderr(&check),
+        format!(
+            "{KEY_IN_TREE}{}",
+            refused("webapp-1.0.0-disk.raw", "releases/vmcast.key")
+        )
+    );
+    fs::remove_file(&disk).unwrap();
+    fs::hard_link(&key, &disk).unwrap();
+    crate::cli::assert_build_fails(
+        &fixture,
+        &format!(
+            "{KEY_IN_TREE}{}",
+            refused("webapp-1.0.0-disk.raw", "releases/vmcast.key")
+        ),
+    );
+    fs::remove_file(&disk).unwrap();
+
+    // The key itself, named as an image.
+    let named = fixture.path("releases/webapp/1.0.0/signing.raw");
+    fs::rename(&key, &named).unwrap();
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    fs::write(
+        fixture.path("vmcast.toml"),
+        config.replace("releases/vmcast.key", "releases/webapp/1.0.0/signing.raw"),
+    )
+    .unwrap();
+    crate::cli::assert_build_fails(
+        &fixture,
+        &format!(
+            "{}{}",
+            KEY_IN_TREE.replace("releases/vmcast.key", "releases/webapp/1.0.0/signing.raw"),
+            refused("signing.raw", "releases/webapp/1.0.0/signing.raw")
+        ),
+    );
+    fs::rename(&named, &key).unwrap();
+    fs::write(fixture.path("vmcast.toml"), &config).unwrap();
+
+    // The OpenPGP key, and a key given as text while the config names the
+    // file: refused all the same.
+    let openpgp = fixture.path("releases/openpgp-secret.asc");
+    fs::copy(
+        fixture
+            .tmp
+            .path()
+            .join("fixtures/known-answer/openpgp-secret.asc"),
+        &openpgp,
+    )
+    .unwrap();
+    fixture.configure("\n[catalogs]\nopenpgp_key = \"releases/openpgp-secret.asc\"\n");
+    symlink("../../openpgp-secret.asc", &disk).unwrap();
+    let out = fixture.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with(&refused(
+            "webapp-1.0.0-disk.raw",
+            "releases/openpgp-secret.asc"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_file(&disk).unwrap();
+    symlink("../../vmcast.key", &disk).unwrap();
+    let text = fs::read_to_string(&key).unwrap();
+    let out = fixture.run(&["build"], &[("VMCAST_SECRET_KEY", &text)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with(&refused("webapp-1.0.0-disk.raw", "releases/vmcast.key")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!fixture.path("public/images").exists());
 }
