@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
-use crate::model::{Appliance, ImageFormat, Line, Name};
+use crate::model::{Appliance, ImageFormat, Line, Name, hides_a_separator};
 
 /// The config file's name when none is given.
 pub const DEFAULT_CONFIG: &str = "vmcast.toml";
@@ -389,6 +389,12 @@ fn parse_base_url(s: &str) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("URL `{s}` must not have a query or fragment"));
     }
+    if hides_a_separator(url.path()) {
+        return Err(format!(
+            "URL `{s}` hides a `/` or `\\` in a path segment (%2F, %5C): a server or CDN that \
+             decodes it serves another path than the site's"
+        ));
+    }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
@@ -407,6 +413,8 @@ mod tests {
         assert!(parse_base_url("example.com/a").is_err());
         assert!(parse_base_url("ftp://example.com/").is_err());
         assert!(parse_base_url("https://example.com/?q=1").is_err());
+        assert!(parse_base_url("https://example.com/site/..%2F..%2Fother/").is_err());
+        assert!(parse_base_url("https://example.com/a%5cb/").is_err());
     }
 
     #[test]

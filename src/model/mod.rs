@@ -14,7 +14,7 @@ pub use digest::{Combined, FileDigest, FileId, Sha256, Sha512};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
 };
-pub use names::{Arch, FileName, Line, Name, RelPath, Version};
+pub use names::{Arch, FileName, Line, Name, RelPath, Version, hides_a_separator};
 pub use release::{Appliance, CloudImage, Firmware, Release, ReleaseInfo, Requirements};
 pub use supply::{Format as SupplyFormat, Kind as SupplyKind, Signing, SupplyFile};
 

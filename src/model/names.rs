@@ -286,6 +286,15 @@ impl fmt::Display for RelPath {
     }
 }
 
+/// Whether a URL's path hides a separator inside a segment: `%2F` (`/`)
+/// or `%5C` (`\\`). URL parsing leaves them in the segment they are in, so
+/// `site/..%2F..%2Fx` stays under `site/`; a server or CDN that decodes them
+/// serves `x`, from outside the site.
+pub fn hides_a_separator(url_path: &str) -> bool {
+    let lower = url_path.to_ascii_lowercase();
+    lower.contains("%2f") || lower.contains("%5c")
+}
+
 /// A published file's name: one plain path component, safe to create
 /// beneath a directory that is not ours to escape (`pull --dest`). Not
 /// empty, at most 255 bytes, no `/`, `\\`, NUL or other control
@@ -400,6 +409,14 @@ mod tests {
         assert!(RelPath::parse("a/b\nc").is_err());
         assert!(RelPath::parse("a\rb").is_err());
         assert!(RelPath::parse("a\0b").is_err());
+    }
+
+    #[test]
+    fn encoded_separators_are_found_in_either_case() {
+        assert!(hides_a_separator("/site/..%2F..%2Fevil/x"));
+        assert!(hides_a_separator("/site/a%2fb"));
+        assert!(hides_a_separator("/site/..%5C..%5cevil"));
+        assert!(!hides_a_separator("/site/a%20b/c%2Bd%25.raw"));
     }
 
     #[test]

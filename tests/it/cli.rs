@@ -407,6 +407,21 @@ fn invalid_base_url() {
     );
 }
 
+/// A configured URL whose path hides a `/` in a segment would be
+/// requested as it is, and a decoding server or CDN would serve another
+/// path: refused at its place, as consumers refuse such URLs.
+#[test]
+fn configured_url_hiding_a_slash_is_refused() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("mirrors = [\"https://mirror.example.com/site/..%2F..%2Fother/\"]\n");
+    assert_build_fails(
+        &fixture,
+        "error: vmcast.toml:5:12: URL `https://mirror.example.com/site/..%2F..%2Fother/` hides a \
+         `/` or `\\` in a path segment (%2F, %5C): a server or CDN that decodes it serves \
+         another path than the site's\n",
+    );
+}
+
 #[test]
 fn missing_secret_key() {
     assert_build_fails(

@@ -629,8 +629,8 @@ enum Serve {
 }
 
 /// A small HTTP server on 127.0.0.1, in threads of the test: serves the
-/// files under a directory, stalls or trickles chosen paths, and records
-/// the path of every request. It stops by itself after a minute, and within
+/// files under a directory as nginx finds them (see [`file_of`]), stalls or
+/// trickles chosen paths, and records the path of every request. It stops by itself after a minute, and within
 /// 50 ms of being dropped.
 struct TestServer {
     requests: Arc<Mutex<Vec<String>>>,
@@ -719,9 +719,8 @@ fn serve_one(
     let head = String::from_utf8_lossy(&head);
     let path = head.split(' ').nth(1).unwrap_or("").to_owned();
     log.lock().unwrap().push(path.clone());
-    let file = dir.join(path.trim_start_matches('/'));
-    let body = match fs::read(&file) {
-        Ok(b) if !path.contains("..") => b,
+    let body = match file_of(dir, &path).map(fs::read) {
+        Some(Ok(b)) => b,
         _ => {
             let _ = stream.write_all(
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -758,6 +757,25 @@ fn serve_one(
             }
         }
     }
+}
+
+/// The file a request path names, as nginx finds it: percent-decoded,
+/// `%2F` included, then its dot segments resolved, never above `dir`.
+fn file_of(dir: &Path, path: &str) -> Option<PathBuf> {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(dir.join(parts.join("/")))
 }
 
 /// A listener on a free port of 127.0.0.1, and the base URL it serves.
@@ -921,6 +939,46 @@ fn dot_segments_do_not_climb_out_of_the_site() {
                 "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. {climbing}"
             ),
             &format!("{image}: not fetched: its URL {climbing} is outside the site"),
+        ],
+    );
+}
+
+/// `%2F` is no separator to a URL parser, so `images/..%2F..%2Fevil/x` is
+/// under the site; nginx decodes it and serves `/evil/x`, from outside.
+/// verify took the attacker's copy there for the image. Such a URL is now
+/// outside every site, and never requested.
+#[test]
+fn encoded_slashes_do_not_climb_out_of_the_site() {
+    let (listener, root) = local_listener();
+    let base = format!("{root}site/");
+    let fixture = Fixture::new("ok-minimal");
+    set_base_url(&fixture, &base);
+    fixture.configure("output_dir = \"www/site\"\n");
+    assert_success(&fixture.build(&[]));
+    let image = "images/webapp/1.1.0/webapp-1.1.0.raw";
+    fs::create_dir_all(fixture.path("www/evil")).unwrap();
+    fs::copy(
+        fixture.path(&format!("www/site/{image}")),
+        fixture.path("www/evil/webapp-1.1.0.raw"),
+    )
+    .unwrap();
+    let hiding = format!("{base}images/..%2F..%2Fevil/webapp-1.1.0.raw");
+    forge_feed(&fixture, "www/site", &format!("{base}{image}"), &hiding);
+    let server = TestServer::start(listener, &fixture.path("www"), &[]);
+    let (out, _) = verify_bounded(
+        &fixture.root,
+        &[&base, "--pubkey", KAT_PUB, "--images", "--timeout", "5"],
+    );
+    let requests = server.requests();
+    drop(server);
+    assert!(requests.iter().all(|r| !r.contains("evil")), "{requests:?}");
+    assert_rejected(
+        &out,
+        &[
+            &format!(
+                "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. {hiding}"
+            ),
+            &format!("{image}: not fetched: its URL {hiding} is outside the site"),
         ],
     );
 }
