@@ -290,12 +290,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
     }
 
     let supply = supply_files(path, text, &raw.sbom, &raw.provenance)?;
+    // The feed carries the notes' HTML escaped: rendering stops as soon as
+    // that passes what `verify` reads, before the rest is parsed.
+    let mut escaped = 0u64;
+    let notes_html = markdown::to_html(notes, |piece| {
+        escaped += crate::render::feed::escaped_len(piece) as u64;
+        escaped <= MAX_TEXT_FILE
+    })
+    .ok_or_else(|| {
+        Error::file(
+            path,
+            format_args!(
+                "the notes escaped into the feed would be over the limit of {MAX_TEXT_FILE} \
+                 bytes ({}) for a site's text files: `verify` refuses a feed that large; shorten \
+                 the notes",
+                crate::render::page::human_size(MAX_TEXT_FILE)
+            ),
+        )
+    })?;
     Ok(Notes {
         supply,
         path: path.to_path_buf(),
         version,
         date,
-        notes_html: markdown::to_html(notes),
+        notes_html,
         notes_text: notes.trim().to_owned(),
         osinfo,
         title,

@@ -140,6 +140,22 @@ pub fn mirror_urls(site: &Site, appliance: &Name, image: &Image) -> Vec<url::Url
         .collect()
 }
 
+/// How long `text` is once escaped as text content of the feed (`<`, `>`,
+/// `&`, quotes and CR: quick-xml's `escape`, which [`text`] uses), counted
+/// without escaping it.
+pub fn escaped_len(text: &str) -> usize {
+    let extra: usize = text
+        .bytes()
+        .map(|b| match b {
+            b'<' | b'>' => 3,
+            b'&' | b'\r' => 4,
+            b'\'' | b'"' => 5,
+            _ => 0,
+        })
+        .sum();
+    text.len() + extra
+}
+
 fn text(w: &mut W, name: &str, value: &str) -> io::Result<()> {
     w.create_element(name)
         .write_text_content(BytesText::new(value))
@@ -531,4 +547,16 @@ fn write_alternate(w: &mut W, image: &Image, mirrors: &[url::Url]) -> io::Result
             Ok(())
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escaped_len_counts_what_the_writer_escapes() {
+        let text = "<p class=\"a\">Tom's & Jerry's\r\n</p> é > 1";
+        assert_eq!(
+            super::escaped_len(text),
+            quick_xml::escape::escape(text).len()
+        );
+    }
 }

@@ -469,3 +469,97 @@ fn secret_key_in_the_release_tree_is_never_published() {
     );
     assert!(!fixture.path("public/images").exists());
 }
+
+/// Runs `build` with its data segment (the heap and every private writable
+/// mapping) capped at `mib` MiB: an allocation past that aborts it.
+fn build_within(fixture: &Fixture, mib: u64) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", "ulimit -d \"$1\" && shift && exec \"$@\"", "sh"])
+        .arg((mib << 10).to_string())
+        .arg(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .arg("build")
+        .current_dir(&fixture.root)
+        .env_remove("VMCAST_SECRET_KEY")
+        .env(
+            "VMCAST_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
+        )
+        .env("SOURCE_DATE_EPOCH", crate::common::EPOCH)
+        .output()
+        .unwrap()
+}
+
+/// Writes release `version` of the oversized-release-notes fixture with
+/// `notes`, and an image.
+fn release_with_notes(fixture: &Fixture, version: &str, notes: &str) {
+    let dir = fixture.path(&format!("releases/webapp/{version}"));
+    fs::create_dir_all(&dir).unwrap();
+    let image = dir.join(format!("webapp-{version}.raw"));
+    if !image.exists() {
+        fs::copy(
+            fixture.path("releases/webapp/1.0.0/webapp-1.0.0.raw"),
+            image,
+        )
+        .unwrap();
+    }
+    fs::write(
+        dir.join("release.toml"),
+        format!("version = \"{version}\"\ndate = 2026-01-15\nnotes = \"\"\"\n{notes}\"\"\"\n"),
+    )
+    .unwrap();
+}
+
+/// Markdown parsed whole took about 250 times its size in memory (2 MiB
+/// of dense emphasis, over 500 MB). Notes are parsed a piece at a time now:
+/// the build fits in 128 MiB, and renders every word.
+#[test]
+fn dense_notes_render_in_bounded_memory() {
+    let fixture = Fixture::new("oversized-release-notes");
+    let line = format!("{}\n", "*a* ".repeat(50));
+    let notes = line.repeat((2 << 20) / line.len());
+    release_with_notes(&fixture, "1.0.0", &notes);
+    let out = build_within(&fixture, 128);
+    assert_success(&out);
+    let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
+    assert_eq!(
+        feed.matches("&lt;em&gt;a&lt;/em&gt;").count(),
+        notes.matches("*a*").count()
+    );
+}
+
+/// Notes that would take a feed past what `verify` reads once escaped are
+/// refused as soon as their rendering passes it, and a feed whose
+/// releases' notes alone would, before it is rendered: both in bounded
+/// memory (parsed whole, 12 MiB of `<` took some 1.8 GB), leaving the
+/// previous output as it was.
+#[test]
+fn notes_past_the_text_limit_are_refused_in_bounded_memory() {
+    let fixture = Fixture::new("oversized-release-notes");
+    let previous = crate::cli::seed_previous_output(&fixture);
+    // Each `<` is 4 bytes of HTML, 8 in the feed.
+    let paragraph = format!("{}\n\n", "<".repeat(1000));
+    release_with_notes(&fixture, "1.0.0", &paragraph.repeat(12 << 10));
+    let out = build_within(&fixture, 128);
+    assert_eq!(
+        stderr(&out),
+        "error: releases/webapp/1.0.0/release.toml: the notes escaped into the feed would be over \
+         the limit of 67108864 bytes (64.0 MiB) for a site's text files: `verify` refuses a feed \
+         that large; shorten the notes\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // 40 MiB in the feed each: together, over the limit.
+    release_with_notes(&fixture, "1.0.0", &paragraph.repeat(5 << 10));
+    release_with_notes(&fixture, "1.1.0", &paragraph.repeat(5 << 10));
+    let out = build_within(&fixture, 128);
+    assert_eq!(
+        stderr(&out),
+        "error: feed.xml would be over 67108864 bytes (64.0 MiB) with its releases' notes alone, \
+         the limit for a site's text files: `verify` refuses it; shorten the release notes or \
+         split the site\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        crate::common::snapshot_tree(&fixture.path("public")),
+        previous
+    );
+}
