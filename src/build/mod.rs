@@ -4,6 +4,7 @@
 //! holds what spans them (the lock, the staging directory, the keys).
 
 mod assemble;
+mod clock;
 mod images;
 mod output;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
+use self::clock::{Clock, Prior};
 use crate::catalog;
 use crate::config::{self, Config, Overrides};
 use crate::error::{Error, Result};
@@ -59,6 +61,9 @@ pub struct BuildOptions {
     pub preview: bool,
     /// Build on this published site (`--previous`), over the config's.
     pub previous: Option<String>,
+    /// Build even with a sequence (`SOURCE_DATE_EPOCH`) that takes the
+    /// site built on or replaced backwards (`--allow-rollback`).
+    pub allow_rollback: bool,
     /// Images allowed to differ from the previous site's under the same
     /// published name (`--replace NAME`).
     pub replace: Vec<String>,
@@ -154,7 +159,7 @@ fn run(
     scan_warnings: &mut Vec<Warning>,
 ) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
-    let clock = Clock::of(options, &config)?;
+    let mut clock = Clock::of(options, &config)?;
     let threads = options.threads.unwrap_or_else(par::default_threads);
     check_output_dir(&config)?;
     // Held to the end: two builds of one output never interleave.
@@ -177,17 +182,40 @@ fn run(
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
     plan.refuse_secret_keys(&keys.files)?;
+    // A key the previous site may be signed by besides this build's: the
+    // key rotated from, while the rotation is under way.
+    let rotated_from = match &config.previous_key {
+        Some(path) => Some(PublicKey::from_file(path, &fsutil::read_to_string(path)?)?),
+        None => None,
+    };
     let previous = match &previous_source {
         Some(source) => Some(load_previous(
-            &config,
             options,
             source,
             &keys.minisign.public,
-            clock.sequence,
+            rotated_from.clone(),
             warnings,
         )?),
         None => None,
     };
+    let trusted: Vec<&PublicKey> = std::iter::once(&keys.minisign.public)
+        .chain(&rotated_from)
+        .collect();
+    let prior = match (&previous, &previous_source) {
+        (Some(previous), Some(source)) => Some(Prior::BuiltOn {
+            source,
+            sequence: previous.sequence,
+        }),
+        // A preview's throwaway key signed nothing anyone keeps state of.
+        _ if options.preview => None,
+        _ => clock::replaced_sequence(&config, &trusted).map(|sequence| Prior::Replaced {
+            output: &config.output_dir,
+            sequence,
+        }),
+    };
+    if let Some(prior) = &prior {
+        clock.follow(prior, options, warnings)?;
+    }
     let next_key = next_key(&config, &keys.minisign.public, warnings)?;
     // Its errors come after the key's, which say more.
     let (spare, spare_warning) = spare?;
@@ -307,28 +335,6 @@ pub fn texts(site: &Site, threads: usize) -> Result<Texts> {
     })
 }
 
-/// When this build is, as everything it signs says.
-struct Clock {
-    time: DateTime<Utc>,
-    /// The build's sequence number (see [`crate::trust`]).
-    sequence: u64,
-    /// When consumers must stop trusting this build.
-    expires: Option<DateTime<Utc>>,
-}
-
-impl Clock {
-    fn of(options: &BuildOptions, config: &Config) -> Result<Self> {
-        let time = options.build_time.unwrap_or_else(Utc::now);
-        let sequence = u64::try_from(time.timestamp())
-            .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
-        Ok(Clock {
-            time,
-            sequence,
-            expires: config.expires_after.map(|d| time + d),
-        })
-    }
-}
-
 /// The keys a build signs and checks with.
 struct Keys {
     /// The builders' keys that sign provenance (`provenance_keys`).
@@ -373,36 +379,22 @@ impl Keys {
 }
 
 /// The previous site (`--previous`), verified against this build's key
-/// (or `previous_key`, during a rotation). Its sequence must be below this
-/// build's, or consumers that keep state would refuse the new one.
+/// (or `rotated_from`, the `previous_key`, during a rotation).
 fn load_previous(
-    config: &Config,
     options: &BuildOptions,
     source: &str,
     key: &PublicKey,
-    sequence: u64,
+    rotated_from: Option<PublicKey>,
     warnings: &mut Vec<Warning>,
 ) -> Result<Previous> {
-    let also_trusted = match &config.previous_key {
-        Some(path) => vec![PublicKey::from_file(path, &fsutil::read_to_string(path)?)?],
-        None => Vec::new(),
-    };
     let previous = previous::load(&previous::PreviousOptions {
         source,
         key,
-        also_trusted,
+        also_trusted: rotated_from.into_iter().collect(),
         endpoint: options.endpoint.as_deref(),
         timeout: std::time::Duration::from_secs(60),
         now: Utc::now(),
     })?;
-    if sequence <= previous.sequence {
-        return Err(Error::other(format_args!(
-            "--previous {source}: this build's sequence {sequence} is not above the \
-             previous site's {}; consumers that keep state would refuse it as a rollback. \
-             Build later, or set SOURCE_DATE_EPOCH above {}",
-            previous.sequence, previous.sequence
-        )));
-    }
     warnings.extend(previous.warnings.iter().cloned());
     Ok(previous)
 }

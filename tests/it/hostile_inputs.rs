@@ -473,18 +473,16 @@ fn secret_key_in_the_release_tree_is_never_published() {
 /// Runs `build` with its data segment (the heap and every private writable
 /// mapping) capped at `mib` MiB: an allocation past that aborts it.
 fn build_within(fixture: &Fixture, mib: u64) -> std::process::Output {
-    Command::new("sh")
-        .args(["-c", "ulimit -d \"$1\" && shift && exec \"$@\"", "sh"])
-        .arg((mib << 10).to_string())
-        .arg(env!("CARGO_BIN_EXE_vmcast-gen"))
+    let kib = (mib << 10).to_string();
+    let limit = [
+        "sh",
+        "-c",
+        "ulimit -d \"$1\" && shift && exec \"$@\"",
+        "sh",
+        &kib,
+    ];
+    crate::common::vmcast_command(&fixture.root, &limit)
         .arg("build")
-        .current_dir(&fixture.root)
-        .env_remove("VMCAST_SECRET_KEY")
-        .env(
-            "VMCAST_CACHE_DIR",
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
-        )
-        .env("SOURCE_DATE_EPOCH", crate::common::EPOCH)
         .output()
         .unwrap()
 }

@@ -26,6 +26,7 @@ mod publish;
 mod pull;
 mod readme;
 mod rebuild;
+mod sequence;
 mod serve;
 mod simplestreams;
 mod supply;
