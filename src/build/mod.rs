@@ -108,6 +108,8 @@ pub struct Report {
     pub previous: Option<Carried>,
     /// The catalogs written besides the feeds (`[catalogs]`).
     pub catalogs: Vec<catalog::Written>,
+    /// The sequence number the site is signed with.
+    pub sequence: u64,
 }
 
 /// What a build took from the previous site without reading an image.
@@ -295,6 +297,7 @@ fn run(
         warnings: std::mem::take(warnings),
         previous: carried,
         catalogs: rendered.catalogs.written,
+        sequence: clock.sequence,
     })
 }
 

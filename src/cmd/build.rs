@@ -150,6 +150,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
             "feeds": report.feeds,
             "archives": report.archives,
             "key_id": report.key_id,
+            "sequence": report.sequence,
             "openpgp_fingerprint": report.openpgp_fingerprint,
             "image_bytes": report.image_bytes,
             "cloud_images": report.cloud_images,
@@ -210,13 +211,14 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         );
     }
     outln!(
-        "Signed {}{} and SHA256SUMS with key {}",
+        "Signed {}{} and SHA256SUMS with key {}, sequence {}",
         report.feeds.join(", "),
         match report.archives {
             0 => String::new(),
             n => format!(", {n} archive(s)"),
         },
-        report.key_id
+        report.key_id,
+        report.sequence
     );
     if let Some(fingerprint) = &report.openpgp_fingerprint {
         outln!("Clearsigned SHA256SUMS.asc with OpenPGP key {fingerprint}");

@@ -116,6 +116,11 @@ fn a_clock_behind_the_site_it_follows_takes_the_next_sequence() {
             )),
         "{warning}"
     );
+    assert!(
+        stdout(&out).contains(&format!(", sequence {next}\n")),
+        "{}",
+        stdout(&out)
+    );
     assert_success(&verify_with_state(&fixture));
 
     // A release job building on the published site from a slower runner.
