@@ -50,7 +50,7 @@ impl KeyFile {
     /// key file named but not read, as for a key given as text or a preview.
     fn named(path: Option<&Path>) -> Option<KeyFile> {
         let path = path?;
-        let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+        let meta = fsutil::metadata(path).ok().filter(|m| m.is_file())?;
         Some(KeyFile {
             path: path.to_path_buf(),
             id: FileId::of(&meta),
@@ -268,7 +268,7 @@ fn read_secret_key<'a>(
         .into_iter()
         .filter_map(|(setting, dir)| {
             let dir = dir?;
-            std::fs::canonicalize(dir)
+            fsutil::canonicalize(dir)
                 .is_ok_and(|d| real.starts_with(d))
                 .then(|| {
                     Warning::file(

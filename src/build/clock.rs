@@ -40,6 +40,30 @@ pub(super) enum Prior<'a> {
     BuiltOn { source: &'a str, sequence: u64 },
 }
 
+impl<'a> Prior<'a> {
+    /// The site a build follows: the one it builds on (`built_on`: its
+    /// source and sequence), else the one it replaces when one of `keys`
+    /// signed it. A preview follows none: its throwaway key signed nothing
+    /// anyone keeps state of.
+    pub(super) fn of(
+        config: &'a Config,
+        options: &BuildOptions,
+        built_on: Option<(&'a str, u64)>,
+        keys: &[&PublicKey],
+    ) -> Option<Self> {
+        if let Some((source, sequence)) = built_on {
+            return Some(Prior::BuiltOn { source, sequence });
+        }
+        if options.preview {
+            return None;
+        }
+        replaced_sequence(config, keys).map(|sequence| Prior::Replaced {
+            output: &config.output_dir,
+            sequence,
+        })
+    }
+}
+
 impl Clock {
     /// The build time (`SOURCE_DATE_EPOCH`, else now), and the sequence it
     /// gives when no site is followed.
@@ -127,7 +151,7 @@ impl Clock {
 /// `feed.xml.minisig` when one of `keys` signed it (read as `verify` reads
 /// a signature: through one descriptor, no link, bounded). A site none of
 /// them signed, or none at all, is no site to follow.
-pub(super) fn replaced_sequence(config: &Config, keys: &[&PublicKey]) -> Option<u64> {
+fn replaced_sequence(config: &Config, keys: &[&PublicKey]) -> Option<u64> {
     let path = config.output_dir.join(format!("{}.minisig", media::FEED));
     let (bytes, _) = fsutil::read_regular(&path, false, fsutil::MAX_TEXT_FILE).ok()?;
     let signature = Signature::from_file(&path, &fsutil::text(&path, bytes).ok()?).ok()?;

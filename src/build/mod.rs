@@ -200,23 +200,15 @@ fn run(
         )?),
         None => None,
     };
+    let built_on = previous_source
+        .as_deref()
+        .zip(previous.as_ref())
+        .map(|(source, previous)| (source, previous.sequence));
     let trusted: Vec<&PublicKey> = std::iter::once(&keys.minisign.public)
         .chain(&rotated_from)
         .collect();
-    let prior = match (&previous, &previous_source) {
-        (Some(previous), Some(source)) => Some(Prior::BuiltOn {
-            source,
-            sequence: previous.sequence,
-        }),
-        // A preview's throwaway key signed nothing anyone keeps state of.
-        _ if options.preview => None,
-        _ => clock::replaced_sequence(&config, &trusted).map(|sequence| Prior::Replaced {
-            output: &config.output_dir,
-            sequence,
-        }),
-    };
-    if let Some(prior) = &prior {
-        clock.follow(prior, options, warnings)?;
+    if let Some(prior) = Prior::of(&config, options, built_on, &trusted) {
+        clock.follow(&prior, options, warnings)?;
     }
     let next_key = next_key(&config, &keys.minisign.public, warnings)?;
     // Its errors come after the key's, which say more.
