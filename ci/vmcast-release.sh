@@ -105,7 +105,7 @@ else
   step "build (no previous site: every release's images must be here)"
 fi
 run "${build[@]}" | tee "$reports/build"
-# The build's last `Signed ...` line names the sequence it signed: verify tells this build by it.
+# The build's `Signed ...` line names the sequence it signed: verify tells this build by it.
 sequence=$(sed -n 's/^Signed .* with key [0-9A-F]*, sequence \([0-9][0-9]*\)$/\1/p' "$reports/build")
 [ -n "$sequence" ] || die "the build reported no sequence"
 if [ -n "${GITHUB_OUTPUT:-}" ]; then
