@@ -509,14 +509,14 @@ fn release_with_notes(fixture: &Fixture, version: &str, notes: &str) {
 
 /// Markdown parsed whole took about 250 times its size in memory (2 MiB
 /// of dense emphasis, over 500 MB). Notes are parsed a piece at a time now:
-/// the build fits in 128 MiB, and renders every word.
+/// the build fits in 256 MiB, and renders every word.
 #[test]
 fn dense_notes_render_in_bounded_memory() {
     let fixture = Fixture::new("oversized-release-notes");
     let line = format!("{}\n", "*a* ".repeat(50));
     let notes = line.repeat((2 << 20) / line.len());
     release_with_notes(&fixture, "1.0.0", &notes);
-    let out = build_within(&fixture, 128);
+    let out = build_within(&fixture, 256);
     assert_success(&out);
     let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
     assert_eq!(
@@ -537,7 +537,7 @@ fn notes_past_the_text_limit_are_refused_in_bounded_memory() {
     // Each `<` is 4 bytes of HTML, 8 in the feed.
     let paragraph = format!("{}\n\n", "<".repeat(1000));
     release_with_notes(&fixture, "1.0.0", &paragraph.repeat(12 << 10));
-    let out = build_within(&fixture, 128);
+    let out = build_within(&fixture, 256);
     assert_eq!(
         stderr(&out),
         "error: releases/webapp/1.0.0/release.toml: the notes escaped into the feed would be over \
@@ -548,7 +548,7 @@ fn notes_past_the_text_limit_are_refused_in_bounded_memory() {
     // 40 MiB in the feed each: together, over the limit.
     release_with_notes(&fixture, "1.0.0", &paragraph.repeat(5 << 10));
     release_with_notes(&fixture, "1.1.0", &paragraph.repeat(5 << 10));
-    let out = build_within(&fixture, 128);
+    let out = build_within(&fixture, 256);
     assert_eq!(
         stderr(&out),
         "error: feed.xml would be over 67108864 bytes (64.0 MiB) with its releases' notes alone, \
