@@ -20,8 +20,10 @@
 #   VMCAST_KEY_PASSWORD  its password, if it is encrypted
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION), or
 #   AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN: for any s3:// above
-# SOURCE_DATE_EPOCH, when set, is the build time (and the site's sequence); else now. Under
-# GitHub Actions the sequence is also written to $GITHUB_OUTPUT (the action's `sequence`), so a
+# SOURCE_DATE_EPOCH, when set, is the build time (and the site's sequence). Else the build takes
+# the clock's, or one above the previous site's when this runner's clock is behind it, so that
+# runners a second apart or with skewed clocks do not fail a release. Under GitHub Actions the
+# sequence the build reports is also written to $GITHUB_OUTPUT (the action's `sequence`), so a
 # later job can tell when the live site is this build.
 #
 # Everything is checked before the first command runs, so a missing secret or a typo fails
@@ -88,14 +90,9 @@ if [[ "$publish" == s3://* || "$previous" == s3://* ]]; then
   fi
 fi
 
-# The build time is the site's sequence: fixed here, verify can tell the live site is this build.
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(date +%s)}
-
-printf 'vmcast-release: %s, config %s, sequence %s\n' \
-  "$(vmcast-gen --version)" "$config" "$SOURCE_DATE_EPOCH"
-if [ -n "${GITHUB_OUTPUT:-}" ]; then
-  printf 'sequence=%s\n' "$SOURCE_DATE_EPOCH" >>"$GITHUB_OUTPUT"
-fi
+printf 'vmcast-release: %s, config %s\n' "$(vmcast-gen --version)" "$config"
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
 
 build=(vmcast-gen build --config "$config")
 if [ -n "$previous" ]; then
@@ -107,7 +104,13 @@ if [ -n "$previous" ]; then
 else
   step "build (no previous site: every release's images must be here)"
 fi
-run "${build[@]}"
+run "${build[@]}" | tee "$reports/build"
+# The build's `Signed ...` line names the sequence it signed: verify tells this build by it.
+sequence=$(sed -n 's/^Signed .* with key [0-9A-F]*, sequence \([0-9][0-9]*\)$/\1/p' "$reports/build")
+[ -n "$sequence" ] || die "the build reported no sequence"
+if [ -n "${GITHUB_OUTPUT:-}" ]; then
+  printf 'sequence=%s\n' "$sequence" >>"$GITHUB_OUTPUT"
+fi
 
 if [ -n "$publish" ]; then
   step "publish to $publish (images first, feed.xml last, nothing deleted)"
@@ -125,13 +128,12 @@ fi
 
 if [ -n "$verify_url" ]; then
   step "verify $verify_url, images and all"
-  report=$(mktemp)
-  trap 'rm -f "$report"' EXIT
+  report=$reports/verify
   run vmcast-gen verify "$verify_url" --pubkey "$pubkey" --images | tee "$report"
   # Only a site this run published must be this build; a live site deployed later
   # (GitHub Pages) is still the previous one here.
-  if [ -n "$publish" ] && ! grep -q "^verified: .*, sequence $SOURCE_DATE_EPOCH\$" "$report"; then
-    die "$verify_url does not serve this build (sequence $SOURCE_DATE_EPOCH) but an older one: \
+  if [ -n "$publish" ] && ! grep -q "^verified: .*, sequence $sequence\$" "$report"; then
+    die "$verify_url does not serve this build (sequence $sequence) but an older one: \
 is a cache in front of it? Verify the origin, or again once the cache expires"
   fi
 else

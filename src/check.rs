@@ -63,13 +63,24 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
         ),
     };
     let mut warnings = plan.warnings.clone();
+    let mut key_files = Vec::new();
     match crate::keys::locked_key(&config, key.file, key.text) {
-        Ok((_, warning)) => warnings.extend(warning),
+        Ok(found) => {
+            warnings.extend(found.warnings);
+            key_files.extend(found.file);
+        }
         Err(e) => problems.push(e),
     }
     match crate::keys::locked_openpgp_key(&config, key.openpgp_text) {
-        Ok(found) => warnings.extend(found.and_then(|(_, warning)| warning)),
+        Ok(Some(found)) => {
+            warnings.extend(found.warnings);
+            key_files.extend(found.file);
+        }
+        Ok(None) => {}
         Err(e) => problems.push(e),
+    }
+    if let Err(e) = plan.refuse_secret_keys(&key_files) {
+        problems.push(e);
     }
     // SBOMs and provenance are small, and not images: each is read and
     // checked, signatures included. Whether provenance is about its image

@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
-use crate::model::{Appliance, ImageFormat, Name};
+use crate::model::{Appliance, ImageFormat, Line, Name, hides_a_separator};
 
 /// The config file's name when none is given.
 pub const DEFAULT_CONFIG: &str = "vmcast.toml";
@@ -101,7 +101,7 @@ pub struct Catalogs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAppliance {
-    title: Option<String>,
+    title: Option<Spanned<String>>,
     description: Option<String>,
     feed_items: Option<Spanned<i64>>,
     mirrors: Option<Vec<Spanned<String>>>,
@@ -187,7 +187,7 @@ impl Config {
     pub fn appliance(&self, name: &Name) -> Appliance {
         self.appliances.get(name).cloned().unwrap_or(Appliance {
             name: name.clone(),
-            title: name.to_string(),
+            title: Line::parse(name.as_str(), "title").expect("a name is one line"),
             description: None,
             feed_items: None,
             mirrors: None,
@@ -309,10 +309,16 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let mut appliances = BTreeMap::new();
     for (key, value) in raw.appliances {
         let name = Name::parse(key.get_ref(), "appliance name").map_err(|m| at(key.span(), m))?;
+        let title = match &value.title {
+            Some(t) => t.get_ref(),
+            None => name.as_str(),
+        };
+        let title = Line::parse(title, "title")
+            .map_err(|m| at(value.title.as_ref().map_or(key.span(), Spanned::span), m))?;
         appliances.insert(
             name.clone(),
             Appliance {
-                title: value.title.unwrap_or_else(|| name.to_string()),
+                title,
                 description: value.description,
                 feed_items: feed_items(&value.feed_items)?,
                 mirrors: mirrors(&value.mirrors)?,
@@ -383,6 +389,12 @@ fn parse_base_url(s: &str) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("URL `{s}` must not have a query or fragment"));
     }
+    if hides_a_separator(url.path()) {
+        return Err(format!(
+            "URL `{s}` hides a `/` or `\\` in a path segment (%2F, %5C): a server or CDN that \
+             decodes it serves another path than the site's"
+        ));
+    }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
@@ -401,6 +413,8 @@ mod tests {
         assert!(parse_base_url("example.com/a").is_err());
         assert!(parse_base_url("ftp://example.com/").is_err());
         assert!(parse_base_url("https://example.com/?q=1").is_err());
+        assert!(parse_base_url("https://example.com/site/..%2F..%2Fother/").is_err());
+        assert!(parse_base_url("https://example.com/a%5cb/").is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use chrono::Utc;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::model::{FileId, KeyFile};
 use crate::openpgp;
 use crate::sign::{KeyId, LockedKey, PublicKey, SecretKey};
 use crate::warning::Warning;
@@ -35,6 +36,26 @@ pub enum KeyKind {
 /// Asked for a secret key's password, only when that key is encrypted.
 pub type PasswordPrompt<'a> = &'a mut dyn FnMut(KeyKind) -> Result<String>;
 
+/// The key file at `path` (following links) as it is now, if it is one: a
+/// key file named but not read, as for a key given as text or a preview.
+fn named_key_file(path: Option<&Path>) -> Option<KeyFile> {
+    let path = path?;
+    let meta = fsutil::metadata(path).ok().filter(|m| m.is_file())?;
+    Some(KeyFile {
+        path: path.to_path_buf(),
+        id: FileId::of(&meta),
+    })
+}
+
+/// A secret key as found: what to warn of about it, and the key file it
+/// came from (the one the config names, when the key was given as text).
+#[derive(Debug)]
+pub struct Found<K> {
+    pub key: K,
+    pub warnings: Vec<Warning>,
+    pub file: Option<KeyFile>,
+}
+
 /// The secret key: a throwaway one for a preview (a preview is never
 /// signed with the real key); else `--secret-key`, else
 /// `VMCAST_SECRET_KEY`, else the config's `secret_key`.
@@ -42,16 +63,24 @@ pub(crate) fn load_key(
     config: &Config,
     options: &crate::BuildOptions,
     password: PasswordPrompt,
-) -> Result<(SecretKey, Option<Warning>)> {
+) -> Result<Found<SecretKey>> {
     if options.preview {
-        return Ok((preview_key()?, None));
+        return Ok(Found {
+            key: preview_key()?,
+            warnings: Vec::new(),
+            file: named_key_file(config.secret_key.as_deref()),
+        });
     }
-    let (key, warning) = locked_key(
+    let found = locked_key(
         config,
         options.overrides.secret_key.as_deref(),
         options.secret_key_text.as_deref(),
     )?;
-    Ok((key.unlock(&mut || password(KeyKind::Minisign))?, warning))
+    Ok(Found {
+        key: found.key.unlock(&mut || password(KeyKind::Minisign))?,
+        warnings: found.warnings,
+        file: found.file,
+    })
 }
 
 /// The OpenPGP key, when one is set: `VMCAST_OPENPGP_KEY`, else the
@@ -61,33 +90,39 @@ pub(crate) fn load_openpgp_key(
     config: &Config,
     options: &crate::BuildOptions,
     password: PasswordPrompt,
-) -> Result<(Option<openpgp::Signer>, Option<Warning>)> {
+) -> Result<Option<Found<openpgp::Signer>>> {
     if options.preview {
-        let configured =
-            options.openpgp_key_text.is_some() || config.catalogs.openpgp_key.is_some();
-        return Ok((configured.then(preview_openpgp_key).transpose()?, None));
+        if options.openpgp_key_text.is_none() && config.catalogs.openpgp_key.is_none() {
+            return Ok(None);
+        }
+        return Ok(Some(Found {
+            key: preview_openpgp_key()?,
+            warnings: Vec::new(),
+            file: named_key_file(config.catalogs.openpgp_key.as_deref()),
+        }));
     }
-    let Some((key, warning)) = locked_openpgp_key(config, options.openpgp_key_text.as_deref())?
-    else {
-        return Ok((None, None));
+    let Some(found) = locked_openpgp_key(config, options.openpgp_key_text.as_deref())? else {
+        return Ok(None);
     };
-    Ok((
-        Some(key.unlock(&mut || password(KeyKind::OpenPgp))?),
-        warning,
-    ))
+    Ok(Some(Found {
+        key: found.key.unlock(&mut || password(KeyKind::OpenPgp))?,
+        warnings: found.warnings,
+        file: found.file,
+    }))
 }
 
 /// Finds the secret key file and checks its layout without unlocking it:
 /// `file` (from the command line), else `text` (`VMCAST_SECRET_KEY`), else
 /// the config's `secret_key`. A key file inside the output is refused,
 /// since the output is published. An unencrypted key file that group or
-/// others can read comes with a warning. `check` uses this to report what
-/// `build` would refuse without asking for a password.
+/// others can read comes with a warning, as does one inside the trees the
+/// scan publishes from. `check` uses this to report what `build` would
+/// refuse without asking for a password.
 pub fn locked_key(
     config: &Config,
     file: Option<&Path>,
     text: Option<&str>,
-) -> Result<(LockedKey, Option<Warning>)> {
+) -> Result<Found<LockedKey>> {
     let source = match (file, text, &config.secret_key) {
         (Some(path), _, _) => KeySource::File(path.to_path_buf()),
         (None, Some(text), _) => KeySource::Text(text.to_owned()),
@@ -95,15 +130,15 @@ pub fn locked_key(
         (None, None, None) => return Err(Error::NoSecretKey),
     };
     match source {
-        KeySource::Text(text) => Ok((
-            LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), &text)?,
-            None,
-        )),
+        KeySource::Text(text) => Ok(Found {
+            key: LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), &text)?,
+            warnings: Vec::new(),
+            file: named_key_file(config.secret_key.as_deref()),
+        }),
         KeySource::File(path) => {
-            let (text, mode) = read_secret_key(config, &path, &MINISIGN_KEY)?;
-            let key = LockedKey::parse(&path, &text)?;
-            let warning = exposed_key(&path, &MINISIGN_KEY, key.encrypted, mode);
-            Ok((key, warning))
+            let read = read_secret_key(config, &path, &MINISIGN_KEY)?;
+            let key = LockedKey::parse(&path, &read.text)?;
+            Ok(read.found(key.encrypted, key))
         }
     }
 }
@@ -114,17 +149,17 @@ pub fn locked_key(
 pub fn locked_openpgp_key(
     config: &Config,
     text: Option<&str>,
-) -> Result<Option<(openpgp::LockedKey, Option<Warning>)>> {
+) -> Result<Option<Found<openpgp::LockedKey>>> {
     match (text, &config.catalogs.openpgp_key) {
-        (Some(text), _) => Ok(Some((
-            openpgp::LockedKey::parse(Path::new("$VMCAST_OPENPGP_KEY"), text)?,
-            None,
-        ))),
+        (Some(text), path) => Ok(Some(Found {
+            key: openpgp::LockedKey::parse(Path::new("$VMCAST_OPENPGP_KEY"), text)?,
+            warnings: Vec::new(),
+            file: named_key_file(path.as_deref()),
+        })),
         (None, Some(path)) => {
-            let (text, mode) = read_secret_key(config, path, &OPENPGP_KEY)?;
-            let key = openpgp::LockedKey::parse(path, &text)?;
-            let warning = exposed_key(path, &OPENPGP_KEY, key.encrypted, mode);
-            Ok(Some((key, warning)))
+            let read = read_secret_key(config, path, &OPENPGP_KEY)?;
+            let key = openpgp::LockedKey::parse(path, &read.text)?;
+            Ok(Some(read.found(key.encrypted, key)))
         }
         (None, None) => Ok(None),
     }
@@ -150,10 +185,53 @@ const OPENPGP_KEY: SecretKeyFile = SecretKeyFile {
     keygen: "vmcast-gen keygen --openpgp",
 };
 
-/// A secret key file's text and permission bits; refused inside the
-/// output directory, which is published. A symbolic link is fine (mounted
-/// secrets are often links); the checks are made on the file it leads to.
-fn read_secret_key(config: &Config, path: &Path, kind: &SecretKeyFile) -> Result<(String, u32)> {
+/// A secret key file as read, before its layout is checked.
+struct ReadKey<'a> {
+    text: String,
+    kind: &'a SecretKeyFile,
+    /// Its permission bits.
+    mode: u32,
+    file: KeyFile,
+    /// Warnings that it lies inside a tree the scan publishes from.
+    in_tree: Vec<Warning>,
+}
+
+impl ReadKey<'_> {
+    /// The key parsed from it, warned about when it is unencrypted and
+    /// group or others can read it.
+    fn found<K>(self, encrypted: bool, key: K) -> Found<K> {
+        let mode = self.mode;
+        let mut warnings = self.in_tree;
+        if !encrypted && mode & 0o077 != 0 {
+            warnings.push(Warning::file(
+                &self.file.path,
+                format_args!(
+                    "an unencrypted {} that group or others can read (mode {mode:04o}): anyone \
+                     who can read it can sign as you; chmod 600 it, or use an encrypted key ({} \
+                     without -W)",
+                    self.kind.name, self.kind.keygen
+                ),
+            ));
+        }
+        Found {
+            key,
+            warnings,
+            file: Some(self.file),
+        }
+    }
+}
+
+/// A secret key file's text, permission bits and identity (of the
+/// descriptor it was read through); refused inside the output directory,
+/// which is published, and warned about inside the releases or images
+/// directory, which the scan publishes from. A symbolic link is fine
+/// (mounted secrets are often links); the checks are made on the file it
+/// leads to.
+fn read_secret_key<'a>(
+    config: &Config,
+    path: &Path,
+    kind: &'a SecretKeyFile,
+) -> Result<ReadKey<'a>> {
     let (bytes, meta) =
         fsutil::read_regular(path, true, fsutil::MAX_TEXT_FILE).map_err(|e| match e {
             Error::Io { path, source, .. } => Error::io(kind.read, path, source),
@@ -171,22 +249,39 @@ fn read_secret_key(config: &Config, path: &Path, kind: &SecretKeyFile) -> Result
             ),
         ));
     }
-    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-    Ok((text, mode))
-}
-
-/// The warning for an unencrypted key file that group or others can read.
-fn exposed_key(path: &Path, kind: &SecretKeyFile, encrypted: bool, mode: u32) -> Option<Warning> {
-    (!encrypted && mode & 0o077 != 0).then(|| {
-        Warning::file(
-            path,
-            format_args!(
-                "an unencrypted {} that group or others can read (mode {mode:04o}): anyone who \
-                 can read it can sign as you; chmod 600 it, or use an encrypted key ({} without \
-                 -W)",
-                kind.name, kind.keygen
-            ),
-        )
+    let scanned = [
+        ("releases_dir", Some(&config.releases_dir)),
+        ("images_dir", config.images_dir.as_ref()),
+    ];
+    let in_tree = scanned
+        .into_iter()
+        .filter_map(|(setting, dir)| {
+            let dir = dir?;
+            fsutil::canonicalize(dir)
+                .is_ok_and(|d| real.starts_with(d))
+                .then(|| {
+                    Warning::file(
+                        path,
+                        format_args!(
+                            "the {} lies inside {setting} {}, which `build` publishes \
+                             images from: no file there that is the key is published, but \
+                             whoever can write there can try; move the key out",
+                            kind.name,
+                            dir.display()
+                        ),
+                    )
+                })
+        })
+        .collect();
+    Ok(ReadKey {
+        text,
+        kind,
+        mode: std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        file: KeyFile {
+            path: path.to_path_buf(),
+            id: FileId::of(&meta),
+        },
+        in_tree,
     })
 }
 

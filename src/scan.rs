@@ -11,7 +11,9 @@ use walkdir::WalkDir;
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::model::{Compression, FileName, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo};
+use crate::model::{
+    Compression, FileName, ImageFormat, ImageSource, KeyFile, Line, Name, RelPath, ReleaseInfo,
+};
 use crate::notes::{self, Located, Notes};
 use crate::supply;
 
@@ -36,6 +38,30 @@ pub struct Plan {
 impl Plan {
     pub fn images(&self) -> impl Iterator<Item = &ImageSource> {
         self.releases.iter().flat_map(|r| r.images.iter())
+    }
+
+    /// Refuses a plan that would publish a secret key: an image or a
+    /// supply-chain file with a key file's device and inode, whatever name
+    /// led the scan to it (the key itself, a symbolic or a hard link).
+    /// Every later open of a planned file must land on the identity the
+    /// scan recorded, so none of them can reach a key either.
+    pub fn refuse_secret_keys(&self, keys: &[KeyFile]) -> Result<()> {
+        let planned = self.releases.iter().flat_map(|r| {
+            let images = r.images.iter().map(|i| (&i.source, i.file_id));
+            images.chain(r.supply.iter().map(|s| (&s.source, s.file_id)))
+        });
+        for (source, id) in planned {
+            if let Some(key) = keys.iter().find(|k| k.id == id) {
+                return Err(Error::file(
+                    source,
+                    format_args!(
+                        "is the secret key {} (the same device and inode); refusing to publish it",
+                        key.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -689,10 +715,10 @@ fn image_stem(name: &str) -> &str {
 
 /// Everything about a release but its images.
 fn release_info(config: &Config, notes: Notes, appliance: Name) -> ReleaseInfo {
-    let title = notes
-        .title
-        .clone()
-        .unwrap_or_else(|| format!("{} {}", config.appliance(&appliance).title, notes.version));
+    let title = notes.title.clone().unwrap_or_else(|| {
+        let title = format!("{} {}", config.appliance(&appliance).title, notes.version);
+        Line::parse(&title, "title").expect("a title and a version make one line")
+    });
     ReleaseInfo {
         notes_path: notes.path,
         appliance,

@@ -17,7 +17,8 @@ use crate::sign::PublicKey;
 use crate::trust;
 use crate::write;
 
-use super::{Clock, Keys, Texts};
+use super::clock::Clock;
+use super::{Keys, Texts};
 
 /// Signs what was rendered and writes it, with the signatures and the
 /// public keys, into the staging directory.

@@ -52,6 +52,11 @@ pub struct BuildArgs {
     /// published ones, unread; see the README's "Releases from a stateless CI runner".
     #[arg(long, value_name = "SOURCE")]
     pub previous: Option<String>,
+    /// Build even when SOURCE_DATE_EPOCH gives a sequence below the site in the output directory
+    /// (or not above the --previous site): consumers that keep state refuse the new site as a
+    /// rollback until a newer build.
+    #[arg(long)]
+    pub allow_rollback: bool,
     /// Allow this image (file name or site path) to differ from the one the previous site
     /// publishes under the same name (repeatable). Published images are cached forever.
     #[arg(long, value_name = "NAME")]
@@ -85,6 +90,7 @@ pub fn build_options(
         verify_cache: false,
         preview: false,
         previous: None,
+        allow_rollback: false,
         replace: Vec::new(),
         endpoint: None,
     })
@@ -105,6 +111,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         no_cache: args.no_cache,
         verify_cache: args.verify_cache,
         previous: args.previous,
+        allow_rollback: args.allow_rollback,
         replace: args.replace,
         endpoint: args.endpoint_url,
         ..build_options(
@@ -153,6 +160,7 @@ fn print_json(report: &vmcast_gen::Report, elapsed: f64) {
         "feeds": report.feeds,
         "archives": report.archives,
         "key_id": report.key_id,
+        "sequence": report.sequence,
         "openpgp_fingerprint": report.openpgp_fingerprint,
         "image_bytes": report.image_bytes,
         "cloud_images": report.cloud_images,
@@ -215,13 +223,14 @@ fn print_summary(report: &vmcast_gen::Report, elapsed: f64, verbose: bool) {
         );
     }
     outln!(
-        "Signed {}{} and SHA256SUMS with key {}",
+        "Signed {}{} and SHA256SUMS with key {}, sequence {}",
         report.feeds.join(", "),
         match report.archives {
             0 => String::new(),
             n => format!(", {n} archive(s)"),
         },
-        report.key_id
+        report.key_id,
+        report.sequence
     );
     if let Some(fingerprint) = &report.openpgp_fingerprint {
         outln!("Clearsigned SHA256SUMS.asc with OpenPGP key {fingerprint}");

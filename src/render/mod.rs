@@ -131,6 +131,24 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
             archive: Some(i + 1),
         });
     }
+    // A feed carries its releases' notes escaped: one that those alone
+    // would take past the limit is refused before anything is rendered.
+    for job in &jobs {
+        let notes: usize = job
+            .items
+            .iter()
+            .map(|r| crate::vocab::escaped_len(&r.info.notes_html))
+            .sum();
+        if notes as u64 > MAX_TEXT_FILE {
+            return Err(Error::other(format_args!(
+                "{} would be over {MAX_TEXT_FILE} bytes ({}) with its releases' notes alone, the \
+                 limit for a site's text files: `verify` refuses it; shorten the release notes or \
+                 split the site",
+                job.path,
+                crate::units::human_size(MAX_TEXT_FILE)
+            )));
+        }
+    }
     let paths: Vec<(&str, Option<&Name>)> = jobs
         .iter()
         .map(|j| (j.path.as_str(), j.appliance))

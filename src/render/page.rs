@@ -148,7 +148,7 @@ fn image_ctx(site: &Site, release: &Release, image: &Image) -> ImageCtx {
         url: s.url.to_string(),
         path: s.site_path.to_string(),
         format: s.format.as_str(),
-        arch: s.arch.clone(),
+        arch: s.arch.as_ref().map(ToString::to_string),
         compression: s.compression.map(|c| c.as_str()),
         length: image.digest.length,
         size: human_size(image.digest.length),
@@ -208,14 +208,14 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
         anchor: info.anchor(),
         appliance: info.appliance.to_string(),
         version: info.version.to_string(),
-        title: info.title.clone(),
+        title: info.title.to_string(),
         date: info.date.format("%Y-%m-%d").to_string(),
         pub_date: info.date.to_rfc2822(),
         channel: info.channel.to_string(),
         critical: info.critical,
         notes_html: Value::from_safe_string(info.notes_html.clone()),
         requirements: (!r.is_empty()).then(|| RequirementsCtx {
-            arch: r.arch.clone(),
+            arch: r.arch.as_ref().map(ToString::to_string),
             min_memory_mib: r.min_memory_mib,
             min_disk_gib: r.min_disk_gib,
             min_cpus: r.min_cpus,
@@ -235,7 +235,7 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
                 provider_title: c.provider.title(),
                 region: c.region.clone(),
                 id: c.id.clone(),
-                arch: c.arch.clone(),
+                arch: c.arch.as_ref().map(ToString::to_string),
             })
             .collect(),
         supply: supply_ctx(release, None),
@@ -268,7 +268,7 @@ pub fn render(
                 let feed = feed_for(name);
                 appliances.push(ApplianceCtx {
                     name: name.to_owned(),
-                    title: meta.title,
+                    title: meta.title.to_string(),
                     description: meta.description,
                     feed_url: url(feed),
                     feed_sig_url: url(&format!("{feed}.minisig")),
@@ -368,7 +368,7 @@ pub fn render_history(site: &Site, appliance: &crate::model::Name) -> Result<Str
                 },
                 appliance => minijinja::context! {
                     name => appliance.to_string(),
-                    title => meta.title,
+                    title => meta.title.to_string(),
                 },
                 releases => Value::from(minijinja::value::Serde(&releases)),
             })

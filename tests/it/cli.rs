@@ -33,6 +33,7 @@ tests! {
     non_utf8_filename;
     unreadable_file;
     invalid_base_url;
+    configured_url_hiding_a_slash_is_refused;
     missing_secret_key;
     corrupt_secret_key;
     key_inside_output;
@@ -435,6 +436,20 @@ fn invalid_base_url() {
         &Fixture::new("invalid-base-url"),
         "error: vmcast.toml:3:12: invalid URL `downloads.example.com/no-scheme`: relative URL \
          without a base; expected an absolute URL such as https://downloads.example.com/appliances/\n",
+    );
+}
+
+/// A configured URL whose path hides a `/` in a segment would be
+/// requested as it is, and a decoding server or CDN would serve another
+/// path: refused at its place, as consumers refuse such URLs.
+fn configured_url_hiding_a_slash_is_refused() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("mirrors = [\"https://mirror.example.com/site/..%2F..%2Fother/\"]\n");
+    assert_build_fails(
+        &fixture,
+        "error: vmcast.toml:5:12: URL `https://mirror.example.com/site/..%2F..%2Fother/` hides a \
+         `/` or `\\` in a path segment (%2F, %5C): a server or CDN that decodes it serves \
+         another path than the site's\n",
     );
 }
 

@@ -54,9 +54,29 @@ impl Fixture {
 
 /// Runs the binary with a fixed SOURCE_DATE_EPOCH (overridable in `env`).
 pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"));
-    cmd.args(args)
-        .current_dir(cwd)
+    let mut cmd = vmcast_command(cwd, &[]);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The binary to run in `cwd`, by `wrapper` (a command that runs the
+/// rest of its arguments) if not empty, in the environment of [`vmcast`]:
+/// no key or password from the caller's, the tests' cache,
+/// SOURCE_DATE_EPOCH fixed.
+pub fn vmcast_command(cwd: &Path, wrapper: &[&str]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_vmcast-gen");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    };
+    cmd.current_dir(cwd)
         .env_remove("VMCAST_SECRET_KEY")
         .env(
             "VMCAST_CACHE_DIR",
@@ -66,10 +86,7 @@ pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("VMCAST_OPENPGP_KEY")
         .env_remove("VMCAST_OPENPGP_PASSWORD")
         .env("SOURCE_DATE_EPOCH", EPOCH);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    cmd
 }
 
 pub fn copy_tree(src: &Path, dst: &Path) {

@@ -50,6 +50,7 @@ mod publish;
 mod pull;
 mod readme;
 mod rebuild;
+mod sequence;
 mod serve;
 mod simplestreams;
 mod supply;
@@ -92,6 +93,7 @@ fn main() {
         pull::tests(),
         readme::tests(),
         rebuild::tests(),
+        sequence::tests(),
         serve::tests(),
         simplestreams::tests(),
         supply::tests(),
