@@ -45,7 +45,8 @@ pub struct PublishOptions {
     pub prune: bool,
     /// Cache-Control for the feeds, manifest, signatures, keys and page.
     pub short_cache: String,
-    /// Cache-Control for images, which never change under their name.
+    /// Cache-Control for the files that never change under their name:
+    /// images and what is made of them, archives and their signatures.
     pub image_cache: String,
     /// Content-Type overrides by extension, e.g. `qcow2` → `application/x-qemu-disk`.
     pub content_types: BTreeMap<String, String>,
@@ -313,7 +314,7 @@ async fn upload_all(
             .and_then(|e| options.content_types.get(e))
             .cloned()
             .unwrap_or_else(|| content_type(&file.rel).to_owned());
-        let cache = if is_artifact(&file.rel) {
+        let cache = if crate::media::is_immutable(&file.rel) {
             &options.image_cache
         } else {
             &options.short_cache

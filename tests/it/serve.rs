@@ -18,6 +18,7 @@ tests! {
     huge_header_line_is_refused_in_bounded_memory;
     trickling_connections_time_out_and_are_capped;
     ranges_follow_rfc_9110;
+    a_client_that_has_the_file_gets_304_and_caches_by_kind;
     server_failure_ends_serve_with_the_error needs SS;
     preview_is_never_clearsigned_with_the_real_openpgp_key;
     preview_is_never_signed_with_the_real_key;
@@ -459,6 +460,56 @@ fn ranges_follow_rfc_9110() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_ne!(header(&headers, "etag"), old);
     assert_eq!(body, page);
+}
+
+/// Conditional requests (RFC 9110 13.1): a polling client that has the
+/// current file is answered 304 with no body; a changed file, 200. Files
+/// that never change are cacheable forever, the rest briefly.
+fn a_client_that_has_the_file_gets_304_and_caches_by_kind() {
+    let fixture = Fixture::new("ok-minimal");
+    let server = start(&fixture);
+    let base = &server.base;
+    let (status, headers, body) = get(base, "/feeds/webapp.xml", "", "GET");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&headers, "cache-control"), "public, max-age=300");
+    let (etag, date) = (
+        header(&headers, "etag").to_owned(),
+        header(&headers, "last-modified").to_owned(),
+    );
+    for extra in [
+        format!("If-None-Match: {etag}\r\n"),
+        format!("If-None-Match: \"other\", W/{etag}\r\n"),
+        "If-None-Match: *\r\n".to_owned(),
+        format!("If-Modified-Since: {date}\r\n"),
+    ] {
+        for method in ["GET", "HEAD"] {
+            let (status, headers, empty) = get(base, "/feeds/webapp.xml", &extra, method);
+            assert_eq!(status, "HTTP/1.1 304 Not Modified", "{extra}");
+            assert_eq!(header(&headers, "etag"), etag, "{extra}");
+            assert_eq!(header(&headers, "content-length"), "", "{extra}");
+            assert!(empty.is_empty(), "{extra}");
+        }
+    }
+    // If-None-Match decides when both are sent; a stale date, the whole file.
+    for extra in [
+        format!("If-None-Match: \"stale\"\r\nIf-Modified-Since: {date}\r\n"),
+        "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n".to_owned(),
+    ] {
+        let (status, _, again) = get(base, "/feeds/webapp.xml", &extra, "GET");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{extra}");
+        assert_eq!(again, body, "{extra}");
+    }
+    for (path, cache) in [
+        (
+            "/images/webapp/1.1.0/webapp-1.1.0.raw",
+            "public, max-age=31536000, immutable",
+        ),
+        ("/SHA256SUMS", "public, max-age=300"),
+        ("/", "public, max-age=300"),
+    ] {
+        let (_, headers, _) = get(base, path, "", "HEAD");
+        assert_eq!(header(&headers, "cache-control"), cache, "{path}");
+    }
 }
 
 fn server_failure_ends_serve_with_the_error() {
