@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -186,21 +186,26 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
         .state
         .clone()
         .unwrap_or_else(|| dest.path_of(&STATE));
-    let report = site::verify(&VerifyOptions {
-        source: options.source.clone(),
+    // Only what the choice needs: the appliance's own signed feed, asked
+    // for conditionally (a current host costs two 304s), and later the
+    // files of the image chosen.
+    let verify = VerifyOptions {
+        source: appliance_feed(&options.source, &options.appliance)?,
+        scope: site::Scope::Feed,
         pinned: options.pinned.clone(),
         also_trusted: Vec::new(),
         state: Some(state),
         images: false,
         all: false,
         mirrors: false,
-        supply: true,
+        supply: false,
         mirror_sample: Vec::new(),
         site: None,
         timeout: options.timeout,
         min_rate: options.min_rate,
         now: options.now,
-    })?;
+    };
+    let report = site::verify(&verify)?;
     if !report.ok {
         let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
         let failures = failures.join("\n  ");
@@ -220,7 +225,7 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
     let site = report
         .site
         .ok_or_else(|| Error::other("the feed verified but was not kept"))?;
-    let releases = site.feed.items;
+    let releases = &site.feed.items;
 
     let mut record = load_record(&dest, warnings)?;
     let installed = record
@@ -229,21 +234,11 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
         .rev()
         .find(|e| e.appliance == options.appliance)
         .cloned();
-    let (item, image) = choose(options, &releases, installed.as_ref())?;
+    let (item, image) = choose(options, releases, installed.as_ref())?;
     let release = &item.release;
     let (appliance, version) = (&release.info.appliance, &release.info.version);
-    // verify has read every provenance file the feed links and checked its
-    // subjects against the images' digests; here it must exist.
-    let has_provenance = release.supply.iter().any(|f| {
-        f.format.kind() == crate::supply::Kind::Provenance
-            && f.image.as_ref().is_none_or(|n| *n == image.source.name)
-    });
-    if options.require_provenance && !has_provenance {
-        return Err(Error::Refused(format!(
-            "{} {}: the feed links no provenance for {}; nothing was downloaded \
-             (--require-provenance)",
-            appliance, version, image.source.name
-        )));
+    if options.require_provenance {
+        require_provenance(&verify, &site, item, image)?;
     }
     let name = &image.source.name;
     let placed = Placed {
@@ -336,6 +331,65 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
         downloaded: partial.have - partial.resumed_from,
         resumed_from: partial.resumed_from,
         removed,
+    })
+}
+
+/// The feed of `appliance` on the site `source` names: the site's
+/// `feeds/<appliance>.xml`, unless `source` names a feed itself.
+fn appliance_feed(source: &str, appliance: &str) -> Result<String> {
+    if source.ends_with(".xml") {
+        return Ok(source.to_owned());
+    }
+    let name =
+        crate::model::Name::parse(appliance, "appliance").map_err(|reason| Error::Usage {
+            option: "--appliance",
+            value: appliance.to_owned(),
+            reason,
+        })?;
+    let feed = format!("feeds/{name}.xml");
+    Ok(
+        match source.starts_with("http://") || source.starts_with("https://") {
+            true => format!("{}/{feed}", source.trim_end_matches('/')),
+            false => Path::new(source).join(feed).to_string_lossy().into_owned(),
+        },
+    )
+}
+
+/// `--require-provenance`: the feed must link provenance about the image
+/// (or its whole release), and each such file, and every SBOM of it, must
+/// be what the feed says, provenance about the image's very digest.
+fn require_provenance(
+    verify: &VerifyOptions,
+    site: &site::PublishedSite,
+    item: &Item,
+    image: &Image,
+) -> Result<()> {
+    let release = &item.release;
+    let name = &image.source.name;
+    let linked = release.supply.iter().any(|f| {
+        f.format.kind() == crate::supply::Kind::Provenance
+            && f.image.as_ref().is_none_or(|n| n == name)
+    });
+    if !linked {
+        return Err(Error::Refused(format!(
+            "{} {}: the feed links no provenance for {name}; nothing was downloaded \
+             (--require-provenance)",
+            release.info.appliance, release.info.version
+        )));
+    }
+    let report = site::verify_supply(verify, site, item, name);
+    if report.ok {
+        return Ok(());
+    }
+    let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
+    let failures = failures.join("\n  ");
+    Err(match report.only_unreachable() {
+        true => Error::Interrupted(format!(
+            "the provenance of {name} could not be read; nothing was downloaded:\n  {failures}"
+        )),
+        false => Error::Refused(format!(
+            "the provenance of {name} does not hold; nothing was downloaded:\n  {failures}"
+        )),
     })
 }
 

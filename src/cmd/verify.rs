@@ -65,6 +65,7 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
     };
     let report = vmcast_gen::site::verify(&vmcast_gen::site::VerifyOptions {
         source: args.source,
+        scope: vmcast_gen::site::Scope::Site,
         pinned,
         also_trusted: Vec::new(),
         state: args.state,

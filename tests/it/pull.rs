@@ -30,13 +30,18 @@ tests! {
     the_rate_window_follows_a_timeout_shorter_than_30_s;
     exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart;
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
+    a_current_host_polls_with_two_requests_and_no_body;
+    a_304_does_not_make_an_expired_build_fresh;
 }
 
-/// A static file server for one test: GET with single byte ranges, a log
-/// of request lines, and knobs for what image responses do.
+/// A static file server for one test: GET with single byte ranges and
+/// entity tags (`If-None-Match` gets a 304), a log of request lines and of
+/// what each response sent, and knobs for what image responses do.
 struct Files {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
+    /// Each response's status and body length, in order.
+    sent: Arc<Mutex<Vec<(u16, usize)>>>,
     knobs: Arc<Knobs>,
 }
 
@@ -59,21 +64,28 @@ impl Files {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
         let knobs = Arc::new(Knobs::default());
-        let (l, k) = (Arc::clone(&log), Arc::clone(&knobs));
+        let (l, s, k) = (Arc::clone(&log), Arc::clone(&sent), Arc::clone(&knobs));
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (root, l, k) = (root.clone(), Arc::clone(&l), Arc::clone(&k));
-                        std::thread::spawn(move || answer(stream, &root, &l, &k, deadline));
+                        let (root, l, s, k) =
+                            (root.clone(), Arc::clone(&l), Arc::clone(&s), Arc::clone(&k));
+                        std::thread::spawn(move || answer(stream, &root, (&l, &s), &k, deadline));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Files { port, log, knobs }
+        Files {
+            port,
+            log,
+            sent,
+            knobs,
+        }
     }
 
     fn url(&self) -> String {
@@ -83,15 +95,17 @@ impl Files {
     fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+
+    /// Each response's status and body length, in order.
+    fn sent(&self) -> Vec<(u16, usize)> {
+        self.sent.lock().unwrap().clone()
+    }
 }
 
-fn answer(
-    mut stream: TcpStream,
-    root: &Path,
-    log: &Mutex<Vec<String>>,
-    knobs: &Knobs,
-    deadline: Instant,
-) {
+/// Where a server notes what it was asked and what it sent.
+type Log<'a> = (&'a Mutex<Vec<String>>, &'a Mutex<Vec<(u16, usize)>>);
+
+fn answer(mut stream: TcpStream, root: &Path, (log, sent): Log, knobs: &Knobs, deadline: Instant) {
     stream.set_nonblocking(false).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -102,6 +116,7 @@ fn answer(
         return;
     }
     let mut range = None;
+    let mut if_none_match = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
@@ -110,6 +125,9 @@ fn answer(
         if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
             range = v.trim().trim_end_matches('-').parse::<u64>().ok();
         }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("if-none-match:") {
+            if_none_match = Some(v.trim().to_owned());
+        }
     }
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
     log.lock().unwrap().push(match range {
@@ -117,10 +135,21 @@ fn answer(
         None => format!("GET {target}"),
     });
     let Ok(data) = fs::read(root.join(target.trim_start_matches('/'))) else {
+        sent.lock().unwrap().push((404, 0));
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
+    // A strong entity tag from the bytes themselves.
+    let etag = format!("\"{}\"", vmcast_gen::model::Sha256::of(&data));
+    if if_none_match.as_deref() == Some(etag.as_str()) {
+        sent.lock().unwrap().push((304, 0));
+        let _ = stream.write_all(
+            format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        return;
+    }
     let image = target.contains("/images/");
     if image && knobs.ignore_range.load(Ordering::SeqCst) {
         range = None;
@@ -134,10 +163,12 @@ fn answer(
             data.len() - start
         ),
         None => format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             data.len()
         ),
     };
+    let status = if range.is_some() { 206 } else { 200 };
+    sent.lock().unwrap().push((status, data.len() - start));
     let _ = stream.write_all(head.as_bytes());
     let mut body = &data[start..];
     if image {
@@ -331,6 +362,8 @@ fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() 
     for name in [
         "feed.xml",
         "feed.xml.minisig",
+        "feeds/webapp.xml",
+        "feeds/webapp.xml.minisig",
         "SHA256SUMS",
         "SHA256SUMS.minisig",
     ] {
@@ -938,4 +971,96 @@ fn the_systemd_example_verifies() {
         stdout(&out),
         stderr(&out)
     );
+}
+
+/// Requests and bodies from index `from` of a server's logs on.
+fn since(server: &Files, from: usize) -> (Vec<String>, Vec<(u16, usize)>) {
+    (
+        server.requests()[from..].to_vec(),
+        server.sent()[from..].to_vec(),
+    )
+}
+
+/// A poll costs what its choice needs: the appliance's signed feed, then
+/// the image; not the site's feed, the manifest or the catalogs. A host
+/// that is current sends its two requests with the entity tags it kept
+/// and is answered 304 twice, with no body at all.
+fn a_current_host_polls_with_two_requests_and_no_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = site_for(&base, "1790000000");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    let first = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let (requests, _) = since(&server, 0);
+    assert_eq!(
+        requests,
+        [
+            "GET /feeds/webapp.xml.minisig",
+            "GET /feeds/webapp.xml",
+            "GET /images/webapp/1.1.0/webapp-1.1.0.raw",
+        ]
+    );
+    for _ in 0..2 {
+        let mark = server.requests().len();
+        let again = pull(&fixture, &base, &dest, &[]);
+        assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+        let (requests, sent) = since(&server, mark);
+        assert_eq!(
+            requests,
+            ["GET /feeds/webapp.xml.minisig", "GET /feeds/webapp.xml"]
+        );
+        assert_eq!(sent, [(304, 0), (304, 0)]);
+    }
+    // A new build: the poll gets the new feed and the new image.
+    add_release(&fixture, "1.2.0", "1790000100");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let mark = server.requests().len();
+    let update = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(update.status.code(), Some(0), "{}", stderr(&update));
+    let (requests, sent) = since(&server, mark);
+    assert_eq!(
+        requests,
+        [
+            "GET /feeds/webapp.xml.minisig",
+            "GET /feeds/webapp.xml",
+            "GET /images/webapp/1.2.0/webapp-1.2.0.raw",
+        ]
+    );
+    assert!(sent.iter().all(|(status, _)| *status == 200), "{sent:?}");
+}
+
+/// A 304 says the feed did not change, not that it is still valid: the
+/// copy kept is verified again, and once its build expires, a poll is
+/// refused even though the server has nothing newer.
+fn a_304_does_not_make_an_expired_build_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml"))
+        .unwrap()
+        .replace("https://downloads.example.com/site/", &base);
+    fs::write(
+        fixture.path("vmcast.toml"),
+        format!("expires_after = \"3s\"\n{config}"),
+    )
+    .unwrap();
+    let now = chrono::Utc::now().timestamp().to_string();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", &now)]));
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    let first = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    std::thread::sleep(Duration::from_secs(4));
+    let mark = server.requests().len();
+    let late = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(late.status.code(), Some(10), "{}", stderr(&late));
+    assert!(stderr(&late).contains("expired at"), "{}", stderr(&late));
+    let (_, sent) = since(&server, mark);
+    assert_eq!(sent, [(304, 0), (304, 0)]);
 }

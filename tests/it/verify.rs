@@ -113,18 +113,35 @@ pub(crate) fn relist(fixture: &Fixture, site: &str, file: &str) {
     fs::write(sums_path, sums).unwrap();
 }
 
-/// Rewrites the feed of the site in `site` (relative to the fixture) and
-/// signs it and the manifest again with the publisher's key: what an
-/// attacker holding the key, or a compromised build, publishes.
+/// Rewrites the feeds of the site in `site` (relative to the fixture) that
+/// hold `from`, the site's and its appliances', and signs them and the
+/// manifest again with the publisher's key: what an attacker holding the
+/// key, or a compromised build, publishes.
 pub(crate) fn forge_feed(fixture: &Fixture, site: &str, from: &str, to: &str) {
-    let feed_path = fixture.path(&format!("{site}/feed.xml"));
-    let feed = fs::read_to_string(&feed_path).unwrap();
-    let evil = feed.replace(from, to);
-    assert_ne!(feed, evil, "{from} is not in the feed");
-    fs::write(&feed_path, evil).unwrap();
     let key = kat_key();
-    resign(fixture, &format!("{site}/feed.xml"), &key);
-    relist(fixture, site, "feed.xml");
+    let mut feeds = vec!["feed.xml".to_owned()];
+    if let Ok(dir) = fs::read_dir(fixture.path(&format!("{site}/feeds"))) {
+        for entry in dir {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".xml") {
+                feeds.push(format!("feeds/{name}"));
+            }
+        }
+    }
+    let mut forged = 0;
+    for name in feeds {
+        let path = fixture.path(&format!("{site}/{name}"));
+        let feed = fs::read_to_string(&path).unwrap();
+        let evil = feed.replace(from, to);
+        if evil == feed {
+            continue;
+        }
+        fs::write(&path, evil).unwrap();
+        resign(fixture, &format!("{site}/{name}"), &key);
+        relist(fixture, site, &name);
+        forged += 1;
+    }
+    assert!(forged > 0, "{from} is in no feed");
     resign(fixture, &format!("{site}/SHA256SUMS"), &key);
 }
 
