@@ -117,7 +117,7 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
 }
 
 /// A site's base URL as `build` signs it: http(s), ending in `/`.
-fn parse_site(s: &str) -> std::result::Result<url::Url, String> {
+pub fn parse_site(s: &str) -> std::result::Result<url::Url, String> {
     let mut url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("the site's URL must use http or https".into());
