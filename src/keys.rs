@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openpgp;
-use crate::sign::{KeyId, LockedKey, PublicKey, SecretKey};
+use crate::sign::{KeyId, LockedKey, PublicKey, SecretKey, Signer};
 use crate::warning::Warning;
 
 /// Where the secret key comes from, in order of precedence.
@@ -42,16 +42,19 @@ pub(crate) fn load_key(
     config: &Config,
     options: &crate::BuildOptions,
     password: PasswordPrompt,
-) -> Result<(SecretKey, Option<Warning>)> {
+) -> Result<(Box<dyn Signer>, Option<Warning>)> {
     if options.preview {
-        return Ok((preview_key()?, None));
+        return Ok((Box::new(preview_key()?), None));
     }
     let (key, warning) = locked_key(
         config,
         options.overrides.secret_key.as_deref(),
         options.secret_key_text.as_deref(),
     )?;
-    Ok((key.unlock(&mut || password(KeyKind::Minisign))?, warning))
+    Ok((
+        Box::new(key.unlock(&mut || password(KeyKind::Minisign))?),
+        warning,
+    ))
 }
 
 /// The OpenPGP key, when one is set: `VMCAST_OPENPGP_KEY`, else the

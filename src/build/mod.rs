@@ -23,7 +23,7 @@ use crate::par;
 use crate::previous::{self, Previous};
 use crate::render::{self, Site};
 use crate::scan;
-use crate::sign::{self, PublicKey, SecretKey};
+use crate::sign::{self, PublicKey};
 use crate::supply;
 use crate::warning::Warning;
 use crate::write;
@@ -181,13 +181,13 @@ fn run(
             &config,
             options,
             source,
-            &keys.minisign.public,
+            keys.minisign.public(),
             clock.sequence,
             warnings,
         )?),
         None => None,
     };
-    let next_key = next_key(&config, &keys.minisign.public, warnings)?;
+    let next_key = next_key(&config, keys.minisign.public(), warnings)?;
     // Its errors come after the key's, which say more.
     let (spare, spare_warning) = spare?;
     let staging = write::Staging::new(&lock, spare)?;
@@ -208,7 +208,7 @@ fn run(
     let site = Site {
         config: &config,
         releases: &releases,
-        public_key: &keys.minisign.public,
+        public_key: keys.minisign.public(),
         next_key: next_key.as_ref(),
         openpgp_public_key: keys.openpgp_public.as_deref(),
         build_time: clock.time,
@@ -285,7 +285,7 @@ impl Report {
                 .map(|i| i.digest.length)
                 .sum(),
             hash: done.hash,
-            key_id: keys.minisign.public.key_id.to_string(),
+            key_id: keys.minisign.public().key_id.to_string(),
             openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
             warnings: done.warnings,
             previous: done.previous,
@@ -358,7 +358,7 @@ struct Keys {
     /// The builders' keys that sign provenance (`provenance_keys`).
     provenance: Vec<supply::keys::ProvenanceKey>,
     /// Signs the feeds, SHA256SUMS and the catalogs.
-    minisign: SecretKey,
+    minisign: Box<dyn sign::Signer>,
     /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set.
     openpgp: Option<openpgp::Signer>,
     /// Its public key, armored, published as `openpgp.asc`.
