@@ -233,6 +233,11 @@ impl SecretKey {
         bytes.extend_from_slice(&secret);
         Ok(format!("{UNTRUSTED}{comment}\n{}\n", B64.encode(bytes)))
     }
+
+    /// The seed, for a PKCS#11 token to import.
+    pub(crate) fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
 }
 
 impl Signer for SecretKey {
