@@ -64,6 +64,9 @@ pub struct BuildOptions {
     pub replace: Vec<String>,
     /// The S3-compatible endpoint for an `s3://` previous site.
     pub endpoint: Option<String>,
+    /// The PKCS#11 module of a `pkcs11:` secret key whose URI names none
+    /// (`VMCAST_PKCS11_MODULE`).
+    pub pkcs11_module: Option<PathBuf>,
 }
 
 /// One published image, for reports.
