@@ -32,9 +32,10 @@ tests! {
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
 }
 
-/// A static file server for one test: GET with single byte ranges, a log
-/// of request lines, and knobs for what image responses do.
-struct Files {
+/// A static file server for one test (the pkcs11 tests' too): GET with
+/// single byte ranges, a log of request lines, and knobs for what image
+/// responses do.
+pub(crate) struct Files {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
     knobs: Arc<Knobs>,
@@ -54,7 +55,7 @@ struct Knobs {
 }
 
 impl Files {
-    fn start(root: PathBuf) -> Files {
+    pub(crate) fn start(root: PathBuf) -> Files {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -76,7 +77,7 @@ impl Files {
         Files { port, log, knobs }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
