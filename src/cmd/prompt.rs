@@ -32,9 +32,10 @@ pub fn password(what: &str, env: &str, confirm: bool) -> Result<Option<String>> 
 }
 
 /// The user PIN of the token that holds the key: VMCAST_PKCS11_PIN, else
-/// asked on the terminal.
+/// asked on the terminal. An empty variable (a CI secret that is not
+/// defined) counts as unset: a wrong PIN costs one of the token's tries.
 pub fn pin() -> Result<String> {
-    if let Ok(pin) = std::env::var(PKCS11_PIN) {
+    if let Some(pin) = std::env::var(PKCS11_PIN).ok().filter(|p| !p.is_empty()) {
         return Ok(pin);
     }
     if !std::io::stdin().is_terminal() {

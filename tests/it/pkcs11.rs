@@ -24,6 +24,7 @@ tests! {
     keygen_pkcs11_makes_a_key_that_never_leaves_the_token needs SOFTHSM, PKCS11_TOOL;
     check_opens_the_token_and_holds_it_to_public_key needs SOFTHSM;
     no_module_and_no_token_are_named needs SOFTHSM;
+    the_release_script_signs_on_the_token_with_no_key_on_the_runner needs SOFTHSM;
 }
 
 /// Debian's SoftHSM2 module.
@@ -531,5 +532,63 @@ fn no_module_and_no_token_are_named() {
             "error: pkcs11:token=elsewhere;object=x: no token labelled `elsewhere` in the PKCS#11 \
              module {MODULE}; its tokens: `{LABEL}`"
         ),
+    );
+}
+
+/// ci/vmcast-release.sh (the GitHub Action's logic) with the key on a
+/// token: no VMCAST_SECRET_KEY, the PIN in VMCAST_PKCS11_PIN; it builds
+/// into the directory a server on 127.0.0.1 serves, then verifies the
+/// live site, images and all, against the public key.
+fn the_release_script_signs_on_the_token_with_no_key_on_the_runner() {
+    let token = Token::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let server = Files::start(served.clone());
+    let fixture = Fixture::new("ok-minimal");
+    import_kat(&token, &fixture, "release");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    fs::write(
+        fixture.path("vmcast.toml"),
+        format!(
+            "output_dir = \"{}\"\n{}",
+            served.display(),
+            config.replace("https://downloads.example.com/site/", &server.url())
+        ),
+    )
+    .unwrap();
+    sign_on_token(&fixture, "release", "imported.pub");
+
+    let bin = Path::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .parent()
+        .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/vmcast-release.sh"))
+        .current_dir(&fixture.root);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("VMCAST_")
+            || name.starts_with("AWS_")
+            || ["SOURCE_DATE_EPOCH", "GITHUB_OUTPUT"].contains(&&*name)
+        {
+            cmd.env_remove(&*name);
+        }
+    }
+    cmd.env("PATH", path)
+        .env("VMCAST_CACHE_DIR", tmp.path().join("cache"))
+        .env("VMCAST_VERIFY_URL", server.url())
+        .env("VMCAST_PUBKEY", "imported.pub");
+    for (k, v) in token.env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("image bytes read, key 9846815B1BF4E0B5"),
+        "{}",
+        stdout(&out)
     );
 }
