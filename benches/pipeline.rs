@@ -13,7 +13,7 @@ use vmcast_gen::model::{
     Version,
 };
 use vmcast_gen::render::Site;
-use vmcast_gen::sign::{KeyId, SecretKey};
+use vmcast_gen::sign::{KeyId, SecretKey, Signer};
 
 fn main() {
     divan::main();

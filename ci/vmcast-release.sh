@@ -16,8 +16,12 @@
 #   VMCAST_VERIFY_URL    the site's public URL: `verify --images` runs there after publishing
 #   VMCAST_PUBKEY        the public key verify pins (default vmcast.pub)
 # Secrets, from the environment:
-#   VMCAST_SECRET_KEY    the contents of the minisign secret key file (required)
-#   VMCAST_KEY_PASSWORD  its password, if it is encrypted
+#   VMCAST_SECRET_KEY    the contents of the minisign secret key file; or, with no key on the
+#                        runner at all, leave it unset and name a key on a PKCS#11 token in the
+#                        config's secret_key (a pkcs11: URI; the module from its module-path or
+#                        VMCAST_PKCS11_MODULE), and pass the token's PIN in:
+#   VMCAST_PKCS11_PIN    the user PIN of that token
+#   VMCAST_KEY_PASSWORD  the key file's password, if it is encrypted
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION), or
 #   AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN: for any s3:// above
 # SOURCE_DATE_EPOCH, when set, is the build time (and the site's sequence). Else the build takes
@@ -49,7 +53,7 @@ run() {
 
 # A CI secret that is not defined reaches the job as an empty variable (GitHub's
 # `${{ secrets.X }}`): treat set-but-empty as unset, so each check below sees it missing.
-for name in VMCAST_KEY_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN \
+for name in VMCAST_KEY_PASSWORD VMCAST_PKCS11_PIN AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN \
   AWS_REGION AWS_DEFAULT_REGION AWS_ENDPOINT_URL AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN; do
   if [ -z "${!name:-}" ]; then
     unset "$name"
@@ -67,9 +71,10 @@ pubkey=${VMCAST_PUBKEY:-vmcast.pub}
 command -v vmcast-gen >/dev/null \
   || die "vmcast-gen is not on PATH: cargo install --locked vmcast-gen"
 [ -f "$config" ] || die "no site configuration $config (VMCAST_CONFIG) in $PWD"
-[ -n "${VMCAST_SECRET_KEY:-}" ] \
+[ -n "${VMCAST_SECRET_KEY:-}" ] || [ -n "${VMCAST_PKCS11_PIN:-}" ] \
   || die "VMCAST_SECRET_KEY is not set: pass the secret key file's contents from a CI secret \
-(and VMCAST_KEY_PASSWORD if the key is encrypted)"
+(and VMCAST_KEY_PASSWORD if the key is encrypted); or, for a key on a PKCS#11 token that the \
+config's secret_key names, the token's PIN in VMCAST_PKCS11_PIN"
 case "$publish" in
   "" | s3://?*) ;;
   *) die "VMCAST_PUBLISH=$publish: publish to s3://bucket/prefix, or leave it empty" ;;

@@ -10,6 +10,7 @@ use chrono::{TimeZone, Utc};
 use crate::config::{self, Overrides};
 use crate::error::{Error, Result};
 use crate::inspect::ImageInfo;
+use crate::keys::{self, LockedSecret, PasswordPrompt};
 use crate::model::{FileDigest, Image, ImageFormat, ImageSource, Release, Sha256};
 use crate::render::Site;
 use crate::scan;
@@ -32,15 +33,24 @@ pub struct KeyOptions<'a> {
     pub text: Option<&'a str>,
     /// `VMCAST_OPENPGP_KEY`.
     pub openpgp_text: Option<&'a str>,
+    /// `VMCAST_PKCS11_MODULE`.
+    pub pkcs11_module: Option<&'a Path>,
 }
 
 /// Checks a site: the config, every notes file, the templates and the
-/// secret keys, minisign and OpenPGP (found and well-formed; they are not
-/// unlocked). With `images`,
+/// secret keys, minisign and OpenPGP (found and well-formed; key files
+/// are not unlocked). A minisign key on a PKCS#11 token is opened, with
+/// the PIN `pin` asks for when its URI gives none, and its public half
+/// held to the config's `public_key`; nothing is signed. With `images`,
 /// the images must also exist and be recognisable by name (they are still
 /// not read), and their SBOMs and provenance files are read and checked
 /// (all but provenance subjects, which need the images' digests).
-pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckReport> {
+pub fn check(
+    config_path: &Path,
+    images: bool,
+    key: KeyOptions,
+    pin: PasswordPrompt,
+) -> Result<CheckReport> {
     let config = match config::load(config_path, &Overrides::default()) {
         Ok(c) => c,
         Err(e) => {
@@ -64,14 +74,24 @@ pub fn check(config_path: &Path, images: bool, key: KeyOptions) -> Result<CheckR
     };
     let mut warnings = plan.warnings.clone();
     let mut key_files = Vec::new();
-    match crate::keys::locked_key(&config, key.file, key.text) {
+    match keys::locked_key(&config, key.file, key.text) {
         Ok(found) => {
             warnings.extend(found.warnings);
             key_files.extend(found.file);
+            let opened = match &found.key {
+                LockedSecret::Token(uri) => {
+                    keys::open_token(&config, uri, key.pkcs11_module, pin).map(|_| ())
+                }
+                // Its public half is encrypted with the key: build compares.
+                LockedSecret::File(_) => keys::public_key(&config).map(|_| ()),
+            };
+            if let Err(e) = opened {
+                problems.push(e);
+            }
         }
         Err(e) => problems.push(e),
     }
-    match crate::keys::locked_openpgp_key(&config, key.openpgp_text) {
+    match keys::locked_openpgp_key(&config, key.openpgp_text) {
         Ok(Some(found)) => {
             warnings.extend(found.warnings);
             key_files.extend(found.file);

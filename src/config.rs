@@ -11,6 +11,7 @@ use url::Url;
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
 use crate::model::{Appliance, ImageFormat, Line, Name, hides_a_separator};
+use crate::pkcs11;
 
 /// The config file's name when none is given.
 pub const DEFAULT_CONFIG: &str = "vmcast.toml";
@@ -41,7 +42,8 @@ struct RawConfig {
     images_dir: Option<PathBuf>,
     output_dir: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
-    secret_key: Option<PathBuf>,
+    secret_key: Option<Spanned<String>>,
+    public_key: Option<PathBuf>,
     image_mode: Option<ImageMode>,
     appliance: Option<Spanned<String>>,
     format_preference: Option<Spanned<Vec<String>>>,
@@ -119,6 +121,39 @@ pub enum ImageMode {
     None,
 }
 
+/// Where the minisign secret key is: `secret_key`, or `--secret-key`.
+#[derive(Debug, Clone)]
+pub enum KeyLocation {
+    /// A key file.
+    File(PathBuf),
+    /// A key on a PKCS#11 token, named by a `pkcs11:` URI.
+    Token(Box<pkcs11::Uri>),
+}
+
+impl KeyLocation {
+    /// `--secret-key`: a `pkcs11:` URI, else a path as given.
+    pub fn named(value: &Path) -> Result<Self> {
+        match value.to_str().filter(|text| pkcs11::Uri::is_uri(text)) {
+            Some(text) => pkcs11::Uri::parse(text)
+                .map(|uri| KeyLocation::Token(Box::new(uri)))
+                .map_err(|reason| Error::Usage {
+                    option: "--secret-key",
+                    value: pkcs11::shown(text),
+                    reason,
+                }),
+            None => Ok(KeyLocation::File(value.to_path_buf())),
+        }
+    }
+
+    /// `secret_key`: a `pkcs11:` URI, else a path resolved against `root`.
+    fn parse(text: &str, root: &Path) -> Result<Self, String> {
+        match pkcs11::Uri::is_uri(text) {
+            true => pkcs11::Uri::parse(text).map(|uri| KeyLocation::Token(Box::new(uri))),
+            false => Ok(KeyLocation::File(root.join(text))),
+        }
+    }
+}
+
 /// Command-line settings that take precedence over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -145,7 +180,10 @@ pub struct Config {
     pub images_dir: Option<PathBuf>,
     pub output_dir: PathBuf,
     pub templates_dir: PathBuf,
-    pub secret_key: Option<PathBuf>,
+    pub secret_key: Option<KeyLocation>,
+    /// The minisign public key of the signing key: a secret key whose
+    /// public half differs is refused, and a token's key takes its key id.
+    pub public_key: Option<PathBuf>,
     pub image_mode: ImageMode,
     pub default_appliance: Option<Name>,
     pub format_preference: Vec<ImageFormat>,
@@ -328,6 +366,13 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     }
 
     let root = path.parent().unwrap_or(Path::new(""));
+    let secret_key = match (&overrides.secret_key, &raw.secret_key) {
+        (Some(named), _) => Some(KeyLocation::named(named)?),
+        (None, Some(s)) => {
+            Some(KeyLocation::parse(s.get_ref(), root).map_err(|m| at(s.span(), m))?)
+        }
+        (None, None) => None,
+    };
     let resolve =
         |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
     Ok(Config {
@@ -344,10 +389,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             .clone()
             .unwrap_or_else(|| resolve(raw.output_dir, "public")),
         templates_dir: resolve(raw.templates_dir, "templates"),
-        secret_key: overrides
-            .secret_key
-            .clone()
-            .or_else(|| raw.secret_key.map(|p| root.join(p))),
+        secret_key,
+        public_key: raw.public_key.map(|p| root.join(p)),
         image_mode,
         default_appliance,
         format_preference,

@@ -47,8 +47,9 @@ pub enum Error {
     NoConfig { searched: PathBuf },
     /// No secret key was given or configured.
     #[error(
-        "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's contents, \
-         or set secret_key in the config; `vmcast-gen keygen` makes one"
+        "no secret key: pass --secret-key FILE (or a pkcs11: URI of a key on a token), set \
+         VMCAST_SECRET_KEY to the key file's contents, or set secret_key in the config; \
+         `vmcast-gen keygen` makes one"
     )]
     NoSecretKey,
     /// `--verify-cache` found cached digests that the files contradict.

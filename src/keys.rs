@@ -1,27 +1,29 @@
-//! Key files: finding, checking and unlocking the secret keys a build
-//! signs with (minisign for the feeds and SHA256SUMS, OpenPGP for the
-//! clearsigned catalogs), and writing new key pairs (`keygen`).
+//! Secret keys: finding, checking and unlocking the keys a build signs
+//! with (minisign for the feeds and SHA256SUMS, from a key file or a
+//! PKCS#11 token; OpenPGP for the clearsigned catalogs), and making new
+//! key pairs (`keygen`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use chrono::Utc;
+use zeroize::Zeroizing;
 
-use crate::config::Config;
+use crate::config::{Config, KeyLocation};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::model::{FileId, KeyFile};
 use crate::openpgp;
-use crate::sign::{KeyId, LockedKey, PublicKey, SecretKey};
+use crate::pkcs11;
+use crate::sign::{KeyId, LockedKey, PublicKey, SecretKey, Signer};
 use crate::warning::Warning;
 
-/// Where the secret key comes from, in order of precedence.
-#[derive(Debug, Clone)]
-pub enum KeySource {
-    /// The contents of a key file, e.g. from a CI secret.
-    Text(String),
-    /// A key file.
-    File(PathBuf),
+/// The minisign secret key, found and checked, not yet unlocked.
+pub enum LockedSecret {
+    /// A key file, or its contents.
+    File(LockedKey),
+    /// A key on a PKCS#11 token.
+    Token(Box<pkcs11::Uri>),
 }
 
 /// Which secret key a password is asked for.
@@ -31,9 +33,12 @@ pub enum KeyKind {
     Minisign,
     /// The OpenPGP key that clearsigns SHA256SUMS.asc and the catalogs.
     OpenPgp,
+    /// The user PIN of the PKCS#11 token that holds the minisign key.
+    TokenPin,
 }
 
-/// Asked for a secret key's password, only when that key is encrypted.
+/// Asked for a secret key's password, only when that key is encrypted, or
+/// for a token's PIN when its URI gives none.
 pub type PasswordPrompt<'a> = &'a mut dyn FnMut(KeyKind) -> Result<String>;
 
 /// The key file at `path` (following links) as it is now, if it is one: a
@@ -47,6 +52,14 @@ fn named_key_file(path: Option<&Path>) -> Option<KeyFile> {
     })
 }
 
+/// The key file the config's `secret_key` names, if it names a file.
+fn configured_key_file(config: &Config) -> Option<KeyFile> {
+    match &config.secret_key {
+        Some(KeyLocation::File(path)) => named_key_file(Some(path)),
+        _ => None,
+    }
+}
+
 /// A secret key as found: what to warn of about it, and the key file it
 /// came from (the one the config names, when the key was given as text).
 #[derive(Debug)]
@@ -58,17 +71,19 @@ pub struct Found<K> {
 
 /// The secret key: a throwaway one for a preview (a preview is never
 /// signed with the real key); else `--secret-key`, else
-/// `VMCAST_SECRET_KEY`, else the config's `secret_key`.
+/// `VMCAST_SECRET_KEY`, else the config's `secret_key`. A key file is
+/// unlocked; a token is opened and logged in to. Either must be the
+/// config's `public_key`, when it names one.
 pub(crate) fn load_key(
     config: &Config,
     options: &crate::BuildOptions,
     password: PasswordPrompt,
-) -> Result<Found<SecretKey>> {
+) -> Result<Found<Box<dyn Signer>>> {
     if options.preview {
         return Ok(Found {
-            key: preview_key()?,
+            key: Box::new(preview_key()?),
             warnings: Vec::new(),
-            file: named_key_file(config.secret_key.as_deref()),
+            file: configured_key_file(config),
         });
     }
     let found = locked_key(
@@ -76,15 +91,69 @@ pub(crate) fn load_key(
         options.overrides.secret_key.as_deref(),
         options.secret_key_text.as_deref(),
     )?;
+    let key: Box<dyn Signer> = match found.key {
+        LockedSecret::File(key) => {
+            let key = key.unlock(&mut || password(KeyKind::Minisign))?;
+            same_key(config, &key.public, "the secret key")?;
+            Box::new(key)
+        }
+        LockedSecret::Token(uri) => Box::new(open_token(
+            config,
+            &uri,
+            options.pkcs11_module.as_deref(),
+            password,
+        )?),
+    };
     Ok(Found {
-        key: found.key.unlock(&mut || password(KeyKind::Minisign))?,
+        key,
         warnings: found.warnings,
         file: found.file,
     })
 }
+/// Opens the token key the URI names (with the module of its
+/// `module-path`, else `module`) and checks it against the config's
+/// `public_key`, whose key id it then takes; nothing is signed. `check`
+/// stops here.
+pub fn open_token(
+    config: &Config,
+    uri: &pkcs11::Uri,
+    module: Option<&Path>,
+    password: PasswordPrompt,
+) -> Result<pkcs11::TokenKey> {
+    let pinned = public_key(config)?;
+    let key = pkcs11::TokenKey::open(uri, module, pinned.as_ref().map(|p| p.key_id), &mut || {
+        password(KeyKind::TokenPin)
+    })?;
+    same_key(config, key.public(), &format!("the key {uri}"))?;
+    Ok(key)
+}
 
-/// The OpenPGP key, when one is set: `VMCAST_OPENPGP_KEY`, else the
-/// config's `[catalogs] openpgp_key`. A preview gets a throwaway one, as
+/// The config's `public_key`, if it names one.
+pub(crate) fn public_key(config: &Config) -> Result<Option<PublicKey>> {
+    config
+        .public_key
+        .as_deref()
+        .map(|path| PublicKey::from_file(path, &fsutil::read_to_string(path)?))
+        .transpose()
+}
+
+/// Fails unless `key` is the config's `public_key` (when it names one).
+fn same_key(config: &Config, key: &PublicKey, what: &str) -> Result<()> {
+    match (public_key(config)?, &config.public_key) {
+        (Some(pinned), Some(path)) if pinned != *key => Err(Error::file(
+            path,
+            format_args!(
+                "is not the public half of {what}: it holds {} (key id {}), the signing key is \
+                 {}; consumers pin this file, so nothing is signed with another key",
+                pinned.to_base64(),
+                pinned.key_id,
+                key.to_base64()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// for minisign.
 pub(crate) fn load_openpgp_key(
     config: &Config,
@@ -111,40 +180,45 @@ pub(crate) fn load_openpgp_key(
     }))
 }
 
-/// Finds the secret key file and checks its layout without unlocking it:
-/// `file` (from the command line), else `text` (`VMCAST_SECRET_KEY`), else
-/// the config's `secret_key`. A key file inside the output is refused,
-/// since the output is published. An unencrypted key file that group or
-/// others can read comes with a warning, as does one inside the trees the
-/// scan publishes from. `check` uses this to report what `build` would
-/// refuse without asking for a password.
+/// Finds the secret key and checks it without unlocking it: `named` (a
+/// file or a `pkcs11:` URI, from the command line), else `text`
+/// (`VMCAST_SECRET_KEY`), else the config's `secret_key`. A key file's
+/// layout is checked; one inside the output is refused, since the output
+/// is published, and an unencrypted one that group or others can read
+/// comes with a warning, as does one inside the trees the scan publishes
+/// from. `check` uses this to report what `build` would refuse without
+/// asking for a password.
 pub fn locked_key(
     config: &Config,
-    file: Option<&Path>,
+    named: Option<&Path>,
     text: Option<&str>,
-) -> Result<Found<LockedKey>> {
-    let source = match (file, text, &config.secret_key) {
-        (Some(path), _, _) => KeySource::File(path.to_path_buf()),
-        (None, Some(text), _) => KeySource::Text(text.to_owned()),
-        (None, None, Some(path)) => KeySource::File(path.clone()),
+) -> Result<Found<LockedSecret>> {
+    let location = match (named, text, &config.secret_key) {
+        (Some(named), _, _) => KeyLocation::named(named)?,
+        (None, Some(text), _) => {
+            return Ok(Found {
+                key: LockedSecret::File(LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), text)?),
+                warnings: Vec::new(),
+                file: configured_key_file(config),
+            });
+        }
+        (None, None, Some(location)) => location.clone(),
         (None, None, None) => return Err(Error::NoSecretKey),
     };
-    match source {
-        KeySource::Text(text) => Ok(Found {
-            key: LockedKey::parse(Path::new("$VMCAST_SECRET_KEY"), &text)?,
+    match location {
+        KeyLocation::Token(uri) => Ok(Found {
+            key: LockedSecret::Token(uri),
             warnings: Vec::new(),
-            file: named_key_file(config.secret_key.as_deref()),
+            file: None,
         }),
-        KeySource::File(path) => {
+        KeyLocation::File(path) => {
             let read = read_secret_key(config, &path, &MINISIGN_KEY)?;
             let key = LockedKey::parse(&path, &read.text)?;
-            Ok(read.found(key.encrypted, key))
+            Ok(read.found(key.encrypted, LockedSecret::File(key)))
         }
     }
 }
 
-/// Finds the OpenPGP secret key and checks it as [`locked_key`] checks the
-/// minisign key, without unlocking it: `text` (`VMCAST_OPENPGP_KEY`), else
 /// the config's `[catalogs] openpgp_key`; `None` when neither is set.
 pub fn locked_openpgp_key(
     config: &Config,
@@ -381,4 +455,39 @@ pub fn openpgp_keygen(
         force,
     )?;
     Ok(key.fingerprint())
+}
+
+/// Puts a minisign key pair on the PKCS#11 token the URI names (with the
+/// module of its `module-path`, else `module`) and writes its public key
+/// with mode 0644: a new key made on the token, or with `import` the
+/// minisign secret key in that file (unlocked with `password`), so that
+/// the public key stays the one consumers pinned. Refuses to overwrite the
+/// public key unless `force`, and never replaces a key on the token.
+pub fn token_keygen(
+    uri: &pkcs11::Uri,
+    module: Option<&Path>,
+    public_key: &Path,
+    force: bool,
+    import: Option<&Path>,
+    password: PasswordPrompt,
+) -> Result<PublicKey> {
+    keygen_targets_free(public_key, public_key, force)?;
+    if let Some(dir) = public_key.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::create_dir_all(dir)?;
+    }
+    let public = match import {
+        Some(path) => {
+            let text = Zeroizing::new(fsutil::read_to_string(path)?);
+            let key = SecretKey::from_file(path, &text, &mut || password(KeyKind::Minisign))?;
+            pkcs11::import(uri, module, &mut || password(KeyKind::TokenPin), &key)?
+        }
+        None => pkcs11::generate(uri, module, &mut || password(KeyKind::TokenPin))?,
+    };
+    fsutil::write_new_file(
+        public_key,
+        public.to_file().as_bytes(),
+        fsutil::PUBLISHED_FILE_MODE,
+        force,
+    )?;
+    Ok(public)
 }

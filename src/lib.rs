@@ -28,6 +28,7 @@ pub mod net;
 pub mod notes;
 pub mod openpgp;
 pub mod par;
+pub mod pkcs11;
 pub mod place;
 pub mod previous;
 #[cfg(feature = "publish")]

@@ -25,7 +25,7 @@ use crate::par;
 use crate::previous::{self, Previous};
 use crate::render::{self, Site};
 use crate::scan;
-use crate::sign::{self, PublicKey, SecretKey};
+use crate::sign::{self, PublicKey};
 use crate::supply;
 use crate::warning::Warning;
 use crate::write;
@@ -69,6 +69,9 @@ pub struct BuildOptions {
     pub replace: Vec<String>,
     /// The S3-compatible endpoint for an `s3://` previous site.
     pub endpoint: Option<String>,
+    /// The PKCS#11 module of a `pkcs11:` secret key whose URI names none
+    /// (`VMCAST_PKCS11_MODULE`).
+    pub pkcs11_module: Option<PathBuf>,
 }
 
 /// One published image, for reports.
@@ -194,7 +197,7 @@ fn run(
         Some(source) => Some(load_previous(
             options,
             source,
-            &keys.minisign.public,
+            keys.minisign.public(),
             rotated_from.clone(),
             warnings,
         )?),
@@ -204,13 +207,13 @@ fn run(
         .as_deref()
         .zip(previous.as_ref())
         .map(|(source, previous)| (source, previous.sequence));
-    let trusted: Vec<&PublicKey> = std::iter::once(&keys.minisign.public)
+    let trusted: Vec<&PublicKey> = std::iter::once(keys.minisign.public())
         .chain(&rotated_from)
         .collect();
     if let Some(prior) = Prior::of(&config, options, built_on, &trusted) {
         clock.follow(&prior, options, warnings)?;
     }
-    let next_key = next_key(&config, &keys.minisign.public, warnings)?;
+    let next_key = next_key(&config, keys.minisign.public(), warnings)?;
     // Its errors come after the key's, which say more.
     let (spare, spare_warning) = spare?;
     let staging = write::Staging::new(&lock, spare)?;
@@ -231,7 +234,7 @@ fn run(
     let site = Site {
         config: &config,
         releases: &releases,
-        public_key: &keys.minisign.public,
+        public_key: keys.minisign.public(),
         next_key: next_key.as_ref(),
         openpgp_public_key: keys.openpgp_public.as_deref(),
         build_time: clock.time,
@@ -310,7 +313,7 @@ impl Report {
                 .map(|i| i.digest.length)
                 .sum(),
             hash: done.hash,
-            key_id: keys.minisign.public.key_id.to_string(),
+            key_id: keys.minisign.public().key_id.to_string(),
             openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
             warnings: done.warnings,
             previous: done.previous,
@@ -362,7 +365,7 @@ struct Keys {
     /// The builders' keys that sign provenance (`provenance_keys`).
     provenance: Vec<supply::keys::ProvenanceKey>,
     /// Signs the feeds, SHA256SUMS and the catalogs.
-    minisign: SecretKey,
+    minisign: Box<dyn sign::Signer>,
     /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set.
     openpgp: Option<openpgp::Signer>,
     /// Its public key, armored, published as `openpgp.asc`.

@@ -31,7 +31,7 @@ pub(super) fn write_site(
     clock: &Clock,
     threads: usize,
 ) -> Result<()> {
-    let key = &keys.minisign;
+    let key = &*keys.minisign;
     // A file that never changes (an archive) names no build, so that its
     // signature does not change either; SHA256SUMS binds it to the build.
     let comment = |file: &str| match media::is_immutable(file) {
@@ -61,7 +61,7 @@ pub(super) fn write_site(
     let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(media::MANIFEST))?;
     staging.write(media::MANIFEST, rendered.manifest.as_bytes())?;
     staging.write(media::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
-    staging.write(media::PUBLIC_KEY, key.public.to_file().as_bytes())?;
+    staging.write(media::PUBLIC_KEY, key.public().to_file().as_bytes())?;
     if let (Some(signer), Some(public)) = (&keys.openpgp, &keys.openpgp_public) {
         let signed = signer.clearsign(&rendered.manifest, clock.time)?;
         staging.write(openpgp::MANIFEST_ASC, signed.as_bytes())?;

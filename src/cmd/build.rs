@@ -7,7 +7,6 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use vmcast_gen::config::Overrides;
-use vmcast_gen::keys::KeyKind;
 use vmcast_gen::units::human_size;
 use vmcast_gen::{BuildOptions, Error, Result};
 
@@ -22,8 +21,9 @@ pub struct BuildArgs {
     /// Output directory (default: the config's output_dir, else `public` beside the config).
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Secret key file (overrides VMCAST_SECRET_KEY and the config's secret_key).
-    #[arg(long, value_name = "FILE")]
+    /// Secret key file, or a pkcs11: URI of a key on a token (overrides VMCAST_SECRET_KEY and
+    /// the config's secret_key).
+    #[arg(long, value_name = "FILE|URI")]
     pub secret_key: Option<PathBuf>,
     /// Threads for hashing, and for reading notes, rendering and signing (default: one per core).
     #[arg(short = 'j', long, value_name = "N")]
@@ -93,7 +93,16 @@ pub fn build_options(
         allow_rollback: false,
         replace: Vec::new(),
         endpoint: None,
+        pkcs11_module: pkcs11_module(),
     })
+}
+
+/// `VMCAST_PKCS11_MODULE`: the PKCS#11 module of a token whose URI names
+/// none.
+pub fn pkcs11_module() -> Option<PathBuf> {
+    std::env::var_os("VMCAST_PKCS11_MODULE")
+        .filter(|m| !m.is_empty())
+        .map(Into::into)
 }
 
 /// `VMCAST_OPENPGP_KEY`: the OpenPGP secret key's text, over the config's
@@ -133,10 +142,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
     } else {
         Show::Nothing
     });
-    let report = super::build_site(&options, &bar, &mut |kind| match kind {
-        KeyKind::Minisign => prompt::unlock("the secret key", prompt::KEY_PASSWORD),
-        KeyKind::OpenPgp => prompt::unlock("the OpenPGP secret key", prompt::OPENPGP_PASSWORD),
-    })?;
+    let report = super::build_site(&options, &bar, &mut prompt::unlock_key)?;
     if args.quiet {
         return Ok(true);
     }

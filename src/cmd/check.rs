@@ -16,8 +16,9 @@ pub struct CheckArgs {
     /// Also require every image to exist and be recognisable by name (still not read).
     #[arg(long)]
     pub images: bool,
-    /// Secret key file, as for build (else VMCAST_SECRET_KEY, else the config's secret_key).
-    #[arg(long, value_name = "FILE")]
+    /// Secret key file or pkcs11: URI, as for build (else VMCAST_SECRET_KEY, else the config's
+    /// secret_key).
+    #[arg(long, value_name = "FILE|URI")]
     pub secret_key: Option<PathBuf>,
 }
 
@@ -27,12 +28,15 @@ pub fn run(args: CheckArgs) -> Result<bool> {
         .ok()
         .filter(|s| !s.is_empty());
     let openpgp_text = super::build::openpgp_key_text();
+    let module = super::build::pkcs11_module();
     let key = KeyOptions {
         file: args.secret_key.as_deref(),
         text: text.as_deref(),
         openpgp_text: openpgp_text.as_deref(),
+        pkcs11_module: module.as_deref(),
     };
-    let report = vmcast_gen::check::check(&config, args.images, key)?;
+    let report =
+        vmcast_gen::check::check(&config, args.images, key, &mut super::prompt::unlock_key)?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }

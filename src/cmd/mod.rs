@@ -104,6 +104,10 @@ pub enum Command {
         VMCAST_OPENPGP_KEY  the contents of an OpenPGP secret key, over the config's\n                      \
         [catalogs] openpgp_key; with either, SHA256SUMS.asc and openpgp.asc are written too\n  \
         VMCAST_OPENPGP_PASSWORD the passphrase of that OpenPGP key (else asked on the terminal)\n  \
+        VMCAST_PKCS11_MODULE the PKCS#11 module (.so) of a pkcs11: secret key whose URI has no\n                      \
+        module-path\n  \
+        VMCAST_PKCS11_PIN   the token's user PIN, when the URI has no pin-source (else asked on the\n                      \
+        terminal)\n  \
         SOURCE_DATE_EPOCH   build timestamp in Unix seconds; same inputs and same value give a\n                      \
         byte-identical site. It is also the build's sequence number, which consumers use for\n                      \
         rollback protection, and the start of its expiry period.\n\n\
@@ -124,7 +128,15 @@ pub enum Command {
         --openpgp makes an OpenPGP key instead (v4, ed25519, ASCII-armored) for [catalogs] \
         openpgp_key, which clearsigns SHA256SUMS.asc for clients that check only OpenPGP \
         (gpgv, gpg --verify); its passphrase comes from VMCAST_OPENPGP_PASSWORD, and CI passes \
-        the key's contents in VMCAST_OPENPGP_KEY."
+        the key's contents in VMCAST_OPENPGP_KEY.\n\n\
+        --pkcs11 URI makes the key pair on a PKCS#11 token instead (a hardware security module, a \
+        cloud KMS's PKCS#11 library, SoftHSM), where the secret key stays: only the public key is \
+        written. The URI (RFC 7512) names the token and the new key's label, e.g. \
+        pkcs11:token=vmcast;object=release?module-path=/usr/lib/softhsm/libsofthsm2.so (or set \
+        VMCAST_PKCS11_MODULE); the PIN comes from VMCAST_PKCS11_PIN, the URI's pin-source, or the \
+        terminal. --import FILE puts an existing minisign secret key on the token instead, so \
+        the public key does not change. Then set secret_key to the URI and public_key to the \
+        public key in vmcast.toml."
     )]
     Keygen(keygen::KeygenArgs),
     /// Verify a published site (a local output directory or an http(s) URL) as a consumer would.

@@ -21,7 +21,11 @@ tests! {
 const SCRIPT: &str = "ci/vmcast-release.sh";
 
 /// What the script reads that is a secret, not an input of the action.
-const SECRETS: [&str; 2] = ["VMCAST_SECRET_KEY", "VMCAST_KEY_PASSWORD"];
+const SECRETS: [&str; 3] = [
+    "VMCAST_SECRET_KEY",
+    "VMCAST_KEY_PASSWORD",
+    "VMCAST_PKCS11_PIN",
+];
 
 fn repo_file(rel: &str) -> String {
     fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()

@@ -159,7 +159,7 @@ fn unknown_key_in_config() {
         &Fixture::new("unknown-key-config"),
         "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
-         `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
+         `templates_dir`, `secret_key`, `public_key`, `image_mode`, `appliance`, `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
          `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`\n",
     );
@@ -572,8 +572,9 @@ fn no_secret_key_anywhere() {
     let out = fixture.build(&[]);
     assert_eq!(
         stderr(&out),
-        "error: no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \
-         contents, or set secret_key in the config; `vmcast-gen keygen` makes one\n"
+        "error: no secret key: pass --secret-key FILE (or a pkcs11: URI of a key on a token), \
+         set VMCAST_SECRET_KEY to the key file's contents, or set secret_key in the config; \
+         `vmcast-gen keygen` makes one\n"
     );
     assert_eq!(out.status.code(), Some(1));
 }

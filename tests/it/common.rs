@@ -85,6 +85,8 @@ pub fn vmcast_command(cwd: &Path, wrapper: &[&str]) -> Command {
         .env_remove("VMCAST_KEY_PASSWORD")
         .env_remove("VMCAST_OPENPGP_KEY")
         .env_remove("VMCAST_OPENPGP_PASSWORD")
+        .env_remove("VMCAST_PKCS11_MODULE")
+        .env_remove("VMCAST_PKCS11_PIN")
         .env("SOURCE_DATE_EPOCH", EPOCH);
     cmd
 }
@@ -201,6 +203,15 @@ pub static GPO: Tool = Tool::new(
     "gpo (Debian package gpodder) is not installed",
 );
 pub static VAGRANT: Tool = Tool::new("command -v vagrant", "vagrant is not installed");
+pub static SOFTHSM: Tool = Tool::new(
+    "command -v softhsm2-util && test -e /usr/lib/softhsm/libsofthsm2.so",
+    "SoftHSM2 (softhsm2-util and /usr/lib/softhsm/libsofthsm2.so, Debian package softhsm2) is \
+     not installed",
+);
+pub static PKCS11_TOOL: Tool = Tool::new(
+    "command -v pkcs11-tool",
+    "pkcs11-tool (Debian package opensc) is not installed",
+);
 pub static GPG: Tool = Tool::new("command -v gpg", "gpg is not installed");
 pub static GPGV: Tool = Tool::new("command -v gpgv", "gpgv is not installed");
 pub static SYSTEMD_ANALYZE: Tool = Tool::new(

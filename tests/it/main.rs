@@ -44,6 +44,7 @@ mod interop;
 mod known_answer;
 mod openpgp;
 mod page;
+mod pkcs11;
 mod previous;
 #[cfg(feature = "publish")]
 mod publish;
@@ -87,6 +88,7 @@ fn main() {
         known_answer::tests(),
         openpgp::tests(),
         page::tests(),
+        pkcs11::tests(),
         previous::tests(),
         #[cfg(feature = "publish")]
         publish::tests(),

@@ -34,10 +34,11 @@ tests! {
     a_304_does_not_make_an_expired_build_fresh;
 }
 
-/// A static file server for one test: GET with single byte ranges and
-/// entity tags (`If-None-Match` gets a 304), a log of request lines and of
-/// what each response sent, and knobs for what image responses do.
-struct Files {
+/// A static file server for one test (the pkcs11 tests' too): GET with
+/// single byte ranges and entity tags (`If-None-Match` gets a 304), a log
+/// of request lines and of what each response sent, and knobs for what
+/// image responses do.
+pub(crate) struct Files {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
     /// Each response's status and body length, in order.
@@ -59,7 +60,7 @@ struct Knobs {
 }
 
 impl Files {
-    fn start(root: PathBuf) -> Files {
+    pub(crate) fn start(root: PathBuf) -> Files {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -88,7 +89,7 @@ impl Files {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, stderr, stdout, vmcast};
-use vmcast_gen::sign::{SecretKey, Signature};
+use vmcast_gen::sign::{SecretKey, Signature, Signer};
 
 tests! {
     a_fresh_build_verifies_with_its_images;
