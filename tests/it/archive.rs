@@ -3,8 +3,9 @@
 //! chain followed from feed.xml reaches every release exactly once; every
 //! archive is signed and verifies; a new release changes no archive byte.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::common::{Fixture, assert_success, snapshot_tree, stderr, stdout};
@@ -15,6 +16,7 @@ tests! {
     verify_names_the_mirror_that_serves_a_corrupted_image needs PYTHON3, JING;
     gpodder_lists_the_history_through_the_archives needs GPO, PYTHON3;
     previous_builds_carry_archives_forward_unchanged;
+    a_new_release_changes_only_what_names_it;
 }
 
 /// ok-minimal's releases replaced by `count` releases of webapp and dbnode
@@ -179,6 +181,95 @@ fn three_hundred_releases_keep_a_small_feed_and_immutable_signed_archives() {
     );
     let feed = fs::read_to_string(public.join("feed.xml")).unwrap();
     assert_eq!(items(&feed).len(), 41);
+}
+
+/// What changed between two snapshots of an output, sorted: `added PATH`,
+/// `changed PATH` and `removed PATH`.
+fn changes(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<String> {
+    let paths: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    let mut changes: Vec<String> = paths
+        .into_iter()
+        .filter_map(|path| {
+            let what = match (before.get(path), after.get(path)) {
+                (None, _) => "added",
+                (_, None) => "removed",
+                (Some(old), Some(new)) if old != new => "changed",
+                _ => return None,
+            };
+            Some(format!("{what} {}", path.display()))
+        })
+        .collect();
+    changes.sort();
+    changes
+}
+
+/// One new release on a site of 300 changes the files that name it or
+/// vouch for this build, and no other byte: the feeds and their
+/// signatures (each signed for the build), SHA256SUMS and its signature,
+/// the landing page, its appliance's history page (not the other's) and
+/// its image. The release that fills an archive adds that archive and its
+/// signature too. Each build is a second after the one before, and stages
+/// in the spare site that one left.
+fn a_new_release_changes_only_what_names_it() {
+    let fixture = big_site(150);
+    let public = fixture.path("public");
+    let mut epoch = 1_790_000_000;
+    let mut build = || {
+        epoch += 1;
+        let epoch = epoch.to_string();
+        assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", &epoch)]));
+        snapshot_tree(&public)
+    };
+    // What every build signs anew, and what it changes besides.
+    let signed = |besides: &[&str]| {
+        let mut all: Vec<String> = [
+            "SHA256SUMS",
+            "SHA256SUMS.minisig",
+            "feed.xml",
+            "feed.xml.minisig",
+            "feeds/dbnode.xml",
+            "feeds/dbnode.xml.minisig",
+            "feeds/webapp.xml",
+            "feeds/webapp.xml.minisig",
+            "index.html",
+        ]
+        .iter()
+        .map(|path| format!("changed {path}"))
+        .chain(besides.iter().map(|s| s.to_string()))
+        .collect();
+        all.sort();
+        all
+    };
+    build();
+    let before = build();
+    let rebuilt = build();
+    assert_eq!(changes(&before, &rebuilt), signed(&[]));
+    add(&fixture, "webapp", 150);
+    let one = build();
+    assert_eq!(
+        changes(&rebuilt, &one),
+        signed(&[
+            "changed history/webapp.html",
+            "added images/webapp/1.150.0/webapp-1.150.0.raw",
+        ])
+    );
+    // Eight more wait in the current feeds for an archive to fill; the
+    // tenth new release fills the 27th.
+    for i in 151..159 {
+        add(&fixture, "webapp", i);
+    }
+    let nine = build();
+    add(&fixture, "webapp", 159);
+    let ten = build();
+    assert_eq!(
+        changes(&nine, &ten),
+        signed(&[
+            "added archive/27.xml",
+            "added archive/27.xml.minisig",
+            "changed history/webapp.html",
+            "added images/webapp/1.159.0/webapp-1.159.0.raw",
+        ])
+    );
 }
 
 /// feedparser reads every archive as a valid feed.
