@@ -13,8 +13,6 @@
 //! nor do fractions of a second through most archive formats.
 
 use std::collections::BTreeMap;
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::inspect::ImageInfo;
+pub use crate::model::FileState;
 use crate::model::{Combined, Digested, FileDigest, Sha256, Sha512};
 use crate::warning::Warning;
 
@@ -29,44 +28,6 @@ const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
-
-/// What identifies a file and its state, from one `stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileState {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
-}
-
-impl FileState {
-    /// The file this state is of.
-    pub fn id(&self) -> crate::model::FileId {
-        crate::model::FileId {
-            dev: self.dev,
-            ino: self.ino,
-        }
-    }
-
-    /// The same file with the same content as far as stat can tell: size
-    /// and mtime. ctime is left out: a hard link into the output changes it.
-    pub fn same_content(&self, other: &FileState) -> bool {
-        self.id() == other.id() && self.size == other.size && self.mtime_ns == other.mtime_ns
-    }
-
-    pub fn of(meta: &Metadata) -> Self {
-        let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
-        FileState {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -120,6 +120,49 @@ impl FileId {
     }
 }
 
+/// What identifies a file and its state, from one `stat`: which file it
+/// is (device, inode), its size, and its mtime and ctime in nanoseconds.
+/// A file in the same state holds the same bytes: replacing it moves its
+/// inode, writing to it its mtime and ctime, and no call from user space
+/// can set a ctime back. The hash cache keys what it remembers on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileState {
+    /// The file this state is of.
+    pub fn id(&self) -> FileId {
+        FileId {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+
+    /// The same file with the same content as far as stat can tell: size
+    /// and mtime. ctime is left out: a hard link into the output changes it.
+    pub fn same_content(&self, other: &FileState) -> bool {
+        self.id() == other.id() && self.size == other.size && self.mtime_ns == other.mtime_ns
+    }
+
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+        FileState {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
 /// A secret key file and which file it is, by device and inode: no file
 /// of that identity is published, whatever name leads to it (the scan's
 /// `Plan::refuse_secret_keys`).

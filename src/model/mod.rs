@@ -10,7 +10,7 @@ mod names;
 mod release;
 mod supply;
 
-pub use digest::{Combined, Digested, FileDigest, FileId, KeyFile, Sha256, Sha512};
+pub use digest::{Combined, Digested, FileDigest, FileId, FileState, KeyFile, Sha256, Sha512};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
 };
