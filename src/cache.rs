@@ -7,6 +7,12 @@
 //! it (size) or restoring an old mtime after a write (ctime, which no
 //! user-space call can set back) all miss, and the file is read again.
 //!
+//! Besides the images' digests it remembers the text of each
+//! `release.toml` with its notes rendered to HTML, keyed the same way, so
+//! an unchanged notes file is neither read nor rendered again: only as
+//! rendered by the very program now running (its executable in the same
+//! state), else they are forgotten.
+//!
 //! A sidecar is weaker by design: it records size, mtime and digest on the
 //! build machine, and is trusted when size and mtime (to the second) still
 //! match, because inode and ctime do not survive the trip to the release job,
@@ -22,9 +28,13 @@ use crate::fsutil;
 use crate::inspect::ImageInfo;
 pub use crate::model::FileState;
 use crate::model::{Combined, Digested, FileDigest, Sha256, Sha512};
+use crate::notes;
 use crate::warning::Warning;
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-3";
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-4";
+/// The format before notes were remembered: its image entries are read as
+/// they are.
+const CACHE_FORMAT_3: &str = "vmcast-gen-hash-cache-3";
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
@@ -33,10 +43,33 @@ const SIDECAR_LIMIT: u64 = 64 << 10;
 #[serde(deny_unknown_fields)]
 struct CacheFile {
     format: String,
+    /// The executable that rendered the notes remembered.
+    #[serde(default)]
+    program: Option<FileState>,
     entries: BTreeMap<String, CacheEntry>,
+    #[serde(default)]
+    notes: BTreeMap<String, NotesEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What one build remembers for the next.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Record {
+    /// Images, and the copies and boxes in the output, by canonical path.
+    entries: BTreeMap<String, CacheEntry>,
+    /// Notes files, by canonical path.
+    notes: BTreeMap<String, NotesEntry>,
+}
+
+/// A `release.toml` in one state: its text, and its notes as HTML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotesEntry {
+    state: FileState,
+    text: String,
+    html: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CacheEntry {
     state: FileState,
@@ -54,7 +87,7 @@ struct CacheEntry {
 }
 
 /// A [`Combined`] digest, as hex.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CachedCombined {
     prefix: String,
@@ -63,7 +96,7 @@ struct CachedCombined {
 
 /// A Vagrant box's digest, and the mtime its members were given: a box
 /// with another mtime has other bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BoxEntry {
     mtime: u64,
@@ -75,18 +108,39 @@ struct BoxEntry {
 #[derive(Serialize)]
 struct CacheFileOut<'a> {
     format: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    program: Option<FileState>,
     entries: &'a BTreeMap<String, CacheEntry>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    notes: &'a BTreeMap<String, NotesEntry>,
 }
 
 /// The hash cache of one site.
 #[derive(Debug)]
 pub struct HashCache {
     path: PathBuf,
-    old: BTreeMap<String, CacheEntry>,
-    new: BTreeMap<String, CacheEntry>,
-    /// The file's text as read or last written: a save that would write
-    /// the same text (a rebuild where nothing changed) writes nothing.
-    on_disk: Option<String>,
+    /// What the last build recorded; its notes only if this very program
+    /// recorded them.
+    old: Record,
+    new: Record,
+    /// This program's executable, when it can be told: without it, no
+    /// notes are remembered.
+    program: Option<FileState>,
+    /// Whether the file holds `old` as this program writes it: a save
+    /// that would write it again (a rebuild where nothing changed) writes
+    /// nothing.
+    current: bool,
+    /// The file's text as this build last wrote it.
+    written: Option<String>,
+}
+
+/// The state of the running program's executable, which what it renders
+/// depends on: a new build or install of it is another file, or the same
+/// one written to.
+fn program() -> Option<FileState> {
+    fsutil::metadata(Path::new("/proc/self/exe"))
+        .ok()
+        .map(|meta| FileState::of(&meta))
 }
 
 impl HashCache {
@@ -100,13 +154,16 @@ impl HashCache {
     /// Loads the cache; a missing file is an empty cache, and an unreadable,
     /// corrupt or foreign one is ignored with the returned warning.
     pub fn load(path: &Path) -> (Self, Option<Warning>) {
+        let program = program();
         let empty = |warning| {
             (
                 HashCache {
                     path: path.to_path_buf(),
-                    old: BTreeMap::new(),
-                    new: BTreeMap::new(),
-                    on_disk: None,
+                    old: Record::default(),
+                    new: Record::default(),
+                    program,
+                    current: false,
+                    written: None,
                 },
                 warning,
             )
@@ -116,21 +173,26 @@ impl HashCache {
         }
         let parsed = fsutil::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|text| match serde_json::from_str::<CacheFile>(&text) {
-                Ok(file) => Ok((file, text)),
-                Err(e) => Err(e.to_string()),
-            });
+            .and_then(|text| serde_json::from_str::<CacheFile>(&text).map_err(|e| e.to_string()));
         match parsed {
-            Ok((file, text)) if file.format == CACHE_FORMAT => (
-                HashCache {
+            Ok(file) if file.format == CACHE_FORMAT || file.format == CACHE_FORMAT_3 => {
+                let ours = program.is_some() && file.program == program;
+                let current = ours && file.format == CACHE_FORMAT;
+                let old = Record {
+                    entries: file.entries,
+                    notes: file.notes.into_iter().filter(|_| ours).collect(),
+                };
+                let cache = HashCache {
                     path: path.to_path_buf(),
-                    old: file.entries,
-                    new: BTreeMap::new(),
-                    on_disk: Some(text),
-                },
-                None,
-            ),
-            Ok((file, _)) => empty(Some(Warning::file(
+                    old,
+                    new: Record::default(),
+                    program,
+                    current,
+                    written: None,
+                };
+                (cache, None)
+            }
+            Ok(file) => empty(Some(Warning::file(
                 path,
                 format_args!(
                     "hash cache of unknown format {:?}; ignored, every image is hashed",
@@ -146,7 +208,7 @@ impl HashCache {
 
     /// The cached digest and inspection of a file in exactly this state.
     pub fn get(&self, canonical: &Path, state: &FileState) -> Option<Digested> {
-        let entry = self.old.get(&key(canonical))?;
+        let entry = self.old.entries.get(&key(canonical))?;
         if entry.state != *state {
             return None;
         }
@@ -175,7 +237,7 @@ impl HashCache {
     /// The digest of the Vagrant box made, with members of `mtime`, of a
     /// file in exactly this state.
     pub fn get_box(&self, canonical: &Path, state: &FileState, mtime: u64) -> Option<FileDigest> {
-        let entry = self.old.get(&key(canonical))?;
+        let entry = self.old.entries.get(&key(canonical))?;
         let boxed = entry.vagrant_box.as_ref()?;
         if entry.state != *state || boxed.mtime != mtime {
             return None;
@@ -189,7 +251,7 @@ impl HashCache {
 
     /// Records the Vagrant box of a file this build recorded.
     pub fn insert_box(&mut self, canonical: &Path, mtime: u64, digest: &FileDigest) {
-        if let Some(entry) = self.new.get_mut(&key(canonical)) {
+        if let Some(entry) = self.new.entries.get_mut(&key(canonical)) {
             entry.vagrant_box = Some(BoxEntry {
                 mtime,
                 length: digest.length,
@@ -201,7 +263,7 @@ impl HashCache {
     /// Records a digest for the next build.
     pub fn insert(&mut self, canonical: &Path, state: FileState, digested: &Digested) {
         let Digested { digest, info, lxd } = digested;
-        self.new.insert(
+        self.new.entries.insert(
             key(canonical),
             CacheEntry {
                 state,
@@ -224,24 +286,45 @@ impl HashCache {
     /// next build will see. A file whose size or mtime moved too keeps
     /// the state it was read in, and the next build reads it again.
     pub fn restat(&mut self, canonical: &Path, state: FileState) {
-        if let Some(entry) = self.new.get_mut(&key(canonical))
+        if let Some(entry) = self.new.entries.get_mut(&key(canonical))
             && entry.state.same_content(&state)
         {
             entry.state = state;
         }
     }
 
-    /// Writes the entries of this build (only those: the file never grows
-    /// with images long gone), atomically.
+    /// Remembers the notes files this build read, for the next one.
+    pub fn remember_notes(&mut self, read: &[notes::Read]) {
+        if self.program.is_none() {
+            return;
+        }
+        for r in read {
+            let entry = NotesEntry {
+                state: r.state,
+                text: r.text.clone(),
+                html: r.html.clone(),
+            };
+            self.new.notes.insert(key(&r.path), entry);
+        }
+    }
+
+    /// Writes what this build recorded (only that: the file never grows
+    /// with images long gone), atomically, unless the file holds it
+    /// already.
     pub fn save(&mut self) -> Result<()> {
+        if self.current && self.new == self.old {
+            return Ok(());
+        }
         let file = CacheFileOut {
             format: CACHE_FORMAT,
-            entries: &self.new,
+            program: self.program,
+            entries: &self.new.entries,
+            notes: &self.new.notes,
         };
         // Compact: a warm build of thousands of images reads and writes it.
         let mut text = serde_json::to_string(&file).expect("the cache serializes");
         text.push('\n');
-        if self.on_disk.as_ref() == Some(&text) {
+        if self.written.as_ref() == Some(&text) {
             return Ok(());
         }
         if let Some(dir) = self.path.parent() {
@@ -249,8 +332,16 @@ impl HashCache {
                 .map_err(|e| Error::io("cannot create the cache directory", dir, e))?;
         }
         fsutil::write_new_file(&self.path, text.as_bytes(), 0o644, true)?;
-        self.on_disk = Some(text);
+        self.current = false;
+        self.written = Some(text);
         Ok(())
+    }
+}
+
+impl notes::Known for HashCache {
+    fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)> {
+        let entry = self.old.notes.get(&key(path))?;
+        (entry.state == *state).then(|| (entry.text.clone(), entry.html.clone()))
     }
 }
 
@@ -430,12 +521,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_of_format_3_keeps_its_image_entries() {
+        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
+        let cache_path = dir.path().join("cache.json");
+        cache.save().unwrap();
+        let mut text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cache_path).unwrap()).unwrap();
+        text["format"] = CACHE_FORMAT_3.into();
+        text.as_object_mut().unwrap().remove("program");
+        std::fs::write(&cache_path, text.to_string()).unwrap();
+        let (cache, warning) = HashCache::load(&cache_path);
+        assert!(warning.is_none());
+        assert_eq!(cache.get(&file, &state), Some(digested));
+        assert!(!cache.current);
+    }
+
+    #[test]
     fn corrupt_cache_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
         std::fs::write(&path, "{not json").unwrap();
         let (cache, warning) = HashCache::load(&path);
         assert!(warning.unwrap().message.contains("hash cache is corrupt"));
-        assert!(cache.old.is_empty());
+        assert!(cache.old.entries.is_empty());
     }
 }

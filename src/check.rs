@@ -68,6 +68,7 @@ pub fn check(
             scan::Plan {
                 releases: Vec::new(),
                 warnings: Vec::new(),
+                notes: Vec::new(),
             },
             vec![e],
         ),

@@ -33,6 +33,8 @@ pub struct Plan {
     pub releases: Vec<PlannedRelease>,
     /// Things worth a look that do not stop the build.
     pub warnings: Vec<crate::Warning>,
+    /// The notes files read, for the hash cache to remember.
+    pub notes: Vec<notes::Read>,
 }
 
 impl Plan {
@@ -67,9 +69,15 @@ impl Plan {
 
 /// Scans the releases and their images, failing at the first problem.
 /// With `imageless`, a release without images is planned with none (its
-/// images may come from the previous site) instead of refused.
-pub fn scan(config: &Config, imageless: bool, threads: usize) -> Result<Plan> {
-    let (plan, mut problems) = scan_with(config, true, imageless, false, threads)?;
+/// images may come from the previous site) instead of refused. A notes
+/// file `known` remembers in its present state is not read again.
+pub fn scan(
+    config: &Config,
+    imageless: bool,
+    threads: usize,
+    known: Option<&dyn notes::Known>,
+) -> Result<Plan> {
+    let (plan, mut problems) = scan_with(config, true, imageless, false, threads, known)?;
     match problems.is_empty() {
         true => Ok(plan),
         false => Err(problems.remove(0)),
@@ -80,7 +88,7 @@ pub fn scan(config: &Config, imageless: bool, threads: usize) -> Result<Plan> {
 /// problem found; with `images = false` no image is looked for. For
 /// `vmcast-gen check`.
 pub fn scan_all(config: &Config, images: bool, threads: usize) -> Result<(Plan, Vec<Error>)> {
-    scan_with(config, images, false, true, threads)
+    scan_with(config, images, false, true, threads, None)
 }
 
 fn scan_with(
@@ -89,6 +97,7 @@ fn scan_with(
     imageless: bool,
     keep_going: bool,
     threads: usize,
+    known: Option<&dyn notes::Known>,
 ) -> Result<(Plan, Vec<Error>)> {
     let root = &config.releases_dir;
     if !fsutil::metadata(root)?.is_dir() {
@@ -146,7 +155,10 @@ fn scan_with(
         imageless,
     };
     let planned = crate::par::map(threads, &found, |(path, files)| {
-        let notes = notes::load(path)?;
+        // The walk follows no symbolic link: below the resolved root, the
+        // path it took is the file's resolved path.
+        let key = root_real.join(path.strip_prefix(root).unwrap_or(path));
+        let (notes, read) = notes::read(path, &key, known)?;
         let dir = path.parent().expect("a notes file has a parent directory");
         let appliance = appliance_of(config, &notes, dir)?;
         let key = (appliance.clone(), notes.version.to_string());
@@ -160,13 +172,14 @@ fn scan_with(
                 supply: Vec::new(),
             })
         };
-        Ok((key, release, warnings))
+        Ok((key, release, warnings, read))
     });
     let mut releases: Vec<PlannedRelease> = Vec::new();
+    let mut read = Vec::with_capacity(found.len());
     let mut problems = Vec::new();
     let mut seen: BTreeMap<(Name, String), &Path> = BTreeMap::new();
     for ((path, _), planned) in found.iter().zip(planned) {
-        let release = planned.and_then(|(key, release, planned_warnings)| {
+        let release = planned.and_then(|(key, release, planned_warnings, notes_read)| {
             if let Some(first) = seen.get(&key) {
                 return Err(Error::file(
                     path,
@@ -180,12 +193,20 @@ fn scan_with(
             }
             seen.insert(key, path);
             warnings.extend(planned_warnings);
+            read.extend(notes_read);
             release
         });
         match release {
             Ok(r) => releases.push(r),
             Err(e) if keep_going => problems.push(e),
-            Err(e) => return Ok((Plan { releases, warnings }, vec![e])),
+            Err(e) => {
+                let plan = Plan {
+                    releases,
+                    warnings,
+                    notes: read,
+                };
+                return Ok((plan, vec![e]));
+            }
         }
     }
     releases.sort_by(|a, b| {
@@ -195,7 +216,12 @@ fn scan_with(
             .then_with(|| a.info.appliance.cmp(&b.info.appliance))
             .then_with(|| b.info.version.cmp(&a.info.version))
     });
-    Ok((Plan { releases, warnings }, problems))
+    let plan = Plan {
+        releases,
+        warnings,
+        notes: read,
+    };
+    Ok((plan, problems))
 }
 
 /// The output directory and what builds keep beside it (`.<name>.spare`,

@@ -43,25 +43,20 @@ pub(super) struct Hashed {
 
 /// Digests every image the scan found (read, or from the cache or a
 /// sidecar) and places it in the staging directory.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn hash_images(
     config: &Config,
     options: &BuildOptions,
     plan: &scan::Plan,
     staging: &write::Staging,
+    cache: Option<HashCache>,
     threads: usize,
     progress: &dyn Progress,
     warnings: &mut Vec<Warning>,
 ) -> Result<Hashed> {
     let requests = hash_requests(config, plan, staging)?;
     let mut shortcuts = Shortcuts {
-        cache: match cache_file(config, options)? {
-            Some(path) => {
-                let (cache, warning) = HashCache::load(&path);
-                warnings.extend(warning);
-                Some(cache)
-            }
-            None => None,
-        },
+        cache,
         sidecars: config.trust_sidecars,
         verify_cache: options.verify_cache,
     };
@@ -591,9 +586,23 @@ fn read_pending(
     Ok(())
 }
 
-/// The hash cache file: `--cache-dir` or `VMCAST_CACHE_DIR`, else the
-/// config's `cache_dir`, else the user's cache directory; none with
-/// `--no-cache`.
+/// The hash cache, from its file: `--cache-dir` or `VMCAST_CACHE_DIR`,
+/// else the config's `cache_dir`, else the user's cache directory; none
+/// with `--no-cache`. One that cannot be used is warned of and starts
+/// empty.
+pub(super) fn open_cache(
+    config: &Config,
+    options: &BuildOptions,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<HashCache>> {
+    let Some(path) = cache_file(config, options)? else {
+        return Ok(None);
+    };
+    let (cache, warning) = HashCache::load(&path);
+    warnings.extend(warning);
+    Ok(Some(cache))
+}
+
 fn cache_file(config: &Config, options: &BuildOptions) -> Result<Option<PathBuf>> {
     if options.no_cache {
         return Ok(None);

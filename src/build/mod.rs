@@ -20,6 +20,7 @@ use crate::fsutil;
 use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
 use crate::model::{Release, Sha256};
+use crate::notes;
 use crate::openpgp;
 use crate::par;
 use crate::previous::{self, Previous};
@@ -173,17 +174,27 @@ fn run(
 
     // The scan first: a site with no images yet hears so before any
     // password prompt. The spare is listed meanwhile: both walk a thousand
-    // directories on a large site, which is mostly the kernel's time.
+    // directories on a large site, which is mostly the kernel's time. The
+    // notes files the cache remembers unchanged are not read again
+    // (`--verify-cache` trusts the cache with nothing but what it checks).
+    let mut cache = images::open_cache(&config, options, warnings)?;
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
     let (plan, spare) = std::thread::scope(|s| {
         let spare = s.spawn(|| write::Spare::survey(&lock));
-        let plan = scan::scan(&config, previous_source.is_some(), threads);
+        let known = cache
+            .as_ref()
+            .filter(|_| !options.verify_cache)
+            .map(|c| c as &dyn notes::Known);
+        let plan = scan::scan(&config, previous_source.is_some(), threads, known);
         let spare = spare
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, spare)
     });
     let mut plan = plan?;
+    if let Some(cache) = &mut cache {
+        cache.remember_notes(&plan.notes);
+    }
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
     plan.refuse_secret_keys(&keys.files)?;
@@ -220,7 +231,7 @@ fn run(
     warnings.extend(spare_warning);
 
     let hashed = images::hash_images(
-        &config, options, &plan, &staging, threads, progress, warnings,
+        &config, options, &plan, &staging, cache, threads, progress, warnings,
     )?;
     let (releases, carried) = assemble::Assembly {
         config: &config,

@@ -15,7 +15,8 @@ use crate::cloud::Provider;
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
 use crate::model::{
-    Arch, CloudImage, Firmware, ImageFormat, Line, MAX_TEXT_FILE, Name, Requirements, Version,
+    Arch, CloudImage, FileState, Firmware, ImageFormat, Line, MAX_TEXT_FILE, Name, Requirements,
+    Version,
 };
 use crate::supply::Kind;
 
@@ -133,10 +134,64 @@ impl Notes {
     }
 }
 
+/// Notes files a build read before, as the hash cache remembers them (by
+/// path and state: a file in the same state holds the same bytes), each
+/// with its notes rendered to HTML by the same program.
+pub trait Known: Sync {
+    /// The text of the notes file `path` in exactly `state`, and the HTML
+    /// of its notes.
+    fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)>;
+}
+
+/// A notes file as a build read it, for the next build to remember: its
+/// path, state and text, and the HTML of its notes.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub path: PathBuf,
+    pub state: FileState,
+    pub text: String,
+    pub html: String,
+}
+
+/// The largest notes file remembered: a few hundred bytes are usual, and
+/// a larger one would cost the cache file (read and written by every
+/// build) and the build's memory more than reading it again does.
+const REMEMBERED: usize = 64 << 10;
+
+/// Reads the notes file the scan found at `path`, or takes its text and
+/// HTML from `known` when it is in the state they were read in. `key` is
+/// the path `known` knows it by (resolved). Returns what to remember of
+/// it, unless it is too large to.
+pub fn read(path: &Path, key: &Path, known: Option<&dyn Known>) -> Result<(Notes, Option<Read>)> {
+    if let Some(known) = known {
+        let meta = fsutil::symlink_metadata(path)?;
+        let state = FileState::of(&meta);
+        if let Some((text, html)) = known.notes(key, &state).filter(|_| meta.is_file()) {
+            let notes = parse_with(path, &text, Some(html.clone()))?;
+            let read = Read {
+                path: key.to_path_buf(),
+                state,
+                text,
+                html,
+            };
+            return Ok((notes, Some(read)));
+        }
+    }
+    let (text, state) = load(path)?;
+    let notes = parse(path, &text)?;
+    let read = (text.len() <= REMEMBERED).then(|| Read {
+        path: key.to_path_buf(),
+        state,
+        html: notes.notes_html.clone(),
+        text,
+    });
+    Ok((notes, read))
+}
+
 /// Reads a notes file the scan found: through one descriptor, refusing a
-/// symbolic link put in its place since, and at most
-/// [`MAX_TEXT_FILE`] bytes.
-pub fn load(path: &Path) -> Result<Notes> {
+/// symbolic link put in its place since, and at most [`MAX_TEXT_FILE`]
+/// bytes. Returns its text and the state it was read in.
+fn load(path: &Path) -> Result<(String, FileState)> {
     let (file, meta) = fsutil::open_regular(path, false)?;
     let size = meta.len();
     if size > MAX_TEXT_FILE {
@@ -150,10 +205,16 @@ pub fn load(path: &Path) -> Result<Notes> {
         ));
     }
     let text = fsutil::text(path, fsutil::read_open(file, path, MAX_TEXT_FILE, size)?)?;
-    parse(path, &text)
+    Ok((text, FileState::of(&meta)))
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Notes> {
+    parse_with(path, text, None)
+}
+
+/// [`parse`], with the notes' HTML when it is known already: rendered by
+/// this program from these very notes.
+fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
     let raw: RawNotes = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
     let err =
         |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, text, span.start, msg);
@@ -293,10 +354,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
     // The feed carries the notes' HTML escaped: rendering stops as soon as
     // that passes what `verify` reads, before the rest is parsed.
     let mut escaped = 0u64;
-    let notes_html = markdown::to_html(notes, |piece| {
-        escaped += crate::vocab::escaped_len(piece) as u64;
-        escaped <= MAX_TEXT_FILE
-    })
+    let notes_html = match html {
+        Some(html) => Some(html),
+        None => markdown::to_html(notes, |piece| {
+            escaped += crate::vocab::escaped_len(piece) as u64;
+            escaped <= MAX_TEXT_FILE
+        }),
+    }
     .ok_or_else(|| {
         Error::file(
             path,

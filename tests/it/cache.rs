@@ -24,6 +24,8 @@ tests! {
     link_mode_rehashes_restored_copy_with_old_mtime;
     copy_mode_rebuild_takes_the_previous_copy;
     copy_mode_rebuild_copies_afresh_over_a_tampered_copy;
+    notes_rewritten_with_the_old_size_and_mtime_are_read_again;
+    remembered_notes_serve_only_the_program_that_rendered_them;
 }
 
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
@@ -243,6 +245,74 @@ fn verify_cache_reports_mismatch() {
     // The rewritten cache is right again.
     assert_eq!(site.hashed_line(&[]), WARM);
     assert!(site.feed().contains(&real));
+}
+
+const NOTES: &str = "releases/webapp/1.1.0/release.toml";
+
+/// A notes file the cache remembers is not read on a warm build; written
+/// to since, even with its size and mtime put back, it is read again and
+/// the feed shows what it says now.
+fn notes_rewritten_with_the_old_size_and_mtime_are_read_again() {
+    let site = Site::new();
+    site.build(&[]);
+    assert!(site.feed().contains("Release 1.1.0."));
+    let notes = site.fixture.path(NOTES);
+    let before = fs::metadata(&notes).unwrap();
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(&notes, text.replace("Release 1.1.0.", "Release 1.1.X.")).unwrap();
+    let mtime = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
+    let status = Command::new("touch")
+        .args(["-m", "-d", &mtime])
+        .arg(&notes)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = fs::metadata(&notes).unwrap();
+    assert_eq!(
+        (after.ino(), after.len(), after.mtime_nsec()),
+        (before.ino(), before.len(), before.mtime_nsec())
+    );
+    site.build(&[]);
+    let feed = site.feed();
+    assert!(
+        feed.contains("Release 1.1.X.") && !feed.contains("Release 1.1.0."),
+        "{feed}"
+    );
+}
+
+/// The cache keeps each notes file's text and HTML, and a build takes
+/// them from it instead of the file (it is trusted like the key: edited
+/// here to show which one the build used), but only when the program
+/// that rendered them is the one running: another build of vmcast-gen
+/// renders the notes afresh.
+fn remembered_notes_serve_only_the_program_that_rendered_them() {
+    let site = Site::new();
+    site.build(&[]);
+    let file = site.cache_file();
+    let edit = |program_ino: Option<u64>| {
+        let mut cache: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+        let notes = cache["notes"].as_object_mut().unwrap();
+        let key = notes.keys().find(|k| k.ends_with(NOTES)).unwrap().clone();
+        notes[&key]["html"] = "<p>Remembered.</p>".into();
+        if let Some(ino) = program_ino {
+            cache["program"]["ino"] = ino.into();
+        }
+        fs::write(&file, cache.to_string()).unwrap();
+    };
+    edit(None);
+    site.build(&[]);
+    assert!(site.feed().contains("Remembered."));
+    let ino = fs::metadata(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .unwrap()
+        .ino();
+    edit(Some(ino + 1));
+    site.build(&[]);
+    let feed = site.feed();
+    assert!(
+        feed.contains("Release 1.1.0.") && !feed.contains("Remembered."),
+        "{feed}"
+    );
 }
 
 /// `vmcast-gen hash` in the build job, `build` with trust_sidecars later.
