@@ -7,11 +7,14 @@
 //! it (size) or restoring an old mtime after a write (ctime, which no
 //! user-space call can set back) all miss, and the file is read again.
 //!
-//! Besides the images' digests it remembers the text of each
-//! `release.toml` with its notes rendered to HTML, keyed the same way, so
-//! an unchanged notes file is neither read nor rendered again: only as
-//! rendered by the very program now running (its executable in the same
-//! state), else they are forgotten.
+//! Besides the images' digests it remembers what a build made of its
+//! inputs, each only as made by the very program now running (its
+//! executable in the same state), else they are forgotten: the text of
+//! each `release.toml` with its notes rendered to HTML, keyed the same way,
+//! so an unchanged notes file is neither read nor rendered again; and the
+//! signature of each file that never changes (an archive), keyed by the
+//! digest of the key, the trusted comment and the bytes signed, so an
+//! archive is signed once, not on every build.
 //!
 //! A sidecar is weaker by design: it records size, mtime and digest on the
 //! build machine, and is trusted when size and mtime (to the second) still
@@ -29,6 +32,7 @@ use crate::inspect::ImageInfo;
 pub use crate::model::FileState;
 use crate::model::{Combined, Digested, FileDigest, Sha256, Sha512};
 use crate::notes;
+use crate::sign::PublicKey;
 use crate::warning::Warning;
 
 const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-4";
@@ -49,6 +53,8 @@ struct CacheFile {
     entries: BTreeMap<String, CacheEntry>,
     #[serde(default)]
     notes: BTreeMap<String, NotesEntry>,
+    #[serde(default)]
+    signatures: BTreeMap<String, String>,
 }
 
 /// What one build remembers for the next.
@@ -58,6 +64,8 @@ struct Record {
     entries: BTreeMap<String, CacheEntry>,
     /// Notes files, by canonical path.
     notes: BTreeMap<String, NotesEntry>,
+    /// Signature files, by the digest of what made them ([`Signed`]).
+    signatures: BTreeMap<String, String>,
 }
 
 /// A `release.toml` in one state: its text, and its notes as HTML.
@@ -113,6 +121,8 @@ struct CacheFileOut<'a> {
     entries: &'a BTreeMap<String, CacheEntry>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     notes: &'a BTreeMap<String, NotesEntry>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    signatures: &'a BTreeMap<String, String>,
 }
 
 /// The hash cache of one site.
@@ -181,6 +191,7 @@ impl HashCache {
                 let old = Record {
                     entries: file.entries,
                     notes: file.notes.into_iter().filter(|_| ours).collect(),
+                    signatures: file.signatures.into_iter().filter(|_| ours).collect(),
                 };
                 let cache = HashCache {
                     path: path.to_path_buf(),
@@ -308,6 +319,19 @@ impl HashCache {
         }
     }
 
+    /// The signature file this program made of what `signed` digests, if
+    /// the last build remembered it.
+    pub fn signature(&self, signed: &Signed) -> Option<&str> {
+        self.old.signatures.get(&signed.0).map(String::as_str)
+    }
+
+    /// Remembers a signature file this build published, for the next one.
+    pub fn remember_signature(&mut self, signed: Signed, file: String) {
+        if self.program.is_some() {
+            self.new.signatures.insert(signed.0, file);
+        }
+    }
+
     /// Writes what this build recorded (only that: the file never grows
     /// with images long gone), atomically, unless the file holds it
     /// already.
@@ -320,6 +344,7 @@ impl HashCache {
             program: self.program,
             entries: &self.new.entries,
             notes: &self.new.notes,
+            signatures: &self.new.signatures,
         };
         // Compact: a warm build of thousands of images reads and writes it.
         let mut text = serde_json::to_string(&file).expect("the cache serializes");
@@ -342,6 +367,26 @@ impl notes::Known for HashCache {
     fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)> {
         let entry = self.old.notes.get(&key(path))?;
         (entry.state == *state).then(|| (entry.text.clone(), entry.html.clone()))
+    }
+}
+
+/// What a signature is made of, as one digest: the public key it is made
+/// with (a signer whose public key is this one makes the same signature:
+/// Ed25519 is deterministic), its trusted comment and the digest of the
+/// bytes signed, each field of a fixed length or preceded by its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed(String);
+
+impl Signed {
+    pub fn of(key: &PublicKey, trusted_comment: &str, data: &[u8]) -> Signed {
+        let mut fed = Vec::with_capacity(128 + trusted_comment.len());
+        fed.extend_from_slice(b"vmcast-gen signature\0");
+        fed.extend_from_slice(&key.key_id.0);
+        fed.extend_from_slice(key.key.as_bytes());
+        fed.extend_from_slice(&(trusted_comment.len() as u64).to_le_bytes());
+        fed.extend_from_slice(trusted_comment.as_bytes());
+        fed.extend_from_slice(&Sha256::of(data).0);
+        Signed(Sha256::of(&fed).to_hex())
     }
 }
 

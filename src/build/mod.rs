@@ -253,6 +253,7 @@ fn run(
         expires: clock.expires,
     };
     let rendered = texts(&site, threads)?;
+    let mut cache = hashed.cache;
     output::write_site(
         &staging,
         &config,
@@ -260,10 +261,12 @@ fn run(
         &keys,
         next_key.as_ref(),
         &clock,
+        cache.as_mut(),
+        !options.verify_cache,
         threads,
     )?;
     staging.commit()?;
-    if let Some(cache) = hashed.cache {
+    if let Some(cache) = cache {
         output::record(cache, &config, &releases, &hashed.placed, &hashed.boxed)?;
     }
 

@@ -21,7 +21,11 @@ use super::clock::Clock;
 use super::{Keys, Texts};
 
 /// Signs what was rendered and writes it, with the signatures and the
-/// public keys, into the staging directory.
+/// public keys, into the staging directory. An archive whose signature
+/// the hash cache remembers is not signed again, unless `--verify-cache`
+/// says not to trust it (`remembered` is false); the cache learns every
+/// archive's signature for the next build.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_site(
     staging: &write::Staging,
     config: &Config,
@@ -29,6 +33,8 @@ pub(super) fn write_site(
     keys: &Keys,
     next_key: Option<&PublicKey>,
     clock: &Clock,
+    mut cache: Option<&mut HashCache>,
+    remembered: bool,
     threads: usize,
 ) -> Result<()> {
     let key = &*keys.minisign;
@@ -50,13 +56,23 @@ pub(super) fn write_site(
         .to_comment(),
     };
     // A hundred archive documents make signing a fixed cost worth sharing out.
+    let memo = cache.as_deref().filter(|_| remembered);
     let feed_sigs = par::map(threads, &rendered.site.feeds, |feed| {
-        key.sign(&feed.xml, &comment(&feed.path))
+        let comment = comment(&feed.path);
+        let signed = media::is_immutable(&feed.path)
+            .then(|| cache::Signed::of(key.public(), &comment, &feed.xml));
+        if let Some(file) = signed.as_ref().and_then(|s| memo?.signature(s)) {
+            return Ok((file.to_owned(), signed));
+        }
+        Ok((key.sign(&feed.xml, &comment)?.to_file(), signed))
     });
     for (feed, sig) in rendered.site.feeds.iter().zip(feed_sigs) {
-        let sig = sig?;
+        let (sig, signed) = sig?;
         staging.write(&feed.path, &feed.xml)?;
-        staging.write(&format!("{}.minisig", feed.path), sig.to_file().as_bytes())?;
+        staging.write(&format!("{}.minisig", feed.path), sig.as_bytes())?;
+        if let (Some(cache), Some(signed)) = (cache.as_deref_mut(), signed) {
+            cache.remember_signature(signed, sig);
+        }
     }
     let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(media::MANIFEST))?;
     staging.write(media::MANIFEST, rendered.manifest.as_bytes())?;

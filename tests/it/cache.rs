@@ -26,6 +26,7 @@ tests! {
     copy_mode_rebuild_copies_afresh_over_a_tampered_copy;
     notes_rewritten_with_the_old_size_and_mtime_are_read_again;
     remembered_notes_serve_only_the_program_that_rendered_them;
+    archive_signatures_are_remembered_unless_verify_cache;
 }
 
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
@@ -313,6 +314,44 @@ fn remembered_notes_serve_only_the_program_that_rendered_them() {
         feed.contains("Release 1.1.0.") && !feed.contains("Remembered."),
         "{feed}"
     );
+}
+
+/// An archive is signed once: the cache keeps its signature, and a build
+/// takes it from there (it is trusted like the key: edited here to show
+/// which one the build used) unless `--verify-cache` says to sign afresh.
+fn archive_signatures_are_remembered_unless_verify_cache() {
+    let site = Site::new();
+    site.fixture.configure("feed_items = 1\n");
+    for i in 0..10 {
+        let dir = site.fixture.path(&format!("releases/webapp/0.{i}.0"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("release.toml"),
+            format!(
+                "version = \"0.{i}.0\"\ndate = 2025-01-{:02}\nnotes = \"Old.\"\n",
+                i + 1
+            ),
+        )
+        .unwrap();
+        fs::write(dir.join(format!("webapp-0.{i}.0.raw")), format!("{i}\n")).unwrap();
+    }
+    site.build(&[]);
+    let sig = site.fixture.path("public/archive/1.xml.minisig");
+    let signed = fs::read_to_string(&sig).unwrap();
+    let file = site.cache_file();
+    let mut cache: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    let remembered = cache["signatures"].as_object_mut().unwrap();
+    assert_eq!(remembered.len(), 1, "{remembered:?}");
+    assert!(remembered.values().all(|v| v == &signed));
+    for value in remembered.values_mut() {
+        *value = "remembered\n".into();
+    }
+    fs::write(&file, cache.to_string()).unwrap();
+    site.build(&[]);
+    assert_eq!(fs::read_to_string(&sig).unwrap(), "remembered\n");
+    site.build(&["--verify-cache"]);
+    assert_eq!(fs::read_to_string(&sig).unwrap(), signed);
 }
 
 /// `vmcast-gen hash` in the build job, `build` with trust_sidecars later.
