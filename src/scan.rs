@@ -2,7 +2,7 @@
 //! refusing anything that escapes its tree. Produces a sorted plan that the
 //! hash stage reads; it opens no image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -107,7 +107,7 @@ fn scan_with(
     let mut warnings = Vec::new();
     let mut notes_files = Vec::new();
     // One walk finds the notes and what lies beside them.
-    let mut beside: BTreeMap<PathBuf, Vec<walkdir::DirEntry>> = BTreeMap::new();
+    let mut beside: HashMap<PathBuf, Vec<walkdir::DirEntry>> = HashMap::new();
     let ours = Ours::of(config, &root_real)?;
     for entry in WalkDir::new(root)
         .sort_by_file_name()
