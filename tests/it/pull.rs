@@ -32,6 +32,7 @@ tests! {
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
     a_current_host_polls_with_two_requests_and_no_body;
     a_304_does_not_make_an_expired_build_fresh;
+    a_signed_feed_cannot_name_a_file_outside_dest;
 }
 
 /// A static file server for one test (the pkcs11 tests' too): GET with
@@ -1064,4 +1065,59 @@ fn a_304_does_not_make_an_expired_build_fresh() {
     assert!(stderr(&late).contains("expired at"), "{}", stderr(&late));
     let (_, sent) = since(&server, mark);
     assert_eq!(sent, [(304, 0), (304, 0)]);
+}
+
+/// A feed signed with the publisher's key (a stolen key, a compromised
+/// build) names the image `../escape.raw`, an absolute path, one of pull's
+/// own files, or another name than its path's: the feed is refused as it
+/// is read, by pull and by verify, and nothing is written anywhere.
+fn a_signed_feed_cannot_name_a_file_outside_dest() {
+    for (name, why) in [
+        ("../escape.raw", "holds a path separator"),
+        ("/tmp/escape.raw", "holds a path separator"),
+        (".vmcast-pull.json", "hidden names are the tools' own"),
+        ("other.raw", "is not the file name of its path"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let served = tmp.path().join("served");
+        let server = Files::start(served.clone());
+        let base = server.url();
+        let fixture = site_for(&base, "1790000000");
+        crate::verify::forge_feed(
+            &fixture,
+            "public",
+            "name=\"webapp-1.1.0.raw\"",
+            &format!("name=\"{name}\""),
+        );
+        crate::common::copy_tree(&fixture.path("public"), &served);
+        let dest = tmp.path().join("box/dest");
+        let out = pull(&fixture, &base, &dest, &[]);
+        assert_eq!(out.status.code(), Some(10), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("vmcast:image name"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(why), "{name}: {}", stderr(&out));
+        // Only pull's own state beside nothing else: no image, no escape.
+        assert!(!tmp.path().join("box/escape.raw").exists());
+        assert!(!Path::new("/tmp/escape.raw").exists());
+        let placed: Vec<_> = fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert!(placed.is_empty(), "{name}: {placed:?}");
+        let verified = fixture.run(
+            &["verify", "public", "--pubkey", "../known-answer/kat.pub"],
+            &[],
+        );
+        assert_eq!(verified.status.code(), Some(1), "{name}");
+        assert!(
+            stderr(&verified).contains("vmcast:image name"),
+            "{}",
+            stderr(&verified)
+        );
+        drop(server);
+    }
 }
