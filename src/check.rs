@@ -96,7 +96,11 @@ pub fn check(
             warnings.extend(found.warnings);
             key_files.extend(found.file);
         }
-        Ok(None) => {}
+        Ok(None) => {
+            if let Err(e) = keys::systemd_needs_openpgp(&config, false) {
+                problems.push(e);
+            }
+        }
         Err(e) => problems.push(e),
     }
     if let Err(e) = plan.refuse_secret_keys(&key_files) {
@@ -141,16 +145,26 @@ pub fn check(
         .collect();
     if !releases.is_empty() {
         let key = SecretKey::from_seed(KeyId([0; 8]), [0; 32]);
+        let epoch = Utc
+            .timestamp_opt(0, 0)
+            .single()
+            .expect("the epoch is a valid time");
+        // A stand-in OpenPGP key too, for the catalogs it signs.
+        let openpgp = match config.catalogs.systemd {
+            Some(_) => {
+                let signer = crate::openpgp::Signer::generate("vmcast-gen check", epoch)?;
+                let public = signer.public_key()?;
+                Some(crate::render::OpenPgp { signer, public })
+            }
+            None => None,
+        };
         let site = Site {
             config: &config,
             releases: &releases,
             public_key: &key.public,
             next_key: None,
-            openpgp_public_key: None,
-            build_time: Utc
-                .timestamp_opt(0, 0)
-                .single()
-                .expect("the epoch is a valid time"),
+            openpgp: openpgp.as_ref(),
+            build_time: epoch,
             sequence: 0,
             expires: None,
         };

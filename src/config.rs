@@ -8,9 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-use crate::error::{Error, Result, toml_error};
+use crate::error::{Error, LineCol, Result, toml_error};
 use crate::fsutil;
-use crate::model::{Appliance, ImageFormat, Line, Name, hides_a_separator};
+use crate::model::{Appliance, ImageFormat, ImageLayout, Line, Name, hides_a_separator};
 use crate::pkcs11;
 
 /// The config file's name when none is given.
@@ -45,6 +45,7 @@ struct RawConfig {
     secret_key: Option<Spanned<String>>,
     public_key: Option<PathBuf>,
     image_mode: Option<ImageMode>,
+    image_layout: Option<ImageLayout>,
     appliance: Option<Spanned<String>>,
     format_preference: Option<Spanned<Vec<String>>>,
     expires_after: Option<Spanned<String>>,
@@ -76,6 +77,7 @@ struct RawCatalogs {
     simplestreams: bool,
     #[serde(default)]
     vagrant: bool,
+    systemd: Option<Spanned<bool>>,
     openpgp_key: Option<PathBuf>,
 }
 
@@ -95,6 +97,12 @@ pub struct Catalogs {
     /// `vagrant/<appliance>.json` box catalogs, and a libvirt box of each
     /// plain qcow2 image.
     pub vagrant: bool,
+    /// For systemd-pull and systemd-sysupdate: `SHA256SUMS` and its
+    /// detached OpenPGP signature `SHA256SUMS.gpg` in every directory of
+    /// images, the key as `import-pubring.gpg`, and a sysupdate transfer
+    /// file per appliance of the flat layout. Where `systemd = true` is in
+    /// the config, to point at when no OpenPGP key signs.
+    pub systemd: Option<LineCol>,
     /// The OpenPGP secret key (ASCII-armored) that clearsigns
     /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
     pub openpgp_key: Option<PathBuf>,
@@ -107,6 +115,7 @@ struct RawAppliance {
     description: Option<String>,
     feed_items: Option<Spanned<i64>>,
     mirrors: Option<Vec<Spanned<String>>>,
+    image_layout: Option<ImageLayout>,
 }
 
 /// How images reach the output directory.
@@ -185,6 +194,8 @@ pub struct Config {
     /// public half differs is refused, and a token's key takes its key id.
     pub public_key: Option<PathBuf>,
     pub image_mode: ImageMode,
+    /// Where images lie in the site, unless an appliance says otherwise.
+    pub image_layout: ImageLayout,
     pub default_appliance: Option<Name>,
     pub format_preference: Vec<ImageFormat>,
     /// How long a build stays valid; consumers refuse it afterwards.
@@ -229,7 +240,17 @@ impl Config {
             description: None,
             feed_items: None,
             mirrors: None,
+            image_layout: None,
         })
+    }
+
+    /// Where `appliance`'s images lie in the site.
+    pub fn image_layout_of(&self, appliance: &str) -> ImageLayout {
+        self.appliances
+            .iter()
+            .find(|(n, _)| n.as_str() == appliance)
+            .and_then(|(_, a)| a.image_layout)
+            .unwrap_or(self.image_layout)
     }
 
     /// How many releases of `appliance` the current feeds keep.
@@ -289,6 +310,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         (Some(s), None) => parse_base_url(s.get_ref()).map_err(|m| at(s.span(), m))?,
         _ => join_url(&base_url, "images/"),
     };
+    let systemd = systemd_catalog(&raw, &download_base_url, &base_url)
+        .map_err(|(span, m)| at(span, m))?
+        .map(|span| LineCol::of(&text, span.start));
     let image_mode = match (raw.image_mode, &overrides.base_url) {
         (Some(ImageMode::None) | None, Some(_)) => ImageMode::Link,
         (Some(mode), _) => mode,
@@ -360,6 +384,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
                 description: value.description,
                 feed_items: feed_items(&value.feed_items)?,
                 mirrors: mirrors(&value.mirrors)?,
+                image_layout: value.image_layout,
                 name,
             },
         );
@@ -392,6 +417,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         secret_key,
         public_key: raw.public_key.map(|p| root.join(p)),
         image_mode,
+        image_layout: raw.image_layout.unwrap_or_default(),
         default_appliance,
         format_preference,
         expires_after,
@@ -412,9 +438,37 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             virt_builder: raw.catalogs.virt_builder,
             vagrant: raw.catalogs.vagrant,
             simplestreams: raw.catalogs.simplestreams,
+            systemd,
             openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
         },
     })
+}
+
+/// `[catalogs] systemd`, where it is turned on: systemd's tools read
+/// `SHA256SUMS` from the directory of the image itself, so the images must
+/// be served from the site, where the build writes those manifests.
+fn systemd_catalog(
+    raw: &RawConfig,
+    download_base_url: &Url,
+    base_url: &Url,
+) -> Result<Option<std::ops::Range<usize>>, (std::ops::Range<usize>, String)> {
+    let Some(on) = raw.catalogs.systemd.as_ref().filter(|on| *on.get_ref()) else {
+        return Ok(None);
+    };
+    if *download_base_url != join_url(base_url, "images/") {
+        let span = raw
+            .download_base_url
+            .as_ref()
+            .map_or(on.span(), Spanned::span);
+        return Err((
+            span,
+            format!(
+                "[catalogs] systemd needs the images served from the site ({}images/):                  systemd-pull and systemd-sysupdate read SHA256SUMS and SHA256SUMS.gpg from the                  image's own directory, and the build writes those only in the site; images                  served from download_base_url {download_base_url} have none beside them",
+                base_url
+            ),
+        ));
+    }
+    Ok(Some(on.span()))
 }
 
 /// An absolute http(s) URL with a host and no query or fragment, made to end

@@ -154,7 +154,23 @@ fn same_key(config: &Config, key: &PublicKey, what: &str) -> Result<()> {
     }
 }
 
-/// for minisign.
+/// Refuses `[catalogs] systemd` without an OpenPGP key, pointing at it.
+pub(crate) fn systemd_needs_openpgp(config: &Config, has_key: bool) -> Result<()> {
+    match (config.catalogs.systemd, has_key) {
+        (Some(at), false) => Err(Error::at(
+            &config.path,
+            at,
+            "[catalogs] systemd needs an OpenPGP key to sign each directory's SHA256SUMS.gpg, \
+             which systemd-pull and systemd-sysupdate check: set [catalogs] openpgp_key (make \
+             one with `vmcast-gen keygen --openpgp`) or VMCAST_OPENPGP_KEY",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The OpenPGP key, unlocked: `VMCAST_OPENPGP_KEY`, else the config's
+/// `[catalogs] openpgp_key`, asking for its password as [`load_key`] does
+/// for minisign. A preview signs with a throwaway key instead.
 pub(crate) fn load_openpgp_key(
     config: &Config,
     options: &crate::BuildOptions,

@@ -11,8 +11,10 @@ use walkdir::WalkDir;
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::media;
 use crate::model::{
-    Compression, FileName, ImageFormat, ImageSource, KeyFile, Line, Name, RelPath, ReleaseInfo,
+    Compression, FileName, ImageFormat, ImageLayout, ImageSource, KeyFile, Line, Name, RelPath,
+    ReleaseInfo,
 };
 use crate::notes::{self, Located, Notes};
 use crate::supply;
@@ -25,6 +27,21 @@ pub struct PlannedRelease {
     pub images: Vec<ImageSource>,
     /// Its SBOMs and provenance, not read yet.
     pub supply: Vec<supply::Planned>,
+}
+
+impl PlannedRelease {
+    /// Where each of its files is published, and where it comes from.
+    fn files(&self) -> impl Iterator<Item = (&RelPath, &Path)> {
+        let images = self
+            .images
+            .iter()
+            .map(|i| (&i.site_path, i.source.as_path()));
+        images.chain(
+            self.supply
+                .iter()
+                .map(|s| (&s.site_path, s.source.as_path())),
+        )
+    }
 }
 
 /// What the scan found, in publishing order.
@@ -165,6 +182,7 @@ fn scan_with(
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut problems = Vec::new();
     let mut seen: BTreeMap<(Name, String), &Path> = BTreeMap::new();
+    let mut published: BTreeMap<RelPath, PathBuf> = BTreeMap::new();
     for ((path, _), planned) in found.iter().zip(planned) {
         let release = planned.and_then(|(key, release, planned_warnings)| {
             if let Some(first) = seen.get(&key) {
@@ -180,7 +198,23 @@ fn scan_with(
             }
             seen.insert(key, path);
             warnings.extend(planned_warnings);
-            release
+            let release = release?;
+            // In the flat layout releases share a directory: no two may
+            // publish one name there.
+            for (site_path, source) in release.files() {
+                if let Some(first) = published.get(site_path) {
+                    return Err(Error::file(
+                        source,
+                        format_args!(
+                            "is published as {site_path}, and so is {}: two releases cannot \
+                             publish one file; rename one",
+                            first.display()
+                        ),
+                    ));
+                }
+                published.insert(site_path.clone(), source.to_path_buf());
+            }
+            Ok(release)
         });
         match release {
             Ok(r) => releases.push(r),
@@ -342,10 +376,8 @@ fn plan_release(
         (None, _) => (config.releases_dir.as_path(), releases_root.to_path_buf()),
     };
 
-    let release_dir = RelPath::parse("images")
-        .and_then(|p| p.join(appliance.as_str()))
-        .and_then(|p| p.join(notes.version.as_str()))
-        .map_err(|m| Error::file(&notes.path, m))?;
+    let layout = Layout::of(config, &appliance, &notes)?;
+    let release_dir = &layout.release_dir;
     let mut images: Vec<ImageSource> = Vec::new();
     for c in candidates {
         let over = notes.overrides.get(&c.name).map(|o| &o.value);
@@ -391,6 +423,7 @@ fn plan_release(
             return Err(Error::file(&c.path, "is not a regular file"));
         }
         let name = FileName::parse(&c.name).map_err(|m| Error::file(&c.path, m))?;
+        layout.check(&name, &notes, &c.path)?;
         if images.iter().any(|i| i.name == name) {
             return Err(Error::file(
                 &notes.path,
@@ -400,9 +433,11 @@ fn plan_release(
         let site_path = release_dir
             .join(&c.name)
             .map_err(|m| Error::file(&c.path, m))?;
-        let url_path = format!("{}/{}/{}", appliance, notes.version, c.name);
         images.push(ImageSource {
-            url: join_url(&config.download_base_url, &url_path),
+            url: join_url(
+                &config.download_base_url,
+                &format!("{}/{}", layout.url_dir, c.name),
+            ),
             source: c.path,
             real,
             name,
@@ -453,8 +488,7 @@ fn plan_release(
             },
             tree,
             tree_real: &tree_real,
-            release_dir: &release_dir,
-            url_dir: &format!("{}/{}", appliance, notes.version),
+            layout: &layout,
         },
         &notes,
         &images,
@@ -515,10 +549,67 @@ struct SupplyTree<'a> {
     /// The tree they must stay in, as written and resolved.
     tree: &'a Path,
     tree_real: &'a Path,
-    /// `images/<appliance>/<version>`.
-    release_dir: &'a RelPath,
-    /// `<appliance>/<version>`, under the download base.
-    url_dir: &'a str,
+    /// Where the release's files go.
+    layout: &'a Layout,
+}
+
+/// Where a release's files go in the site, by the appliance's
+/// `image_layout`, and the rules its file names follow there.
+struct Layout {
+    /// `images/<appliance>/<version>`, or `images/<appliance>` (flat).
+    release_dir: RelPath,
+    /// The same under the download base: `<appliance>/<version>`.
+    url_dir: String,
+    /// Every version's files share the directory: each names its version.
+    flat: bool,
+    appliance: Name,
+}
+
+impl Layout {
+    fn of(config: &Config, appliance: &Name, notes: &Notes) -> Result<Layout> {
+        let flat = config.image_layout_of(appliance.as_str()) == ImageLayout::Flat;
+        let url_dir = match flat {
+            true => appliance.to_string(),
+            false => format!("{appliance}/{}", notes.version),
+        };
+        let release_dir = RelPath::parse(&format!("images/{url_dir}"))
+            .map_err(|m| Error::file(&notes.path, m))?;
+        Ok(Layout {
+            release_dir,
+            url_dir,
+            flat,
+            appliance: appliance.clone(),
+        })
+    }
+
+    /// Refuses a name the release cannot publish in its directory: the
+    /// manifest systemd's tools read there, or, in the flat layout, a name
+    /// without the release's version, which the next release would take.
+    fn check(&self, name: &FileName, notes: &Notes, source: &Path) -> Result<()> {
+        if [media::MANIFEST, media::DIR_MANIFEST_SIG].contains(&name.as_str()) {
+            return Err(Error::file(
+                source,
+                format_args!(
+                    "is published as {}/{name}, the name of the manifest of that directory; \
+                     rename it",
+                    self.release_dir
+                ),
+            ));
+        }
+        if self.flat && name.version_at(&notes.version).is_none() {
+            return Err(Error::file(
+                source,
+                format_args!(
+                    "its name `{name}` does not hold the release's version `{}`: with \
+                     image_layout = \"flat\" every version of {} lies in {}/, and each file name \
+                     must hold its version (as `{}-{}.raw` does) so that no release takes \
+                     another's name and systemd-sysupdate can tell the versions apart",
+                    notes.version, self.appliance, self.release_dir, self.appliance, notes.version
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The supply-chain files of a release: those its notes name (for the
@@ -664,14 +755,16 @@ fn plan_supply(
             }
             return Err(clash("another supply-chain file"));
         }
+        t.layout.check(&name, notes, &path)?;
         let site_path = t
+            .layout
             .release_dir
             .join(&name)
             .map_err(|m| Error::file(&path, m))?;
         planned.push(supply::Planned {
             url: join_url(
                 &t.config.download_base_url,
-                &format!("{}/{name}", t.url_dir),
+                &format!("{}/{name}", t.layout.url_dir),
             ),
             file_id: crate::model::FileId::of(&meta),
             source: path,

@@ -20,7 +20,6 @@ use crate::fsutil;
 use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
 use crate::model::{Release, Sha256};
-use crate::openpgp;
 use crate::par;
 use crate::previous::{self, Previous};
 use crate::render::{self, Site};
@@ -236,7 +235,7 @@ fn run(
         releases: &releases,
         public_key: keys.minisign.public(),
         next_key: next_key.as_ref(),
-        openpgp_public_key: keys.openpgp_public.as_deref(),
+        openpgp: keys.openpgp.as_ref(),
         build_time: clock.time,
         sequence: clock.sequence,
         expires: clock.expires,
@@ -314,7 +313,7 @@ impl Report {
                 .sum(),
             hash: done.hash,
             key_id: keys.minisign.public().key_id.to_string(),
-            openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
+            openpgp_fingerprint: keys.openpgp.as_ref().map(|k| k.signer.fingerprint()),
             warnings: done.warnings,
             previous: done.previous,
             catalogs: rendered.catalogs.written.clone(),
@@ -366,10 +365,9 @@ struct Keys {
     provenance: Vec<supply::keys::ProvenanceKey>,
     /// Signs the feeds, SHA256SUMS and the catalogs.
     minisign: Box<dyn sign::Signer>,
-    /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set.
-    openpgp: Option<openpgp::Signer>,
-    /// Its public key, armored, published as `openpgp.asc`.
-    openpgp_public: Option<String>,
+    /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set,
+    /// with its public key, published as `openpgp.asc`.
+    openpgp: Option<render::OpenPgp>,
     /// The secret key files, never to be published.
     files: Vec<crate::model::KeyFile>,
 }
@@ -392,12 +390,17 @@ impl Keys {
             files.extend(found.file);
             found.key
         });
-        let openpgp_public = openpgp.as_ref().map(|s| s.public_key()).transpose()?;
+        keys::systemd_needs_openpgp(config, openpgp.is_some())?;
+        let openpgp = openpgp
+            .map(|signer| {
+                let public = signer.public_key()?;
+                Ok::<_, Error>(render::OpenPgp { signer, public })
+            })
+            .transpose()?;
         Ok(Keys {
             provenance,
             minisign: minisign.key,
             openpgp,
-            openpgp_public,
             files,
         })
     }

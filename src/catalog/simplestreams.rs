@@ -354,7 +354,7 @@ pub fn render(site: &Site) -> Result<Tree> {
         json_file(INDEX, &index(PRODUCTS))?,
         json_file(PRODUCTS, &products_json)?,
     ];
-    let clearsigned = match site.openpgp_public_key {
+    let clearsigned = match site.openpgp {
         Some(_) => vec![
             (
                 SIGNED_INDEX.to_owned(),

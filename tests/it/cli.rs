@@ -159,7 +159,8 @@ fn unknown_key_in_config() {
         &Fixture::new("unknown-key-config"),
         "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
-         `templates_dir`, `secret_key`, `public_key`, `image_mode`, `appliance`, `format_preference`, \
+         `templates_dir`, `secret_key`, `public_key`, `image_mode`, `image_layout`, `appliance`, \
+         `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
          `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`\n",
     );

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::{Step, Verifier, known};
 use crate::catalog::{simplestreams, vagrant, virt_builder};
-use crate::media::MANIFEST;
+use crate::media::{self, MANIFEST};
 use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
 use crate::openpgp;
 use crate::sign::PublicKey;
@@ -50,7 +50,115 @@ impl Verifier<'_> {
             self.check_simplestreams(base, manifest, &vouched);
         }
         self.check_vagrant(&vouched, manifest, base);
+        self.check_systemd(&vouched, manifest, base);
         Ok(())
+    }
+
+    /// What `[catalogs] systemd` publishes for systemd-pull and
+    /// systemd-sysupdate, none of it signed with minisign but all listed
+    /// in the manifest: each directory's `SHA256SUMS`, agreeing with the
+    /// manifest line by line, and its `SHA256SUMS.gpg`, which must verify
+    /// with the site's OpenPGP key; `import-pubring.gpg`, which must be
+    /// that key; and the transfer files, held against the feeds.
+    pub(super) fn check_systemd(
+        &mut self,
+        vouched: &Vouched,
+        manifest: &BTreeMap<String, Sha256>,
+        base: &Url,
+    ) {
+        let dirs: Vec<String> = manifest
+            .keys()
+            .filter(|n| media::is_dir_manifest(n) && n.ends_with(&format!("/{MANIFEST}")))
+            .filter_map(|n| n.rsplit_once('/').map(|(dir, _)| dir.to_owned()))
+            .collect();
+        let transfers: Vec<String> = manifest
+            .keys()
+            .filter(|n| catalogs::is_transfer(n))
+            .cloned()
+            .collect();
+        let pubring = manifest.contains_key(media::IMPORT_PUBRING);
+        if dirs.is_empty() && transfers.is_empty() && !pubring {
+            return;
+        }
+        let key = match manifest.contains_key(openpgp::PUBLIC_KEY) {
+            true => self.fetch_openpgp_key(CheckKind::Catalog),
+            false => {
+                return self.fail(
+                    CheckKind::Catalog,
+                    Problem::Unlisted,
+                    format!(
+                        "{MANIFEST} lists what systemd's tools read, but not {}, the OpenPGP key \
+                         that signs it",
+                        openpgp::PUBLIC_KEY
+                    ),
+                );
+            }
+        };
+        let Some(key) = key else {
+            return;
+        };
+        for dir in dirs {
+            let name = format!("{dir}/{MANIFEST}");
+            let Some(data) = self.fetch_listed(manifest, &name) else {
+                continue;
+            };
+            let held = catalogs::check_dir_manifest(&dir, &data, manifest)
+                .map(|n| format!("{n} file(s), as {MANIFEST} lists them"));
+            self.report_catalog(&name, held);
+            let sig_name = format!("{dir}/{}", media::DIR_MANIFEST_SIG);
+            if !manifest.contains_key(&sig_name) {
+                self.fail(
+                    CheckKind::Catalog,
+                    Problem::Unlisted,
+                    format!(
+                        "{sig_name}: not listed in {MANIFEST}: systemd's tools would refuse {name}"
+                    ),
+                );
+                continue;
+            }
+            let Some(sig) = self.fetch_listed(manifest, &sig_name) else {
+                continue;
+            };
+            match openpgp::verify_detached(&key, &sig_name, &data, &sig) {
+                Ok(fingerprint) => self.pass(
+                    CheckKind::Catalog,
+                    format!("{sig_name}: good signature of {name} by OpenPGP key {fingerprint}"),
+                ),
+                Err(m) => self.fail(CheckKind::Catalog, Problem::BadSignature, m),
+            }
+        }
+        if pubring && let Some(data) = self.fetch_listed(manifest, media::IMPORT_PUBRING) {
+            let name = media::IMPORT_PUBRING;
+            match openpgp::keyring_fingerprint(name, &data) {
+                Ok(found) => match openpgp::fingerprint(&key) {
+                    Ok(site) if site == found => self.pass(
+                        CheckKind::Catalog,
+                        format!(
+                            "{name}: OpenPGP key {found}, the key of {}",
+                            openpgp::PUBLIC_KEY
+                        ),
+                    ),
+                    Ok(site) => self.fail(
+                        CheckKind::Catalog,
+                        Problem::Mismatch,
+                        format!(
+                            "{name} holds OpenPGP key {found}, not {site} of {}",
+                            openpgp::PUBLIC_KEY
+                        ),
+                    ),
+                    Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
+                },
+                Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
+            }
+        }
+        for name in transfers {
+            let Some(data) = self.fetch_listed(manifest, &name) else {
+                continue;
+            };
+            let held = catalogs::check_transfer(&name, &data, base, manifest, vouched)
+                .map(|n| format!("{n} version(s), as the feeds give them"));
+            self.report_catalog(&name, held);
+        }
     }
 
     /// The Vagrant catalogs the manifest lists, held against the boxes the
