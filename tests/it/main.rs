@@ -55,6 +55,7 @@ mod sequence;
 mod serve;
 mod simplestreams;
 mod supply;
+mod systemd_tools;
 mod vagrant;
 mod verify;
 mod virt_builder;
@@ -99,6 +100,7 @@ fn main() {
         serve::tests(),
         simplestreams::tests(),
         supply::tests(),
+        systemd_tools::tests(),
         vagrant::tests(),
         verify::tests(),
         virt_builder::tests(),

@@ -94,7 +94,7 @@ impl Files {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 
