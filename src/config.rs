@@ -463,8 +463,10 @@ fn systemd_catalog(
         return Err((
             span,
             format!(
-                "[catalogs] systemd needs the images served from the site ({}images/):                  systemd-pull and systemd-sysupdate read SHA256SUMS and SHA256SUMS.gpg from the                  image's own directory, and the build writes those only in the site; images                  served from download_base_url {download_base_url} have none beside them",
-                base_url
+                "[catalogs] systemd needs the images served from the site ({base_url}images/): \
+                 systemd-pull and systemd-sysupdate read SHA256SUMS and SHA256SUMS.gpg from the \
+                 image's own directory, and the build writes those only in the site; images \
+                 served from download_base_url {download_base_url} have none beside them",
             ),
         ));
     }

@@ -126,6 +126,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_directory_manifest_is_not_immutable_as_its_images_are() {
+        assert!(is_immutable("images/webapp/1.0.0/webapp-1.0.0.raw"));
+        assert!(is_immutable("images/webapp/webapp-1.0.0.raw"));
+        assert!(is_immutable("archive/1.xml"));
+        assert!(!is_immutable("images/webapp/SHA256SUMS"));
+        assert!(!is_immutable("images/webapp/1.0.0/SHA256SUMS.gpg"));
+        assert!(!is_immutable("SHA256SUMS"));
+        assert!(!is_immutable("sysupdate/webapp.transfer"));
+        assert_eq!(cache_control("images/webapp/SHA256SUMS"), CACHE_SHORT);
+    }
+
+    #[test]
     fn types_come_from_one_table() {
         assert_eq!(
             content_type("feed.xml"),

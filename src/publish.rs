@@ -229,12 +229,15 @@ fn local_files(site: &Path) -> Result<(Vec<Local>, BTreeMap<String, Sha256>)> {
 }
 
 /// An image or a Vagrant box: a large file that feeds and catalogs point
-/// at, uploaded before them and cached like an image.
+/// at, uploaded before them and cached like an image. (A directory's
+/// `SHA256SUMS` lists images: it is not one.)
 pub(crate) fn is_artifact(rel: &str) -> bool {
-    rel.starts_with("images/") || (rel.starts_with("vagrant/") && rel.ends_with(".box"))
+    (rel.starts_with("images/") && !crate::media::is_dir_manifest(rel))
+        || (rel.starts_with("vagrant/") && rel.ends_with(".box"))
 }
 
-/// The safe order: images and boxes; everything else; per-appliance feeds (each
+/// The safe order: images and boxes; everything else (a directory's
+/// `SHA256SUMS.gpg` just before its `SHA256SUMS`); per-appliance feeds (each
 /// signature just before its feed); the combined feed's signature and the
 /// combined feed last.
 fn order(files: Vec<Local>) -> Vec<Local> {
@@ -256,6 +259,10 @@ fn order(files: Vec<Local>) -> Vec<Local> {
                     if rel.ends_with(".minisig") { "0" } else { "1" }
                 ),
             )
+        } else if crate::media::is_dir_manifest(rel) {
+            let (dir, name) = rel.rsplit_once('/').unwrap_or_default();
+            let second = if name == MANIFEST { "1" } else { "0" };
+            (1, format!("{dir}/{second}"))
         } else if rel == MANIFEST || rel == format!("{MANIFEST}.minisig") {
             (2, if rel == MANIFEST { "1" } else { "0" }.to_owned())
         } else {
@@ -498,4 +505,46 @@ fn check_digest(file: &Local, data: &[u8]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_manifest_goes_up_after_its_images_its_signature_first() {
+        let local = |rel: &str| Local {
+            rel: rel.to_owned(),
+            path: PathBuf::from(rel),
+            size: 0,
+            sha256: String::new(),
+        };
+        let files = [
+            "feed.xml",
+            "images/webapp/SHA256SUMS",
+            "images/webapp/webapp-1.1.0.raw",
+            "SHA256SUMS",
+            "images/webapp/SHA256SUMS.gpg",
+            "sysupdate/webapp.transfer",
+            "images/webapp/webapp-1.0.0.raw",
+            "SHA256SUMS.minisig",
+        ];
+        let ordered: Vec<String> = order(files.iter().map(|f| local(f)).collect())
+            .into_iter()
+            .map(|f| f.rel)
+            .collect();
+        assert_eq!(
+            ordered,
+            [
+                "images/webapp/webapp-1.0.0.raw",
+                "images/webapp/webapp-1.1.0.raw",
+                "images/webapp/SHA256SUMS.gpg",
+                "images/webapp/SHA256SUMS",
+                "sysupdate/webapp.transfer",
+                "SHA256SUMS.minisig",
+                "SHA256SUMS",
+                "feed.xml",
+            ]
+        );
+    }
 }

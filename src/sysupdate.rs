@@ -138,12 +138,13 @@ pub struct Target {
 
 impl Target {
     /// The default target of an appliance's images of `format`: raw images
-    /// (systemd-pull turns qcow2 into raw) in `/var/lib/machines`, where
-    /// systemd-nspawn, machinectl and portablectl look; other formats in
-    /// libvirt's default pool.
+    /// in `/var/lib/machines`, where systemd-nspawn, machinectl and
+    /// portablectl look; other formats, installed as they are (sysupdate
+    /// converts no qcow2, unlike `systemd-pull` on its own), in libvirt's
+    /// default pool.
     fn of(appliance: &Name, format: ImageFormat) -> Target {
         let (path, ext) = match format {
-            ImageFormat::Raw | ImageFormat::Qcow2 => ("/var/lib/machines", "raw"),
+            ImageFormat::Raw => ("/var/lib/machines", "raw"),
             other => ("/var/lib/libvirt/images", other.as_str()),
         };
         Target {
@@ -163,8 +164,8 @@ impl Transfer {
              # Install as /etc/sysupdate.d/50-{name}.transfer, with this site's OpenPGP key as\n\
              # /etc/systemd/import-pubring.gpg, then run `systemd-sysupdate update`.\n\
              # Verify=yes checks SHA256SUMS.gpg with that key, and each file against SHA256SUMS.\n\
-             # [Target]: the directory must exist; Type=partition installs to a GPT partition\n\
-             # instead (see sysupdate.d(5)).\n\
+             # Install one transfer per appliance (the site may offer one per format).\n\
+             # [Target]: Type=partition installs to a GPT partition instead (sysupdate.d(5)).\n\
              [Transfer]\nVerify=yes\n\n[Source]\nType=url-file\nPath={source}\n",
             source = self.source,
             name = self
@@ -315,10 +316,11 @@ struct Candidate<'a> {
 /// path, `images/<appliance>`) at `url`: one per image format published
 /// there, the format of the newest release's primary image as
 /// `sysupdate/<appliance>.transfer`, the others as
-/// `sysupdate/<appliance>.<extension>.transfer`. Each lists a pattern per
-/// naming of its format (compressed forms systemd-pull unpacks included),
-/// and only patterns that read every file they match as its own release's
-/// version.
+/// `sysupdate/<appliance>.<extension>.transfer`. Each lists, per naming of
+/// its format, the pattern of the file uncompressed and in each
+/// compression systemd-pull unpacks (xz, gzip), whichever is published
+/// now, and only patterns that read every file they match as its own
+/// release's version.
 pub fn plan(releases: &[Release], appliance: &Name, dir: &str, url: &Url) -> Plan {
     let mut plan = Plan::default();
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -361,20 +363,46 @@ pub fn plan(releases: &[Release], appliance: &Name, dir: &str, url: &Url) -> Pla
                 continue;
             }
         };
+        // The naming of the file uncompressed, and in each compression
+        // systemd-pull unpacks: a host that installed the transfer finds
+        // later versions however they are published.
+        let base = match c.compression {
+            Some(comp) => pattern
+                .strip_suffix(&format!(".{}", comp.extension()))
+                .unwrap_or(&pattern)
+                .to_owned(),
+            None => pattern.clone(),
+        };
+        let family = [
+            base.clone(),
+            format!("{base}.{}", Compression::Xz.extension()),
+            format!("{base}.{}", Compression::Gzip.extension()),
+        ];
         // A pattern that reads another file as the wrong version would
         // have sysupdate install that file as this version.
-        if let Some((other, v)) = names.iter().find(|(n, v)| {
-            match_version(&pattern, n.as_str()).is_some_and(|found| found != v.as_str())
-        }) {
+        let misread = family.iter().find_map(|p| {
+            names
+                .iter()
+                .find(|(n, v)| match_version(p, n.as_str()).is_some_and(|f| f != v.as_str()))
+                .map(|(n, v)| (p, n, v))
+        });
+        if let Some((p, other, v)) = misread {
             plan.skipped.push(format!(
-                "{label}: its pattern `{pattern}` would read {other} (of {v}) as another version"
+                "{label}: the pattern `{p}` would read {other} (of {v}) as another version"
             ));
             continue;
         }
-        match by_format.iter_mut().find(|(f, _)| *f == c.format) {
-            Some((_, patterns)) if patterns.contains(&pattern) => {}
-            Some((_, patterns)) => patterns.push(pattern),
-            None => by_format.push((c.format, vec![pattern])),
+        let patterns = match by_format.iter_mut().find(|(f, _)| *f == c.format) {
+            Some((_, patterns)) => patterns,
+            None => {
+                by_format.push((c.format, Vec::new()));
+                &mut by_format.last_mut().expect("just pushed").1
+            }
+        };
+        for p in family {
+            if !patterns.contains(&p) {
+                patterns.push(p);
+            }
         }
     }
     let preferred = releases

@@ -724,7 +724,7 @@ pub(super) fn check_dir_manifest(
 
 /// A sysupdate transfer file (`sysupdate/<appliance>.transfer`, or
 /// `.<format>.transfer`) against the site: its source is the directory of
-/// its appliance's images, which has its own manifest, each pattern finds
+/// its appliance's images, which has its own manifest, its patterns find
 /// files listed there, and each file a pattern finds is, in the signed
 /// feeds, an image of the release whose version the pattern reads from its
 /// name: sysupdate installs nothing as a version the feed does not give
@@ -771,12 +771,10 @@ pub(super) fn check_transfer(
     let mut problems = Vec::new();
     let mut versions = BTreeSet::new();
     for pattern in &transfer.patterns {
-        let mut found = 0;
         for file in &files {
             let Some(version) = crate::sysupdate::match_version(pattern, file) else {
                 continue;
             };
-            found += 1;
             let url = crate::config::join_url(&transfer.source, file).to_string();
             let guid = format!("vmcast:{appliance}:{version}");
             match vouched.releases.get(&guid) {
@@ -789,9 +787,9 @@ pub(super) fn check_transfer(
                 )),
             }
         }
-        if found == 0 {
-            problems.push(format!("{pattern} finds no file in {dir}/"));
-        }
+    }
+    if versions.is_empty() && problems.is_empty() {
+        problems.push(format!("finds no file in {dir}/"));
     }
     match problems.is_empty() {
         true => Ok(versions.len()),

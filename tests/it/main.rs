@@ -55,6 +55,7 @@ mod sequence;
 mod serve;
 mod simplestreams;
 mod supply;
+mod systemd;
 mod systemd_tools;
 mod vagrant;
 mod verify;
@@ -100,7 +101,7 @@ fn main() {
         serve::tests(),
         simplestreams::tests(),
         supply::tests(),
-        systemd_tools::tests(),
+        systemd::tests(),
         vagrant::tests(),
         verify::tests(),
         virt_builder::tests(),
