@@ -17,6 +17,7 @@ use crate::verify::{kat_key, relist, resign};
 tests! {
     each_directory_gets_its_signed_manifest_and_the_site_verifies needs GPGV;
     the_systemd_files_are_reproducible;
+    one_appliance_takes_the_flat_layout_and_keeps_archived_versions_listed;
     the_flat_layout_refuses_a_name_without_its_version;
     the_flat_layout_refuses_two_releases_publishing_one_name;
     systemd_needs_an_openpgp_key;
@@ -113,6 +114,49 @@ fn the_systemd_files_are_reproducible() {
     let second = crate::common::snapshot_tree(&fixture.path("public"));
     assert!(first.contains_key(Path::new("images/webapp/SHA256SUMS.gpg")));
     assert_eq!(first, second);
+}
+
+/// The flat layout for one appliance only; with one release per feed and
+/// a dozen releases, the older ones move to an archive, and stay in the
+/// flat directory's manifest and transfer while they are published.
+/// `check` renders the same site.
+fn one_appliance_takes_the_flat_layout_and_keeps_archived_versions_listed() {
+    let fixture = Fixture::new("systemd-flat");
+    own_releases(&fixture);
+    let config = read(&fixture, "vmcast.toml")
+        .replace("image_layout = \"flat\"\n", "feed_items = 1\n")
+        .replace(
+            "[catalogs]",
+            "[appliances.webapp]\nimage_layout = \"flat\"\n\n[catalogs]",
+        );
+    fs::write(fixture.path("vmcast.toml"), config).unwrap();
+    for minor in 2..14 {
+        add_release(&fixture, &format!("1.{minor}.0"), &[minor; 512]);
+    }
+    let check = fixture.run(&["check"], &[]);
+    assert_success(&check);
+    built(&fixture);
+    assert!(fixture.path("public/archive/1.xml").is_file());
+    let feed = read(&fixture, "public/feeds/webapp.xml");
+    assert!(!feed.contains("vmcast:webapp:1.0.0"), "1.0.0 is archived");
+    let sums = read(&fixture, "public/images/webapp/SHA256SUMS");
+    assert_eq!(sums.lines().count(), 15, "{sums}");
+    assert!(sums.contains("  webapp-1.0.0.raw.xz\n"), "{sums}");
+    assert!(
+        fixture
+            .path("public/images/dbnode/2.0.0/SHA256SUMS")
+            .is_file()
+    );
+    assert!(!fixture.path("public/sysupdate/dbnode.transfer").exists());
+    let out = verify(&fixture, "public");
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(
+            "  ok   catalog   sysupdate/webapp.transfer: 14 version(s), as the feeds give them\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
 }
 
 fn assert_fails(fixture: &Fixture, expected: &str) {
