@@ -1,29 +1,27 @@
 //! systemd-sysupdate's transfer files (`sysupdate.d(5)`) and the
-//! `MatchPattern=` language they find versions with: written and read in
-//! one place, as `sums` does for `SHA256SUMS`. The catalog writes a
-//! transfer per appliance of the flat layout (`[catalogs] systemd`), the
-//! landing page shows it, and `verify` reads it back.
+//! `MatchPattern=` language they find versions with, in one place, as
+//! `sums` is for `SHA256SUMS`. A transfer is a function of the releases
+//! alone: the catalog writes one per appliance with a flat directory
+//! (`[catalogs] systemd`), the landing page shows it, and `verify` makes it
+//! again from the signed feeds and compares, byte for byte.
 //!
 //! sysupdate lists a directory by its `SHA256SUMS`, takes the files one of
 //! the source patterns matches, reads the version where the pattern says
 //! `@v`, and installs the newest through systemd-pull, which checks the
 //! file against `SHA256SUMS` and that against `SHA256SUMS.gpg`.
 
-use std::collections::BTreeMap;
-
 use url::Url;
 
-use crate::model::{Compression, FileName, ImageFormat, Name, Release, Version};
+use crate::model::{Compression, FileName, ImageFormat, Name, RelPath, Release, Version};
 
-/// Where the transfer files are, in the site.
+/// Where the transfer files are, in the site: the appliance's own, and one
+/// per other format in a directory of its name (an appliance's name may
+/// hold a `.`, so `<appliance>.<format>` could be another's).
 pub fn transfer_path(appliance: &Name, format: Option<ImageFormat>) -> String {
+    let dir = crate::media::SYSUPDATE_DIR;
     match format {
-        None => format!("{}/{appliance}.transfer", crate::media::SYSUPDATE_DIR),
-        Some(f) => format!(
-            "{}/{appliance}.{}.transfer",
-            crate::media::SYSUPDATE_DIR,
-            f.as_str()
-        ),
+        None => format!("{dir}/{appliance}.transfer"),
+        Some(f) => format!("{dir}/{appliance}/{}.transfer", f.as_str()),
     }
 }
 
@@ -36,10 +34,17 @@ fn decompressed(compression: Option<Compression>) -> bool {
     )
 }
 
-/// A character sysupdate takes in a pattern's literal text: printable
-/// ASCII but those it keeps for a pattern language of its own.
+/// A character that stands for itself in a pattern as sysupdate reads a
+/// `MatchPattern=` line: printable ASCII but those it keeps for a pattern
+/// language of its own (`$*?[]!\|`), `/`, and those the line's parsing
+/// takes (whitespace splits patterns, quotes and `\` are unquoted, `%`
+/// starts a specifier). `@` is written `@@`.
 fn literal_char(c: char) -> bool {
-    (' '..='~').contains(&c) && !matches!(c, '$' | '*' | '?' | '[' | ']' | '!' | '\\' | '|' | '/')
+    ('!'..='~').contains(&c)
+        && !matches!(
+            c,
+            '$' | '*' | '?' | '[' | ']' | '!' | '\\' | '|' | '/' | '%' | '"' | '\''
+        )
 }
 
 /// A version sysupdate accepts: letters, digits and `.,_-+`.
@@ -67,7 +72,7 @@ pub fn pattern(name: &FileName, version: &Version) -> Result<String, String> {
     let text = name.as_str();
     if let Some(c) = text.chars().find(|&c| c != '@' && !literal_char(c)) {
         return Err(format!(
-            "the name holds `{}`, which systemd-sysupdate refuses in a pattern",
+            "the name holds `{}`, which a systemd-sysupdate pattern cannot hold as it is",
             c.escape_debug()
         ));
     }
@@ -102,13 +107,13 @@ fn split(pattern: &str) -> Option<(String, String)> {
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         let out = if seen { &mut after } else { &mut before };
-        match (c, c == '@') {
-            (_, false) => out.push(c),
-            (_, true) => match chars.next()? {
+        match c {
+            '@' => match chars.next()? {
                 '@' => out.push('@'),
                 'v' if !seen => seen = true,
                 _ => return None,
             },
+            c => out.push(c),
         }
     }
     seen.then_some((before, after))
@@ -141,7 +146,9 @@ impl Target {
     /// in `/var/lib/machines`, where systemd-nspawn, machinectl and
     /// portablectl look; other formats, installed as they are (sysupdate
     /// converts no qcow2, unlike `systemd-pull` on its own), in libvirt's
-    /// default pool.
+    /// default pool. The version follows a `~`, which no appliance name
+    /// holds: with `_`, `web_@v.raw` would take `web_db_2.0.raw` for a
+    /// version of `web`, and remove it as the oldest.
     fn of(appliance: &Name, format: ImageFormat) -> Target {
         let (path, ext) = match format {
             ImageFormat::Raw => ("/var/lib/machines", "raw"),
@@ -149,7 +156,7 @@ impl Target {
         };
         Target {
             path: path.to_owned(),
-            pattern: format!("{appliance}_@v.{ext}"),
+            pattern: format!("{appliance}~@v.{ext}"),
             current_symlink: format!("{appliance}.{ext}"),
         }
     }
@@ -157,130 +164,29 @@ impl Target {
 
 impl Transfer {
     /// The file, with comments that say how to install it and what to
-    /// change.
-    pub fn to_text(&self, title: &str) -> String {
+    /// change. `%` in the URL is written `%%`, which sysupdate reads back
+    /// as `%` (a lone one starts a specifier).
+    pub fn to_text(&self, appliance: &Name) -> String {
         let mut out = format!(
-            "# systemd-sysupdate keeps {title} current from {source}.\n\
-             # Install as /etc/sysupdate.d/50-{name}.transfer, with this site's OpenPGP key as\n\
-             # /etc/systemd/import-pubring.gpg, then run `systemd-sysupdate update`.\n\
+            "# systemd-sysupdate keeps {appliance} current from {shown}.\n\
+             # Install as /etc/sysupdate.d/50-{appliance}.transfer, with this site's OpenPGP key\n\
+             # as /etc/systemd/import-pubring.gpg, then run `systemd-sysupdate update`.\n\
              # Verify=yes checks SHA256SUMS.gpg with that key, and each file against SHA256SUMS.\n\
              # Install one transfer per appliance (the site may offer one per format).\n\
              # [Target]: Type=partition installs to a GPT partition instead (sysupdate.d(5)).\n\
              [Transfer]\nVerify=yes\n\n[Source]\nType=url-file\nPath={source}\n",
-            source = self.source,
-            name = self
-                .target
-                .current_symlink
-                .split('.')
-                .next()
-                .unwrap_or_default(),
+            shown = self.source,
+            source = self.source.as_str().replace('%', "%%"),
         );
         for pattern in &self.patterns {
             out.push_str(&format!("MatchPattern={pattern}\n"));
         }
         out.push_str(&format!(
-            "\n[Target]\nType=regular-file\nPath={}\nMatchPattern={}\nCurrentSymlink={}\nInstancesMax=2\n",
+            "\n[Target]\nType=regular-file\nPath={}\nMatchPattern={}\nCurrentSymlink={}\n\
+             InstancesMax=2\n",
             self.target.path, self.target.pattern, self.target.current_symlink
         ));
         out
-    }
-
-    /// Reads back what [`Transfer::to_text`] wrote: the source's type,
-    /// path and patterns, and the target. Comments and blank lines are
-    /// skipped; a key it does not write, a section twice, or a value that
-    /// sysupdate would read otherwise, is refused.
-    pub fn parse(text: &str) -> Result<Transfer, String> {
-        let mut sections: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
-        let mut current: Option<&str> = None;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                if sections.insert(name, Vec::new()).is_some() {
-                    return Err(format!("line {}: section [{name}] twice", n + 1));
-                }
-                current = Some(name);
-                continue;
-            }
-            let (Some(section), Some((key, value))) = (current, line.split_once('=')) else {
-                return Err(format!("line {} is not `Key=value` in a section", n + 1));
-            };
-            sections
-                .entry(section)
-                .or_default()
-                .push((key.trim(), value.trim()));
-        }
-        let one = |section: &str, key: &str| -> Result<&str, String> {
-            let values: Vec<&str> = sections
-                .get(section)
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| *v)
-                .collect();
-            match values[..] {
-                [value] => Ok(value),
-                _ => Err(format!("[{section}] must have one {key}=")),
-            }
-        };
-        let known = [
-            ("Transfer", &["Verify"][..]),
-            ("Source", &["Type", "Path", "MatchPattern"][..]),
-            (
-                "Target",
-                &[
-                    "Type",
-                    "Path",
-                    "MatchPattern",
-                    "CurrentSymlink",
-                    "InstancesMax",
-                ][..],
-            ),
-        ];
-        for (section, entries) in &sections {
-            let keys = known
-                .iter()
-                .find(|(s, _)| s == section)
-                .map(|(_, keys)| *keys)
-                .ok_or_else(|| format!("unknown section [{section}]"))?;
-            if let Some((key, _)) = entries.iter().find(|(k, _)| !keys.contains(k)) {
-                return Err(format!("[{section}] {key}= is not one this tool writes"));
-            }
-        }
-        if one("Transfer", "Verify")? != "yes" {
-            return Err(
-                "[Transfer] Verify= is not `yes`: sysupdate would install unsigned files".into(),
-            );
-        }
-        if one("Source", "Type")? != "url-file" {
-            return Err("[Source] Type= is not `url-file`".into());
-        }
-        let source = Url::parse(one("Source", "Path")?)
-            .map_err(|e| format!("[Source] Path= is not a URL: {e}"))?;
-        let patterns: Vec<String> = sections["Source"]
-            .iter()
-            .filter(|(k, _)| *k == "MatchPattern")
-            .map(|(_, v)| v.to_string())
-            .collect();
-        if patterns.is_empty() {
-            return Err("[Source] has no MatchPattern=".into());
-        }
-        if let Some(bad) = patterns.iter().find(|p| split(p).is_none()) {
-            return Err(format!(
-                "[Source] MatchPattern={bad} is not literal text with one @v"
-            ));
-        }
-        Ok(Transfer {
-            source,
-            patterns,
-            target: Target {
-                path: one("Target", "Path")?.to_owned(),
-                pattern: one("Target", "MatchPattern")?.to_owned(),
-                current_symlink: one("Target", "CurrentSymlink")?.to_owned(),
-            },
-        })
     }
 }
 
@@ -303,52 +209,75 @@ pub struct Planned {
     pub transfer: Transfer,
 }
 
-/// One published file of a flat directory, as a transfer sees it.
+impl Planned {
+    /// The file's text: see [`Transfer::to_text`].
+    pub fn text(&self, appliance: &Name) -> String {
+        self.transfer.to_text(appliance)
+    }
+}
+
+/// One published image of a flat directory, as a transfer sees it.
 struct Candidate<'a> {
-    release: &'a Release,
+    version: &'a Version,
     name: &'a FileName,
     format: ImageFormat,
     compression: Option<Compression>,
     primary: bool,
 }
 
-/// The transfers of `appliance`, whose flat directory is `dir` (a site
-/// path, `images/<appliance>`) at `url`: one per image format published
-/// there, the format of the newest release's primary image as
+/// The transfers of `appliance`, whose flat directory is
+/// `images/<appliance>/` at `url`: one per image format published there,
+/// the format of the newest release's primary image as
 /// `sysupdate/<appliance>.transfer`, the others as
-/// `sysupdate/<appliance>.<extension>.transfer`. Each lists, per naming of
-/// its format, the pattern of the file uncompressed and in each
-/// compression systemd-pull unpacks (xz, gzip), whichever is published
-/// now, and only patterns that read every file they match as its own
-/// release's version.
-pub fn plan(releases: &[Release], appliance: &Name, dir: &str, url: &Url) -> Plan {
+/// `sysupdate/<appliance>/<format>.transfer`. Each lists, per naming of its
+/// format, the pattern of the file uncompressed and in each compression
+/// systemd-pull unpacks (xz, gzip), whichever is published now, and only
+/// patterns that read every file they match as its own release's version.
+/// Only files `served` (from the directory itself, not another host) count.
+/// The same whatever order `releases` come in.
+pub fn plan(
+    releases: &[Release],
+    appliance: &Name,
+    url: &Url,
+    served: &dyn Fn(&RelPath, &Url) -> bool,
+) -> Plan {
+    let dir = format!("images/{appliance}");
+    let in_dir =
+        |path: &RelPath, url: &Url| path.parent() == Some(dir.as_str()) && served(path, url);
     let mut plan = Plan::default();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut names: Vec<(&FileName, &Version)> = Vec::new();
-    for release in releases.iter().filter(|r| r.info.appliance == *appliance) {
+    let mut releases: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.info.appliance == *appliance)
+        .collect();
+    releases.sort_by(|a, b| b.info.version.cmp(&a.info.version));
+    for release in &releases {
+        let version = &release.info.version;
         for image in &release.images {
-            if image.source.site_path.parent() != Some(dir) {
+            if !in_dir(&image.source.site_path, &image.source.url) {
                 continue;
             }
-            names.push((&image.source.name, &release.info.version));
+            names.push((&image.source.name, version));
             candidates.push(Candidate {
-                release,
+                version,
                 name: &image.source.name,
                 format: image.source.format,
                 compression: image.source.compression,
                 primary: image.source.primary,
             });
         }
-        for file in release.supply.iter() {
-            if file.site_path.parent() == Some(dir) {
-                names.push((&file.name, &release.info.version));
+        for file in &release.supply {
+            if in_dir(&file.site_path, &file.url) {
+                names.push((&file.name, version));
             }
         }
     }
-    // By format: the patterns that find it, in order of first appearance.
+    candidates.sort_by(|a, b| b.version.cmp(a.version).then_with(|| a.name.cmp(b.name)));
+    // By format: the patterns that find it, newest naming first.
     let mut by_format: Vec<(ImageFormat, Vec<String>)> = Vec::new();
     for c in &candidates {
-        let label = format!("{} {} {}", appliance, c.release.info.version, c.name);
+        let label = format!("{} {} {}", appliance, c.version, c.name);
         if !decompressed(c.compression) {
             plan.skipped.push(format!(
                 "{label}: systemd-pull (252, Debian 12) does not unpack {} as it downloads",
@@ -356,7 +285,7 @@ pub fn plan(releases: &[Release], appliance: &Name, dir: &str, url: &Url) -> Pla
             ));
             continue;
         }
-        let pattern = match pattern(c.name, &c.release.info.version) {
+        let pattern = match pattern(c.name, c.version) {
             Ok(p) => p,
             Err(why) => {
                 plan.skipped.push(format!("{label}: {why}"));
@@ -392,8 +321,8 @@ pub fn plan(releases: &[Release], appliance: &Name, dir: &str, url: &Url) -> Pla
             ));
             continue;
         }
-        let patterns = match by_format.iter_mut().find(|(f, _)| *f == c.format) {
-            Some((_, patterns)) => patterns,
+        let patterns = match by_format.iter().position(|(f, _)| *f == c.format) {
+            Some(i) => &mut by_format[i].1,
             None => {
                 by_format.push((c.format, Vec::new()));
                 &mut by_format.last_mut().expect("just pushed").1
@@ -405,21 +334,16 @@ pub fn plan(releases: &[Release], appliance: &Name, dir: &str, url: &Url) -> Pla
             }
         }
     }
-    let preferred = releases
-        .iter()
-        .filter(|r| r.info.appliance == *appliance)
-        .max_by(|a, b| a.info.version.cmp(&b.info.version))
-        .and_then(|newest| {
-            candidates
-                .iter()
-                .find(|c| std::ptr::eq(c.release, newest) && c.primary)
-        })
-        .map(|c| c.format);
+    let preferred = releases.first().and_then(|newest| {
+        candidates
+            .iter()
+            .find(|c| std::ptr::eq(c.version, &newest.info.version) && c.primary)
+            .map(|c| c.format)
+    });
     by_format.sort_by_key(|(f, _)| (Some(*f) != preferred, f.as_str()));
     for (i, (format, patterns)) in by_format.into_iter().enumerate() {
-        let path = transfer_path(appliance, (i > 0).then_some(format));
         plan.transfers.push(Planned {
-            path,
+            path: transfer_path(appliance, (i > 0).then_some(format)),
             format,
             transfer: Transfer {
                 source: url.clone(),
@@ -462,11 +386,6 @@ mod tests {
             Some("2")
         );
         assert!(
-            pattern(&name("web$-1.raw"), &version("1"))
-                .unwrap_err()
-                .contains("`$`")
-        );
-        assert!(
             pattern(&name("webapp-1.0~rc1.raw"), &version("1.0~rc1"))
                 .unwrap_err()
                 .contains("does not take in a version")
@@ -479,24 +398,66 @@ mod tests {
         );
     }
 
+    /// What the line's own parsing would take (a space splits patterns,
+    /// `%` is a specifier, quotes and `\` are unquoted) or the pattern
+    /// language keeps is never written as it is.
     #[test]
-    fn transfers_read_back_as_written() {
+    fn a_name_sysupdate_would_read_otherwise_has_no_pattern() {
+        for file in [
+            "web 1.raw",
+            "web%a-1.raw",
+            "web\"-1.raw",
+            "web'-1.raw",
+            "web$-1.raw",
+            "web*-1.raw",
+            "wéb-1.raw",
+        ] {
+            let e = pattern(&name(file), &version("1")).unwrap_err();
+            assert!(e.contains("cannot hold as it is"), "{file}: {e}");
+        }
+    }
+
+    /// `~` parts an appliance's name from the version: `web`'s pattern
+    /// takes no file of `web_db` or `web-db`.
+    #[test]
+    fn a_target_finds_only_its_own_appliance() {
+        let raw = ImageFormat::Raw;
+        let web = Target::of(&Name::parse("web", "n").unwrap(), raw).pattern;
+        assert_eq!(web, "web~@v.raw");
+        assert_eq!(match_version(&web, "web~1.2.raw").as_deref(), Some("1.2"));
+        for other in ["web_db~2.0.raw", "web-db~2.0.raw", "web.db~2.0.raw"] {
+            assert_eq!(match_version(&web, other), None, "{other}");
+        }
+        let web_db = Target::of(&Name::parse("web_db", "n").unwrap(), raw).pattern;
+        assert_eq!(match_version(&web_db, "web~1.2.raw"), None);
+    }
+
+    #[test]
+    fn transfer_paths_of_two_appliances_never_meet() {
+        let a = Name::parse("webapp", "n").unwrap();
+        let b = Name::parse("webapp.raw", "n").unwrap();
+        assert_ne!(
+            transfer_path(&a, Some(ImageFormat::Raw)),
+            transfer_path(&b, None)
+        );
+        assert_eq!(
+            transfer_path(&a, Some(ImageFormat::Raw)),
+            "sysupdate/webapp/raw.transfer"
+        );
+    }
+
+    #[test]
+    fn a_percent_in_the_url_is_written_as_sysupdate_reads_it() {
         let transfer = Transfer {
-            source: Url::parse("https://example.com/site/images/webapp/").unwrap(),
-            patterns: vec!["webapp-@v.raw".into(), "webapp-@v.raw.xz".into()],
+            source: Url::parse("https://example.com/a%20b/images/webapp/").unwrap(),
+            patterns: vec!["webapp-@v.raw".into()],
             target: Target::of(&Name::parse("webapp", "n").unwrap(), ImageFormat::Raw),
         };
-        let text = transfer.to_text("WebApp");
-        assert!(text.contains("\nMatchPattern=webapp-@v.raw\nMatchPattern=webapp-@v.raw.xz\n"));
-        assert!(text.contains("CurrentSymlink=webapp.raw\n"));
-        assert_eq!(Transfer::parse(&text).unwrap(), transfer);
-        let unsigned = text.replace("Verify=yes", "Verify=no");
-        assert!(Transfer::parse(&unsigned).unwrap_err().contains("unsigned"));
-        let extra = text.replace("[Target]\n", "[Target]\nPathRelativeTo=root\n");
+        let text = transfer.to_text(&Name::parse("webapp", "n").unwrap());
         assert!(
-            Transfer::parse(&extra)
-                .unwrap_err()
-                .contains("PathRelativeTo")
+            text.contains("\nPath=https://example.com/a%%20b/images/webapp/\n"),
+            "{text}"
         );
+        assert!(text.contains("\nMatchPattern=webapp~@v.raw\nCurrentSymlink=webapp.raw\n"));
     }
 }

@@ -227,13 +227,22 @@ pub fn release_files<'a>(releases: &'a [Release]) -> impl Iterator<Item = Releas
     })
 }
 
-/// The systemd-sysupdate transfers of an appliance of the flat layout
-/// (`[catalogs] systemd`), reading its directory in the site: the catalog
-/// writes them, the landing page shows them.
-pub fn transfers(site: &Site, appliance: &Name) -> crate::sysupdate::Plan {
-    let dir = format!("images/{appliance}");
-    let url = site.config.site_url(&format!("{dir}/"));
-    crate::sysupdate::plan(site.releases, appliance, &dir, &url)
+/// The systemd-sysupdate transfers of an appliance, reading its flat
+/// directory `images/<appliance>/` of the site at `base` (`[catalogs]
+/// systemd`): the catalog writes them, the landing page shows them, and
+/// `verify` makes them again from the signed feeds.
+pub fn transfers(releases: &[Release], appliance: &Name, base: &Url) -> crate::sysupdate::Plan {
+    let url = crate::config::join_url(base, &format!("images/{appliance}/"));
+    crate::sysupdate::plan(releases, appliance, &url, &|path, url| {
+        served_from(base, path, Some(url))
+    })
+}
+
+/// Whether a file of a release lies at its path in the site at `base`,
+/// not on another host (`download_base_url`, or the old one of a release
+/// taken from the previous site).
+pub fn served_from(base: &Url, path: &RelPath, url: Option<&Url>) -> bool {
+    url.is_none_or(|url| *url == crate::config::join_url(base, path.as_str()))
 }
 
 /// `SHA256SUMS` of the site: every file of its releases

@@ -265,23 +265,17 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
 /// The landing page: the releases of the current feeds (`current`), and a
 /// link to each appliance's history page when it has archived releases.
 /// `feeds` are the paths of the feeds and the appliance each covers.
-/// The appliance's transfer files, with `[catalogs] systemd` in the flat
-/// layout.
-fn sysupdate_ctx(
-    site: &Site,
-    appliance: &crate::model::Name,
-    title: &crate::model::Line,
-) -> Option<SysupdateCtx> {
+/// The appliance's transfer files, with `[catalogs] systemd`, when it has
+/// a flat directory.
+fn sysupdate_ctx(site: &Site, appliance: &crate::model::Name) -> Option<SysupdateCtx> {
     let config = site.config;
     config.catalogs.systemd?;
-    if config.image_layout_of(appliance.as_str()) != crate::model::ImageLayout::Flat {
-        return None;
-    }
-    let mut transfers = super::transfers(site, appliance).transfers.into_iter();
+    let plan = super::transfers(site.releases, appliance, &config.base_url);
+    let mut transfers = plan.transfers.into_iter();
     let first = transfers.next()?;
     Some(SysupdateCtx {
         url: config.site_url(&first.path).to_string(),
-        text: first.transfer.to_text(title.as_str()),
+        text: first.text(appliance),
         others: transfers
             .map(|t| OtherTransferCtx {
                 format: t.format.to_string(),
@@ -314,7 +308,7 @@ pub fn render(
                 let feed = feed_for(name);
                 appliances.push(ApplianceCtx {
                     name: name.to_owned(),
-                    sysupdate: sysupdate_ctx(site, &release.info.appliance, &meta.title),
+                    sysupdate: sysupdate_ctx(site, &release.info.appliance),
                     title: meta.title.to_string(),
                     description: meta.description,
                     feed_url: url(feed),

@@ -673,128 +673,28 @@ pub(super) fn check_simplestreams(
     }
 }
 
-/// The `SHA256SUMS` of a directory of images (`[catalogs] systemd`),
-/// `dir/SHA256SUMS`, against the site's manifest: bare names only, each
-/// with the digest the manifest gives `dir/<name>`, and every file the
-/// manifest lists directly in `dir` (but the manifest and its signature),
-/// or systemd's tools could not check it. Returns how many it lists.
-pub(super) fn check_dir_manifest(
-    dir: &str,
-    data: &[u8],
-    manifest: &BTreeMap<String, Sha256>,
-) -> Result<usize, Vec<String>> {
-    let listed = crate::sums::parse(data).map_err(|m| vec![m])?;
-    let mut problems = Vec::new();
-    for (name, digest) in &listed {
-        if name.contains('/') {
-            problems.push(format!(
-                "lists {name:?}, not a bare file name: systemd-sysupdate refuses the whole \
-                 manifest"
-            ));
-            continue;
-        }
-        match manifest.get(&format!("{dir}/{name}")) {
-            Some(d) if d == digest => {}
-            Some(d) => problems.push(format!(
-                "gives {name} the SHA-256 {digest}, the site's manifest {d}"
-            )),
-            None => problems.push(format!(
-                "lists {name}, which the site's manifest does not list in {dir}/"
-            )),
-        }
+/// A published text against the one the build makes from the signed
+/// feeds (`[catalogs] systemd`): equal byte for byte, else each line it
+/// lacks and each line too many.
+pub(super) fn same_text(published: &[u8], expected: &str) -> Result<(), Vec<String>> {
+    if published == expected.as_bytes() {
+        return Ok(());
     }
-    let prefix = format!("{dir}/");
-    for path in manifest.keys() {
-        let Some(name) = path.strip_prefix(&prefix) else {
-            continue;
-        };
-        let own = [crate::media::MANIFEST, crate::media::DIR_MANIFEST_SIG].contains(&name);
-        if !name.contains('/') && !own && !listed.contains_key(name) {
-            problems.push(format!(
-                "does not list {name}, which the site publishes there: systemd's tools could not \
-                 check it"
-            ));
-        }
-    }
-    match problems.is_empty() {
-        true => Ok(listed.len()),
-        false => Err(problems),
-    }
-}
-
-/// A sysupdate transfer file (`sysupdate/<appliance>.transfer`, or
-/// `.<format>.transfer`) against the site: its source is the directory of
-/// its appliance's images, which has its own manifest, its patterns find
-/// files listed there, and each file a pattern finds is, in the signed
-/// feeds, an image of the release whose version the pattern reads from its
-/// name: sysupdate installs nothing as a version the feed does not give
-/// it. Returns how many versions it finds.
-pub(super) fn check_transfer(
-    name: &str,
-    data: &[u8],
-    base: &url::Url,
-    manifest: &BTreeMap<String, Sha256>,
-    vouched: &Vouched,
-) -> Result<usize, Vec<String>> {
-    let text = std::str::from_utf8(data).map_err(|_| vec!["is not UTF-8".to_owned()])?;
-    let transfer = crate::sysupdate::Transfer::parse(text).map_err(|m| vec![m])?;
-    let source = transfer.source.as_str();
-    let appliance = source
-        .strip_prefix(base.as_str())
-        .and_then(|rest| rest.strip_prefix("images/"))
-        .and_then(|rest| rest.strip_suffix('/'))
-        .filter(|a| !a.is_empty() && !a.contains('/'))
-        .ok_or_else(|| {
-            vec![format!(
-                "reads {source}, not a directory of images of the site {base}images/<appliance>/"
-            )]
-        })?;
-    let own = format!("{}/{appliance}.", crate::media::SYSUPDATE_DIR);
-    if !name.starts_with(&own) {
-        return Err(vec![format!(
-            "reads the images of {appliance}, whose transfer files are {own}*"
-        )]);
-    }
-    let dir = format!("images/{appliance}");
-    if !manifest.contains_key(&format!("{dir}/{}", crate::media::MANIFEST)) {
-        return Err(vec![format!(
-            "reads {dir}/, which has no {} for it to read",
-            crate::media::MANIFEST
-        )]);
-    }
-    let prefix = format!("{dir}/");
-    let files: Vec<&str> = manifest
-        .keys()
-        .filter_map(|p| p.strip_prefix(&prefix))
-        .filter(|n| !n.contains('/'))
+    let published = String::from_utf8_lossy(published);
+    let (have, want): (BTreeSet<&str>, BTreeSet<&str>) =
+        (published.lines().collect(), expected.lines().collect());
+    let mut problems: Vec<String> = want
+        .difference(&have)
+        .map(|l| format!("lacks `{l}`, which the feeds give"))
+        .chain(
+            have.difference(&want)
+                .map(|l| format!("has `{l}`, which the feeds do not give")),
+        )
         .collect();
-    let mut problems = Vec::new();
-    let mut versions = BTreeSet::new();
-    for pattern in &transfer.patterns {
-        for file in &files {
-            let Some(version) = crate::sysupdate::match_version(pattern, file) else {
-                continue;
-            };
-            let url = crate::config::join_url(&transfer.source, file).to_string();
-            let guid = format!("vmcast:{appliance}:{version}");
-            match vouched.releases.get(&guid) {
-                Some(urls) if urls.contains(&url) => {
-                    versions.insert(version);
-                }
-                _ => problems.push(format!(
-                    "{pattern} reads {file} as version {version}, and the feeds give no release \
-                     {appliance} {version} with that image"
-                )),
-            }
-        }
+    if problems.is_empty() {
+        problems.push("holds the lines the feeds give, but not as the build writes them".into());
     }
-    if versions.is_empty() && problems.is_empty() {
-        problems.push(format!("finds no file in {dir}/"));
-    }
-    match problems.is_empty() {
-        true => Ok(versions.len()),
-        false => Err(problems),
-    }
+    Err(problems)
 }
 
 /// Whether a manifest entry is a sysupdate transfer file.

@@ -55,7 +55,7 @@ fn each_directory_gets_its_signed_manifest_and_the_site_verifies() {
         "images/webapp/SHA256SUMS",
         "images/dbnode/SHA256SUMS",
         "sysupdate/webapp.transfer",
-        "sysupdate/webapp.raw.transfer",
+        "sysupdate/webapp/raw.transfer",
         "sysupdate/dbnode.transfer",
         "SHA256SUMS",
     ] {
@@ -84,13 +84,13 @@ fn each_directory_gets_its_signed_manifest_and_the_site_verifies() {
     let out = verify(&fixture, "public");
     assert_success(&out);
     for line in [
-        "  ok   catalog   images/webapp/SHA256SUMS: 3 file(s), as SHA256SUMS lists them\n",
+        "  ok   catalog   images/webapp/SHA256SUMS: 3 file(s), as the feeds give them\n",
         "  ok   catalog   images/webapp/SHA256SUMS.gpg: good signature of images/webapp/SHA256SUMS \
          by OpenPGP key AB036385B86647715A6EC66557D18D1018D9B3B7\n",
         "  ok   catalog   import-pubring.gpg: OpenPGP key AB036385B86647715A6EC66557D18D1018D9B3B7, \
          the key of openpgp.asc\n",
-        "  ok   catalog   sysupdate/webapp.raw.transfer: 2 version(s), as the feeds give them\n",
-        "  ok   catalog   sysupdate/webapp.transfer: 1 version(s), as the feeds give them\n",
+        "  ok   catalog   sysupdate/webapp/raw.transfer: finds 2 version(s), as the feeds give them\n",
+        "  ok   catalog   sysupdate/webapp.transfer: finds 1 version(s), as the feeds give them\n",
     ] {
         assert!(stdout(&out).contains(line), "{line}\n{}", stdout(&out));
     }
@@ -100,7 +100,7 @@ fn each_directory_gets_its_signed_manifest_and_the_site_verifies() {
     assert!(page.contains("<code>/etc/sysupdate.d/50-webapp.transfer</code>"));
     assert!(page.contains("MatchPattern=webapp-@v.qcow2"), "{page}");
     assert!(
-        page.contains("sysupdate&#x2f;webapp.raw.transfer\">raw</a>"),
+        page.contains("sysupdate&#x2f;webapp&#x2f;raw.transfer\">raw</a>"),
         "{page}"
     );
 }
@@ -152,7 +152,7 @@ fn one_appliance_takes_the_flat_layout_and_keeps_archived_versions_listed() {
     assert_success(&out);
     assert!(
         stdout(&out).contains(
-            "  ok   catalog   sysupdate/webapp.transfer: 14 version(s), as the feeds give them\n"
+            "  ok   catalog   sysupdate/webapp.transfer: finds 14 version(s), as the feeds give them\n"
         ),
         "{}",
         stdout(&out)
@@ -287,7 +287,7 @@ fn previous_lists_old_versions_in_the_flat_directory_unread() {
     assert_success(&out);
     assert!(
         stdout(&out).contains(
-            "  ok   catalog   sysupdate/webapp.transfer: 3 version(s), as the feeds give them\n"
+            "  ok   catalog   sysupdate/webapp.transfer: finds 3 version(s), as the feeds give them\n"
         ),
         "{}",
         stdout(&out)
@@ -336,71 +336,100 @@ fn a_site_moving_to_the_flat_layout_keeps_its_published_urls() {
     assert_success(&out);
     assert!(
         stdout(&out).contains(
-            "  ok   catalog   sysupdate/webapp.transfer: 1 version(s), as the feeds give them\n"
+            "  ok   catalog   sysupdate/webapp.transfer: finds 1 version(s), as the feeds give them\n"
         ),
         "{}",
         stdout(&out)
     );
 }
 
-/// A directory manifest changed, listed and signed with the minisign key
-/// again (a stolen key or a compromised build without the OpenPGP key):
-/// the signature systemd checks no longer matches, and the manifest
-/// disagrees with the root one.
+/// What an attacker holding both of the publisher's keys (or a
+/// compromised build) publishes: `file` changed, its OpenPGP signature
+/// (`SHA256SUMS.gpg` beside a manifest) made again, listed in
+/// `SHA256SUMS`, and that signed again with minisign and OpenPGP. Only
+/// its disagreement with the signed feeds is left to find.
+fn forge_with_both_keys(fixture: &Fixture, file: &str, from: &str, to: &str) {
+    let path = fixture.path(&format!("public/{file}"));
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from} is not in {file}");
+    fs::write(&path, text.replace(from, to)).unwrap();
+    let key_path = fixture.path("../known-answer/openpgp-secret.asc");
+    let key =
+        vmcast_gen::openpgp::LockedKey::parse(&key_path, &fs::read_to_string(&key_path).unwrap())
+            .unwrap()
+            .unlock(&mut || panic!("not encrypted"))
+            .unwrap();
+    let time = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+    if let Some(dir) = file.strip_suffix("/SHA256SUMS") {
+        let sig = key.detach_sign(&fs::read(&path).unwrap(), time).unwrap();
+        fs::write(fixture.path(&format!("public/{dir}/SHA256SUMS.gpg")), sig).unwrap();
+        relist(fixture, "public", &format!("{dir}/SHA256SUMS.gpg"));
+    }
+    relist(fixture, "public", file);
+    resign(fixture, "public/SHA256SUMS", &kat_key());
+    let sums = read(fixture, "public/SHA256SUMS");
+    fs::write(
+        fixture.path("public/SHA256SUMS.asc"),
+        key.clearsign(&sums, time).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The FAIL lines of a verify run that failed.
+fn failures(out: &std::process::Output) -> Vec<String> {
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(out));
+    stdout(out)
+        .lines()
+        .filter(|l| l.starts_with("  FAIL"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A directory's manifest that lists other bytes for an image, signed
+/// with both keys: systemd-pull would take it, `verify` holds it against
+/// the signed feeds.
 fn verify_refuses_a_directory_manifest_that_disagrees_with_the_root_one() {
     let fixture = Fixture::new("systemd-flat");
     built(&fixture);
-    let path = fixture.path("public/images/webapp/SHA256SUMS");
-    let sums = fs::read_to_string(&path).unwrap();
-    let evil = format!("{}  webapp-1.1.0.qcow2\n", "0".repeat(64));
-    let forged: String = sums
-        .lines()
-        .map(|l| match l.ends_with("  webapp-1.1.0.qcow2") {
-            true => evil.clone(),
-            false => format!("{l}\n"),
-        })
-        .collect();
-    fs::write(&path, forged).unwrap();
-    relist(&fixture, "public", "images/webapp/SHA256SUMS");
-    resign(&fixture, "public/SHA256SUMS", &kat_key());
-    let out = verify(&fixture, "public");
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    let text = stdout(&out);
-    for line in [
-        "  FAIL catalog   images/webapp/SHA256SUMS: gives webapp-1.1.0.qcow2 the SHA-256 \
-         0000000000000000000000000000000000000000000000000000000000000000, the site's manifest \
-         f7ddd867f50eeb800459d049ce1e15314d73aeef1232b598f27197747f52bd74\n",
-        "  FAIL catalog   images/webapp/SHA256SUMS.gpg: not a signature of its file by OpenPGP key \
-         AB036385B86647715A6EC66557D18D1018D9B3B7\n",
-    ] {
-        assert!(text.contains(line), "{line}\n{text}");
-    }
+    let good = "f7ddd867f50eeb800459d049ce1e15314d73aeef1232b598f27197747f52bd74";
+    let evil = "0".repeat(64);
+    forge_with_both_keys(&fixture, "images/webapp/SHA256SUMS", good, &evil);
+    assert_eq!(
+        failures(&verify(&fixture, "public")),
+        [
+            format!(
+                "  FAIL catalog   images/webapp/SHA256SUMS: lacks `{good}  webapp-1.1.0.qcow2`, \
+                 which the feeds give"
+            ),
+            format!(
+                "  FAIL catalog   images/webapp/SHA256SUMS: has `{evil}  webapp-1.1.0.qcow2`, \
+                 which the feeds do not give"
+            ),
+        ]
+    );
 }
 
-/// A transfer file whose pattern reads `webapp-1.0.0.raw.xz` as version
-/// `1.0`, which no release of the feeds is: sysupdate would install that
-/// file as a version the publisher never gave.
+/// Transfer files whose patterns sysupdate would read otherwise than the
+/// build writes them, signed with both keys: one reads
+/// `webapp-1.0.0.raw.xz` as version `1.0`, which no release is; one hides
+/// the same with an escape sysupdate unquotes (`\x61` is `a`).
 fn verify_refuses_a_transfer_that_finds_a_version_the_feeds_do_not_give() {
-    let fixture = Fixture::new("systemd-flat");
-    built(&fixture);
-    let path = fixture.path("public/sysupdate/webapp.raw.transfer");
-    let transfer = fs::read_to_string(&path).unwrap();
-    fs::write(
-        &path,
-        transfer.replace(
-            "MatchPattern=webapp-@v.raw.xz",
-            "MatchPattern=webapp-@v.0.raw.xz",
-        ),
-    )
-    .unwrap();
-    relist(&fixture, "public", "sysupdate/webapp.raw.transfer");
-    resign(&fixture, "public/SHA256SUMS", &kat_key());
-    let out = verify(&fixture, "public");
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    let line = "  FAIL catalog   sysupdate/webapp.raw.transfer: webapp-@v.0.raw.xz reads \
-         webapp-1.0.0.raw.xz as version 1.0, and the feeds give no release webapp 1.0 with that \
-         image\n";
-    assert!(stdout(&out).contains(line), "{}", stdout(&out));
+    for forged in [
+        "MatchPattern=webapp-@v.0.raw.xz",
+        "MatchPattern=webapp-@v.0.r\\x61w.xz",
+    ] {
+        let fixture = Fixture::new("systemd-flat");
+        built(&fixture);
+        let file = "sysupdate/webapp/raw.transfer";
+        let line = "MatchPattern=webapp-@v.raw.gz";
+        forge_with_both_keys(&fixture, file, line, &format!("{line}\n{forged}"));
+        assert_eq!(
+            failures(&verify(&fixture, "public")),
+            [format!(
+                "  FAIL catalog   {file}: has `{forged}`, which the feeds do not give"
+            )]
+        );
+    }
 }
 
 /// A fixture built to be served by `server`: its base URL is the server's.
@@ -507,7 +536,7 @@ fn systemd_sysupdate_keeps_a_host_current_from_the_flat_site() {
     let root = host.path();
     fs::create_dir_all(root.join("etc/sysupdate.d")).unwrap();
     fs::copy(
-        fixture.path("public/sysupdate/webapp.raw.transfer"),
+        fixture.path("public/sysupdate/webapp/raw.transfer"),
         root.join("etc/sysupdate.d/50-webapp.transfer"),
     )
     .unwrap();
@@ -527,12 +556,12 @@ fn systemd_sysupdate_keeps_a_host_current_from_the_flat_site() {
     assert_success(&run(&["update"]));
     let machines = root.join("var/lib/machines");
     assert_eq!(
-        fs::read(machines.join("webapp_1.1.0.raw")).unwrap(),
+        fs::read(machines.join("webapp~1.1.0.raw")).unwrap(),
         gunzip(&fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw.gz"))
     );
     assert_eq!(
         fs::read_link(machines.join("webapp.raw")).unwrap(),
-        Path::new("webapp_1.1.0.raw")
+        Path::new("webapp~1.1.0.raw")
     );
     assert!(
         server
@@ -554,22 +583,22 @@ fn systemd_sysupdate_keeps_a_host_current_from_the_flat_site() {
     fs::write(&new_image, [8u8; 4096]).unwrap();
     let update = run(&["update"]);
     assert!(!update.status.success(), "{}", stderr(&update));
-    assert!(!machines.join("webapp_1.2.0.raw").exists());
+    assert!(!machines.join("webapp~1.2.0.raw").exists());
     assert_eq!(
         fs::read_link(machines.join("webapp.raw")).unwrap(),
-        Path::new("webapp_1.1.0.raw")
+        Path::new("webapp~1.1.0.raw")
     );
 
     // As built, it installs, and the link moves.
     fs::write(&new_image, [7u8; 4096]).unwrap();
     assert_success(&run(&["update"]));
     assert_eq!(
-        fs::read(machines.join("webapp_1.2.0.raw")).unwrap(),
+        fs::read(machines.join("webapp~1.2.0.raw")).unwrap(),
         [7u8; 4096]
     );
     assert_eq!(
         fs::read_link(machines.join("webapp.raw")).unwrap(),
-        Path::new("webapp_1.2.0.raw")
+        Path::new("webapp~1.2.0.raw")
     );
     assert_eq!(
         before,

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use super::{Step, Verifier, known};
-use crate::catalog::{simplestreams, vagrant, virt_builder};
+use crate::catalog::{simplestreams, systemd, vagrant, virt_builder};
 use crate::media::{self, MANIFEST};
-use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
+use crate::model::{MAX_TEXT_FILE, RelPath, Release, Sha256};
 use crate::openpgp;
 use crate::sign::PublicKey;
 use crate::site::Problem;
@@ -50,34 +50,29 @@ impl Verifier<'_> {
             self.check_simplestreams(base, manifest, &vouched);
         }
         self.check_vagrant(&vouched, manifest, base);
-        self.check_systemd(&vouched, manifest, base);
+        self.check_systemd(site);
         Ok(())
     }
 
     /// What `[catalogs] systemd` publishes for systemd-pull and
     /// systemd-sysupdate, none of it signed with minisign but all listed
-    /// in the manifest: each directory's `SHA256SUMS`, agreeing with the
-    /// manifest line by line, and its `SHA256SUMS.gpg`, which must verify
-    /// with the site's OpenPGP key; `import-pubring.gpg`, which must be
-    /// that key; and the transfer files, held against the feeds.
-    pub(super) fn check_systemd(
-        &mut self,
-        vouched: &Vouched,
-        manifest: &BTreeMap<String, Sha256>,
-        base: &Url,
-    ) {
-        let dirs: Vec<String> = manifest
+    /// in the manifest: each directory's `SHA256SUMS` and each transfer
+    /// file must be what the build makes from the signed feeds, byte for
+    /// byte; each `SHA256SUMS.gpg` must verify with the site's OpenPGP key,
+    /// and `import-pubring.gpg` must be that key.
+    pub(super) fn check_systemd(&mut self, site: &PublishedSite) {
+        let manifest = &site.manifest;
+        let published_dirs: Vec<&str> = manifest
             .keys()
             .filter(|n| media::is_dir_manifest(n) && n.ends_with(&format!("/{MANIFEST}")))
-            .filter_map(|n| n.rsplit_once('/').map(|(dir, _)| dir.to_owned()))
+            .filter_map(|n| n.rsplit_once('/').map(|(dir, _)| dir))
             .collect();
-        let transfers: Vec<String> = manifest
+        let published_transfers: Vec<&String> = manifest
             .keys()
             .filter(|n| catalogs::is_transfer(n))
-            .cloned()
             .collect();
         let pubring = manifest.contains_key(media::IMPORT_PUBRING);
-        if dirs.is_empty() && transfers.is_empty() && !pubring {
+        if published_dirs.is_empty() && published_transfers.is_empty() && !pubring {
             return;
         }
         let key = match manifest.contains_key(openpgp::PUBLIC_KEY) {
@@ -97,14 +92,23 @@ impl Verifier<'_> {
         let Some(key) = key else {
             return;
         };
-        for dir in dirs {
+        let releases: Vec<Release> = site.items().map(|i| i.release.clone()).collect();
+        let expected = systemd::expected(&releases, &site.base_url);
+        for dir in &published_dirs {
+            if !expected.manifests.iter().any(|(d, _)| d == dir) {
+                self.fail(
+                    CheckKind::Catalog,
+                    Problem::Mismatch,
+                    format!("{dir}/{MANIFEST}: the feeds publish no file there"),
+                );
+            }
+        }
+        for (dir, text) in &expected.manifests {
             let name = format!("{dir}/{MANIFEST}");
-            let Some(data) = self.fetch_listed(manifest, &name) else {
+            let files = format!("{} file(s), as the feeds give them", text.lines().count());
+            let Some(data) = self.fetch_expected(manifest, &name, text, files) else {
                 continue;
             };
-            let held = catalogs::check_dir_manifest(&dir, &data, manifest)
-                .map(|n| format!("{n} file(s), as {MANIFEST} lists them"));
-            self.report_catalog(&name, held);
             let sig_name = format!("{dir}/{}", media::DIR_MANIFEST_SIG);
             if !manifest.contains_key(&sig_name) {
                 self.fail(
@@ -127,37 +131,72 @@ impl Verifier<'_> {
                 Err(m) => self.fail(CheckKind::Catalog, Problem::BadSignature, m),
             }
         }
-        if pubring && let Some(data) = self.fetch_listed(manifest, media::IMPORT_PUBRING) {
-            let name = media::IMPORT_PUBRING;
-            match openpgp::keyring_fingerprint(name, &data) {
-                Ok(found) => match openpgp::fingerprint(&key) {
-                    Ok(site) if site == found => self.pass(
-                        CheckKind::Catalog,
-                        format!(
-                            "{name}: OpenPGP key {found}, the key of {}",
-                            openpgp::PUBLIC_KEY
-                        ),
-                    ),
-                    Ok(site) => self.fail(
-                        CheckKind::Catalog,
-                        Problem::Mismatch,
-                        format!(
-                            "{name} holds OpenPGP key {found}, not {site} of {}",
-                            openpgp::PUBLIC_KEY
-                        ),
-                    ),
-                    Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
-                },
-                Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
+        let transfers: Vec<&systemd::TransferFile> =
+            expected.transfers.iter().flat_map(|(_, t)| t).collect();
+        for name in published_transfers {
+            if !transfers.iter().any(|t| t.path == *name) {
+                self.fail(
+                    CheckKind::Catalog,
+                    Problem::Mismatch,
+                    format!("{name}: the feeds give no versions for it to find"),
+                );
             }
         }
-        for name in transfers {
-            let Some(data) = self.fetch_listed(manifest, &name) else {
-                continue;
-            };
-            let held = catalogs::check_transfer(&name, &data, base, manifest, vouched)
-                .map(|n| format!("{n} version(s), as the feeds give them"));
-            self.report_catalog(&name, held);
+        for t in transfers {
+            let finds = format!("finds {} version(s), as the feeds give them", t.versions);
+            self.fetch_expected(manifest, &t.path, &t.text, finds);
+        }
+        if let Some(data) = self.fetch_listed(manifest, media::IMPORT_PUBRING) {
+            self.check_pubring(&key, &data);
+        }
+    }
+
+    /// A file of `[catalogs] systemd` that must be `expected`: listed,
+    /// fetched and compared. The bytes, when they could be had.
+    fn fetch_expected(
+        &mut self,
+        manifest: &BTreeMap<String, Sha256>,
+        name: &str,
+        expected: &str,
+        detail: String,
+    ) -> Option<Vec<u8>> {
+        if !manifest.contains_key(name) {
+            self.fail(
+                CheckKind::Catalog,
+                Problem::Unlisted,
+                format!("{name}: not listed in {MANIFEST}, but the feeds give what it lists"),
+            );
+            return None;
+        }
+        let data = self.fetch_listed(manifest, name)?;
+        let held = catalogs::same_text(&data, expected).map(|()| detail);
+        self.report_catalog(name, held);
+        Some(data)
+    }
+
+    /// `import-pubring.gpg`: the key of `openpgp.asc`, and nothing else.
+    fn check_pubring(&mut self, key: &str, data: &[u8]) {
+        let name = media::IMPORT_PUBRING;
+        match openpgp::keyring_fingerprint(name, data) {
+            Ok(found) => match openpgp::fingerprint(key) {
+                Ok(site) if site == found => self.pass(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: OpenPGP key {found}, the key of {}",
+                        openpgp::PUBLIC_KEY
+                    ),
+                ),
+                Ok(site) => self.fail(
+                    CheckKind::Catalog,
+                    Problem::Mismatch,
+                    format!(
+                        "{name} holds OpenPGP key {found}, not {site} of {}",
+                        openpgp::PUBLIC_KEY
+                    ),
+                ),
+                Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
+            },
+            Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
         }
     }
 
