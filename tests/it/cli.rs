@@ -51,6 +51,9 @@ tests! {
     unknown_files_beside_images_are_warned_about;
     keygen_writes_a_private_key_and_refuses_to_overwrite;
     help_and_version;
+    usage_errors_exit_2_as_the_help_says;
+    help_is_laid_out_alike_and_fits_its_width;
+    the_pinned_key_is_a_file_or_its_base64_line;
     a_failed_build_still_shows_its_warnings;
     template_errors_name_the_template_and_line;
     images_listed_by_glob_are_hard_linked;
@@ -772,6 +775,189 @@ fn help_and_version() {
     }
     let bad = vmcast(tmp.path(), &["frobnicate"], &[]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// A bad option value is a usage error, as clap's own are: status 2, as
+/// every help says, whichever command and whichever check finds it.
+fn usage_errors_exit_2_as_the_help_says() {
+    let fixture = Fixture::new("ok-minimal");
+    let key = fs::read_to_string(fixture.path("../known-answer/kat.pub")).unwrap();
+    let b64 = key.lines().nth(1).unwrap();
+    for (args, error) in [
+        (
+            vec![
+                "pull",
+                "http://127.0.0.1:9/",
+                "--pubkey-b64",
+                b64,
+                "--appliance",
+                "webapp",
+            ]
+            .into_iter()
+            .chain(["--dest", "dest", "--format", "qcow3"])
+            .collect::<Vec<_>>(),
+            "error: --format `qcow3`: unknown image format `qcow3`",
+        ),
+        (
+            vec![
+                "pull",
+                "http://127.0.0.1:9/",
+                "--pubkey-b64",
+                b64,
+                "--appliance",
+                "Web App",
+            ]
+            .into_iter()
+            .chain(["--dest", "elsewhere"])
+            .collect(),
+            "error: --appliance `Web App`: ",
+        ),
+        (
+            vec!["verify", "public", "--pubkey-b64", "RWQnotakey"],
+            "error: --pubkey-b64 `RWQnotakey`: ",
+        ),
+        (
+            vec!["publish", "s3://bucket/site", "--content-type", "qcow2"],
+            "error: --content-type `qcow2`: expected EXT=TYPE",
+        ),
+        (
+            vec!["build", "--secret-key", "pkcs11:token=x;bogus=1"],
+            "error: --secret-key `pkcs11:token=x;bogus=1`: ",
+        ),
+    ] {
+        let out = fixture.run(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with(error),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Nothing was made on the way.
+    assert!(!fixture.path("dest").exists());
+    assert!(!fixture.path("public").exists());
+    // The top-level help names every status a command exits with.
+    let help = stdout(&fixture.run(&["--help"], &[]));
+    let statuses = help.split_once("Exit status:\n").unwrap().1;
+    for status in [
+        "  0 ",
+        "  1 ",
+        "  2   a usage error",
+        "3 (already current)",
+        "10 (refused",
+    ] {
+        assert!(statuses.contains(status), "{status:?} missing from\n{help}");
+    }
+    assert!(statuses.contains("11 (interrupted") && statuses.contains("12 (--exec failed)"));
+}
+
+/// The help of every command has one layout: one line per option (clap
+/// switches `pull` to another when a value has help of its own), and the
+/// hand-laid sections (the environment, the exit statuses) fit in 100
+/// columns, so clap never breaks one of their lines in mid-sentence, and
+/// each description starts in its section's one column.
+fn help_is_laid_out_alike_and_fits_its_width() {
+    let tmp = tempfile::tempdir().unwrap();
+    let help = |args: &[&str], columns: &str| {
+        let out = vmcast(tmp.path(), args, &[("COLUMNS", columns)]);
+        assert_success(&out);
+        stdout(&out)
+    };
+    let mut commands = vec![vec![]];
+    let top = help(&["--help"], "100");
+    for line in top
+        .split_once("Commands:\n")
+        .unwrap()
+        .1
+        .lines()
+        .take_while(|l| !l.is_empty())
+    {
+        let name = line.split_whitespace().next().unwrap();
+        if line.starts_with("  ") && !line.starts_with("   ") && name != "help" {
+            commands.push(vec![name]);
+        }
+    }
+    assert!(commands.len() >= 12, "{commands:?}");
+    for command in &commands {
+        let long = [&command[..], &["--help"]].concat();
+        let short = [&command[..], &["-h"]].concat();
+        let text = help(&long, "100");
+        assert_eq!(
+            text,
+            help(&short, "100"),
+            "{command:?}: -h and --help differ"
+        );
+        assert!(!text.contains("see a summary with '-h'"), "{command:?}");
+        // What follows the options, laid out by hand.
+        let after = text.split_once("Print help\n").map_or("", |(_, a)| a);
+        let wide = help(&long, "1000");
+        let wide_after = wide.split_once("Print help\n").map_or("", |(_, a)| a);
+        for section in ["Environment", "Exit status:"] {
+            let Some(at) = after.find(section) else {
+                continue;
+            };
+            let block = after[at..].split("\n\n").next().unwrap();
+            assert!(
+                wide_after.contains(block),
+                "{command:?}: clap rewrapped {section} at 100 columns:\n{block}"
+            );
+            // Each entry's description starts in one column, and so do the
+            // lines that carry it on.
+            let column = |line: &str| {
+                let body = line.trim_start();
+                let name_end = body.find("  ").map(|i| line.len() - body.len() + i);
+                name_end.map(|e| e + line[e..].len() - line[e..].trim_start().len())
+            };
+            let starts: BTreeMap<usize, &str> = block
+                .lines()
+                .skip(1)
+                .filter(|l| l.starts_with("  ") && !l.starts_with("    "))
+                .filter_map(|l| column(l).map(|c| (c, l)))
+                .collect();
+            assert!(
+                starts.len() <= 1,
+                "{command:?}: {section} misaligned: {starts:?}"
+            );
+            if let Some((&c, _)) = starts.iter().next() {
+                for line in block.lines().filter(|l| l.starts_with("    ")) {
+                    let indent = line.len() - line.trim_start().len();
+                    assert!(
+                        indent == c || section == "Exit status:" && indent == 6,
+                        "{command:?}: {line:?} is not under column {c}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// verify and pull take the pinned key as a file or as its base64 line,
+/// and say so when given neither; pull, like verify, also pins the site.
+fn the_pinned_key_is_a_file_or_its_base64_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["verify", "public"][..],
+        &[
+            "pull",
+            "http://127.0.0.1:9/",
+            "--appliance",
+            "a",
+            "--dest",
+            "d",
+        ],
+    ] {
+        let out = vmcast(tmp.path(), args, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("<--pubkey <FILE>|--pubkey-b64 <KEY>>"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let help = stdout(&vmcast(tmp.path(), &["pull", "--help"], &[]));
+    for option in ["--pubkey-b64 <KEY>", "--site <URL>"] {
+        assert!(help.contains(option), "pull --help lacks {option}:\n{help}");
+    }
 }
 
 /// A build that fails still shows what it warned of first: here the file

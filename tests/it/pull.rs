@@ -29,6 +29,7 @@ tests! {
     a_record_entry_naming_a_path_outside_dest_is_refused;
     the_rate_window_follows_a_timeout_shorter_than_30_s;
     exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart;
+    the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify;
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
     a_current_host_polls_with_two_requests_and_no_body;
     a_304_does_not_make_an_expired_build_fresh;
@@ -908,6 +909,49 @@ fn exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart() {
         "error: the image is in place, but --exec failed (exit status: 7)\n"
     );
     assert!(s.dest.join("webapp-1.1.0.raw").is_file());
+}
+
+/// As verify does, pull takes the pinned key as its base64 line, and
+/// --site refuses a build signed for another site, even by the pinned key.
+fn the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify() {
+    let s = served();
+    let key = fs::read_to_string(s.fixture.path("../known-answer/kat.pub")).unwrap();
+    let b64 = key.lines().nth(1).unwrap();
+    let dest = s.dest.to_str().unwrap();
+    let pull = |site: &str| {
+        s.fixture.run(
+            &[
+                "pull",
+                &s.base,
+                "--pubkey-b64",
+                b64,
+                "--site",
+                site,
+                "--appliance",
+                "webapp",
+                "--dest",
+                dest,
+                "--arch",
+                "x86_64",
+            ],
+            &[],
+        )
+    };
+    let out = pull("https://downloads.example.org/appliances/");
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("https://downloads.example.org/appliances/"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.dest.join("webapp-1.1.0.raw").exists());
+    let out = pull(&s.base);
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with("updated: webapp 1.1.0"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// The systemd example as shipped, checked by systemd itself: every setting
