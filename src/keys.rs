@@ -94,7 +94,7 @@ pub(crate) fn load_key(
     let key: Box<dyn Signer> = match found.key {
         LockedSecret::File(key) => {
             let key = key.unlock(&mut || password(KeyKind::Minisign))?;
-            same_key(config, &key.public, "the secret key")?;
+            same_key(config, &key.public)?;
             Box::new(key)
         }
         LockedSecret::Token(uri) => Box::new(open_token(
@@ -124,7 +124,7 @@ pub fn open_token(
     let key = pkcs11::TokenKey::open(uri, module, pinned.as_ref().map(|p| p.key_id), &mut || {
         password(KeyKind::TokenPin)
     })?;
-    same_key(config, key.public(), &format!("the key {uri}"))?;
+    same_key_as(config, key.public(), &format!("the key {uri}"))?;
     Ok(key)
 }
 
@@ -137,8 +137,15 @@ pub(crate) fn public_key(config: &Config) -> Result<Option<PublicKey>> {
         .transpose()
 }
 
-/// Fails unless `key` is the config's `public_key` (when it names one).
-fn same_key(config: &Config, key: &PublicKey, what: &str) -> Result<()> {
+/// Fails unless the secret key's public half `key` is the config's
+/// `public_key` (when it names one).
+pub(crate) fn same_key(config: &Config, key: &PublicKey) -> Result<()> {
+    same_key_as(config, key, "the secret key")
+}
+
+/// Fails unless `key`, the public half of `what`, is the config's
+/// `public_key` (when it names one).
+fn same_key_as(config: &Config, key: &PublicKey, what: &str) -> Result<()> {
     match (public_key(config)?, &config.public_key) {
         (Some(pinned), Some(path)) if pinned != *key => Err(Error::file(
             path,

@@ -344,6 +344,11 @@ impl LockedKey {
         })
     }
 
+    /// Where the key came from: its file, or the variable that held it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Decrypts the key (asking `password` only when it is encrypted) and
     /// checks its checksum and public half.
     pub fn unlock(self, password: &mut dyn FnMut() -> Result<String>) -> Result<SecretKey> {

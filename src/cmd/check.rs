@@ -24,16 +24,19 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs) -> Result<bool> {
     let config = super::site_config(args.config)?;
-    let text = std::env::var("VMCAST_SECRET_KEY")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let text = super::env("VMCAST_SECRET_KEY");
     let openpgp_text = super::build::openpgp_key_text();
     let module = super::build::pkcs11_module();
+    let password = super::env(super::prompt::KEY_PASSWORD);
+    let openpgp_password = super::env(super::prompt::OPENPGP_PASSWORD);
     let key = KeyOptions {
         file: args.secret_key.as_deref(),
         text: text.as_deref(),
         openpgp_text: openpgp_text.as_deref(),
         pkcs11_module: module.as_deref(),
+        password: password.as_deref(),
+        openpgp_password: openpgp_password.as_deref(),
+        terminal: std::io::IsTerminal::is_terminal(&std::io::stdin()),
     };
     let report =
         vmcast_gen::check::check(&config, args.images, key, &mut super::prompt::unlock_key)?;

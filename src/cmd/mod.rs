@@ -37,6 +37,19 @@ use std::path::{Path, PathBuf};
 
 use vmcast_gen::{Error, Result};
 
+/// An environment variable that is set and not empty: an undefined CI
+/// secret reaches a job as an empty variable, which counts as unset.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// [`env`] for a path, which need not be UTF-8.
+pub fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+}
+
 /// The exit status of a usage error: a bad command line or option value.
 pub const USAGE: u8 = 2;
 
@@ -118,7 +131,7 @@ pub struct Cli {
 pub enum Command {
     /// Build the site: scan releases, hash images, write feed, manifest, signatures and page.
     #[command(after_help = concat!(
-        "Environment:\n",
+        "Environment (an empty variable counts as unset, as an undefined CI secret is):\n",
         "  VMCAST_SECRET_KEY        the contents of a minisign secret key file (from a CI secret);\n",
         "                           used when --secret-key is not given, before the config's\n",
         "                           secret_key\n",
@@ -199,7 +212,15 @@ pub enum Command {
     /// Validate the config, every release.toml and the templates without reading images.
     #[command(
         after_help = "Reports every problem at once, each with its file and line, and \
-        renders the feed and page to a scratch location. Fast enough for a pre-commit hook. \
+        renders the feed and page to a scratch location, so that build refuses nothing check \
+        passed in the config, the notes, the templates, the images or the keys. Images are looked \
+        for, by name, but not read; --no-images leaves them out, for a change to notes before its \
+        images exist.\n\n\
+        An encrypted secret key is unlocked with VMCAST_KEY_PASSWORD (a few seconds), so a wrong \
+        password is found here. Without the variable, on a terminal, the key stays locked (build \
+        asks for its password); elsewhere, as in CI, check reports that build would have no \
+        password. A token's PIN comes from VMCAST_PKCS11_PIN, else the terminal. An empty \
+        variable counts as unset.\n\n\
         Exit status 1 when anything is wrong."
     )]
     Check(check::CheckArgs),

@@ -1211,14 +1211,67 @@ fn check_reports_a_missing_or_broken_secret_key() {
         "{}",
         stderr(&check)
     );
-    // An encrypted key is checked without its password.
+    // An encrypted key is unlocked as build unlocks it. Without its
+    // password (and no terminal to ask on), with an empty
+    // VMCAST_KEY_PASSWORD (what an undefined CI secret becomes) or a wrong
+    // one, check fails where build would; with the right one it passes.
     fs::remove_file(site.join("vmcast.key")).unwrap();
     assert_success(&vmcast(
         &site,
         &["keygen"],
         &[("VMCAST_KEY_PASSWORD", "correct horse")],
     ));
-    assert_success(&vmcast(&site, &["check"], &[]));
+    let release = site.join("releases/example/1.0.0");
+    fs::write(release.join("example-1.0.0.raw"), vec![0u8; 4096]).unwrap();
+    let notes = fs::read_to_string(release.join("release.toml")).unwrap();
+    fs::write(
+        release.join("release.toml"),
+        notes.replace("min_disk_gib = 8", "min_disk_gib = 1"),
+    )
+    .unwrap();
+    let no_password = "error: vmcast.key: is encrypted, and `build` would have no password for \
+                       it: set VMCAST_KEY_PASSWORD (an empty one counts as unset), or build on a \
+                       terminal\n";
+    let wrong = "error: vmcast.key: wrong password (the decrypted key's checksum does not match)\n";
+    for (env, check_says, build_says) in [
+        (
+            &[][..],
+            no_password,
+            "error: the secret key needs a password",
+        ),
+        (
+            &[("VMCAST_KEY_PASSWORD", "")],
+            no_password,
+            "error: the secret key needs a password",
+        ),
+        (&[("VMCAST_KEY_PASSWORD", "wrong")], wrong, wrong),
+    ] {
+        let check = vmcast(&site, &["check"], env);
+        assert_eq!(check.status.code(), Some(1), "{env:?}");
+        assert_eq!(stderr(&check), check_says, "{env:?}");
+        let build = vmcast(&site, &["build"], env);
+        assert_eq!(build.status.code(), Some(1), "{env:?}");
+        assert!(
+            stderr(&build).contains(build_says),
+            "{env:?}: {}",
+            stderr(&build)
+        );
+    }
+    let right = [("VMCAST_KEY_PASSWORD", "correct horse")];
+    assert_success(&vmcast(&site, &["check"], &right));
+    // Unlocked, the key is held to the public key consumers pin.
+    fs::rename(site.join("vmcast.pub"), site.join("ours.pub")).unwrap();
+    assert_success(&vmcast(&site, &["keygen", "-W", "--force"], &[]));
+    let mut config = fs::read_to_string(site.join("vmcast.toml")).unwrap();
+    config = config.replace("secret_key = ", "public_key = \"ours.pub\"\nsecret_key = ");
+    fs::write(site.join("vmcast.toml"), config).unwrap();
+    let check = vmcast(&site, &["check"], &[]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr(&check).starts_with("error: ours.pub: is not the public half of the secret key"),
+        "{}",
+        stderr(&check)
+    );
 }
 
 fn site_commands_find_the_config_above_the_current_directory() {
