@@ -19,6 +19,7 @@ use crate::sign::{KeyId, SecretKey};
 /// What `check` found.
 #[derive(Debug)]
 pub struct CheckReport {
+    /// The releases found, those with problems included.
     pub releases: usize,
     pub problems: Vec<Error>,
     pub warnings: Vec<crate::Warning>,
@@ -71,8 +72,11 @@ pub fn check(
             });
         }
     };
-    let (plan, mut problems) = match scan::scan_all(&config, images, crate::par::default_threads())
-    {
+    // Releases whose images a build on the config's previous site takes
+    // from it may have none here, as build allows.
+    let imageless = config.previous.is_some();
+    let threads = crate::par::default_threads();
+    let (plan, mut problems) = match scan::scan_all(&config, images, imageless, threads) {
         Ok(found) => found,
         Err(e) => (
             scan::Plan {
@@ -82,6 +86,8 @@ pub fn check(
             vec![e],
         ),
     };
+    // Every release found, with a problem or not.
+    let found = plan.releases.len() + problems.len();
     let mut warnings = plan.warnings.clone();
     let mut key_files = Vec::new();
     match keys::locked_key(&config, key.file, key.text) {
@@ -183,7 +189,7 @@ pub fn check(
         }
     }
     Ok(CheckReport {
-        releases: plan.releases.len(),
+        releases: found,
         problems,
         warnings,
     })

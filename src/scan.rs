@@ -77,10 +77,16 @@ pub fn scan(config: &Config, imageless: bool, threads: usize) -> Result<Plan> {
 }
 
 /// Scans every release, going on past a bad one and returning every
-/// problem found; with `images = false` no image is looked for. For
-/// `vmcast-gen check`.
-pub fn scan_all(config: &Config, images: bool, threads: usize) -> Result<(Plan, Vec<Error>)> {
-    scan_with(config, images, false, true, threads)
+/// problem found, one per release at most; with `images = false` no image
+/// is looked for, and with `imageless` a release without images is no
+/// problem, as in [`scan`]. For `vmcast-gen check`.
+pub fn scan_all(
+    config: &Config,
+    images: bool,
+    imageless: bool,
+    threads: usize,
+) -> Result<(Plan, Vec<Error>)> {
+    scan_with(config, images, imageless, true, threads)
 }
 
 fn scan_with(

@@ -287,7 +287,7 @@ fn release_of_cloud_images_only() {
         "<td data-label=\"Image id\"><code class=\"hash\">ami-0abc1234def567890</code></td>"
     ));
     assert!(page.contains("1 image (438 B), 5 cloud images."), "{page}");
-    let checked = fixture.run(&["check", "--images"], &[]);
+    let checked = fixture.run(&["check"], &[]);
     assert_eq!(stdout(&checked), "checked 2 release(s): no problems\n");
     assert_success(&checked);
 }
@@ -1069,10 +1069,11 @@ fn check_reports_every_problem_at_once_without_images() {
     for v in ["1.0.0", "1.1.0"] {
         fs::remove_file(fixture.path(&format!("releases/webapp/{v}/webapp-{v}.raw"))).unwrap();
     }
-    let out = fixture.run(&["check"], &[]);
+    let out = fixture.run(&["check", "--no-images"], &[]);
     assert_success(&out);
     assert_eq!(stdout(&out), "checked 2 release(s): no problems\n");
-    // Two broken notes files: both reported, with their lines.
+    // Two broken notes files: both reported, with their lines, and both
+    // counted among the releases checked.
     fs::write(
         fixture.path("releases/webapp/1.0.0/release.toml"),
         "version = \"1.0.0\"\ndate = 2026-01-15\nnotes = \"x\"\ncolour = \"red\"\n",
@@ -1083,7 +1084,7 @@ fn check_reports_every_problem_at_once_without_images() {
         "version = \"1.1.0\"\ndate = 2026-13-45\nnotes = \"x\"\n",
     )
     .unwrap();
-    let out = fixture.run(&["check"], &[]);
+    let out = fixture.run(&["check", "--no-images"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -1095,11 +1096,17 @@ fn check_reports_every_problem_at_once_without_images() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 2, "{err}");
-    assert_eq!(stdout(&out), "checked 0 release(s): 2 problem(s)\n");
-    // --images wants the images too.
-    let out = Fixture::new("no-images").run(&["check", "--images"], &[]);
+    assert_eq!(stdout(&out), "checked 2 release(s): 2 problem(s)\n");
+    // By default check wants the images, as build does; unless the config
+    // builds on a previous site, which has them.
+    let fixture = Fixture::new("no-images");
+    let out = fixture.run(&["check"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("has no images"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "checked 2 release(s): 1 problem(s)\n");
+    fixture.configure("previous = \"https://downloads.example.com/site/\"\n");
+    let out = fixture.run(&["check"], &[]);
+    assert_success(&out);
 }
 
 fn check_finds_template_errors() {
@@ -1156,20 +1163,35 @@ fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
         "title = \"mine\"\n"
     );
     assert_eq!(fs::read(site.join("vmcast.key")).unwrap(), key);
+    // In a site that exists, the releases are the user's: the example the
+    // user deleted is not made again, for the next build to refuse.
+    fs::remove_dir_all(site.join("releases/example")).unwrap();
+    let again = vmcast(tmp.path(), &["init", "site"], &[]);
+    assert_success(&again);
+    assert!(
+        stdout(&again).contains(
+            "skipped  site/releases/example/1.0.0/release.toml (the site exists: its releases \
+             are yours)\n"
+        ),
+        "{}",
+        stdout(&again)
+    );
+    assert!(!site.join("releases/example").exists());
 
-    // A fresh scaffold checks clean; with --images, and in build, the one
-    // thing missing is named: the images.
+    // A fresh scaffold lacks only the images, and check refuses it as build
+    // does, naming them; without the images it checks clean.
     let fresh = tmp.path().join("fresh");
     assert_success(&vmcast(tmp.path(), &["init", "fresh", "-W"], &[]));
-    let check = vmcast(&fresh, &["check"], &[]);
-    assert_success(&check);
-    assert_eq!(stdout(&check), "checked 1 release(s): no problems\n");
     let no_images = "error: releases/example/1.0.0/release.toml: release example 1.0.0 has no \
                      images; put image files beside release.toml, list them in `images`, or \
                      name cloud images in [[cloud_image]]\n";
-    let check = vmcast(&fresh, &["check", "--images"], &[]);
+    let check = vmcast(&fresh, &["check"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(stderr(&check), no_images);
+    assert_eq!(stdout(&check), "checked 1 release(s): 1 problem(s)\n");
+    let check = vmcast(&fresh, &["check", "--no-images"], &[]);
+    assert_success(&check);
+    assert_eq!(stdout(&check), "checked 1 release(s): no problems\n");
     let build = vmcast(&fresh, &["build"], &[]);
     assert_eq!(build.status.code(), Some(1));
     assert_eq!(stderr(&build), no_images);
@@ -1193,7 +1215,7 @@ fn check_reports_a_missing_or_broken_secret_key() {
     let tmp = tempfile::tempdir().unwrap();
     assert_success(&vmcast(tmp.path(), &["init", "site", "--no-keygen"], &[]));
     let site = tmp.path().join("site");
-    let check = vmcast(&site, &["check"], &[]);
+    let check = vmcast(&site, &["check", "--no-images"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(
         stderr(&check),
@@ -1204,7 +1226,7 @@ fn check_reports_a_missing_or_broken_secret_key() {
         "untrusted comment: x\nnot base64!\n",
     )
     .unwrap();
-    let check = vmcast(&site, &["check"], &[]);
+    let check = vmcast(&site, &["check", "--no-images"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert!(
         stderr(&check).starts_with("error: vmcast.key:2:1: secret key is not valid base64"),
