@@ -65,14 +65,20 @@ impl Plan {
     }
 }
 
-/// Scans the releases and their images, failing at the first problem.
-/// With `imageless`, a release without images is planned with none (its
+/// Scans the releases and their images, failing at the first problem,
+/// with what the scan warned of before it ([`Error::Warned`]): a file
+/// that is not published may be the image the release lacks. With
+/// `imageless`, a release without images is planned with none (its
 /// images may come from the previous site) instead of refused.
 pub fn scan(config: &Config, imageless: bool, threads: usize) -> Result<Plan> {
     let (plan, mut problems) = scan_with(config, true, imageless, false, threads)?;
-    match problems.is_empty() {
-        true => Ok(plan),
-        false => Err(problems.remove(0)),
+    match (problems.is_empty(), plan.warnings.is_empty()) {
+        (true, _) => Ok(plan),
+        (false, true) => Err(problems.remove(0)),
+        (false, false) => Err(Error::Warned {
+            warnings: plan.warnings,
+            error: Box::new(problems.remove(0)),
+        }),
     }
 }
 

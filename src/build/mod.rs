@@ -183,7 +183,11 @@ fn run(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, spare)
     });
-    let mut plan = plan?;
+    let mut plan = plan.map_err(|error| {
+        let (mut warned, error) = error.unwarn();
+        scan_warnings.append(&mut warned);
+        error
+    })?;
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
     plan.refuse_secret_keys(&keys.files)?;

@@ -977,6 +977,22 @@ fn a_failed_build_still_shows_its_warnings() {
          published\nerror: templates/index.html:1: undefined value: `no_such_value` is \
          undefined\n",
     );
+    // A scan that fails shows what it warned of too: here why the release
+    // has no image, its one file named wrong.
+    let fixture = Fixture::new("ok-minimal");
+    let release = fixture.path("releases/webapp/1.1.0");
+    fs::rename(
+        release.join("webapp-1.1.0.raw"),
+        release.join("webapp-1.1.0.qcow2.txt"),
+    )
+    .unwrap();
+    assert_build_fails(
+        &fixture,
+        "warning: releases/webapp/1.1.0/webapp-1.1.0.qcow2.txt: not an image (unknown \
+         extension), not published\nerror: releases/webapp/1.1.0/release.toml: release webapp \
+         1.1.0 has no images; put image files beside release.toml, list them in `images`, or \
+         name cloud images in [[cloud_image]]\n",
+    );
 }
 
 fn template_errors_name_the_template_and_line() {

@@ -153,9 +153,14 @@ fn a_supply_chain_file_linking_out_of_the_tree_is_refused() {
         fixture.path(&format!("{RELEASE}/webapp-1.0.0.raw.spdx.json")),
     )
     .unwrap();
+    // The scan's warning about the fixture's stray SBOM comes first, as a
+    // failed build shows what it warned of.
     assert_build_fails(
         &fixture,
-        "error: releases/webapp/1.0.0/webapp-1.0.0.raw.spdx.json: is a symbolic link to a file \
+        "warning: releases/webapp/1.0.0/stray.spdx.json: not published: its name is no image's \
+         name with a supply-chain suffix; name it in release.toml (`sbom` or `provenance`) to \
+         publish it\n\
+         error: releases/webapp/1.0.0/webapp-1.0.0.raw.spdx.json: is a symbolic link to a file \
          outside releases; supply-chain files must stay inside their tree\n",
     );
 }
