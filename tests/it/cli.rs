@@ -49,6 +49,7 @@ tests! {
     awkward_file_names_are_escaped_in_the_feed needs SHA256SUM;
     file_names_with_a_backslash_or_a_line_break_are_refused;
     unknown_files_beside_images_are_warned_about;
+    a_version_its_directory_or_images_contradict_is_warned_about;
     keygen_writes_a_private_key_and_refuses_to_overwrite;
     help_and_version;
     usage_errors_exit_2_as_the_help_says;
@@ -958,6 +959,35 @@ fn the_pinned_key_is_a_file_or_its_base64_line() {
     for option in ["--pubkey-b64 <KEY>", "--site <URL>"] {
         assert!(help.contains(option), "pull --help lacks {option}:\n{help}");
     }
+}
+
+/// `version = "1.2.0"` in releases/webapp/1.1.0/ beside webapp-1.1.0.raw
+/// publishes images/webapp/1.2.0/webapp-1.1.0.raw: build and check say so.
+fn a_version_its_directory_or_images_contradict_is_warned_about() {
+    let fixture = Fixture::new("ok-minimal");
+    let notes = fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(&notes, text.replace("\"1.1.0\"", "\"1.2.0\"")).unwrap();
+    let warned = "warning: releases/webapp/1.1.0/release.toml: says version = \"1.2.0\", but its \
+                  directory is 1.1.0: the release publishes as 1.2.0; make the two agree\n\
+                  warning: releases/webapp/1.1.0/webapp-1.1.0.raw: its name says 1.1.0, but the \
+                  release is 1.2.0 (`version` in release.toml): it publishes as \
+                  images/webapp/1.2.0/webapp-1.1.0.raw\n";
+    for args in [&["build"][..], &["check"]] {
+        let out = fixture.run(args, &[]);
+        assert_success(&out);
+        assert_eq!(stderr(&out), warned, "{args:?}");
+    }
+    // Agreeing again, nothing is said; nor of a name with no version.
+    fs::write(&notes, &text).unwrap();
+    fs::rename(
+        fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw"),
+        fixture.path("releases/webapp/1.1.0/disk.raw"),
+    )
+    .unwrap();
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    assert_eq!(stderr(&out), "");
 }
 
 /// A build that fails still shows what it warned of first: here the file
