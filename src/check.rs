@@ -88,7 +88,8 @@ pub fn check(
     };
     // Every release found, with a problem or not.
     let found = plan.releases.len() + problems.len();
-    let mut warnings = plan.warnings.clone();
+    let mut warnings = config.warnings.clone();
+    warnings.extend(plan.warnings.iter().cloned());
     let mut key_files = Vec::new();
     match keys::locked_key(&config, key.file, key.text) {
         Ok(found) => {

@@ -8,10 +8,11 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-use crate::error::{Error, Result, toml_error};
+use crate::error::{Error, LineCol, Result, toml_error};
 use crate::fsutil;
 use crate::model::{Appliance, ImageFormat, Line, Name, hides_a_separator};
 use crate::pkcs11;
+use crate::warning::Warning;
 
 /// The config file's name when none is given.
 pub const DEFAULT_CONFIG: &str = "vmcast.toml";
@@ -212,6 +213,8 @@ pub struct Config {
     /// provenance signatures are verified against.
     pub provenance_keys: Vec<PathBuf>,
     pub catalogs: Catalogs,
+    /// What the file says that is allowed but likely a mistake.
+    pub warnings: Vec<Warning>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -282,6 +285,32 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let at =
         |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
 
+    let mut warnings = Vec::new();
+    let mut names_a_file = |setting: &str, url: &Spanned<String>| {
+        let trimmed = url.get_ref().trim_end_matches('/');
+        if let Some(file) = file_name_of(trimmed) {
+            let pos = LineCol::of(&text, url.span().start);
+            warnings.push(Warning::at(
+                path,
+                pos.line,
+                pos.column,
+                format_args!(
+                    "{setting} ends in {file}, a file: every URL goes under it \
+                     ({url}/feed.xml); set it to the directory, {dir}",
+                    url = trimmed,
+                    dir = &trimmed[..trimmed.len() - file.len()],
+                ),
+            ));
+        }
+    };
+    names_a_file("base_url", &raw.base_url);
+    if let Some(url) = &raw.download_base_url {
+        names_a_file("download_base_url", url);
+    }
+    let appliance_mirrors = raw.appliances.values().filter_map(|a| a.mirrors.as_ref());
+    for url in raw.mirrors.iter().chain(appliance_mirrors).flatten() {
+        names_a_file("a mirror", url);
+    }
     let configured =
         parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
     let base_url = overrides.base_url.clone().unwrap_or(configured);
@@ -414,7 +443,22 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             simplestreams: raw.catalogs.simplestreams,
             openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
         },
+        warnings,
     })
+}
+
+/// The file a base URL ends in, when its last segment is a web page or a
+/// feed (`index.html`, `feed.xml`) rather than the site's directory.
+fn file_name_of(url: &str) -> Option<&str> {
+    const FILES: [&str; 10] = [
+        "html", "htm", "xhtml", "xml", "json", "php", "asp", "aspx", "jsp", "txt",
+    ];
+    let path = url.split(['?', '#']).next()?;
+    let last = path.rsplit('/').next()?;
+    let (_, extension) = last.rsplit_once('.')?;
+    FILES
+        .contains(&extension.to_ascii_lowercase().as_str())
+        .then_some(last)
 }
 
 /// An absolute http(s) URL with a host and no query or fragment, made to end

@@ -164,6 +164,7 @@ fn run(
     scan_warnings: &mut Vec<Warning>,
 ) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
+    warnings.extend(config.warnings.iter().cloned());
     let mut clock = Clock::of(options, &config)?;
     let threads = options.threads.unwrap_or_else(par::default_threads);
     check_output_dir(&config)?;

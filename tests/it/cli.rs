@@ -34,6 +34,7 @@ tests! {
     unreadable_file;
     invalid_base_url;
     configured_url_hiding_a_slash_is_refused;
+    a_base_url_naming_a_file_is_warned_about;
     missing_secret_key;
     corrupt_secret_key;
     key_inside_output;
@@ -988,6 +989,33 @@ fn a_version_its_directory_or_images_contradict_is_warned_about() {
     let out = fixture.build(&[]);
     assert_success(&out);
     assert_eq!(stderr(&out), "");
+}
+
+/// `base_url = ".../index.html"` is a valid URL, but every URL of the site
+/// would go under the page: build and check say so, at its line.
+fn a_base_url_naming_a_file_is_warned_about() {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config = config.replace(
+        "base_url = \"https://downloads.example.com/site/\"",
+        "base_url = \"https://example.github.io/myapp/index.html\"",
+    );
+    fs::write(fixture.path("vmcast.toml"), &config).unwrap();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("base_url"))
+        .unwrap()
+        + 1;
+    let warned = format!(
+        "warning: vmcast.toml:{line}:12: base_url ends in index.html, a file: every URL goes \
+         under it (https://example.github.io/myapp/index.html/feed.xml); set it to the \
+         directory, https://example.github.io/myapp/\n"
+    );
+    for args in [&["build"][..], &["check"]] {
+        let out = fixture.run(args, &[]);
+        assert_success(&out);
+        assert_eq!(stderr(&out), warned, "{args:?}");
+    }
 }
 
 /// A build that fails still shows what it warned of first: here the file
