@@ -493,6 +493,100 @@ fn parse_base_url(s: &str) -> Result<Url, String> {
 mod tests {
     use super::*;
 
+    /// Gets the field names of a struct that derives `Deserialize`, as
+    /// serde knows them, and fails to deserialize anything.
+    struct Fields(Option<&'static [&'static str]>);
+
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("fields taken"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    fn fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        let mut fields = Fields(None);
+        let _ = T::deserialize(&mut fields);
+        fields.0.expect("a struct")
+    }
+
+    /// The repository's vmcast.toml says it shows every key the config
+    /// takes, optional ones commented out, and the README's table lists
+    /// them all: each field of the config, its `[appliances.<name>]` and
+    /// its `[catalogs]`, is in both, and neither shows a key there is not.
+    #[test]
+    fn the_example_config_and_the_readme_show_every_key() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(root.join("vmcast.toml")).unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        // The keys shown, commented or not, by section.
+        let mut shown: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut section = "";
+        for line in example.lines() {
+            let line = line.strip_prefix("# ").unwrap_or(line);
+            if let Some(header) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                section = header.split('.').next().unwrap();
+                shown.entry(section).or_default().push("");
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                shown.entry(section).or_default().push(key);
+            }
+        }
+        let sections = [
+            ("", "", fields::<RawConfig>()),
+            (
+                "appliances",
+                "`[appliances.<name>]` ",
+                fields::<RawAppliance>(),
+            ),
+            ("catalogs", "`[catalogs]` ", fields::<RawCatalogs>()),
+        ];
+        for (section, prefix, fields) in sections {
+            let keys = &shown[section];
+            for field in fields
+                .iter()
+                .filter(|f| !["appliances", "catalogs"].contains(f))
+            {
+                assert!(
+                    keys.contains(field),
+                    "vmcast.toml does not show `{field}` in [{section}]"
+                );
+                assert!(
+                    readme.contains(&format!("\n| {prefix}`{field}` |")),
+                    "the README's config reference lacks {prefix}`{field}`"
+                );
+            }
+            for key in keys.iter().filter(|k| !k.is_empty()) {
+                assert!(
+                    fields.contains(key),
+                    "vmcast.toml shows `{key}` in [{section}], which the config does not take"
+                );
+            }
+        }
+    }
+
     #[test]
     fn base_urls_gain_a_trailing_slash() {
         let url = parse_base_url("https://example.com/a").unwrap();
