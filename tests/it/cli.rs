@@ -19,6 +19,7 @@ tests! {
     unclosed_multiline_notes;
     unknown_key_in_config;
     unknown_key_in_notes;
+    toml_mistakes_name_their_fix;
     missing_field;
     duplicate_version;
     release_without_images;
@@ -160,9 +161,21 @@ fn unclosed_multiline_notes() {
 }
 
 fn unknown_key_in_config() {
+    let fixture = Fixture::new("unknown-key-config");
     assert_build_fails(
-        &Fixture::new("unknown-key-config"),
-        "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
+        &fixture,
+        "error: vmcast.toml:3:1: unknown field `titel`: did you mean `title`?\n",
+    );
+    // No key is near: the message lists them all.
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    fs::write(
+        fixture.path("vmcast.toml"),
+        config.replace("titel", "colour"),
+    )
+    .unwrap();
+    assert_build_fails(
+        &fixture,
+        "error: vmcast.toml:3:1: unknown field `colour`, expected one of `title`, `description`, \
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
          `templates_dir`, `secret_key`, `public_key`, `image_mode`, `appliance`, `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
@@ -173,9 +186,52 @@ fn unknown_key_in_config() {
 fn unknown_key_in_notes() {
     assert_build_fails(
         &Fixture::new("unknown-key-notes"),
-        "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`, expected one of \
-         `version`, `date`, `notes`, `title`, `appliance`, `channel`, `critical`, `primary`, \
-         `images`, `requirements`, `image`, `cloud_image`, `sbom`, `provenance`, `osinfo`\n",
+        "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`: did you mean \
+         `critical`?\n",
+    );
+}
+
+/// The mistakes whose parser message names no cure get one: an unquoted
+/// version, a table named after a key one letter off, a requirement
+/// named by its word alone.
+fn toml_mistakes_name_their_fix() {
+    let fixture = Fixture::new("ok-minimal");
+    let notes = fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    for (edit, error) in [
+        (
+            text.replace("version = \"1.1.0\"", "version = 1.1.0"),
+            "error: releases/webapp/1.1.0/release.toml:1:11: `1.1.0` is not a TOML value: quote \
+             it, as in `version = \"1.1.0\"`\n",
+        ),
+        (
+            text.replace("version = \"1.1.0\"", "version = 1.10"),
+            "error: releases/webapp/1.1.0/release.toml:1:11: invalid type: floating point `1.1`, \
+             expected a string; quote it, as in `version = \"1.10\"`\n",
+        ),
+        (
+            format!("{text}[requirements]\ncpus = 2\n"),
+            "error: releases/webapp/1.1.0/release.toml:9:1: unknown field `cpus`: did you mean \
+             `min_cpus`?\n",
+        ),
+    ] {
+        fs::write(&notes, edit).unwrap();
+        assert_build_fails(&fixture, error);
+    }
+    fs::write(&notes, &text).unwrap();
+    fixture.configure("\n[appliance.webapp]\ntitle = \"WebApp\"\n");
+    let lines = fs::read_to_string(fixture.path("vmcast.toml"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_build_fails(
+        &fixture,
+        &format!(
+            "error: vmcast.toml:{}:2: invalid type: map, expected a string; did you mean \
+             `[appliances.webapp]`? `appliance` is the name of the default appliance, not a \
+             table\n",
+            lines - 1
+        ),
     );
 }
 
