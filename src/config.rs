@@ -44,7 +44,7 @@ struct RawConfig {
     output_dir: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     secret_key: Option<Spanned<String>>,
-    public_key: Option<PathBuf>,
+    public_key: Option<Spanned<PathBuf>>,
     image_mode: Option<ImageMode>,
     appliance: Option<Spanned<String>>,
     format_preference: Option<Spanned<Vec<String>>>,
@@ -77,7 +77,7 @@ struct RawCatalogs {
     simplestreams: bool,
     #[serde(default)]
     vagrant: bool,
-    openpgp_key: Option<PathBuf>,
+    openpgp_key: Option<Spanned<PathBuf>>,
 }
 
 /// `[catalogs]`: the catalogs written besides the RSS feeds, each for the
@@ -215,6 +215,17 @@ pub struct Config {
     pub catalogs: Catalogs,
     /// What the file says that is allowed but likely a mistake.
     pub warnings: Vec<Warning>,
+    /// Where the file names each key, for errors about the key.
+    pub key_lines: KeyLines,
+}
+
+/// Where the config file names its keys: an error about a key file it
+/// names points at the line that names it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyLines {
+    pub secret_key: Option<LineCol>,
+    pub public_key: Option<LineCol>,
+    pub openpgp_key: Option<LineCol>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -402,6 +413,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         }
         (None, None) => None,
     };
+    let line_of = |span: std::ops::Range<usize>| LineCol::of(&text, span.start);
+    let key_lines = KeyLines {
+        secret_key: raw.secret_key.as_ref().map(|k| line_of(k.span())),
+        public_key: raw.public_key.as_ref().map(|k| line_of(k.span())),
+        openpgp_key: raw.catalogs.openpgp_key.as_ref().map(|k| line_of(k.span())),
+    };
     let resolve =
         |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
     Ok(Config {
@@ -419,7 +436,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             .unwrap_or_else(|| resolve(raw.output_dir, "public")),
         templates_dir: resolve(raw.templates_dir, "templates"),
         secret_key,
-        public_key: raw.public_key.map(|p| root.join(p)),
+        public_key: raw.public_key.map(|p| root.join(p.into_inner())),
         image_mode,
         default_appliance,
         format_preference,
@@ -441,9 +458,10 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             virt_builder: raw.catalogs.virt_builder,
             vagrant: raw.catalogs.vagrant,
             simplestreams: raw.catalogs.simplestreams,
-            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
+            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p.into_inner())),
         },
         warnings,
+        key_lines,
     })
 }
 

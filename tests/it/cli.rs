@@ -37,6 +37,7 @@ tests! {
     configured_url_hiding_a_slash_is_refused;
     a_base_url_naming_a_file_is_warned_about;
     missing_secret_key;
+    a_public_key_given_as_the_secret_key_is_named;
     corrupt_secret_key;
     key_inside_output;
     image_grows_while_hashing;
@@ -514,11 +515,47 @@ fn configured_url_hiding_a_slash_is_refused() {
     );
 }
 
+/// A key file that is not there: the error points at the line of the
+/// config that names it and says how to make one; named on the command
+/// line, it says how to make one.
 fn missing_secret_key() {
+    let fixture = Fixture::new("missing-secret-key");
     assert_build_fails(
-        &Fixture::new("missing-secret-key"),
-        "error: cannot read the secret key keys/does-not-exist.key: No such file or directory \
-         (os error 2)\n",
+        &fixture,
+        "error: vmcast.toml:4:14: secret_key: cannot read the secret key \
+         keys/does-not-exist.key: No such file or directory (os error 2); make one with \
+         `vmcast-gen keygen -s keys/does-not-exist.key`, or point secret_key at yours\n",
+    );
+    let out = fixture.build(&["--secret-key", "vmcast.key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: cannot read the secret key vmcast.key: No such file or directory (os error 2); \
+         make one with `vmcast-gen keygen`\n"
+    );
+    // The public key consumers pin, named and not there.
+    fixture.configure("public_key = \"vmcast.pub\"\n");
+    let out = fixture.build(&["--secret-key", "../known-answer/kat.key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: vmcast.toml:5:14: public_key: cannot read vmcast.pub: No such file or directory \
+         (os error 2); it is the public key consumers pin (vmcast.pub, written by `vmcast-gen \
+         keygen`)\n"
+    );
+}
+
+/// A public key given as the secret key is named for what it is, not
+/// "42 bytes, expected 158".
+fn a_public_key_given_as_the_secret_key_is_named() {
+    let fixture = Fixture::new("ok-minimal");
+    let out = fixture.build(&["--secret-key", "../known-answer/kat.pub"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: ../known-answer/kat.pub:2:1: this is a minisign public key (a .pub file), not the \
+         secret key: give the secret key that `vmcast-gen keygen` wrote beside it (vmcast.key), \
+         and publish this one\n"
     );
 }
 
@@ -1349,7 +1386,9 @@ fn check_reports_a_missing_or_broken_secret_key() {
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(
         stderr(&check),
-        "error: cannot read the secret key vmcast.key: No such file or directory (os error 2)\n"
+        "error: vmcast.toml:21:14: secret_key: cannot read the secret key vmcast.key: No such file \
+         or directory (os error 2); make one with `vmcast-gen keygen`, or point secret_key at \
+         yours\n"
     );
     fs::write(
         site.join("vmcast.key"),
