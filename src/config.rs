@@ -31,6 +31,43 @@ pub fn find(start: &Path) -> Result<PathBuf> {
     })
 }
 
+/// When `dir`, given where a built site is wanted (`verify .`), holds no
+/// built site: the error that says so, naming the output directory to use
+/// instead when `dir` is a site's source (it holds a vmcast.toml).
+pub fn not_a_built_site(dir: &Path) -> Option<Error> {
+    if !dir.is_dir() || dir.join(crate::media::FEED).exists() {
+        return None;
+    }
+    let config = dir.join(DEFAULT_CONFIG);
+    if !config.is_file() {
+        return Some(Error::file(
+            dir,
+            format_args!(
+                "holds no {}: it is not a site built by vmcast-gen",
+                crate::media::FEED
+            ),
+        ));
+    }
+    let output = match load(&config, &Overrides::default()) {
+        Ok(config) => {
+            let output = &config.output_dir;
+            output
+                .strip_prefix(".")
+                .unwrap_or(output)
+                .display()
+                .to_string()
+        }
+        Err(_) => format!("output_dir in {}", config.display()),
+    };
+    Some(Error::file(
+        dir,
+        format_args!(
+            "is a site's source (it holds {DEFAULT_CONFIG}), not a built site: verify its output \
+             directory, {output}, after `vmcast-gen build`"
+        ),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

@@ -119,6 +119,9 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
         })
         .collect::<Result<Vec<_>>>()?;
     let pinned = args.key.load()?;
+    if let Some(error) = vmcast_gen::config::not_a_built_site(std::path::Path::new(&args.source)) {
+        return Err(error);
+    }
     let pulled = vmcast_gen::pull::pull(&PullOptions {
         source: args.source,
         pinned,

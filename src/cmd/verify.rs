@@ -78,6 +78,9 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs) -> Result<bool> {
     let pinned = args.key.load()?;
+    if let Some(error) = vmcast_gen::config::not_a_built_site(std::path::Path::new(&args.source)) {
+        return Err(error);
+    }
     let report = vmcast_gen::site::verify(&vmcast_gen::site::VerifyOptions {
         source: args.source,
         scope: vmcast_gen::site::Scope::Site,

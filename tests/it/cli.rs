@@ -69,6 +69,7 @@ tests! {
     init_scaffolds_a_site_that_checks_and_never_overwrites;
     check_reports_a_missing_or_broken_secret_key;
     site_commands_find_the_config_above_the_current_directory;
+    verify_of_a_sites_source_names_its_output_directory;
     keygen_makes_missing_directories_and_refuses_before_asking;
     build_json_summary_for_ci;
     completions_and_man_page;
@@ -1491,6 +1492,40 @@ fn site_commands_find_the_config_above_the_current_directory() {
             empty.path().display()
         )
     );
+}
+
+/// `verify .` in the site's source, instead of its output: the error says
+/// so and names the directory to verify, where it said it could not read
+/// feed.xml.minisig.
+fn verify_of_a_sites_source_names_its_output_directory() {
+    let fixture = Fixture::new("ok-minimal");
+    for command in ["verify", "pull"] {
+        let mut args = vec![command, ".", "--pubkey", "../known-answer/kat.pub"];
+        if command == "pull" {
+            args.extend(["--appliance", "webapp", "--dest", "../dest"]);
+        }
+        let out = fixture.run(&args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        assert_eq!(
+            stderr(&out),
+            "error: .: is a site's source (it holds vmcast.toml), not a built site: verify its \
+             output directory, public, after `vmcast-gen build`\n",
+            "{command}"
+        );
+    }
+    let out = fixture.run(
+        &["verify", "releases", "--pubkey", "../known-answer/kat.pub"],
+        &[],
+    );
+    assert_eq!(
+        stderr(&out),
+        "error: releases: holds no feed.xml: it is not a site built by vmcast-gen\n"
+    );
+    assert_success(&fixture.build(&[]));
+    assert_success(&fixture.run(
+        &["verify", "public", "--pubkey", "../known-answer/kat.pub"],
+        &[],
+    ));
 }
 
 fn keygen_makes_missing_directories_and_refuses_before_asking() {
