@@ -1575,12 +1575,32 @@ fn build_json_summary_for_ci() {
     assert_eq!(json["images"][0]["length"], 366);
 }
 
+/// Every shell `completions` takes makes a script, and the README's table
+/// of commands names them all.
 fn completions_and_man_page() {
     let tmp = tempfile::tempdir().unwrap();
-    for shell in ["bash", "zsh", "fish"] {
+    let help = stdout(&vmcast(tmp.path(), &["completions", "--help"], &[]));
+    let shells: Vec<&str> = help
+        .split_once("[possible values: ")
+        .unwrap()
+        .1
+        .split_once(']')
+        .unwrap()
+        .0
+        .split(", ")
+        .collect();
+    assert!(shells.len() >= 5, "{shells:?}");
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `vmcast-gen completions "))
+        .unwrap();
+    for shell in shells {
         let out = vmcast(tmp.path(), &["completions", shell], &[]);
         assert_success(&out);
         assert!(stdout(&out).contains("verify"), "{shell}");
+        assert!(row.contains(shell), "the README's {row:?} lacks {shell}");
     }
     let man = vmcast(tmp.path(), &["man"], &[]);
     assert_success(&man);

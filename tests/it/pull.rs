@@ -31,6 +31,7 @@ tests! {
     exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart;
     the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify;
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
+    the_systemd_example_says_how_its_binary_gets_there;
     a_current_host_polls_with_two_requests_and_no_body;
     a_304_does_not_make_an_expired_build_fresh;
 }
@@ -951,6 +952,32 @@ fn the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify() {
         stdout(&out).starts_with("updated: webapp 1.1.0"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// ExecStart runs /usr/local/bin/vmcast-gen, where `cargo install` does
+/// not put it: the example's comments say how it gets there, with the path
+/// ExecStart names.
+fn the_systemd_example_says_how_its_binary_gets_there() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let service = fs::read_to_string(examples.join("vmcast-pull.service")).unwrap();
+    let binary = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let comments: Vec<&str> = service.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        comments
+            .iter()
+            .any(|l| l.contains("cargo install --locked --path .")),
+        "{comments:#?}"
+    );
+    assert!(
+        comments
+            .iter()
+            .any(|l| l.contains("install -m 0755 ~/.cargo/bin/vmcast-gen") && l.ends_with(binary)),
+        "no comment puts the binary at {binary}: {comments:#?}"
     );
 }
 
