@@ -19,6 +19,7 @@ use crate::sign::{KeyId, SecretKey};
 /// What `check` found.
 #[derive(Debug)]
 pub struct CheckReport {
+    /// The releases found, those with problems included.
     pub releases: usize,
     pub problems: Vec<Error>,
     pub warnings: Vec<crate::Warning>,
@@ -35,13 +36,23 @@ pub struct KeyOptions<'a> {
     pub openpgp_text: Option<&'a str>,
     /// `VMCAST_PKCS11_MODULE`.
     pub pkcs11_module: Option<&'a Path>,
+    /// `VMCAST_KEY_PASSWORD`: an encrypted key file is unlocked with it,
+    /// as `build` would, so that a wrong password is found here.
+    pub password: Option<&'a str>,
+    /// `VMCAST_OPENPGP_PASSWORD`, the same for the OpenPGP key.
+    pub openpgp_password: Option<&'a str>,
+    /// Whether `build` could ask for a missing password on a terminal:
+    /// then an encrypted key without one stays locked, and is no problem.
+    pub terminal: bool,
 }
 
 /// Checks a site: the config, every notes file, the templates and the
-/// secret keys, minisign and OpenPGP (found and well-formed; key files
-/// are not unlocked). A minisign key on a PKCS#11 token is opened, with
-/// the PIN `pin` asks for when its URI gives none, and its public half
-/// held to the config's `public_key`; nothing is signed. With `images`,
+/// secret keys, minisign and OpenPGP: found, well-formed, and unlocked
+/// as `build` unlocks them when that asks for nothing (see
+/// [`KeyOptions`]), the minisign key's public half held to the config's
+/// `public_key`. A minisign key on a PKCS#11 token is opened, with the PIN
+/// `pin` asks for when its URI gives none, and held to `public_key` too;
+/// nothing is signed. With `images`,
 /// the images must also exist and be recognisable by name (they are still
 /// not read), and their SBOMs and provenance files are read and checked
 /// (all but provenance subjects, which need the images' digests).
@@ -61,8 +72,11 @@ pub fn check(
             });
         }
     };
-    let (plan, mut problems) = match scan::scan_all(&config, images, crate::par::default_threads())
-    {
+    // Releases whose images a build on the config's previous site takes
+    // from it may have none here, as build allows.
+    let imageless = config.previous.is_some();
+    let threads = crate::par::default_threads();
+    let (plan, mut problems) = match scan::scan_all(&config, images, imageless, threads) {
         Ok(found) => found,
         Err(e) => (
             scan::Plan {
@@ -72,18 +86,25 @@ pub fn check(
             vec![e],
         ),
     };
-    let mut warnings = plan.warnings.clone();
+    // Every release found, with a problem or not.
+    let found = plan.releases.len() + problems.len();
+    let mut warnings = config.warnings.clone();
+    warnings.extend(plan.warnings.iter().cloned());
     let mut key_files = Vec::new();
     match keys::locked_key(&config, key.file, key.text) {
         Ok(found) => {
             warnings.extend(found.warnings);
             key_files.extend(found.file);
-            let opened = match &found.key {
+            let opened = match found.key {
                 LockedSecret::Token(uri) => {
-                    keys::open_token(&config, uri, key.pkcs11_module, pin).map(|_| ())
+                    keys::open_token(&config, &uri, key.pkcs11_module, pin).map(|_| ())
                 }
-                // Its public half is encrypted with the key: build compares.
-                LockedSecret::File(_) => keys::public_key(&config).map(|_| ()),
+                LockedSecret::File(locked) => match (locked.encrypted, key.password) {
+                    (true, None) => no_password(locked.path(), "VMCAST_KEY_PASSWORD", key),
+                    (_, password) => locked
+                        .unlock(&mut || Ok(password.unwrap_or_default().to_owned()))
+                        .and_then(|unlocked| keys::same_key(&config, &unlocked.public)),
+                },
             };
             if let Err(e) = opened {
                 problems.push(e);
@@ -95,6 +116,16 @@ pub fn check(
         Ok(Some(found)) => {
             warnings.extend(found.warnings);
             key_files.extend(found.file);
+            let unlocked = match (found.key.encrypted, key.openpgp_password) {
+                (true, None) => no_password(found.key.path(), "VMCAST_OPENPGP_PASSWORD", key),
+                (_, password) => found
+                    .key
+                    .unlock(&mut || Ok(password.unwrap_or_default().to_owned()))
+                    .map(|_| ()),
+            };
+            if let Err(e) = unlocked {
+                problems.push(e);
+            }
         }
         Ok(None) => {
             if let Err(e) = keys::systemd_needs_openpgp(&config, false) {
@@ -173,10 +204,25 @@ pub fn check(
         }
     }
     Ok(CheckReport {
-        releases: plan.releases.len(),
+        releases: found,
         problems,
         warnings,
     })
+}
+
+/// An encrypted key and no password in `variable`: `build` would ask on a
+/// terminal, and fail anywhere else.
+fn no_password(path: &Path, variable: &str, key: KeyOptions) -> Result<()> {
+    match key.terminal {
+        true => Ok(()),
+        false => Err(Error::file(
+            path,
+            format_args!(
+                "is encrypted, and `build` would have no password for it: set {variable} (an \
+                 empty one counts as unset), or build on a terminal"
+            ),
+        )),
+    }
 }
 
 fn stand_in_info(format: ImageFormat) -> ImageInfo {

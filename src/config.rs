@@ -12,6 +12,7 @@ use crate::error::{Error, LineCol, Result, toml_error};
 use crate::fsutil;
 use crate::model::{Appliance, ImageFormat, ImageLayout, Line, Name, hides_a_separator};
 use crate::pkcs11;
+use crate::warning::Warning;
 
 /// The config file's name when none is given.
 pub const DEFAULT_CONFIG: &str = "vmcast.toml";
@@ -30,6 +31,43 @@ pub fn find(start: &Path) -> Result<PathBuf> {
     })
 }
 
+/// When `dir`, given where a built site is wanted (`verify .`), holds no
+/// built site: the error that says so, naming the output directory to use
+/// instead when `dir` is a site's source (it holds a vmcast.toml).
+pub fn not_a_built_site(dir: &Path) -> Option<Error> {
+    if !dir.is_dir() || dir.join(crate::media::FEED).exists() {
+        return None;
+    }
+    let config = dir.join(DEFAULT_CONFIG);
+    if !config.is_file() {
+        return Some(Error::file(
+            dir,
+            format_args!(
+                "holds no {}: it is not a site built by vmcast-gen",
+                crate::media::FEED
+            ),
+        ));
+    }
+    let output = match load(&config, &Overrides::default()) {
+        Ok(config) => {
+            let output = &config.output_dir;
+            output
+                .strip_prefix(".")
+                .unwrap_or(output)
+                .display()
+                .to_string()
+        }
+        Err(_) => format!("output_dir in {}", config.display()),
+    };
+    Some(Error::file(
+        dir,
+        format_args!(
+            "is a site's source (it holds {DEFAULT_CONFIG}), not a built site: verify its output \
+             directory, {output}, after `vmcast-gen build`"
+        ),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -43,7 +81,7 @@ struct RawConfig {
     output_dir: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     secret_key: Option<Spanned<String>>,
-    public_key: Option<PathBuf>,
+    public_key: Option<Spanned<PathBuf>>,
     image_mode: Option<ImageMode>,
     image_layout: Option<ImageLayout>,
     appliance: Option<Spanned<String>>,
@@ -78,7 +116,7 @@ struct RawCatalogs {
     #[serde(default)]
     vagrant: bool,
     systemd: Option<Spanned<bool>>,
-    openpgp_key: Option<PathBuf>,
+    openpgp_key: Option<Spanned<PathBuf>>,
 }
 
 /// `[catalogs]`: the catalogs written besides the RSS feeds, each for the
@@ -223,6 +261,19 @@ pub struct Config {
     /// provenance signatures are verified against.
     pub provenance_keys: Vec<PathBuf>,
     pub catalogs: Catalogs,
+    /// What the file says that is allowed but likely a mistake.
+    pub warnings: Vec<Warning>,
+    /// Where the file names each key, for errors about the key.
+    pub key_lines: KeyLines,
+}
+
+/// Where the config file names its keys: an error about a key file it
+/// names points at the line that names it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyLines {
+    pub secret_key: Option<LineCol>,
+    pub public_key: Option<LineCol>,
+    pub openpgp_key: Option<LineCol>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -303,6 +354,32 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let at =
         |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
 
+    let mut warnings = Vec::new();
+    let mut names_a_file = |setting: &str, url: &Spanned<String>| {
+        let trimmed = url.get_ref().trim_end_matches('/');
+        if let Some(file) = file_name_of(trimmed) {
+            let pos = LineCol::of(&text, url.span().start);
+            warnings.push(Warning::at(
+                path,
+                pos.line,
+                pos.column,
+                format_args!(
+                    "{setting} ends in {file}, a file: every URL goes under it \
+                     ({url}/feed.xml); set it to the directory, {dir}",
+                    url = trimmed,
+                    dir = &trimmed[..trimmed.len() - file.len()],
+                ),
+            ));
+        }
+    };
+    names_a_file("base_url", &raw.base_url);
+    if let Some(url) = &raw.download_base_url {
+        names_a_file("download_base_url", url);
+    }
+    let appliance_mirrors = raw.appliances.values().filter_map(|a| a.mirrors.as_ref());
+    for url in raw.mirrors.iter().chain(appliance_mirrors).flatten() {
+        names_a_file("a mirror", url);
+    }
     let configured =
         parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
     let base_url = overrides.base_url.clone().unwrap_or(configured);
@@ -398,6 +475,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         }
         (None, None) => None,
     };
+    let line_of = |span: std::ops::Range<usize>| LineCol::of(&text, span.start);
+    let key_lines = KeyLines {
+        secret_key: raw.secret_key.as_ref().map(|k| line_of(k.span())),
+        public_key: raw.public_key.as_ref().map(|k| line_of(k.span())),
+        openpgp_key: raw.catalogs.openpgp_key.as_ref().map(|k| line_of(k.span())),
+    };
     let resolve =
         |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
     Ok(Config {
@@ -415,7 +498,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             .unwrap_or_else(|| resolve(raw.output_dir, "public")),
         templates_dir: resolve(raw.templates_dir, "templates"),
         secret_key,
-        public_key: raw.public_key.map(|p| root.join(p)),
+        public_key: raw.public_key.map(|p| root.join(p.into_inner())),
         image_mode,
         image_layout: raw.image_layout.unwrap_or_default(),
         default_appliance,
@@ -439,8 +522,10 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             vagrant: raw.catalogs.vagrant,
             simplestreams: raw.catalogs.simplestreams,
             systemd,
-            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
+            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p.into_inner())),
         },
+        warnings,
+        key_lines,
     })
 }
 
@@ -471,6 +556,20 @@ fn systemd_catalog(
         ));
     }
     Ok(Some(on.span()))
+}
+
+/// The file a base URL ends in, when its last segment is a web page or a
+/// feed (`index.html`, `feed.xml`) rather than the site's directory.
+fn file_name_of(url: &str) -> Option<&str> {
+    const FILES: [&str; 10] = [
+        "html", "htm", "xhtml", "xml", "json", "php", "asp", "aspx", "jsp", "txt",
+    ];
+    let path = url.split(['?', '#']).next()?;
+    let last = path.rsplit('/').next()?;
+    let (_, extension) = last.rsplit_once('.')?;
+    FILES
+        .contains(&extension.to_ascii_lowercase().as_str())
+        .then_some(last)
 }
 
 /// An absolute http(s) URL with a host and no query or fragment, made to end
@@ -504,6 +603,100 @@ fn parse_base_url(s: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gets the field names of a struct that derives `Deserialize`, as
+    /// serde knows them, and fails to deserialize anything.
+    struct Fields(Option<&'static [&'static str]>);
+
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("fields taken"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    fn fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        let mut fields = Fields(None);
+        let _ = T::deserialize(&mut fields);
+        fields.0.expect("a struct")
+    }
+
+    /// The repository's vmcast.toml says it shows every key the config
+    /// takes, optional ones commented out, and the README's table lists
+    /// them all: each field of the config, its `[appliances.<name>]` and
+    /// its `[catalogs]`, is in both, and neither shows a key there is not.
+    #[test]
+    fn the_example_config_and_the_readme_show_every_key() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(root.join("vmcast.toml")).unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        // The keys shown, commented or not, by section.
+        let mut shown: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut section = "";
+        for line in example.lines() {
+            let line = line.strip_prefix("# ").unwrap_or(line);
+            if let Some(header) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                section = header.split('.').next().unwrap();
+                shown.entry(section).or_default().push("");
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                shown.entry(section).or_default().push(key);
+            }
+        }
+        let sections = [
+            ("", "", fields::<RawConfig>()),
+            (
+                "appliances",
+                "`[appliances.<name>]` ",
+                fields::<RawAppliance>(),
+            ),
+            ("catalogs", "`[catalogs]` ", fields::<RawCatalogs>()),
+        ];
+        for (section, prefix, fields) in sections {
+            let keys = &shown[section];
+            for field in fields
+                .iter()
+                .filter(|f| !["appliances", "catalogs"].contains(f))
+            {
+                assert!(
+                    keys.contains(field),
+                    "vmcast.toml does not show `{field}` in [{section}]"
+                );
+                assert!(
+                    readme.contains(&format!("\n| {prefix}`{field}` |")),
+                    "the README's config reference lacks {prefix}`{field}`"
+                );
+            }
+            for key in keys.iter().filter(|k| !k.is_empty()) {
+                assert!(
+                    fields.contains(key),
+                    "vmcast.toml shows `{key}` in [{section}], which the config does not take"
+                );
+            }
+        }
+    }
 
     #[test]
     fn base_urls_gain_a_trailing_slash() {

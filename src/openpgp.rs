@@ -111,6 +111,11 @@ impl LockedKey {
         })
     }
 
+    /// Where the key came from: its file, or the variable that held it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Decrypts the primary key, asking `password` only when it is
     /// encrypted.
     pub fn unlock(self, password: &mut dyn FnMut() -> Result<String>) -> Result<Signer> {

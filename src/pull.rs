@@ -66,6 +66,8 @@ pub struct PullOptions {
     pub dest: PathBuf,
     /// verify's state file (rollback protection); default under `dest`.
     pub state: Option<PathBuf>,
+    /// The site (its signed base_url) the build must be signed for.
+    pub site: Option<url::Url>,
     /// The host's architecture, as the feed names it (`x86_64`, `aarch64`).
     pub arch: String,
     /// Keep this many images that `pull` placed; remove older ones.
@@ -200,7 +202,7 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
         mirrors: false,
         supply: false,
         mirror_sample: Vec::new(),
-        site: None,
+        site: options.site.clone(),
         timeout: options.timeout,
         min_rate: options.min_rate,
         now: options.now,

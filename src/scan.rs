@@ -82,22 +82,34 @@ impl Plan {
     }
 }
 
-/// Scans the releases and their images, failing at the first problem.
-/// With `imageless`, a release without images is planned with none (its
+/// Scans the releases and their images, failing at the first problem,
+/// with what the scan warned of before it ([`Error::Warned`]): a file
+/// that is not published may be the image the release lacks. With
+/// `imageless`, a release without images is planned with none (its
 /// images may come from the previous site) instead of refused.
 pub fn scan(config: &Config, imageless: bool, threads: usize) -> Result<Plan> {
     let (plan, mut problems) = scan_with(config, true, imageless, false, threads)?;
-    match problems.is_empty() {
-        true => Ok(plan),
-        false => Err(problems.remove(0)),
+    match (problems.is_empty(), plan.warnings.is_empty()) {
+        (true, _) => Ok(plan),
+        (false, true) => Err(problems.remove(0)),
+        (false, false) => Err(Error::Warned {
+            warnings: plan.warnings,
+            error: Box::new(problems.remove(0)),
+        }),
     }
 }
 
 /// Scans every release, going on past a bad one and returning every
-/// problem found; with `images = false` no image is looked for. For
-/// `vmcast-gen check`.
-pub fn scan_all(config: &Config, images: bool, threads: usize) -> Result<(Plan, Vec<Error>)> {
-    scan_with(config, images, false, true, threads)
+/// problem found, one per release at most; with `images = false` no image
+/// is looked for, and with `imageless` a release without images is no
+/// problem, as in [`scan`]. For `vmcast-gen check`.
+pub fn scan_all(
+    config: &Config,
+    images: bool,
+    imageless: bool,
+    threads: usize,
+) -> Result<(Plan, Vec<Error>)> {
+    scan_with(config, images, imageless, true, threads)
 }
 
 fn scan_with(
@@ -452,6 +464,7 @@ fn plan_release(
             file_id: crate::model::FileId::of(&meta),
         });
     }
+    warnings.extend(version_disagreements(&notes, &appliance, dir, &images));
     if images.is_empty() && imageless {
         return Ok(PlannedRelease {
             info: release_info(config, notes, appliance),
@@ -806,6 +819,80 @@ fn image_stem(name: &str) -> &str {
     }
 }
 
+/// Warnings for a release whose version disagrees with the version its
+/// directory's name or an image's name shows (`releases/myapp/1.1.0/`
+/// holding `myapp-1.1.0.raw` with `version = "1.2.0"`): the images publish
+/// under the notes' version, names and all, and nothing else would say so.
+/// An image's version is the dotted number after `<appliance>-` (or `_`),
+/// else the last one in its name.
+fn version_disagreements(
+    notes: &Notes,
+    appliance: &Name,
+    dir: &Path,
+    images: &[ImageSource],
+) -> Vec<crate::Warning> {
+    let version = notes.version.as_str();
+    let mut warnings = Vec::new();
+    let dir_name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let shown = dir_name.strip_prefix('v').unwrap_or(&dir_name);
+    if shown.starts_with(|c: char| c.is_ascii_digit())
+        && shown.contains('.')
+        && !same_version(shown, version)
+    {
+        warnings.push(crate::Warning::file(
+            &notes.path,
+            format_args!(
+                "says version = \"{version}\", but its directory is {dir_name}: the release \
+                 publishes as {version}; make the two agree"
+            ),
+        ));
+    }
+    for image in images {
+        let name = image.name.as_str();
+        if name.contains(version) {
+            continue;
+        }
+        let shown = match name
+            .strip_prefix(appliance.as_str())
+            .and_then(|rest| rest.strip_prefix(['-', '_']))
+        {
+            Some(rest) => versions_in(rest).next().filter(|v| rest.starts_with(v)),
+            None => versions_in(name).last(),
+        };
+        if let Some(other) = shown.filter(|v| !same_version(v, version)) {
+            warnings.push(crate::Warning::file(
+                &image.source,
+                format_args!(
+                    "its name says {other}, but the release is {version} (`version` in {}): it \
+                     publishes as {}",
+                    notes::NOTES_FILE,
+                    image.site_path
+                ),
+            ));
+        }
+    }
+    warnings
+}
+
+/// The dotted numbers in a file name (`1.1.0` in `myapp-1.1.0.raw`).
+fn versions_in(name: &str) -> impl Iterator<Item = &str> {
+    name.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|run| run.trim_matches('.'))
+        .filter(|run| run.contains('.') && !run.contains("..") && !run.is_empty())
+}
+
+/// Whether two versions are one, trailing `.0`s aside (`1.10` is `1.10.0`).
+fn same_version(a: &str, b: &str) -> bool {
+    let trim = |v: &str| {
+        let mut v = v.to_owned();
+        while let Some(shorter) = v.strip_suffix(".0") {
+            v = shorter.to_owned();
+        }
+        v
+    };
+    trim(a) == trim(b)
+}
+
 /// Everything about a release but its images.
 fn release_info(config: &Config, notes: Notes, appliance: Name) -> ReleaseInfo {
     let title = notes.title.clone().unwrap_or_else(|| {
@@ -939,6 +1026,16 @@ fn expand(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions_are_found_in_names_and_compared_without_trailing_zeros() {
+        let found = |name| super::versions_in(name).collect::<Vec<_>>();
+        assert_eq!(found("myapp-1.1.0.raw"), ["1.1.0"]);
+        assert_eq!(found("ubuntu-22.04-app-1.2.qcow2.xz"), ["22.04", "1.2"]);
+        assert_eq!(found("webapp-2.qcow2"), Vec::<&str>::new());
+        assert!(super::same_version("1.10", "1.10.0"));
+        assert!(!super::same_version("1.1", "1.10"));
+    }
+
     use super::*;
 
     #[test]

@@ -163,6 +163,7 @@ fn run(
     scan_warnings: &mut Vec<Warning>,
 ) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
+    warnings.extend(config.warnings.iter().cloned());
     let mut clock = Clock::of(options, &config)?;
     let threads = options.threads.unwrap_or_else(par::default_threads);
     check_output_dir(&config)?;
@@ -182,7 +183,11 @@ fn run(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, spare)
     });
-    let mut plan = plan?;
+    let mut plan = plan.map_err(|error| {
+        let (mut warned, error) = error.unwarn();
+        scan_warnings.append(&mut warned);
+        error
+    })?;
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
     plan.refuse_secret_keys(&keys.files)?;
