@@ -7,14 +7,15 @@ use std::path::Path;
 
 use chrono::{TimeZone, Utc};
 
-use crate::config::{self, Overrides};
+use crate::config::{self, Config, Overrides};
 use crate::error::{Error, Result};
 use crate::inspect::ImageInfo;
 use crate::keys::{self, LockedSecret, PasswordPrompt};
-use crate::model::{FileDigest, Image, ImageFormat, ImageSource, Release, Sha256};
+use crate::model::{FileDigest, Image, ImageFormat, ImageSource, KeyFile, Release, Sha256};
 use crate::render::Site;
 use crate::scan;
 use crate::sign::{KeyId, SecretKey};
+use crate::warning::Warning;
 
 /// What `check` found.
 #[derive(Debug)]
@@ -90,20 +91,55 @@ pub fn check(
     let found = plan.releases.len() + problems.len();
     let mut warnings = config.warnings.clone();
     warnings.extend(plan.warnings.iter().cloned());
+    let key_files = check_keys(&config, key, pin, &mut problems, &mut warnings);
+    if let Err(e) = plan.refuse_secret_keys(&key_files) {
+        problems.push(e);
+    }
+    check_supply(&config, &plan, &mut problems);
+    // Versions Vagrant cannot parse fail the build before any image is read.
+    if config.catalogs.vagrant {
+        for r in &plan.releases {
+            if r.images.iter().any(crate::catalog::vagrant::boxable)
+                && let Err(e) = crate::catalog::vagrant::check_version(&r.info)
+            {
+                problems.push(e);
+            }
+        }
+    }
+    if let Err(e) = render_with_stand_ins(&config, &plan) {
+        problems.push(e);
+    }
+    Ok(CheckReport {
+        releases: found,
+        problems,
+        warnings,
+    })
+}
+
+/// Opens the keys as `build` would, unlocking each with the password
+/// given: a key that would fail the build is a problem. Returns the key
+/// files found, which the release tree must not hold.
+fn check_keys(
+    config: &Config,
+    key: KeyOptions,
+    pin: PasswordPrompt,
+    problems: &mut Vec<Error>,
+    warnings: &mut Vec<Warning>,
+) -> Vec<KeyFile> {
     let mut key_files = Vec::new();
-    match keys::locked_key(&config, key.file, key.text) {
+    match keys::locked_key(config, key.file, key.text) {
         Ok(found) => {
             warnings.extend(found.warnings);
             key_files.extend(found.file);
             let opened = match found.key {
                 LockedSecret::Token(uri) => {
-                    keys::open_token(&config, &uri, key.pkcs11_module, pin).map(|_| ())
+                    keys::open_token(config, &uri, key.pkcs11_module, pin).map(|_| ())
                 }
                 LockedSecret::File(locked) => match (locked.encrypted, key.password) {
                     (true, None) => no_password(locked.path(), "VMCAST_KEY_PASSWORD", key),
                     (_, password) => locked
                         .unlock(&mut || Ok(password.unwrap_or_default().to_owned()))
-                        .and_then(|unlocked| keys::same_key(&config, &unlocked.public)),
+                        .and_then(|unlocked| keys::same_key(config, &unlocked.public)),
                 },
             };
             if let Err(e) = opened {
@@ -112,7 +148,7 @@ pub fn check(
         }
         Err(e) => problems.push(e),
     }
-    match keys::locked_openpgp_key(&config, key.openpgp_text) {
+    match keys::locked_openpgp_key(config, key.openpgp_text) {
         Ok(Some(found)) => {
             warnings.extend(found.warnings);
             key_files.extend(found.file);
@@ -128,18 +164,19 @@ pub fn check(
             }
         }
         Ok(None) => {
-            if let Err(e) = keys::systemd_needs_openpgp(&config, false) {
+            if let Err(e) = keys::systemd_needs_openpgp(config, false) {
                 problems.push(e);
             }
         }
         Err(e) => problems.push(e),
     }
-    if let Err(e) = plan.refuse_secret_keys(&key_files) {
-        problems.push(e);
-    }
-    // SBOMs and provenance are small, and not images: each is read and
-    // checked, signatures included. Whether provenance is about its image
-    // needs the image's digest, so that is left to `build`.
+    key_files
+}
+
+/// SBOMs and provenance are small, and not images: each is read and
+/// checked, signatures included. Whether provenance is about its image
+/// needs the image's digest, so that is left to `build`.
+fn check_supply(config: &Config, plan: &scan::Plan, problems: &mut Vec<Error>) {
     match crate::supply::keys::load(&config.provenance_keys) {
         Ok(keys) => {
             for file in plan.releases.iter().flat_map(|r| &r.supply) {
@@ -150,64 +187,52 @@ pub fn check(
         }
         Err(e) => problems.push(e),
     }
-    // Versions Vagrant cannot parse fail the build before any image is read.
-    if config.catalogs.vagrant {
-        for r in &plan.releases {
-            if r.images.iter().any(crate::catalog::vagrant::boxable)
-                && let Err(e) = crate::catalog::vagrant::check_version(&r.info)
-            {
-                problems.push(e);
-            }
-        }
+}
+
+/// Renders what there is, with stand-in digests and keys, to find template
+/// errors.
+fn render_with_stand_ins(config: &Config, plan: &scan::Plan) -> Result<()> {
+    if plan.releases.is_empty() {
+        return Ok(());
     }
-    // Render what there is, with stand-in digests, to find template errors.
     let releases: Vec<Release> = plan
         .releases
         .iter()
         .map(|r| Release {
             info: r.info.clone(),
             images: if r.images.is_empty() && r.info.cloud_images.is_empty() {
-                vec![stand_in(&config, &r.info)]
+                vec![stand_in(config, &r.info)]
             } else {
                 r.images.iter().cloned().map(with_stand_in_digest).collect()
             },
             supply: Vec::new(),
         })
         .collect();
-    if !releases.is_empty() {
-        let key = SecretKey::from_seed(KeyId([0; 8]), [0; 32]);
-        let epoch = Utc
-            .timestamp_opt(0, 0)
-            .single()
-            .expect("the epoch is a valid time");
-        // A stand-in OpenPGP key too, for the catalogs it signs.
-        let openpgp = match config.catalogs.systemd {
-            Some(_) => {
-                let signer = crate::openpgp::Signer::generate("vmcast-gen check", epoch)?;
-                let public = signer.public_key()?;
-                Some(crate::render::OpenPgp { signer, public })
-            }
-            None => None,
-        };
-        let site = Site {
-            config: &config,
-            releases: &releases,
-            public_key: &key.public,
-            next_key: None,
-            openpgp: openpgp.as_ref(),
-            build_time: epoch,
-            sequence: 0,
-            expires: None,
-        };
-        if let Err(e) = crate::build::texts(&site, crate::par::default_threads()) {
-            problems.push(e);
+    let key = SecretKey::from_seed(KeyId([0; 8]), [0; 32]);
+    let epoch = Utc
+        .timestamp_opt(0, 0)
+        .single()
+        .expect("the epoch is a valid time");
+    // A stand-in OpenPGP key too, for the catalogs it signs.
+    let openpgp = match config.catalogs.systemd {
+        Some(_) => {
+            let signer = crate::openpgp::Signer::generate("vmcast-gen check", epoch)?;
+            let public = signer.public_key()?;
+            Some(crate::render::OpenPgp { signer, public })
         }
-    }
-    Ok(CheckReport {
-        releases: found,
-        problems,
-        warnings,
-    })
+        None => None,
+    };
+    let site = Site {
+        config,
+        releases: &releases,
+        public_key: &key.public,
+        next_key: None,
+        openpgp: openpgp.as_ref(),
+        build_time: epoch,
+        sequence: 0,
+        expires: None,
+    };
+    crate::build::texts(&site, crate::par::default_threads()).map(|_| ())
 }
 
 /// An encrypted key and no password in `variable`: `build` would ask on a

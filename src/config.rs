@@ -282,6 +282,20 @@ pub struct KeyLines {
 /// history still moves to archives within months.
 pub const DEFAULT_FEED_ITEMS: usize = 20;
 
+/// The formats a release's primary image is chosen from, most wanted first,
+/// when `format_preference` is not set.
+const DEFAULT_FORMAT_PREFERENCE: [ImageFormat; 9] = [
+    ImageFormat::Qcow2,
+    ImageFormat::Ova,
+    ImageFormat::Vmdk,
+    ImageFormat::Vhdx,
+    ImageFormat::Vhd,
+    ImageFormat::Parallels,
+    ImageFormat::Xva,
+    ImageFormat::Raw,
+    ImageFormat::Iso,
+];
+
 impl Config {
     /// The metadata of an appliance, defaulting its title to its name.
     pub fn appliance(&self, name: &Name) -> Appliance {
@@ -351,45 +365,19 @@ pub fn join_url(base: &Url, path: &str) -> Url {
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let text = fsutil::read_to_string(path)?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
-    let at =
-        |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
+    let src = Source { path, text: &text };
+    let warnings = src.url_warnings(&raw);
 
-    let mut warnings = Vec::new();
-    let mut names_a_file = |setting: &str, url: &Spanned<String>| {
-        let trimmed = url.get_ref().trim_end_matches('/');
-        if let Some(file) = file_name_of(trimmed) {
-            let pos = LineCol::of(&text, url.span().start);
-            warnings.push(Warning::at(
-                path,
-                pos.line,
-                pos.column,
-                format_args!(
-                    "{setting} ends in {file}, a file: every URL goes under it \
-                     ({url}/feed.xml); set it to the directory, {dir}",
-                    url = trimmed,
-                    dir = &trimmed[..trimmed.len() - file.len()],
-                ),
-            ));
-        }
-    };
-    names_a_file("base_url", &raw.base_url);
-    if let Some(url) = &raw.download_base_url {
-        names_a_file("download_base_url", url);
-    }
-    let appliance_mirrors = raw.appliances.values().filter_map(|a| a.mirrors.as_ref());
-    for url in raw.mirrors.iter().chain(appliance_mirrors).flatten() {
-        names_a_file("a mirror", url);
-    }
     let configured =
-        parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
+        parse_base_url(raw.base_url.get_ref()).map_err(|m| src.at(raw.base_url.span(), m))?;
     let base_url = overrides.base_url.clone().unwrap_or(configured);
     let download_base_url = match (&raw.download_base_url, &overrides.base_url) {
-        (Some(s), None) => parse_base_url(s.get_ref()).map_err(|m| at(s.span(), m))?,
+        (Some(s), None) => parse_base_url(s.get_ref()).map_err(|m| src.at(s.span(), m))?,
         _ => join_url(&base_url, "images/"),
     };
     let systemd = systemd_catalog(&raw, &download_base_url, &base_url)
-        .map_err(|(span, m)| at(span, m))?
-        .map(|span| LineCol::of(&text, span.start));
+        .map_err(|(span, m)| src.at(span, m))?
+        .map(|span| src.line_of(span));
     let image_mode = match (raw.image_mode, &overrides.base_url) {
         (Some(ImageMode::None) | None, Some(_)) => ImageMode::Link,
         (Some(mode), _) => mode,
@@ -398,7 +386,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     };
 
     let default_appliance = match &raw.appliance {
-        Some(s) => Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| at(s.span(), m))?),
+        Some(s) => {
+            Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| src.at(s.span(), m))?)
+        }
         None => None,
     };
     let format_preference = match &raw.format_preference {
@@ -407,79 +397,37 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             .iter()
             .map(|f| ImageFormat::parse(f))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| at(list.span(), m))?,
-        None => vec![
-            ImageFormat::Qcow2,
-            ImageFormat::Ova,
-            ImageFormat::Vmdk,
-            ImageFormat::Vhdx,
-            ImageFormat::Vhd,
-            ImageFormat::Parallels,
-            ImageFormat::Xva,
-            ImageFormat::Raw,
-            ImageFormat::Iso,
-        ],
+            .map_err(|m| src.at(list.span(), m))?,
+        None => DEFAULT_FORMAT_PREFERENCE.to_vec(),
     };
     let expires_after = match &raw.expires_after {
-        Some(s) => Some(crate::trust::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))?),
+        Some(s) => {
+            Some(crate::trust::parse_duration(s.get_ref()).map_err(|m| src.at(s.span(), m))?)
+        }
         None => None,
     };
-    let feed_items = |v: &Option<Spanned<i64>>| -> Result<Option<usize>> {
-        match v {
-            Some(n) if *n.get_ref() >= 1 => Ok(Some(*n.get_ref() as usize)),
-            Some(n) => Err(at(
-                n.span(),
-                "feed_items must be at least 1: the newest release always stays in the feed".into(),
-            )),
-            None => Ok(None),
-        }
-    };
-    let mirrors = |v: &Option<Vec<Spanned<String>>>| -> Result<Option<Vec<Url>>> {
-        v.as_ref()
-            .map(|list| {
-                list.iter()
-                    .map(|m| parse_base_url(m.get_ref()).map_err(|e| at(m.span(), e)))
-                    .collect()
-            })
-            .transpose()
-    };
-    let site_feed_items = feed_items(&raw.feed_items)?.unwrap_or(DEFAULT_FEED_ITEMS);
-    let site_mirrors = mirrors(&raw.mirrors)?.unwrap_or_default();
-    let mut appliances = BTreeMap::new();
-    for (key, value) in raw.appliances {
-        let name = Name::parse(key.get_ref(), "appliance name").map_err(|m| at(key.span(), m))?;
-        let title = match &value.title {
-            Some(t) => t.get_ref(),
-            None => name.as_str(),
-        };
-        let title = Line::parse(title, "title")
-            .map_err(|m| at(value.title.as_ref().map_or(key.span(), Spanned::span), m))?;
-        appliances.insert(
-            name.clone(),
-            Appliance {
-                title,
-                description: value.description,
-                feed_items: feed_items(&value.feed_items)?,
-                mirrors: mirrors(&value.mirrors)?,
-                image_layout: value.image_layout,
-                name,
-            },
-        );
-    }
+    let site_feed_items = src
+        .feed_items(&raw.feed_items)?
+        .unwrap_or(DEFAULT_FEED_ITEMS);
+    let site_mirrors = src.mirrors(&raw.mirrors)?.unwrap_or_default();
+    let appliances = src.appliances(raw.appliances)?;
 
     let root = path.parent().unwrap_or(Path::new(""));
     let secret_key = match (&overrides.secret_key, &raw.secret_key) {
         (Some(named), _) => Some(KeyLocation::named(named)?),
         (None, Some(s)) => {
-            Some(KeyLocation::parse(s.get_ref(), root).map_err(|m| at(s.span(), m))?)
+            Some(KeyLocation::parse(s.get_ref(), root).map_err(|m| src.at(s.span(), m))?)
         }
         (None, None) => None,
     };
-    let line_of = |span: std::ops::Range<usize>| LineCol::of(&text, span.start);
     let key_lines = KeyLines {
-        secret_key: raw.secret_key.as_ref().map(|k| line_of(k.span())),
-        public_key: raw.public_key.as_ref().map(|k| line_of(k.span())),
-        openpgp_key: raw.catalogs.openpgp_key.as_ref().map(|k| line_of(k.span())),
+        secret_key: raw.secret_key.as_ref().map(|k| src.line_of(k.span())),
+        public_key: raw.public_key.as_ref().map(|k| src.line_of(k.span())),
+        openpgp_key: raw
+            .catalogs
+            .openpgp_key
+            .as_ref()
+            .map(|k| src.line_of(k.span())),
     };
     let resolve =
         |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
@@ -527,6 +475,112 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         warnings,
         key_lines,
     })
+}
+
+/// The config file being loaded, for errors and warnings at a place in it.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error at the start of `span`.
+    fn at(&self, span: std::ops::Range<usize>, message: String) -> Error {
+        Error::at_offset(self.path, self.text, span.start, message)
+    }
+
+    fn line_of(&self, span: std::ops::Range<usize>) -> LineCol {
+        LineCol::of(self.text, span.start)
+    }
+
+    /// Warnings for base URLs and mirrors that name a file (`…/index.html`)
+    /// rather than the directory every URL goes under.
+    fn url_warnings(&self, raw: &RawConfig) -> Vec<Warning> {
+        let appliance_mirrors = raw.appliances.values().filter_map(|a| a.mirrors.as_ref());
+        let urls = [("base_url", Some(&raw.base_url))]
+            .into_iter()
+            .chain([("download_base_url", raw.download_base_url.as_ref())])
+            .filter_map(|(setting, url)| Some((setting, url?)))
+            .chain(
+                raw.mirrors
+                    .iter()
+                    .chain(appliance_mirrors)
+                    .flatten()
+                    .map(|url| ("a mirror", url)),
+            );
+        let mut warnings = Vec::new();
+        for (setting, url) in urls {
+            let trimmed = url.get_ref().trim_end_matches('/');
+            if let Some(file) = file_name_of(trimmed) {
+                let pos = self.line_of(url.span());
+                warnings.push(Warning::at(
+                    self.path,
+                    pos.line,
+                    pos.column,
+                    format_args!(
+                        "{setting} ends in {file}, a file: every URL goes under it \
+                         ({trimmed}/feed.xml); set it to the directory, {dir}",
+                        dir = &trimmed[..trimmed.len() - file.len()],
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// `feed_items`, of the site or an appliance.
+    fn feed_items(&self, value: &Option<Spanned<i64>>) -> Result<Option<usize>> {
+        match value {
+            Some(n) if *n.get_ref() >= 1 => Ok(Some(*n.get_ref() as usize)),
+            Some(n) => Err(self.at(
+                n.span(),
+                "feed_items must be at least 1: the newest release always stays in the feed".into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// `mirrors`, of the site or an appliance.
+    fn mirrors(&self, value: &Option<Vec<Spanned<String>>>) -> Result<Option<Vec<Url>>> {
+        value
+            .as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|m| parse_base_url(m.get_ref()).map_err(|e| self.at(m.span(), e)))
+                    .collect()
+            })
+            .transpose()
+    }
+
+    /// The `[appliances.<name>]` tables, titles defaulting to the name.
+    fn appliances(
+        &self,
+        raw: BTreeMap<Spanned<String>, RawAppliance>,
+    ) -> Result<BTreeMap<Name, Appliance>> {
+        let mut appliances = BTreeMap::new();
+        for (key, value) in raw {
+            let name =
+                Name::parse(key.get_ref(), "appliance name").map_err(|m| self.at(key.span(), m))?;
+            let title = match &value.title {
+                Some(t) => t.get_ref(),
+                None => name.as_str(),
+            };
+            let title = Line::parse(title, "title")
+                .map_err(|m| self.at(value.title.as_ref().map_or(key.span(), Spanned::span), m))?;
+            appliances.insert(
+                name.clone(),
+                Appliance {
+                    title,
+                    description: value.description,
+                    feed_items: self.feed_items(&value.feed_items)?,
+                    mirrors: self.mirrors(&value.mirrors)?,
+                    image_layout: value.image_layout,
+                    name,
+                },
+            );
+        }
+        Ok(appliances)
+    }
 }
 
 /// `[catalogs] systemd`, where it is turned on: systemd's tools read

@@ -274,6 +274,75 @@ pub struct Tree {
 pub fn render(site: &Site) -> Result<Tree> {
     let config = site.config;
     let content_id = content_id(config);
+    let Gathered {
+        products,
+        tarballs,
+        skipped,
+    } = gather(site, &content_id)?;
+    let products: BTreeMap<String, Map<String, Value>> = products
+        .into_iter()
+        .map(|(key, (mut product, versions))| {
+            product.insert("versions".into(), Value::Object(numbered(versions)));
+            (key, product)
+        })
+        .collect();
+    let products_json = json!({
+        "format": "products:1.0",
+        "datatype": "image-downloads",
+        "content_id": content_id,
+        "updated": site.build_time.to_rfc2822(),
+        "products": products,
+    });
+    let index = |path: &str| {
+        json!({
+            "format": "index:1.0",
+            "updated": site.build_time.to_rfc2822(),
+            "index": {
+                content_id.clone(): {
+                    "format": "products:1.0",
+                    "datatype": "image-downloads",
+                    "path": path,
+                    "updated": site.build_time.to_rfc2822(),
+                    "products": products.keys().collect::<Vec<_>>(),
+                }
+            },
+        })
+    };
+    let mut files = vec![
+        json_file(INDEX, &index(PRODUCTS))?,
+        json_file(PRODUCTS, &products_json)?,
+    ];
+    let clearsigned = match site.openpgp {
+        Some(_) => vec![
+            (
+                SIGNED_INDEX.to_owned(),
+                json_text(SIGNED_INDEX, &index(SIGNED_PRODUCTS))?,
+            ),
+            (
+                SIGNED_PRODUCTS.to_owned(),
+                json_text(SIGNED_PRODUCTS, &products_json)?,
+            ),
+        ],
+        None => Vec::new(),
+    };
+    files.extend(tarballs);
+    Ok(Tree {
+        files,
+        clearsigned,
+        skipped,
+    })
+}
+
+/// The products of a site's images, with the LXD tarballs made for them
+/// and a note for each image left out.
+struct Gathered {
+    products: BTreeMap<String, (Map<String, Value>, Versions)>,
+    tarballs: Vec<CatalogFile>,
+    skipped: Vec<String>,
+}
+
+fn gather(site: &Site, content_id: &str) -> Result<Gathered> {
+    let config = site.config;
     let mut products: BTreeMap<String, (Map<String, Value>, Versions)> = BTreeMap::new();
     let mut tarballs = Vec::new();
     let mut skipped = Vec::new();
@@ -339,56 +408,9 @@ pub fn render(site: &Site) -> Result<Tree> {
             }
         }
     }
-    let products: BTreeMap<String, Map<String, Value>> = products
-        .into_iter()
-        .map(|(key, (mut product, versions))| {
-            product.insert("versions".into(), Value::Object(numbered(versions)));
-            (key, product)
-        })
-        .collect();
-    let products_json = json!({
-        "format": "products:1.0",
-        "datatype": "image-downloads",
-        "content_id": content_id,
-        "updated": site.build_time.to_rfc2822(),
-        "products": products,
-    });
-    let index = |path: &str| {
-        json!({
-            "format": "index:1.0",
-            "updated": site.build_time.to_rfc2822(),
-            "index": {
-                content_id.clone(): {
-                    "format": "products:1.0",
-                    "datatype": "image-downloads",
-                    "path": path,
-                    "updated": site.build_time.to_rfc2822(),
-                    "products": products.keys().collect::<Vec<_>>(),
-                }
-            },
-        })
-    };
-    let mut files = vec![
-        json_file(INDEX, &index(PRODUCTS))?,
-        json_file(PRODUCTS, &products_json)?,
-    ];
-    let clearsigned = match site.openpgp {
-        Some(_) => vec![
-            (
-                SIGNED_INDEX.to_owned(),
-                json_text(SIGNED_INDEX, &index(SIGNED_PRODUCTS))?,
-            ),
-            (
-                SIGNED_PRODUCTS.to_owned(),
-                json_text(SIGNED_PRODUCTS, &products_json)?,
-            ),
-        ],
-        None => Vec::new(),
-    };
-    files.extend(tarballs);
-    Ok(Tree {
-        files,
-        clearsigned,
+    Ok(Gathered {
+        products,
+        tarballs,
         skipped,
     })
 }
