@@ -76,9 +76,13 @@ type Versions = BTreeMap<(String, Version), Value>;
 
 /// The version keys of a product's releases: each one's date serial, with
 /// `.1`, `.2`, ... after the first release of the same minute, in version
-/// order. A key depends only on the releases of its minute, so it is the
-/// same on every rebuild.
+/// order (`.01` … `.10` when a minute holds more than ten). A key depends
+/// only on the releases of its minute, so it is the same on every rebuild.
 fn numbered(versions: Versions) -> Map<String, Value> {
+    let mut in_minute: BTreeMap<String, usize> = BTreeMap::new();
+    for (serial, _) in versions.keys() {
+        *in_minute.entry(serial.clone()).or_default() += 1;
+    }
     let mut keys = Map::new();
     let mut previous: Option<(String, usize)> = None;
     for ((serial, _), version) in versions {
@@ -86,9 +90,12 @@ fn numbered(versions: Versions) -> Map<String, Value> {
             Some((last, n)) if *last == serial => n + 1,
             _ => 0,
         };
+        // Clients compare keys as strings: every number of a minute gets
+        // as many digits as its largest (`.01` … `.10`).
+        let width = (in_minute[&serial] - 1).to_string().len();
         let key = match n {
             0 => serial.clone(),
-            n => format!("{serial}.{n}"),
+            n => format!("{serial}.{n:0width$}"),
         };
         keys.insert(key, version);
         previous = Some((serial, n));
@@ -527,6 +534,42 @@ fn lxd_items(
 mod tests {
     use super::*;
     use crate::hash::{self, Job, NoProgress, Open};
+
+    /// Keys of one minute sort as strings in version order, also past
+    /// ten releases, as LXD and sstream-query compare them.
+    #[test]
+    fn keys_of_one_minute_sort_as_strings_in_version_order() {
+        let keys = |count: u32| -> Vec<String> {
+            let versions: Versions = (0..count)
+                .map(|i| {
+                    let version = Version::parse(&format!("1.{i}.0")).unwrap();
+                    (("20260101_0000".to_owned(), version), Value::from(i))
+                })
+                .chain([(
+                    ("20260102_0000".to_owned(), Version::parse("2.0.0").unwrap()),
+                    Value::from(99),
+                )])
+                .collect();
+            let numbered = numbered(versions);
+            let mut keys: Vec<&String> = numbered.keys().collect();
+            keys.sort();
+            keys.iter()
+                .map(|k| numbered[k.as_str()].to_string())
+                .collect()
+        };
+        let order = |count: u32| (0..count).map(|i| i.to_string()).chain(["99".into()]);
+        assert_eq!(keys(3), order(3).collect::<Vec<_>>());
+        assert_eq!(keys(12), order(12).collect::<Vec<_>>());
+        let versions: Versions = (0..11)
+            .map(|i| {
+                let version = Version::parse(&format!("1.{i}.0")).unwrap();
+                (("20260101_0000".to_owned(), version), Value::from(i))
+            })
+            .collect();
+        let numbered = numbered(versions);
+        assert!(numbered.contains_key("20260101_0000.01"));
+        assert!(numbered.contains_key("20260101_0000.10"));
+    }
 
     #[test]
     fn the_fingerprint_is_taken_from_the_same_read() {
