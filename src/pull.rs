@@ -179,6 +179,8 @@ pub fn pull(options: &PullOptions) -> Result<Pulled> {
 }
 
 fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
+    // A usage error creates nothing.
+    let feed = appliance_feed(&options.source, &options.appliance)?;
     let dest = Dir::create(&options.dest)?;
     if options.state.is_none() {
         // Checked here, so that verify reads and replaces only a file of ours.
@@ -192,7 +194,7 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
     // for conditionally (a current host costs two 304s), and later the
     // files of the image chosen.
     let verify = VerifyOptions {
-        source: appliance_feed(&options.source, &options.appliance)?,
+        source: feed,
         scope: site::Scope::Feed,
         pinned: options.pinned.clone(),
         also_trusted: Vec::new(),

@@ -930,8 +930,9 @@ fn usage_errors_exit_2_as_the_help_says() {
             stderr(&out)
         );
     }
-    // Nothing was made on the way.
+    // Nothing was made on the way, not even pull's --dest.
     assert!(!fixture.path("dest").exists());
+    assert!(!fixture.path("elsewhere").exists());
     assert!(!fixture.path("public").exists());
     // The top-level help names every status a command exits with.
     let help = stdout(&fixture.run(&["--help"], &[]));
