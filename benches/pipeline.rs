@@ -121,7 +121,7 @@ fn render_and_sign_10k_releases(bencher: Bencher) {
             releases: &releases,
             public_key: &key.public,
             next_key: None,
-            openpgp_public_key: None,
+            openpgp: None,
             build_time: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
             sequence: 1_790_000_000,
             expires: None,

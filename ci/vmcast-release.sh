@@ -69,7 +69,7 @@ verify_url=${VMCAST_VERIFY_URL:-}
 pubkey=${VMCAST_PUBKEY:-vmcast.pub}
 
 command -v vmcast-gen >/dev/null \
-  || die "vmcast-gen is not on PATH: cargo install --locked vmcast-gen"
+  || die "vmcast-gen is not on PATH: install it first (the action does, with ci/vmcast-install.sh; or cargo install --locked --path <a checkout of vmcast-gen>)"
 [ -f "$config" ] || die "no site configuration $config (VMCAST_CONFIG) in $PWD"
 [ -n "${VMCAST_SECRET_KEY:-}" ] || [ -n "${VMCAST_PKCS11_PIN:-}" ] \
   || die "VMCAST_SECRET_KEY is not set: pass the secret key file's contents from a CI secret \

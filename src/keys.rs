@@ -94,7 +94,7 @@ pub(crate) fn load_key(
     let key: Box<dyn Signer> = match found.key {
         LockedSecret::File(key) => {
             let key = key.unlock(&mut || password(KeyKind::Minisign))?;
-            same_key(config, &key.public, "the secret key")?;
+            same_key(config, &key.public)?;
             Box::new(key)
         }
         LockedSecret::Token(uri) => Box::new(open_token(
@@ -124,21 +124,41 @@ pub fn open_token(
     let key = pkcs11::TokenKey::open(uri, module, pinned.as_ref().map(|p| p.key_id), &mut || {
         password(KeyKind::TokenPin)
     })?;
-    same_key(config, key.public(), &format!("the key {uri}"))?;
+    same_key_as(config, key.public(), &format!("the key {uri}"))?;
     Ok(key)
 }
 
-/// The config's `public_key`, if it names one.
+/// The config's `public_key`, if it names one; a file that cannot be read
+/// is an error at the line that names it.
 pub(crate) fn public_key(config: &Config) -> Result<Option<PublicKey>> {
-    config
-        .public_key
-        .as_deref()
-        .map(|path| PublicKey::from_file(path, &fsutil::read_to_string(path)?))
-        .transpose()
+    let Some(path) = config.public_key.as_deref() else {
+        return Ok(None);
+    };
+    let text =
+        fsutil::read_to_string(path).map_err(|e| match (e, config.key_lines.public_key) {
+            (Error::Io { source, .. }, Some(at)) => Error::at(
+                &config.path,
+                at,
+                format_args!(
+                    "public_key: cannot read {}: {source}; it is the public key consumers pin \
+                 (vmcast.pub, written by `vmcast-gen keygen`)",
+                    path.display()
+                ),
+            ),
+            (e, _) => e,
+        })?;
+    PublicKey::from_file(path, &text).map(Some)
 }
 
-/// Fails unless `key` is the config's `public_key` (when it names one).
-fn same_key(config: &Config, key: &PublicKey, what: &str) -> Result<()> {
+/// Fails unless the secret key's public half `key` is the config's
+/// `public_key` (when it names one).
+pub(crate) fn same_key(config: &Config, key: &PublicKey) -> Result<()> {
+    same_key_as(config, key, "the secret key")
+}
+
+/// Fails unless `key`, the public half of `what`, is the config's
+/// `public_key` (when it names one).
+fn same_key_as(config: &Config, key: &PublicKey, what: &str) -> Result<()> {
     match (public_key(config)?, &config.public_key) {
         (Some(pinned), Some(path)) if pinned != *key => Err(Error::file(
             path,
@@ -154,7 +174,23 @@ fn same_key(config: &Config, key: &PublicKey, what: &str) -> Result<()> {
     }
 }
 
-/// for minisign.
+/// Refuses `[catalogs] systemd` without an OpenPGP key, pointing at it.
+pub(crate) fn systemd_needs_openpgp(config: &Config, has_key: bool) -> Result<()> {
+    match (config.catalogs.systemd, has_key) {
+        (Some(at), false) => Err(Error::at(
+            &config.path,
+            at,
+            "[catalogs] systemd needs an OpenPGP key to sign each directory's SHA256SUMS.gpg, \
+             which systemd-pull and systemd-sysupdate check: set [catalogs] openpgp_key (make \
+             one with `vmcast-gen keygen --openpgp`) or VMCAST_OPENPGP_KEY",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The OpenPGP key, unlocked: `VMCAST_OPENPGP_KEY`, else the config's
+/// `[catalogs] openpgp_key`, asking for its password as [`load_key`] does
+/// for minisign. A preview signs with a throwaway key instead.
 pub(crate) fn load_openpgp_key(
     config: &Config,
     options: &crate::BuildOptions,
@@ -212,7 +248,11 @@ pub fn locked_key(
             file: None,
         }),
         KeyLocation::File(path) => {
-            let read = read_secret_key(config, &path, &MINISIGN_KEY)?;
+            let named_at = named
+                .is_none()
+                .then_some(config.key_lines.secret_key)
+                .flatten();
+            let read = read_secret_key(config, &path, &MINISIGN_KEY, named_at)?;
             let key = LockedKey::parse(&path, &read.text)?;
             Ok(read.found(key.encrypted, LockedSecret::File(key)))
         }
@@ -231,7 +271,7 @@ pub fn locked_openpgp_key(
             file: named_key_file(path.as_deref()),
         })),
         (None, Some(path)) => {
-            let read = read_secret_key(config, path, &OPENPGP_KEY)?;
+            let read = read_secret_key(config, path, &OPENPGP_KEY, config.key_lines.openpgp_key)?;
             let key = openpgp::LockedKey::parse(path, &read.text)?;
             Ok(Some(read.found(key.encrypted, key)))
         }
@@ -245,19 +285,72 @@ struct SecretKeyFile {
     read: &'static str,
     name: &'static str,
     keygen: &'static str,
+    /// Where `keygen` writes it unless told otherwise.
+    default: &'static str,
+    /// The config's setting that names it.
+    setting: &'static str,
 }
 
 const MINISIGN_KEY: SecretKeyFile = SecretKeyFile {
     read: "cannot read the secret key",
     name: "secret key",
     keygen: "vmcast-gen keygen",
+    default: "vmcast.key",
+    setting: "secret_key",
 };
 
 const OPENPGP_KEY: SecretKeyFile = SecretKeyFile {
     read: "cannot read the OpenPGP secret key",
     name: "OpenPGP secret key",
     keygen: "vmcast-gen keygen --openpgp",
+    default: "openpgp-secret.asc",
+    setting: "[catalogs] openpgp_key",
 };
+
+impl SecretKeyFile {
+    /// The key file at `path` cannot be read: at the config's line that
+    /// names it (`named_at`), if it does; a missing file with the command
+    /// that makes one.
+    fn unreadable(
+        &self,
+        config: &Config,
+        path: &Path,
+        source: std::io::Error,
+        named_at: Option<crate::error::LineCol>,
+    ) -> Error {
+        let keygen = match path == Path::new(self.default) {
+            true => format!("`{}`", self.keygen),
+            false => format!("`{} -s {}`", self.keygen, path.display()),
+        };
+        let fix = match (source.kind(), named_at) {
+            (std::io::ErrorKind::NotFound, Some(_)) => {
+                format!(
+                    "; make one with {keygen}, or point {} at yours",
+                    self.setting
+                )
+            }
+            (std::io::ErrorKind::NotFound, None) => format!("; make one with {keygen}"),
+            _ => String::new(),
+        };
+        match named_at {
+            Some(at) => Error::at(
+                &config.path,
+                at,
+                format_args!(
+                    "{}: {} {}: {source}{fix}",
+                    self.setting,
+                    self.read,
+                    path.display()
+                ),
+            ),
+            None => Error::other(format_args!(
+                "{} {}: {source}{fix}",
+                self.read,
+                path.display()
+            )),
+        }
+    }
+}
 
 /// A secret key file as read, before its layout is checked.
 struct ReadKey<'a> {
@@ -305,10 +398,11 @@ fn read_secret_key<'a>(
     config: &Config,
     path: &Path,
     kind: &'a SecretKeyFile,
+    named_at: Option<crate::error::LineCol>,
 ) -> Result<ReadKey<'a>> {
     let (bytes, meta) =
         fsutil::read_regular(path, true, fsutil::MAX_TEXT_FILE).map_err(|e| match e {
-            Error::Io { path, source, .. } => Error::io(kind.read, path, source),
+            Error::Io { path, source, .. } => kind.unreadable(config, &path, source, named_at),
             other => other,
         })?;
     let text = fsutil::text(path, bytes)?;

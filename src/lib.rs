@@ -41,6 +41,7 @@ pub mod sign;
 pub mod site;
 pub mod sums;
 pub mod supply;
+pub mod sysupdate;
 pub mod trust;
 pub mod units;
 pub mod vocab;

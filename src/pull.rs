@@ -66,6 +66,8 @@ pub struct PullOptions {
     pub dest: PathBuf,
     /// verify's state file (rollback protection); default under `dest`.
     pub state: Option<PathBuf>,
+    /// The site (its signed base_url) the build must be signed for.
+    pub site: Option<url::Url>,
     /// The host's architecture, as the feed names it (`x86_64`, `aarch64`).
     pub arch: String,
     /// Keep this many images that `pull` placed; remove older ones.
@@ -177,6 +179,8 @@ pub fn pull(options: &PullOptions) -> Result<Pulled> {
 }
 
 fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
+    // A usage error creates nothing.
+    let feed = appliance_feed(&options.source, &options.appliance)?;
     let dest = Dir::create(&options.dest)?;
     if options.state.is_none() {
         // Checked here, so that verify reads and replaces only a file of ours.
@@ -190,7 +194,7 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
     // for conditionally (a current host costs two 304s), and later the
     // files of the image chosen.
     let verify = VerifyOptions {
-        source: appliance_feed(&options.source, &options.appliance)?,
+        source: feed,
         scope: site::Scope::Feed,
         pinned: options.pinned.clone(),
         also_trusted: Vec::new(),
@@ -200,7 +204,7 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
         mirrors: false,
         supply: false,
         mirror_sample: Vec::new(),
-        site: None,
+        site: options.site.clone(),
         timeout: options.timeout,
         min_rate: options.min_rate,
         now: options.now,

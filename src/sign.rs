@@ -319,6 +319,15 @@ impl LockedKey {
                     format_args!("secret key is not valid base64: {e}"),
                 )
             })?;
+        if bytes.len() == PUBLIC_KEY_LEN && bytes.starts_with(b"Ed") {
+            return Err(Error::at(
+                path,
+                pos(2),
+                "this is a minisign public key (a .pub file), not the secret key: give the \
+                 secret key that `vmcast-gen keygen` wrote beside it (vmcast.key), and publish \
+                 this one",
+            ));
+        }
         if bytes.len() != SECRET_KEY_LEN {
             return Err(Error::at(
                 path,
@@ -342,6 +351,11 @@ impl LockedKey {
             bytes,
             encrypted,
         })
+    }
+
+    /// Where the key came from: its file, or the variable that held it.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Decrypts the key (asking `password` only when it is encrypted) and

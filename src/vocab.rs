@@ -202,7 +202,7 @@ pub fn read_image(a: &Read) -> Result<Image, String> {
     let name = file_name(get(a, el, "name")?, el, "name")?;
     if *name != *site_path.file_name() {
         return Err(format!(
-            "{el} `name` {name:?} is not the file name of its `path` {site_path}"
+            "{el} name: `{name}` is not the file name of its path `{site_path}`"
         ));
     }
     let format = ImageFormat::parse(get(a, el, "format")?)?;
@@ -377,7 +377,7 @@ pub fn read_supply(element: &str, a: &Read) -> Result<SupplyFile, String> {
     let name = file_name(get(a, element, "name")?, element, "name")?;
     if *name != *site_path.file_name() {
         return Err(format!(
-            "{element} `name` {name:?} is not the file name of its `path` {site_path}"
+            "{element} name: `{name}` is not the file name of its path `{site_path}`"
         ));
     }
     Ok(SupplyFile {

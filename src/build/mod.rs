@@ -21,7 +21,6 @@ use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
 use crate::model::{Release, Sha256};
 use crate::notes;
-use crate::openpgp;
 use crate::par;
 use crate::previous::{self, Previous};
 use crate::render::{self, Site};
@@ -165,6 +164,7 @@ fn run(
     scan_warnings: &mut Vec<Warning>,
 ) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
+    warnings.extend(config.warnings.iter().cloned());
     let mut clock = Clock::of(options, &config)?;
     let threads = options.threads.unwrap_or_else(par::default_threads);
     check_output_dir(&config)?;
@@ -191,7 +191,11 @@ fn run(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, spare)
     });
-    let mut plan = plan?;
+    let mut plan = plan.map_err(|error| {
+        let (mut warned, error) = error.unwarn();
+        scan_warnings.append(&mut warned);
+        error
+    })?;
     if let Some(cache) = &mut cache {
         cache.remember_notes(&plan.notes);
     }
@@ -247,7 +251,7 @@ fn run(
         releases: &releases,
         public_key: keys.minisign.public(),
         next_key: next_key.as_ref(),
-        openpgp_public_key: keys.openpgp_public.as_deref(),
+        openpgp: keys.openpgp.as_ref(),
         build_time: clock.time,
         sequence: clock.sequence,
         expires: clock.expires,
@@ -328,7 +332,7 @@ impl Report {
                 .sum(),
             hash: done.hash,
             key_id: keys.minisign.public().key_id.to_string(),
-            openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
+            openpgp_fingerprint: keys.openpgp.as_ref().map(|k| k.signer.fingerprint()),
             warnings: done.warnings,
             previous: done.previous,
             catalogs: rendered.catalogs.written.clone(),
@@ -380,10 +384,9 @@ struct Keys {
     provenance: Vec<supply::keys::ProvenanceKey>,
     /// Signs the feeds, SHA256SUMS and the catalogs.
     minisign: Box<dyn sign::Signer>,
-    /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set.
-    openpgp: Option<openpgp::Signer>,
-    /// Its public key, armored, published as `openpgp.asc`.
-    openpgp_public: Option<String>,
+    /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set,
+    /// with its public key, published as `openpgp.asc`.
+    openpgp: Option<render::OpenPgp>,
     /// The secret key files, never to be published.
     files: Vec<crate::model::KeyFile>,
 }
@@ -406,12 +409,17 @@ impl Keys {
             files.extend(found.file);
             found.key
         });
-        let openpgp_public = openpgp.as_ref().map(|s| s.public_key()).transpose()?;
+        keys::systemd_needs_openpgp(config, openpgp.is_some())?;
+        let openpgp = openpgp
+            .map(|signer| {
+                let public = signer.public_key()?;
+                Ok::<_, Error>(render::OpenPgp { signer, public })
+            })
+            .transpose()?;
         Ok(Keys {
             provenance,
             minisign: minisign.key,
             openpgp,
-            openpgp_public,
             files,
         })
     }

@@ -78,10 +78,10 @@ pub(super) fn write_site(
     staging.write(media::MANIFEST, rendered.manifest.as_bytes())?;
     staging.write(media::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
     staging.write(media::PUBLIC_KEY, key.public().to_file().as_bytes())?;
-    if let (Some(signer), Some(public)) = (&keys.openpgp, &keys.openpgp_public) {
-        let signed = signer.clearsign(&rendered.manifest, clock.time)?;
+    if let Some(key) = &keys.openpgp {
+        let signed = key.signer.clearsign(&rendered.manifest, clock.time)?;
         staging.write(openpgp::MANIFEST_ASC, signed.as_bytes())?;
-        staging.write(openpgp::PUBLIC_KEY, public.as_bytes())?;
+        staging.write(openpgp::PUBLIC_KEY, key.public.as_bytes())?;
     }
     if let Some(next) = next_key {
         // The current key vouches for the next one: consumers that trust the
@@ -107,9 +107,9 @@ pub(super) fn write_site(
         }
     }
     // Rendered only when there is an OpenPGP key.
-    if let Some(signer) = &keys.openpgp {
+    if let Some(key) = &keys.openpgp {
         for (path, text) in &rendered.catalogs.clearsigned {
-            staging.write(path, signer.clearsign(text, clock.time)?.as_bytes())?;
+            staging.write(path, key.signer.clearsign(text, clock.time)?.as_bytes())?;
         }
     }
     staging.write(render::page::PAGE, rendered.site.page.as_bytes())?;

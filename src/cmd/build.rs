@@ -78,13 +78,11 @@ pub fn build_options(
     Ok(BuildOptions {
         config,
         overrides,
-        secret_key_text: std::env::var("VMCAST_SECRET_KEY")
-            .ok()
-            .filter(|s| !s.is_empty()),
+        secret_key_text: super::env("VMCAST_SECRET_KEY"),
         openpgp_key_text: openpgp_key_text(),
         build_time: source_date_epoch()?,
         threads: None,
-        cache_dir: cache_dir.or_else(|| std::env::var_os("VMCAST_CACHE_DIR").map(Into::into)),
+        cache_dir: cache_dir.or_else(|| super::env_path("VMCAST_CACHE_DIR")),
         default_cache_dir: user_cache_dir(),
         no_cache: false,
         verify_cache: false,
@@ -100,17 +98,13 @@ pub fn build_options(
 /// `VMCAST_PKCS11_MODULE`: the PKCS#11 module of a token whose URI names
 /// none.
 pub fn pkcs11_module() -> Option<PathBuf> {
-    std::env::var_os("VMCAST_PKCS11_MODULE")
-        .filter(|m| !m.is_empty())
-        .map(Into::into)
+    super::env_path("VMCAST_PKCS11_MODULE")
 }
 
 /// `VMCAST_OPENPGP_KEY`: the OpenPGP secret key's text, over the config's
 /// `[catalogs] openpgp_key`.
 pub fn openpgp_key_text() -> Option<String> {
-    std::env::var("VMCAST_OPENPGP_KEY")
-        .ok()
-        .filter(|s| !s.is_empty())
+    super::env("VMCAST_OPENPGP_KEY")
 }
 
 pub fn run(args: BuildArgs) -> Result<bool> {
@@ -273,16 +267,14 @@ fn print_summary(report: &vmcast_gen::Report, elapsed: f64, verbose: bool) {
 
 /// `$XDG_CACHE_HOME/vmcast-gen`, else `~/.cache/vmcast-gen`.
 fn user_cache_dir() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
+    let base = super::env_path("XDG_CACHE_HOME")
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
     Some(base.join("vmcast-gen"))
 }
 
 /// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "now".
 fn source_date_epoch() -> Result<Option<DateTime<Utc>>> {
-    let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") else {
+    let Some(value) = super::env("SOURCE_DATE_EPOCH") else {
         return Ok(None);
     };
     value

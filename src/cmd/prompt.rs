@@ -14,8 +14,10 @@ pub const PKCS11_PIN: &str = "VMCAST_PKCS11_PIN";
 
 /// The password for `what`: the variable `env`, else asked on the
 /// terminal (twice when `confirm`), else `None` when there is no terminal.
+/// An empty variable (a CI secret that is not defined) counts as unset,
+/// not as an empty password.
 pub fn password(what: &str, env: &str, confirm: bool) -> Result<Option<String>> {
-    if let Ok(p) = std::env::var(env) {
+    if let Some(p) = super::env(env) {
         return Ok(Some(p));
     }
     if !std::io::stdin().is_terminal() {
@@ -35,7 +37,7 @@ pub fn password(what: &str, env: &str, confirm: bool) -> Result<Option<String>> 
 /// asked on the terminal. An empty variable (a CI secret that is not
 /// defined) counts as unset: a wrong PIN costs one of the token's tries.
 pub fn pin() -> Result<String> {
-    if let Some(pin) = std::env::var(PKCS11_PIN).ok().filter(|p| !p.is_empty()) {
+    if let Some(pin) = super::env(PKCS11_PIN) {
         return Ok(pin);
     }
     if !std::io::stdin().is_terminal() {

@@ -112,10 +112,13 @@ pub fn run(args: PublishArgs) -> Result<bool> {
             report.uploaded,
             report.skipped,
             report.deleted,
-            if dry {
-                " (dry run: nothing changed)"
-            } else {
-                ""
+            match (dry, report.without_credentials) {
+                (true, true) => {
+                    " (dry run without AWS credentials: the bucket was not looked at, so every \
+                     file is listed as an upload)"
+                }
+                (true, false) => " (dry run: nothing changed)",
+                (false, _) => "",
             }
         );
     }

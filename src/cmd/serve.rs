@@ -91,7 +91,22 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         true => String::new(),
         false => format!(" on {own}"),
     };
-    outln!("Serving {url}{on} (from {}); Ctrl-C to stop", out.display());
+    // A consumer's `verify` against the preview needs the throwaway key,
+    // not the site's own: say so, and where it is.
+    let key = out.join(vmcast_gen::media::PUBLIC_KEY);
+    let key =
+        vmcast_gen::sign::PublicKey::from_file(&key, &vmcast_gen::fsutil::read_to_string(&key)?)?;
+    // In one write (a string that ends with its last line break), so that
+    // a reader that takes the first line and goes has both.
+    let start = format!(
+        "Serving {url}{on} (from {}); signed with a throwaway key, whose public key is \
+         {url}{}; Ctrl-C to stop\n\
+         Verify the preview with: vmcast-gen verify {url} --pubkey-b64 {}\n",
+        out.display(),
+        vmcast_gen::media::PUBLIC_KEY,
+        key.to_base64()
+    );
+    super::term::write_out(format_args!("{start}"));
     let _ = std::io::stdout().flush();
     let root = out.clone();
     let server = std::thread::Builder::new()

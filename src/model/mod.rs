@@ -15,7 +15,9 @@ pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
 };
 pub use names::{Arch, FileName, Line, Name, RelPath, Version, hides_a_separator};
-pub use release::{Appliance, CloudImage, Firmware, Release, ReleaseInfo, Requirements};
+pub use release::{
+    Appliance, CloudImage, Firmware, ImageLayout, Release, ReleaseInfo, Requirements,
+};
 pub use supply::{Format as SupplyFormat, Kind as SupplyKind, Signing, SupplyFile};
 
 /// The largest text file of a site (a feed, the manifest, a key, a

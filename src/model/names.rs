@@ -278,6 +278,12 @@ impl RelPath {
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or_default()
     }
+
+    /// Everything before the last segment: the directory the file is in,
+    /// `None` for a file at the root.
+    pub fn parent(&self) -> Option<&str> {
+        self.0.rsplit_once('/').map(|(dir, _)| dir)
+    }
 }
 
 impl fmt::Display for RelPath {
@@ -334,6 +340,19 @@ impl FileName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Where `version` stands in the name as a whole token (not next to a
+    /// letter or digit), the last place if several: `1.4.0` in
+    /// `webapp-1.4.0.qcow2`, not `1.4` in `webapp-11.4.qcow2`.
+    pub fn version_at(&self, version: &Version) -> Option<std::ops::Range<usize>> {
+        let (name, v) = (self.0.as_str(), version.as_str());
+        let edge = |c: Option<char>| !c.is_some_and(|c| c.is_ascii_alphanumeric());
+        name.rmatch_indices(v)
+            .map(|(at, _)| at..at + v.len())
+            .find(|r| {
+                edge(name[..r.start].chars().next_back()) && edge(name[r.end..].chars().next())
+            })
     }
 }
 
@@ -513,5 +532,22 @@ mod tests {
             err.to_string(),
             "file name `../victim.txt` holds a path separator: it must be one plain name"
         );
+    }
+
+    #[test]
+    fn a_version_stands_in_a_file_name_as_a_whole_token() {
+        let at = |name: &str, v: &str| {
+            FileName::parse(name)
+                .unwrap()
+                .version_at(&Version::parse(v).unwrap())
+        };
+        assert_eq!(at("webapp-1.4.0.qcow2", "1.4.0"), Some(7..12));
+        assert_eq!(at("webapp_1.4.0", "1.4.0"), Some(7..12));
+        assert_eq!(at("1.4.0.raw", "1.4.0"), Some(0..5));
+        assert_eq!(at("webapp-11.4.qcow2", "1.4"), None);
+        assert_eq!(at("webapp-1.4a.qcow2", "1.4"), None);
+        assert_eq!(at("webapp.qcow2", "1.4.0"), None);
+        // The last place: the one before the extensions.
+        assert_eq!(at("app2-2.raw", "2"), Some(5..6));
     }
 }

@@ -115,4 +115,28 @@ pub struct Appliance {
     pub feed_items: Option<usize>,
     /// Base URLs that also serve this appliance's images, over the site's.
     pub mirrors: Option<Vec<url::Url>>,
+    /// Where its images lie in the site, over the site's `image_layout`.
+    pub image_layout: Option<ImageLayout>,
+}
+
+/// Where a release's files lie in the site, under `images/<appliance>/`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageLayout {
+    /// `images/<appliance>/<version>/<file>`: a directory per release, so
+    /// two releases may publish files of the same name.
+    #[default]
+    Versioned,
+    /// `images/<appliance>/<file>`: every version in one directory, as
+    /// systemd-sysupdate reads it; each file name holds its version.
+    Flat,
+}
+
+impl ImageLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageLayout::Versioned => "versioned",
+            ImageLayout::Flat => "flat",
+        }
+    }
 }

@@ -32,6 +32,8 @@ struct SiteCtx {
     manifest_url: String,
     manifest_sig_url: String,
     pubkey_url: String,
+    /// The OpenPGP key as systemd's keyring, with `[catalogs] systemd`.
+    pubring_url: Option<String>,
     public_key: String,
     key_id: String,
     generator: String,
@@ -51,9 +53,27 @@ struct ExampleCtx {
     url: String,
 }
 
+/// An appliance's sysupdate transfer file (`[catalogs] systemd`, flat
+/// layout), shown on the page.
+#[derive(Serialize)]
+struct SysupdateCtx {
+    url: String,
+    text: String,
+    /// The transfer files for its other formats.
+    others: Vec<OtherTransferCtx>,
+}
+
+#[derive(Serialize)]
+struct OtherTransferCtx {
+    format: String,
+    url: String,
+}
+
 #[derive(Serialize)]
 struct ApplianceCtx {
     name: String,
+    /// How systemd-sysupdate keeps a host current, if the site says.
+    sysupdate: Option<SysupdateCtx>,
     title: String,
     description: Option<String>,
     feed_url: String,
@@ -245,6 +265,26 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
 /// The landing page: the releases of the current feeds (`current`), and a
 /// link to each appliance's history page when it has archived releases.
 /// `feeds` are the paths of the feeds and the appliance each covers.
+/// The appliance's transfer files, with `[catalogs] systemd`, when it has
+/// a flat directory.
+fn sysupdate_ctx(site: &Site, appliance: &crate::model::Name) -> Option<SysupdateCtx> {
+    let config = site.config;
+    config.catalogs.systemd?;
+    let plan = super::transfers(site.releases, appliance, &config.base_url);
+    let mut transfers = plan.transfers.into_iter();
+    let first = transfers.next()?;
+    Some(SysupdateCtx {
+        url: config.site_url(&first.path).to_string(),
+        text: first.text(appliance),
+        others: transfers
+            .map(|t| OtherTransferCtx {
+                format: t.format.to_string(),
+                url: config.site_url(&t.path).to_string(),
+            })
+            .collect(),
+    })
+}
+
 pub fn render(
     site: &Site,
     feeds: &[(&str, Option<&crate::model::Name>)],
@@ -268,6 +308,7 @@ pub fn render(
                 let feed = feed_for(name);
                 appliances.push(ApplianceCtx {
                     name: name.to_owned(),
+                    sysupdate: sysupdate_ctx(site, &release.info.appliance),
                     title: meta.title.to_string(),
                     description: meta.description,
                     feed_url: url(feed),
@@ -318,6 +359,10 @@ pub fn render(
         manifest_url: url(crate::media::MANIFEST),
         manifest_sig_url: url(crate::media::MANIFEST_SIG),
         pubkey_url: url(crate::media::PUBLIC_KEY),
+        pubring_url: config
+            .catalogs
+            .systemd
+            .map(|_| url(crate::media::IMPORT_PUBRING)),
         public_key: site.public_key.to_base64(),
         key_id: site.public_key.key_id.to_string(),
         generator: super::generator(),

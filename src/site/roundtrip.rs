@@ -352,7 +352,7 @@ fn render(config: &Config, releases: &[Release]) -> Vec<u8> {
         releases,
         public_key: &key.public,
         next_key: None,
-        openpgp_public_key: None,
+        openpgp: None,
         build_time: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
         sequence: 1_790_000_000,
         expires: None,

@@ -218,6 +218,28 @@ pub static SYSTEMD_ANALYZE: Tool = Tool::new(
     "command -v systemd-analyze",
     "systemd-analyze (Debian package systemd) is not installed",
 );
+/// Debian 12's systemd-pull (systemd 252); see systemd_tools.rs.
+pub static SYSTEMD_PULL: Tool = Tool::new(
+    "test -x /lib/systemd/systemd-pull",
+    "/lib/systemd/systemd-pull (Debian package systemd-container) is not installed",
+);
+/// Debian 13's systemd-sysupdate and systemd-pull (systemd 257), as
+/// .ci/install-sysupdate.sh installs them (the default root is
+/// systemd_tools::TRIXIE_ROOT_DEFAULT), and the host paths the tests mount
+/// them over.
+pub static SYSUPDATE: Tool = Tool::new(
+    "r=\"${VMCAST_TRIXIE_ROOT:-/opt/vmcast-ci/trixie}\" && \"$r/systemd-sysupdate\" --version \
+     && \"$r/systemd-pull-257\" --version && test -e /usr/lib/systemd/systemd-pull \
+     && test -e /usr/lib/systemd/import-pubring.gpg",
+    "trixie's systemd-sysupdate (.ci/install-sysupdate.sh, into $VMCAST_TRIXIE_ROOT or \
+     /opt/vmcast-ci/trixie) is not installed",
+);
+/// A private mount namespace, in which systemd's tools get the test's
+/// keyring: util-linux unshare, run as root.
+pub static UNSHARE: Tool = Tool::new(
+    "unshare -m --propagation private true",
+    "unshare -m cannot make a mount namespace here (util-linux; needs root)",
+);
 pub static FEEDPARSER: Tool = Tool::new(
     "python3 -c 'import feedparser'",
     "python feedparser is not installed",

@@ -397,7 +397,7 @@ fn secret_key_in_the_release_tree_is_never_published() {
             refused("webapp-1.0.0-disk.raw", "releases/vmcast.key")
         ),
     );
-    let check = fixture.run(&["check", "--images"], &[]);
+    let check = fixture.run(&["check"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(
         stderr(&check),

@@ -55,6 +55,8 @@ mod sequence;
 mod serve;
 mod simplestreams;
 mod supply;
+mod systemd;
+mod systemd_tools;
 mod vagrant;
 mod verify;
 mod virt_builder;
@@ -99,6 +101,7 @@ fn main() {
         serve::tests(),
         simplestreams::tests(),
         supply::tests(),
+        systemd::tests(),
         vagrant::tests(),
         verify::tests(),
         virt_builder::tests(),

@@ -29,9 +29,12 @@ tests! {
     a_record_entry_naming_a_path_outside_dest_is_refused;
     the_rate_window_follows_a_timeout_shorter_than_30_s;
     exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart;
+    the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify;
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
+    the_systemd_example_says_how_its_binary_gets_there;
     a_current_host_polls_with_two_requests_and_no_body;
     a_304_does_not_make_an_expired_build_fresh;
+    a_signed_feed_cannot_name_a_file_outside_dest;
 }
 
 /// A static file server for one test (the pkcs11 tests' too): GET with
@@ -93,7 +96,7 @@ impl Files {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 
@@ -910,6 +913,75 @@ fn exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart() {
     assert!(s.dest.join("webapp-1.1.0.raw").is_file());
 }
 
+/// As verify does, pull takes the pinned key as its base64 line, and
+/// --site refuses a build signed for another site, even by the pinned key.
+fn the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify() {
+    let s = served();
+    let key = fs::read_to_string(s.fixture.path("../known-answer/kat.pub")).unwrap();
+    let b64 = key.lines().nth(1).unwrap();
+    let dest = s.dest.to_str().unwrap();
+    let pull = |site: &str| {
+        s.fixture.run(
+            &[
+                "pull",
+                &s.base,
+                "--pubkey-b64",
+                b64,
+                "--site",
+                site,
+                "--appliance",
+                "webapp",
+                "--dest",
+                dest,
+                "--arch",
+                "x86_64",
+            ],
+            &[],
+        )
+    };
+    let out = pull("https://downloads.example.org/appliances/");
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("https://downloads.example.org/appliances/"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.dest.join("webapp-1.1.0.raw").exists());
+    let out = pull(&s.base);
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with("updated: webapp 1.1.0"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// ExecStart runs /usr/local/bin/vmcast-gen, where `cargo install` does
+/// not put it: the example's comments say how it gets there, with the path
+/// ExecStart names.
+fn the_systemd_example_says_how_its_binary_gets_there() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let service = fs::read_to_string(examples.join("vmcast-pull.service")).unwrap();
+    let binary = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let comments: Vec<&str> = service.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        comments
+            .iter()
+            .any(|l| l.contains("cargo install --locked --path .")),
+        "{comments:#?}"
+    );
+    assert!(
+        comments
+            .iter()
+            .any(|l| l.contains("install -m 0755 ~/.cargo/bin/vmcast-gen") && l.ends_with(binary)),
+        "no comment puts the binary at {binary}: {comments:#?}"
+    );
+}
+
 /// The systemd example as shipped, checked by systemd itself: every setting
 /// known and valid for its unit type. (`systemd-analyze verify` also wants
 /// ExecStart's binary to exist: the copy names the one just built.) The
@@ -1064,4 +1136,59 @@ fn a_304_does_not_make_an_expired_build_fresh() {
     assert!(stderr(&late).contains("expired at"), "{}", stderr(&late));
     let (_, sent) = since(&server, mark);
     assert_eq!(sent, [(304, 0), (304, 0)]);
+}
+
+/// A feed signed with the publisher's key (a stolen key, a compromised
+/// build) names the image `../escape.raw`, an absolute path, one of pull's
+/// own files, or another name than its path's: the feed is refused as it
+/// is read, by pull and by verify, and nothing is written anywhere.
+fn a_signed_feed_cannot_name_a_file_outside_dest() {
+    for (name, why) in [
+        ("../escape.raw", "holds a path separator"),
+        ("/tmp/escape.raw", "holds a path separator"),
+        (".vmcast-pull.json", "hidden names are the tools' own"),
+        ("other.raw", "is not the file name of its path"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let served = tmp.path().join("served");
+        let server = Files::start(served.clone());
+        let base = server.url();
+        let fixture = site_for(&base, "1790000000");
+        crate::verify::forge_feed(
+            &fixture,
+            "public",
+            "name=\"webapp-1.1.0.raw\"",
+            &format!("name=\"{name}\""),
+        );
+        crate::common::copy_tree(&fixture.path("public"), &served);
+        let dest = tmp.path().join("box/dest");
+        let out = pull(&fixture, &base, &dest, &[]);
+        assert_eq!(out.status.code(), Some(10), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("vmcast:image name"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(why), "{name}: {}", stderr(&out));
+        // Only pull's own state beside nothing else: no image, no escape.
+        assert!(!tmp.path().join("box/escape.raw").exists());
+        assert!(!Path::new("/tmp/escape.raw").exists());
+        let placed: Vec<_> = fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert!(placed.is_empty(), "{name}: {placed:?}");
+        let verified = fixture.run(
+            &["verify", "public", "--pubkey", "../known-answer/kat.pub"],
+            &[],
+        );
+        assert_eq!(verified.status.code(), Some(1), "{name}");
+        assert!(
+            stderr(&verified).contains("vmcast:image name"),
+            "{}",
+            stderr(&verified)
+        );
+        drop(server);
+    }
 }

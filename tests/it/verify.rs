@@ -390,8 +390,9 @@ fn signature_from_another_key() {
     assert_rejected(
         &verify(&fixture, &[]),
         &[&format!(
-            "feed.xml: signed by key {}, not the pinned key 9846815B1BF4E0B5; \
-             pass --state to accept keys announced by the pinned key",
+            "feed.xml: signed by key {}, not the pinned key 9846815B1BF4E0B5; nothing you \
+             trust announced it (a `vmcast-gen serve` preview is signed with a throwaway key: \
+             verify it against the preview's own vmcast.pub)",
             other.public.key_id
         )],
     );
