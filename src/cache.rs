@@ -142,6 +142,8 @@ pub struct HashCache {
     current: bool,
     /// The file's text as this build last wrote it.
     written: Option<String>,
+    /// The file's size as loaded or last written.
+    size: u64,
 }
 
 /// The state of the running program's executable, which what it renders
@@ -174,6 +176,7 @@ impl HashCache {
                     program,
                     current: false,
                     written: None,
+                    size: 0,
                 },
                 warning,
             )
@@ -183,9 +186,12 @@ impl HashCache {
         }
         let parsed = fsutil::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str::<CacheFile>(&text).map_err(|e| e.to_string()));
+            .and_then(|text| match serde_json::from_str::<CacheFile>(&text) {
+                Ok(file) => Ok((file, text.len() as u64)),
+                Err(e) => Err(e.to_string()),
+            });
         match parsed {
-            Ok(file) if file.format == CACHE_FORMAT || file.format == CACHE_FORMAT_3 => {
+            Ok((file, size)) if file.format == CACHE_FORMAT || file.format == CACHE_FORMAT_3 => {
                 let ours = program.is_some() && file.program == program;
                 let current = ours && file.format == CACHE_FORMAT;
                 let old = Record {
@@ -200,10 +206,11 @@ impl HashCache {
                     program,
                     current,
                     written: None,
+                    size,
                 };
                 (cache, None)
             }
-            Ok(file) => empty(Some(Warning::file(
+            Ok((file, _)) => empty(Some(Warning::file(
                 path,
                 format_args!(
                     "hash cache of unknown format {:?}; ignored, every image is hashed",
@@ -332,6 +339,12 @@ impl HashCache {
         }
     }
 
+    /// The size of the cache file, as loaded or last written: about what
+    /// saving it costs.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Writes what this build recorded (only that: the file never grows
     /// with images long gone), atomically, unless the file holds it
     /// already.
@@ -358,6 +371,7 @@ impl HashCache {
         }
         fsutil::write_new_file(&self.path, text.as_bytes(), 0o644, true)?;
         self.current = false;
+        self.size = text.len() as u64;
         self.written = Some(text);
         Ok(())
     }

@@ -62,9 +62,14 @@ pub(super) fn hash_images(
     };
     let hashed = digest_all(&requests, &mut shortcuts, threads, progress)?;
     let mut cache = shortcuts.cache.take();
-    // Keep what was read even if a later stage fails; the full record is
-    // saved once the new output is in place.
-    if let Some(cache) = cache.as_mut().filter(|_| hashed.stats.hashed_files > 0) {
+    // Keep what was read even if a later stage fails, when it is more than
+    // saving the cache twice writes (one new release on a site of
+    // thousands reads less), and the digests `--verify-cache` corrected:
+    // the full record is saved once the new output is in place.
+    if let Some(cache) = cache
+        .as_mut()
+        .filter(|c| hashed.stats.hashed_bytes > c.size() || !hashed.mismatches.is_empty())
+    {
         cache.save()?;
     }
     warnings.extend(hashed.warnings);
