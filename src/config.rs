@@ -60,6 +60,7 @@ struct RawConfig {
     provenance_keys: Vec<PathBuf>,
     #[serde(default)]
     catalogs: RawCatalogs,
+    zsync: Option<bool>,
 }
 
 /// `[catalogs]`: the catalogs other clients read, and their signing.
@@ -174,6 +175,9 @@ pub struct Config {
     /// provenance signatures are verified against.
     pub provenance_keys: Vec<PathBuf>,
     pub catalogs: Catalogs,
+    /// A zsync control file beside each uncompressed image, for delta
+    /// downloads (`pull` and the stock `zsync` client).
+    pub zsync: bool,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -183,6 +187,13 @@ pub struct Config {
 pub const DEFAULT_FEED_ITEMS: usize = 20;
 
 impl Config {
+    /// Whether the build makes zsync control files: `zsync` says so, and
+    /// the images are placed in the output, where each control file must
+    /// lie beside its image.
+    pub fn makes_zsync(&self) -> bool {
+        self.zsync && self.image_mode != ImageMode::None
+    }
+
     /// The metadata of an appliance, defaulting its title to its name.
     pub fn appliance(&self, name: &Name) -> Appliance {
         self.appliances.get(name).cloned().unwrap_or(Appliance {
@@ -365,6 +376,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             simplestreams: raw.catalogs.simplestreams,
             openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
         },
+        zsync: raw.zsync.unwrap_or(true),
     })
 }
 

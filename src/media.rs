@@ -41,6 +41,10 @@ pub fn cache_control(path: &str) -> &'static str {
     }
 }
 
+/// What a zsync control file is named: its image's name and this. It lies
+/// beside its image (`images/...`), so it never changes either.
+pub const ZSYNC_SUFFIX: &str = ".zsync";
+
 /// What `vmcast-gen hash` writes beside an image: `<image>.vmcast-hash`.
 /// The scan never takes one for an image.
 pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";
@@ -59,6 +63,7 @@ const BY_EXTENSION: &[(&str, &str)] = &[
     ("zst", "application/zstd"),
     ("ova", "application/ovf"),
     ("iso", "application/x-iso9660-image"),
+    ("zsync", "application/x-zsync"),
 ];
 
 /// Files of the site known by their whole name.

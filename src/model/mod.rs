@@ -12,6 +12,7 @@ mod supply;
 pub use digest::{Combined, Digested, FileDigest, FileId, Sha256, Sha512};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
+    ZsyncFile,
 };
 pub use names::{FileName, Name, RelPath, Version};
 pub use release::{Appliance, Firmware, Release, ReleaseInfo, Requirements};

@@ -163,7 +163,7 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
     })
 }
 
-/// `SHA256SUMS` of the site: every image, box and supply-chain file of its
+/// `SHA256SUMS` of the site: every image, box, control file and supply-chain file of its
 /// releases, the OpenPGP public key, and `files`, the text files rendered
 /// besides them (feeds, catalogs) with their digests.
 pub fn manifest<'a>(
@@ -171,11 +171,13 @@ pub fn manifest<'a>(
     files: impl Iterator<Item = (&'a str, Sha256)>,
 ) -> Result<String> {
     let images = site.releases.iter().flat_map(|r| &r.images).flat_map(|i| {
-        std::iter::once((i.source.site_path.as_str(), i.digest.sha256)).chain(
-            i.vagrant_box
-                .as_ref()
-                .map(|b| (b.path.as_str(), b.digest.sha256)),
-        )
+        std::iter::once((i.source.site_path.as_str(), i.digest.sha256))
+            .chain(
+                i.vagrant_box
+                    .as_ref()
+                    .map(|b| (b.path.as_str(), b.digest.sha256)),
+            )
+            .chain(i.zsync.as_ref().map(|z| (z.path.as_str(), z.digest.sha256)))
     });
     let supply = site
         .releases

@@ -160,7 +160,8 @@ fn unknown_key_in_config() {
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
          `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
-         `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`\n",
+         `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`, \
+         `zsync`\n",
     );
 }
 

@@ -269,7 +269,9 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
         uploads(&out),
         [
             "images/webapp/1.0.0/webapp-1.0.0.raw",
+            "images/webapp/1.0.0/webapp-1.0.0.raw.zsync",
             "images/webapp/1.1.0/webapp-1.1.0.raw",
+            "images/webapp/1.1.0/webapp-1.1.0.raw.zsync",
             ".nojekyll",
             "index.html",
             "vmcast.pub",
@@ -321,7 +323,7 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
     let again = publish(&fixture, moto.port, bucket, &[], &[]);
     assert_success(&again);
     assert!(
-        stdout(&again).ends_with("0 uploaded, 9 unchanged, 0 deleted\n"),
+        stdout(&again).ends_with("0 uploaded, 11 unchanged, 0 deleted\n"),
         "{}",
         stdout(&again)
     );
@@ -335,7 +337,8 @@ fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
     let old_feed = fs::read(fixture.path("public/feed.xml")).unwrap();
 
-    // A new release, and a store that refuses every upload after the first.
+    // A new release, and a store that refuses every upload after the first
+    // two: its image and the image's control file.
     let dir = fixture.path("releases/webapp/1.2.0");
     fs::create_dir_all(&dir).unwrap();
     fs::write(
@@ -345,7 +348,7 @@ fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     .unwrap();
     fs::write(dir.join("webapp-1.2.0.raw"), vec![7u8; 5000]).unwrap();
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
-    let proxy = refusing_proxy(moto.port, Refuse::PutsAfter(1));
+    let proxy = refusing_proxy(moto.port, Refuse::PutsAfter(2));
     let out = publish(&fixture, proxy, bucket, &[], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
