@@ -32,63 +32,102 @@ tests! {
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
 }
 
-/// A static file server for one test: GET with single byte ranges, a log
-/// of request lines, and knobs for what image responses do.
-struct Files {
+/// A static file server for one test: GET with byte ranges (several in
+/// one request answered as `multipart/byteranges`, as nginx does), a log
+/// of request lines and of the body bytes sent, and knobs for what image
+/// responses do.
+pub(crate) struct Files {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
-    knobs: Arc<Knobs>,
+    /// Body bytes sent for paths under /images/.
+    sent: Arc<AtomicU64>,
+    pub(crate) knobs: Arc<Knobs>,
 }
 
 /// What the server does with image responses.
 #[derive(Default)]
-struct Knobs {
+pub(crate) struct Knobs {
     /// The next image response stops after this many bytes and the
     /// connection closes (0: no cut).
-    cut: AtomicU64,
+    pub(crate) cut: AtomicU64,
     /// Answer a Range request with the whole file (200), as Python's
     /// http.server does.
-    ignore_range: AtomicBool,
+    pub(crate) ignore_range: AtomicBool,
+    /// Answer only the first of several ranges, as S3 does.
+    pub(crate) single_range: AtomicBool,
+    /// Requests for byte ranges answered before the server closes every
+    /// further one unanswered (0: no end).
+    pub(crate) ranges_until: AtomicU64,
+    /// Requests for byte ranges seen.
+    ranged: AtomicU64,
     /// Send image bodies one byte every 100 ms.
-    trickle: AtomicBool,
+    pub(crate) trickle: AtomicBool,
 }
 
 impl Files {
-    fn start(root: PathBuf) -> Files {
+    pub(crate) fn start(root: PathBuf) -> Files {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(AtomicU64::new(0));
         let knobs = Arc::new(Knobs::default());
-        let (l, k) = (Arc::clone(&log), Arc::clone(&knobs));
+        let (l, b, k) = (Arc::clone(&log), Arc::clone(&sent), Arc::clone(&knobs));
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (root, l, k) = (root.clone(), Arc::clone(&l), Arc::clone(&k));
-                        std::thread::spawn(move || answer(stream, &root, &l, &k, deadline));
+                        let (root, l, b, k) =
+                            (root.clone(), Arc::clone(&l), Arc::clone(&b), Arc::clone(&k));
+                        std::thread::spawn(move || answer(stream, &root, (&l, &b), &k, deadline));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Files { port, log, knobs }
+        Files {
+            port,
+            log,
+            sent,
+            knobs,
+        }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+
+    /// Body bytes sent for images and their control files so far.
+    pub(crate) fn image_bytes(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+/// A `Range: bytes=` value as `[start, end)` ranges of a file of `len`
+/// bytes; `None` for anything but plain byte ranges within it.
+fn ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
+    spec.split(',')
+        .map(|r| {
+            let (a, b) = r.trim().split_once('-')?;
+            let start: u64 = a.parse().ok()?;
+            let end = match b {
+                "" => len,
+                b => b.parse::<u64>().ok()? + 1,
+            };
+            (start < end && end <= len).then_some((start, end))
+        })
+        .collect()
 }
 
 fn answer(
     mut stream: TcpStream,
     root: &Path,
-    log: &Mutex<Vec<String>>,
+    (log, sent): (&Mutex<Vec<String>>, &AtomicU64),
     knobs: &Knobs,
     deadline: Instant,
 ) {
@@ -101,19 +140,22 @@ fn answer(
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    let mut range = None;
+    let mut spec = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
             break;
         }
         if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
-            range = v.trim().trim_end_matches('-').parse::<u64>().ok();
+            spec = Some(v.trim().to_owned());
         }
     }
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    log.lock().unwrap().push(match range {
-        Some(r) => format!("GET {target} from {r}"),
+    log.lock().unwrap().push(match &spec {
+        Some(r) if r.ends_with('-') && !r.contains(',') => {
+            format!("GET {target} from {}", r.trim_end_matches('-'))
+        }
+        Some(r) => format!("GET {target} ranges {r}"),
         None => format!("GET {target}"),
     });
     let Ok(data) = fs::read(root.join(target.trim_start_matches('/'))) else {
@@ -122,24 +164,59 @@ fn answer(
         return;
     };
     let image = target.contains("/images/");
+    let len = data.len() as u64;
+    let mut asked = spec.and_then(|s| ranges(&s, len));
     if image && knobs.ignore_range.load(Ordering::SeqCst) {
-        range = None;
+        asked = None;
     }
-    let start = range.unwrap_or(0).min(data.len() as u64) as usize;
-    let head = match range {
-        Some(_) => format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            data.len() - 1,
-            data.len(),
-            data.len() - start
+    if knobs.single_range.load(Ordering::SeqCst) {
+        asked = asked.map(|mut r| {
+            r.truncate(1);
+            r
+        });
+    }
+    const BOUNDARY: &str = "00000000000000000001";
+    let (head, body): (String, Vec<u8>) = match asked.as_deref() {
+        None => (
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"),
+            data,
         ),
-        None => format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            data.len()
+        Some([(a, b)]) => (
+            format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                b - 1,
+                b - a
+            ),
+            data[*a as usize..*b as usize].to_vec(),
         ),
+        Some(many) => {
+            let mut body = Vec::new();
+            for (a, b) in many {
+                body.extend_from_slice(
+                    format!(
+                        "\r\n--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {a}-{}/{len}\r\n\r\n",
+                        b - 1
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(&data[*a as usize..*b as usize]);
+            }
+            body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+            (
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Type: multipart/byteranges; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                ),
+                body,
+            )
+        }
     };
     let _ = stream.write_all(head.as_bytes());
-    let mut body = &data[start..];
+    let until = knobs.ranges_until.load(Ordering::SeqCst);
+    if asked.is_some() && until > 0 && knobs.ranged.fetch_add(1, Ordering::SeqCst) >= until {
+        return;
+    }
+    let mut body = &body[..];
     if image {
         let limit = knobs.cut.swap(0, Ordering::SeqCst);
         if limit > 0 {
@@ -150,12 +227,15 @@ fn answer(
                 if Instant::now() > deadline || stream.write_all(&[*byte]).is_err() {
                     return;
                 }
+                sent.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(100));
             }
             return;
         }
     }
-    let _ = stream.write_all(body);
+    if stream.write_all(body).is_ok() && image {
+        sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+    }
 }
 
 /// A site built for `base` from ok-minimal, with bigger images so that a
@@ -205,9 +285,12 @@ fn add_release(fixture: &Fixture, version: &str, epoch: &str) {
         format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
     )
     .unwrap();
+    // Each version its own bytes (1.2.0's are 0x33), none of another's:
+    // no delta download here.
+    let minor = version.split('.').nth(1).unwrap().parse::<u8>().unwrap();
     fs::write(
         dir.join(format!("webapp-{version}.raw")),
-        vec![0x33u8; 200_000],
+        vec![0x31 + minor; 200_000],
     )
     .unwrap();
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
