@@ -254,35 +254,33 @@ impl<'a> Finder<'a> {
             return Ok(None);
         }
         let from = self.keys.partition_point(|(k, _)| *k < key);
-        let candidates: Vec<usize> = self.keys[from..]
+        let (first, second) = (window.at(0), window.at(1));
+        let (size, blocks) = (window.block, self.known.len());
+        let mut whole: Option<[sums::Md4; LANES]> = None;
+        let mut digest = |j: usize, lane: usize, bytes: &[u8]| match p.block(j as u64).1 {
+            len if len == size => whole.get_or_insert_with(|| sums::md4(&[first, second]))[lane],
+            _ => self.digest(j, bytes),
+        };
+        // Many blocks may have this key (zeros after zeros): the first that
+        // matches takes the others with its sums along.
+        let matched = self.keys[from..]
             .iter()
             .take_while(|(k, _)| *k == key)
             .map(|&(_, i)| i as usize)
-            .collect();
-        let (first, second) = (window.at(0), window.at(1));
-        let size = window.block;
-        let mut whole: Option<[sums::Md4; LANES]> = None;
-        for i in candidates {
-            let pair = p.seq_matches == 2 && i + 1 < self.known.len();
-            let mut digest = |j: usize, lane: usize, bytes: &[u8]| match p.block(j as u64).1 {
-                len if len == size => {
-                    whole.get_or_insert_with(|| sums::md4(&[first, second]))[lane]
-                }
-                _ => self.digest(j, bytes),
-            };
-            if !self.control.strong_is(i, &digest(i, 0, first))
-                || (pair && !self.control.strong_is(i + 1, &digest(i + 1, 1, second)))
-            {
-                continue;
-            }
-            self.take(i, first, found)?;
-            if pair {
-                self.take(i + 1, second, found)?;
-                return Ok(Some((i + 2, 2)));
-            }
-            return Ok(Some((i + 1, 1)));
+            .find(|&i| {
+                let pair = p.seq_matches == 2 && i + 1 < blocks;
+                self.control.strong_is(i, &digest(i, 0, first))
+                    && (!pair || self.control.strong_is(i + 1, &digest(i + 1, 1, second)))
+            });
+        let Some(i) = matched else {
+            return Ok(None);
+        };
+        self.take(i, first, found)?;
+        if p.seq_matches == 2 && i + 1 < blocks {
+            self.take(i + 1, second, found)?;
+            return Ok(Some((i + 2, 2)));
         }
-        Ok(None)
+        Ok(Some((i + 1, 1)))
     }
 
     /// The MD4 of `bytes` as block `i`.
@@ -311,6 +309,10 @@ impl<'a> Finder<'a> {
         bytes: &[u8],
         found: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), ScanError<E>> {
+        // A ring is known whole or not at all.
+        if self.known[i] {
+            return Ok(());
+        }
         let mut j = i;
         loop {
             if !self.known[j] {
