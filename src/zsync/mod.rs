@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 pub mod find;
 pub mod make;
-mod sums;
+pub mod sums;
 
 pub use find::Finder;
 pub use make::{Job, Maker};
