@@ -13,7 +13,7 @@ use vmcast_gen::model::{
     Version,
 };
 use vmcast_gen::render::Site;
-use vmcast_gen::sign::{KeyId, SecretKey};
+use vmcast_gen::sign::{KeyId, SecretKey, Signer};
 
 fn main() {
     divan::main();
@@ -53,7 +53,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                             name: vmcast_gen::model::FileName::parse(&name).unwrap(),
                             format: ImageFormat::from_extension(ext).unwrap(),
                             compression: None,
-                            arch: Some("x86_64".into()),
+                            arch: Some(vmcast_gen::model::Arch::parse("x86_64").unwrap()),
                             primary: k == 0,
                             site_path,
                             size_hint: 1 << 30,
@@ -88,7 +88,8 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                     notes_path: PathBuf::from("release.toml"),
                     appliance: appliance.clone(),
                     version,
-                    title: format!("App 1.{i}.0"),
+                    title: vmcast_gen::model::Line::parse(&format!("App 1.{i}.0"), "title")
+                        .unwrap(),
                     date: Utc
                         .timestamp_opt(1_700_000_000 + i as i64 * 3600, 0)
                         .unwrap(),
@@ -121,7 +122,7 @@ fn render_and_sign_10k_releases(bencher: Bencher) {
             releases: &releases,
             public_key: &key.public,
             next_key: None,
-            openpgp_public_key: None,
+            openpgp: None,
             build_time: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
             sequence: 1_790_000_000,
             expires: None,

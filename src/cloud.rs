@@ -109,16 +109,6 @@ impl fmt::Display for Provider {
     }
 }
 
-/// An image in a cloud provider's catalog, checked by
-/// [`Provider::check_region`] and [`Provider::canonical_id`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloudImage {
-    pub provider: Provider,
-    pub region: Option<String>,
-    pub id: String,
-    pub arch: Option<String>,
-}
-
 fn lower_hex(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

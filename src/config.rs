@@ -8,9 +8,11 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-use crate::error::{Error, Result, toml_error};
+use crate::error::{Error, LineCol, Result, toml_error};
 use crate::fsutil;
-use crate::model::{Appliance, ImageFormat, Name};
+use crate::model::{Appliance, ImageFormat, ImageLayout, Line, Name, hides_a_separator};
+use crate::pkcs11;
+use crate::warning::Warning;
 
 /// The config file's name when none is given.
 pub const DEFAULT_CONFIG: &str = "vmcast.toml";
@@ -29,6 +31,43 @@ pub fn find(start: &Path) -> Result<PathBuf> {
     })
 }
 
+/// When `dir`, given where a built site is wanted (`verify .`), holds no
+/// built site: the error that says so, naming the output directory to use
+/// instead when `dir` is a site's source (it holds a vmcast.toml).
+pub fn not_a_built_site(dir: &Path) -> Option<Error> {
+    if !dir.is_dir() || dir.join(crate::media::FEED).exists() {
+        return None;
+    }
+    let config = dir.join(DEFAULT_CONFIG);
+    if !config.is_file() {
+        return Some(Error::file(
+            dir,
+            format_args!(
+                "holds no {}: it is not a site built by vmcast-gen",
+                crate::media::FEED
+            ),
+        ));
+    }
+    let output = match load(&config, &Overrides::default()) {
+        Ok(config) => {
+            let output = &config.output_dir;
+            output
+                .strip_prefix(".")
+                .unwrap_or(output)
+                .display()
+                .to_string()
+        }
+        Err(_) => format!("output_dir in {}", config.display()),
+    };
+    Some(Error::file(
+        dir,
+        format_args!(
+            "is a site's source (it holds {DEFAULT_CONFIG}), not a built site: verify its output \
+             directory, {output}, after `vmcast-gen build`"
+        ),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -41,8 +80,10 @@ struct RawConfig {
     images_dir: Option<PathBuf>,
     output_dir: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
-    secret_key: Option<PathBuf>,
+    secret_key: Option<Spanned<String>>,
+    public_key: Option<Spanned<PathBuf>>,
     image_mode: Option<ImageMode>,
+    image_layout: Option<ImageLayout>,
     appliance: Option<Spanned<String>>,
     format_preference: Option<Spanned<Vec<String>>>,
     expires_after: Option<Spanned<String>>,
@@ -75,7 +116,8 @@ struct RawCatalogs {
     simplestreams: bool,
     #[serde(default)]
     vagrant: bool,
-    openpgp_key: Option<PathBuf>,
+    systemd: Option<Spanned<bool>>,
+    openpgp_key: Option<Spanned<PathBuf>>,
 }
 
 /// `[catalogs]`: the catalogs written besides the RSS feeds, each for the
@@ -94,6 +136,12 @@ pub struct Catalogs {
     /// `vagrant/<appliance>.json` box catalogs, and a libvirt box of each
     /// plain qcow2 image.
     pub vagrant: bool,
+    /// For systemd-pull and systemd-sysupdate: `SHA256SUMS` and its
+    /// detached OpenPGP signature `SHA256SUMS.gpg` in every directory of
+    /// images, the key as `import-pubring.gpg`, and a sysupdate transfer
+    /// file per appliance of the flat layout. Where `systemd = true` is in
+    /// the config, to point at when no OpenPGP key signs.
+    pub systemd: Option<LineCol>,
     /// The OpenPGP secret key (ASCII-armored) that clearsigns
     /// `SHA256SUMS.asc` and the catalogs whose clients check only OpenPGP.
     pub openpgp_key: Option<PathBuf>,
@@ -102,10 +150,11 @@ pub struct Catalogs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAppliance {
-    title: Option<String>,
+    title: Option<Spanned<String>>,
     description: Option<String>,
     feed_items: Option<Spanned<i64>>,
     mirrors: Option<Vec<Spanned<String>>>,
+    image_layout: Option<ImageLayout>,
 }
 
 /// How images reach the output directory.
@@ -118,6 +167,39 @@ pub enum ImageMode {
     Link,
     /// Not placed in the output; served from `download_base_url`.
     None,
+}
+
+/// Where the minisign secret key is: `secret_key`, or `--secret-key`.
+#[derive(Debug, Clone)]
+pub enum KeyLocation {
+    /// A key file.
+    File(PathBuf),
+    /// A key on a PKCS#11 token, named by a `pkcs11:` URI.
+    Token(Box<pkcs11::Uri>),
+}
+
+impl KeyLocation {
+    /// `--secret-key`: a `pkcs11:` URI, else a path as given.
+    pub fn named(value: &Path) -> Result<Self> {
+        match value.to_str().filter(|text| pkcs11::Uri::is_uri(text)) {
+            Some(text) => pkcs11::Uri::parse(text)
+                .map(|uri| KeyLocation::Token(Box::new(uri)))
+                .map_err(|reason| Error::Usage {
+                    option: "--secret-key",
+                    value: pkcs11::shown(text),
+                    reason,
+                }),
+            None => Ok(KeyLocation::File(value.to_path_buf())),
+        }
+    }
+
+    /// `secret_key`: a `pkcs11:` URI, else a path resolved against `root`.
+    fn parse(text: &str, root: &Path) -> Result<Self, String> {
+        match pkcs11::Uri::is_uri(text) {
+            true => pkcs11::Uri::parse(text).map(|uri| KeyLocation::Token(Box::new(uri))),
+            false => Ok(KeyLocation::File(root.join(text))),
+        }
+    }
 }
 
 /// Command-line settings that take precedence over the file.
@@ -146,8 +228,13 @@ pub struct Config {
     pub images_dir: Option<PathBuf>,
     pub output_dir: PathBuf,
     pub templates_dir: PathBuf,
-    pub secret_key: Option<PathBuf>,
+    pub secret_key: Option<KeyLocation>,
+    /// The minisign public key of the signing key: a secret key whose
+    /// public half differs is refused, and a token's key takes its key id.
+    pub public_key: Option<PathBuf>,
     pub image_mode: ImageMode,
+    /// Where images lie in the site, unless an appliance says otherwise.
+    pub image_layout: ImageLayout,
     pub default_appliance: Option<Name>,
     pub format_preference: Vec<ImageFormat>,
     /// How long a build stays valid; consumers refuse it afterwards.
@@ -178,6 +265,19 @@ pub struct Config {
     /// A zsync control file beside each uncompressed image, for delta
     /// downloads (`pull` and the stock `zsync` client).
     pub zsync: bool,
+    /// What the file says that is allowed but likely a mistake.
+    pub warnings: Vec<Warning>,
+    /// Where the file names each key, for errors about the key.
+    pub key_lines: KeyLines,
+}
+
+/// Where the config file names its keys: an error about a key file it
+/// names points at the line that names it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyLines {
+    pub secret_key: Option<LineCol>,
+    pub public_key: Option<LineCol>,
+    pub openpgp_key: Option<LineCol>,
 }
 
 /// The default of `feed_items`: twenty releases, over a year and a half of
@@ -185,6 +285,20 @@ pub struct Config {
 /// sizes at which podcast clients give up, while a weekly publisher's
 /// history still moves to archives within months.
 pub const DEFAULT_FEED_ITEMS: usize = 20;
+
+/// The formats a release's primary image is chosen from, most wanted first,
+/// when `format_preference` is not set.
+const DEFAULT_FORMAT_PREFERENCE: [ImageFormat; 9] = [
+    ImageFormat::Qcow2,
+    ImageFormat::Ova,
+    ImageFormat::Vmdk,
+    ImageFormat::Vhdx,
+    ImageFormat::Vhd,
+    ImageFormat::Parallels,
+    ImageFormat::Xva,
+    ImageFormat::Raw,
+    ImageFormat::Iso,
+];
 
 impl Config {
     /// Whether the build makes zsync control files: `zsync` says so, and
@@ -198,11 +312,21 @@ impl Config {
     pub fn appliance(&self, name: &Name) -> Appliance {
         self.appliances.get(name).cloned().unwrap_or(Appliance {
             name: name.clone(),
-            title: name.to_string(),
+            title: Line::parse(name.as_str(), "title").expect("a name is one line"),
             description: None,
             feed_items: None,
             mirrors: None,
+            image_layout: None,
         })
+    }
+
+    /// Where `appliance`'s images lie in the site.
+    pub fn image_layout_of(&self, appliance: &str) -> ImageLayout {
+        self.appliances
+            .iter()
+            .find(|(n, _)| n.as_str() == appliance)
+            .and_then(|(_, a)| a.image_layout)
+            .unwrap_or(self.image_layout)
     }
 
     /// How many releases of `appliance` the current feeds keep.
@@ -252,16 +376,19 @@ pub fn join_url(base: &Url, path: &str) -> Url {
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let text = fsutil::read_to_string(path)?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
-    let at =
-        |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, &text, span.start, msg);
+    let src = Source { path, text: &text };
+    let warnings = src.url_warnings(&raw);
 
     let configured =
-        parse_base_url(raw.base_url.get_ref()).map_err(|m| at(raw.base_url.span(), m))?;
+        parse_base_url(raw.base_url.get_ref()).map_err(|m| src.at(raw.base_url.span(), m))?;
     let base_url = overrides.base_url.clone().unwrap_or(configured);
     let download_base_url = match (&raw.download_base_url, &overrides.base_url) {
-        (Some(s), None) => parse_base_url(s.get_ref()).map_err(|m| at(s.span(), m))?,
+        (Some(s), None) => parse_base_url(s.get_ref()).map_err(|m| src.at(s.span(), m))?,
         _ => join_url(&base_url, "images/"),
     };
+    let systemd = systemd_catalog(&raw, &download_base_url, &base_url)
+        .map_err(|(span, m)| src.at(span, m))?
+        .map(|span| src.line_of(span));
     let image_mode = match (raw.image_mode, &overrides.base_url) {
         (Some(ImageMode::None) | None, Some(_)) => ImageMode::Link,
         (Some(mode), _) => mode,
@@ -270,7 +397,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     };
 
     let default_appliance = match &raw.appliance {
-        Some(s) => Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| at(s.span(), m))?),
+        Some(s) => {
+            Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| src.at(s.span(), m))?)
+        }
         None => None,
     };
     let format_preference = match &raw.format_preference {
@@ -279,60 +408,38 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             .iter()
             .map(|f| ImageFormat::parse(f))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| at(list.span(), m))?,
-        None => vec![
-            ImageFormat::Qcow2,
-            ImageFormat::Ova,
-            ImageFormat::Vmdk,
-            ImageFormat::Vhdx,
-            ImageFormat::Vhd,
-            ImageFormat::Parallels,
-            ImageFormat::Xva,
-            ImageFormat::Raw,
-            ImageFormat::Iso,
-        ],
+            .map_err(|m| src.at(list.span(), m))?,
+        None => DEFAULT_FORMAT_PREFERENCE.to_vec(),
     };
     let expires_after = match &raw.expires_after {
-        Some(s) => Some(crate::trust::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))?),
+        Some(s) => {
+            Some(crate::trust::parse_duration(s.get_ref()).map_err(|m| src.at(s.span(), m))?)
+        }
         None => None,
     };
-    let feed_items = |v: &Option<Spanned<i64>>| -> Result<Option<usize>> {
-        match v {
-            Some(n) if *n.get_ref() >= 1 => Ok(Some(*n.get_ref() as usize)),
-            Some(n) => Err(at(
-                n.span(),
-                "feed_items must be at least 1: the newest release always stays in the feed".into(),
-            )),
-            None => Ok(None),
-        }
-    };
-    let mirrors = |v: &Option<Vec<Spanned<String>>>| -> Result<Option<Vec<Url>>> {
-        v.as_ref()
-            .map(|list| {
-                list.iter()
-                    .map(|m| parse_base_url(m.get_ref()).map_err(|e| at(m.span(), e)))
-                    .collect()
-            })
-            .transpose()
-    };
-    let site_feed_items = feed_items(&raw.feed_items)?.unwrap_or(DEFAULT_FEED_ITEMS);
-    let site_mirrors = mirrors(&raw.mirrors)?.unwrap_or_default();
-    let mut appliances = BTreeMap::new();
-    for (key, value) in raw.appliances {
-        let name = Name::parse(key.get_ref(), "appliance name").map_err(|m| at(key.span(), m))?;
-        appliances.insert(
-            name.clone(),
-            Appliance {
-                title: value.title.unwrap_or_else(|| name.to_string()),
-                description: value.description,
-                feed_items: feed_items(&value.feed_items)?,
-                mirrors: mirrors(&value.mirrors)?,
-                name,
-            },
-        );
-    }
+    let site_feed_items = src
+        .feed_items(&raw.feed_items)?
+        .unwrap_or(DEFAULT_FEED_ITEMS);
+    let site_mirrors = src.mirrors(&raw.mirrors)?.unwrap_or_default();
+    let appliances = src.appliances(raw.appliances)?;
 
     let root = path.parent().unwrap_or(Path::new(""));
+    let secret_key = match (&overrides.secret_key, &raw.secret_key) {
+        (Some(named), _) => Some(KeyLocation::named(named)?),
+        (None, Some(s)) => {
+            Some(KeyLocation::parse(s.get_ref(), root).map_err(|m| src.at(s.span(), m))?)
+        }
+        (None, None) => None,
+    };
+    let key_lines = KeyLines {
+        secret_key: raw.secret_key.as_ref().map(|k| src.line_of(k.span())),
+        public_key: raw.public_key.as_ref().map(|k| src.line_of(k.span())),
+        openpgp_key: raw
+            .catalogs
+            .openpgp_key
+            .as_ref()
+            .map(|k| src.line_of(k.span())),
+    };
     let resolve =
         |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
     Ok(Config {
@@ -349,11 +456,10 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             .clone()
             .unwrap_or_else(|| resolve(raw.output_dir, "public")),
         templates_dir: resolve(raw.templates_dir, "templates"),
-        secret_key: overrides
-            .secret_key
-            .clone()
-            .or_else(|| raw.secret_key.map(|p| root.join(p))),
+        secret_key,
+        public_key: raw.public_key.map(|p| root.join(p.into_inner())),
         image_mode,
+        image_layout: raw.image_layout.unwrap_or_default(),
         default_appliance,
         format_preference,
         expires_after,
@@ -374,10 +480,162 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             virt_builder: raw.catalogs.virt_builder,
             vagrant: raw.catalogs.vagrant,
             simplestreams: raw.catalogs.simplestreams,
-            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p)),
+            systemd,
+            openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p.into_inner())),
         },
         zsync: raw.zsync.unwrap_or(true),
+        warnings,
+        key_lines,
     })
+}
+
+/// The config file being loaded, for errors and warnings at a place in it.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error at the start of `span`.
+    fn at(&self, span: std::ops::Range<usize>, message: String) -> Error {
+        Error::at_offset(self.path, self.text, span.start, message)
+    }
+
+    fn line_of(&self, span: std::ops::Range<usize>) -> LineCol {
+        LineCol::of(self.text, span.start)
+    }
+
+    /// Warnings for base URLs and mirrors that name a file (`…/index.html`)
+    /// rather than the directory every URL goes under.
+    fn url_warnings(&self, raw: &RawConfig) -> Vec<Warning> {
+        let appliance_mirrors = raw.appliances.values().filter_map(|a| a.mirrors.as_ref());
+        let urls = [("base_url", Some(&raw.base_url))]
+            .into_iter()
+            .chain([("download_base_url", raw.download_base_url.as_ref())])
+            .filter_map(|(setting, url)| Some((setting, url?)))
+            .chain(
+                raw.mirrors
+                    .iter()
+                    .chain(appliance_mirrors)
+                    .flatten()
+                    .map(|url| ("a mirror", url)),
+            );
+        let mut warnings = Vec::new();
+        for (setting, url) in urls {
+            let trimmed = url.get_ref().trim_end_matches('/');
+            if let Some(file) = file_name_of(trimmed) {
+                let pos = self.line_of(url.span());
+                warnings.push(Warning::at(
+                    self.path,
+                    pos.line,
+                    pos.column,
+                    format_args!(
+                        "{setting} ends in {file}, a file: every URL goes under it \
+                         ({trimmed}/feed.xml); set it to the directory, {dir}",
+                        dir = &trimmed[..trimmed.len() - file.len()],
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// `feed_items`, of the site or an appliance.
+    fn feed_items(&self, value: &Option<Spanned<i64>>) -> Result<Option<usize>> {
+        match value {
+            Some(n) if *n.get_ref() >= 1 => Ok(Some(*n.get_ref() as usize)),
+            Some(n) => Err(self.at(
+                n.span(),
+                "feed_items must be at least 1: the newest release always stays in the feed".into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// `mirrors`, of the site or an appliance.
+    fn mirrors(&self, value: &Option<Vec<Spanned<String>>>) -> Result<Option<Vec<Url>>> {
+        value
+            .as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|m| parse_base_url(m.get_ref()).map_err(|e| self.at(m.span(), e)))
+                    .collect()
+            })
+            .transpose()
+    }
+
+    /// The `[appliances.<name>]` tables, titles defaulting to the name.
+    fn appliances(
+        &self,
+        raw: BTreeMap<Spanned<String>, RawAppliance>,
+    ) -> Result<BTreeMap<Name, Appliance>> {
+        let mut appliances = BTreeMap::new();
+        for (key, value) in raw {
+            let name =
+                Name::parse(key.get_ref(), "appliance name").map_err(|m| self.at(key.span(), m))?;
+            let title = match &value.title {
+                Some(t) => t.get_ref(),
+                None => name.as_str(),
+            };
+            let title = Line::parse(title, "title")
+                .map_err(|m| self.at(value.title.as_ref().map_or(key.span(), Spanned::span), m))?;
+            appliances.insert(
+                name.clone(),
+                Appliance {
+                    title,
+                    description: value.description,
+                    feed_items: self.feed_items(&value.feed_items)?,
+                    mirrors: self.mirrors(&value.mirrors)?,
+                    image_layout: value.image_layout,
+                    name,
+                },
+            );
+        }
+        Ok(appliances)
+    }
+}
+
+/// `[catalogs] systemd`, where it is turned on: systemd's tools read
+/// `SHA256SUMS` from the directory of the image itself, so the images must
+/// be served from the site, where the build writes those manifests.
+fn systemd_catalog(
+    raw: &RawConfig,
+    download_base_url: &Url,
+    base_url: &Url,
+) -> Result<Option<std::ops::Range<usize>>, (std::ops::Range<usize>, String)> {
+    let Some(on) = raw.catalogs.systemd.as_ref().filter(|on| *on.get_ref()) else {
+        return Ok(None);
+    };
+    if *download_base_url != join_url(base_url, "images/") {
+        let span = raw
+            .download_base_url
+            .as_ref()
+            .map_or(on.span(), Spanned::span);
+        return Err((
+            span,
+            format!(
+                "[catalogs] systemd needs the images served from the site ({base_url}images/): \
+                 systemd-pull and systemd-sysupdate read SHA256SUMS and SHA256SUMS.gpg from the \
+                 image's own directory, and the build writes those only in the site; images \
+                 served from download_base_url {download_base_url} have none beside them",
+            ),
+        ));
+    }
+    Ok(Some(on.span()))
+}
+
+/// The file a base URL ends in, when its last segment is a web page or a
+/// feed (`index.html`, `feed.xml`) rather than the site's directory.
+fn file_name_of(url: &str) -> Option<&str> {
+    const FILES: [&str; 10] = [
+        "html", "htm", "xhtml", "xml", "json", "php", "asp", "aspx", "jsp", "txt",
+    ];
+    let path = url.split(['?', '#']).next()?;
+    let last = path.rsplit('/').next()?;
+    let (_, extension) = last.rsplit_once('.')?;
+    FILES
+        .contains(&extension.to_ascii_lowercase().as_str())
+        .then_some(last)
 }
 
 /// An absolute http(s) URL with a host and no query or fragment, made to end
@@ -395,6 +653,12 @@ fn parse_base_url(s: &str) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("URL `{s}` must not have a query or fragment"));
     }
+    if hides_a_separator(url.path()) {
+        return Err(format!(
+            "URL `{s}` hides a `/` or `\\` in a path segment (%2F, %5C): a server or CDN that \
+             decodes it serves another path than the site's"
+        ));
+    }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
@@ -406,6 +670,100 @@ fn parse_base_url(s: &str) -> Result<Url, String> {
 mod tests {
     use super::*;
 
+    /// Gets the field names of a struct that derives `Deserialize`, as
+    /// serde knows them, and fails to deserialize anything.
+    struct Fields(Option<&'static [&'static str]>);
+
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("fields taken"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    fn fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        let mut fields = Fields(None);
+        let _ = T::deserialize(&mut fields);
+        fields.0.expect("a struct")
+    }
+
+    /// The repository's vmcast.toml says it shows every key the config
+    /// takes, optional ones commented out, and the README's table lists
+    /// them all: each field of the config, its `[appliances.<name>]` and
+    /// its `[catalogs]`, is in both, and neither shows a key there is not.
+    #[test]
+    fn the_example_config_and_the_readme_show_every_key() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(root.join("vmcast.toml")).unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        // The keys shown, commented or not, by section.
+        let mut shown: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut section = "";
+        for line in example.lines() {
+            let line = line.strip_prefix("# ").unwrap_or(line);
+            if let Some(header) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                section = header.split('.').next().unwrap();
+                shown.entry(section).or_default().push("");
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                shown.entry(section).or_default().push(key);
+            }
+        }
+        let sections = [
+            ("", "", fields::<RawConfig>()),
+            (
+                "appliances",
+                "`[appliances.<name>]` ",
+                fields::<RawAppliance>(),
+            ),
+            ("catalogs", "`[catalogs]` ", fields::<RawCatalogs>()),
+        ];
+        for (section, prefix, fields) in sections {
+            let keys = &shown[section];
+            for field in fields
+                .iter()
+                .filter(|f| !["appliances", "catalogs"].contains(f))
+            {
+                assert!(
+                    keys.contains(field),
+                    "vmcast.toml does not show `{field}` in [{section}]"
+                );
+                assert!(
+                    readme.contains(&format!("\n| {prefix}`{field}` |")),
+                    "the README's config reference lacks {prefix}`{field}`"
+                );
+            }
+            for key in keys.iter().filter(|k| !k.is_empty()) {
+                assert!(
+                    fields.contains(key),
+                    "vmcast.toml shows `{key}` in [{section}], which the config does not take"
+                );
+            }
+        }
+    }
+
     #[test]
     fn base_urls_gain_a_trailing_slash() {
         let url = parse_base_url("https://example.com/a").unwrap();
@@ -413,6 +771,8 @@ mod tests {
         assert!(parse_base_url("example.com/a").is_err());
         assert!(parse_base_url("ftp://example.com/").is_err());
         assert!(parse_base_url("https://example.com/?q=1").is_err());
+        assert!(parse_base_url("https://example.com/site/..%2F..%2Fother/").is_err());
+        assert!(parse_base_url("https://example.com/a%5cb/").is_err());
     }
 
     #[test]

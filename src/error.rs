@@ -47,8 +47,9 @@ pub enum Error {
     NoConfig { searched: PathBuf },
     /// No secret key was given or configured.
     #[error(
-        "no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's contents, \
-         or set secret_key in the config; `vmcast-gen keygen` makes one"
+        "no secret key: pass --secret-key FILE (or a pkcs11: URI of a key on a token), set \
+         VMCAST_SECRET_KEY to the key file's contents, or set secret_key in the config; \
+         `vmcast-gen keygen` makes one"
     )]
     NoSecretKey,
     /// `--verify-cache` found cached digests that the files contradict.
@@ -201,7 +202,23 @@ pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
             "this multi-line string is never closed: add the closing quotes (three, like the opening ones)",
         );
     }
-    match toml_hint(message, text.get(span.start..).unwrap_or_default()) {
+    // `version = 1.1.0`: the parser reads a float and fails at the second
+    // dot ("invalid float, expected nothing").
+    if (message.starts_with("invalid float") || message.starts_with("invalid number"))
+        && let Some((at, key, value)) = bare_value(text, span.start)
+    {
+        return Error::at_offset(
+            path,
+            text,
+            at,
+            format_args!("`{value}` is not a TOML value: quote it, as in `{key} = \"{value}\"`"),
+        );
+    }
+    match toml_hint(message, text, span.start) {
+        // The parser's message, replaced: it lists every field.
+        Some(hint) if message.starts_with("unknown field") => {
+            Error::at_offset(path, text, span.start, hint)
+        }
         Some(hint) => Error::at_offset(path, text, span.start, format_args!("{message}; {hint}")),
         None => Error::at_offset(path, text, span.start, message),
     }
@@ -239,8 +256,129 @@ fn unclosed_multiline(text: &str, error_at: usize) -> Option<usize> {
     open.map(|(at, _)| at)
 }
 
-/// A hint for a message that names the wrong cure for a common mistake.
-fn toml_hint(message: &str, at: &str) -> Option<String> {
+/// A hint for a message that names the wrong cure for a common mistake, or
+/// none: `text` is the file, `offset` where the parser says the mistake is.
+fn toml_hint(message: &str, text: &str, offset: usize) -> Option<String> {
+    let at = text.get(offset..).unwrap_or_default();
+    if let Some(unknown) = unknown_field(message) {
+        return Some(unknown);
+    }
+    if let Some(hint) = table_hint(message, line_at(text, offset)) {
+        return Some(hint);
+    }
+    if message.contains("expected a string")
+        && (message.contains("floating point") || message.contains("integer"))
+    {
+        let (_, key, value) = bare_value(text, offset)?;
+        return Some(format!("quote it, as in `{key} = \"{value}\"`"));
+    }
+    date_hint(message, at)
+}
+
+/// The line of `text` that holds byte `offset`.
+fn line_at(text: &str, offset: usize) -> &str {
+    let offset = offset.min(text.len());
+    let start = text
+        .get(..offset)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let rest = text.get(start..).unwrap_or_default();
+    rest.split('\n').next().unwrap_or_default()
+}
+
+/// `unknown field `titel`, expected one of ...`: the name meant, when one
+/// is close (by edit distance, as cargo and rustc suggest, or holding the
+/// unknown name as a word: `cpus` for `min_cpus`). Then the list, which
+/// can be long, is left out.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let limit = unknown.chars().count().max(3) / 3;
+    let closest = expected
+        .iter()
+        .map(|name| (edit_distance(unknown, name), *name))
+        .filter(|(distance, _)| *distance <= limit)
+        .min()
+        .map(|(_, name)| name)
+        .or_else(|| {
+            expected
+                .iter()
+                .copied()
+                .find(|name| name.split('_').any(|word| word == unknown))
+        })?;
+    Some(format!(
+        "unknown field `{unknown}`: did you mean `{closest}`?"
+    ))
+}
+
+/// The optimal string alignment distance between two names: insertions,
+/// deletions, substitutions and swaps of neighbours, each costing one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+/// A table header whose name is one letter off a table's: `[appliance.x]`
+/// (the config's default appliance, a string) for `[appliances.x]`, and
+/// `[images."x"]` (a release's list of images) for `[image."x"]`.
+fn table_hint(message: &str, line: &str) -> Option<String> {
+    if !message.starts_with("invalid type: map") {
+        return None;
+    }
+    let header = line.trim().strip_prefix('[')?.strip_suffix(']')?;
+    let (name, rest) = header.split_once('.')?;
+    let (meant, what) = match name.trim() {
+        "appliance" => (
+            "appliances",
+            "`appliance` is the name of the default appliance",
+        ),
+        "images" => ("image", "`images` lists the release's image files"),
+        _ => return None,
+    };
+    Some(format!(
+        "did you mean `[{meant}.{rest}]`? {what}, not a table"
+    ))
+}
+
+/// The value of the `key = value` line that holds byte `offset`, when it
+/// is a bare token that starts with a digit (`1.1.0`, `1.10`, `2`), which
+/// is meant as a string: its offset, the key and the token.
+fn bare_value(text: &str, offset: usize) -> Option<(usize, &str, &str)> {
+    let line = line_at(text, offset);
+    let line_start = line.as_ptr() as usize - text.as_ptr() as usize;
+    let (key, value) = line.split_once('=')?;
+    let value = value.split('#').next().unwrap_or_default();
+    let token = value.trim();
+    let bare = token.starts_with(|c: char| c.is_ascii_digit())
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '_' | '~' | '-'));
+    let at = line_start + key.len() + 1 + (value.len() - value.trim_start().len());
+    bare.then_some((at, key.trim(), token))
+}
+
+/// A date written as a string, or with slashes.
+fn date_hint(message: &str, at: &str) -> Option<String> {
     if message.contains("expected a TOML datetime") && message.contains("invalid type: string") {
         let value = at.trim_start().trim_start_matches(['"', '\'']);
         let value = value.split(['"', '\'']).next().unwrap_or(value);
@@ -301,6 +439,63 @@ mod tests {
         // A closed string before the mistake does not count as open.
         assert!(
             !toml_message("n = \"\"\"x\"\"\"\nq = \"a # b\"\nd = 1/2/3\n").contains("never closed")
+        );
+    }
+
+    #[test]
+    fn bare_versions_and_misnamed_tables_get_the_fix() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Notes {
+            version: String,
+            appliance: Option<String>,
+        }
+        let message = |text: &str| {
+            let err = toml::from_str::<Notes>(text).unwrap_err();
+            toml_error(Path::new("f.toml"), text, &err).to_string()
+        };
+        assert_eq!(
+            message("version = 1.1.0 # the fix\n"),
+            "f.toml:1:11: `1.1.0` is not a TOML value: quote it, as in `version = \"1.1.0\"`"
+        );
+        assert_eq!(
+            message("version = 1.10\n"),
+            "f.toml:1:11: invalid type: floating point `1.1`, expected a string; quote it, as in \
+             `version = \"1.10\"`"
+        );
+        assert_eq!(
+            message("version = \"1\"\n[appliance.myapp]\ntitle = \"x\"\n"),
+            "f.toml:2:2: invalid type: map, expected a string; did you mean `[appliances.myapp]`? \
+             `appliance` is the name of the default appliance, not a table"
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_a_swap_as_one() {
+        assert_eq!(edit_distance("titel", "title"), 1);
+        assert_eq!(edit_distance("jsonfeed", "json_feed"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("colour", "color"), 1);
+    }
+
+    #[test]
+    fn unknown_fields_get_the_name_meant_when_one_is_close() {
+        let hint = |m| unknown_field(m);
+        assert_eq!(
+            hint("unknown field `titel`, expected one of `title`, `description`").as_deref(),
+            Some("unknown field `titel`: did you mean `title`?")
+        );
+        assert_eq!(
+            hint("unknown field `cpus`, expected one of `arch`, `min_cpus`").as_deref(),
+            Some("unknown field `cpus`: did you mean `min_cpus`?")
+        );
+        assert_eq!(
+            hint("unknown field `jsonfeed`, expected `json_feed` or `vagrant`").as_deref(),
+            Some("unknown field `jsonfeed`: did you mean `json_feed`?")
+        );
+        assert_eq!(
+            hint("unknown field `colour`, expected one of `title`, `description`"),
+            None
         );
     }
 }

@@ -82,16 +82,29 @@ pub enum Outcome {
     Kept(PathBuf),
     /// Lines were appended to it.
     Extended(PathBuf),
+    /// It was not made, for the reason given.
+    Skipped {
+        path: PathBuf,
+        reason: &'static str,
+    },
 }
 
 /// Scaffolds a site in `dir`: a commented vmcast.toml, an example
-/// release.toml and .gitignore entries for the output and the key.
+/// release.toml and .gitignore entries for the output and the key. In a
+/// site that exists (its vmcast.toml does), the releases are the user's:
+/// an example the user deleted is not made again, since the next build
+/// would refuse it for want of images.
 pub fn init(dir: &Path) -> Result<Vec<Outcome>> {
     fsutil::create_dir_all(dir)?;
-    let mut done = vec![
-        create(&dir.join("vmcast.toml"), CONFIG)?,
-        create(&dir.join("releases/example/1.0.0/release.toml"), NOTES)?,
-    ];
+    let example = dir.join("releases/example/1.0.0/release.toml");
+    let mut done = vec![create(&dir.join("vmcast.toml"), CONFIG)?];
+    done.push(match &done[0] {
+        Outcome::Created(_) => create(&example, NOTES)?,
+        _ => Outcome::Skipped {
+            path: example,
+            reason: "the site exists: its releases are yours",
+        },
+    });
     done.push(gitignore(&dir.join(".gitignore"))?);
     Ok(done)
 }

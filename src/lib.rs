@@ -28,6 +28,7 @@ pub mod net;
 pub mod notes;
 pub mod openpgp;
 pub mod par;
+pub mod pkcs11;
 pub mod place;
 pub mod previous;
 #[cfg(feature = "publish")]
@@ -40,6 +41,7 @@ pub mod sign;
 pub mod site;
 pub mod sums;
 pub mod supply;
+pub mod sysupdate;
 pub mod trust;
 pub mod units;
 pub mod vocab;

@@ -15,8 +15,9 @@ use vmcast_gen::{Error, Result};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The exit status of an error: 1, or what the command documents.
-    let mut failure: fn(&Error) -> u8 = |_| 1;
+    // The exit status of an error: 2 for a usage error, else 1, or what
+    // the command documents.
+    let mut failure: fn(&Error) -> u8 = cmd::failure_status;
     let result: Result<ExitCode> = match cli.command {
         Command::Pull(args) => {
             failure = cmd::pull::failure_status;

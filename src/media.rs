@@ -8,6 +8,16 @@ pub const FEED: &str = "feed.xml";
 /// The manifest of every published file, and its signature.
 pub const MANIFEST: &str = "SHA256SUMS";
 pub const MANIFEST_SIG: &str = "SHA256SUMS.minisig";
+/// The detached OpenPGP signature of the `SHA256SUMS` in each directory of
+/// images (`[catalogs] systemd`), which systemd-pull and systemd-sysupdate
+/// check with `import-pubring.gpg`.
+pub const DIR_MANIFEST_SIG: &str = "SHA256SUMS.gpg";
+/// The OpenPGP public key as a binary keyring, the form systemd installs as
+/// `/etc/systemd/import-pubring.gpg`.
+pub const IMPORT_PUBRING: &str = "import-pubring.gpg";
+/// The directory of systemd-sysupdate transfer files, one per appliance.
+pub const SYSUPDATE_DIR: &str = "sysupdate";
+
 /// The site's minisign public key, and the key a rotation moves to.
 pub const PUBLIC_KEY: &str = "vmcast.pub";
 pub const NEXT_PUBLIC_KEY: &str = "vmcast.next.pub";
@@ -18,14 +28,22 @@ pub const VIRT_BUILDER_INDEX: &str = "virt-builder/index";
 
 /// Whether a published file never changes under its name once written:
 /// images and what is made of them or beside them (SBOMs, provenance,
-/// boxes), and the archives with their signatures. They are signed with
+/// zsync control files, boxes), and the archives with their signatures. They are signed with
 /// no build's stamp, cached forever (`Cache-Control: immutable`) and never
 /// uploaded twice; everything else (feeds, the manifest, pages, keys,
 /// catalogs) changes with each build and is cached briefly.
 pub fn is_immutable(path: &str) -> bool {
-    path.starts_with("images/")
+    (path.starts_with("images/") && !is_dir_manifest(path))
         || path.starts_with("archive/")
         || (path.starts_with("vagrant/") && path.ends_with(".box"))
+}
+
+/// Whether a path is the `SHA256SUMS` of a directory of images, or its
+/// signature: a flat directory's lists every version and changes with each.
+pub fn is_dir_manifest(path: &str) -> bool {
+    path.rsplit_once('/').is_some_and(|(dir, name)| {
+        dir.starts_with("images/") && [MANIFEST, DIR_MANIFEST_SIG].contains(&name)
+    })
 }
 
 /// `Cache-Control` for the files [`is_immutable`] names, and for the rest.
@@ -58,6 +76,7 @@ const BY_EXTENSION: &[(&str, &str)] = &[
     ("json", "application/json"),
     ("minisig", "text/plain; charset=utf-8"),
     ("pub", "text/plain; charset=utf-8"),
+    ("transfer", "text/plain; charset=utf-8"),
     ("xz", "application/x-xz"),
     ("gz", "application/gzip"),
     ("zst", "application/zstd"),
@@ -67,7 +86,11 @@ const BY_EXTENSION: &[(&str, &str)] = &[
 ];
 
 /// Files of the site known by their whole name.
-const BY_NAME: &[(&str, &str)] = &[("SHA256SUMS", "text/plain; charset=utf-8")];
+const BY_NAME: &[(&str, &str)] = &[
+    ("SHA256SUMS", "text/plain; charset=utf-8"),
+    (DIR_MANIFEST_SIG, "application/pgp-signature"),
+    (IMPORT_PUBRING, "application/pgp-keys"),
+];
 
 /// The type of anything without a more specific one.
 pub const OCTET_STREAM: &str = "application/octet-stream";
@@ -108,6 +131,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_directory_manifest_is_not_immutable_as_its_images_are() {
+        assert!(is_immutable("images/webapp/1.0.0/webapp-1.0.0.raw"));
+        assert!(is_immutable("images/webapp/webapp-1.0.0.raw"));
+        assert!(is_immutable("images/webapp/1.0.0/webapp-1.0.0.raw.zsync"));
+        assert!(is_immutable("images/webapp/webapp-1.0.0.raw.zsync"));
+        assert!(is_immutable("archive/1.xml"));
+        assert!(!is_immutable("images/webapp/SHA256SUMS"));
+        assert!(!is_immutable("images/webapp/1.0.0/SHA256SUMS.gpg"));
+        assert!(!is_immutable("SHA256SUMS"));
+        assert!(!is_immutable("sysupdate/webapp.transfer"));
+        assert_eq!(cache_control("images/webapp/SHA256SUMS"), CACHE_SHORT);
+    }
+
+    #[test]
     fn types_come_from_one_table() {
         assert_eq!(
             content_type("feed.xml"),
@@ -124,6 +161,15 @@ mod tests {
         assert_eq!(content_type("images/a/1/x.VHDX.XZ"), "application/x-xz");
         assert_eq!(content_type("images/a/1/x.qcow2"), OCTET_STREAM);
         assert_eq!(content_type("README"), OCTET_STREAM);
+        assert_eq!(
+            content_type("images/a/SHA256SUMS.gpg"),
+            "application/pgp-signature"
+        );
+        assert_eq!(content_type("import-pubring.gpg"), "application/pgp-keys");
+        assert_eq!(
+            content_type("sysupdate/a.transfer"),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(for_extension("OVA"), "application/ovf");
     }
 }

@@ -1,7 +1,9 @@
-//! OpenPGP cleartext signatures (RFC 9580 §7), for the clients that check
-//! nothing else: virt-builder runs `gpg --verify` on its `index.asc`,
-//! simplestreams runs `gpgv --keyring K` on its `.sjson` files. Built on
-//! rPGP (the `pgp` crate; see docs/trust.md for why).
+//! OpenPGP cleartext (RFC 9580 §7) and detached signatures, for the
+//! clients that check nothing else: virt-builder runs `gpg --verify` on its
+//! `index.asc`, simplestreams runs `gpgv --keyring K` on its `.sjson`
+//! files, systemd-pull and systemd-sysupdate check each directory's
+//! `SHA256SUMS.gpg`. Built on rPGP (the `pgp` crate; see docs/trust.md for
+//! why).
 //!
 //! `build` loads the key once ([`LockedKey`], then [`Signer`]); whatever it
 //! writes for OpenPGP clients goes through [`Signer::clearsign`] with the
@@ -20,11 +22,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use pgp::armor::Dearmor;
 use pgp::composed::{
-    ArmorOptions, CleartextSignedMessage, Deserializable, KeyType, SecretKeyParamsBuilder,
-    SignedPublicKey, SignedSecretKey,
+    ArmorOptions, CleartextSignedMessage, Deserializable, DetachedSignature, KeyType,
+    SecretKeyParamsBuilder, SignedPublicKey, SignedSecretKey,
 };
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{SignatureConfig, SignatureType, Subpacket, SubpacketData};
+use pgp::ser::Serialize;
 use pgp::types::{KeyDetails, KeyVersion, Password, Timestamp};
 use zeroize::Zeroizing;
 
@@ -106,6 +109,11 @@ impl LockedKey {
             key,
             encrypted,
         })
+    }
+
+    /// Where the key came from: its file, or the variable that held it.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Decrypts the primary key, asking `password` only when it is
@@ -203,18 +211,8 @@ impl Signer {
                 "cannot clearsign a text that holds a carriage return",
             ));
         }
-        let failed = |e: pgp::errors::Error| Error::failed("cannot make an OpenPGP signature", e);
         let key = &self.key.primary_key;
-        let created = timestamp(time)?.max(key.created_at());
-        let mut config = SignatureConfig::v4(SignatureType::Text, key.algorithm(), HASH);
-        config.hashed_subpackets = vec![
-            Subpacket::regular(SubpacketData::SignatureCreationTime(created)).map_err(failed)?,
-            Subpacket::regular(SubpacketData::IssuerFingerprint(key.fingerprint()))
-                .map_err(failed)?,
-        ];
-        config.unhashed_subpackets = vec![
-            Subpacket::regular(SubpacketData::IssuerKeyId(key.legacy_key_id())).map_err(failed)?,
-        ];
+        let config = self.config(SignatureType::Text, time)?;
         // The writer ends the text with a line end of its own.
         let text = text.strip_suffix('\n').unwrap_or(text);
         let signed = signed_form(text);
@@ -234,6 +232,56 @@ impl Signer {
             .to_armored_string(ArmorOptions::default())
             .map_err(failed)
     }
+
+    /// A detached binary signature of `data` (`gpg --detach-sign`), made
+    /// at `time` as [`Signer::clearsign`] makes its signatures, and as
+    /// deterministic: for `SHA256SUMS.gpg`, which systemd-pull and
+    /// systemd-sysupdate check with `gpg --verify`.
+    pub fn detach_sign(&self, data: &[u8], time: DateTime<Utc>) -> Result<Vec<u8>> {
+        let config = self.config(SignatureType::Binary, time)?;
+        let signature = config
+            .sign(&self.key.primary_key, &Password::empty(), data)
+            .map_err(failed)?;
+        let signature = DetachedSignature::new(signature);
+        // Guard against a fault between signing and publishing.
+        signature
+            .verify(&self.key.to_public_key(), data)
+            .map_err(|e| Error::failed("a fresh OpenPGP signature does not verify", e))?;
+        signature.to_bytes().map_err(failed)
+    }
+
+    /// The public key as one binary transferable public key (RFC 9580
+    /// §10.1), which is also a keyring to GnuPG: the form systemd reads from
+    /// `/etc/systemd/import-pubring.gpg`.
+    pub fn public_keyring(&self) -> Result<Vec<u8>> {
+        self.key
+            .to_public_key()
+            .to_bytes()
+            .map_err(|e| Error::failed("cannot write the OpenPGP public key", e))
+    }
+
+    /// The settings of every signature made here: v4, SHA-512, made at
+    /// `time` or when the key was made if that is later (GnuPG refuses a
+    /// signature older than its key: "Time conflict"), naming the key by
+    /// fingerprint (hashed) and key id.
+    fn config(&self, kind: SignatureType, time: DateTime<Utc>) -> Result<SignatureConfig> {
+        let key = &self.key.primary_key;
+        let created = timestamp(time)?.max(key.created_at());
+        let mut config = SignatureConfig::v4(kind, key.algorithm(), HASH);
+        config.hashed_subpackets = vec![
+            Subpacket::regular(SubpacketData::SignatureCreationTime(created)).map_err(failed)?,
+            Subpacket::regular(SubpacketData::IssuerFingerprint(key.fingerprint()))
+                .map_err(failed)?,
+        ];
+        config.unhashed_subpackets = vec![
+            Subpacket::regular(SubpacketData::IssuerKeyId(key.legacy_key_id())).map_err(failed)?,
+        ];
+        Ok(config)
+    }
+}
+
+fn failed(e: pgp::errors::Error) -> Error {
+    Error::failed("cannot make an OpenPGP signature", e)
 }
 
 /// The hash of every signature made here.
@@ -285,10 +333,7 @@ pub fn verify(
     name: &str,
     message: &str,
 ) -> std::result::Result<Verified, String> {
-    let (key, _) = SignedPublicKey::from_string(public_key)
-        .map_err(|e| format!("{PUBLIC_KEY} is not an OpenPGP public key: {e}"))?;
-    key.verify_bindings()
-        .map_err(|e| format!("{PUBLIC_KEY}: the key's self-signatures do not verify: {e}"))?;
+    let key = read_public_key(public_key)?;
     let (message, _) = CleartextSignedMessage::from_string(message)
         .map_err(|e| format!("{name} is not an OpenPGP cleartext-signed message: {e}"))?;
     let fingerprint = format!("{:X}", key.primary_key.fingerprint());
@@ -299,6 +344,54 @@ pub fn verify(
         fingerprint,
         text: message.signed_text().replace("\r\n", "\n") + "\n",
     })
+}
+
+/// The armored public key the site names, its self-signatures checked.
+fn read_public_key(public_key: &str) -> std::result::Result<SignedPublicKey, String> {
+    let (key, _) = SignedPublicKey::from_string(public_key)
+        .map_err(|e| format!("{PUBLIC_KEY} is not an OpenPGP public key: {e}"))?;
+    key.verify_bindings()
+        .map_err(|e| format!("{PUBLIC_KEY}: the key's self-signatures do not verify: {e}"))?;
+    Ok(key)
+}
+
+/// The fingerprint of the armored public key the site names.
+pub fn fingerprint(public_key: &str) -> std::result::Result<String, String> {
+    read_public_key(public_key).map(|key| format!("{:X}", key.primary_key.fingerprint()))
+}
+
+/// Checks the detached binary signature `name` of `data` against the
+/// armored public key the site names. Returns the key's fingerprint.
+pub fn verify_detached(
+    public_key: &str,
+    name: &str,
+    data: &[u8],
+    signature: &[u8],
+) -> std::result::Result<String, String> {
+    let key = read_public_key(public_key)?;
+    let signature = DetachedSignature::from_bytes(signature)
+        .map_err(|e| format!("{name} is not an OpenPGP signature: {e}"))?;
+    let fingerprint = format!("{:X}", key.primary_key.fingerprint());
+    signature
+        .verify(&key, data)
+        .map_err(|_| format!("{name}: not a signature of its file by OpenPGP key {fingerprint}"))?;
+    Ok(fingerprint)
+}
+
+/// The fingerprint of the one key in a binary keyring: `import-pubring.gpg`
+/// must hold the key `openpgp.asc` holds, and only that one.
+pub fn keyring_fingerprint(name: &str, keyring: &[u8]) -> std::result::Result<String, String> {
+    let mut keys = SignedPublicKey::from_bytes_many(keyring)
+        .map_err(|e| format!("{name} is not an OpenPGP keyring: {e}"))?;
+    let key = match (keys.next(), keys.next()) {
+        (Some(Ok(key)), None) => key,
+        (Some(Err(e)), _) => return Err(format!("{name} is not an OpenPGP keyring: {e}")),
+        (None, _) => return Err(format!("{name} holds no OpenPGP key")),
+        (Some(_), Some(_)) => return Err(format!("{name} holds more than one OpenPGP key")),
+    };
+    key.verify_bindings()
+        .map_err(|e| format!("{name}: the key's self-signatures do not verify: {e}"))?;
+    Ok(format!("{:X}", key.primary_key.fingerprint()))
 }
 
 #[cfg(test)]
@@ -365,6 +458,37 @@ mod tests {
         assert_eq!(
             back.clearsign("x\n", at(5)).unwrap(),
             signer.clearsign("x\n", at(5)).unwrap()
+        );
+    }
+
+    #[test]
+    fn detached_signatures_verify_and_are_deterministic() {
+        let signer = Signer::generate("test", at(1_000)).unwrap();
+        let data = b"0000  a.raw\n";
+        let sig = signer.detach_sign(data, at(2_000)).unwrap();
+        assert_eq!(sig, signer.detach_sign(data, at(2_000)).unwrap());
+        let public = signer.public_key().unwrap();
+        let name = "images/a/SHA256SUMS.gpg";
+        assert_eq!(
+            verify_detached(&public, name, data, &sig).unwrap(),
+            signer.fingerprint()
+        );
+        assert!(verify_detached(&public, name, b"0001  a.raw\n", &sig).is_err());
+        let other = Signer::generate("other", at(1_000)).unwrap();
+        let e = verify_detached(&other.public_key().unwrap(), name, data, &sig).unwrap_err();
+        assert!(
+            e.starts_with("images/a/SHA256SUMS.gpg: not a signature of its file by OpenPGP key"),
+            "{e}"
+        );
+        let keyring = signer.public_keyring().unwrap();
+        assert_eq!(
+            keyring_fingerprint("import-pubring.gpg", &keyring).unwrap(),
+            signer.fingerprint()
+        );
+        let two = [keyring.clone(), other.public_keyring().unwrap()].concat();
+        assert_eq!(
+            keyring_fingerprint("k", &two).unwrap_err(),
+            "k holds more than one OpenPGP key"
         );
     }
 }

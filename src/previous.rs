@@ -87,6 +87,7 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
     };
     let report = site::verify(&VerifyOptions {
         source: local,
+        scope: site::Scope::Site,
         pinned: options.key.clone(),
         also_trusted: options.also_trusted.clone(),
         state: None,

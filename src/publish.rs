@@ -12,7 +12,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::RetryConfig;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::{Path as ObjectPath, PathPart};
 use object_store::{
     Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, ObjectStoreExt,
@@ -45,7 +46,8 @@ pub struct PublishOptions {
     pub prune: bool,
     /// Cache-Control for the feeds, manifest, signatures, keys and page.
     pub short_cache: String,
-    /// Cache-Control for images, which never change under their name.
+    /// Cache-Control for the files that never change under their name:
+    /// images and what is made of them, archives and their signatures.
     pub image_cache: String,
     /// Content-Type overrides by extension, e.g. `qcow2` → `application/x-qemu-disk`.
     pub content_types: BTreeMap<String, String>,
@@ -73,6 +75,10 @@ pub struct PublishReport {
     pub uploaded: usize,
     pub skipped: usize,
     pub deleted: usize,
+    /// A dry run without AWS credentials in the environment: no bucket was
+    /// looked at, so every file is listed as an upload and nothing as a
+    /// deletion.
+    pub without_credentials: bool,
 }
 
 struct Local {
@@ -86,12 +92,31 @@ pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Resu
     let (files, listed) = local_files(&options.site)?;
     let (images, rest): (Vec<Local>, Vec<Local>) =
         order(files).into_iter().partition(|f| is_artifact(&f.rel));
+    let credentials = Credentials::from_env()?;
+    // A dry run looks at each object once, and says at once that it could
+    // not; without credentials it lists what it would upload, unlooked.
+    let look = !(options.dry_run && credentials == Credentials::Instance);
+    let retry = match options.dry_run {
+        true => RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        },
+        false => RetryConfig::default(),
+    };
     let destinations = options
         .targets
         .iter()
         .map(|target| {
             let (bucket, prefix) = parse_target(target)?;
-            let store = store(&bucket, options.endpoint.as_deref(), options.acl.as_deref())?;
+            let store = match look {
+                true => Some(store_with(
+                    &bucket,
+                    options.endpoint.as_deref(),
+                    options.acl.as_deref(),
+                    retry.clone(),
+                )?),
+                false => None,
+            };
             Ok(Destination {
                 target: target.clone(),
                 store,
@@ -103,31 +128,94 @@ pub fn publish(options: &PublishOptions, mut on_step: impl FnMut(&Step)) -> Resu
         .enable_all()
         .build()
         .map_err(|e| Error::failed("cannot start the I/O runtime", e))?;
-    runtime.block_on(async {
-        let mut report = PublishReport {
-            steps: Vec::new(),
-            uploaded: 0,
-            skipped: 0,
-            deleted: 0,
-        };
-        // Every image reaches every destination before any feed goes
-        // anywhere: a client of any destination never sees a feed that
-        // points at an image some mirror of it lacks.
-        for d in &destinations {
-            upload_all(options, d, &images, &mut report, &mut on_step).await?;
-        }
-        for d in &destinations {
-            upload_all(options, d, &rest, &mut report, &mut on_step).await?;
-        }
-        if options.prune {
-            let keep: BTreeSet<String> =
-                images.iter().chain(&rest).map(|f| f.rel.clone()).collect();
+    runtime
+        .block_on(async {
+            let mut report = PublishReport {
+                steps: Vec::new(),
+                uploaded: 0,
+                skipped: 0,
+                deleted: 0,
+                without_credentials: !look,
+            };
+            // Every image reaches every destination before any feed goes
+            // anywhere: a client of any destination never sees a feed that
+            // points at an image some mirror of it lacks.
             for d in &destinations {
-                prune(options, d, &keep, &listed, &mut report, &mut on_step).await?;
+                upload_all(options, d, &images, &mut report, &mut on_step).await?;
             }
+            for d in &destinations {
+                upload_all(options, d, &rest, &mut report, &mut on_step).await?;
+            }
+            if options.prune {
+                let keep: BTreeSet<String> =
+                    images.iter().chain(&rest).map(|f| f.rel.clone()).collect();
+                for d in &destinations {
+                    prune(options, d, &keep, &listed, &mut report, &mut on_step).await?;
+                }
+            }
+            Ok(report)
+        })
+        .map_err(|e| credentials.explain(e))
+}
+
+/// Where the store's AWS credentials come from, as object_store picks
+/// them from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credentials {
+    /// Keys, a web identity or a container's credentials.
+    Environment,
+    /// None there: the EC2 instance metadata service is asked.
+    Instance,
+}
+
+impl Credentials {
+    /// The credentials the environment names; a key id without its secret
+    /// (or the reverse) is an error that says which is missing.
+    fn from_env() -> Result<Self> {
+        let set = |name: &str| aws_env(name).is_some();
+        let (id, secret) = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY");
+        match (set(id), set(secret)) {
+            (true, true) => Ok(Credentials::Environment),
+            (true, false) | (false, true) => {
+                let (given, missing) = match set(id) {
+                    true => (id, secret),
+                    false => (secret, id),
+                };
+                Err(Error::other(format_args!(
+                    "{given} is set, but {missing} is not (or is empty): set both, for \
+                     instance from your CI's secrets"
+                )))
+            }
+            (false, false)
+                if set("AWS_WEB_IDENTITY_TOKEN_FILE") && set("AWS_ROLE_ARN")
+                    || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+                    || set("AWS_CONTAINER_CREDENTIALS_FULL_URI") =>
+            {
+                Ok(Credentials::Environment)
+            }
+            (false, false) => Ok(Credentials::Instance),
         }
-        Ok(report)
-    })
+    }
+
+    /// A store error, with what it likely means when no credentials were
+    /// given: the instance metadata service was asked, and failed.
+    fn explain(self, error: Error) -> Error {
+        match self {
+            Credentials::Environment => error,
+            Credentials::Instance => Error::failed(
+                "no AWS credentials in the environment (set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN; a \
+                 --dry-run needs none), so the EC2 instance metadata service was asked",
+                error,
+            ),
+        }
+    }
+}
+
+/// An AWS_* variable that is set and not empty: an undefined CI secret
+/// reaches a job as an empty variable, which counts as unset.
+fn aws_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 pub(crate) fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
@@ -144,7 +232,27 @@ pub(crate) fn parse_target(target: &str) -> Result<(String, Vec<String>)> {
 }
 
 pub(crate) fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> Result<AmazonS3> {
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    store_with(bucket, endpoint, acl, RetryConfig::default())
+}
+
+/// [`store`], retrying failed requests as `retry` says.
+fn store_with(
+    bucket: &str,
+    endpoint: Option<&str>,
+    acl: Option<&str>,
+    retry: RetryConfig,
+) -> Result<AmazonS3> {
+    // As AmazonS3Builder::from_env, but an empty variable counts as unset.
+    let mut builder = AmazonS3Builder::new();
+    for (name, value) in std::env::vars() {
+        if name.starts_with("AWS_")
+            && !value.is_empty()
+            && let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+        {
+            builder = builder.with_config(key, value);
+        }
+    }
+    let mut builder = builder.with_bucket_name(bucket).with_retry(retry);
     if let Some(acl) = acl {
         let value = object_store::HeaderValue::from_str(acl).map_err(|_| Error::Usage {
             option: "--acl",
@@ -158,8 +266,8 @@ pub(crate) fn store(bucket: &str, endpoint: Option<&str>, acl: Option<&str>) -> 
     }
     let endpoint = endpoint
         .map(str::to_owned)
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        .or_else(|| aws_env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| aws_env("AWS_ENDPOINT_URL"));
     if let Some(endpoint) = endpoint {
         builder = builder
             .with_allow_http(endpoint.starts_with("http://"))
@@ -228,12 +336,15 @@ fn local_files(site: &Path) -> Result<(Vec<Local>, BTreeMap<String, Sha256>)> {
 }
 
 /// An image or a Vagrant box: a large file that feeds and catalogs point
-/// at, uploaded before them and cached like an image.
+/// at, uploaded before them and cached like an image. (A directory's
+/// `SHA256SUMS` lists images: it is not one.)
 pub(crate) fn is_artifact(rel: &str) -> bool {
-    rel.starts_with("images/") || (rel.starts_with("vagrant/") && rel.ends_with(".box"))
+    (rel.starts_with("images/") && !crate::media::is_dir_manifest(rel))
+        || (rel.starts_with("vagrant/") && rel.ends_with(".box"))
 }
 
-/// The safe order: images and boxes; everything else; per-appliance feeds (each
+/// The safe order: images and boxes; everything else (a directory's
+/// `SHA256SUMS.gpg` just before its `SHA256SUMS`); per-appliance feeds (each
 /// signature just before its feed); the combined feed's signature and the
 /// combined feed last.
 fn order(files: Vec<Local>) -> Vec<Local> {
@@ -255,6 +366,10 @@ fn order(files: Vec<Local>) -> Vec<Local> {
                     if rel.ends_with(".minisig") { "0" } else { "1" }
                 ),
             )
+        } else if crate::media::is_dir_manifest(rel) {
+            let (dir, name) = rel.rsplit_once('/').unwrap_or_default();
+            let second = if name == MANIFEST { "1" } else { "0" };
+            (1, format!("{dir}/{second}"))
         } else if rel == MANIFEST || rel == format!("{MANIFEST}.minisig") {
             (2, if rel == MANIFEST { "1" } else { "0" }.to_owned())
         } else {
@@ -289,7 +404,8 @@ pub(crate) fn relative(location: &ObjectPath, prefix: &[String]) -> String {
 /// One place the site goes.
 struct Destination {
     target: String,
-    store: AmazonS3,
+    /// None in a dry run without credentials: it is not looked at.
+    store: Option<AmazonS3>,
     prefix: Vec<String>,
 }
 
@@ -313,12 +429,15 @@ async fn upload_all(
             .and_then(|e| options.content_types.get(e))
             .cloned()
             .unwrap_or_else(|| content_type(&file.rel).to_owned());
-        let cache = if is_artifact(&file.rel) {
+        let cache = if crate::media::is_immutable(&file.rel) {
             &options.image_cache
         } else {
             &options.short_cache
         };
-        let current = remote_sha256(&d.store, &location).await?;
+        let current = match &d.store {
+            Some(store) => remote_sha256(store, &location).await?,
+            None => None,
+        };
         let action = if current.as_deref() == Some(file.sha256.as_str()) {
             "skip"
         } else {
@@ -332,8 +451,12 @@ async fn upload_all(
             cache_control: cache.clone(),
         };
         on_step(&step);
-        if action == "upload" && !options.dry_run {
-            upload(&d.store, &location, file, &kind, cache).await?;
+        if let Some(store) = d
+            .store
+            .as_ref()
+            .filter(|_| action == "upload" && !options.dry_run)
+        {
+            upload(store, &location, file, &kind, cache).await?;
         }
         match action {
             "upload" => report.uploaded += 1,
@@ -357,9 +480,12 @@ async fn prune(
     report: &mut PublishReport,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<()> {
+    let Some(store) = &d.store else {
+        return Ok(());
+    };
     let base = object_path(&d.prefix, "");
     let mut stale = Vec::new();
-    let mut list = d.store.list(Some(&base));
+    let mut list = store.list(Some(&base));
     while let Some(meta) = list.next().await {
         let meta = meta.map_err(|e| Error::Store {
             action: "list",
@@ -381,7 +507,7 @@ async fn prune(
         };
         on_step(&step);
         if !options.dry_run {
-            d.store.delete(&location).await.map_err(|e| Error::Store {
+            store.delete(&location).await.map_err(|e| Error::Store {
                 action: "delete",
                 object: step.path.clone(),
                 source: e,
@@ -497,4 +623,46 @@ fn check_digest(file: &Local, data: &[u8]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_manifest_goes_up_after_its_images_its_signature_first() {
+        let local = |rel: &str| Local {
+            rel: rel.to_owned(),
+            path: PathBuf::from(rel),
+            size: 0,
+            sha256: String::new(),
+        };
+        let files = [
+            "feed.xml",
+            "images/webapp/SHA256SUMS",
+            "images/webapp/webapp-1.1.0.raw",
+            "SHA256SUMS",
+            "images/webapp/SHA256SUMS.gpg",
+            "sysupdate/webapp.transfer",
+            "images/webapp/webapp-1.0.0.raw",
+            "SHA256SUMS.minisig",
+        ];
+        let ordered: Vec<String> = order(files.iter().map(|f| local(f)).collect())
+            .into_iter()
+            .map(|f| f.rel)
+            .collect();
+        assert_eq!(
+            ordered,
+            [
+                "images/webapp/webapp-1.0.0.raw",
+                "images/webapp/webapp-1.1.0.raw",
+                "images/webapp/SHA256SUMS.gpg",
+                "images/webapp/SHA256SUMS",
+                "sysupdate/webapp.transfer",
+                "SHA256SUMS.minisig",
+                "SHA256SUMS",
+                "feed.xml",
+            ]
+        );
+    }
 }

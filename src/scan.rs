@@ -11,7 +11,11 @@ use walkdir::WalkDir;
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::model::{Compression, FileName, ImageFormat, ImageSource, Name, RelPath, ReleaseInfo};
+use crate::media;
+use crate::model::{
+    Compression, FileName, ImageFormat, ImageLayout, ImageSource, KeyFile, Line, Name, RelPath,
+    ReleaseInfo,
+};
 use crate::notes::{self, Located, Notes};
 use crate::supply;
 
@@ -23,6 +27,21 @@ pub struct PlannedRelease {
     pub images: Vec<ImageSource>,
     /// Its SBOMs and provenance, not read yet.
     pub supply: Vec<supply::Planned>,
+}
+
+impl PlannedRelease {
+    /// Where each of its files is published, and where it comes from.
+    fn files(&self) -> impl Iterator<Item = (&RelPath, &Path)> {
+        let images = self
+            .images
+            .iter()
+            .map(|i| (&i.site_path, i.source.as_path()));
+        images.chain(
+            self.supply
+                .iter()
+                .map(|s| (&s.site_path, s.source.as_path())),
+        )
+    }
 }
 
 /// What the scan found, in publishing order.
@@ -37,24 +56,60 @@ impl Plan {
     pub fn images(&self) -> impl Iterator<Item = &ImageSource> {
         self.releases.iter().flat_map(|r| r.images.iter())
     }
+
+    /// Refuses a plan that would publish a secret key: an image or a
+    /// supply-chain file with a key file's device and inode, whatever name
+    /// led the scan to it (the key itself, a symbolic or a hard link).
+    /// Every later open of a planned file must land on the identity the
+    /// scan recorded, so none of them can reach a key either.
+    pub fn refuse_secret_keys(&self, keys: &[KeyFile]) -> Result<()> {
+        let planned = self.releases.iter().flat_map(|r| {
+            let images = r.images.iter().map(|i| (&i.source, i.file_id));
+            images.chain(r.supply.iter().map(|s| (&s.source, s.file_id)))
+        });
+        for (source, id) in planned {
+            if let Some(key) = keys.iter().find(|k| k.id == id) {
+                return Err(Error::file(
+                    source,
+                    format_args!(
+                        "is the secret key {} (the same device and inode); refusing to publish it",
+                        key.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Scans the releases and their images, failing at the first problem.
-/// With `imageless`, a release without images is planned with none (its
+/// Scans the releases and their images, failing at the first problem,
+/// with what the scan warned of before it ([`Error::Warned`]): a file
+/// that is not published may be the image the release lacks. With
+/// `imageless`, a release without images is planned with none (its
 /// images may come from the previous site) instead of refused.
 pub fn scan(config: &Config, imageless: bool, threads: usize) -> Result<Plan> {
     let (plan, mut problems) = scan_with(config, true, imageless, false, threads)?;
-    match problems.is_empty() {
-        true => Ok(plan),
-        false => Err(problems.remove(0)),
+    match (problems.is_empty(), plan.warnings.is_empty()) {
+        (true, _) => Ok(plan),
+        (false, true) => Err(problems.remove(0)),
+        (false, false) => Err(Error::Warned {
+            warnings: plan.warnings,
+            error: Box::new(problems.remove(0)),
+        }),
     }
 }
 
 /// Scans every release, going on past a bad one and returning every
-/// problem found; with `images = false` no image is looked for. For
-/// `vmcast-gen check`.
-pub fn scan_all(config: &Config, images: bool, threads: usize) -> Result<(Plan, Vec<Error>)> {
-    scan_with(config, images, false, true, threads)
+/// problem found, one per release at most; with `images = false` no image
+/// is looked for, and with `imageless` a release without images is no
+/// problem, as in [`scan`]. For `vmcast-gen check`.
+pub fn scan_all(
+    config: &Config,
+    images: bool,
+    imageless: bool,
+    threads: usize,
+) -> Result<(Plan, Vec<Error>)> {
+    scan_with(config, images, imageless, true, threads)
 }
 
 fn scan_with(
@@ -139,6 +194,7 @@ fn scan_with(
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut problems = Vec::new();
     let mut seen: BTreeMap<(Name, String), &Path> = BTreeMap::new();
+    let mut published: BTreeMap<RelPath, PathBuf> = BTreeMap::new();
     for ((path, _), planned) in found.iter().zip(planned) {
         let release = planned.and_then(|(key, release, planned_warnings)| {
             if let Some(first) = seen.get(&key) {
@@ -154,7 +210,23 @@ fn scan_with(
             }
             seen.insert(key, path);
             warnings.extend(planned_warnings);
-            release
+            let release = release?;
+            // In the flat layout releases share a directory: no two may
+            // publish one name there.
+            for (site_path, source) in release.files() {
+                if let Some(first) = published.get(site_path) {
+                    return Err(Error::file(
+                        source,
+                        format_args!(
+                            "is published as {site_path}, and so is {}: two releases cannot \
+                             publish one file; rename one",
+                            first.display()
+                        ),
+                    ));
+                }
+                published.insert(site_path.clone(), source.to_path_buf());
+            }
+            Ok(release)
         });
         match release {
             Ok(r) => releases.push(r),
@@ -316,10 +388,8 @@ fn plan_release(
         (None, _) => (config.releases_dir.as_path(), releases_root.to_path_buf()),
     };
 
-    let release_dir = RelPath::parse("images")
-        .and_then(|p| p.join(appliance.as_str()))
-        .and_then(|p| p.join(notes.version.as_str()))
-        .map_err(|m| Error::file(&notes.path, m))?;
+    let layout = Layout::of(config, &appliance, &notes)?;
+    let release_dir = &layout.release_dir;
     let mut images: Vec<ImageSource> = Vec::new();
     for c in candidates {
         let over = notes.overrides.get(&c.name).map(|o| &o.value);
@@ -365,6 +435,7 @@ fn plan_release(
             return Err(Error::file(&c.path, "is not a regular file"));
         }
         let name = FileName::parse(&c.name).map_err(|m| Error::file(&c.path, m))?;
+        layout.check(&name, &notes, &c.path)?;
         if images.iter().any(|i| i.name == name) {
             return Err(Error::file(
                 &notes.path,
@@ -374,9 +445,11 @@ fn plan_release(
         let site_path = release_dir
             .join(&c.name)
             .map_err(|m| Error::file(&c.path, m))?;
-        let url_path = format!("{}/{}/{}", appliance, notes.version, c.name);
         images.push(ImageSource {
-            url: join_url(&config.download_base_url, &url_path),
+            url: join_url(
+                &config.download_base_url,
+                &format!("{}/{}", layout.url_dir, c.name),
+            ),
             source: c.path,
             real,
             name,
@@ -391,6 +464,7 @@ fn plan_release(
             file_id: crate::model::FileId::of(&meta),
         });
     }
+    warnings.extend(version_disagreements(&notes, &appliance, dir, &images));
     if images.is_empty() && imageless {
         return Ok(PlannedRelease {
             info: release_info(config, notes, appliance),
@@ -427,8 +501,7 @@ fn plan_release(
             },
             tree,
             tree_real: &tree_real,
-            release_dir: &release_dir,
-            url_dir: &format!("{}/{}", appliance, notes.version),
+            layout: &layout,
         },
         &notes,
         &images,
@@ -489,10 +562,67 @@ struct SupplyTree<'a> {
     /// The tree they must stay in, as written and resolved.
     tree: &'a Path,
     tree_real: &'a Path,
-    /// `images/<appliance>/<version>`.
-    release_dir: &'a RelPath,
-    /// `<appliance>/<version>`, under the download base.
-    url_dir: &'a str,
+    /// Where the release's files go.
+    layout: &'a Layout,
+}
+
+/// Where a release's files go in the site, by the appliance's
+/// `image_layout`, and the rules its file names follow there.
+struct Layout {
+    /// `images/<appliance>/<version>`, or `images/<appliance>` (flat).
+    release_dir: RelPath,
+    /// The same under the download base: `<appliance>/<version>`.
+    url_dir: String,
+    /// Every version's files share the directory: each names its version.
+    flat: bool,
+    appliance: Name,
+}
+
+impl Layout {
+    fn of(config: &Config, appliance: &Name, notes: &Notes) -> Result<Layout> {
+        let flat = config.image_layout_of(appliance.as_str()) == ImageLayout::Flat;
+        let url_dir = match flat {
+            true => appliance.to_string(),
+            false => format!("{appliance}/{}", notes.version),
+        };
+        let release_dir = RelPath::parse(&format!("images/{url_dir}"))
+            .map_err(|m| Error::file(&notes.path, m))?;
+        Ok(Layout {
+            release_dir,
+            url_dir,
+            flat,
+            appliance: appliance.clone(),
+        })
+    }
+
+    /// Refuses a name the release cannot publish in its directory: the
+    /// manifest systemd's tools read there, or, in the flat layout, a name
+    /// without the release's version, which the next release would take.
+    fn check(&self, name: &FileName, notes: &Notes, source: &Path) -> Result<()> {
+        if [media::MANIFEST, media::DIR_MANIFEST_SIG].contains(&name.as_str()) {
+            return Err(Error::file(
+                source,
+                format_args!(
+                    "is published as {}/{name}, the name of the manifest of that directory; \
+                     rename it",
+                    self.release_dir
+                ),
+            ));
+        }
+        if self.flat && name.version_at(&notes.version).is_none() {
+            return Err(Error::file(
+                source,
+                format_args!(
+                    "its name `{name}` does not hold the release's version `{}`: with \
+                     image_layout = \"flat\" every version of {} lies in {}/, and each file name \
+                     must hold its version (as `{}-{}.raw` does) so that no release takes \
+                     another's name and systemd-sysupdate can tell the versions apart",
+                    notes.version, self.appliance, self.release_dir, self.appliance, notes.version
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The supply-chain files of a release: those its notes name (for the
@@ -638,14 +768,16 @@ fn plan_supply(
             }
             return Err(clash("another supply-chain file"));
         }
+        t.layout.check(&name, notes, &path)?;
         let site_path = t
+            .layout
             .release_dir
             .join(&name)
             .map_err(|m| Error::file(&path, m))?;
         planned.push(supply::Planned {
             url: join_url(
                 &t.config.download_base_url,
-                &format!("{}/{name}", t.url_dir),
+                &format!("{}/{name}", t.layout.url_dir),
             ),
             file_id: crate::model::FileId::of(&meta),
             source: path,
@@ -687,12 +819,86 @@ fn image_stem(name: &str) -> &str {
     }
 }
 
+/// Warnings for a release whose version disagrees with the version its
+/// directory's name or an image's name shows (`releases/myapp/1.1.0/`
+/// holding `myapp-1.1.0.raw` with `version = "1.2.0"`): the images publish
+/// under the notes' version, names and all, and nothing else would say so.
+/// An image's version is the dotted number after `<appliance>-` (or `_`),
+/// else the last one in its name.
+fn version_disagreements(
+    notes: &Notes,
+    appliance: &Name,
+    dir: &Path,
+    images: &[ImageSource],
+) -> Vec<crate::Warning> {
+    let version = notes.version.as_str();
+    let mut warnings = Vec::new();
+    let dir_name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let shown = dir_name.strip_prefix('v').unwrap_or(&dir_name);
+    if shown.starts_with(|c: char| c.is_ascii_digit())
+        && shown.contains('.')
+        && !same_version(shown, version)
+    {
+        warnings.push(crate::Warning::file(
+            &notes.path,
+            format_args!(
+                "says version = \"{version}\", but its directory is {dir_name}: the release \
+                 publishes as {version}; make the two agree"
+            ),
+        ));
+    }
+    for image in images {
+        let name = image.name.as_str();
+        if name.contains(version) {
+            continue;
+        }
+        let shown = match name
+            .strip_prefix(appliance.as_str())
+            .and_then(|rest| rest.strip_prefix(['-', '_']))
+        {
+            Some(rest) => versions_in(rest).next().filter(|v| rest.starts_with(v)),
+            None => versions_in(name).last(),
+        };
+        if let Some(other) = shown.filter(|v| !same_version(v, version)) {
+            warnings.push(crate::Warning::file(
+                &image.source,
+                format_args!(
+                    "its name says {other}, but the release is {version} (`version` in {}): it \
+                     publishes as {}",
+                    notes::NOTES_FILE,
+                    image.site_path
+                ),
+            ));
+        }
+    }
+    warnings
+}
+
+/// The dotted numbers in a file name (`1.1.0` in `myapp-1.1.0.raw`).
+fn versions_in(name: &str) -> impl Iterator<Item = &str> {
+    name.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|run| run.trim_matches('.'))
+        .filter(|run| run.contains('.') && !run.contains("..") && !run.is_empty())
+}
+
+/// Whether two versions are one, trailing `.0`s aside (`1.10` is `1.10.0`).
+fn same_version(a: &str, b: &str) -> bool {
+    let trim = |v: &str| {
+        let mut v = v.to_owned();
+        while let Some(shorter) = v.strip_suffix(".0") {
+            v = shorter.to_owned();
+        }
+        v
+    };
+    trim(a) == trim(b)
+}
+
 /// Everything about a release but its images.
 fn release_info(config: &Config, notes: Notes, appliance: Name) -> ReleaseInfo {
-    let title = notes
-        .title
-        .clone()
-        .unwrap_or_else(|| format!("{} {}", config.appliance(&appliance).title, notes.version));
+    let title = notes.title.clone().unwrap_or_else(|| {
+        let title = format!("{} {}", config.appliance(&appliance).title, notes.version);
+        Line::parse(&title, "title").expect("a title and a version make one line")
+    });
     ReleaseInfo {
         notes_path: notes.path,
         appliance,
@@ -820,6 +1026,16 @@ fn expand(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions_are_found_in_names_and_compared_without_trailing_zeros() {
+        let found = |name| super::versions_in(name).collect::<Vec<_>>();
+        assert_eq!(found("myapp-1.1.0.raw"), ["1.1.0"]);
+        assert_eq!(found("ubuntu-22.04-app-1.2.qcow2.xz"), ["22.04", "1.2"]);
+        assert_eq!(found("webapp-2.qcow2"), Vec::<&str>::new());
+        assert!(super::same_version("1.10", "1.10.0"));
+        assert!(!super::same_version("1.1", "1.10"));
+    }
+
     use super::*;
 
     #[test]

@@ -7,6 +7,11 @@
 //!   trusted comment and `Ed25519(signature || trusted_comment)`.
 //!
 //! Ed25519 is deterministic, so the same key and data give the same bytes.
+//!
+//! Both ed25519 signatures of a minisign signature go through a [`Signer`]:
+//! the key in memory ([`SecretKey`]), or a key on a PKCS#11 token
+//! (`pkcs11::TokenKey`) that never leaves it. The BLAKE2b-512 prehash is
+//! computed here either way, so a token only ever signs pure ed25519.
 
 use std::fmt;
 use std::path::Path;
@@ -14,7 +19,7 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use blake2::{Blake2b256, Blake2b512, Digest};
-use ed25519_dalek::{Signature as EdSignature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature as EdSignature, Signer as _, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -229,25 +234,54 @@ impl SecretKey {
         Ok(format!("{UNTRUSTED}{comment}\n{}\n", B64.encode(bytes)))
     }
 
-    /// A prehashed (`ED`) minisign signature of `data`.
-    pub fn sign(&self, data: &[u8], trusted_comment: &str) -> Result<Signature> {
+    /// The seed, for a PKCS#11 token to import.
+    pub(crate) fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+}
+
+impl Signer for SecretKey {
+    fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn sign_ed25519(&self, message: &[u8]) -> Result<EdSignature> {
+        Ok(self.signing.sign(message))
+    }
+}
+
+/// What makes the ed25519 signatures of a minisign key pair: [`SecretKey`]
+/// in memory, or a key on a PKCS#11 token. Shared by the threads that sign
+/// a build's files.
+pub trait Signer: Send + Sync {
+    /// The public half, with the key id that signatures carry.
+    fn public(&self) -> &PublicKey;
+
+    /// A pure Ed25519 signature of `message`.
+    fn sign_ed25519(&self, message: &[u8]) -> Result<EdSignature>;
+
+    /// A prehashed (`ED`) minisign signature of `data`: Ed25519 over its
+    /// BLAKE2b-512, then over that signature and the trusted comment.
+    /// Verified against [`Signer::public`] before it is returned.
+    fn sign(&self, data: &[u8], trusted_comment: &str) -> Result<Signature> {
         if trusted_comment.contains(['\r', '\n']) || trusted_comment.len() > MAX_TRUSTED_COMMENT {
             return Err(Error::other(
                 "a trusted comment must be one line of at most 8192 bytes",
             ));
         }
-        let signature = self.signing.sign(&Blake2b512::digest(data));
+        let signature = self.sign_ed25519(&Blake2b512::digest(data))?;
         let mut global_input = signature.to_bytes().to_vec();
         global_input.extend_from_slice(trusted_comment.as_bytes());
         let sig = Signature {
             algorithm: Algorithm::Prehashed,
-            key_id: self.public.key_id,
+            key_id: self.public().key_id,
             signature,
             trusted_comment: trusted_comment.to_owned(),
-            global_signature: self.signing.sign(&global_input),
+            global_signature: self.sign_ed25519(&global_input)?,
         };
-        // Guard against a fault between signing and publishing.
-        sig.verify(&self.public, data)
+        // Guard against a fault between signing and publishing, and
+        // against a token whose key is not the public key it shows.
+        sig.verify(self.public(), data)
             .map_err(|e| Error::other(format_args!("a fresh signature does not verify: {e}")))?;
         Ok(sig)
     }
@@ -285,6 +319,15 @@ impl LockedKey {
                     format_args!("secret key is not valid base64: {e}"),
                 )
             })?;
+        if bytes.len() == PUBLIC_KEY_LEN && bytes.starts_with(b"Ed") {
+            return Err(Error::at(
+                path,
+                pos(2),
+                "this is a minisign public key (a .pub file), not the secret key: give the \
+                 secret key that `vmcast-gen keygen` wrote beside it (vmcast.key), and publish \
+                 this one",
+            ));
+        }
         if bytes.len() != SECRET_KEY_LEN {
             return Err(Error::at(
                 path,
@@ -308,6 +351,11 @@ impl LockedKey {
             bytes,
             encrypted,
         })
+    }
+
+    /// Where the key came from: its file, or the variable that held it.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Decrypts the key (asking `password` only when it is encrypted) and

@@ -6,7 +6,9 @@
 //!
 //! The sequence number is the build time in Unix seconds (`SOURCE_DATE_EPOCH`
 //! when set): every later build, on any machine or fresh CI checkout, gets a
-//! higher one without any state to carry between runs.
+//! higher one without any state to carry between runs. A build whose clock
+//! is behind the site it follows takes one above that site's instead
+//! (`build::clock`).
 //!
 //! A file that never changes once published (an archive: `media::is_immutable`)
 //! is signed with a [`FileStamp`] instead, which names the file and the

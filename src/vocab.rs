@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use url::Url;
 
-use crate::cloud::{CloudImage, Provider};
+use crate::cloud::Provider;
 use crate::model::{
-    Combined, Compression, FileDigest, FileId, FileName, Firmware, Image, ImageFormat, ImageInfo,
-    ImageSource, Machine, OvaDisk, RelPath, Requirements, Sha256, Sha512, Signing, SupplyFile,
-    SupplyFormat, SupplyKind, VagrantBox, ZsyncFile,
+    Arch, CloudImage, Combined, Compression, FileDigest, FileId, FileName, Firmware, Image,
+    ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, RelPath, Requirements, Sha256, Sha512,
+    Signing, SupplyFile, SupplyFormat, SupplyKind, VagrantBox, ZsyncFile,
 };
 
 pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
@@ -75,6 +75,22 @@ pub const PROVENANCE: &str = "vmcast:provenance";
 pub const CLOUD_IMAGE: &str = "vmcast:cloudImage";
 pub const ZSYNC: &str = "vmcast:zsync";
 
+/// How long `text` is once escaped as text content of the feed (`<`, `>`,
+/// `&`, quotes and CR: quick-xml's `escape`, which the writer uses), counted
+/// without escaping it.
+pub fn escaped_len(text: &str) -> usize {
+    let extra: usize = text
+        .bytes()
+        .map(|b| match b {
+            b'<' | b'>' => 3,
+            b'&' | b'\r' => 4,
+            b'\'' | b'"' => 5,
+            _ => 0,
+        })
+        .sum();
+    text.len() + extra
+}
+
 /// An element's attributes as written: name and value, in order.
 pub type Attrs = Vec<(&'static str, String)>;
 
@@ -118,6 +134,12 @@ fn rel_path(a: &Read, element: &str, key: &str) -> Result<RelPath, String> {
     RelPath::parse(get(a, element, key)?).map_err(|m| format!("{element} {key}: {m}"))
 }
 
+fn arch(a: &Read, element: &str) -> Result<Option<Arch>, String> {
+    a.get("arch")
+        .map(|v| Arch::parse(v).map_err(|m| format!("{element} arch: {m}")))
+        .transpose()
+}
+
 fn file_name(value: &str, element: &str, key: &str) -> Result<FileName, String> {
     FileName::parse(value).map_err(|m| format!("{element} {key}: {m}"))
 }
@@ -142,7 +164,7 @@ pub fn image_attrs(image: &Image) -> Attrs {
         attrs.push(("primary", "true".to_owned()));
     }
     if let Some(arch) = &s.arch {
-        attrs.push(("arch", arch.clone()));
+        attrs.push(("arch", arch.to_string()));
     }
     if let Some(c) = s.compression {
         attrs.push(("compression", c.as_str().to_owned()));
@@ -181,7 +203,7 @@ pub fn read_image(a: &Read) -> Result<Image, String> {
     let name = file_name(get(a, el, "name")?, el, "name")?;
     if *name != *site_path.file_name() {
         return Err(format!(
-            "{el} `name` {name:?} is not the file name of its `path` {site_path}"
+            "{el} name: `{name}` is not the file name of its path `{site_path}`"
         ));
     }
     let format = ImageFormat::parse(get(a, el, "format")?)?;
@@ -224,7 +246,7 @@ pub fn read_image(a: &Read) -> Result<Image, String> {
             name,
             format,
             compression,
-            arch: a.get("arch").cloned(),
+            arch: arch(a, el)?,
             primary: match a.get("primary").map(String::as_str) {
                 None => false,
                 Some("true") => true,
@@ -391,7 +413,7 @@ pub fn read_supply(element: &str, a: &Read) -> Result<SupplyFile, String> {
     let name = file_name(get(a, element, "name")?, element, "name")?;
     if *name != *site_path.file_name() {
         return Err(format!(
-            "{element} `name` {name:?} is not the file name of its `path` {site_path}"
+            "{element} name: `{name}` is not the file name of its path `{site_path}`"
         ));
     }
     Ok(SupplyFile {
@@ -420,7 +442,7 @@ pub fn cloud_attrs(c: &CloudImage) -> Attrs {
     }
     attrs.push(("id", c.id.clone()));
     if let Some(arch) = &c.arch {
-        attrs.push(("arch", arch.clone()));
+        attrs.push(("arch", arch.to_string()));
     }
     attrs
 }
@@ -440,7 +462,7 @@ pub fn read_cloud(a: &Read) -> Result<CloudImage, String> {
         provider,
         region,
         id: id.to_owned(),
-        arch: a.get("arch").cloned(),
+        arch: arch(a, el)?,
     })
 }
 
@@ -449,7 +471,7 @@ pub fn read_cloud(a: &Read) -> Result<CloudImage, String> {
 pub fn requirements_attrs(r: &Requirements) -> Attrs {
     let mut attrs = Attrs::new();
     if let Some(arch) = &r.arch {
-        attrs.push(("arch", arch.clone()));
+        attrs.push(("arch", arch.to_string()));
     }
     for (key, value) in [
         ("minMemoryMiB", r.min_memory_mib),
@@ -470,11 +492,23 @@ pub fn requirements_attrs(r: &Requirements) -> Attrs {
 pub fn read_requirements(a: &Read) -> Result<Requirements, String> {
     let el = REQUIREMENTS;
     Ok(Requirements {
-        arch: a.get("arch").cloned(),
+        arch: arch(a, el)?,
         min_memory_mib: optional_number(a, el, "minMemoryMiB")?,
         min_disk_gib: optional_number(a, el, "minDiskGiB")?,
         min_cpus: optional_number(a, el, "minCpus")?,
         firmware: a.get("firmware").map(|f| Firmware::parse(f)).transpose()?,
         hypervisors: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escaped_len_counts_what_the_writer_escapes() {
+        let text = "<p class=\"a\">Tom's & Jerry's\r\n</p> é > 1";
+        assert_eq!(
+            super::escaped_len(text),
+            quick_xml::escape::escape(text).len()
+        );
+    }
 }

@@ -21,6 +21,16 @@ impl Warning {
     }
 }
 
+impl Warning {
+    /// A warning about line `line`, column `column` (1-based) of `path`.
+    pub fn at(path: &Path, line: usize, column: usize, message: impl fmt::Display) -> Self {
+        Warning {
+            path: None,
+            message: format!("{}:{line}:{column}: {message}", path.display()),
+        }
+    }
+}
+
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.path {

@@ -79,6 +79,7 @@ impl Assembly<'_> {
         if let Some(previous) = self.previous {
             self.warn_of_previous(previous, &releases, carried.as_ref(), warnings);
         }
+        refuse_shared_paths(&releases)?;
         for release in &mut releases {
             check_images(release)?;
             // A SHA-512 only where the virt-builder index lists the image: the
@@ -336,6 +337,33 @@ fn warn_dropped(
             ),
         ));
     }
+}
+
+/// No two releases publish one file: in the flat layout every version of
+/// an appliance shares a directory, and a release taken from the previous
+/// site keeps its names. (The scan refuses this among the releases here.)
+fn refuse_shared_paths(releases: &[Release]) -> Result<()> {
+    let mut by_path: BTreeMap<&RelPath, &model::ReleaseInfo> = BTreeMap::new();
+    for release in releases {
+        let files = release.images.iter().map(|i| &i.source.site_path);
+        for path in files.chain(release.supply.iter().map(|f| &f.site_path)) {
+            if let Some(first) = by_path.insert(path, &release.info) {
+                return Err(Error::file(
+                    &release.info.notes_path,
+                    format_args!(
+                        "release {} {} would publish {path}, which release {} {} ({}) publishes \
+                         already: two releases cannot publish one file; rename the image",
+                        release.info.appliance,
+                        release.info.version,
+                        first.appliance,
+                        first.version,
+                        first.notes_path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A file taken from the previous site keeps its published URL, which

@@ -4,6 +4,7 @@
 //! holds what spans them (the lock, the staging directory, the keys).
 
 mod assemble;
+mod clock;
 mod images;
 mod output;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
+use self::clock::{Clock, Prior};
 use crate::catalog;
 use crate::config::{self, Config, Overrides};
 use crate::error::{Error, Result};
@@ -18,12 +20,11 @@ use crate::fsutil;
 use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
 use crate::model::{Release, Sha256};
-use crate::openpgp;
 use crate::par;
 use crate::previous::{self, Previous};
 use crate::render::{self, Site};
 use crate::scan;
-use crate::sign::{self, PublicKey, SecretKey};
+use crate::sign::{self, PublicKey};
 use crate::supply;
 use crate::warning::Warning;
 use crate::write;
@@ -59,11 +60,17 @@ pub struct BuildOptions {
     pub preview: bool,
     /// Build on this published site (`--previous`), over the config's.
     pub previous: Option<String>,
+    /// Build even with a sequence (`SOURCE_DATE_EPOCH`) that takes the
+    /// site built on or replaced backwards (`--allow-rollback`).
+    pub allow_rollback: bool,
     /// Images allowed to differ from the previous site's under the same
     /// published name (`--replace NAME`).
     pub replace: Vec<String>,
     /// The S3-compatible endpoint for an `s3://` previous site.
     pub endpoint: Option<String>,
+    /// The PKCS#11 module of a `pkcs11:` secret key whose URI names none
+    /// (`VMCAST_PKCS11_MODULE`).
+    pub pkcs11_module: Option<PathBuf>,
 }
 
 /// One published image, for reports.
@@ -103,6 +110,8 @@ pub struct Report {
     pub previous: Option<Carried>,
     /// The catalogs written besides the feeds (`[catalogs]`).
     pub catalogs: Vec<catalog::Written>,
+    /// The sequence number the site is signed with.
+    pub sequence: u64,
 }
 
 /// What a build took from the previous site without reading an image.
@@ -154,7 +163,8 @@ fn run(
     scan_warnings: &mut Vec<Warning>,
 ) -> Result<Report> {
     let config = config::load(&options.config, &options.overrides)?;
-    let clock = Clock::of(options, &config)?;
+    warnings.extend(config.warnings.iter().cloned());
+    let mut clock = Clock::of(options, &config)?;
     let threads = options.threads.unwrap_or_else(par::default_threads);
     check_output_dir(&config)?;
     // Held to the end: two builds of one output never interleave.
@@ -173,21 +183,41 @@ fn run(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (plan, spare)
     });
-    let mut plan = plan?;
+    let mut plan = plan.map_err(|error| {
+        let (mut warned, error) = error.unwarn();
+        scan_warnings.append(&mut warned);
+        error
+    })?;
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
+    plan.refuse_secret_keys(&keys.files)?;
+    // A key the previous site may be signed by besides this build's: the
+    // key rotated from, while the rotation is under way.
+    let rotated_from = match &config.previous_key {
+        Some(path) => Some(PublicKey::from_file(path, &fsutil::read_to_string(path)?)?),
+        None => None,
+    };
     let previous = match &previous_source {
         Some(source) => Some(load_previous(
-            &config,
             options,
             source,
-            &keys.minisign.public,
-            clock.sequence,
+            keys.minisign.public(),
+            rotated_from.clone(),
             warnings,
         )?),
         None => None,
     };
-    let next_key = next_key(&config, &keys.minisign.public, warnings)?;
+    let built_on = previous_source
+        .as_deref()
+        .zip(previous.as_ref())
+        .map(|(source, previous)| (source, previous.sequence));
+    let trusted: Vec<&PublicKey> = std::iter::once(keys.minisign.public())
+        .chain(&rotated_from)
+        .collect();
+    if let Some(prior) = Prior::of(&config, options, built_on, &trusted) {
+        clock.follow(&prior, options, warnings)?;
+    }
+    let next_key = next_key(&config, keys.minisign.public(), warnings)?;
     // Its errors come after the key's, which say more.
     let (spare, spare_warning) = spare?;
     let staging = write::Staging::new(&lock, spare)?;
@@ -214,9 +244,9 @@ fn run(
     let site = Site {
         config: &config,
         releases: &releases,
-        public_key: &keys.minisign.public,
+        public_key: keys.minisign.public(),
         next_key: next_key.as_ref(),
-        openpgp_public_key: keys.openpgp_public.as_deref(),
+        openpgp: keys.openpgp.as_ref(),
         build_time: clock.time,
         sequence: clock.sequence,
         expires: clock.expires,
@@ -241,6 +271,7 @@ fn run(
         hash: hashed.stats,
         warnings: std::mem::take(warnings),
         previous: carried,
+        sequence: clock.sequence,
     };
     Ok(Report::of(&config, &releases, &rendered, &keys, done))
 }
@@ -250,6 +281,7 @@ struct Done {
     hash: hash::Stats,
     warnings: Vec<Warning>,
     previous: Option<Carried>,
+    sequence: u64,
 }
 
 impl Report {
@@ -291,11 +323,12 @@ impl Report {
                 .map(|i| i.digest.length)
                 .sum(),
             hash: done.hash,
-            key_id: keys.minisign.public.key_id.to_string(),
-            openpgp_fingerprint: keys.openpgp.as_ref().map(openpgp::Signer::fingerprint),
+            key_id: keys.minisign.public().key_id.to_string(),
+            openpgp_fingerprint: keys.openpgp.as_ref().map(|k| k.signer.fingerprint()),
             warnings: done.warnings,
             previous: done.previous,
             catalogs: rendered.catalogs.written.clone(),
+            sequence: done.sequence,
         }
     }
 }
@@ -337,38 +370,17 @@ pub fn texts(site: &Site, threads: usize) -> Result<Texts> {
     })
 }
 
-/// When this build is, as everything it signs says.
-struct Clock {
-    time: DateTime<Utc>,
-    /// The build's sequence number (see [`crate::trust`]).
-    sequence: u64,
-    /// When consumers must stop trusting this build.
-    expires: Option<DateTime<Utc>>,
-}
-
-impl Clock {
-    fn of(options: &BuildOptions, config: &Config) -> Result<Self> {
-        let time = options.build_time.unwrap_or_else(Utc::now);
-        let sequence = u64::try_from(time.timestamp())
-            .map_err(|_| Error::other("the build time is before 1970; check SOURCE_DATE_EPOCH"))?;
-        Ok(Clock {
-            time,
-            sequence,
-            expires: config.expires_after.map(|d| time + d),
-        })
-    }
-}
-
 /// The keys a build signs and checks with.
 struct Keys {
     /// The builders' keys that sign provenance (`provenance_keys`).
     provenance: Vec<supply::keys::ProvenanceKey>,
     /// Signs the feeds, SHA256SUMS and the catalogs.
-    minisign: SecretKey,
-    /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set.
-    openpgp: Option<openpgp::Signer>,
-    /// Its public key, armored, published as `openpgp.asc`.
-    openpgp_public: Option<String>,
+    minisign: Box<dyn sign::Signer>,
+    /// Clearsigns SHA256SUMS.asc and the catalogs' signed forms, if set,
+    /// with its public key, published as `openpgp.asc`.
+    openpgp: Option<render::OpenPgp>,
+    /// The secret key files, never to be published.
+    files: Vec<crate::model::KeyFile>,
 }
 
 impl Keys {
@@ -379,51 +391,49 @@ impl Keys {
         warnings: &mut Vec<Warning>,
     ) -> Result<Self> {
         let provenance = supply::keys::load(&config.provenance_keys)?;
-        let (minisign, warning) = keys::load_key(config, options, &mut *password)?;
-        warnings.extend(warning);
-        let (openpgp, warning) = keys::load_openpgp_key(config, options, password)?;
-        warnings.extend(warning);
-        let openpgp_public = openpgp.as_ref().map(|s| s.public_key()).transpose()?;
+        let minisign = keys::load_key(config, options, &mut *password)?;
+        let openpgp = keys::load_openpgp_key(config, options, password)?;
+        let mut files = Vec::new();
+        warnings.extend(minisign.warnings);
+        files.extend(minisign.file);
+        let openpgp = openpgp.map(|found| {
+            warnings.extend(found.warnings);
+            files.extend(found.file);
+            found.key
+        });
+        keys::systemd_needs_openpgp(config, openpgp.is_some())?;
+        let openpgp = openpgp
+            .map(|signer| {
+                let public = signer.public_key()?;
+                Ok::<_, Error>(render::OpenPgp { signer, public })
+            })
+            .transpose()?;
         Ok(Keys {
             provenance,
-            minisign,
+            minisign: minisign.key,
             openpgp,
-            openpgp_public,
+            files,
         })
     }
 }
 
 /// The previous site (`--previous`), verified against this build's key
-/// (or `previous_key`, during a rotation). Its sequence must be below this
-/// build's, or consumers that keep state would refuse the new one.
+/// (or `rotated_from`, the `previous_key`, during a rotation).
 fn load_previous(
-    config: &Config,
     options: &BuildOptions,
     source: &str,
     key: &PublicKey,
-    sequence: u64,
+    rotated_from: Option<PublicKey>,
     warnings: &mut Vec<Warning>,
 ) -> Result<Previous> {
-    let also_trusted = match &config.previous_key {
-        Some(path) => vec![PublicKey::from_file(path, &fsutil::read_to_string(path)?)?],
-        None => Vec::new(),
-    };
     let previous = previous::load(&previous::PreviousOptions {
         source,
         key,
-        also_trusted,
+        also_trusted: rotated_from.into_iter().collect(),
         endpoint: options.endpoint.as_deref(),
         timeout: std::time::Duration::from_secs(60),
         now: Utc::now(),
     })?;
-    if sequence <= previous.sequence {
-        return Err(Error::other(format_args!(
-            "--previous {source}: this build's sequence {sequence} is not above the \
-             previous site's {}; consumers that keep state would refuse it as a rollback. \
-             Build later, or set SOURCE_DATE_EPOCH above {}",
-            previous.sequence, previous.sequence
-        )));
-    }
     warnings.extend(previous.warnings.iter().cloned());
     Ok(previous)
 }

@@ -17,7 +17,8 @@ use crate::sign::PublicKey;
 use crate::trust;
 use crate::write;
 
-use super::{Clock, Keys, Texts};
+use super::clock::Clock;
+use super::{Keys, Texts};
 
 /// Signs what was rendered and writes it, with the signatures and the
 /// public keys, into the staging directory.
@@ -30,7 +31,7 @@ pub(super) fn write_site(
     clock: &Clock,
     threads: usize,
 ) -> Result<()> {
-    let key = &keys.minisign;
+    let key = &*keys.minisign;
     // A file that never changes (an archive) names no build, so that its
     // signature does not change either; SHA256SUMS binds it to the build.
     let comment = |file: &str| match media::is_immutable(file) {
@@ -60,11 +61,11 @@ pub(super) fn write_site(
     let manifest_sig = key.sign(rendered.manifest.as_bytes(), &comment(media::MANIFEST))?;
     staging.write(media::MANIFEST, rendered.manifest.as_bytes())?;
     staging.write(media::MANIFEST_SIG, manifest_sig.to_file().as_bytes())?;
-    staging.write(media::PUBLIC_KEY, key.public.to_file().as_bytes())?;
-    if let (Some(signer), Some(public)) = (&keys.openpgp, &keys.openpgp_public) {
-        let signed = signer.clearsign(&rendered.manifest, clock.time)?;
+    staging.write(media::PUBLIC_KEY, key.public().to_file().as_bytes())?;
+    if let Some(key) = &keys.openpgp {
+        let signed = key.signer.clearsign(&rendered.manifest, clock.time)?;
         staging.write(openpgp::MANIFEST_ASC, signed.as_bytes())?;
-        staging.write(openpgp::PUBLIC_KEY, public.as_bytes())?;
+        staging.write(openpgp::PUBLIC_KEY, key.public.as_bytes())?;
     }
     if let Some(next) = next_key {
         // The current key vouches for the next one: consumers that trust the
@@ -90,9 +91,9 @@ pub(super) fn write_site(
         }
     }
     // Rendered only when there is an OpenPGP key.
-    if let Some(signer) = &keys.openpgp {
+    if let Some(key) = &keys.openpgp {
         for (path, text) in &rendered.catalogs.clearsigned {
-            staging.write(path, signer.clearsign(text, clock.time)?.as_bytes())?;
+            staging.write(path, key.signer.clearsign(text, clock.time)?.as_bytes())?;
         }
     }
     staging.write(render::page::PAGE, rendered.site.page.as_bytes())?;

@@ -5,6 +5,7 @@
 
 pub mod json_feed;
 pub mod simplestreams;
+pub mod systemd;
 pub mod vagrant;
 pub mod virt_builder;
 
@@ -81,7 +82,7 @@ pub fn render(site: &Site, partition: &Partition) -> Result<Catalogs> {
     if wanted.virt_builder {
         let (files, skipped) = virt_builder::render(site);
         // virt-builder checks only OpenPGP: the index clearsigned.
-        let clearsigned: Vec<(String, String)> = match site.openpgp_public_key {
+        let clearsigned: Vec<(String, String)> = match site.openpgp {
             Some(_) => files
                 .iter()
                 .filter(|f| f.path == virt_builder::INDEX)
@@ -99,6 +100,10 @@ pub fn render(site: &Site, partition: &Partition) -> Result<Catalogs> {
         let tree = simplestreams::render(site)?;
         catalogs.add("simplestreams", tree.files, tree.skipped);
         catalogs.add_clearsigned(tree.clearsigned);
+    }
+    if wanted.systemd.is_some() {
+        let tree = systemd::render(site)?;
+        catalogs.add("systemd", tree.files, tree.skipped);
     }
     Ok(catalogs)
 }

@@ -6,8 +6,12 @@
 //!   architecture names (`amd64`, `arm64`, …);
 //! - version keys are date serials (`YYYYMMDD_HHMM`, from the release
 //!   date): every client compares them as strings, and LXD skips keys that
-//!   do not start with a date. The real version is in `label`, `version`
-//!   and `pubname`;
+//!   do not start with a date. Releases of one product in the same minute
+//!   (a fix for two branches on one day) are numbered in version order,
+//!   as Ubuntu numbers its serials: `20260115_0000`, `20260115_0000.1`.
+//!   The feed holds every release's date and version, so a build on the
+//!   published site (`--previous`) gives the same keys. The real version
+//!   is in `label`, `version` and `pubname`;
 //! - every image is an item named after its file, but one uncompressed
 //!   qcow2 per version is the item `disk1.img`, the only key virt-builder
 //!   looks for and the disk LXD takes for a virtual machine. Beside it, a
@@ -30,7 +34,7 @@ use super::CatalogFile;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hash::{Chunk, Facts, Sink, Start};
-use crate::model::{Combined, Image, ImageFormat, ImageSource, ReleaseInfo, Sha256};
+use crate::model::{Combined, Image, ImageFormat, ImageSource, ReleaseInfo, Sha256, Version};
 use crate::render::Site;
 
 pub const INDEX: &str = "streams/v1/index.json";
@@ -62,9 +66,41 @@ fn lxd_arch(arch: &str) -> Option<&'static str> {
     })
 }
 
-/// The version key of a release: its date as `YYYYMMDD_HHMM`.
+/// The date serial of a release: its date as `YYYYMMDD_HHMM`.
 fn serial(date: &DateTime<Utc>) -> String {
     date.format("%Y%m%d_%H%M").to_string()
+}
+
+/// A product's versions keyed by date serial and version.
+type Versions = BTreeMap<(String, Version), Value>;
+
+/// The version keys of a product's releases: each one's date serial, with
+/// `.1`, `.2`, ... after the first release of the same minute, in version
+/// order (`.01` … `.10` when a minute holds more than ten). A key depends
+/// only on the releases of its minute, so it is the same on every rebuild.
+fn numbered(versions: Versions) -> Map<String, Value> {
+    let mut in_minute: BTreeMap<String, usize> = BTreeMap::new();
+    for (serial, _) in versions.keys() {
+        *in_minute.entry(serial.clone()).or_default() += 1;
+    }
+    let mut keys = Map::new();
+    let mut previous: Option<(String, usize)> = None;
+    for ((serial, _), version) in versions {
+        let n = match &previous {
+            Some((last, n)) if *last == serial => n + 1,
+            _ => 0,
+        };
+        // Clients compare keys as strings: every number of a minute gets
+        // as many digits as its largest (`.01` … `.10`).
+        let width = (in_minute[&serial] - 1).to_string().len();
+        let key = match n {
+            0 => serial.clone(),
+            n => format!("{serial}.{n:0width$}"),
+        };
+        keys.insert(key, version);
+        previous = Some((serial, n));
+    }
+    keys
 }
 
 /// Where the metadata tarball of a release's disk for `arch` (LXD's name)
@@ -245,7 +281,76 @@ pub struct Tree {
 pub fn render(site: &Site) -> Result<Tree> {
     let config = site.config;
     let content_id = content_id(config);
-    let mut products: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let Gathered {
+        products,
+        tarballs,
+        skipped,
+    } = gather(site, &content_id)?;
+    let products: BTreeMap<String, Map<String, Value>> = products
+        .into_iter()
+        .map(|(key, (mut product, versions))| {
+            product.insert("versions".into(), Value::Object(numbered(versions)));
+            (key, product)
+        })
+        .collect();
+    let products_json = json!({
+        "format": "products:1.0",
+        "datatype": "image-downloads",
+        "content_id": content_id,
+        "updated": site.build_time.to_rfc2822(),
+        "products": products,
+    });
+    let index = |path: &str| {
+        json!({
+            "format": "index:1.0",
+            "updated": site.build_time.to_rfc2822(),
+            "index": {
+                content_id.clone(): {
+                    "format": "products:1.0",
+                    "datatype": "image-downloads",
+                    "path": path,
+                    "updated": site.build_time.to_rfc2822(),
+                    "products": products.keys().collect::<Vec<_>>(),
+                }
+            },
+        })
+    };
+    let mut files = vec![
+        json_file(INDEX, &index(PRODUCTS))?,
+        json_file(PRODUCTS, &products_json)?,
+    ];
+    let clearsigned = match site.openpgp {
+        Some(_) => vec![
+            (
+                SIGNED_INDEX.to_owned(),
+                json_text(SIGNED_INDEX, &index(SIGNED_PRODUCTS))?,
+            ),
+            (
+                SIGNED_PRODUCTS.to_owned(),
+                json_text(SIGNED_PRODUCTS, &products_json)?,
+            ),
+        ],
+        None => Vec::new(),
+    };
+    files.extend(tarballs);
+    Ok(Tree {
+        files,
+        clearsigned,
+        skipped,
+    })
+}
+
+/// The products of a site's images, with the LXD tarballs made for them
+/// and a note for each image left out.
+struct Gathered {
+    products: BTreeMap<String, (Map<String, Value>, Versions)>,
+    tarballs: Vec<CatalogFile>,
+    skipped: Vec<String>,
+}
+
+fn gather(site: &Site, content_id: &str) -> Result<Gathered> {
+    let config = site.config;
+    let mut products: BTreeMap<String, (Map<String, Value>, Versions)> = BTreeMap::new();
     let mut tarballs = Vec::new();
     let mut skipped = Vec::new();
     for release in site.releases {
@@ -275,30 +380,12 @@ pub fn render(site: &Site) -> Result<Tree> {
                 "{content_id}:{}:{}:{product_arch}",
                 info.appliance, info.channel
             );
-            let product = products
-                .entry(key.clone())
-                .or_insert_with(|| product(info, product_arch));
-            let versions = product["versions"]
-                .as_object_mut()
-                .expect("a product has versions");
-            let serial = serial(&info.date);
+            let (_, versions) = products
+                .entry(key)
+                .or_insert_with(|| (product(info, product_arch), Versions::new()));
             let version = versions
-                .entry(serial.clone())
+                .entry((serial(&info.date), info.version.clone()))
                 .or_insert_with(|| version(info));
-            if version["label"] != info.version.as_str() {
-                return Err(Error::file(
-                    &info.notes_path,
-                    format_args!(
-                        "{} {} has the date of {} {} to the minute ({serial}); simplestreams \
-                         version keys are date serials, so give it a later `date` (a time \
-                         counts: 2026-03-03T14:30:00Z)",
-                        info.appliance,
-                        info.version,
-                        info.appliance,
-                        version["label"].as_str().unwrap_or_default()
-                    ),
-                ));
-            }
             let items = version["items"]
                 .as_object_mut()
                 .expect("a version has items");
@@ -328,49 +415,9 @@ pub fn render(site: &Site) -> Result<Tree> {
             }
         }
     }
-    let products_json = json!({
-        "format": "products:1.0",
-        "datatype": "image-downloads",
-        "content_id": content_id,
-        "updated": site.build_time.to_rfc2822(),
-        "products": products,
-    });
-    let index = |path: &str| {
-        json!({
-            "format": "index:1.0",
-            "updated": site.build_time.to_rfc2822(),
-            "index": {
-                content_id.clone(): {
-                    "format": "products:1.0",
-                    "datatype": "image-downloads",
-                    "path": path,
-                    "updated": site.build_time.to_rfc2822(),
-                    "products": products.keys().collect::<Vec<_>>(),
-                }
-            },
-        })
-    };
-    let mut files = vec![
-        json_file(INDEX, &index(PRODUCTS))?,
-        json_file(PRODUCTS, &products_json)?,
-    ];
-    let clearsigned = match site.openpgp_public_key {
-        Some(_) => vec![
-            (
-                SIGNED_INDEX.to_owned(),
-                json_text(SIGNED_INDEX, &index(SIGNED_PRODUCTS))?,
-            ),
-            (
-                SIGNED_PRODUCTS.to_owned(),
-                json_text(SIGNED_PRODUCTS, &products_json)?,
-            ),
-        ],
-        None => Vec::new(),
-    };
-    files.extend(tarballs);
-    Ok(Tree {
-        files,
-        clearsigned,
+    Ok(Gathered {
+        products,
+        tarballs,
         skipped,
     })
 }
@@ -402,7 +449,6 @@ fn product(info: &ReleaseInfo, arch: &str) -> Map<String, Value> {
     map.insert("release".into(), info.channel.as_str().into());
     map.insert("release_title".into(), info.channel.as_str().into());
     map.insert("pubname".into(), info.appliance.as_str().into());
-    map.insert("versions".into(), Value::Object(Map::new()));
     map
 }
 
@@ -488,6 +534,42 @@ fn lxd_items(
 mod tests {
     use super::*;
     use crate::hash::{self, Job, NoProgress, Open};
+
+    /// Keys of one minute sort as strings in version order, also past
+    /// ten releases, as LXD and sstream-query compare them.
+    #[test]
+    fn keys_of_one_minute_sort_as_strings_in_version_order() {
+        let keys = |count: u32| -> Vec<String> {
+            let versions: Versions = (0..count)
+                .map(|i| {
+                    let version = Version::parse(&format!("1.{i}.0")).unwrap();
+                    (("20260101_0000".to_owned(), version), Value::from(i))
+                })
+                .chain([(
+                    ("20260102_0000".to_owned(), Version::parse("2.0.0").unwrap()),
+                    Value::from(99),
+                )])
+                .collect();
+            let numbered = numbered(versions);
+            let mut keys: Vec<&String> = numbered.keys().collect();
+            keys.sort();
+            keys.iter()
+                .map(|k| numbered[k.as_str()].to_string())
+                .collect()
+        };
+        let order = |count: u32| (0..count).map(|i| i.to_string()).chain(["99".into()]);
+        assert_eq!(keys(3), order(3).collect::<Vec<_>>());
+        assert_eq!(keys(12), order(12).collect::<Vec<_>>());
+        let versions: Versions = (0..11)
+            .map(|i| {
+                let version = Version::parse(&format!("1.{i}.0")).unwrap();
+                (("20260101_0000".to_owned(), version), Value::from(i))
+            })
+            .collect();
+        let numbered = numbered(versions);
+        assert!(numbered.contains_key("20260101_0000.01"));
+        assert!(numbered.contains_key("20260101_0000.10"));
+    }
 
     #[test]
     fn the_fingerprint_is_taken_from_the_same_read() {

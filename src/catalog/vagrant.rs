@@ -312,7 +312,7 @@ pub fn render(site: &Site) -> Result<(Vec<CatalogFile>, Vec<String>)> {
         let meta = site.config.appliance(appliance);
         let catalog = Catalog {
             name: appliance.as_str(),
-            description: meta.description.unwrap_or(meta.title),
+            description: meta.description.unwrap_or_else(|| meta.title.to_string()),
             versions,
         };
         let path = catalog_path(appliance.as_str());

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use super::CatalogFile;
 use crate::config::Config;
-use crate::model::{Compression, ImageFormat, ImageSource, ReleaseInfo};
+use crate::model::{Arch, Compression, ImageFormat, ImageSource, ReleaseInfo};
 use crate::render::Site;
 
 pub use crate::media::VIRT_BUILDER_INDEX as INDEX;
@@ -40,12 +40,12 @@ pub fn select(
     info: &ReleaseInfo,
     images: &[&ImageSource],
 ) -> Vec<Result<String, String>> {
-    let mut arch_taken: BTreeMap<String, &str> = BTreeMap::new();
+    let mut arch_taken: BTreeMap<&Arch, &str> = BTreeMap::new();
     images
         .iter()
         .map(|image| {
             let (file, arch) = listable(config, info, image)?;
-            if let Some(first) = arch_taken.get(&arch) {
+            if let Some(first) = arch_taken.get(arch) {
                 return Err(format!(
                     "{first} is listed for {info_name} on {arch}; virt-builder takes one image \
                      per version and arch",
@@ -71,11 +71,11 @@ pub fn wants_sha512(config: &Config, info: &ReleaseInfo, images: &[&ImageSource]
 }
 
 /// The image's `file=` path and arch, or why virt-builder cannot take it.
-fn listable(
+fn listable<'a>(
     config: &Config,
-    info: &ReleaseInfo,
-    image: &ImageSource,
-) -> Result<(String, String), String> {
+    info: &'a ReleaseInfo,
+    image: &'a ImageSource,
+) -> Result<(String, &'a Arch), String> {
     if !matches!(image.format, ImageFormat::Raw | ImageFormat::Qcow2) {
         return Err(format!(
             "format {}; virt-builder takes raw or qcow2",
@@ -98,7 +98,7 @@ fn listable(
     let index = config.site_url(INDEX);
     match index.make_relative(&image.url) {
         Some(file) if !file.is_empty() && !file.starts_with('/') && !file.contains("://") => {
-            Ok((file, arch.clone()))
+            Ok((file, arch))
         }
         _ => Err(format!(
             "served from {}, not from the host of {index}; virt-builder takes only a file= \
@@ -121,9 +121,11 @@ fn section(info: &ReleaseInfo) -> String {
 }
 
 /// A value over several lines: each further line starts with a space,
-/// and an empty line is a lone space.
+/// so none can start a section or a key, and an empty line is a lone
+/// space. A line ends at LF, CRLF or a lone CR: no CR is left in the
+/// value for a reader that breaks lines there to find a line of its own.
 fn multiline(text: &str) -> String {
-    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    let mut lines = text.lines().flat_map(|l| l.split('\r'));
     let mut out = lines.next().unwrap_or_default().to_owned();
     for line in lines {
         out.push_str("\n ");
@@ -137,7 +139,7 @@ pub fn render(site: &Site) -> (Vec<CatalogFile>, Vec<String>) {
     let config = site.config;
     let mut text = String::new();
     let mut skipped = Vec::new();
-    let mut sections: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut sections: BTreeMap<(String, &Arch), String> = BTreeMap::new();
     for release in site.releases {
         let info = &release.info;
         let sources: Vec<&ImageSource> = release.images.iter().map(|i| &i.source).collect();
@@ -168,18 +170,18 @@ pub fn render(site: &Site) -> (Vec<CatalogFile>, Vec<String>) {
                 .as_ref()
                 .or(info.requirements.arch.as_ref())
                 .expect("select() lists only images with an arch");
-            if let Some(other) = sections.get(&(name.clone(), arch.clone())) {
+            if let Some(other) = sections.get(&(name.clone(), arch)) {
                 skipped.push(format!(
                     "{path}: its section [{name}] on {arch} is taken by {other}"
                 ));
                 continue;
             }
-            sections.insert((name.clone(), arch.clone()), path.to_string());
-            let mut fields = vec![("name", info.title.replace(['\n', '\r'], " "))];
+            sections.insert((name.clone(), arch), path.to_string());
+            let mut fields = vec![("name", info.title.to_string())];
             fields.extend(info.osinfo.clone().map(|o| ("osinfo", o)));
             fields.extend([
                 ("file", file),
-                ("arch", arch.clone()),
+                ("arch", arch.to_string()),
                 ("checksum[sha512]", sha512.to_hex()),
                 ("revision", revision(info).to_string()),
                 ("format", image.info.format.to_string()),
@@ -216,6 +218,11 @@ mod tests {
         assert_eq!(
             multiline("First.\n\n- one\r\n- two"),
             "First.\n \n - one\n - two"
+        );
+        // A lone CR ends a line too, and is not left in the value.
+        assert_eq!(
+            multiline("a\r[evil]\rfile=x\n\rb\r"),
+            "a\n [evil]\n file=x\n \n b\n "
         );
     }
 }

@@ -7,7 +7,6 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use vmcast_gen::config::Overrides;
-use vmcast_gen::keys::KeyKind;
 use vmcast_gen::units::human_size;
 use vmcast_gen::{BuildOptions, Error, Result};
 
@@ -22,8 +21,9 @@ pub struct BuildArgs {
     /// Output directory (default: the config's output_dir, else `public` beside the config).
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Secret key file (overrides VMCAST_SECRET_KEY and the config's secret_key).
-    #[arg(long, value_name = "FILE")]
+    /// Secret key file, or a pkcs11: URI of a key on a token (overrides VMCAST_SECRET_KEY and
+    /// the config's secret_key).
+    #[arg(long, value_name = "FILE|URI")]
     pub secret_key: Option<PathBuf>,
     /// Threads for hashing, and for reading notes, rendering and signing (default: one per core).
     #[arg(short = 'j', long, value_name = "N")]
@@ -52,6 +52,11 @@ pub struct BuildArgs {
     /// published ones, unread; see the README's "Releases from a stateless CI runner".
     #[arg(long, value_name = "SOURCE")]
     pub previous: Option<String>,
+    /// Build even when SOURCE_DATE_EPOCH gives a sequence below the site in the output directory
+    /// (or not above the --previous site): consumers that keep state refuse the new site as a
+    /// rollback until a newer build.
+    #[arg(long)]
+    pub allow_rollback: bool,
     /// Allow this image (file name or site path) to differ from the one the previous site
     /// publishes under the same name (repeatable). Published images are cached forever.
     #[arg(long, value_name = "NAME")]
@@ -73,29 +78,33 @@ pub fn build_options(
     Ok(BuildOptions {
         config,
         overrides,
-        secret_key_text: std::env::var("VMCAST_SECRET_KEY")
-            .ok()
-            .filter(|s| !s.is_empty()),
+        secret_key_text: super::env("VMCAST_SECRET_KEY"),
         openpgp_key_text: openpgp_key_text(),
         build_time: source_date_epoch()?,
         threads: None,
-        cache_dir: cache_dir.or_else(|| std::env::var_os("VMCAST_CACHE_DIR").map(Into::into)),
+        cache_dir: cache_dir.or_else(|| super::env_path("VMCAST_CACHE_DIR")),
         default_cache_dir: user_cache_dir(),
         no_cache: false,
         verify_cache: false,
         preview: false,
         previous: None,
+        allow_rollback: false,
         replace: Vec::new(),
         endpoint: None,
+        pkcs11_module: pkcs11_module(),
     })
+}
+
+/// `VMCAST_PKCS11_MODULE`: the PKCS#11 module of a token whose URI names
+/// none.
+pub fn pkcs11_module() -> Option<PathBuf> {
+    super::env_path("VMCAST_PKCS11_MODULE")
 }
 
 /// `VMCAST_OPENPGP_KEY`: the OpenPGP secret key's text, over the config's
 /// `[catalogs] openpgp_key`.
 pub fn openpgp_key_text() -> Option<String> {
-    std::env::var("VMCAST_OPENPGP_KEY")
-        .ok()
-        .filter(|s| !s.is_empty())
+    super::env("VMCAST_OPENPGP_KEY")
 }
 
 pub fn run(args: BuildArgs) -> Result<bool> {
@@ -105,6 +114,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
         no_cache: args.no_cache,
         verify_cache: args.verify_cache,
         previous: args.previous,
+        allow_rollback: args.allow_rollback,
         replace: args.replace,
         endpoint: args.endpoint_url,
         ..build_options(
@@ -126,10 +136,7 @@ pub fn run(args: BuildArgs) -> Result<bool> {
     } else {
         Show::Nothing
     });
-    let report = super::build_site(&options, &bar, &mut |kind| match kind {
-        KeyKind::Minisign => prompt::unlock("the secret key", prompt::KEY_PASSWORD),
-        KeyKind::OpenPgp => prompt::unlock("the OpenPGP secret key", prompt::OPENPGP_PASSWORD),
-    })?;
+    let report = super::build_site(&options, &bar, &mut prompt::unlock_key)?;
     if args.quiet {
         return Ok(true);
     }
@@ -153,6 +160,7 @@ fn print_json(report: &vmcast_gen::Report, elapsed: f64) {
         "feeds": report.feeds,
         "archives": report.archives,
         "key_id": report.key_id,
+        "sequence": report.sequence,
         "openpgp_fingerprint": report.openpgp_fingerprint,
         "image_bytes": report.image_bytes,
         "cloud_images": report.cloud_images,
@@ -215,13 +223,14 @@ fn print_summary(report: &vmcast_gen::Report, elapsed: f64, verbose: bool) {
         );
     }
     outln!(
-        "Signed {}{} and SHA256SUMS with key {}",
+        "Signed {}{} and SHA256SUMS with key {}, sequence {}",
         report.feeds.join(", "),
         match report.archives {
             0 => String::new(),
             n => format!(", {n} archive(s)"),
         },
-        report.key_id
+        report.key_id,
+        report.sequence
     );
     if let Some(fingerprint) = &report.openpgp_fingerprint {
         outln!("Clearsigned SHA256SUMS.asc with OpenPGP key {fingerprint}");
@@ -258,16 +267,14 @@ fn print_summary(report: &vmcast_gen::Report, elapsed: f64, verbose: bool) {
 
 /// `$XDG_CACHE_HOME/vmcast-gen`, else `~/.cache/vmcast-gen`.
 fn user_cache_dir() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
+    let base = super::env_path("XDG_CACHE_HOME")
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
     Some(base.join("vmcast-gen"))
 }
 
 /// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "now".
 fn source_date_epoch() -> Result<Option<DateTime<Utc>>> {
-    let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") else {
+    let Some(value) = super::env("SOURCE_DATE_EPOCH") else {
         return Ok(None);
     };
     value

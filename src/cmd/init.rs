@@ -49,6 +49,9 @@ pub fn run(args: InitArgs) -> Result<bool> {
             Outcome::Created(p) => outln!("created  {}", p.display()),
             Outcome::Extended(p) => outln!("extended {}", p.display()),
             Outcome::Kept(p) => outln!("kept     {} (exists; not overwritten)", p.display()),
+            Outcome::Skipped { path, reason } => {
+                outln!("skipped  {} ({reason})", path.display())
+            }
         }
     }
     if make_key {

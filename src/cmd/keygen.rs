@@ -1,10 +1,11 @@
-//! `vmcast-gen keygen`: a new minisign key pair, or with `--openpgp` an
-//! OpenPGP one.
+//! `vmcast-gen keygen`: a new minisign key pair, on a PKCS#11 token with
+//! `--pkcs11`, or with `--openpgp` an OpenPGP one.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use vmcast_gen::config::{self, Overrides};
+use vmcast_gen::pkcs11::{self, Uri};
 use vmcast_gen::{Error, Result};
 
 use super::prompt;
@@ -33,9 +34,22 @@ pub struct KeygenArgs {
     /// else "vmcast-gen"].
     #[arg(long, value_name = "TEXT", requires = "openpgp")]
     pub user_id: Option<String>,
+    /// Make the key pair on the PKCS#11 token this RFC 7512 URI names, as
+    /// pkcs11:token=TOKEN;object=LABEL[?module-path=MODULE]; the secret key never leaves the
+    /// token, and only the public key is written.
+    #[arg(long, value_name = "URI", conflicts_with_all = ["openpgp", "secret_key", "no_password"])]
+    pub pkcs11: Option<String>,
+    /// With --pkcs11: put this existing minisign secret key on the token instead of making a new
+    /// one, so the public key stays the one consumers pinned.
+    #[arg(long, value_name = "FILE", requires = "pkcs11")]
+    pub import: Option<PathBuf>,
 }
 
 pub fn run(args: KeygenArgs) -> Result<bool> {
+    if let Some(uri) = &args.pkcs11 {
+        let public = args.public_key.unwrap_or_else(|| "vmcast.pub".into());
+        return token(uri, &public, args.force, args.import.as_deref()).map(|()| true);
+    }
     let (secret_default, public_default) = match args.openpgp {
         true => ("openpgp-secret.asc", "openpgp.asc"),
         false => ("vmcast.key", "vmcast.pub"),
@@ -78,6 +92,38 @@ pub fn run(args: KeygenArgs) -> Result<bool> {
         public.display(),
     );
     Ok(true)
+}
+
+/// `--pkcs11`: the key pair made on (or imported into) the token, and
+/// its public key written.
+fn token(uri: &str, public: &Path, force: bool, import: Option<&Path>) -> Result<()> {
+    let uri = Uri::parse(uri).map_err(|reason| Error::Usage {
+        option: "--pkcs11",
+        value: pkcs11::shown(uri),
+        reason,
+    })?;
+    let module = super::build::pkcs11_module();
+    let key = vmcast_gen::keys::token_keygen(
+        &uri,
+        module.as_deref(),
+        public,
+        force,
+        import,
+        &mut prompt::unlock_key,
+    )?;
+    outln!(
+        "{} {uri}; wrote public key {}\nKey id {}; public key: {}\nSign with it: secret_key = \
+         \"{uri}\" and public_key = \"{}\" in vmcast.toml (the PIN from VMCAST_PKCS11_PIN)",
+        match import {
+            Some(file) => format!("Put the secret key {} on the token", file.display()),
+            None => "Made an ed25519 key pair on the token".to_owned(),
+        },
+        public.display(),
+        key.key_id,
+        key.to_base64(),
+        public.display(),
+    );
+    Ok(())
 }
 
 /// The title of the site here or above, if there is one.

@@ -37,6 +37,32 @@ use std::path::{Path, PathBuf};
 
 use vmcast_gen::{Error, Result};
 
+/// An environment variable that is set and not empty: an undefined CI
+/// secret reaches a job as an empty variable, which counts as unset.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// [`env`] for a path, which need not be UTF-8.
+pub fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+}
+
+/// The exit status of a usage error: a bad command line or option value.
+pub const USAGE: u8 = 2;
+
+/// The exit status of a failed command: [`USAGE`] for a bad command line
+/// or option value, which clap's own usage errors share, else 1.
+pub fn failure_status(err: &Error) -> u8 {
+    match err {
+        Error::Usage { .. } => USAGE,
+        Error::Warned { error, .. } => failure_status(error),
+        _ => 1,
+    }
+}
+
 /// Builds the site, printing on stderr what the build warned of, whether
 /// it succeeds or fails: a failed build's warnings may be why it failed.
 pub fn build_site(
@@ -85,9 +111,16 @@ pub fn site_config(named: Option<PathBuf>) -> Result<PathBuf> {
     version,
     about = "Publish virtual appliance images as a signed VMcast: an RSS 2.0 feed, \
              a SHA256SUMS manifest, minisign signatures and a landing page.",
-    after_help = "Exit status: 0 on success, 1 on any error, 2 on a usage error; \
-                  `pull --help` lists pull's own.\n\
-                  Docs: README.md and docs/feed-format.md in the source repository."
+    after_help = concat!(
+        "Exit status:\n",
+        "  0   success (warnings may have been printed)\n",
+        "  1   any error; for verify and check, a check that failed\n",
+        "  2   a usage error: a bad command line or option value\n",
+        "  pull adds 3 (already current), 10 (refused: alert), 11 (interrupted: retry) and\n",
+        "  12 (--exec failed); see `pull --help`.\n",
+        "\n",
+        "Docs: README.md and docs/feed-format.md in the source repository.",
+    )
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -97,18 +130,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the site: scan releases, hash images, write feed, manifest, signatures and page.
-    #[command(after_help = "Environment:\n  \
-        VMCAST_SECRET_KEY   the contents of a minisign secret key file (e.g. from a CI secret);\n                      \
-        used when --secret-key is not given, before the config's secret_key\n  \
-        VMCAST_KEY_PASSWORD the password of an encrypted secret key (else asked on the terminal)\n  \
-        VMCAST_OPENPGP_KEY  the contents of an OpenPGP secret key, over the config's\n                      \
-        [catalogs] openpgp_key; with either, SHA256SUMS.asc and openpgp.asc are written too\n  \
-        VMCAST_OPENPGP_PASSWORD the passphrase of that OpenPGP key (else asked on the terminal)\n  \
-        SOURCE_DATE_EPOCH   build timestamp in Unix seconds; same inputs and same value give a\n                      \
-        byte-identical site. It is also the build's sequence number, which consumers use for\n                      \
-        rollback protection, and the start of its expiry period.\n\n\
-        The site is built in a temporary directory beside the output and swapped in at the end:\n\
-        a failed build leaves the previous output untouched.")]
+    #[command(after_help = concat!(
+        "Environment (an empty variable counts as unset, as an undefined CI secret is):\n",
+        "  VMCAST_SECRET_KEY        the contents of a minisign secret key file (from a CI secret);\n",
+        "                           used when --secret-key is not given, before the config's\n",
+        "                           secret_key\n",
+        "  VMCAST_KEY_PASSWORD      the password of an encrypted secret key (else asked on the\n",
+        "                           terminal)\n",
+        "  VMCAST_OPENPGP_KEY       the contents of an OpenPGP secret key, over the config's\n",
+        "                           [catalogs] openpgp_key; with either, SHA256SUMS.asc and\n",
+        "                           openpgp.asc are written too\n",
+        "  VMCAST_OPENPGP_PASSWORD  the passphrase of that OpenPGP key (else asked on the terminal)\n",
+        "  VMCAST_PKCS11_MODULE     the PKCS#11 module (.so) of a pkcs11: secret key whose URI has\n",
+        "                           no module-path\n",
+        "  VMCAST_PKCS11_PIN        the token's user PIN, when the URI has no pin-source (else asked\n",
+        "                           on the terminal)\n",
+        "  SOURCE_DATE_EPOCH        the build time in Unix seconds: the same inputs and the same\n",
+        "                           value give a byte-identical site. It is also the build's\n",
+        "                           sequence number, which consumers use for rollback protection,\n",
+        "                           and the start of its expiry period.\n",
+        "\n",
+        "The site is built in a temporary directory beside the output and swapped in at the end:\n",
+        "a failed build leaves the previous output untouched.",
+    ))]
     Build(build::BuildArgs),
     /// Generate a new minisign-compatible key pair (--openpgp: an OpenPGP one), the secret key
     /// encrypted with a password (-W: not).
@@ -124,13 +168,22 @@ pub enum Command {
         --openpgp makes an OpenPGP key instead (v4, ed25519, ASCII-armored) for [catalogs] \
         openpgp_key, which clearsigns SHA256SUMS.asc for clients that check only OpenPGP \
         (gpgv, gpg --verify); its passphrase comes from VMCAST_OPENPGP_PASSWORD, and CI passes \
-        the key's contents in VMCAST_OPENPGP_KEY."
+        the key's contents in VMCAST_OPENPGP_KEY.\n\n\
+        --pkcs11 URI makes the key pair on a PKCS#11 token instead (a hardware security module, a \
+        cloud KMS's PKCS#11 library, SoftHSM), where the secret key stays: only the public key is \
+        written. The URI (RFC 7512) names the token and the new key's label, e.g. \
+        pkcs11:token=vmcast;object=release?module-path=/usr/lib/softhsm/libsofthsm2.so (or set \
+        VMCAST_PKCS11_MODULE); the PIN comes from VMCAST_PKCS11_PIN, the URI's pin-source, or the \
+        terminal. --import FILE puts an existing minisign secret key on the token instead, so \
+        the public key does not change. Then set secret_key to the URI and public_key to the \
+        public key in vmcast.toml."
     )]
     Keygen(keygen::KeygenArgs),
     /// Verify a published site (a local output directory or an http(s) URL) as a consumer would.
     #[command(
-        after_help = "Checks both signatures (prehashed ED only), that the feed's hash is in the \
-        signed manifest, that every image's length and SHA-256 in the feed agree with the manifest, \
+        after_help = "Checks the signatures of the feed and the manifest (minisign's prehashed \
+        signatures, which vmcast-gen and `minisign -S` make; legacy ones are refused), that the \
+        feed's hash is in the signed manifest, that every image's length and SHA-256 in the feed agree with the manifest, \
         that every URL is under the site's declared URLs, that the build has not expired, and with \
         --state that it is not older than a build seen before (rollback) and which rotated keys were \
         announced. --images also streams every image and checks its length and SHA-256, fetching \
@@ -159,7 +212,15 @@ pub enum Command {
     /// Validate the config, every release.toml and the templates without reading images.
     #[command(
         after_help = "Reports every problem at once, each with its file and line, and \
-        renders the feed and page to a scratch location. Fast enough for a pre-commit hook. \
+        renders the feed and page to a scratch location, so that build refuses nothing check \
+        passed in the config, the notes, the templates, the images or the keys. Images are looked \
+        for, by name, but not read; --no-images leaves them out, for a change to notes before its \
+        images exist.\n\n\
+        An encrypted secret key is unlocked with VMCAST_KEY_PASSWORD (a few seconds), so a wrong \
+        password is found here. Without the variable, on a terminal, the key stays locked (build \
+        asks for its password); elsewhere, as in CI, check reports that build would have no \
+        password. A token's PIN comes from VMCAST_PKCS11_PIN, else the terminal. An empty \
+        variable counts as unset.\n\n\
         Exit status 1 when anything is wrong."
     )]
     Check(check::CheckArgs),
@@ -169,9 +230,13 @@ pub enum Command {
         after_help = "Order: images; then SHA256SUMS, signatures, keys and the page; then the \
         per-appliance feeds; feed.xml last, so a polling client never sees a feed that points at \
         objects not there yet. Objects whose x-amz-meta-sha256 already matches are skipped, so a \
-        publish can be repeated or resumed. Credentials come from the standard AWS environment \
-        (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE is not read); \
-        --endpoint-url or AWS_ENDPOINT_URL for MinIO, Ceph, R2 and others."
+        publish can be repeated or resumed.\n\n\
+        Credentials come from the environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with \
+        AWS_SESSION_TOKEN for temporary ones), or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN; \
+        without them, from the EC2 instance metadata service. Profiles (AWS_PROFILE, ~/.aws) are \
+        not read. AWS_REGION names the region; --endpoint-url or AWS_ENDPOINT_URL an \
+        S3-compatible store (MinIO, Ceph, R2, ...). An empty variable counts as unset. A \
+        --dry-run without credentials lists every file without looking at the bucket."
     )]
     Publish(publish::PublishArgs),
     /// Preview the site locally: build it for http://127.0.0.1, serve it, rebuild on changes.
@@ -192,22 +257,26 @@ pub enum Command {
     Init(init::InitArgs),
     /// Keep a host current: verify a VMcast, choose a release by channel and policy, download
     /// its image with resume, and check it before putting it in place.
-    #[command(after_help = "Exit status:\n  \
-        0   a new image was put in place (then --exec runs)\n  \
-        3   the allowed release was already in place; nothing was downloaded\n  \
-        10  refused (alert): the feed or the image does not verify, or has no provenance under \
-        --require-provenance\n  \
-        11  interrupted (retry): the network failed, stalled or was too slow; the next run \
-        resumes\n  \
-        12  the image is in place, but --exec failed\n  \
-        1   any other failure; 2 a usage error\n\
-        Nothing is ever half-installed. For systemd: SuccessExitStatus=3.\n\n\
-        The feed is verified as `verify` does, with rollback and expiry protection through the \
+    #[command(after_help = concat!(
+        "Exit status:\n",
+        "  0   a new image was put in place (then --exec runs)\n",
+        "  3   the allowed release was already in place; nothing was downloaded\n",
+        "  10  refused (alert): the feed or the image does not verify, or has no provenance\n",
+        "      under --require-provenance\n",
+        "  11  interrupted (retry): the network failed, stalled or was too slow; the next run\n",
+        "      resumes\n",
+        "  12  the image is in place, but --exec failed\n",
+        "  1   any other failure\n",
+        "  2   a usage error: a bad command line or option value\n",
+        "Nothing is ever half-installed. For systemd: SuccessExitStatus=3.\n",
+        "\n",
+        "The feed is verified as `verify` does, with rollback and expiry protection through the \
         state file. The partial download, the record, the state file and the images are opened \
         beneath --dest without following links and used only when they are regular files with \
         one link, owned by the user running pull; anything else under those names is removed \
         with a warning. --keep removes only an image whose inode, size and mtime are the ones \
-        recorded.")]
+        recorded.",
+    ))]
     Pull(pull::PullArgs),
     /// Print a shell completion script.
     Completions {

@@ -28,15 +28,13 @@ pub struct PublishArgs {
     /// (never an image its SHA256SUMS lists).
     #[arg(long)]
     pub prune: bool,
-    /// Cache-Control of the feeds, manifest, signatures, keys and page.
-    #[arg(long, value_name = "VALUE", default_value = "public, max-age=300")]
+    /// Cache-Control of what changes with each build: feeds, manifest, their signatures, keys,
+    /// pages and catalogs.
+    #[arg(long, value_name = "VALUE", default_value = vmcast_gen::media::CACHE_SHORT)]
     pub cache_control: String,
-    /// Cache-Control of images (versioned, never changed under their name).
-    #[arg(
-        long,
-        value_name = "VALUE",
-        default_value = "public, max-age=31536000, immutable"
-    )]
+    /// Cache-Control of what never changes under its name: images, boxes, SBOMs and provenance,
+    /// archives and their signatures.
+    #[arg(long, value_name = "VALUE", default_value = vmcast_gen::media::CACHE_IMMUTABLE)]
     pub image_cache_control: String,
     /// A canned ACL for every object, e.g. public-read (for buckets that use ACLs, not a policy).
     #[arg(long, value_name = "ACL")]
@@ -114,10 +112,13 @@ pub fn run(args: PublishArgs) -> Result<bool> {
             report.uploaded,
             report.skipped,
             report.deleted,
-            if dry {
-                " (dry run: nothing changed)"
-            } else {
-                ""
+            match (dry, report.without_credentials) {
+                (true, true) => {
+                    " (dry run without AWS credentials: the bucket was not looked at, so every \
+                     file is listed as an upload)"
+                }
+                (true, false) => " (dry run: nothing changed)",
+                (false, _) => "",
             }
         );
     }

@@ -25,14 +25,15 @@ pub const INTERRUPTED: u8 = 11;
 /// Exit status when the image was put in place but --exec failed.
 pub const EXEC_FAILED: u8 = 12;
 
-/// The exit status of a failed `pull`: one of the above, else 1.
+/// The exit status of a failed `pull`: one of the above, else that of any
+/// command's failure.
 pub fn failure_status(err: &Error) -> u8 {
     match err {
         Error::Refused(_) => REFUSED,
         Error::Interrupted(_) => INTERRUPTED,
         Error::Hook(_) => EXEC_FAILED,
         Error::Warned { error, .. } => failure_status(error),
-        _ => 1,
+        _ => super::failure_status(err),
     }
 }
 
@@ -40,9 +41,8 @@ pub fn failure_status(err: &Error) -> u8 {
 pub struct PullArgs {
     /// The VMcast: the site's http(s) URL (or a feed's URL, or a local output directory).
     pub source: String,
-    /// The publisher's public key, pinned out of band (minisign format).
-    #[arg(long, value_name = "FILE")]
-    pub pubkey: PathBuf,
+    #[command(flatten)]
+    pub key: super::verify::PinnedKey,
     /// The appliance to keep current.
     #[arg(long)]
     pub appliance: String,
@@ -52,8 +52,15 @@ pub struct PullArgs {
     /// The release channel to follow.
     #[arg(long, default_value = "stable")]
     pub channel: String,
-    /// Which releases to accept.
-    #[arg(long, value_enum, default_value = "latest")]
+    /// Which releases to accept: latest (the newest of the channel), critical-only (only a newer
+    /// release marked critical), same-major (the newest with the installed major version); the
+    /// first run takes the newest.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "latest",
+        hide_possible_values = true
+    )]
     pub policy: PolicyArg,
     /// Where images go; the partial download and the records live here too.
     #[arg(long, value_name = "DIR")]
@@ -61,6 +68,10 @@ pub struct PullArgs {
     /// verify's state file, for rollback protection (default: DIR/.vmcast-state.json).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// The site (its base_url) the build must be signed for, as for verify; the state file also
+    /// pins the first site it saw.
+    #[arg(long, value_name = "URL", value_parser = super::verify::parse_site)]
+    pub site: Option<url::Url>,
     /// Run this through `sh -c` after an update, with VMCAST_IMAGE, VMCAST_VERSION,
     /// VMCAST_SHA256, VMCAST_FORMAT, VMCAST_APPLIANCE and VMCAST_URL set. Never after a failure.
     #[arg(long, value_name = "CMD")]
@@ -91,21 +102,16 @@ pub struct PullArgs {
     pub json: bool,
 }
 
+/// `--policy`, described in its own help: help on the values would give
+/// `pull --help` another layout than the other commands'.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PolicyArg {
-    /// The newest release of the channel.
     Latest,
-    /// Only a newer release marked critical; the first run takes the newest.
     CriticalOnly,
-    /// The newest release with the installed major version; the first run takes the newest.
     SameMajor,
 }
 
 pub fn run(args: PullArgs) -> Result<ExitCode> {
-    let pinned = vmcast_gen::sign::PublicKey::from_file(
-        &args.pubkey,
-        &vmcast_gen::fsutil::read_to_string(&args.pubkey)?,
-    )?;
     let formats = args
         .format
         .iter()
@@ -117,6 +123,10 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let pinned = args.key.load()?;
+    if let Some(error) = vmcast_gen::config::not_a_built_site(std::path::Path::new(&args.source)) {
+        return Err(error);
+    }
     let pulled = vmcast_gen::pull::pull(
         &PullOptions {
             source: args.source,
@@ -131,6 +141,7 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
             },
             dest: args.dest,
             state: args.state,
+            site: args.site,
             arch: args
                 .arch
                 .unwrap_or_else(|| std::env::consts::ARCH.to_owned()),

@@ -27,6 +27,11 @@ pub struct ServeArgs {
     /// Build the preview here instead of a scratch directory.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The URL clients reach the preview at, when it is not the server's own
+    /// http://127.0.0.1:PORT/ (behind a reverse proxy, a tunnel or a container's port mapping):
+    /// the preview is built for it.
+    #[arg(long, value_name = "URL", value_parser = super::verify::parse_site)]
+    pub base_url: Option<url::Url>,
 }
 
 /// Builds into a preview directory with base_url pointing at the local
@@ -54,7 +59,8 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         .local_addr()
         .map_err(|e| Error::other(format_args!("cannot read the listening port: {e}")))?
         .port();
-    let url = url::Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a valid URL");
+    let own = url::Url::parse(&format!("http://127.0.0.1:{port}/")).expect("a valid URL");
+    let url = args.base_url.unwrap_or_else(|| own.clone());
     let scratch = tempfile::Builder::new()
         .prefix("vmcast-preview-")
         .tempdir()
@@ -81,7 +87,26 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         Ok(())
     };
     rebuild(&options)?;
-    outln!("Serving {url} (from {}); Ctrl-C to stop", out.display());
+    let on = match url == own {
+        true => String::new(),
+        false => format!(" on {own}"),
+    };
+    // A consumer's `verify` against the preview needs the throwaway key,
+    // not the site's own: say so, and where it is.
+    let key = out.join(vmcast_gen::media::PUBLIC_KEY);
+    let key =
+        vmcast_gen::sign::PublicKey::from_file(&key, &vmcast_gen::fsutil::read_to_string(&key)?)?;
+    // In one write (a string that ends with its last line break), so that
+    // a reader that takes the first line and goes has both.
+    let start = format!(
+        "Serving {url}{on} (from {}); signed with a throwaway key, whose public key is \
+         {url}{}; Ctrl-C to stop\n\
+         Verify the preview with: vmcast-gen verify {url} --pubkey-b64 {}\n",
+        out.display(),
+        vmcast_gen::media::PUBLIC_KEY,
+        key.to_base64()
+    );
+    super::term::write_out(format_args!("{start}"));
     let _ = std::io::stdout().flush();
     let root = out.clone();
     let server = std::thread::Builder::new()

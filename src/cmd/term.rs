@@ -19,12 +19,17 @@ pub fn write_out(args: std::fmt::Arguments) {
 }
 
 /// `error: <message>: <cause>: ...`, the whole source chain on one line,
-/// with `error` in bold red on a terminal unless NO_COLOR is set.
+/// with `error` in bold red on a terminal unless NO_COLOR is set. A cause
+/// the line already says is left out: some libraries' messages repeat
+/// their own causes, which would otherwise be said two or three times.
 pub fn error_line(err: &dyn std::error::Error) -> String {
     let mut line = format!("error: {err}");
     let mut source = err.source();
     while let Some(cause) = source {
-        line.push_str(&format!(": {cause}"));
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(&format!(": {text}"));
+        }
         source = cause.source();
     }
     paint_error(&line)

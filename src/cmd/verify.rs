@@ -6,21 +6,44 @@ use std::time::Duration;
 use clap::Args;
 use vmcast_gen::{Error, Result};
 
+/// The publisher's public key, pinned out of band: `verify` and `pull`
+/// take it as a file or as its base64 line, one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PinnedKey {
+    /// The publisher's public key file, pinned out of band (minisign format, as vmcast.pub).
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Option<PathBuf>,
+    /// The publisher's public key as its base64 line (as `minisign -P` takes it).
+    #[arg(long, value_name = "KEY")]
+    pub pubkey_b64: Option<String>,
+}
+
+impl PinnedKey {
+    pub fn load(&self) -> Result<vmcast_gen::sign::PublicKey> {
+        match (&self.pubkey, &self.pubkey_b64) {
+            (Some(path), _) => vmcast_gen::sign::PublicKey::from_file(
+                path,
+                &vmcast_gen::fsutil::read_to_string(path)?,
+            ),
+            (None, Some(b64)) => {
+                vmcast_gen::sign::PublicKey::from_base64(b64).map_err(|reason| Error::Usage {
+                    option: "--pubkey-b64",
+                    value: b64.clone(),
+                    reason,
+                })
+            }
+            (None, None) => unreachable!("clap requires one of --pubkey and --pubkey-b64"),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// A local output directory (or its feed.xml), or the http(s) URL of the site or of a feed.
     pub source: String,
-    /// The pinned public key file (minisign format).
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "pubkey_b64",
-        conflicts_with = "pubkey_b64"
-    )]
-    pub pubkey: Option<PathBuf>,
-    /// The pinned public key as its base64 line (as `minisign -P` takes it).
-    #[arg(long, value_name = "KEY")]
-    pub pubkey_b64: Option<String>,
+    #[command(flatten)]
+    pub key: PinnedKey,
     /// A state file remembering the highest sequence seen and announced keys (rollback protection, key rotation).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
@@ -54,17 +77,13 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> Result<bool> {
-    let pinned = match (&args.pubkey, &args.pubkey_b64) {
-        (Some(path), _) => vmcast_gen::sign::PublicKey::from_file(
-            path,
-            &vmcast_gen::fsutil::read_to_string(path)?,
-        )?,
-        (None, Some(b64)) => vmcast_gen::sign::PublicKey::from_base64(b64)
-            .map_err(|m| Error::other(format_args!("--pubkey-b64: {m}")))?,
-        (None, None) => unreachable!("clap requires one of --pubkey and --pubkey-b64"),
-    };
+    let pinned = args.key.load()?;
+    if let Some(error) = vmcast_gen::config::not_a_built_site(std::path::Path::new(&args.source)) {
+        return Err(error);
+    }
     let report = vmcast_gen::site::verify(&vmcast_gen::site::VerifyOptions {
         source: args.source,
+        scope: vmcast_gen::site::Scope::Site,
         pinned,
         also_trusted: Vec::new(),
         state: args.state,
@@ -116,7 +135,7 @@ pub fn run(args: VerifyArgs) -> Result<bool> {
 }
 
 /// A site's base URL as `build` signs it: http(s), ending in `/`.
-fn parse_site(s: &str) -> std::result::Result<url::Url, String> {
+pub fn parse_site(s: &str) -> std::result::Result<url::Url, String> {
     let mut url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("the site's URL must use http or https".into());

@@ -120,6 +120,15 @@ impl FileId {
     }
 }
 
+/// A secret key file and which file it is, by device and inode: no file
+/// of that identity is published, whatever name leads to it (the scan's
+/// `Plan::refuse_secret_keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    pub path: std::path::PathBuf,
+    pub id: FileId,
+}
+
 /// The length and digests of a file, from one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileDigest {

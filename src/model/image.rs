@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::{Combined, FileDigest, FileId, FileName, RelPath};
+use super::{Arch, Combined, FileDigest, FileId, FileName, RelPath};
 
 /// A disk image format.
 #[derive(
@@ -149,7 +149,7 @@ pub struct ImageSource {
     pub name: FileName,
     pub format: ImageFormat,
     pub compression: Option<Compression>,
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     pub primary: bool,
     /// The path inside the site, also its name in SHA256SUMS:
     /// `images/<appliance>/<version>/<name>`.

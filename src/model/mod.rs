@@ -1,5 +1,6 @@
 //! The validated values every stage shares: newtypes that cannot hold an
-//! invalid version, name, digest or path, and the release model. The
+//! invalid version, name, arch, digest or path, or a title that breaks its
+//! line, and the release model. The
 //! ground floor: it imports nothing of the crate but the cloud catalogs'
 //! ids, which releases name.
 
@@ -9,13 +10,15 @@ mod names;
 mod release;
 mod supply;
 
-pub use digest::{Combined, Digested, FileDigest, FileId, Sha256, Sha512};
+pub use digest::{Combined, Digested, FileDigest, FileId, KeyFile, Sha256, Sha512};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
     ZsyncFile,
 };
-pub use names::{FileName, Name, RelPath, Version};
-pub use release::{Appliance, Firmware, Release, ReleaseInfo, Requirements};
+pub use names::{Arch, FileName, Line, Name, RelPath, Version, hides_a_separator};
+pub use release::{
+    Appliance, CloudImage, Firmware, ImageLayout, Release, ReleaseInfo, Requirements,
+};
 pub use supply::{Format as SupplyFormat, Kind as SupplyKind, Signing, SupplyFile};
 
 /// The largest text file of a site (a feed, the manifest, a key, a

@@ -1,6 +1,8 @@
-//! Tokens that name things: versions, appliances and channels, and paths
-//! inside a site. Each is checked when it is made and cannot hold an
-//! invalid value.
+//! Tokens that name things: versions, appliances, channels and
+//! architectures, paths inside a site, and text that stays on one line.
+//! Each is checked when it is made and cannot hold an invalid value; none
+//! can hold a line break, so each is safe on a line of a line-oriented
+//! format (virt-builder's index, SHA256SUMS, systemd-sysupdate's files).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -9,9 +11,6 @@ use std::fmt;
 /// an alphanumeric one, and is at most 128 bytes long.
 fn check_token(s: &str, what: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
     let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if s.len() > 128 {
-        return Err(format!("{what} `{s}` is longer than 128 bytes"));
-    }
     if !first_ok || !s.chars().all(allowed) {
         return Err(format!(
             "invalid {what} `{}`: it must start with a letter or digit and hold only {}",
@@ -21,6 +20,9 @@ fn check_token(s: &str, what: &str, allowed: impl Fn(char) -> bool) -> Result<()
                 _ => "lower-case letters, digits and . _ -",
             }
         ));
+    }
+    if s.len() > 128 {
+        return Err(format!("{what} `{s}` is longer than 128 bytes"));
     }
     Ok(())
 }
@@ -138,8 +140,93 @@ impl fmt::Display for Name {
     }
 }
 
+/// A machine architecture as the kernel names it (`uname -m`): `x86_64`,
+/// `aarch64`, `armv7l`, `ppc64le`. Lower-case letters, digits and
+/// `. _ -`, starting with a letter or digit: it goes verbatim into
+/// virt-builder's `arch=` lines, file names and URLs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Arch(String);
+
+impl Arch {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_token(s, "arch", |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+        })?;
+        Ok(Arch(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An arch reads as the string it is.
+impl std::ops::Deref for Arch {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Text that stays on one line, such as a title: no CR, LF, NUL or other
+/// control character but a tab, so no reader of a line-oriented format
+/// sees a new line, key or section in it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Line(String);
+
+impl Line {
+    /// `what` names the value in the error, e.g. `title`.
+    pub fn parse(s: &str, what: &str) -> Result<Self, String> {
+        match s.chars().find(|&c| c.is_control() && c != '\t') {
+            Some(c) => Err(format!(
+                "{what} `{}` holds {}: it must stay on one line",
+                s.escape_debug(),
+                control_name(c)
+            )),
+            None => Ok(Line(s.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a message names a control character.
+fn control_name(c: char) -> String {
+    match c {
+        '\n' => "a line feed (LF)".to_owned(),
+        '\r' => "a carriage return (CR)".to_owned(),
+        '\0' => "a NUL".to_owned(),
+        c => format!("the control character U+{:04X}", u32::from(c)),
+    }
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A line reads as the string it is.
+impl std::ops::Deref for Line {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A relative path with `/` separators: no `..`, no `.`, no empty or
-/// absolute parts, valid UTF-8. Safe to join under a root or a URL.
+/// absolute parts, no control character (NUL, CR, LF...), valid UTF-8.
+/// Safe to join under a root or a URL, and to list in SHA256SUMS.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RelPath(String);
 
@@ -150,6 +237,9 @@ impl RelPath {
         }
         if s.starts_with('/') || s.starts_with('\\') {
             return Err(format!("`{}` is an absolute path", s.escape_debug()));
+        }
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(format!("`{}` holds {}", s.escape_debug(), control_name(c)));
         }
         for part in s.split('/') {
             match part {
@@ -165,7 +255,6 @@ impl RelPath {
                         s.escape_debug()
                     ));
                 }
-                _ if part.contains('\0') => return Err("path contains a NUL byte".into()),
                 _ => {}
             }
         }
@@ -189,12 +278,27 @@ impl RelPath {
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or_default()
     }
+
+    /// Everything before the last segment: the directory the file is in,
+    /// `None` for a file at the root.
+    pub fn parent(&self) -> Option<&str> {
+        self.0.rsplit_once('/').map(|(dir, _)| dir)
+    }
 }
 
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether a URL's path hides a separator inside a segment: `%2F` (`/`)
+/// or `%5C` (`\\`). URL parsing leaves them in the segment they are in, so
+/// `site/..%2F..%2Fx` stays under `site/`; a server or CDN that decodes them
+/// serves `x`, from outside the site.
+pub fn hides_a_separator(url_path: &str) -> bool {
+    let lower = url_path.to_ascii_lowercase();
+    lower.contains("%2f") || lower.contains("%5c")
 }
 
 /// A published file's name: one plain path component, safe to create
@@ -236,6 +340,19 @@ impl FileName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Where `version` stands in the name as a whole token (not next to a
+    /// letter or digit), the last place if several: `1.4.0` in
+    /// `webapp-1.4.0.qcow2`, not `1.4` in `webapp-11.4.qcow2`.
+    pub fn version_at(&self, version: &Version) -> Option<std::ops::Range<usize>> {
+        let (name, v) = (self.0.as_str(), version.as_str());
+        let edge = |c: Option<char>| !c.is_some_and(|c| c.is_ascii_alphanumeric());
+        name.rmatch_indices(v)
+            .map(|(at, _)| at..at + v.len())
+            .find(|r| {
+                edge(name[..r.start].chars().next_back()) && edge(name[r.end..].chars().next())
+            })
     }
 }
 
@@ -323,6 +440,56 @@ mod tests {
         assert!(RelPath::parse("a//b").is_err());
         assert!(RelPath::parse("./a").is_err());
         assert!(RelPath::parse("").is_err());
+        assert!(RelPath::parse("a/b\nc").is_err());
+        assert!(RelPath::parse("a\rb").is_err());
+        assert!(RelPath::parse("a\0b").is_err());
+    }
+
+    #[test]
+    fn encoded_separators_are_found_in_either_case() {
+        assert!(hides_a_separator("/site/..%2F..%2Fevil/x"));
+        assert!(hides_a_separator("/site/a%2fb"));
+        assert!(hides_a_separator("/site/..%5C..%5cevil"));
+        assert!(!hides_a_separator("/site/a%20b/c%2Bd%25.raw"));
+    }
+
+    #[test]
+    fn arches_are_tokens_without_line_breaks() {
+        for good in ["x86_64", "aarch64", "armv7l", "ppc64le", "s390x", "i686"] {
+            assert_eq!(Arch::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "x86_64\n[evil]",
+            "x86_64\r",
+            "x86_64\0",
+            "X86_64",
+            "x86 64",
+            "-x86",
+            "x86/64",
+        ] {
+            assert!(Arch::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            Arch::parse("x86_64\n[evil]").unwrap_err(),
+            "invalid arch `x86_64\\n[evil]`: it must start with a letter or digit and hold only \
+             lower-case letters, digits and . _ -"
+        );
+    }
+
+    #[test]
+    fn lines_hold_no_line_break() {
+        assert_eq!(
+            Line::parse("MyApp 1.0\t(LTS)", "title").unwrap().as_str(),
+            "MyApp 1.0\t(LTS)"
+        );
+        assert_eq!(
+            Line::parse("a\rb", "title").unwrap_err(),
+            "title `a\\rb` holds a carriage return (CR): it must stay on one line"
+        );
+        assert!(Line::parse("a\nb", "title").is_err());
+        assert!(Line::parse("a\0b", "title").is_err());
+        assert!(Line::parse("a\u{85}b", "title").is_err());
     }
 
     #[test]
@@ -365,5 +532,22 @@ mod tests {
             err.to_string(),
             "file name `../victim.txt` holds a path separator: it must be one plain name"
         );
+    }
+
+    #[test]
+    fn a_version_stands_in_a_file_name_as_a_whole_token() {
+        let at = |name: &str, v: &str| {
+            FileName::parse(name)
+                .unwrap()
+                .version_at(&Version::parse(v).unwrap())
+        };
+        assert_eq!(at("webapp-1.4.0.qcow2", "1.4.0"), Some(7..12));
+        assert_eq!(at("webapp_1.4.0", "1.4.0"), Some(7..12));
+        assert_eq!(at("1.4.0.raw", "1.4.0"), Some(0..5));
+        assert_eq!(at("webapp-11.4.qcow2", "1.4"), None);
+        assert_eq!(at("webapp-1.4a.qcow2", "1.4"), None);
+        assert_eq!(at("webapp.qcow2", "1.4.0"), None);
+        // The last place: the one before the extensions.
+        assert_eq!(at("app2-2.raw", "2"), Some(5..6));
     }
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-use super::{Image, Name, SupplyFile, Version};
+use super::{Arch, Image, Line, Name, SupplyFile, Version};
+use crate::cloud::Provider;
 
 /// Firmware an appliance boots with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -36,7 +37,7 @@ impl Firmware {
 /// What a release needs from the host that runs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requirements {
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     pub min_memory_mib: Option<u64>,
     pub min_disk_gib: Option<u64>,
     pub min_cpus: Option<u64>,
@@ -57,7 +58,7 @@ pub struct ReleaseInfo {
     pub notes_path: PathBuf,
     pub appliance: Name,
     pub version: Version,
-    pub title: String,
+    pub title: Line,
     pub date: DateTime<Utc>,
     pub channel: Name,
     pub critical: bool,
@@ -69,7 +70,17 @@ pub struct ReleaseInfo {
     pub osinfo: Option<String>,
     pub requirements: Requirements,
     /// Images in cloud catalogs, in the order the notes give them.
-    pub cloud_images: Vec<crate::cloud::CloudImage>,
+    pub cloud_images: Vec<CloudImage>,
+}
+
+/// An image in a cloud provider's catalog, checked by
+/// [`Provider::check_region`] and [`Provider::canonical_id`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudImage {
+    pub provider: Provider,
+    pub region: Option<String>,
+    pub id: String,
+    pub arch: Option<Arch>,
 }
 
 impl ReleaseInfo {
@@ -98,10 +109,34 @@ pub struct Release {
 #[derive(Debug, Clone)]
 pub struct Appliance {
     pub name: Name,
-    pub title: String,
+    pub title: Line,
     pub description: Option<String>,
     /// Releases kept in the current feeds, over the site's `feed_items`.
     pub feed_items: Option<usize>,
     /// Base URLs that also serve this appliance's images, over the site's.
     pub mirrors: Option<Vec<url::Url>>,
+    /// Where its images lie in the site, over the site's `image_layout`.
+    pub image_layout: Option<ImageLayout>,
+}
+
+/// Where a release's files lie in the site, under `images/<appliance>/`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageLayout {
+    /// `images/<appliance>/<version>/<file>`: a directory per release, so
+    /// two releases may publish files of the same name.
+    #[default]
+    Versioned,
+    /// `images/<appliance>/<file>`: every version in one directory, as
+    /// systemd-sysupdate reads it; each file name holds its version.
+    Flat,
+}
+
+impl ImageLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageLayout::Versioned => "versioned",
+            ImageLayout::Flat => "flat",
+        }
+    }
 }

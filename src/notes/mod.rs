@@ -11,10 +11,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cloud::{CloudImage, Provider};
+use crate::cloud::Provider;
 use crate::error::{Error, Result, toml_error};
 use crate::fsutil;
-use crate::model::{Firmware, ImageFormat, MAX_TEXT_FILE, Name, Requirements, Version};
+use crate::model::{
+    Arch, CloudImage, Firmware, ImageFormat, Line, MAX_TEXT_FILE, Name, Requirements, Version,
+};
 use crate::supply::Kind;
 
 /// The file name that marks a directory as a release.
@@ -25,8 +27,8 @@ pub const NOTES_FILE: &str = "release.toml";
 struct RawNotes {
     version: Spanned<String>,
     date: Spanned<toml::value::Datetime>,
-    notes: String,
-    title: Option<String>,
+    notes: Spanned<String>,
+    title: Option<Spanned<String>>,
     appliance: Option<Spanned<String>>,
     channel: Option<Spanned<String>>,
     #[serde(default)]
@@ -49,13 +51,13 @@ struct RawCloudImage {
     provider: Spanned<String>,
     region: Option<Spanned<String>>,
     id: Spanned<String>,
-    arch: Option<String>,
+    arch: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequirements {
-    arch: Option<String>,
+    arch: Option<Spanned<String>>,
     min_memory_mib: Option<u64>,
     min_disk_gib: Option<u64>,
     min_cpus: Option<u64>,
@@ -68,7 +70,7 @@ struct RawRequirements {
 #[serde(deny_unknown_fields)]
 struct RawImage {
     format: Option<Spanned<String>>,
-    arch: Option<String>,
+    arch: Option<Spanned<String>>,
     sbom: Option<Spanned<toml::Value>>,
     provenance: Option<Spanned<toml::Value>>,
 }
@@ -85,7 +87,7 @@ pub struct Located<T> {
 #[derive(Debug, Clone, Default)]
 pub struct ImageOverride {
     pub format: Option<ImageFormat>,
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     /// Supply-chain files about this image (`sbom`, `provenance`).
     pub supply: Vec<(Kind, Located<String>)>,
 }
@@ -101,7 +103,7 @@ pub struct Notes {
     pub notes_text: String,
     /// The libosinfo short id of the guest OS, e.g. `debian12`.
     pub osinfo: Option<String>,
-    pub title: Option<String>,
+    pub title: Option<Line>,
     pub appliance: Option<Name>,
     pub channel: Name,
     pub critical: bool,
@@ -174,12 +176,38 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
         Some(s) => Name::parse(s.get_ref(), "channel").map_err(|m| err(s.span(), m))?,
         None => Name::parse("stable", "channel").expect("`stable` is a valid channel"),
     };
-    if raw.notes.trim().is_empty() {
+    let notes = raw.notes.get_ref();
+    if notes.trim().is_empty() {
         return Err(Error::file(
             path,
             "`notes` is empty; say what changed in this release",
         ));
     }
+    // Line breaks are the notes' own; any other control character would
+    // reach the feed (where XML forbids it) and virt-builder's index.
+    if let Some(c) = notes
+        .chars()
+        .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(err(
+            raw.notes.span(),
+            format!(
+                "`notes` hold the control character U+{:04X}; only tabs and line breaks may \
+                 be written",
+                u32::from(c)
+            ),
+        ));
+    }
+    let title = match &raw.title {
+        Some(t) => Some(Line::parse(t.get_ref(), "title").map_err(|m| err(t.span(), m))?),
+        None => None,
+    };
+    let arch = |a: &Option<Spanned<String>>| match a {
+        Some(a) => Arch::parse(a.get_ref())
+            .map(Some)
+            .map_err(|m| err(a.span(), m)),
+        None => Ok(None),
+    };
     if raw.images.as_ref().is_some_and(Vec::is_empty) {
         return Err(Error::file(
             path,
@@ -221,7 +249,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
             Located {
                 value: ImageOverride {
                     format,
-                    arch: image.arch.clone(),
+                    arch: arch(&image.arch)?,
                     supply,
                 },
                 line: located.line,
@@ -229,17 +257,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
             },
         );
     }
-    let requirements = raw
-        .requirements
-        .map(|r| Requirements {
-            arch: r.arch,
+    let requirements = match raw.requirements {
+        Some(r) => Requirements {
+            arch: arch(&r.arch)?,
             min_memory_mib: r.min_memory_mib,
             min_disk_gib: r.min_disk_gib,
             min_cpus: r.min_cpus,
             firmware: r.firmware,
             hypervisors: r.hypervisors,
-        })
-        .unwrap_or_default();
+        },
+        None => Requirements::default(),
+    };
     let mut cloud_images = Vec::with_capacity(raw.cloud_image.len());
     for c in &raw.cloud_image {
         let provider =
@@ -257,20 +285,38 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
             provider,
             region: c.region.as_ref().map(|r| r.get_ref().clone()),
             id,
-            arch: c.arch.clone().or_else(|| requirements.arch.clone()),
+            arch: arch(&c.arch)?.or_else(|| requirements.arch.clone()),
         });
     }
 
     let supply = supply_files(path, text, &raw.sbom, &raw.provenance)?;
+    // The feed carries the notes' HTML escaped: rendering stops as soon as
+    // that passes what `verify` reads, before the rest is parsed.
+    let mut escaped = 0u64;
+    let notes_html = markdown::to_html(notes, |piece| {
+        escaped += crate::vocab::escaped_len(piece) as u64;
+        escaped <= MAX_TEXT_FILE
+    })
+    .ok_or_else(|| {
+        Error::file(
+            path,
+            format_args!(
+                "the notes escaped into the feed would be over the limit of {MAX_TEXT_FILE} \
+                 bytes ({}) for a site's text files: `verify` refuses a feed that large; shorten \
+                 the notes",
+                crate::units::human_size(MAX_TEXT_FILE)
+            ),
+        )
+    })?;
     Ok(Notes {
         supply,
         path: path.to_path_buf(),
         version,
         date,
-        notes_html: markdown::to_html(&raw.notes),
-        notes_text: raw.notes.trim().to_owned(),
+        notes_html,
+        notes_text: notes.trim().to_owned(),
         osinfo,
-        title: raw.title,
+        title,
         appliance,
         channel,
         critical: raw.critical,

@@ -31,7 +31,7 @@ pub use delta::Delta;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -74,6 +74,8 @@ pub struct PullOptions {
     pub dest: PathBuf,
     /// verify's state file (rollback protection); default under `dest`.
     pub state: Option<PathBuf>,
+    /// The site (its signed base_url) the build must be signed for.
+    pub site: Option<url::Url>,
     /// The host's architecture, as the feed names it (`x86_64`, `aarch64`).
     pub arch: String,
     /// Keep this many images that `pull` placed; remove older ones.
@@ -210,6 +212,8 @@ fn run(
     progress: &dyn Progress,
     warnings: &mut Vec<Warning>,
 ) -> Result<Outcome> {
+    // A usage error creates nothing.
+    let feed = appliance_feed(&options.source, &options.appliance)?;
     let dest = Dir::create(&options.dest)?;
     if options.state.is_none() {
         // Checked here, so that verify reads and replaces only a file of ours.
@@ -219,21 +223,26 @@ fn run(
         .state
         .clone()
         .unwrap_or_else(|| dest.path_of(&STATE));
-    let report = site::verify(&VerifyOptions {
-        source: options.source.clone(),
+    // Only what the choice needs: the appliance's own signed feed, asked
+    // for conditionally (a current host costs two 304s), and later the
+    // files of the image chosen.
+    let verify = VerifyOptions {
+        source: feed,
+        scope: site::Scope::Feed,
         pinned: options.pinned.clone(),
         also_trusted: Vec::new(),
         state: Some(state),
         images: false,
         all: false,
         mirrors: false,
-        supply: true,
+        supply: false,
         mirror_sample: Vec::new(),
-        site: None,
+        site: options.site.clone(),
         timeout: options.timeout,
         min_rate: options.min_rate,
         now: options.now,
-    })?;
+    };
+    let report = site::verify(&verify)?;
     if !report.ok {
         let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
         let failures = failures.join("\n  ");
@@ -253,7 +262,7 @@ fn run(
     let site = report
         .site
         .ok_or_else(|| Error::other("the feed verified but was not kept"))?;
-    let releases = site.feed.items;
+    let releases = &site.feed.items;
 
     let mut record = load_record(&dest, warnings)?;
     let installed = record
@@ -262,21 +271,11 @@ fn run(
         .rev()
         .find(|e| e.appliance == options.appliance)
         .cloned();
-    let (item, image) = choose(options, &releases, installed.as_ref())?;
+    let (item, image) = choose(options, releases, installed.as_ref())?;
     let release = &item.release;
     let (appliance, version) = (&release.info.appliance, &release.info.version);
-    // verify has read every provenance file the feed links and checked its
-    // subjects against the images' digests; here it must exist.
-    let has_provenance = release.supply.iter().any(|f| {
-        f.format.kind() == crate::supply::Kind::Provenance
-            && f.image.as_ref().is_none_or(|n| *n == image.source.name)
-    });
-    if options.require_provenance && !has_provenance {
-        return Err(Error::Refused(format!(
-            "{} {}: the feed links no provenance for {}; nothing was downloaded \
-             (--require-provenance)",
-            appliance, version, image.source.name
-        )));
+    if options.require_provenance {
+        require_provenance(&verify, &site, item, image)?;
     }
     let name = &image.source.name;
     let placed = Placed {
@@ -452,6 +451,65 @@ fn download(ctx: &delta::Ctx, warnings: &mut Vec<Warning>) -> Result<Got> {
         Error::Refused(failures)
     } else {
         Error::Interrupted(failures)
+    })
+}
+
+/// The feed of `appliance` on the site `source` names: the site's
+/// `feeds/<appliance>.xml`, unless `source` names a feed itself.
+fn appliance_feed(source: &str, appliance: &str) -> Result<String> {
+    if source.ends_with(".xml") {
+        return Ok(source.to_owned());
+    }
+    let name =
+        crate::model::Name::parse(appliance, "appliance").map_err(|reason| Error::Usage {
+            option: "--appliance",
+            value: appliance.to_owned(),
+            reason,
+        })?;
+    let feed = format!("feeds/{name}.xml");
+    Ok(
+        match source.starts_with("http://") || source.starts_with("https://") {
+            true => format!("{}/{feed}", source.trim_end_matches('/')),
+            false => Path::new(source).join(feed).to_string_lossy().into_owned(),
+        },
+    )
+}
+
+/// `--require-provenance`: the feed must link provenance about the image
+/// (or its whole release), and each such file, and every SBOM of it, must
+/// be what the feed says, provenance about the image's very digest.
+fn require_provenance(
+    verify: &VerifyOptions,
+    site: &site::PublishedSite,
+    item: &Item,
+    image: &Image,
+) -> Result<()> {
+    let release = &item.release;
+    let name = &image.source.name;
+    let linked = release.supply.iter().any(|f| {
+        f.format.kind() == crate::supply::Kind::Provenance
+            && f.image.as_ref().is_none_or(|n| n == name)
+    });
+    if !linked {
+        return Err(Error::Refused(format!(
+            "{} {}: the feed links no provenance for {name}; nothing was downloaded \
+             (--require-provenance)",
+            release.info.appliance, release.info.version
+        )));
+    }
+    let report = site::verify_supply(verify, site, item, name);
+    if report.ok {
+        return Ok(());
+    }
+    let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
+    let failures = failures.join("\n  ");
+    Err(match report.only_unreachable() {
+        true => Error::Interrupted(format!(
+            "the provenance of {name} could not be read; nothing was downloaded:\n  {failures}"
+        )),
+        false => Error::Refused(format!(
+            "the provenance of {name} does not hold; nothing was downloaded:\n  {failures}"
+        )),
     })
 }
 

@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{MAX_TEXT_FILE, Name, Release, ReleaseInfo, Sha256};
+use crate::model::{MAX_TEXT_FILE, Name, RelPath, Release, ReleaseInfo, Sha256};
 use crate::sign::PublicKey;
 use crate::sums;
 
@@ -25,14 +25,24 @@ pub struct Site<'a> {
     pub public_key: &'a PublicKey,
     /// The key a coming rotation moves to, if announced.
     pub next_key: Option<&'a PublicKey>,
-    /// The armored OpenPGP public key published as `openpgp.asc`, if any:
-    /// SHA256SUMS lists it, so the minisign signature vouches for it.
-    pub openpgp_public_key: Option<&'a str>,
+    /// The OpenPGP key, if any: its public key is published as
+    /// `openpgp.asc`, which SHA256SUMS lists, so the minisign signature
+    /// vouches for it.
+    pub openpgp: Option<&'a OpenPgp>,
     pub build_time: DateTime<Utc>,
     /// The build's sequence number (see [`crate::trust`]).
     pub sequence: u64,
     /// When consumers must stop trusting this build.
     pub expires: Option<DateTime<Utc>>,
+}
+
+/// The OpenPGP key a site is signed with besides minisign: signing is a
+/// pure function of the key, the bytes and the time, so catalogs whose
+/// signatures `SHA256SUMS` lists are signed as they are rendered.
+pub struct OpenPgp {
+    pub signer: crate::openpgp::Signer,
+    /// The public key, armored.
+    pub public: String,
 }
 
 /// A rendered feed.
@@ -109,19 +119,19 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         items: current.clone(),
         archive: None,
     }];
-    if appliances.len() > 1 {
-        for name in &appliances {
-            jobs.push(FeedJob {
-                path: format!("feeds/{name}.xml"),
-                appliance: Some(name),
-                items: current
-                    .iter()
-                    .copied()
-                    .filter(|r| r.info.appliance == **name)
-                    .collect(),
-                archive: None,
-            });
-        }
+    // Every appliance has its own feed, also on a site of one: a
+    // subscriber polls the one small feed of what it runs.
+    for name in &appliances {
+        jobs.push(FeedJob {
+            path: format!("feeds/{name}.xml"),
+            appliance: Some(name),
+            items: current
+                .iter()
+                .copied()
+                .filter(|r| r.info.appliance == **name)
+                .collect(),
+            archive: None,
+        });
     }
     for (i, indexes) in partition.archives.iter().enumerate() {
         jobs.push(FeedJob {
@@ -130,6 +140,24 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
             items: indexes.iter().map(|&i| &site.releases[i]).collect(),
             archive: Some(i + 1),
         });
+    }
+    // A feed carries its releases' notes escaped: one that those alone
+    // would take past the limit is refused before anything is rendered.
+    for job in &jobs {
+        let notes: usize = job
+            .items
+            .iter()
+            .map(|r| crate::vocab::escaped_len(&r.info.notes_html))
+            .sum();
+        if notes as u64 > MAX_TEXT_FILE {
+            return Err(Error::other(format_args!(
+                "{} would be over {MAX_TEXT_FILE} bytes ({}) with its releases' notes alone, the \
+                 limit for a site's text files: `verify` refuses it; shorten the release notes or \
+                 split the site",
+                job.path,
+                crate::units::human_size(MAX_TEXT_FILE)
+            )));
+        }
     }
     let paths: Vec<(&str, Option<&Name>)> = jobs
         .iter()
@@ -163,31 +191,90 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
     })
 }
 
-/// `SHA256SUMS` of the site: every image, box, control file and supply-chain file of its
-/// releases, the OpenPGP public key, and `files`, the text files rendered
-/// besides them (feeds, catalogs) with their digests.
+/// A file a release publishes: an image, the box or the zsync control
+/// file made of it, an SBOM or provenance.
+pub struct ReleaseFile<'a> {
+    pub path: &'a RelPath,
+    pub sha256: Sha256,
+    /// Where it is served, if not from the site itself: an image from
+    /// `download_base_url`, and its control file beside it. Boxes are
+    /// always the site's.
+    pub url: Option<&'a Url>,
+    /// A zsync control file: listed in `SHA256SUMS`, but not in a
+    /// directory's manifest, where systemd-sysupdate would take
+    /// `<image>.zsync` for a version of the image its pattern names.
+    pub control: bool,
+}
+
+/// Every file the releases publish, the one list `SHA256SUMS` and each
+/// directory's manifest (`[catalogs] systemd`, less the control files) are
+/// made from.
+pub fn release_files<'a>(releases: &'a [Release]) -> impl Iterator<Item = ReleaseFile<'a>> {
+    releases.iter().flat_map(|r| {
+        let images = r.images.iter().flat_map(|i| {
+            let image = ReleaseFile {
+                path: &i.source.site_path,
+                sha256: i.digest.sha256,
+                url: Some(&i.source.url),
+                control: false,
+            };
+            let boxed = i.vagrant_box.as_ref().map(|b| ReleaseFile {
+                path: &b.path,
+                sha256: b.digest.sha256,
+                url: None,
+                control: false,
+            });
+            let control = i.zsync.as_ref().map(|z| ReleaseFile {
+                path: &z.path,
+                sha256: z.digest.sha256,
+                url: Some(&z.url),
+                control: true,
+            });
+            std::iter::once(image).chain(boxed).chain(control)
+        });
+        let supply = r.supply.iter().map(|f| ReleaseFile {
+            path: &f.site_path,
+            sha256: f.digest.sha256,
+            url: Some(&f.url),
+            control: false,
+        });
+        images.chain(supply)
+    })
+}
+
+/// The systemd-sysupdate transfers of an appliance, reading its flat
+/// directory `images/<appliance>/` of the site at `base` (`[catalogs]
+/// systemd`): the catalog writes them, the landing page shows them, and
+/// `verify` makes them again from the signed feeds.
+pub fn transfers(releases: &[Release], appliance: &Name, base: &Url) -> crate::sysupdate::Plan {
+    let url = crate::config::join_url(base, &format!("images/{appliance}/"));
+    crate::sysupdate::plan(releases, appliance, &url, &|path, url| {
+        served_from(base, path, Some(url))
+    })
+}
+
+/// Whether a file of a release lies at its path in the site at `base`,
+/// not on another host (`download_base_url`, or the old one of a release
+/// taken from the previous site).
+pub fn served_from(base: &Url, path: &RelPath, url: Option<&Url>) -> bool {
+    url.is_none_or(|url| *url == crate::config::join_url(base, path.as_str()))
+}
+
+/// `SHA256SUMS` of the site: every file of its releases
+/// ([`release_files`]), the OpenPGP public key, and `files`, the text files
+/// rendered besides them (feeds, catalogs) with their digests.
 pub fn manifest<'a>(
     site: &'a Site,
     files: impl Iterator<Item = (&'a str, Sha256)>,
 ) -> Result<String> {
-    let images = site.releases.iter().flat_map(|r| &r.images).flat_map(|i| {
-        std::iter::once((i.source.site_path.as_str(), i.digest.sha256))
-            .chain(
-                i.vagrant_box
-                    .as_ref()
-                    .map(|b| (b.path.as_str(), b.digest.sha256)),
-            )
-            .chain(i.zsync.as_ref().map(|z| (z.path.as_str(), z.digest.sha256)))
+    let published = release_files(site.releases).map(|f| (f.path.as_str(), f.sha256));
+    let openpgp_key = site.openpgp.map(|key| {
+        (
+            crate::openpgp::PUBLIC_KEY,
+            Sha256::of(key.public.as_bytes()),
+        )
     });
-    let supply = site
-        .releases
-        .iter()
-        .flat_map(|r| &r.supply)
-        .map(|f| (f.site_path.as_str(), f.digest.sha256));
-    let openpgp_key = site
-        .openpgp_public_key
-        .map(|key| (crate::openpgp::PUBLIC_KEY, Sha256::of(key.as_bytes())));
-    let manifest = sums::manifest(images.chain(supply).chain(files).chain(openpgp_key));
+    let manifest = sums::manifest(published.chain(files).chain(openpgp_key));
     check_size(MANIFEST, manifest.len())?;
     Ok(manifest)
 }

@@ -32,6 +32,8 @@ struct SiteCtx {
     manifest_url: String,
     manifest_sig_url: String,
     pubkey_url: String,
+    /// The OpenPGP key as systemd's keyring, with `[catalogs] systemd`.
+    pubring_url: Option<String>,
     public_key: String,
     key_id: String,
     generator: String,
@@ -51,9 +53,27 @@ struct ExampleCtx {
     url: String,
 }
 
+/// An appliance's sysupdate transfer file (`[catalogs] systemd`, flat
+/// layout), shown on the page.
+#[derive(Serialize)]
+struct SysupdateCtx {
+    url: String,
+    text: String,
+    /// The transfer files for its other formats.
+    others: Vec<OtherTransferCtx>,
+}
+
+#[derive(Serialize)]
+struct OtherTransferCtx {
+    format: String,
+    url: String,
+}
+
 #[derive(Serialize)]
 struct ApplianceCtx {
     name: String,
+    /// How systemd-sysupdate keeps a host current, if the site says.
+    sysupdate: Option<SysupdateCtx>,
     title: String,
     description: Option<String>,
     feed_url: String,
@@ -148,7 +168,7 @@ fn image_ctx(site: &Site, release: &Release, image: &Image) -> ImageCtx {
         url: s.url.to_string(),
         path: s.site_path.to_string(),
         format: s.format.as_str(),
-        arch: s.arch.clone(),
+        arch: s.arch.as_ref().map(ToString::to_string),
         compression: s.compression.map(|c| c.as_str()),
         length: image.digest.length,
         size: human_size(image.digest.length),
@@ -208,14 +228,14 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
         anchor: info.anchor(),
         appliance: info.appliance.to_string(),
         version: info.version.to_string(),
-        title: info.title.clone(),
+        title: info.title.to_string(),
         date: info.date.format("%Y-%m-%d").to_string(),
         pub_date: info.date.to_rfc2822(),
         channel: info.channel.to_string(),
         critical: info.critical,
         notes_html: Value::from_safe_string(info.notes_html.clone()),
         requirements: (!r.is_empty()).then(|| RequirementsCtx {
-            arch: r.arch.clone(),
+            arch: r.arch.as_ref().map(ToString::to_string),
             min_memory_mib: r.min_memory_mib,
             min_disk_gib: r.min_disk_gib,
             min_cpus: r.min_cpus,
@@ -235,7 +255,7 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
                 provider_title: c.provider.title(),
                 region: c.region.clone(),
                 id: c.id.clone(),
-                arch: c.arch.clone(),
+                arch: c.arch.as_ref().map(ToString::to_string),
             })
             .collect(),
         supply: supply_ctx(release, None),
@@ -245,6 +265,26 @@ fn release_ctx(site: &Site, release: &Release) -> ReleaseCtx {
 /// The landing page: the releases of the current feeds (`current`), and a
 /// link to each appliance's history page when it has archived releases.
 /// `feeds` are the paths of the feeds and the appliance each covers.
+/// The appliance's transfer files, with `[catalogs] systemd`, when it has
+/// a flat directory.
+fn sysupdate_ctx(site: &Site, appliance: &crate::model::Name) -> Option<SysupdateCtx> {
+    let config = site.config;
+    config.catalogs.systemd?;
+    let plan = super::transfers(site.releases, appliance, &config.base_url);
+    let mut transfers = plan.transfers.into_iter();
+    let first = transfers.next()?;
+    Some(SysupdateCtx {
+        url: config.site_url(&first.path).to_string(),
+        text: first.text(appliance),
+        others: transfers
+            .map(|t| OtherTransferCtx {
+                format: t.format.to_string(),
+                url: config.site_url(&t.path).to_string(),
+            })
+            .collect(),
+    })
+}
+
 pub fn render(
     site: &Site,
     feeds: &[(&str, Option<&crate::model::Name>)],
@@ -268,7 +308,8 @@ pub fn render(
                 let feed = feed_for(name);
                 appliances.push(ApplianceCtx {
                     name: name.to_owned(),
-                    title: meta.title,
+                    sysupdate: sysupdate_ctx(site, &release.info.appliance),
+                    title: meta.title.to_string(),
                     description: meta.description,
                     feed_url: url(feed),
                     feed_sig_url: url(&format!("{feed}.minisig")),
@@ -318,6 +359,10 @@ pub fn render(
         manifest_url: url(crate::media::MANIFEST),
         manifest_sig_url: url(crate::media::MANIFEST_SIG),
         pubkey_url: url(crate::media::PUBLIC_KEY),
+        pubring_url: config
+            .catalogs
+            .systemd
+            .map(|_| url(crate::media::IMPORT_PUBRING)),
         public_key: site.public_key.to_base64(),
         key_id: site.public_key.key_id.to_string(),
         generator: super::generator(),
@@ -368,7 +413,7 @@ pub fn render_history(site: &Site, appliance: &crate::model::Name) -> Result<Str
                 },
                 appliance => minijinja::context! {
                     name => appliance.to_string(),
-                    title => meta.title,
+                    title => meta.title.to_string(),
                 },
                 releases => Value::from(minijinja::value::Serde(&releases)),
             })

@@ -18,8 +18,9 @@ const INDEX: &[u8] = b"index.html";
 /// A regular file of the site, open for reading.
 pub struct Found {
     pub file: File,
-    /// Its name, which picks the media type.
-    pub name: String,
+    /// Its path in the site (`images/a/1/x.qcow2`, `index.html` for the
+    /// root), which picks its media type and how long it may be cached.
+    pub path: String,
 }
 
 /// The regular file that the request target names under `root`: the
@@ -54,16 +55,24 @@ pub fn open(root: &Path, target: &str) -> Option<Found> {
     }
     let file = open_at(&dir, last, OFlags::NONBLOCK | OFlags::NOCTTY)?;
     let meta = file.metadata().ok()?;
-    let (file, name) = if meta.is_dir() {
-        let index = open_at(&file, INDEX, OFlags::NONBLOCK | OFlags::NOCTTY)?;
-        (index, INDEX)
+    let file = if meta.is_dir() {
+        parts.push(INDEX);
+        open_at(&file, INDEX, OFlags::NONBLOCK | OFlags::NOCTTY)?
     } else {
-        (file, last)
+        file
     };
-    file.metadata().ok()?.is_file().then(|| Found {
-        file,
-        name: String::from_utf8_lossy(name).into_owned(),
-    })
+    if parts.is_empty() {
+        parts.push(INDEX);
+    }
+    let path = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p))
+        .collect::<Vec<_>>()
+        .join("/");
+    file.metadata()
+        .ok()?
+        .is_file()
+        .then_some(Found { file, path })
 }
 
 /// `name` in `dir`, read-only, never through a symlink. `O_NONBLOCK` keeps
@@ -90,7 +99,7 @@ mod tests {
         let mut found = found?;
         let mut text = String::new();
         found.file.read_to_string(&mut text).unwrap();
-        Some((found.name, text))
+        Some((found.path, text))
     }
 
     #[test]
@@ -113,17 +122,17 @@ mod tests {
         )
         .unwrap();
 
-        let ok = |target: &str, name: &str, text: &str| {
+        let ok = |target: &str, path: &str, text: &str| {
             assert_eq!(
                 read(open(&root, target)),
-                Some((name.to_owned(), text.to_owned())),
+                Some((path.to_owned(), text.to_owned())),
                 "{target}"
             );
         };
         ok("/", "index.html", "home");
         ok("/index.html?x=1#y", "index.html", "home");
-        ok("/images/a%20b/x.raw", "x.raw", "image");
-        ok("/images//./a%20b/x.raw", "x.raw", "image");
+        ok("/images/a%20b/x.raw", "images/a b/x.raw", "image");
+        ok("/images//./a%20b/x.raw", "images/a b/x.raw", "image");
         for target in [
             "/leak",
             "/leakdir/secret",

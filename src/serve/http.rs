@@ -26,6 +26,10 @@ pub struct Request {
     /// The Range field; `None` also when it was sent more than once.
     pub range: Option<String>,
     pub if_range: Option<String>,
+    /// The conditional request's fields (RFC 9110 13.1): a client that has
+    /// the file asks whether it changed.
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
     /// The connection ends after the response: the client asked for that,
     /// speaks HTTP/1.0 without keep-alive, or sent a body, which this
     /// server does not read.
@@ -98,6 +102,8 @@ impl Reader {
             target: target.to_owned(),
             range: None,
             if_range: None,
+            if_none_match: None,
+            if_modified_since: None,
             close: http10,
         };
         let mut ranges = 0;
@@ -130,6 +136,8 @@ impl Reader {
                     request.range = Some(value.to_owned());
                 }
                 "if-range" => request.if_range = Some(value.to_owned()),
+                "if-none-match" => request.if_none_match = Some(value.to_owned()),
+                "if-modified-since" => request.if_modified_since = Some(value.to_owned()),
                 "connection" => {
                     for option in value.split(',').map(str::trim) {
                         if option.eq_ignore_ascii_case("close") {
@@ -210,18 +218,20 @@ impl Reader {
 }
 
 /// A response head, written at once.
+/// A response head; `length` is the body's, none for a 304, which has no
+/// body and whose length would be the unchanged file's.
 pub fn write_head(
     out: &mut impl Write,
     status: &str,
-    length: u64,
+    length: Option<u64>,
     fields: &[(&str, String)],
     close: bool,
 ) -> io::Result<()> {
     let now = chrono::Utc::now().timestamp();
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nDate: {}\r\nContent-Length: {length}\r\n",
-        http_date(now)
-    );
+    let mut head = format!("HTTP/1.1 {status}\r\nDate: {}\r\n", http_date(now));
+    if let Some(length) = length {
+        let _ = write!(head, "Content-Length: {length}\r\n");
+    }
     for (name, value) in fields {
         let _ = write!(head, "{name}: {value}\r\n");
     }
@@ -243,7 +253,7 @@ pub fn write_text(
 ) -> io::Result<()> {
     let mut all = vec![("Content-Type", "text/plain; charset=utf-8".to_owned())];
     all.extend_from_slice(fields);
-    write_head(out, status, body.len() as u64, &all, close)?;
+    write_head(out, status, Some(body.len() as u64), &all, close)?;
     if !head {
         out.write_all(body.as_bytes())?;
     }

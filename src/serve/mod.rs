@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
-use crate::media::content_type;
+use crate::media::{cache_control, content_type};
 use files::Found;
 use http::{Incoming, Request};
 use range::{Selection, Validators};
@@ -196,16 +196,27 @@ fn serve_file(
     head: bool,
     close: bool,
 ) -> io::Result<()> {
-    let Found { mut file, name } = found;
+    let Found { mut file, path } = found;
     let meta = file.metadata()?;
     let len = meta.len();
     let validators = Validators::of(&meta);
     let mut fields = vec![
-        ("Content-Type", content_type(&name).to_owned()),
+        ("Content-Type", content_type(&path).to_owned()),
         ("Accept-Ranges", "bytes".to_owned()),
         ("ETag", validators.etag.clone()),
         ("Last-Modified", validators.last_modified()),
+        ("Cache-Control", cache_control(&path).to_owned()),
     ];
+    // A client that has this version is told so, and sent nothing more:
+    // a polling host that is current costs no body.
+    let conditional = (
+        request.if_none_match.as_deref(),
+        request.if_modified_since.as_deref(),
+    );
+    if validators.not_modified(conditional.0, conditional.1) {
+        http::write_head(out, "304 Not Modified", None, &fields[2..], close)?;
+        return out.flush();
+    }
     // Range is defined for GET only (RFC 9110 14.2).
     let selection = if head {
         Selection::Whole
@@ -234,7 +245,7 @@ fn serve_file(
             );
         }
     };
-    http::write_head(out, status, end - start, &fields, close)?;
+    http::write_head(out, status, Some(end - start), &fields, close)?;
     if !head {
         file.seek(SeekFrom::Start(start))?;
         let sent = io::copy(&mut file.take(end - start), out)?;

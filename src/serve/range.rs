@@ -46,6 +46,25 @@ impl Validators {
         http_date(self.modified)
     }
 
+    /// Whether a conditional GET or HEAD may be answered 304 Not Modified
+    /// (RFC 9110 13.1.2, 13.1.3): `If-None-Match` names this version by
+    /// weak comparison (or is `*`); without it, `If-Modified-Since` is
+    /// not before the file's mtime.
+    pub fn not_modified(
+        &self,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<&str>,
+    ) -> bool {
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        match (if_none_match, if_modified_since) {
+            (Some(tags), _) => {
+                tags.trim() == "*" || tags.split(',').any(|t| opaque(t) == opaque(&self.etag))
+            }
+            (None, Some(date)) => http_time(date).is_some_and(|t| self.modified <= t),
+            (None, None) => false,
+        }
+    }
+
     /// Whether an If-Range value names this version: an entity tag by
     /// strong comparison (a weak one never matches), or exactly the
     /// Last-Modified date.
@@ -56,10 +75,16 @@ impl Validators {
         } else if value.starts_with("W/") {
             false
         } else {
-            chrono::NaiveDateTime::parse_from_str(value, "%a, %d %b %Y %H:%M:%S GMT")
-                .is_ok_and(|t| t.and_utc().timestamp() == self.modified)
+            http_time(value) == Some(self.modified)
         }
     }
+}
+
+/// An HTTP date (IMF-fixdate, RFC 9110 5.6.7) in seconds since the epoch.
+fn http_time(value: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(value.trim(), "%a, %d %b %Y %H:%M:%S GMT")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
 }
 
 /// What a GET with these Range and If-Range fields gets of a file of `len`

@@ -672,3 +672,34 @@ pub(super) fn check_simplestreams(
         false => Err(problems),
     }
 }
+
+/// A published text against the one the build makes from the signed
+/// feeds (`[catalogs] systemd`): equal byte for byte, else each line it
+/// lacks and each line too many.
+pub(super) fn same_text(published: &[u8], expected: &str) -> Result<(), Vec<String>> {
+    if published == expected.as_bytes() {
+        return Ok(());
+    }
+    let published = String::from_utf8_lossy(published);
+    let (have, want): (BTreeSet<&str>, BTreeSet<&str>) =
+        (published.lines().collect(), expected.lines().collect());
+    let mut problems: Vec<String> = want
+        .difference(&have)
+        .map(|l| format!("lacks `{l}`, which the feeds give"))
+        .chain(
+            have.difference(&want)
+                .map(|l| format!("has `{l}`, which the feeds do not give")),
+        )
+        .collect();
+    if problems.is_empty() {
+        problems.push("holds the lines the feeds give, but not as the build writes them".into());
+    }
+    Err(problems)
+}
+
+/// Whether a manifest entry is a sysupdate transfer file.
+pub(super) fn is_transfer(name: &str) -> bool {
+    name.strip_prefix(crate::media::SYSUPDATE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|file| file.ends_with(".transfer") && !file.contains('/'))
+}

@@ -16,7 +16,7 @@ use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
 use url::Url;
 
-use crate::model::{Image, Name, Release, ReleaseInfo, Requirements, Version};
+use crate::model::{Image, Line, Name, Release, ReleaseInfo, Requirements, Version};
 use crate::vocab::{self, Read};
 
 /// A feed document, read.
@@ -252,7 +252,7 @@ struct ItemParts {
     requirements: Requirements,
     images: Vec<Image>,
     supply: Vec<crate::model::SupplyFile>,
-    cloud_images: Vec<crate::cloud::CloudImage>,
+    cloud_images: Vec<crate::model::CloudImage>,
     enclosure: Option<Enclosure>,
     alternates: Vec<Alternate>,
 }
@@ -490,7 +490,7 @@ impl ItemParts {
                     notes_path: origin.into(),
                     appliance,
                     version,
-                    title: self.title,
+                    title: Line::parse(&self.title, "title").map_err(fail)?,
                     date,
                     channel,
                     critical,

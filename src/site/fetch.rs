@@ -7,6 +7,7 @@
 //! without following a symbolic link, checked to be a regular file on that
 //! descriptor, and read no further than its limit.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::fs::File;
 use std::io::{self, Read};
@@ -18,10 +19,11 @@ use url::Url;
 
 use super::Problem;
 use super::VerifyOptions;
+use super::state::Cached;
 use super::urls::Accepted;
 use crate::media::FEED;
 use crate::model::{RelPath, Sha256, Sha512};
-use crate::net::{Client, Limits, NetError, StreamError};
+use crate::net::{Client, Limits, NetError, Request, StreamError};
 
 /// A file of the site, as shown to the user and as fetched.
 #[derive(Debug, Clone)]
@@ -99,10 +101,18 @@ pub(super) struct Fetcher {
     base: Option<Url>,
     limits: Limits,
     client: Option<Client>,
+    /// The URLs asked for conditionally ([`Fetcher::cache`]).
+    cacheable: BTreeSet<Url>,
+    /// What the last run that verified fetched of them.
+    cached: BTreeMap<String, Cached>,
+    /// What this run fetched of them, for the next run.
+    fetched: BTreeMap<String, Cached>,
 }
 
 impl Fetcher {
-    pub(super) fn new(options: &VerifyOptions) -> Fetcher {
+    /// A fetcher for `options.source`; `cached` are the documents the last
+    /// run that verified kept, which it asks about conditionally.
+    pub(super) fn new(options: &VerifyOptions, cached: BTreeMap<String, Cached>) -> Fetcher {
         let source = &options.source;
         let source = if source.starts_with("http://") || source.starts_with("https://") {
             Source::Http
@@ -122,7 +132,27 @@ impl Fetcher {
                 min_rate: options.min_rate,
             },
             client: None,
+            cacheable: BTreeSet::new(),
+            cached,
+            fetched: BTreeMap::new(),
         }
+    }
+
+    /// Asks for the file at `loc` conditionally from now on: with the
+    /// validators of the copy the last run verified, if any, so that a
+    /// server whose file did not change answers 304 and sends nothing,
+    /// and that copy is read instead. Whatever it is, its signature and
+    /// everything else are checked again as if it had just arrived; an
+    /// expired build stays expired.
+    pub(super) fn cache(&mut self, loc: &Location) {
+        if let Target::Url(url) = &loc.target {
+            self.cacheable.insert(url.clone());
+        }
+    }
+
+    /// The cached documents this run fetched or confirmed unchanged.
+    pub(super) fn into_cached(self) -> BTreeMap<String, Cached> {
+        self.fetched
     }
 
     /// Where the feed named by the source is.
@@ -231,6 +261,9 @@ impl Fetcher {
         limit: u64,
     ) -> std::result::Result<Vec<u8>, FetchError> {
         let path = match &loc.target {
+            Target::Url(url) if self.cacheable.contains(url) => {
+                return self.get_conditional(url, limit);
+            }
             Target::Url(url) => {
                 return self
                     .client()
@@ -262,6 +295,44 @@ impl Fetcher {
             return Err(too_large());
         }
         Ok(data)
+    }
+
+    /// A small file asked for with the validators of its cached copy: 304
+    /// gives that copy, 200 a new one, each kept for the next run.
+    fn get_conditional(&mut self, url: &Url, limit: u64) -> Result<Vec<u8>, FetchError> {
+        let key = url.to_string();
+        let cached = self.cached.get(&key).cloned();
+        let cached = cached.as_ref();
+        let mut request = Request::small(url);
+        if let Some(etag) = cached.and_then(|c| c.etag.as_deref()) {
+            request = request.header("If-None-Match", etag);
+        }
+        if let Some(date) = cached.and_then(|c| c.last_modified.as_deref()) {
+            request = request.header("If-Modified-Since", date);
+        }
+        let response = self
+            .client()
+            .send(&request)
+            .map_err(|e| FetchError::from(&e))?;
+        if let (304, Some(cached)) = (response.status(), cached) {
+            let body = cached.body.clone().into_bytes();
+            self.fetched.insert(key, cached.clone());
+            return Ok(body);
+        }
+        response.expect(200).map_err(|e| FetchError::from(&e))?;
+        let validator = |name| response.header(name).map(str::to_owned);
+        let (etag, last_modified) = (validator("etag"), validator("last-modified"));
+        let body = response.read_all(limit).map_err(|e| FetchError::from(&e))?;
+        // A document that is no text is not kept: feeds and signatures are.
+        if let Ok(text) = std::str::from_utf8(&body) {
+            let copy = Cached {
+                etag,
+                last_modified,
+                body: text.to_owned(),
+            };
+            self.fetched.insert(key, copy);
+        }
+        Ok(body)
     }
 
     /// Stream-hashes an image: the local file of a site directory when it

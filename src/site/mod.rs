@@ -46,14 +46,28 @@ use crate::sign::PublicKey;
 
 use check::Verifier;
 use feed::{FeedDoc, Item};
-use fetch::Fetcher;
 use state::State;
+
+/// How much of a site to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything `verify` checks: the feed, `SHA256SUMS` from the same
+    /// build, and from the site's feed, every appliance feed, the archives
+    /// and the catalogs.
+    Site,
+    /// One signed feed (the site's or an appliance's) and what the options
+    /// ask of its items, as `pull` reads it: the feed's own signature
+    /// vouches for every digest in it, so `SHA256SUMS` is not read.
+    Feed,
+}
 
 /// What to verify and against what.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     /// A local output directory, or an http(s) URL of the site or its feed.
     pub source: String,
+    /// How much of it to read.
+    pub scope: Scope,
     /// The key the consumer pinned out of band.
     pub pinned: PublicKey,
     /// Other keys trusted as much as the pinned one (`build --previous`
@@ -276,29 +290,40 @@ pub fn verify(options: &VerifyOptions) -> Result<Report> {
         Some(path) => State::load(path)?,
         None => State::default(),
     };
-    let mut v = Verifier {
-        options,
-        fetcher: Fetcher::new(options),
-        report: Report {
-            source: options.source.clone(),
-            ok: false,
-            key_id: None,
-            sequence: None,
-            expires: None,
-            releases: 0,
-            images: 0,
-            images_read: 0,
-            checks: Vec::new(),
-            site: None,
-        },
-    };
+    let mut v = Verifier::new(options, state.take_cached());
     let outcome = v.run(&mut state);
     let mut report = v.report;
     report.ok = outcome.is_ok() && report.checks.iter().all(|c| c.ok);
     if let (true, Some(path)) = (report.ok, &options.state) {
+        state.set_cached(v.fetcher.into_cached());
         state.save(path)?;
     }
     Ok(report)
+}
+
+/// Reads the SBOMs and provenance of `item` that are about `image` or
+/// its whole release, from the site `verify` read with these options, as
+/// `verify` reads every file a feed links: for `pull`, which reads only
+/// what its choice needs.
+pub fn verify_supply(
+    options: &VerifyOptions,
+    site: &PublishedSite,
+    item: &Item,
+    image: &crate::model::FileName,
+) -> Report {
+    let mut item = item.clone();
+    item.release
+        .supply
+        .retain(|f| f.image.as_ref().is_none_or(|n| n == image));
+    let doc = FeedDoc {
+        channel: site.feed.channel.clone(),
+        items: vec![item],
+    };
+    let mut v = Verifier::new(options, BTreeMap::new());
+    v.check_supply_of(&doc, &site.base_url);
+    let mut report = v.report;
+    report.ok = report.checks.iter().all(|c| c.ok);
+    report
 }
 
 /// Reads a feed as `verify` does and returns how many items it holds. For

@@ -11,12 +11,12 @@ use proptest::option;
 use proptest::prelude::*;
 
 use super::feed::*;
-use crate::cloud::{CloudImage, Provider};
+use crate::cloud::Provider;
 use crate::config::{self, Config, Overrides};
 use crate::model::{
-    Combined, Compression, FileDigest, FileId, FileName, Firmware, ImageFormat, ImageInfo,
-    ImageSource, Machine, OvaDisk, RelPath, Sha256, Sha512, Signing, SupplyFile, SupplyFormat,
-    VagrantBox, ZsyncFile,
+    Arch, CloudImage, Combined, Compression, FileDigest, FileId, FileName, Firmware, ImageFormat,
+    ImageInfo, ImageSource, Line, Machine, OvaDisk, RelPath, Sha256, Sha512, Signing, SupplyFile,
+    SupplyFormat, VagrantBox, ZsyncFile,
 };
 use crate::model::{Image, Name, Release, ReleaseInfo, Requirements, Version};
 use crate::render::Site;
@@ -39,6 +39,11 @@ fn config() -> (tempfile::TempDir, Config) {
 }
 
 /// Text with what XML must escape, and more than ASCII.
+/// Text on one line, with what XML must escape: a title.
+fn line() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 <>&\"'\u{e9}\u{2014}\t.]{0,40}"
+}
+
 fn text() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9 <>&\"'\u{e9}\u{2014}\n.]{0,40}"
 }
@@ -83,7 +88,7 @@ fn machine() -> impl Strategy<Value = Machine> {
 type Facts = (
     ImageFormat,
     Option<Compression>,
-    Option<String>,
+    Option<Arch>,
     FileDigest,
     ImageInfo,
     Option<FileDigest>,
@@ -119,7 +124,7 @@ fn facts() -> impl Strategy<Value = Facts> {
     (
         proptest::sample::select(ImageFormat::ALL.to_vec()),
         compression,
-        option::of("x86_64|aarch64"),
+        option::of("x86_64|aarch64".prop_map(|a| Arch::parse(&a).unwrap())),
         digest(),
         info,
         file(),
@@ -174,12 +179,16 @@ fn supply(kind: u8) -> impl Strategy<Value = (SupplyFormat, Option<Signing>, Fil
 
 fn cloud() -> impl Strategy<Value = CloudImage> {
     prop_oneof![
-        ("[0-9a-f]{17}", option::of("x86_64|arm64")).prop_map(|(hex, arch)| CloudImage {
-            provider: Provider::Aws,
-            region: Some("eu-west-1".into()),
-            id: format!("ami-{hex}"),
-            arch,
-        }),
+        (
+            "[0-9a-f]{17}",
+            option::of("x86_64|arm64".prop_map(|a| Arch::parse(&a).unwrap()))
+        )
+            .prop_map(|(hex, arch)| CloudImage {
+                provider: Provider::Aws,
+                region: Some("eu-west-1".into()),
+                id: format!("ami-{hex}"),
+                arch,
+            }),
         "[a-z][a-z0-9-]{0,20}[a-z0-9]".prop_map(|image| CloudImage {
             provider: Provider::Gcp,
             region: None,
@@ -192,7 +201,7 @@ fn cloud() -> impl Strategy<Value = CloudImage> {
 fn release(config: &Config) -> impl Strategy<Value = Release> + use<> {
     let config = config.clone();
     let requirements = (
-        option::of("x86_64|aarch64"),
+        option::of("x86_64|aarch64".prop_map(|a| Arch::parse(&a).unwrap())),
         option::of(any::<u64>()),
         option::of(any::<u64>()),
         option::of(any::<u64>()),
@@ -217,7 +226,7 @@ fn release(config: &Config) -> impl Strategy<Value = Release> + use<> {
         "webapp|db-node",
         "[0-9]{1,2}\\.[0-9]{1,2}(\\.[0-9])?(-rc\\.[0-9])?",
         (
-            text(),
+            line(),
             text(),
             0i64..4_000_000_000,
             "stable|beta",
@@ -333,7 +342,7 @@ fn build(
             notes_path: PathBuf::from("archive/1.xml"),
             appliance: Name::parse(appliance, "appliance").unwrap(),
             version: Version::parse(version).unwrap(),
-            title,
+            title: Line::parse(&title, "title").unwrap(),
             date: Utc.timestamp_opt(date, 0).unwrap(),
             channel: Name::parse(&channel, "channel").unwrap(),
             critical,
@@ -355,7 +364,7 @@ fn render(config: &Config, releases: &[Release]) -> Vec<u8> {
         releases,
         public_key: &key.public,
         next_key: None,
-        openpgp_public_key: None,
+        openpgp: None,
         build_time: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
         sequence: 1_790_000_000,
         expires: None,

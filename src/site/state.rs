@@ -23,6 +23,23 @@ pub(super) struct State {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     site: Option<String>,
     keys: BTreeMap<String, KeyState>,
+    /// The last verified feed and its signature, by URL, as the server sent
+    /// them with their validators: the next run asks whether they changed
+    /// (`If-None-Match`, `If-Modified-Since`) and, told they did not,
+    /// verifies these very bytes again instead of downloading them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    cached: BTreeMap<String, Cached>,
+}
+
+/// A document as its server sent it, with the validators it sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Cached {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) last_modified: Option<String>,
+    pub(super) body: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +59,7 @@ impl State {
                 format: STATE_FORMAT.into(),
                 site: None,
                 keys: BTreeMap::new(),
+                cached: BTreeMap::new(),
             });
         }
         // Never through a symbolic link: `save` replaces the name, so a
@@ -84,6 +102,16 @@ impl State {
         let mut text = serde_json::to_string_pretty(self).expect("the state serializes");
         text.push('\n');
         fsutil::write_new_file(path, text.as_bytes(), 0o644, true)
+    }
+
+    /// The documents cached by the last run that verified.
+    pub(super) fn take_cached(&mut self) -> BTreeMap<String, Cached> {
+        std::mem::take(&mut self.cached)
+    }
+
+    /// The documents this run verified, for the next to ask about.
+    pub(super) fn set_cached(&mut self, cached: BTreeMap<String, Cached>) {
+        self.cached = cached;
     }
 
     /// The site this state tracks, once one was seen.

@@ -2,7 +2,9 @@
 //! feed's download base. A URL is parsed (which resolves `.` and `..`
 //! segments, `%2e%2e` included) before it is compared by scheme, host,
 //! port and whole path segments, so `http://h/site/../evil/x` is not under
-//! `http://h/site/`. Only an [`Accepted`] URL is ever requested.
+//! `http://h/site/`; one whose path hides a separator in a segment (`%2F`,
+//! `%5C`), which a decoding server resolves elsewhere, is under none. Only
+//! an [`Accepted`] URL is ever requested.
 
 use url::Url;
 
@@ -43,6 +45,9 @@ impl SiteUrls {
 
     pub(super) fn accept(&self, raw: &str) -> Option<Accepted> {
         let url = Url::parse(raw).ok()?;
+        if crate::model::hides_a_separator(url.path()) {
+            return None;
+        }
         self.roots
             .iter()
             .any(|root| under(&url, root))
@@ -117,6 +122,9 @@ mod tests {
             "http://h/site/../evil/x",
             "http://h/site/%2e%2e/evil/x",
             "http://h/site/..\\evil/x",
+            "http://h/site/..%2F..%2Fevil/x",
+            "http://h/site/a%2fb",
+            "http://h/site/..%5Cevil/x",
             "http://h/site-evil/x",
             "http://h/sitex",
             "http://h/site",

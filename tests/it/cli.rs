@@ -19,6 +19,7 @@ tests! {
     unclosed_multiline_notes;
     unknown_key_in_config;
     unknown_key_in_notes;
+    toml_mistakes_name_their_fix;
     missing_field;
     duplicate_version;
     release_without_images;
@@ -33,7 +34,10 @@ tests! {
     non_utf8_filename;
     unreadable_file;
     invalid_base_url;
+    configured_url_hiding_a_slash_is_refused;
+    a_base_url_naming_a_file_is_warned_about;
     missing_secret_key;
+    a_public_key_given_as_the_secret_key_is_named;
     corrupt_secret_key;
     key_inside_output;
     image_grows_while_hashing;
@@ -48,8 +52,12 @@ tests! {
     awkward_file_names_are_escaped_in_the_feed needs SHA256SUM;
     file_names_with_a_backslash_or_a_line_break_are_refused;
     unknown_files_beside_images_are_warned_about;
+    a_version_its_directory_or_images_contradict_is_warned_about;
     keygen_writes_a_private_key_and_refuses_to_overwrite;
     help_and_version;
+    usage_errors_exit_2_as_the_help_says;
+    help_is_laid_out_alike_and_fits_its_width;
+    the_pinned_key_is_a_file_or_its_base64_line;
     a_failed_build_still_shows_its_warnings;
     template_errors_name_the_template_and_line;
     images_listed_by_glob_are_hard_linked;
@@ -61,6 +69,7 @@ tests! {
     init_scaffolds_a_site_that_checks_and_never_overwrites;
     check_reports_a_missing_or_broken_secret_key;
     site_commands_find_the_config_above_the_current_directory;
+    verify_of_a_sites_source_names_its_output_directory;
     keygen_makes_missing_directories_and_refuses_before_asking;
     build_json_summary_for_ci;
     completions_and_man_page;
@@ -154,11 +163,24 @@ fn unclosed_multiline_notes() {
 }
 
 fn unknown_key_in_config() {
+    let fixture = Fixture::new("unknown-key-config");
     assert_build_fails(
-        &Fixture::new("unknown-key-config"),
-        "error: vmcast.toml:3:1: unknown field `titel`, expected one of `title`, `description`, \
+        &fixture,
+        "error: vmcast.toml:3:1: unknown field `titel`: did you mean `title`?\n",
+    );
+    // No key is near: the message lists them all.
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    fs::write(
+        fixture.path("vmcast.toml"),
+        config.replace("titel", "colour"),
+    )
+    .unwrap();
+    assert_build_fails(
+        &fixture,
+        "error: vmcast.toml:3:1: unknown field `colour`, expected one of `title`, `description`, \
          `base_url`, `download_base_url`, `language`, `releases_dir`, `images_dir`, `output_dir`, \
-         `templates_dir`, `secret_key`, `image_mode`, `appliance`, `format_preference`, \
+         `templates_dir`, `secret_key`, `public_key`, `image_mode`, `image_layout`, `appliance`, \
+         `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
          `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`, \
          `zsync`\n",
@@ -168,9 +190,52 @@ fn unknown_key_in_config() {
 fn unknown_key_in_notes() {
     assert_build_fails(
         &Fixture::new("unknown-key-notes"),
-        "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`, expected one of \
-         `version`, `date`, `notes`, `title`, `appliance`, `channel`, `critical`, `primary`, \
-         `images`, `requirements`, `image`, `cloud_image`, `sbom`, `provenance`, `osinfo`\n",
+        "error: releases/webapp/1.0.0/release.toml:3:1: unknown field `critcal`: did you mean \
+         `critical`?\n",
+    );
+}
+
+/// The mistakes whose parser message names no cure get one: an unquoted
+/// version, a table named after a key one letter off, a requirement
+/// named by its word alone.
+fn toml_mistakes_name_their_fix() {
+    let fixture = Fixture::new("ok-minimal");
+    let notes = fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    for (edit, error) in [
+        (
+            text.replace("version = \"1.1.0\"", "version = 1.1.0"),
+            "error: releases/webapp/1.1.0/release.toml:1:11: `1.1.0` is not a TOML value: quote \
+             it, as in `version = \"1.1.0\"`\n",
+        ),
+        (
+            text.replace("version = \"1.1.0\"", "version = 1.10"),
+            "error: releases/webapp/1.1.0/release.toml:1:11: invalid type: floating point `1.1`, \
+             expected a string; quote it, as in `version = \"1.10\"`\n",
+        ),
+        (
+            format!("{text}[requirements]\ncpus = 2\n"),
+            "error: releases/webapp/1.1.0/release.toml:9:1: unknown field `cpus`: did you mean \
+             `min_cpus`?\n",
+        ),
+    ] {
+        fs::write(&notes, edit).unwrap();
+        assert_build_fails(&fixture, error);
+    }
+    fs::write(&notes, &text).unwrap();
+    fixture.configure("\n[appliance.webapp]\ntitle = \"WebApp\"\n");
+    let lines = fs::read_to_string(fixture.path("vmcast.toml"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_build_fails(
+        &fixture,
+        &format!(
+            "error: vmcast.toml:{}:2: invalid type: map, expected a string; did you mean \
+             `[appliances.webapp]`? `appliance` is the name of the default appliance, not a \
+             table\n",
+            lines - 1
+        ),
     );
 }
 
@@ -284,7 +349,7 @@ fn release_of_cloud_images_only() {
         "<td data-label=\"Image id\"><code class=\"hash\">ami-0abc1234def567890</code></td>"
     ));
     assert!(page.contains("1 image (438 B), 5 cloud images."), "{page}");
-    let checked = fixture.run(&["check", "--images"], &[]);
+    let checked = fixture.run(&["check"], &[]);
     assert_eq!(stdout(&checked), "checked 2 release(s): no problems\n");
     assert_success(&checked);
 }
@@ -439,11 +504,61 @@ fn invalid_base_url() {
     );
 }
 
-fn missing_secret_key() {
+/// A configured URL whose path hides a `/` in a segment would be
+/// requested as it is, and a decoding server or CDN would serve another
+/// path: refused at its place, as consumers refuse such URLs.
+fn configured_url_hiding_a_slash_is_refused() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("mirrors = [\"https://mirror.example.com/site/..%2F..%2Fother/\"]\n");
     assert_build_fails(
-        &Fixture::new("missing-secret-key"),
-        "error: cannot read the secret key keys/does-not-exist.key: No such file or directory \
-         (os error 2)\n",
+        &fixture,
+        "error: vmcast.toml:5:12: URL `https://mirror.example.com/site/..%2F..%2Fother/` hides a \
+         `/` or `\\` in a path segment (%2F, %5C): a server or CDN that decodes it serves \
+         another path than the site's\n",
+    );
+}
+
+/// A key file that is not there: the error points at the line of the
+/// config that names it and says how to make one; named on the command
+/// line, it says how to make one.
+fn missing_secret_key() {
+    let fixture = Fixture::new("missing-secret-key");
+    assert_build_fails(
+        &fixture,
+        "error: vmcast.toml:4:14: secret_key: cannot read the secret key \
+         keys/does-not-exist.key: No such file or directory (os error 2); make one with \
+         `vmcast-gen keygen -s keys/does-not-exist.key`, or point secret_key at yours\n",
+    );
+    let out = fixture.build(&["--secret-key", "vmcast.key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: cannot read the secret key vmcast.key: No such file or directory (os error 2); \
+         make one with `vmcast-gen keygen`\n"
+    );
+    // The public key consumers pin, named and not there.
+    fixture.configure("public_key = \"vmcast.pub\"\n");
+    let out = fixture.build(&["--secret-key", "../known-answer/kat.key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: vmcast.toml:5:14: public_key: cannot read vmcast.pub: No such file or directory \
+         (os error 2); it is the public key consumers pin (vmcast.pub, written by `vmcast-gen \
+         keygen`)\n"
+    );
+}
+
+/// A public key given as the secret key is named for what it is, not
+/// "42 bytes, expected 158".
+fn a_public_key_given_as_the_secret_key_is_named() {
+    let fixture = Fixture::new("ok-minimal");
+    let out = fixture.build(&["--secret-key", "../known-answer/kat.pub"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: ../known-answer/kat.pub:2:1: this is a minisign public key (a .pub file), not the \
+         secret key: give the secret key that `vmcast-gen keygen` wrote beside it (vmcast.key), \
+         and publish this one\n"
     );
 }
 
@@ -558,8 +673,9 @@ fn no_secret_key_anywhere() {
     let out = fixture.build(&[]);
     assert_eq!(
         stderr(&out),
-        "error: no secret key: pass --secret-key FILE, set VMCAST_SECRET_KEY to the key file's \
-         contents, or set secret_key in the config; `vmcast-gen keygen` makes one\n"
+        "error: no secret key: pass --secret-key FILE (or a pkcs11: URI of a key on a token), \
+         set VMCAST_SECRET_KEY to the key file's contents, or set secret_key in the config; \
+         `vmcast-gen keygen` makes one\n"
     );
     assert_eq!(out.status.code(), Some(1));
 }
@@ -759,6 +875,246 @@ fn help_and_version() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// A bad option value is a usage error, as clap's own are: status 2, as
+/// every help says, whichever command and whichever check finds it.
+fn usage_errors_exit_2_as_the_help_says() {
+    let fixture = Fixture::new("ok-minimal");
+    let key = fs::read_to_string(fixture.path("../known-answer/kat.pub")).unwrap();
+    let b64 = key.lines().nth(1).unwrap();
+    for (args, error) in [
+        (
+            vec![
+                "pull",
+                "http://127.0.0.1:9/",
+                "--pubkey-b64",
+                b64,
+                "--appliance",
+                "webapp",
+            ]
+            .into_iter()
+            .chain(["--dest", "dest", "--format", "qcow3"])
+            .collect::<Vec<_>>(),
+            "error: --format `qcow3`: unknown image format `qcow3`",
+        ),
+        (
+            vec![
+                "pull",
+                "http://127.0.0.1:9/",
+                "--pubkey-b64",
+                b64,
+                "--appliance",
+                "Web App",
+            ]
+            .into_iter()
+            .chain(["--dest", "elsewhere"])
+            .collect(),
+            "error: --appliance `Web App`: ",
+        ),
+        (
+            vec!["verify", "public", "--pubkey-b64", "RWQnotakey"],
+            "error: --pubkey-b64 `RWQnotakey`: ",
+        ),
+        (
+            vec!["publish", "s3://bucket/site", "--content-type", "qcow2"],
+            "error: --content-type `qcow2`: expected EXT=TYPE",
+        ),
+        (
+            vec!["build", "--secret-key", "pkcs11:token=x;bogus=1"],
+            "error: --secret-key `pkcs11:token=x;bogus=1`: ",
+        ),
+    ] {
+        let out = fixture.run(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with(error),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Nothing was made on the way, not even pull's --dest.
+    assert!(!fixture.path("dest").exists());
+    assert!(!fixture.path("elsewhere").exists());
+    assert!(!fixture.path("public").exists());
+    // The top-level help names every status a command exits with.
+    let help = stdout(&fixture.run(&["--help"], &[]));
+    let statuses = help.split_once("Exit status:\n").unwrap().1;
+    for status in [
+        "  0 ",
+        "  1 ",
+        "  2   a usage error",
+        "3 (already current)",
+        "10 (refused",
+    ] {
+        assert!(statuses.contains(status), "{status:?} missing from\n{help}");
+    }
+    assert!(statuses.contains("11 (interrupted") && statuses.contains("12 (--exec failed)"));
+}
+
+/// The help of every command has one layout: one line per option (clap
+/// switches `pull` to another when a value has help of its own), and the
+/// hand-laid sections (the environment, the exit statuses) fit in 100
+/// columns, so clap never breaks one of their lines in mid-sentence, and
+/// each description starts in its section's one column.
+fn help_is_laid_out_alike_and_fits_its_width() {
+    let tmp = tempfile::tempdir().unwrap();
+    let help = |args: &[&str], columns: &str| {
+        let out = vmcast(tmp.path(), args, &[("COLUMNS", columns)]);
+        assert_success(&out);
+        stdout(&out)
+    };
+    let mut commands = vec![vec![]];
+    let top = help(&["--help"], "100");
+    for line in top
+        .split_once("Commands:\n")
+        .unwrap()
+        .1
+        .lines()
+        .take_while(|l| !l.is_empty())
+    {
+        let name = line.split_whitespace().next().unwrap();
+        if line.starts_with("  ") && !line.starts_with("   ") && name != "help" {
+            commands.push(vec![name]);
+        }
+    }
+    assert!(commands.len() >= 12, "{commands:?}");
+    for command in &commands {
+        let long = [&command[..], &["--help"]].concat();
+        let short = [&command[..], &["-h"]].concat();
+        let text = help(&long, "100");
+        assert_eq!(
+            text,
+            help(&short, "100"),
+            "{command:?}: -h and --help differ"
+        );
+        assert!(!text.contains("see a summary with '-h'"), "{command:?}");
+        // What follows the options, laid out by hand.
+        let after = text.split_once("Print help\n").map_or("", |(_, a)| a);
+        let wide = help(&long, "1000");
+        let wide_after = wide.split_once("Print help\n").map_or("", |(_, a)| a);
+        for section in ["Environment", "Exit status:"] {
+            let Some(at) = after.find(section) else {
+                continue;
+            };
+            let block = after[at..].split("\n\n").next().unwrap();
+            assert!(
+                wide_after.contains(block),
+                "{command:?}: clap rewrapped {section} at 100 columns:\n{block}"
+            );
+            // Each entry's description starts in one column, and so do the
+            // lines that carry it on.
+            let column = |line: &str| {
+                let body = line.trim_start();
+                let name_end = body.find("  ").map(|i| line.len() - body.len() + i);
+                name_end.map(|e| e + line[e..].len() - line[e..].trim_start().len())
+            };
+            let starts: BTreeMap<usize, &str> = block
+                .lines()
+                .skip(1)
+                .filter(|l| l.starts_with("  ") && !l.starts_with("    "))
+                .filter_map(|l| column(l).map(|c| (c, l)))
+                .collect();
+            assert!(
+                starts.len() <= 1,
+                "{command:?}: {section} misaligned: {starts:?}"
+            );
+            if let Some((&c, _)) = starts.iter().next() {
+                for line in block.lines().filter(|l| l.starts_with("    ")) {
+                    let indent = line.len() - line.trim_start().len();
+                    assert!(
+                        indent == c || section == "Exit status:" && indent == 6,
+                        "{command:?}: {line:?} is not under column {c}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// verify and pull take the pinned key as a file or as its base64 line,
+/// and say so when given neither; pull, like verify, also pins the site.
+fn the_pinned_key_is_a_file_or_its_base64_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["verify", "public"][..],
+        &[
+            "pull",
+            "http://127.0.0.1:9/",
+            "--appliance",
+            "a",
+            "--dest",
+            "d",
+        ],
+    ] {
+        let out = vmcast(tmp.path(), args, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("<--pubkey <FILE>|--pubkey-b64 <KEY>>"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let help = stdout(&vmcast(tmp.path(), &["pull", "--help"], &[]));
+    for option in ["--pubkey-b64 <KEY>", "--site <URL>"] {
+        assert!(help.contains(option), "pull --help lacks {option}:\n{help}");
+    }
+}
+
+/// `version = "1.2.0"` in releases/webapp/1.1.0/ beside webapp-1.1.0.raw
+/// publishes images/webapp/1.2.0/webapp-1.1.0.raw: build and check say so.
+fn a_version_its_directory_or_images_contradict_is_warned_about() {
+    let fixture = Fixture::new("ok-minimal");
+    let notes = fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(&notes, text.replace("\"1.1.0\"", "\"1.2.0\"")).unwrap();
+    let warned = "warning: releases/webapp/1.1.0/release.toml: says version = \"1.2.0\", but its \
+                  directory is 1.1.0: the release publishes as 1.2.0; make the two agree\n\
+                  warning: releases/webapp/1.1.0/webapp-1.1.0.raw: its name says 1.1.0, but the \
+                  release is 1.2.0 (`version` in release.toml): it publishes as \
+                  images/webapp/1.2.0/webapp-1.1.0.raw\n";
+    for args in [&["build"][..], &["check"]] {
+        let out = fixture.run(args, &[]);
+        assert_success(&out);
+        assert_eq!(stderr(&out), warned, "{args:?}");
+    }
+    // Agreeing again, nothing is said; nor of a name with no version.
+    fs::write(&notes, &text).unwrap();
+    fs::rename(
+        fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw"),
+        fixture.path("releases/webapp/1.1.0/disk.raw"),
+    )
+    .unwrap();
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    assert_eq!(stderr(&out), "");
+}
+
+/// `base_url = ".../index.html"` is a valid URL, but every URL of the site
+/// would go under the page: build and check say so, at its line.
+fn a_base_url_naming_a_file_is_warned_about() {
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml")).unwrap();
+    let config = config.replace(
+        "base_url = \"https://downloads.example.com/site/\"",
+        "base_url = \"https://example.github.io/myapp/index.html\"",
+    );
+    fs::write(fixture.path("vmcast.toml"), &config).unwrap();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("base_url"))
+        .unwrap()
+        + 1;
+    let warned = format!(
+        "warning: vmcast.toml:{line}:12: base_url ends in index.html, a file: every URL goes \
+         under it (https://example.github.io/myapp/index.html/feed.xml); set it to the \
+         directory, https://example.github.io/myapp/\n"
+    );
+    for args in [&["build"][..], &["check"]] {
+        let out = fixture.run(args, &[]);
+        assert_success(&out);
+        assert_eq!(stderr(&out), warned, "{args:?}");
+    }
+}
+
 /// A build that fails still shows what it warned of first: here the file
 /// it did not publish, which may be the image the user meant.
 fn a_failed_build_still_shows_its_warnings() {
@@ -775,6 +1131,22 @@ fn a_failed_build_still_shows_its_warnings() {
         "warning: releases/webapp/1.1.0/notes.txt: not an image (unknown extension), not \
          published\nerror: templates/index.html:1: undefined value: `no_such_value` is \
          undefined\n",
+    );
+    // A scan that fails shows what it warned of too: here why the release
+    // has no image, its one file named wrong.
+    let fixture = Fixture::new("ok-minimal");
+    let release = fixture.path("releases/webapp/1.1.0");
+    fs::rename(
+        release.join("webapp-1.1.0.raw"),
+        release.join("webapp-1.1.0.qcow2.txt"),
+    )
+    .unwrap();
+    assert_build_fails(
+        &fixture,
+        "warning: releases/webapp/1.1.0/webapp-1.1.0.qcow2.txt: not an image (unknown \
+         extension), not published\nerror: releases/webapp/1.1.0/release.toml: release webapp \
+         1.1.0 has no images; put image files beside release.toml, list them in `images`, or \
+         name cloud images in [[cloud_image]]\n",
     );
 }
 
@@ -868,10 +1240,11 @@ fn check_reports_every_problem_at_once_without_images() {
     for v in ["1.0.0", "1.1.0"] {
         fs::remove_file(fixture.path(&format!("releases/webapp/{v}/webapp-{v}.raw"))).unwrap();
     }
-    let out = fixture.run(&["check"], &[]);
+    let out = fixture.run(&["check", "--no-images"], &[]);
     assert_success(&out);
     assert_eq!(stdout(&out), "checked 2 release(s): no problems\n");
-    // Two broken notes files: both reported, with their lines.
+    // Two broken notes files: both reported, with their lines, and both
+    // counted among the releases checked.
     fs::write(
         fixture.path("releases/webapp/1.0.0/release.toml"),
         "version = \"1.0.0\"\ndate = 2026-01-15\nnotes = \"x\"\ncolour = \"red\"\n",
@@ -882,7 +1255,7 @@ fn check_reports_every_problem_at_once_without_images() {
         "version = \"1.1.0\"\ndate = 2026-13-45\nnotes = \"x\"\n",
     )
     .unwrap();
-    let out = fixture.run(&["check"], &[]);
+    let out = fixture.run(&["check", "--no-images"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -894,11 +1267,17 @@ fn check_reports_every_problem_at_once_without_images() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 2, "{err}");
-    assert_eq!(stdout(&out), "checked 0 release(s): 2 problem(s)\n");
-    // --images wants the images too.
-    let out = Fixture::new("no-images").run(&["check", "--images"], &[]);
+    assert_eq!(stdout(&out), "checked 2 release(s): 2 problem(s)\n");
+    // By default check wants the images, as build does; unless the config
+    // builds on a previous site, which has them.
+    let fixture = Fixture::new("no-images");
+    let out = fixture.run(&["check"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("has no images"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "checked 2 release(s): 1 problem(s)\n");
+    fixture.configure("previous = \"https://downloads.example.com/site/\"\n");
+    let out = fixture.run(&["check"], &[]);
+    assert_success(&out);
 }
 
 fn check_finds_template_errors() {
@@ -955,20 +1334,35 @@ fn init_scaffolds_a_site_that_checks_and_never_overwrites() {
         "title = \"mine\"\n"
     );
     assert_eq!(fs::read(site.join("vmcast.key")).unwrap(), key);
+    // In a site that exists, the releases are the user's: the example the
+    // user deleted is not made again, for the next build to refuse.
+    fs::remove_dir_all(site.join("releases/example")).unwrap();
+    let again = vmcast(tmp.path(), &["init", "site"], &[]);
+    assert_success(&again);
+    assert!(
+        stdout(&again).contains(
+            "skipped  site/releases/example/1.0.0/release.toml (the site exists: its releases \
+             are yours)\n"
+        ),
+        "{}",
+        stdout(&again)
+    );
+    assert!(!site.join("releases/example").exists());
 
-    // A fresh scaffold checks clean; with --images, and in build, the one
-    // thing missing is named: the images.
+    // A fresh scaffold lacks only the images, and check refuses it as build
+    // does, naming them; without the images it checks clean.
     let fresh = tmp.path().join("fresh");
     assert_success(&vmcast(tmp.path(), &["init", "fresh", "-W"], &[]));
-    let check = vmcast(&fresh, &["check"], &[]);
-    assert_success(&check);
-    assert_eq!(stdout(&check), "checked 1 release(s): no problems\n");
     let no_images = "error: releases/example/1.0.0/release.toml: release example 1.0.0 has no \
                      images; put image files beside release.toml, list them in `images`, or \
                      name cloud images in [[cloud_image]]\n";
-    let check = vmcast(&fresh, &["check", "--images"], &[]);
+    let check = vmcast(&fresh, &["check"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(stderr(&check), no_images);
+    assert_eq!(stdout(&check), "checked 1 release(s): 1 problem(s)\n");
+    let check = vmcast(&fresh, &["check", "--no-images"], &[]);
+    assert_success(&check);
+    assert_eq!(stdout(&check), "checked 1 release(s): no problems\n");
     let build = vmcast(&fresh, &["build"], &[]);
     assert_eq!(build.status.code(), Some(1));
     assert_eq!(stderr(&build), no_images);
@@ -992,32 +1386,87 @@ fn check_reports_a_missing_or_broken_secret_key() {
     let tmp = tempfile::tempdir().unwrap();
     assert_success(&vmcast(tmp.path(), &["init", "site", "--no-keygen"], &[]));
     let site = tmp.path().join("site");
-    let check = vmcast(&site, &["check"], &[]);
+    let check = vmcast(&site, &["check", "--no-images"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(
         stderr(&check),
-        "error: cannot read the secret key vmcast.key: No such file or directory (os error 2)\n"
+        "error: vmcast.toml:21:14: secret_key: cannot read the secret key vmcast.key: No such file \
+         or directory (os error 2); make one with `vmcast-gen keygen`, or point secret_key at \
+         yours\n"
     );
     fs::write(
         site.join("vmcast.key"),
         "untrusted comment: x\nnot base64!\n",
     )
     .unwrap();
-    let check = vmcast(&site, &["check"], &[]);
+    let check = vmcast(&site, &["check", "--no-images"], &[]);
     assert_eq!(check.status.code(), Some(1));
     assert!(
         stderr(&check).starts_with("error: vmcast.key:2:1: secret key is not valid base64"),
         "{}",
         stderr(&check)
     );
-    // An encrypted key is checked without its password.
+    // An encrypted key is unlocked as build unlocks it. Without its
+    // password (and no terminal to ask on), with an empty
+    // VMCAST_KEY_PASSWORD (what an undefined CI secret becomes) or a wrong
+    // one, check fails where build would; with the right one it passes.
     fs::remove_file(site.join("vmcast.key")).unwrap();
     assert_success(&vmcast(
         &site,
         &["keygen"],
         &[("VMCAST_KEY_PASSWORD", "correct horse")],
     ));
-    assert_success(&vmcast(&site, &["check"], &[]));
+    let release = site.join("releases/example/1.0.0");
+    fs::write(release.join("example-1.0.0.raw"), vec![0u8; 4096]).unwrap();
+    let notes = fs::read_to_string(release.join("release.toml")).unwrap();
+    fs::write(
+        release.join("release.toml"),
+        notes.replace("min_disk_gib = 8", "min_disk_gib = 1"),
+    )
+    .unwrap();
+    let no_password = "error: vmcast.key: is encrypted, and `build` would have no password for \
+                       it: set VMCAST_KEY_PASSWORD (an empty one counts as unset), or build on a \
+                       terminal\n";
+    let wrong = "error: vmcast.key: wrong password (the decrypted key's checksum does not match)\n";
+    for (env, check_says, build_says) in [
+        (
+            &[][..],
+            no_password,
+            "error: the secret key needs a password",
+        ),
+        (
+            &[("VMCAST_KEY_PASSWORD", "")],
+            no_password,
+            "error: the secret key needs a password",
+        ),
+        (&[("VMCAST_KEY_PASSWORD", "wrong")], wrong, wrong),
+    ] {
+        let check = vmcast(&site, &["check"], env);
+        assert_eq!(check.status.code(), Some(1), "{env:?}");
+        assert_eq!(stderr(&check), check_says, "{env:?}");
+        let build = vmcast(&site, &["build"], env);
+        assert_eq!(build.status.code(), Some(1), "{env:?}");
+        assert!(
+            stderr(&build).contains(build_says),
+            "{env:?}: {}",
+            stderr(&build)
+        );
+    }
+    let right = [("VMCAST_KEY_PASSWORD", "correct horse")];
+    assert_success(&vmcast(&site, &["check"], &right));
+    // Unlocked, the key is held to the public key consumers pin.
+    fs::rename(site.join("vmcast.pub"), site.join("ours.pub")).unwrap();
+    assert_success(&vmcast(&site, &["keygen", "-W", "--force"], &[]));
+    let mut config = fs::read_to_string(site.join("vmcast.toml")).unwrap();
+    config = config.replace("secret_key = ", "public_key = \"ours.pub\"\nsecret_key = ");
+    fs::write(site.join("vmcast.toml"), config).unwrap();
+    let check = vmcast(&site, &["check"], &[]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr(&check).starts_with("error: ours.pub: is not the public half of the secret key"),
+        "{}",
+        stderr(&check)
+    );
 }
 
 fn site_commands_find_the_config_above_the_current_directory() {
@@ -1046,6 +1495,40 @@ fn site_commands_find_the_config_above_the_current_directory() {
             empty.path().display()
         )
     );
+}
+
+/// `verify .` in the site's source, instead of its output: the error says
+/// so and names the directory to verify, where it said it could not read
+/// feed.xml.minisig.
+fn verify_of_a_sites_source_names_its_output_directory() {
+    let fixture = Fixture::new("ok-minimal");
+    for command in ["verify", "pull"] {
+        let mut args = vec![command, ".", "--pubkey", "../known-answer/kat.pub"];
+        if command == "pull" {
+            args.extend(["--appliance", "webapp", "--dest", "../dest"]);
+        }
+        let out = fixture.run(&args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        assert_eq!(
+            stderr(&out),
+            "error: .: is a site's source (it holds vmcast.toml), not a built site: verify its \
+             output directory, public, after `vmcast-gen build`\n",
+            "{command}"
+        );
+    }
+    let out = fixture.run(
+        &["verify", "releases", "--pubkey", "../known-answer/kat.pub"],
+        &[],
+    );
+    assert_eq!(
+        stderr(&out),
+        "error: releases: holds no feed.xml: it is not a site built by vmcast-gen\n"
+    );
+    assert_success(&fixture.build(&[]));
+    assert_success(&fixture.run(
+        &["verify", "public", "--pubkey", "../known-answer/kat.pub"],
+        &[],
+    ));
 }
 
 fn keygen_makes_missing_directories_and_refuses_before_asking() {
@@ -1095,12 +1578,32 @@ fn build_json_summary_for_ci() {
     assert_eq!(json["images"][0]["length"], 366);
 }
 
+/// Every shell `completions` takes makes a script, and the README's table
+/// of commands names them all.
 fn completions_and_man_page() {
     let tmp = tempfile::tempdir().unwrap();
-    for shell in ["bash", "zsh", "fish"] {
+    let help = stdout(&vmcast(tmp.path(), &["completions", "--help"], &[]));
+    let shells: Vec<&str> = help
+        .split_once("[possible values: ")
+        .unwrap()
+        .1
+        .split_once(']')
+        .unwrap()
+        .0
+        .split(", ")
+        .collect();
+    assert!(shells.len() >= 5, "{shells:?}");
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `vmcast-gen completions "))
+        .unwrap();
+    for shell in shells {
         let out = vmcast(tmp.path(), &["completions", shell], &[]);
         assert_success(&out);
         assert!(stdout(&out).contains("verify"), "{shell}");
+        assert!(row.contains(shell), "the README's {row:?} lacks {shell}");
     }
     let man = vmcast(tmp.path(), &["man"], &[]);
     assert_success(&man);

@@ -54,9 +54,29 @@ impl Fixture {
 
 /// Runs the binary with a fixed SOURCE_DATE_EPOCH (overridable in `env`).
 pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmcast-gen"));
-    cmd.args(args)
-        .current_dir(cwd)
+    let mut cmd = vmcast_command(cwd, &[]);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The binary to run in `cwd`, by `wrapper` (a command that runs the
+/// rest of its arguments) if not empty, in the environment of [`vmcast`]:
+/// no key or password from the caller's, the tests' cache,
+/// SOURCE_DATE_EPOCH fixed.
+pub fn vmcast_command(cwd: &Path, wrapper: &[&str]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_vmcast-gen");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    };
+    cmd.current_dir(cwd)
         .env_remove("VMCAST_SECRET_KEY")
         .env(
             "VMCAST_CACHE_DIR",
@@ -65,11 +85,10 @@ pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("VMCAST_KEY_PASSWORD")
         .env_remove("VMCAST_OPENPGP_KEY")
         .env_remove("VMCAST_OPENPGP_PASSWORD")
+        .env_remove("VMCAST_PKCS11_MODULE")
+        .env_remove("VMCAST_PKCS11_PIN")
         .env("SOURCE_DATE_EPOCH", EPOCH);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    cmd
 }
 
 pub fn copy_tree(src: &Path, dst: &Path) {
@@ -192,11 +211,42 @@ pub static GPO: Tool = Tool::new(
     "gpo (Debian package gpodder) is not installed",
 );
 pub static VAGRANT: Tool = Tool::new("command -v vagrant", "vagrant is not installed");
+pub static SOFTHSM: Tool = Tool::new(
+    "command -v softhsm2-util && test -e /usr/lib/softhsm/libsofthsm2.so",
+    "SoftHSM2 (softhsm2-util and /usr/lib/softhsm/libsofthsm2.so, Debian package softhsm2) is \
+     not installed",
+);
+pub static PKCS11_TOOL: Tool = Tool::new(
+    "command -v pkcs11-tool",
+    "pkcs11-tool (Debian package opensc) is not installed",
+);
 pub static GPG: Tool = Tool::new("command -v gpg", "gpg is not installed");
 pub static GPGV: Tool = Tool::new("command -v gpgv", "gpgv is not installed");
 pub static SYSTEMD_ANALYZE: Tool = Tool::new(
     "command -v systemd-analyze",
     "systemd-analyze (Debian package systemd) is not installed",
+);
+/// Debian 12's systemd-pull (systemd 252); see systemd_tools.rs.
+pub static SYSTEMD_PULL: Tool = Tool::new(
+    "test -x /lib/systemd/systemd-pull",
+    "/lib/systemd/systemd-pull (Debian package systemd-container) is not installed",
+);
+/// Debian 13's systemd-sysupdate and systemd-pull (systemd 257), as
+/// .ci/install-sysupdate.sh installs them (the default root is
+/// systemd_tools::TRIXIE_ROOT_DEFAULT), and the host paths the tests mount
+/// them over.
+pub static SYSUPDATE: Tool = Tool::new(
+    "r=\"${VMCAST_TRIXIE_ROOT:-/opt/vmcast-ci/trixie}\" && \"$r/systemd-sysupdate\" --version \
+     && \"$r/systemd-pull-257\" --version && test -e /usr/lib/systemd/systemd-pull \
+     && test -e /usr/lib/systemd/import-pubring.gpg",
+    "trixie's systemd-sysupdate (.ci/install-sysupdate.sh, into $VMCAST_TRIXIE_ROOT or \
+     /opt/vmcast-ci/trixie) is not installed",
+);
+/// A private mount namespace, in which systemd's tools get the test's
+/// keyring: util-linux unshare, run as root.
+pub static UNSHARE: Tool = Tool::new(
+    "unshare -m --propagation private true",
+    "unshare -m cannot make a mount namespace here (util-linux; needs root)",
 );
 pub static FEEDPARSER: Tool = Tool::new(
     "python3 -c 'import feedparser'",

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vmcast_gen::sign::{PublicKey, SecretKey, Signature, VerifyError};
+use vmcast_gen::sign::{PublicKey, SecretKey, Signature, Signer, VerifyError};
 
 tests! {
     signature_bytes_equal_minisigns_own;

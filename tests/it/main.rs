@@ -45,15 +45,19 @@ mod interop;
 mod known_answer;
 mod openpgp;
 mod page;
+mod pkcs11;
 mod previous;
 #[cfg(feature = "publish")]
 mod publish;
 mod pull;
 mod readme;
 mod rebuild;
+mod sequence;
 mod serve;
 mod simplestreams;
 mod supply;
+mod systemd;
+mod systemd_tools;
 mod vagrant;
 mod verify;
 mod virt_builder;
@@ -88,15 +92,18 @@ fn main() {
         known_answer::tests(),
         openpgp::tests(),
         page::tests(),
+        pkcs11::tests(),
         previous::tests(),
         #[cfg(feature = "publish")]
         publish::tests(),
         pull::tests(),
         readme::tests(),
         rebuild::tests(),
+        sequence::tests(),
         serve::tests(),
         simplestreams::tests(),
         supply::tests(),
+        systemd::tests(),
         vagrant::tests(),
         verify::tests(),
         virt_builder::tests(),

@@ -13,6 +13,7 @@ tests! {
     page_makes_no_external_request_and_has_no_script;
     page_renders_on_a_phone_and_a_desktop_in_chromium needs CHROMIUM;
     page_does_not_scroll_sideways_on_a_phone needs CHROMIUM;
+    page_reads_whole_at_a_phones_and_a_desktops_width needs CHROMIUM;
 }
 
 /// Every URL the page would fetch by itself (not links a reader follows).
@@ -107,12 +108,11 @@ fn page_renders_on_a_phone_and_a_desktop_in_chromium() {
     }
 }
 
-/// At a phone's width (375 CSS pixels) nothing outside a scrolling block
-/// (`pre`, the images table) may be wider than the screen: the inline
-/// commands carry the 56-character base64 public key, which must wrap.
-/// The page is measured in an iframe of that width, with a script added
-/// to a copy of the page (the published page has none).
-fn page_does_not_scroll_sideways_on_a_phone() {
+/// The example site's page measured in Chromium at `width` CSS pixels: a
+/// copy of the page with `script` added (the published page has none),
+/// in an iframe of that width. `script` sets `document.title` to what it
+/// found, which is returned.
+fn measure(width: u32, script: &str) -> String {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
@@ -121,23 +121,16 @@ fn page_does_not_scroll_sideways_on_a_phone() {
         &["build", "--quiet", "--out", site.to_str().unwrap()],
         &[],
     ));
-    let measure = "<script>window.onload = function () {\
-        var wide = [];\
-        document.querySelectorAll('body *').forEach(function (e) {\
-          if (e.closest('pre') || e.closest('.table-wrap')) return;\
-          var r = e.getBoundingClientRect();\
-          if (r.right > window.innerWidth + 1) wide.push(e.tagName + ' ' + (e.textContent || '').slice(0, 50));\
-        });\
-        document.title = 'width=' + window.innerWidth + ' scroll=' + document.documentElement.scrollWidth\
-          + ' wide=' + JSON.stringify(wide.slice(0, 5));\
-      };</script></body>";
     let html = fs::read_to_string(site.join("index.html")).unwrap();
-    fs::write(site.join("measured.html"), html.replace("</body>", measure)).unwrap();
+    let script = format!("<script>window.onload = function () {{ {script} }};</script></body>");
+    fs::write(site.join("measured.html"), html.replace("</body>", &script)).unwrap();
     fs::write(
-        site.join("phone.html"),
-        "<html><body><iframe id=f src=\"measured.html\" width=375 height=800></iframe>\
-         <script>setTimeout(function () { document.title = \
-         document.getElementById('f').contentDocument.title; }, 1500);</script></body></html>",
+        site.join("frame.html"),
+        format!(
+            "<html><body><iframe id=f src=\"measured.html\" width={width} height=800></iframe>\
+             <script>setTimeout(function () {{ document.title = \
+             document.getElementById('f').contentDocument.title; }}, 1500);</script></body></html>"
+        ),
     )
     .unwrap();
     let profile = tempfile::tempdir().unwrap();
@@ -159,18 +152,40 @@ fn page_does_not_scroll_sideways_on_a_phone() {
             "--allow-file-access-from-files",
             "--virtual-time-budget=3000",
         ])
+        .arg(format!("--window-size={},900", width + 100))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
-        .arg(format!("file://{}", site.join("phone.html").display()))
+        .arg(format!("file://{}", site.join("frame.html").display()))
         .output()
         .unwrap();
     assert_success(&out);
     let dom = String::from_utf8_lossy(&out.stdout);
-    let title = dom
-        .split_once("<title>")
+    dom.split_once("<title>")
         .and_then(|(_, t)| t.split_once("</title>"))
-        .map(|(t, _)| t.replace("&quot;", "\""))
-        .unwrap_or_default();
+        .map(|(t, _)| {
+            t.replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .unwrap_or_default()
+}
+
+/// At a phone's width (375 CSS pixels) nothing outside a scrolling block
+/// (the images table, a code block of the notes) may be wider than the
+/// screen: the commands to copy wrap inside their box.
+fn page_does_not_scroll_sideways_on_a_phone() {
+    let title = measure(
+        375,
+        "var wide = [];\
+         document.querySelectorAll('body *').forEach(function (e) {\
+           if (e.closest('.table-wrap') || e.closest('pre:not(.commands)')) return;\
+           var r = e.getBoundingClientRect();\
+           if (r.right > window.innerWidth + 1) wide.push(e.tagName + ' ' + (e.textContent || '').slice(0, 50));\
+         });\
+         document.title = 'width=' + window.innerWidth + ' scroll=' + document.documentElement.scrollWidth\
+           + ' wide=' + JSON.stringify(wide.slice(0, 5));",
+    );
     assert!(title.starts_with("width=375 "), "not measured: {title:?}");
     let scroll: u32 = title
         .split("scroll=")
@@ -180,4 +195,101 @@ fn page_does_not_scroll_sideways_on_a_phone() {
         .unwrap_or(u32::MAX);
     assert!(scroll <= 375, "the page scrolls sideways: {title}");
     assert!(title.ends_with("wide=[]"), "{title}");
+}
+
+/// What a reader sees of each thing that was cut, at 375 and 1280 pixels:
+/// every command of "Verify your download" inside its box (no sideways
+/// scroll of a 1,093 px block in a 349 px one); the public key whole on
+/// one line wherever it is shown, and not in running text, where it broke
+/// in mid-key; at a phone's width, every field of the stacked image list
+/// with its label (the format and the architecture had none); at a
+/// desktop's, each SHA-256 in even halves (it left 2 or 3 characters on
+/// a line) and each size on one line (`384.0` / `KiB`).
+fn page_reads_whole_at_a_phones_and_a_desktops_width() {
+    // Characters per line of an element's text, the way the reader sees
+    // them: each character's box, grouped by its top.
+    let script = "\
+        function lines(node) {\
+          var tops = {}, range = document.createRange();\
+          var walk = document.createTreeWalker(node, NodeFilter.SHOW_TEXT), texts = [], text;\
+          if (node.nodeType === Node.TEXT_NODE) texts.push(node);\
+          while ((text = walk.nextNode())) texts.push(text);\
+          texts.forEach(function (text) {\
+            for (var i = 0; i < text.length; i++) {\
+              if (/\\s/.test(text.data[i])) continue;\
+              range.setStart(text, i); range.setEnd(text, i + 1);\
+              var top = Math.round(range.getBoundingClientRect().top);\
+              tops[top] = (tops[top] || 0) + 1;\
+            }\
+          });\
+          return Object.keys(tops).sort(function (a, b) { return a - b; }).map(function (k) { return tops[k]; });\
+        }\
+        var r = { width: window.innerWidth, overflowing: [], keys: [], hashes: [], sizes: [], unlabeled: [], inline_key: false };\
+        document.querySelectorAll('pre.commands').forEach(function (pre) {\
+          if (pre.scrollWidth > pre.clientWidth + 1) r.overflowing.push(pre.textContent.slice(0, 40));\
+        });\
+        var key = '';\
+        document.querySelectorAll('.pubkey').forEach(function (k) {\
+          key = k.textContent.trim();\
+          var box = k.closest('pre, p').getBoundingClientRect(), own = k.getBoundingClientRect();\
+          r.keys.push({ lines: lines(k).length, fits: own.right <= box.right + 1,\
+            shrunk: parseFloat(getComputedStyle(k).fontSize) < parseFloat(getComputedStyle(k.parentElement).fontSize) });\
+        });\
+        document.querySelectorAll('p code:not(.pubkey)').forEach(function (c) {\
+          if (key && c.textContent.indexOf(key) >= 0) r.inline_key = true;\
+        });\
+        document.querySelectorAll('table.images code.hash').forEach(function (h) { r.hashes.push(lines(h)); });\
+        document.querySelectorAll('table.images td.size').forEach(function (td) { r.sizes.push(lines(td.firstChild).length); });\
+        if (getComputedStyle(document.querySelector('table.images thead')).display === 'none') {\
+          document.querySelectorAll('table.images td, table.images .arch').forEach(function (e) {\
+            if (getComputedStyle(e, '::before').content === 'none') r.unlabeled.push(e.textContent.trim().slice(0, 30));\
+          });\
+        }\
+        document.title = JSON.stringify(r);";
+    for width in [375, 1280] {
+        let title = measure(width, script);
+        let r: serde_json::Value = serde_json::from_str(&title)
+            .unwrap_or_else(|e| panic!("not measured at {width}: {e}: {title:?}"));
+        assert_eq!(r["width"], width, "{title}");
+        assert_eq!(r["overflowing"], serde_json::json!([]), "{width}: {title}");
+        let keys = r["keys"].as_array().unwrap();
+        assert_eq!(
+            keys.len(),
+            3,
+            "{width}: the key in the header and in both commands"
+        );
+        for key in keys {
+            assert_eq!(key["lines"], 1, "{width}: the key breaks: {title}");
+            assert_eq!(
+                key["fits"], true,
+                "{width}: the key runs out of its box: {title}"
+            );
+        }
+        assert_eq!(
+            r["inline_key"], false,
+            "{width}: the key is in running text"
+        );
+        if width == 375 {
+            assert_eq!(r["unlabeled"], serde_json::json!([]), "{title}");
+        } else {
+            assert!(keys.iter().all(|k| k["shrunk"] == false), "{title}");
+            let hashes = r["hashes"].as_array().unwrap();
+            assert!(hashes.len() >= 7, "{title}");
+            for hash in hashes {
+                let lines: Vec<u64> = hash
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_u64().unwrap())
+                    .collect();
+                assert_eq!(lines.iter().sum::<u64>(), 64, "{title}");
+                assert!(
+                    lines.iter().all(|&n| n >= 16),
+                    "a SHA-256 line of {lines:?}: {title}"
+                );
+            }
+            let sizes = r["sizes"].as_array().unwrap();
+            assert!(sizes.len() >= 14 && sizes.iter().all(|n| n == 1), "{title}");
+        }
+    }
 }

@@ -159,9 +159,10 @@ fn a_build_not_newer_than_the_previous_site_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "error: --previous published: this build's sequence 1790000000 is not above the previous \
-         site's 1790000000; consumers that keep state would refuse it as a rollback. Build later, \
-         or set SOURCE_DATE_EPOCH above 1790000000\n"
+        "error: --previous published: this build's sequence 1790000000 (SOURCE_DATE_EPOCH) is not \
+         above the previous site's sequence 1790000000; consumers that keep state would refuse it \
+         as a rollback. Set SOURCE_DATE_EPOCH above 1790000000 or unset it, or pass \
+         --allow-rollback to build it anyway\n"
     );
 }
 

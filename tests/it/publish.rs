@@ -19,6 +19,7 @@ tests! {
     prune_deletes_nothing_when_what_to_keep_is_unknown needs MOTO;
     a_release_from_a_stateless_runner_reads_and_uploads_no_old_image needs MOTO;
     publish_to_several_destinations_puts_every_image_everywhere_first needs MOTO;
+    credentials_are_named_and_a_dry_run_needs_none;
 }
 
 pub(crate) struct Moto {
@@ -277,6 +278,8 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
             "vmcast.pub",
             "SHA256SUMS.minisig",
             "SHA256SUMS",
+            "feeds/webapp.xml.minisig",
+            "feeds/webapp.xml",
             "feed.xml.minisig",
             "feed.xml",
         ]
@@ -307,6 +310,11 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
             "application/octet-stream",
             "public, max-age=31536000, immutable",
         ),
+        (
+            "images/webapp/1.0.0/webapp-1.0.0.raw.zsync",
+            "application/x-zsync",
+            "public, max-age=31536000, immutable",
+        ),
     ] {
         let (status, headers, _) = http(moto.port, "HEAD", &format!("/{bucket}/site/{path}"));
         assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
@@ -323,7 +331,7 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
     let again = publish(&fixture, moto.port, bucket, &[], &[]);
     assert_success(&again);
     assert!(
-        stdout(&again).ends_with("0 uploaded, 11 unchanged, 0 deleted\n"),
+        stdout(&again).ends_with("0 uploaded, 13 unchanged, 0 deleted\n"),
         "{}",
         stdout(&again)
     );
@@ -643,4 +651,74 @@ fn publish_to_several_destinations_puts_every_image_everywhere_first() {
             );
         }
     }
+}
+
+/// A dry run without credentials lists every file as an upload and asks no
+/// server anything; a key id without its secret is named at once; and a
+/// publish without credentials, which falls back to the EC2 metadata
+/// service, says so, each cause once.
+fn credentials_are_named_and_a_dry_run_needs_none() {
+    let fixture = Fixture::new("ok-minimal");
+    assert_success(&fixture.build(&[]));
+    // Nothing may connect here: a dry run without credentials does not look.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let publish = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = crate::common::vmcast_command(&fixture.root, &[]);
+        cmd.args(["publish", "s3://bucket/site", "--endpoint-url", &endpoint])
+            .args(args);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(name);
+            }
+        }
+        // Where the metadata service would be: nobody answers.
+        cmd.env("AWS_METADATA_ENDPOINT", &nobody)
+            .envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+
+    let out = publish(&["--dry-run"], &[("AWS_SECRET_ACCESS_KEY", "")]);
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("would upload  images/webapp/1.0.0/webapp-1.0.0.raw  "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "(dry run without AWS credentials: the bucket was not looked at, so every file is \
+             listed as an upload)\n"
+        ),
+        "{text}"
+    );
+    assert!(listener.accept().is_err(), "the dry run connected");
+
+    let out = publish(&["--dry-run"], &[("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: AWS_ACCESS_KEY_ID is set, but AWS_SECRET_ACCESS_KEY is not (or is empty): set \
+         both, for instance from your CI's secrets\n"
+    );
+    assert!(listener.accept().is_err(), "connected before failing");
+
+    let out = publish(&[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: no AWS credentials in the environment (set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN; a --dry-run \
+             needs none), so the EC2 instance metadata service was asked: cannot look up \
+             site/images/webapp/1.0.0/webapp-1.0.0.raw: "
+        ),
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(listener.accept().is_err(), "uploaded without credentials");
 }

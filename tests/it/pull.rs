@@ -29,18 +29,26 @@ tests! {
     a_record_entry_naming_a_path_outside_dest_is_refused;
     the_rate_window_follows_a_timeout_shorter_than_30_s;
     exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart;
+    the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify;
     the_systemd_example_verifies needs SYSTEMD_ANALYZE;
+    the_systemd_example_says_how_its_binary_gets_there;
+    a_current_host_polls_with_two_requests_and_no_body;
+    a_304_does_not_make_an_expired_build_fresh;
+    a_signed_feed_cannot_name_a_file_outside_dest;
 }
 
-/// A static file server for one test: GET with byte ranges (several in
-/// one request answered as `multipart/byteranges`, as nginx does), a log
-/// of request lines and of the body bytes sent, and knobs for what image
-/// responses do.
+/// A static file server for one test (the pkcs11 tests' too): GET with
+/// byte ranges (several in one request answered as `multipart/byteranges`,
+/// as nginx does) and entity tags (`If-None-Match` gets a 304), a log of
+/// request lines, of what each response sent and of the body bytes sent
+/// for images, and knobs for what image responses do.
 pub(crate) struct Files {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
+    /// Each response's status and body length, in order.
+    sent: Arc<Mutex<Vec<(u16, usize)>>>,
     /// Body bytes sent for paths under /images/.
-    sent: Arc<AtomicU64>,
+    image_sent: Arc<AtomicU64>,
     pub(crate) knobs: Arc<Knobs>,
 }
 
@@ -70,17 +78,30 @@ impl Files {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let sent = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let image_sent = Arc::new(AtomicU64::new(0));
         let knobs = Arc::new(Knobs::default());
-        let (l, b, k) = (Arc::clone(&log), Arc::clone(&sent), Arc::clone(&knobs));
+        let (l, s, b, k) = (
+            Arc::clone(&log),
+            Arc::clone(&sent),
+            Arc::clone(&image_sent),
+            Arc::clone(&knobs),
+        );
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (root, l, b, k) =
-                            (root.clone(), Arc::clone(&l), Arc::clone(&b), Arc::clone(&k));
-                        std::thread::spawn(move || answer(stream, &root, (&l, &b), &k, deadline));
+                        let (root, l, s, b, k) = (
+                            root.clone(),
+                            Arc::clone(&l),
+                            Arc::clone(&s),
+                            Arc::clone(&b),
+                            Arc::clone(&k),
+                        );
+                        std::thread::spawn(move || {
+                            answer(stream, &root, (&l, &s, &b), &k, deadline)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -90,6 +111,7 @@ impl Files {
             port,
             log,
             sent,
+            image_sent,
             knobs,
         }
     }
@@ -102,9 +124,14 @@ impl Files {
         self.log.lock().unwrap().clone()
     }
 
+    /// Each response's status and body length, in order.
+    fn sent(&self) -> Vec<(u16, usize)> {
+        self.sent.lock().unwrap().clone()
+    }
+
     /// Body bytes sent for images and their control files so far.
     pub(crate) fn image_bytes(&self) -> u64 {
-        self.sent.load(Ordering::SeqCst)
+        self.image_sent.load(Ordering::SeqCst)
     }
 }
 
@@ -124,10 +151,18 @@ fn ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
         .collect()
 }
 
+/// Where a server notes what it was asked and what it sent: request
+/// lines, each response's status and body length, and image body bytes.
+type Log<'a> = (
+    &'a Mutex<Vec<String>>,
+    &'a Mutex<Vec<(u16, usize)>>,
+    &'a AtomicU64,
+);
+
 fn answer(
     mut stream: TcpStream,
     root: &Path,
-    (log, sent): (&Mutex<Vec<String>>, &AtomicU64),
+    (log, sent, image_sent): Log,
     knobs: &Knobs,
     deadline: Instant,
 ) {
@@ -141,6 +176,7 @@ fn answer(
         return;
     }
     let mut spec = None;
+    let mut if_none_match = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
@@ -148,6 +184,9 @@ fn answer(
         }
         if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
             spec = Some(v.trim().to_owned());
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("if-none-match:") {
+            if_none_match = Some(v.trim().to_owned());
         }
     }
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
@@ -159,10 +198,21 @@ fn answer(
         None => format!("GET {target}"),
     });
     let Ok(data) = fs::read(root.join(target.trim_start_matches('/'))) else {
+        sent.lock().unwrap().push((404, 0));
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
+    // A strong entity tag from the bytes themselves.
+    let etag = format!("\"{}\"", vmcast_gen::model::Sha256::of(&data));
+    if if_none_match.as_deref() == Some(etag.as_str()) {
+        sent.lock().unwrap().push((304, 0));
+        let _ = stream.write_all(
+            format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        return;
+    }
     let image = target.contains("/images/");
     let len = data.len() as u64;
     let mut asked = spec.and_then(|s| ranges(&s, len));
@@ -178,7 +228,9 @@ fn answer(
     const BOUNDARY: &str = "00000000000000000001";
     let (head, body): (String, Vec<u8>) = match asked.as_deref() {
         None => (
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"),
+            format!(
+                "HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            ),
             data,
         ),
         Some([(a, b)]) => (
@@ -211,6 +263,8 @@ fn answer(
             )
         }
     };
+    let status = if asked.is_some() { 206 } else { 200 };
+    sent.lock().unwrap().push((status, body.len()));
     let _ = stream.write_all(head.as_bytes());
     let until = knobs.ranges_until.load(Ordering::SeqCst);
     if asked.is_some() && until > 0 && knobs.ranged.fetch_add(1, Ordering::SeqCst) >= until {
@@ -227,14 +281,14 @@ fn answer(
                 if Instant::now() > deadline || stream.write_all(&[*byte]).is_err() {
                     return;
                 }
-                sent.fetch_add(1, Ordering::SeqCst);
+                image_sent.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(100));
             }
             return;
         }
     }
     if stream.write_all(body).is_ok() && image {
-        sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+        image_sent.fetch_add(body.len() as u64, Ordering::SeqCst);
     }
 }
 
@@ -414,6 +468,8 @@ fn pull_updates_once_resumes_cut_downloads_and_refuses_tampering_and_rollback() 
     for name in [
         "feed.xml",
         "feed.xml.minisig",
+        "feeds/webapp.xml",
+        "feeds/webapp.xml.minisig",
         "SHA256SUMS",
         "SHA256SUMS.minisig",
     ] {
@@ -959,6 +1015,75 @@ fn exit_statuses_tell_a_refusal_a_retry_and_a_failed_exec_apart() {
     assert!(s.dest.join("webapp-1.1.0.raw").is_file());
 }
 
+/// As verify does, pull takes the pinned key as its base64 line, and
+/// --site refuses a build signed for another site, even by the pinned key.
+fn the_key_may_be_pinned_as_base64_and_the_site_pinned_as_for_verify() {
+    let s = served();
+    let key = fs::read_to_string(s.fixture.path("../known-answer/kat.pub")).unwrap();
+    let b64 = key.lines().nth(1).unwrap();
+    let dest = s.dest.to_str().unwrap();
+    let pull = |site: &str| {
+        s.fixture.run(
+            &[
+                "pull",
+                &s.base,
+                "--pubkey-b64",
+                b64,
+                "--site",
+                site,
+                "--appliance",
+                "webapp",
+                "--dest",
+                dest,
+                "--arch",
+                "x86_64",
+            ],
+            &[],
+        )
+    };
+    let out = pull("https://downloads.example.org/appliances/");
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("https://downloads.example.org/appliances/"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.dest.join("webapp-1.1.0.raw").exists());
+    let out = pull(&s.base);
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with("updated: webapp 1.1.0"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// ExecStart runs /usr/local/bin/vmcast-gen, where `cargo install` does
+/// not put it: the example's comments say how it gets there, with the path
+/// ExecStart names.
+fn the_systemd_example_says_how_its_binary_gets_there() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let service = fs::read_to_string(examples.join("vmcast-pull.service")).unwrap();
+    let binary = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let comments: Vec<&str> = service.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        comments
+            .iter()
+            .any(|l| l.contains("cargo install --locked --path .")),
+        "{comments:#?}"
+    );
+    assert!(
+        comments
+            .iter()
+            .any(|l| l.contains("install -m 0755 ~/.cargo/bin/vmcast-gen") && l.ends_with(binary)),
+        "no comment puts the binary at {binary}: {comments:#?}"
+    );
+}
+
 /// The systemd example as shipped, checked by systemd itself: every setting
 /// known and valid for its unit type. (`systemd-analyze verify` also wants
 /// ExecStart's binary to exist: the copy names the one just built.) The
@@ -1021,4 +1146,155 @@ fn the_systemd_example_verifies() {
         stdout(&out),
         stderr(&out)
     );
+}
+
+/// Requests and bodies from index `from` of a server's logs on.
+fn since(server: &Files, from: usize) -> (Vec<String>, Vec<(u16, usize)>) {
+    (
+        server.requests()[from..].to_vec(),
+        server.sent()[from..].to_vec(),
+    )
+}
+
+/// A poll costs what its choice needs: the appliance's signed feed, then
+/// the image (and, with an older image at hand, its control file, for a
+/// delta download); not the site's feed, the manifest or the catalogs. A host
+/// that is current sends its two requests with the entity tags it kept
+/// and is answered 304 twice, with no body at all.
+fn a_current_host_polls_with_two_requests_and_no_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = site_for(&base, "1790000000");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    let first = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let (requests, _) = since(&server, 0);
+    assert_eq!(
+        requests,
+        [
+            "GET /feeds/webapp.xml.minisig",
+            "GET /feeds/webapp.xml",
+            "GET /images/webapp/1.1.0/webapp-1.1.0.raw",
+        ]
+    );
+    for _ in 0..2 {
+        let mark = server.requests().len();
+        let again = pull(&fixture, &base, &dest, &[]);
+        assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+        let (requests, sent) = since(&server, mark);
+        assert_eq!(
+            requests,
+            ["GET /feeds/webapp.xml.minisig", "GET /feeds/webapp.xml"]
+        );
+        assert_eq!(sent, [(304, 0), (304, 0)]);
+    }
+    // A new build: the poll gets the new feed, the new image's control
+    // file (the placed image is a seed) and, since the seed holds none of
+    // its blocks, the whole image.
+    add_release(&fixture, "1.2.0", "1790000100");
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let mark = server.requests().len();
+    let update = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(update.status.code(), Some(0), "{}", stderr(&update));
+    let (requests, sent) = since(&server, mark);
+    assert_eq!(
+        requests,
+        [
+            "GET /feeds/webapp.xml.minisig",
+            "GET /feeds/webapp.xml",
+            "GET /images/webapp/1.2.0/webapp-1.2.0.raw.zsync",
+            "GET /images/webapp/1.2.0/webapp-1.2.0.raw",
+        ]
+    );
+    assert!(sent.iter().all(|(status, _)| *status == 200), "{sent:?}");
+}
+
+/// A 304 says the feed did not change, not that it is still valid: the
+/// copy kept is verified again, and once its build expires, a poll is
+/// refused even though the server has nothing newer.
+fn a_304_does_not_make_an_expired_build_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = Fixture::new("ok-minimal");
+    let config = fs::read_to_string(fixture.path("vmcast.toml"))
+        .unwrap()
+        .replace("https://downloads.example.com/site/", &base);
+    fs::write(
+        fixture.path("vmcast.toml"),
+        format!("expires_after = \"3s\"\n{config}"),
+    )
+    .unwrap();
+    let now = chrono::Utc::now().timestamp().to_string();
+    assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", &now)]));
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    let first = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    std::thread::sleep(Duration::from_secs(4));
+    let mark = server.requests().len();
+    let late = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(late.status.code(), Some(10), "{}", stderr(&late));
+    assert!(stderr(&late).contains("expired at"), "{}", stderr(&late));
+    let (_, sent) = since(&server, mark);
+    assert_eq!(sent, [(304, 0), (304, 0)]);
+}
+
+/// A feed signed with the publisher's key (a stolen key, a compromised
+/// build) names the image `../escape.raw`, an absolute path, one of pull's
+/// own files, or another name than its path's: the feed is refused as it
+/// is read, by pull and by verify, and nothing is written anywhere.
+fn a_signed_feed_cannot_name_a_file_outside_dest() {
+    for (name, why) in [
+        ("../escape.raw", "holds a path separator"),
+        ("/tmp/escape.raw", "holds a path separator"),
+        (".vmcast-pull.json", "hidden names are the tools' own"),
+        ("other.raw", "is not the file name of its path"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let served = tmp.path().join("served");
+        let server = Files::start(served.clone());
+        let base = server.url();
+        let fixture = site_for(&base, "1790000000");
+        crate::verify::forge_feed(
+            &fixture,
+            "public",
+            "name=\"webapp-1.1.0.raw\"",
+            &format!("name=\"{name}\""),
+        );
+        crate::common::copy_tree(&fixture.path("public"), &served);
+        let dest = tmp.path().join("box/dest");
+        let out = pull(&fixture, &base, &dest, &[]);
+        assert_eq!(out.status.code(), Some(10), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("vmcast:image name"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(why), "{name}: {}", stderr(&out));
+        // Only pull's own state beside nothing else: no image, no escape.
+        assert!(!tmp.path().join("box/escape.raw").exists());
+        assert!(!Path::new("/tmp/escape.raw").exists());
+        let placed: Vec<_> = fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert!(placed.is_empty(), "{name}: {placed:?}");
+        let verified = fixture.run(
+            &["verify", "public", "--pubkey", "../known-answer/kat.pub"],
+            &[],
+        );
+        assert_eq!(verified.status.code(), Some(1), "{name}");
+        assert!(
+            stderr(&verified).contains("vmcast:image name"),
+            "{}",
+            stderr(&verified)
+        );
+        drop(server);
+    }
 }

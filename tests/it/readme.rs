@@ -1,10 +1,14 @@
-//! The README's "Your own site" walkthrough, run as written: its commands
-//! (the `$ ` lines of its `console` blocks) and its files (the blocks after
-//! `<!-- walkthrough-file: PATH -->`) in an empty directory, in one shell,
-//! in order. Each command must succeed and print what the README shows,
-//! apart from times, rates, key ids, public keys and the build's sequence.
+//! The README, held to the tool: the "Your own site" walkthrough, run as
+//! written: its commands (the `$ ` lines of its `console` blocks) and its
+//! files (the blocks after `<!-- walkthrough-file: PATH -->`) in an empty
+//! directory, in one shell, in order. Each command must succeed and print
+//! what the README shows, apart from times, rates, key ids, public keys
+//! and the build's sequence. The Quick start's build of the example site
+//! must print its output block, and the list of test modules must name
+//! every module of tests/it once.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -12,6 +16,8 @@ use crate::common::assert_success;
 
 tests! {
     the_readme_walkthrough_runs_as_written;
+    the_quick_start_prints_what_the_readme_shows;
+    the_readme_lists_every_test_module_once;
     the_comparison_can_fail;
 }
 
@@ -172,6 +178,94 @@ fn the_readme_walkthrough_runs_as_written() {
             "`{command}` printed something other than README.md shows"
         );
     }
+}
+
+/// The Quick start builds the example site from a fresh clone with the
+/// repository's vmcast.toml: run in a copy of it (its key with the mode a
+/// checkout gives, 0644, and an empty hash cache), the build prints the
+/// README's output block, catalogs and all.
+fn the_quick_start_prints_what_the_readme_shows() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(repo.join("README.md")).unwrap();
+    let section = readme
+        .split_once("\n## Quick start\n")
+        .unwrap()
+        .1
+        .split("\n## ")
+        .next()
+        .unwrap();
+    // The first block whose fence names no language.
+    let mut lines = section.lines();
+    let mut expected = None;
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```") {
+            let block: String = lines
+                .by_ref()
+                .take_while(|l| *l != "```")
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if lang.is_empty() {
+                expected = Some(block);
+                break;
+            }
+        }
+    }
+    let expected = expected.expect("the Quick start shows the build's output in a plain block");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let clone = tmp.path().join("clone");
+    crate::common::copy_tree(&repo.join("example-site"), &clone.join("example-site"));
+    for built in ["public", ".public.spare", ".public.lock"] {
+        let _ = fs::remove_dir_all(clone.join("example-site").join(built));
+    }
+    fs::copy(repo.join("vmcast.toml"), clone.join("vmcast.toml")).unwrap();
+    let key = clone.join("example-site/keys/TEST-ONLY-DO-NOT-USE.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = crate::common::vmcast_command(&clone, &[])
+        .arg("build")
+        .env("VMCAST_CACHE_DIR", tmp.path().join("cache"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let got =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        normalize(&got),
+        normalize(&expected),
+        "the Quick start's build printed something other than README.md shows"
+    );
+}
+
+/// The README says what each module of tests/it checks: every module is
+/// there, once.
+fn the_readme_lists_every_test_module_once() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(repo.join("README.md")).unwrap();
+    let list = readme
+        .split_once("with a module per\narea:\n")
+        .expect("the README's list of test modules")
+        .1
+        .trim_start()
+        .split("\n\n")
+        .next()
+        .unwrap();
+    // The names each entry starts with: "- `a`, `b`: what they check".
+    let mut listed: Vec<String> = Vec::new();
+    for entry in list.split("\n- ") {
+        let names = entry.trim_start_matches("- ").split_once(':').unwrap().0;
+        listed.extend(names.split(", ").map(|n| n.trim_matches('`').to_owned()));
+    }
+    let mut modules: Vec<String> = fs::read_dir(repo.join("tests/it"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".rs").map(str::to_owned))
+        .filter(|n| !["main", "common"].contains(&n.as_str()))
+        .collect();
+    modules.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, modules, "the README lists {listed:?}");
 }
 
 fn the_comparison_can_fail() {

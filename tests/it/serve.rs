@@ -18,9 +18,11 @@ tests! {
     huge_header_line_is_refused_in_bounded_memory;
     trickling_connections_time_out_and_are_capped;
     ranges_follow_rfc_9110;
+    a_client_that_has_the_file_gets_304_and_caches_by_kind;
     server_failure_ends_serve_with_the_error needs SS;
     preview_is_never_clearsigned_with_the_real_openpgp_key;
     preview_is_never_signed_with_the_real_key;
+    the_start_line_names_the_throwaway_key_that_verifies_the_preview;
     stopping_by_signal_removes_the_scratch_directory;
 }
 
@@ -31,6 +33,8 @@ pub(crate) struct Server {
     pub(crate) base: String,
     /// The directory it serves.
     pub(crate) site: PathBuf,
+    /// Its first two lines: where it serves from, and how to verify it.
+    start: String,
     /// Kept open: the server prints a line on every rebuild.
     _stdout: BufReader<ChildStdout>,
 }
@@ -75,6 +79,8 @@ fn launch(mut cmd: Command) -> Server {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
+    let mut start = line.clone();
+    stdout.read_line(&mut start).unwrap();
     let base = line
         .split_whitespace()
         .nth(1)
@@ -90,6 +96,7 @@ fn launch(mut cmd: Command) -> Server {
         child,
         base,
         site,
+        start,
         _stdout: stdout,
     }
 }
@@ -461,6 +468,56 @@ fn ranges_follow_rfc_9110() {
     assert_eq!(body, page);
 }
 
+/// Conditional requests (RFC 9110 13.1): a polling client that has the
+/// current file is answered 304 with no body; a changed file, 200. Files
+/// that never change are cacheable forever, the rest briefly.
+fn a_client_that_has_the_file_gets_304_and_caches_by_kind() {
+    let fixture = Fixture::new("ok-minimal");
+    let server = start(&fixture);
+    let base = &server.base;
+    let (status, headers, body) = get(base, "/feeds/webapp.xml", "", "GET");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&headers, "cache-control"), "public, max-age=300");
+    let (etag, date) = (
+        header(&headers, "etag").to_owned(),
+        header(&headers, "last-modified").to_owned(),
+    );
+    for extra in [
+        format!("If-None-Match: {etag}\r\n"),
+        format!("If-None-Match: \"other\", W/{etag}\r\n"),
+        "If-None-Match: *\r\n".to_owned(),
+        format!("If-Modified-Since: {date}\r\n"),
+    ] {
+        for method in ["GET", "HEAD"] {
+            let (status, headers, empty) = get(base, "/feeds/webapp.xml", &extra, method);
+            assert_eq!(status, "HTTP/1.1 304 Not Modified", "{extra}");
+            assert_eq!(header(&headers, "etag"), etag, "{extra}");
+            assert_eq!(header(&headers, "content-length"), "", "{extra}");
+            assert!(empty.is_empty(), "{extra}");
+        }
+    }
+    // If-None-Match decides when both are sent; a stale date, the whole file.
+    for extra in [
+        format!("If-None-Match: \"stale\"\r\nIf-Modified-Since: {date}\r\n"),
+        "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n".to_owned(),
+    ] {
+        let (status, _, again) = get(base, "/feeds/webapp.xml", &extra, "GET");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{extra}");
+        assert_eq!(again, body, "{extra}");
+    }
+    for (path, cache) in [
+        (
+            "/images/webapp/1.1.0/webapp-1.1.0.raw",
+            "public, max-age=31536000, immutable",
+        ),
+        ("/SHA256SUMS", "public, max-age=300"),
+        ("/", "public, max-age=300"),
+    ] {
+        let (_, headers, _) = get(base, path, "", "HEAD");
+        assert_eq!(header(&headers, "cache-control"), cache, "{path}");
+    }
+}
+
 fn server_failure_ends_serve_with_the_error() {
     let fixture = Fixture::new("ok-minimal");
     let mut cmd = serve_command(&fixture);
@@ -538,6 +595,52 @@ fn preview_is_never_clearsigned_with_the_real_openpgp_key() {
         );
         assert_eq!(verified.text.as_bytes(), sums);
     }
+}
+
+/// `verify` against a preview with the site's own key fails, since a
+/// throwaway key signs it: serve says so when it starts, with where the
+/// key is and a command that verifies the preview, and verify's error
+/// suggests no --state for a key nothing announced.
+fn the_start_line_names_the_throwaway_key_that_verifies_the_preview() {
+    let fixture = Fixture::new("ok-minimal");
+    let server = start(&fixture);
+    let base = &server.base;
+    let (first, second) = server.start.split_once('\n').unwrap();
+    assert_eq!(
+        first,
+        format!(
+            "Serving {base} (from {}); signed with a throwaway key, whose public key is \
+             {base}vmcast.pub; Ctrl-C to stop",
+            server.site.display()
+        )
+    );
+    let command = second
+        .strip_prefix("Verify the preview with: vmcast-gen ")
+        .unwrap_or_else(|| panic!("{second:?}"));
+    let args: Vec<&str> = command.split(' ').collect();
+    assert_eq!(args[..3], ["verify", base.as_str(), "--pubkey-b64"]);
+    let out = fixture.run(&args, &[]);
+    crate::common::assert_success(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\nverified: 2 release(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = fixture.run(
+        &["verify", base, "--pubkey", "../known-answer/kat.pub"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "not the pinned key 9846815B1BF4E0B5; nothing you trust announced it (a `vmcast-gen \
+             serve` preview is signed with a throwaway key: verify it against the preview's own \
+             vmcast.pub)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("--state"), "{err}");
 }
 
 fn preview_is_never_signed_with_the_real_key() {

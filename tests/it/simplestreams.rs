@@ -18,7 +18,7 @@ use vmcast_gen::model::Sha256;
 tests! {
     simplestreams_tree_is_listed_and_verified;
     a_wrong_lxd_fingerprint_fails_verify;
-    two_releases_in_the_same_minute_are_refused;
+    releases_in_the_same_minute_get_serials_of_their_own_that_stay;
     images_on_another_host_are_skipped_with_the_reason;
     the_fingerprint_comes_from_the_cache_on_a_warm_rebuild;
     previous_keeps_the_lxd_items_of_carried_releases;
@@ -176,21 +176,56 @@ fn a_wrong_lxd_fingerprint_fails_verify() {
 }
 
 /// Version keys are date serials to the minute: two releases of one
-/// product in the same minute would share one, and the build says so.
-fn two_releases_in_the_same_minute_are_refused() {
+/// product on the same day (a fix for two branches) are numbered in
+/// version order, Ubuntu's way. The keys stay the same on a rebuild and
+/// on a build on the published site that has neither release's images.
+fn releases_in_the_same_minute_get_serials_of_their_own_that_stay() {
     let fixture = qcow2_site();
     let notes = fixture.path("releases/webapp/1.0.0/release.toml");
     let text = fs::read_to_string(&notes).unwrap();
     fs::write(&notes, text.replace("2026-01-15", "2026-02-20")).unwrap();
-    let out = build(&fixture, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_success(&build(&fixture, &[]));
+    let versions = |fixture: &Fixture| {
+        let products = products(fixture);
+        let versions = products
+            .pointer("/products/com.example.downloads:vmcast:webapp:stable:amd64/versions")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v["label"].as_str().unwrap().to_owned()))
+            .collect::<Vec<_>>();
+        (versions, products)
+    };
+    let (keys, before) = versions(&fixture);
     assert_eq!(
-        stderr(&out),
-        "error: releases/webapp/1.0.0/release.toml: webapp 1.0.0 has the date of webapp 1.1.0 \
-         to the minute (20260220_0000); simplestreams version keys are date serials, so give it a \
-         later `date` (a time counts: 2026-03-03T14:30:00Z)\n"
+        keys,
+        [
+            ("20260220_0000".to_owned(), "1.0.0".to_owned()),
+            ("20260220_0000.1".to_owned(), "1.1.0".to_owned()),
+        ]
     );
-    assert!(!fixture.path("public").exists());
+    assert_success(&verify(&fixture));
+    // Rebuilt: the same keys.
+    assert_success(&build(&fixture, &["--no-cache"]));
+    assert_eq!(versions(&fixture).1["products"], before["products"]);
+    // Built on the published site, both releases carried from its feed.
+    copy_tree(&fixture.path("public"), &fixture.path("published"));
+    fs::remove_dir_all(fixture.path("public")).unwrap();
+    for file in [
+        "1.0.0/webapp-1.0.0.raw",
+        "1.1.0/webapp-1.1.0.raw",
+        "1.1.0/webapp-1.1.0.qcow2",
+    ] {
+        fs::remove_file(fixture.path(&format!("releases/webapp/{file}"))).unwrap();
+    }
+    let out = fixture.run(
+        &["build", "--no-cache", "--previous", "published"],
+        &[("SOURCE_DATE_EPOCH", "1790086400")],
+    );
+    assert_success(&out);
+    assert_eq!(versions(&fixture).1["products"], before["products"]);
+    assert_success(&verify(&fixture));
 }
 
 /// simplestreams paths are relative to the site: images served from

@@ -20,7 +20,7 @@ tests! {
     a_file_named_after_a_stem_two_images_share_is_refused;
     a_supply_chain_file_linking_out_of_the_tree_is_refused;
     a_named_file_that_does_not_exist_is_refused_at_its_line;
-    check_images_reads_every_supply_chain_file;
+    check_reads_every_supply_chain_file;
     supply_chain_files_are_published_linked_and_listed;
     signed_provenance_without_keys_is_published_as_unverified;
     build_on_a_previous_site_carries_the_supply_chain_facts;
@@ -153,9 +153,14 @@ fn a_supply_chain_file_linking_out_of_the_tree_is_refused() {
         fixture.path(&format!("{RELEASE}/webapp-1.0.0.raw.spdx.json")),
     )
     .unwrap();
+    // The scan's warning about the fixture's stray SBOM comes first, as a
+    // failed build shows what it warned of.
     assert_build_fails(
         &fixture,
-        "error: releases/webapp/1.0.0/webapp-1.0.0.raw.spdx.json: is a symbolic link to a file \
+        "warning: releases/webapp/1.0.0/stray.spdx.json: not published: its name is no image's \
+         name with a supply-chain suffix; name it in release.toml (`sbom` or `provenance`) to \
+         publish it\n\
+         error: releases/webapp/1.0.0/webapp-1.0.0.raw.spdx.json: is a symbolic link to a file \
          outside releases; supply-chain files must stay inside their tree\n",
     );
 }
@@ -170,8 +175,8 @@ fn a_named_file_that_does_not_exist_is_refused_at_its_line() {
     );
 }
 
-fn check_images_reads_every_supply_chain_file() {
-    let out = Fixture::new("supply-chain").run(&["check", "--images"], &[]);
+fn check_reads_every_supply_chain_file() {
+    let out = Fixture::new("supply-chain").run(&["check"], &[]);
     assert_success(&out);
     assert_eq!(stdout(&out), "checked 1 release(s): no problems\n");
     for (fixture, expected) in [
@@ -185,14 +190,14 @@ fn check_images_reads_every_supply_chain_file() {
             "error: releases/webapp/1.0.0/webapp-1.0.0.raw.spdx.json:4:1: not valid JSON",
         ),
     ] {
-        let out = Fixture::new(fixture).run(&["check", "--images"], &[]);
+        let out = Fixture::new(fixture).run(&["check"], &[]);
         assert_eq!(out.status.code(), Some(1), "{fixture}");
         assert!(stderr(&out).starts_with(expected), "{}", stderr(&out));
         assert_eq!(stdout(&out), "checked 1 release(s): 1 problem(s)\n");
     }
     // Whether provenance is about its image needs the image's digest:
     // that is for build.
-    let out = Fixture::new("provenance-wrong-subject").run(&["check", "--images"], &[]);
+    let out = Fixture::new("provenance-wrong-subject").run(&["check"], &[]);
     assert_success(&out);
 }
 

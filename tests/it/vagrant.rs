@@ -253,7 +253,7 @@ const UNPARSABLE: &str = "error: releases/webapp/1.2.0+b1/release.toml: version 
 
 /// Vagrant parses versions with Gem::Version, which refuses `+`: the whole
 /// catalog would be refused. The build stops before hashing, naming the
-/// release.toml, and the previous output stays as it was; `check --images`
+/// release.toml, and the previous output stays as it was; `check`
 /// (which knows which images are qcow2) says so before any build.
 fn a_version_vagrant_cannot_parse_is_refused() {
     let fixture = Fixture::new("ok-vagrant");
@@ -279,7 +279,7 @@ fn a_version_vagrant_cannot_parse_is_refused() {
         before
     );
 
-    let out = fixture.run(&["check", "--images"], &[]);
+    let out = fixture.run(&["check"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), UNPARSABLE);
     assert_eq!(stdout(&out), "checked 3 release(s): 1 problem(s)\n");

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, assert_success, stderr, stdout, vmcast};
-use vmcast_gen::sign::{SecretKey, Signature};
+use vmcast_gen::sign::{SecretKey, Signature, Signer};
 
 tests! {
     a_fresh_build_verifies_with_its_images;
@@ -51,6 +51,7 @@ tests! {
     withdrawn_key_announcement_is_forgotten;
     release_notes_over_the_text_limit_are_refused_by_build;
     release_notes_that_render_past_the_text_limit_are_refused_by_build;
+    encoded_slashes_do_not_climb_out_of_the_site;
 }
 
 const KAT_PUB: &str = "../known-answer/kat.pub";
@@ -112,18 +113,35 @@ pub(crate) fn relist(fixture: &Fixture, site: &str, file: &str) {
     fs::write(sums_path, sums).unwrap();
 }
 
-/// Rewrites the feed of the site in `site` (relative to the fixture) and
-/// signs it and the manifest again with the publisher's key: what an
-/// attacker holding the key, or a compromised build, publishes.
+/// Rewrites the feeds of the site in `site` (relative to the fixture) that
+/// hold `from`, the site's and its appliances', and signs them and the
+/// manifest again with the publisher's key: what an attacker holding the
+/// key, or a compromised build, publishes.
 pub(crate) fn forge_feed(fixture: &Fixture, site: &str, from: &str, to: &str) {
-    let feed_path = fixture.path(&format!("{site}/feed.xml"));
-    let feed = fs::read_to_string(&feed_path).unwrap();
-    let evil = feed.replace(from, to);
-    assert_ne!(feed, evil, "{from} is not in the feed");
-    fs::write(&feed_path, evil).unwrap();
     let key = kat_key();
-    resign(fixture, &format!("{site}/feed.xml"), &key);
-    relist(fixture, site, "feed.xml");
+    let mut feeds = vec!["feed.xml".to_owned()];
+    if let Ok(dir) = fs::read_dir(fixture.path(&format!("{site}/feeds"))) {
+        for entry in dir {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".xml") {
+                feeds.push(format!("feeds/{name}"));
+            }
+        }
+    }
+    let mut forged = 0;
+    for name in feeds {
+        let path = fixture.path(&format!("{site}/{name}"));
+        let feed = fs::read_to_string(&path).unwrap();
+        let evil = feed.replace(from, to);
+        if evil == feed {
+            continue;
+        }
+        fs::write(&path, evil).unwrap();
+        resign(fixture, &format!("{site}/{name}"), &key);
+        relist(fixture, site, &name);
+        forged += 1;
+    }
+    assert!(forged > 0, "{from} is in no feed");
     resign(fixture, &format!("{site}/SHA256SUMS"), &key);
 }
 
@@ -372,8 +390,9 @@ fn signature_from_another_key() {
     assert_rejected(
         &verify(&fixture, &[]),
         &[&format!(
-            "feed.xml: signed by key {}, not the pinned key 9846815B1BF4E0B5; \
-             pass --state to accept keys announced by the pinned key",
+            "feed.xml: signed by key {}, not the pinned key 9846815B1BF4E0B5; nothing you \
+             trust announced it (a `vmcast-gen serve` preview is signed with a throwaway key: \
+             verify it against the preview's own vmcast.pub)",
             other.public.key_id
         )],
     );
@@ -688,8 +707,8 @@ enum Serve {
 }
 
 /// A small HTTP server on 127.0.0.1, in threads of the test: serves the
-/// files under a directory, stalls or trickles chosen paths, and records
-/// the path of every request. It stops by itself after a minute, and within
+/// files under a directory as nginx finds them (see [`file_of`]), stalls or
+/// trickles chosen paths, and records the path of every request. It stops by itself after a minute, and within
 /// 50 ms of being dropped.
 struct TestServer {
     requests: Arc<Mutex<Vec<String>>>,
@@ -778,9 +797,8 @@ fn serve_one(
     let head = String::from_utf8_lossy(&head);
     let path = head.split(' ').nth(1).unwrap_or("").to_owned();
     log.lock().unwrap().push(path.clone());
-    let file = dir.join(path.trim_start_matches('/'));
-    let body = match fs::read(&file) {
-        Ok(b) if !path.contains("..") => b,
+    let body = match file_of(dir, &path).map(fs::read) {
+        Some(Ok(b)) => b,
         _ => {
             let _ = stream.write_all(
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -817,6 +835,25 @@ fn serve_one(
             }
         }
     }
+}
+
+/// The file a request path names, as nginx finds it: percent-decoded,
+/// `%2F` included, then its dot segments resolved, never above `dir`.
+fn file_of(dir: &Path, path: &str) -> Option<PathBuf> {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(dir.join(parts.join("/")))
 }
 
 /// A listener on a free port of 127.0.0.1, and the base URL it serves.
@@ -954,6 +991,24 @@ fn image_url_outside_the_site_is_never_fetched() {
 }
 
 fn dot_segments_do_not_climb_out_of_the_site() {
+    assert_climbing_url_is_never_fetched(|base| format!("{base}../evil/webapp-1.1.0.raw"));
+}
+
+/// `%2F` is no separator to a URL parser, so `images/..%2F..%2Fevil/x` is
+/// under the site; nginx decodes it and serves `/evil/x`, from outside.
+/// verify took the attacker's copy there for the image. Such a URL is now
+/// outside every site, and never requested.
+fn encoded_slashes_do_not_climb_out_of_the_site() {
+    assert_climbing_url_is_never_fetched(|base| {
+        format!("{base}images/..%2F..%2Fevil/webapp-1.1.0.raw")
+    });
+}
+
+/// A signed feed points an image at `climbing(base)`, which the test
+/// server, finding files as nginx does, serves from `evil/` beside the
+/// site (a copy of the image, which the image check would pass): verify
+/// never requests it, and refuses the feed.
+fn assert_climbing_url_is_never_fetched(climbing: impl Fn(&str) -> String) {
     let (listener, root) = local_listener();
     let base = format!("{root}site/");
     let fixture = Fixture::new("ok-minimal");
@@ -968,7 +1023,7 @@ fn dot_segments_do_not_climb_out_of_the_site() {
         fixture.path("www/evil/webapp-1.1.0.raw"),
     )
     .unwrap();
-    let climbing = format!("{base}../evil/webapp-1.1.0.raw");
+    let climbing = climbing(&base);
     forge_feed(&fixture, "www/site", &format!("{base}{image}"), &climbing);
     let server = TestServer::start(listener, &fixture.path("www"), &[]);
     let (out, _) = verify_bounded(
@@ -984,14 +1039,15 @@ fn dot_segments_do_not_climb_out_of_the_site() {
             &format!(
                 "feed.xml: 4 URL(s) outside the site ({base} and {base}images/), e.g. {climbing}"
             ),
-            // The image's URL as the model holds it: resolved, so the
-            // message shows where it climbs to.
+            // The image's URL as the model holds it, parsed: dot segments
+            // resolved, so the message shows where they climb to.
             &format!(
-                "{image}: not fetched: its URL {root}evil/webapp-1.1.0.raw is outside the site"
+                "{image}: not fetched: its URL {} is outside the site",
+                url::Url::parse(&climbing).unwrap()
             ),
             &format!(
-                "{image}.zsync: not fetched: its URL {root}evil/webapp-1.1.0.raw.zsync is \
-                 outside the site"
+                "{image}.zsync: not fetched: its URL {} is outside the site",
+                url::Url::parse(&format!("{climbing}.zsync")).unwrap()
             ),
         ],
     );
@@ -1193,14 +1249,11 @@ fn release_notes_that_render_past_the_text_limit_are_refused_by_build() {
     )
     .unwrap();
     let out = fixture.build(&[]);
-    let err = stderr(&out);
-    assert!(
-        err.starts_with("error: feed.xml would be ")
-            && err.ends_with(
-                " bytes, over the limit of 67108864 bytes (64.0 MiB) for a site's text files: \
-                 `verify` refuses it; shorten the release notes or split the site\n"
-            ),
-        "{err}"
+    assert_eq!(
+        stderr(&out),
+        "error: releases/webapp/1.0.0/release.toml: the notes escaped into the feed would be over \
+         the limit of 67108864 bytes (64.0 MiB) for a site's text files: `verify` refuses a feed \
+         that large; shorten the notes\n"
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(!fixture.path("public/feed.xml").exists());

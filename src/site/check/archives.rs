@@ -72,7 +72,7 @@ impl Verifier<'_> {
                 );
             }
             let urls = site_urls(base, &doc);
-            self.check_feed(&doc, &name, stamp, base, &urls, &site.manifest);
+            self.check_feed(&doc, &name, stamp, base, &urls, Some(&site.manifest));
             self.pass(
                 CheckKind::Archive,
                 format!(

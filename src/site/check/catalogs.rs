@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use super::{Step, Verifier, known};
-use crate::catalog::{simplestreams, vagrant, virt_builder};
-use crate::media::MANIFEST;
-use crate::model::{MAX_TEXT_FILE, RelPath, Sha256};
+use crate::catalog::{simplestreams, systemd, vagrant, virt_builder};
+use crate::media::{self, MANIFEST};
+use crate::model::{MAX_TEXT_FILE, RelPath, Release, Sha256};
 use crate::openpgp;
 use crate::sign::PublicKey;
 use crate::site::Problem;
@@ -50,7 +50,154 @@ impl Verifier<'_> {
             self.check_simplestreams(base, manifest, &vouched);
         }
         self.check_vagrant(&vouched, manifest, base);
+        self.check_systemd(site);
         Ok(())
+    }
+
+    /// What `[catalogs] systemd` publishes for systemd-pull and
+    /// systemd-sysupdate, none of it signed with minisign but all listed
+    /// in the manifest: each directory's `SHA256SUMS` and each transfer
+    /// file must be what the build makes from the signed feeds, byte for
+    /// byte; each `SHA256SUMS.gpg` must verify with the site's OpenPGP key,
+    /// and `import-pubring.gpg` must be that key.
+    pub(super) fn check_systemd(&mut self, site: &PublishedSite) {
+        let manifest = &site.manifest;
+        let published_dirs: Vec<&str> = manifest
+            .keys()
+            .filter(|n| media::is_dir_manifest(n) && n.ends_with(&format!("/{MANIFEST}")))
+            .filter_map(|n| n.rsplit_once('/').map(|(dir, _)| dir))
+            .collect();
+        let published_transfers: Vec<&String> = manifest
+            .keys()
+            .filter(|n| catalogs::is_transfer(n))
+            .collect();
+        let pubring = manifest.contains_key(media::IMPORT_PUBRING);
+        if published_dirs.is_empty() && published_transfers.is_empty() && !pubring {
+            return;
+        }
+        let key = match manifest.contains_key(openpgp::PUBLIC_KEY) {
+            true => self.fetch_openpgp_key(CheckKind::Catalog),
+            false => {
+                return self.fail(
+                    CheckKind::Catalog,
+                    Problem::Unlisted,
+                    format!(
+                        "{MANIFEST} lists what systemd's tools read, but not {}, the OpenPGP key \
+                         that signs it",
+                        openpgp::PUBLIC_KEY
+                    ),
+                );
+            }
+        };
+        let Some(key) = key else {
+            return;
+        };
+        let releases: Vec<Release> = site.items().map(|i| i.release.clone()).collect();
+        let expected = systemd::expected(&releases, &site.base_url);
+        for dir in &published_dirs {
+            if !expected.manifests.iter().any(|(d, _)| d == dir) {
+                self.fail(
+                    CheckKind::Catalog,
+                    Problem::Mismatch,
+                    format!("{dir}/{MANIFEST}: the feeds publish no file there"),
+                );
+            }
+        }
+        for (dir, text) in &expected.manifests {
+            let name = format!("{dir}/{MANIFEST}");
+            let files = format!("{} file(s), as the feeds give them", text.lines().count());
+            let Some(data) = self.fetch_expected(manifest, &name, text, files) else {
+                continue;
+            };
+            let sig_name = format!("{dir}/{}", media::DIR_MANIFEST_SIG);
+            if !manifest.contains_key(&sig_name) {
+                self.fail(
+                    CheckKind::Catalog,
+                    Problem::Unlisted,
+                    format!(
+                        "{sig_name}: not listed in {MANIFEST}: systemd's tools would refuse {name}"
+                    ),
+                );
+                continue;
+            }
+            let Some(sig) = self.fetch_listed(manifest, &sig_name) else {
+                continue;
+            };
+            match openpgp::verify_detached(&key, &sig_name, &data, &sig) {
+                Ok(fingerprint) => self.pass(
+                    CheckKind::Catalog,
+                    format!("{sig_name}: good signature of {name} by OpenPGP key {fingerprint}"),
+                ),
+                Err(m) => self.fail(CheckKind::Catalog, Problem::BadSignature, m),
+            }
+        }
+        let transfers: Vec<&systemd::TransferFile> =
+            expected.transfers.iter().flat_map(|(_, t)| t).collect();
+        for name in published_transfers {
+            if !transfers.iter().any(|t| t.path == *name) {
+                self.fail(
+                    CheckKind::Catalog,
+                    Problem::Mismatch,
+                    format!("{name}: the feeds give no versions for it to find"),
+                );
+            }
+        }
+        for t in transfers {
+            let finds = format!("finds {} version(s), as the feeds give them", t.versions);
+            self.fetch_expected(manifest, &t.path, &t.text, finds);
+        }
+        if let Some(data) = self.fetch_listed(manifest, media::IMPORT_PUBRING) {
+            self.check_pubring(&key, &data);
+        }
+    }
+
+    /// A file of `[catalogs] systemd` that must be `expected`: listed,
+    /// fetched and compared. The bytes, when they could be had.
+    fn fetch_expected(
+        &mut self,
+        manifest: &BTreeMap<String, Sha256>,
+        name: &str,
+        expected: &str,
+        detail: String,
+    ) -> Option<Vec<u8>> {
+        if !manifest.contains_key(name) {
+            self.fail(
+                CheckKind::Catalog,
+                Problem::Unlisted,
+                format!("{name}: not listed in {MANIFEST}, but the feeds give what it lists"),
+            );
+            return None;
+        }
+        let data = self.fetch_listed(manifest, name)?;
+        let held = catalogs::same_text(&data, expected).map(|()| detail);
+        self.report_catalog(name, held);
+        Some(data)
+    }
+
+    /// `import-pubring.gpg`: the key of `openpgp.asc`, and nothing else.
+    fn check_pubring(&mut self, key: &str, data: &[u8]) {
+        let name = media::IMPORT_PUBRING;
+        match openpgp::keyring_fingerprint(name, data) {
+            Ok(found) => match openpgp::fingerprint(key) {
+                Ok(site) if site == found => self.pass(
+                    CheckKind::Catalog,
+                    format!(
+                        "{name}: OpenPGP key {found}, the key of {}",
+                        openpgp::PUBLIC_KEY
+                    ),
+                ),
+                Ok(site) => self.fail(
+                    CheckKind::Catalog,
+                    Problem::Mismatch,
+                    format!(
+                        "{name} holds OpenPGP key {found}, not {site} of {}",
+                        openpgp::PUBLIC_KEY
+                    ),
+                ),
+                Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
+            },
+            Err(m) => self.fail(CheckKind::Catalog, Problem::Malformed, m),
+        }
     }
 
     /// The Vagrant catalogs the manifest lists, held against the boxes the

@@ -19,7 +19,8 @@ use crate::site::urls::SiteUrls;
 use crate::trust::BuildStamp;
 
 impl Verifier<'_> {
-    /// A feed document's channel, URLs and items.
+    /// A feed document's channel, URLs and items; with the `manifest`,
+    /// each file the items name must be listed there with the feed's digest.
     pub(super) fn check_feed(
         &mut self,
         doc: &FeedDoc,
@@ -27,7 +28,7 @@ impl Verifier<'_> {
         stamp: &BuildStamp,
         base: &Url,
         site_urls: &SiteUrls,
-        manifest: &BTreeMap<String, Sha256>,
+        manifest: Option<&BTreeMap<String, Sha256>>,
     ) {
         if doc.channel.link != base.as_str() {
             self.fail(
@@ -97,10 +98,14 @@ impl Verifier<'_> {
                 .iter()
                 .map(|i| i.release.info.cloud_images.len())
                 .sum();
+            let vouched = match manifest {
+                Some(_) => format!("agree with {MANIFEST}"),
+                None => "signed with the feed".to_owned(),
+            };
             self.pass(
                 CheckKind::Items,
                 format!(
-                    "{name}: {} release(s), {images} image(s) agree with {MANIFEST}{}",
+                    "{name}: {} release(s), {images} image(s) {vouched}{}",
                     doc.items.len(),
                     match clouds {
                         0 => String::new(),
@@ -140,7 +145,10 @@ impl Verifier<'_> {
 /// What is wrong with one item: its guid, its images against the manifest
 /// and its enclosures, its supply-chain files against the manifest and its
 /// images.
-fn item_problems(item: &Item, manifest: &BTreeMap<String, Sha256>) -> Vec<(Problem, String)> {
+fn item_problems(
+    item: &Item,
+    manifest: Option<&BTreeMap<String, Sha256>>,
+) -> Vec<(Problem, String)> {
     let mut problems = Vec::new();
     let release = &item.release;
     let guid = release.info.guid();
@@ -153,10 +161,11 @@ fn item_problems(item: &Item, manifest: &BTreeMap<String, Sha256>) -> Vec<(Probl
             ),
         ));
     }
-    let listed =
-        |problems: &mut Vec<(Problem, String)>, path: &RelPath, digest: &Sha256| match manifest
-            .get(path.as_str())
-        {
+    // Without the manifest (a feed read alone), the feed's own signature
+    // vouches for its digests.
+    let listed = |problems: &mut Vec<(Problem, String)>, path: &RelPath, digest: &Sha256| {
+        let Some(manifest) = manifest else { return };
+        match manifest.get(path.as_str()) {
             Some(d) if d == digest => {}
             Some(_) => problems.push((
                 Problem::Mismatch,
@@ -166,7 +175,8 @@ fn item_problems(item: &Item, manifest: &BTreeMap<String, Sha256>) -> Vec<(Probl
                 Problem::Unlisted,
                 format!("{path}: not listed in {MANIFEST}"),
             )),
-        };
+        }
+    };
     if release.images.is_empty() {
         // A release of cloud images only: nothing to enclose or hash.
         if release.info.cloud_images.is_empty() {

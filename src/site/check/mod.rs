@@ -22,10 +22,13 @@ use super::feed::FeedDoc;
 use super::fetch::Fetcher;
 use super::state::State;
 use super::urls::SiteUrls;
-use super::{Check, CheckKind, Problem, PublishedSite, Report, VerifyOptions};
+use super::{Check, CheckKind, Problem, PublishedSite, Report, Scope, VerifyOptions};
 use crate::media::{FEED, MANIFEST};
-use crate::model::RelPath;
+use std::collections::BTreeMap;
+
+use crate::model::{RelPath, Sha256};
 use crate::openpgp;
+use crate::sign::PublicKey;
 
 /// A fatal failure, already recorded in the report.
 pub(super) struct Stop;
@@ -38,7 +41,37 @@ pub(super) struct Verifier<'a> {
     pub(super) report: Report,
 }
 
-impl Verifier<'_> {
+impl<'a> Verifier<'a> {
+    /// A verifier of the site `options` name, with the documents a state
+    /// file cached for conditional requests.
+    pub(super) fn new(
+        options: &'a VerifyOptions,
+        cached: BTreeMap<String, super::state::Cached>,
+    ) -> Verifier<'a> {
+        Verifier {
+            options,
+            fetcher: Fetcher::new(options, cached),
+            report: Report {
+                source: options.source.clone(),
+                ok: false,
+                key_id: None,
+                sequence: None,
+                expires: None,
+                releases: 0,
+                images: 0,
+                images_read: 0,
+                checks: Vec::new(),
+                site: None,
+            },
+        }
+    }
+
+    /// The SBOMs and provenance a document links, from the site at `base`.
+    pub(super) fn check_supply_of(&mut self, doc: &FeedDoc, base: &Url) {
+        self.fetcher.set_base(base.clone());
+        self.check_supply(doc, &site_urls(base, doc));
+    }
+
     fn pass(&mut self, check: CheckKind, detail: impl Into<String>) {
         self.report.checks.push(Check {
             check,
@@ -68,10 +101,78 @@ impl Verifier<'_> {
     }
 
     pub(super) fn run(&mut self, state: &mut State) -> Step<()> {
+        let (key, base, feed_name, feed) = self.signed_feed(state)?;
+        let whole = self.options.scope == Scope::Site;
+        let sums = match whole {
+            true => Some(self.signed_manifest(&key, &feed_name, &feed)?),
+            false => None,
+        };
+        self.report.sequence = Some(feed.stamp.sequence);
+        self.check_expiry(&feed.stamp);
+        self.check_rollback(state, &key, feed.stamp.sequence);
+        let manifest = match &sums {
+            Some(sums) => Some(self.manifest(&feed_name, &feed, sums)?),
+            None => None,
+        };
+        let doc = match FeedDoc::parse(&feed.data, &feed_name) {
+            Ok(d) => d,
+            Err(m) => {
+                return self.stop(
+                    CheckKind::Feed,
+                    Problem::Malformed,
+                    format!("{feed_name}: {m}"),
+                );
+            }
+        };
+        let site_urls = site_urls(&base, &doc);
+        self.check_feed(
+            &doc,
+            &feed_name,
+            &feed.stamp,
+            &base,
+            &site_urls,
+            manifest.as_ref(),
+        );
+        let every_feed = whole && feed_name == FEED;
+        if let (true, Some(manifest)) = (every_feed, &manifest) {
+            self.check_appliance_feeds(manifest, &key, &feed.stamp)?;
+        }
+        let next = match &doc.channel.next_key {
+            Some(next) => Some(self.check_next_key(next, &key, &feed.stamp, state)?),
+            None => None,
+        };
+        if self.options.state.is_some() {
+            self.forget_withdrawn(state, &key, next.as_ref());
+        }
+        self.check_files(&doc, &base, &site_urls);
+        let mut site = PublishedSite {
+            base_url: base.clone(),
+            sequence: feed.stamp.sequence,
+            feed: doc,
+            archives: Vec::new(),
+            manifest: manifest.unwrap_or_default(),
+        };
+        if every_feed {
+            site.archives = self.check_archives(&site, &key, &feed.stamp)?;
+            self.check_catalogs(&site, &key, &feed.stamp)?;
+        }
+        self.report.site = Some(site);
+        Ok(())
+    }
+
+    /// The feed the source names, with the key that signs it, the site
+    /// its signature names (which the state must track), and its name in
+    /// that site. With a state file, the feed and its signature are asked
+    /// for conditionally.
+    fn signed_feed(&mut self, state: &mut State) -> Step<(PublicKey, Url, String, Signed)> {
         let feed_loc = match self.fetcher.feed_location(&self.options.source) {
             Ok(loc) => loc,
             Err(m) => return self.stop(CheckKind::Source, Problem::Malformed, m),
         };
+        if self.options.state.is_some() {
+            self.fetcher.cache(&feed_loc);
+            self.fetcher.cache(&feed_loc.with_suffix(".minisig"));
+        }
         let feed_sig = self.fetch_signature(&feed_loc)?;
         let key = self.choose_key(&feed_sig, state, &feed_loc.display)?;
         self.report.key_id = Some(key.key_id.to_string());
@@ -103,22 +204,31 @@ impl Verifier<'_> {
             }
         };
         self.fetcher.set_base(base.clone());
-        let feed_data =
-            self.finish_signed(&feed_loc, feed_sig, &feed_stamp.file, &key, &feed_name)?;
+        let data = self.finish_signed(&feed_loc, feed_sig, &feed_stamp.file, &key, &feed_name)?;
         let feed = Signed {
-            data: feed_data,
+            data,
             stamp: feed_stamp,
         };
+        Ok((key, base, feed_name, feed))
+    }
 
+    /// `SHA256SUMS`, signed in the feed's build.
+    fn signed_manifest(&mut self, key: &PublicKey, feed_name: &str, feed: &Signed) -> Step<Signed> {
         let manifest_loc = self.fetcher.site(&known(MANIFEST));
         let sums_sig = self.fetch_signature(&manifest_loc)?;
-        let sums = self.fetch_signed(&manifest_loc, sums_sig, &key, MANIFEST, MANIFEST)?;
+        let sums = self.fetch_signed(&manifest_loc, sums_sig, key, MANIFEST, MANIFEST)?;
+        self.check_same_build(feed_name, &feed.stamp, &sums.stamp)?;
+        Ok(sums)
+    }
 
-        self.check_same_build(&feed_name, &feed.stamp, &sums.stamp)?;
-        self.report.sequence = Some(feed.stamp.sequence);
-        self.check_expiry(&feed.stamp);
-        self.check_rollback(state, &key, feed.stamp.sequence);
-
+    /// The manifest's entries, which must list the feed (and the OpenPGP
+    /// key with its clearsigned form, when the site has one).
+    fn manifest(
+        &mut self,
+        feed_name: &str,
+        feed: &Signed,
+        sums: &Signed,
+    ) -> Step<BTreeMap<String, Sha256>> {
         let manifest = match crate::sums::parse(&sums.data) {
             Ok(m) => m,
             Err(m) => {
@@ -129,46 +239,11 @@ impl Verifier<'_> {
                 );
             }
         };
-        self.check_listed(&manifest, &feed_name, &feed.data);
+        self.check_listed(&manifest, feed_name, &feed.data);
         if manifest.contains_key(openpgp::PUBLIC_KEY) {
             self.check_openpgp(&manifest, &sums.data);
         }
-        let doc = match FeedDoc::parse(&feed.data, &feed_name) {
-            Ok(d) => d,
-            Err(m) => {
-                return self.stop(
-                    CheckKind::Feed,
-                    Problem::Malformed,
-                    format!("{feed_name}: {m}"),
-                );
-            }
-        };
-        let site_urls = site_urls(&base, &doc);
-        self.check_feed(&doc, &feed_name, &feed.stamp, &base, &site_urls, &manifest);
-        if feed_name == FEED {
-            self.check_appliance_feeds(&manifest, &key, &feed.stamp)?;
-        }
-        let next = match &doc.channel.next_key {
-            Some(next) => Some(self.check_next_key(next, &key, &feed.stamp, state)?),
-            None => None,
-        };
-        if self.options.state.is_some() {
-            self.forget_withdrawn(state, &key, next.as_ref());
-        }
-        self.check_files(&doc, &base, &site_urls);
-        let mut site = PublishedSite {
-            base_url: base.clone(),
-            sequence: feed.stamp.sequence,
-            feed: doc,
-            archives: Vec::new(),
-            manifest,
-        };
-        if feed_name == FEED {
-            site.archives = self.check_archives(&site, &key, &feed.stamp)?;
-            self.check_catalogs(&site, &key, &feed.stamp)?;
-        }
-        self.report.site = Some(site);
-        Ok(())
+        Ok(manifest)
     }
 
     /// What the options ask to read of a document's files: images and

@@ -68,10 +68,13 @@ impl Verifier<'_> {
             );
             return Ok(key);
         }
+        // Without a state file nothing can have announced the key; a
+        // preview's throwaway key is the usual cause.
         let hint = if self.options.state.is_some() {
             "; no trusted key announced it in the state file"
         } else {
-            "; pass --state to accept keys announced by the pinned key"
+            "; nothing you trust announced it (a `vmcast-gen serve` preview is signed with a \
+             throwaway key: verify it against the preview's own vmcast.pub)"
         };
         self.stop(
             CheckKind::Signature,
