@@ -200,15 +200,16 @@ pub struct ReleaseFile<'a> {
     /// `download_base_url`, and its control file beside it. Boxes are
     /// always the site's.
     pub url: Option<&'a Url>,
-    /// A zsync control file: listed in `SHA256SUMS`, but not in a
-    /// directory's manifest, where systemd-sysupdate would take
-    /// `<image>.zsync` for a version of the image its pattern names.
-    pub control: bool,
+    /// An image itself, the only kind of file a directory's manifest
+    /// lists: systemd-sysupdate 257 matches a pattern against the start of
+    /// a name, so it would take `<image>.zsync` or `<image>.spdx.json` for
+    /// a version of the image `<image>`'s pattern names.
+    pub image: bool,
 }
 
 /// Every file the releases publish, the one list `SHA256SUMS` and each
-/// directory's manifest (`[catalogs] systemd`, less the control files) are
-/// made from.
+/// directory's manifest (`[catalogs] systemd`, its images only) are made
+/// from.
 pub fn release_files<'a>(releases: &'a [Release]) -> impl Iterator<Item = ReleaseFile<'a>> {
     releases.iter().flat_map(|r| {
         let images = r.images.iter().flat_map(|i| {
@@ -216,19 +217,19 @@ pub fn release_files<'a>(releases: &'a [Release]) -> impl Iterator<Item = Releas
                 path: &i.source.site_path,
                 sha256: i.digest.sha256,
                 url: Some(&i.source.url),
-                control: false,
+                image: true,
             };
             let boxed = i.vagrant_box.as_ref().map(|b| ReleaseFile {
                 path: &b.path,
                 sha256: b.digest.sha256,
                 url: None,
-                control: false,
+                image: false,
             });
             let control = i.zsync.as_ref().map(|z| ReleaseFile {
                 path: &z.path,
                 sha256: z.digest.sha256,
                 url: Some(&z.url),
-                control: true,
+                image: false,
             });
             std::iter::once(image).chain(boxed).chain(control)
         });
@@ -236,7 +237,7 @@ pub fn release_files<'a>(releases: &'a [Release]) -> impl Iterator<Item = Releas
             path: &f.site_path,
             sha256: f.digest.sha256,
             url: Some(&f.url),
-            control: false,
+            image: false,
         });
         images.chain(supply)
     })
