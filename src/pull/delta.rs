@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -138,20 +138,7 @@ pub(super) fn try_delta(
         .set_len(digest.length)
         .map_err(|e| Error::io("cannot write", &path, e))?;
     let mut finder = Finder::new(&control);
-    for seed in &seeds {
-        let write = |i: u64, bytes: &[u8]| mine.file.write_all_at(bytes, control.params.block(i).0);
-        let scanned = finder
-            .scan(&seed.file, write)
-            .and_then(|_| finder.scan_in_place(&seed.file, write));
-        match scanned {
-            Ok(_) => {}
-            Err(ScanError::Read(e)) => warnings.push(Warning::file(
-                &seed.path,
-                format_args!("cannot be read as a seed ({e}); the download goes on without it"),
-            )),
-            Err(ScanError::Found(e)) => return Err(Error::io("cannot write", &path, e)),
-        }
-    }
+    take_from_seeds(&mut finder, &seeds, &mine, &path, &control, warnings)?;
     if finder.found() == 0 {
         ctx.partials.remove_mine(&name, &mine)?;
         return Ok(Tried::Whole(None));
@@ -214,10 +201,7 @@ pub(super) fn try_delta(
             Error::Interrupted(message)
         });
     }
-    let mut hasher = sha2::Sha256::new();
-    fsutil::read_bounded(&mine.file, digest.length, |c| hasher.update(c))
-        .map_err(|(_, e)| Error::io("cannot read", &path, e))?;
-    let rebuilt = Sha256(hasher.finalize().into());
+    let rebuilt = sha256_of(&mine, digest.length, &path)?;
     if rebuilt != digest.sha256 {
         ctx.partials.remove_mine(&name, &mine)?;
         return Ok(Tried::Whole(Some(format!(
@@ -226,6 +210,41 @@ pub(super) fn try_delta(
         ))));
     }
     Ok(Tried::Done { mine, name, delta })
+}
+
+/// Writes into `mine` every block of the image that a seed holds. A seed
+/// that cannot be read is left out, with a warning.
+fn take_from_seeds(
+    finder: &mut Finder,
+    seeds: &[Seed],
+    mine: &Mine,
+    path: &Path,
+    control: &Control,
+    warnings: &mut Vec<Warning>,
+) -> Result<()> {
+    for seed in seeds {
+        let write = |i: u64, bytes: &[u8]| mine.file.write_all_at(bytes, control.params.block(i).0);
+        let scanned = finder
+            .scan(&seed.file, write)
+            .and_then(|_| finder.scan_in_place(&seed.file, write));
+        match scanned {
+            Ok(_) => {}
+            Err(ScanError::Read(e)) => warnings.push(Warning::file(
+                &seed.path,
+                format_args!("cannot be read as a seed ({e}); the download goes on without it"),
+            )),
+            Err(ScanError::Found(e)) => return Err(Error::io("cannot write", path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The SHA-256 of the first `length` bytes of the rebuilt image.
+fn sha256_of(mine: &Mine, length: u64, path: &Path) -> Result<Sha256> {
+    let mut hasher = sha2::Sha256::new();
+    fsutil::read_bounded(&mine.file, length, |c| hasher.update(c))
+        .map_err(|(_, e)| Error::io("cannot read", path, e))?;
+    Ok(Sha256(hasher.finalize().into()))
 }
 
 /// The control file, checked against the signed feed and read; why not.

@@ -219,49 +219,7 @@ fn run(
         // Checked here, so that verify reads and replaces only a file of ours.
         dest.open_mine(&STATE, Access::Read, warnings)?;
     }
-    let state = options
-        .state
-        .clone()
-        .unwrap_or_else(|| dest.path_of(&STATE));
-    // Only what the choice needs: the appliance's own signed feed, asked
-    // for conditionally (a current host costs two 304s), and later the
-    // files of the image chosen.
-    let verify = VerifyOptions {
-        source: feed,
-        scope: site::Scope::Feed,
-        pinned: options.pinned.clone(),
-        also_trusted: Vec::new(),
-        state: Some(state),
-        images: false,
-        all: false,
-        mirrors: false,
-        supply: false,
-        mirror_sample: Vec::new(),
-        site: options.site.clone(),
-        timeout: options.timeout,
-        min_rate: options.min_rate,
-        now: options.now,
-    };
-    let report = site::verify(&verify)?;
-    if !report.ok {
-        let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
-        let failures = failures.join("\n  ");
-        return Err(if report.only_unreachable() {
-            Error::Interrupted(format!(
-                "{} could not be read in full, so it was not verified; nothing was \
-                 downloaded, and the next run tries again:\n  {failures}",
-                options.source
-            ))
-        } else {
-            Error::Refused(format!(
-                "{} does not verify; nothing was downloaded:\n  {failures}",
-                options.source
-            ))
-        });
-    }
-    let site = report
-        .site
-        .ok_or_else(|| Error::other("the feed verified but was not kept"))?;
+    let (verify, site) = verify_feed(options, feed, &dest)?;
     let releases = &site.feed.items;
 
     let mut record = load_record(&dest, warnings)?;
@@ -306,24 +264,7 @@ fn run(
         sources: &sources,
         progress,
     };
-    let got = match delta::try_delta(&ctx, seeds, warnings)? {
-        delta::Tried::Done { mine, name, delta } => Got {
-            mine,
-            name,
-            downloaded: delta.fetched,
-            resumed_from: 0,
-            delta: Some(delta),
-        },
-        delta::Tried::Whole(why) => {
-            if let Some(why) = why {
-                warnings.push(Warning {
-                    path: None,
-                    message: format!("no delta download ({why}); the whole image is downloaded"),
-                });
-            }
-            download(&ctx, warnings)?
-        }
-    };
+    let got = fetch(&ctx, seeds, warnings)?;
     let Got {
         mut mine,
         name: from,
@@ -358,6 +299,83 @@ fn run(
         resumed_from,
         delta,
         removed,
+    })
+}
+
+/// Verifies the appliance's signed feed at `feed` as `verify` does, with
+/// the state kept in `--dest` (or `--state`). Returns the options it was
+/// verified with, for the files of the image chosen later, and the site.
+fn verify_feed(
+    options: &PullOptions,
+    feed: String,
+    dest: &Dir,
+) -> Result<(VerifyOptions, site::PublishedSite)> {
+    let state = options
+        .state
+        .clone()
+        .unwrap_or_else(|| dest.path_of(&STATE));
+    // Only what the choice needs: the appliance's own signed feed, asked
+    // for conditionally (a current host costs two 304s), and later the
+    // files of the image chosen.
+    let verify = VerifyOptions {
+        source: feed,
+        scope: site::Scope::Feed,
+        pinned: options.pinned.clone(),
+        also_trusted: Vec::new(),
+        state: Some(state),
+        images: false,
+        all: false,
+        mirrors: false,
+        supply: false,
+        mirror_sample: Vec::new(),
+        site: options.site.clone(),
+        timeout: options.timeout,
+        min_rate: options.min_rate,
+        now: options.now,
+    };
+    let report = site::verify(&verify)?;
+    if !report.ok {
+        let failures: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
+        let failures = failures.join("\n  ");
+        return Err(if report.only_unreachable() {
+            Error::Interrupted(format!(
+                "{} could not be read in full, so it was not verified; nothing was \
+                 downloaded, and the next run tries again:\n  {failures}",
+                options.source
+            ))
+        } else {
+            Error::Refused(format!(
+                "{} does not verify; nothing was downloaded:\n  {failures}",
+                options.source
+            ))
+        });
+    }
+    let site = report
+        .site
+        .ok_or_else(|| Error::other("the feed verified but was not kept"))?;
+    Ok((verify, site))
+}
+
+/// The image, rebuilt from the seeds and ranges of its zsync control file
+/// where that works, else downloaded whole (resuming a partial download).
+fn fetch(ctx: &delta::Ctx, seeds: Vec<delta::Seed>, warnings: &mut Vec<Warning>) -> Result<Got> {
+    Ok(match delta::try_delta(ctx, seeds, warnings)? {
+        delta::Tried::Done { mine, name, delta } => Got {
+            mine,
+            name,
+            downloaded: delta.fetched,
+            resumed_from: 0,
+            delta: Some(delta),
+        },
+        delta::Tried::Whole(why) => {
+            if let Some(why) = why {
+                warnings.push(Warning {
+                    path: None,
+                    message: format!("no delta download ({why}); the whole image is downloaded"),
+                });
+            }
+            download(ctx, warnings)?
+        }
     })
 }
 
