@@ -68,6 +68,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                             sha512: None,
                         },
                         lxd: None,
+                        zsync: None,
                         info: ImageInfo {
                             format: ImageFormat::from_extension(ext).unwrap(),
                             detected: true,

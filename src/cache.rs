@@ -92,6 +92,9 @@ struct CacheEntry {
     /// The LXD fingerprint taken in the same read, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lxd: Option<CachedCombined>,
+    /// The zsync control file made of the image in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zsync: Option<ZsyncEntry>,
 }
 
 /// A [`Combined`] digest, as hex.
@@ -108,6 +111,16 @@ struct CachedCombined {
 #[serde(deny_unknown_fields)]
 struct BoxEntry {
     mtime: u64,
+    length: u64,
+    sha256: String,
+}
+
+/// A zsync control file's digest, and the image name it was made for: it
+/// names the image (`Filename`, `URL`), so another name gives other bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZsyncEntry {
+    name: String,
     length: u64,
     sha256: String,
 }
@@ -267,6 +280,32 @@ impl HashCache {
         })
     }
 
+    /// The digest of the zsync control file made, for an image named
+    /// `name`, of a file in exactly this state.
+    pub fn get_zsync(&self, canonical: &Path, state: &FileState, name: &str) -> Option<FileDigest> {
+        let entry = self.old.entries.get(&key(canonical))?;
+        let zsync = entry.zsync.as_ref()?;
+        if entry.state != *state || zsync.name != name {
+            return None;
+        }
+        Some(FileDigest {
+            length: zsync.length,
+            sha256: Sha256::from_hex(&zsync.sha256)?,
+            sha512: None,
+        })
+    }
+
+    /// Records the zsync control file of a file this build recorded.
+    pub fn insert_zsync(&mut self, canonical: &Path, name: &str, digest: &FileDigest) {
+        if let Some(entry) = self.new.entries.get_mut(&key(canonical)) {
+            entry.zsync = Some(ZsyncEntry {
+                name: name.to_owned(),
+                length: digest.length,
+                sha256: digest.sha256.to_hex(),
+            });
+        }
+    }
+
     /// Records the Vagrant box of a file this build recorded.
     pub fn insert_box(&mut self, canonical: &Path, mtime: u64, digest: &FileDigest) {
         if let Some(entry) = self.new.entries.get_mut(&key(canonical)) {
@@ -289,6 +328,7 @@ impl HashCache {
                 sha512: digest.sha512.map(|d| d.to_hex()),
                 info: info.clone(),
                 vagrant_box: None,
+                zsync: None,
                 lxd: lxd.map(|c| CachedCombined {
                     prefix: c.prefix.to_hex(),
                     sha256: c.sha256.to_hex(),

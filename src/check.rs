@@ -275,6 +275,7 @@ fn with_stand_in_digest(source: ImageSource) -> Image {
         source,
         vagrant_box: None,
         lxd: None,
+        zsync: None,
     }
 }
 

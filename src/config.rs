@@ -101,6 +101,7 @@ struct RawConfig {
     provenance_keys: Vec<PathBuf>,
     #[serde(default)]
     catalogs: RawCatalogs,
+    zsync: Option<bool>,
 }
 
 /// `[catalogs]`: the catalogs other clients read, and their signing.
@@ -261,6 +262,9 @@ pub struct Config {
     /// provenance signatures are verified against.
     pub provenance_keys: Vec<PathBuf>,
     pub catalogs: Catalogs,
+    /// A zsync control file beside each uncompressed image, for delta
+    /// downloads (`pull` and the stock `zsync` client).
+    pub zsync: bool,
     /// What the file says that is allowed but likely a mistake.
     pub warnings: Vec<Warning>,
     /// Where the file names each key, for errors about the key.
@@ -297,6 +301,13 @@ const DEFAULT_FORMAT_PREFERENCE: [ImageFormat; 9] = [
 ];
 
 impl Config {
+    /// Whether the build makes zsync control files: `zsync` says so, and
+    /// the images are placed in the output, where each control file must
+    /// lie beside its image.
+    pub fn makes_zsync(&self) -> bool {
+        self.zsync && self.image_mode != ImageMode::None
+    }
+
     /// The metadata of an appliance, defaulting its title to its name.
     pub fn appliance(&self, name: &Name) -> Appliance {
         self.appliances.get(name).cloned().unwrap_or(Appliance {
@@ -472,6 +483,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
             systemd,
             openpgp_key: raw.catalogs.openpgp_key.map(|p| root.join(p.into_inner())),
         },
+        zsync: raw.zsync.unwrap_or(true),
         warnings,
         key_lines,
     })

@@ -47,6 +47,7 @@ pub mod units;
 pub mod vocab;
 pub mod warning;
 pub mod write;
+pub mod zsync;
 
 pub use build::{BuildOptions, Carried, ImageSummary, Report, build};
 pub use error::{Error, Result};

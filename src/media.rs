@@ -28,7 +28,7 @@ pub const VIRT_BUILDER_INDEX: &str = "virt-builder/index";
 
 /// Whether a published file never changes under its name once written:
 /// images and what is made of them or beside them (SBOMs, provenance,
-/// boxes), and the archives with their signatures. They are signed with
+/// zsync control files, boxes), and the archives with their signatures. They are signed with
 /// no build's stamp, cached forever (`Cache-Control: immutable`) and never
 /// uploaded twice; everything else (feeds, the manifest, pages, keys,
 /// catalogs) changes with each build and is cached briefly.
@@ -59,6 +59,10 @@ pub fn cache_control(path: &str) -> &'static str {
     }
 }
 
+/// What a zsync control file is named: its image's name and this. It lies
+/// beside its image (`images/...`), so it never changes either.
+pub const ZSYNC_SUFFIX: &str = ".zsync";
+
 /// What `vmcast-gen hash` writes beside an image: `<image>.vmcast-hash`.
 /// The scan never takes one for an image.
 pub const SIDECAR_SUFFIX: &str = ".vmcast-hash";
@@ -78,6 +82,7 @@ const BY_EXTENSION: &[(&str, &str)] = &[
     ("zst", "application/zstd"),
     ("ova", "application/ovf"),
     ("iso", "application/x-iso9660-image"),
+    ("zsync", "application/x-zsync"),
 ];
 
 /// Files of the site known by their whole name.
@@ -129,6 +134,8 @@ mod tests {
     fn a_directory_manifest_is_not_immutable_as_its_images_are() {
         assert!(is_immutable("images/webapp/1.0.0/webapp-1.0.0.raw"));
         assert!(is_immutable("images/webapp/webapp-1.0.0.raw"));
+        assert!(is_immutable("images/webapp/1.0.0/webapp-1.0.0.raw.zsync"));
+        assert!(is_immutable("images/webapp/webapp-1.0.0.raw.zsync"));
         assert!(is_immutable("archive/1.xml"));
         assert!(!is_immutable("images/webapp/SHA256SUMS"));
         assert!(!is_immutable("images/webapp/1.0.0/SHA256SUMS.gpg"));

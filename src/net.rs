@@ -362,6 +362,238 @@ impl Response {
     }
 }
 
+impl Response {
+    /// Streams the parts of a 206 answer to a `Range` request into `sink`:
+    /// each part's first byte in the file, of `length` bytes, and its
+    /// bytes as they arrive, at the minimum rate. One part
+    /// (`Content-Range`) or a `multipart/byteranges` body, as the server
+    /// chose: which parts they are, and whether they are the ones asked
+    /// for, the caller checks. A part outside the file or of another
+    /// length, a malformed answer and a body of more than `limit` bytes
+    /// are errors. Returns the bytes of the parts.
+    pub fn parts<E>(
+        self,
+        length: u64,
+        limit: u64,
+        mut sink: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<u64, StreamError<E>> {
+        if self.status() != 206 {
+            return Err(self.status_error().into());
+        }
+        let boundary = self
+            .header("content-type")
+            .and_then(boundary)
+            .map(str::to_owned);
+        let single = self.header("content-range").map(str::to_owned);
+        let mut body = Body::new(self, limit);
+        let Some(boundary) = boundary else {
+            let range = single.unwrap_or_default();
+            let (start, end) = body.range(&range, length)?;
+            body.copy(start, end, &mut sink)?;
+            if body.fill()? {
+                return Err(body
+                    .fault(Fault::Parts("more body than its Content-Range says".into()))
+                    .into());
+            }
+            return Ok(end - start);
+        };
+        // RFC 9110 §14.6: a delimiter line before each part, each part
+        // headers, an empty line and its bytes; a closing delimiter last.
+        let (delimiter, close) = (format!("--{boundary}"), format!("--{boundary}--"));
+        let mut total = 0;
+        let mut line = body.line()?;
+        loop {
+            match line.as_deref() {
+                Some(l) if l == close => return Ok(total),
+                Some(l) if l == delimiter => {}
+                Some(_) => {
+                    line = body.line()?;
+                    continue;
+                }
+                None => {
+                    let fault = Fault::Parts("no closing delimiter".into());
+                    return Err(body.fault(fault).into());
+                }
+            }
+            let mut range = None;
+            loop {
+                match body.line()?.as_deref() {
+                    Some("") => break,
+                    Some(header) => {
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.trim().eq_ignore_ascii_case("content-range")
+                        {
+                            range = Some(value.trim().to_owned());
+                        }
+                    }
+                    None => {
+                        let fault = Fault::Parts("a part ends in its headers".into());
+                        return Err(body.fault(fault).into());
+                    }
+                }
+            }
+            let (start, end) = body.range(range.as_deref().unwrap_or_default(), length)?;
+            body.copy(start, end, &mut sink)?;
+            total += end - start;
+            line = body.line()?;
+        }
+    }
+}
+
+/// The boundary of a `multipart/byteranges` content type.
+fn boundary(content_type: &str) -> Option<&str> {
+    let mut params = content_type.split(';');
+    if !params
+        .next()?
+        .trim()
+        .eq_ignore_ascii_case("multipart/byteranges")
+    {
+        return None;
+    }
+    params.find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"'))
+    })
+}
+
+/// A body read in a framing of its own: lines, and runs of bytes, at the
+/// minimum rate, never past its limit.
+struct Body<R> {
+    url: Url,
+    reader: R,
+    pace: Pace,
+    limits: Limits,
+    meter: Option<RateMeter>,
+    buf: Vec<u8>,
+    /// The bytes of `buf` not yet taken.
+    at: usize,
+    end: usize,
+    /// Bytes of the body read so far, and the most it may have.
+    read: u64,
+    limit: u64,
+}
+
+impl Body<Box<dyn Read>> {
+    fn new(response: Response, limit: u64) -> Self {
+        let (url, pace, limits, reader) = response.reader();
+        Body {
+            url,
+            reader: Box::new(reader),
+            meter: (pace == Pace::Rate && limits.min_rate > 0)
+                .then(|| RateMeter::new(limits.min_rate, limits.window())),
+            pace,
+            limits,
+            buf: vec![0u8; 1 << 16],
+            at: 0,
+            end: 0,
+            read: 0,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Body<R> {
+    fn fault(&self, fault: Fault) -> NetError {
+        NetError::new(&self.url, fault)
+    }
+
+    /// Reads more when all that was read is taken; `false` at the end.
+    fn fill(&mut self) -> Result<bool, NetError> {
+        if self.at < self.end {
+            return Ok(true);
+        }
+        let n = loop {
+            match self.reader.read(&mut self.buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let fault = body_fault(&e, self.read, None, self.pace, self.limits);
+                    return Err(self.fault(fault));
+                }
+            }
+        };
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(self.fault(Fault::TooLong { length: self.limit }));
+        }
+        if let Some(meter) = self.meter.as_mut() {
+            meter
+                .check(self.read)
+                .map_err(|f| NetError::new(&self.url, f))?;
+        }
+        (self.at, self.end) = (0, n);
+        Ok(n > 0)
+    }
+
+    /// The next line, without its CRLF; `None` at the end of the body.
+    fn line(&mut self) -> Result<Option<String>, NetError> {
+        let mut line = Vec::new();
+        loop {
+            if !self.fill()? {
+                return Ok((!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned()));
+            }
+            let rest = &self.buf[self.at..self.end];
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(n) => {
+                    line.extend_from_slice(&rest[..n]);
+                    self.at += n + 1;
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+                }
+                None => {
+                    line.extend_from_slice(rest);
+                    self.at = self.end;
+                }
+            }
+            if line.len() > 4096 {
+                return Err(self.fault(Fault::Parts("a line of over 4 KiB".into())));
+            }
+        }
+    }
+
+    /// The bytes `[start, end)` of the file, which come next.
+    fn copy<E>(
+        &mut self,
+        start: u64,
+        end: u64,
+        sink: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), StreamError<E>> {
+        let mut at = start;
+        while at < end {
+            if !self.fill()? {
+                let fault = Fault::Ended { after: at, of: end };
+                return Err(self.fault(fault).into());
+            }
+            let n = (self.end - self.at).min((end - at) as usize);
+            sink(at, &self.buf[self.at..self.at + n]).map_err(StreamError::Sink)?;
+            self.at += n;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The bytes a `Content-Range: bytes A-B/T` names, `[A, B + 1)`, in a
+    /// file of `length` bytes.
+    fn range(&self, value: &str, length: u64) -> Result<(u64, u64), NetError> {
+        let parsed = value.strip_prefix("bytes ").and_then(|r| {
+            let (span, total) = r.split_once('/')?;
+            let (a, b) = span.split_once('-')?;
+            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            let total_ok = total.trim() == "*" || total.trim().parse() == Ok(length);
+            (a <= b && b < length && total_ok).then_some((a, b + 1))
+        });
+        parsed.ok_or_else(|| {
+            self.fault(Fault::Parts(format!(
+                "part {value:?} is not within the file's {length} bytes"
+            )))
+        })
+    }
+}
+
 /// What went wrong while a body was read, `at` bytes into the file.
 fn body_fault(e: &io::Error, at: u64, of: Option<u64>, pace: Pace, limits: Limits) -> Fault {
     let timeout = e
@@ -467,6 +699,8 @@ pub enum Fault {
     TooLong { length: u64 },
     /// A stream that ended short of its declared length.
     Ended { after: u64, of: u64 },
+    /// An answer to a `Range` request whose parts are malformed.
+    Parts(String),
     /// The connection failed after `after` bytes (of `of`).
     Broken {
         after: u64,
@@ -553,6 +787,7 @@ impl fmt::Display for NetError {
             Fault::Ended { after, of } => {
                 write!(f, "{url}: the download ended after {after} of {of} bytes")
             }
+            Fault::Parts(why) => write!(f, "{url}: a malformed ranged answer: {why}"),
             Fault::Broken { after, of, cause } => write!(
                 f,
                 "{url}: the download broke off after {after}{} bytes ({cause})",
@@ -767,6 +1002,78 @@ mod tests {
             format!("{url}: the download ended after 3 of 5 bytes")
         );
         server.join().unwrap();
+    }
+
+    /// Every part `parts` streams, as (start, bytes).
+    fn parts_of(answer: Vec<u8>, length: u64) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        let (url, server) = serve(vec![answer]);
+        let response = client(5)
+            .send(&Request::stream(&url).header("Range", "bytes=0-1,4-5"))
+            .unwrap();
+        let mut got: Vec<(u64, Vec<u8>)> = Vec::new();
+        let parts = response.parts(length, 1000, |at, bytes| {
+            match got.last_mut() {
+                Some((start, b)) if *start + b.len() as u64 == at => b.extend_from_slice(bytes),
+                _ => got.push((at, bytes.to_vec())),
+            }
+            Ok::<(), ()>(())
+        });
+        server.join().unwrap();
+        match parts {
+            Ok(n) => {
+                assert_eq!(n, got.iter().map(|(_, b)| b.len() as u64).sum::<u64>());
+                Ok(got)
+            }
+            Err(StreamError::Net(e)) => Err(e.to_string().replace(url.as_str(), "URL")),
+            Err(StreamError::Sink(())) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn ranged_answers_are_read_in_one_part_or_many() {
+        let multipart = |body: &str| {
+            answer(
+                "206 Partial Content",
+                "Content-Type: multipart/byteranges; boundary=\"B1\"\r\n",
+                body.as_bytes(),
+            )
+        };
+        // As nginx answers: an empty line first, then the parts.
+        let two = "\r\n--B1\r\nContent-Type: application/octet-stream\r\n\
+                   Content-Range: bytes 0-1/8\r\n\r\nab\r\n--B1\r\n\
+                   Content-range: bytes 4-5/8\r\n\r\nef\r\n--B1--\r\n";
+        assert_eq!(
+            parts_of(multipart(two), 8).unwrap(),
+            vec![(0, b"ab".to_vec()), (4, b"ef".to_vec())]
+        );
+        // One range, or ranges coalesced: a plain 206.
+        let one = answer(
+            "206 Partial Content",
+            "Content-Range: bytes 0-5/8\r\n",
+            b"abcdef",
+        );
+        assert_eq!(parts_of(one, 8).unwrap(), vec![(0, b"abcdef".to_vec())]);
+        let unclosed = "--B1\r\nContent-Range: bytes 0-1/8\r\n\r\nab\r\n";
+        assert_eq!(
+            parts_of(multipart(unclosed), 8).unwrap_err(),
+            "URL: a malformed ranged answer: no closing delimiter"
+        );
+        let outside = "--B1\r\nContent-Range: bytes 6-9/10\r\n\r\nghij\r\n--B1--\r\n";
+        assert_eq!(
+            parts_of(multipart(outside), 8).unwrap_err(),
+            "URL: a malformed ranged answer: part \"bytes 6-9/10\" is not within the file's 8 \
+             bytes"
+        );
+        let short = "--B1\r\nContent-Range: bytes 0-3/8\r\n\r\nab";
+        assert_eq!(
+            parts_of(multipart(short), 8).unwrap_err(),
+            "URL: the download ended after 2 of 4 bytes"
+        );
+        let whole = answer("200 OK", "", b"abcdefgh");
+        assert_eq!(
+            parts_of(whole, 8).unwrap_err(),
+            "URL: the server answered 200 OK"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::cloud::Provider;
 use crate::model::{
     Arch, CloudImage, Combined, Compression, FileDigest, FileId, FileName, Firmware, Image,
     ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, RelPath, Requirements, Sha256, Sha512,
-    Signing, SupplyFile, SupplyFormat, SupplyKind, VagrantBox,
+    Signing, SupplyFile, SupplyFormat, SupplyKind, VagrantBox, ZsyncFile,
 };
 
 pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
@@ -73,6 +73,7 @@ pub const DISK: &str = "vmcast:disk";
 pub const SBOM: &str = "vmcast:sbom";
 pub const PROVENANCE: &str = "vmcast:provenance";
 pub const CLOUD_IMAGE: &str = "vmcast:cloudImage";
+pub const ZSYNC: &str = "vmcast:zsync";
 
 /// How long `text` is once escaped as text content of the feed (`<`, `>`,
 /// `&`, quotes and CR: quick-xml's `escape`, which the writer uses), counted
@@ -237,6 +238,7 @@ pub fn read_image(a: &Read) -> Result<Image, String> {
     Ok(Image {
         vagrant_box,
         lxd,
+        zsync: None,
         source: ImageSource {
             // Published, not local: messages name the URL.
             source: url.as_str().into(),
@@ -272,6 +274,40 @@ pub fn read_image(a: &Read) -> Result<Image, String> {
             cluster_size: optional_number(a, el, "clusterSize")?,
             cluster_compression: a.get("clusterCompression").cloned(),
             machine: None,
+        },
+    })
+}
+
+/// A `vmcast:zsync`, a child of the `vmcast:image` whose control file it
+/// is.
+pub fn zsync_attrs(z: &ZsyncFile) -> Attrs {
+    vec![
+        ("url", z.url.to_string()),
+        ("path", z.path.to_string()),
+        ("length", z.digest.length.to_string()),
+        ("sha256", z.digest.sha256.to_hex()),
+    ]
+}
+
+/// The control file of `image` from its `vmcast:zsync` attributes: it lies
+/// beside the image, its path and URL those of the image with `.zsync`.
+pub fn read_zsync(a: &Read, image: &Image) -> Result<ZsyncFile, String> {
+    let el = ZSYNC;
+    let path = rel_path(a, el, "path")?;
+    let url = url(a, el, "url")?;
+    if path != image.source.zsync_path() || url != image.source.zsync_url() {
+        return Err(format!(
+            "{el} of {} is not beside it: {path} at {url}",
+            image.source.site_path
+        ));
+    }
+    Ok(ZsyncFile {
+        path,
+        url,
+        digest: FileDigest {
+            length: number(a, el, "length")?,
+            sha256: sha256(a, el, "sha256")?,
+            sha512: None,
         },
     })
 }

@@ -39,6 +39,7 @@ impl Assembly<'_> {
         planned_releases: Vec<PlannedRelease>,
         mut digests: BTreeMap<RelPath, Digested>,
         mut boxes: BTreeMap<RelPath, FileDigest>,
+        mut zsyncs: BTreeMap<RelPath, FileDigest>,
         warnings: &mut Vec<Warning>,
     ) -> Result<(Vec<Release>, Option<Carried>)> {
         let mut carried = self.previous.map(|p| Carried {
@@ -57,8 +58,12 @@ impl Assembly<'_> {
             let release = if planned.images.is_empty() {
                 self.without_images(planned, published, carried.as_mut())?
             } else {
-                let images =
-                    hashed_images(&planned, published, &mut digests, &mut boxes, self.replace)?;
+                let made = Made {
+                    digests: &mut digests,
+                    boxes: &mut boxes,
+                    zsyncs: &mut zsyncs,
+                };
+                let images = hashed_images(&planned, published, made, self.replace)?;
                 if let Some(published) = published {
                     warn_dropped(&planned, &images, published, warnings);
                 }
@@ -129,6 +134,9 @@ impl Assembly<'_> {
             .sum::<u64>();
         for image in &published.images {
             check_carried_url(config, &image.source.site_path, &image.source.url)?;
+            if let Some(z) = &image.zsync {
+                check_carried_url(config, &z.path, &z.url)?;
+            }
         }
         // Its supply-chain files were checked when first published;
         // their facts come from the signed feed, like the images'.
@@ -136,11 +144,15 @@ impl Assembly<'_> {
             check_carried_url(config, &file.site_path, &file.url)?;
         }
         let mut images = published.images.clone();
-        if !config.catalogs.vagrant {
-            // No catalog offers the boxes: the feed names none, as
-            // for the images read here.
-            for image in &mut images {
+        // What this build makes of no image (no catalog offers the boxes,
+        // no control files): the feed names none, as for the images read
+        // here.
+        for image in &mut images {
+            if !config.catalogs.vagrant {
                 image.vagrant_box = None;
+            }
+            if !config.makes_zsync() {
+                image.zsync = None;
             }
         }
         Ok(Release {
@@ -233,21 +245,38 @@ impl Assembly<'_> {
     }
 }
 
-/// The planned release's images with their digests and boxes; each one the
-/// previous site publishes under the same path must have its bytes.
+/// What the hash stage gave, by image: taken from as the images are
+/// assembled.
+struct Made<'a> {
+    digests: &'a mut BTreeMap<RelPath, Digested>,
+    boxes: &'a mut BTreeMap<RelPath, FileDigest>,
+    zsyncs: &'a mut BTreeMap<RelPath, FileDigest>,
+}
+
+/// The planned release's images with their digests, boxes and control
+/// files; each one the previous site publishes under the same path must
+/// have its bytes.
 fn hashed_images(
     planned: &PlannedRelease,
     published: Option<&Release>,
-    digests: &mut BTreeMap<RelPath, Digested>,
-    boxes: &mut BTreeMap<RelPath, FileDigest>,
+    made: Made,
     replace: &[String],
 ) -> Result<Vec<Image>> {
     let mut images = Vec::with_capacity(planned.images.len());
     for source in &planned.images {
-        let Digested { digest, info, lxd } = digests
+        let Digested { digest, info, lxd } = made
+            .digests
             .remove(&source.site_path)
             .ok_or_else(|| Error::file(&source.source, "was planned but never hashed"))?;
-        let vagrant_box = match boxes.remove(&source.site_path) {
+        let zsync = made
+            .zsyncs
+            .remove(&source.site_path)
+            .map(|digest| model::ZsyncFile {
+                path: source.zsync_path(),
+                url: source.zsync_url(),
+                digest,
+            });
+        let vagrant_box = match made.boxes.remove(&source.site_path) {
             Some(digest) => Some(model::VagrantBox {
                 path: catalog::vagrant::box_path(&planned.info, source)?,
                 digest,
@@ -260,6 +289,7 @@ fn hashed_images(
             info,
             vagrant_box,
             lxd,
+            zsync,
         };
         if let Some(old) = published.and_then(|p| {
             p.images

@@ -2,12 +2,14 @@
 //! lands in the staging directory, where the previous output has it, what
 //! the catalogs want of it), the hash cache, sidecars and the previous
 //! output as shortcuts, one read for each image they do not spare with the
-//! catalogs' sinks plugged into it ([`Extras`]), and the cache kept even
-//! when a later stage fails.
+//! sinks plugged into it ([`Extras`]: the catalogs', the zsync control
+//! file), and the cache kept even when a later stage fails.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use sha2::Digest;
 
 use crate::cache::{self, FileState, HashCache};
 use crate::catalog;
@@ -22,6 +24,7 @@ use crate::place::{self, Placement};
 use crate::scan;
 use crate::warning::Warning;
 use crate::write;
+use crate::zsync;
 
 use super::BuildOptions;
 
@@ -37,8 +40,10 @@ pub(super) struct Hashed {
     /// "none"`), less those whose hard link was there already: the output
     /// record has nothing new to say of them.
     pub placed: BTreeSet<RelPath>,
-    /// The images whose box this build made or took.
-    pub boxed: BTreeSet<RelPath>,
+    /// The images whose box or control file this build made or took.
+    pub made: BTreeSet<RelPath>,
+    /// The zsync control file of each image that has one, made or taken.
+    pub zsyncs: BTreeMap<RelPath, FileDigest>,
 }
 
 /// Digests every image the scan found (read, or from the cache or a
@@ -79,9 +84,13 @@ pub(super) fn hash_images(
         });
     }
     Ok(Hashed {
-        boxed: hashed.boxes.keys().cloned().collect(),
+        made: (hashed.boxes.keys())
+            .chain(hashed.zsyncs.keys())
+            .cloned()
+            .collect(),
         digests: hashed.digests,
         boxes: hashed.boxes,
+        zsyncs: hashed.zsyncs,
         stats: hashed.stats,
         cache,
         placed: requests
@@ -131,10 +140,27 @@ fn hash_requests(
                 true => {
                     catalog::vagrant::check_version(info)?;
                     let path = catalog::vagrant::box_path(info, image)?;
-                    Some(BoxRequest {
+                    Some(Made {
                         job: BoxJob {
                             path: staging.prepare(path.as_str())?,
                             mtime: catalog::vagrant::box_mtime(info),
+                        },
+                        previous: previous_output
+                            .as_ref()
+                            .map(|root| root.join(path.as_str())),
+                    })
+                }
+                false => None,
+            };
+            // A compressed image changes whole when anything in it does.
+            let zsync = match config.makes_zsync() && image.compression.is_none() {
+                true => {
+                    let path = image.zsync_path();
+                    Some(Made {
+                        job: zsync::Job {
+                            path: staging.prepare(path.as_str())?,
+                            filename: image.name.to_string(),
+                            url: relative_url(&image.url),
                         },
                         previous: previous_output
                             .as_ref()
@@ -159,6 +185,7 @@ fn hash_requests(
                     .as_ref()
                     .map(|root| root.join(image.site_path.as_str())),
                 vagrant_box,
+                zsync,
                 sha512,
                 lxd: catalog::simplestreams::metadata_tarball(
                     config,
@@ -191,20 +218,22 @@ struct Request {
     /// entry or sidecar without one does not spare the read.
     sha512: bool,
     /// A Vagrant box to make of the image.
-    vagrant_box: Option<BoxRequest>,
+    vagrant_box: Option<Made<BoxJob>>,
+    /// A zsync control file to make of the image.
+    zsync: Option<Made<zsync::Job>>,
     /// LXD's fingerprint is wanted too: the simplestreams catalog offers
     /// the image to LXD.
     lxd: Option<Fingerprint>,
 }
 
-/// A Vagrant box to make of an image, or to take from the previous output.
+/// A file of ours to make of an image, or to take from the previous output.
 #[derive(Debug, Clone)]
-struct BoxRequest {
-    /// Where it goes in the new output, and its members' mtime.
-    job: BoxJob,
+struct Made<J> {
+    /// Where it goes in the new output, and how it is made.
+    job: J,
     /// Where the previous output holds it (canonical): when the cache
-    /// recorded it with the digest the cache remembers for this image and
-    /// mtime, it is taken by hard link and the image is not read.
+    /// recorded it there with the digest the cache remembers for this
+    /// image, it is taken by hard link.
     previous: Option<PathBuf>,
 }
 
@@ -219,6 +248,8 @@ struct Extras {
     lxd: Option<Fingerprint>,
     /// For the Vagrant catalog.
     vagrant_box: Option<BoxJob>,
+    /// For delta downloads.
+    zsync: Option<zsync::Job>,
 }
 
 /// [`Extras`] being made, all from the same chunks.
@@ -226,6 +257,7 @@ struct ExtrasSink {
     sha512: Option<sha2::Sha512>,
     lxd: Option<FingerprintSink>,
     vagrant_box: Option<BoxWriter>,
+    zsync: Option<zsync::Maker>,
 }
 
 /// What [`Extras`] made.
@@ -233,6 +265,7 @@ struct ExtrasMade {
     sha512: Option<Sha512>,
     lxd: Option<Combined>,
     vagrant_box: Option<FileDigest>,
+    zsync: Option<FileDigest>,
 }
 
 impl Start for Extras {
@@ -243,6 +276,7 @@ impl Start for Extras {
             sha512: self.sha512.start(length)?,
             lxd: self.lxd.start(length)?,
             vagrant_box: self.vagrant_box.start(length)?,
+            zsync: self.zsync.start(length)?,
         })
     }
 }
@@ -253,7 +287,8 @@ impl Sink for ExtrasSink {
     fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
         self.sha512.update(chunk)?;
         self.lxd.update(chunk)?;
-        self.vagrant_box.update(chunk)
+        self.vagrant_box.update(chunk)?;
+        self.zsync.update(chunk)
     }
 
     fn finish(self, image: &Facts<'_>) -> Result<ExtrasMade> {
@@ -261,6 +296,7 @@ impl Sink for ExtrasSink {
             sha512: self.sha512.finish(image)?,
             lxd: self.lxd.finish(image)?,
             vagrant_box: self.vagrant_box.finish(image)?,
+            zsync: self.zsync.finish(image)?,
         })
     }
 }
@@ -279,6 +315,8 @@ struct Outcome {
     digests: BTreeMap<RelPath, Digested>,
     /// The Vagrant box of each request that asked for one.
     boxes: BTreeMap<RelPath, FileDigest>,
+    /// The zsync control file of each request that asked for one.
+    zsyncs: BTreeMap<RelPath, FileDigest>,
     stats: hash::Stats,
     warnings: Vec<Warning>,
     /// With `verify_cache`: every image whose cached digest was wrong.
@@ -325,30 +363,51 @@ fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<
     })
 }
 
-/// The box of an image the cache knows, taken from the previous output
-/// when the cache vouches for it there; `None` when it must be made.
-fn reuse_box(
+/// A file of ours made of an image (its box, its control file) whose
+/// digest the cache knows, taken from the previous output into `dst`
+/// when the cache vouches for it there, or, for a `small` one (a few
+/// thousandths of its image), when it hashes to that digest; `None` when
+/// it must be made.
+fn reuse(
     cache: Option<&HashCache>,
-    canonical: &Path,
-    state: &FileState,
-    request: &BoxRequest,
+    digest: Option<FileDigest>,
+    previous: Option<&Path>,
+    dst: &Path,
+    small: bool,
 ) -> Result<Option<FileDigest>> {
-    let Some(cache) = cache else { return Ok(None) };
-    let Some(digest) = cache.get_box(canonical, state, request.job.mtime) else {
+    let (Some(cache), Some(digest), Some(previous)) = (cache, digest, previous) else {
         return Ok(None);
     };
-    let Some(old) = request
-        .previous
-        .as_deref()
-        .and_then(|p| previous_copy(cache, p, &digest))
-    else {
-        return Ok(None);
+    let old = match previous_copy(cache, previous, &digest) {
+        Some(old) => old,
+        // The cache keeps no record of it (a build that failed saved its
+        // own entries only): reading it costs less than reading the image.
+        None if small => match hashes_to(previous, &digest) {
+            Some(old) => old,
+            None => return Ok(None),
+        },
+        None => return Ok(None),
     };
-    // The reused spare may hold that very box already.
-    if place::holds(&request.job.path, Some(old.id))? {
+    // The reused spare may hold that very file already.
+    if place::holds(dst, Some(old.id))? {
         return Ok(Some(digest));
     }
-    Ok(fsutil::hard_link(&old.path, &request.job.path, old.id)?.then_some(digest))
+    Ok(fsutil::hard_link(&old.path, dst, old.id)?.then_some(digest))
+}
+
+/// The file at `path`, if it is a regular file (not followed through a
+/// link) with these bytes.
+fn hashes_to(path: &Path, digest: &FileDigest) -> Option<place::Previous> {
+    let (file, meta) = fsutil::open_regular(path, false).ok()?;
+    if meta.len() != digest.length {
+        return None;
+    }
+    let mut hasher = sha2::Sha256::new();
+    fsutil::read_bounded(&file, digest.length, |c| hasher.update(c)).ok()?;
+    (model::Sha256(hasher.finalize().into()) == digest.sha256).then(|| place::Previous {
+        path: path.to_path_buf(),
+        id: FileId::of(&meta),
+    })
 }
 
 /// Obtains a digest for every image: from the cache or a sidecar when they
@@ -363,6 +422,7 @@ fn digest_all(
     let mut outcome = Outcome {
         digests: BTreeMap::new(),
         boxes: BTreeMap::new(),
+        zsyncs: BTreeMap::new(),
         stats: hash::Stats::default(),
         warnings: Vec::new(),
         mismatches: Vec::new(),
@@ -371,7 +431,9 @@ fn digest_all(
     let mut pending = Vec::new();
     for req in requests {
         if outcome.digests.contains_key(&req.id)
-            || pending.iter().any(|(p, _): &(Pending, _)| p.id == req.id)
+            || pending
+                .iter()
+                .any(|(p, _): &(Pending, _)| p.req.id == req.id)
         {
             return Err(Error::file(
                 &req.source,
@@ -385,22 +447,31 @@ fn digest_all(
 }
 
 /// An image that must be read, and what was known of it.
-struct Pending {
-    id: RelPath,
-    canonical: PathBuf,
+struct Pending<'a> {
+    req: &'a Request,
     /// The cache's entry, which `--verify-cache` checks against the read.
     cached: Option<Digested>,
+    /// What was taken from the previous output, and is not made again.
+    taken: Files,
 }
 
-/// Looks up the shortcuts for one image: the cache, a sidecar, its box in
-/// the previous output. Records and places an image they know (no read);
+/// The files of ours made of an image, by their digests: taken from the
+/// previous output, or made in the read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Files {
+    vagrant_box: Option<FileDigest>,
+    zsync: Option<FileDigest>,
+}
+
+/// Looks up the shortcuts for one image: the cache, a sidecar, its box and
+/// its control file in the previous output. Records and places an image they know (no read);
 /// returns the read of one they do not.
-fn look_up(
-    req: &Request,
+fn look_up<'a>(
+    req: &'a Request,
     shortcuts: &mut Shortcuts,
     outcome: &mut Outcome,
-) -> Result<Option<(Pending, hash::Job<Extras>)>> {
-    let canonical = req.real.clone();
+) -> Result<Option<(Pending<'a>, hash::Job<Extras>)>> {
+    let canonical = &req.real;
     // One open per look: what is checked (no symbolic link, a regular
     // file, the very file the scan saw) is what is placed or probed.
     let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
@@ -415,7 +486,7 @@ fn look_up(
     let cached = shortcuts
         .cache
         .as_ref()
-        .and_then(|c| c.get(&canonical, &state))
+        .and_then(|c| c.get(canonical, &state))
         .filter(|c| !req.sha512 || c.digest.sha512.is_some())
         .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
     // A sidecar has no LXD fingerprint.
@@ -423,18 +494,36 @@ fn look_up(
         true => sidecar(req, &file, &state, &mut outcome.warnings)?,
         false => None,
     };
-    // An image with a box is read unless its box is taken as it was
-    // (which needs the cache entry that also knows the image).
-    let reused_box = match &req.vagrant_box {
-        Some(b) if !shortcuts.verify_cache => {
-            reuse_box(shortcuts.cache.as_ref(), &canonical, &state, b)?
-        }
-        _ => None,
+    // An image with a box or a control file is read unless they are taken
+    // as they were (which needs the cache entry that also knows the image).
+    let cache = shortcuts.cache.as_ref().filter(|_| !shortcuts.verify_cache);
+    let taken = Files {
+        vagrant_box: match &req.vagrant_box {
+            Some(b) => reuse(
+                cache,
+                cache.and_then(|c| c.get_box(canonical, &state, b.job.mtime)),
+                b.previous.as_deref(),
+                &b.job.path,
+                false,
+            )?,
+            None => None,
+        },
+        zsync: match &req.zsync {
+            Some(z) => reuse(
+                cache,
+                cache.and_then(|c| c.get_zsync(canonical, &state, &z.job.filename)),
+                z.previous.as_deref(),
+                &z.job.path,
+                true,
+            )?,
+            None => None,
+        },
     };
-    let box_ready = req.vagrant_box.is_none() || reused_box.is_some();
+    let ready = (req.vagrant_box.is_none() || taken.vagrant_box.is_some())
+        && (req.zsync.is_none() || taken.zsync.is_some());
     let stats = &mut outcome.stats;
     let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
-        _ if !box_ready => None,
+        _ if !ready => None,
         (true, _, _) => None,
         (false, Some(d), _) => {
             stats.cached_files += 1;
@@ -460,27 +549,29 @@ fn look_up(
             sink: Extras {
                 sha512: req.sha512.then_some(hash::Sha512Sum),
                 lxd: req.lxd.clone(),
-                vagrant_box: req.vagrant_box.as_ref().map(|b| b.job.clone()),
+                vagrant_box: (req.vagrant_box.as_ref())
+                    .filter(|_| taken.vagrant_box.is_none())
+                    .map(|b| b.job.clone()),
+                zsync: (req.zsync.as_ref())
+                    .filter(|_| taken.zsync.is_none())
+                    .map(|z| z.job.clone()),
             },
         };
-        let pending = Pending {
-            id: req.id.clone(),
-            canonical,
-            cached,
-        };
+        let pending = Pending { req, cached, taken };
         return Ok(Some((pending, job)));
     };
-    take_unread(req, &opened, state, known, reused_box, shortcuts, outcome)?;
+    take_unread(req, &opened, state, known, taken, shortcuts, outcome)?;
     Ok(None)
 }
 
-/// Places an image the shortcuts know, and records it and its box.
+/// Places an image the shortcuts know, and records it and what was made
+/// of it.
 fn take_unread(
     req: &Request,
     opened: &place::Opened,
     state: FileState,
     known: Digested,
-    reused_box: Option<FileDigest>,
+    taken: Files,
     shortcuts: &mut Shortcuts,
     outcome: &mut Outcome,
 ) -> Result<()> {
@@ -494,14 +585,26 @@ fn take_unread(
     if let Some(cache) = shortcuts.cache.as_mut() {
         cache.insert(&req.real, state, &known);
     }
-    if let (Some(b), Some(box_digest)) = (&req.vagrant_box, reused_box) {
-        if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert_box(&req.real, b.job.mtime, &box_digest);
-        }
-        outcome.boxes.insert(req.id.clone(), box_digest);
-    }
+    record_files(req, taken, shortcuts, outcome);
     outcome.digests.insert(req.id.clone(), known);
     Ok(())
+}
+
+/// Records the box and the control file of an image the cache has just
+/// recorded, taken or made.
+fn record_files(req: &Request, files: Files, shortcuts: &mut Shortcuts, outcome: &mut Outcome) {
+    if let (Some(b), Some(digest)) = (&req.vagrant_box, files.vagrant_box) {
+        if let Some(cache) = shortcuts.cache.as_mut() {
+            cache.insert_box(&req.real, b.job.mtime, &digest);
+        }
+        outcome.boxes.insert(req.id.clone(), digest);
+    }
+    if let (Some(z), Some(digest)) = (&req.zsync, files.zsync) {
+        if let Some(cache) = shortcuts.cache.as_mut() {
+            cache.insert_zsync(&req.real, &z.job.filename, &digest);
+        }
+        outcome.zsyncs.insert(req.id.clone(), digest);
+    }
 }
 
 /// A sidecar's digest, with what the image is from its own bytes (its
@@ -535,6 +638,15 @@ fn sidecar(
     }
 }
 
+/// A relative URL of the image, from a file beside it: the last segment of
+/// its URL, percent-encoded as there.
+fn relative_url(url: &url::Url) -> String {
+    url.path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Reads the images no shortcut knew, all at once, and records what the
 /// reads gave.
 fn read_pending(
@@ -547,8 +659,7 @@ fn read_pending(
     let (pending, jobs): (Vec<Pending>, Vec<hash::Job<Extras>>) = pending.into_iter().unzip();
     let started = std::time::Instant::now();
     let hashed = hash::hash_all(&jobs, threads, progress)?;
-    let stats = &mut outcome.stats;
-    stats.hash_time = started.elapsed();
+    outcome.stats.hash_time = started.elapsed();
     // hash_all answers in job order.
     for ((p, job), h) in pending.into_iter().zip(&jobs).zip(hashed) {
         let digest = FileDigest {
@@ -556,8 +667,8 @@ fn read_pending(
             sha256: h.sha256,
             sha512: h.made.sha512,
         };
-        stats.hashed_files += 1;
-        stats.hashed_bytes += digest.length;
+        outcome.stats.hashed_files += 1;
+        outcome.stats.hashed_bytes += digest.length;
         if let Some(c) = p
             .cached
             .map(|c| c.digest)
@@ -578,15 +689,14 @@ fn read_pending(
             lxd: h.made.lxd,
         };
         if let Some(cache) = shortcuts.cache.as_mut() {
-            cache.insert(&p.canonical, h.state, &digested);
+            cache.insert(&p.req.real, h.state, &digested);
         }
-        if let (Some(b), Some(box_digest)) = (&job.sink.vagrant_box, h.made.vagrant_box) {
-            if let Some(cache) = shortcuts.cache.as_mut() {
-                cache.insert_box(&p.canonical, b.mtime, &box_digest);
-            }
-            outcome.boxes.insert(p.id.clone(), box_digest);
-        }
-        outcome.digests.insert(p.id, digested);
+        let files = Files {
+            vagrant_box: h.made.vagrant_box.or(p.taken.vagrant_box),
+            zsync: h.made.zsync.or(p.taken.zsync),
+        };
+        record_files(p.req, files, shortcuts, outcome);
+        outcome.digests.insert(p.req.id.clone(), digested);
     }
     Ok(())
 }

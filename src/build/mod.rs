@@ -244,7 +244,13 @@ fn run(
         provenance_keys: &keys.provenance,
         staging: &staging,
     }
-    .releases(plan.releases, hashed.digests, hashed.boxes, warnings)?;
+    .releases(
+        plan.releases,
+        hashed.digests,
+        hashed.boxes,
+        hashed.zsyncs,
+        warnings,
+    )?;
 
     let site = Site {
         config: &config,
@@ -271,7 +277,7 @@ fn run(
     )?;
     staging.commit()?;
     if let Some(cache) = cache {
-        output::record(cache, &config, &releases, &hashed.placed, &hashed.boxed)?;
+        output::record(cache, &config, &releases, &hashed.placed, &hashed.made)?;
     }
 
     warnings.append(scan_warnings);

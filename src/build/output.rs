@@ -126,12 +126,12 @@ pub(super) fn record(
     config: &Config,
     releases: &[Release],
     placed: &BTreeSet<model::RelPath>,
-    boxed: &BTreeSet<model::RelPath>,
+    made: &BTreeSet<model::RelPath>,
 ) -> Result<()> {
     if config.image_mode != ImageMode::None {
         record_output(&mut cache, &config.output_dir, releases, placed)?;
     }
-    record_boxes(&mut cache, &config.output_dir, releases, boxed)?;
+    record_made(&mut cache, &config.output_dir, releases, made)?;
     cache.save()
 }
 
@@ -174,35 +174,37 @@ fn record_output(
     Ok(())
 }
 
-/// Records the boxes this build made or took in the output, so that the
-/// next build can take them by hard link instead of reading their images.
-fn record_boxes(
+/// Records the files this build made of images or took (boxes, control
+/// files) in the output, so that the next build can take them by hard link
+/// instead of reading their images.
+fn record_made(
     cache: &mut HashCache,
     output_dir: &Path,
     releases: &[Release],
     made: &BTreeSet<model::RelPath>,
 ) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
-    for image in releases.iter().flat_map(|r| &r.images) {
-        let Some(boxed) = image
-            .vagrant_box
-            .as_ref()
-            .filter(|_| made.contains(&image.source.site_path))
-        else {
-            continue;
-        };
-        let path = root.join(boxed.path.as_str());
-        // The image's facts stand beside the box's digest: only the digest
-        // is ever compared.
-        cache.insert(
-            &path,
-            cache::FileState::of(&fsutil::symlink_metadata(&path)?),
-            &Digested {
-                digest: boxed.digest,
-                info: image.info.clone(),
-                lxd: None,
-            },
-        );
+    for image in releases
+        .iter()
+        .flat_map(|r| &r.images)
+        .filter(|i| made.contains(&i.source.site_path))
+    {
+        let boxed = image.vagrant_box.as_ref().map(|b| (&b.path, b.digest));
+        let zsync = image.zsync.as_ref().map(|z| (&z.path, z.digest));
+        for (path, digest) in boxed.into_iter().chain(zsync) {
+            let path = root.join(path.as_str());
+            // The image's facts stand beside the file's digest: only the
+            // digest is ever compared.
+            cache.insert(
+                &path,
+                cache::FileState::of(&fsutil::symlink_metadata(&path)?),
+                &Digested {
+                    digest,
+                    info: image.info.clone(),
+                    lxd: None,
+                },
+            );
+        }
     }
     Ok(())
 }

@@ -42,12 +42,13 @@ pub struct TransferFile {
 /// The manifests and transfers of the releases of a site at `base`: each
 /// directory of images that the site serves lists its files by bare name,
 /// and each appliance whose directory `images/<appliance>/` holds files
-/// (the flat layout) has its transfers. Files served from another host are
-/// left out, with the reason.
+/// (the flat layout) has its transfers. Only images are listed (see
+/// `ReleaseFile::image`); images served from another host are left out,
+/// with the reason.
 pub fn expected(releases: &[Release], base: &Url) -> Expected {
     let mut skipped = Vec::new();
     let mut dirs: BTreeMap<&str, Vec<(&str, Sha256)>> = BTreeMap::new();
-    for file in release_files(releases) {
+    for file in release_files(releases).filter(|f| f.image) {
         let Some(dir) = file.path.parent().filter(|d| d.starts_with("images/")) else {
             continue;
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use vmcast_gen::Warning;
 use vmcast_gen::model::ImageFormat;
-use vmcast_gen::pull::{Outcome, Policy, PullOptions};
+use vmcast_gen::pull::{Delta, Outcome, Policy, Progress, PullOptions};
 use vmcast_gen::units::human_size;
 use vmcast_gen::{Error, Result};
 
@@ -82,6 +82,11 @@ pub struct PullArgs {
     /// The host's architecture as feeds name it (default: this machine's).
     #[arg(long)]
     pub arch: Option<String>,
+    /// A file that may hold blocks of the new image (an older image), besides the image pull
+    /// placed last: only the blocks that differ are downloaded, where the feed has a zsync
+    /// control file for the image. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub seed: Vec<PathBuf>,
     /// Refuse an image the feed links no provenance for (an in-toto attestation whose subject
     /// verify checks against the image's SHA-256); the newest allowed release must have one.
     #[arg(long)]
@@ -122,29 +127,33 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
     if let Some(error) = vmcast_gen::config::not_a_built_site(std::path::Path::new(&args.source)) {
         return Err(error);
     }
-    let pulled = vmcast_gen::pull::pull(&PullOptions {
-        source: args.source,
-        pinned,
-        appliance: args.appliance,
-        formats,
-        channel: args.channel,
-        policy: match args.policy {
-            PolicyArg::Latest => Policy::Latest,
-            PolicyArg::CriticalOnly => Policy::CriticalOnly,
-            PolicyArg::SameMajor => Policy::SameMajor,
+    let pulled = vmcast_gen::pull::pull(
+        &PullOptions {
+            source: args.source,
+            pinned,
+            appliance: args.appliance,
+            formats,
+            channel: args.channel,
+            policy: match args.policy {
+                PolicyArg::Latest => Policy::Latest,
+                PolicyArg::CriticalOnly => Policy::CriticalOnly,
+                PolicyArg::SameMajor => Policy::SameMajor,
+            },
+            dest: args.dest,
+            state: args.state,
+            site: args.site,
+            arch: args
+                .arch
+                .unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
+            keep: args.keep.map(|n| n.get()),
+            require_provenance: args.require_provenance,
+            seeds: args.seed,
+            timeout: Duration::from_secs(args.timeout),
+            min_rate: args.min_rate,
+            now: chrono::Utc::now(),
         },
-        dest: args.dest,
-        state: args.state,
-        site: args.site,
-        arch: args
-            .arch
-            .unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
-        keep: args.keep.map(|n| n.get()),
-        require_provenance: args.require_provenance,
-        timeout: Duration::from_secs(args.timeout),
-        min_rate: args.min_rate,
-        now: chrono::Utc::now(),
-    })
+        &Shown,
+    )
     .map_err(|error| {
         let (warnings, error) = error.unwarn();
         show(&warnings);
@@ -174,11 +183,12 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
             image,
             downloaded,
             resumed_from,
+            delta,
             removed,
         } => {
             if !args.json {
                 outln!(
-                    "updated: {} {} ({}, {}, SHA-256 {}) is in place at {}; downloaded {}{}",
+                    "updated: {} {} ({}, {}, SHA-256 {}) is in place at {}; downloaded {}{}{}",
                     image.appliance,
                     image.version,
                     image.format,
@@ -190,7 +200,8 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
                         format!(", resumed at byte {resumed_from}")
                     } else {
                         String::new()
-                    }
+                    },
+                    delta.as_ref().map(delta_summary).unwrap_or_default()
                 );
                 for path in removed {
                     outln!("removed: {}", path.display());
@@ -211,6 +222,49 @@ pub fn run(args: PullArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::from(UPDATED))
         }
+    }
+}
+
+/// How a delta download went, after what it downloaded.
+fn delta_summary(d: &Delta) -> String {
+    format!(
+        " in {} range(s) over {} request(s), and its {} control file; reused {} from {}{}",
+        d.ranges,
+        d.requests,
+        human_size(d.control),
+        human_size(d.reused),
+        seeds(&d.seeds),
+        match d.zeros {
+            0 => String::new(),
+            z => format!(", and {} of zeros", human_size(z)),
+        }
+    )
+}
+
+fn seeds(seeds: &[PathBuf]) -> String {
+    seeds
+        .iter()
+        .map(|s| s.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Progress on stderr: what a delta download takes from the seeds, before
+/// it downloads the rest.
+struct Shown;
+
+impl Progress for Shown {
+    fn delta(&self, d: &Delta) {
+        eprintln!(
+            "delta: {} of the image is in {}{}; downloading the other {}",
+            human_size(d.reused),
+            seeds(&d.seeds),
+            match d.zeros {
+                0 => String::new(),
+                z => format!(", {} is zeros", human_size(z)),
+            },
+            human_size(d.missing)
+        );
     }
 }
 

@@ -169,6 +169,18 @@ impl ImageSource {
             None => self.format.media_type(),
         }
     }
+
+    /// Where its zsync control file lies in the site, beside it.
+    pub fn zsync_path(&self) -> RelPath {
+        RelPath::parse(&format!("{}{}", self.site_path, crate::media::ZSYNC_SUFFIX))
+            .expect("a path and a suffix make a path")
+    }
+
+    /// Where its zsync control file is downloaded from, beside it.
+    pub fn zsync_url(&self) -> Url {
+        Url::parse(&format!("{}{}", self.url, crate::media::ZSYNC_SUFFIX))
+            .expect("a URL and a suffix make a URL")
+    }
 }
 
 /// A published image: where it comes from, what it hashes to, and what
@@ -183,6 +195,18 @@ pub struct Image {
     /// The LXD fingerprint, for an image the simplestreams catalog offers
     /// to LXD (`[catalogs] simplestreams`).
     pub lxd: Option<Combined>,
+    /// Its zsync control file (`zsync = true`), for delta downloads.
+    pub zsync: Option<ZsyncFile>,
+}
+
+/// A zsync control file: a file of ours beside its image, at the image's
+/// path and URL with `.zsync` added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZsyncFile {
+    /// Its path in the site, also its name in SHA256SUMS.
+    pub path: RelPath,
+    pub url: Url,
+    pub digest: FileDigest,
 }
 
 /// A Vagrant box: a file of ours in the site, made from an image.

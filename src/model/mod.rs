@@ -13,6 +13,7 @@ mod supply;
 pub use digest::{Combined, Digested, FileDigest, FileId, FileState, KeyFile, Sha256, Sha512};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
+    ZsyncFile,
 };
 pub use names::{Arch, FileName, Line, Name, RelPath, Version, hides_a_separator};
 pub use release::{

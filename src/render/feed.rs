@@ -334,14 +334,22 @@ fn write_requirements(w: &mut W, release: &Release) -> io::Result<()> {
 fn write_image(w: &mut W, image: &Image) -> io::Result<()> {
     let attrs = vocab::image_attrs(image);
     let el = w.create_element(IMAGE).with_attributes(pairs(&attrs));
-    match &image.info.machine {
-        None => {
-            el.write_empty()?;
-        }
-        Some(m) => {
-            el.write_inner_content(|w| write_machine(w, m))?;
-        }
+    if image.info.machine.is_none() && image.zsync.is_none() {
+        el.write_empty()?;
+        return Ok(());
     }
+    el.write_inner_content(|w| {
+        if let Some(m) = &image.info.machine {
+            write_machine(w, m)?;
+        }
+        if let Some(z) = &image.zsync {
+            let attrs = vocab::zsync_attrs(z);
+            w.create_element(ZSYNC)
+                .with_attributes(pairs(&attrs))
+                .write_empty()?;
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 

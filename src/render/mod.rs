@@ -191,18 +191,25 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
     })
 }
 
-/// A file a release publishes: an image, the box made of it, an SBOM or
-/// provenance.
+/// A file a release publishes: an image, the box or the zsync control
+/// file made of it, an SBOM or provenance.
 pub struct ReleaseFile<'a> {
     pub path: &'a RelPath,
     pub sha256: Sha256,
     /// Where it is served, if not from the site itself: an image from
-    /// `download_base_url`. Boxes are always the site's.
+    /// `download_base_url`, and its control file beside it. Boxes are
+    /// always the site's.
     pub url: Option<&'a Url>,
+    /// An image itself, the only kind of file a directory's manifest
+    /// lists: systemd-sysupdate 257 matches a pattern against the start of
+    /// a name, so it would take `<image>.zsync` or `<image>.spdx.json` for
+    /// a version of the image `<image>`'s pattern names.
+    pub image: bool,
 }
 
 /// Every file the releases publish, the one list `SHA256SUMS` and each
-/// directory's manifest (`[catalogs] systemd`) are made from.
+/// directory's manifest (`[catalogs] systemd`, its images only) are made
+/// from.
 pub fn release_files<'a>(releases: &'a [Release]) -> impl Iterator<Item = ReleaseFile<'a>> {
     releases.iter().flat_map(|r| {
         let images = r.images.iter().flat_map(|i| {
@@ -210,18 +217,27 @@ pub fn release_files<'a>(releases: &'a [Release]) -> impl Iterator<Item = Releas
                 path: &i.source.site_path,
                 sha256: i.digest.sha256,
                 url: Some(&i.source.url),
+                image: true,
             };
             let boxed = i.vagrant_box.as_ref().map(|b| ReleaseFile {
                 path: &b.path,
                 sha256: b.digest.sha256,
                 url: None,
+                image: false,
             });
-            std::iter::once(image).chain(boxed)
+            let control = i.zsync.as_ref().map(|z| ReleaseFile {
+                path: &z.path,
+                sha256: z.digest.sha256,
+                url: Some(&z.url),
+                image: false,
+            });
+            std::iter::once(image).chain(boxed).chain(control)
         });
         let supply = r.supply.iter().map(|f| ReleaseFile {
             path: &f.site_path,
             sha256: f.digest.sha256,
             url: Some(&f.url),
+            image: false,
         });
         images.chain(supply)
     })

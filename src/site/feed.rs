@@ -136,6 +136,12 @@ impl FeedDoc {
                     .chain(i.enclosure.iter().map(|e| e.url.as_str()))
                     .chain(release.images.iter().map(|im| im.source.url.as_str()))
                     .chain(
+                        release
+                            .images
+                            .iter()
+                            .filter_map(|im| im.zsync.as_ref().map(|z| z.url.as_str())),
+                    )
+                    .chain(
                         i.alternates
                             .iter()
                             .flat_map(|a| a.sources.iter().map(String::as_str)),
@@ -328,6 +334,10 @@ impl Parser<'_> {
             (Some(IMAGE), MACHINE) => {
                 let machine = read_machine(&attributes(e)?)?;
                 self.last_image(name)?.info.machine = Some(machine);
+            }
+            (Some(IMAGE), ZSYNC) => {
+                let image = self.last_image(name)?;
+                image.zsync = Some(read_zsync(&attributes(e)?, image)?);
             }
             (Some(MACHINE), DISK) => {
                 let disk = read_disk(&attributes(e)?)?;

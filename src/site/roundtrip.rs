@@ -16,7 +16,7 @@ use crate::config::{self, Config, Overrides};
 use crate::model::{
     Arch, CloudImage, Combined, Compression, FileDigest, FileId, FileName, Firmware, ImageFormat,
     ImageInfo, ImageSource, Line, Machine, OvaDisk, RelPath, Sha256, Sha512, Signing, SupplyFile,
-    SupplyFormat, VagrantBox,
+    SupplyFormat, VagrantBox, ZsyncFile,
 };
 use crate::model::{Image, Name, Release, ReleaseInfo, Requirements, Version};
 use crate::render::Site;
@@ -84,7 +84,7 @@ fn machine() -> impl Strategy<Value = Machine> {
 }
 
 /// An image's facts, but where it is: (format, compression, arch,
-/// digest, info without format and compression, box, lxd).
+/// digest, info without format and compression, box, lxd, control file).
 type Facts = (
     ImageFormat,
     Option<Compression>,
@@ -93,6 +93,7 @@ type Facts = (
     ImageInfo,
     Option<FileDigest>,
     Option<Combined>,
+    Option<FileDigest>,
 );
 
 fn facts() -> impl Strategy<Value = Facts> {
@@ -111,38 +112,43 @@ fn facts() -> impl Strategy<Value = Facts> {
     );
     let lxd =
         option::of((sha256(), sha256()).prop_map(|(prefix, sha256)| Combined { prefix, sha256 }));
-    let boxed = option::of(
-        (any::<u64>(), sha256()).prop_map(|(length, sha256)| FileDigest {
-            length,
-            sha256,
-            sha512: None,
-        }),
-    );
+    let file = || {
+        option::of(
+            (any::<u64>(), sha256()).prop_map(|(length, sha256)| FileDigest {
+                length,
+                sha256,
+                sha512: None,
+            }),
+        )
+    };
     (
         proptest::sample::select(ImageFormat::ALL.to_vec()),
         compression,
         option::of("x86_64|aarch64".prop_map(|a| Arch::parse(&a).unwrap())),
         digest(),
         info,
-        boxed,
+        file(),
         lxd,
+        file(),
     )
-        .prop_map(|(format, compression, arch, digest, info, boxed, lxd)| {
-            let (virtual_size, subformat, cluster_size, cluster_compression, machine) = info;
-            let info = ImageInfo {
-                format,
-                // What the reader infers, since the feed does not say.
-                detected: format != ImageFormat::Raw
-                    && !(compression.is_some() && virtual_size.is_none()),
-                compression,
-                virtual_size,
-                subformat,
-                cluster_size,
-                cluster_compression,
-                machine,
-            };
-            (format, compression, arch, digest, info, boxed, lxd)
-        })
+        .prop_map(
+            |(format, compression, arch, digest, info, boxed, lxd, zsync)| {
+                let (virtual_size, subformat, cluster_size, cluster_compression, machine) = info;
+                let info = ImageInfo {
+                    format,
+                    // What the reader infers, since the feed does not say.
+                    detected: format != ImageFormat::Raw
+                        && !(compression.is_some() && virtual_size.is_none()),
+                    compression,
+                    virtual_size,
+                    subformat,
+                    cluster_size,
+                    cluster_compression,
+                    machine,
+                };
+                (format, compression, arch, digest, info, boxed, lxd, zsync)
+            },
+        )
 }
 
 fn supply(kind: u8) -> impl Strategy<Value = (SupplyFormat, Option<Signing>, FileDigest)> {
@@ -271,27 +277,33 @@ fn build(
         .iter()
         .enumerate()
         .map(
-            |(i, (format, compression, arch, digest, info, boxed, lxd))| {
+            |(i, (format, compression, arch, digest, info, boxed, lxd, zsync))| {
                 let mut name = format!("{appliance}-{version}-{i}.{}", format.as_str());
                 if let Some(c) = compression {
                     name = format!("{name}.{}", c.extension());
                 }
                 let site_path = dir.join(&name).unwrap();
                 let url = url(&site_path);
+                let source = ImageSource {
+                    source: url.as_str().into(),
+                    real: url.as_str().into(),
+                    name: FileName::parse(&name).unwrap(),
+                    format: *format,
+                    compression: *compression,
+                    arch: arch.clone(),
+                    primary: i == 0,
+                    site_path,
+                    url,
+                    size_hint: digest.length,
+                    file_id: FileId { dev: 0, ino: 0 },
+                };
                 Image {
-                    source: ImageSource {
-                        source: url.as_str().into(),
-                        real: url.as_str().into(),
-                        name: FileName::parse(&name).unwrap(),
-                        format: *format,
-                        compression: *compression,
-                        arch: arch.clone(),
-                        primary: i == 0,
-                        site_path,
-                        url,
-                        size_hint: digest.length,
-                        file_id: FileId { dev: 0, ino: 0 },
-                    },
+                    zsync: zsync.map(|digest| ZsyncFile {
+                        path: source.zsync_path(),
+                        url: source.zsync_url(),
+                        digest,
+                    }),
+                    source,
                     digest: *digest,
                     info: info.clone(),
                     vagrant_box: boxed.map(|digest| VagrantBox {
@@ -388,6 +400,7 @@ proptest! {
                 prop_assert_eq!(&r.info, &w.info);
                 prop_assert_eq!(&r.vagrant_box, &w.vagrant_box);
                 prop_assert_eq!(&r.lxd, &w.lxd);
+                prop_assert_eq!(&r.zsync, &w.zsync);
                 prop_assert_eq!(&r.source.name, &w.source.name);
                 prop_assert_eq!(&r.source.url, &w.source.url);
             }

@@ -182,7 +182,8 @@ fn unknown_key_in_config() {
          `templates_dir`, `secret_key`, `public_key`, `image_mode`, `image_layout`, `appliance`, \
          `format_preference`, \
          `expires_after`, `next_public_key`, `cache_dir`, `trust_sidecars`, `appliances`, \
-         `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`\n",
+         `previous`, `previous_key`, `feed_items`, `mirrors`, `provenance_keys`, `catalogs`, \
+         `zsync`\n",
     );
 }
 

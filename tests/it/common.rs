@@ -194,6 +194,14 @@ pub static XZ: Tool = Tool::new("command -v xz", "xz is not installed");
 pub static GZIP: Tool = Tool::new("command -v gzip", "gzip is not installed");
 pub static ZSTD: Tool = Tool::new("command -v zstd", "zstd is not installed");
 pub static TAR: Tool = Tool::new("command -v tar", "tar is not installed");
+pub static NGINX: Tool = Tool::new(
+    "command -v nginx || test -x /usr/sbin/nginx",
+    "nginx is not installed",
+);
+pub static ZSYNC: Tool = Tool::new(
+    "command -v zsync && command -v zsyncmake",
+    "zsync and zsyncmake (Debian package zsync) are not installed",
+);
 pub static SHA1SUM: Tool = Tool::new("command -v sha1sum", "sha1sum is not installed");
 pub static SHA256SUM: Tool = Tool::new("command -v sha256sum", "sha256sum is not installed");
 pub static PYTHON3: Tool = Tool::new("command -v python3", "python3 is not installed");

@@ -106,7 +106,18 @@ fn jing_validates_every_feed_against_the_shipped_schema() {
         t.replacen("<vmcast:image ", "<vmcast:image colour=\"red\" ", 1)
     });
     let (_d3, bad_hash) = tampered("feed.xml", |t| t.replacen("sha256=\"", "sha256=\"A", 1));
-    for bad in [bad_format, bad_attr, bad_hash] {
+    // The control file's element is checked too: its digest is what pull
+    // checks the file against.
+    let (_d4, bad_zsync) = tampered("feed.xml", |t| {
+        let at = t
+            .find("<vmcast:zsync ")
+            .expect("the feed links a zsync control file");
+        let end = at + t[at..].find("/>").unwrap();
+        let sha = at + t[at..end].find(" sha256=\"").unwrap();
+        let close = sha + " sha256=\"".len() + t[sha + " sha256=\"".len()..].find('"').unwrap();
+        format!("{}{}", &t[..sha], &t[close + 1..])
+    });
+    for bad in [bad_format, bad_attr, bad_hash, bad_zsync] {
         let out = run(
             "jing",
             &[schema.to_str().unwrap(), bad.to_str().unwrap()],

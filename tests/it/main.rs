@@ -37,6 +37,7 @@ mod archive;
 mod cache;
 mod catalogs;
 mod cli;
+mod delta;
 mod fuzz_readers;
 mod hostile_inputs;
 mod inspect;
@@ -83,6 +84,7 @@ fn main() {
         cache::tests(),
         catalogs::tests(),
         cli::tests(),
+        delta::tests(),
         fuzz_readers::tests(),
         hostile_inputs::tests(),
         inspect::tests(),

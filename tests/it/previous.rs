@@ -331,6 +331,7 @@ fn previous_carries_every_fact_of_every_item_byte_for_byte() {
             "lxdFingerprint=",
             "vagrantBox=",
             "vmcast:cloudImage",
+            "vmcast:zsync",
         ] {
             assert!(before.iter().any(|d| d.contains(fact)), "no {fact}");
         }

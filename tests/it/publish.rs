@@ -270,7 +270,9 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
         uploads(&out),
         [
             "images/webapp/1.0.0/webapp-1.0.0.raw",
+            "images/webapp/1.0.0/webapp-1.0.0.raw.zsync",
             "images/webapp/1.1.0/webapp-1.1.0.raw",
+            "images/webapp/1.1.0/webapp-1.1.0.raw.zsync",
             ".nojekyll",
             "index.html",
             "vmcast.pub",
@@ -308,6 +310,11 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
             "application/octet-stream",
             "public, max-age=31536000, immutable",
         ),
+        (
+            "images/webapp/1.0.0/webapp-1.0.0.raw.zsync",
+            "application/x-zsync",
+            "public, max-age=31536000, immutable",
+        ),
     ] {
         let (status, headers, _) = http(moto.port, "HEAD", &format!("/{bucket}/site/{path}"));
         assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
@@ -324,7 +331,7 @@ fn publish_in_safe_order_with_types_then_skip_unchanged() {
     let again = publish(&fixture, moto.port, bucket, &[], &[]);
     assert_success(&again);
     assert!(
-        stdout(&again).ends_with("0 uploaded, 11 unchanged, 0 deleted\n"),
+        stdout(&again).ends_with("0 uploaded, 13 unchanged, 0 deleted\n"),
         "{}",
         stdout(&again)
     );
@@ -338,7 +345,8 @@ fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     assert_success(&publish(&fixture, moto.port, bucket, &[], &[]));
     let old_feed = fs::read(fixture.path("public/feed.xml")).unwrap();
 
-    // A new release, and a store that refuses every upload after the first.
+    // A new release, and a store that refuses every upload after the first
+    // two: its image and the image's control file.
     let dir = fixture.path("releases/webapp/1.2.0");
     fs::create_dir_all(&dir).unwrap();
     fs::write(
@@ -348,7 +356,7 @@ fn interrupted_publish_keeps_the_old_feed_whole_and_resumes() {
     .unwrap();
     fs::write(dir.join("webapp-1.2.0.raw"), vec![7u8; 5000]).unwrap();
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]));
-    let proxy = refusing_proxy(moto.port, Refuse::PutsAfter(1));
+    let proxy = refusing_proxy(moto.port, Refuse::PutsAfter(2));
     let out = publish(&fixture, proxy, bucket, &[], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -38,28 +38,38 @@ tests! {
 }
 
 /// A static file server for one test (the pkcs11 tests' too): GET with
-/// single byte ranges and entity tags (`If-None-Match` gets a 304), a log
-/// of request lines and of what each response sent, and knobs for what
-/// image responses do.
+/// byte ranges (several in one request answered as `multipart/byteranges`,
+/// as nginx does) and entity tags (`If-None-Match` gets a 304), a log of
+/// request lines, of what each response sent and of the body bytes sent
+/// for images, and knobs for what image responses do.
 pub(crate) struct Files {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
     /// Each response's status and body length, in order.
     sent: Arc<Mutex<Vec<(u16, usize)>>>,
-    knobs: Arc<Knobs>,
+    /// Body bytes sent for paths under /images/.
+    image_sent: Arc<AtomicU64>,
+    pub(crate) knobs: Arc<Knobs>,
 }
 
 /// What the server does with image responses.
 #[derive(Default)]
-struct Knobs {
+pub(crate) struct Knobs {
     /// The next image response stops after this many bytes and the
     /// connection closes (0: no cut).
-    cut: AtomicU64,
+    pub(crate) cut: AtomicU64,
     /// Answer a Range request with the whole file (200), as Python's
     /// http.server does.
-    ignore_range: AtomicBool,
+    pub(crate) ignore_range: AtomicBool,
+    /// Answer only the first of several ranges, as S3 does.
+    pub(crate) single_range: AtomicBool,
+    /// Requests for byte ranges answered before the server closes every
+    /// further one unanswered (0: no end).
+    pub(crate) ranges_until: AtomicU64,
+    /// Requests for byte ranges seen.
+    ranged: AtomicU64,
     /// Send image bodies one byte every 100 ms.
-    trickle: AtomicBool,
+    pub(crate) trickle: AtomicBool,
 }
 
 impl Files {
@@ -69,16 +79,29 @@ impl Files {
         listener.set_nonblocking(true).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sent = Arc::new(Mutex::new(Vec::new()));
+        let image_sent = Arc::new(AtomicU64::new(0));
         let knobs = Arc::new(Knobs::default());
-        let (l, s, k) = (Arc::clone(&log), Arc::clone(&sent), Arc::clone(&knobs));
+        let (l, s, b, k) = (
+            Arc::clone(&log),
+            Arc::clone(&sent),
+            Arc::clone(&image_sent),
+            Arc::clone(&knobs),
+        );
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (root, l, s, k) =
-                            (root.clone(), Arc::clone(&l), Arc::clone(&s), Arc::clone(&k));
-                        std::thread::spawn(move || answer(stream, &root, (&l, &s), &k, deadline));
+                        let (root, l, s, b, k) = (
+                            root.clone(),
+                            Arc::clone(&l),
+                            Arc::clone(&s),
+                            Arc::clone(&b),
+                            Arc::clone(&k),
+                        );
+                        std::thread::spawn(move || {
+                            answer(stream, &root, (&l, &s, &b), &k, deadline)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -88,6 +111,7 @@ impl Files {
             port,
             log,
             sent,
+            image_sent,
             knobs,
         }
     }
@@ -104,12 +128,44 @@ impl Files {
     fn sent(&self) -> Vec<(u16, usize)> {
         self.sent.lock().unwrap().clone()
     }
+
+    /// Body bytes sent for images and their control files so far.
+    pub(crate) fn image_bytes(&self) -> u64 {
+        self.image_sent.load(Ordering::SeqCst)
+    }
 }
 
-/// Where a server notes what it was asked and what it sent.
-type Log<'a> = (&'a Mutex<Vec<String>>, &'a Mutex<Vec<(u16, usize)>>);
+/// A `Range: bytes=` value as `[start, end)` ranges of a file of `len`
+/// bytes; `None` for anything but plain byte ranges within it.
+fn ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
+    spec.split(',')
+        .map(|r| {
+            let (a, b) = r.trim().split_once('-')?;
+            let start: u64 = a.parse().ok()?;
+            let end = match b {
+                "" => len,
+                b => b.parse::<u64>().ok()? + 1,
+            };
+            (start < end && end <= len).then_some((start, end))
+        })
+        .collect()
+}
 
-fn answer(mut stream: TcpStream, root: &Path, (log, sent): Log, knobs: &Knobs, deadline: Instant) {
+/// Where a server notes what it was asked and what it sent: request
+/// lines, each response's status and body length, and image body bytes.
+type Log<'a> = (
+    &'a Mutex<Vec<String>>,
+    &'a Mutex<Vec<(u16, usize)>>,
+    &'a AtomicU64,
+);
+
+fn answer(
+    mut stream: TcpStream,
+    root: &Path,
+    (log, sent, image_sent): Log,
+    knobs: &Knobs,
+    deadline: Instant,
+) {
     stream.set_nonblocking(false).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -119,7 +175,7 @@ fn answer(mut stream: TcpStream, root: &Path, (log, sent): Log, knobs: &Knobs, d
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    let mut range = None;
+    let mut spec = None;
     let mut if_none_match = None;
     loop {
         let mut h = String::new();
@@ -127,15 +183,18 @@ fn answer(mut stream: TcpStream, root: &Path, (log, sent): Log, knobs: &Knobs, d
             break;
         }
         if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
-            range = v.trim().trim_end_matches('-').parse::<u64>().ok();
+            spec = Some(v.trim().to_owned());
         }
         if let Some(v) = h.to_ascii_lowercase().strip_prefix("if-none-match:") {
             if_none_match = Some(v.trim().to_owned());
         }
     }
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    log.lock().unwrap().push(match range {
-        Some(r) => format!("GET {target} from {r}"),
+    log.lock().unwrap().push(match &spec {
+        Some(r) if r.ends_with('-') && !r.contains(',') => {
+            format!("GET {target} from {}", r.trim_end_matches('-'))
+        }
+        Some(r) => format!("GET {target} ranges {r}"),
         None => format!("GET {target}"),
     });
     let Ok(data) = fs::read(root.join(target.trim_start_matches('/'))) else {
@@ -155,26 +214,63 @@ fn answer(mut stream: TcpStream, root: &Path, (log, sent): Log, knobs: &Knobs, d
         return;
     }
     let image = target.contains("/images/");
+    let len = data.len() as u64;
+    let mut asked = spec.and_then(|s| ranges(&s, len));
     if image && knobs.ignore_range.load(Ordering::SeqCst) {
-        range = None;
+        asked = None;
     }
-    let start = range.unwrap_or(0).min(data.len() as u64) as usize;
-    let head = match range {
-        Some(_) => format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            data.len() - 1,
-            data.len(),
-            data.len() - start
+    if knobs.single_range.load(Ordering::SeqCst) {
+        asked = asked.map(|mut r| {
+            r.truncate(1);
+            r
+        });
+    }
+    const BOUNDARY: &str = "00000000000000000001";
+    let (head, body): (String, Vec<u8>) = match asked.as_deref() {
+        None => (
+            format!(
+                "HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            ),
+            data,
         ),
-        None => format!(
-            "HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            data.len()
+        Some([(a, b)]) => (
+            format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                b - 1,
+                b - a
+            ),
+            data[*a as usize..*b as usize].to_vec(),
         ),
+        Some(many) => {
+            let mut body = Vec::new();
+            for (a, b) in many {
+                body.extend_from_slice(
+                    format!(
+                        "\r\n--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {a}-{}/{len}\r\n\r\n",
+                        b - 1
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(&data[*a as usize..*b as usize]);
+            }
+            body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+            (
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Type: multipart/byteranges; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                ),
+                body,
+            )
+        }
     };
-    let status = if range.is_some() { 206 } else { 200 };
-    sent.lock().unwrap().push((status, data.len() - start));
+    let status = if asked.is_some() { 206 } else { 200 };
+    sent.lock().unwrap().push((status, body.len()));
     let _ = stream.write_all(head.as_bytes());
-    let mut body = &data[start..];
+    let until = knobs.ranges_until.load(Ordering::SeqCst);
+    if asked.is_some() && until > 0 && knobs.ranged.fetch_add(1, Ordering::SeqCst) >= until {
+        return;
+    }
+    let mut body = &body[..];
     if image {
         let limit = knobs.cut.swap(0, Ordering::SeqCst);
         if limit > 0 {
@@ -185,12 +281,15 @@ fn answer(mut stream: TcpStream, root: &Path, (log, sent): Log, knobs: &Knobs, d
                 if Instant::now() > deadline || stream.write_all(&[*byte]).is_err() {
                     return;
                 }
+                image_sent.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(100));
             }
             return;
         }
     }
-    let _ = stream.write_all(body);
+    if stream.write_all(body).is_ok() && image {
+        image_sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+    }
 }
 
 /// A site built for `base` from ok-minimal, with bigger images so that a
@@ -240,9 +339,12 @@ fn add_release(fixture: &Fixture, version: &str, epoch: &str) {
         format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
     )
     .unwrap();
+    // Each version its own bytes (1.2.0's are 0x33), none of another's:
+    // no delta download here.
+    let minor = version.split('.').nth(1).unwrap().parse::<u8>().unwrap();
     fs::write(
         dir.join(format!("webapp-{version}.raw")),
-        vec![0x33u8; 200_000],
+        vec![0x31 + minor; 200_000],
     )
     .unwrap();
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
@@ -1055,7 +1157,8 @@ fn since(server: &Files, from: usize) -> (Vec<String>, Vec<(u16, usize)>) {
 }
 
 /// A poll costs what its choice needs: the appliance's signed feed, then
-/// the image; not the site's feed, the manifest or the catalogs. A host
+/// the image (and, with an older image at hand, its control file, for a
+/// delta download); not the site's feed, the manifest or the catalogs. A host
 /// that is current sends its two requests with the entity tags it kept
 /// and is answered 304 twice, with no body at all.
 fn a_current_host_polls_with_two_requests_and_no_body() {
@@ -1088,7 +1191,9 @@ fn a_current_host_polls_with_two_requests_and_no_body() {
         );
         assert_eq!(sent, [(304, 0), (304, 0)]);
     }
-    // A new build: the poll gets the new feed and the new image.
+    // A new build: the poll gets the new feed, the new image's control
+    // file (the placed image is a seed) and, since the seed holds none of
+    // its blocks, the whole image.
     add_release(&fixture, "1.2.0", "1790000100");
     crate::common::copy_tree(&fixture.path("public"), &served);
     let mark = server.requests().len();
@@ -1100,6 +1205,7 @@ fn a_current_host_polls_with_two_requests_and_no_body() {
         [
             "GET /feeds/webapp.xml.minisig",
             "GET /feeds/webapp.xml",
+            "GET /images/webapp/1.2.0/webapp-1.2.0.raw.zsync",
             "GET /images/webapp/1.2.0/webapp-1.2.0.raw",
         ]
     );

@@ -231,6 +231,31 @@ fn add_release(fixture: &Fixture, version: &str, image: &[u8]) {
     fs::write(dir.join(format!("webapp-{version}.raw")), image).unwrap();
 }
 
+/// An SPDX SBOM of the image `name` holding `bytes`.
+fn sbom(name: &str, bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let sha256: String = sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    serde_json::json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": name,
+        "documentNamespace": format!("https://downloads.example.com/site/sbom/{name}"),
+        "creationInfo": {"created": "2026-06-01T00:00:00Z", "creators": ["Tool: test"]},
+        "packages": [{
+            "name": name,
+            "SPDXID": "SPDXRef-Image",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": sha256}],
+        }],
+    })
+    .to_string()
+}
+
 /// Removes the images of the releases here, as on a fresh CI runner.
 fn drop_local_images(fixture: &Fixture) {
     for entry in walkdir::WalkDir::new(fixture.path("releases")) {
@@ -273,9 +298,16 @@ fn previous_lists_old_versions_in_the_flat_directory_unread() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     present.sort();
+    // Its control file lies beside it, left out of the manifest.
+    assert!(!new.contains(".zsync"), "{new}");
     assert_eq!(
         present,
-        ["SHA256SUMS", "SHA256SUMS.gpg", "webapp-1.2.0.raw"]
+        [
+            "SHA256SUMS",
+            "SHA256SUMS.gpg",
+            "webapp-1.2.0.raw",
+            "webapp-1.2.0.raw.zsync"
+        ]
     );
     let transfer = read(&fixture, "public/sysupdate/webapp.transfer");
     assert!(
@@ -573,12 +605,27 @@ fn systemd_sysupdate_keeps_a_host_current_from_the_flat_site() {
     );
 
     // A new release, its image tampered with after the build: nothing is
-    // installed and the link stays.
+    // installed and the link stays. Its SBOM lies beside it in the flat
+    // directory, where sysupdate 257's pattern `webapp-@v.raw` would match
+    // `webapp-1.2.0.raw.spdx.json` too: the directory's manifest lists
+    // images only.
     add_release(&fixture, "1.2.0", &[7u8; 4096]);
+    fs::write(
+        fixture.path("releases/webapp/1.2.0/webapp-1.2.0.raw.spdx.json"),
+        sbom("webapp-1.2.0.raw", &[7u8; 4096]),
+    )
+    .unwrap();
     let out = fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", "1790086400")]);
     assert_success(&out);
     let check = run(&["check-new"]);
     assert_eq!(stdout(&check).trim(), "1.2.0");
+    assert!(
+        fixture
+            .path("public/images/webapp/webapp-1.2.0.raw.spdx.json")
+            .is_file()
+    );
+    let manifest = read(&fixture, "public/images/webapp/SHA256SUMS");
+    assert!(!manifest.contains(".spdx.json"), "{manifest}");
     let new_image = fixture.path("public/images/webapp/webapp-1.2.0.raw");
     fs::write(&new_image, [8u8; 4096]).unwrap();
     let update = run(&["update"]);

@@ -107,7 +107,7 @@ fn boxes_hold_the_image_and_the_catalog_lists_them() {
     let feed = fs::read_to_string(fixture.path("public/feed.xml")).unwrap();
     assert!(
         feed.contains(&format!(
-            " vagrantBox=\"{BOX_1_0}\" vagrantBoxLength=\"{}\" vagrantBoxSha256=\"{}\"/>",
+            " vagrantBox=\"{BOX_1_0}\" vagrantBoxLength=\"{}\" vagrantBoxSha256=\"{}\"",
             box_bytes.len(),
             sha256(&box_bytes)
         )),

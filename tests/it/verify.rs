@@ -286,7 +286,7 @@ fn verify_over_http() {
     drop(server);
     assert_success(&out);
     assert!(
-        stdout(&out).contains("verified: 3 release(s), 3 image(s), 1207 image bytes read"),
+        stdout(&out).contains("verified: 3 release(s), 3 image(s), 1734 image bytes read"),
         "{}",
         stdout(&out)
     );
@@ -547,7 +547,7 @@ fn feed_url_pointing_outside_the_site() {
     assert_rejected(
         &verify(&fixture, &[]),
         &[
-            "feed.xml: 3 URL(s) outside the site (https://downloads.example.com/site/ and \
+            "feed.xml: 4 URL(s) outside the site (https://downloads.example.com/site/ and \
            https://downloads.example.com/site/images/), e.g. https://evil.example.net/webapp-1.1.0.raw",
         ],
     );
@@ -977,10 +977,15 @@ fn image_url_outside_the_site_is_never_fetched() {
         &out,
         &[
             &format!(
-                "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. \
+                "feed.xml: 4 URL(s) outside the site ({base} and {base}images/), e.g. \
                  {other}webapp-1.1.0.raw"
             ),
             &format!("{image}: not fetched: its URL {other}webapp-1.1.0.raw is outside the site"),
+            // Its control file lies beside it, so it moved with it.
+            &format!(
+                "{image}.zsync: not fetched: its URL {other}webapp-1.1.0.raw.zsync is outside \
+                 the site"
+            ),
         ],
     );
 }
@@ -1032,13 +1037,17 @@ fn assert_climbing_url_is_never_fetched(climbing: impl Fn(&str) -> String) {
         &out,
         &[
             &format!(
-                "feed.xml: 3 URL(s) outside the site ({base} and {base}images/), e.g. {climbing}"
+                "feed.xml: 4 URL(s) outside the site ({base} and {base}images/), e.g. {climbing}"
             ),
             // The image's URL as the model holds it, parsed: dot segments
             // resolved, so the message shows where they climb to.
             &format!(
                 "{image}: not fetched: its URL {} is outside the site",
                 url::Url::parse(&climbing).unwrap()
+            ),
+            &format!(
+                "{image}.zsync: not fetched: its URL {} is outside the site",
+                url::Url::parse(&format!("{climbing}.zsync")).unwrap()
             ),
         ],
     );

@@ -1,5 +1,5 @@
 //! The files a feed vouches for, read byte for byte: images (`--images`)
-//! and their Vagrant boxes, SBOMs and provenance. Each is fetched only
+//! and their Vagrant boxes and zsync control files, SBOMs and provenance. Each is fetched only
 //! from a URL that passed the URL check, and never read past its declared
 //! length.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use url::Url;
 
 use super::Verifier;
-use crate::model::{MAX_TEXT_FILE, Sha256, SupplyKind};
+use crate::model::{FileDigest, MAX_TEXT_FILE, RelPath, Sha256, SupplyKind};
 use crate::site::CheckKind;
 use crate::site::Problem;
 use crate::site::feed::FeedDoc;
@@ -109,49 +109,63 @@ impl Verifier<'_> {
         }
     }
 
-    /// Reads every Vagrant box the feed names, which the items check has
-    /// held against the manifest.
-    pub(super) fn check_boxes(&mut self, doc: &FeedDoc, base: &Url, site_urls: &SiteUrls) {
+    /// Reads every file the feed names as made of an image (a Vagrant box,
+    /// a zsync control file), which the items check has held against the
+    /// manifest.
+    pub(super) fn check_made(&mut self, doc: &FeedDoc, base: &Url, site_urls: &SiteUrls) {
         for item in &doc.items {
             for image in &item.release.images {
-                let Some(b) = &image.vagrant_box else {
-                    continue;
-                };
-                let (path, length, sha256) = (&b.path, b.digest.length, b.digest.sha256);
-                let url = crate::config::join_url(base, path.as_str()).to_string();
-                let Some(accepted) = site_urls.accept(&url) else {
-                    self.fail(
-                        CheckKind::Images,
-                        Problem::OutsideSite,
-                        format!("{path}: not fetched: its URL {url} is outside the site"),
-                    );
-                    continue;
-                };
-                match self
-                    .fetcher
-                    .read_image(path, length, false, &accepted, true)
-                {
-                    Ok((digest, _, read)) if digest == sha256 => {
-                        self.report.images_read += read;
-                        self.pass(
-                            CheckKind::Images,
-                            format!("{path}: {length} bytes, SHA-256 matches"),
-                        );
-                    }
-                    Ok((digest, _, read)) => {
-                        self.report.images_read += read;
-                        self.fail(
-                            CheckKind::Images,
-                            Problem::Mismatch,
-                            format!(
-                                "{path}: SHA-256 mismatch: the feed says {sha256}, the file \
-                                 hashes to {digest}"
-                            ),
-                        );
-                    }
-                    Err(m) => self.fail(CheckKind::Images, m.problem, format!("{path}: {m}")),
+                if let Some(b) = &image.vagrant_box {
+                    let url = crate::config::join_url(base, b.path.as_str());
+                    self.check_made_file(&b.path, &b.digest, url.as_str(), site_urls);
+                }
+                if let Some(z) = &image.zsync {
+                    self.check_made_file(&z.path, &z.digest, z.url.as_str(), site_urls);
                 }
             }
+        }
+    }
+
+    /// Reads one file made of an image, from its URL if it was accepted.
+    fn check_made_file(
+        &mut self,
+        path: &RelPath,
+        digest: &FileDigest,
+        url: &str,
+        site_urls: &SiteUrls,
+    ) {
+        let (length, sha256) = (digest.length, digest.sha256);
+        let Some(accepted) = site_urls.accept(url) else {
+            self.fail(
+                CheckKind::Images,
+                Problem::OutsideSite,
+                format!("{path}: not fetched: its URL {url} is outside the site"),
+            );
+            return;
+        };
+        match self
+            .fetcher
+            .read_image(path, length, false, &accepted, true)
+        {
+            Ok((digest, _, read)) if digest == sha256 => {
+                self.report.images_read += read;
+                self.pass(
+                    CheckKind::Images,
+                    format!("{path}: {length} bytes, SHA-256 matches"),
+                );
+            }
+            Ok((digest, _, read)) => {
+                self.report.images_read += read;
+                self.fail(
+                    CheckKind::Images,
+                    Problem::Mismatch,
+                    format!(
+                        "{path}: SHA-256 mismatch: the feed says {sha256}, the file \
+                         hashes to {digest}"
+                    ),
+                );
+            }
+            Err(m) => self.fail(CheckKind::Images, m.problem, format!("{path}: {m}")),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The feed and its items: the channel is the signed site's, every URL lies
-//! under the site, and every item's images, boxes and supply-chain files
-//! are the ones the manifest lists, repeated consistently by the RSS
-//! enclosure and the Podcasting 2.0 alternate enclosures.
+//! under the site, and every item's images, boxes, zsync control files and
+//! supply-chain files are the ones the manifest lists, repeated
+//! consistently by the RSS enclosure and the Podcasting 2.0 alternate
+//! enclosures.
 
 use std::collections::BTreeMap;
 
@@ -212,6 +213,9 @@ fn item_problems(
             listed(&mut problems, &image.source.site_path, &image.digest.sha256);
             if let Some(b) = &image.vagrant_box {
                 listed(&mut problems, &b.path, &b.digest.sha256);
+            }
+            if let Some(z) = &image.zsync {
+                listed(&mut problems, &z.path, &z.digest.sha256);
             }
             let agrees = item.alternate(image).is_some_and(|a| {
                 a.length == image.digest.length

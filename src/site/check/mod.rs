@@ -251,7 +251,7 @@ impl<'a> Verifier<'a> {
     fn check_files(&mut self, doc: &FeedDoc, base: &Url, site_urls: &SiteUrls) {
         if self.options.images {
             self.check_images(doc, site_urls);
-            self.check_boxes(doc, base, site_urls);
+            self.check_made(doc, base, site_urls);
         }
         if self.options.supply {
             self.check_supply(doc, site_urls);

@@ -19,7 +19,15 @@
 //! file is read no further than the signed length, and `--keep` removes
 //! only a file whose inode, size and mtime are still the ones recorded.
 //!
-//! Nothing here prints: [`pull`] returns what it did and what it warns of.
+//! With an older image at hand, and a zsync control file for the new one
+//! in the feed, only the blocks that changed are downloaded ([`delta`]).
+//!
+//! Nothing here prints: [`pull`] returns what it did and what it warns of,
+//! and tells a [`Progress`] how the download goes.
+
+mod delta;
+
+pub use delta::Delta;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -74,6 +82,9 @@ pub struct PullOptions {
     pub keep: Option<usize>,
     /// Refuse an image that the feed links no provenance file for.
     pub require_provenance: bool,
+    /// Files that may hold blocks of the new image (`--seed`), besides the
+    /// image `pull` placed last.
+    pub seeds: Vec<PathBuf>,
     pub timeout: Duration,
     pub min_rate: u64,
     pub now: DateTime<Utc>,
@@ -98,9 +109,12 @@ pub enum Outcome {
     /// A new image was downloaded, verified and put in place.
     Updated {
         image: Placed,
-        /// Bytes downloaded in this run (less than the length on a resume).
+        /// Bytes of the image downloaded in this run (less than the length
+        /// on a resume, or on a delta download).
         downloaded: u64,
         resumed_from: u64,
+        /// How a delta download rebuilt it, if one did.
+        delta: Option<Delta>,
         removed: Vec<PathBuf>,
     },
     /// The release the policy allows is already in place.
@@ -116,6 +130,21 @@ pub struct Pulled {
     pub outcome: Outcome,
     pub warnings: Vec<Warning>,
 }
+
+/// Receives how the image's download goes. The library draws nothing
+/// itself.
+pub trait Progress: Sync {
+    /// A delta download is under way: what the seeds hold, and the rest
+    /// to download.
+    fn delta(&self, _plan: &Delta) {}
+    /// Bytes of the image arrived.
+    fn fetched(&self, _bytes: u64) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
 
 /// The subscriber's own record, beside the images it placed.
 const RECORD: OwnName = OwnName::new(".vmcast-pull.json");
@@ -166,9 +195,9 @@ impl RecordEntry {
 }
 
 /// Verifies the feed, chooses, and downloads when needed.
-pub fn pull(options: &PullOptions) -> Result<Pulled> {
+pub fn pull(options: &PullOptions, progress: &dyn Progress) -> Result<Pulled> {
     let mut warnings = Vec::new();
-    match run(options, &mut warnings) {
+    match run(options, progress, &mut warnings) {
         Ok(outcome) => Ok(Pulled { outcome, warnings }),
         Err(error) if warnings.is_empty() => Err(error),
         Err(error) => Err(Error::Warned {
@@ -178,7 +207,11 @@ pub fn pull(options: &PullOptions) -> Result<Pulled> {
     }
 }
 
-fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
+fn run(
+    options: &PullOptions,
+    progress: &dyn Progress,
+    warnings: &mut Vec<Warning>,
+) -> Result<Outcome> {
     // A usage error creates nothing.
     let feed = appliance_feed(&options.source, &options.appliance)?;
     let dest = Dir::create(&options.dest)?;
@@ -186,6 +219,97 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
         // Checked here, so that verify reads and replaces only a file of ours.
         dest.open_mine(&STATE, Access::Read, warnings)?;
     }
+    let (verify, site) = verify_feed(options, feed, &dest)?;
+    let releases = &site.feed.items;
+
+    let mut record = load_record(&dest, warnings)?;
+    let installed = record
+        .placed
+        .iter()
+        .rev()
+        .find(|e| e.appliance == options.appliance)
+        .cloned();
+    let (item, image) = choose(options, releases, installed.as_ref())?;
+    let release = &item.release;
+    let (appliance, version) = (&release.info.appliance, &release.info.version);
+    if options.require_provenance {
+        require_provenance(&verify, &site, item, image)?;
+    }
+    let name = &image.source.name;
+    let placed = Placed {
+        appliance: appliance.to_string(),
+        version: version.to_string(),
+        format: image.source.format.to_string(),
+        sha256: image.digest.sha256.to_hex(),
+        length: image.digest.length,
+        path: dest.path_of(name),
+        url: image.source.url.to_string(),
+    };
+    if in_place(&dest, image, &mut record, warnings)? {
+        return Ok(Outcome::Current { image: placed });
+    }
+    // The primary location first, then every mirror the signed feed names;
+    // a mirror that fails or serves other bytes is skipped.
+    let sources = item.sources(image);
+    let client = net::Client::new(net::Limits {
+        timeout: options.timeout,
+        min_rate: options.min_rate,
+    });
+    let partials = dest.subdir(&PARTIAL, warnings)?;
+    let seeds = seeds(options, &dest, installed.as_ref(), warnings)?;
+    let ctx = delta::Ctx {
+        client: &client,
+        partials: &partials,
+        image,
+        sources: &sources,
+        progress,
+    };
+    let got = fetch(&ctx, seeds, warnings)?;
+    let Got {
+        mut mine,
+        name: from,
+        downloaded,
+        resumed_from,
+        delta,
+    } = got;
+    let part_path = partials.path_of(&from);
+    mine.file
+        .sync_all()
+        .map_err(|e| Error::io("cannot write", &part_path, e))?;
+    dest.rename_mine(&partials, &from, &mine, name)?;
+    let stamp = mine.restamp(&placed.path)?;
+    record.placed.retain(|e| e.file != *name);
+    record.placed.push(RecordEntry {
+        appliance: appliance.to_string(),
+        version: version.to_string(),
+        file: name.clone(),
+        sha256: image.digest.sha256.to_hex(),
+        size: stamp.size,
+        mtime_ns: stamp.mtime_ns,
+        inode: stamp.inode,
+    });
+    let removed = match options.keep {
+        Some(keep) => prune(&dest, &mut record, &options.appliance, keep, warnings)?,
+        None => Vec::new(),
+    };
+    save_record(&dest, &record)?;
+    Ok(Outcome::Updated {
+        image: placed,
+        downloaded,
+        resumed_from,
+        delta,
+        removed,
+    })
+}
+
+/// Verifies the appliance's signed feed at `feed` as `verify` does, with
+/// the state kept in `--dest` (or `--state`). Returns the options it was
+/// verified with, for the files of the image chosen later, and the site.
+fn verify_feed(
+    options: &PullOptions,
+    feed: String,
+    dest: &Dir,
+) -> Result<(VerifyOptions, site::PublishedSite)> {
     let state = options
         .state
         .clone()
@@ -229,59 +353,100 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
     let site = report
         .site
         .ok_or_else(|| Error::other("the feed verified but was not kept"))?;
-    let releases = &site.feed.items;
+    Ok((verify, site))
+}
 
-    let mut record = load_record(&dest, warnings)?;
-    let installed = record
-        .placed
-        .iter()
-        .rev()
-        .find(|e| e.appliance == options.appliance)
-        .cloned();
-    let (item, image) = choose(options, releases, installed.as_ref())?;
-    let release = &item.release;
-    let (appliance, version) = (&release.info.appliance, &release.info.version);
-    if options.require_provenance {
-        require_provenance(&verify, &site, item, image)?;
+/// The image, rebuilt from the seeds and ranges of its zsync control file
+/// where that works, else downloaded whole (resuming a partial download).
+fn fetch(ctx: &delta::Ctx, seeds: Vec<delta::Seed>, warnings: &mut Vec<Warning>) -> Result<Got> {
+    Ok(match delta::try_delta(ctx, seeds, warnings)? {
+        delta::Tried::Done { mine, name, delta } => Got {
+            mine,
+            name,
+            downloaded: delta.fetched,
+            resumed_from: 0,
+            delta: Some(delta),
+        },
+        delta::Tried::Whole(why) => {
+            if let Some(why) = why {
+                warnings.push(Warning {
+                    path: None,
+                    message: format!("no delta download ({why}); the whole image is downloaded"),
+                });
+            }
+            download(ctx, warnings)?
+        }
+    })
+}
+
+/// The image downloaded and checked, in the partial directory.
+struct Got {
+    mine: Mine,
+    name: FileName,
+    /// Bytes of the image downloaded in this run.
+    downloaded: u64,
+    resumed_from: u64,
+    delta: Option<Delta>,
+}
+
+/// The files that may hold blocks of the new image: the image `pull`
+/// placed last for the appliance, if it is still its file, and each
+/// `--seed` (one that cannot be opened is left out, with a warning).
+fn seeds(
+    options: &PullOptions,
+    dest: &Dir,
+    installed: Option<&RecordEntry>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<delta::Seed>> {
+    let mut seeds = Vec::new();
+    if let Some(entry) = installed
+        && let Some(mine) = dest.open_mine(&entry.file, Access::Read, warnings)?
+    {
+        seeds.push(delta::Seed {
+            path: dest.path_of(&entry.file),
+            file: mine.file,
+        });
     }
-    let name = &image.source.name;
-    let placed = Placed {
-        appliance: appliance.to_string(),
-        version: version.to_string(),
-        format: image.source.format.to_string(),
-        sha256: image.digest.sha256.to_hex(),
-        length: image.digest.length,
-        path: dest.path_of(name),
-        url: image.source.url.to_string(),
-    };
-    if in_place(&dest, image, &mut record, warnings)? {
-        return Ok(Outcome::Current { image: placed });
+    for path in &options.seeds {
+        match fsutil::open_regular(path, true) {
+            Ok((file, _)) => seeds.push(delta::Seed {
+                path: path.clone(),
+                file,
+            }),
+            Err(e) => warnings.push(Warning {
+                path: None,
+                message: format!("{e}; --seed {} is left out", path.display()),
+            }),
+        }
     }
-    // The primary location first, then every mirror the signed feed names;
-    // a mirror that fails or serves other bytes is skipped.
-    let sources = item.sources(image);
-    let client = net::Client::new(net::Limits {
-        timeout: options.timeout,
-        min_rate: options.min_rate,
-    });
-    let partials = dest.subdir(&PARTIAL, warnings)?;
+    Ok(seeds)
+}
+
+/// Downloads the whole image, or the rest of it, from its sources in turn,
+/// into `.vmcast-partial/<sha256>.part`.
+fn download(ctx: &delta::Ctx, warnings: &mut Vec<Warning>) -> Result<Got> {
+    let (image, partials) = (ctx.image, ctx.partials);
     // Named by digest: a partial file is only ever resumed for the bytes
     // it is the start of.
     let part_name = FileName::parse(&format!("{}.part", image.digest.sha256.to_hex()))
         .expect("a digest and .part make a file name");
     let mut failures = Vec::new();
     let mut refused = false;
-    let mut done = None;
     let mut kept: Option<Partial> = None;
-    for url in &sources {
+    for url in ctx.sources {
         let mut partial = match kept.take() {
             Some(partial) => partial,
-            None => Partial::open(&partials, &part_name, image, warnings)?,
+            None => Partial::open(partials, &part_name, image, warnings)?,
         };
-        match partial.fetch(&client, url, image)? {
+        match partial.fetch(ctx.client, url, image, ctx.progress)? {
             Ok(()) => {
-                done = Some(partial);
-                break;
+                return Ok(Got {
+                    downloaded: partial.have - partial.resumed_from,
+                    resumed_from: partial.resumed_from,
+                    mine: partial.mine,
+                    name: part_name,
+                    delta: None,
+                });
             }
             Err(Failure::Refused(why)) => {
                 partials.remove_mine(&part_name, &partial.mine)?;
@@ -299,42 +464,11 @@ fn run(options: &PullOptions, warnings: &mut Vec<Warning>) -> Result<Outcome> {
             }
         }
     }
-    let Some(mut partial) = done else {
-        let failures = failures.join("\n  ");
-        return Err(if refused {
-            Error::Refused(failures)
-        } else {
-            Error::Interrupted(failures)
-        });
-    };
-    let part_path = partials.path_of(&part_name);
-    partial
-        .mine
-        .file
-        .sync_all()
-        .map_err(|e| Error::io("cannot write", &part_path, e))?;
-    dest.rename_mine(&partials, &part_name, &partial.mine, name)?;
-    let stamp = partial.mine.restamp(&placed.path)?;
-    record.placed.retain(|e| e.file != *name);
-    record.placed.push(RecordEntry {
-        appliance: appliance.to_string(),
-        version: version.to_string(),
-        file: name.clone(),
-        sha256: image.digest.sha256.to_hex(),
-        size: stamp.size,
-        mtime_ns: stamp.mtime_ns,
-        inode: stamp.inode,
-    });
-    let removed = match options.keep {
-        Some(keep) => prune(&dest, &mut record, &options.appliance, keep, warnings)?,
-        None => Vec::new(),
-    };
-    save_record(&dest, &record)?;
-    Ok(Outcome::Updated {
-        image: placed,
-        downloaded: partial.have - partial.resumed_from,
-        resumed_from: partial.resumed_from,
-        removed,
+    let failures = failures.join("\n  ");
+    Err(if refused {
+        Error::Refused(failures)
+    } else {
+        Error::Interrupted(failures)
     })
 }
 
@@ -588,6 +722,7 @@ impl Partial {
         client: &net::Client,
         url: &url::Url,
         image: &Image,
+        progress: &dyn Progress,
     ) -> Result<std::result::Result<(), Failure>> {
         let length = image.digest.length;
         let net_failure = |e: net::NetError| {
@@ -611,6 +746,7 @@ impl Partial {
                 self.mine.file.write_all_at(chunk, self.have)?;
                 self.hasher.update(chunk);
                 self.have += chunk.len() as u64;
+                progress.fetched(chunk.len() as u64);
                 Ok(())
             });
             match streamed {

@@ -1,0 +1,62 @@
+//! What each sum the hashing read takes of an image costs with `zsync = true`,
+//! alone, on one core: SHA-256 (every image's), and the control file's SHA-1
+//! of the whole image, MD4 of each block (eight at a time) and rolling sum of
+//! each block, on 4 KiB blocks as for an image over 100 MB. `bench/delta.sh`
+//! prints each one's share of their sum. Run with
+//! `cargo bench --bench zsync_sums [-- ROUNDS]`; prints `name MB/s` (medians).
+//! The same sums against the zsync-rs crate's are in bench/zsync-rs, a
+//! package of its own: as a dev-dependency here, zsync-rs would switch on
+//! ureq's default features in every test build of vmcast-gen.
+
+use std::time::Instant;
+
+use sha2::Digest;
+use vmcast_gen::zsync::sums;
+
+const LEN: usize = 64 << 20;
+const BLOCK: usize = 4096;
+
+/// A sum's name, and the sum of a buffer, folded to a word.
+type Case = (&'static str, fn(&[u8]) -> u32);
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5);
+    let mut x: u32 = 0x9e37_79b9;
+    let data: Vec<u8> = (0..LEN)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let cases: [Case; 4] = [
+        ("sha256", |d| u32::from(sha2::Sha256::digest(d)[0])),
+        ("sha1", |d| u32::from(sha1::Sha1::digest(d)[0])),
+        ("md4", |d| {
+            let mut out = 0;
+            for group in d.chunks(BLOCK * sums::LANES) {
+                let blocks: Vec<&[u8]> = group.chunks(BLOCK).collect();
+                out ^= u32::from(sums::md4(&blocks)[0][0]);
+            }
+            out
+        }),
+        ("rsum", |d| {
+            d.chunks(BLOCK).fold(0, |a, b| a ^ sums::rsum(b))
+        }),
+    ];
+    for (name, f) in cases {
+        let mut times: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f(std::hint::black_box(&data)));
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!("{name} {:.0}", LEN as f64 / times[rounds / 2] / 1e6);
+    }
+}
