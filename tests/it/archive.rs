@@ -251,6 +251,7 @@ fn a_new_release_changes_only_what_names_it() {
         signed(&[
             "changed history/webapp.html",
             "added images/webapp/1.150.0/webapp-1.150.0.raw",
+            "added images/webapp/1.150.0/webapp-1.150.0.raw.zsync",
         ])
     );
     // Eight more wait in the current feeds for an archive to fill; the
@@ -268,6 +269,7 @@ fn a_new_release_changes_only_what_names_it() {
             "added archive/27.xml.minisig",
             "changed history/webapp.html",
             "added images/webapp/1.159.0/webapp-1.159.0.raw",
+            "added images/webapp/1.159.0/webapp-1.159.0.raw.zsync",
         ])
     );
 }
