@@ -47,6 +47,8 @@ trap cleanup EXIT
 install -m 600 "$repo/example-site/keys/TEST-ONLY-DO-NOT-USE.key" "$work/bench.key"
 
 # release DIR APP N: release.toml and a 4 KiB image, dated 2000-01-01 + N days.
+# An image starts with a line of text: random bytes that began with a
+# compressor's magic (1f 8b is gzip) would be taken for a broken archive.
 echo "bench: making $((apps * per_app)) releases in $work" >&2
 python3 - "$work/releases" "$apps" "$per_app" <<'PY'
 import datetime, os, sys
@@ -63,7 +65,7 @@ for n in range(per_app):
                     f'Release {n} of **{app}**:\n\n- fixes `bug-{n}`\n'
                     f'- see [the changelog](https://example.com/{app}/{version})\n"""\n')
         with open(os.path.join(d, f"{app}-{version}.raw"), "wb") as f:
-            f.write(os.urandom(4096))
+            f.write(b"vmcast-bench\n" + os.urandom(4083))
 PY
 # The images are world-readable, so link mode links them.
 chmod -R a+rX "$work/releases"
@@ -73,7 +75,7 @@ add_release() { # add_release K: the Kth new release of app1, K days after its n
   mkdir -p "$dir"
   printf 'version = "1.%s.0"\ndate = %s\nnotes = "New release %s."\n' "$n" \
     "$(date -u -d "2000-01-01 + $n days" +%F)" "$1" >"$dir/release.toml"
-  head -c 4096 /dev/urandom >"$dir/app1-1.$n.0.raw"
+  { printf 'vmcast-bench\n'; head -c 4083 /dev/urandom; } >"$dir/app1-1.$n.0.raw"
   chmod -R a+rX "$dir"
 }
 cat >"$work/vmcast.toml" <<EOF
