@@ -259,11 +259,14 @@ pub fn probe<E>(
     inspector.finish(len).map(Some).map_err(ProbeError::Content)
 }
 
-/// The compressed wrapper the first bytes announce.
+/// The compressed wrapper the first bytes announce. gzip's two magic bytes
+/// are followed by its one method (8, deflate) and flags whose top three
+/// bits are reserved (RFC 1952): a raw disk that happens to start with
+/// `1F 8B` is not taken for gzip.
 fn compression_of(head: &[u8]) -> Option<Compression> {
     if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
         Some(Compression::Xz)
-    } else if head.starts_with(&[0x1F, 0x8B]) {
+    } else if head.starts_with(&[0x1F, 0x8B, 0x08]) && head.get(3).is_some_and(|f| f & 0xE0 == 0) {
         Some(Compression::Gzip)
     } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
         Some(Compression::Zstd)
@@ -316,6 +319,29 @@ pub fn inspect_bytes(data: &[u8], chunk: usize) -> Result<ImageInfo, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// gzip is told by its magic, method and reserved flag bits, not by
+    /// two bytes a raw disk may start with.
+    #[test]
+    fn a_raw_disk_starting_with_gzips_magic_is_raw() {
+        assert_eq!(
+            compression_of(&[0x1F, 0x8B, 0x08, 0x00, 0, 0]),
+            Some(Compression::Gzip)
+        );
+        for head in [
+            &[0x1F, 0x8B, 0x07, 0x00][..],
+            &[0x1F, 0x8B, 0x08, 0x20],
+            &[0x1F, 0x8B],
+        ] {
+            assert_eq!(compression_of(head), None, "{head:02x?}");
+        }
+        let mut disk = vec![0x1F, 0x8B, 0xC3, 0x55];
+        disk.resize(1 << 20, 0x5A);
+        let mut inspector = Inspector::new();
+        inspector.update(&disk);
+        let info = inspector.finish(disk.len() as u64).unwrap();
+        assert_eq!((info.format, info.compression), (ImageFormat::Raw, None));
+    }
 
     /// A probe of the start, a later range and the tail agrees with a read
     /// of every byte, for each kind of header.
