@@ -216,58 +216,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
 /// this program from these very notes.
 fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
     let raw: RawNotes = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
-    let err =
-        |span: std::ops::Range<usize>, msg: String| Error::at_offset(path, text, span.start, msg);
-    let locate = |s: &Spanned<String>| {
-        let pos = crate::error::LineCol::of(text, s.span().start);
-        Located {
-            value: s.get_ref().clone(),
-            line: pos.line,
-            column: pos.column,
-        }
-    };
+    let at = At { path, text };
 
-    let version = Version::parse(raw.version.get_ref()).map_err(|m| err(raw.version.span(), m))?;
-    let date = parse_date(raw.date.get_ref()).map_err(|m| err(raw.date.span(), m))?;
+    let version =
+        Version::parse(raw.version.get_ref()).map_err(|m| at.err(raw.version.span(), m))?;
+    let date = parse_date(raw.date.get_ref()).map_err(|m| at.err(raw.date.span(), m))?;
     let appliance = match &raw.appliance {
-        Some(s) => Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| err(s.span(), m))?),
+        Some(s) => {
+            Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| at.err(s.span(), m))?)
+        }
         None => None,
     };
     let channel = match &raw.channel {
-        Some(s) => Name::parse(s.get_ref(), "channel").map_err(|m| err(s.span(), m))?,
+        Some(s) => Name::parse(s.get_ref(), "channel").map_err(|m| at.err(s.span(), m))?,
         None => Name::parse("stable", "channel").expect("`stable` is a valid channel"),
     };
-    let notes = raw.notes.get_ref();
-    if notes.trim().is_empty() {
-        return Err(Error::file(
-            path,
-            "`notes` is empty; say what changed in this release",
-        ));
-    }
-    // Line breaks are the notes' own; any other control character would
-    // reach the feed (where XML forbids it) and virt-builder's index.
-    if let Some(c) = notes
-        .chars()
-        .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
-        return Err(err(
-            raw.notes.span(),
-            format!(
-                "`notes` hold the control character U+{:04X}; only tabs and line breaks may \
-                 be written",
-                u32::from(c)
-            ),
-        ));
-    }
+    let notes = at.notes(&raw.notes)?;
     let title = match &raw.title {
-        Some(t) => Some(Line::parse(t.get_ref(), "title").map_err(|m| err(t.span(), m))?),
+        Some(t) => Some(Line::parse(t.get_ref(), "title").map_err(|m| at.err(t.span(), m))?),
         None => None,
-    };
-    let arch = |a: &Option<Spanned<String>>| match a {
-        Some(a) => Arch::parse(a.get_ref())
-            .map(Some)
-            .map_err(|m| err(a.span(), m)),
-        None => Ok(None),
     };
     if raw.images.as_ref().is_some_and(Vec::is_empty) {
         return Err(Error::file(
@@ -276,41 +243,23 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
         ));
     }
     let osinfo = match &raw.osinfo {
-        Some(s) => {
-            let id = s.get_ref();
-            let ok = id.len() <= 64
-                && id.starts_with(|c: char| c.is_ascii_lowercase())
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
-            if !ok {
-                return Err(err(
-                    s.span(),
-                    format!(
-                        "invalid osinfo `{}`: a libosinfo short id such as `debian12` or \
-                         `fedora-40`: lower-case letters, digits and . - _",
-                        id.escape_default()
-                    ),
-                ));
-            }
-            Some(id.clone())
-        }
+        Some(s) => Some(at.osinfo(s)?),
         None => None,
     };
     let mut overrides = BTreeMap::new();
     for (name, image) in &raw.image {
         let format = match &image.format {
-            Some(f) => Some(ImageFormat::parse(f.get_ref()).map_err(|m| err(f.span(), m))?),
+            Some(f) => Some(ImageFormat::parse(f.get_ref()).map_err(|m| at.err(f.span(), m))?),
             None => None,
         };
-        let located = locate(name);
+        let located = at.locate(name);
         let supply = supply_files(path, text, &image.sbom, &image.provenance)?;
         overrides.insert(
             located.value.clone(),
             Located {
                 value: ImageOverride {
                     format,
-                    arch: arch(&image.arch)?,
+                    arch: at.arch(&image.arch)?,
                     supply,
                 },
                 line: located.line,
@@ -320,7 +269,7 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
     }
     let requirements = match raw.requirements {
         Some(r) => Requirements {
-            arch: arch(&r.arch)?,
+            arch: at.arch(&r.arch)?,
             min_memory_mib: r.min_memory_mib,
             min_disk_gib: r.min_disk_gib,
             min_cpus: r.min_cpus,
@@ -329,49 +278,17 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
         },
         None => Requirements::default(),
     };
-    let mut cloud_images = Vec::with_capacity(raw.cloud_image.len());
-    for c in &raw.cloud_image {
-        let provider =
-            Provider::parse(c.provider.get_ref()).map_err(|m| err(c.provider.span(), m))?;
-        provider
-            .check_region(c.region.as_ref().map(|r| r.get_ref().as_str()))
-            .map_err(|m| match &c.region {
-                Some(r) => err(r.span(), m),
-                None => err(c.provider.span(), m),
-            })?;
-        let id = provider
-            .canonical_id(c.id.get_ref())
-            .map_err(|m| err(c.id.span(), m))?;
-        cloud_images.push(CloudImage {
-            provider,
-            region: c.region.as_ref().map(|r| r.get_ref().clone()),
-            id,
-            arch: arch(&c.arch)?.or_else(|| requirements.arch.clone()),
-        });
-    }
+    let cloud_images = raw
+        .cloud_image
+        .iter()
+        .map(|c| at.cloud_image(c, requirements.arch.as_ref()))
+        .collect::<Result<Vec<_>>>()?;
 
     let supply = supply_files(path, text, &raw.sbom, &raw.provenance)?;
-    // The feed carries the notes' HTML escaped: rendering stops as soon as
-    // that passes what `verify` reads, before the rest is parsed.
-    let mut escaped = 0u64;
     let notes_html = match html {
-        Some(html) => Some(html),
-        None => markdown::to_html(notes, |piece| {
-            escaped += crate::vocab::escaped_len(piece) as u64;
-            escaped <= MAX_TEXT_FILE
-        }),
-    }
-    .ok_or_else(|| {
-        Error::file(
-            path,
-            format_args!(
-                "the notes escaped into the feed would be over the limit of {MAX_TEXT_FILE} \
-                 bytes ({}) for a site's text files: `verify` refuses a feed that large; shorten \
-                 the notes",
-                crate::units::human_size(MAX_TEXT_FILE)
-            ),
-        )
-    })?;
+        Some(html) => html,
+        None => notes_html(path, notes)?,
+    };
     Ok(Notes {
         supply,
         path: path.to_path_buf(),
@@ -384,14 +301,137 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
         appliance,
         channel,
         critical: raw.critical,
-        primary: raw.primary.as_ref().map(locate),
+        primary: raw.primary.as_ref().map(|p| at.locate(p)),
         images: raw
             .images
             .as_ref()
-            .map(|list| list.iter().map(locate).collect()),
+            .map(|list| list.iter().map(|i| at.locate(i)).collect()),
         requirements,
         overrides,
         cloud_images,
+    })
+}
+
+/// A notes file being parsed, for errors at a place in it.
+struct At<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl At<'_> {
+    /// An error at the start of `span`.
+    fn err(&self, span: std::ops::Range<usize>, message: String) -> Error {
+        Error::at_offset(self.path, self.text, span.start, message)
+    }
+
+    /// A value with the line and column it was written at.
+    fn locate(&self, s: &Spanned<String>) -> Located<String> {
+        let pos = crate::error::LineCol::of(self.text, s.span().start);
+        Located {
+            value: s.get_ref().clone(),
+            line: pos.line,
+            column: pos.column,
+        }
+    }
+
+    fn arch(&self, arch: &Option<Spanned<String>>) -> Result<Option<Arch>> {
+        match arch {
+            Some(a) => Arch::parse(a.get_ref())
+                .map(Some)
+                .map_err(|m| self.err(a.span(), m)),
+            None => Ok(None),
+        }
+    }
+
+    /// The notes, which must say something, in text whose only control
+    /// characters are tabs and line breaks: any other would reach the feed
+    /// (where XML forbids it) and virt-builder's index.
+    fn notes<'n>(&self, notes: &'n Spanned<String>) -> Result<&'n str> {
+        let text = notes.get_ref();
+        if text.trim().is_empty() {
+            return Err(Error::file(
+                self.path,
+                "`notes` is empty; say what changed in this release",
+            ));
+        }
+        if let Some(c) = text
+            .chars()
+            .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(self.err(
+                notes.span(),
+                format!(
+                    "`notes` hold the control character U+{:04X}; only tabs and line breaks may \
+                     be written",
+                    u32::from(c)
+                ),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// A libosinfo short id.
+    fn osinfo(&self, osinfo: &Spanned<String>) -> Result<String> {
+        let id = osinfo.get_ref();
+        let ok = id.len() <= 64
+            && id.starts_with(|c: char| c.is_ascii_lowercase())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+        match ok {
+            true => Ok(id.clone()),
+            false => Err(self.err(
+                osinfo.span(),
+                format!(
+                    "invalid osinfo `{}`: a libosinfo short id such as `debian12` or \
+                     `fedora-40`: lower-case letters, digits and . - _",
+                    id.escape_default()
+                ),
+            )),
+        }
+    }
+
+    /// A `[[cloud_image]]`, its id checked against its provider's syntax
+    /// and its architecture the release's unless it names one.
+    fn cloud_image(&self, c: &RawCloudImage, release_arch: Option<&Arch>) -> Result<CloudImage> {
+        let provider =
+            Provider::parse(c.provider.get_ref()).map_err(|m| self.err(c.provider.span(), m))?;
+        provider
+            .check_region(c.region.as_ref().map(|r| r.get_ref().as_str()))
+            .map_err(|m| match &c.region {
+                Some(r) => self.err(r.span(), m),
+                None => self.err(c.provider.span(), m),
+            })?;
+        let id = provider
+            .canonical_id(c.id.get_ref())
+            .map_err(|m| self.err(c.id.span(), m))?;
+        Ok(CloudImage {
+            provider,
+            region: c.region.as_ref().map(|r| r.get_ref().clone()),
+            id,
+            arch: self.arch(&c.arch)?.or_else(|| release_arch.cloned()),
+        })
+    }
+}
+
+/// The notes as HTML. The feed carries them escaped: rendering stops as
+/// soon as that passes what `verify` reads, before the rest is parsed.
+fn notes_html(path: &Path, notes: &str) -> Result<String> {
+    let mut escaped = 0u64;
+    markdown::to_html(notes, |piece| {
+        escaped += crate::vocab::escaped_len(piece) as u64;
+        escaped <= MAX_TEXT_FILE
+    })
+    .ok_or_else(|| {
+        Error::file(
+            path,
+            format_args!(
+                "the notes escaped into the feed would be over the limit of {MAX_TEXT_FILE} \
+                 bytes ({}) for a site's text files: `verify` refuses a feed that large; shorten \
+                 the notes",
+                crate::units::human_size(MAX_TEXT_FILE)
+            ),
+        )
     })
 }
 
