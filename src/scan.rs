@@ -694,6 +694,36 @@ fn plan_supply(
              about",
         ));
     }
+    by_convention(notes, images, beside, &mut wanted)?;
+    for c in beside {
+        if !wanted.iter().any(|w| w.1 == c.path) {
+            warnings.push(crate::Warning::file(
+                &c.path,
+                format_args!(
+                    "not published: its name is no image's name with a supply-chain suffix; name \
+                     it in {} (`sbom` or `provenance`) to publish it",
+                    notes::NOTES_FILE
+                ),
+            ));
+        }
+    }
+
+    let mut planned: Vec<supply::Planned> = Vec::with_capacity(wanted.len());
+    for wanted in wanted {
+        let file = plan_supply_file(t, notes, images, &planned, wanted)?;
+        planned.push(file);
+    }
+    planned.sort_by(|a, b| (&a.image, &a.name).cmp(&(&b.image, &b.name)));
+    Ok(planned)
+}
+
+/// Adds to `wanted` the files beside each image under a conventional name.
+fn by_convention<'a>(
+    notes: &'a Notes,
+    images: &[ImageSource],
+    beside: &[Candidate],
+    wanted: &mut Vec<Wanted<'a>>,
+) -> Result<()> {
     // Images found beside the notes: the walk listed every file there with
     // a supply-chain suffix (`beside`), so none need asking the kernel for,
     // which would be a dozen lookups an image.
@@ -739,83 +769,78 @@ fn plan_supply(
             }
         }
     }
-    for c in beside {
-        if !wanted.iter().any(|w| w.1 == c.path) {
-            warnings.push(crate::Warning::file(
-                &c.path,
-                format_args!(
-                    "not published: its name is no image's name with a supply-chain suffix; name \
-                     it in {} (`sbom` or `provenance`) to publish it",
-                    notes::NOTES_FILE
-                ),
-            ));
-        }
-    }
+    Ok(())
+}
 
-    let mut planned: Vec<supply::Planned> = Vec::with_capacity(wanted.len());
-    for (kind, path, image, at) in wanted {
-        let real = fsutil::canonicalize(&path)?;
-        if !real.starts_with(t.tree_real) {
-            return Err(Error::file(
-                &path,
-                format_args!(
-                    "is a symbolic link to a file outside {}; supply-chain files must stay inside \
-                     their tree",
-                    t.tree.display()
-                ),
-            ));
-        }
-        let meta = fsutil::metadata(&real)?;
-        if !meta.is_file() {
-            return Err(Error::file(&path, "is not a regular file"));
-        }
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| non_utf8(&path))?;
-        let name = FileName::parse(name).map_err(|m| Error::file(&path, m))?;
-        let image = image
-            .map(|n| FileName::parse(&n).map_err(|m| Error::file(&path, m)))
-            .transpose()?;
-        let clash = |other: &str| {
-            let message =
-                format!("is published as {name}, the name of {other} of this release; rename one");
-            match at {
-                Some(at) => notes.error_at(at, format_args!("{}: {message}", path.display())),
-                None => Error::file(&path, message),
-            }
-        };
-        if images.iter().any(|i| i.name == name) {
-            return Err(clash("an image"));
-        }
-        if let Some(first) = planned.iter().find(|p| p.name == name) {
-            if first.real == real {
-                return Err(clash("a file named twice in its notes"));
-            }
-            return Err(clash("another supply-chain file"));
-        }
-        t.layout.check(&name, notes, &path)?;
-        let site_path = t
-            .layout
-            .release_dir
-            .join(&name)
-            .map_err(|m| Error::file(&path, m))?;
-        planned.push(supply::Planned {
-            url: join_url(
-                &t.config.download_base_url,
-                &format!("{}/{name}", t.layout.url_dir),
+/// Checks one supply-chain file a release will publish and plans it:
+/// inside its tree, a regular file, and a name no image or other file of
+/// the release (`planned`) has.
+fn plan_supply_file(
+    t: &SupplyTree,
+    notes: &Notes,
+    images: &[ImageSource],
+    planned: &[supply::Planned],
+    (kind, path, image, at): Wanted,
+) -> Result<supply::Planned> {
+    let real = fsutil::canonicalize(&path)?;
+    if !real.starts_with(t.tree_real) {
+        return Err(Error::file(
+            &path,
+            format_args!(
+                "is a symbolic link to a file outside {}; supply-chain files must stay inside \
+                 their tree",
+                t.tree.display()
             ),
-            file_id: crate::model::FileId::of(&meta),
-            source: path,
-            real,
-            name,
-            kind,
-            image,
-            site_path,
-        });
+        ));
     }
-    planned.sort_by(|a, b| (&a.image, &a.name).cmp(&(&b.image, &b.name)));
-    Ok(planned)
+    let meta = fsutil::metadata(&real)?;
+    if !meta.is_file() {
+        return Err(Error::file(&path, "is not a regular file"));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| non_utf8(&path))?;
+    let name = FileName::parse(name).map_err(|m| Error::file(&path, m))?;
+    let image = image
+        .map(|n| FileName::parse(&n).map_err(|m| Error::file(&path, m)))
+        .transpose()?;
+    let clash = |other: &str| {
+        let message =
+            format!("is published as {name}, the name of {other} of this release; rename one");
+        match at {
+            Some(at) => notes.error_at(at, format_args!("{}: {message}", path.display())),
+            None => Error::file(&path, message),
+        }
+    };
+    if images.iter().any(|i| i.name == name) {
+        return Err(clash("an image"));
+    }
+    if let Some(first) = planned.iter().find(|p| p.name == name) {
+        if first.real == real {
+            return Err(clash("a file named twice in its notes"));
+        }
+        return Err(clash("another supply-chain file"));
+    }
+    t.layout.check(&name, notes, &path)?;
+    let site_path = t
+        .layout
+        .release_dir
+        .join(&name)
+        .map_err(|m| Error::file(&path, m))?;
+    Ok(supply::Planned {
+        url: join_url(
+            &t.config.download_base_url,
+            &format!("{}/{name}", t.layout.url_dir),
+        ),
+        file_id: crate::model::FileId::of(&meta),
+        source: path,
+        real,
+        name,
+        kind,
+        image,
+        site_path,
+    })
 }
 
 /// A supply-chain file a release will publish: its kind, path, the image
