@@ -415,80 +415,18 @@ fn plan_release(
     };
 
     let layout = Layout::of(config, &appliance, &notes)?;
-    let release_dir = &layout.release_dir;
     let mut images: Vec<ImageSource> = Vec::new();
     for c in candidates {
-        let over = notes.overrides.get(&c.name).map(|o| &o.value);
-        let (format, compression) = match detect(&c.name) {
-            Some((f, comp)) => (over.and_then(|o| o.format).unwrap_or(f), comp),
-            None => match over.and_then(|o| o.format) {
-                Some(f) => (f, None),
-                None if c.named_at.is_some() => {
-                    let at = c.named_at.as_ref().expect("checked");
-                    return Err(notes.error_at(
-                        at,
-                        format_args!(
-                            "{} is not a recognised image file; name its format in [image.\"{}\"]",
-                            c.path.display(),
-                            c.name
-                        ),
-                    ));
-                }
-                None => {
-                    warnings.push(crate::Warning::file(
-                        &c.path,
-                        "not an image (unknown extension), not published",
-                    ));
-                    continue;
-                }
-            },
-        };
-        let real = match c.real {
-            Some(real) => real,
-            None => fsutil::canonicalize(&c.path)?,
-        };
-        if !real.starts_with(&tree_real) {
-            return Err(Error::file(
-                &c.path,
-                format_args!(
-                    "is a symbolic link to a file outside {}; images must stay inside their tree",
-                    tree.display()
-                ),
-            ));
-        }
-        let meta = fsutil::metadata(&real)?;
-        if !meta.is_file() {
-            return Err(Error::file(&c.path, "is not a regular file"));
-        }
-        let name = FileName::parse(&c.name).map_err(|m| Error::file(&c.path, m))?;
-        layout.check(&name, &notes, &c.path)?;
-        if images.iter().any(|i| i.name == name) {
-            return Err(Error::file(
-                &notes.path,
-                format_args!("two images of this release are named {:?}", c.name),
-            ));
-        }
-        let site_path = release_dir
-            .join(&c.name)
-            .map_err(|m| Error::file(&c.path, m))?;
-        images.push(ImageSource {
-            url: join_url(
-                &config.download_base_url,
-                &format!("{}/{}", layout.url_dir, c.name),
-            ),
-            source: c.path,
-            real,
-            name,
-            format,
-            compression,
-            arch: over
-                .and_then(|o| o.arch.clone())
-                .or_else(|| notes.requirements.arch.clone()),
-            primary: false,
-            site_path,
-            size_hint: meta.len(),
-            file_id: crate::model::FileId::of(&meta),
-        });
+        let found = plan_image(
+            config,
+            &layout,
+            &notes,
+            c,
+            (tree, &tree_real),
+            &images,
+            warnings,
+        )?;
+        images.extend(found);
     }
     warnings.extend(version_disagreements(&notes, &appliance, dir, &images));
     if images.is_empty() && imageless {
@@ -534,39 +472,13 @@ fn plan_release(
         &supply_beside,
         warnings,
     )?;
-    let primary = match &notes.primary {
-        Some(p) => images
-            .iter()
-            .position(|i| i.name == p.value)
-            .ok_or_else(|| {
-                notes.error_at(
-                    p,
-                    format_args!(
-                        "primary image {:?} is not an image of this release",
-                        p.value
-                    ),
-                )
-            })?,
-        None => {
-            let rank = |f: ImageFormat| {
-                config
-                    .format_preference
-                    .iter()
-                    .position(|&p| p == f)
-                    .unwrap_or(usize::MAX)
-            };
-            // None for a release of cloud images only.
-            match (0..images.len()).min_by_key(|&i| (rank(images[i].format), i)) {
-                Some(i) => i,
-                None => {
-                    return Ok(PlannedRelease {
-                        info: release_info(config, notes, appliance),
-                        images,
-                        supply,
-                    });
-                }
-            }
-        }
+    // None for a release of cloud images only.
+    let Some(primary) = primary_of(config, &notes, &images)? else {
+        return Ok(PlannedRelease {
+            info: release_info(config, notes, appliance),
+            images,
+            supply,
+        });
     };
     let mut first = images.remove(primary);
     first.primary = true;
@@ -577,6 +489,122 @@ fn plan_release(
         images,
         supply,
     })
+}
+
+/// The image a candidate file is, checked: its format (by extension, or
+/// as `[image."name"]` says), inside its tree (`tree`, as written and as
+/// resolved), a regular file, and a name no other image of the release
+/// (`images`) has. `None` for a file that is no image, with a warning.
+fn plan_image(
+    config: &Config,
+    layout: &Layout,
+    notes: &Notes,
+    c: Candidate,
+    (tree, tree_real): (&Path, &Path),
+    images: &[ImageSource],
+    warnings: &mut Vec<crate::Warning>,
+) -> Result<Option<ImageSource>> {
+    let over = notes.overrides.get(&c.name).map(|o| &o.value);
+    let (format, compression) = match detect(&c.name) {
+        Some((f, comp)) => (over.and_then(|o| o.format).unwrap_or(f), comp),
+        None => match over.and_then(|o| o.format) {
+            Some(f) => (f, None),
+            None if c.named_at.is_some() => {
+                let at = c.named_at.as_ref().expect("checked");
+                return Err(notes.error_at(
+                    at,
+                    format_args!(
+                        "{} is not a recognised image file; name its format in [image.\"{}\"]",
+                        c.path.display(),
+                        c.name
+                    ),
+                ));
+            }
+            None => {
+                warnings.push(crate::Warning::file(
+                    &c.path,
+                    "not an image (unknown extension), not published",
+                ));
+                return Ok(None);
+            }
+        },
+    };
+    let real = match c.real {
+        Some(real) => real,
+        None => fsutil::canonicalize(&c.path)?,
+    };
+    if !real.starts_with(tree_real) {
+        return Err(Error::file(
+            &c.path,
+            format_args!(
+                "is a symbolic link to a file outside {}; images must stay inside their tree",
+                tree.display()
+            ),
+        ));
+    }
+    let meta = fsutil::metadata(&real)?;
+    if !meta.is_file() {
+        return Err(Error::file(&c.path, "is not a regular file"));
+    }
+    let name = FileName::parse(&c.name).map_err(|m| Error::file(&c.path, m))?;
+    layout.check(&name, notes, &c.path)?;
+    if images.iter().any(|i| i.name == name) {
+        return Err(Error::file(
+            &notes.path,
+            format_args!("two images of this release are named {:?}", c.name),
+        ));
+    }
+    let site_path = layout
+        .release_dir
+        .join(&c.name)
+        .map_err(|m| Error::file(&c.path, m))?;
+    Ok(Some(ImageSource {
+        url: join_url(
+            &config.download_base_url,
+            &format!("{}/{}", layout.url_dir, c.name),
+        ),
+        source: c.path,
+        real,
+        name,
+        format,
+        compression,
+        arch: over
+            .and_then(|o| o.arch.clone())
+            .or_else(|| notes.requirements.arch.clone()),
+        primary: false,
+        site_path,
+        size_hint: meta.len(),
+        file_id: crate::model::FileId::of(&meta),
+    }))
+}
+
+/// Which of a release's images is its primary: the one its notes name, or
+/// the first by `format_preference`. `None` for a release of cloud images
+/// only.
+fn primary_of(config: &Config, notes: &Notes, images: &[ImageSource]) -> Result<Option<usize>> {
+    if let Some(p) = &notes.primary {
+        return images
+            .iter()
+            .position(|i| i.name == p.value)
+            .map(Some)
+            .ok_or_else(|| {
+                notes.error_at(
+                    p,
+                    format_args!(
+                        "primary image {:?} is not an image of this release",
+                        p.value
+                    ),
+                )
+            });
+    }
+    let rank = |f: ImageFormat| {
+        config
+            .format_preference
+            .iter()
+            .position(|&p| p == f)
+            .unwrap_or(usize::MAX)
+    };
+    Ok((0..images.len()).min_by_key(|&i| (rank(images[i].format), i)))
 }
 
 /// Where a release's supply-chain files are looked for and published.
