@@ -134,45 +134,7 @@ fn scan_with(
     }
     let root_real = fsutil::canonicalize(root)?;
     let mut warnings = Vec::new();
-    let mut notes_files = Vec::new();
-    // One walk finds the notes and what lies beside them.
-    let mut beside: HashMap<PathBuf, Vec<walkdir::DirEntry>> = HashMap::new();
-    let ours = Ours::of(config, &root_real)?;
-    for entry in WalkDir::new(root)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !ours.holds(root, e.path()))
-    {
-        let entry = entry.map_err(|e| walk_error(root, e))?;
-        let Some(name) = entry.file_name().to_str() else {
-            return Err(non_utf8(entry.path()));
-        };
-        if entry.file_type().is_dir() || entry.depth() == 0 {
-            continue;
-        }
-        if name == notes::NOTES_FILE && entry.file_type().is_file() {
-            notes_files.push(entry.path().to_path_buf());
-        }
-        let dir = entry.path().parent().unwrap_or(root).to_path_buf();
-        beside.entry(dir).or_default().push(entry);
-    }
-    if notes_files.is_empty() {
-        return Err(Error::file(
-            root,
-            format_args!(
-                "no {} found; each release is a directory holding one",
-                notes::NOTES_FILE
-            ),
-        ));
-    }
-    let found: Vec<(PathBuf, Vec<walkdir::DirEntry>)> = notes_files
-        .into_iter()
-        .map(|path| {
-            let dir = path.parent().expect("a notes file has a parent directory");
-            let files = beside.remove(dir).unwrap_or_default();
-            (path, files)
-        })
-        .collect();
+    let found = walk(config, root, &root_real)?;
 
     // Each release is read and planned on its own, on every core: with a
     // thousand releases this is most of a rebuild's scan. Only what spans
@@ -268,6 +230,54 @@ fn scan_with(
         notes: read,
     };
     Ok((plan, problems))
+}
+
+/// Walks the releases directory once: each notes file, with the files
+/// beside it, in walk order. What builds keep there is left out.
+fn walk(
+    config: &Config,
+    root: &Path,
+    root_real: &Path,
+) -> Result<Vec<(PathBuf, Vec<walkdir::DirEntry>)>> {
+    let mut notes_files = Vec::new();
+    // One walk finds the notes and what lies beside them.
+    let mut beside: HashMap<PathBuf, Vec<walkdir::DirEntry>> = HashMap::new();
+    let ours = Ours::of(config, root_real)?;
+    for entry in WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !ours.holds(root, e.path()))
+    {
+        let entry = entry.map_err(|e| walk_error(root, e))?;
+        let Some(name) = entry.file_name().to_str() else {
+            return Err(non_utf8(entry.path()));
+        };
+        if entry.file_type().is_dir() || entry.depth() == 0 {
+            continue;
+        }
+        if name == notes::NOTES_FILE && entry.file_type().is_file() {
+            notes_files.push(entry.path().to_path_buf());
+        }
+        let dir = entry.path().parent().unwrap_or(root).to_path_buf();
+        beside.entry(dir).or_default().push(entry);
+    }
+    if notes_files.is_empty() {
+        return Err(Error::file(
+            root,
+            format_args!(
+                "no {} found; each release is a directory holding one",
+                notes::NOTES_FILE
+            ),
+        ));
+    }
+    Ok(notes_files
+        .into_iter()
+        .map(|path| {
+            let dir = path.parent().expect("a notes file has a parent directory");
+            let files = beside.remove(dir).unwrap_or_default();
+            (path, files)
+        })
+        .collect())
 }
 
 /// The output directory and what builds keep beside it (`.<name>.spare`,
