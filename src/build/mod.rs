@@ -202,32 +202,14 @@ fn run(
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
     plan.refuse_secret_keys(&keys.files)?;
-    // A key the previous site may be signed by besides this build's: the
-    // key rotated from, while the rotation is under way.
-    let rotated_from = match &config.previous_key {
-        Some(path) => Some(PublicKey::from_file(path, &fsutil::read_to_string(path)?)?),
-        None => None,
-    };
-    let previous = match &previous_source {
-        Some(source) => Some(load_previous(
-            options,
-            source,
-            keys.minisign.public(),
-            rotated_from.clone(),
-            warnings,
-        )?),
-        None => None,
-    };
-    let built_on = previous_source
-        .as_deref()
-        .zip(previous.as_ref())
-        .map(|(source, previous)| (source, previous.sequence));
-    let trusted: Vec<&PublicKey> = std::iter::once(keys.minisign.public())
-        .chain(&rotated_from)
-        .collect();
-    if let Some(prior) = Prior::of(&config, options, built_on, &trusted) {
-        clock.follow(&prior, options, warnings)?;
-    }
+    let previous = follow(
+        options,
+        &config,
+        previous_source.as_deref(),
+        keys.minisign.public(),
+        &mut clock,
+        warnings,
+    )?;
     let next_key = next_key(&config, keys.minisign.public(), warnings)?;
     // Its errors come after the key's, which say more.
     let (spare, spare_warning) = spare?;
@@ -288,6 +270,43 @@ fn run(
         sequence: clock.sequence,
     };
     Ok(Report::of(&config, &releases, &rendered, &keys, done))
+}
+
+/// The previous site a build with `--previous` (or `previous`) builds on,
+/// read and checked; and the clock set to follow the site this build
+/// replaces or builds on, whichever key it trusts signed it.
+fn follow(
+    options: &BuildOptions,
+    config: &Config,
+    source: Option<&str>,
+    key: &PublicKey,
+    clock: &mut Clock,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<Previous>> {
+    // A key the previous site may be signed by besides this build's: the
+    // key rotated from, while the rotation is under way.
+    let rotated_from = match &config.previous_key {
+        Some(path) => Some(PublicKey::from_file(path, &fsutil::read_to_string(path)?)?),
+        None => None,
+    };
+    let previous = match source {
+        Some(source) => Some(load_previous(
+            options,
+            source,
+            key,
+            rotated_from.clone(),
+            warnings,
+        )?),
+        None => None,
+    };
+    let built_on = source
+        .zip(previous.as_ref())
+        .map(|(source, previous)| (source, previous.sequence));
+    let trusted: Vec<&PublicKey> = std::iter::once(key).chain(&rotated_from).collect();
+    if let Some(prior) = Prior::of(config, options, built_on, &trusted) {
+        clock.follow(&prior, options, warnings)?;
+    }
+    Ok(previous)
 }
 
 /// What the pipeline did besides what it published, for the report.
