@@ -35,6 +35,7 @@ tests! {
     a_current_host_polls_with_two_requests_and_no_body;
     a_304_does_not_make_an_expired_build_fresh;
     a_signed_feed_cannot_name_a_file_outside_dest;
+    a_newest_release_whose_version_does_not_parse_is_refused_not_skipped;
 }
 
 /// A static file server for one test (the pkcs11 tests' too): GET with
@@ -1297,4 +1298,33 @@ fn a_signed_feed_cannot_name_a_file_outside_dest() {
         );
         drop(server);
     }
+}
+
+/// A signed feed whose newest release has a version that does not parse
+/// (it could be a security update) is refused as a whole: pull does not
+/// quietly install the older release it can read.
+fn a_newest_release_whose_version_does_not_parse_is_refused_not_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = site_for(&base, "1790000000");
+    crate::verify::forge_feed(
+        &fixture,
+        "public",
+        "<vmcast:version>1.1.0</vmcast:version>",
+        "<vmcast:version>1.1.0 security</vmcast:version>",
+    );
+    crate::common::copy_tree(&fixture.path("public"), &served);
+    let dest = tmp.path().join("dest");
+    let out = pull(&fixture, &base, &dest, &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1.1.0 security"), "{}", stderr(&out));
+    let placed: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(placed.is_empty(), "{placed:?}");
+    drop(server);
 }
