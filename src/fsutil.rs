@@ -23,6 +23,26 @@ pub use crate::model::MAX_TEXT_FILE;
 /// false, a symbolic link as the last component is refused. A FIFO or a
 /// device is refused without blocking (the open is non-blocking).
 pub fn open_regular(path: &Path, follow: bool) -> Result<(File, fs::Metadata)> {
+    open_regular_io(path, follow).map_err(|e| match e.raw_os_error() {
+        Some(code) if !follow && code == rustix::io::Errno::LOOP.raw_os_error() => {
+            Error::file(path, "is a symbolic link, which is not allowed here")
+        }
+        _ => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<NotRegular>())
+        {
+            Some(NotRegular(kind)) => {
+                Error::file(path, format_args!("is not a regular file (it is {kind})"))
+            }
+            None => Error::io("cannot open", path, e),
+        },
+    })
+}
+
+/// [`open_regular`], with the [`io::Error`] for callers that tell failures
+/// apart by kind: `ELOOP` for a symbolic link refused, kind `Other` holding
+/// a [`NotRegular`] for a file of another kind.
+pub fn open_regular_io(path: &Path, follow: bool) -> io::Result<(File, fs::Metadata)> {
     let mut flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
     if !follow {
         flags |= rustix::fs::OFlags::NOFOLLOW;
@@ -30,24 +50,25 @@ pub fn open_regular(path: &Path, follow: bool) -> Result<(File, fs::Metadata)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(flags.bits() as i32)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) if !follow && code == rustix::io::Errno::LOOP.raw_os_error() => {
-                Error::file(path, "is a symbolic link, which is not allowed here")
-            }
-            _ => Error::io("cannot open", path, e),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("cannot stat", path, e))?;
+        .open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(Error::file(
-            path,
-            format_args!("is not a regular file (it is {})", file_kind(&meta)),
-        ));
+        return Err(io::Error::other(NotRegular(file_kind(&meta))));
     }
     Ok((file, meta))
 }
+
+/// A file [`open_regular_io`] refused: not a regular file but the kind named.
+#[derive(Debug)]
+pub struct NotRegular(pub &'static str);
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a regular file but {}", self.0)
+    }
+}
+
+impl std::error::Error for NotRegular {}
 
 /// What kind of file `meta` describes, for messages.
 pub fn file_kind(meta: &fs::Metadata) -> &'static str {

@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
 use sha2::Digest;
 use url::Url;
 
@@ -427,22 +426,15 @@ fn local_error(e: &io::Error, detail: String) -> FetchError {
 
 /// Opens a file of a local site as it is: never through a symbolic link,
 /// without waiting for a FIFO's writer, and only if the descriptor it got
-/// is a regular file.
+/// is a regular file (`fsutil::open_regular_io`).
 fn open_local(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = match rustix::fs::open(path, flags, Mode::empty()) {
-        Ok(fd) => File::from(fd),
-        Err(rustix::io::Errno::LOOP) => {
-            return Err(io::Error::other(
+    match crate::fsutil::open_regular_io(path, false) {
+        Ok((file, _)) => Ok(file),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            Err(io::Error::other(
                 "it is a symbolic link, and a site's files are never read through one",
-            ));
+            ))
         }
-        Err(e) => return Err(e.into()),
-    };
-    let meta = file.metadata()?;
-    if meta.is_file() {
-        return Ok(file);
+        Err(e) => Err(e),
     }
-    let what = crate::fsutil::file_kind(&meta);
-    Err(io::Error::other(format!("not a regular file but {what}")))
 }
