@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-use crate::error::{Error, LineCol, Result, toml_error};
+use crate::error::{Error, LineCol, Result, Source, toml_error};
 use crate::fsutil;
 use crate::model::{Appliance, ImageFormat, ImageLayout, Line, Name, hides_a_separator};
 use crate::pkcs11;
@@ -388,7 +388,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     };
     let systemd = systemd_catalog(&raw, &download_base_url, &base_url)
         .map_err(|(span, m)| src.at(span, m))?
-        .map(|span| src.line_of(span));
+        .map(|span| src.line_col(span));
     let image_mode = match (raw.image_mode, &overrides.base_url) {
         (Some(ImageMode::None) | None, Some(_)) => ImageMode::Link,
         (Some(mode), _) => mode,
@@ -432,13 +432,13 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         (None, None) => None,
     };
     let key_lines = KeyLines {
-        secret_key: raw.secret_key.as_ref().map(|k| src.line_of(k.span())),
-        public_key: raw.public_key.as_ref().map(|k| src.line_of(k.span())),
+        secret_key: raw.secret_key.as_ref().map(|k| src.line_col(k.span())),
+        public_key: raw.public_key.as_ref().map(|k| src.line_col(k.span())),
         openpgp_key: raw
             .catalogs
             .openpgp_key
             .as_ref()
-            .map(|k| src.line_of(k.span())),
+            .map(|k| src.line_col(k.span())),
     };
     let resolve =
         |p: Option<PathBuf>, default: &str| root.join(p.unwrap_or_else(|| default.into()));
@@ -489,22 +489,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     })
 }
 
-/// The config file being loaded, for errors and warnings at a place in it.
-struct Source<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
+/// The config's own checks, at their place in it.
 impl Source<'_> {
-    /// An error at the start of `span`.
-    fn at(&self, span: std::ops::Range<usize>, message: String) -> Error {
-        Error::at_offset(self.path, self.text, span.start, message)
-    }
-
-    fn line_of(&self, span: std::ops::Range<usize>) -> LineCol {
-        LineCol::of(self.text, span.start)
-    }
-
     /// Warnings for base URLs and mirrors that name a file (`…/index.html`)
     /// rather than the directory every URL goes under.
     fn url_warnings(&self, raw: &RawConfig) -> Vec<Warning> {
@@ -524,7 +510,7 @@ impl Source<'_> {
         for (setting, url) in urls {
             let trimmed = url.get_ref().trim_end_matches('/');
             if let Some(file) = file_name_of(trimmed) {
-                let pos = self.line_of(url.span());
+                let pos = self.line_col(url.span());
                 warnings.push(Warning::at(
                     self.path,
                     pos.line,
@@ -546,7 +532,7 @@ impl Source<'_> {
             Some(n) if *n.get_ref() >= 1 => Ok(Some(*n.get_ref() as usize)),
             Some(n) => Err(self.at(
                 n.span(),
-                "feed_items must be at least 1: the newest release always stays in the feed".into(),
+                "feed_items must be at least 1: the newest release always stays in the feed",
             )),
             None => Ok(None),
         }

@@ -187,6 +187,27 @@ impl LineCol {
     }
 }
 
+/// A text file being read (the config, a notes file), for errors and
+/// warnings at a place in it. Each reader adds its own checks in its
+/// module (`config`, `notes`).
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error at the start of `span`.
+    pub fn at(&self, span: std::ops::Range<usize>, message: impl fmt::Display) -> Error {
+        Error::at_offset(self.path, self.text, span.start, message)
+    }
+
+    /// Where `span` starts.
+    pub fn line_col(&self, span: std::ops::Range<usize>) -> LineCol {
+        LineCol::of(self.text, span.start)
+    }
+}
+
 /// Converts a toml parse error into one that names the file and position,
 /// with a hint where the parser's own message misleads.
 pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {

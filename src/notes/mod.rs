@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::cloud::Provider;
-use crate::error::{Error, Result, toml_error};
+use crate::error::{Error, Result, Source, toml_error};
 use crate::fsutil;
 use crate::model::{
     Arch, CloudImage, FileState, Firmware, ImageFormat, Line, MAX_TEXT_FILE, Name, Requirements,
@@ -216,24 +216,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Notes> {
 /// this program from these very notes.
 fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
     let raw: RawNotes = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
-    let at = At { path, text };
+    let src = Source { path, text };
 
     let version =
-        Version::parse(raw.version.get_ref()).map_err(|m| at.err(raw.version.span(), m))?;
-    let date = parse_date(raw.date.get_ref()).map_err(|m| at.err(raw.date.span(), m))?;
+        Version::parse(raw.version.get_ref()).map_err(|m| src.at(raw.version.span(), m))?;
+    let date = parse_date(raw.date.get_ref()).map_err(|m| src.at(raw.date.span(), m))?;
     let appliance = match &raw.appliance {
         Some(s) => {
-            Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| at.err(s.span(), m))?)
+            Some(Name::parse(s.get_ref(), "appliance name").map_err(|m| src.at(s.span(), m))?)
         }
         None => None,
     };
     let channel = match &raw.channel {
-        Some(s) => Name::parse(s.get_ref(), "channel").map_err(|m| at.err(s.span(), m))?,
+        Some(s) => Name::parse(s.get_ref(), "channel").map_err(|m| src.at(s.span(), m))?,
         None => Name::parse("stable", "channel").expect("`stable` is a valid channel"),
     };
-    let notes = at.notes(&raw.notes)?;
+    let notes = src.notes(&raw.notes)?;
     let title = match &raw.title {
-        Some(t) => Some(Line::parse(t.get_ref(), "title").map_err(|m| at.err(t.span(), m))?),
+        Some(t) => Some(Line::parse(t.get_ref(), "title").map_err(|m| src.at(t.span(), m))?),
         None => None,
     };
     if raw.images.as_ref().is_some_and(Vec::is_empty) {
@@ -243,23 +243,23 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
         ));
     }
     let osinfo = match &raw.osinfo {
-        Some(s) => Some(at.osinfo(s)?),
+        Some(s) => Some(src.osinfo(s)?),
         None => None,
     };
     let mut overrides = BTreeMap::new();
     for (name, image) in &raw.image {
         let format = match &image.format {
-            Some(f) => Some(ImageFormat::parse(f.get_ref()).map_err(|m| at.err(f.span(), m))?),
+            Some(f) => Some(ImageFormat::parse(f.get_ref()).map_err(|m| src.at(f.span(), m))?),
             None => None,
         };
-        let located = at.locate(name);
+        let located = src.locate(name);
         let supply = supply_files(path, text, &image.sbom, &image.provenance)?;
         overrides.insert(
             located.value.clone(),
             Located {
                 value: ImageOverride {
                     format,
-                    arch: at.arch(&image.arch)?,
+                    arch: src.arch(&image.arch)?,
                     supply,
                 },
                 line: located.line,
@@ -269,7 +269,7 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
     }
     let requirements = match raw.requirements {
         Some(r) => Requirements {
-            arch: at.arch(&r.arch)?,
+            arch: src.arch(&r.arch)?,
             min_memory_mib: r.min_memory_mib,
             min_disk_gib: r.min_disk_gib,
             min_cpus: r.min_cpus,
@@ -281,7 +281,7 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
     let cloud_images = raw
         .cloud_image
         .iter()
-        .map(|c| at.cloud_image(c, requirements.arch.as_ref()))
+        .map(|c| src.cloud_image(c, requirements.arch.as_ref()))
         .collect::<Result<Vec<_>>>()?;
 
     let supply = supply_files(path, text, &raw.sbom, &raw.provenance)?;
@@ -301,32 +301,22 @@ fn parse_with(path: &Path, text: &str, html: Option<String>) -> Result<Notes> {
         appliance,
         channel,
         critical: raw.critical,
-        primary: raw.primary.as_ref().map(|p| at.locate(p)),
+        primary: raw.primary.as_ref().map(|p| src.locate(p)),
         images: raw
             .images
             .as_ref()
-            .map(|list| list.iter().map(|i| at.locate(i)).collect()),
+            .map(|list| list.iter().map(|i| src.locate(i)).collect()),
         requirements,
         overrides,
         cloud_images,
     })
 }
 
-/// A notes file being parsed, for errors at a place in it.
-struct At<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl At<'_> {
-    /// An error at the start of `span`.
-    fn err(&self, span: std::ops::Range<usize>, message: String) -> Error {
-        Error::at_offset(self.path, self.text, span.start, message)
-    }
-
+/// The notes file's own checks, at their place in it.
+impl Source<'_> {
     /// A value with the line and column it was written at.
     fn locate(&self, s: &Spanned<String>) -> Located<String> {
-        let pos = crate::error::LineCol::of(self.text, s.span().start);
+        let pos = self.line_col(s.span());
         Located {
             value: s.get_ref().clone(),
             line: pos.line,
@@ -338,7 +328,7 @@ impl At<'_> {
         match arch {
             Some(a) => Arch::parse(a.get_ref())
                 .map(Some)
-                .map_err(|m| self.err(a.span(), m)),
+                .map_err(|m| self.at(a.span(), m)),
             None => Ok(None),
         }
     }
@@ -358,7 +348,7 @@ impl At<'_> {
             .chars()
             .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
         {
-            return Err(self.err(
+            return Err(self.at(
                 notes.span(),
                 format!(
                     "`notes` hold the control character U+{:04X}; only tabs and line breaks may \
@@ -380,7 +370,7 @@ impl At<'_> {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
         match ok {
             true => Ok(id.clone()),
-            false => Err(self.err(
+            false => Err(self.at(
                 osinfo.span(),
                 format!(
                     "invalid osinfo `{}`: a libosinfo short id such as `debian12` or \
@@ -395,16 +385,16 @@ impl At<'_> {
     /// and its architecture the release's unless it names one.
     fn cloud_image(&self, c: &RawCloudImage, release_arch: Option<&Arch>) -> Result<CloudImage> {
         let provider =
-            Provider::parse(c.provider.get_ref()).map_err(|m| self.err(c.provider.span(), m))?;
+            Provider::parse(c.provider.get_ref()).map_err(|m| self.at(c.provider.span(), m))?;
         provider
             .check_region(c.region.as_ref().map(|r| r.get_ref().as_str()))
             .map_err(|m| match &c.region {
-                Some(r) => self.err(r.span(), m),
-                None => self.err(c.provider.span(), m),
+                Some(r) => self.at(r.span(), m),
+                None => self.at(c.provider.span(), m),
             })?;
         let id = provider
             .canonical_id(c.id.get_ref())
-            .map_err(|m| self.err(c.id.span(), m))?;
+            .map_err(|m| self.at(c.id.span(), m))?;
         Ok(CloudImage {
             provider,
             region: c.region.as_ref().map(|r| r.get_ref().clone()),
