@@ -35,6 +35,19 @@ impl Fixture {
         self.root.join(rel)
     }
 
+    /// Writes a new release of webapp, dated 2026-06-01, whose one image
+    /// is `webapp-<version>.raw` holding `image`.
+    pub fn add_webapp_release(&self, version: &str, image: &[u8]) {
+        let dir = self.path(&format!("releases/webapp/{version}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("release.toml"),
+            format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
+        )
+        .unwrap();
+        fs::write(dir.join(format!("webapp-{version}.raw")), image).unwrap();
+    }
+
     pub fn build(&self, args: &[&str]) -> Output {
         self.run(&[&["build"], args].concat(), &[])
     }

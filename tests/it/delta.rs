@@ -107,34 +107,12 @@ impl Site {
 
     /// A new release of webapp with `image`, built and served.
     fn release(&self, version: &str, image: &[u8], epoch: &str) {
-        let dir = self.fixture.path(&format!("releases/webapp/{version}"));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            dir.join("release.toml"),
-            format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
-        )
-        .unwrap();
-        fs::write(dir.join(format!("webapp-{version}.raw")), image).unwrap();
+        self.fixture.add_webapp_release(version, image);
         self.publish(epoch);
     }
 
     fn pull(&self, extra: &[&str]) -> Output {
-        let url = self.server.url();
-        let dest = self.dest.to_str().unwrap();
-        let mut args = vec![
-            "pull",
-            url.as_str(),
-            "--pubkey",
-            "../known-answer/kat.pub",
-            "--appliance",
-            "webapp",
-            "--dest",
-            dest,
-            "--arch",
-            "x86_64",
-        ];
-        args.extend_from_slice(extra);
-        self.fixture.run(&args, &[])
+        crate::pull::pull(&self.fixture, &self.server.url(), &self.dest, extra)
     }
 
     /// The control file of a published image, its length.

@@ -39,17 +39,6 @@ fn published_site() -> Fixture {
     fixture
 }
 
-fn add_release(fixture: &Fixture, version: &str, bytes: &[u8]) {
-    let dir = fixture.path(&format!("releases/webapp/{version}"));
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("release.toml"),
-        format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
-    )
-    .unwrap();
-    fs::write(dir.join(format!("webapp-{version}.raw")), bytes).unwrap();
-}
-
 fn build_on(fixture: &Fixture, extra: &[&str], epoch: &str) -> std::process::Output {
     let mut args = vec!["build", "--previous", "published"];
     args.extend_from_slice(extra);
@@ -58,7 +47,7 @@ fn build_on(fixture: &Fixture, extra: &[&str], epoch: &str) -> std::process::Out
 
 fn releases_without_local_images_keep_the_published_ones_unread() {
     let fixture = published_site();
-    add_release(&fixture, "1.2.0", &[9u8; 3000]);
+    fixture.add_webapp_release("1.2.0", &[9u8; 3000]);
     let out = build_on(&fixture, &[], LATER);
     assert_success(&out);
     assert_eq!(stderr(&out), WHOLE_SITE);

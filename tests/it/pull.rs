@@ -315,7 +315,7 @@ fn site_for(base: &str, epoch: &str) -> Fixture {
     fixture
 }
 
-fn pull(fixture: &Fixture, base: &str, dest: &Path, extra: &[&str]) -> Output {
+pub(crate) fn pull(fixture: &Fixture, base: &str, dest: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "pull",
         base,
@@ -333,21 +333,10 @@ fn pull(fixture: &Fixture, base: &str, dest: &Path, extra: &[&str]) -> Output {
 }
 
 fn add_release(fixture: &Fixture, version: &str, epoch: &str) {
-    let dir = fixture.path(&format!("releases/webapp/{version}"));
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("release.toml"),
-        format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
-    )
-    .unwrap();
     // Each version its own bytes (1.2.0's are 0x33), none of another's:
     // no delta download here.
     let minor = version.split('.').nth(1).unwrap().parse::<u8>().unwrap();
-    fs::write(
-        dir.join(format!("webapp-{version}.raw")),
-        vec![0x31 + minor; 200_000],
-    )
-    .unwrap();
+    fixture.add_webapp_release(version, &vec![0x31 + minor; 200_000]);
     assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
 }
 
@@ -1256,37 +1245,16 @@ fn a_signed_feed_cannot_name_a_file_outside_dest() {
         (".vmcast-pull.json", "hidden names are the tools' own"),
         ("other.raw", "is not the file name of its path"),
     ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let served = tmp.path().join("served");
-        let server = Files::start(served.clone());
-        let base = server.url();
-        let fixture = site_for(&base, "1790000000");
-        crate::verify::forge_feed(
-            &fixture,
-            "public",
-            "name=\"webapp-1.1.0.raw\"",
-            &format!("name=\"{name}\""),
-        );
-        crate::common::copy_tree(&fixture.path("public"), &served);
-        let dest = tmp.path().join("box/dest");
-        let out = pull(&fixture, &base, &dest, &[]);
-        assert_eq!(out.status.code(), Some(10), "{name}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("vmcast:image name"),
-            "{}",
-            stderr(&out)
-        );
-        assert!(stderr(&out).contains(why), "{name}: {}", stderr(&out));
+        let forged = pull_forged("name=\"webapp-1.1.0.raw\"", &format!("name=\"{name}\""));
+        let out = &forged.out;
+        assert_eq!(out.status.code(), Some(10), "{name}: {}", stderr(out));
+        assert!(stderr(out).contains("vmcast:image name"), "{}", stderr(out));
+        assert!(stderr(out).contains(why), "{name}: {}", stderr(out));
         // Only pull's own state beside nothing else: no image, no escape.
-        assert!(!tmp.path().join("box/escape.raw").exists());
+        assert!(!forged.tmp.path().join("box/escape.raw").exists());
         assert!(!Path::new("/tmp/escape.raw").exists());
-        let placed: Vec<_> = fs::read_dir(&dest)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        assert!(placed.is_empty(), "{name}: {placed:?}");
-        let verified = fixture.run(
+        assert!(forged.placed.is_empty(), "{name}: {:?}", forged.placed);
+        let verified = forged.fixture.run(
             &["verify", "public", "--pubkey", "../known-answer/kat.pub"],
             &[],
         );
@@ -1296,7 +1264,6 @@ fn a_signed_feed_cannot_name_a_file_outside_dest() {
             "{}",
             stderr(&verified)
         );
-        drop(server);
     }
 }
 
@@ -1304,27 +1271,45 @@ fn a_signed_feed_cannot_name_a_file_outside_dest() {
 /// (it could be a security update) is refused as a whole: pull does not
 /// quietly install the older release it can read.
 fn a_newest_release_whose_version_does_not_parse_is_refused_not_skipped() {
+    let forged = pull_forged(
+        "<vmcast:version>1.1.0</vmcast:version>",
+        "<vmcast:version>1.1.0 security</vmcast:version>",
+    );
+    let out = &forged.out;
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(out));
+    assert!(stderr(out).contains("1.1.0 security"), "{}", stderr(out));
+    assert!(forged.placed.is_empty(), "{:?}", forged.placed);
+}
+
+/// A pull into `<tmp>/box/dest` from a site whose feeds say `to` where
+/// they said `from`, re-signed with the publisher's key.
+struct Forged {
+    tmp: tempfile::TempDir,
+    fixture: Fixture,
+    out: Output,
+    /// What pull placed in --dest, its own hidden files left out.
+    placed: Vec<String>,
+}
+
+fn pull_forged(from: &str, to: &str) -> Forged {
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("served");
     let server = Files::start(served.clone());
     let base = server.url();
     let fixture = site_for(&base, "1790000000");
-    crate::verify::forge_feed(
-        &fixture,
-        "public",
-        "<vmcast:version>1.1.0</vmcast:version>",
-        "<vmcast:version>1.1.0 security</vmcast:version>",
-    );
+    crate::verify::forge_feed(&fixture, "public", from, to);
     crate::common::copy_tree(&fixture.path("public"), &served);
-    let dest = tmp.path().join("dest");
+    let dest = tmp.path().join("box/dest");
     let out = pull(&fixture, &base, &dest, &[]);
-    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
-    assert!(stderr(&out).contains("1.1.0 security"), "{}", stderr(&out));
-    let placed: Vec<_> = fs::read_dir(&dest)
+    let placed = fs::read_dir(&dest)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .collect();
-    assert!(placed.is_empty(), "{placed:?}");
-    drop(server);
+    Forged {
+        tmp,
+        fixture,
+        out,
+        placed,
+    }
 }

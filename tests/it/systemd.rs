@@ -131,7 +131,7 @@ fn one_appliance_takes_the_flat_layout_and_keeps_archived_versions_listed() {
         );
     fs::write(fixture.path("vmcast.toml"), config).unwrap();
     for minor in 2..14 {
-        add_release(&fixture, &format!("1.{minor}.0"), &[minor; 512]);
+        fixture.add_webapp_release(&format!("1.{minor}.0"), &[minor; 512]);
     }
     let check = fixture.run(&["check"], &[]);
     assert_success(&check);
@@ -220,17 +220,6 @@ fn own_releases(fixture: &Fixture) {
     fs::write(fixture.path("vmcast.toml"), config).unwrap();
 }
 
-fn add_release(fixture: &Fixture, version: &str, image: &[u8]) {
-    let dir = fixture.path(&format!("releases/webapp/{version}"));
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("release.toml"),
-        format!("version = \"{version}\"\ndate = 2026-06-01\nnotes = \"New.\"\n"),
-    )
-    .unwrap();
-    fs::write(dir.join(format!("webapp-{version}.raw")), image).unwrap();
-}
-
 /// An SPDX SBOM of the image `name` holding `bytes`.
 fn sbom(name: &str, bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -279,7 +268,7 @@ fn previous_lists_old_versions_in_the_flat_directory_unread() {
     copy_tree(&fixture.path("public"), &fixture.path("published"));
     fs::remove_dir_all(fixture.path("public")).unwrap();
     drop_local_images(&fixture);
-    add_release(&fixture, "1.2.0", &[7u8; 4096]);
+    fixture.add_webapp_release("1.2.0", &[7u8; 4096]);
     let out = fixture.run(
         &["build", "--previous", "published"],
         &[("SOURCE_DATE_EPOCH", "1790086400")],
@@ -344,7 +333,7 @@ fn a_site_moving_to_the_flat_layout_keeps_its_published_urls() {
         format!("image_layout = \"flat\"\n{versioned}"),
     )
     .unwrap();
-    add_release(&fixture, "1.2.0", &[7u8; 4096]);
+    fixture.add_webapp_release("1.2.0", &[7u8; 4096]);
     let out = fixture.run(
         &["build", "--previous", "published"],
         &[("SOURCE_DATE_EPOCH", "1790086400")],
@@ -609,7 +598,7 @@ fn systemd_sysupdate_keeps_a_host_current_from_the_flat_site() {
     // directory, where sysupdate 257's pattern `webapp-@v.raw` would match
     // `webapp-1.2.0.raw.spdx.json` too: the directory's manifest lists
     // images only.
-    add_release(&fixture, "1.2.0", &[7u8; 4096]);
+    fixture.add_webapp_release("1.2.0", &[7u8; 4096]);
     fs::write(
         fixture.path("releases/webapp/1.2.0/webapp-1.2.0.raw.spdx.json"),
         sbom("webapp-1.2.0.raw", &[7u8; 4096]),
