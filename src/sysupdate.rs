@@ -246,7 +246,6 @@ pub fn plan(
         |path: &RelPath, url: &Url| path.parent() == Some(dir.as_str()) && served(path, url);
     let mut plan = Plan::default();
     let mut candidates: Vec<Candidate> = Vec::new();
-    let mut names: Vec<(&FileName, &Version)> = Vec::new();
     let mut releases: Vec<&Release> = releases
         .iter()
         .filter(|r| r.info.appliance == *appliance)
@@ -258,7 +257,6 @@ pub fn plan(
             if !in_dir(&image.source.site_path, &image.source.url) {
                 continue;
             }
-            names.push((&image.source.name, version));
             candidates.push(Candidate {
                 version,
                 name: &image.source.name,
@@ -266,11 +264,6 @@ pub fn plan(
                 compression: image.source.compression,
                 primary: image.source.primary,
             });
-        }
-        for file in &release.supply {
-            if in_dir(&file.site_path, &file.url) {
-                names.push((&file.name, version));
-            }
         }
     }
     candidates.sort_by(|a, b| b.version.cmp(a.version).then_with(|| a.name.cmp(b.name)));
@@ -310,10 +303,12 @@ pub fn plan(
         // A pattern that reads another file as the wrong version would
         // have sysupdate install that file as this version.
         let misread = family.iter().find_map(|p| {
-            names
+            candidates
                 .iter()
-                .find(|(n, v)| match_version(p, n.as_str()).is_some_and(|f| f != v.as_str()))
-                .map(|(n, v)| (p, n, v))
+                .find(|o| {
+                    match_version(p, o.name.as_str()).is_some_and(|f| f != o.version.as_str())
+                })
+                .map(|o| (p, o.name, o.version))
         });
         if let Some((p, other, v)) = misread {
             plan.skipped.push(format!(
