@@ -61,7 +61,7 @@ fn checkout(fixture: &Fixture) -> String {
 
 /// Runs the script in the fixture with only `env` of the VMCAST_*, AWS_*
 /// and GitHub variables it reads, and the test binary first on PATH.
-fn release(fixture: &Fixture, env: &[(&str, &str)]) -> Output {
+pub(crate) fn release(fixture: &Fixture, env: &[(&str, &str)]) -> Output {
     let bin = Path::new(env!("CARGO_BIN_EXE_vmcast-gen"))
         .parent()
         .unwrap();

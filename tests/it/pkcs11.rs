@@ -558,33 +558,18 @@ fn the_release_script_signs_on_the_token_with_no_key_on_the_runner() {
     .unwrap();
     sign_on_token(&fixture, "release", "imported.pub");
 
-    let bin = Path::new(env!("CARGO_BIN_EXE_vmcast-gen"))
-        .parent()
-        .unwrap();
-    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .unwrap();
-    let mut cmd = Command::new("bash");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/vmcast-release.sh"))
-        .current_dir(&fixture.root);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("VMCAST_")
-            || name.starts_with("AWS_")
-            || ["SOURCE_DATE_EPOCH", "GITHUB_OUTPUT"].contains(&&*name)
-        {
-            cmd.env_remove(&*name);
-        }
-    }
-    cmd.env("PATH", path)
-        .env("VMCAST_CACHE_DIR", tmp.path().join("cache"))
-        .env("VMCAST_VERIFY_URL", server.url())
-        .env("VMCAST_PUBKEY", "imported.pub");
-    for (k, v) in token.env() {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let cache = tmp.path().join("cache").display().to_string();
+    let url = server.url();
+    let token_env = token.env();
+    let env: Vec<(&str, &str)> = [
+        ("VMCAST_CACHE_DIR", cache.as_str()),
+        ("VMCAST_VERIFY_URL", url.as_str()),
+        ("VMCAST_PUBKEY", "imported.pub"),
+    ]
+    .into_iter()
+    .chain(token_env.iter().map(|(k, v)| (*k, v.as_str())))
+    .collect();
+    let out = crate::action::release(&fixture, &env);
     assert_success(&out);
     assert!(
         stdout(&out).contains("image bytes read, key 9846815B1BF4E0B5"),
