@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::common::{Fixture, assert_success, stderr, stdout};
+use crate::common::{Fixture, assert_success, release_script, stderr, stdout};
 use crate::publish::{moto, site};
 
 tests! {
@@ -59,39 +59,6 @@ fn checkout(fixture: &Fixture) -> String {
     fs::read_to_string(fixture.path("../known-answer/kat.key")).unwrap()
 }
 
-/// Runs the script in the fixture with only `env` of the VMCAST_*, AWS_*
-/// and GitHub variables it reads, and the test binary first on PATH.
-pub(crate) fn release(fixture: &Fixture, env: &[(&str, &str)]) -> Output {
-    let bin = Path::new(env!("CARGO_BIN_EXE_vmcast-gen"))
-        .parent()
-        .unwrap();
-    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .unwrap();
-    let mut cmd = Command::new("bash");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(SCRIPT))
-        .current_dir(&fixture.root)
-        .env("PATH", path)
-        .env(
-            "VMCAST_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
-        );
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("VMCAST_")
-            || name.starts_with("AWS_")
-            || ["SOURCE_DATE_EPOCH", "GITHUB_OUTPUT"].contains(&&*name)
-        {
-            cmd.env_remove(&*name);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 /// A first release published to moto and verified there; then a runner
 /// that holds only a new release's images builds on the published site
 /// over HTTP, publishes without uploading an old image, and verifies all
@@ -123,7 +90,7 @@ fn the_action_script_releases_first_then_from_a_stateless_runner() {
         ],
     ]
     .concat();
-    let out = release(&first, &env);
+    let out = release_script(&first, &env);
     assert_success(&out);
     // The action's `sequence` output.
     assert_eq!(
@@ -164,7 +131,7 @@ fn the_action_script_releases_first_then_from_a_stateless_runner() {
         ],
     ]
     .concat();
-    let out = release(&runner, &env);
+    let out = release_script(&runner, &env);
     assert_success(&out);
     let text = stdout(&out);
     for step in [
@@ -210,7 +177,7 @@ fn the_action_script_releases_first_then_from_a_stateless_runner() {
         ],
     ]
     .concat();
-    let out = release(&runner, &env);
+    let out = release_script(&runner, &env);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
         stderr(&out).contains(&format!(
@@ -248,7 +215,7 @@ fn the_action_script_names_a_missing_secret_before_building() {
             "AWS_ACCESS_KEY_ID is not set",
         ),
     ] {
-        let out = release(&fixture, &env);
+        let out = release_script(&fixture, &env);
         assert_eq!(out.status.code(), Some(1), "{env:?}: {}", stdout(&out));
         assert!(
             stderr(&out).starts_with(&format!("vmcast-release: error: {secret}")),

@@ -127,6 +127,39 @@ pub fn copy_tree(src: &Path, dst: &Path) {
     }
 }
 
+/// Runs ci/vmcast-release.sh (the Action's logic) in the fixture with only `env` of the VMCAST_*, AWS_*
+/// and GitHub variables it reads, and the test binary first on PATH.
+pub fn release_script(fixture: &Fixture, env: &[(&str, &str)]) -> Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_vmcast-gen"))
+        .parent()
+        .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/vmcast-release.sh"))
+        .current_dir(&fixture.root)
+        .env("PATH", path)
+        .env(
+            "VMCAST_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmcast-cache"),
+        );
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("VMCAST_")
+            || name.starts_with("AWS_")
+            || ["SOURCE_DATE_EPOCH", "GITHUB_OUTPUT"].contains(&&*name)
+        {
+            cmd.env_remove(&*name);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
 /// Every file under `dir` with its bytes.
 pub fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();

@@ -569,7 +569,7 @@ fn the_release_script_signs_on_the_token_with_no_key_on_the_runner() {
     .into_iter()
     .chain(token_env.iter().map(|(k, v)| (*k, v.as_str())))
     .collect();
-    let out = crate::action::release(&fixture, &env);
+    let out = crate::common::release_script(&fixture, &env);
     assert_success(&out);
     assert!(
         stdout(&out).contains("image bytes read, key 9846815B1BF4E0B5"),
