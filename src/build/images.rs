@@ -279,6 +279,10 @@ impl Start for Extras {
             zsync: self.zsync.start(length)?,
         })
     }
+
+    fn sha1(&self) -> bool {
+        self.zsync.sha1()
+    }
 }
 
 impl Sink for ExtrasSink {

@@ -386,6 +386,7 @@ mod tests {
                 source: &path,
                 length: image.len() as u64,
                 info: &info,
+                sha1: None,
             })
             .unwrap();
         let bytes = std::fs::read(&path).unwrap();

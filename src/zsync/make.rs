@@ -10,7 +10,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use sha1::Digest;
+use sha2::Digest;
 
 use super::Params;
 use super::sums::{self, LANES};
@@ -36,6 +36,11 @@ impl hash::Start for Job {
     fn start(&self, length: u64) -> Result<Maker> {
         Maker::create(self, length)
     }
+
+    /// The header carries the image's SHA-1.
+    fn sha1(&self) -> bool {
+        true
+    }
 }
 
 /// A control file being written.
@@ -45,7 +50,6 @@ pub struct Maker {
     params: Params,
     /// The header, with the SHA-1 not yet known: its length is fixed.
     header: (String, String),
-    sha1: sha1::Sha1,
     /// The start of a block that the last chunk cut.
     partial: Vec<u8>,
     /// The entry of a block of zeros.
@@ -75,7 +79,6 @@ impl Maker {
             path: job.path.clone(),
             params,
             header: (job.filename.clone(), job.url.clone()),
-            sha1: sha1::Sha1::new(),
             partial: Vec::with_capacity(params.block_size),
             zeros,
             entries: Vec::new(),
@@ -83,7 +86,7 @@ impl Maker {
     }
 
     /// Writes the entries of whole blocks: those of zeros at once, the
-    /// others hashed eight at a time.
+    /// others hashed sixteen at a time.
     fn blocks(&mut self, data: &[u8], zeros: bool) -> Result<()> {
         let size = self.params.block_size;
         let entry_len = self.params.entry_len();
@@ -111,11 +114,11 @@ impl Maker {
     /// Puts the entries of `blocks` (their numbers among `entries`) in place.
     fn hash_into(&mut self, blocks: &[(usize, &[u8])], entry_len: usize) {
         let data: Vec<&[u8]> = blocks.iter().map(|(_, b)| *b).collect();
-        let md4 = sums::md4(&data);
+        let (md4, rsum) = sums::md4_rsum(&data);
         let mut entry = Vec::with_capacity(entry_len);
-        for ((n, block), md4) in blocks.iter().zip(&md4) {
+        for (((n, _), md4), rsum) in blocks.iter().zip(&md4).zip(rsum) {
             entry.clear();
-            self.params.entry(sums::rsum(block), md4, &mut entry);
+            self.params.entry(rsum, md4, &mut entry);
             self.entries[n * entry_len..(n + 1) * entry_len].copy_from_slice(&entry);
         }
     }
@@ -133,7 +136,6 @@ impl Sink for Maker {
 
     fn update(&mut self, chunk: &Chunk<'_>) -> Result<()> {
         let mut bytes = chunk.bytes();
-        self.sha1.update(bytes);
         let size = self.params.block_size;
         if !self.partial.is_empty() {
             let take = (size - self.partial.len()).min(bytes.len());
@@ -167,7 +169,9 @@ impl Sink for Maker {
             last.resize(self.params.block_size, 0);
             self.blocks(&last, false)?;
         }
-        let sha1: [u8; 20] = self.sha1.finalize().into();
+        let sha1 = image
+            .sha1
+            .expect("the read takes the SHA-1 that Job::sha1 asks for");
         let header = self.params.header(&self.header.0, &self.header.1, &sha1);
         let path = self.path;
         let file = self
@@ -194,12 +198,12 @@ fn digest_of(path: &Path) -> Result<FileDigest> {
         if n == 0 {
             break;
         }
-        sha2::Digest::update(&mut hasher, &buf[..n]);
+        hasher.update(&buf[..n]);
         length += n as u64;
     }
     Ok(FileDigest {
         length,
-        sha256: Sha256(sha2::Digest::finalize(hasher).into()),
+        sha256: Sha256(hasher.finalize().into()),
         sha512: None,
     })
 }

@@ -1,16 +1,20 @@
 //! The two checksums of a zsync block: the rolling sum (rsync's weak
-//! checksum) and MD4. MD4 is taken of eight blocks at once, one in each
-//! lane of two SSE2 registers (`wide`, without `unsafe`): a control file
-//! needs one MD4 per block, and eight independent streams keep the vector
-//! units busy where one MD4 waits on each of its 48 dependent steps.
+//! checksum) and MD4. MD4 is taken of sixteen blocks at once: a control
+//! file needs one MD4 per block, and independent streams keep the vector
+//! units busy where one MD4 waits on each of its 48 dependent steps. With
+//! AVX-512 the sixteen go in the lanes of one register, rolling sums
+//! included (`simd::md4_rsum_x16`); without it, eight at a time in two SSE2
+//! registers (`wide`, the x86-64 baseline), and the rolling sums one by one.
 
 use wide::u32x4;
 
-/// Blocks hashed at once.
-pub const LANES: usize = 8;
+pub use crate::simd::Md4;
 
-/// An MD4 digest.
-pub type Md4 = [u8; 16];
+/// Blocks hashed at once.
+pub const LANES: usize = 16;
+
+/// Blocks hashed at once in SSE2 registers.
+const SSE2_LANES: usize = 8;
 
 /// The rolling sum of a block, as zsync defines it: `a` is the sum of the
 /// bytes, `b` the sum of each byte times its distance from the block's
@@ -37,6 +41,50 @@ pub fn roll(sum: u32, out: u8, into: u8, shift: u32) -> u32 {
         .wrapping_sub(u16::from(out).checked_shl(shift).unwrap_or(0))
         .wrapping_add(a);
     u32::from(a) << 16 | u32::from(b)
+}
+
+/// The MD4 of each of `blocks`, all of one length, a multiple of 64 bytes
+/// (a zsync block size); lanes past `blocks.len()` hash the first block
+/// again and are dropped.
+pub fn md4(blocks: &[&[u8]]) -> [Md4; LANES] {
+    let len = check(blocks);
+    if let Some((md4, _)) = crate::simd::md4_rsum_x16(&lanes(blocks), len) {
+        return md4;
+    }
+    md4_sse2(blocks)
+}
+
+/// The MD4 and rolling sum of each of `blocks`, as [`md4`] and [`rsum`].
+pub fn md4_rsum(blocks: &[&[u8]]) -> ([Md4; LANES], [u32; LANES]) {
+    let len = check(blocks);
+    if let Some(sums) = crate::simd::md4_rsum_x16(&lanes(blocks), len) {
+        return sums;
+    }
+    let rsums = std::array::from_fn(|l| blocks.get(l).map_or(0, |b| rsum(b)));
+    (md4_sse2(blocks), rsums)
+}
+
+/// The blocks' length, once each is checked to have it.
+fn check(blocks: &[&[u8]]) -> usize {
+    assert!(!blocks.is_empty() && blocks.len() <= LANES);
+    let len = blocks[0].len();
+    assert!(len.is_multiple_of(64) && blocks.iter().all(|b| b.len() == len));
+    len
+}
+
+/// `blocks`, the first again in the lanes past them.
+fn lanes<'a>(blocks: &[&'a [u8]]) -> [&'a [u8]; LANES] {
+    std::array::from_fn(|l| blocks.get(l).copied().unwrap_or(blocks[0]))
+}
+
+/// [`md4`] in SSE2 registers, eight blocks at a time.
+fn md4_sse2(blocks: &[&[u8]]) -> [Md4; LANES] {
+    let mut out = [[0u8; 16]; LANES];
+    for (group, out) in blocks.chunks(SSE2_LANES).zip(out.chunks_mut(SSE2_LANES)) {
+        let d = md4_x8(group);
+        out.copy_from_slice(&d[..out.len()]);
+    }
+    out
 }
 
 /// Eight 32-bit words, one per lane.
@@ -104,13 +152,10 @@ fn compress(state: &mut [V; 4], x: &[V; 16]) {
     }
 }
 
-/// The MD4 of each of `blocks`, all of one length, a multiple of 64 bytes
-/// (a zsync block size); lanes past `blocks.len()` hash the first block
-/// again and are dropped.
-pub fn md4(blocks: &[&[u8]]) -> [Md4; LANES] {
-    assert!(!blocks.is_empty() && blocks.len() <= LANES);
+/// The MD4 of each of up to eight `blocks` ([`check`]ed); lanes past them
+/// hash the first block again.
+fn md4_x8(blocks: &[&[u8]]) -> [Md4; SSE2_LANES] {
     let len = blocks[0].len();
-    assert!(len.is_multiple_of(64) && blocks.iter().all(|b| b.len() == len));
     let lane = |l: usize| blocks.get(l).unwrap_or(&blocks[0]);
     let mut state = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476].map(V::splat);
     let mut x = [V::splat(0); 16];
@@ -142,7 +187,7 @@ pub fn md4(blocks: &[&[u8]]) -> [Md4; LANES] {
     pad[14] = V::splat(bits as u32);
     pad[15] = V::splat((bits >> 32) as u32);
     compress(&mut state, &pad);
-    let mut out = [[0u8; 16]; LANES];
+    let mut out = [[0u8; 16]; SSE2_LANES];
     for (w, word) in state.iter().enumerate() {
         let (low, high) = (word.0.to_array(), word.1.to_array());
         for l in 0..4 {
@@ -183,6 +228,56 @@ mod tests {
             "c5abe41d160e530fe4172a1697325c38"
         );
         assert_eq!(hex(&md4(&[&a64])[0]), "52f5076fabd22680234a3fa9f9dc5732");
+    }
+
+    /// Bytes that look random, from a seed.
+    fn noise(len: usize, mut x: u32) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sse2_lanes_give_the_reference_digests_too() {
+        // On a CPU with AVX-512, `md4` above took the other path.
+        let zeros = vec![0u8; 2048];
+        let a64 = [b'a'; 64];
+        assert_eq!(
+            hex(&md4_sse2(&[&zeros[..]; LANES])[LANES - 1]),
+            "e7b9e6b0e2454e20d7380922c7a0b221"
+        );
+        assert_eq!(
+            hex(&md4_sse2(&[&a64])[0]),
+            "52f5076fabd22680234a3fa9f9dc5732"
+        );
+    }
+
+    #[test]
+    fn every_path_gives_each_lane_the_same_sums() {
+        // Whichever path this CPU takes, against the SSE2 lanes and the
+        // one-block rolling sum, for every count of blocks and each size
+        // a control file uses (and the smallest), bytes of 0 and 255 too.
+        let data = noise(LANES * 4096, 7);
+        let extremes: Vec<u8> = (0..4096)
+            .map(|i| if i % 3 == 0 { 255 } else { 0 })
+            .collect();
+        for size in [64, 2048, 4096] {
+            for n in 1..=LANES {
+                let mut blocks: Vec<&[u8]> = data.chunks(size).take(n).collect();
+                blocks[n / 2] = &extremes[..size];
+                let (md4s, rsums) = md4_rsum(&blocks);
+                assert_eq!(md4(&blocks)[..n], md4s[..n]);
+                assert_eq!(md4_sse2(&blocks)[..n], md4s[..n], "size {size}, {n} blocks");
+                for (b, r) in blocks.iter().zip(rsums) {
+                    assert_eq!(rsum(b), r, "size {size}, {n} blocks");
+                }
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::inspect::Inspector;
 use crate::model::{FileDigest, ImageInfo, Sha256, Sha512};
 use crate::par;
 
+mod whole;
+pub use whole::Whole;
+
 /// Bytes read per call; large enough to keep syscalls rare, small enough to
 /// keep memory flat.
 const CHUNK: usize = 1 << 20;
@@ -50,6 +53,12 @@ pub trait Start: Sync {
 
     /// Starts the sink of an image of `length` bytes.
     fn start(&self, length: u64) -> Result<Self::Sink>;
+
+    /// Whether the sink needs the SHA-1 of the whole image ([`Facts::sha1`]),
+    /// which the read takes beside the SHA-256, in one pass over both.
+    fn sha1(&self) -> bool {
+        false
+    }
 }
 
 /// What the sink of a job started by `S` makes.
@@ -94,6 +103,8 @@ pub struct Facts<'a> {
     pub length: u64,
     /// What its bytes say it is.
     pub info: &'a ImageInfo,
+    /// Its SHA-1, if the job's [`Start::sha1`] asked for it.
+    pub sha1: Option<[u8; 20]>,
 }
 
 /// Nothing besides the SHA-256.
@@ -123,6 +134,10 @@ impl<S: Start> Start for Option<S> {
 
     fn start(&self, length: u64) -> Result<Self::Sink> {
         self.as_ref().map(|s| s.start(length)).transpose()
+    }
+
+    fn sha1(&self) -> bool {
+        self.as_ref().is_some_and(S::sha1)
     }
 }
 
@@ -278,7 +293,7 @@ fn hash_one<S: Start>(
     };
     let mut sink = job.sink.start(before.len())?;
 
-    let mut hasher = sha2::Sha256::new();
+    let mut whole = Whole::new(job.sink.sha1());
     let mut inspector = Inspector::new();
     let mut length: u64 = 0;
     loop {
@@ -289,7 +304,7 @@ fn hash_one<S: Start>(
             Err(e) => return Err(Error::io("cannot read", path, e)),
         };
         let chunk = Chunk::new(&buf[..n]);
-        hasher.update(chunk.bytes());
+        whole.update(chunk.bytes());
         inspector.update(chunk.bytes());
         sink.update(&chunk)?;
         if let Some((out, dst)) = &mut copy {
@@ -312,14 +327,16 @@ fn hash_one<S: Start>(
     }
     check_unchanged(path, &file, &before, length)?;
     let info = inspector.finish(length).map_err(|m| Error::file(path, m))?;
+    let (sha256, sha1) = whole.finish();
     let made = sink.finish(&Facts {
         source: path,
         length,
         info: &info,
+        sha1,
     })?;
     Ok(Some(Hashed {
         length,
-        sha256: Sha256(hasher.finalize().into()),
+        sha256,
         state: FileState::of(&before),
         info,
         made,
