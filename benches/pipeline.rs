@@ -126,6 +126,7 @@ fn render_and_sign_10k_releases(bencher: Bencher) {
             build_time: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
             sequence: 1_790_000_000,
             expires: None,
+            published_feeds: &Default::default(),
         };
         let rendered = vmcast_gen::build::texts(&site, 1).unwrap();
         for feed in &rendered.site.feeds {

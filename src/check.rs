@@ -232,6 +232,7 @@ fn render_with_stand_ins(config: &Config, plan: &scan::Plan) -> Result<()> {
         build_time: epoch,
         sequence: 0,
         expires: None,
+        published_feeds: &Default::default(),
     };
     crate::build::texts(&site, crate::par::default_threads()).map(|_| ())
 }

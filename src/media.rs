@@ -38,6 +38,21 @@ pub fn is_immutable(path: &str) -> bool {
         || (path.starts_with("vagrant/") && path.ends_with(".box"))
 }
 
+/// The feed of one appliance: `feeds/<appliance>.xml`.
+pub fn appliance_feed(appliance: &str) -> String {
+    format!("feeds/{appliance}.xml")
+}
+
+/// Whether a path is an appliance's feed. Its signature may name an
+/// earlier build than the site's, whose feed it has been since: a build
+/// leaves an appliance's feed as it was when nothing in it changed, so
+/// that its subscribers are not sent it again (see [`crate::trust`]).
+pub fn is_appliance_feed(path: &str) -> bool {
+    path.strip_prefix("feeds/")
+        .and_then(|name| name.strip_suffix(".xml"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
 /// Whether a path is the `SHA256SUMS` of a directory of images, or its
 /// signature: a flat directory's lists every version and changes with each.
 pub fn is_dir_manifest(path: &str) -> bool {
@@ -129,6 +144,15 @@ pub fn content_type(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_appliance_feed_is_one_file_under_feeds() {
+        assert!(is_appliance_feed(&appliance_feed("webapp")));
+        assert!(!is_appliance_feed("feeds/a/b.xml"));
+        assert!(!is_appliance_feed("feeds/.xml"));
+        assert!(!is_appliance_feed("feeds/a.xml.minisig"));
+        assert!(!is_appliance_feed(FEED));
+    }
 
     #[test]
     fn a_directory_manifest_is_not_immutable_as_its_images_are() {

@@ -23,6 +23,7 @@ use crate::model::{Name, Version};
 use crate::sign::PublicKey;
 use crate::site::feed::Item;
 use crate::site::{self, CheckKind, VerifyOptions};
+use crate::trust::Published;
 use crate::warning::Warning;
 
 /// How to reach and trust the previous site.
@@ -47,6 +48,8 @@ pub struct Previous {
     pub sequence: u64,
     /// The feed's items, then its archives', newest first.
     items: Vec<Item>,
+    /// The appliances' feeds as published, by name, verified with the site.
+    pub feeds: BTreeMap<String, Published>,
     pub warnings: Vec<Warning>,
     /// Where each (appliance, version) is in `items`: a build over a
     /// thousand published releases looks each of them up.
@@ -146,6 +149,7 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
     // Archived releases are published too: their facts come from the
     // archives, which verified with the feed.
     let sequence = site.sequence;
+    let feeds = site.feeds;
     let items: Vec<Item> = site
         .feed
         .items
@@ -164,6 +168,7 @@ pub fn load(options: &PreviousOptions) -> Result<Previous> {
         source: options.source.to_owned(),
         sequence,
         items,
+        feeds,
         warnings,
         index,
     })

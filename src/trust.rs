@@ -18,6 +18,16 @@
 //!
 //! The build's signed `SHA256SUMS` lists its digest, which binds it to the
 //! build.
+//!
+//! An appliance's feed (`feeds/<appliance>.xml`) that did not change keeps
+//! the stamp of the build it last changed in: a build that would render it,
+//! with that stamp, byte for byte as the site it follows publishes it keeps
+//! that feed and its signature as they are, so that the appliance's
+//! subscribers are not sent it again. Its sequence is then below the
+//! build's, never above it, and the build's `SHA256SUMS` lists its digest.
+//! Only on a site whose builds neither expire (`expires_after`) nor announce
+//! a next key: each of those builds signs every feed anew, to push its
+//! expiry forward or to announce the key in the build it is signed in.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +87,17 @@ impl BuildStamp {
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.expires.and_then(|s| DateTime::from_timestamp(s, 0))
     }
+}
+
+/// A signed file as a site publishes it, its signature verified: what a
+/// build keeps as it is when it would render the same bytes (an
+/// appliance's feed that did not change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub data: Vec<u8>,
+    /// Its signature file, as published.
+    pub signature: String,
+    pub stamp: BuildStamp,
 }
 
 /// The signed metadata of a file that never changes: its name and site.

@@ -148,15 +148,22 @@ impl Clock {
 }
 
 /// The sequence of the site in the output directory, from its signed
-/// `feed.xml.minisig` when one of `keys` signed it (read as `verify` reads
-/// a signature: through one descriptor, no link, bounded). A site none of
-/// them signed, or none at all, is no site to follow.
+/// `feed.xml.minisig` when one of `keys` signed it. A site none of them
+/// signed, or none at all, is no site to follow.
 fn replaced_sequence(config: &Config, keys: &[&PublicKey]) -> Option<u64> {
-    let path = config.output_dir.join(format!("{}.minisig", media::FEED));
-    let (bytes, _) = fsutil::read_regular(&path, false, fsutil::MAX_TEXT_FILE).ok()?;
-    let signature = Signature::from_file(&path, &fsutil::text(&path, bytes).ok()?).ok()?;
+    let (signature, _) = replaced_signature(&config.output_dir, media::FEED)?;
     keys.iter()
         .any(|key| signature.verify_comment(key).is_ok())
         .then(|| BuildStamp::parse(&signature.trusted_comment).ok())?
         .map(|stamp| stamp.sequence)
+}
+
+/// The signature of `name` in the site in the output directory, and its
+/// file, read as `verify` reads a signature: through one descriptor, no
+/// link, bounded. Not checked: the caller checks it with its keys.
+pub(super) fn replaced_signature(output: &Path, name: &str) -> Option<(Signature, String)> {
+    let path = output.join(format!("{name}.minisig"));
+    let (bytes, _) = fsutil::read_regular(&path, false, fsutil::MAX_TEXT_FILE).ok()?;
+    let text = fsutil::text(&path, bytes).ok()?;
+    Some((Signature::from_file(&path, &text).ok()?, text))
 }

@@ -6,6 +6,7 @@
 mod assemble;
 mod clock;
 mod images;
+mod kept;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
-use crate::model::{Release, Sha256};
+use crate::model::{Name, Release, Sha256};
 use crate::notes;
 use crate::par;
 use crate::previous::{self, Previous};
@@ -97,6 +98,9 @@ pub struct Report {
     /// Images in clouds (`[[cloud_image]]`), named by the feed, not hosted.
     pub cloud_images: usize,
     pub feeds: Vec<String>,
+    /// The appliances' feeds of `feeds` kept as the site this build follows
+    /// published them, signatures and all: unchanged since an earlier build.
+    pub kept_feeds: Vec<String>,
     /// Archive documents (RFC 5005) written and signed besides the feeds.
     pub archives: usize,
     /// Total bytes of all images.
@@ -202,7 +206,7 @@ fn run(
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;
     plan.refuse_secret_keys(&keys.files)?;
-    let previous = follow(
+    let (previous, prior) = follow(
         options,
         &config,
         previous_source.as_deref(),
@@ -234,6 +238,18 @@ fn run(
         warnings,
     )?;
 
+    let mut appliances: Vec<&Name> = releases.iter().map(|r| &r.info.appliance).collect();
+    appliances.sort();
+    appliances.dedup();
+    let published_feeds = kept::keepable(
+        &config,
+        prior.as_ref(),
+        previous.as_ref(),
+        &appliances,
+        keys.minisign.public(),
+        &clock,
+        next_key.is_some(),
+    );
     let site = Site {
         config: &config,
         releases: &releases,
@@ -243,6 +259,7 @@ fn run(
         build_time: clock.time,
         sequence: clock.sequence,
         expires: clock.expires,
+        published_feeds: &published_feeds,
     };
     let rendered = texts(&site, threads)?;
     let mut cache = hashed.cache;
@@ -274,15 +291,15 @@ fn run(
 
 /// The previous site a build with `--previous` (or `previous`) builds on,
 /// read and checked; and the clock set to follow the site this build
-/// replaces or builds on, whichever key it trusts signed it.
-fn follow(
+/// replaces or builds on, whichever key it trusts signed it: that site.
+fn follow<'a>(
     options: &BuildOptions,
-    config: &Config,
-    source: Option<&str>,
+    config: &'a Config,
+    source: Option<&'a str>,
     key: &PublicKey,
     clock: &mut Clock,
     warnings: &mut Vec<Warning>,
-) -> Result<Option<Previous>> {
+) -> Result<(Option<Previous>, Option<Prior<'a>>)> {
     // A key the previous site may be signed by besides this build's: the
     // key rotated from, while the rotation is under way.
     let rotated_from = match &config.previous_key {
@@ -303,10 +320,11 @@ fn follow(
         .zip(previous.as_ref())
         .map(|(source, previous)| (source, previous.sequence));
     let trusted: Vec<&PublicKey> = std::iter::once(key).chain(&rotated_from).collect();
-    if let Some(prior) = Prior::of(config, options, built_on, &trusted) {
-        clock.follow(&prior, options, warnings)?;
+    let prior = Prior::of(config, options, built_on, &trusted);
+    if let Some(prior) = &prior {
+        clock.follow(prior, options, warnings)?;
     }
-    Ok(previous)
+    Ok((previous, prior))
 }
 
 /// What the pipeline did besides what it published, for the report.
@@ -342,6 +360,13 @@ impl Report {
                 .feeds
                 .iter()
                 .filter(|f| !f.path.starts_with("archive/"))
+                .map(|f| f.path.clone())
+                .collect(),
+            kept_feeds: rendered
+                .site
+                .feeds
+                .iter()
+                .filter(|f| f.signature.is_some())
                 .map(|f| f.path.clone())
                 .collect(),
             archives: rendered

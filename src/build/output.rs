@@ -21,7 +21,8 @@ use super::clock::Clock;
 use super::{Keys, Texts};
 
 /// Signs what was rendered and writes it, with the signatures and the
-/// public keys, into the staging directory. An archive whose signature
+/// public keys, into the staging directory. A feed kept as published is
+/// written with the signature it was published with. An archive whose signature
 /// the hash cache remembers is not signed again, unless `--verify-cache`
 /// says not to trust it (`remembered` is false); the cache learns every
 /// archive's signature for the next build.
@@ -58,6 +59,9 @@ pub(super) fn write_site(
     // A hundred archive documents make signing a fixed cost worth sharing out.
     let memo = cache.as_deref().filter(|_| remembered);
     let feed_sigs = par::map(threads, &rendered.site.feeds, |feed| {
+        if let Some(kept) = &feed.signature {
+            return Ok((kept.clone(), None));
+        }
         let comment = comment(&feed.path);
         let signed = media::is_immutable(&feed.path)
             .then(|| cache::Signed::of(key.public(), &comment, &feed.xml));

@@ -158,6 +158,7 @@ fn print_json(report: &vmcast_gen::Report, elapsed: f64) {
         "releases": report.releases,
         "images": report.published,
         "feeds": report.feeds,
+        "kept_feeds": report.kept_feeds,
         "archives": report.archives,
         "key_id": report.key_id,
         "sequence": report.sequence,
@@ -222,9 +223,15 @@ fn print_summary(report: &vmcast_gen::Report, elapsed: f64, verbose: bool) {
             human_size(c.bytes)
         );
     }
+    let signed: Vec<&str> = report
+        .feeds
+        .iter()
+        .filter(|f| !report.kept_feeds.contains(f))
+        .map(String::as_str)
+        .collect();
     outln!(
         "Signed {}{} and SHA256SUMS with key {}, sequence {}",
-        report.feeds.join(", "),
+        signed.join(", "),
         match report.archives {
             0 => String::new(),
             n => format!(", {n} archive(s)"),
@@ -232,6 +239,12 @@ fn print_summary(report: &vmcast_gen::Report, elapsed: f64, verbose: bool) {
         report.key_id,
         report.sequence
     );
+    if !report.kept_feeds.is_empty() {
+        outln!(
+            "Kept {} as published: unchanged since an earlier build",
+            report.kept_feeds.join(", ")
+        );
+    }
     if let Some(fingerprint) = &report.openpgp_fingerprint {
         outln!("Clearsigned SHA256SUMS.asc with OpenPGP key {fingerprint}");
     }

@@ -484,7 +484,7 @@ fn appliance_feed(source: &str, appliance: &str) -> Result<String> {
             value: appliance.to_owned(),
             reason,
         })?;
-    let feed = format!("feeds/{name}.xml");
+    let feed = crate::media::appliance_feed(name.as_str());
     Ok(
         match source.starts_with("http://") || source.starts_with("https://") {
             true => format!("{}/{feed}", source.trim_end_matches('/')),

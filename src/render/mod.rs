@@ -6,6 +6,8 @@ pub mod archive;
 pub mod feed;
 pub mod page;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use url::Url;
 
@@ -14,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::{MAX_TEXT_FILE, Name, RelPath, Release, ReleaseInfo, Sha256};
 use crate::sign::PublicKey;
 use crate::sums;
+use crate::trust::Published;
 
 use crate::media::{FEED, MANIFEST};
 
@@ -34,6 +37,11 @@ pub struct Site<'a> {
     pub sequence: u64,
     /// When consumers must stop trusting this build.
     pub expires: Option<DateTime<Utc>>,
+    /// Appliances' feeds as the site this build follows publishes them,
+    /// by path, each one this build may keep (see [`crate::trust`]): one it
+    /// renders with that feed's own stamp to the same bytes is kept as it
+    /// is, signature and all.
+    pub published_feeds: &'a BTreeMap<String, Published>,
 }
 
 /// The OpenPGP key a site is signed with besides minisign: signing is a
@@ -52,6 +60,9 @@ pub struct Feed {
     /// The one appliance it covers, if not all.
     pub appliance: Option<Name>,
     pub xml: Vec<u8>,
+    /// The signature file it was published with, when it is kept as the
+    /// followed site published it; else it is signed with the build's stamp.
+    pub signature: Option<String>,
 }
 
 /// The rendered feeds and pages of a site, before signing.
@@ -96,6 +107,8 @@ struct FeedJob<'a> {
     items: Vec<&'a Release>,
     /// The number of the archive it is, if it is one.
     archive: Option<usize>,
+    /// The archive its history continues in, if it is a current feed.
+    newest_archive: Option<usize>,
 }
 
 /// Renders the site on up to `threads` threads: the feeds (with a
@@ -118,12 +131,16 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         appliance: None,
         items: current.clone(),
         archive: None,
+        newest_archive,
     }];
     // Every appliance has its own feed, also on a site of one: a
-    // subscriber polls the one small feed of what it runs.
+    // subscriber polls the one small feed of what it runs. It links the
+    // newest archive that holds one of its releases, from which the chain
+    // reaches them all: an archive of other appliances' releases leaves it
+    // as it was.
     for name in &appliances {
         jobs.push(FeedJob {
-            path: format!("feeds/{name}.xml"),
+            path: crate::media::appliance_feed(name.as_str()),
             appliance: Some(name),
             items: current
                 .iter()
@@ -131,6 +148,11 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
                 .filter(|r| r.info.appliance == **name)
                 .collect(),
             archive: None,
+            newest_archive: partition
+                .archives
+                .iter()
+                .rposition(|a| a.iter().any(|&i| site.releases[i].info.appliance == **name))
+                .map(|i| i + 1),
         });
     }
     for (i, indexes) in partition.archives.iter().enumerate() {
@@ -139,6 +161,7 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
             appliance: None,
             items: indexes.iter().map(|&i| &site.releases[i]).collect(),
             archive: Some(i + 1),
+            newest_archive: None,
         });
     }
     // A feed carries its releases' notes escaped: one that those alone
@@ -166,13 +189,17 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
 
     let (feeds, pages) = std::thread::scope(|scope| {
         let pages = scope.spawn(|| render_pages(site, &appliances, &paths, &current));
-        let feeds = crate::par::map(threads, &jobs, |job| Feed {
-            xml: match job.archive {
-                Some(n) => feed::render_archive(site, n, &job.items),
-                None => feed::render(site, &job.path, job.appliance, &job.items, newest_archive),
-            },
-            path: job.path.clone(),
-            appliance: job.appliance.cloned(),
+        let feeds = crate::par::map(threads, &jobs, |job| {
+            let (xml, signature) = match job.archive {
+                Some(n) => (feed::render_archive(site, n, &job.items), None),
+                None => render_current(site, job),
+            };
+            Feed {
+                xml,
+                signature,
+                path: job.path.clone(),
+                appliance: job.appliance.cloned(),
+            }
         });
         let pages = pages
             .join()
@@ -189,6 +216,38 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         history,
         partition,
     })
+}
+
+/// A current feed, with its signature when it is kept as published: an
+/// appliance's feed that rendered with its own stamp is the published one,
+/// byte for byte. Any other is rendered with the build's stamp.
+fn render_current(site: &Site, job: &FeedJob) -> (Vec<u8>, Option<String>) {
+    let render = |site: &Site| {
+        feed::render(
+            site,
+            &job.path,
+            job.appliance,
+            &job.items,
+            job.newest_archive,
+        )
+    };
+    let published = job
+        .appliance
+        .and_then(|_| site.published_feeds.get(&job.path));
+    if let Some(published) = published
+        && let Some(time) = DateTime::from_timestamp(published.stamp.timestamp, 0)
+    {
+        let then = Site {
+            build_time: time,
+            sequence: published.stamp.sequence,
+            expires: None,
+            ..*site
+        };
+        if render(&then) == published.data {
+            return (published.data.clone(), Some(published.signature.clone()));
+        }
+    }
+    (render(site), None)
 }
 
 /// A file a release publishes: an image, the box or the zsync control

@@ -248,12 +248,17 @@ pub struct Report {
 pub struct PublishedSite {
     /// The base URL the build was signed for.
     pub base_url: Url,
-    /// The build's sequence, from its signatures.
+    /// The build's sequence, from the signatures of its feed.xml and
+    /// SHA256SUMS (an appliance's feed left unchanged since an earlier build
+    /// carries that build's).
     pub sequence: u64,
     pub feed: FeedDoc,
     /// The feed's archives, newest first (only when the feed read is the
     /// site's own feed, `feed.xml`).
     pub archives: Vec<FeedDoc>,
+    /// The appliances' feeds as published, by name (`feeds/<appliance>.xml`),
+    /// verified with the site (only when the feed read is `feed.xml`).
+    pub feeds: BTreeMap<String, crate::trust::Published>,
     pub manifest: BTreeMap<String, Sha256>,
 }
 

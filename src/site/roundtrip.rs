@@ -368,6 +368,7 @@ fn render(config: &Config, releases: &[Release]) -> Vec<u8> {
         build_time: Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
         sequence: 1_790_000_000,
         expires: None,
+        published_feeds: &Default::default(),
     };
     let items: Vec<&Release> = releases.iter().collect();
     crate::render::feed::render_archive(&site, 1, &items)

@@ -29,6 +29,11 @@ pub(super) struct State {
     /// verifies these very bytes again instead of downloading them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     cached: BTreeMap<String, Cached>,
+    /// The highest sequence seen of each feed, by its name in the site: an
+    /// appliance's feed that did not change keeps the sequence of the
+    /// build it last changed in. Absent in state files written before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    feeds: BTreeMap<String, u64>,
 }
 
 /// A document as its server sent it, with the validators it sent.
@@ -60,6 +65,7 @@ impl State {
                 site: None,
                 keys: BTreeMap::new(),
                 cached: BTreeMap::new(),
+                feeds: BTreeMap::new(),
             });
         }
         // Never through a symbolic link: `save` replaces the name, so a
@@ -141,6 +147,16 @@ impl State {
                 announced_by: None,
             });
         entry.highest_sequence = entry.highest_sequence.max(sequence);
+    }
+
+    /// The highest sequence seen of the feed `name`.
+    pub(super) fn feed_sequence(&self, name: &str) -> Option<u64> {
+        self.feeds.get(name).copied()
+    }
+
+    pub(super) fn record_feed(&mut self, name: &str, sequence: u64) {
+        let entry = self.feeds.entry(name.to_owned()).or_default();
+        *entry = (*entry).max(sequence);
     }
 
     pub(super) fn announce(&mut self, next: &PublicKey, by: &PublicKey) {

@@ -58,6 +58,7 @@ mod simplestreams;
 mod supply;
 mod systemd;
 mod systemd_tools;
+mod unchanged;
 mod vagrant;
 mod verify;
 mod virt_builder;
@@ -104,6 +105,7 @@ fn main() {
         simplestreams::tests(),
         supply::tests(),
         systemd::tests(),
+        unchanged::tests(),
         vagrant::tests(),
         verify::tests(),
         virt_builder::tests(),

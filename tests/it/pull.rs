@@ -34,6 +34,7 @@ tests! {
     the_systemd_example_says_how_its_binary_gets_there;
     a_current_host_polls_with_two_requests_and_no_body;
     a_304_does_not_make_an_expired_build_fresh;
+    an_unchanged_feed_stays_current_and_an_older_one_is_refused;
     a_signed_feed_cannot_name_a_file_outside_dest;
     a_newest_release_whose_version_does_not_parse_is_refused_not_skipped;
 }
@@ -1232,6 +1233,120 @@ fn a_304_does_not_make_an_expired_build_fresh() {
     assert!(stderr(&late).contains("expired at"), "{}", stderr(&late));
     let (_, sent) = since(&server, mark);
     assert_eq!(sent, [(304, 0), (304, 0)]);
+}
+
+/// A build that changes only webapp leaves dbnode's feed as it was, with
+/// the sequence of the build before: a host of dbnode is answered 304
+/// twice and stays current. A host whose state saw a newer build (webapp's
+/// feed) reads SHA256SUMS once for dbnode's older feed, which lists it, and
+/// takes it. dbnode's older feed replayed after a newer one is refused: by
+/// the host that saw the newer one, and by a host that saw only a newer
+/// build, whose SHA256SUMS lists another dbnode feed.
+fn an_unchanged_feed_stays_current_and_an_older_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let server = Files::start(served.clone());
+    let base = server.url();
+    let fixture = Fixture::new("ok-multi-appliance");
+    let config = fs::read_to_string(fixture.path("vmcast.toml"))
+        .unwrap()
+        .replace("https://downloads.example.com/site/", &base);
+    fs::write(fixture.path("vmcast.toml"), config).unwrap();
+    // A name this test's server needs no percent-decoding for.
+    let image = fixture.path("releases/dbnode/2.0.0/dbnode-2.0.0+café.raw");
+    fs::rename(&image, image.with_file_name("dbnode-2.0.0.raw")).unwrap();
+    let build = |epoch: &str| {
+        assert_success(&fixture.run(&["build"], &[("SOURCE_DATE_EPOCH", epoch)]));
+        crate::common::copy_tree(&fixture.path("public"), &served);
+    };
+    let pull_of = |appliance: &str, dest: &Path| {
+        let dest = dest.to_str().unwrap();
+        let args = [
+            "pull",
+            &base,
+            "--pubkey",
+            "../known-answer/kat.pub",
+            "--appliance",
+        ];
+        let args = [&args[..], &[appliance, "--dest", dest, "--arch", "x86_64"]].concat();
+        fixture.run(&args, &[])
+    };
+    build("1790000000");
+    let old: Vec<Vec<u8>> = ["feeds/dbnode.xml", "feeds/dbnode.xml.minisig"]
+        .iter()
+        .map(|name| fs::read(served.join(name)).unwrap())
+        .collect();
+    let dest = tmp.path().join("dest");
+    let first = pull_of("dbnode", &dest);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+
+    fixture.add_webapp_release("1.2.0", b"webapp 1.2.0\n");
+    build("1790000100");
+    let mark = server.requests().len();
+    let again = pull_of("dbnode", &dest);
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    let (requests, sent) = since(&server, mark);
+    assert_eq!(
+        requests,
+        ["GET /feeds/dbnode.xml.minisig", "GET /feeds/dbnode.xml"]
+    );
+    assert_eq!(sent, [(304, 0), (304, 0)]);
+
+    // Another host, which read webapp's feed of the newer build first.
+    let switched = tmp.path().join("switched");
+    let webapp = pull_of("webapp", &switched);
+    assert_eq!(webapp.status.code(), Some(0), "{}", stderr(&webapp));
+    let mark = server.requests().len();
+    let dbnode = pull_of("dbnode", &switched);
+    assert_eq!(dbnode.status.code(), Some(0), "{}", stderr(&dbnode));
+    let (requests, _) = since(&server, mark);
+    assert_eq!(
+        requests[..4],
+        [
+            "GET /feeds/dbnode.xml.minisig",
+            "GET /feeds/dbnode.xml",
+            "GET /SHA256SUMS.minisig",
+            "GET /SHA256SUMS",
+        ]
+    );
+
+    // dbnode changes; then its older feed is served again.
+    let release = fixture.path("releases/dbnode/2.1.0");
+    fs::create_dir_all(&release).unwrap();
+    fs::write(
+        release.join("release.toml"),
+        "version = \"2.1.0\"\ndate = 2026-03-01\nnotes = \"New.\"\n",
+    )
+    .unwrap();
+    fs::write(release.join("dbnode-2.1.0.raw"), b"dbnode 2.1.0\n").unwrap();
+    build("1790000200");
+    let newer = pull_of("dbnode", &dest);
+    assert_eq!(newer.status.code(), Some(0), "{}", stderr(&newer));
+    let fresh = tmp.path().join("fresh");
+    let webapp = pull_of("webapp", &fresh);
+    assert_eq!(webapp.status.code(), Some(0), "{}", stderr(&webapp));
+    for (name, bytes) in ["feeds/dbnode.xml", "feeds/dbnode.xml.minisig"]
+        .iter()
+        .zip(&old)
+    {
+        fs::write(served.join(name), bytes).unwrap();
+    }
+    for (host, refusal) in [
+        (
+            &dest,
+            "rollback: feeds/dbnode.xml of sequence 1790000000 is older than the \
+             feeds/dbnode.xml of sequence 1790000200 already seen",
+        ),
+        (
+            &fresh,
+            "rollback: feeds/dbnode.xml of sequence 1790000000 is not the one SHA256SUMS of \
+             sequence 1790000200 lists, and older than sequence 1790000100 already seen",
+        ),
+    ] {
+        let replayed = pull_of("dbnode", host);
+        assert_eq!(replayed.status.code(), Some(10), "{}", stderr(&replayed));
+        assert!(stderr(&replayed).contains(refusal), "{}", stderr(&replayed));
+    }
 }
 
 /// A feed signed with the publisher's key (a stolen key, a compromised

@@ -38,7 +38,7 @@ impl Verifier<'_> {
             .cloned()
             .collect();
         for name in names {
-            let data = self.fetch_signed_listed(&name, manifest, key, stamp)?;
+            let data = self.fetch_signed_listed(&name, manifest, key, stamp)?.data;
             let held = catalogs::check_json_feed(&data, &vouched, base)
                 .map(|n| format!("{n} release(s), as the feed lists them"));
             self.report_catalog(&name, held);

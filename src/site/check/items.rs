@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use super::{Step, Verifier};
-use crate::media::MANIFEST;
+use crate::media::{self, MANIFEST};
 use crate::model::{RelPath, Sha256};
 use crate::sign::PublicKey;
 use crate::site::CheckKind;
 use crate::site::Problem;
 use crate::site::feed::{FeedDoc, Item, same_url};
 use crate::site::urls::SiteUrls;
-use crate::trust::BuildStamp;
+use crate::trust::{BuildStamp, Published, Stamp};
 
 impl Verifier<'_> {
     /// A feed document's channel, URLs and items; with the `manifest`,
@@ -123,22 +123,33 @@ impl Verifier<'_> {
     }
 
     /// The per-appliance feeds listed in the manifest: signed by the same
-    /// key, in the same build, with the listed digest.
+    /// key, in this build or, unchanged since, an earlier one, with the
+    /// listed digest. Returns them as published, by name.
     pub(super) fn check_appliance_feeds(
         &mut self,
         manifest: &BTreeMap<String, Sha256>,
         key: &PublicKey,
         stamp: &BuildStamp,
-    ) -> Step<()> {
+    ) -> Step<BTreeMap<String, Published>> {
         let names: Vec<String> = manifest
             .keys()
-            .filter(|n| n.starts_with("feeds/") && n.ends_with(".xml"))
+            .filter(|n| media::is_appliance_feed(n))
             .cloned()
             .collect();
+        let mut feeds = BTreeMap::new();
         for name in names {
-            self.fetch_signed_listed(&name, manifest, key, stamp)?;
+            let listed = self.fetch_signed_listed(&name, manifest, key, stamp)?;
+            // check_build_of refused any other stamp of an appliance feed.
+            if let Stamp::Build(stamp) = listed.stamp {
+                let published = Published {
+                    data: listed.data,
+                    signature: listed.signature,
+                    stamp,
+                };
+                feeds.insert(name, published);
+            }
         }
-        Ok(())
+        Ok(feeds)
     }
 }
 

@@ -107,9 +107,12 @@ impl<'a> Verifier<'a> {
             true => Some(self.signed_manifest(&key, &feed_name, &feed)?),
             false => None,
         };
-        self.report.sequence = Some(feed.stamp.sequence);
-        self.check_expiry(&feed.stamp);
-        self.check_rollback(state, &key, feed.stamp.sequence);
+        // The build's stamp: the manifest's, which an appliance's feed left
+        // unchanged since an earlier build does not carry.
+        let build = sums.as_ref().map_or(&feed.stamp, |s| &s.stamp).clone();
+        self.report.sequence = Some(build.sequence);
+        self.check_expiry(&build);
+        self.check_rollback(state, &key, &feed_name, &feed, sums.as_ref())?;
         let manifest = match &sums {
             Some(sums) => Some(self.manifest(&feed_name, &feed, sums)?),
             None => None,
@@ -134,9 +137,10 @@ impl<'a> Verifier<'a> {
             manifest.as_ref(),
         );
         let every_feed = whole && feed_name == FEED;
-        if let (true, Some(manifest)) = (every_feed, &manifest) {
-            self.check_appliance_feeds(manifest, &key, &feed.stamp)?;
-        }
+        let feeds = match (every_feed, &manifest) {
+            (true, Some(manifest)) => self.check_appliance_feeds(manifest, &key, &feed.stamp)?,
+            _ => BTreeMap::new(),
+        };
         let next = match &doc.channel.next_key {
             Some(next) => Some(self.check_next_key(next, &key, &feed.stamp, state)?),
             None => None,
@@ -147,9 +151,10 @@ impl<'a> Verifier<'a> {
         self.check_files(&doc, &base, &site_urls);
         let mut site = PublishedSite {
             base_url: base.clone(),
-            sequence: feed.stamp.sequence,
+            sequence: build.sequence,
             feed: doc,
             archives: Vec::new(),
+            feeds,
             manifest: manifest.unwrap_or_default(),
         };
         if every_feed {
@@ -212,12 +217,13 @@ impl<'a> Verifier<'a> {
         Ok((key, base, feed_name, feed))
     }
 
-    /// `SHA256SUMS`, signed in the feed's build.
+    /// `SHA256SUMS`, signed in the feed's build (or, for an appliance's
+    /// feed, in a later build that left it unchanged).
     fn signed_manifest(&mut self, key: &PublicKey, feed_name: &str, feed: &Signed) -> Step<Signed> {
         let manifest_loc = self.fetcher.site(&known(MANIFEST));
         let sums_sig = self.fetch_signature(&manifest_loc)?;
         let sums = self.fetch_signed(&manifest_loc, sums_sig, key, MANIFEST, MANIFEST)?;
-        self.check_same_build(feed_name, &feed.stamp, &sums.stamp)?;
+        self.check_build_of(feed_name, &feed.stamp, &sums.stamp)?;
         Ok(sums)
     }
 

@@ -25,15 +25,28 @@ pub(super) struct Signed {
     pub(super) stamp: BuildStamp,
 }
 
+/// A file the manifest lists, with its signature file and what that
+/// signature's verified trusted comment says.
+pub(super) struct Listed {
+    pub(super) data: Vec<u8>,
+    pub(super) signature: String,
+    pub(super) stamp: Stamp,
+}
+
 impl Verifier<'_> {
     pub(super) fn fetch_signature(&mut self, loc: &Location) -> Step<Signature> {
+        self.fetch_signature_file(loc).map(|(sig, _)| sig)
+    }
+
+    /// The signature of the file at `loc`, and its file as fetched.
+    fn fetch_signature_file(&mut self, loc: &Location) -> Step<(Signature, String)> {
         let sig_loc = loc.with_suffix(".minisig");
         let text = match self.fetcher.fetch(&sig_loc, MAX_TEXT_FILE) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(m) => return self.stop(CheckKind::Signature, m.problem, m.to_string()),
         };
         match Signature::from_file(Path::new(&sig_loc.display), &text) {
-            Ok(sig) => Ok(sig),
+            Ok(sig) => Ok((sig, text)),
             Err(e) => self.stop(CheckKind::Signature, Problem::Malformed, e.to_string()),
         }
     }
@@ -146,7 +159,7 @@ impl Verifier<'_> {
         build: &BuildStamp,
     ) -> Step<()> {
         match stamp {
-            Stamp::Build(own) => self.check_same_build(name, own, build),
+            Stamp::Build(own) => self.check_build_of(name, own, build),
             Stamp::File(file) if !media::is_immutable(name) => self.stop(
                 CheckKind::Signature,
                 Problem::WrongFile,
@@ -229,6 +242,36 @@ impl Verifier<'_> {
         Ok(Signed { data, stamp })
     }
 
+    /// A file signed in the build whose stamp is `build`, or, for an
+    /// appliance's feed, in an earlier build of the same site whose feed
+    /// this build left unchanged (its manifest, the caller checks, binds it
+    /// to this build): never in a later build, and in an earlier one only
+    /// when neither build expires, as only then does a build keep a feed.
+    pub(super) fn check_build_of(
+        &mut self,
+        name: &str,
+        own: &BuildStamp,
+        build: &BuildStamp,
+    ) -> Step<()> {
+        let kept = media::is_appliance_feed(name)
+            && own.sequence < build.sequence
+            && own.base_url == build.base_url
+            && own.expires.is_none()
+            && build.expires.is_none();
+        if !kept {
+            return self.check_same_build(name, own, build);
+        }
+        self.pass(
+            CheckKind::Build,
+            format!(
+                "{name} is unchanged since the build of sequence {}, and {MANIFEST} of sequence \
+                 {} lists it",
+                own.sequence, build.sequence
+            ),
+        );
+        Ok(())
+    }
+
     pub(super) fn check_same_build(
         &mut self,
         feed_name: &str,
@@ -284,27 +327,117 @@ impl Verifier<'_> {
         }
     }
 
-    pub(super) fn check_rollback(&mut self, state: &mut State, key: &PublicKey, sequence: u64) {
+    /// The build is not older than any seen before (`--state`), and the
+    /// feed not older than the same feed seen before. A feed of an earlier
+    /// build than the newest seen is current only as an appliance's feed
+    /// left unchanged since: the very one seen before (a host polling it
+    /// sees it again, 304 or not), or one that `sums`, the manifest of a
+    /// build not older than any seen, lists. When the feed was read alone
+    /// (`pull`), that manifest is fetched for it, which a host does only
+    /// when it first reads a feed left unchanged (another appliance's, or
+    /// the first run after a state file that remembers no feed).
+    pub(super) fn check_rollback(
+        &mut self,
+        state: &mut State,
+        key: &PublicKey,
+        feed_name: &str,
+        feed: &Signed,
+        sums: Option<&Signed>,
+    ) -> Step<()> {
         if self.options.state.is_none() {
-            return;
+            return Ok(());
         }
-        match state.highest() {
-            Some((id, seen)) if sequence < seen => self.fail(
-                CheckKind::Rollback, Problem::Rollback,
+        let own = feed.stamp.sequence;
+        // Only an appliance's feed may be of an earlier build than the
+        // site's: the build's sequence is every other feed's own.
+        let appliance_feed = media::is_appliance_feed(feed_name);
+        let before = state.feed_sequence(feed_name).filter(|_| appliance_feed);
+        if let Some(before) = before.filter(|&before| own < before) {
+            return self.stop(
+                CheckKind::Rollback,
+                Problem::Rollback,
                 format!(
-                    "rollback: sequence {sequence} is older than sequence {seen} already seen (key {id})"
+                    "rollback: {feed_name} of sequence {own} is older than the {feed_name} of \
+                     sequence {before} already seen"
+                ),
+            );
+        }
+        let mut build = sums.map_or(own, |s| s.stamp.sequence);
+        let seen = state.highest();
+        let detail = match seen {
+            Some((id, highest)) if build < highest => {
+                if sums.is_some() || !appliance_feed {
+                    return self.stop(
+                        CheckKind::Rollback,
+                        Problem::Rollback,
+                        format!(
+                            "rollback: sequence {build} is older than sequence {highest} already \
+                             seen (key {id})"
+                        ),
+                    );
+                }
+                if before == Some(own) {
+                    format!("{feed_name} is the one of sequence {own} seen before, unchanged since")
+                } else {
+                    build = self.current_in_manifest(key, feed_name, feed, highest)?;
+                    format!(
+                        "{feed_name} of sequence {own} is unchanged in the build of sequence \
+                         {build}, not older than {highest} seen before"
+                    )
+                }
+            }
+            Some((_, highest)) => {
+                format!("sequence {build} is not older than {highest} seen before")
+            }
+            None => format!("first sight; remembering sequence {build}"),
+        };
+        state.record(key, build);
+        if appliance_feed {
+            state.record_feed(feed_name, own);
+        }
+        self.pass(CheckKind::Rollback, detail);
+        Ok(())
+    }
+
+    /// The build of the site's signed manifest, which must be no older than
+    /// `highest` and list `feed_name` as `feed` is: the feed is that
+    /// build's, left unchanged since an earlier one. Returns its sequence.
+    fn current_in_manifest(
+        &mut self,
+        key: &PublicKey,
+        feed_name: &str,
+        feed: &Signed,
+        highest: u64,
+    ) -> Step<u64> {
+        let sums = self.signed_manifest(key, feed_name, feed)?;
+        if sums.stamp.sequence < highest {
+            return self.stop(
+                CheckKind::Rollback,
+                Problem::Rollback,
+                format!(
+                    "rollback: sequence {} is older than sequence {highest} already seen",
+                    sums.stamp.sequence
+                ),
+            );
+        }
+        match crate::sums::parse(&sums.data) {
+            Ok(manifest) if manifest.get(feed_name) == Some(&Sha256::of(&feed.data)) => {
+                Ok(sums.stamp.sequence)
+            }
+            Ok(_) => self.stop(
+                CheckKind::Rollback,
+                Problem::Rollback,
+                format!(
+                    "rollback: {feed_name} of sequence {} is not the one {MANIFEST} of sequence \
+                     {} lists, and older than sequence {highest} already seen",
+                    feed.stamp.sequence, sums.stamp.sequence
                 ),
             ),
-            seen => {
-                state.record(key, sequence);
-                self.pass(
-                    CheckKind::Rollback,
-                    match seen {
-                        Some((_, s)) => format!("sequence {sequence} is not older than {s} seen before"),
-                        None => format!("first sight; remembering sequence {sequence}"),
-                    },
-                );
-            }
+            Err(m) => self.stop(
+                CheckKind::Manifest,
+                Problem::Malformed,
+                format!("{MANIFEST}: {m}"),
+            ),
         }
     }
 
@@ -430,14 +563,15 @@ impl Verifier<'_> {
     }
 
     /// A file of the site the manifest lists and the key signs beside it
-    /// (`<name>.minisig`), in this build: its bytes, once all that holds.
+    /// (`<name>.minisig`), in this build: its bytes, its signature file and
+    /// its stamp, once all that holds.
     pub(super) fn fetch_signed_listed(
         &mut self,
         name: &str,
         manifest: &BTreeMap<String, Sha256>,
         key: &PublicKey,
         stamp: &BuildStamp,
-    ) -> Step<Vec<u8>> {
+    ) -> Step<Listed> {
         let rel = match RelPath::parse(name) {
             Ok(rel) => rel,
             Err(m) => {
@@ -449,12 +583,16 @@ impl Verifier<'_> {
             }
         };
         let loc = self.fetcher.site(&rel);
-        let sig = self.fetch_signature(&loc)?;
+        let (sig, signature) = self.fetch_signature_file(&loc)?;
         let own = self.verified_comment(&sig, key, name)?;
         let data = self.finish_signed(&loc, sig, own.file(), key, name)?;
         self.check_of_this_build(name, &own, stamp)?;
         self.check_listed(manifest, name, &data);
-        Ok(data)
+        Ok(Listed {
+            data,
+            signature,
+            stamp: own,
+        })
     }
 
     /// Keys the state file remembers as announced by `key` that this
