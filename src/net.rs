@@ -106,6 +106,18 @@ impl Request {
     }
 }
 
+/// How a server answers a request for many ranges, as far as an answer
+/// showed ([`Client::get_small_probing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranges {
+    /// With `multipart/byteranges`: every range asked for.
+    Many,
+    /// With the whole file, or the first range alone.
+    One,
+    /// Not shown.
+    Unknown,
+}
+
 /// The one HTTP agent and the limits it keeps.
 pub struct Client {
     agent: ureq::Agent,
@@ -187,6 +199,40 @@ impl Client {
         response.read_all(limit)
     }
 
+    /// A whole small file whose length is known (signed), asked for as two
+    /// ranges, its first byte and the rest, so that the answer also shows
+    /// how the server takes a request for many ranges, at no cost: a
+    /// `multipart/byteranges` answer brings both; a 200 brings the whole
+    /// file, as a server that ignores many ranges sends it; the first
+    /// range alone (S3) is followed by one request for the rest. What
+    /// arrives is the caller's to check against the signed digest. Any
+    /// other answer is an error, as is a body of more than `length`
+    /// bytes and their parts' headers.
+    pub fn get_small_probing(&self, url: &Url, length: u64) -> Result<(Vec<u8>, Ranges), NetError> {
+        if length < 2 {
+            return Ok((self.get_small(url, length)?, Ranges::Unknown));
+        }
+        let last = length - 1;
+        let request = Request::small(url).header("Range", format!("bytes=0-0,1-{last}"));
+        let response = self.send(&request)?;
+        if response.status() == 200 {
+            return Ok((response.read_all(length)?, Ranges::One));
+        }
+        let many = response.header("content-type").and_then(boundary).is_some();
+        let mut data = vec![0; length as usize];
+        let end = small_parts(response, &mut data)?;
+        if many {
+            return Ok((data, Ranges::Many));
+        }
+        if end == length {
+            // Both ranges as one: a server may join ranges that touch.
+            return Ok((data, Ranges::Unknown));
+        }
+        let request = Request::small(url).header("Range", format!("bytes={end}-{last}"));
+        small_parts(self.send(&request)?, &mut data)?;
+        Ok((data, Ranges::One))
+    }
+
     /// Asks for a file from byte `from` on (`Range: bytes=from-` when
     /// `from` is not 0), at the minimum rate. Returns where the body
     /// starts: `from` for a 206 whose `Content-Range` starts there, 0 for a
@@ -231,6 +277,27 @@ impl Client {
             ureq::Error::Io(e) => Fault::Failed(e.to_string()),
             other => Fault::Failed(other.to_string()),
         }
+    }
+}
+
+/// Writes the parts of a 206 answer for a small file into `data`, the
+/// file's length; returns where the last part ends.
+fn small_parts(response: Response, data: &mut [u8]) -> Result<u64, NetError> {
+    let length = data.len() as u64;
+    let mut end = 0;
+    let parts = response.parts(length, 2 * length + 4096, |at, bytes| {
+        // `parts` keeps every part within the file.
+        let at = at as usize;
+        if let Some(into) = data.get_mut(at..at + bytes.len()) {
+            into.copy_from_slice(bytes);
+        }
+        end = (at + bytes.len()) as u64;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    match parts {
+        Ok(_) => Ok(end),
+        Err(StreamError::Net(e)) => Err(e),
+        Err(StreamError::Sink(never)) => match never {},
     }
 }
 
@@ -898,6 +965,62 @@ mod tests {
              never followed"
         );
         assert!(to(&http, "file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_small_file_asked_for_as_two_ranges_shows_how_many_the_server_answers() {
+        let file = b"control!";
+        let multipart = b"\r\n--b\r\nContent-Range: bytes 0-0/8\r\n\r\nc\r\n--b\r\n\
+                          Content-Range: bytes 1-7/8\r\n\r\nontrol!\r\n--b--\r\n";
+        let cases = [
+            (
+                vec![answer(
+                    "206 Partial Content",
+                    "Content-Type: multipart/byteranges; boundary=b\r\n",
+                    multipart,
+                )],
+                Ranges::Many,
+            ),
+            (vec![answer("200 OK", "", file)], Ranges::One),
+            (
+                vec![
+                    answer(
+                        "206 Partial Content",
+                        "Content-Range: bytes 0-0/8\r\n",
+                        b"c",
+                    ),
+                    answer(
+                        "206 Partial Content",
+                        "Content-Range: bytes 1-7/8\r\n",
+                        b"ontrol!",
+                    ),
+                ],
+                Ranges::One,
+            ),
+            (
+                vec![answer(
+                    "206 Partial Content",
+                    "Content-Range: bytes 0-7/8\r\n",
+                    file,
+                )],
+                Ranges::Unknown,
+            ),
+        ];
+        for (answers, ranges) in cases {
+            let count = answers.len();
+            let (url, server) = serve(answers);
+            let got = client(5).get_small_probing(&url, 8).unwrap();
+            assert_eq!(got, (file.to_vec(), ranges));
+            let heads = server.join().unwrap();
+            assert!(heads[0].contains("range: bytes=0-0,1-7\r\n"), "{heads:?}");
+            if count == 2 {
+                assert!(heads[1].contains("range: bytes=1-7\r\n"), "{heads:?}");
+            }
+        }
+        // More than the file and its parts' headers is refused.
+        let (url, server) = serve(vec![answer("200 OK", "", b"control!!")]);
+        assert!(client(5).get_small_probing(&url, 8).is_err());
+        server.join().unwrap();
     }
 
     #[test]

@@ -120,8 +120,8 @@ pub(super) fn try_delta(
     if seeds.is_empty() {
         return Ok(Tried::Whole(None));
     }
-    let control = match fetch_control(ctx.client, zsync) {
-        Ok(control) => control,
+    let (control, ranges) = match fetch_control(ctx.client, zsync) {
+        Ok(fetched) => fetched,
         Err(why) => return Ok(Tried::Whole(Some(why))),
     };
     if control.params.length != digest.length {
@@ -162,6 +162,8 @@ pub(super) fn try_delta(
         path: &path,
         progress: ctx.progress,
         fetched: AtomicU64::new(0),
+        control_url: &zsync.url,
+        ranges,
     };
     let mut failures = Vec::new();
     let mut refused = false;
@@ -247,10 +249,14 @@ fn sha256_of(mine: &Mine, length: u64, path: &Path) -> Result<Sha256> {
     Ok(Sha256(hasher.finalize().into()))
 }
 
-/// The control file, checked against the signed feed and read; why not.
-fn fetch_control(client: &net::Client, zsync: &ZsyncFile) -> std::result::Result<Control, String> {
-    let data = client
-        .get_small(&zsync.url, zsync.digest.length)
+/// The control file, checked against the signed feed and read, and how
+/// its server answered a request for two ranges; why not.
+fn fetch_control(
+    client: &net::Client,
+    zsync: &ZsyncFile,
+) -> std::result::Result<(Control, net::Ranges), String> {
+    let (data, ranges) = client
+        .get_small_probing(&zsync.url, zsync.digest.length)
         .map_err(|e| e.to_string())?;
     let digest = Sha256::of(&data);
     if data.len() as u64 != zsync.digest.length || digest != zsync.digest.sha256 {
@@ -262,7 +268,8 @@ fn fetch_control(client: &net::Client, zsync: &ZsyncFile) -> std::result::Result
             zsync.digest.sha256
         ));
     }
-    Control::parse(&data).map_err(|m| format!("{}: {m}", zsync.url))
+    let control = Control::parse(&data).map_err(|m| format!("{}: {m}", zsync.url))?;
+    Ok((control, ranges))
 }
 
 /// How the missing ranges were fetched from one source.
@@ -294,6 +301,10 @@ struct Fetch<'a> {
     progress: &'a dyn Progress,
     /// Bytes of the image received.
     fetched: AtomicU64,
+    /// Where the control file came from, and how that server answered a
+    /// request for two ranges.
+    control_url: &'a Url,
+    ranges: net::Ranges,
 }
 
 impl Fetch<'_> {
@@ -301,15 +312,23 @@ impl Fetch<'_> {
     /// asks for many ranges and tells how the server answers them: if it
     /// answers only one range to a request (S3), or none but the whole
     /// file, one range is tried alone, and the rest go one to a request.
-    /// The others go a few at a time.
+    /// Where the control file's server already showed it answers one range
+    /// at most, and `url` is on that server, the first request asks for
+    /// one: asking for many would start the whole image, which it sends
+    /// until the connection closes. The others go a few at a time.
     fn all(&self, url: &Url, missing: &[(u64, u64)], delta: &mut Delta) -> Result<Fetched> {
         if missing.is_empty() {
             return Ok(Fetched::All);
         }
         let mut left = coalesce(missing, PART_COST);
-        let first = batches(&left, RANGES_PER_REQUEST).remove(0);
+        let one = self.ranges == net::Ranges::One && url.origin() == self.control_url.origin();
+        let first = batches(&left, if one { 1 } else { RANGES_PER_REQUEST }).remove(0);
         delta.requests += 1;
         let many = match self.request(url, &first)? {
+            Ok(Got::All) if one => {
+                left = subtract(&left, &first);
+                false
+            }
             Ok(Got::All) => true,
             Ok(Got::Whole) if first.len() == 1 => return Ok(Fetched::Whole),
             Err(failure) if first.len() == 1 => return Ok(Fetched::Failed(left, failure)),

@@ -1183,24 +1183,32 @@ fn a_current_host_polls_with_two_requests_and_no_body() {
         assert_eq!(sent, [(304, 0), (304, 0)]);
     }
     // A new build: the poll gets the new feed, the new image's control
-    // file (the placed image is a seed) and, since the seed holds none of
-    // its blocks, the whole image.
+    // file (the placed image is a seed; asked for as two ranges, which
+    // shows how the server answers many) and, since the seed holds none
+    // of its blocks, the whole image.
     add_release(&fixture, "1.2.0", "1790000100");
     crate::common::copy_tree(&fixture.path("public"), &served);
     let mark = server.requests().len();
     let update = pull(&fixture, &base, &dest, &[]);
     assert_eq!(update.status.code(), Some(0), "{}", stderr(&update));
     let (requests, sent) = since(&server, mark);
+    let control = fs::metadata(fixture.path("public/images/webapp/1.2.0/webapp-1.2.0.raw.zsync"))
+        .unwrap()
+        .len();
     assert_eq!(
         requests,
         [
-            "GET /feeds/webapp.xml.minisig",
-            "GET /feeds/webapp.xml",
-            "GET /images/webapp/1.2.0/webapp-1.2.0.raw.zsync",
-            "GET /images/webapp/1.2.0/webapp-1.2.0.raw",
+            "GET /feeds/webapp.xml.minisig".to_owned(),
+            "GET /feeds/webapp.xml".to_owned(),
+            format!(
+                "GET /images/webapp/1.2.0/webapp-1.2.0.raw.zsync ranges 0-0,1-{}",
+                control - 1
+            ),
+            "GET /images/webapp/1.2.0/webapp-1.2.0.raw".to_owned(),
         ]
     );
-    assert!(sent.iter().all(|(status, _)| *status == 200), "{sent:?}");
+    let statuses: Vec<u16> = sent.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [200, 200, 206, 200], "{sent:?}");
 }
 
 /// A 304 says the feed did not change, not that it is still valid: the
