@@ -233,7 +233,7 @@ fn render_with_stand_ins(config: &Config, plan: &scan::Plan) -> Result<()> {
         sequence: 0,
         expires: None,
     };
-    crate::build::texts(&site, crate::par::default_threads()).map(|_| ())
+    crate::build::texts(&site, crate::par::default_threads(), None).map(|_| ())
 }
 
 /// An encrypted key and no password in `variable`: `build` would ask on a

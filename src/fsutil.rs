@@ -270,6 +270,34 @@ pub fn rewrite_published(path: &Path, contents: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
+/// The bytes of the published file at `path`, when it is one that
+/// [`rewrite_published`] would keep as it is: a regular file (not followed
+/// through a link) that no other name shares, of the published mode, and
+/// here `len` bytes long. `None` for anything else.
+pub fn read_published(path: &Path, len: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file()
+        || meta.nlink() != 1
+        || meta.permissions().mode() & 0o7777 != PUBLISHED_FILE_MODE
+        || meta.len() != len
+    {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).ok()?);
+    file.take(len.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 == len).then_some(bytes)
+}
+
 /// Writes a file with the given mode, replacing it only if `overwrite`.
 /// The contents go to a temporary file beside it first, so a crash never
 /// leaves a half-written key behind.

@@ -9,7 +9,7 @@ use crate::config::{Config, ImageMode};
 use crate::error::Result;
 use crate::fsutil;
 use crate::media;
-use crate::model::{self, Digested, Release};
+use crate::model::{self, Digested, Release, Sha256};
 use crate::openpgp;
 use crate::par;
 use crate::render;
@@ -60,7 +60,7 @@ pub(super) fn write_site(
     let feed_sigs = par::map(threads, &rendered.site.feeds, |feed| {
         let comment = comment(&feed.path);
         let signed = media::is_immutable(&feed.path)
-            .then(|| cache::Signed::of(key.public(), &comment, &feed.xml));
+            .then(|| cache::Signed::of(key.public(), &comment, &feed.sha256));
         if let Some(file) = signed.as_ref().and_then(|s| memo?.signature(s)) {
             return Ok((file.to_owned(), signed));
         }
@@ -68,7 +68,9 @@ pub(super) fn write_site(
     });
     for (feed, sig) in rendered.site.feeds.iter().zip(feed_sigs) {
         let (sig, signed) = sig?;
-        staging.write(&feed.path, &feed.xml)?;
+        if !feed.held {
+            staging.write(&feed.path, &feed.xml)?;
+        }
         staging.write(&format!("{}.minisig", feed.path), sig.as_bytes())?;
         if let (Some(cache), Some(signed)) = (cache.as_deref_mut(), signed) {
             cache.remember_signature(signed, sig);
@@ -113,11 +115,44 @@ pub(super) fn write_site(
         }
     }
     staging.write(render::page::PAGE, rendered.site.page.as_bytes())?;
-    for (path, html) in &rendered.site.history {
-        staging.write(path, html.as_bytes())?;
+    for page in rendered.site.history.iter().filter(|p| !p.held) {
+        staging.write(&page.path, page.html.as_bytes())?;
     }
     // GitHub Pages would otherwise run the site through Jekyll.
     staging.write(".nojekyll", b"")
+}
+
+/// The archives and history pages the last build rendered, as the reused
+/// spare still holds them: the cache knows the digest of each by the
+/// digest of its inputs, and the spare's file must hash to it. Nothing,
+/// with `--verify-cache` (`trusted` false).
+pub(super) struct Kept<'a, 'b> {
+    pub cache: &'a HashCache,
+    pub staging: &'a write::Staging<'b>,
+    pub trusted: bool,
+}
+
+impl render::Known for Kept<'_, '_> {
+    fn rendered(&self, path: &str, inputs: &Sha256) -> Option<(Vec<u8>, Sha256)> {
+        if !self.trusted {
+            return None;
+        }
+        let digest = self.cache.rendered(inputs)?;
+        let bytes = self.staging.held(path, &digest)?;
+        Some((bytes, digest.sha256))
+    }
+}
+
+/// Remembers in the hash cache the digest of each file rendered from
+/// inputs whose digest was taken, for the next build.
+pub(super) fn remember_rendered(cache: &mut HashCache, rendered: &render::Rendered) {
+    let feeds = (rendered.feeds.iter()).map(|f| (f.inputs, f.xml.len(), f.sha256));
+    let pages = (rendered.history.iter()).map(|p| (p.inputs, p.html.len(), p.sha256));
+    for (inputs, length, sha256) in feeds.chain(pages) {
+        if let Some(inputs) = inputs {
+            cache.remember_rendered(&inputs, length as u64, &sha256);
+        }
+    }
 }
 
 /// Records in the hash cache what the output now holds, and saves it.

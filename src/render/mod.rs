@@ -52,6 +52,34 @@ pub struct Feed {
     /// The one appliance it covers, if not all.
     pub appliance: Option<Name>,
     pub xml: Vec<u8>,
+    pub sha256: Sha256,
+    /// The digest of what an archive is rendered from, when the build
+    /// asked for them ([`Known`]).
+    pub inputs: Option<Sha256>,
+    /// Taken from where the build writes it, which holds it already.
+    pub held: bool,
+}
+
+/// A rendered history page.
+pub struct Page {
+    pub path: String,
+    pub html: String,
+    pub sha256: Sha256,
+    /// The digest of what it is rendered from, when the build asked for
+    /// them ([`Known`]).
+    pub inputs: Option<Sha256>,
+    /// Taken from where the build writes it, which holds it already.
+    pub held: bool,
+}
+
+/// The files an earlier build rendered, by the digest of their inputs
+/// ([`Inputs`]): the hash cache knows the digest of each, and the build's
+/// staging directory may hold it already.
+pub trait Known: Sync {
+    /// The bytes of the file at `path` in the site, rendered before from
+    /// inputs of digest `inputs`, with their SHA-256, when the place the
+    /// build writes it to holds exactly them already.
+    fn rendered(&self, path: &str, inputs: &Sha256) -> Option<(Vec<u8>, Sha256)>;
 }
 
 /// The rendered feeds and pages of a site, before signing.
@@ -59,8 +87,8 @@ pub struct Rendered {
     /// The current feeds, then the archives (signed the same way).
     pub feeds: Vec<Feed>,
     pub page: String,
-    /// Per-appliance history pages: (path, HTML).
-    pub history: Vec<(String, String)>,
+    /// Per-appliance history pages.
+    pub history: Vec<Page>,
     /// Which releases the current feeds hold and which the archives: the
     /// catalogs split them the same way.
     pub partition: archive::Partition,
@@ -96,12 +124,71 @@ struct FeedJob<'a> {
     items: Vec<&'a Release>,
     /// The number of the archive it is, if it is one.
     archive: Option<usize>,
+    /// The digest of an archive's inputs, when asked for.
+    inputs: Option<Sha256>,
+}
+
+/// The digest of what a file is rendered from, fed the `Debug` form of
+/// each value it reads, so that no field is left out by oversight: the
+/// whole config, the site's templates, the program's version, and each
+/// release it lists, whole. The program itself is not in it: the hash
+/// cache keeps what one program rendered for that program only.
+struct Inputs {
+    site: Sha256,
+    /// Of each release, in the site's order.
+    releases: Vec<Sha256>,
+}
+
+/// A SHA-256 fed through [`std::fmt::Write`].
+struct Digester(sha2::Sha256);
+
+impl std::fmt::Write for Digester {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        sha2::Digest::update(&mut self.0, s.as_bytes());
+        Ok(())
+    }
+}
+
+fn digest(feed: impl FnOnce(&mut Digester) -> std::fmt::Result) -> Sha256 {
+    let mut d = Digester(sha2::Digest::new());
+    feed(&mut d).expect("a digest takes any text");
+    Sha256(sha2::Digest::finalize(d.0).into())
+}
+
+impl Inputs {
+    /// `None` when the templates directory cannot be read: then nothing
+    /// is taken from before.
+    fn of(site: &Site, threads: usize) -> Option<Inputs> {
+        use std::fmt::Write;
+        let templates = page::templates_digest(&site.config.templates_dir)?;
+        let config = site.config;
+        let site_digest = digest(|d| write!(d, "{}\0{templates}\0{config:?}", generator()));
+        let releases = crate::par::map(threads, site.releases, |r| digest(|d| write!(d, "{r:?}")));
+        Some(Inputs {
+            site: site_digest,
+            releases,
+        })
+    }
+
+    /// Of a file of `kind` and `name` that lists `releases` (indexes into
+    /// the site's releases), in this order.
+    fn of_file(&self, kind: &str, name: &str, releases: &[usize]) -> Sha256 {
+        use std::fmt::Write;
+        digest(|d| {
+            write!(d, "{kind}\0{name}\0{}\0{}", self.site, releases.len())?;
+            releases
+                .iter()
+                .try_for_each(|&i| write!(d, "\0{}", self.releases[i]))
+        })
+    }
 }
 
 /// Renders the site on up to `threads` threads: the feeds (with a
 /// thousand releases, a hundred archive documents) on every core, the
-/// pages beside them. The output does not depend on `threads`.
-pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
+/// pages beside them. The output does not depend on `threads`. With
+/// `known`, each archive and history page is given the digest of its
+/// inputs, and one that `known` holds is not rendered again.
+pub fn render(site: &Site, threads: usize, known: Option<&dyn Known>) -> Result<Rendered> {
     let mut appliances: Vec<&Name> = site.releases.iter().map(|r| &r.info.appliance).collect();
     appliances.sort();
     appliances.dedup();
@@ -113,11 +200,13 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         .map(|&i| &site.releases[i])
         .collect();
     let newest_archive = (!partition.archives.is_empty()).then_some(partition.archives.len());
+    let inputs = known.and_then(|_| Inputs::of(site, threads));
     let mut jobs = vec![FeedJob {
         path: FEED.to_owned(),
         appliance: None,
         items: current.clone(),
         archive: None,
+        inputs: None,
     }];
     // Every appliance has its own feed, also on a site of one: a
     // subscriber polls the one small feed of what it runs.
@@ -131,11 +220,16 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
                 .filter(|r| r.info.appliance == **name)
                 .collect(),
             archive: None,
+            inputs: None,
         });
     }
     for (i, indexes) in partition.archives.iter().enumerate() {
+        let path = archive::path(i + 1);
         jobs.push(FeedJob {
-            path: archive::path(i + 1),
+            inputs: inputs
+                .as_ref()
+                .map(|d| d.of_file("archive", &path, indexes)),
+            path,
             appliance: None,
             items: indexes.iter().map(|&i| &site.releases[i]).collect(),
             archive: Some(i + 1),
@@ -164,15 +258,32 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         .map(|j| (j.path.as_str(), j.appliance))
         .collect();
 
+    let made = known.zip(inputs.as_ref());
     let (feeds, pages) = std::thread::scope(|scope| {
-        let pages = scope.spawn(|| render_pages(site, &appliances, &paths, &current));
-        let feeds = crate::par::map(threads, &jobs, |job| Feed {
-            xml: match job.archive {
-                Some(n) => feed::render_archive(site, n, &job.items),
-                None => feed::render(site, &job.path, job.appliance, &job.items, newest_archive),
-            },
-            path: job.path.clone(),
-            appliance: job.appliance.cloned(),
+        let pages = scope.spawn(|| render_pages(site, &appliances, &paths, &current, made));
+        let feeds = crate::par::map(threads, &jobs, |job| {
+            let held = (known.zip(job.inputs)).and_then(|(k, d)| k.rendered(&job.path, &d));
+            let (xml, sha256, held) = match held {
+                Some((xml, sha256)) => (xml, sha256, true),
+                None => {
+                    let xml = match job.archive {
+                        Some(n) => feed::render_archive(site, n, &job.items),
+                        None => {
+                            feed::render(site, &job.path, job.appliance, &job.items, newest_archive)
+                        }
+                    };
+                    let sha256 = Sha256::of(&xml);
+                    (xml, sha256, false)
+                }
+            };
+            Feed {
+                xml,
+                sha256,
+                inputs: job.inputs,
+                held,
+                path: job.path.clone(),
+                appliance: job.appliance.cloned(),
+            }
         });
         let pages = pages
             .join()
@@ -280,16 +391,17 @@ pub fn manifest<'a>(
     Ok(manifest)
 }
 
-/// The landing page, and the history pages: (path, HTML).
-type Pages = (String, Vec<(String, String)>);
+/// The landing page, and the history pages.
+type Pages = (String, Vec<Page>);
 
 /// The landing page, and the history page of each appliance that has
-/// archived releases.
+/// archived releases: taken from `made` when it knows the page's inputs.
 fn render_pages(
     site: &Site,
     appliances: &[&Name],
     feeds: &[(&str, Option<&Name>)],
     current: &[&Release],
+    made: Option<(&dyn Known, &Inputs)>,
 ) -> Result<Pages> {
     let page = page::render(site, feeds, current)?;
     let history = appliances
@@ -305,7 +417,32 @@ fn render_pages(
                     .filter(|r| r.info.appliance == ***name)
                     .count()
         })
-        .map(|name| Ok((history_path(name), page::render_history(site, name)?)))
+        .map(|name| {
+            let path = history_path(name);
+            let listed: Vec<usize> = (0..site.releases.len())
+                .filter(|&i| site.releases[i].info.appliance == **name)
+                .collect();
+            let inputs = made.map(|(_, d)| d.of_file("history", &path, &listed));
+            let held = made
+                .zip(inputs)
+                .and_then(|((known, _), d)| known.rendered(&path, &d))
+                .and_then(|(bytes, sha256)| Some((String::from_utf8(bytes).ok()?, sha256)));
+            let (html, sha256, held) = match held {
+                Some((html, sha256)) => (html, sha256, true),
+                None => {
+                    let html = page::render_history(site, name)?;
+                    let sha256 = Sha256::of(html.as_bytes());
+                    (html, sha256, false)
+                }
+            };
+            Ok(Page {
+                path,
+                html,
+                sha256,
+                inputs,
+                held,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((page, history))
 }
