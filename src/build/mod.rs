@@ -271,7 +271,14 @@ fn run(
     )?;
     staging.commit()?;
     if let Some(cache) = cache {
-        output::record(cache, &config, &releases, &hashed.placed, &hashed.made)?;
+        output::record(
+            cache,
+            &config,
+            &releases,
+            &hashed.placed,
+            &hashed.made,
+            &hashed.files_held,
+        )?;
     }
 
     warnings.append(scan_warnings);

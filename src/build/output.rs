@@ -1,8 +1,8 @@
 //! The signed site, written into the staging directory, and after the
 //! swap the record of what the new output holds, for the next build.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use crate::cache::{self, HashCache};
 use crate::config::{Config, ImageMode};
@@ -162,11 +162,12 @@ pub(super) fn record(
     releases: &[Release],
     placed: &BTreeSet<model::RelPath>,
     made: &BTreeSet<model::RelPath>,
+    held: &BTreeMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     if config.image_mode != ImageMode::None {
         record_output(&mut cache, &config.output_dir, releases, placed)?;
     }
-    record_made(&mut cache, &config.output_dir, releases, made)?;
+    record_made(&mut cache, &config.output_dir, releases, made, held)?;
     cache.save()
 }
 
@@ -211,12 +212,15 @@ fn record_output(
 
 /// Records the files this build made of images or took (boxes, control
 /// files) in the output, so that the next build can take them by hard link
-/// instead of reading their images.
+/// instead of reading their images. One the staging directory `held`
+/// already is recorded in the state it was found in, unstatted: nothing
+/// moved it.
 fn record_made(
     cache: &mut HashCache,
     output_dir: &Path,
     releases: &[Release],
     made: &BTreeSet<model::RelPath>,
+    held: &BTreeMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
     for image in releases
@@ -228,11 +232,15 @@ fn record_made(
         let zsync = image.zsync.as_ref().map(|z| (&z.path, z.digest));
         for (path, digest) in boxed.into_iter().chain(zsync) {
             let path = root.join(path.as_str());
+            let state = match held.get(&path) {
+                Some(state) => *state,
+                None => cache::FileState::of(&fsutil::symlink_metadata(&path)?),
+            };
             // The image's facts stand beside the file's digest: only the
             // digest is ever compared.
             cache.insert(
                 &path,
-                cache::FileState::of(&fsutil::symlink_metadata(&path)?),
+                state,
                 &Digested {
                     digest,
                     info: image.info.clone(),
