@@ -33,6 +33,8 @@ tests! {
     rendered_files_follow_a_changed_template;
     rendered_files_follow_a_changed_title;
     rendered_files_follow_a_changed_base_url;
+    a_control_file_in_the_spare_follows_its_image;
+    a_control_file_in_the_spare_written_to_is_made_anew;
 }
 
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
@@ -690,4 +692,51 @@ fn rendered_files_are_remembered_unless_verify_cache() {
     assert_eq!(fs::read(public.join("archive/1.xml")).unwrap(), forged);
     site.build(&["--verify-cache"]);
     assert_eq!(rendered_files(&public), rendered);
+}
+
+/// The control file of webapp 1.1.0, as a warm build publishes it after
+/// `change`, and as a cold build (no cache, no output) makes it of the
+/// changed inputs.
+fn control_file_after(change: impl FnOnce(&Site)) -> (Vec<u8>, Vec<u8>) {
+    let site = Site::with_mode("link");
+    site.fixture.configure("zsync = true\n");
+    // The third build finds the control file in the spare, as recorded.
+    warm(&site);
+    change(&site);
+    site.build(&[]);
+    let control = format!("{PUBLISHED}.zsync");
+    let warm = fs::read(site.fixture.path(&control)).unwrap();
+    let cold_dir = site.fixture.tmp.path().join("cold");
+    let cold = site
+        .fixture
+        .build(&["--no-cache", "--out", cold_dir.to_str().unwrap()]);
+    assert_success(&cold);
+    let cold = fs::read(cold_dir.join(control.strip_prefix("public/").unwrap())).unwrap();
+    (warm, cold)
+}
+
+fn a_control_file_in_the_spare_follows_its_image() {
+    let (before, _) = control_file_after(|_| {});
+    let (warm, cold) = control_file_after(|site| {
+        fs::write(site.image(), vec![7u8; 5000]).unwrap();
+    });
+    assert!(warm == cold, "a warm build differs from a cold one");
+    assert!(warm != before);
+}
+
+/// The spare's control file is a hard link to the output's: a write to
+/// it moves the state the cache recorded, and it is no longer taken.
+fn a_control_file_in_the_spare_written_to_is_made_anew() {
+    let (warm, cold) = control_file_after(|site| {
+        let spare = site.fixture.path(&format!(".{PUBLISHED}.zsync").replacen(
+            "public/",
+            "public.spare/",
+            1,
+        ));
+        let mut bytes = fs::read(&spare).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&spare, bytes).unwrap();
+    });
+    assert!(warm == cold, "a tampered control file was published");
 }
