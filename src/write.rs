@@ -190,20 +190,28 @@ impl<'a> Staging<'a> {
         fsutil::write_published(&path, contents)
     }
 
-    /// The bytes the reused spare holds at `rel`, when they are `want`'s,
-    /// in a file as [`Staging::write`] leaves one (a regular file that no
-    /// other name shares, of the published mode): that file is kept as it
-    /// is, part of the new site, and needs no writing.
-    pub fn held(&self, rel: &str, want: &FileDigest) -> Option<Vec<u8>> {
+    /// Whether the reused spare holds `want`'s bytes at `rel`, in a file
+    /// as [`Staging::write`] leaves one (a regular file that no other name
+    /// shares, of the published mode): then that file is kept as it is,
+    /// part of the new site, and needs no writing. `bytes` receives them,
+    /// unless `None`.
+    pub fn held(&self, rel: &str, want: &FileDigest, mut bytes: Option<&mut Vec<u8>>) -> bool {
+        use sha2::Digest;
         if self.spare.is_empty() {
-            return None;
+            return false;
         }
-        let bytes = fsutil::read_published(&self.path().join(rel), want.length)?;
-        if crate::model::Sha256::of(&bytes) != want.sha256 {
-            return None;
+        let mut hasher = sha2::Sha256::new();
+        let read = fsutil::read_published(&self.path().join(rel), want.length, |chunk| {
+            hasher.update(chunk);
+            if let Some(bytes) = bytes.as_deref_mut() {
+                bytes.extend_from_slice(chunk);
+            }
+        });
+        if !read || crate::model::Sha256(hasher.finalize().into()) != want.sha256 {
+            return false;
         }
         self.produced().insert(rel.to_owned());
-        Some(bytes)
+        true
     }
 
     fn produced(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {

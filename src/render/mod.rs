@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{MAX_TEXT_FILE, Name, RelPath, Release, ReleaseInfo, Sha256};
+use crate::model::{FileDigest, MAX_TEXT_FILE, Name, RelPath, Release, ReleaseInfo, Sha256};
 use crate::sign::PublicKey;
 use crate::sums;
 
@@ -51,7 +51,9 @@ pub struct Feed {
     pub path: String,
     /// The one appliance it covers, if not all.
     pub appliance: Option<Name>,
+    /// Empty when `held`.
     pub xml: Vec<u8>,
+    pub length: u64,
     pub sha256: Sha256,
     /// The digest of what an archive is rendered from, when the build
     /// asked for them ([`Known`]).
@@ -63,7 +65,9 @@ pub struct Feed {
 /// A rendered history page.
 pub struct Page {
     pub path: String,
+    /// Empty when `held`.
     pub html: String,
+    pub length: u64,
     pub sha256: Sha256,
     /// The digest of what it is rendered from, when the build asked for
     /// them ([`Known`]).
@@ -76,10 +80,10 @@ pub struct Page {
 /// ([`Inputs`]): the hash cache knows the digest of each, and the build's
 /// staging directory may hold it already.
 pub trait Known: Sync {
-    /// The bytes of the file at `path` in the site, rendered before from
-    /// inputs of digest `inputs`, with their SHA-256, when the place the
-    /// build writes it to holds exactly them already.
-    fn rendered(&self, path: &str, inputs: &Sha256) -> Option<(Vec<u8>, Sha256)>;
+    /// The length and SHA-256 of the file at `path` in the site, rendered
+    /// before from inputs of digest `inputs`, when the place the build
+    /// writes it to holds exactly those bytes already.
+    fn rendered(&self, path: &str, inputs: &Sha256) -> Option<FileDigest>;
 }
 
 /// The rendered feeds and pages of a site, before signing.
@@ -390,7 +394,7 @@ pub fn render(site: &Site, threads: usize, known: Option<&dyn Known>) -> Result<
         let feeds = crate::par::map(threads, &jobs, |job| {
             let held = (known.zip(job.inputs)).and_then(|(k, d)| k.rendered(&job.path, &d));
             let (xml, sha256, held) = match held {
-                Some((xml, sha256)) => (xml, sha256, true),
+                Some(digest) => (Vec::new(), digest.sha256, Some(digest.length)),
                 None => {
                     let xml = match job.archive {
                         Some(n) => feed::render_archive(site, n, &job.items),
@@ -399,14 +403,15 @@ pub fn render(site: &Site, threads: usize, known: Option<&dyn Known>) -> Result<
                         }
                     };
                     let sha256 = Sha256::of(&xml);
-                    (xml, sha256, false)
+                    (xml, sha256, None)
                 }
             };
             Feed {
+                length: held.unwrap_or(xml.len() as u64),
                 xml,
                 sha256,
                 inputs: job.inputs,
-                held,
+                held: held.is_some(),
                 path: job.path.clone(),
                 appliance: job.appliance.cloned(),
             }
@@ -417,7 +422,7 @@ pub fn render(site: &Site, threads: usize, known: Option<&dyn Known>) -> Result<
         (feeds, pages)
     });
     for feed in &feeds {
-        check_size(&feed.path, feed.xml.len())?;
+        check_size(&feed.path, feed.length as usize)?;
     }
     let (page, history) = pages?;
     Ok(Rendered {
@@ -551,22 +556,22 @@ fn render_pages(
             let inputs = made.map(|(_, d)| d.of_file("history", &path, &listed));
             let held = made
                 .zip(inputs)
-                .and_then(|((known, _), d)| known.rendered(&path, &d))
-                .and_then(|(bytes, sha256)| Some((String::from_utf8(bytes).ok()?, sha256)));
+                .and_then(|((known, _), d)| known.rendered(&path, &d));
             let (html, sha256, held) = match held {
-                Some((html, sha256)) => (html, sha256, true),
+                Some(digest) => (String::new(), digest.sha256, Some(digest.length)),
                 None => {
                     let html = page::render_history(site, name)?;
                     let sha256 = Sha256::of(html.as_bytes());
-                    (html, sha256, false)
+                    (html, sha256, None)
                 }
             };
             Ok(Page {
                 path,
+                length: held.unwrap_or(html.len() as u64),
                 html,
                 sha256,
                 inputs,
-                held,
+                held: held.is_some(),
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -33,6 +33,7 @@ tests! {
     rendered_files_follow_a_changed_template;
     rendered_files_follow_a_changed_title;
     rendered_files_follow_a_changed_base_url;
+    a_held_archive_whose_signature_is_forgotten_is_signed_again;
     a_control_file_in_the_spare_follows_its_image;
     a_control_file_in_the_spare_written_to_is_made_anew;
 }
@@ -739,4 +740,21 @@ fn a_control_file_in_the_spare_written_to_is_made_anew() {
         fs::write(&spare, bytes).unwrap();
     });
     assert!(warm == cold, "a tampered control file was published");
+}
+
+/// An archive taken from the spare unread is read again to be signed when
+/// its signature is not remembered (as after a change of key).
+fn a_held_archive_whose_signature_is_forgotten_is_signed_again() {
+    let site = archived_site();
+    warm(&site);
+    let public = site.fixture.path("public");
+    let rendered = rendered_files(&public);
+    let file = site.cache_file();
+    let mut cache: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(cache["rendered"].as_object().unwrap().len(), 2);
+    cache.as_object_mut().unwrap().remove("signatures");
+    fs::write(&file, cache.to_string()).unwrap();
+    site.build(&[]);
+    assert_eq!(rendered_files(&public), rendered);
 }
