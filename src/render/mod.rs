@@ -135,7 +135,7 @@ struct FeedJob<'a> {
 /// The digest of what a file is rendered from, fed whole values, so that
 /// no field is left out by oversight: the whole config (its `Debug`
 /// form), the site's templates, the program's version, and every field
-/// of each release it lists ([`release_bytes`]). The program itself is
+/// of each release it lists ([`feed_release`]). The program itself is
 /// not in it: the hash cache keeps what one program rendered for that
 /// program only.
 struct Inputs {
@@ -144,22 +144,23 @@ struct Inputs {
     releases: Vec<Sha256>,
 }
 
-/// Every field of a release, as bytes for its digest. Each struct is
+/// Feeds every field of a release to its digest, as it goes: notes of
+/// megabytes are not copied first. Each struct is
 /// taken apart without `..`, so that a field added to any of them fails
 /// to compile until it is fed here too. Text and URLs go in whole after
 /// their length; what is small or rare, by its `Debug` form ended by a
 /// byte that UTF-8 never holds. (The whole `Debug` form of a release,
 /// URLs field by field, costs a warm rebuild of 10,000 releases more
 /// than rendering what it spares.)
-fn release_bytes(release: &Release, out: &mut Vec<u8>) {
-    fn raw(out: &mut Vec<u8>, bytes: &[u8]) {
-        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        out.extend_from_slice(bytes);
+fn feed_release(release: &Release, out: &mut Digester) {
+    fn raw(out: &mut Digester, bytes: &[u8]) {
+        sha2::Digest::update(&mut out.0, (bytes.len() as u64).to_le_bytes());
+        sha2::Digest::update(&mut out.0, bytes);
     }
-    fn debug(out: &mut Vec<u8>, value: &dyn std::fmt::Debug) {
-        use std::io::Write;
-        write!(out, "{value:?}").expect("a Vec takes any bytes");
-        out.push(0xff);
+    fn debug(out: &mut Digester, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        write!(out, "{value:?}").expect("a digest takes any text");
+        sha2::Digest::update(&mut out.0, [0xff]);
     }
     let Release {
         info,
@@ -243,11 +244,11 @@ fn release_bytes(release: &Release, out: &mut Vec<u8>) {
         );
         match zsync {
             Some(crate::model::ZsyncFile { path, url, digest }) => {
-                out.push(1);
+                raw(out, &[1]);
                 raw(out, url.as_str().as_bytes());
                 debug(out, &(path, digest));
             }
-            None => out.push(0),
+            None => raw(out, &[0]),
         }
     }
     for file in supply {
@@ -290,9 +291,10 @@ impl Inputs {
         let config = site.config;
         let site_digest = digest(|d| write!(d, "{}\0{templates}\0{config:?}", generator()));
         let releases = crate::par::map(threads, site.releases, |r| {
-            let mut bytes = Vec::with_capacity(2048);
-            release_bytes(r, &mut bytes);
-            Sha256::of(&bytes)
+            digest(|d| {
+                feed_release(r, d);
+                Ok(())
+            })
         });
         Some(Inputs {
             site: site_digest,
