@@ -128,7 +128,7 @@ fn render_and_sign_10k_releases(bencher: Bencher) {
             expires: None,
             published_feeds: &Default::default(),
         };
-        let rendered = vmcast_gen::build::texts(&site, 1).unwrap();
+        let rendered = vmcast_gen::build::texts(&site, 1, None).unwrap();
         for feed in &rendered.site.feeds {
             key.sign(&feed.xml, "timestamp:1\tfile:feed.xml").unwrap();
         }

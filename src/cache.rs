@@ -14,7 +14,10 @@
 //! so an unchanged notes file is neither read nor rendered again; and the
 //! signature of each file that never changes (an archive), keyed by the
 //! digest of the key, the trusted comment and the bytes signed, so an
-//! archive is signed once, not on every build.
+//! archive is signed once, not on every build; and the digest of each
+//! page or archive it rendered, keyed by the digest of what it was
+//! rendered from (`render::Inputs`), so that one whose inputs did not
+//! change is taken as the last build left it, not rendered again.
 //!
 //! A sidecar is weaker by design: it records size, mtime and digest on the
 //! build machine, and is trusted when size and mtime (to the second) still
@@ -35,10 +38,10 @@ use crate::notes;
 use crate::sign::PublicKey;
 use crate::warning::Warning;
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-4";
-/// The format before notes were remembered: its image entries are read as
-/// they are.
-const CACHE_FORMAT_3: &str = "vmcast-gen-hash-cache-3";
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-5";
+/// The formats before rendered files were remembered (4) and before notes
+/// were (3): their image entries are read as they are.
+const OLDER_FORMATS: [&str; 2] = ["vmcast-gen-hash-cache-4", "vmcast-gen-hash-cache-3"];
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
@@ -55,6 +58,8 @@ struct CacheFile {
     notes: BTreeMap<String, NotesEntry>,
     #[serde(default)]
     signatures: BTreeMap<String, String>,
+    #[serde(default)]
+    rendered: BTreeMap<String, RenderedEntry>,
 }
 
 /// What one build remembers for the next.
@@ -66,6 +71,16 @@ struct Record {
     notes: BTreeMap<String, NotesEntry>,
     /// Signature files, by the digest of what made them ([`Signed`]).
     signatures: BTreeMap<String, String>,
+    /// The digests of rendered files, by the digest of their inputs.
+    rendered: BTreeMap<String, RenderedEntry>,
+}
+
+/// A file rendered from inputs of one digest: its length and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderedEntry {
+    length: u64,
+    sha256: String,
 }
 
 /// A `release.toml` in one state: its text, and its notes as HTML.
@@ -136,6 +151,8 @@ struct CacheFileOut<'a> {
     notes: &'a BTreeMap<String, NotesEntry>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     signatures: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    rendered: &'a BTreeMap<String, RenderedEntry>,
 }
 
 /// The hash cache of one site.
@@ -204,13 +221,16 @@ impl HashCache {
                 Err(e) => Err(e.to_string()),
             });
         match parsed {
-            Ok((file, size)) if file.format == CACHE_FORMAT || file.format == CACHE_FORMAT_3 => {
+            Ok((file, size))
+                if file.format == CACHE_FORMAT || OLDER_FORMATS.contains(&file.format.as_str()) =>
+            {
                 let ours = program.is_some() && file.program == program;
                 let current = ours && file.format == CACHE_FORMAT;
                 let old = Record {
                     entries: file.entries,
                     notes: file.notes.into_iter().filter(|_| ours).collect(),
                     signatures: file.signatures.into_iter().filter(|_| ours).collect(),
+                    rendered: file.rendered.into_iter().filter(|_| ours).collect(),
                 };
                 let cache = HashCache {
                     path: path.to_path_buf(),
@@ -379,6 +399,29 @@ impl HashCache {
         }
     }
 
+    /// The length and digest of the file this program rendered from
+    /// inputs of digest `inputs`, if the last build remembered it.
+    pub fn rendered(&self, inputs: &Sha256) -> Option<FileDigest> {
+        let entry = self.old.rendered.get(&inputs.to_hex())?;
+        Some(FileDigest {
+            length: entry.length,
+            sha256: Sha256::from_hex(&entry.sha256)?,
+            sha512: None,
+        })
+    }
+
+    /// Remembers the length and digest of a file this build rendered from
+    /// inputs of digest `inputs`, for the next one.
+    pub fn remember_rendered(&mut self, inputs: &Sha256, length: u64, sha256: &Sha256) {
+        if self.program.is_some() {
+            let entry = RenderedEntry {
+                length,
+                sha256: sha256.to_hex(),
+            };
+            self.new.rendered.insert(inputs.to_hex(), entry);
+        }
+    }
+
     /// The size of the cache file, as loaded or last written: about what
     /// saving it costs.
     pub fn size(&self) -> u64 {
@@ -398,6 +441,7 @@ impl HashCache {
             entries: &self.new.entries,
             notes: &self.new.notes,
             signatures: &self.new.signatures,
+            rendered: &self.new.rendered,
         };
         // Compact: a warm build of thousands of images reads and writes it.
         let mut text = serde_json::to_string(&file).expect("the cache serializes");
@@ -432,14 +476,15 @@ impl notes::Known for HashCache {
 pub struct Signed(String);
 
 impl Signed {
-    pub fn of(key: &PublicKey, trusted_comment: &str, data: &[u8]) -> Signed {
+    /// `data` is the SHA-256 of the bytes signed.
+    pub fn of(key: &PublicKey, trusted_comment: &str, data: &Sha256) -> Signed {
         let mut fed = Vec::with_capacity(128 + trusted_comment.len());
         fed.extend_from_slice(b"vmcast-gen signature\0");
         fed.extend_from_slice(&key.key_id.0);
         fed.extend_from_slice(key.key.as_bytes());
         fed.extend_from_slice(&(trusted_comment.len() as u64).to_le_bytes());
         fed.extend_from_slice(trusted_comment.as_bytes());
-        fed.extend_from_slice(&Sha256::of(data).0);
+        fed.extend_from_slice(&data.0);
         Signed(Sha256::of(&fed).to_hex())
     }
 }
@@ -626,7 +671,7 @@ mod tests {
         cache.save().unwrap();
         let mut text: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&cache_path).unwrap()).unwrap();
-        text["format"] = CACHE_FORMAT_3.into();
+        text["format"] = OLDER_FORMATS[1].into();
         text.as_object_mut().unwrap().remove("program");
         std::fs::write(&cache_path, text.to_string()).unwrap();
         let (cache, warning) = HashCache::load(&cache_path);

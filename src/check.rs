@@ -234,7 +234,7 @@ fn render_with_stand_ins(config: &Config, plan: &scan::Plan) -> Result<()> {
         expires: None,
         published_feeds: &Default::default(),
     };
-    crate::build::texts(&site, crate::par::default_threads()).map(|_| ())
+    crate::build::texts(&site, crate::par::default_threads(), None).map(|_| ())
 }
 
 /// An encrypted key and no password in `variable`: `build` would ask on a

@@ -9,15 +9,16 @@
 //! only what differs. Removing a tree of a thousand release directories
 //! and making it again would cost a rebuild more than all the rest.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::model::FileDigest;
 use crate::warning::Warning;
 
 /// Marks an output directory as one this tool made and may replace.
@@ -40,7 +41,7 @@ pub struct Staging<'a> {
     /// `mkdir -p`, nor the stat that finds its directory there.
     spare_dirs: HashSet<String>,
     /// Every site-relative path written or prepared for an image.
-    produced: RefCell<BTreeSet<String>>,
+    produced: Mutex<BTreeSet<String>>,
 }
 
 /// The spare as a build found it: checked and listed in place, while the
@@ -115,7 +116,7 @@ impl<'a> Staging<'a> {
             lock,
             spare: Vec::new(),
             spare_dirs: HashSet::new(),
-            produced: RefCell::new(BTreeSet::new()),
+            produced: Mutex::new(BTreeSet::new()),
         };
         if let Some(spare) = spare {
             // Onto the empty directory: one rename, under the staging name
@@ -169,7 +170,7 @@ impl<'a> Staging<'a> {
             }
             fsutil::create_dir_all(parent)?;
         }
-        self.produced.borrow_mut().insert(rel.to_owned());
+        self.produced().insert(rel.to_owned());
         Ok(path)
     }
 
@@ -189,10 +190,39 @@ impl<'a> Staging<'a> {
         fsutil::write_published(&path, contents)
     }
 
+    /// Whether the reused spare holds `want`'s bytes at `rel`, in a file
+    /// as [`Staging::write`] leaves one (a regular file that no other name
+    /// shares, of the published mode): then that file is kept as it is,
+    /// part of the new site, and needs no writing. `bytes` receives them,
+    /// unless `None`.
+    pub fn held(&self, rel: &str, want: &FileDigest, mut bytes: Option<&mut Vec<u8>>) -> bool {
+        use sha2::Digest;
+        if self.spare.is_empty() {
+            return false;
+        }
+        let mut hasher = sha2::Sha256::new();
+        let read = fsutil::read_published(&self.path().join(rel), want.length, |chunk| {
+            hasher.update(chunk);
+            if let Some(bytes) = bytes.as_deref_mut() {
+                bytes.extend_from_slice(chunk);
+            }
+        });
+        if !read || crate::model::Sha256(hasher.finalize().into()) != want.sha256 {
+            return false;
+        }
+        self.produced().insert(rel.to_owned());
+        true
+    }
+
+    fn produced(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // A panic while it is held ends the build.
+        self.produced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Removes what the spare brought and the new site does not have, so
     /// the staging directory holds exactly what a new one would.
     fn remove_unused(&self) -> Result<()> {
-        let produced = self.produced.borrow();
+        let produced = self.produced();
         // The directories that hold a file of the new site.
         let mut used: BTreeSet<&str> = BTreeSet::new();
         for path in produced.iter() {

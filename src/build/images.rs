@@ -44,6 +44,10 @@ pub(super) struct Hashed {
     pub made: BTreeSet<RelPath>,
     /// The zsync control file of each image that has one, made or taken.
     pub zsyncs: BTreeMap<RelPath, FileDigest>,
+    /// The boxes and control files the staging directory held already, by
+    /// their place in the previous output (canonical), and the state the
+    /// cache recorded them in there, which nothing moved.
+    pub files_held: BTreeMap<PathBuf, FileState>,
 }
 
 /// Digests every image the scan found (read, or from the cache or a
@@ -92,6 +96,7 @@ pub(super) fn hash_images(
         boxes: hashed.boxes,
         zsyncs: hashed.zsyncs,
         stats: hashed.stats,
+        files_held: hashed.files_held,
         cache,
         placed: requests
             .into_iter()
@@ -328,6 +333,8 @@ struct Outcome {
     /// The images whose hard link the staging directory held already:
     /// their state did not move, so the cache's record of them stands.
     held: BTreeSet<RelPath>,
+    /// The boxes and control files the staging directory held already.
+    files_held: BTreeMap<PathBuf, FileState>,
 }
 
 /// What an image is, from its headers alone (read with `pread`, the
@@ -371,17 +378,31 @@ fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<
 /// digest the cache knows, taken from the previous output into `dst`
 /// when the cache vouches for it there, or, for a `small` one (a few
 /// thousandths of its image), when it hashes to that digest; `None` when
-/// it must be made.
+/// it must be made. One that `dst` holds already, in the very state the
+/// cache recorded it in at its place in the previous output, is kept
+/// with one stat, and goes into `held` with that state.
 fn reuse(
     cache: Option<&HashCache>,
     digest: Option<FileDigest>,
     previous: Option<&Path>,
     dst: &Path,
     small: bool,
+    held: &mut BTreeMap<PathBuf, FileState>,
 ) -> Result<Option<FileDigest>> {
     let (Some(cache), Some(digest), Some(previous)) = (cache, digest, previous) else {
         return Ok(None);
     };
+    // The same device, inode, size, mtime and ctime: the same file, which
+    // nothing wrote to since the cache recorded its bytes.
+    if let Ok(meta) = std::fs::symlink_metadata(dst)
+        && meta.is_file()
+    {
+        let state = FileState::of(&meta);
+        if (cache.get(previous, &state)).is_some_and(|r| r.digest.same_bytes(&digest)) {
+            held.insert(previous.to_path_buf(), state);
+            return Ok(Some(digest));
+        }
+    }
     let old = match previous_copy(cache, previous, &digest) {
         Some(old) => old,
         // The cache keeps no record of it (a build that failed saved its
@@ -431,6 +452,7 @@ fn digest_all(
         warnings: Vec::new(),
         mismatches: Vec::new(),
         held: BTreeSet::new(),
+        files_held: BTreeMap::new(),
     };
     let mut pending = Vec::new();
     for req in requests {
@@ -509,6 +531,7 @@ fn look_up<'a>(
                 b.previous.as_deref(),
                 &b.job.path,
                 false,
+                &mut outcome.files_held,
             )?,
             None => None,
         },
@@ -519,6 +542,7 @@ fn look_up<'a>(
                 z.previous.as_deref(),
                 &z.job.path,
                 true,
+                &mut outcome.files_held,
             )?,
             None => None,
         },

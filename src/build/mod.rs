@@ -261,8 +261,20 @@ fn run(
         expires: clock.expires,
         published_feeds: &published_feeds,
     };
-    let rendered = texts(&site, threads)?;
     let mut cache = hashed.cache;
+    let kept = cache.as_ref().map(|cache| output::Kept {
+        cache,
+        staging: &staging,
+        trusted: !options.verify_cache,
+    });
+    let rendered = texts(
+        &site,
+        threads,
+        kept.as_ref().map(|k| k as &dyn render::Known),
+    )?;
+    if let Some(cache) = &mut cache {
+        output::remember_rendered(cache, &rendered.site);
+    }
     output::write_site(
         &staging,
         &config,
@@ -276,7 +288,14 @@ fn run(
     )?;
     staging.commit()?;
     if let Some(cache) = cache {
-        output::record(cache, &config, &releases, &hashed.placed, &hashed.made)?;
+        output::record(
+            cache,
+            &config,
+            &releases,
+            &hashed.placed,
+            &hashed.made,
+            &hashed.files_held,
+        )?;
     }
 
     warnings.append(scan_warnings);
@@ -403,9 +422,10 @@ pub struct Texts {
 
 /// Renders the feeds and pages, then the catalogs from the same releases,
 /// then the manifest of them all. `check` renders the same way, so it
-/// refuses what a build would.
-pub fn texts(site: &Site, threads: usize) -> Result<Texts> {
-    let rendered = render::render(site, threads)?;
+/// refuses what a build would. An archive or history page that `known`
+/// holds is taken from it ([`render::render`]).
+pub fn texts(site: &Site, threads: usize, known: Option<&dyn render::Known>) -> Result<Texts> {
+    let rendered = render::render(site, threads, known)?;
     let catalogs = catalog::render(site, &rendered.partition)?;
     for file in &catalogs.files {
         render::check_size(&file.path, file.bytes.len())?;
@@ -413,7 +433,7 @@ pub fn texts(site: &Site, threads: usize) -> Result<Texts> {
     let files = rendered
         .feeds
         .iter()
-        .map(|f| (f.path.as_str(), Sha256::of(&f.xml)))
+        .map(|f| (f.path.as_str(), f.sha256))
         .chain(
             catalogs
                 .files

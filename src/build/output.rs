@@ -1,15 +1,15 @@
 //! The signed site, written into the staging directory, and after the
 //! swap the record of what the new output holds, for the next build.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use crate::cache::{self, HashCache};
 use crate::config::{Config, ImageMode};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::media;
-use crate::model::{self, Digested, Release};
+use crate::model::{self, Digested, FileDigest, Release, Sha256};
 use crate::openpgp;
 use crate::par;
 use crate::render;
@@ -64,15 +64,32 @@ pub(super) fn write_site(
         }
         let comment = comment(&feed.path);
         let signed = media::is_immutable(&feed.path)
-            .then(|| cache::Signed::of(key.public(), &comment, &feed.xml));
+            .then(|| cache::Signed::of(key.public(), &comment, &feed.sha256));
         if let Some(file) = signed.as_ref().and_then(|s| memo?.signature(s)) {
             return Ok((file.to_owned(), signed));
         }
-        Ok((key.sign(&feed.xml, &comment)?.to_file(), signed))
+        // A file taken from the spare unread, whose signature is not
+        // remembered (the key changed): signed as read again, checked.
+        let mut held = Vec::new();
+        let want = FileDigest {
+            length: feed.length,
+            sha256: feed.sha256,
+            sha512: None,
+        };
+        if feed.held && !staging.held(&feed.path, &want, Some(&mut held)) {
+            return Err(Error::file(
+                staging.path().join(&feed.path),
+                "changed while the build ran; build again",
+            ));
+        }
+        let xml = if feed.held { &held } else { &feed.xml };
+        Ok((key.sign(xml, &comment)?.to_file(), signed))
     });
     for (feed, sig) in rendered.site.feeds.iter().zip(feed_sigs) {
         let (sig, signed) = sig?;
-        staging.write(&feed.path, &feed.xml)?;
+        if !feed.held {
+            staging.write(&feed.path, &feed.xml)?;
+        }
         staging.write(&format!("{}.minisig", feed.path), sig.as_bytes())?;
         if let (Some(cache), Some(signed)) = (cache.as_deref_mut(), signed) {
             cache.remember_signature(signed, sig);
@@ -117,11 +134,43 @@ pub(super) fn write_site(
         }
     }
     staging.write(render::page::PAGE, rendered.site.page.as_bytes())?;
-    for (path, html) in &rendered.site.history {
-        staging.write(path, html.as_bytes())?;
+    for page in rendered.site.history.iter().filter(|p| !p.held) {
+        staging.write(&page.path, page.html.as_bytes())?;
     }
     // GitHub Pages would otherwise run the site through Jekyll.
     staging.write(".nojekyll", b"")
+}
+
+/// The archives and history pages the last build rendered, as the reused
+/// spare still holds them: the cache knows the digest of each by the
+/// digest of its inputs, and the spare's file must hash to it. Nothing,
+/// with `--verify-cache` (`trusted` false).
+pub(super) struct Kept<'a, 'b> {
+    pub cache: &'a HashCache,
+    pub staging: &'a write::Staging<'b>,
+    pub trusted: bool,
+}
+
+impl render::Known for Kept<'_, '_> {
+    fn rendered(&self, path: &str, inputs: &Sha256) -> Option<FileDigest> {
+        if !self.trusted {
+            return None;
+        }
+        let digest = self.cache.rendered(inputs)?;
+        self.staging.held(path, &digest, None).then_some(digest)
+    }
+}
+
+/// Remembers in the hash cache the digest of each file rendered from
+/// inputs whose digest was taken, for the next build.
+pub(super) fn remember_rendered(cache: &mut HashCache, rendered: &render::Rendered) {
+    let feeds = (rendered.feeds.iter()).map(|f| (f.inputs, f.length, f.sha256));
+    let pages = (rendered.history.iter()).map(|p| (p.inputs, p.length, p.sha256));
+    for (inputs, length, sha256) in feeds.chain(pages) {
+        if let Some(inputs) = inputs {
+            cache.remember_rendered(&inputs, length, &sha256);
+        }
+    }
 }
 
 /// Records in the hash cache what the output now holds, and saves it.
@@ -131,11 +180,12 @@ pub(super) fn record(
     releases: &[Release],
     placed: &BTreeSet<model::RelPath>,
     made: &BTreeSet<model::RelPath>,
+    held: &BTreeMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     if config.image_mode != ImageMode::None {
         record_output(&mut cache, &config.output_dir, releases, placed)?;
     }
-    record_made(&mut cache, &config.output_dir, releases, made)?;
+    record_made(&mut cache, &config.output_dir, releases, made, held)?;
     cache.save()
 }
 
@@ -180,12 +230,15 @@ fn record_output(
 
 /// Records the files this build made of images or took (boxes, control
 /// files) in the output, so that the next build can take them by hard link
-/// instead of reading their images.
+/// instead of reading their images. One the staging directory `held`
+/// already is recorded in the state it was found in, unstatted: nothing
+/// moved it.
 fn record_made(
     cache: &mut HashCache,
     output_dir: &Path,
     releases: &[Release],
     made: &BTreeSet<model::RelPath>,
+    held: &BTreeMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
     for image in releases
@@ -197,11 +250,15 @@ fn record_made(
         let zsync = image.zsync.as_ref().map(|z| (&z.path, z.digest));
         for (path, digest) in boxed.into_iter().chain(zsync) {
             let path = root.join(path.as_str());
+            let state = match held.get(&path) {
+                Some(state) => *state,
+                None => cache::FileState::of(&fsutil::symlink_metadata(&path)?),
+            };
             // The image's facts stand beside the file's digest: only the
             // digest is ever compared.
             cache.insert(
                 &path,
-                cache::FileState::of(&fsutil::symlink_metadata(&path)?),
+                state,
                 &Digested {
                     digest,
                     info: image.info.clone(),

@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{MAX_TEXT_FILE, Name, RelPath, Release, ReleaseInfo, Sha256};
+use crate::model::{FileDigest, MAX_TEXT_FILE, Name, RelPath, Release, ReleaseInfo, Sha256};
 use crate::sign::PublicKey;
 use crate::sums;
 use crate::trust::Published;
@@ -59,10 +59,42 @@ pub struct Feed {
     pub path: String,
     /// The one appliance it covers, if not all.
     pub appliance: Option<Name>,
+    /// Empty when `held`.
     pub xml: Vec<u8>,
     /// The signature file it was published with, when it is kept as the
     /// followed site published it; else it is signed with the build's stamp.
     pub signature: Option<String>,
+    pub length: u64,
+    pub sha256: Sha256,
+    /// The digest of what an archive is rendered from, when the build
+    /// asked for them ([`Known`]).
+    pub inputs: Option<Sha256>,
+    /// Taken from where the build writes it, which holds it already.
+    pub held: bool,
+}
+
+/// A rendered history page.
+pub struct Page {
+    pub path: String,
+    /// Empty when `held`.
+    pub html: String,
+    pub length: u64,
+    pub sha256: Sha256,
+    /// The digest of what it is rendered from, when the build asked for
+    /// them ([`Known`]).
+    pub inputs: Option<Sha256>,
+    /// Taken from where the build writes it, which holds it already.
+    pub held: bool,
+}
+
+/// The files an earlier build rendered, by the digest of their inputs
+/// ([`Inputs`]): the hash cache knows the digest of each, and the build's
+/// staging directory may hold it already.
+pub trait Known: Sync {
+    /// The length and SHA-256 of the file at `path` in the site, rendered
+    /// before from inputs of digest `inputs`, when the place the build
+    /// writes it to holds exactly those bytes already.
+    fn rendered(&self, path: &str, inputs: &Sha256) -> Option<FileDigest>;
 }
 
 /// The rendered feeds and pages of a site, before signing.
@@ -70,8 +102,8 @@ pub struct Rendered {
     /// The current feeds, then the archives (signed the same way).
     pub feeds: Vec<Feed>,
     pub page: String,
-    /// Per-appliance history pages: (path, HTML).
-    pub history: Vec<(String, String)>,
+    /// Per-appliance history pages.
+    pub history: Vec<Page>,
     /// Which releases the current feeds hold and which the archives: the
     /// catalogs split them the same way.
     pub partition: archive::Partition,
@@ -109,12 +141,199 @@ struct FeedJob<'a> {
     archive: Option<usize>,
     /// The archive its history continues in, if it is a current feed.
     newest_archive: Option<usize>,
+    /// The digest of an archive's inputs, when asked for.
+    inputs: Option<Sha256>,
+}
+
+/// The digest of what a file is rendered from, fed whole values, so that
+/// no field is left out by oversight: the whole config (its `Debug`
+/// form), the site's templates, the program's version, and every field
+/// of each release it lists ([`feed_release`]). The program itself is
+/// not in it: the hash cache keeps what one program rendered for that
+/// program only.
+struct Inputs {
+    site: Sha256,
+    /// Of each release, in the site's order.
+    releases: Vec<Sha256>,
+}
+
+/// Feeds every field of a release to its digest, as it goes: notes of
+/// megabytes are not copied first. Each struct is
+/// taken apart without `..`, so that a field added to any of them fails
+/// to compile until it is fed here too. Text and URLs go in whole after
+/// their length; what is small or rare, by its `Debug` form ended by a
+/// byte that UTF-8 never holds. (The whole `Debug` form of a release,
+/// URLs field by field, costs a warm rebuild of 10,000 releases more
+/// than rendering what it spares.)
+fn feed_release(release: &Release, out: &mut Digester) {
+    fn raw(out: &mut Digester, bytes: &[u8]) {
+        sha2::Digest::update(&mut out.0, (bytes.len() as u64).to_le_bytes());
+        sha2::Digest::update(&mut out.0, bytes);
+    }
+    fn debug(out: &mut Digester, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        write!(out, "{value:?}").expect("a digest takes any text");
+        sha2::Digest::update(&mut out.0, [0xff]);
+    }
+    let Release {
+        info,
+        images,
+        supply,
+    } = release;
+    let ReleaseInfo {
+        notes_path,
+        appliance,
+        version,
+        title,
+        date,
+        channel,
+        critical,
+        notes_html,
+        notes_text,
+        osinfo,
+        requirements,
+        cloud_images,
+    } = info;
+    raw(out, notes_path.as_os_str().as_encoded_bytes());
+    raw(out, notes_html.as_bytes());
+    raw(out, notes_text.as_bytes());
+    debug(
+        out,
+        &(
+            appliance,
+            version,
+            title,
+            date,
+            channel,
+            critical,
+            osinfo,
+            requirements,
+            cloud_images,
+            images.len(),
+            supply.len(),
+        ),
+    );
+    for image in images {
+        let crate::model::Image {
+            source,
+            digest,
+            info,
+            vagrant_box,
+            lxd,
+            zsync,
+        } = image;
+        let crate::model::ImageSource {
+            source,
+            real,
+            name,
+            format,
+            compression,
+            arch,
+            primary,
+            site_path,
+            url,
+            size_hint,
+            file_id,
+        } = source;
+        raw(out, source.as_os_str().as_encoded_bytes());
+        raw(out, real.as_os_str().as_encoded_bytes());
+        raw(out, url.as_str().as_bytes());
+        debug(
+            out,
+            &(
+                name,
+                format,
+                compression,
+                arch,
+                primary,
+                site_path,
+                size_hint,
+                file_id,
+                digest,
+                info,
+                vagrant_box,
+                lxd,
+            ),
+        );
+        match zsync {
+            Some(crate::model::ZsyncFile { path, url, digest }) => {
+                raw(out, &[1]);
+                raw(out, url.as_str().as_bytes());
+                debug(out, &(path, digest));
+            }
+            None => raw(out, &[0]),
+        }
+    }
+    for file in supply {
+        let crate::model::SupplyFile {
+            format,
+            name,
+            image,
+            site_path,
+            url,
+            digest,
+            signing,
+        } = file;
+        raw(out, url.as_str().as_bytes());
+        debug(out, &(format, name, image, site_path, digest, signing));
+    }
+}
+
+/// A SHA-256 fed through [`std::fmt::Write`].
+struct Digester(sha2::Sha256);
+
+impl std::fmt::Write for Digester {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        sha2::Digest::update(&mut self.0, s.as_bytes());
+        Ok(())
+    }
+}
+
+fn digest(feed: impl FnOnce(&mut Digester) -> std::fmt::Result) -> Sha256 {
+    let mut d = Digester(sha2::Digest::new());
+    feed(&mut d).expect("a digest takes any text");
+    Sha256(sha2::Digest::finalize(d.0).into())
+}
+
+impl Inputs {
+    /// `None` when the templates directory cannot be read: then nothing
+    /// is taken from before.
+    fn of(site: &Site, threads: usize) -> Option<Inputs> {
+        use std::fmt::Write;
+        let templates = page::templates_digest(&site.config.templates_dir)?;
+        let config = site.config;
+        let site_digest = digest(|d| write!(d, "{}\0{templates}\0{config:?}", generator()));
+        let releases = crate::par::map(threads, site.releases, |r| {
+            digest(|d| {
+                feed_release(r, d);
+                Ok(())
+            })
+        });
+        Some(Inputs {
+            site: site_digest,
+            releases,
+        })
+    }
+
+    /// Of a file of `kind` and `name` that lists `releases` (indexes into
+    /// the site's releases), in this order.
+    fn of_file(&self, kind: &str, name: &str, releases: &[usize]) -> Sha256 {
+        use std::fmt::Write;
+        digest(|d| {
+            write!(d, "{kind}\0{name}\0{}\0{}", self.site, releases.len())?;
+            releases
+                .iter()
+                .try_for_each(|&i| write!(d, "\0{}", self.releases[i]))
+        })
+    }
 }
 
 /// Renders the site on up to `threads` threads: the feeds (with a
 /// thousand releases, a hundred archive documents) on every core, the
-/// pages beside them. The output does not depend on `threads`.
-pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
+/// pages beside them. The output does not depend on `threads`. With
+/// `known`, each archive and history page is given the digest of its
+/// inputs, and one that `known` holds is not rendered again.
+pub fn render(site: &Site, threads: usize, known: Option<&dyn Known>) -> Result<Rendered> {
     let mut appliances: Vec<&Name> = site.releases.iter().map(|r| &r.info.appliance).collect();
     appliances.sort();
     appliances.dedup();
@@ -126,12 +345,14 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         .map(|&i| &site.releases[i])
         .collect();
     let newest_archive = (!partition.archives.is_empty()).then_some(partition.archives.len());
+    let inputs = known.and_then(|_| Inputs::of(site, threads));
     let mut jobs = vec![FeedJob {
         path: FEED.to_owned(),
         appliance: None,
         items: current.clone(),
         archive: None,
         newest_archive,
+        inputs: None,
     }];
     // Every appliance has its own feed, also on a site of one: a
     // subscriber polls the one small feed of what it runs. It links the
@@ -153,11 +374,16 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
                 .iter()
                 .rposition(|a| a.iter().any(|&i| site.releases[i].info.appliance == **name))
                 .map(|i| i + 1),
+            inputs: None,
         });
     }
     for (i, indexes) in partition.archives.iter().enumerate() {
+        let path = archive::path(i + 1);
         jobs.push(FeedJob {
-            path: archive::path(i + 1),
+            inputs: inputs
+                .as_ref()
+                .map(|d| d.of_file("archive", &path, indexes)),
+            path,
             appliance: None,
             items: indexes.iter().map(|&i| &site.releases[i]).collect(),
             archive: Some(i + 1),
@@ -187,16 +413,29 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         .map(|j| (j.path.as_str(), j.appliance))
         .collect();
 
+    let made = known.zip(inputs.as_ref());
     let (feeds, pages) = std::thread::scope(|scope| {
-        let pages = scope.spawn(|| render_pages(site, &appliances, &paths, &current));
+        let pages = scope.spawn(|| render_pages(site, &appliances, &paths, &current, made));
         let feeds = crate::par::map(threads, &jobs, |job| {
-            let (xml, signature) = match job.archive {
-                Some(n) => (feed::render_archive(site, n, &job.items), None),
-                None => render_current(site, job),
+            let held = (known.zip(job.inputs)).and_then(|(k, d)| k.rendered(&job.path, &d));
+            let (xml, signature, sha256, held) = match held {
+                Some(digest) => (Vec::new(), None, digest.sha256, Some(digest.length)),
+                None => {
+                    let (xml, signature) = match job.archive {
+                        Some(n) => (feed::render_archive(site, n, &job.items), None),
+                        None => render_current(site, job),
+                    };
+                    let sha256 = Sha256::of(&xml);
+                    (xml, signature, sha256, None)
+                }
             };
             Feed {
+                length: held.unwrap_or(xml.len() as u64),
                 xml,
                 signature,
+                sha256,
+                inputs: job.inputs,
+                held: held.is_some(),
                 path: job.path.clone(),
                 appliance: job.appliance.cloned(),
             }
@@ -207,7 +446,7 @@ pub fn render(site: &Site, threads: usize) -> Result<Rendered> {
         (feeds, pages)
     });
     for feed in &feeds {
-        check_size(&feed.path, feed.xml.len())?;
+        check_size(&feed.path, feed.length as usize)?;
     }
     let (page, history) = pages?;
     Ok(Rendered {
@@ -339,16 +578,17 @@ pub fn manifest<'a>(
     Ok(manifest)
 }
 
-/// The landing page, and the history pages: (path, HTML).
-type Pages = (String, Vec<(String, String)>);
+/// The landing page, and the history pages.
+type Pages = (String, Vec<Page>);
 
 /// The landing page, and the history page of each appliance that has
-/// archived releases.
+/// archived releases: taken from `made` when it knows the page's inputs.
 fn render_pages(
     site: &Site,
     appliances: &[&Name],
     feeds: &[(&str, Option<&Name>)],
     current: &[&Release],
+    made: Option<(&dyn Known, &Inputs)>,
 ) -> Result<Pages> {
     let page = page::render(site, feeds, current)?;
     let history = appliances
@@ -364,7 +604,32 @@ fn render_pages(
                     .filter(|r| r.info.appliance == ***name)
                     .count()
         })
-        .map(|name| Ok((history_path(name), page::render_history(site, name)?)))
+        .map(|name| {
+            let path = history_path(name);
+            let listed: Vec<usize> = (0..site.releases.len())
+                .filter(|&i| site.releases[i].info.appliance == **name)
+                .collect();
+            let inputs = made.map(|(_, d)| d.of_file("history", &path, &listed));
+            let held = made
+                .zip(inputs)
+                .and_then(|((known, _), d)| known.rendered(&path, &d));
+            let (html, sha256, held) = match held {
+                Some(digest) => (String::new(), digest.sha256, Some(digest.length)),
+                None => {
+                    let html = page::render_history(site, name)?;
+                    let sha256 = Sha256::of(html.as_bytes());
+                    (html, sha256, None)
+                }
+            };
+            Ok(Page {
+                path,
+                length: held.unwrap_or(html.len() as u64),
+                html,
+                sha256,
+                inputs,
+                held: held.is_some(),
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((page, history))
 }

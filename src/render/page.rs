@@ -421,6 +421,40 @@ pub fn render_history(site: &Site, appliance: &crate::model::Name) -> Result<Str
         .map_err(|e| template_error(&config.templates_dir, &e))
 }
 
+/// The digest of the site's own templates: every file under `dir` (the
+/// `templates_dir`, followed through symbolic links as the loader follows
+/// them), by name and bytes; of nothing when there is no such directory.
+/// `None` when it cannot be read.
+pub fn templates_digest(dir: &std::path::Path) -> Option<crate::model::Sha256> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut feed = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    match std::fs::metadata(dir) {
+        Ok(_) => {
+            let walk = walkdir::WalkDir::new(dir)
+                .follow_links(true)
+                .sort_by_file_name();
+            for entry in walk {
+                let entry = entry.ok()?;
+                let name = entry.path().strip_prefix(dir).ok()?;
+                feed(name.as_os_str().as_encoded_bytes());
+                if entry.file_type().is_file() {
+                    feed(b"file");
+                    feed(&std::fs::read(entry.path()).ok()?);
+                } else {
+                    feed(b"directory");
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return None,
+    }
+    Some(crate::model::Sha256(hasher.finalize().into()))
+}
+
 /// A site's own template if it has one, else the built-in one.
 fn load_template(dir: &std::path::Path, name: &str) -> Result<Option<String>, minijinja::Error> {
     if crate::model::RelPath::parse(name).is_err() {

@@ -27,6 +27,15 @@ tests! {
     notes_rewritten_with_the_old_size_and_mtime_are_read_again;
     remembered_notes_serve_only_the_program_that_rendered_them;
     archive_signatures_are_remembered_unless_verify_cache;
+    rendered_files_are_remembered_unless_verify_cache;
+    rendered_files_follow_a_changed_note;
+    rendered_files_follow_a_changed_image;
+    rendered_files_follow_a_changed_template;
+    rendered_files_follow_a_changed_title;
+    rendered_files_follow_a_changed_base_url;
+    a_held_archive_whose_signature_is_forgotten_is_signed_again;
+    a_control_file_in_the_spare_follows_its_image;
+    a_control_file_in_the_spare_written_to_is_made_anew;
 }
 
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
@@ -496,4 +505,256 @@ fn copy_mode_rebuild_copies_afresh_over_a_tampered_copy() {
         fs::read(site.published()).unwrap(),
         fs::read(site.image()).unwrap()
     );
+}
+
+/// A site with `feed_items = 1` and ten old releases of webapp besides
+/// ok-minimal's two: archive 1 and webapp's history page.
+fn archived_site() -> Site {
+    let site = Site::new();
+    site.fixture.configure("feed_items = 1\n");
+    for i in 0..10 {
+        let dir = site.fixture.path(&format!("releases/webapp/0.{i}.0"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("release.toml"),
+            format!(
+                "version = \"0.{i}.0\"\ndate = 2025-01-{:02}\nnotes = \"Old.\"\n",
+                i + 1
+            ),
+        )
+        .unwrap();
+        fs::write(dir.join(format!("webapp-0.{i}.0.raw")), format!("{i}\n")).unwrap();
+    }
+    site
+}
+
+/// The archives and history pages under `dir`, with their signatures.
+fn rendered_files(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = crate::common::snapshot_tree(dir);
+    files.retain(|path, _| path.starts_with("archive") || path.starts_with("history"));
+    files
+}
+
+/// The builds each rendered file is taken unrendered from: the third on,
+/// which finds the spare, and the cache the second wrote.
+fn warm(site: &Site) {
+    for _ in 0..3 {
+        site.build(&[]);
+    }
+}
+
+/// What a warm build gives after `change`: the archives and history pages
+/// a cold build (no cache, no output) makes of the changed inputs, and
+/// `changed` of them differ from before.
+fn rendered_files_follow(change: impl FnOnce(&Site), changed: &[&str]) {
+    let site = archived_site();
+    warm(&site);
+    let public = site.fixture.path("public");
+    let before = rendered_files(&public);
+    assert!(
+        before.contains_key(&PathBuf::from("archive/1.xml")),
+        "{before:?}"
+    );
+    change(&site);
+    site.build(&[]);
+    let after = rendered_files(&public);
+    let cold_dir = site.fixture.tmp.path().join("cold");
+    let cold = site
+        .fixture
+        .build(&["--no-cache", "--out", cold_dir.to_str().unwrap()]);
+    assert_success(&cold);
+    assert!(
+        after == rendered_files(&cold_dir),
+        "a warm build differs from a cold one"
+    );
+    let mut differ: Vec<String> = after
+        .iter()
+        .filter(|(path, bytes)| before.get(*path) != Some(bytes))
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    differ.sort();
+    assert_eq!(differ, changed);
+}
+
+fn rendered_files_follow_a_changed_note() {
+    rendered_files_follow(
+        |site| {
+            let notes = site.fixture.path("releases/webapp/0.3.0/release.toml");
+            let text = fs::read_to_string(&notes).unwrap();
+            // The history page shows whether a release is critical, not
+            // its notes.
+            fs::write(&notes, format!("{text}critical = true\n")).unwrap();
+        },
+        &[
+            "archive/1.xml",
+            "archive/1.xml.minisig",
+            "history/webapp.html",
+        ],
+    );
+}
+
+fn rendered_files_follow_a_changed_image() {
+    rendered_files_follow(
+        |site| {
+            let image = site.fixture.path("releases/webapp/0.3.0/webapp-0.3.0.raw");
+            fs::write(image, "three\n").unwrap();
+        },
+        &[
+            "archive/1.xml",
+            "archive/1.xml.minisig",
+            "history/webapp.html",
+        ],
+    );
+}
+
+fn rendered_files_follow_a_changed_template() {
+    rendered_files_follow(
+        |site| {
+            let builtin =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/history.html");
+            let text = fs::read_to_string(builtin).unwrap();
+            let dir = site.fixture.path("templates");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("history.html"), format!("{text}<!-- own -->\n")).unwrap();
+        },
+        &["history/webapp.html"],
+    );
+}
+
+/// Replaces `from` with `to` in the fixture's vmcast.toml.
+fn reconfigure(site: &Site, from: &str, to: &str) {
+    let path = site.fixture.path("vmcast.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{text}");
+    fs::write(path, text.replace(from, to)).unwrap();
+}
+
+fn rendered_files_follow_a_changed_title() {
+    rendered_files_follow(
+        |site| {
+            reconfigure(
+                site,
+                "title = \"Fixture: minimal site\"",
+                "title = \"Renamed\"",
+            )
+        },
+        &[
+            "archive/1.xml",
+            "archive/1.xml.minisig",
+            "history/webapp.html",
+        ],
+    );
+}
+
+fn rendered_files_follow_a_changed_base_url() {
+    rendered_files_follow(
+        |site| {
+            reconfigure(
+                site,
+                "base_url = \"https://downloads.example.com/site/\"",
+                "base_url = \"https://mirror.example.org/site/\"",
+            )
+        },
+        &[
+            "archive/1.xml",
+            "archive/1.xml.minisig",
+            "history/webapp.html",
+        ],
+    );
+}
+
+/// An archive or history page whose inputs did not change is taken from
+/// the spare unrendered, when the spare's file hashes to the digest the
+/// cache remembers for those inputs; `--verify-cache` renders it afresh.
+fn rendered_files_are_remembered_unless_verify_cache() {
+    let site = archived_site();
+    warm(&site);
+    let public = site.fixture.path("public");
+    let rendered = rendered_files(&public);
+    let file = site.cache_file();
+    let mut cache: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    let remembered = cache["rendered"].as_object_mut().unwrap();
+    // The archive and the history page.
+    assert_eq!(remembered.len(), 2, "{remembered:?}");
+    let archive = &rendered[&PathBuf::from("archive/1.xml")];
+    let entry = remembered
+        .values_mut()
+        .find(|v| v["sha256"] == sha256(archive))
+        .expect("the archive's digest is remembered");
+    // The spare, which the next build stages in, and the cache made to
+    // agree on other bytes: only a build that takes them unrendered
+    // publishes them.
+    let forged = b"<rss>remembered</rss>\n";
+    *entry = serde_json::json!({"length": forged.len(), "sha256": sha256(forged)});
+    fs::write(&file, cache.to_string()).unwrap();
+    fs::write(site.fixture.path(".public.spare/archive/1.xml"), forged).unwrap();
+    site.build(&[]);
+    assert_eq!(fs::read(public.join("archive/1.xml")).unwrap(), forged);
+    site.build(&["--verify-cache"]);
+    assert_eq!(rendered_files(&public), rendered);
+}
+
+/// The control file of webapp 1.1.0, as a warm build publishes it after
+/// `change`, and as a cold build (no cache, no output) makes it of the
+/// changed inputs.
+fn control_file_after(change: impl FnOnce(&Site)) -> (Vec<u8>, Vec<u8>) {
+    let site = Site::with_mode("link");
+    site.fixture.configure("zsync = true\n");
+    // The third build finds the control file in the spare, as recorded.
+    warm(&site);
+    change(&site);
+    site.build(&[]);
+    let control = format!("{PUBLISHED}.zsync");
+    let warm = fs::read(site.fixture.path(&control)).unwrap();
+    let cold_dir = site.fixture.tmp.path().join("cold");
+    let cold = site
+        .fixture
+        .build(&["--no-cache", "--out", cold_dir.to_str().unwrap()]);
+    assert_success(&cold);
+    let cold = fs::read(cold_dir.join(control.strip_prefix("public/").unwrap())).unwrap();
+    (warm, cold)
+}
+
+fn a_control_file_in_the_spare_follows_its_image() {
+    let (before, _) = control_file_after(|_| {});
+    let (warm, cold) = control_file_after(|site| {
+        fs::write(site.image(), vec![7u8; 5000]).unwrap();
+    });
+    assert!(warm == cold, "a warm build differs from a cold one");
+    assert!(warm != before);
+}
+
+/// The spare's control file is a hard link to the output's: a write to
+/// it moves the state the cache recorded, and it is no longer taken.
+fn a_control_file_in_the_spare_written_to_is_made_anew() {
+    let (warm, cold) = control_file_after(|site| {
+        let spare = site.fixture.path(&format!(".{PUBLISHED}.zsync").replacen(
+            "public/",
+            "public.spare/",
+            1,
+        ));
+        let mut bytes = fs::read(&spare).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&spare, bytes).unwrap();
+    });
+    assert!(warm == cold, "a tampered control file was published");
+}
+
+/// An archive taken from the spare unread is read again to be signed when
+/// its signature is not remembered (as after a change of key).
+fn a_held_archive_whose_signature_is_forgotten_is_signed_again() {
+    let site = archived_site();
+    warm(&site);
+    let public = site.fixture.path("public");
+    let rendered = rendered_files(&public);
+    let file = site.cache_file();
+    let mut cache: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(cache["rendered"].as_object().unwrap().len(), 2);
+    cache.as_object_mut().unwrap().remove("signatures");
+    fs::write(&file, cache.to_string()).unwrap();
+    site.build(&[]);
+    assert_eq!(rendered_files(&public), rendered);
 }
