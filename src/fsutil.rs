@@ -125,7 +125,10 @@ pub fn read_bounded(
     mut sink: impl FnMut(&[u8]),
 ) -> std::result::Result<u64, (u64, io::Error)> {
     let mut reader = io::Read::take(reader, limit.saturating_add(1));
-    let mut buf = vec![0u8; 1 << 20];
+    // No bigger than the bytes it may take: zeroing a MiB costs more than
+    // reading a small file.
+    let size = usize::try_from(limit.saturating_add(1)).map_or(1 << 20, |n| n.min(1 << 20));
+    let mut buf = vec![0u8; size];
     let mut total = 0u64;
     loop {
         let n = match io::Read::read(&mut reader, &mut buf) {
