@@ -204,33 +204,54 @@ impl Client {
     /// how the server takes a request for many ranges, at no cost: a
     /// `multipart/byteranges` answer brings both; a 200 brings the whole
     /// file, as a server that ignores many ranges sends it; the first
-    /// range alone (S3) is followed by one request for the rest. What
-    /// arrives is the caller's to check against the signed digest. Any
-    /// other answer is an error, as is a body of more than `length`
-    /// bytes and their parts' headers.
+    /// range alone (S3) is followed by one request for the rest. An answer
+    /// that is none of these (a refusal, a part missing) shows nothing: the
+    /// file is then asked for whole, as [`get_small`](Self::get_small)
+    /// does. What arrives is the caller's to check against the signed
+    /// digest. A failure to reach the server, and a body of more than
+    /// `length` bytes and their parts' headers, are errors.
     pub fn get_small_probing(&self, url: &Url, length: u64) -> Result<(Vec<u8>, Ranges), NetError> {
-        if length < 2 {
-            return Ok((self.get_small(url, length)?, Ranges::Unknown));
+        if (2..=MAX_PROBED).contains(&length)
+            && let Some(got) = self.probe(url, length)?
+        {
+            return Ok(got);
         }
+        Ok((self.get_small(url, length)?, Ranges::Unknown))
+    }
+
+    /// [`get_small_probing`](Self::get_small_probing)'s two-range request,
+    /// and the one for the rest when the first range came alone; `None`
+    /// when the answers do not bring the whole file.
+    fn probe(&self, url: &Url, length: u64) -> Result<Option<(Vec<u8>, Ranges)>, NetError> {
         let last = length - 1;
         let request = Request::small(url).header("Range", format!("bytes=0-0,1-{last}"));
         let response = self.send(&request)?;
-        if response.status() == 200 {
-            return Ok((response.read_all(length)?, Ranges::One));
+        match response.status() {
+            200 => return Ok(Some((response.read_all(length)?, Ranges::One))),
+            206 => {}
+            _ => return Ok(None),
         }
         let many = response.header("content-type").and_then(boundary).is_some();
         let mut data = vec![0; length as usize];
-        let end = small_parts(response, &mut data)?;
-        if many {
-            return Ok((data, Ranges::Many));
+        let mut got = Vec::new();
+        if small_parts(response, &mut data, &mut got).is_err() {
+            return Ok(None);
         }
-        if end == length {
+        let ranges = match missing(&mut got, length) {
+            None if many => Ranges::Many,
             // Both ranges as one: a server may join ranges that touch.
-            return Ok((data, Ranges::Unknown));
-        }
-        let request = Request::small(url).header("Range", format!("bytes={end}-{last}"));
-        small_parts(self.send(&request)?, &mut data)?;
-        Ok((data, Ranges::One))
+            None => Ranges::Unknown,
+            Some((from, _)) if !many => {
+                let request = Request::small(url).header("Range", format!("bytes={from}-{last}"));
+                let rest = small_parts(self.send(&request)?, &mut data, &mut got);
+                if rest.is_err() || missing(&mut got, length).is_some() {
+                    return Ok(None);
+                }
+                Ranges::One
+            }
+            Some(_) => return Ok(None),
+        };
+        Ok(Some((data, ranges)))
     }
 
     /// Asks for a file from byte `from` on (`Range: bytes=from-` when
@@ -280,25 +301,46 @@ impl Client {
     }
 }
 
+/// The most a control file is asked for in two ranges: its bytes are held
+/// in memory as they arrive in any order (one of a 100 GiB image is about
+/// 200 MiB); a bigger one is asked for whole.
+const MAX_PROBED: u64 = 256 << 20;
+
 /// Writes the parts of a 206 answer for a small file into `data`, the
-/// file's length; returns where the last part ends.
-fn small_parts(response: Response, data: &mut [u8]) -> Result<u64, NetError> {
+/// file's length, and the byte ranges they brought into `got`.
+fn small_parts(
+    response: Response,
+    data: &mut [u8],
+    got: &mut Vec<(u64, u64)>,
+) -> Result<(), NetError> {
     let length = data.len() as u64;
-    let mut end = 0;
     let parts = response.parts(length, 2 * length + 4096, |at, bytes| {
         // `parts` keeps every part within the file.
-        let at = at as usize;
-        if let Some(into) = data.get_mut(at..at + bytes.len()) {
+        let start = at as usize;
+        if let Some(into) = data.get_mut(start..start + bytes.len()) {
             into.copy_from_slice(bytes);
+            got.push((at, at + bytes.len() as u64));
         }
-        end = (at + bytes.len()) as u64;
         Ok::<_, std::convert::Infallible>(())
     });
     match parts {
-        Ok(_) => Ok(end),
+        Ok(_) => Ok(()),
         Err(StreamError::Net(e)) => Err(e),
         Err(StreamError::Sink(never)) => match never {},
     }
+}
+
+/// The first run of a file of `length` bytes that none of `got` covers.
+fn missing(got: &mut [(u64, u64)], length: u64) -> Option<(u64, u64)> {
+    got.sort_unstable();
+    let mut covered = 0;
+    for &(start, end) in got.iter() {
+        if start > covered {
+            return Some((covered, start));
+        }
+        covered = covered.max(end);
+    }
+    (covered < length).then_some((covered, length))
 }
 
 /// Where a redirect from `from` to `location` leads, if it may be followed.
@@ -972,7 +1014,7 @@ mod tests {
         let file = b"control!";
         let multipart = b"\r\n--b\r\nContent-Range: bytes 0-0/8\r\n\r\nc\r\n--b\r\n\
                           Content-Range: bytes 1-7/8\r\n\r\nontrol!\r\n--b--\r\n";
-        let cases = [
+        let mut cases = vec![
             (
                 vec![answer(
                     "206 Partial Content",
@@ -1006,6 +1048,19 @@ mod tests {
                 Ranges::Unknown,
             ),
         ];
+        // What shows nothing is followed by a plain request for the file.
+        let first_alone = b"\r\n--b\r\nContent-Range: bytes 0-0/8\r\n\r\nc\r\n--b--\r\n";
+        let shows_nothing = [
+            answer("416 Range Not Satisfiable", "", b""),
+            answer(
+                "206 Partial Content",
+                "Content-Type: multipart/byteranges; boundary=b\r\n",
+                first_alone,
+            ),
+        ];
+        for refusal in shows_nothing {
+            cases.push((vec![refusal, answer("200 OK", "", file)], Ranges::Unknown));
+        }
         for (answers, ranges) in cases {
             let count = answers.len();
             let (url, server) = serve(answers);
@@ -1013,8 +1068,11 @@ mod tests {
             assert_eq!(got, (file.to_vec(), ranges));
             let heads = server.join().unwrap();
             assert!(heads[0].contains("range: bytes=0-0,1-7\r\n"), "{heads:?}");
-            if count == 2 {
+            if count == 2 && ranges == Ranges::One {
                 assert!(heads[1].contains("range: bytes=1-7\r\n"), "{heads:?}");
+            }
+            if ranges == Ranges::Unknown && count == 2 {
+                assert!(!heads[1].contains("range:"), "{heads:?}");
             }
         }
         // More than the file and its parts' headers is refused.

@@ -150,6 +150,24 @@ mod tests {
         assert_eq!(whole(b"abc", &[], false).1, None);
     }
 
+    #[test]
+    fn every_tail_length_pads_as_the_reference_crates_do() {
+        // 55 bytes left pad in the same block, 56 to 63 need another: each
+        // tail length of one and two blocks, whole and cut in two.
+        let data: Vec<u8> = (0..=130u8).collect();
+        for len in 0..data.len() {
+            let data = &data[..len];
+            let want: [u8; 20] = sha1::Sha1::digest(data).into();
+            for cuts in [&[][..], &[len / 2]] {
+                assert_eq!(
+                    whole(data, cuts, true),
+                    (Sha256::of(data), Some(want)),
+                    "{len}"
+                );
+            }
+        }
+    }
+
     proptest! {
         /// Whatever the lengths and the cuts, the digests are the
         /// reference crates', with the SHA-1 (one pass over both where the

@@ -324,18 +324,20 @@ impl Fetch<'_> {
         let one = self.ranges == net::Ranges::One && url.origin() == self.control_url.origin();
         let first = batches(&left, if one { 1 } else { RANGES_PER_REQUEST }).remove(0);
         delta.requests += 1;
-        let many = match self.request(url, &first)? {
+        // Whether the server answers many ranges to a request, and how
+        // many ranges the first request (or two) brought.
+        let (many, brought) = match self.request(url, &first)? {
             Ok(Got::All) if one => {
                 left = subtract(&left, &first);
-                false
+                (false, 1)
             }
-            Ok(Got::All) => true,
+            Ok(Got::All) => (true, first.len()),
             Ok(Got::Whole) if first.len() == 1 => return Ok(Fetched::Whole),
             Err(failure) if first.len() == 1 => return Ok(Fetched::Failed(left, failure)),
             Ok(Got::Some(rest)) => {
                 let done: Vec<(u64, u64)> = subtract(&first, &rest);
                 left = subtract(&left, &done);
-                false
+                (false, done.len())
             }
             // Many ranges are not answered, or not well: one alone may be.
             Ok(Got::Whole) | Err(_) => {
@@ -343,7 +345,7 @@ impl Fetch<'_> {
                 match self.request(url, &first[..1])? {
                     Ok(Got::All) => {
                         left = subtract(&left, &first[..1]);
-                        false
+                        (false, 1)
                     }
                     Ok(Got::Whole) => return Ok(Fetched::Whole),
                     Ok(Got::Some(_)) => return Ok(Fetched::Failed(left, incomplete(url))),
@@ -356,8 +358,7 @@ impl Fetch<'_> {
             false => batches(&coalesce(&left, REQUEST_COST), 1),
         };
         delta.requests += batches.len();
-        delta.ranges =
-            batches.iter().map(Vec::len).sum::<usize>() + if many { first.len() } else { 0 };
+        delta.ranges = batches.iter().map(Vec::len).sum::<usize>() + brought;
         let results = par::map(PARALLEL, &batches, |batch| self.request(url, batch));
         delta.fetched = self.fetched.load(Ordering::Relaxed);
         let mut rest = Vec::new();

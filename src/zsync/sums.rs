@@ -44,8 +44,8 @@ pub fn roll(sum: u32, out: u8, into: u8, shift: u32) -> u32 {
 }
 
 /// The MD4 of each of `blocks`, all of one length, a multiple of 64 bytes
-/// (a zsync block size); lanes past `blocks.len()` hash the first block
-/// again and are dropped.
+/// (a zsync block size), in the first `blocks.len()` lanes; what the
+/// lanes past them hold is to be dropped.
 pub fn md4(blocks: &[&[u8]]) -> [Md4; LANES] {
     let len = check(blocks);
     if let Some((md4, _)) = crate::simd::md4_rsum_x16(&lanes(blocks), len) {
