@@ -448,6 +448,7 @@ impl<R: Read> Window<R> {
 mod tests {
     use super::*;
     use crate::hash::{self, Job, NoProgress, Open};
+    use crate::simd::noise;
 
     /// The control file of `data`, made as the build makes it.
     fn control_of(data: &[u8]) -> Control {
@@ -467,18 +468,6 @@ mod tests {
         }];
         hash::hash_all(&jobs, 1, &NoProgress).unwrap();
         Control::parse(&std::fs::read(dir.path().join("disk.raw.zsync")).unwrap()).unwrap()
-    }
-
-    fn noise(len: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
     }
 
     /// Scans `seeds` for `new`'s blocks and rebuilds it from them and the

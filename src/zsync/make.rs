@@ -6,7 +6,7 @@
 //! sparse image) takes the sums known for zeros without being hashed.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -187,20 +187,10 @@ impl Sink for Maker {
 /// The length and SHA-256 of the file just written, read back (the
 /// header, which comes first, was written last).
 fn digest_of(path: &Path) -> Result<FileDigest> {
-    let (mut file, _) = crate::fsutil::open_regular(path, false)?;
+    let (file, meta) = crate::fsutil::open_regular(path, false)?;
     let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut length = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| Error::io("cannot read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        length += n as u64;
-    }
+    let length = crate::fsutil::read_bounded(&file, meta.len(), |c| hasher.update(c))
+        .map_err(|(_, e)| Error::io("cannot read", path, e))?;
     Ok(FileDigest {
         length,
         sha256: Sha256(hasher.finalize().into()),

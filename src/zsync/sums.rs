@@ -201,6 +201,7 @@ fn md4_x8(blocks: &[&[u8]]) -> [Md4; SSE2_LANES] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::noise;
 
     fn hex(d: &[u8]) -> String {
         d.iter().map(|b| format!("{b:02x}")).collect()
@@ -228,18 +229,6 @@ mod tests {
             "c5abe41d160e530fe4172a1697325c38"
         );
         assert_eq!(hex(&md4(&[&a64])[0]), "52f5076fabd22680234a3fa9f9dc5732");
-    }
-
-    /// Bytes that look random, from a seed.
-    fn noise(len: usize, mut x: u32) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]
