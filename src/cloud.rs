@@ -9,7 +9,7 @@
 use std::fmt;
 
 /// A cloud whose image ids a release may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
     Aws,
     Gcp,

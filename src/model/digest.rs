@@ -173,7 +173,7 @@ pub struct KeyFile {
 }
 
 /// The length and digests of a file, from one read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileDigest {
     pub length: u64,
     pub sha256: Sha256,
@@ -198,7 +198,7 @@ impl FileDigest {
 /// A digest of a prefix followed by an image, from the image's one read:
 /// LXD's image fingerprint, SHA-256 of its metadata tarball and then the
 /// disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Combined {
     /// SHA-256 of the prefix (the metadata tarball) it was taken with.
     pub prefix: Sha256,

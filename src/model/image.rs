@@ -139,7 +139,7 @@ impl Compression {
 }
 
 /// One image file of a release, as found by the scan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct ImageSource {
     /// Where the file is read from.
     pub source: PathBuf,
@@ -185,7 +185,7 @@ impl ImageSource {
 
 /// A published image: where it comes from, what it hashes to, and what
 /// its bytes say it is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct Image {
     pub source: ImageSource,
     pub digest: FileDigest,
@@ -201,7 +201,7 @@ pub struct Image {
 
 /// A zsync control file: a file of ours beside its image, at the image's
 /// path and URL with `.zsync` added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ZsyncFile {
     /// Its path in the site, also its name in SHA256SUMS.
     pub path: RelPath,
@@ -210,7 +210,7 @@ pub struct ZsyncFile {
 }
 
 /// A Vagrant box: a file of ours in the site, made from an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VagrantBox {
     /// Its path in the site, also its name in SHA256SUMS.
     pub path: RelPath,
@@ -218,7 +218,7 @@ pub struct VagrantBox {
 }
 
 /// What the inspection found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct ImageInfo {
     /// The disk format, of the content inside any compression.
@@ -242,7 +242,7 @@ pub struct ImageInfo {
 
 /// The virtual machine an OVA or an XVA holds, from its OVF descriptor or
 /// its `ova.xml`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
     pub name: Option<String>,
@@ -252,7 +252,7 @@ pub struct Machine {
     pub disks: Vec<OvaDisk>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct OvaDisk {
     /// The disk file inside the OVA (an XVA's disks are block directories).

@@ -8,7 +8,7 @@ use super::{Arch, Image, Line, Name, SupplyFile, Version};
 use crate::cloud::Provider;
 
 /// Firmware an appliance boots with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     Bios,
@@ -35,7 +35,7 @@ impl Firmware {
 }
 
 /// What a release needs from the host that runs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Requirements {
     pub arch: Option<Arch>,
     pub min_memory_mib: Option<u64>,
@@ -52,7 +52,7 @@ impl Requirements {
 }
 
 /// Everything known about a release but its images' digests.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct ReleaseInfo {
     /// The release.toml it was read from.
     pub notes_path: PathBuf,
@@ -75,7 +75,7 @@ pub struct ReleaseInfo {
 
 /// An image in a cloud provider's catalog, checked by
 /// [`Provider::check_region`] and [`Provider::canonical_id`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CloudImage {
     pub provider: Provider,
     pub region: Option<String>,
@@ -97,7 +97,7 @@ impl ReleaseInfo {
 
 /// A release with its hashed images, primary first. It may have none when
 /// its notes name cloud images.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct Release {
     pub info: ReleaseInfo,
     pub images: Vec<Image>,

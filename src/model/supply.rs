@@ -22,7 +22,7 @@ impl Kind {
 }
 
 /// What a supply-chain file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Spdx23,
     CycloneDx15,
@@ -85,7 +85,7 @@ impl Format {
 
 /// How a provenance file is signed, as far as this build could tell.
 /// Ordered from weakest: a file's status is its weakest Statement's.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Signing {
     /// A bare Statement, or an envelope without signatures.
     Unsigned,
@@ -129,7 +129,7 @@ impl Signing {
 }
 
 /// A published supply-chain file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SupplyFile {
     pub format: Format,
     pub name: FileName,

@@ -148,7 +148,8 @@ struct FeedJob<'a> {
 /// The digest of what a file is rendered from, fed whole values, so that
 /// no field is left out by oversight: the whole config (its `Debug`
 /// form), the site's templates, the program's version, and every field
-/// of each release it lists ([`feed_release`]). The program itself is
+/// of each release it lists (the release's derived [`std::hash::Hash`],
+/// which takes every field of every type in it). The program itself is
 /// not in it: the hash cache keeps what one program rendered for that
 /// program only.
 struct Inputs {
@@ -157,135 +158,26 @@ struct Inputs {
     releases: Vec<Sha256>,
 }
 
-/// Feeds every field of a release to its digest, as it goes: notes of
-/// megabytes are not copied first. Each struct is
-/// taken apart without `..`, so that a field added to any of them fails
-/// to compile until it is fed here too. Text and URLs go in whole after
-/// their length; what is small or rare, by its `Debug` form ended by a
-/// byte that UTF-8 never holds. (The whole `Debug` form of a release,
-/// URLs field by field, costs a warm rebuild of 10,000 releases more
-/// than rendering what it spares.)
-fn feed_release(release: &Release, out: &mut Digester) {
-    fn raw(out: &mut Digester, bytes: &[u8]) {
-        sha2::Digest::update(&mut out.0, (bytes.len() as u64).to_le_bytes());
-        sha2::Digest::update(&mut out.0, bytes);
-    }
-    fn debug(out: &mut Digester, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write;
-        write!(out, "{value:?}").expect("a digest takes any text");
-        sha2::Digest::update(&mut out.0, [0xff]);
-    }
-    let Release {
-        info,
-        images,
-        supply,
-    } = release;
-    let ReleaseInfo {
-        notes_path,
-        appliance,
-        version,
-        title,
-        date,
-        channel,
-        critical,
-        notes_html,
-        notes_text,
-        osinfo,
-        requirements,
-        cloud_images,
-    } = info;
-    raw(out, notes_path.as_os_str().as_encoded_bytes());
-    raw(out, notes_html.as_bytes());
-    raw(out, notes_text.as_bytes());
-    debug(
-        out,
-        &(
-            appliance,
-            version,
-            title,
-            date,
-            channel,
-            critical,
-            osinfo,
-            requirements,
-            cloud_images,
-            images.len(),
-            supply.len(),
-        ),
-    );
-    for image in images {
-        let crate::model::Image {
-            source,
-            digest,
-            info,
-            vagrant_box,
-            lxd,
-            zsync,
-        } = image;
-        let crate::model::ImageSource {
-            source,
-            real,
-            name,
-            format,
-            compression,
-            arch,
-            primary,
-            site_path,
-            url,
-            size_hint,
-            file_id,
-        } = source;
-        raw(out, source.as_os_str().as_encoded_bytes());
-        raw(out, real.as_os_str().as_encoded_bytes());
-        raw(out, url.as_str().as_bytes());
-        debug(
-            out,
-            &(
-                name,
-                format,
-                compression,
-                arch,
-                primary,
-                site_path,
-                size_hint,
-                file_id,
-                digest,
-                info,
-                vagrant_box,
-                lxd,
-            ),
-        );
-        match zsync {
-            Some(crate::model::ZsyncFile { path, url, digest }) => {
-                raw(out, &[1]);
-                raw(out, url.as_str().as_bytes());
-                debug(out, &(path, digest));
-            }
-            None => raw(out, &[0]),
-        }
-    }
-    for file in supply {
-        let crate::model::SupplyFile {
-            format,
-            name,
-            image,
-            site_path,
-            url,
-            digest,
-            signing,
-        } = file;
-        raw(out, url.as_str().as_bytes());
-        debug(out, &(format, name, image, site_path, digest, signing));
-    }
-}
-
-/// A SHA-256 fed through [`std::fmt::Write`].
+/// A SHA-256 fed through [`std::fmt::Write`] or [`std::hash::Hasher`]:
+/// what [`std::hash::Hash`] feeds it depends on the program (the width
+/// of `usize`, the byte order), which is all [`Inputs`] needs.
 struct Digester(sha2::Sha256);
 
 impl std::fmt::Write for Digester {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         sha2::Digest::update(&mut self.0, s.as_bytes());
         Ok(())
+    }
+}
+
+impl std::hash::Hasher for Digester {
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    /// Unused: the digest is the SHA-256 ([`digest`]).
+    fn finish(&self) -> u64 {
+        0
     }
 }
 
@@ -305,7 +197,7 @@ impl Inputs {
         let site_digest = digest(|d| write!(d, "{}\0{templates}\0{config:?}", generator()));
         let releases = crate::par::map(threads, site.releases, |r| {
             digest(|d| {
-                feed_release(r, d);
+                std::hash::Hash::hash(r, d);
                 Ok(())
             })
         });
