@@ -84,19 +84,41 @@ impl Plan {
     }
 }
 
-/// Scans the releases and their images, failing at the first problem,
-/// with what the scan warned of before it ([`Error::Warned`]): a file
-/// that is not published may be the image the release lacks. With
-/// `imageless`, a release without images is planned with none (its
-/// images may come from the previous site) instead of refused. A notes
-/// file `known` remembers in its present state is not read again.
+/// The releases directory as one walk found it: each notes file, with the
+/// files beside it, in walk order.
+pub struct Walked {
+    /// The releases directory, resolved.
+    root_real: PathBuf,
+    found: Vec<(PathBuf, Vec<walkdir::DirEntry>)>,
+}
+
+/// Walks the releases directory: the part of a scan that reads no file,
+/// so that a build can load what it remembers meanwhile.
+pub fn walk(config: &Config) -> Result<Walked> {
+    let root = &config.releases_dir;
+    if !fsutil::metadata(root)?.is_dir() {
+        return Err(Error::file(root, "is not a directory (releases_dir)"));
+    }
+    let root_real = fsutil::canonicalize(root)?;
+    let found = walk_tree(config, root, &root_real)?;
+    Ok(Walked { root_real, found })
+}
+
+/// Scans the releases the walk found and their images, failing at the
+/// first problem, with what the scan warned of before it
+/// ([`Error::Warned`]): a file that is not published may be the image the
+/// release lacks. With `imageless`, a release without images is planned
+/// with none (its images may come from the previous site) instead of
+/// refused. A notes file `known` remembers in its present state is not
+/// read again.
 pub fn scan(
     config: &Config,
+    walked: Walked,
     imageless: bool,
     threads: usize,
     known: Option<&dyn notes::Known>,
 ) -> Result<Plan> {
-    let (plan, mut problems) = scan_with(config, true, imageless, false, threads, known)?;
+    let (plan, mut problems) = scan_with(config, walked, true, imageless, false, threads, known);
     match (problems.is_empty(), plan.warnings.is_empty()) {
         (true, _) => Ok(plan),
         (false, true) => Err(problems.remove(0)),
@@ -117,24 +139,24 @@ pub fn scan_all(
     imageless: bool,
     threads: usize,
 ) -> Result<(Plan, Vec<Error>)> {
-    scan_with(config, images, imageless, true, threads, None)
+    let walked = walk(config)?;
+    Ok(scan_with(
+        config, walked, images, imageless, true, threads, None,
+    ))
 }
 
 fn scan_with(
     config: &Config,
+    walked: Walked,
     images: bool,
     imageless: bool,
     keep_going: bool,
     threads: usize,
     known: Option<&dyn notes::Known>,
-) -> Result<(Plan, Vec<Error>)> {
+) -> (Plan, Vec<Error>) {
     let root = &config.releases_dir;
-    if !fsutil::metadata(root)?.is_dir() {
-        return Err(Error::file(root, "is not a directory (releases_dir)"));
-    }
-    let root_real = fsutil::canonicalize(root)?;
+    let Walked { root_real, found } = walked;
     let mut warnings = Vec::new();
-    let found = walk(config, root, &root_real)?;
 
     // Each release is read and planned on its own, on every core: with a
     // thousand releases this is most of a rebuild's scan. Only what spans
@@ -213,7 +235,7 @@ fn scan_with(
                     warnings,
                     notes: read,
                 };
-                return Ok((plan, vec![e]));
+                return (plan, vec![e]);
             }
         }
     }
@@ -229,12 +251,12 @@ fn scan_with(
         warnings,
         notes: read,
     };
-    Ok((plan, problems))
+    (plan, problems)
 }
 
 /// Walks the releases directory once: each notes file, with the files
 /// beside it, in walk order. What builds keep there is left out.
-fn walk(
+fn walk_tree(
     config: &Config,
     root: &Path,
     root_real: &Path,

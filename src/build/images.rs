@@ -5,7 +5,7 @@
 //! sinks plugged into it ([`Extras`]: the catalogs', the zsync control
 //! file), and the cache kept even when a later stage fails.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::hash::{self, Chunk, Facts, Progress, Sink, Start};
 use crate::model::{self, Combined, Digested, FileDigest, FileId, ImageInfo, RelPath, Sha512};
+use crate::par;
 use crate::place::{self, Placement};
 use crate::scan;
 use crate::warning::Warning;
@@ -47,7 +48,7 @@ pub(super) struct Hashed {
     /// The boxes and control files the staging directory held already, by
     /// their place in the previous output (canonical), and the state the
     /// cache recorded them in there, which nothing moved.
-    pub files_held: BTreeMap<PathBuf, FileState>,
+    pub files_held: HashMap<PathBuf, FileState>,
 }
 
 /// Digests every image the scan found (read, or from the cache or a
@@ -334,7 +335,7 @@ struct Outcome {
     /// their state did not move, so the cache's record of them stands.
     held: BTreeSet<RelPath>,
     /// The boxes and control files the staging directory held already.
-    files_held: BTreeMap<PathBuf, FileState>,
+    files_held: HashMap<PathBuf, FileState>,
 }
 
 /// What an image is, from its headers alone (read with `pread`, the
@@ -387,7 +388,7 @@ fn reuse(
     previous: Option<&Path>,
     dst: &Path,
     small: bool,
-    held: &mut BTreeMap<PathBuf, FileState>,
+    held: &mut Vec<(PathBuf, FileState)>,
 ) -> Result<Option<FileDigest>> {
     let (Some(cache), Some(digest), Some(previous)) = (cache, digest, previous) else {
         return Ok(None);
@@ -399,7 +400,7 @@ fn reuse(
     {
         let state = FileState::of(&meta);
         if (cache.get(previous, &state)).is_some_and(|r| r.digest.same_bytes(&digest)) {
-            held.insert(previous.to_path_buf(), state);
+            held.push((previous.to_path_buf(), state));
             return Ok(Some(digest));
         }
     }
@@ -438,6 +439,8 @@ fn hashes_to(path: &Path, digest: &FileDigest) -> Option<place::Previous> {
 /// Obtains a digest for every image: from the cache or a sidecar when they
 /// are trusted and current, else by reading it (once, copying as it goes).
 /// Places each image where asked. The cache is updated but not saved.
+/// The look-ups run on every core: on a warm rebuild of thousands of
+/// images, opening, checking and placing each is most of this stage.
 fn digest_all(
     requests: &[Request],
     shortcuts: &mut Shortcuts,
@@ -452,21 +455,34 @@ fn digest_all(
         warnings: Vec::new(),
         mismatches: Vec::new(),
         held: BTreeSet::new(),
-        files_held: BTreeMap::new(),
+        files_held: HashMap::new(),
     };
-    let mut pending = Vec::new();
+    let mut ids = BTreeSet::new();
     for req in requests {
-        if outcome.digests.contains_key(&req.id)
-            || pending
-                .iter()
-                .any(|(p, _): &(Pending, _)| p.req.id == req.id)
-        {
+        if !ids.insert(&req.id) {
             return Err(Error::file(
                 &req.source,
                 format_args!("is a second image published as {}", req.id),
             ));
         }
-        pending.extend(look_up(req, shortcuts, &mut outcome)?);
+    }
+    let looked = par::try_map(
+        threads,
+        requests,
+        &par::Order::INPUT,
+        || (),
+        |(), req, _| look_up(req, shortcuts).map(Some),
+    )?;
+    let mut pending = Vec::new();
+    for (req, looked) in requests.iter().zip(looked) {
+        outcome.warnings.extend(looked.warnings);
+        outcome.files_held.extend(looked.files_held);
+        match looked.found {
+            Found::Read { cached, taken, job } => {
+                pending.push((Pending { req, cached, taken }, *job))
+            }
+            Found::Unread(unread) => record_unread(req, unread, shortcuts, &mut outcome),
+        }
     }
     read_pending(pending, shortcuts, threads, progress, &mut outcome)?;
     Ok(outcome)
@@ -489,15 +505,46 @@ struct Files {
     zsync: Option<FileDigest>,
 }
 
+/// What the shortcuts gave for one image.
+struct Looked {
+    found: Found,
+    warnings: Vec<Warning>,
+    /// The box and control file the staging directory held already, by
+    /// their place in the previous output, in the state found there.
+    files_held: Vec<(PathBuf, FileState)>,
+}
+
+enum Found {
+    /// Known and placed without a read.
+    Unread(Unread),
+    /// To be read, with what was known of it ([`Pending`]).
+    Read {
+        cached: Option<Digested>,
+        taken: Files,
+        job: Box<hash::Job<Extras>>,
+    },
+}
+
+/// An image the shortcuts knew, placed already.
+struct Unread {
+    state: FileState,
+    known: Digested,
+    /// Known from a sidecar, not from the cache.
+    sidecar: bool,
+    taken: Files,
+    /// The staging directory held its hard link already.
+    held: bool,
+}
+
 /// Looks up the shortcuts for one image: the cache, a sidecar, its box and
-/// its control file in the previous output. Records and places an image they know (no read);
-/// returns the read of one they do not.
-fn look_up<'a>(
-    req: &'a Request,
-    shortcuts: &mut Shortcuts,
-    outcome: &mut Outcome,
-) -> Result<Option<(Pending<'a>, hash::Job<Extras>)>> {
+/// its control file in the previous output. Places an image they know (no
+/// read); returns the read of one they do not. Touches nothing but the
+/// image's own places in the staging directory, so that images can be
+/// looked up side by side; what is recorded is [`record_unread`]'s.
+fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
     let canonical = &req.real;
+    let mut warnings = Vec::new();
+    let mut files_held = Vec::new();
     // One open per look: what is checked (no symbolic link, a regular
     // file, the very file the scan saw) is what is placed or probed.
     let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
@@ -517,7 +564,7 @@ fn look_up<'a>(
         .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
     // A sidecar has no LXD fingerprint.
     let sidecar = match shortcuts.sidecars && prefix.is_none() && cached.is_none() {
-        true => sidecar(req, &file, &state, &mut outcome.warnings)?,
+        true => sidecar(req, &file, &state, &mut warnings)?,
         false => None,
     };
     // An image with a box or a control file is read unless they are taken
@@ -531,7 +578,7 @@ fn look_up<'a>(
                 b.previous.as_deref(),
                 &b.job.path,
                 false,
-                &mut outcome.files_held,
+                &mut files_held,
             )?,
             None => None,
         },
@@ -542,72 +589,86 @@ fn look_up<'a>(
                 z.previous.as_deref(),
                 &z.job.path,
                 true,
-                &mut outcome.files_held,
+                &mut files_held,
             )?,
             None => None,
         },
     };
     let ready = (req.vagrant_box.is_none() || taken.vagrant_box.is_some())
         && (req.zsync.is_none() || taken.zsync.is_some());
-    let stats = &mut outcome.stats;
     let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
         _ if !ready => None,
         (true, _, _) => None,
-        (false, Some(d), _) => {
-            stats.cached_files += 1;
-            stats.cached_bytes += d.digest.length;
-            Some(d)
-        }
-        (false, None, Some(d)) => {
-            stats.sidecar_files += 1;
-            stats.sidecar_bytes += d.digest.length;
-            Some(d)
-        }
+        (false, Some(d), _) => Some((d, false)),
+        (false, None, Some(d)) => Some((d, true)),
         (false, None, None) => None,
     };
-    let Some(known) = known else {
-        let job = hash::Job {
-            source: req.source.clone(),
-            open: hash::Open::Vetted {
-                real: req.real.clone(),
+    let found = match known {
+        Some((known, sidecar)) => {
+            let previous = || {
+                let cache = shortcuts.cache.as_ref()?;
+                previous_copy(cache, req.previous.as_deref()?, &known.digest)
+            };
+            let held = place::unread(&opened, &req.place, previous)?;
+            Found::Unread(Unread {
                 state,
-            },
-            size_hint: req.size_hint,
-            copy_to: place::for_read(&opened, &req.place)?,
-            sink: Extras {
-                sha512: req.sha512.then_some(hash::Sha512Sum),
-                lxd: req.lxd.clone(),
-                vagrant_box: (req.vagrant_box.as_ref())
-                    .filter(|_| taken.vagrant_box.is_none())
-                    .map(|b| b.job.clone()),
-                zsync: (req.zsync.as_ref())
-                    .filter(|_| taken.zsync.is_none())
-                    .map(|z| z.job.clone()),
-            },
-        };
-        let pending = Pending { req, cached, taken };
-        return Ok(Some((pending, job)));
+                known,
+                sidecar,
+                taken,
+                held,
+            })
+        }
+        None => {
+            let job = Box::new(hash::Job {
+                source: req.source.clone(),
+                open: hash::Open::Vetted {
+                    real: req.real.clone(),
+                    state,
+                },
+                size_hint: req.size_hint,
+                copy_to: place::for_read(&opened, &req.place)?,
+                sink: Extras {
+                    sha512: req.sha512.then_some(hash::Sha512Sum),
+                    lxd: req.lxd.clone(),
+                    vagrant_box: (req.vagrant_box.as_ref())
+                        .filter(|_| taken.vagrant_box.is_none())
+                        .map(|b| b.job.clone()),
+                    zsync: (req.zsync.as_ref())
+                        .filter(|_| taken.zsync.is_none())
+                        .map(|z| z.job.clone()),
+                },
+            });
+            Found::Read { cached, taken, job }
+        }
     };
-    take_unread(req, &opened, state, known, taken, shortcuts, outcome)?;
-    Ok(None)
+    Ok(Looked {
+        found,
+        warnings,
+        files_held,
+    })
 }
 
-/// Places an image the shortcuts know, and records it and what was made
-/// of it.
-fn take_unread(
-    req: &Request,
-    opened: &place::Opened,
-    state: FileState,
-    known: Digested,
-    taken: Files,
-    shortcuts: &mut Shortcuts,
-    outcome: &mut Outcome,
-) -> Result<()> {
-    let previous = || {
-        let cache = shortcuts.cache.as_ref()?;
-        previous_copy(cache, req.previous.as_deref()?, &known.digest)
-    };
-    if place::unread(opened, &req.place, previous)? {
+/// Records an image the shortcuts knew, and what was made of it.
+fn record_unread(req: &Request, unread: Unread, shortcuts: &mut Shortcuts, outcome: &mut Outcome) {
+    let Unread {
+        state,
+        known,
+        sidecar,
+        taken,
+        held,
+    } = unread;
+    let stats = &mut outcome.stats;
+    match sidecar {
+        false => {
+            stats.cached_files += 1;
+            stats.cached_bytes += known.digest.length;
+        }
+        true => {
+            stats.sidecar_files += 1;
+            stats.sidecar_bytes += known.digest.length;
+        }
+    }
+    if held {
         outcome.held.insert(req.id.clone());
     }
     if let Some(cache) = shortcuts.cache.as_mut() {
@@ -615,7 +676,6 @@ fn take_unread(
     }
     record_files(req, taken, shortcuts, outcome);
     outcome.digests.insert(req.id.clone(), known);
-    Ok(())
 }
 
 /// Records the box and the control file of an image the cache has just
@@ -729,24 +789,11 @@ fn read_pending(
     Ok(())
 }
 
-/// The hash cache, from its file: `--cache-dir` or `VMCAST_CACHE_DIR`,
-/// else the config's `cache_dir`, else the user's cache directory; none
-/// with `--no-cache`. One that cannot be used is warned of and starts
-/// empty.
-pub(super) fn open_cache(
-    config: &Config,
-    options: &BuildOptions,
-    warnings: &mut Vec<Warning>,
-) -> Result<Option<HashCache>> {
-    let Some(path) = cache_file(config, options)? else {
-        return Ok(None);
-    };
-    let (cache, warning) = HashCache::load(&path);
-    warnings.extend(warning);
-    Ok(Some(cache))
-}
-
-fn cache_file(config: &Config, options: &BuildOptions) -> Result<Option<PathBuf>> {
+/// The hash cache's file: `--cache-dir` or `VMCAST_CACHE_DIR`, else the
+/// config's `cache_dir`, else the user's cache directory; none with
+/// `--no-cache`. ([`HashCache::load`] warns of one that cannot be used,
+/// and starts empty.)
+pub(super) fn cache_file(config: &Config, options: &BuildOptions) -> Result<Option<PathBuf>> {
     if options.no_cache {
         return Ok(None);
     }

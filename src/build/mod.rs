@@ -9,11 +9,13 @@ mod images;
 mod kept;
 mod output;
 
+use std::panic::resume_unwind;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
 use self::clock::{Clock, Prior};
+use crate::cache::HashCache;
 use crate::catalog;
 use crate::config::{self, Config, Overrides};
 use crate::error::{Error, Result};
@@ -177,23 +179,30 @@ fn run(
     warnings.extend(lock.sweep()?);
 
     // The scan first: a site with no images yet hears so before any
-    // password prompt. The spare is listed meanwhile: both walk a thousand
-    // directories on a large site, which is mostly the kernel's time. The
-    // notes files the cache remembers unchanged are not read again
+    // password prompt. While it walks the releases, the hash cache is
+    // loaded and the spare listed: the walks are mostly the kernel's time,
+    // and the notes files the cache remembers unchanged are not read again
     // (`--verify-cache` trusts the cache with nothing but what it checks).
-    let mut cache = images::open_cache(&config, options, warnings)?;
+    let cache_file = images::cache_file(&config, options)?;
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
-    let (plan, spare) = std::thread::scope(|s| {
+    let (plan, cache, spare) = std::thread::scope(|s| {
         let spare = s.spawn(|| write::Spare::survey(&lock));
+        let cache = (cache_file.as_deref()).map(|path| s.spawn(|| HashCache::load(path)));
+        let walked = scan::walk(&config);
+        let cache = cache.map(|loading| loading.join().unwrap_or_else(|p| resume_unwind(p)));
         let known = cache
             .as_ref()
             .filter(|_| !options.verify_cache)
-            .map(|c| c as &dyn notes::Known);
-        let plan = scan::scan(&config, previous_source.is_some(), threads, known);
-        let spare = spare
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (plan, spare)
+            .map(|(c, _)| c as &dyn notes::Known);
+        let plan = walked.and_then(|walked| {
+            scan::scan(&config, walked, previous_source.is_some(), threads, known)
+        });
+        let spare = spare.join().unwrap_or_else(|p| resume_unwind(p));
+        (plan, cache, spare)
+    });
+    let mut cache = cache.map(|(cache, warning)| {
+        warnings.extend(warning);
+        cache
     });
     let mut plan = plan.map_err(|error| {
         let (mut warned, error) = error.unwarn();

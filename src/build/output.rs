@@ -1,7 +1,7 @@
 //! The signed site, written into the staging directory, and after the
 //! swap the record of what the new output holds, for the next build.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::cache::{self, HashCache};
@@ -180,7 +180,7 @@ pub(super) fn record(
     releases: &[Release],
     placed: &BTreeSet<model::RelPath>,
     made: &BTreeSet<model::RelPath>,
-    held: &BTreeMap<PathBuf, cache::FileState>,
+    held: &HashMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     if config.image_mode != ImageMode::None {
         record_output(&mut cache, &config.output_dir, releases, placed)?;
@@ -238,7 +238,7 @@ fn record_made(
     output_dir: &Path,
     releases: &[Release],
     made: &BTreeSet<model::RelPath>,
-    held: &BTreeMap<PathBuf, cache::FileState>,
+    held: &HashMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
     for image in releases
