@@ -259,7 +259,7 @@ impl HashCache {
 
     /// The cached digest and inspection of a file in exactly this state.
     pub fn get(&self, canonical: &Path, state: &FileState) -> Option<Digested> {
-        let entry = self.old.entries.get(&key(canonical))?;
+        let entry = self.old.entries.get(key(canonical).as_ref())?;
         if entry.state != *state {
             return None;
         }
@@ -288,7 +288,7 @@ impl HashCache {
     /// The digest of the Vagrant box made, with members of `mtime`, of a
     /// file in exactly this state.
     pub fn get_box(&self, canonical: &Path, state: &FileState, mtime: u64) -> Option<FileDigest> {
-        let entry = self.old.entries.get(&key(canonical))?;
+        let entry = self.old.entries.get(key(canonical).as_ref())?;
         let boxed = entry.vagrant_box.as_ref()?;
         if entry.state != *state || boxed.mtime != mtime {
             return None;
@@ -303,7 +303,7 @@ impl HashCache {
     /// The digest of the zsync control file made, for an image named
     /// `name`, of a file in exactly this state.
     pub fn get_zsync(&self, canonical: &Path, state: &FileState, name: &str) -> Option<FileDigest> {
-        let entry = self.old.entries.get(&key(canonical))?;
+        let entry = self.old.entries.get(key(canonical).as_ref())?;
         let zsync = entry.zsync.as_ref()?;
         if entry.state != *state || zsync.name != name {
             return None;
@@ -317,7 +317,7 @@ impl HashCache {
 
     /// Records the zsync control file of a file this build recorded.
     pub fn insert_zsync(&mut self, canonical: &Path, name: &str, digest: &FileDigest) {
-        if let Some(entry) = self.new.entries.get_mut(&key(canonical)) {
+        if let Some(entry) = self.new.entries.get_mut(key(canonical).as_ref()) {
             entry.zsync = Some(ZsyncEntry {
                 name: name.to_owned(),
                 length: digest.length,
@@ -328,7 +328,7 @@ impl HashCache {
 
     /// Records the Vagrant box of a file this build recorded.
     pub fn insert_box(&mut self, canonical: &Path, mtime: u64, digest: &FileDigest) {
-        if let Some(entry) = self.new.entries.get_mut(&key(canonical)) {
+        if let Some(entry) = self.new.entries.get_mut(key(canonical).as_ref()) {
             entry.vagrant_box = Some(BoxEntry {
                 mtime,
                 length: digest.length,
@@ -341,7 +341,7 @@ impl HashCache {
     pub fn insert(&mut self, canonical: &Path, state: FileState, digested: &Digested) {
         let Digested { digest, info, lxd } = digested;
         self.new.entries.insert(
-            key(canonical),
+            key(canonical).into_owned(),
             CacheEntry {
                 state,
                 sha256: digest.sha256.to_hex(),
@@ -364,7 +364,7 @@ impl HashCache {
     /// next build will see. A file whose size or mtime moved too keeps
     /// the state it was read in, and the next build reads it again.
     pub fn restat(&mut self, canonical: &Path, state: FileState) {
-        if let Some(entry) = self.new.entries.get_mut(&key(canonical))
+        if let Some(entry) = self.new.entries.get_mut(key(canonical).as_ref())
             && entry.state.same_content(&state)
         {
             entry.state = state;
@@ -372,17 +372,17 @@ impl HashCache {
     }
 
     /// Remembers the notes files this build read, for the next one.
-    pub fn remember_notes(&mut self, read: &[notes::Read]) {
+    pub fn remember_notes(&mut self, read: Vec<notes::Read>) {
         if self.program.is_none() {
             return;
         }
         for r in read {
             let entry = NotesEntry {
                 state: r.state,
-                text: r.text.clone(),
-                html: r.html.clone(),
+                text: r.text,
+                html: r.html,
             };
-            self.new.notes.insert(key(&r.path), entry);
+            self.new.notes.insert(key(&r.path).into_owned(), entry);
         }
     }
 
@@ -463,7 +463,7 @@ impl HashCache {
 
 impl notes::Known for HashCache {
     fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)> {
-        let entry = self.old.notes.get(&key(path))?;
+        let entry = self.old.notes.get(key(path).as_ref())?;
         (entry.state == *state).then(|| (entry.text.clone(), entry.html.clone()))
     }
 }
@@ -489,8 +489,8 @@ impl Signed {
     }
 }
 
-fn key(canonical: &Path) -> String {
-    canonical.to_string_lossy().into_owned()
+fn key(canonical: &Path) -> std::borrow::Cow<'_, str> {
+    canonical.to_string_lossy()
 }
 
 /// A digest recorded where the image was made. It is a hint about one

@@ -64,7 +64,7 @@ pub(super) fn hash_images(
     progress: &dyn Progress,
     warnings: &mut Vec<Warning>,
 ) -> Result<Hashed> {
-    let requests = hash_requests(config, plan, staging)?;
+    let requests = hash_requests(config, plan, staging, threads)?;
     let mut shortcuts = Shortcuts {
         cache,
         sidecars: config.trust_sidecars,
@@ -109,11 +109,12 @@ pub(super) fn hash_images(
 
 /// One request per image, named by its path in the site, saying where in
 /// the staging directory it must also land and where the previous output
-/// has it.
+/// has it; made on every core.
 fn hash_requests(
     config: &Config,
     plan: &scan::Plan,
     staging: &write::Staging,
+    threads: usize,
 ) -> Result<Vec<Request>> {
     let previous_root = match config.image_mode {
         ImageMode::None => None,
@@ -130,7 +131,8 @@ fn hash_requests(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io("cannot resolve", &config.output_dir, e)),
     };
-    plan.releases
+    let images: Vec<(&scan::PlannedRelease, &model::ImageSource, bool)> = plan
+        .releases
         .iter()
         .flat_map(|r| {
             let images: Vec<&model::ImageSource> = r.images.iter().collect();
@@ -140,7 +142,14 @@ fn hash_requests(
                 .zip(sha512)
                 .map(move |(i, sha512)| (r, i, sha512))
         })
-        .map(|(release, image, sha512)| {
+        .collect();
+    // Each request prepares its own places in the staging directory.
+    par::try_map(
+        threads,
+        &images,
+        &par::Order::INPUT,
+        || (),
+        |(), &(release, image, sha512), _| {
             let info = &release.info;
             let vagrant_box = match config.catalogs.vagrant && catalog::vagrant::boxable(image) {
                 true => {
@@ -180,7 +189,7 @@ fn hash_requests(
                 ImageMode::Copy => Placement::Copy(staging.prepare(image.site_path.as_str())?),
                 ImageMode::Link => Placement::Link(staging.prepare(image.site_path.as_str())?),
             };
-            Ok(Request {
+            Ok(Some(Request {
                 id: image.site_path.clone(),
                 source: image.source.clone(),
                 file_id: image.file_id,
@@ -200,9 +209,9 @@ fn hash_requests(
                     image,
                 )?
                 .map(Fingerprint::new),
-            })
-        })
-        .collect()
+            }))
+        },
+    )
 }
 
 /// One image to obtain a digest for.
@@ -542,9 +551,15 @@ struct Unread {
 /// image's own places in the staging directory, so that images can be
 /// looked up side by side; what is recorded is [`record_unread`]'s.
 fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
-    let canonical = &req.real;
     let mut warnings = Vec::new();
     let mut files_held = Vec::new();
+    if let Some(found) = held_link(req, shortcuts, &mut files_held)? {
+        return Ok(Looked {
+            found,
+            warnings,
+            files_held,
+        });
+    }
     // One open per look: what is checked (no symbolic link, a regular
     // file, the very file the scan saw) is what is placed or probed.
     let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
@@ -554,50 +569,15 @@ fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
         meta: &meta,
         real: &req.real,
     };
-    // An entry serves only if it has every digest this request wants.
-    let prefix = req.lxd.as_ref().map(Fingerprint::prefix);
-    let cached = shortcuts
-        .cache
-        .as_ref()
-        .and_then(|c| c.get(canonical, &state))
-        .filter(|c| !req.sha512 || c.digest.sha512.is_some())
-        .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix);
+    let cached = cached(req, shortcuts, &state);
     // A sidecar has no LXD fingerprint.
-    let sidecar = match shortcuts.sidecars && prefix.is_none() && cached.is_none() {
+    let sidecar = match shortcuts.sidecars && req.lxd.is_none() && cached.is_none() {
         true => sidecar(req, &file, &state, &mut warnings)?,
         false => None,
     };
-    // An image with a box or a control file is read unless they are taken
-    // as they were (which needs the cache entry that also knows the image).
-    let cache = shortcuts.cache.as_ref().filter(|_| !shortcuts.verify_cache);
-    let taken = Files {
-        vagrant_box: match &req.vagrant_box {
-            Some(b) => reuse(
-                cache,
-                cache.and_then(|c| c.get_box(canonical, &state, b.job.mtime)),
-                b.previous.as_deref(),
-                &b.job.path,
-                false,
-                &mut files_held,
-            )?,
-            None => None,
-        },
-        zsync: match &req.zsync {
-            Some(z) => reuse(
-                cache,
-                cache.and_then(|c| c.get_zsync(canonical, &state, &z.job.filename)),
-                z.previous.as_deref(),
-                &z.job.path,
-                true,
-                &mut files_held,
-            )?,
-            None => None,
-        },
-    };
-    let ready = (req.vagrant_box.is_none() || taken.vagrant_box.is_some())
-        && (req.zsync.is_none() || taken.zsync.is_some());
+    let taken = taken(req, shortcuts, &state, &mut files_held)?;
     let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
-        _ if !ready => None,
+        _ if !taken.ready(req) => None,
         (true, _, _) => None,
         (false, Some(d), _) => Some((d, false)),
         (false, None, Some(d)) => Some((d, true)),
@@ -646,6 +626,110 @@ fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
         warnings,
         files_held,
     })
+}
+
+/// An image linked into the site that the cache knows, with its box and
+/// control file, and whose hard link the staging directory holds already
+/// (the spare reused): one stat and no open. The stat shows the very file
+/// the scan vetted (its device and inode), and nothing is read, probed or
+/// placed, which is all an open would guard. `None` sends it the long
+/// way, which says what is wrong, if anything is.
+fn held_link(
+    req: &Request,
+    shortcuts: &Shortcuts,
+    files_held: &mut Vec<(PathBuf, FileState)>,
+) -> Result<Option<Found>> {
+    let Placement::Link(dst) = &req.place else {
+        return Ok(None);
+    };
+    let Ok(meta) = std::fs::symlink_metadata(&req.real) else {
+        return Ok(None);
+    };
+    let world_readable = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o004 != 0;
+    if shortcuts.verify_cache
+        || !meta.is_file()
+        || FileId::of(&meta) != req.file_id
+        || !world_readable
+    {
+        return Ok(None);
+    }
+    let state = FileState::of(&meta);
+    let Some(known) = cached(req, shortcuts, &state) else {
+        return Ok(None);
+    };
+    let linked =
+        std::fs::symlink_metadata(dst).is_ok_and(|m| m.is_file() && FileId::of(&m) == req.file_id);
+    if !linked {
+        return Ok(None);
+    }
+    let taken = taken(req, shortcuts, &state, files_held)?;
+    if !taken.ready(req) {
+        return Ok(None);
+    }
+    Ok(Some(Found::Unread(Unread {
+        state,
+        known,
+        sidecar: false,
+        taken,
+        held: true,
+    })))
+}
+
+/// The cache's entry for an image in `state`, if it has every digest the
+/// request wants.
+fn cached(req: &Request, shortcuts: &Shortcuts, state: &FileState) -> Option<Digested> {
+    let prefix = req.lxd.as_ref().map(Fingerprint::prefix);
+    shortcuts
+        .cache
+        .as_ref()
+        .and_then(|c| c.get(&req.real, state))
+        .filter(|c| !req.sha512 || c.digest.sha512.is_some())
+        .filter(|c| prefix.is_none() || c.lxd.map(|c| c.prefix) == prefix)
+}
+
+/// The box and control file of an image in `state`, taken as they were
+/// where the cache vouches for them (never with `--verify-cache`): an
+/// image whose files are not all taken is read.
+fn taken(
+    req: &Request,
+    shortcuts: &Shortcuts,
+    state: &FileState,
+    files_held: &mut Vec<(PathBuf, FileState)>,
+) -> Result<Files> {
+    let canonical = &req.real;
+    let cache = shortcuts.cache.as_ref().filter(|_| !shortcuts.verify_cache);
+    Ok(Files {
+        vagrant_box: match &req.vagrant_box {
+            Some(b) => reuse(
+                cache,
+                cache.and_then(|c| c.get_box(canonical, state, b.job.mtime)),
+                b.previous.as_deref(),
+                &b.job.path,
+                false,
+                files_held,
+            )?,
+            None => None,
+        },
+        zsync: match &req.zsync {
+            Some(z) => reuse(
+                cache,
+                cache.and_then(|c| c.get_zsync(canonical, state, &z.job.filename)),
+                z.previous.as_deref(),
+                &z.job.path,
+                true,
+                files_held,
+            )?,
+            None => None,
+        },
+    })
+}
+
+impl Files {
+    /// Whether every file the request asks for is taken.
+    fn ready(&self, req: &Request) -> bool {
+        (req.vagrant_box.is_none() || self.vagrant_box.is_some())
+            && (req.zsync.is_none() || self.zsync.is_some())
+    }
 }
 
 /// Records an image the shortcuts knew, and what was made of it.

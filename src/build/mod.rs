@@ -210,7 +210,7 @@ fn run(
         error
     })?;
     if let Some(cache) = &mut cache {
-        cache.remember_notes(&plan.notes);
+        cache.remember_notes(std::mem::take(&mut plan.notes));
     }
     scan_warnings.append(&mut plan.warnings);
     let keys = Keys::load(&config, options, password, warnings)?;

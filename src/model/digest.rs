@@ -44,15 +44,23 @@ fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Parses exactly `2 * N` hex digits.
+/// Parses exactly `2 * N` hex digits, either case.
 fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
-    // Not `is_ascii`: `from_str_radix` below also takes a sign, so "+f" read as 0x0f.
-    if hex.len() != 2 * N || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let hex = hex.as_bytes();
+    if hex.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    for (b, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *b = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(out)
 }
@@ -228,6 +236,9 @@ mod tests {
         assert_eq!(Sha256::from_hex("ab"), None);
         assert_eq!(Sha256::from_hex(&"zz".repeat(32)), None);
         assert_eq!(Sha256::from_hex(&"+f".repeat(32)), None);
+        assert_eq!(Sha256::from_hex(&"AB".repeat(32)), Some(d));
+        // 64 bytes, not 64 characters: "é" is two bytes of UTF-8.
+        assert_eq!(Sha256::from_hex(&"é".repeat(32)), None);
         let d512 = Sha512([0xcd; 64]);
         assert_eq!(Sha512::from_hex(&d512.to_hex()), Some(d512));
         assert_eq!(Sha512::from_hex(&d.to_hex()), None);
