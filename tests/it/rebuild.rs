@@ -16,6 +16,7 @@ tests! {
     build_sweeps_staging_directories_of_killed_builds;
     copy_mode_rebuilds_stage_in_the_spare_and_copy_nothing;
     link_mode_rebuilds_link_nothing_and_hit_the_cache;
+    link_mode_links_an_image_put_in_the_old_ones_place;
     nothing_the_site_no_longer_has_survives_from_the_spare;
     spare_with_a_symbolic_link_is_discarded;
     spare_without_the_marker_is_discarded;
@@ -195,6 +196,52 @@ fn link_mode_rebuilds_link_nothing_and_hit_the_cache() {
         );
         assert_eq!(ino(&fixture.path(PUBLISHED)), image.ino());
     }
+    assert_eq!(tree(&fixture.path("public")), cold_tree(&fixture));
+}
+
+/// An image replaced by a copy of itself (the same bytes, size and mtime,
+/// another inode) while the spare holds a link to the old one: the held
+/// link is not taken for it, the new file is read and linked, and the old
+/// one is linked nowhere in the output or the spare.
+fn link_mode_links_an_image_put_in_the_old_ones_place() {
+    let fixture = with_mode("link");
+    assert_success(&fixture.build(&[]));
+    warm_build(&fixture);
+    let image = fixture.path(IMAGE);
+    let old = fs::metadata(&image).unwrap();
+    assert_eq!(old.nlink(), 3);
+    let copy = fixture.path("releases/webapp/1.1.0/.copy");
+    fs::copy(&image, &copy).unwrap();
+    let times = fs::FileTimes::new().set_modified(old.modified().unwrap());
+    fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+    fs::rename(&copy, &image).unwrap();
+    let new = fs::metadata(&image).unwrap();
+    assert_ne!(new.ino(), old.ino());
+    assert_eq!(
+        (new.len(), new.mtime(), new.mtime_nsec()),
+        (old.len(), old.mtime(), old.mtime_nsec())
+    );
+
+    let out = fixture.build(&[]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("\nHashed 1 image(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(ino(&fixture.path(PUBLISHED)), new.ino());
+    warm_build(&fixture);
+    assert_eq!(ino(&fixture.path(PUBLISHED)), new.ino());
+    assert_eq!(
+        ino(&fixture.path(&PUBLISHED.replace("public", SPARE))),
+        new.ino()
+    );
+    assert_eq!(fs::metadata(&image).unwrap().nlink(), 3);
     assert_eq!(tree(&fixture.path("public")), cold_tree(&fixture));
 }
 
