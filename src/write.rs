@@ -160,12 +160,13 @@ impl<'a> Staging<'a> {
             if self.spare.is_empty() {
                 return Err(e);
             }
-            // A file of the old site where this one has a directory.
+            // A file of the old site where this one has a directory. Places
+            // are prepared on every core: another may have removed it first.
             let mut at = self.path().to_path_buf();
             for part in Path::new(rel).parent().into_iter().flat_map(Path::iter) {
                 at.push(part);
                 if fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir()) {
-                    fsutil::remove_file(&at)?;
+                    fsutil::remove_file_if_exists(&at)?;
                 }
             }
             fsutil::create_dir_all(parent)?;

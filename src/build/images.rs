@@ -553,13 +553,17 @@ struct Unread {
 fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
     let mut warnings = Vec::new();
     let mut files_held = Vec::new();
-    if let Some(found) = held_link(req, shortcuts, &mut files_held)? {
-        return Ok(Looked {
-            found,
-            warnings,
-            files_held,
-        });
-    }
+    let took = match held_link(req, shortcuts, &mut files_held)? {
+        Short::Held(unread) => {
+            return Ok(Looked {
+                found: Found::Unread(*unread),
+                warnings,
+                files_held,
+            });
+        }
+        Short::Took(took) => Some(*took),
+        Short::Nothing => None,
+    };
     // One open per look: what is checked (no symbolic link, a regular
     // file, the very file the scan saw) is what is placed or probed.
     let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
@@ -575,7 +579,12 @@ fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
         true => sidecar(req, &file, &state, &mut warnings)?,
         false => None,
     };
-    let taken = taken(req, shortcuts, &state, &mut files_held)?;
+    // What the one-stat look-up took is not taken twice: taking a box or a
+    // control file moves its ctime, and a second try would no longer know it.
+    let taken = match took {
+        Some((took_in, files)) if took_in == state => files,
+        _ => taken(req, shortcuts, &state, &mut files_held)?,
+    };
     let known = match (shortcuts.verify_cache, cached.clone(), sidecar) {
         _ if !taken.ready(req) => None,
         (true, _, _) => None,
@@ -632,46 +641,56 @@ fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
 /// control file, and whose hard link the staging directory holds already
 /// (the spare reused): one stat and no open. The stat shows the very file
 /// the scan vetted (its device and inode), and nothing is read, probed or
-/// placed, which is all an open would guard. `None` sends it the long
+/// placed, which is all an open would guard. Anything else goes the long
 /// way, which says what is wrong, if anything is.
 fn held_link(
     req: &Request,
     shortcuts: &Shortcuts,
     files_held: &mut Vec<(PathBuf, FileState)>,
-) -> Result<Option<Found>> {
+) -> Result<Short> {
     let Placement::Link(dst) = &req.place else {
-        return Ok(None);
+        return Ok(Short::Nothing);
     };
     if shortcuts.cache.is_none() || shortcuts.verify_cache {
-        return Ok(None);
+        return Ok(Short::Nothing);
     }
     let Ok(meta) = std::fs::symlink_metadata(&req.real) else {
-        return Ok(None);
+        return Ok(Short::Nothing);
     };
     let world_readable = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o004 != 0;
     if !meta.is_file() || FileId::of(&meta) != req.file_id || !world_readable {
-        return Ok(None);
+        return Ok(Short::Nothing);
     }
     let state = FileState::of(&meta);
     let Some(known) = cached(req, shortcuts, &state) else {
-        return Ok(None);
+        return Ok(Short::Nothing);
     };
     let linked =
         std::fs::symlink_metadata(dst).is_ok_and(|m| m.is_file() && FileId::of(&m) == req.file_id);
     if !linked {
-        return Ok(None);
+        return Ok(Short::Nothing);
     }
     let taken = taken(req, shortcuts, &state, files_held)?;
     if !taken.ready(req) {
-        return Ok(None);
+        return Ok(Short::Took(Box::new((state, taken))));
     }
-    Ok(Some(Found::Unread(Unread {
+    Ok(Short::Held(Box::new(Unread {
         state,
         known,
         sidecar: false,
         taken,
         held: true,
     })))
+}
+
+/// What [`held_link`] found.
+enum Short {
+    /// Known, and its link held: nothing more to do.
+    Held(Box<Unread>),
+    /// Not all the image's files could be taken: those that were, with the
+    /// image's state then, for the long way to keep.
+    Took(Box<(FileState, Files)>),
+    Nothing,
 }
 
 /// The cache's entry for an image in `state`, if it has every digest the

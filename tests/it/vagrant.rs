@@ -16,6 +16,7 @@ tests! {
     a_catalog_that_disagrees_with_the_feed_fails_verify;
     boxes_without_their_catalog_fail_verify;
     warm_rebuild_reads_no_image_and_keeps_the_boxes;
+    a_box_taken_while_its_image_is_read_for_another_file_is_kept;
     a_version_vagrant_cannot_parse_is_refused;
     previous_keeps_the_boxes_of_releases_whose_images_are_absent;
     turning_vagrant_off_drops_the_boxes_of_previous_releases_too;
@@ -244,6 +245,58 @@ fn warm_rebuild_reads_no_image_and_keeps_the_boxes() {
         assert_eq!((ino(BOX_1_0), ino(BOX_1_1)), inodes);
         assert_eq!(crate::common::snapshot_tree(&fixture.path("public")), first);
     }
+}
+
+/// In link mode, with the spare holding the images' links but not the
+/// boxes (vagrant was turned on one build before), turning zsync on reads
+/// the images for their control files: each box is taken from the output
+/// once (the same inode) and kept, not taken again and made anew.
+fn a_box_taken_while_its_image_is_read_for_another_file_is_kept() {
+    let fixture = Fixture::new("ok-vagrant");
+    let config = fixture.path("vmcast.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    let with = |vagrant: bool, zsync: bool| {
+        let top = format!("image_mode = \"link\"\nzsync = {zsync}\n\n[catalogs]");
+        let text = text.replace("[catalogs]", &top);
+        fs::write(
+            &config,
+            text.replace("vagrant = true", &format!("vagrant = {vagrant}")),
+        )
+        .unwrap();
+    };
+    let cache = fixture.path("cache");
+    let build = || {
+        let out = fixture.run(
+            &["build", "--cache-dir", cache.to_str().unwrap()],
+            &[("SOURCE_DATE_EPOCH", EPOCH)],
+        );
+        assert_success(&out);
+        out
+    };
+    let ino = |rel: &str| {
+        fs::metadata(fixture.path(&format!("public/{rel}")))
+            .unwrap()
+            .ino()
+    };
+    with(false, false);
+    build();
+    build();
+    with(true, false);
+    build();
+    let boxes = (ino(BOX_1_0), ino(BOX_1_1));
+    with(true, true);
+    let out = build();
+    assert!(
+        hashed_line(&out).starts_with("Hashed 3 image(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!((ino(BOX_1_0), ino(BOX_1_1)), boxes);
+    assert!(
+        fixture
+            .path("public/images/webapp/1.1.0/webapp-1.1.0.qcow2.zsync")
+            .exists()
+    );
 }
 
 const UNPARSABLE: &str = "error: releases/webapp/1.2.0+b1/release.toml: version 1.2.0+b1 cannot \
