@@ -35,9 +35,15 @@ pub struct Opened<'a> {
     pub real: &'a Path,
 }
 
+/// Whether anyone may read the file: only then is it published by hard
+/// link (a link shares the mode), else copied.
+pub fn world_readable(meta: &Metadata) -> bool {
+    meta.permissions().mode() & 0o004 != 0
+}
+
 impl Opened<'_> {
     fn world_readable(&self) -> bool {
-        self.meta.permissions().mode() & 0o004 != 0
+        world_readable(self.meta)
     }
 
     fn id(&self) -> FileId {

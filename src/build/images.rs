@@ -657,8 +657,7 @@ fn held_link(
     let Ok(meta) = std::fs::symlink_metadata(&req.real) else {
         return Ok(Short::Nothing);
     };
-    let world_readable = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o004 != 0;
-    if !meta.is_file() || FileId::of(&meta) != req.file_id || !world_readable {
+    if !meta.is_file() || FileId::of(&meta) != req.file_id || !place::world_readable(&meta) {
         return Ok(Short::Nothing);
     }
     let state = FileState::of(&meta);
