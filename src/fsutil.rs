@@ -278,8 +278,7 @@ pub fn rewrite_published(path: &Path, contents: &[u8]) -> Result<bool> {
 /// a regular file (not followed through a link) that no other name
 /// shares, of the published mode, and here `len` bytes long. Whether it
 /// was, and was read whole; `false` for anything else.
-pub fn read_published(path: &Path, len: u64, mut sink: impl FnMut(&[u8])) -> bool {
-    use std::io::Read;
+pub fn read_published(path: &Path, len: u64, sink: impl FnMut(&[u8])) -> bool {
     use std::os::unix::fs::MetadataExt;
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let Ok(file) = OpenOptions::new()
@@ -299,23 +298,7 @@ pub fn read_published(path: &Path, len: u64, mut sink: impl FnMut(&[u8])) -> boo
     {
         return false;
     }
-    // On the stack: a thousand archives in a row would each take fresh
-    // pages from the allocator.
-    let mut buf = [0u8; 16 << 10];
-    let mut reader = file.take(len.saturating_add(1));
-    let mut total = 0u64;
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return total == len,
-            Ok(n) if total + n as u64 <= len => {
-                sink(&buf[..n]);
-                total += n as u64;
-            }
-            Ok(_) => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
+    read_bounded(&file, len, sink).is_ok_and(|read| read == len)
 }
 
 /// Writes a file with the given mode, replacing it only if `overwrite`.

@@ -443,7 +443,13 @@ pub fn templates_digest(dir: &std::path::Path) -> Option<crate::model::Sha256> {
                 feed(name.as_os_str().as_encoded_bytes());
                 if entry.file_type().is_file() {
                     feed(b"file");
-                    feed(&std::fs::read(entry.path()).ok()?);
+                    let (bytes, _) = crate::fsutil::read_regular(
+                        entry.path(),
+                        true,
+                        crate::model::MAX_TEXT_FILE,
+                    )
+                    .ok()?;
+                    feed(&bytes);
                 } else {
                     feed(b"directory");
                 }

@@ -329,21 +329,7 @@ fn remembered_notes_serve_only_the_program_that_rendered_them() {
 /// takes it from there (it is trusted like the key: edited here to show
 /// which one the build used) unless `--verify-cache` says to sign afresh.
 fn archive_signatures_are_remembered_unless_verify_cache() {
-    let site = Site::new();
-    site.fixture.configure("feed_items = 1\n");
-    for i in 0..10 {
-        let dir = site.fixture.path(&format!("releases/webapp/0.{i}.0"));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            dir.join("release.toml"),
-            format!(
-                "version = \"0.{i}.0\"\ndate = 2025-01-{:02}\nnotes = \"Old.\"\n",
-                i + 1
-            ),
-        )
-        .unwrap();
-        fs::write(dir.join(format!("webapp-0.{i}.0.raw")), format!("{i}\n")).unwrap();
-    }
+    let site = archived_site();
     site.build(&[]);
     let sig = site.fixture.path("public/archive/1.xml.minisig");
     let signed = fs::read_to_string(&sig).unwrap();

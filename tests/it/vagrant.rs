@@ -199,6 +199,25 @@ fn hashed_line(out: &Output) -> String {
     format!("{counts} bytes); {}", rest.split_once("; ").unwrap().1)
 }
 
+/// A build with the fixture's own hash cache, at the fixed epoch.
+#[track_caller]
+fn cached_build(fixture: &Fixture) -> Output {
+    let cache = fixture.path("cache");
+    let out = fixture.run(
+        &["build", "--cache-dir", cache.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", EPOCH)],
+    );
+    assert_success(&out);
+    out
+}
+
+/// The inode of a file of the published site.
+fn published_ino(fixture: &Fixture, rel: &str) -> u64 {
+    fs::metadata(fixture.path(&format!("public/{rel}")))
+        .unwrap()
+        .ino()
+}
+
 /// Boxes are files of ours: in the output with `image_mode = "none"` too.
 /// Warm rebuilds read no image and take each box from the previous output
 /// by hard link (the same inode), or keep it where the reused spare site
@@ -212,20 +231,8 @@ fn warm_rebuild_reads_no_image_and_keeps_the_boxes() {
         text.replace("[catalogs]", "image_mode = \"none\"\n\n[catalogs]"),
     )
     .unwrap();
-    let cache = fixture.path("cache");
-    let build = || {
-        let out = fixture.run(
-            &["build", "--cache-dir", cache.to_str().unwrap()],
-            &[("SOURCE_DATE_EPOCH", EPOCH)],
-        );
-        assert_success(&out);
-        out
-    };
-    let ino = |rel: &str| {
-        fs::metadata(fixture.path(&format!("public/{rel}")))
-            .unwrap()
-            .ino()
-    };
+    let build = || cached_build(&fixture);
+    let ino = |rel: &str| published_ino(&fixture, rel);
     assert_eq!(
         hashed_line(&build()),
         "Hashed 3 image(s), 5.2 KiB (5376 bytes); not read: 0 image(s), 0 B from the cache, \
@@ -264,20 +271,8 @@ fn a_box_taken_while_its_image_is_read_for_another_file_is_kept() {
         )
         .unwrap();
     };
-    let cache = fixture.path("cache");
-    let build = || {
-        let out = fixture.run(
-            &["build", "--cache-dir", cache.to_str().unwrap()],
-            &[("SOURCE_DATE_EPOCH", EPOCH)],
-        );
-        assert_success(&out);
-        out
-    };
-    let ino = |rel: &str| {
-        fs::metadata(fixture.path(&format!("public/{rel}")))
-            .unwrap()
-            .ino()
-    };
+    let build = || cached_build(&fixture);
+    let ino = |rel: &str| published_ino(&fixture, rel);
     with(false, false);
     build();
     build();
