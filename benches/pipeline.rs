@@ -61,6 +61,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                                 dev: 0,
                                 ino: i as u64,
                             },
+                            seen: None,
                         },
                         digest: FileDigest {
                             length: (1 << 30) + i as u64,

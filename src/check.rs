@@ -298,5 +298,6 @@ fn stand_in(config: &config::Config, info: &crate::model::ReleaseInfo) -> Image 
         primary: true,
         size_hint: 0,
         file_id: crate::model::FileId { dev: 0, ino: 0 },
+        seen: None,
     })
 }

@@ -8,7 +8,6 @@
 
 use std::fs::{self, File, Metadata};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -35,15 +34,9 @@ pub struct Opened<'a> {
     pub real: &'a Path,
 }
 
-/// Whether anyone may read the file: only then is it published by hard
-/// link (a link shares the mode), else copied.
-pub fn world_readable(meta: &Metadata) -> bool {
-    meta.permissions().mode() & 0o004 != 0
-}
-
 impl Opened<'_> {
     fn world_readable(&self) -> bool {
-        world_readable(self.meta)
+        crate::model::world_readable(self.meta)
     }
 
     fn id(&self) -> FileId {

@@ -574,7 +574,8 @@ fn plan_image(
             ),
         ));
     }
-    let meta = fsutil::metadata(&real)?;
+    // Resolved: a symbolic link here was put in place since.
+    let meta = fsutil::symlink_metadata(&real)?;
     if !meta.is_file() {
         return Err(Error::file(&c.path, "is not a regular file"));
     }
@@ -607,6 +608,7 @@ fn plan_image(
         site_path,
         size_hint: meta.len(),
         file_id: crate::model::FileId::of(&meta),
+        seen: Some(crate::model::Seen::of(&meta)),
     }))
 }
 

@@ -256,6 +256,7 @@ pub fn read_image(a: &Read) -> Result<Image, String> {
             url,
             size_hint: length,
             file_id: FileId { dev: 0, ino: 0 },
+            seen: None,
         },
         digest: FileDigest {
             length,

@@ -19,7 +19,9 @@ use crate::config::{Config, ImageMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::hash::{self, Chunk, Facts, Progress, Sink, Start};
-use crate::model::{self, Combined, Digested, FileDigest, FileId, ImageInfo, RelPath, Sha512};
+use crate::model::{
+    self, Combined, Digested, FileDigest, FileId, ImageInfo, RelPath, Seen, Sha512,
+};
 use crate::par;
 use crate::place::{self, Placement};
 use crate::scan;
@@ -195,6 +197,7 @@ fn hash_requests(
                 file_id: image.file_id,
                 real: image.real.clone(),
                 size_hint: image.size_hint,
+                seen: image.seen,
                 place,
                 previous: previous_root
                     .as_ref()
@@ -225,6 +228,8 @@ struct Request {
     /// The source resolved (the cache's key).
     real: PathBuf,
     size_hint: u64,
+    /// The scan's stat of the image.
+    seen: Option<Seen>,
     place: Placement,
     /// Where the previous output holds this site path (canonical), if
     /// there is a previous output: its copy may serve again.
@@ -639,10 +644,11 @@ fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
 
 /// An image linked into the site that the cache knows, with its box and
 /// control file, and whose hard link the staging directory holds already
-/// (the spare reused): one stat and no open. The stat shows the very file
-/// the scan vetted (its device and inode), and nothing is read, probed or
-/// placed, which is all an open would guard. Anything else goes the long
-/// way, which says what is wrong, if anything is.
+/// (the spare reused): one stat and no open. The scan's stat of the
+/// image (by its resolved path, not following a link) is the vetting, and
+/// a stat of the link shows the very file (device and inode); nothing is
+/// read, probed or placed, which is all an open would guard. Anything else goes the long way, which says what
+/// is wrong, if anything is.
 fn held_link(
     req: &Request,
     shortcuts: &Shortcuts,
@@ -654,13 +660,13 @@ fn held_link(
     if shortcuts.cache.is_none() || shortcuts.verify_cache {
         return Ok(Short::Nothing);
     }
-    let Ok(meta) = std::fs::symlink_metadata(&req.real) else {
+    let Some(seen) = req.seen else {
         return Ok(Short::Nothing);
     };
-    if !meta.is_file() || FileId::of(&meta) != req.file_id || !place::world_readable(&meta) {
+    if !seen.world_readable {
         return Ok(Short::Nothing);
     }
-    let state = FileState::of(&meta);
+    let state = seen.state;
     let Some(known) = cached(req, shortcuts, &state) else {
         return Ok(Short::Nothing);
     };

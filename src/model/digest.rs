@@ -133,7 +133,7 @@ impl FileId {
 /// A file in the same state holds the same bytes: replacing it moves its
 /// inode, writing to it its mtime and ctime, and no call from user space
 /// can set a ctime back. The hash cache keys what it remembers on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileState {
     pub dev: u64,
@@ -169,6 +169,31 @@ impl FileState {
             ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         }
     }
+}
+
+/// A file as the scan's one `lstat` saw it: what a later look-up may
+/// trust without a stat of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Seen {
+    pub state: FileState,
+    /// Whether its mode lets anyone read it ([`world_readable`]).
+    pub world_readable: bool,
+}
+
+impl Seen {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        Seen {
+            state: FileState::of(meta),
+            world_readable: world_readable(meta),
+        }
+    }
+}
+
+/// Whether anyone may read the file: only then is an image published by
+/// hard link (a link shares the mode), else copied.
+pub fn world_readable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o004 != 0
 }
 
 /// A secret key file and which file it is, by device and inode: no file

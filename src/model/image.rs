@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::{Arch, Combined, FileDigest, FileId, FileName, RelPath};
+use super::{Arch, Combined, FileDigest, FileId, FileName, RelPath, Seen};
 
 /// A disk image format.
 #[derive(
@@ -160,6 +160,9 @@ pub struct ImageSource {
     pub size_hint: u64,
     /// The file the scan vetted: every later open must land on it.
     pub file_id: FileId,
+    /// The scan's stat of it; `None` for an image no scan found (one read
+    /// from a feed).
+    pub seen: Option<Seen>,
 }
 
 impl ImageSource {

@@ -10,7 +10,10 @@ mod names;
 mod release;
 mod supply;
 
-pub use digest::{Combined, Digested, FileDigest, FileId, FileState, KeyFile, Sha256, Sha512};
+pub use digest::{
+    Combined, Digested, FileDigest, FileId, FileState, KeyFile, Seen, Sha256, Sha512,
+    world_readable,
+};
 pub use image::{
     Compression, Image, ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, VagrantBox,
     ZsyncFile,

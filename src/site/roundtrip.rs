@@ -296,6 +296,7 @@ fn build(
                     url,
                     size_hint: digest.length,
                     file_id: FileId { dev: 0, ino: 0 },
+                    seen: None,
                 };
                 Image {
                     zsync: zsync.map(|digest| ZsyncFile {

@@ -17,6 +17,7 @@ tests! {
     copy_mode_rebuilds_stage_in_the_spare_and_copy_nothing;
     link_mode_rebuilds_link_nothing_and_hit_the_cache;
     link_mode_links_an_image_put_in_the_old_ones_place;
+    link_mode_copies_an_image_no_longer_world_readable;
     nothing_the_site_no_longer_has_survives_from_the_spare;
     spare_with_a_symbolic_link_is_discarded;
     spare_without_the_marker_is_discarded;
@@ -242,6 +243,32 @@ fn link_mode_links_an_image_put_in_the_old_ones_place() {
         new.ino()
     );
     assert_eq!(fs::metadata(&image).unwrap().nlink(), 3);
+    assert_eq!(tree(&fixture.path("public")), cold_tree(&fixture));
+}
+
+/// An image linked into the output and the spare, then made readable by
+/// its owner and group only: the links are not kept (the server could not
+/// read them), the image is copied with the published mode, and in time
+/// nothing but the release directory holds it.
+fn link_mode_copies_an_image_no_longer_world_readable() {
+    let fixture = with_mode("link");
+    assert_success(&fixture.build(&[]));
+    warm_build(&fixture);
+    let image = fixture.path(IMAGE);
+    assert_eq!(fs::metadata(&image).unwrap().nlink(), 3);
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o640)).unwrap();
+
+    for round in 1..=3 {
+        assert_success(&fixture.build(&[]));
+        let published = fs::symlink_metadata(fixture.path(PUBLISHED)).unwrap();
+        assert_ne!(published.ino(), ino(&image), "build {round}");
+        assert_eq!(published.mode() & 0o7777, 0o644, "build {round}");
+        assert_eq!(
+            fs::read(fixture.path(PUBLISHED)).unwrap(),
+            fs::read(&image).unwrap()
+        );
+    }
+    assert_eq!(fs::metadata(&image).unwrap().nlink(), 1);
     assert_eq!(tree(&fixture.path("public")), cold_tree(&fixture));
 }
 
