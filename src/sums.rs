@@ -8,22 +8,46 @@ use crate::model::Sha256;
 /// One line as `sha256sum` writes it: a name holding `\`, LF or CR is
 /// escaped (`\\`, `\n`, `\r`) and its line starts with `\`.
 pub fn line(name: &str, digest: &Sha256) -> String {
+    let mut out = String::new();
+    push_line(&mut out, name, digest);
+    out
+}
+
+/// [`line`], appended to `out`.
+fn push_line(out: &mut String, name: &str, digest: &Sha256) {
     if name.contains(['\\', '\n', '\r']) {
-        let escaped = name
-            .replace('\\', "\\\\")
-            .replace('\n', "\\n")
-            .replace('\r', "\\r");
-        format!("\\{digest}  {escaped}\n")
+        out.push('\\');
+        digest.push_hex(out);
+        out.push_str("  ");
+        for c in name.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
     } else {
-        format!("{digest}  {name}\n")
+        digest.push_hex(out);
+        out.push_str("  ");
+        out.push_str(name);
     }
+    out.push('\n');
 }
 
 /// The whole manifest, sorted by name so the output never depends on order.
+/// Written into one string of the right size: at 10,000 releases it has
+/// some 22,000 lines, on the warm rebuild's one-thread tail.
 pub fn manifest<'a>(entries: impl IntoIterator<Item = (&'a str, Sha256)>) -> String {
     let mut entries: Vec<_> = entries.into_iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries.iter().map(|(name, d)| line(name, d)).collect()
+    // 64 hex digits, two spaces and a newline; escapes are rare.
+    let size = entries.iter().map(|(name, _)| name.len() + 67).sum();
+    let mut out = String::with_capacity(size);
+    for (name, digest) in &entries {
+        push_line(&mut out, name, digest);
+    }
+    out
 }
 
 /// Parses a GNU `sha256sum` manifest, undoing its escapes.

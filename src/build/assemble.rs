@@ -50,7 +50,7 @@ impl Assembly<'_> {
             bytes: 0,
         });
         let mut releases = Vec::with_capacity(planned_releases.len());
-        for planned in planned_releases {
+        for mut planned in planned_releases {
             let published = self
                 .previous
                 .and_then(|p| p.release(&planned.info.appliance, &planned.info.version))
@@ -63,7 +63,9 @@ impl Assembly<'_> {
                     boxes: &mut boxes,
                     zsyncs: &mut zsyncs,
                 };
-                let images = hashed_images(&planned, published, made, self.replace)?;
+                // Moved, not cloned: the planned release needs them no more.
+                let sources = std::mem::take(&mut planned.images);
+                let images = hashed_images(&planned, sources, published, made, self.replace)?;
                 if let Some(published) = published {
                     warn_dropped(&planned, &images, published, warnings);
                 }
@@ -258,12 +260,13 @@ struct Made<'a> {
 /// have its bytes.
 fn hashed_images(
     planned: &PlannedRelease,
+    sources: Vec<model::ImageSource>,
     published: Option<&Release>,
     made: Made,
     replace: &[String],
 ) -> Result<Vec<Image>> {
-    let mut images = Vec::with_capacity(planned.images.len());
-    for source in &planned.images {
+    let mut images = Vec::with_capacity(sources.len());
+    for source in sources {
         let Digested { digest, info, lxd } = made
             .digests
             .remove(&source.site_path)
@@ -278,13 +281,13 @@ fn hashed_images(
             });
         let vagrant_box = match made.boxes.remove(&source.site_path) {
             Some(digest) => Some(model::VagrantBox {
-                path: catalog::vagrant::box_path(&planned.info, source)?,
+                path: catalog::vagrant::box_path(&planned.info, &source)?,
                 digest,
             }),
             None => None,
         };
         let image = Image {
-            source: source.clone(),
+            source,
             digest,
             info,
             vagrant_box,

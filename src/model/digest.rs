@@ -19,6 +19,11 @@ impl Sha256 {
         to_hex(&self.0)
     }
 
+    /// [`Sha256::to_hex`], appended to `out`.
+    pub fn push_hex(&self, out: &mut String) {
+        push_hex(out, &self.0);
+    }
+
     /// Parses 64 hex digits.
     pub fn from_hex(hex: &str) -> Option<Self> {
         from_hex(hex).map(Sha256)
@@ -35,13 +40,17 @@ impl Sha256 {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 * bytes.len());
-    for &b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 15)] as char);
-    }
+    push_hex(&mut s, bytes);
     s
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
 }
 
 /// Parses exactly `2 * N` hex digits, either case.
