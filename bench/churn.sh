@@ -27,6 +27,13 @@
 # VMCAST_GEN=/path/to/vmcast-gen measures that binary instead of building
 # this checkout's: one run on one machine can compare two versions.
 # PER_APP=N makes a smaller (or larger) site, N releases per appliance.
+#
+# AB_WITH=/path/to/other/vmcast-gen compares warm rebuilds of two binaries
+# instead (A: this checkout's or VMCAST_GEN, B: AB_WITH): each gets its own
+# output and cache and is built three times (cold, first, warm); then the
+# two take turns, AB_ROUNDS times each (default 20), in the order
+# A B B A A B ..., so that neither always runs right after the other's
+# writeback. Prints the medians and their ratio, and exits.
 set -euo pipefail
 rounds=${1:-5}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,9 +94,10 @@ releases_dir = "releases"
 image_mode = "link"
 EOF
 out="$work/public"
+cache="$work/cache"
 
 build() {
-  "$bin" build --quiet -c "$work/vmcast.toml" --out "$out" --cache-dir "$work/cache" \
+  "$bin" build --quiet -c "$work/vmcast.toml" --out "$out" --cache-dir "$cache" \
     >/dev/null 2>"$work/stderr"
 }
 declare -A wall cpu
@@ -159,10 +167,50 @@ print(f"bench: publish uploaded exactly the {len(uploaded)} file(s) that changed
 PY
 }
 
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a/b}'; }
+
+if [[ -n ${AB_WITH:-} ]]; then
+  ab_rounds=${AB_ROUNDS:-20}
+  declare -A bins=([a]="$bin" [b]="$AB_WITH")
+  side() { # side a|b: the binary, output and cache of that side
+    bin=${bins[$1]} out="$work/public-$1" cache="$work/cache-$1"
+  }
+  for s in a b; do
+    side "$s"
+    timed "cold-$s"
+    timed "first-$s"
+    timed "warm-$s"
+  done
+  for i in $(seq 1 "$ab_rounds"); do
+    if ((i % 2)); then order="a b"; else order="b a"; fi
+    for s in $order; do
+      side "$s"
+      timed "$s"
+    done
+  done
+  wa=$(median "${wall[a]}") wb=$(median "${wall[b]}")
+  ca=$(median "${cpu[a]}") cb=$(median "${cpu[b]}")
+  cat <<EOF
+
+vmcast-gen warm rebuilds, A against B: $((apps * per_app)) releases ($apps appliances), $(nproc) cores, $ab_rounds each, turn about (ABBA), medians (ms), $(date -u +%Y-%m-%d), load average $(cut -d' ' -f1-3 /proc/loadavg)
+
+A: ${bins[a]}
+B: ${bins[b]}
+
+| binary | wall | CPU (user+sys) |
+|---|---:|---:|
+| A | $wa | $ca |
+| B | $wb | $cb |
+| B/A | $(ratio "$wb" "$wa") | $(ratio "$cb" "$ca") |
+EOF
+  exit 0
+fi
+
 publishing=${PUBLISH:-1}
 for r in $(seq 1 "$rounds"); do
   echo "bench: round $r/$rounds" >&2
-  rm -rf "$out" "$work/.public.spare" "$work/cache"
+  rm -rf "$out" "$work/.public.spare" "$cache"
   sync
   timed cold
   timed first
@@ -189,8 +237,6 @@ for r in $(seq 1 "$rounds"); do
   for k in $(seq 1 "$new"); do rm -rf "$work/releases/app1/1.$((per_app - 1 + k)).0"; done
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a/b}'; }
 cold_wall=$(median "${wall[cold]}") cold_cpu=$(median "${cpu[cold]}")
 cat <<EOF
 
