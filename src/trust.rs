@@ -44,6 +44,21 @@ pub struct BuildStamp {
 }
 
 impl BuildStamp {
+    /// Whether the file this stamp signs, an appliance's feed signed in an
+    /// earlier build of the site (or this one), may stand unchanged in the
+    /// build of `sequence` for `base_url`, which expires or not
+    /// (`build_expires`): the feed's site, no expiry on either, and never
+    /// from a later build (the module's rule). `build` keeps a feed and
+    /// `verify` accepts one by this one test, so that a build never keeps
+    /// a feed that `verify` would refuse.
+    pub fn may_stand_in(&self, base_url: &str, sequence: u64, build_expires: bool) -> bool {
+        crate::media::is_appliance_feed(&self.file)
+            && self.base_url == base_url
+            && self.expires.is_none()
+            && !build_expires
+            && self.sequence <= sequence
+    }
+
     pub fn to_comment(&self) -> String {
         let mut s = format!(
             "timestamp:{}\tfile:{}\tbase_url:{}\tsequence:{}",
@@ -191,6 +206,40 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one rule by which a build keeps an appliance's feed and `verify`
+    /// accepts it, condition by condition.
+    #[test]
+    fn an_appliance_feed_stands_in_a_later_build_of_its_site_only() {
+        let site = "https://d.example.com/a/";
+        let feed = BuildStamp {
+            timestamp: 100,
+            file: "feeds/webapp.xml".into(),
+            base_url: site.into(),
+            sequence: 100,
+            expires: None,
+        };
+        assert!(feed.may_stand_in(site, 100, false));
+        assert!(feed.may_stand_in(site, 200, false));
+        assert!(!feed.may_stand_in(site, 99, false), "from a later build");
+        assert!(
+            !feed.may_stand_in("https://e.example.com/", 200, false),
+            "another site"
+        );
+        assert!(!feed.may_stand_in(site, 200, true), "the build expires");
+        let expiring = BuildStamp {
+            expires: Some(300),
+            ..feed.clone()
+        };
+        assert!(!expiring.may_stand_in(site, 200, false), "the feed expires");
+        for file in ["feed.xml", "SHA256SUMS", "archive/1.xml", "feeds/a/b.xml"] {
+            let other = BuildStamp {
+                file: file.into(),
+                ..feed.clone()
+            };
+            assert!(!other.may_stand_in(site, 200, false), "{file}");
+        }
+    }
 
     #[test]
     fn stamps_round_trip() {

@@ -45,10 +45,7 @@ pub(super) fn keepable(
         .into_iter()
         .filter(|feed| {
             let stamp = &feed.stamp;
-            media::is_appliance_feed(&stamp.file)
-                && stamp.base_url == config.base_url.as_str()
-                && stamp.expires.is_none()
-                && stamp.sequence <= clock.sequence
+            stamp.may_stand_in(config.base_url.as_str(), clock.sequence, false)
                 && Signature::from_file(Path::new(&stamp.file), &feed.signature)
                     .is_ok_and(|sig| sig.verify(key, &feed.data).is_ok())
         })

@@ -253,11 +253,10 @@ impl Verifier<'_> {
         own: &BuildStamp,
         build: &BuildStamp,
     ) -> Step<()> {
-        let kept = media::is_appliance_feed(name)
+        // The same sequence is the same build: checked as one below.
+        let kept = own.file == name
             && own.sequence < build.sequence
-            && own.base_url == build.base_url
-            && own.expires.is_none()
-            && build.expires.is_none();
+            && own.may_stand_in(&build.base_url, build.sequence, build.expires.is_some());
         if !kept {
             return self.check_same_build(name, own, build);
         }
