@@ -46,7 +46,8 @@ pub fn appliance_feed(appliance: &str) -> String {
 /// Whether a path is an appliance's feed. Its signature may name an
 /// earlier build than the site's, whose feed it has been since: a build
 /// leaves an appliance's feed as it was when nothing in it changed, so
-/// that its subscribers are not sent it again (see [`crate::trust`]).
+/// that its subscribers are not sent it again (`BuildStamp::may_stand_in`
+/// in the `trust` module says when).
 pub fn is_appliance_feed(path: &str) -> bool {
     path.strip_prefix("feeds/")
         .and_then(|name| name.strip_suffix(".xml"))
