@@ -23,6 +23,7 @@ pub mod hash;
 pub mod init;
 pub mod inspect;
 pub mod keys;
+pub mod listing;
 pub mod media;
 pub mod model;
 pub mod net;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobMatcher};
 use walkdir::WalkDir;
 
+use crate::listing::{Kind, Lister};
+
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -89,18 +91,30 @@ impl Plan {
 pub struct Walked {
     /// The releases directory, resolved.
     root_real: PathBuf,
-    found: Vec<(PathBuf, Vec<walkdir::DirEntry>)>,
+    found: Vec<(PathBuf, Vec<Beside>)>,
+}
+
+/// A file (or anything but a directory) beside a notes file, as the walk
+/// found it.
+pub struct Beside {
+    path: PathBuf,
+    name: String,
+    symlink: bool,
 }
 
 /// Walks the releases directory: the part of a scan that reads no file,
-/// so that a build can load what it remembers meanwhile.
-pub fn walk(config: &Config) -> Result<Walked> {
+/// so that a build can load what it remembers meanwhile. The directories'
+/// listings are remembered in `listings`, if given ([`crate::listing`]).
+pub fn walk(config: &Config, listings: Option<&Path>) -> Result<Walked> {
     let root = &config.releases_dir;
-    if !fsutil::metadata(root)?.is_dir() {
+    let meta = fsutil::metadata(root)?;
+    if !meta.is_dir() {
         return Err(Error::file(root, "is not a directory (releases_dir)"));
     }
     let root_real = fsutil::canonicalize(root)?;
-    let found = walk_tree(config, root, &root_real)?;
+    let mut lister = Lister::new(listings, &meta);
+    let found = walk_tree(config, root, &root_real, &mut lister, &meta)?;
+    lister.save()?;
     Ok(Walked { root_real, found })
 }
 
@@ -139,7 +153,7 @@ pub fn scan_all(
     imageless: bool,
     threads: usize,
 ) -> Result<(Plan, Vec<Error>)> {
-    let walked = walk(config)?;
+    let walked = walk(config, None)?;
     Ok(scan_with(
         config, walked, images, imageless, true, threads, None,
     ))
@@ -255,34 +269,29 @@ fn scan_with(
 }
 
 /// Walks the releases directory once: each notes file, with the files
-/// beside it, in walk order. What builds keep there is left out.
+/// beside it, in walk order (depth first, by name, no symbolic link
+/// followed). What builds keep there is left out.
 fn walk_tree(
     config: &Config,
     root: &Path,
     root_real: &Path,
-) -> Result<Vec<(PathBuf, Vec<walkdir::DirEntry>)>> {
-    let mut notes_files = Vec::new();
-    // One walk finds the notes and what lies beside them.
-    let mut beside: HashMap<PathBuf, Vec<walkdir::DirEntry>> = HashMap::new();
+    lister: &mut Lister,
+    root_meta: &std::fs::Metadata,
+) -> Result<Vec<(PathBuf, Vec<Beside>)>> {
     let ours = Ours::of(config, root_real)?;
-    for entry in WalkDir::new(root)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !ours.holds(root, e.path()))
-    {
-        let entry = entry.map_err(|e| walk_error(root, e))?;
-        let Some(name) = entry.file_name().to_str() else {
-            return Err(non_utf8(entry.path()));
-        };
-        if entry.file_type().is_dir() || entry.depth() == 0 {
-            continue;
-        }
-        if name == notes::NOTES_FILE && entry.file_type().is_file() {
-            notes_files.push(entry.path().to_path_buf());
-        }
-        let dir = entry.path().parent().unwrap_or(root).to_path_buf();
-        beside.entry(dir).or_default().push(entry);
-    }
+    let mut walk = TreeWalk {
+        root,
+        ours: &ours,
+        lister,
+        notes_files: Vec::new(),
+        beside: HashMap::new(),
+    };
+    walk.dir(root, "", root_meta)?;
+    let TreeWalk {
+        notes_files,
+        mut beside,
+        ..
+    } = walk;
     if notes_files.is_empty() {
         return Err(Error::file(
             root,
@@ -300,6 +309,61 @@ fn walk_tree(
             (path, files)
         })
         .collect())
+}
+
+/// One walk of the releases directory, under way.
+struct TreeWalk<'a> {
+    root: &'a Path,
+    ours: &'a Ours,
+    lister: &'a mut Lister,
+    notes_files: Vec<PathBuf>,
+    /// What lies in each directory besides its subdirectories.
+    beside: HashMap<PathBuf, Vec<Beside>>,
+}
+
+impl TreeWalk<'_> {
+    /// Walks `dir` (`rel` in the tree; its `lstat`, or the root's `stat`,
+    /// is `meta`).
+    fn dir(&mut self, dir: &Path, rel: &str, meta: &std::fs::Metadata) -> Result<()> {
+        let entries = self
+            .lister
+            .list(dir, rel, meta)
+            .map_err(|e| Error::io("cannot read directory", dir, e))?;
+        for entry in entries {
+            let path = dir.join(&entry.name);
+            if self.ours.holds(self.root, &path) {
+                continue;
+            }
+            let Some(name) = entry.name.to_str() else {
+                return Err(non_utf8(&path));
+            };
+            if entry.kind == Kind::Dir {
+                let meta = fsutil::symlink_metadata(&path)?;
+                if meta.is_dir() {
+                    let rel = if rel.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    self.dir(&path, &rel, &meta)?;
+                    continue;
+                }
+            }
+            if name == notes::NOTES_FILE && entry.kind == Kind::File {
+                self.notes_files.push(path.clone());
+            }
+            let beside = Beside {
+                name: name.to_owned(),
+                symlink: entry.kind == Kind::Symlink,
+                path,
+            };
+            self.beside
+                .entry(dir.to_path_buf())
+                .or_default()
+                .push(beside);
+        }
+        Ok(())
+    }
 }
 
 /// The output directory and what builds keep beside it (`.<name>.spare`,
@@ -412,7 +476,7 @@ fn plan_release(
     tree_of: &Tree,
     notes: Notes,
     dir: &Path,
-    files: &[walkdir::DirEntry],
+    files: &[Beside],
     appliance: Name,
     warnings: &mut Vec<crate::Warning>,
 ) -> Result<PlannedRelease> {
@@ -1042,18 +1106,18 @@ pub fn detect(name: &str) -> Option<(ImageFormat, Option<Compression>)> {
 /// The files directly inside a release directory (resolved: `dir_real`),
 /// as the walk found them (UTF-8 names, sorted, no directories), less
 /// dotfiles, sidecars and the notes file.
-fn files_beside(files: &[walkdir::DirEntry], dir_real: &Path) -> Vec<Candidate> {
+fn files_beside(files: &[Beside], dir_real: &Path) -> Vec<Candidate> {
     files
         .iter()
         .filter_map(|entry| {
-            let name = entry.file_name().to_str()?.to_owned();
+            let name = &entry.name;
             let skip = name.starts_with('.')
-                || name == notes::NOTES_FILE
+                || *name == notes::NOTES_FILE
                 || name.ends_with(crate::media::SIDECAR_SUFFIX);
             (!skip).then(|| Candidate {
-                path: entry.path().to_path_buf(),
-                real: (!entry.path_is_symlink()).then(|| dir_real.join(&name)),
-                name,
+                path: entry.path.clone(),
+                real: (!entry.symlink).then(|| dir_real.join(name)),
+                name: name.clone(),
                 named_at: None,
             })
         })

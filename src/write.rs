@@ -18,6 +18,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::listing::{Kind, Lister};
 use crate::model::FileDigest;
 use crate::warning::Warning;
 
@@ -58,8 +59,13 @@ impl Spare {
     /// marker, or that holds anything but directories and regular files
     /// (which no build leaves), is removed, with the warning returned. An
     /// image in it is kept only where it is the very file the new site
-    /// places there; a file the new site writes is written over.
-    pub fn survey(lock: &OutputLock) -> Result<(Option<Spare>, Option<Warning>)> {
+    /// places there; a file the new site writes is written over. Its
+    /// directories' listings are remembered in `listings`, if given
+    /// ([`crate::listing`]).
+    pub fn survey(
+        lock: &OutputLock,
+        listings: Option<&Path>,
+    ) -> Result<(Option<Spare>, Option<Warning>)> {
         let spare = spare_path(&lock.target);
         let discarded = |path: &Path, why: String| {
             Warning::file(
@@ -86,8 +92,12 @@ impl Spare {
             return Ok((None, Some(discarded(&spare, why))));
         }
         let mut entries = Vec::new();
-        match list_spare(&spare, "", &mut entries)? {
-            None => Ok((Some(Spare { entries }), None)),
+        let mut lister = Lister::new(listings, &meta);
+        match list_spare(&mut lister, &spare, "", &meta, &mut entries)? {
+            None => {
+                lister.save()?;
+                Ok((Some(Spare { entries }), None))
+            }
             Some((rel, kind)) => {
                 fsutil::remove_any(&spare)?;
                 let why = format!("is {kind}");
@@ -319,24 +329,19 @@ type SpareEntry = (String, bool);
 /// entry that is neither a directory nor a regular file, and returns it and
 /// what it is.
 fn list_spare(
+    lister: &mut Lister,
     root: &Path,
     rel: &str,
+    meta: &fs::Metadata,
     entries: &mut Vec<SpareEntry>,
 ) -> Result<Option<(String, &'static str)>> {
     let dir = root.join(rel);
-    let listing = fs::read_dir(&dir).map_err(|e| Error::io("cannot read directory", &dir, e))?;
+    let listing = lister
+        .list(&dir, rel, meta)
+        .map_err(|e| Error::io("cannot read directory", &dir, e))?;
     for entry in listing {
-        let entry = entry.map_err(|e| Error::io("cannot read directory", &dir, e))?;
-        let path = entry.path();
-        let meta = || {
-            entry
-                .metadata()
-                .map_err(|e| Error::io("cannot stat", &path, e))
-        };
-        let kind = entry
-            .file_type()
-            .map_err(|e| Error::io("cannot stat", &path, e))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        let path = dir.join(&entry.name);
+        let Some(name) = entry.name.to_str().map(str::to_owned) else {
             // No site path has a name that is not UTF-8.
             fsutil::remove_any(&path)?;
             continue;
@@ -346,18 +351,26 @@ fn list_spare(
         } else {
             format!("{rel}/{name}")
         };
-        if kind.is_dir() {
-            if meta()?.permissions().mode() & 0o7777 != fsutil::PUBLISHED_DIR_MODE {
-                fsutil::set_mode(&path, fsutil::PUBLISHED_DIR_MODE)?;
+        match entry.kind {
+            Kind::Dir => {
+                let mut meta = fsutil::symlink_metadata(&path)?;
+                if !meta.is_dir() {
+                    return Ok(Some((child, fsutil::file_kind(&meta))));
+                }
+                if meta.permissions().mode() & 0o7777 != fsutil::PUBLISHED_DIR_MODE {
+                    fsutil::set_mode(&path, fsutil::PUBLISHED_DIR_MODE)?;
+                    meta = fsutil::symlink_metadata(&path)?;
+                }
+                entries.push((child.clone(), true));
+                if let Some(found) = list_spare(lister, root, &child, &meta, entries)? {
+                    return Ok(Some(found));
+                }
             }
-            entries.push((child.clone(), true));
-            if let Some(found) = list_spare(root, &child, entries)? {
-                return Ok(Some(found));
+            Kind::File => entries.push((child, false)),
+            Kind::Symlink | Kind::Other => {
+                let meta = fsutil::symlink_metadata(&path)?;
+                return Ok(Some((child, fsutil::file_kind(&meta))));
             }
-        } else if kind.is_file() {
-            entries.push((child, false));
-        } else {
-            return Ok(Some((child, fsutil::file_kind(&meta()?))));
         }
     }
     Ok(None)

@@ -184,11 +184,19 @@ fn run(
     // and the notes files the cache remembers unchanged are not read again
     // (`--verify-cache` trusts the cache with nothing but what it checks).
     let cache_file = images::cache_file(&config, options)?;
+    // The walks' listings are remembered beside the cache, and trusted as
+    // far as it is ([`crate::listing`]).
+    let listings = |tree| {
+        (cache_file.as_deref())
+            .filter(|_| !options.verify_cache)
+            .map(|file| HashCache::listings_file(file, tree))
+    };
+    let (releases_listings, spare_listings) = (listings("releases"), listings("spare"));
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
     let (plan, cache, spare) = std::thread::scope(|s| {
-        let spare = s.spawn(|| write::Spare::survey(&lock));
+        let spare = s.spawn(|| write::Spare::survey(&lock, spare_listings.as_deref()));
         let cache = (cache_file.as_deref()).map(|path| s.spawn(|| HashCache::load(path)));
-        let walked = scan::walk(&config);
+        let walked = scan::walk(&config, releases_listings.as_deref());
         let cache = cache.map(|loading| loading.join().unwrap_or_else(|p| resume_unwind(p)));
         let known = cache
             .as_ref()

@@ -121,7 +121,7 @@ impl fmt::Display for Sha256 {
 }
 
 /// A file's identity on its file system: device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,

@@ -43,6 +43,7 @@ mod hostile_inputs;
 mod inspect;
 mod interop;
 mod known_answer;
+mod listings;
 mod openpgp;
 mod page;
 mod pkcs11;
@@ -91,6 +92,7 @@ fn main() {
         inspect::tests(),
         interop::tests(),
         known_answer::tests(),
+        listings::tests(),
         openpgp::tests(),
         page::tests(),
         pkcs11::tests(),

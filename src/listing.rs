@@ -1,0 +1,247 @@
+//! Directory listings remembered between builds, so that a walk of a tree
+//! whose directories did not change reads none of them: one `statx` of a
+//! directory stands in for the `openat`, `fstat`, two `getdents64` and
+//! `close` of listing it again.
+//!
+//! Adding, removing or renaming an entry moves its directory's mtime and
+//! ctime, and no call from user space sets a ctime back (`touch -d` moves
+//! it to now), so a directory in the very state a listing was taken in
+//! holds the very entries, each of the kind listed. A listing is only
+//! remembered when its directory's ctime is [`SETTLED`] older than the
+//! listing, and never the root's (the spare's is renamed by every build): a change within the file system clock's granularity of the
+//! one before it would leave the times as they were (git's "racily clean"
+//! index entries). What is remembered is per tree (its root's device and
+//! inode), for the last [`TREES`] trees walked under one name: the spare
+//! site is two trees taking turns.
+//!
+//! The memo lives in the hash cache's directory; `--no-cache` and
+//! `--verify-cache` list everything.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::fsutil;
+use crate::model::FileId;
+
+/// How much older than its listing a directory's last change must be for
+/// the listing to be remembered: more than any file system's timestamp
+/// granularity (FAT's is two seconds).
+pub const SETTLED: i128 = 3_000_000_000;
+
+/// How many trees one memo file remembers.
+const TREES: usize = 2;
+
+/// The largest memo read: some 200 bytes a directory, so a million
+/// directories' worth.
+const MAX_MEMO: u64 = 256 << 20;
+
+const FORMAT: &str = "vmcast-gen listings 1";
+
+/// What an entry of a directory is, as its directory says (`d_type`), not
+/// following a symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Kind {
+    #[serde(rename = "d")]
+    Dir,
+    #[serde(rename = "f")]
+    File,
+    #[serde(rename = "l")]
+    Symlink,
+    /// A FIFO, socket or device.
+    #[serde(rename = "o")]
+    Other,
+}
+
+impl Kind {
+    fn of(file_type: fs::FileType) -> Kind {
+        if file_type.is_dir() {
+            Kind::Dir
+        } else if file_type.is_file() {
+            Kind::File
+        } else if file_type.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: OsString,
+    pub kind: Kind,
+}
+
+/// A directory's state, from its `lstat`: which one, and when it last
+/// changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirState {
+    ino: u64,
+    mode: u32,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl DirState {
+    fn of(meta: &Metadata) -> DirState {
+        let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+        DirState {
+            ino: meta.ino(),
+            mode: meta.mode(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listing {
+    state: DirState,
+    /// Sorted by name; only listings whose names are all UTF-8.
+    entries: Vec<(String, Kind)>,
+}
+
+/// The listings of one tree, by path relative to its root (`""` for the
+/// root itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tree {
+    root: FileId,
+    dirs: BTreeMap<String, Listing>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoFile {
+    format: String,
+    trees: Vec<Tree>,
+}
+
+/// The listings of one walk of a tree: those remembered from before,
+/// and those taken now, to remember for the next walk ([`Lister::save`]).
+pub struct Lister {
+    file: Option<PathBuf>,
+    root: FileId,
+    old: BTreeMap<String, Listing>,
+    new: BTreeMap<String, Listing>,
+    /// The memo's other trees, kept as they were.
+    others: Vec<Tree>,
+    /// Whether `new` is other than what the memo held for this tree.
+    changed: bool,
+    /// Listings taken before this, in ns since the epoch, minus
+    /// [`SETTLED`]: a directory that changed later is not remembered.
+    settled_before: i128,
+}
+
+impl Lister {
+    /// A lister of the tree whose root `root` stats as, remembering in
+    /// `file` (none: nothing is remembered). A memo that cannot be read or
+    /// parsed is as good as none: it only spares work.
+    pub fn new(file: Option<&Path>, root: &Metadata) -> Lister {
+        let root = FileId::of(root);
+        let mut trees = file
+            .and_then(|f| fsutil::read_regular(f, false, MAX_MEMO).ok())
+            .and_then(|(bytes, _)| serde_json::from_slice::<MemoFile>(&bytes).ok())
+            .filter(|memo| memo.format == FORMAT)
+            .map(|memo| memo.trees)
+            .unwrap_or_default();
+        let old = match trees.iter().position(|t| t.root == root) {
+            Some(i) => trees.remove(i).dirs,
+            None => BTreeMap::new(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Lister {
+            file: file.map(Path::to_path_buf),
+            root,
+            old,
+            new: BTreeMap::new(),
+            others: trees,
+            changed: false,
+            settled_before: now - SETTLED,
+        }
+    }
+
+    /// The entries of the directory `dir`, `rel` in the tree, whose
+    /// `lstat` is `meta`, sorted by name: remembered, when the directory
+    /// is in the state they were taken in; else read.
+    pub fn list(&mut self, dir: &Path, rel: &str, meta: &Metadata) -> io::Result<Vec<Entry>> {
+        let state = DirState::of(meta);
+        match self.old.remove(rel) {
+            Some(listing) if listing.state == state => {
+                let entries = listing
+                    .entries
+                    .iter()
+                    .map(|(name, kind)| Entry {
+                        name: name.into(),
+                        kind: *kind,
+                    })
+                    .collect();
+                self.new.insert(rel.to_owned(), listing);
+                return Ok(entries);
+            }
+            Some(_) => self.changed = true,
+            None => {}
+        }
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            entries.push(Entry {
+                name: entry.file_name(),
+                kind: Kind::of(entry.file_type()?),
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Option<Vec<(String, Kind)>> = entries
+            .iter()
+            .map(|e| Some((e.name.to_str()?.to_owned(), e.kind)))
+            .collect();
+        if let Some(names) = names
+            && !rel.is_empty()
+            && state.ctime_ns < self.settled_before
+        {
+            let listing = Listing {
+                state,
+                entries: names,
+            };
+            self.new.insert(rel.to_owned(), listing);
+            self.changed = true;
+        }
+        Ok(entries)
+    }
+
+    /// Remembers this walk's listings, with the other trees', unless they
+    /// are what was remembered: every listing taken from the memo, none
+    /// taken anew, none left behind.
+    pub fn save(self) -> Result<()> {
+        let Some(file) = self.file else {
+            return Ok(());
+        };
+        if !self.changed && self.old.is_empty() {
+            return Ok(());
+        }
+        let mut trees = vec![Tree {
+            root: self.root,
+            dirs: self.new,
+        }];
+        trees.extend(self.others.into_iter().take(TREES - 1));
+        let memo = MemoFile {
+            format: FORMAT.to_owned(),
+            trees,
+        };
+        let text = serde_json::to_vec(&memo).expect("listings serialize");
+        if let Some(dir) = file.parent() {
+            fsutil::create_dir_all(dir)?;
+        }
+        fsutil::write_new_file(&file, &text, 0o644, true)
+    }
+}

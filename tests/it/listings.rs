@@ -1,0 +1,143 @@
+//! Directory listings remembered between builds (`src/listing.rs`): a
+//! walk takes a listing unread only while its directory is in the state
+//! it was listed in, and a change to a directory shows in its ctime,
+//! whatever its mtime says.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::{Fixture, assert_success, stderr};
+
+tests! {
+    a_remembered_listing_is_taken_unread;
+    a_release_added_where_the_listing_is_remembered_is_found;
+    a_link_planted_in_a_remembered_spare_directory_is_found;
+}
+
+/// Past `listing::SETTLED`: a directory changed before this is remembered
+/// when next listed.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(3200));
+}
+
+/// The fixture's listings file for `tree` in the cache directory `cache`.
+fn listings(cache: &Path, tree: &str) -> PathBuf {
+    let suffix = format!("-{tree}.json");
+    fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("listings-") && name.ends_with(&suffix)
+        })
+        .unwrap_or_else(|| panic!("no {tree} listings in {}", cache.display()))
+}
+
+fn build(fixture: &Fixture, cache: &Path) -> std::process::Output {
+    fixture.build(&["--cache-dir", cache.to_str().unwrap()])
+}
+
+/// Sets a directory's mtime to `mtime`, as `touch -d` does (which moves its
+/// ctime to now).
+fn set_mtime(dir: &Path, mtime: std::time::SystemTime) {
+    let times = fs::FileTimes::new().set_modified(mtime);
+    fs::File::open(dir).unwrap().set_times(times).unwrap();
+    assert_eq!(fs::metadata(dir).unwrap().modified().unwrap(), mtime);
+}
+
+/// A release directory's remembered listing is what the walk goes by: one
+/// that names a file the directory does not hold (written into the memo
+/// here) makes the build warn of it, and a memo that is not one is
+/// ignored.
+fn a_remembered_listing_is_taken_unread() {
+    let fixture = Fixture::new("ok-minimal");
+    let cache = fixture.tmp.path().join("cache");
+    assert_success(&build(&fixture, &cache));
+    settle();
+    assert_success(&build(&fixture, &cache));
+    let memo = listings(&cache, "releases");
+    let text = fs::read_to_string(&memo).unwrap();
+    let listed = r#""webapp/1.1.0":{"state":"#;
+    assert!(text.contains(listed), "{text}");
+    let forged = text.replacen(
+        r#"["release.toml","f"]"#,
+        r#"["ghost.txt","f"],["release.toml","f"]"#,
+        1,
+    );
+    assert_ne!(forged, text);
+    fs::write(&memo, forged).unwrap();
+    let out = build(&fixture, &cache);
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("ghost.txt: not an image (unknown extension), not published"),
+        "{}",
+        stderr(&out)
+    );
+
+    fs::write(&memo, "not a memo").unwrap();
+    let out = build(&fixture, &cache);
+    assert_success(&out);
+    assert_eq!(stderr(&out), "");
+}
+
+/// A release added to an appliance's directory whose listing is
+/// remembered, the directory's mtime then set back as it was: its ctime
+/// moved, so the walk lists it again and publishes the release.
+fn a_release_added_where_the_listing_is_remembered_is_found() {
+    let fixture = Fixture::new("ok-minimal");
+    let cache = fixture.tmp.path().join("cache");
+    assert_success(&build(&fixture, &cache));
+    settle();
+    assert_success(&build(&fixture, &cache));
+    let text = fs::read_to_string(listings(&cache, "releases")).unwrap();
+    assert!(text.contains(r#""webapp":{"state":"#), "{text}");
+
+    let dir = fixture.path("releases/webapp");
+    let mtime = fs::metadata(&dir).unwrap().modified().unwrap();
+    fixture.add_webapp_release("1.2.0", b"the new release's image\n");
+    set_mtime(&dir, mtime);
+    let out = build(&fixture, &cache);
+    assert_success(&out);
+    assert_eq!(
+        fs::read(fixture.path("public/images/webapp/1.2.0/webapp-1.2.0.raw")).unwrap(),
+        b"the new release's image\n"
+    );
+}
+
+/// The spare's listings remembered (both sites that take turns as the
+/// spare), then a symbolic link planted in one of its directories, whose
+/// mtime is set back as it was: its ctime moved, so the survey lists it
+/// again, finds the link and discards the spare.
+fn a_link_planted_in_a_remembered_spare_directory_is_found() {
+    let fixture = Fixture::new("ok-minimal");
+    fixture.configure("image_mode = \"copy\"\n");
+    let cache = fixture.tmp.path().join("cache");
+    for _ in 0..2 {
+        assert_success(&build(&fixture, &cache));
+    }
+    settle();
+    for _ in 0..3 {
+        assert_success(&build(&fixture, &cache));
+    }
+    let text = fs::read_to_string(listings(&cache, "spare")).unwrap();
+    assert_eq!(
+        text.matches(r#""images/webapp/1.1.0":{"state":"#).count(),
+        2,
+        "{text}"
+    );
+
+    let dir = fixture.path(".public.spare/images/webapp/1.1.0");
+    let mtime = fs::metadata(&dir).unwrap().modified().unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("zz-link")).unwrap();
+    set_mtime(&dir, mtime);
+    let out = build(&fixture, &cache);
+    assert_success(&out);
+    assert_eq!(
+        stderr(&out),
+        "warning: .public.spare/images/webapp/1.1.0/zz-link: is a symbolic link; the spare \
+         site is not what a build leaves, so it was removed and this build starts from an \
+         empty directory\n"
+    );
+    assert!(!fixture.path("public/images/webapp/1.1.0/zz-link").exists());
+}
