@@ -14,8 +14,20 @@
 //! inode), for the last [`TREES`] trees walked under one name: the spare
 //! site is two trees taking turns.
 //!
+//! Only on file systems known to keep a directory's ctime so, answered by
+//! the file system itself ([`TRUSTED`]): FAT's ctime and many FUSE file
+//! systems' are the mtime or the birth time, which `touch -d` sets back,
+//! and an NFS client answers a stat from attributes it cached up to a
+//! minute ago. A directory on another device than the root (a mount point
+//! inside the tree) is always listed.
+//!
 //! The memo lives in the hash cache's directory; `--no-cache` and
-//! `--verify-cache` list everything.
+//! `--verify-cache` list everything. It only spares work: one that cannot
+//! be read, parsed or written costs a walk its listings, nothing more.
+//! It is trusted as the hash cache is (whoever can write the cache can
+//! feed a build wrong digests too), but a name in it that is not one
+//! directory entry's (empty, `.`, `..`, or with a `/` or NUL) discards it
+//! whole: a walk never leaves its tree by it.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -24,7 +36,6 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
 use crate::fsutil;
 use crate::model::FileId;
 
@@ -33,8 +44,22 @@ use crate::model::FileId;
 /// granularity (FAT's is two seconds).
 pub const SETTLED: i128 = 3_000_000_000;
 
-/// How many trees one memo file remembers.
-const TREES: usize = 2;
+/// How many trees one memo file remembers: the spare is two trees taking
+/// turns, and two outputs of one config make four.
+const TREES: usize = 4;
+
+/// The file systems a listing is remembered on (`statfs`'s `f_type`):
+/// ext2/3/4, XFS, Btrfs, tmpfs, ZFS, F2FS and overlayfs (a container's
+/// root).
+const TRUSTED: [u64; 7] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0x2FC1_2FC1,
+    0xF2F5_2010,
+    0x794C_7630,
+];
 
 /// The largest memo read: some 200 bytes a directory, so a million
 /// directories' worth.
@@ -58,7 +83,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn of(file_type: fs::FileType) -> Kind {
+    pub fn of(file_type: fs::FileType) -> Kind {
         if file_type.is_dir() {
             Kind::Dir
         } else if file_type.is_file() {
@@ -83,6 +108,7 @@ pub struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DirState {
+    dev: u64,
     ino: u64,
     mode: u32,
     mtime_ns: i128,
@@ -93,6 +119,7 @@ impl DirState {
     fn of(meta: &Metadata) -> DirState {
         let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
         DirState {
+            dev: meta.dev(),
             ino: meta.ino(),
             mode: meta.mode(),
             mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
@@ -116,6 +143,18 @@ struct Listing {
 struct Tree {
     root: FileId,
     dirs: BTreeMap<String, Listing>,
+}
+
+impl Tree {
+    /// Whether every name it lists could be one entry of a directory.
+    fn names_are_entries(&self) -> bool {
+        self.dirs
+            .values()
+            .flat_map(|l| &l.entries)
+            .all(|(name, _)| {
+                !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+            })
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -142,15 +181,18 @@ pub struct Lister {
 }
 
 impl Lister {
-    /// A lister of the tree whose root `root` stats as, remembering in
-    /// `file` (none: nothing is remembered). A memo that cannot be read or
-    /// parsed is as good as none: it only spares work.
-    pub fn new(file: Option<&Path>, root: &Metadata) -> Lister {
-        let root = FileId::of(root);
+    /// A lister of the tree at `root`, whose `stat` is `meta`, remembering
+    /// in `file` (none, or a file system not [`TRUSTED`]: nothing is
+    /// remembered).
+    pub fn new(file: Option<&Path>, root: &Path, meta: &Metadata) -> Lister {
+        let trusted = rustix::fs::statfs(root)
+            .is_ok_and(|fs| TRUSTED.contains(&((fs.f_type as u64) & 0xFFFF_FFFF)));
+        let file = file.filter(|_| trusted);
+        let root = FileId::of(meta);
         let mut trees = file
             .and_then(|f| fsutil::read_regular(f, false, MAX_MEMO).ok())
             .and_then(|(bytes, _)| serde_json::from_slice::<MemoFile>(&bytes).ok())
-            .filter(|memo| memo.format == FORMAT)
+            .filter(|memo| memo.format == FORMAT && memo.trees.iter().all(Tree::names_are_entries))
             .map(|memo| memo.trees)
             .unwrap_or_default();
         let old = match trees.iter().position(|t| t.root == root) {
@@ -207,6 +249,7 @@ impl Lister {
             .collect();
         if let Some(names) = names
             && !rel.is_empty()
+            && state.dev == self.root.dev
             && state.ctime_ns < self.settled_before
         {
             let listing = Listing {
@@ -221,13 +264,14 @@ impl Lister {
 
     /// Remembers this walk's listings, with the other trees', unless they
     /// are what was remembered: every listing taken from the memo, none
-    /// taken anew, none left behind.
-    pub fn save(self) -> Result<()> {
+    /// taken anew, none left behind. A memo not written is no error: the
+    /// next walk lists what it would have held.
+    pub fn save(self) {
         let Some(file) = self.file else {
-            return Ok(());
+            return;
         };
         if !self.changed && self.old.is_empty() {
-            return Ok(());
+            return;
         }
         let mut trees = vec![Tree {
             root: self.root,
@@ -239,9 +283,11 @@ impl Lister {
             trees,
         };
         let text = serde_json::to_vec(&memo).expect("listings serialize");
-        if let Some(dir) = file.parent() {
-            fsutil::create_dir_all(dir)?;
+        if let Some(dir) = file.parent()
+            && fsutil::create_dir_all(dir).is_err()
+        {
+            return;
         }
-        fsutil::write_new_file(&file, &text, 0o644, true)
+        let _ = fsutil::write_new_file(&file, &text, 0o644, true);
     }
 }

@@ -112,9 +112,9 @@ pub fn walk(config: &Config, listings: Option<&Path>) -> Result<Walked> {
         return Err(Error::file(root, "is not a directory (releases_dir)"));
     }
     let root_real = fsutil::canonicalize(root)?;
-    let mut lister = Lister::new(listings, &meta);
+    let mut lister = Lister::new(listings, root, &meta);
     let found = walk_tree(config, root, &root_real, &mut lister, &meta)?;
-    lister.save()?;
+    lister.save();
     Ok(Walked { root_real, found })
 }
 
@@ -337,7 +337,8 @@ impl TreeWalk<'_> {
             let Some(name) = entry.name.to_str() else {
                 return Err(non_utf8(&path));
             };
-            if entry.kind == Kind::Dir {
+            let mut kind = entry.kind;
+            if kind == Kind::Dir {
                 let meta = fsutil::symlink_metadata(&path)?;
                 if meta.is_dir() {
                     let rel = if rel.is_empty() {
@@ -348,13 +349,15 @@ impl TreeWalk<'_> {
                     self.dir(&path, &rel, &meta)?;
                     continue;
                 }
+                // Replaced since it was listed: what it is now.
+                kind = Kind::of(meta.file_type());
             }
-            if name == notes::NOTES_FILE && entry.kind == Kind::File {
+            if name == notes::NOTES_FILE && kind == Kind::File {
                 self.notes_files.push(path.clone());
             }
             let beside = Beside {
                 name: name.to_owned(),
-                symlink: entry.kind == Kind::Symlink,
+                symlink: kind == Kind::Symlink,
                 path,
             };
             self.beside

@@ -92,10 +92,10 @@ impl Spare {
             return Ok((None, Some(discarded(&spare, why))));
         }
         let mut entries = Vec::new();
-        let mut lister = Lister::new(listings, &meta);
+        let mut lister = Lister::new(listings, &spare, &meta);
         match list_spare(&mut lister, &spare, "", &meta, &mut entries)? {
             None => {
-                lister.save()?;
+                lister.save();
                 Ok((Some(Spare { entries }), None))
             }
             Some((rel, kind)) => {

@@ -48,7 +48,8 @@ fn set_mtime(dir: &Path, mtime: std::time::SystemTime) {
 
 /// A release directory's remembered listing is what the walk goes by: one
 /// that names a file the directory does not hold (written into the memo
-/// here) makes the build warn of it, and a memo that is not one is
+/// here) makes the build warn of it. A memo with a name that leads out of
+/// its directory is discarded whole, and one that is not a memo is
 /// ignored.
 fn a_remembered_listing_is_taken_unread() {
     let fixture = Fixture::new("ok-minimal");
@@ -74,6 +75,16 @@ fn a_remembered_listing_is_taken_unread() {
         "{}",
         stderr(&out)
     );
+
+    let outside = text.replacen(
+        r#"["release.toml","f"]"#,
+        r#"["../1.0.0","d"],["release.toml","f"]"#,
+        1,
+    );
+    fs::write(&memo, outside).unwrap();
+    let out = build(&fixture, &cache);
+    assert_success(&out);
+    assert_eq!(stderr(&out), "");
 
     fs::write(&memo, "not a memo").unwrap();
     let out = build(&fixture, &cache);
