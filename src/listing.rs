@@ -25,9 +25,10 @@
 //! `--verify-cache` list everything. It only spares work: one that cannot
 //! be read, parsed or written costs a walk its listings, nothing more.
 //! It is trusted as the hash cache is (whoever can write the cache can
-//! feed a build wrong digests too), but a name in it that is not one
-//! directory entry's (empty, `.`, `..`, or with a `/` or NUL) discards it
-//! whole: a walk never leaves its tree by it.
+//! feed a build wrong digests too), but a name in a tree's listings that
+//! is not one directory entry's (empty, `.`, `..`, or with a `/` or NUL)
+//! discards that tree's whole: a walk never leaves its tree by it. A walk
+//! parses only its own tree's listings; the others are kept as written.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -65,7 +66,7 @@ const TRUSTED: [u64; 7] = [
 /// directories' worth.
 const MAX_MEMO: u64 = 256 << 20;
 
-const FORMAT: &str = "vmcast-gen listings 1";
+const FORMAT: &str = "vmcast-gen listings 2";
 
 /// What an entry of a directory is, as its directory says (`d_type`), not
 /// following a symbolic link.
@@ -104,15 +105,37 @@ pub struct Entry {
 }
 
 /// A directory's state, from its `lstat`: which one, and when it last
-/// changed.
+/// changed. Written as an array: a memo holds tens of thousands, and
+/// parsing one is on every build's way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(into = "StateArray", from = "StateArray")]
 struct DirState {
     dev: u64,
     ino: u64,
     mode: u32,
     mtime_ns: i128,
     ctime_ns: i128,
+}
+
+/// [`DirState`] as written: device, inode, mode, mtime, ctime.
+type StateArray = (u64, u64, u32, i128, i128);
+
+impl From<DirState> for StateArray {
+    fn from(s: DirState) -> StateArray {
+        (s.dev, s.ino, s.mode, s.mtime_ns, s.ctime_ns)
+    }
+}
+
+impl From<StateArray> for DirState {
+    fn from((dev, ino, mode, mtime_ns, ctime_ns): StateArray) -> DirState {
+        DirState {
+            dev,
+            ino,
+            mode,
+            mtime_ns,
+            ctime_ns,
+        }
+    }
 }
 
 impl DirState {
@@ -128,33 +151,31 @@ impl DirState {
     }
 }
 
+/// Written as an array of the state and the entries.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Listing {
-    state: DirState,
+struct Listing(
+    DirState,
     /// Sorted by name; only listings whose names are all UTF-8.
-    entries: Vec<(String, Kind)>,
+    Vec<(String, Kind)>,
+);
+
+/// The listings of one tree, by path relative to its root.
+type Dirs = BTreeMap<String, Listing>;
+
+/// Whether every name `dirs` lists could be one entry of a directory.
+fn names_are_entries(dirs: &Dirs) -> bool {
+    dirs.values().flat_map(|l| &l.1).all(|(name, _)| {
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+    })
 }
 
-/// The listings of one tree, by path relative to its root (`""` for the
-/// root itself).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One tree of a memo: its root, and its listings ([`Dirs`]), parsed only
+/// when a walk of that tree asks for them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Tree {
     root: FileId,
-    dirs: BTreeMap<String, Listing>,
-}
-
-impl Tree {
-    /// Whether every name it lists could be one entry of a directory.
-    fn names_are_entries(&self) -> bool {
-        self.dirs
-            .values()
-            .flat_map(|l| &l.entries)
-            .all(|(name, _)| {
-                !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
-            })
-    }
+    dirs: Box<serde_json::value::RawValue>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -169,8 +190,8 @@ struct MemoFile {
 pub struct Lister {
     file: Option<PathBuf>,
     root: FileId,
-    old: BTreeMap<String, Listing>,
-    new: BTreeMap<String, Listing>,
+    old: Dirs,
+    new: Dirs,
     /// The memo's other trees, kept as they were.
     others: Vec<Tree>,
     /// Whether `new` is other than what the memo held for this tree.
@@ -192,12 +213,21 @@ impl Lister {
         let mut trees = file
             .and_then(|f| fsutil::read_regular(f, false, MAX_MEMO).ok())
             .and_then(|(bytes, _)| serde_json::from_slice::<MemoFile>(&bytes).ok())
-            .filter(|memo| memo.format == FORMAT && memo.trees.iter().all(Tree::names_are_entries))
+            .filter(|memo| memo.format == FORMAT)
             .map(|memo| memo.trees)
             .unwrap_or_default();
+        // A tree with a name that is not one entry's is discarded whole,
+        // and written anew.
+        let mut changed = false;
         let old = match trees.iter().position(|t| t.root == root) {
-            Some(i) => trees.remove(i).dirs,
-            None => BTreeMap::new(),
+            Some(i) => serde_json::from_str::<Dirs>(trees.remove(i).dirs.get())
+                .ok()
+                .filter(names_are_entries)
+                .unwrap_or_else(|| {
+                    changed = true;
+                    Dirs::new()
+                }),
+            None => Dirs::new(),
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -206,9 +236,9 @@ impl Lister {
             file: file.map(Path::to_path_buf),
             root,
             old,
-            new: BTreeMap::new(),
+            new: Dirs::new(),
             others: trees,
-            changed: false,
+            changed,
             settled_before: now - SETTLED,
         }
     }
@@ -219,9 +249,9 @@ impl Lister {
     pub fn list(&mut self, dir: &Path, rel: &str, meta: &Metadata) -> io::Result<Vec<Entry>> {
         let state = DirState::of(meta);
         match self.old.remove(rel) {
-            Some(listing) if listing.state == state => {
+            Some(listing) if listing.0 == state => {
                 let entries = listing
-                    .entries
+                    .1
                     .iter()
                     .map(|(name, kind)| Entry {
                         name: name.into(),
@@ -252,11 +282,7 @@ impl Lister {
             && state.dev == self.root.dev
             && state.ctime_ns < self.settled_before
         {
-            let listing = Listing {
-                state,
-                entries: names,
-            };
-            self.new.insert(rel.to_owned(), listing);
+            self.new.insert(rel.to_owned(), Listing(state, names));
             self.changed = true;
         }
         Ok(entries)
@@ -273,9 +299,10 @@ impl Lister {
         if !self.changed && self.old.is_empty() {
             return;
         }
+        let dirs = serde_json::value::to_raw_value(&self.new).expect("listings serialize");
         let mut trees = vec![Tree {
             root: self.root,
-            dirs: self.new,
+            dirs,
         }];
         trees.extend(self.others.into_iter().take(TREES - 1));
         let memo = MemoFile {

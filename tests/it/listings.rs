@@ -59,7 +59,7 @@ fn a_remembered_listing_is_taken_unread() {
     assert_success(&build(&fixture, &cache));
     let memo = listings(&cache, "releases");
     let text = fs::read_to_string(&memo).unwrap();
-    let listed = r#""webapp/1.1.0":{"state":"#;
+    let listed = r#""webapp/1.1.0":[["#;
     assert!(text.contains(listed), "{text}");
     let forged = text.replacen(
         r#"["release.toml","f"]"#,
@@ -102,7 +102,7 @@ fn a_release_added_where_the_listing_is_remembered_is_found() {
     settle();
     assert_success(&build(&fixture, &cache));
     let text = fs::read_to_string(listings(&cache, "releases")).unwrap();
-    assert!(text.contains(r#""webapp":{"state":"#), "{text}");
+    assert!(text.contains(r#""webapp":[["#), "{text}");
 
     let dir = fixture.path("releases/webapp");
     let mtime = fs::metadata(&dir).unwrap().modified().unwrap();
@@ -133,7 +133,7 @@ fn a_link_planted_in_a_remembered_spare_directory_is_found() {
     }
     let text = fs::read_to_string(listings(&cache, "spare")).unwrap();
     assert_eq!(
-        text.matches(r#""images/webapp/1.1.0":{"state":"#).count(),
+        text.matches(r#""images/webapp/1.1.0":[["#).count(),
         2,
         "{text}"
     );
