@@ -56,12 +56,7 @@ fn releases(config: &Config, n: usize) -> Vec<Release> {
                             arch: Some(vmcast_gen::model::Arch::parse("x86_64").unwrap()),
                             primary: k == 0,
                             site_path,
-                            size_hint: 1 << 30,
-                            file_id: vmcast_gen::model::FileId {
-                                dev: 0,
-                                ino: i as u64,
-                            },
-                            seen: None,
+                            seen: vmcast_gen::model::Seen::unscanned(1 << 30),
                         },
                         digest: FileDigest {
                             length: (1 << 30) + i as u64,

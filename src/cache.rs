@@ -196,12 +196,7 @@ impl HashCache {
     /// The file beside the cache file `cache` that remembers the directory
     /// listings of the tree `tree` ([`crate::listing`]).
     pub fn listings_file(cache: &Path, tree: &str) -> PathBuf {
-        let name = cache.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let id = name
-            .strip_prefix("hashes-")
-            .and_then(|n| n.strip_suffix(".json"))
-            .unwrap_or(name);
-        cache.with_file_name(format!("listings-{id}-{tree}.json"))
+        cache.with_extension(format!("{tree}-listings.json"))
     }
 
     /// Loads the cache; a missing file is an empty cache, and an unreadable,

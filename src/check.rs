@@ -296,8 +296,6 @@ fn stand_in(config: &config::Config, info: &crate::model::ReleaseInfo) -> Image 
         compression: None,
         arch: None,
         primary: true,
-        size_hint: 0,
-        file_id: crate::model::FileId { dev: 0, ino: 0 },
-        seen: None,
+        seen: crate::model::Seen::unscanned(0),
     })
 }

@@ -38,7 +38,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
-use crate::model::FileId;
+use crate::model::{FileId, FileState};
 
 /// How much older than its listing a directory's last change must be for
 /// the listing to be remembered: more than any file system's timestamp
@@ -66,7 +66,7 @@ const TRUSTED: [u64; 7] = [
 /// directories' worth.
 const MAX_MEMO: u64 = 256 << 20;
 
-const FORMAT: &str = "vmcast-gen listings 2";
+const FORMAT: &str = "vmcast-gen listings 3";
 
 /// What an entry of a directory is, as its directory says (`d_type`), not
 /// following a symbolic link.
@@ -104,49 +104,51 @@ pub struct Entry {
     pub kind: Kind,
 }
 
-/// A directory's state, from its `lstat`: which one, and when it last
-/// changed. Written as an array: a memo holds tens of thousands, and
-/// parsing one is on every build's way.
+/// A directory's state, from its `lstat`: the file's ([`FileState`]:
+/// which one, its size, when it last changed) and its mode. Written as an
+/// array: a memo holds tens of thousands, and parsing one is on every
+/// build's way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(into = "StateArray", from = "StateArray")]
 struct DirState {
-    dev: u64,
-    ino: u64,
+    file: FileState,
     mode: u32,
-    mtime_ns: i128,
-    ctime_ns: i128,
 }
 
-/// [`DirState`] as written: device, inode, mode, mtime, ctime.
-type StateArray = (u64, u64, u32, i128, i128);
+/// [`DirState`] as written: device, inode, size, mtime, ctime, mode.
+type StateArray = (u64, u64, u64, i128, i128, u32);
 
 impl From<DirState> for StateArray {
-    fn from(s: DirState) -> StateArray {
-        (s.dev, s.ino, s.mode, s.mtime_ns, s.ctime_ns)
+    fn from(DirState { file, mode }: DirState) -> StateArray {
+        (
+            file.dev,
+            file.ino,
+            file.size,
+            file.mtime_ns,
+            file.ctime_ns,
+            mode,
+        )
     }
 }
 
 impl From<StateArray> for DirState {
-    fn from((dev, ino, mode, mtime_ns, ctime_ns): StateArray) -> DirState {
-        DirState {
+    fn from((dev, ino, size, mtime_ns, ctime_ns, mode): StateArray) -> DirState {
+        let file = FileState {
             dev,
             ino,
-            mode,
+            size,
             mtime_ns,
             ctime_ns,
-        }
+        };
+        DirState { file, mode }
     }
 }
 
 impl DirState {
     fn of(meta: &Metadata) -> DirState {
-        let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
         DirState {
-            dev: meta.dev(),
-            ino: meta.ino(),
+            file: FileState::of(meta),
             mode: meta.mode(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         }
     }
 }
@@ -279,8 +281,8 @@ impl Lister {
             .collect();
         if let Some(names) = names
             && !rel.is_empty()
-            && state.dev == self.root.dev
-            && state.ctime_ns < self.settled_before
+            && state.file.dev == self.root.dev
+            && state.file.ctime_ns < self.settled_before
         {
             self.new.insert(rel.to_owned(), Listing(state, names));
             self.changed = true;

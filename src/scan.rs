@@ -68,7 +68,7 @@ impl Plan {
     /// scan recorded, so none of them can reach a key either.
     pub fn refuse_secret_keys(&self, keys: &[KeyFile]) -> Result<()> {
         let planned = self.releases.iter().flat_map(|r| {
-            let images = r.images.iter().map(|i| (&i.source, i.file_id));
+            let images = r.images.iter().map(|i| (&i.source, i.seen.state.id()));
             images.chain(r.supply.iter().map(|s| (&s.source, s.file_id)))
         });
         for (source, id) in planned {
@@ -673,9 +673,7 @@ fn plan_image(
             .or_else(|| notes.requirements.arch.clone()),
         primary: false,
         site_path,
-        size_hint: meta.len(),
-        file_id: crate::model::FileId::of(&meta),
-        seen: Some(crate::model::Seen::of(&meta)),
+        seen: crate::model::Seen::of(&meta),
     }))
 }
 

@@ -13,9 +13,9 @@ use url::Url;
 
 use crate::cloud::Provider;
 use crate::model::{
-    Arch, CloudImage, Combined, Compression, FileDigest, FileId, FileName, Firmware, Image,
-    ImageFormat, ImageInfo, ImageSource, Machine, OvaDisk, RelPath, Requirements, Sha256, Sha512,
-    Signing, SupplyFile, SupplyFormat, SupplyKind, VagrantBox, ZsyncFile,
+    Arch, CloudImage, Combined, Compression, FileDigest, FileName, Firmware, Image, ImageFormat,
+    ImageInfo, ImageSource, Machine, OvaDisk, RelPath, Requirements, Sha256, Sha512, Signing,
+    SupplyFile, SupplyFormat, SupplyKind, VagrantBox, ZsyncFile,
 };
 
 pub const VMCAST_NS: &str = "urn:vmcast:ns:1.0";
@@ -254,9 +254,7 @@ pub fn read_image(a: &Read) -> Result<Image, String> {
             },
             site_path,
             url,
-            size_hint: length,
-            file_id: FileId { dev: 0, ino: 0 },
-            seen: None,
+            seen: crate::model::Seen::unscanned(length),
         },
         digest: FileDigest {
             length,

@@ -194,9 +194,7 @@ fn hash_requests(
             Ok(Some(Request {
                 id: image.site_path.clone(),
                 source: image.source.clone(),
-                file_id: image.file_id,
                 real: image.real.clone(),
-                size_hint: image.size_hint,
                 seen: image.seen,
                 place,
                 previous: previous_root
@@ -223,13 +221,10 @@ struct Request {
     /// The image's identity: its path in the site, unique in a build.
     id: RelPath,
     source: PathBuf,
-    /// The file the scan vetted.
-    file_id: FileId,
     /// The source resolved (the cache's key).
     real: PathBuf,
-    size_hint: u64,
-    /// The scan's stat of the image.
-    seen: Option<Seen>,
+    /// The file the scan vetted, as its stat saw it.
+    seen: Seen,
     place: Placement,
     /// Where the previous output holds this site path (canonical), if
     /// there is a previous output: its copy may serve again.
@@ -571,7 +566,7 @@ fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
     };
     // One open per look: what is checked (no symbolic link, a regular
     // file, the very file the scan saw) is what is placed or probed.
-    let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.file_id)?;
+    let (file, meta) = fsutil::open_vetted(&req.real, &req.source, req.seen.state.id())?;
     let state = FileState::of(&meta);
     let opened = place::Opened {
         file: &file,
@@ -619,7 +614,7 @@ fn look_up(req: &Request, shortcuts: &Shortcuts) -> Result<Looked> {
                     real: req.real.clone(),
                     state,
                 },
-                size_hint: req.size_hint,
+                size_hint: req.seen.state.size,
                 copy_to: place::for_read(&opened, &req.place)?,
                 sink: Extras {
                     sha512: req.sha512.then_some(hash::Sha512Sum),
@@ -660,9 +655,7 @@ fn held_link(
     if shortcuts.cache.is_none() || shortcuts.verify_cache {
         return Ok(Short::Nothing);
     }
-    let Some(seen) = req.seen else {
-        return Ok(Short::Nothing);
-    };
+    let seen = req.seen;
     if !seen.world_readable {
         return Ok(Short::Nothing);
     }
@@ -670,8 +663,8 @@ fn held_link(
     let Some(known) = cached(req, shortcuts, &state) else {
         return Ok(Short::Nothing);
     };
-    let linked =
-        std::fs::symlink_metadata(dst).is_ok_and(|m| m.is_file() && FileId::of(&m) == req.file_id);
+    let linked = std::fs::symlink_metadata(dst)
+        .is_ok_and(|m| m.is_file() && FileId::of(&m) == seen.state.id());
     if !linked {
         return Ok(Short::Nothing);
     }

@@ -211,7 +211,7 @@ fn record_output(
         let path = root.join(image.source.site_path.as_str());
         // One stat, no open: the file was placed by this build.
         let state = cache::FileState::of(&fsutil::symlink_metadata(&path)?);
-        if state.id() == image.source.file_id {
+        if state.id() == image.source.seen.state.id() {
             cache.restat(&image.source.real, state);
         } else {
             cache.insert(

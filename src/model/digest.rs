@@ -196,6 +196,21 @@ impl Seen {
             world_readable: world_readable(meta),
         }
     }
+
+    /// An image of `length` bytes known only from a feed: no file's
+    /// (device and inode 0), never opened.
+    pub fn unscanned(length: u64) -> Self {
+        Seen {
+            state: FileState {
+                dev: 0,
+                ino: 0,
+                size: length,
+                mtime_ns: 0,
+                ctime_ns: 0,
+            },
+            world_readable: false,
+        }
+    }
 }
 
 /// Whether anyone may read the file: only then is an image published by

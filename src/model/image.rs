@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::{Arch, Combined, FileDigest, FileId, FileName, RelPath, Seen};
+use super::{Arch, Combined, FileDigest, FileName, RelPath, Seen};
 
 /// A disk image format.
 #[derive(
@@ -156,13 +156,11 @@ pub struct ImageSource {
     pub site_path: RelPath,
     /// The absolute download URL.
     pub url: Url,
-    /// Size seen at scan time, used to schedule the largest files first.
-    pub size_hint: u64,
-    /// The file the scan vetted: every later open must land on it.
-    pub file_id: FileId,
-    /// The scan's stat of it; `None` for an image no scan found (one read
-    /// from a feed).
-    pub seen: Option<Seen>,
+    /// The file the scan vetted, as its stat saw it: every later open
+    /// must land on that file (`seen.state.id()`), and its size then
+    /// schedules the largest files first. [`Seen::unscanned`] for an image
+    /// no scan found (one read from a feed).
+    pub seen: Seen,
 }
 
 impl ImageSource {

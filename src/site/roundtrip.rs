@@ -14,7 +14,7 @@ use super::feed::*;
 use crate::cloud::Provider;
 use crate::config::{self, Config, Overrides};
 use crate::model::{
-    Arch, CloudImage, Combined, Compression, FileDigest, FileId, FileName, Firmware, ImageFormat,
+    Arch, CloudImage, Combined, Compression, FileDigest, FileName, Firmware, ImageFormat,
     ImageInfo, ImageSource, Line, Machine, OvaDisk, RelPath, Sha256, Sha512, Signing, SupplyFile,
     SupplyFormat, VagrantBox, ZsyncFile,
 };
@@ -294,9 +294,7 @@ fn build(
                     primary: i == 0,
                     site_path,
                     url,
-                    size_hint: digest.length,
-                    file_id: FileId { dev: 0, ino: 0 },
-                    seen: None,
+                    seen: crate::model::Seen::unscanned(digest.length),
                 };
                 Image {
                     zsync: zsync.map(|digest| ZsyncFile {

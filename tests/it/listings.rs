@@ -7,6 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vmcast_gen::cache::HashCache;
+
 use crate::common::{Fixture, assert_success, stderr};
 
 tests! {
@@ -21,21 +23,29 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(3200));
 }
 
-/// The fixture's listings file for `tree` in the cache directory `cache`.
-fn listings(cache: &Path, tree: &str) -> PathBuf {
-    let suffix = format!("-{tree}.json");
-    fs::read_dir(cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.starts_with("listings-") && name.ends_with(&suffix)
-        })
-        .unwrap_or_else(|| panic!("no {tree} listings in {}", cache.display()))
+/// The fixture's listings file for `tree` in the cache directory `cache`,
+/// named as the build names it.
+fn listings(fixture: &Fixture, cache: &Path, tree: &str) -> PathBuf {
+    let config = fs::canonicalize(fixture.path("vmcast.toml")).unwrap();
+    HashCache::listings_file(&HashCache::file_for(cache, &config), tree)
 }
 
 fn build(fixture: &Fixture, cache: &Path) -> std::process::Output {
     fixture.build(&["--cache-dir", cache.to_str().unwrap()])
+}
+
+/// Builds `before` times, waits until what they changed has settled, then
+/// builds `after` times: the last of those remembers listings.
+fn remembering(fixture: &Fixture, before: usize, after: usize) -> PathBuf {
+    let cache = fixture.tmp.path().join("cache");
+    for _ in 0..before {
+        assert_success(&build(fixture, &cache));
+    }
+    settle();
+    for _ in 0..after {
+        assert_success(&build(fixture, &cache));
+    }
+    cache
 }
 
 /// Sets a directory's mtime to `mtime`, as `touch -d` does (which moves its
@@ -53,11 +63,8 @@ fn set_mtime(dir: &Path, mtime: std::time::SystemTime) {
 /// ignored.
 fn a_remembered_listing_is_taken_unread() {
     let fixture = Fixture::new("ok-minimal");
-    let cache = fixture.tmp.path().join("cache");
-    assert_success(&build(&fixture, &cache));
-    settle();
-    assert_success(&build(&fixture, &cache));
-    let memo = listings(&cache, "releases");
+    let cache = remembering(&fixture, 1, 1);
+    let memo = listings(&fixture, &cache, "releases");
     let text = fs::read_to_string(&memo).unwrap();
     let listed = r#""webapp/1.1.0":[["#;
     assert!(text.contains(listed), "{text}");
@@ -97,11 +104,8 @@ fn a_remembered_listing_is_taken_unread() {
 /// moved, so the walk lists it again and publishes the release.
 fn a_release_added_where_the_listing_is_remembered_is_found() {
     let fixture = Fixture::new("ok-minimal");
-    let cache = fixture.tmp.path().join("cache");
-    assert_success(&build(&fixture, &cache));
-    settle();
-    assert_success(&build(&fixture, &cache));
-    let text = fs::read_to_string(listings(&cache, "releases")).unwrap();
+    let cache = remembering(&fixture, 1, 1);
+    let text = fs::read_to_string(listings(&fixture, &cache, "releases")).unwrap();
     assert!(text.contains(r#""webapp":[["#), "{text}");
 
     let dir = fixture.path("releases/webapp");
@@ -123,15 +127,9 @@ fn a_release_added_where_the_listing_is_remembered_is_found() {
 fn a_link_planted_in_a_remembered_spare_directory_is_found() {
     let fixture = Fixture::new("ok-minimal");
     fixture.configure("image_mode = \"copy\"\n");
-    let cache = fixture.tmp.path().join("cache");
-    for _ in 0..2 {
-        assert_success(&build(&fixture, &cache));
-    }
-    settle();
-    for _ in 0..3 {
-        assert_success(&build(&fixture, &cache));
-    }
-    let text = fs::read_to_string(listings(&cache, "spare")).unwrap();
+    // Two builds make both sites; the next two remember one each.
+    let cache = remembering(&fixture, 2, 3);
+    let text = fs::read_to_string(listings(&fixture, &cache, "spare")).unwrap();
     assert_eq!(
         text.matches(r#""images/webapp/1.1.0":[["#).count(),
         2,
