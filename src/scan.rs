@@ -2,7 +2,7 @@
 //! refusing anything that escapes its tree. Produces a sorted plan that the
 //! hash stage reads; it opens no image.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -204,8 +204,8 @@ fn scan_with(
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut read = Vec::with_capacity(found.len());
     let mut problems = Vec::new();
-    let mut seen: BTreeMap<(Name, String), &Path> = BTreeMap::new();
-    let mut published: BTreeMap<RelPath, PathBuf> = BTreeMap::new();
+    let mut seen: HashMap<(Name, String), &Path> = HashMap::with_capacity(found.len());
+    let mut published: HashMap<RelPath, PathBuf> = HashMap::with_capacity(found.len());
     for ((path, _), planned) in found.iter().zip(planned) {
         let release = planned.and_then(|(key, release, planned_warnings, notes_read)| {
             if let Some(first) = seen.get(&key) {

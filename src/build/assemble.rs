@@ -4,7 +4,7 @@
 //! this build drops is warned of; a published image that changed is
 //! refused.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use crate::catalog;
 use crate::config::{Config, ImageMode};
@@ -37,9 +37,9 @@ impl Assembly<'_> {
     pub(super) fn releases(
         &self,
         planned_releases: Vec<PlannedRelease>,
-        mut digests: BTreeMap<RelPath, Digested>,
-        mut boxes: BTreeMap<RelPath, FileDigest>,
-        mut zsyncs: BTreeMap<RelPath, FileDigest>,
+        mut digests: HashMap<RelPath, Digested>,
+        mut boxes: HashMap<RelPath, FileDigest>,
+        mut zsyncs: HashMap<RelPath, FileDigest>,
         warnings: &mut Vec<Warning>,
     ) -> Result<(Vec<Release>, Option<Carried>)> {
         let mut carried = self.previous.map(|p| Carried {
@@ -250,9 +250,9 @@ impl Assembly<'_> {
 /// What the hash stage gave, by image: taken from as the images are
 /// assembled.
 struct Made<'a> {
-    digests: &'a mut BTreeMap<RelPath, Digested>,
-    boxes: &'a mut BTreeMap<RelPath, FileDigest>,
-    zsyncs: &'a mut BTreeMap<RelPath, FileDigest>,
+    digests: &'a mut HashMap<RelPath, Digested>,
+    boxes: &'a mut HashMap<RelPath, FileDigest>,
+    zsyncs: &'a mut HashMap<RelPath, FileDigest>,
 }
 
 /// The planned release's images with their digests, boxes and control
@@ -346,7 +346,11 @@ fn warn_dropped(
 /// an appliance shares a directory, and a release taken from the previous
 /// site keeps its names. (The scan refuses this among the releases here.)
 fn refuse_shared_paths(releases: &[Release]) -> Result<()> {
-    let mut by_path: BTreeMap<&RelPath, &model::ReleaseInfo> = BTreeMap::new();
+    let files = releases
+        .iter()
+        .map(|r| r.images.len() + r.supply.len())
+        .sum();
+    let mut by_path: HashMap<&RelPath, &model::ReleaseInfo> = HashMap::with_capacity(files);
     for release in releases {
         let files = release.images.iter().map(|i| &i.source.site_path);
         for path in files.chain(release.supply.iter().map(|f| &f.site_path)) {

@@ -5,7 +5,7 @@
 //! sinks plugged into it ([`Extras`]: the catalogs', the zsync control
 //! file), and the cache kept even when a later stage fails.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -33,20 +33,20 @@ use super::BuildOptions;
 
 /// What the hash stage gives the rest of the build.
 pub(super) struct Hashed {
-    pub digests: BTreeMap<RelPath, Digested>,
+    pub digests: HashMap<RelPath, Digested>,
     /// The Vagrant box of each image that has one.
-    pub boxes: BTreeMap<RelPath, FileDigest>,
+    pub boxes: HashMap<RelPath, FileDigest>,
     pub stats: hash::Stats,
     /// The cache, to record the new output in once it is in place.
     pub cache: Option<HashCache>,
     /// The images placed in the staging directory (unless `image_mode =
     /// "none"`), less those whose hard link was there already: the output
     /// record has nothing new to say of them.
-    pub placed: BTreeSet<RelPath>,
+    pub placed: HashSet<RelPath>,
     /// The images whose box or control file this build made or took.
-    pub made: BTreeSet<RelPath>,
+    pub made: HashSet<RelPath>,
     /// The zsync control file of each image that has one, made or taken.
-    pub zsyncs: BTreeMap<RelPath, FileDigest>,
+    pub zsyncs: HashMap<RelPath, FileDigest>,
     /// The boxes and control files the staging directory held already, by
     /// their place in the previous output (canonical), and the state the
     /// cache recorded them in there, which nothing moved.
@@ -331,18 +331,18 @@ struct Shortcuts {
 
 /// The digests of every request, by the request's id.
 struct Outcome {
-    digests: BTreeMap<RelPath, Digested>,
+    digests: HashMap<RelPath, Digested>,
     /// The Vagrant box of each request that asked for one.
-    boxes: BTreeMap<RelPath, FileDigest>,
+    boxes: HashMap<RelPath, FileDigest>,
     /// The zsync control file of each request that asked for one.
-    zsyncs: BTreeMap<RelPath, FileDigest>,
+    zsyncs: HashMap<RelPath, FileDigest>,
     stats: hash::Stats,
     warnings: Vec<Warning>,
     /// With `verify_cache`: every image whose cached digest was wrong.
     mismatches: Vec<String>,
     /// The images whose hard link the staging directory held already:
     /// their state did not move, so the cache's record of them stands.
-    held: BTreeSet<RelPath>,
+    held: HashSet<RelPath>,
     /// The boxes and control files the staging directory held already.
     files_held: HashMap<PathBuf, FileState>,
 }
@@ -457,16 +457,16 @@ fn digest_all(
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let mut outcome = Outcome {
-        digests: BTreeMap::new(),
-        boxes: BTreeMap::new(),
-        zsyncs: BTreeMap::new(),
+        digests: HashMap::with_capacity(requests.len()),
+        boxes: HashMap::new(),
+        zsyncs: HashMap::with_capacity(requests.len()),
         stats: hash::Stats::default(),
         warnings: Vec::new(),
         mismatches: Vec::new(),
-        held: BTreeSet::new(),
+        held: HashSet::with_capacity(requests.len()),
         files_held: HashMap::new(),
     };
-    let mut ids = BTreeSet::new();
+    let mut ids = HashSet::with_capacity(requests.len());
     for req in requests {
         if !ids.insert(&req.id) {
             return Err(Error::file(

@@ -1,7 +1,7 @@
 //! The signed site, written into the staging directory, and after the
 //! swap the record of what the new output holds, for the next build.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::cache::{self, HashCache};
@@ -178,8 +178,8 @@ pub(super) fn record(
     mut cache: HashCache,
     config: &Config,
     releases: &[Release],
-    placed: &BTreeSet<model::RelPath>,
-    made: &BTreeSet<model::RelPath>,
+    placed: &HashSet<model::RelPath>,
+    made: &HashSet<model::RelPath>,
     held: &HashMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     if config.image_mode != ImageMode::None {
@@ -200,7 +200,7 @@ fn record_output(
     cache: &mut HashCache,
     output_dir: &Path,
     releases: &[Release],
-    placed: &BTreeSet<model::RelPath>,
+    placed: &HashSet<model::RelPath>,
 ) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
     for image in releases
@@ -237,7 +237,7 @@ fn record_made(
     cache: &mut HashCache,
     output_dir: &Path,
     releases: &[Release],
-    made: &BTreeSet<model::RelPath>,
+    made: &HashSet<model::RelPath>,
     held: &HashMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
     let root = fsutil::canonicalize(output_dir)?;
