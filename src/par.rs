@@ -19,6 +19,18 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Frees `value` on a thread of its own, not waited for: a site's worth
+/// of releases, or the hash cache's maps, take milliseconds to free that
+/// the build need not spend on its one busy core. A process that exits
+/// first frees it all at once; if no thread can be started, it is freed
+/// here.
+pub fn drop_aside<T: Send + 'static>(value: T) {
+    // A failed spawn drops the closure, and the value with it, here.
+    let _ = std::thread::Builder::new()
+        .name("drop".to_owned())
+        .spawn(move || drop(value));
+}
+
 /// The order in which items are handed to the threads. Results come back
 /// in the items' order whatever it is.
 #[derive(Debug, Clone)]

@@ -322,7 +322,9 @@ fn run(
         previous: carried,
         sequence: clock.sequence,
     };
-    Ok(Report::of(&config, &releases, &rendered, &keys, done))
+    let report = Report::of(&config, &releases, &rendered, &keys, done);
+    par::drop_aside((releases, rendered));
+    Ok(report)
 }
 
 /// The previous site a build with `--previous` (or `previous`) builds on,

@@ -186,7 +186,9 @@ pub(super) fn record(
         record_output(&mut cache, &config.output_dir, releases, placed)?;
     }
     record_made(&mut cache, &config.output_dir, releases, made, held)?;
-    cache.save()
+    cache.save()?;
+    crate::par::drop_aside(cache);
+    Ok(())
 }
 
 /// Records, after the swap, what the new output holds, for the next build.
