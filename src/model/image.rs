@@ -177,10 +177,17 @@ impl ImageSource {
             .expect("a path and a suffix make a path")
     }
 
-    /// Where its zsync control file is downloaded from, beside it.
+    /// Where its zsync control file is downloaded from, beside it: the
+    /// suffix ends the URL's path. (A build's image URLs have no query or
+    /// fragment; one a feed gives keeps its own.)
     pub fn zsync_url(&self) -> Url {
-        Url::parse(&format!("{}{}", self.url, crate::media::ZSYNC_SUFFIX))
-            .expect("a URL and a suffix make a URL")
+        let mut url = self.url.clone();
+        url.set_path(&format!(
+            "{}{}",
+            self.url.path(),
+            crate::media::ZSYNC_SUFFIX
+        ));
+        url
     }
 }
 
