@@ -142,7 +142,9 @@ impl FileId {
 /// A file in the same state holds the same bytes: replacing it moves its
 /// inode, writing to it its mtime and ctime, and no call from user space
 /// can set a ctime back. The hash cache keys what it remembers on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// Written as an array, `[dev, ino, size, mtime_ns, ctime_ns]` (the cache
+/// holds tens of thousands); read from one, or from a map of those names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileState {
     pub dev: u64,
@@ -150,6 +152,12 @@ pub struct FileState {
     pub size: u64,
     pub mtime_ns: i128,
     pub ctime_ns: i128,
+}
+
+impl serde::Serialize for FileState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns).serialize(s)
+    }
 }
 
 impl FileState {
@@ -276,6 +284,23 @@ pub struct Digested {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_states_are_written_as_arrays_and_read_from_maps_too() {
+        let state = FileState {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: -5,
+        };
+        let written = serde_json::to_string(&state).unwrap();
+        assert_eq!(written, "[1,2,3,4,-5]");
+        assert_eq!(serde_json::from_str::<FileState>(&written).unwrap(), state);
+        // As caches before this one wrote them.
+        let old = r#"{"dev":1,"ino":2,"size":3,"mtime_ns":4,"ctime_ns":-5}"#;
+        assert_eq!(serde_json::from_str::<FileState>(old).unwrap(), state);
+    }
 
     #[test]
     fn digests_print_as_hex_and_sri() {

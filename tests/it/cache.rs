@@ -306,7 +306,8 @@ fn remembered_notes_serve_only_the_program_that_rendered_them() {
         let key = notes.keys().find(|k| k.ends_with(NOTES)).unwrap().clone();
         notes[&key]["html"] = "<p>Remembered.</p>".into();
         if let Some(ino) = program_ino {
-            cache["program"]["ino"] = ino.into();
+            // A state is [dev, ino, size, mtime_ns, ctime_ns].
+            cache["program"][1] = ino.into();
         }
         fs::write(&file, cache.to_string()).unwrap();
     };
