@@ -17,7 +17,10 @@
 //! archive is signed once, not on every build; and the digest of each
 //! page or archive it rendered, keyed by the digest of what it was
 //! rendered from (`render::Inputs`), so that one whose inputs did not
-//! change is taken as the last build left it, not rendered again.
+//! change is taken as the last build left it, not rendered again; and the
+//! states of the published files that never change (archives, their
+//! signatures) that the last builds left, by the digest of their bytes,
+//! so that the spare's copy is kept with one stat instead of a read.
 //!
 //! A sidecar is weaker by design: it records size, mtime and digest on the
 //! build machine, and is trusted when size and mtime (to the second) still
@@ -38,10 +41,15 @@ use crate::notes;
 use crate::sign::PublicKey;
 use crate::warning::Warning;
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-5";
-/// The formats before rendered files were remembered (4) and before notes
-/// were (3): their image entries are read as they are.
-const OLDER_FORMATS: [&str; 2] = ["vmcast-gen-hash-cache-4", "vmcast-gen-hash-cache-3"];
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-6";
+/// The formats before published files' states were remembered (5), before
+/// rendered files were (4) and before notes were (3): what they hold is
+/// read as it is.
+const OLDER_FORMATS: [&str; 3] = [
+    "vmcast-gen-hash-cache-5",
+    "vmcast-gen-hash-cache-4",
+    "vmcast-gen-hash-cache-3",
+];
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
@@ -60,6 +68,8 @@ struct CacheFile {
     signatures: BTreeMap<String, String>,
     #[serde(default)]
     rendered: BTreeMap<String, RenderedEntry>,
+    #[serde(default)]
+    published: BTreeMap<String, Vec<FileState>>,
 }
 
 /// What one build remembers for the next.
@@ -73,6 +83,9 @@ struct Record {
     signatures: BTreeMap<String, String>,
     /// The digests of rendered files, by the digest of their inputs.
     rendered: BTreeMap<String, RenderedEntry>,
+    /// The states of published files known to hold the bytes of a
+    /// SHA-256, by it (hex), sorted.
+    published: BTreeMap<String, Vec<FileState>>,
 }
 
 /// A file rendered from inputs of one digest: its length and SHA-256.
@@ -153,6 +166,8 @@ struct CacheFileOut<'a> {
     signatures: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     rendered: &'a BTreeMap<String, RenderedEntry>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    published: &'a BTreeMap<String, Vec<FileState>>,
 }
 
 /// The hash cache of one site.
@@ -237,6 +252,7 @@ impl HashCache {
                     notes: file.notes.into_iter().filter(|_| ours).collect(),
                     signatures: file.signatures.into_iter().filter(|_| ours).collect(),
                     rendered: file.rendered.into_iter().filter(|_| ours).collect(),
+                    published: file.published,
                 };
                 let cache = HashCache {
                     path: path.to_path_buf(),
@@ -428,6 +444,30 @@ impl HashCache {
         }
     }
 
+    /// Whether the last build left (or found) a published file in exactly
+    /// `state` holding bytes of `sha256`: a file in the same state holds
+    /// the same bytes.
+    pub fn holds(&self, sha256: &Sha256, state: &FileState) -> bool {
+        (self.old.published.get(&sha256.to_hex())).is_some_and(|states| states.contains(state))
+    }
+
+    /// Remembers again every state the last build knew to hold bytes of
+    /// `sha256`: a file found in one of them was kept as it was.
+    pub fn keep_holding(&mut self, sha256: &Sha256) {
+        let old = self.old.published.get(&sha256.to_hex()).cloned();
+        for state in old.into_iter().flatten() {
+            self.remember_holding(sha256, state);
+        }
+    }
+
+    /// Remembers that a published file in `state` holds bytes of `sha256`.
+    pub fn remember_holding(&mut self, sha256: &Sha256, state: FileState) {
+        let states = self.new.published.entry(sha256.to_hex()).or_default();
+        if let Err(at) = states.binary_search(&state) {
+            states.insert(at, state);
+        }
+    }
+
     /// The size of the cache file, as loaded or last written: about what
     /// saving it costs.
     pub fn size(&self) -> u64 {
@@ -448,6 +488,7 @@ impl HashCache {
             notes: &self.new.notes,
             signatures: &self.new.signatures,
             rendered: &self.new.rendered,
+            published: &self.new.published,
         };
         // Compact: a warm build of thousands of images reads and writes it.
         let mut text = serde_json::to_string(&file).expect("the cache serializes");

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::listing::{Kind, Lister};
-use crate::model::FileDigest;
+use crate::model::{FileDigest, FileState};
 use crate::warning::Warning;
 
 /// Marks an output directory as one this tool made and may replace.
@@ -43,6 +43,8 @@ pub struct Staging<'a> {
     spare_dirs: HashSet<String>,
     /// Every site-relative path written or prepared for an image.
     produced: Mutex<BTreeSet<String>>,
+    /// The paths kept unread ([`Staging::held_known`]).
+    known: Mutex<HashSet<String>>,
 }
 
 /// The spare as a build found it: checked and listed in place, while the
@@ -127,6 +129,7 @@ impl<'a> Staging<'a> {
             spare: Vec::new(),
             spare_dirs: HashSet::new(),
             produced: Mutex::new(BTreeSet::new()),
+            known: Mutex::new(HashSet::new()),
         };
         if let Some(spare) = spare {
             // Onto the empty directory: one rename, under the staging name
@@ -223,6 +226,49 @@ impl<'a> Staging<'a> {
         }
         self.produced().insert(rel.to_owned());
         true
+    }
+
+    /// [`Staging::held`] with one stat, no read: whether the reused spare
+    /// holds at `rel` a file as [`Staging::write`] leaves one, in a state
+    /// that `known` says holds the wanted bytes (the hash cache's record of
+    /// the files the last builds left). Then it is kept as it is.
+    pub fn held_known(&self, rel: &str, known: impl Fn(&FileState) -> bool) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if self.spare.is_empty() {
+            return false;
+        }
+        let kept = fs::symlink_metadata(self.path().join(rel)).is_ok_and(|meta| {
+            meta.is_file()
+                && meta.nlink() == 1
+                && meta.permissions().mode() & 0o7777 == fsutil::PUBLISHED_FILE_MODE
+                && known(&FileState::of(&meta))
+        });
+        if kept {
+            self.produced().insert(rel.to_owned());
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            known.insert(rel.to_owned());
+        }
+        kept
+    }
+
+    /// The paths kept with one stat ([`Staging::held_known`]): what the
+    /// cache knew of them stands.
+    pub fn kept_known(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.known.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// [`Staging::write`], unless the reused spare holds these bytes at
+    /// `rel` in a state `known` vouches for ([`Staging::held_known`]).
+    pub fn write_known(
+        &self,
+        rel: &str,
+        contents: &[u8],
+        known: impl Fn(&FileState) -> bool,
+    ) -> Result<()> {
+        if self.held_known(rel, known) {
+            return Ok(());
+        }
+        self.write(rel, contents)
     }
 
     fn produced(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -402,6 +448,11 @@ pub struct OutputLock {
 }
 
 impl OutputLock {
+    /// Where the site the last swap retired is kept, the spare.
+    pub fn spare(&self) -> PathBuf {
+        spare_path(&self.target)
+    }
+
     /// Takes the lock of `target`, creating the directory it lives in, or
     /// fails at once, naming the process that holds it.
     pub fn take(target: &Path) -> Result<Self> {

@@ -292,7 +292,7 @@ fn run(
     if let Some(cache) = &mut cache {
         output::remember_rendered(cache, &rendered.site);
     }
-    output::write_site(
+    let written = output::write_site(
         &staging,
         &config,
         &rendered,
@@ -303,6 +303,11 @@ fn run(
         !options.verify_cache,
         threads,
     )?;
+    let published = output::Published {
+        files: written,
+        spare: lock.spare(),
+        kept_known: staging.kept_known(),
+    };
     staging.commit()?;
     if let Some(cache) = cache {
         output::record(
@@ -312,6 +317,7 @@ fn run(
             &hashed.placed,
             &hashed.made,
             &hashed.files_held,
+            &published,
         )?;
     }
 

@@ -25,7 +25,9 @@ use super::{Keys, Texts};
 /// written with the signature it was published with. An archive whose signature
 /// the hash cache remembers is not signed again, unless `--verify-cache`
 /// says not to trust it (`remembered` is false); the cache learns every
-/// archive's signature for the next build.
+/// archive's signature for the next build. Returns the files written that
+/// a later build may find unchanged (archives, their signatures, history
+/// pages), with their digests, for [`record`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_site(
     staging: &write::Staging,
@@ -37,7 +39,7 @@ pub(super) fn write_site(
     mut cache: Option<&mut HashCache>,
     remembered: bool,
     threads: usize,
-) -> Result<()> {
+) -> Result<Vec<(String, Sha256)>> {
     let key = &*keys.minisign;
     // A file that never changes (an archive) names no build, so that its
     // signature does not change either; SHA256SUMS binds it to the build.
@@ -58,6 +60,7 @@ pub(super) fn write_site(
     };
     // A hundred archive documents make signing a fixed cost worth sharing out.
     let memo = cache.as_deref().filter(|_| remembered);
+    let mut published = Vec::new();
     let feed_sigs = par::map(threads, &rendered.site.feeds, |feed| {
         if let Some(kept) = &feed.signature {
             return Ok((kept.clone(), None));
@@ -90,7 +93,21 @@ pub(super) fn write_site(
         if !feed.held {
             staging.write(&feed.path, &feed.xml)?;
         }
-        staging.write(&format!("{}.minisig", feed.path), sig.as_bytes())?;
+        let sig_path = format!("{}.minisig", feed.path);
+        // A file that never changes: the spare's copy in a state the
+        // cache knows is kept with one stat.
+        if signed.is_some() {
+            let sha256 = Sha256::of(sig.as_bytes());
+            let known = |state: &cache::FileState| {
+                let memo = cache.as_deref().filter(|_| remembered);
+                memo.is_some_and(|c| c.holds(&sha256, state))
+            };
+            staging.write_known(&sig_path, sig.as_bytes(), known)?;
+            published.push((feed.path.clone(), feed.sha256));
+            published.push((sig_path, sha256));
+        } else {
+            staging.write(&sig_path, sig.as_bytes())?;
+        }
         if let (Some(cache), Some(signed)) = (cache.as_deref_mut(), signed) {
             cache.remember_signature(signed, sig);
         }
@@ -134,17 +151,24 @@ pub(super) fn write_site(
         }
     }
     staging.write(render::page::PAGE, rendered.site.page.as_bytes())?;
-    for page in rendered.site.history.iter().filter(|p| !p.held) {
-        staging.write(&page.path, page.html.as_bytes())?;
+    for page in &rendered.site.history {
+        if !page.held {
+            staging.write(&page.path, page.html.as_bytes())?;
+        }
+        if page.inputs.is_some() {
+            published.push((page.path.clone(), page.sha256));
+        }
     }
     // GitHub Pages would otherwise run the site through Jekyll.
-    staging.write(".nojekyll", b"")
+    staging.write(".nojekyll", b"")?;
+    Ok(published)
 }
 
 /// The archives and history pages the last build rendered, as the reused
 /// spare still holds them: the cache knows the digest of each by the
-/// digest of its inputs, and the spare's file must hash to it. Nothing,
-/// with `--verify-cache` (`trusted` false).
+/// digest of its inputs, and the spare's file must be in a state the
+/// cache knows to hold those bytes, or hash to them. Nothing, with
+/// `--verify-cache` (`trusted` false).
 pub(super) struct Kept<'a, 'b> {
     pub cache: &'a HashCache,
     pub staging: &'a write::Staging<'b>,
@@ -157,7 +181,9 @@ impl render::Known for Kept<'_, '_> {
             return None;
         }
         let digest = self.cache.rendered(inputs)?;
-        self.staging.held(path, &digest, None).then_some(digest)
+        let known = |state: &cache::FileState| self.cache.holds(&digest.sha256, state);
+        let held = self.staging.held_known(path, known) || self.staging.held(path, &digest, None);
+        held.then_some(digest)
     }
 }
 
@@ -173,6 +199,15 @@ pub(super) fn remember_rendered(cache: &mut HashCache, rendered: &render::Render
     }
 }
 
+/// What the output now holds besides the images' files: the files a
+/// later build may find unchanged ([`write_site`]'s), the spare, and
+/// which of them the staging directory kept with one stat.
+pub(super) struct Published {
+    pub files: Vec<(String, Sha256)>,
+    pub spare: PathBuf,
+    pub kept_known: HashSet<String>,
+}
+
 /// Records in the hash cache what the output now holds, and saves it.
 pub(super) fn record(
     mut cache: HashCache,
@@ -181,11 +216,13 @@ pub(super) fn record(
     placed: &HashSet<model::RelPath>,
     made: &HashSet<model::RelPath>,
     held: &HashMap<PathBuf, cache::FileState>,
+    published: &Published,
 ) -> Result<()> {
     if config.image_mode != ImageMode::None {
         record_output(&mut cache, &config.output_dir, releases, placed)?;
     }
     record_made(&mut cache, &config.output_dir, releases, made, held)?;
+    record_published(&mut cache, &config.output_dir, published)?;
     cache.save()?;
     crate::par::drop_aside(cache);
     Ok(())
@@ -228,6 +265,40 @@ fn record_output(
         }
     }
     Ok(())
+}
+
+/// Records the state of each file the new output holds that a later
+/// build may find unchanged, and of its copy in the spare (the output
+/// before) when the cache knew that state to hold the same bytes: the
+/// next build stages in the spare, and the one after in this output. A
+/// file kept with one stat is in a state the cache knew already, and so
+/// is recorded with what it knew, unstatted.
+fn record_published(cache: &mut HashCache, output_dir: &Path, published: &Published) -> Result<()> {
+    let root = fsutil::canonicalize(output_dir)?;
+    for (rel, sha256) in &published.files {
+        if published.kept_known.contains(rel) {
+            cache.keep_holding(sha256);
+            continue;
+        }
+        if let Some(state) = fs_state(&root.join(rel)) {
+            cache.remember_holding(sha256, state);
+        }
+        if let Some(state) = fs_state(&published.spare.join(rel))
+            && cache.holds(sha256, &state)
+        {
+            cache.remember_holding(sha256, state);
+        }
+    }
+    Ok(())
+}
+
+/// The state of the regular file at `path`, not followed through a link;
+/// `None` for anything else or nothing.
+fn fs_state(path: &Path) -> Option<cache::FileState> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|meta| cache::FileState::of(&meta))
 }
 
 /// Records the files this build made of images or took (boxes, control

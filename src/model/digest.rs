@@ -144,7 +144,7 @@ impl FileId {
 /// can set a ctime back. The hash cache keys what it remembers on it.
 /// Written as an array, `[dev, ino, size, mtime_ns, ctime_ns]` (the cache
 /// holds tens of thousands); read from one, or from a map of those names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileState {
     pub dev: u64,

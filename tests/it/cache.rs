@@ -36,6 +36,8 @@ tests! {
     a_held_archive_whose_signature_is_forgotten_is_signed_again;
     a_control_file_in_the_spare_follows_its_image;
     a_control_file_in_the_spare_written_to_is_made_anew;
+    archives_in_a_remembered_state_are_kept_unread;
+    archives_in_the_spare_written_to_are_not_kept;
 }
 
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
@@ -742,6 +744,64 @@ fn a_held_archive_whose_signature_is_forgotten_is_signed_again() {
     assert_eq!(cache["rendered"].as_object().unwrap().len(), 2);
     cache.as_object_mut().unwrap().remove("signatures");
     fs::write(&file, cache.to_string()).unwrap();
+    site.build(&[]);
+    assert_eq!(rendered_files(&public), rendered);
+}
+
+/// The state of a file as the cache writes it: `[dev, ino, size,
+/// mtime_ns, ctime_ns]`.
+fn state_of(path: &std::path::Path) -> serde_json::Value {
+    let meta = fs::symlink_metadata(path).unwrap();
+    let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+    serde_json::json!([
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        ns(meta.mtime(), meta.mtime_nsec()),
+        ns(meta.ctime(), meta.ctime_nsec())
+    ])
+}
+
+/// An archive in the spare, in a state the cache knows to hold the
+/// archive's bytes, is kept with one stat, unread: made here to hold other
+/// bytes, with the cache made to vouch for its new state, it is what the
+/// build publishes. `--verify-cache` renders it afresh.
+fn archives_in_a_remembered_state_are_kept_unread() {
+    let site = archived_site();
+    warm(&site);
+    let public = site.fixture.path("public");
+    let rendered = rendered_files(&public);
+    let spare = site.fixture.path(".public.spare/archive/1.xml");
+    let forged = b"<rss>kept unread</rss>\n";
+    fs::write(&spare, forged).unwrap();
+    let file = site.cache_file();
+    let mut cache: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    let digest = sha256(&rendered[&PathBuf::from("archive/1.xml")]);
+    let states = cache["published"][&digest].as_array_mut().unwrap();
+    // This output's copy and the spare's, which the next build stages in.
+    assert_eq!(states.len(), 2, "{states:?}");
+    states.push(state_of(&spare));
+    fs::write(&file, cache.to_string()).unwrap();
+    site.build(&[]);
+    assert_eq!(fs::read(public.join("archive/1.xml")).unwrap(), forged);
+    site.build(&["--verify-cache"]);
+    assert_eq!(rendered_files(&public), rendered);
+}
+
+/// An archive or its signature written to in the spare is no longer in the
+/// state the cache knows: it is read, found to differ, and written anew.
+fn archives_in_the_spare_written_to_are_not_kept() {
+    let site = archived_site();
+    warm(&site);
+    let public = site.fixture.path("public");
+    let rendered = rendered_files(&public);
+    for name in ["archive/1.xml", "archive/1.xml.minisig"] {
+        let spare = site.fixture.path(&format!(".public.spare/{name}"));
+        let mut bytes = fs::read(&spare).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&spare, bytes).unwrap();
+    }
     site.build(&[]);
     assert_eq!(rendered_files(&public), rendered);
 }
