@@ -41,8 +41,10 @@ pub struct Staging<'a> {
     /// The directories among them: a file placed in one needs no
     /// `mkdir -p`, nor the stat that finds its directory there.
     spare_dirs: HashSet<String>,
-    /// Every site-relative path written or prepared for an image.
-    produced: Mutex<BTreeSet<String>>,
+    /// Every site-relative path written or prepared for an image
+    /// (hashed: prepared on every core, two for each image, under the
+    /// lock).
+    produced: Mutex<HashSet<String>>,
     /// The paths kept unread ([`Staging::held_known`]).
     known: Mutex<HashSet<String>>,
 }
@@ -128,7 +130,7 @@ impl<'a> Staging<'a> {
             lock,
             spare: Vec::new(),
             spare_dirs: HashSet::new(),
-            produced: Mutex::new(BTreeSet::new()),
+            produced: Mutex::new(HashSet::new()),
             known: Mutex::new(HashSet::new()),
         };
         if let Some(spare) = spare {
@@ -271,7 +273,7 @@ impl<'a> Staging<'a> {
         self.write(rel, contents)
     }
 
-    fn produced(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    fn produced(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         // A panic while it is held ends the build.
         self.produced.lock().unwrap_or_else(|e| e.into_inner())
     }
