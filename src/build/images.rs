@@ -90,6 +90,11 @@ pub(super) fn hash_images(
             entries: hashed.mismatches,
         });
     }
+    let placed = (requests.iter().map(|r| &r.id))
+        .filter(|id| !hashed.held.contains(*id))
+        .cloned()
+        .collect();
+    par::drop_aside(requests);
     Ok(Hashed {
         made: (hashed.boxes.keys())
             .chain(hashed.zsyncs.keys())
@@ -101,11 +106,7 @@ pub(super) fn hash_images(
         stats: hashed.stats,
         files_held: hashed.files_held,
         cache,
-        placed: requests
-            .into_iter()
-            .map(|r| r.id)
-            .filter(|id| !hashed.held.contains(id))
-            .collect(),
+        placed,
     })
 }
 
