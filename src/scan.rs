@@ -283,16 +283,10 @@ fn walk_tree(
         root,
         ours: &ours,
         lister,
-        notes_files: Vec::new(),
-        beside: HashMap::new(),
+        found: Vec::new(),
     };
     walk.dir(root, "", root_meta)?;
-    let TreeWalk {
-        notes_files,
-        mut beside,
-        ..
-    } = walk;
-    if notes_files.is_empty() {
+    if walk.found.is_empty() {
         return Err(Error::file(
             root,
             format_args!(
@@ -301,14 +295,7 @@ fn walk_tree(
             ),
         ));
     }
-    Ok(notes_files
-        .into_iter()
-        .map(|path| {
-            let dir = path.parent().expect("a notes file has a parent directory");
-            let files = beside.remove(dir).unwrap_or_default();
-            (path, files)
-        })
-        .collect())
+    Ok(walk.found)
 }
 
 /// One walk of the releases directory, under way.
@@ -316,9 +303,9 @@ struct TreeWalk<'a> {
     root: &'a Path,
     ours: &'a Ours,
     lister: &'a mut Lister,
-    notes_files: Vec<PathBuf>,
-    /// What lies in each directory besides its subdirectories.
-    beside: HashMap<PathBuf, Vec<Beside>>,
+    /// Each notes file, with what lies in its directory besides the
+    /// subdirectories, in walk order.
+    found: Vec<(PathBuf, Vec<Beside>)>,
 }
 
 impl TreeWalk<'_> {
@@ -329,6 +316,10 @@ impl TreeWalk<'_> {
             .lister
             .list(dir, rel, meta)
             .map_err(|e| Error::io("cannot read directory", dir, e))?;
+        // Its notes file's place in `found`, taken in walk order, and what
+        // lies beside it, filled in once the directory is walked.
+        let mut notes_at = None;
+        let mut beside = Vec::new();
         for entry in entries {
             let path = dir.join(&entry.name);
             if self.ours.holds(self.root, &path) {
@@ -353,17 +344,17 @@ impl TreeWalk<'_> {
                 kind = Kind::of(meta.file_type());
             }
             if name == notes::NOTES_FILE && kind == Kind::File {
-                self.notes_files.push(path.clone());
+                notes_at = Some(self.found.len());
+                self.found.push((path.clone(), Vec::new()));
             }
-            let beside = Beside {
+            beside.push(Beside {
                 name: name.to_owned(),
                 symlink: kind == Kind::Symlink,
                 path,
-            };
-            self.beside
-                .entry(dir.to_path_buf())
-                .or_default()
-                .push(beside);
+            });
+        }
+        if let Some(at) = notes_at {
+            self.found[at].1 = beside;
         }
         Ok(())
     }
