@@ -191,15 +191,6 @@ pub struct HashCache {
     size: u64,
 }
 
-/// The state of the running program's executable, which what it renders
-/// depends on: a new build or install of it is another file, or the same
-/// one written to.
-fn program() -> Option<FileState> {
-    fsutil::metadata(Path::new("/proc/self/exe"))
-        .ok()
-        .map(|meta| FileState::of(&meta))
-}
-
 impl HashCache {
     /// The cache file of the site configured at `config` (canonical), in
     /// `dir`. Sites sharing a directory keep separate files.
@@ -214,10 +205,16 @@ impl HashCache {
         cache.with_extension(format!("{tree}-listings.json"))
     }
 
+    /// The file beside the cache file `cache` that remembers the releases'
+    /// plans ([`crate::scan::Plans`]).
+    pub fn plans_file(cache: &Path) -> PathBuf {
+        cache.with_extension("plans")
+    }
+
     /// Loads the cache; a missing file is an empty cache, and an unreadable,
     /// corrupt or foreign one is ignored with the returned warning.
     pub fn load(path: &Path) -> (Self, Option<Warning>) {
-        let program = program();
+        let program = fsutil::program();
         let empty = |warning| {
             (
                 HashCache {

@@ -84,6 +84,7 @@ pub fn check(
                 releases: Vec::new(),
                 warnings: Vec::new(),
                 notes: Vec::new(),
+                remembered: 0,
             },
             vec![e],
         ),

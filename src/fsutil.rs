@@ -171,6 +171,15 @@ pub fn open(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| Error::io("cannot open", path, e))
 }
 
+/// The state of the running program's executable, which what it renders
+/// and plans depends on: a new build or install of it is another file, or
+/// the same one written to.
+pub fn program() -> Option<crate::model::FileState> {
+    metadata(Path::new("/proc/self/exe"))
+        .ok()
+        .map(|meta| crate::model::FileState::of(&meta))
+}
+
 pub fn metadata(path: &Path) -> Result<fs::Metadata> {
     fs::metadata(path).map_err(|e| Error::io("cannot stat", path, e))
 }

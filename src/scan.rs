@@ -10,13 +10,17 @@ use walkdir::WalkDir;
 
 use crate::listing::{Kind, Lister};
 
+mod memo;
+
+pub use memo::Plans;
+
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::media;
 use crate::model::{
-    Compression, FileName, ImageFormat, ImageLayout, ImageSource, KeyFile, Line, Name, RelPath,
-    ReleaseInfo,
+    Compression, FileName, FileState, ImageFormat, ImageLayout, ImageSource, KeyFile, Line, Name,
+    RelPath, ReleaseInfo,
 };
 use crate::notes::{self, Located, Notes};
 use crate::supply;
@@ -54,6 +58,8 @@ pub struct Plan {
     pub warnings: Vec<crate::Warning>,
     /// The notes files read, for the hash cache to remember.
     pub notes: Vec<notes::Read>,
+    /// How many releases' plans were remembered, not made again.
+    pub remembered: usize,
 }
 
 impl Plan {
@@ -124,15 +130,23 @@ pub fn walk(config: &Config, listings: Option<&Path>) -> Result<Walked> {
 /// release lacks. With `imageless`, a release without images is planned
 /// with none (its images may come from the previous site) instead of
 /// refused. A notes file `known` remembers in its present state is not
-/// read again.
+/// read again, and a release `plans` remembers unchanged is not planned
+/// again ([`memo`]); the plans of this scan are remembered there.
 pub fn scan(
     config: &Config,
     walked: Walked,
     imageless: bool,
     threads: usize,
     known: Option<&dyn notes::Known>,
+    plans: Option<Plans>,
 ) -> Result<Plan> {
-    let (plan, mut problems) = scan_with(config, walked, true, imageless, false, threads, known);
+    let plans = plans.map(|p| (p, memo::key(config, imageless, &walked.root_real)));
+    let memo = plans.as_ref().map(|(p, key)| (p, key.as_str()));
+    let (plan, mut problems, remembered) =
+        scan_with(config, walked, true, imageless, false, threads, known, memo);
+    if let Some((plans, key)) = plans.filter(|_| problems.is_empty()) {
+        plans.save(key, remembered.kept, remembered.made);
+    }
     match (problems.is_empty(), plan.warnings.is_empty()) {
         (true, _) => Ok(plan),
         (false, true) => Err(problems.remove(0)),
@@ -154,11 +168,37 @@ pub fn scan_all(
     threads: usize,
 ) -> Result<(Plan, Vec<Error>)> {
     let walked = walk(config, None)?;
-    Ok(scan_with(
-        config, walked, images, imageless, true, threads, None,
-    ))
+    let (plan, problems, _) =
+        scan_with(config, walked, images, imageless, true, threads, None, None);
+    Ok((plan, problems))
 }
 
+/// The plans a scan took from the memo unchanged (by their key there) and
+/// those it made that can be remembered.
+#[derive(Default)]
+struct Remembered {
+    kept: Vec<String>,
+    made: Vec<(String, memo::Entry)>,
+}
+
+/// What the scan of one release gives: its key for the duplicate check,
+/// its plan, its warnings, its notes file as read, and what the memo keeps
+/// of it.
+type Scanned = (
+    (Name, String),
+    Result<PlannedRelease>,
+    Vec<crate::Warning>,
+    Option<notes::Read>,
+    Option<Memo>,
+);
+
+/// A plan the memo had, or one to remember.
+enum Memo {
+    Kept(String),
+    Made(String, Box<memo::Entry>),
+}
+
+#[allow(clippy::too_many_arguments)]
 fn scan_with(
     config: &Config,
     walked: Walked,
@@ -167,7 +207,8 @@ fn scan_with(
     keep_going: bool,
     threads: usize,
     known: Option<&dyn notes::Known>,
-) -> (Plan, Vec<Error>) {
+    plans: Option<(&Plans, &str)>,
+) -> (Plan, Vec<Error>, Remembered) {
     let root = &config.releases_dir;
     let Walked { root_real, found } = walked;
     let mut warnings = Vec::new();
@@ -181,14 +222,39 @@ fn scan_with(
         releases_root: &root_real,
         imageless,
     };
-    let planned = crate::par::map(threads, &found, |(path, files)| {
+    let remembered = plans.and_then(|(plans, key)| plans.under(key));
+    let planned = crate::par::map(threads, &found, |(path, files)| -> Result<Scanned> {
         // The walk follows no symbolic link: below the resolved root, the
         // path it took is the file's resolved path.
         let key = root_real.join(path.strip_prefix(root).unwrap_or(path));
-        let (notes, read) = notes::read(path, &key, known)?;
         let dir = path.parent().expect("a notes file has a parent directory");
+        let memo_key = key.to_string_lossy();
+        if let Some(entry) = remembered.and_then(|r| r.get(memo_key.as_ref()))
+            && let Ok(meta) = fsutil::symlink_metadata(path)
+            && meta.is_file()
+        {
+            let state = FileState::of(&meta);
+            let dir_real = key.parent().expect("a notes file has a parent directory");
+            if let Some(release) = memo::reuse(entry, path, &state, files, dir, dir_real) {
+                let info = &release.info;
+                let id = (info.appliance.clone(), info.version.to_string());
+                // Its text and HTML stay remembered for a build that must
+                // parse it again (another config).
+                let read =
+                    (known.and_then(|k| k.notes(&key, &state))).map(|(text, html)| notes::Read {
+                        path: key.clone(),
+                        state,
+                        text,
+                        html,
+                    });
+                let kept = Memo::Kept(memo_key.into_owned());
+                return Ok((id, Ok(release), Vec::new(), read, Some(kept)));
+            }
+        }
+        let (notes, read) = notes::read(path, &key, known)?;
         let appliance = appliance_of(config, &notes, dir)?;
-        let key = (appliance.clone(), notes.version.to_string());
+        let id = (appliance.clone(), notes.version.to_string());
+        let patterns = notes.images.is_some();
         let mut warnings = Vec::new();
         let release = if images {
             plan_release(&tree, notes, dir, files, appliance, &mut warnings)
@@ -199,15 +265,23 @@ fn scan_with(
                 supply: Vec::new(),
             })
         };
-        Ok((key, release, warnings, read))
+        let made = match (&release, &read) {
+            (Ok(release), Some(read)) if plans.is_some() && warnings.is_empty() => {
+                memo::entry(release, read.state, files, patterns)
+                    .map(|entry| Memo::Made(memo_key.into_owned(), Box::new(entry)))
+            }
+            _ => None,
+        };
+        Ok((id, release, warnings, read, made))
     });
+    let mut memo = Remembered::default();
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut read = Vec::with_capacity(found.len());
     let mut problems = Vec::new();
     let mut seen: HashMap<(Name, String), &Path> = HashMap::with_capacity(found.len());
     let mut published: HashMap<RelPath, PathBuf> = HashMap::with_capacity(found.len());
     for ((path, _), planned) in found.iter().zip(planned) {
-        let release = planned.and_then(|(key, release, planned_warnings, notes_read)| {
+        let release = planned.and_then(|(key, release, planned_warnings, notes_read, kept)| {
             if let Some(first) = seen.get(&key) {
                 return Err(Error::file(
                     path,
@@ -222,6 +296,11 @@ fn scan_with(
             seen.insert(key, path);
             warnings.extend(planned_warnings);
             read.extend(notes_read);
+            match kept {
+                Some(Memo::Kept(key)) => memo.kept.push(key),
+                Some(Memo::Made(key, entry)) => memo.made.push((key, *entry)),
+                None => {}
+            }
             let release = release?;
             // In the flat layout releases share a directory: no two may
             // publish one name there.
@@ -248,8 +327,9 @@ fn scan_with(
                     releases,
                     warnings,
                     notes: read,
+                    remembered: 0,
                 };
-                return (plan, vec![e]);
+                return (plan, vec![e], Remembered::default());
             }
         }
     }
@@ -264,8 +344,9 @@ fn scan_with(
         releases,
         warnings,
         notes: read,
+        remembered: memo.kept.len(),
     };
-    (plan, problems)
+    (plan, problems, memo)
 }
 
 /// Walks the releases directory once: each notes file, with the files

@@ -119,6 +119,9 @@ pub struct Report {
     pub catalogs: Vec<catalog::Written>,
     /// The sequence number the site is signed with.
     pub sequence: u64,
+    /// The releases whose plans were remembered from the last build, not
+    /// made again ([`scan::Plans`]).
+    pub plans_remembered: usize,
 }
 
 /// What a build took from the previous site without reading an image.
@@ -192,18 +195,25 @@ fn run(
             .map(|file| HashCache::listings_file(file, tree))
     };
     let (releases_listings, spare_listings) = (listings("releases"), listings("spare"));
+    // So are the releases' plans ([`scan::Plans`]).
+    let plans_file = (cache_file.as_deref())
+        .filter(|_| !options.verify_cache)
+        .map(HashCache::plans_file);
     let previous_source = options.previous.clone().or_else(|| config.previous.clone());
     let (plan, cache, spare) = std::thread::scope(|s| {
         let spare = s.spawn(|| write::Spare::survey(&lock, spare_listings.as_deref()));
         let cache = (cache_file.as_deref()).map(|path| s.spawn(|| HashCache::load(path)));
+        let plans = (plans_file.as_deref()).map(|path| s.spawn(|| scan::Plans::load(path)));
         let walked = scan::walk(&config, releases_listings.as_deref());
         let cache = cache.map(|loading| loading.join().unwrap_or_else(|p| resume_unwind(p)));
         let known = cache
             .as_ref()
             .filter(|_| !options.verify_cache)
             .map(|(c, _)| c as &dyn notes::Known);
+        let plans = plans.map(|loading| loading.join().unwrap_or_else(|p| resume_unwind(p)));
         let plan = walked.and_then(|walked| {
-            scan::scan(&config, walked, previous_source.is_some(), threads, known)
+            let imageless = previous_source.is_some();
+            scan::scan(&config, walked, imageless, threads, known, plans)
         });
         let spare = spare.join().unwrap_or_else(|p| resume_unwind(p));
         (plan, cache, spare)
@@ -221,6 +231,7 @@ fn run(
         cache.remember_notes(std::mem::take(&mut plan.notes));
     }
     scan_warnings.append(&mut plan.warnings);
+    let plans_remembered = plan.remembered;
     let keys = Keys::load(&config, options, password, warnings)?;
     plan.refuse_secret_keys(&keys.files)?;
     let (previous, prior) = follow(
@@ -324,6 +335,7 @@ fn run(
     warnings.append(scan_warnings);
     let done = Done {
         hash: hashed.stats,
+        plans_remembered,
         warnings: std::mem::take(warnings),
         previous: carried,
         sequence: clock.sequence,
@@ -374,6 +386,7 @@ fn follow<'a>(
 /// What the pipeline did besides what it published, for the report.
 struct Done {
     hash: hash::Stats,
+    plans_remembered: usize,
     warnings: Vec<Warning>,
     previous: Option<Carried>,
     sequence: u64,
@@ -431,6 +444,7 @@ impl Report {
             previous: done.previous,
             catalogs: rendered.catalogs.written.clone(),
             sequence: done.sequence,
+            plans_remembered: done.plans_remembered,
         }
     }
 }

@@ -168,6 +168,7 @@ fn print_json(report: &vmcast_gen::Report, elapsed: f64) {
         "hashed": { "files": h.hashed_files, "bytes": h.hashed_bytes, "seconds": h.hash_time.as_secs_f64() },
         "from_cache": { "files": h.cached_files, "bytes": h.cached_bytes },
         "from_sidecars": { "files": h.sidecar_files, "bytes": h.sidecar_bytes },
+        "plans_remembered": report.plans_remembered,
         "warnings": report.warnings,
         "previous": report.previous,
         "catalogs": report.catalogs,

@@ -83,14 +83,12 @@ impl Site {
         format!("{counts} bytes); {not_read}")
     }
 
-    /// The one cache file this site's builds write.
+    /// The cache file this site's builds write (beside it, the memos).
     fn cache_file(&self) -> PathBuf {
-        let mut files: Vec<_> = fs::read_dir(&self.cache)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(files.len(), 1, "{files:?}");
-        files.remove(0)
+        let config = fs::canonicalize(self.fixture.path("vmcast.toml")).unwrap();
+        let file = vmcast_gen::cache::HashCache::file_for(&self.cache, &config);
+        assert!(file.is_file(), "{}", file.display());
+        file
     }
 
     fn image(&self) -> PathBuf {
@@ -312,6 +310,9 @@ fn remembered_notes_serve_only_the_program_that_rendered_them() {
             cache["program"][1] = ino.into();
         }
         fs::write(&file, cache.to_string()).unwrap();
+        // The plans remembered beside the cache hold the notes' HTML too,
+        // and would be taken first.
+        fs::remove_file(vmcast_gen::cache::HashCache::plans_file(&file)).unwrap();
     };
     edit(None);
     site.build(&[]);

@@ -47,6 +47,7 @@ mod listings;
 mod openpgp;
 mod page;
 mod pkcs11;
+mod plans;
 mod previous;
 #[cfg(feature = "publish")]
 mod publish;
@@ -93,6 +94,7 @@ fn main() {
         interop::tests(),
         known_answer::tests(),
         listings::tests(),
+        plans::tests(),
         openpgp::tests(),
         page::tests(),
         pkcs11::tests(),

@@ -1,0 +1,133 @@
+//! Release plans remembered between builds (`src/scan/memo.rs`): a release
+//! whose notes file, neighbours, config and program are as the last build
+//! found them is not parsed nor planned again; anything else is planned
+//! as a cold build plans it, and says what a cold build says.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Output;
+
+use crate::common::{Fixture, assert_success, stderr, stdout};
+
+tests! {
+    a_warm_rebuild_plans_no_release_again;
+    a_changed_notes_file_is_planned_again;
+    a_file_added_beside_the_notes_is_planned_again;
+    an_image_gone_from_a_remembered_release_fails_as_a_cold_build_does;
+    another_config_or_no_trusted_cache_plans_every_release_again;
+}
+
+/// ok-minimal with a cache directory of its own.
+struct Site {
+    fixture: Fixture,
+    cache: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let fixture = Fixture::new("ok-minimal");
+        let cache = fixture.tmp.path().join("cache");
+        Site { fixture, cache }
+    }
+
+    fn build(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "build",
+            "--json",
+            "--cache-dir",
+            self.cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.fixture.run(&args, &[])
+    }
+
+    /// Builds, and returns how many releases' plans were remembered.
+    fn remembered(&self, extra: &[&str]) -> u64 {
+        let out = self.build(extra);
+        assert_success(&out);
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        report["plans_remembered"].as_u64().unwrap()
+    }
+
+    fn feed(&self) -> String {
+        fs::read_to_string(self.fixture.path("public/feed.xml")).unwrap()
+    }
+
+    /// The feed a cold build (no cache, another output) makes of the same
+    /// inputs.
+    fn cold_feed(&self) -> String {
+        let out = self.fixture.tmp.path().join("cold");
+        let cold = (self.fixture).build(&["--no-cache", "--out", out.to_str().unwrap()]);
+        assert_success(&cold);
+        fs::read_to_string(out.join("feed.xml")).unwrap()
+    }
+}
+
+/// The first build plans both releases; the next remembers both plans, and
+/// publishes what a cold build does.
+fn a_warm_rebuild_plans_no_release_again() {
+    let site = Site::new();
+    assert_eq!(site.remembered(&[]), 0);
+    assert_eq!(site.remembered(&[]), 2);
+    assert_eq!(site.remembered(&[]), 2);
+    assert_eq!(site.feed(), site.cold_feed());
+}
+
+/// A notes file written to is in another state: parsed and planned again.
+fn a_changed_notes_file_is_planned_again() {
+    let site = Site::new();
+    site.remembered(&[]);
+    let notes = site.fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(&notes, text.replace("One fix.", "One fix, planned again.")).unwrap();
+    assert_eq!(site.remembered(&[]), 1);
+    assert!(site.feed().contains("One fix, planned again."));
+    assert_eq!(site.feed(), site.cold_feed());
+}
+
+/// A release directory that lists another file than its plan was made
+/// beside is planned again: a second image is published.
+fn a_file_added_beside_the_notes_is_planned_again() {
+    let site = Site::new();
+    site.remembered(&[]);
+    let second = "releases/webapp/1.1.0/webapp-1.1.0-data.raw";
+    fs::write(site.fixture.path(second), b"more data\n").unwrap();
+    assert_eq!(site.remembered(&[]), 1);
+    assert!(site.feed().contains("webapp-1.1.0-data.raw"));
+    assert_eq!(site.feed(), site.cold_feed());
+}
+
+/// A remembered plan's image must still be a regular file: one removed
+/// (its directory lists other names) or replaced by a FIFO of its name
+/// (the same names) is no shortcut, and the build fails as a cold build
+/// does, saying so.
+fn an_image_gone_from_a_remembered_release_fails_as_a_cold_build_does() {
+    for (fifo, says) in [(false, "has no images"), (true, "is not a regular file")] {
+        let site = Site::new();
+        site.remembered(&[]);
+        let image = site.fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw");
+        fs::remove_file(&image).unwrap();
+        if fifo {
+            let made = std::process::Command::new("mkfifo").arg(&image).status();
+            assert!(made.unwrap().success());
+        }
+        let warm = site.build(&[]);
+        let cold = site.build(&["--no-cache"]);
+        assert!(!warm.status.success());
+        assert!(stderr(&warm).contains(says), "{}", stderr(&warm));
+        assert_eq!(stderr(&warm), stderr(&cold));
+    }
+}
+
+/// Plans hang on the whole config: any change to it plans every release
+/// again. `--verify-cache` and `--no-cache` take no plan from the memo.
+fn another_config_or_no_trusted_cache_plans_every_release_again() {
+    let site = Site::new();
+    site.remembered(&[]);
+    assert_eq!(site.remembered(&["--verify-cache"]), 0);
+    assert_eq!(site.remembered(&["--no-cache"]), 0);
+    assert_eq!(site.remembered(&[]), 2);
+    site.fixture.configure("feed_items = 1\n");
+    assert_eq!(site.remembered(&[]), 0);
+    assert_eq!(site.remembered(&[]), 2);
+}
