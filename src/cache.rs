@@ -9,9 +9,7 @@
 //!
 //! Besides the images' digests it remembers what a build made of its
 //! inputs, each only as made by the very program now running (its
-//! executable in the same state), else they are forgotten: the text of
-//! each `release.toml` with its notes rendered to HTML, keyed the same way,
-//! so an unchanged notes file is neither read nor rendered again; and the
+//! executable in the same state), else they are forgotten: the
 //! signature of each file that never changes (an archive), keyed by the
 //! digest of the key, the trusted comment and the bytes signed, so an
 //! archive is signed once, not on every build; and the digest of each
@@ -26,6 +24,9 @@
 //! build machine, and is trusted when size and mtime (to the second) still
 //! match, because inode and ctime do not survive the trip to the release job,
 //! nor do fractions of a second through most archive formats.
+//!
+//! What the scan made of each `release.toml` (its text, its notes as HTML,
+//! its release's plan) is remembered beside the cache, by `scan`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,14 +38,14 @@ use crate::fsutil;
 use crate::inspect::ImageInfo;
 pub use crate::model::FileState;
 use crate::model::{Combined, Digested, FileDigest, Sha256, Sha512};
-use crate::notes;
 use crate::sign::PublicKey;
 use crate::warning::Warning;
 
 const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-6";
-/// The formats before published files' states were remembered (5), before
-/// rendered files were (4) and before notes were (3): what they hold is
-/// read as it is.
+/// The formats before published files' states were remembered and the
+/// notes files moved to the scan's memo (5), before rendered files were
+/// remembered (4) and before notes were (3): what they hold is read as it
+/// is, but for the notes.
 const OLDER_FORMATS: [&str; 3] = [
     "vmcast-gen-hash-cache-5",
     "vmcast-gen-hash-cache-4",
@@ -58,12 +59,14 @@ const SIDECAR_LIMIT: u64 = 64 << 10;
 #[serde(deny_unknown_fields)]
 struct CacheFile {
     format: String,
-    /// The executable that rendered the notes remembered.
+    /// The executable that made what is remembered besides the digests.
     #[serde(default)]
     program: Option<FileState>,
     entries: BTreeMap<String, CacheEntry>,
+    /// Where caches before format 6 kept the notes files read: skipped.
     #[serde(default)]
-    notes: BTreeMap<String, NotesEntry>,
+    #[allow(dead_code)]
+    notes: serde::de::IgnoredAny,
     #[serde(default)]
     signatures: BTreeMap<String, String>,
     #[serde(default)]
@@ -77,8 +80,6 @@ struct CacheFile {
 struct Record {
     /// Images, and the copies and boxes in the output, by canonical path.
     entries: BTreeMap<String, CacheEntry>,
-    /// Notes files, by canonical path.
-    notes: BTreeMap<String, NotesEntry>,
     /// Signature files, by the digest of what made them ([`Signed`]).
     signatures: BTreeMap<String, String>,
     /// The digests of rendered files, by the digest of their inputs.
@@ -94,15 +95,6 @@ struct Record {
 struct RenderedEntry {
     length: u64,
     sha256: String,
-}
-
-/// A `release.toml` in one state: its text, and its notes as HTML.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NotesEntry {
-    state: FileState,
-    text: String,
-    html: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,8 +153,6 @@ struct CacheFileOut<'a> {
     program: Option<FileState>,
     entries: &'a BTreeMap<String, CacheEntry>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    notes: &'a BTreeMap<String, NotesEntry>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     signatures: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     rendered: &'a BTreeMap<String, RenderedEntry>,
@@ -174,12 +164,12 @@ struct CacheFileOut<'a> {
 #[derive(Debug)]
 pub struct HashCache {
     path: PathBuf,
-    /// What the last build recorded; its notes only if this very program
-    /// recorded them.
+    /// What the last build recorded; what it made besides the digests
+    /// only if this very program recorded it.
     old: Record,
     new: Record,
-    /// This program's executable, when it can be told: without it, no
-    /// notes are remembered.
+    /// This program's executable, when it can be told: without it,
+    /// nothing is remembered but the digests.
     program: Option<FileState>,
     /// Whether the file holds `old` as this program writes it: a save
     /// that would write it again (a rebuild where nothing changed) writes
@@ -246,7 +236,6 @@ impl HashCache {
                 let current = ours && file.format == CACHE_FORMAT;
                 let old = Record {
                     entries: file.entries,
-                    notes: file.notes.into_iter().filter(|_| ours).collect(),
                     signatures: file.signatures.into_iter().filter(|_| ours).collect(),
                     rendered: file.rendered.into_iter().filter(|_| ours).collect(),
                     published: file.published,
@@ -390,21 +379,6 @@ impl HashCache {
         }
     }
 
-    /// Remembers the notes files this build read, for the next one.
-    pub fn remember_notes(&mut self, read: Vec<notes::Read>) {
-        if self.program.is_none() {
-            return;
-        }
-        for r in read {
-            let entry = NotesEntry {
-                state: r.state,
-                text: r.text,
-                html: r.html,
-            };
-            self.new.notes.insert(key(&r.path).into_owned(), entry);
-        }
-    }
-
     /// The signature file this program made of what `signed` digests, if
     /// the last build remembered it.
     pub fn signature(&self, signed: &Signed) -> Option<&str> {
@@ -482,7 +456,6 @@ impl HashCache {
             format: CACHE_FORMAT,
             program: self.program,
             entries: &self.new.entries,
-            notes: &self.new.notes,
             signatures: &self.new.signatures,
             rendered: &self.new.rendered,
             published: &self.new.published,
@@ -502,13 +475,6 @@ impl HashCache {
         self.size = text.len() as u64;
         self.written = Some(text);
         Ok(())
-    }
-}
-
-impl notes::Known for HashCache {
-    fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)> {
-        let entry = self.old.notes.get(key(path).as_ref())?;
-        (entry.state == *state).then(|| (entry.text.clone(), entry.html.clone()))
     }
 }
 

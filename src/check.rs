@@ -83,7 +83,6 @@ pub fn check(
             scan::Plan {
                 releases: Vec::new(),
                 warnings: Vec::new(),
-                notes: Vec::new(),
                 remembered: 0,
             },
             vec![e],

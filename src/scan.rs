@@ -56,8 +56,6 @@ pub struct Plan {
     pub releases: Vec<PlannedRelease>,
     /// Things worth a look that do not stop the build.
     pub warnings: Vec<crate::Warning>,
-    /// The notes files read, for the hash cache to remember.
-    pub notes: Vec<notes::Read>,
     /// How many releases' plans were remembered, not made again.
     pub remembered: usize,
 }
@@ -129,21 +127,20 @@ pub fn walk(config: &Config, listings: Option<&Path>) -> Result<Walked> {
 /// ([`Error::Warned`]): a file that is not published may be the image the
 /// release lacks. With `imageless`, a release without images is planned
 /// with none (its images may come from the previous site) instead of
-/// refused. A notes file `known` remembers in its present state is not
-/// read again, and a release `plans` remembers unchanged is not planned
-/// again ([`memo`]); the plans of this scan are remembered there.
+/// refused. A notes file `plans` remembers in its present state is not
+/// read again, and a release it remembers unchanged is not planned again
+/// ([`memo`]); what this scan read and planned is remembered there.
 pub fn scan(
     config: &Config,
     walked: Walked,
     imageless: bool,
     threads: usize,
-    known: Option<&dyn notes::Known>,
     plans: Option<Plans>,
 ) -> Result<Plan> {
     let plans = plans.map(|p| (p, memo::key(config, imageless, &walked.root_real)));
     let memo = plans.as_ref().map(|(p, key)| (p, key.as_str()));
     let (plan, mut problems, remembered) =
-        scan_with(config, walked, true, imageless, false, threads, known, memo);
+        scan_with(config, walked, true, imageless, false, threads, memo);
     if let Some((plans, key)) = plans.filter(|_| problems.is_empty()) {
         plans.save(key, remembered.kept, remembered.made);
     }
@@ -168,8 +165,7 @@ pub fn scan_all(
     threads: usize,
 ) -> Result<(Plan, Vec<Error>)> {
     let walked = walk(config, None)?;
-    let (plan, problems, _) =
-        scan_with(config, walked, images, imageless, true, threads, None, None);
+    let (plan, problems, _) = scan_with(config, walked, images, imageless, true, threads, None);
     Ok((plan, problems))
 }
 
@@ -182,13 +178,11 @@ struct Remembered {
 }
 
 /// What the scan of one release gives: its key for the duplicate check,
-/// its plan, its warnings, its notes file as read, and what the memo keeps
-/// of it.
+/// its plan, its warnings, and what the memo keeps of it.
 type Scanned = (
     (Name, String),
     Result<PlannedRelease>,
     Vec<crate::Warning>,
-    Option<notes::Read>,
     Option<Memo>,
 );
 
@@ -206,9 +200,9 @@ fn scan_with(
     imageless: bool,
     keep_going: bool,
     threads: usize,
-    known: Option<&dyn notes::Known>,
     plans: Option<(&Plans, &str)>,
 ) -> (Plan, Vec<Error>, Remembered) {
+    let known = plans.map(|(plans, _)| plans as &dyn notes::Known);
     let root = &config.releases_dir;
     let Walked { root_real, found } = walked;
     let mut warnings = Vec::new();
@@ -238,17 +232,8 @@ fn scan_with(
             if let Some(release) = memo::reuse(entry, path, &state, files, dir, dir_real) {
                 let info = &release.info;
                 let id = (info.appliance.clone(), info.version.to_string());
-                // Its text and HTML stay remembered for a build that must
-                // parse it again (another config).
-                let read =
-                    (known.and_then(|k| k.notes(&key, &state))).map(|(text, html)| notes::Read {
-                        path: key.clone(),
-                        state,
-                        text,
-                        html,
-                    });
                 let kept = Memo::Kept(memo_key.into_owned());
-                return Ok((id, Ok(release), Vec::new(), read, Some(kept)));
+                return Ok((id, Ok(release), Vec::new(), Some(kept)));
             }
         }
         let (notes, read) = notes::read(path, &key, known)?;
@@ -265,23 +250,20 @@ fn scan_with(
                 supply: Vec::new(),
             })
         };
-        let made = match (&release, &read) {
-            (Ok(release), Some(read)) if plans.is_some() && warnings.is_empty() => {
-                memo::entry(release, read.state, files, patterns)
-                    .map(|entry| Memo::Made(memo_key.into_owned(), Box::new(entry)))
-            }
-            _ => None,
-        };
-        Ok((id, release, warnings, read, made))
+        let planned = release.as_ref().ok().filter(|_| warnings.is_empty());
+        let made = (read.filter(|_| plans.is_some())).map(|read| {
+            let (key, entry) = memo::entry(read, planned, files, patterns);
+            Memo::Made(key, Box::new(entry))
+        });
+        Ok((id, release, warnings, made))
     });
     let mut memo = Remembered::default();
     let mut releases: Vec<PlannedRelease> = Vec::new();
-    let mut read = Vec::with_capacity(found.len());
     let mut problems = Vec::new();
     let mut seen: HashMap<(Name, String), &Path> = HashMap::with_capacity(found.len());
     let mut published: HashMap<RelPath, PathBuf> = HashMap::with_capacity(found.len());
     for ((path, _), planned) in found.iter().zip(planned) {
-        let release = planned.and_then(|(key, release, planned_warnings, notes_read, kept)| {
+        let release = planned.and_then(|(key, release, planned_warnings, kept)| {
             if let Some(first) = seen.get(&key) {
                 return Err(Error::file(
                     path,
@@ -295,7 +277,6 @@ fn scan_with(
             }
             seen.insert(key, path);
             warnings.extend(planned_warnings);
-            read.extend(notes_read);
             match kept {
                 Some(Memo::Kept(key)) => memo.kept.push(key),
                 Some(Memo::Made(key, entry)) => memo.made.push((key, *entry)),
@@ -326,7 +307,6 @@ fn scan_with(
                 let plan = Plan {
                     releases,
                     warnings,
-                    notes: read,
                     remembered: 0,
                 };
                 return (plan, vec![e], Remembered::default());
@@ -343,7 +323,6 @@ fn scan_with(
     let plan = Plan {
         releases,
         warnings,
-        notes: read,
         remembered: memo.kept.len(),
     };
     (plan, problems, memo)

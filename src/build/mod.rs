@@ -23,7 +23,6 @@ use crate::fsutil;
 use crate::hash::{self, Progress};
 use crate::keys::{self, PasswordPrompt};
 use crate::model::{Name, Release, Sha256};
-use crate::notes;
 use crate::par;
 use crate::previous::{self, Previous};
 use crate::render::{self, Site};
@@ -182,9 +181,9 @@ fn run(
     warnings.extend(lock.sweep()?);
 
     // The scan first: a site with no images yet hears so before any
-    // password prompt. While it walks the releases, the hash cache is
-    // loaded and the spare listed: the walks are mostly the kernel's time,
-    // and the notes files the cache remembers unchanged are not read again
+    // password prompt. While it walks and plans the releases, the hash
+    // cache is loaded and the spare listed. The notes files and plans the
+    // scan remembers unchanged are not read nor made again
     // (`--verify-cache` trusts the cache with nothing but what it checks).
     let cache_file = images::cache_file(&config, options)?;
     // The walks' listings are remembered beside the cache, and trusted as
@@ -205,20 +204,16 @@ fn run(
         let cache = (cache_file.as_deref()).map(|path| s.spawn(|| HashCache::load(path)));
         let plans = (plans_file.as_deref()).map(|path| s.spawn(|| scan::Plans::load(path)));
         let walked = scan::walk(&config, releases_listings.as_deref());
-        let cache = cache.map(|loading| loading.join().unwrap_or_else(|p| resume_unwind(p)));
-        let known = cache
-            .as_ref()
-            .filter(|_| !options.verify_cache)
-            .map(|(c, _)| c as &dyn notes::Known);
         let plans = plans.map(|loading| loading.join().unwrap_or_else(|p| resume_unwind(p)));
         let plan = walked.and_then(|walked| {
             let imageless = previous_source.is_some();
-            scan::scan(&config, walked, imageless, threads, known, plans)
+            scan::scan(&config, walked, imageless, threads, plans)
         });
+        let cache = cache.map(|loading| loading.join().unwrap_or_else(|p| resume_unwind(p)));
         let spare = spare.join().unwrap_or_else(|p| resume_unwind(p));
         (plan, cache, spare)
     });
-    let mut cache = cache.map(|(cache, warning)| {
+    let cache = cache.map(|(cache, warning)| {
         warnings.extend(warning);
         cache
     });
@@ -227,9 +222,6 @@ fn run(
         scan_warnings.append(&mut warned);
         error
     })?;
-    if let Some(cache) = &mut cache {
-        cache.remember_notes(std::mem::take(&mut plan.notes));
-    }
     scan_warnings.append(&mut plan.warnings);
     let plans_remembered = plan.remembered;
     let keys = Keys::load(&config, options, password, warnings)?;

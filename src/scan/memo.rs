@@ -1,12 +1,16 @@
-//! Release plans remembered between builds, so that a warm rebuild neither
-//! parses an unchanged `release.toml` again nor plans its release again.
+//! What the scan made of each `release.toml`, remembered between builds:
+//! its text and its notes rendered to HTML (by the very program running:
+//! another build or install of vmcast-gen forgets them), so that an
+//! unchanged notes file is neither read nor rendered again; and its
+//! release's plan, so that a warm rebuild does not parse it nor plan the
+//! release again either. (A notes file over 64 KiB is read every time.)
 //!
 //! A plan is a function of the notes file's bytes, the names beside it,
 //! the config, the program and the releases directory's place: a release
 //! whose notes file is in the very state the plan was made from (device,
 //! inode, size, mtime, ctime: the same bytes), beside the very names (the
 //! walk's listing, none a symbolic link), in a build whose [`key`] is the
-//! same, has the plan it had. Only its images are looked at again: each
+//! same (and the program's), has the plan it had. Only its images are looked at again: each
 //! must still be a regular file, and its `lstat` is what the hash stage
 //! goes by, as after a scan. Anything else is planned as a cold build
 //! plans it, which says what is wrong, if anything is.
@@ -37,6 +41,7 @@ use crate::model::{
     Arch, Compression, FileName, FileState, Firmware, ImageFormat, ImageSource, Line, Name,
     RelPath, ReleaseInfo, Requirements, Seen, Sha256, Version,
 };
+use crate::notes;
 
 const FORMAT: &str = "vmcast-gen plans 1";
 // Written with postcard, not JSON: the memo of 10,000 releases is some
@@ -47,20 +52,28 @@ const MAX_MEMO: u64 = 256 << 20;
 #[derive(Serialize, Deserialize)]
 struct MemoFile {
     format: String,
+    /// The executable that made it ([`fsutil::program`]).
+    program: Option<FileState>,
+    /// The plans' [`key`].
     key: String,
+    /// By the notes file's resolved path.
     releases: BTreeMap<String, Entry>,
 }
 
-/// One release's plan, and the state of its notes file and the names
-/// beside it that it was made from.
+/// One notes file in one state: its text, its notes as HTML, and, in the
+/// plain case, its release's plan with the names beside it that the plan
+/// was made from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     notes: FileState,
+    text: String,
+    html: String,
     beside: Vec<String>,
-    release: Release,
+    release: Option<Release>,
 }
 
 /// A [`PlannedRelease`] as remembered: its values as text, parsed back.
+/// (Its notes' HTML is the entry's.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Release {
     appliance: String,
@@ -70,7 +83,6 @@ struct Release {
     date: (i64, u32),
     channel: String,
     critical: bool,
-    notes_html: String,
     notes_text: String,
     osinfo: Option<String>,
     requirements: Option<Needs>,
@@ -99,22 +111,20 @@ struct Image {
     url: String,
 }
 
-/// What a build's plans depend on besides each release's own files: the
-/// program, the config (every field, as it prints), whether a release
+/// What a build's plans depend on besides each release's own files and
+/// the program: the config (every field, as it prints), whether a release
 /// may have no images here (`--previous`), and where the releases
 /// directory resolves to.
 pub fn key(config: &Config, imageless: bool, releases_real: &Path) -> String {
-    let text = format!(
-        "{:?}\0{config:?}\0{imageless}\0{}",
-        fsutil::program(),
-        releases_real.display()
-    );
+    let text = format!("{config:?}\0{imageless}\0{}", releases_real.display());
     Sha256::of(text.as_bytes()).to_hex()
 }
 
-/// The plans the last build remembered, and those this one makes.
+/// What the last build remembered, for this one: nothing, unless this
+/// very program remembered it.
 pub struct Plans {
     file: PathBuf,
+    program: Option<FileState>,
     key: String,
     old: BTreeMap<String, Entry>,
 }
@@ -126,9 +136,13 @@ impl Plans {
             .ok()
             .and_then(|(bytes, _)| postcard::from_bytes::<MemoFile>(&bytes).ok())
             .filter(|memo| memo.format == FORMAT);
-        let (key, old) = memo.map_or_else(Default::default, |m| (m.key, m.releases));
+        let program = fsutil::program();
+        let (key, old) = memo
+            .filter(|m| program.is_some() && m.program == program)
+            .map_or_else(Default::default, |m| (m.key, m.releases));
         Plans {
             file: file.to_path_buf(),
+            program,
             key,
             old,
         }
@@ -139,11 +153,20 @@ impl Plans {
         (self.key == key).then_some(&self.old)
     }
 
+    /// The entry of the notes file at `path` (resolved), in `state`.
+    fn get(&self, path: &Path, state: &FileState) -> Option<&Entry> {
+        let entry = self.old.get(path.to_string_lossy().as_ref())?;
+        (entry.notes == *state).then_some(entry)
+    }
+
     /// Writes the plans of this build's releases, under `key`: those
     /// `kept` (by their notes file, as remembered) and those `made`.
     /// Nothing when that is what the memo holds; errors are not reported.
     pub fn save(self, key: String, kept: Vec<String>, made: Vec<(String, Entry)>) {
         let file = self.file;
+        if self.program.is_none() {
+            return;
+        }
         if self.key == key && made.is_empty() && kept.len() == self.old.len() {
             crate::par::drop_aside(self.old);
             return;
@@ -156,6 +179,7 @@ impl Plans {
         releases.extend(made);
         let memo = MemoFile {
             format: FORMAT.to_owned(),
+            program: self.program,
             key,
             releases,
         };
@@ -182,10 +206,10 @@ pub fn reuse(
 ) -> Option<PlannedRelease> {
     let same_names = entry.beside.len() == files.len()
         && (entry.beside.iter().zip(files)).all(|(name, f)| !f.symlink && *name == f.name);
+    let r = entry.release.as_ref()?;
     if entry.notes != *state || !same_names {
         return None;
     }
-    let r = &entry.release;
     let images = (r.images.iter())
         .map(|i| {
             let real = dir_real.join(&i.name);
@@ -229,7 +253,7 @@ pub fn reuse(
         date: DateTime::from_timestamp(r.date.0, r.date.1)?,
         channel: Name::parse(&r.channel, "channel").ok()?,
         critical: r.critical,
-        notes_html: r.notes_html.clone(),
+        notes_html: entry.html.clone(),
         notes_text: r.notes_text.clone(),
         osinfo: r.osinfo.clone(),
         requirements,
@@ -242,23 +266,35 @@ pub fn reuse(
     })
 }
 
-/// What to remember of `release`, planned from the notes file in `state`
-/// beside `files`: `None` for a release outside the plain case (see the
-/// module's documentation). `patterns` says its notes list `images`.
+/// What to remember of the notes file `read` (by its resolved path), and
+/// of its release's plan `release`, made beside `files` (`patterns` says
+/// its notes list `images`): the plan only in the plain case (see the
+/// module's documentation).
 pub fn entry(
-    release: &PlannedRelease,
-    state: FileState,
+    read: notes::Read,
+    release: Option<&PlannedRelease>,
     files: &[Beside],
     patterns: bool,
-) -> Option<Entry> {
+) -> (String, Entry) {
+    let plain = |release: &PlannedRelease| {
+        !patterns
+            && release.supply.is_empty()
+            && release.info.cloud_images.is_empty()
+            && files.iter().all(|f| !f.symlink)
+    };
+    let entry = Entry {
+        notes: read.state,
+        text: read.text,
+        html: read.html,
+        beside: files.iter().map(|f| f.name.clone()).collect(),
+        release: release.filter(|r| plain(r)).map(remembered),
+    };
+    (read.path.to_string_lossy().into_owned(), entry)
+}
+
+/// A plan as the memo keeps it.
+fn remembered(release: &PlannedRelease) -> Release {
     let info = &release.info;
-    let plain = !patterns
-        && release.supply.is_empty()
-        && info.cloud_images.is_empty()
-        && files.iter().all(|f| !f.symlink);
-    if !plain {
-        return None;
-    }
     let req = &info.requirements;
     let images = (release.images.iter())
         .map(|i| Image {
@@ -271,28 +307,92 @@ pub fn entry(
             url: i.url.to_string(),
         })
         .collect();
-    Some(Entry {
-        notes: state,
-        beside: files.iter().map(|f| f.name.clone()).collect(),
-        release: Release {
-            appliance: info.appliance.to_string(),
-            version: info.version.to_string(),
-            title: info.title.to_string(),
-            date: (info.date.timestamp(), info.date.timestamp_subsec_nanos()),
-            channel: info.channel.to_string(),
-            critical: info.critical,
-            notes_html: info.notes_html.clone(),
-            notes_text: info.notes_text.clone(),
-            osinfo: info.osinfo.clone(),
-            requirements: (!req.is_empty()).then(|| Needs {
-                arch: req.arch.as_ref().map(|a| a.as_str().to_owned()),
-                min_memory_mib: req.min_memory_mib,
-                min_disk_gib: req.min_disk_gib,
-                min_cpus: req.min_cpus,
-                firmware: req.firmware.map(|f| f.as_str().to_owned()),
-                hypervisors: req.hypervisors.clone(),
-            }),
-            images,
-        },
-    })
+    Release {
+        appliance: info.appliance.to_string(),
+        version: info.version.to_string(),
+        title: info.title.to_string(),
+        date: (info.date.timestamp(), info.date.timestamp_subsec_nanos()),
+        channel: info.channel.to_string(),
+        critical: info.critical,
+        notes_text: info.notes_text.clone(),
+        osinfo: info.osinfo.clone(),
+        requirements: (!req.is_empty()).then(|| Needs {
+            arch: req.arch.as_ref().map(|a| a.as_str().to_owned()),
+            min_memory_mib: req.min_memory_mib,
+            min_disk_gib: req.min_disk_gib,
+            min_cpus: req.min_cpus,
+            firmware: req.firmware.map(|f| f.as_str().to_owned()),
+            hypervisors: req.hypervisors.clone(),
+        }),
+        images,
+    }
+}
+
+impl notes::Known for Plans {
+    fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)> {
+        (self.get(path, state)).map(|e| (e.text.clone(), e.html.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notes::Known;
+
+    fn state(ino: u64) -> FileState {
+        FileState {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_ns: 2,
+            ctime_ns: 3,
+        }
+    }
+
+    /// A memo holding one notes file in `state(7)`, written as `program`.
+    fn memo(program: Option<FileState>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("memo.plans");
+        let entry = Entry {
+            notes: state(7),
+            text: "version = \"1.0\"".to_owned(),
+            html: "<p>Remembered.</p>".to_owned(),
+            beside: vec!["release.toml".to_owned()],
+            release: None,
+        };
+        let memo = MemoFile {
+            format: FORMAT.to_owned(),
+            program,
+            key: "k".to_owned(),
+            releases: [("/r/release.toml".to_owned(), entry)].into(),
+        };
+        std::fs::write(&file, postcard::to_allocvec(&memo).unwrap()).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn remembered_notes_serve_only_their_state_and_the_program_that_made_them() {
+        let path = Path::new("/r/release.toml");
+        let (_dir, file) = memo(fsutil::program());
+        let plans = Plans::load(&file);
+        let (text, html) = plans.notes(path, &state(7)).unwrap();
+        assert_eq!(
+            (text.as_str(), html.as_str()),
+            ("version = \"1.0\"", "<p>Remembered.</p>")
+        );
+        assert_eq!(plans.notes(path, &state(8)), None);
+        assert!(plans.under("k").is_some() && plans.under("other").is_none());
+        // Another executable's memo is forgotten whole.
+        let other = fsutil::program().map(|p| FileState {
+            ino: p.ino + 1,
+            ..p
+        });
+        let (_dir, file) = memo(other);
+        let plans = Plans::load(&file);
+        assert_eq!(plans.notes(path, &state(7)), None);
+        assert!(plans.under("k").is_none());
+        // So is one that is not a memo.
+        std::fs::write(&file, b"not a memo").unwrap();
+        assert!(Plans::load(&file).under("").is_some_and(BTreeMap::is_empty));
+    }
 }

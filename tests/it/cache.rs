@@ -25,7 +25,6 @@ tests! {
     copy_mode_rebuild_takes_the_previous_copy;
     copy_mode_rebuild_copies_afresh_over_a_tampered_copy;
     notes_rewritten_with_the_old_size_and_mtime_are_read_again;
-    remembered_notes_serve_only_the_program_that_rendered_them;
     archive_signatures_are_remembered_unless_verify_cache;
     rendered_files_are_remembered_unless_verify_cache;
     rendered_files_follow_a_changed_note;
@@ -259,9 +258,9 @@ fn verify_cache_reports_mismatch() {
 
 const NOTES: &str = "releases/webapp/1.1.0/release.toml";
 
-/// A notes file the cache remembers is not read on a warm build; written
-/// to since, even with its size and mtime put back, it is read again and
-/// the feed shows what it says now.
+/// A notes file remembered beside the cache is not read on a warm build;
+/// written to since, even with its size and mtime put back, it is read
+/// again and the feed shows what it says now.
 fn notes_rewritten_with_the_old_size_and_mtime_are_read_again() {
     let site = Site::new();
     site.build(&[]);
@@ -286,45 +285,6 @@ fn notes_rewritten_with_the_old_size_and_mtime_are_read_again() {
     let feed = site.feed();
     assert!(
         feed.contains("Release 1.1.X.") && !feed.contains("Release 1.1.0."),
-        "{feed}"
-    );
-}
-
-/// The cache keeps each notes file's text and HTML, and a build takes
-/// them from it instead of the file (it is trusted like the key: edited
-/// here to show which one the build used), but only when the program
-/// that rendered them is the one running: another build of vmcast-gen
-/// renders the notes afresh.
-fn remembered_notes_serve_only_the_program_that_rendered_them() {
-    let site = Site::new();
-    site.build(&[]);
-    let file = site.cache_file();
-    let edit = |program_ino: Option<u64>| {
-        let mut cache: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
-        let notes = cache["notes"].as_object_mut().unwrap();
-        let key = notes.keys().find(|k| k.ends_with(NOTES)).unwrap().clone();
-        notes[&key]["html"] = "<p>Remembered.</p>".into();
-        if let Some(ino) = program_ino {
-            // A state is [dev, ino, size, mtime_ns, ctime_ns].
-            cache["program"][1] = ino.into();
-        }
-        fs::write(&file, cache.to_string()).unwrap();
-        // The plans remembered beside the cache hold the notes' HTML too,
-        // and would be taken first.
-        fs::remove_file(vmcast_gen::cache::HashCache::plans_file(&file)).unwrap();
-    };
-    edit(None);
-    site.build(&[]);
-    assert!(site.feed().contains("Remembered."));
-    let ino = fs::metadata(env!("CARGO_BIN_EXE_vmcast-gen"))
-        .unwrap()
-        .ino();
-    edit(Some(ino + 1));
-    site.build(&[]);
-    let feed = site.feed();
-    assert!(
-        feed.contains("Release 1.1.0.") && !feed.contains("Remembered."),
         "{feed}"
     );
 }

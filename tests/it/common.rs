@@ -81,7 +81,7 @@ pub fn vmcast(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// SOURCE_DATE_EPOCH fixed.
 pub fn vmcast_command(cwd: &Path, wrapper: &[&str]) -> Command {
     let binary = env!("CARGO_BIN_EXE_vmcast-gen");
-    let mut cmd = match wrapper.split_first() {
+    let cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut cmd = Command::new(program);
             cmd.args(args).arg(binary);
@@ -89,6 +89,12 @@ pub fn vmcast_command(cwd: &Path, wrapper: &[&str]) -> Command {
         }
         None => Command::new(binary),
     };
+    in_test_env(cmd, cwd)
+}
+
+/// `cmd` (the binary, or a program that runs it) in `cwd`, with the
+/// environment every test runs it in.
+pub fn in_test_env(mut cmd: Command, cwd: &Path) -> Command {
     cmd.current_dir(cwd)
         .env_remove("VMCAST_SECRET_KEY")
         .env(

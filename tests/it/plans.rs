@@ -7,7 +7,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Output;
 
-use crate::common::{Fixture, assert_success, stderr, stdout};
+use crate::common::{Fixture, assert_success, in_test_env, stderr, stdout};
 
 tests! {
     a_warm_rebuild_plans_no_release_again;
@@ -15,6 +15,7 @@ tests! {
     a_file_added_beside_the_notes_is_planned_again;
     an_image_gone_from_a_remembered_release_fails_as_a_cold_build_does;
     another_config_or_no_trusted_cache_plans_every_release_again;
+    another_program_reads_and_plans_every_release_again;
 }
 
 /// ok-minimal with a cache directory of its own.
@@ -43,9 +44,13 @@ impl Site {
 
     /// Builds, and returns how many releases' plans were remembered.
     fn remembered(&self, extra: &[&str]) -> u64 {
-        let out = self.build(extra);
-        assert_success(&out);
-        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        Site::count(&self.build(extra))
+    }
+
+    /// How many releases' plans the build reporting `out` remembered.
+    fn count(out: &Output) -> u64 {
+        assert_success(out);
+        let report: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
         report["plans_remembered"].as_u64().unwrap()
     }
 
@@ -130,4 +135,22 @@ fn another_config_or_no_trusted_cache_plans_every_release_again() {
     site.fixture.configure("feed_items = 1\n");
     assert_eq!(site.remembered(&[]), 0);
     assert_eq!(site.remembered(&[]), 2);
+}
+
+/// What the scan remembers (the notes' HTML, the plans) serves only the
+/// program that made it: a copy of the binary, another file, reads and
+/// plans every release afresh, and the binary after it again.
+fn another_program_reads_and_plans_every_release_again() {
+    let site = Site::new();
+    site.remembered(&[]);
+    assert_eq!(site.remembered(&[]), 2);
+    let copy = site.fixture.tmp.path().join("vmcast-gen-copy");
+    fs::copy(env!("CARGO_BIN_EXE_vmcast-gen"), &copy).unwrap();
+    let cache = site.cache.to_str().unwrap();
+    let mut cmd = in_test_env(std::process::Command::new(&copy), &site.fixture.path(""));
+    cmd.args(["build", "--json", "--cache-dir", cache]);
+    assert_eq!(Site::count(&cmd.output().unwrap()), 0);
+    assert_eq!(site.remembered(&[]), 0);
+    assert_eq!(site.remembered(&[]), 2);
+    assert_eq!(site.feed(), site.cold_feed());
 }
