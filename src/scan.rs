@@ -10,10 +10,6 @@ use walkdir::WalkDir;
 
 use crate::listing::{Kind, Lister};
 
-mod memo;
-
-pub use memo::Plans;
-
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -24,6 +20,10 @@ use crate::model::{
 };
 use crate::notes::{self, Located, Notes};
 use crate::supply;
+
+mod memo;
+
+pub use memo::Plans;
 
 /// A release whose images are known but not yet hashed.
 #[derive(Debug, Clone)]
@@ -169,12 +169,13 @@ pub fn scan_all(
     Ok((plan, problems))
 }
 
-/// The plans a scan took from the memo unchanged (by their key there) and
-/// those it made that can be remembered.
+/// The memo's entries a scan keeps as they were (by their key there),
+/// those it made, and how many plans it took from the memo.
 #[derive(Default)]
 struct Remembered {
     kept: Vec<String>,
     made: Vec<(String, memo::Entry)>,
+    plans: usize,
 }
 
 /// What the scan of one release gives: its key for the duplicate check,
@@ -186,8 +187,9 @@ type Scanned = (
     Option<Memo>,
 );
 
-/// A plan the memo had, or one to remember.
+/// A plan the memo had, an entry it has as it is, or one to remember.
 enum Memo {
+    Plan(String),
     Kept(String),
     Made(String, Box<memo::Entry>),
 }
@@ -232,7 +234,7 @@ fn scan_with(
             if let Some(release) = memo::reuse(entry, path, &state, files, dir, dir_real) {
                 let info = &release.info;
                 let id = (info.appliance.clone(), info.version.to_string());
-                let kept = Memo::Kept(memo_key.into_owned());
+                let kept = Memo::Plan(memo_key.into_owned());
                 return Ok((id, Ok(release), Vec::new(), Some(kept)));
             }
         }
@@ -253,7 +255,12 @@ fn scan_with(
         let planned = release.as_ref().ok().filter(|_| warnings.is_empty());
         let made = (read.filter(|_| plans.is_some())).map(|read| {
             let (key, entry) = memo::entry(read, planned, files, patterns);
-            Memo::Made(key, Box::new(entry))
+            // A release the memo keeps no plan of (not the plain case)
+            // is remembered as it was: the memo need not be written.
+            match remembered.and_then(|r| r.get(&key)) == Some(&entry) {
+                true => Memo::Kept(key),
+                false => Memo::Made(key, Box::new(entry)),
+            }
         });
         Ok((id, release, warnings, made))
     });
@@ -278,6 +285,10 @@ fn scan_with(
             seen.insert(key, path);
             warnings.extend(planned_warnings);
             match kept {
+                Some(Memo::Plan(key)) => {
+                    memo.kept.push(key);
+                    memo.plans += 1;
+                }
                 Some(Memo::Kept(key)) => memo.kept.push(key),
                 Some(Memo::Made(key, entry)) => memo.made.push((key, *entry)),
                 None => {}
@@ -323,7 +334,7 @@ fn scan_with(
     let plan = Plan {
         releases,
         warnings,
-        remembered: memo.kept.len(),
+        remembered: memo.plans,
     };
     (plan, problems, memo)
 }

@@ -16,6 +16,7 @@ tests! {
     an_image_gone_from_a_remembered_release_fails_as_a_cold_build_does;
     another_config_or_no_trusted_cache_plans_every_release_again;
     another_program_reads_and_plans_every_release_again;
+    a_release_outside_the_plain_case_is_planned_afresh_and_the_memo_left_alone;
 }
 
 /// ok-minimal with a cache directory of its own.
@@ -152,5 +153,24 @@ fn another_program_reads_and_plans_every_release_again() {
     assert_eq!(Site::count(&cmd.output().unwrap()), 0);
     assert_eq!(site.remembered(&[]), 0);
     assert_eq!(site.remembered(&[]), 2);
+    assert_eq!(site.feed(), site.cold_feed());
+}
+
+/// A release whose notes list its images (`images = [...]`, whose globs
+/// may reach other directories) is planned afresh on every build, its
+/// notes still taken unread; a warm rebuild leaves the memo unwritten.
+fn a_release_outside_the_plain_case_is_planned_afresh_and_the_memo_left_alone() {
+    let site = Site::new();
+    let notes = site.fixture.path("releases/webapp/1.1.0/release.toml");
+    let text = fs::read_to_string(&notes).unwrap();
+    fs::write(&notes, format!("images = [\"webapp-1.1.0.raw\"]\n{text}")).unwrap();
+    site.remembered(&[]);
+    assert_eq!(site.remembered(&[]), 1);
+    let config = fs::canonicalize(site.fixture.path("vmcast.toml")).unwrap();
+    let cache = vmcast_gen::cache::HashCache::file_for(&site.cache, &config);
+    let memo = vmcast_gen::cache::HashCache::plans_file(&cache);
+    let before = fs::metadata(&memo).unwrap().modified().unwrap();
+    assert_eq!(site.remembered(&[]), 1);
+    assert_eq!(fs::metadata(&memo).unwrap().modified().unwrap(), before);
     assert_eq!(site.feed(), site.cold_feed());
 }
