@@ -282,13 +282,41 @@ pub fn rewrite_published(path: &Path, contents: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
+/// Whether `meta` (an `lstat`) shows a file as [`write_published`] leaves
+/// one: a regular file that no other name shares, of the published mode.
+pub fn as_published(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.is_file() && meta.nlink() == 1 && meta.permissions().mode() & 0o7777 == PUBLISHED_FILE_MODE
+}
+
+/// A memo's bytes (a file that only spares work, beside the hash cache:
+/// `listing`, `scan::memo`), if it is a regular file of at most `limit`
+/// bytes; `None` for anything else, which costs a build only the work the
+/// memo would have spared.
+pub fn read_memo(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    read_regular(path, false, limit)
+        .ok()
+        .map(|(bytes, _)| bytes)
+}
+
+/// Writes a memo ([`read_memo`]), its directory made if need be, replaced
+/// atomically. A failure is not reported: the next build does the work
+/// the memo would have spared.
+pub fn write_memo(path: &Path, bytes: &[u8]) {
+    if let Some(dir) = path.parent()
+        && create_dir_all(dir).is_err()
+    {
+        return;
+    }
+    let _ = write_new_file(path, bytes, 0o644, true);
+}
+
 /// Feeds the bytes of the published file at `path` to `sink`, chunk by
 /// chunk, when it is one that [`rewrite_published`] would keep as it is:
 /// a regular file (not followed through a link) that no other name
 /// shares, of the published mode, and here `len` bytes long. Whether it
 /// was, and was read whole; `false` for anything else.
 pub fn read_published(path: &Path, len: u64, sink: impl FnMut(&[u8])) -> bool {
-    use std::os::unix::fs::MetadataExt;
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let Ok(file) = OpenOptions::new()
         .read(true)
@@ -300,11 +328,7 @@ pub fn read_published(path: &Path, len: u64, sink: impl FnMut(&[u8])) -> bool {
     let Ok(meta) = file.metadata() else {
         return false;
     };
-    if !meta.is_file()
-        || meta.nlink() != 1
-        || meta.permissions().mode() & 0o7777 != PUBLISHED_FILE_MODE
-        || meta.len() != len
-    {
+    if !as_published(&meta) || meta.len() != len {
         return false;
     }
     read_bounded(&file, len, sink).is_ok_and(|read| read == len)

@@ -66,7 +66,7 @@ const TRUSTED: [u64; 7] = [
 /// directories' worth.
 const MAX_MEMO: u64 = 256 << 20;
 
-const FORMAT: &str = "vmcast-gen listings 3";
+const FORMAT: &str = "vmcast-gen listings 4";
 
 /// What an entry of a directory is, as its directory says (`d_type`), not
 /// following a symbolic link.
@@ -106,50 +106,14 @@ pub struct Entry {
 
 /// A directory's state, from its `lstat`: the file's ([`FileState`]:
 /// which one, its size, when it last changed) and its mode. Written as an
-/// array: a memo holds tens of thousands, and parsing one is on every
-/// build's way.
+/// array, `[[dev, ino, size, mtime, ctime], mode]`: a memo holds tens of
+/// thousands, and parsing one is on every build's way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(into = "StateArray", from = "StateArray")]
-struct DirState {
-    file: FileState,
-    mode: u32,
-}
-
-/// [`DirState`] as written: device, inode, size, mtime, ctime, mode.
-type StateArray = (u64, u64, u64, i128, i128, u32);
-
-impl From<DirState> for StateArray {
-    fn from(DirState { file, mode }: DirState) -> StateArray {
-        (
-            file.dev,
-            file.ino,
-            file.size,
-            file.mtime_ns,
-            file.ctime_ns,
-            mode,
-        )
-    }
-}
-
-impl From<StateArray> for DirState {
-    fn from((dev, ino, size, mtime_ns, ctime_ns, mode): StateArray) -> DirState {
-        let file = FileState {
-            dev,
-            ino,
-            size,
-            mtime_ns,
-            ctime_ns,
-        };
-        DirState { file, mode }
-    }
-}
+struct DirState(FileState, u32);
 
 impl DirState {
     fn of(meta: &Metadata) -> DirState {
-        DirState {
-            file: FileState::of(meta),
-            mode: meta.mode(),
-        }
+        DirState(FileState::of(meta), meta.mode())
     }
 }
 
@@ -213,8 +177,8 @@ impl Lister {
         let file = file.filter(|_| trusted);
         let root = FileId::of(meta);
         let mut trees = file
-            .and_then(|f| fsutil::read_regular(f, false, MAX_MEMO).ok())
-            .and_then(|(bytes, _)| serde_json::from_slice::<MemoFile>(&bytes).ok())
+            .and_then(|f| fsutil::read_memo(f, MAX_MEMO))
+            .and_then(|bytes| serde_json::from_slice::<MemoFile>(&bytes).ok())
             .filter(|memo| memo.format == FORMAT)
             .map(|memo| memo.trees)
             .unwrap_or_default();
@@ -281,8 +245,8 @@ impl Lister {
             .collect();
         if let Some(names) = names
             && !rel.is_empty()
-            && state.file.dev == self.root.dev
-            && state.file.ctime_ns < self.settled_before
+            && state.0.dev == self.root.dev
+            && state.0.ctime_ns < self.settled_before
         {
             self.new.insert(rel.to_owned(), Listing(state, names));
             self.changed = true;
@@ -311,12 +275,9 @@ impl Lister {
             format: FORMAT.to_owned(),
             trees,
         };
-        let text = serde_json::to_vec(&memo).expect("listings serialize");
-        if let Some(dir) = file.parent()
-            && fsutil::create_dir_all(dir).is_err()
-        {
-            return;
-        }
-        let _ = fsutil::write_new_file(&file, &text, 0o644, true);
+        fsutil::write_memo(
+            &file,
+            &serde_json::to_vec(&memo).expect("listings serialize"),
+        );
     }
 }

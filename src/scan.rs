@@ -225,7 +225,9 @@ fn scan_with(
         let key = root_real.join(path.strip_prefix(root).unwrap_or(path));
         let dir = path.parent().expect("a notes file has a parent directory");
         let memo_key = key.to_string_lossy();
+        // Only an entry with a plan spares the notes file's stat below.
         if let Some(entry) = remembered.and_then(|r| r.get(memo_key.as_ref()))
+            && entry.planned()
             && let Ok(meta) = fsutil::symlink_metadata(path)
             && meta.is_file()
         {

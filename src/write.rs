@@ -235,16 +235,11 @@ impl<'a> Staging<'a> {
     /// that `known` says holds the wanted bytes (the hash cache's record of
     /// the files the last builds left). Then it is kept as it is.
     pub fn held_known(&self, rel: &str, known: impl Fn(&FileState) -> bool) -> bool {
-        use std::os::unix::fs::MetadataExt;
         if self.spare.is_empty() {
             return false;
         }
-        let kept = fs::symlink_metadata(self.path().join(rel)).is_ok_and(|meta| {
-            meta.is_file()
-                && meta.nlink() == 1
-                && meta.permissions().mode() & 0o7777 == fsutil::PUBLISHED_FILE_MODE
-                && known(&FileState::of(&meta))
-        });
+        let kept = fs::symlink_metadata(self.path().join(rel))
+            .is_ok_and(|meta| fsutil::as_published(&meta) && known(&FileState::of(&meta)));
         if kept {
             self.produced().insert(rel.to_owned());
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());

@@ -218,11 +218,12 @@ pub(super) fn record(
     held: &HashMap<PathBuf, cache::FileState>,
     published: &Published,
 ) -> Result<()> {
+    let root = fsutil::canonicalize(&config.output_dir)?;
     if config.image_mode != ImageMode::None {
-        record_output(&mut cache, &config.output_dir, releases, placed)?;
+        record_output(&mut cache, &root, releases, placed)?;
     }
-    record_made(&mut cache, &config.output_dir, releases, made, held)?;
-    record_published(&mut cache, &config.output_dir, published)?;
+    record_made(&mut cache, &root, releases, made, held)?;
+    record_published(&mut cache, &root, published);
     cache.save()?;
     crate::par::drop_aside(cache);
     Ok(())
@@ -237,11 +238,10 @@ pub(super) fn record(
 /// Images taken unread from a previous site are not in the output.
 fn record_output(
     cache: &mut HashCache,
-    output_dir: &Path,
+    root: &Path,
     releases: &[Release],
     placed: &HashSet<model::RelPath>,
 ) -> Result<()> {
-    let root = fsutil::canonicalize(output_dir)?;
     for image in releases
         .iter()
         .flat_map(|r| &r.images)
@@ -273,8 +273,7 @@ fn record_output(
 /// next build stages in the spare, and the one after in this output. A
 /// file kept with one stat is in a state the cache knew already, and so
 /// is recorded with what it knew, unstatted.
-fn record_published(cache: &mut HashCache, output_dir: &Path, published: &Published) -> Result<()> {
-    let root = fsutil::canonicalize(output_dir)?;
+fn record_published(cache: &mut HashCache, root: &Path, published: &Published) {
     for (rel, sha256) in &published.files {
         if published.kept_known.contains(rel) {
             cache.keep_holding(sha256);
@@ -289,7 +288,6 @@ fn record_published(cache: &mut HashCache, output_dir: &Path, published: &Publis
             cache.remember_holding(sha256, state);
         }
     }
-    Ok(())
 }
 
 /// The state of the regular file at `path`, not followed through a link;
@@ -308,12 +306,11 @@ fn fs_state(path: &Path) -> Option<cache::FileState> {
 /// moved it.
 fn record_made(
     cache: &mut HashCache,
-    output_dir: &Path,
+    root: &Path,
     releases: &[Release],
     made: &HashSet<model::RelPath>,
     held: &HashMap<PathBuf, cache::FileState>,
 ) -> Result<()> {
-    let root = fsutil::canonicalize(output_dir)?;
     for image in releases
         .iter()
         .flat_map(|r| &r.images)

@@ -44,11 +44,11 @@ use crate::model::{
 use crate::notes;
 
 const FORMAT: &str = "vmcast-gen plans 1";
-// Written with postcard, not JSON: the memo of 10,000 releases is some
-// 8 MB of JSON, which took a warm rebuild 50 ms of CPU to parse.
 /// The largest memo read: some 700 bytes a release.
 const MAX_MEMO: u64 = 256 << 20;
 
+/// The memo as written, with postcard, not JSON: the memo of 10,000
+/// releases as JSON, 8 MB, took a warm rebuild 50 ms of CPU to parse.
 #[derive(Serialize, Deserialize)]
 struct MemoFile {
     format: String,
@@ -70,6 +70,13 @@ pub struct Entry {
     html: String,
     beside: Vec<String>,
     release: Option<Release>,
+}
+
+impl Entry {
+    /// Whether it remembers its release's plan (the plain case).
+    pub fn planned(&self) -> bool {
+        self.release.is_some()
+    }
 }
 
 /// A [`PlannedRelease`] as remembered: its values as text, parsed back.
@@ -132,9 +139,8 @@ pub struct Plans {
 impl Plans {
     /// The plans remembered in `file`, where this build's are remembered.
     pub fn load(file: &Path) -> Plans {
-        let memo = fsutil::read_regular(file, false, MAX_MEMO)
-            .ok()
-            .and_then(|(bytes, _)| postcard::from_bytes::<MemoFile>(&bytes).ok())
+        let memo = fsutil::read_memo(file, MAX_MEMO)
+            .and_then(|bytes| postcard::from_bytes::<MemoFile>(&bytes).ok())
             .filter(|memo| memo.format == FORMAT);
         let program = fsutil::program();
         let (key, old) = memo
@@ -183,13 +189,10 @@ impl Plans {
             key,
             releases,
         };
-        let bytes = postcard::to_allocvec(&memo).expect("plans serialize");
-        if let Some(dir) = file.parent()
-            && fsutil::create_dir_all(dir).is_err()
-        {
-            return;
-        }
-        let _ = fsutil::write_new_file(&file, &bytes, 0o644, true);
+        fsutil::write_memo(
+            &file,
+            &postcard::to_allocvec(&memo).expect("plans serialize"),
+        );
     }
 }
 

@@ -42,14 +42,14 @@ tests! {
 const IMAGE: &str = "releases/webapp/1.1.0/webapp-1.1.0.raw";
 const PUBLISHED: &str = "public/images/webapp/1.1.0/webapp-1.1.0.raw";
 
-/// A site with its own cache directory.
-struct Site {
-    fixture: Fixture,
-    cache: PathBuf,
+/// A site with its own cache directory (also `plans`'s).
+pub(crate) struct Site {
+    pub(crate) fixture: Fixture,
+    pub(crate) cache: PathBuf,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub(crate) fn new() -> Site {
         let fixture = Fixture::new("ok-minimal");
         let cache = fixture.tmp.path().join("cache");
         Site { fixture, cache }
@@ -63,10 +63,15 @@ impl Site {
         site
     }
 
-    fn build(&self, extra: &[&str]) -> Output {
+    /// Builds with `extra` arguments, successfully or not.
+    pub(crate) fn run(&self, extra: &[&str]) -> Output {
         let mut args = vec!["build", "--cache-dir", self.cache.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = self.fixture.run(&args, &[]);
+        self.fixture.run(&args, &[])
+    }
+
+    fn build(&self, extra: &[&str]) -> Output {
+        let out = self.run(extra);
         assert_success(&out);
         out
     }
@@ -83,7 +88,7 @@ impl Site {
     }
 
     /// The cache file this site's builds write (beside it, the memos).
-    fn cache_file(&self) -> PathBuf {
+    pub(crate) fn cache_file(&self) -> PathBuf {
         let config = fs::canonicalize(self.fixture.path("vmcast.toml")).unwrap();
         let file = vmcast_gen::cache::HashCache::file_for(&self.cache, &config);
         assert!(file.is_file(), "{}", file.display());
@@ -99,7 +104,7 @@ impl Site {
         self.fixture.path(PUBLISHED)
     }
 
-    fn feed(&self) -> String {
+    pub(crate) fn feed(&self) -> String {
         fs::read_to_string(self.fixture.path("public/feed.xml")).unwrap()
     }
 }

@@ -4,10 +4,10 @@
 //! as a cold build plans it, and says what a cold build says.
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::Output;
 
-use crate::common::{Fixture, assert_success, in_test_env, stderr, stdout};
+use crate::cache::Site;
+use crate::common::{assert_success, in_test_env, stderr, stdout};
 
 tests! {
     a_warm_rebuild_plans_no_release_again;
@@ -19,88 +19,60 @@ tests! {
     a_release_outside_the_plain_case_is_planned_afresh_and_the_memo_left_alone;
 }
 
-/// ok-minimal with a cache directory of its own.
-struct Site {
-    fixture: Fixture,
-    cache: PathBuf,
+/// Builds, and returns how many releases' plans were remembered.
+fn remembered(site: &Site, extra: &[&str]) -> u64 {
+    count(&site.run(&[&["--json"], extra].concat()))
 }
 
-impl Site {
-    fn new() -> Site {
-        let fixture = Fixture::new("ok-minimal");
-        let cache = fixture.tmp.path().join("cache");
-        Site { fixture, cache }
-    }
+/// How many releases' plans the build reporting `out` (`--json`)
+/// remembered.
+fn count(out: &Output) -> u64 {
+    assert_success(out);
+    let report: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
+    report["plans_remembered"].as_u64().unwrap()
+}
 
-    fn build(&self, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "build",
-            "--json",
-            "--cache-dir",
-            self.cache.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        self.fixture.run(&args, &[])
-    }
-
-    /// Builds, and returns how many releases' plans were remembered.
-    fn remembered(&self, extra: &[&str]) -> u64 {
-        Site::count(&self.build(extra))
-    }
-
-    /// How many releases' plans the build reporting `out` remembered.
-    fn count(out: &Output) -> u64 {
-        assert_success(out);
-        let report: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
-        report["plans_remembered"].as_u64().unwrap()
-    }
-
-    fn feed(&self) -> String {
-        fs::read_to_string(self.fixture.path("public/feed.xml")).unwrap()
-    }
-
-    /// The feed a cold build (no cache, another output) makes of the same
-    /// inputs.
-    fn cold_feed(&self) -> String {
-        let out = self.fixture.tmp.path().join("cold");
-        let cold = (self.fixture).build(&["--no-cache", "--out", out.to_str().unwrap()]);
-        assert_success(&cold);
-        fs::read_to_string(out.join("feed.xml")).unwrap()
-    }
+/// The feed a cold build (no cache, another output) makes of the same
+/// inputs.
+fn cold_feed(site: &Site) -> String {
+    let out = site.fixture.tmp.path().join("cold");
+    let cold = (site.fixture).build(&["--no-cache", "--out", out.to_str().unwrap()]);
+    assert_success(&cold);
+    fs::read_to_string(out.join("feed.xml")).unwrap()
 }
 
 /// The first build plans both releases; the next remembers both plans, and
 /// publishes what a cold build does.
 fn a_warm_rebuild_plans_no_release_again() {
     let site = Site::new();
-    assert_eq!(site.remembered(&[]), 0);
-    assert_eq!(site.remembered(&[]), 2);
-    assert_eq!(site.remembered(&[]), 2);
-    assert_eq!(site.feed(), site.cold_feed());
+    assert_eq!(remembered(&site, &[]), 0);
+    assert_eq!(remembered(&site, &[]), 2);
+    assert_eq!(remembered(&site, &[]), 2);
+    assert_eq!(site.feed(), cold_feed(&site));
 }
 
 /// A notes file written to is in another state: parsed and planned again.
 fn a_changed_notes_file_is_planned_again() {
     let site = Site::new();
-    site.remembered(&[]);
+    remembered(&site, &[]);
     let notes = site.fixture.path("releases/webapp/1.1.0/release.toml");
     let text = fs::read_to_string(&notes).unwrap();
     fs::write(&notes, text.replace("One fix.", "One fix, planned again.")).unwrap();
-    assert_eq!(site.remembered(&[]), 1);
+    assert_eq!(remembered(&site, &[]), 1);
     assert!(site.feed().contains("One fix, planned again."));
-    assert_eq!(site.feed(), site.cold_feed());
+    assert_eq!(site.feed(), cold_feed(&site));
 }
 
 /// A release directory that lists another file than its plan was made
 /// beside is planned again: a second image is published.
 fn a_file_added_beside_the_notes_is_planned_again() {
     let site = Site::new();
-    site.remembered(&[]);
+    remembered(&site, &[]);
     let second = "releases/webapp/1.1.0/webapp-1.1.0-data.raw";
     fs::write(site.fixture.path(second), b"more data\n").unwrap();
-    assert_eq!(site.remembered(&[]), 1);
+    assert_eq!(remembered(&site, &[]), 1);
     assert!(site.feed().contains("webapp-1.1.0-data.raw"));
-    assert_eq!(site.feed(), site.cold_feed());
+    assert_eq!(site.feed(), cold_feed(&site));
 }
 
 /// A remembered plan's image must still be a regular file: one removed
@@ -110,15 +82,15 @@ fn a_file_added_beside_the_notes_is_planned_again() {
 fn an_image_gone_from_a_remembered_release_fails_as_a_cold_build_does() {
     for (fifo, says) in [(false, "has no images"), (true, "is not a regular file")] {
         let site = Site::new();
-        site.remembered(&[]);
+        remembered(&site, &[]);
         let image = site.fixture.path("releases/webapp/1.1.0/webapp-1.1.0.raw");
         fs::remove_file(&image).unwrap();
         if fifo {
             let made = std::process::Command::new("mkfifo").arg(&image).status();
             assert!(made.unwrap().success());
         }
-        let warm = site.build(&[]);
-        let cold = site.build(&["--no-cache"]);
+        let warm = site.run(&[]);
+        let cold = site.run(&["--no-cache"]);
         assert!(!warm.status.success());
         assert!(stderr(&warm).contains(says), "{}", stderr(&warm));
         assert_eq!(stderr(&warm), stderr(&cold));
@@ -129,13 +101,13 @@ fn an_image_gone_from_a_remembered_release_fails_as_a_cold_build_does() {
 /// again. `--verify-cache` and `--no-cache` take no plan from the memo.
 fn another_config_or_no_trusted_cache_plans_every_release_again() {
     let site = Site::new();
-    site.remembered(&[]);
-    assert_eq!(site.remembered(&["--verify-cache"]), 0);
-    assert_eq!(site.remembered(&["--no-cache"]), 0);
-    assert_eq!(site.remembered(&[]), 2);
+    remembered(&site, &[]);
+    assert_eq!(remembered(&site, &["--verify-cache"]), 0);
+    assert_eq!(remembered(&site, &["--no-cache"]), 0);
+    assert_eq!(remembered(&site, &[]), 2);
     site.fixture.configure("feed_items = 1\n");
-    assert_eq!(site.remembered(&[]), 0);
-    assert_eq!(site.remembered(&[]), 2);
+    assert_eq!(remembered(&site, &[]), 0);
+    assert_eq!(remembered(&site, &[]), 2);
 }
 
 /// What the scan remembers (the notes' HTML, the plans) serves only the
@@ -143,17 +115,17 @@ fn another_config_or_no_trusted_cache_plans_every_release_again() {
 /// plans every release afresh, and the binary after it again.
 fn another_program_reads_and_plans_every_release_again() {
     let site = Site::new();
-    site.remembered(&[]);
-    assert_eq!(site.remembered(&[]), 2);
+    remembered(&site, &[]);
+    assert_eq!(remembered(&site, &[]), 2);
     let copy = site.fixture.tmp.path().join("vmcast-gen-copy");
     fs::copy(env!("CARGO_BIN_EXE_vmcast-gen"), &copy).unwrap();
     let cache = site.cache.to_str().unwrap();
     let mut cmd = in_test_env(std::process::Command::new(&copy), &site.fixture.path(""));
     cmd.args(["build", "--json", "--cache-dir", cache]);
-    assert_eq!(Site::count(&cmd.output().unwrap()), 0);
-    assert_eq!(site.remembered(&[]), 0);
-    assert_eq!(site.remembered(&[]), 2);
-    assert_eq!(site.feed(), site.cold_feed());
+    assert_eq!(count(&cmd.output().unwrap()), 0);
+    assert_eq!(remembered(&site, &[]), 0);
+    assert_eq!(remembered(&site, &[]), 2);
+    assert_eq!(site.feed(), cold_feed(&site));
 }
 
 /// A release whose notes list its images (`images = [...]`, whose globs
@@ -164,13 +136,11 @@ fn a_release_outside_the_plain_case_is_planned_afresh_and_the_memo_left_alone() 
     let notes = site.fixture.path("releases/webapp/1.1.0/release.toml");
     let text = fs::read_to_string(&notes).unwrap();
     fs::write(&notes, format!("images = [\"webapp-1.1.0.raw\"]\n{text}")).unwrap();
-    site.remembered(&[]);
-    assert_eq!(site.remembered(&[]), 1);
-    let config = fs::canonicalize(site.fixture.path("vmcast.toml")).unwrap();
-    let cache = vmcast_gen::cache::HashCache::file_for(&site.cache, &config);
-    let memo = vmcast_gen::cache::HashCache::plans_file(&cache);
+    remembered(&site, &[]);
+    assert_eq!(remembered(&site, &[]), 1);
+    let memo = vmcast_gen::cache::HashCache::plans_file(&site.cache_file());
     let before = fs::metadata(&memo).unwrap().modified().unwrap();
-    assert_eq!(site.remembered(&[]), 1);
+    assert_eq!(remembered(&site, &[]), 1);
     assert_eq!(fs::metadata(&memo).unwrap().modified().unwrap(), before);
-    assert_eq!(site.feed(), site.cold_feed());
+    assert_eq!(site.feed(), cold_feed(&site));
 }
