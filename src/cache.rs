@@ -16,9 +16,10 @@
 //! page or archive it rendered, keyed by the digest of what it was
 //! rendered from (`render::Inputs`), so that one whose inputs did not
 //! change is taken as the last build left it, not rendered again; and the
-//! states of the published files that never change (archives, their
-//! signatures) that the last builds left, by the digest of their bytes,
-//! so that the spare's copy is kept with one stat instead of a read.
+//! states of the files the last builds published and may find unchanged
+//! (archives and their signatures, control files, boxes, copies of
+//! images), by the digest of their bytes, so that the spare's copy is
+//! kept with one stat instead of a read.
 //!
 //! A sidecar is weaker by design: it records size, mtime and digest on the
 //! build machine, and is trusted when size and mtime (to the second) still
@@ -41,12 +42,15 @@ use crate::model::{Combined, Digested, FileDigest, Sha256, Sha512};
 use crate::sign::PublicKey;
 use crate::warning::Warning;
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-6";
-/// The formats before published files' states were remembered and the
-/// notes files moved to the scan's memo (5), before rendered files were
-/// remembered (4) and before notes were (3): what they hold is read as it
-/// is, but for the notes.
-const OLDER_FORMATS: [&str; 3] = [
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-7";
+/// The formats before the files made or copied into the output were
+/// remembered by their digest, not as entries of their own (6), before
+/// published files' states were remembered and the notes files moved to
+/// the scan's memo (5), before rendered files were remembered (4) and
+/// before notes were (3): what they hold is read as it is, but for the
+/// notes, and each entry's state is taken to hold its digest's bytes.
+const OLDER_FORMATS: [&str; 4] = [
+    "vmcast-gen-hash-cache-6",
     "vmcast-gen-hash-cache-5",
     "vmcast-gen-hash-cache-4",
     "vmcast-gen-hash-cache-3",
@@ -78,7 +82,7 @@ struct CacheFile {
 /// What one build remembers for the next.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Record {
-    /// Images, and the copies and boxes in the output, by canonical path.
+    /// Images, by canonical path.
     entries: BTreeMap<String, CacheEntry>,
     /// Signature files, by the digest of what made them ([`Signed`]).
     signatures: BTreeMap<String, String>,
@@ -160,6 +164,15 @@ struct CacheFileOut<'a> {
     published: &'a BTreeMap<String, Vec<FileState>>,
 }
 
+/// Adds `state` to the sorted states known to hold the bytes of `sha256`
+/// (hex).
+fn add_state(published: &mut BTreeMap<String, Vec<FileState>>, sha256: &str, state: FileState) {
+    let states = published.entry(sha256.to_owned()).or_default();
+    if let Err(at) = states.binary_search(&state) {
+        states.insert(at, state);
+    }
+}
+
 /// The hash cache of one site.
 #[derive(Debug)]
 pub struct HashCache {
@@ -234,11 +247,20 @@ impl HashCache {
             {
                 let ours = program.is_some() && file.program == program;
                 let current = ours && file.format == CACHE_FORMAT;
+                let mut published = file.published;
+                if file.format != CACHE_FORMAT {
+                    // Where an older cache kept the files made or copied
+                    // into the output: keeping them spares an upgrade a
+                    // copy of every image.
+                    for entry in file.entries.values() {
+                        add_state(&mut published, &entry.sha256, entry.state);
+                    }
+                }
                 let old = Record {
                     entries: file.entries,
                     signatures: file.signatures.into_iter().filter(|_| ours).collect(),
                     rendered: file.rendered.into_iter().filter(|_| ours).collect(),
-                    published: file.published,
+                    published,
                 };
                 let cache = HashCache {
                     path: path.to_path_buf(),
@@ -433,10 +455,7 @@ impl HashCache {
 
     /// Remembers that a published file in `state` holds bytes of `sha256`.
     pub fn remember_holding(&mut self, sha256: &Sha256, state: FileState) {
-        let states = self.new.published.entry(sha256.to_hex()).or_default();
-        if let Err(at) = states.binary_search(&state) {
-            states.insert(at, state);
-        }
+        add_state(&mut self.new.published, &sha256.to_hex(), state);
     }
 
     /// The size of the cache file, as loaded or last written: about what
@@ -688,6 +707,26 @@ mod tests {
         assert!(warning.is_none());
         assert_eq!(cache.get(&file, &state), Some(digested));
         assert!(!cache.current);
+    }
+
+    /// A cache of format 6 kept the files made or copied into the output
+    /// as entries of their own: each entry's state is taken to hold its
+    /// digest's bytes, so an upgrade takes them as they are.
+    #[test]
+    fn a_cache_of_format_6_holds_the_states_of_its_entries() {
+        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
+        let cache_path = dir.path().join("cache.json");
+        cache.save().unwrap();
+        let (cache, _) = HashCache::load(&cache_path);
+        assert!(!cache.holds(&digested.digest.sha256, &state));
+        let mut text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cache_path).unwrap()).unwrap();
+        text["format"] = OLDER_FORMATS[0].into();
+        std::fs::write(&cache_path, text.to_string()).unwrap();
+        let (cache, warning) = HashCache::load(&cache_path);
+        assert!(warning.is_none());
+        assert!(cache.holds(&digested.digest.sha256, &state));
+        assert_eq!(cache.get(&file, &state), Some(digested));
     }
 
     #[test]

@@ -378,11 +378,12 @@ fn probe(file: &File, path: &Path, len: u64) -> Result<Option<ImageInfo>> {
 /// reused.
 fn previous_copy(cache: &HashCache, path: &Path, digest: &FileDigest) -> Option<place::Previous> {
     let (_, meta) = fsutil::open_regular(path, false).ok()?;
-    let recorded = cache.get(path, &FileState::of(&meta))?;
-    recorded.digest.same_bytes(digest).then(|| place::Previous {
-        path: path.to_path_buf(),
-        id: FileId::of(&meta),
-    })
+    cache
+        .holds(&digest.sha256, &FileState::of(&meta))
+        .then(|| place::Previous {
+            path: path.to_path_buf(),
+            id: FileId::of(&meta),
+        })
 }
 
 /// A file of ours made of an image (its box, its control file) whose
@@ -409,7 +410,7 @@ fn reuse(
         && meta.is_file()
     {
         let state = FileState::of(&meta);
-        if (cache.get(previous, &state)).is_some_and(|r| r.digest.same_bytes(&digest)) {
+        if cache.holds(&digest.sha256, &state) {
             held.push((previous.to_path_buf(), state));
             return Ok(Some(digest));
         }

@@ -9,7 +9,7 @@ use crate::config::{Config, ImageMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::media;
-use crate::model::{self, Digested, FileDigest, Release, Sha256};
+use crate::model::{self, FileDigest, Release, Sha256};
 use crate::openpgp;
 use crate::par;
 use crate::render;
@@ -230,8 +230,8 @@ pub(super) fn record(
 }
 
 /// Records, after the swap, what the new output holds, for the next build.
-/// A copy is recorded under its own canonical path, so the next build can
-/// take it by hard link when it publishes the same bytes there. A hard
+/// A copy's state is recorded as holding its digest's bytes, so the next
+/// build can take it by hard link when it publishes the same bytes there. A hard
 /// link is the image itself: making it, or removing one the spare held,
 /// moved its ctime, so the image's entry takes the state the next build
 /// will see (only if its size and mtime are still those recorded).
@@ -253,15 +253,7 @@ fn record_output(
         if state.id() == image.source.seen.state.id() {
             cache.restat(&image.source.real, state);
         } else {
-            cache.insert(
-                &path,
-                state,
-                &Digested {
-                    digest: image.digest,
-                    info: image.info.clone(),
-                    lxd: image.lxd,
-                },
-            );
+            cache.remember_holding(&image.digest.sha256, state);
         }
     }
     Ok(())
@@ -324,17 +316,7 @@ fn record_made(
                 Some(state) => *state,
                 None => cache::FileState::of(&fsutil::symlink_metadata(&path)?),
             };
-            // The image's facts stand beside the file's digest: only the
-            // digest is ever compared.
-            cache.insert(
-                &path,
-                state,
-                &Digested {
-                    digest,
-                    info: image.info.clone(),
-                    lxd: None,
-                },
-            );
+            cache.remember_holding(&digest.sha256, state);
         }
     }
     Ok(())

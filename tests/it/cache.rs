@@ -35,6 +35,7 @@ tests! {
     a_held_archive_whose_signature_is_forgotten_is_signed_again;
     a_control_file_in_the_spare_follows_its_image;
     a_control_file_in_the_spare_written_to_is_made_anew;
+    a_control_file_in_a_remembered_state_is_kept_unread;
     archives_in_a_remembered_state_are_kept_unread;
     archives_in_the_spare_written_to_are_not_kept;
 }
@@ -695,6 +696,38 @@ fn a_control_file_in_the_spare_written_to_is_made_anew() {
         fs::write(&spare, bytes).unwrap();
     });
     assert!(warm == cold, "a tampered control file was published");
+}
+
+/// The cache records the state of a published control file as holding
+/// its digest's bytes, and a control file the spare holds in a state the
+/// cache knows is kept with one stat, unread: made here a file of its own
+/// (no longer the output's hard link) with other bytes, the cache made to
+/// vouch for its state, it is what the build publishes. `--verify-cache`
+/// makes it afresh.
+fn a_control_file_in_a_remembered_state_is_kept_unread() {
+    let site = Site::with_mode("link");
+    site.fixture.configure("zsync = true\n");
+    warm(&site);
+    let control = format!("{PUBLISHED}.zsync");
+    let published = site.fixture.path(&control);
+    let made = fs::read(&published).unwrap();
+    let file = site.cache_file();
+    let mut cache: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    let states = cache["published"][&sha256(&made)].as_array_mut().unwrap();
+    assert!(states.contains(&state_of(&published)), "{states:?}");
+    let spare = site
+        .fixture
+        .path(&format!(".{control}").replacen("public/", "public.spare/", 1));
+    fs::remove_file(&spare).unwrap();
+    let forged = b"zsync: kept unread\n";
+    fs::write(&spare, forged).unwrap();
+    states.push(state_of(&spare));
+    fs::write(&file, cache.to_string()).unwrap();
+    site.build(&[]);
+    assert_eq!(fs::read(&published).unwrap(), forged);
+    site.build(&["--verify-cache"]);
+    assert_eq!(fs::read(&published).unwrap(), made);
 }
 
 /// An archive taken from the spare unread is read again to be signed when
