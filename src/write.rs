@@ -9,7 +9,7 @@
 //! only what differs. Removing a tree of a thousand release directories
 //! and making it again would cost a rebuild more than all the rest.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -278,7 +278,7 @@ impl<'a> Staging<'a> {
     fn remove_unused(&self) -> Result<()> {
         let produced = self.produced();
         // The directories that hold a file of the new site.
-        let mut used: BTreeSet<&str> = BTreeSet::new();
+        let mut used: HashSet<&str> = HashSet::with_capacity(produced.len());
         for path in produced.iter() {
             let mut rest = path.as_str();
             while let Some((parent, _)) = rest.rsplit_once('/') {
