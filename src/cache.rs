@@ -72,11 +72,11 @@ struct CacheFile {
     #[allow(dead_code)]
     notes: serde::de::IgnoredAny,
     #[serde(default)]
-    signatures: BTreeMap<String, String>,
+    signatures: BTreeMap<Sha256, String>,
     #[serde(default)]
-    rendered: BTreeMap<String, RenderedEntry>,
+    rendered: BTreeMap<Sha256, RenderedEntry>,
     #[serde(default)]
-    published: BTreeMap<String, Vec<FileState>>,
+    published: BTreeMap<Sha256, Vec<FileState>>,
 }
 
 /// What one build remembers for the next.
@@ -85,12 +85,12 @@ struct Record {
     /// Images, by canonical path.
     entries: BTreeMap<String, CacheEntry>,
     /// Signature files, by the digest of what made them ([`Signed`]).
-    signatures: BTreeMap<String, String>,
+    signatures: BTreeMap<Sha256, String>,
     /// The digests of rendered files, by the digest of their inputs.
-    rendered: BTreeMap<String, RenderedEntry>,
+    rendered: BTreeMap<Sha256, RenderedEntry>,
     /// The states of published files known to hold the bytes of a
-    /// SHA-256, by it (hex), sorted.
-    published: BTreeMap<String, Vec<FileState>>,
+    /// SHA-256, by it, sorted.
+    published: BTreeMap<Sha256, Vec<FileState>>,
 }
 
 /// A file rendered from inputs of one digest: its length and SHA-256.
@@ -98,17 +98,17 @@ struct Record {
 #[serde(deny_unknown_fields)]
 struct RenderedEntry {
     length: u64,
-    sha256: String,
+    sha256: Sha256,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CacheEntry {
     state: FileState,
-    sha256: String,
+    sha256: Sha256,
     /// Kept once computed, so the virt-builder index never needs it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sha512: Option<String>,
+    sha512: Option<Sha512>,
     info: ImageInfo,
     /// The Vagrant box made of the image in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,8 +125,8 @@ struct CacheEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CachedCombined {
-    prefix: String,
-    sha256: String,
+    prefix: Sha256,
+    sha256: Sha256,
 }
 
 /// A Vagrant box's digest, and the mtime its members were given: a box
@@ -136,7 +136,7 @@ struct CachedCombined {
 struct BoxEntry {
     mtime: u64,
     length: u64,
-    sha256: String,
+    sha256: Sha256,
 }
 
 /// A zsync control file's digest, and the image name it was made for: it
@@ -146,7 +146,7 @@ struct BoxEntry {
 struct ZsyncEntry {
     name: String,
     length: u64,
-    sha256: String,
+    sha256: Sha256,
 }
 
 /// The cache file as written: [`CacheFile`], borrowed.
@@ -157,17 +157,17 @@ struct CacheFileOut<'a> {
     program: Option<FileState>,
     entries: &'a BTreeMap<String, CacheEntry>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    signatures: &'a BTreeMap<String, String>,
+    signatures: &'a BTreeMap<Sha256, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    rendered: &'a BTreeMap<String, RenderedEntry>,
+    rendered: &'a BTreeMap<Sha256, RenderedEntry>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    published: &'a BTreeMap<String, Vec<FileState>>,
+    published: &'a BTreeMap<Sha256, Vec<FileState>>,
 }
 
 /// Adds `state` to the sorted states known to hold the bytes of `sha256`
 /// (hex).
-fn add_state(published: &mut BTreeMap<String, Vec<FileState>>, sha256: &str, state: FileState) {
-    let states = published.entry(sha256.to_owned()).or_default();
+fn add_state(published: &mut BTreeMap<Sha256, Vec<FileState>>, sha256: Sha256, state: FileState) {
+    let states = published.entry(sha256).or_default();
     if let Err(at) = states.binary_search(&state) {
         states.insert(at, state);
     }
@@ -253,7 +253,7 @@ impl HashCache {
                     // into the output: keeping them spares an upgrade a
                     // copy of every image.
                     for entry in file.entries.values() {
-                        add_state(&mut published, &entry.sha256, entry.state);
+                        add_state(&mut published, entry.sha256, entry.state);
                     }
                 }
                 let old = Record {
@@ -295,19 +295,13 @@ impl HashCache {
         }
         let digest = FileDigest {
             length: state.size,
-            sha256: Sha256::from_hex(&entry.sha256)?,
-            sha512: match &entry.sha512 {
-                Some(hex) => Some(Sha512::from_hex(hex)?),
-                None => None,
-            },
+            sha256: entry.sha256,
+            sha512: entry.sha512,
         };
-        let lxd = match &entry.lxd {
-            Some(c) => Some(Combined {
-                prefix: Sha256::from_hex(&c.prefix)?,
-                sha256: Sha256::from_hex(&c.sha256)?,
-            }),
-            None => None,
-        };
+        let lxd = entry.lxd.as_ref().map(|c| Combined {
+            prefix: c.prefix,
+            sha256: c.sha256,
+        });
         Some(Digested {
             digest,
             info: entry.info.clone(),
@@ -325,7 +319,7 @@ impl HashCache {
         }
         Some(FileDigest {
             length: boxed.length,
-            sha256: Sha256::from_hex(&boxed.sha256)?,
+            sha256: boxed.sha256,
             sha512: None,
         })
     }
@@ -340,7 +334,7 @@ impl HashCache {
         }
         Some(FileDigest {
             length: zsync.length,
-            sha256: Sha256::from_hex(&zsync.sha256)?,
+            sha256: zsync.sha256,
             sha512: None,
         })
     }
@@ -351,7 +345,7 @@ impl HashCache {
             entry.zsync = Some(ZsyncEntry {
                 name: name.to_owned(),
                 length: digest.length,
-                sha256: digest.sha256.to_hex(),
+                sha256: digest.sha256,
             });
         }
     }
@@ -362,7 +356,7 @@ impl HashCache {
             entry.vagrant_box = Some(BoxEntry {
                 mtime,
                 length: digest.length,
-                sha256: digest.sha256.to_hex(),
+                sha256: digest.sha256,
             });
         }
     }
@@ -374,14 +368,14 @@ impl HashCache {
             key(canonical).into_owned(),
             CacheEntry {
                 state,
-                sha256: digest.sha256.to_hex(),
-                sha512: digest.sha512.map(|d| d.to_hex()),
+                sha256: digest.sha256,
+                sha512: digest.sha512,
                 info: info.clone(),
                 vagrant_box: None,
                 zsync: None,
                 lxd: lxd.map(|c| CachedCombined {
-                    prefix: c.prefix.to_hex(),
-                    sha256: c.sha256.to_hex(),
+                    prefix: c.prefix,
+                    sha256: c.sha256,
                 }),
             },
         );
@@ -417,10 +411,10 @@ impl HashCache {
     /// The length and digest of the file this program rendered from
     /// inputs of digest `inputs`, if the last build remembered it.
     pub fn rendered(&self, inputs: &Sha256) -> Option<FileDigest> {
-        let entry = self.old.rendered.get(&inputs.to_hex())?;
+        let entry = self.old.rendered.get(inputs)?;
         Some(FileDigest {
             length: entry.length,
-            sha256: Sha256::from_hex(&entry.sha256)?,
+            sha256: entry.sha256,
             sha512: None,
         })
     }
@@ -431,9 +425,9 @@ impl HashCache {
         if self.program.is_some() {
             let entry = RenderedEntry {
                 length,
-                sha256: sha256.to_hex(),
+                sha256: *sha256,
             };
-            self.new.rendered.insert(inputs.to_hex(), entry);
+            self.new.rendered.insert(*inputs, entry);
         }
     }
 
@@ -441,13 +435,13 @@ impl HashCache {
     /// `state` holding bytes of `sha256`: a file in the same state holds
     /// the same bytes.
     pub fn holds(&self, sha256: &Sha256, state: &FileState) -> bool {
-        (self.old.published.get(&sha256.to_hex())).is_some_and(|states| states.contains(state))
+        (self.old.published.get(sha256)).is_some_and(|states| states.contains(state))
     }
 
     /// Remembers again every state the last build knew to hold bytes of
     /// `sha256`: a file found in one of them was kept as it was.
     pub fn keep_holding(&mut self, sha256: &Sha256) {
-        let old = self.old.published.get(&sha256.to_hex()).cloned();
+        let old = self.old.published.get(sha256).cloned();
         for state in old.into_iter().flatten() {
             self.remember_holding(sha256, state);
         }
@@ -455,7 +449,7 @@ impl HashCache {
 
     /// Remembers that a published file in `state` holds bytes of `sha256`.
     pub fn remember_holding(&mut self, sha256: &Sha256, state: FileState) {
-        add_state(&mut self.new.published, &sha256.to_hex(), state);
+        add_state(&mut self.new.published, *sha256, state);
     }
 
     /// The size of the cache file, as loaded or last written: about what
@@ -502,7 +496,7 @@ impl HashCache {
 /// Ed25519 is deterministic), its trusted comment and the digest of the
 /// bytes signed, each field of a fixed length or preceded by its length.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signed(String);
+pub struct Signed(Sha256);
 
 impl Signed {
     /// `data` is the SHA-256 of the bytes signed.
@@ -514,7 +508,7 @@ impl Signed {
         fed.extend_from_slice(&(trusted_comment.len() as u64).to_le_bytes());
         fed.extend_from_slice(trusted_comment.as_bytes());
         fed.extend_from_slice(&data.0);
-        Signed(Sha256::of(&fed).to_hex())
+        Signed(Sha256::of(&fed))
     }
 }
 
@@ -727,6 +721,23 @@ mod tests {
         assert!(warning.is_none());
         assert!(cache.holds(&digested.digest.sha256, &state));
         assert_eq!(cache.get(&file, &state), Some(digested));
+    }
+
+    /// Digests are read into their types: a cache with one that is not
+    /// hex is corrupt, and ignored whole.
+    #[test]
+    fn a_digest_that_is_not_hex_makes_the_cache_corrupt() {
+        let (dir, _, _, _, mut cache) = cache_with_one_entry();
+        let cache_path = dir.path().join("cache.json");
+        cache.save().unwrap();
+        let text = std::fs::read_to_string(&cache_path).unwrap();
+        let hex = Sha256::of(b"abc").to_hex();
+        assert!(text.contains(&hex), "{text}");
+        std::fs::write(&cache_path, text.replace(&hex, &hex.replace('a', "g"))).unwrap();
+        let (cache, warning) = HashCache::load(&cache_path);
+        let message = warning.unwrap().message;
+        assert!(message.contains("64 hex digits"), "{message}");
+        assert!(cache.old.entries.is_empty());
     }
 
     #[test]

@@ -4,8 +4,9 @@ use std::fmt;
 
 use super::ImageInfo;
 
-/// A SHA-256 digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// A SHA-256 digest. Written by serde as its lowercase hex, and read from
+/// hex of either case.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256(pub [u8; 32]);
 
 impl Sha256 {
@@ -76,6 +77,7 @@ fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
 
 /// A SHA-512 digest: what virt-builder checks a template with. Computed
 /// only for the images its index lists, in the same read as the SHA-256.
+/// Written by serde as [`Sha256`] is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sha512(pub [u8; 64]);
 
@@ -119,6 +121,44 @@ impl fmt::Display for Sha256 {
         f.write_str(&self.to_hex())
     }
 }
+
+/// Serde as hex, without a `String` on either way: a hash cache holds tens
+/// of thousands.
+macro_rules! hex_serde {
+    ($digest:ident, $bytes:literal) => {
+        impl serde::Serialize for $digest {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut text = [0u8; 2 * $bytes];
+                for (pair, b) in text.chunks_exact_mut(2).zip(self.0) {
+                    pair[0] = HEX[usize::from(b >> 4)];
+                    pair[1] = HEX[usize::from(b & 15)];
+                }
+                s.serialize_str(std::str::from_utf8(&text).expect("hex is ASCII"))
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $digest {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Hex;
+                impl serde::de::Visitor<'_> for Hex {
+                    type Value = $digest;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "{} hex digits", 2 * $bytes)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$digest, E> {
+                        $digest::from_hex(v)
+                            .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                    }
+                }
+                d.deserialize_str(Hex)
+            }
+        }
+    };
+}
+
+hex_serde!(Sha256, 32);
+hex_serde!(Sha512, 64);
 
 /// A file's identity on its file system: device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
