@@ -383,19 +383,22 @@ fn list_spare(
         .list(&dir, rel, meta)
         .map_err(|e| Error::io("cannot read directory", &dir, e))?;
     for entry in listing {
-        let path = dir.join(&entry.name);
-        let Some(name) = entry.name.to_str().map(str::to_owned) else {
+        // Only a directory, or what the spare must not hold, needs its path.
+        let path = || dir.join(&entry.name);
+        let Some(name) = entry.name.to_str() else {
             // No site path has a name that is not UTF-8.
-            fsutil::remove_any(&path)?;
+            fsutil::remove_any(&path())?;
             continue;
         };
-        let child = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
+        let mut child = String::with_capacity(rel.len() + 1 + name.len());
+        if !rel.is_empty() {
+            child.push_str(rel);
+            child.push('/');
+        }
+        child.push_str(name);
         match entry.kind {
             Kind::Dir => {
+                let path = path();
                 let mut meta = fsutil::symlink_metadata(&path)?;
                 if !meta.is_dir() {
                     return Ok(Some((child, fsutil::file_kind(&meta))));
@@ -411,7 +414,7 @@ fn list_spare(
             }
             Kind::File => entries.push((child, false)),
             Kind::Symlink | Kind::Other => {
-                let meta = fsutil::symlink_metadata(&path)?;
+                let meta = fsutil::symlink_metadata(&path())?;
                 return Ok(Some((child, fsutil::file_kind(&meta))));
             }
         }

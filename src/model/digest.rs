@@ -54,25 +54,41 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// Parses exactly `2 * N` hex digits, either case.
-fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
-    fn digit(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
+/// Each byte's value as a hex digit, either case; 0xFF for none.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Parses exactly `2 * N` hex digits, either case. By table: a hash cache
+/// holds tens of thousands of digests.
+fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let hex = hex.as_bytes();
     if hex.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
+    let mut bad = 0;
     for (b, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *b = digit(pair[0])? << 4 | digit(pair[1])?;
+        let (high, low) = (
+            HEX_DIGITS[usize::from(pair[0])],
+            HEX_DIGITS[usize::from(pair[1])],
+        );
+        bad |= high | low;
+        *b = high << 4 | low;
     }
-    Some(out)
+    (bad & 0xF0 == 0).then_some(out)
 }
 
 /// A SHA-512 digest: what virt-builder checks a template with. Computed
@@ -340,6 +356,39 @@ mod tests {
         // As caches before this one wrote them.
         let old = r#"{"dev":1,"ino":2,"size":3,"mtime_ns":4,"ctime_ns":-5}"#;
         assert_eq!(serde_json::from_str::<FileState>(old).unwrap(), state);
+    }
+
+    /// Every byte value, both cases of each digit, through hex and serde;
+    /// every byte that is not a digit, in either place of a pair, refused.
+    #[test]
+    fn hex_is_read_in_either_case_and_nothing_else() {
+        let mut bytes = [0u8; 32];
+        for high in 0..8u8 {
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = high * 32 + i as u8;
+            }
+            let digest = Sha256(bytes);
+            let hex = digest.to_hex();
+            assert_eq!(Sha256::from_hex(&hex), Some(digest));
+            assert_eq!(Sha256::from_hex(&hex.to_uppercase()), Some(digest));
+            let json = serde_json::to_string(&digest).unwrap();
+            assert_eq!(json, format!("\"{hex}\""));
+            assert_eq!(serde_json::from_str::<Sha256>(&json).unwrap(), digest);
+        }
+        let zeros = "0".repeat(64);
+        for c in (0..=255u8).filter(|c| !c.is_ascii_hexdigit()) {
+            for at in [0, 1] {
+                let mut text = zeros.clone().into_bytes();
+                text[at] = c;
+                let text = String::from_utf8_lossy(&text).into_owned();
+                assert_eq!(Sha256::from_hex(&text), None, "{c:#x} at {at}");
+            }
+        }
+        // Two bytes, neither ASCII, in 64.
+        assert_eq!(Sha256::from_hex(&format!("é{}", &zeros[2..])), None);
+        assert_eq!(Sha256::from_hex(&zeros[1..]), None);
+        assert_eq!(Sha256::from_hex(&format!("{zeros}0")), None);
+        assert!(serde_json::from_str::<Sha256>("\"abc\"").is_err());
     }
 
     #[test]
