@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::model::{FileId, FileName};
+use crate::model::{FileId, FileName, Sha256};
 use crate::warning::Warning;
 
 /// Mode of every published file: readable by the web server.
@@ -141,6 +141,18 @@ pub fn read_bounded(
         sink(&buf[..within]);
         total += n as u64;
     }
+}
+
+/// The byte count [`read_bounded`] gives, and the SHA-256 of the bytes it
+/// fed (at most `limit`).
+pub fn sha256_bounded(
+    reader: impl io::Read,
+    limit: u64,
+) -> std::result::Result<(u64, Sha256), (u64, io::Error)> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let read = read_bounded(reader, limit, |c| hasher.update(c))?;
+    Ok((read, Sha256(hasher.finalize().into())))
 }
 
 fn too_large(path: &Path, limit: u64) -> Error {

@@ -9,8 +9,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-
 use crate::cache::{self, FileState, HashCache};
 use crate::catalog;
 use crate::catalog::simplestreams::{Fingerprint, FingerprintSink};
@@ -439,9 +437,8 @@ fn hashes_to(path: &Path, digest: &FileDigest) -> Option<place::Previous> {
     if meta.len() != digest.length {
         return None;
     }
-    let mut hasher = sha2::Sha256::new();
-    fsutil::read_bounded(&file, digest.length, |c| hasher.update(c)).ok()?;
-    (model::Sha256(hasher.finalize().into()) == digest.sha256).then(|| place::Previous {
+    let (_, sha256) = fsutil::sha256_bounded(&file, digest.length).ok()?;
+    (sha256 == digest.sha256).then(|| place::Previous {
         path: path.to_path_buf(),
         id: FileId::of(&meta),
     })

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-use sha2::Digest;
 use url::Url;
 
 use super::{Failure, Progress};
@@ -243,10 +242,9 @@ fn take_from_seeds(
 
 /// The SHA-256 of the first `length` bytes of the rebuilt image.
 fn sha256_of(mine: &Mine, length: u64, path: &Path) -> Result<Sha256> {
-    let mut hasher = sha2::Sha256::new();
-    fsutil::read_bounded(&mine.file, length, |c| hasher.update(c))
+    let (_, sha256) = fsutil::sha256_bounded(&mine.file, length)
         .map_err(|(_, e)| Error::io("cannot read", path, e))?;
-    Ok(Sha256(hasher.finalize().into()))
+    Ok(sha256)
 }
 
 /// The control file, checked against the signed feed and read, and how

@@ -631,10 +631,9 @@ fn in_place(
     if entry.as_ref().is_some_and(|e| e.stamp() == mine.stamp) {
         return Ok(true);
     }
-    let mut hasher = sha2::Sha256::new();
-    fsutil::read_bounded(&mine.file, image.digest.length, |c| hasher.update(c))
+    let (_, sha256) = fsutil::sha256_bounded(&mine.file, image.digest.length)
         .map_err(|(_, e)| Error::io("cannot read", dest.path_of(name), e))?;
-    if Sha256(hasher.finalize().into()) != image.digest.sha256 {
+    if sha256 != image.digest.sha256 {
         return Ok(false);
     }
     if let Some(entry) = entry {

@@ -10,13 +10,11 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-
 use super::Params;
 use super::sums::{self, LANES};
 use crate::error::{Error, Result};
 use crate::hash::{self, Chunk, Facts, Sink};
-use crate::model::{FileDigest, Sha256};
+use crate::model::FileDigest;
 
 /// A control file to make of an image in the read that hashes it.
 #[derive(Debug, Clone)]
@@ -188,12 +186,11 @@ impl Sink for Maker {
 /// header, which comes first, was written last).
 fn digest_of(path: &Path) -> Result<FileDigest> {
     let (file, meta) = crate::fsutil::open_regular(path, false)?;
-    let mut hasher = sha2::Sha256::new();
-    let length = crate::fsutil::read_bounded(&file, meta.len(), |c| hasher.update(c))
+    let (length, sha256) = crate::fsutil::sha256_bounded(&file, meta.len())
         .map_err(|(_, e)| Error::io("cannot read", path, e))?;
     Ok(FileDigest {
         length,
-        sha256: Sha256(hasher.finalize().into()),
+        sha256,
         sha512: None,
     })
 }
