@@ -6,6 +6,7 @@
 //! file), and the cache kept even when a later stage fails.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -47,8 +48,10 @@ pub(super) struct Hashed {
     pub zsyncs: HashMap<RelPath, FileDigest>,
     /// The boxes and control files the staging directory held already, by
     /// their place in the previous output (canonical), and the state the
-    /// cache recorded them in there, which nothing moved.
-    pub files_held: HashMap<PathBuf, FileState>,
+    /// cache recorded them in there, which nothing moved. Keyed by the
+    /// path's bytes: a `Path` hashes name by name, and the record looks up
+    /// one for each of thousands of images.
+    pub files_held: HashMap<OsString, FileState>,
 }
 
 /// Digests every image the scan found (read, or from the cache or a
@@ -343,7 +346,7 @@ struct Outcome {
     /// their state did not move, so the cache's record of them stands.
     held: HashSet<RelPath>,
     /// The boxes and control files the staging directory held already.
-    files_held: HashMap<PathBuf, FileState>,
+    files_held: HashMap<OsString, FileState>,
 }
 
 /// What an image is, from its headers alone (read with `pread`, the
@@ -484,7 +487,9 @@ fn digest_all(
     let mut pending = Vec::new();
     for (req, looked) in requests.iter().zip(looked) {
         outcome.warnings.extend(looked.warnings);
-        outcome.files_held.extend(looked.files_held);
+        outcome.files_held.extend(
+            (looked.files_held.into_iter()).map(|(path, state)| (path.into_os_string(), state)),
+        );
         match looked.found {
             Found::Read { cached, taken, job } => {
                 pending.push((Pending { req, cached, taken }, *job))

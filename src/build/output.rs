@@ -2,6 +2,7 @@
 //! swap the record of what the new output holds, for the next build.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::cache::{self, HashCache};
@@ -215,7 +216,7 @@ pub(super) fn record(
     releases: &[Release],
     placed: &HashSet<model::RelPath>,
     made: &HashSet<model::RelPath>,
-    held: &HashMap<PathBuf, cache::FileState>,
+    held: &HashMap<OsString, cache::FileState>,
     published: &Published,
 ) -> Result<()> {
     let root = fsutil::canonicalize(&config.output_dir)?;
@@ -301,7 +302,7 @@ fn record_made(
     root: &Path,
     releases: &[Release],
     made: &HashSet<model::RelPath>,
-    held: &HashMap<PathBuf, cache::FileState>,
+    held: &HashMap<OsString, cache::FileState>,
 ) -> Result<()> {
     for image in releases
         .iter()
@@ -312,7 +313,7 @@ fn record_made(
         let zsync = image.zsync.as_ref().map(|z| (&z.path, z.digest));
         for (path, digest) in boxed.into_iter().chain(zsync) {
             let path = root.join(path.as_str());
-            let state = match held.get(&path) {
+            let state = match held.get(path.as_os_str()) {
                 Some(state) => *state,
                 None => cache::FileState::of(&fsutil::symlink_metadata(&path)?),
             };
