@@ -123,6 +123,10 @@ struct Listing(
     DirState,
     /// Sorted by name; only listings whose names are all UTF-8.
     Vec<(String, Kind)>,
+    /// Whether this walk took it: a remembered listing stays where it was
+    /// read, not moved to a map of its own (ten thousand inserts).
+    #[serde(skip)]
+    bool,
 );
 
 /// The listings of one tree, by path relative to its root.
@@ -156,11 +160,16 @@ struct MemoFile {
 pub struct Lister {
     file: Option<PathBuf>,
     root: FileId,
+    /// What the memo held for this tree; those taken are marked so.
     old: Dirs,
+    /// How many of `old` were taken.
+    taken: usize,
+    /// Listings taken anew.
     new: Dirs,
     /// The memo's other trees, kept as they were.
     others: Vec<Tree>,
-    /// Whether `new` is other than what the memo held for this tree.
+    /// Whether a listing was taken anew, or one the memo held for this
+    /// tree found stale, or the tree's discarded.
     changed: bool,
     /// Listings taken before this, in ns since the epoch, minus
     /// [`SETTLED`]: a directory that changed later is not remembered.
@@ -202,6 +211,7 @@ impl Lister {
             file: file.map(Path::to_path_buf),
             root,
             old,
+            taken: 0,
             new: Dirs::new(),
             others: trees,
             changed,
@@ -214,8 +224,10 @@ impl Lister {
     /// is in the state they were taken in; else read.
     pub fn list(&mut self, dir: &Path, rel: &str, meta: &Metadata) -> io::Result<Vec<Entry>> {
         let state = DirState::of(meta);
-        match self.old.remove(rel) {
-            Some(listing) if listing.0 == state => {
+        match self.old.get_mut(rel) {
+            Some(listing) if listing.0 == state && !listing.2 => {
+                listing.2 = true;
+                self.taken += 1;
                 let entries = listing
                     .1
                     .iter()
@@ -224,10 +236,12 @@ impl Lister {
                         kind: *kind,
                     })
                     .collect();
-                self.new.insert(rel.to_owned(), listing);
                 return Ok(entries);
             }
-            Some(_) => self.changed = true,
+            Some(_) => {
+                self.old.remove(rel);
+                self.changed = true;
+            }
             None => {}
         }
         let mut entries = Vec::new();
@@ -248,7 +262,7 @@ impl Lister {
             && state.0.dev == self.root.dev
             && state.0.ctime_ns < self.settled_before
         {
-            self.new.insert(rel.to_owned(), Listing(state, names));
+            self.new.insert(rel.to_owned(), Listing(state, names, true));
             self.changed = true;
         }
         Ok(entries)
@@ -262,10 +276,12 @@ impl Lister {
         let Some(file) = self.file else {
             return;
         };
-        if !self.changed && self.old.is_empty() {
+        if !self.changed && self.taken == self.old.len() {
             return;
         }
-        let dirs = serde_json::value::to_raw_value(&self.new).expect("listings serialize");
+        let mut dirs = self.new;
+        dirs.extend(self.old.into_iter().filter(|(_, listing)| listing.2));
+        let dirs = serde_json::value::to_raw_value(&dirs).expect("listings serialize");
         let mut trees = vec![Tree {
             root: self.root,
             dirs,
@@ -279,5 +295,51 @@ impl Lister {
             &file,
             &serde_json::to_vec(&memo).expect("listings serialize"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A walk of `root` that lists `dirs` (relative), every directory
+    /// taken as settled; how many it took from the memo.
+    fn walk(memo: &Path, root: &Path, dirs: &[&str]) -> usize {
+        let mut lister = Lister::new(Some(memo), root, &fs::symlink_metadata(root).unwrap());
+        lister.settled_before = i128::MAX;
+        for rel in dirs {
+            let dir = root.join(rel);
+            lister
+                .list(&dir, rel, &fs::symlink_metadata(&dir).unwrap())
+                .unwrap();
+        }
+        let taken = lister.taken;
+        lister.save();
+        taken
+    }
+
+    /// Listings taken from the memo are remembered again without a write;
+    /// one found stale is listed anew, and the memo then written holds it
+    /// beside those taken as they were.
+    #[test]
+    fn taken_listings_stay_remembered_and_a_stale_one_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree");
+        for dir in ["a", "b"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+            fs::write(root.join(dir).join("file"), dir).unwrap();
+        }
+        let memo = tmp.path().join("memo.json");
+        assert_eq!(walk(&memo, &root, &["a", "b"]), 0);
+        let written = fs::read(&memo).unwrap();
+        let state = FileState::of(&fs::metadata(&memo).unwrap());
+
+        assert_eq!(walk(&memo, &root, &["a", "b"]), 2);
+        assert_eq!(FileState::of(&fs::metadata(&memo).unwrap()), state);
+
+        fs::write(root.join("b/added"), "b").unwrap();
+        assert_eq!(walk(&memo, &root, &["a", "b"]), 1);
+        assert_ne!(fs::read(&memo).unwrap(), written);
+        assert_eq!(walk(&memo, &root, &["a", "b"]), 2);
     }
 }
