@@ -46,11 +46,20 @@ fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// `bytes` as lowercase hex, written in `text` (twice their length).
+fn hex_in<'a>(bytes: &[u8], text: &'a mut [u8]) -> &'a str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
+    }
+    std::str::from_utf8(text).expect("hex is ASCII")
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    let mut text = [0; 128];
+    for chunk in bytes.chunks(64) {
+        out.push_str(hex_in(chunk, &mut text[..2 * chunk.len()]));
     }
 }
 
@@ -122,7 +131,7 @@ impl fmt::Debug for Sha512 {
 
 impl fmt::Display for Sha512 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(hex_in(&self.0, &mut [0; 128]))
     }
 }
 
@@ -134,7 +143,7 @@ impl fmt::Debug for Sha256 {
 
 impl fmt::Display for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(hex_in(&self.0, &mut [0; 64]))
     }
 }
 
@@ -144,13 +153,7 @@ macro_rules! hex_serde {
     ($digest:ident, $bytes:literal) => {
         impl serde::Serialize for $digest {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut text = [0u8; 2 * $bytes];
-                for (pair, b) in text.chunks_exact_mut(2).zip(self.0) {
-                    pair[0] = HEX[usize::from(b >> 4)];
-                    pair[1] = HEX[usize::from(b & 15)];
-                }
-                s.serialize_str(std::str::from_utf8(&text).expect("hex is ASCII"))
+                s.serialize_str(hex_in(&self.0, &mut [0; 2 * $bytes]))
             }
         }
 

@@ -208,14 +208,16 @@ impl Inputs {
     }
 
     /// Of a file of `kind` and `name` that lists `releases` (indexes into
-    /// the site's releases), in this order.
+    /// the site's releases), in this order: their digests' bytes, after
+    /// their count (a history page lists thousands).
     fn of_file(&self, kind: &str, name: &str, releases: &[usize]) -> Sha256 {
         use std::fmt::Write;
         digest(|d| {
-            write!(d, "{kind}\0{name}\0{}\0{}", self.site, releases.len())?;
-            releases
-                .iter()
-                .try_for_each(|&i| write!(d, "\0{}", self.releases[i]))
+            write!(d, "{kind}\0{name}\0{}\0{}\0", self.site, releases.len())?;
+            for &i in releases {
+                sha2::Digest::update(&mut d.0, self.releases[i].0);
+            }
+            Ok(())
         })
     }
 }
