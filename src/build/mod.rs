@@ -85,7 +85,7 @@ pub struct ImageSummary {
     pub format: String,
     pub length: u64,
     pub virtual_size: Option<u64>,
-    pub sha256: String,
+    pub sha256: Sha256,
 }
 
 /// What a build did.
@@ -578,7 +578,7 @@ impl ImageSummary {
             format: i.source.format.to_string(),
             length: i.digest.length,
             virtual_size: i.info.virtual_size,
-            sha256: i.digest.sha256.to_hex(),
+            sha256: i.digest.sha256,
         })
     }
 }

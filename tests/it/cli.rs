@@ -1576,6 +1576,11 @@ fn build_json_summary_for_ci() {
         "images/webapp/1.1.0/webapp-1.1.0.raw"
     );
     assert_eq!(json["images"][0]["length"], 366);
+    let image = fs::read(fixture.path("public/images/webapp/1.1.0/webapp-1.1.0.raw")).unwrap();
+    assert_eq!(
+        json["images"][0]["sha256"],
+        vmcast_gen::model::Sha256::of(&image).to_hex()
+    );
 }
 
 /// Every shell `completions` takes makes a script, and the README's table
