@@ -164,8 +164,7 @@ struct CacheFileOut<'a> {
     published: &'a BTreeMap<Sha256, Vec<FileState>>,
 }
 
-/// Adds `state` to the sorted states known to hold the bytes of `sha256`
-/// (hex).
+/// Adds `state` to the sorted states known to hold the bytes of `sha256`.
 fn add_state(published: &mut BTreeMap<Sha256, Vec<FileState>>, sha256: Sha256, state: FileState) {
     let states = published.entry(sha256).or_default();
     if let Err(at) = states.binary_search(&state) {
