@@ -29,11 +29,16 @@
 # PER_APP=N makes a smaller (or larger) site, N releases per appliance.
 #
 # AB_WITH=/path/to/other/vmcast-gen compares warm rebuilds of two binaries
-# instead (A: this checkout's or VMCAST_GEN, B: AB_WITH): each gets its own
-# output and cache and is built three times (cold, first, warm); then the
-# two take turns, AB_ROUNDS times each (default 20), in the order
+# instead (A: this checkout's or VMCAST_GEN, B: AB_WITH). There are two
+# sites (outputs and caches) of the one tree, and two sites alone differ
+# by some 10 ms: each binary builds one site for the first half of the
+# turns and the other for the second. Before each half each binary builds
+# its site three times (a program new to a site forgets what that site's
+# memos hold), the directories settle, and each builds once more; then the
+# two take turns, AB_ROUNDS times each in all (default 20), in the order
 # A B B A A B ..., so that neither always runs right after the other's
-# writeback. Prints the medians and their ratio, and exits.
+# writeback. Prints the medians and their ratio, and each binary's median
+# on each site, and exits.
 set -euo pipefail
 rounds=${1:-5}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -102,16 +107,18 @@ build() {
 }
 declare -A wall cpu
 TIMEFORMAT='%3R %3U %3S'
-timed() { # timed NAME: one build, its wall and CPU time kept under NAME
-  local t real user sys
+timed() { # timed NAME...: one build, its wall and CPU time kept under each NAME
+  local t real user sys name
   if ! t=$({ time build; } 2>&1); then
     echo "bench: the build failed:" >&2
     cat "$work/stderr" >&2
     exit 1
   fi
   read -r real user sys <<<"$t"
-  wall[$1]+="$(awk -v r="$real" 'BEGIN {printf "%d", r * 1000}') "
-  cpu[$1]+="$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}') "
+  for name in "$@"; do
+    wall[$name]+="$(awk -v r="$real" 'BEGIN {printf "%d", r * 1000}') "
+    cpu[$name]+="$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}') "
+  done
 }
 # Every published file with its SHA-256 (the marker is not published).
 snapshot() { # snapshot FILE
@@ -172,21 +179,32 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a/b}'; }
 
 if [[ -n ${AB_WITH:-} ]]; then
   ab_rounds=${AB_ROUNDS:-20}
-  declare -A bins=([a]="$bin" [b]="$AB_WITH")
-  side() { # side a|b: the binary, output and cache of that side
-    bin=${bins[$1]} out="$work/public-$1" cache="$work/cache-$1"
+  declare -A bins=([a]="$bin" [b]="$AB_WITH") site
+  use() { # use a|b: that binary, on the output and cache of its site now
+    bin=${bins[$1]} out="$work/public-${site[$1]}" cache="$work/cache-${site[$1]}"
   }
-  for s in a b; do
-    side "$s"
-    timed "cold-$s"
-    timed "first-$s"
-    timed "warm-$s"
-  done
-  for i in $(seq 1 "$ab_rounds"); do
-    if ((i % 2)); then order="a b"; else order="b a"; fi
-    for s in $order; do
-      side "$s"
-      timed "$s"
+  for half in 1 2; do
+    if ((half == 1)); then
+      site=([a]=1 [b]=2) turns=$(((ab_rounds + 1) / 2))
+    else
+      site=([a]=2 [b]=1) turns=$((ab_rounds / 2))
+    fi
+    for s in a b; do
+      use "$s"
+      for _ in 1 2 3; do timed "ready-$s"; done
+    done
+    # Directories changed less than listing::SETTLED (3 s) ago are listed.
+    sleep 3.5
+    for s in a b; do
+      use "$s"
+      timed "ready-$s"
+    done
+    for i in $(seq 1 "$turns"); do
+      if ((i % 2)); then order="a b"; else order="b a"; fi
+      for s in $order; do
+        use "$s"
+        timed "$s" "$s-${site[$s]}"
+      done
     done
   done
   wa=$(median "${wall[a]}") wb=$(median "${wall[b]}")
@@ -203,6 +221,13 @@ B: ${bins[b]}
 | A | $wa | $ca |
 | B | $wb | $cb |
 | B/A | $(ratio "$wb" "$wa") | $(ratio "$cb" "$ca") |
+
+Wall, each binary on each site (what the sites alone make of it):
+
+| binary | site 1 | site 2 |
+|---|---:|---:|
+| A | $(median "${wall[a-1]}") | $(median "${wall[a-2]}") |
+| B | $(median "${wall[b-1]}") | $(median "${wall[b-2]}") |
 EOF
   exit 0
 fi
