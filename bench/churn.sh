@@ -174,6 +174,10 @@ print(f"bench: publish uploaded exactly the {len(uploaded)} file(s) that changed
 PY
 }
 
+# The share of the last minute some task waited for a CPU (Linux's
+# pressure stall information), where the kernel reports it: on a shared
+# machine, what told a quiet minute from a noisy one.
+pressure() { awk '/^some/ {sub("avg60=", "", $3); printf ", CPU pressure %s %%", $3}' /proc/pressure/cpu 2>/dev/null || true; }
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a/b}'; }
 
@@ -211,7 +215,7 @@ if [[ -n ${AB_WITH:-} ]]; then
   ca=$(median "${cpu[a]}") cb=$(median "${cpu[b]}")
   cat <<EOF
 
-vmcast-gen warm rebuilds, A against B: $((apps * per_app)) releases ($apps appliances), $(nproc) cores, $ab_rounds each, turn about (ABBA), medians (ms), $(date -u +%Y-%m-%d), load average $(cut -d' ' -f1-3 /proc/loadavg)
+vmcast-gen warm rebuilds, A against B: $((apps * per_app)) releases ($apps appliances), $(nproc) cores, $ab_rounds each, turn about (ABBA), medians (ms), $(date -u +%Y-%m-%d), load average $(cut -d' ' -f1-3 /proc/loadavg)$(pressure)
 
 A: ${bins[a]}
 B: ${bins[b]}
@@ -265,7 +269,7 @@ done
 cold_wall=$(median "${wall[cold]}") cold_cpu=$(median "${cpu[cold]}")
 cat <<EOF
 
-vmcast-gen churn benchmark: $((apps * per_app)) releases ($apps appliances), $(nproc) cores, $rounds rounds, medians (ms), $(date -u +%Y-%m-%d), load average $(cut -d' ' -f1-3 /proc/loadavg)
+vmcast-gen churn benchmark: $((apps * per_app)) releases ($apps appliances), $(nproc) cores, $rounds rounds, medians (ms), $(date -u +%Y-%m-%d), load average $(cut -d' ' -f1-3 /proc/loadavg)$(pressure)
 
 | build | wall | wall/cold | CPU (user+sys) | CPU/cold |
 |---|---:|---:|---:|---:|
