@@ -225,9 +225,11 @@ impl Lister {
     pub fn list(&mut self, dir: &Path, rel: &str, meta: &Metadata) -> io::Result<Vec<Entry>> {
         let state = DirState::of(meta);
         match self.old.get_mut(rel) {
-            Some(listing) if listing.0 == state && !listing.2 => {
-                listing.2 = true;
-                self.taken += 1;
+            Some(listing) if listing.0 == state => {
+                if !listing.2 {
+                    listing.2 = true;
+                    self.taken += 1;
+                }
                 let entries = listing
                     .1
                     .iter()
@@ -318,9 +320,9 @@ mod tests {
         taken
     }
 
-    /// Listings taken from the memo are remembered again without a write;
-    /// one found stale is listed anew, and the memo then written holds it
-    /// beside those taken as they were.
+    /// Listings taken from the memo are remembered again without a write,
+    /// one listed twice too; one found stale is listed anew, and the memo
+    /// then written holds it beside those taken as they were.
     #[test]
     fn taken_listings_stay_remembered_and_a_stale_one_is_replaced() {
         let tmp = tempfile::tempdir().unwrap();
@@ -335,6 +337,9 @@ mod tests {
         let state = FileState::of(&fs::metadata(&memo).unwrap());
 
         assert_eq!(walk(&memo, &root, &["a", "b"]), 2);
+        assert_eq!(FileState::of(&fs::metadata(&memo).unwrap()), state);
+        // A directory listed twice in one walk is taken once, and kept.
+        assert_eq!(walk(&memo, &root, &["a", "a", "b"]), 2);
         assert_eq!(FileState::of(&fs::metadata(&memo).unwrap()), state);
 
         fs::write(root.join("b/added"), "b").unwrap();
