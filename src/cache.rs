@@ -115,18 +115,10 @@ struct CacheEntry {
     vagrant_box: Option<BoxEntry>,
     /// The LXD fingerprint taken in the same read, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    lxd: Option<CachedCombined>,
+    lxd: Option<Combined>,
     /// The zsync control file made of the image in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     zsync: Option<ZsyncEntry>,
-}
-
-/// A [`Combined`] digest, as hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CachedCombined {
-    prefix: Sha256,
-    sha256: Sha256,
 }
 
 /// A Vagrant box's digest, and the mtime its members were given: a box
@@ -297,14 +289,10 @@ impl HashCache {
             sha256: entry.sha256,
             sha512: entry.sha512,
         };
-        let lxd = entry.lxd.as_ref().map(|c| Combined {
-            prefix: c.prefix,
-            sha256: c.sha256,
-        });
         Some(Digested {
             digest,
             info: entry.info.clone(),
-            lxd,
+            lxd: entry.lxd,
         })
     }
 
@@ -372,10 +360,7 @@ impl HashCache {
                 info: info.clone(),
                 vagrant_box: None,
                 zsync: None,
-                lxd: lxd.map(|c| CachedCombined {
-                    prefix: c.prefix,
-                    sha256: c.sha256,
-                }),
+                lxd: *lxd,
             },
         );
     }
@@ -623,7 +608,8 @@ mod tests {
     use super::*;
 
     /// A fresh cache (in `cache.json` of the returned directory) holding one
-    /// entry: the file `img`, three bytes, in its current state.
+    /// entry: the file `img`, three bytes, in its current state, with an
+    /// LXD fingerprint.
     fn cache_with_one_entry() -> (tempfile::TempDir, PathBuf, FileState, Digested, HashCache) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("img");
@@ -636,7 +622,10 @@ mod tests {
                 sha512: Some(Sha512::of(b"abc")),
             },
             info: crate::inspect::inspect_bytes(b"abc", 4096).unwrap(),
-            lxd: None,
+            lxd: Some(Combined {
+                prefix: Sha256::of(b"tar"),
+                sha256: Sha256::of(b"tarabc"),
+            }),
         };
         let (mut cache, warning) = HashCache::load(&dir.path().join("cache.json"));
         assert!(warning.is_none());
@@ -644,11 +633,27 @@ mod tests {
         (dir, file, state, digested, cache)
     }
 
+    /// [`cache_with_one_entry`], saved: the directory, the cache file, the
+    /// image, its state and its digests.
+    fn saved_with_one_entry() -> (tempfile::TempDir, PathBuf, PathBuf, FileState, Digested) {
+        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
+        cache.save().unwrap();
+        let cache_path = dir.path().join("cache.json");
+        (dir, cache_path, file, state, digested)
+    }
+
+    /// Rewrites the cache file at `path` as a cache of `format`, `edit`ed.
+    fn rewrite_as(path: &Path, format: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        text["format"] = format.into();
+        edit(&mut text);
+        std::fs::write(path, text.to_string()).unwrap();
+    }
+
     #[test]
     fn cache_serves_only_the_same_state() {
-        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
-        let cache_path = dir.path().join("cache.json");
-        cache.save().unwrap();
+        let (_dir, cache_path, file, state, digested) = saved_with_one_entry();
         let (cache, _) = HashCache::load(&cache_path);
         assert_eq!(cache.get(&file, &state), Some(digested.clone()));
         let touched = FileState {
@@ -688,14 +693,10 @@ mod tests {
 
     #[test]
     fn a_cache_of_format_3_keeps_its_image_entries() {
-        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
-        let cache_path = dir.path().join("cache.json");
-        cache.save().unwrap();
-        let mut text: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&cache_path).unwrap()).unwrap();
-        text["format"] = OLDER_FORMATS[1].into();
-        text.as_object_mut().unwrap().remove("program");
-        std::fs::write(&cache_path, text.to_string()).unwrap();
+        let (_dir, cache_path, file, state, digested) = saved_with_one_entry();
+        rewrite_as(&cache_path, OLDER_FORMATS[1], |text| {
+            text.as_object_mut().unwrap().remove("program");
+        });
         let (cache, warning) = HashCache::load(&cache_path);
         assert!(warning.is_none());
         assert_eq!(cache.get(&file, &state), Some(digested));
@@ -707,15 +708,10 @@ mod tests {
     /// digest's bytes, so an upgrade takes them as they are.
     #[test]
     fn a_cache_of_format_6_holds_the_states_of_its_entries() {
-        let (dir, file, state, digested, mut cache) = cache_with_one_entry();
-        let cache_path = dir.path().join("cache.json");
-        cache.save().unwrap();
+        let (_dir, cache_path, file, state, digested) = saved_with_one_entry();
         let (cache, _) = HashCache::load(&cache_path);
         assert!(!cache.holds(&digested.digest.sha256, &state));
-        let mut text: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&cache_path).unwrap()).unwrap();
-        text["format"] = OLDER_FORMATS[0].into();
-        std::fs::write(&cache_path, text.to_string()).unwrap();
+        rewrite_as(&cache_path, OLDER_FORMATS[0], |_| {});
         let (cache, warning) = HashCache::load(&cache_path);
         assert!(warning.is_none());
         assert!(cache.holds(&digested.digest.sha256, &state));
@@ -726,9 +722,7 @@ mod tests {
     /// hex is corrupt, and ignored whole.
     #[test]
     fn a_digest_that_is_not_hex_makes_the_cache_corrupt() {
-        let (dir, _, _, _, mut cache) = cache_with_one_entry();
-        let cache_path = dir.path().join("cache.json");
-        cache.save().unwrap();
+        let (_dir, cache_path, ..) = saved_with_one_entry();
         let text = std::fs::read_to_string(&cache_path).unwrap();
         let hex = Sha256::of(b"abc").to_hex();
         assert!(text.contains(&hex), "{text}");

@@ -185,11 +185,16 @@ pub fn open(path: &Path) -> Result<File> {
 
 /// The state of the running program's executable, which what it renders
 /// and plans depends on: a new build or install of it is another file, or
-/// the same one written to.
+/// the same one written to. Taken once: the hash cache and the plans'
+/// memo, loaded side by side, both ask.
 pub fn program() -> Option<crate::model::FileState> {
-    metadata(Path::new("/proc/self/exe"))
-        .ok()
-        .map(|meta| crate::model::FileState::of(&meta))
+    static PROGRAM: std::sync::OnceLock<Option<crate::model::FileState>> =
+        std::sync::OnceLock::new();
+    *PROGRAM.get_or_init(|| {
+        metadata(Path::new("/proc/self/exe"))
+            .ok()
+            .map(|meta| crate::model::FileState::of(&meta))
+    })
 }
 
 pub fn metadata(path: &Path) -> Result<fs::Metadata> {

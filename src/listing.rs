@@ -162,8 +162,6 @@ pub struct Lister {
     root: FileId,
     /// What the memo held for this tree; those taken are marked so.
     old: Dirs,
-    /// How many of `old` were taken.
-    taken: usize,
     /// Listings taken anew.
     new: Dirs,
     /// The memo's other trees, kept as they were.
@@ -211,7 +209,6 @@ impl Lister {
             file: file.map(Path::to_path_buf),
             root,
             old,
-            taken: 0,
             new: Dirs::new(),
             others: trees,
             changed,
@@ -226,10 +223,7 @@ impl Lister {
         let state = DirState::of(meta);
         match self.old.get_mut(rel) {
             Some(listing) if listing.0 == state => {
-                if !listing.2 {
-                    listing.2 = true;
-                    self.taken += 1;
-                }
+                listing.2 = true;
                 let entries = listing
                     .1
                     .iter()
@@ -278,7 +272,7 @@ impl Lister {
         let Some(file) = self.file else {
             return;
         };
-        if !self.changed && self.taken == self.old.len() {
+        if !self.changed && self.old.values().all(|listing| listing.2) {
             return;
         }
         let mut dirs = self.new;
@@ -315,7 +309,7 @@ mod tests {
                 .list(&dir, rel, &fs::symlink_metadata(&dir).unwrap())
                 .unwrap();
         }
-        let taken = lister.taken;
+        let taken = lister.old.values().filter(|listing| listing.2).count();
         lister.save();
         taken
     }

@@ -232,10 +232,10 @@ pub(super) fn record(
 
 /// Records, after the swap, what the new output holds, for the next build.
 /// A copy's state is recorded as holding its digest's bytes, so the next
-/// build can take it by hard link when it publishes the same bytes there. A hard
-/// link is the image itself: making it, or removing one the spare held,
-/// moved its ctime, so the image's entry takes the state the next build
-/// will see (only if its size and mtime are still those recorded).
+/// build can take it by hard link when it publishes the same bytes there.
+/// A hard link is the image itself: making it, or removing one the spare
+/// held, moved its ctime, so the image's entry takes the state the next
+/// build will see (only if its size and mtime are still those recorded).
 /// Images taken unread from a previous site are not in the output.
 fn record_output(
     cache: &mut HashCache,

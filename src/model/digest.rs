@@ -321,8 +321,9 @@ impl FileDigest {
 
 /// A digest of a prefix followed by an image, from the image's one read:
 /// LXD's image fingerprint, SHA-256 of its metadata tarball and then the
-/// disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// disk. Written by serde as both digests' hex (the hash cache keeps it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Combined {
     /// SHA-256 of the prefix (the metadata tarball) it was taken with.
     pub prefix: Sha256,
