@@ -196,7 +196,7 @@ impl HashCache {
     /// The file beside the cache file `cache` that remembers the directory
     /// listings of the tree `tree` ([`crate::listing`]).
     pub fn listings_file(cache: &Path, tree: &str) -> PathBuf {
-        cache.with_extension(format!("{tree}-listings.json"))
+        cache.with_extension(format!("{tree}-listings"))
     }
 
     /// The file beside the cache file `cache` that remembers the releases'

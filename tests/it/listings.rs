@@ -3,10 +3,12 @@
 //! it was listed in, and a change to a directory shows in its ctime,
 //! whatever its mtime says.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use vmcast_gen::cache::HashCache;
 
 use crate::common::{Fixture, assert_success, stderr};
@@ -56,6 +58,59 @@ fn set_mtime(dir: &Path, mtime: std::time::SystemTime) {
     assert_eq!(fs::metadata(dir).unwrap().modified().unwrap(), mtime);
 }
 
+/// The memo's layout (`src/listing.rs`), written out to read and forge
+/// it: postcard, each tree's listings a blob of its own.
+#[derive(Serialize, Deserialize)]
+struct Memo {
+    format: String,
+    trees: Vec<Tree>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Tree {
+    root: (u64, u64),
+    #[serde(with = "serde_bytes")]
+    dirs: Vec<u8>,
+}
+
+/// By path in the tree: the directory's `[[dev, ino, size, mtime_ns,
+/// ctime_ns], mode]`, and its entries, sorted by name.
+type Dirs = BTreeMap<String, (((u64, u64, u64, i128, i128), u32), Vec<(String, Kind)>)>;
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// The listings of each tree the memo at `path` holds.
+fn remembered(path: &Path) -> Vec<Dirs> {
+    let memo: Memo = postcard::from_bytes(&fs::read(path).unwrap()).unwrap();
+    assert_eq!(memo.format, "vmcast-gen listings 5");
+    let dirs = |tree: &Tree| postcard::from_bytes(&tree.dirs).unwrap();
+    memo.trees.iter().map(dirs).collect()
+}
+
+/// Rewrites the memo at `path` with `edit` made to each tree's listings.
+fn forge(path: &Path, edit: impl Fn(&mut Dirs)) {
+    let mut memo: Memo = postcard::from_bytes(&fs::read(path).unwrap()).unwrap();
+    for tree in &mut memo.trees {
+        let mut dirs: Dirs = postcard::from_bytes(&tree.dirs).unwrap();
+        edit(&mut dirs);
+        tree.dirs = postcard::to_allocvec(&dirs).unwrap();
+    }
+    fs::write(path, postcard::to_allocvec(&memo).unwrap()).unwrap();
+}
+
+/// Adds an entry `name` of `kind` to the remembered listing of `dir`.
+fn add_entry(dirs: &mut Dirs, dir: &str, name: &str, kind: Kind) {
+    let entries = &mut dirs.get_mut(dir).expect("the listing is remembered").1;
+    entries.push((name.to_owned(), kind));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
 /// A release directory's remembered listing is what the walk goes by: one
 /// that names a file the directory does not hold (written into the memo
 /// here) makes the build warn of it. A memo with a name that leads out of
@@ -65,16 +120,18 @@ fn a_remembered_listing_is_taken_unread() {
     let fixture = Fixture::new("ok-minimal");
     let cache = remembering(&fixture, 1, 1);
     let memo = listings(&fixture, &cache, "releases");
-    let text = fs::read_to_string(&memo).unwrap();
-    let listed = r#""webapp/1.1.0":[["#;
-    assert!(text.contains(listed), "{text}");
-    let forged = text.replacen(
-        r#"["release.toml","f"]"#,
-        r#"["ghost.txt","f"],["release.toml","f"]"#,
-        1,
-    );
-    assert_ne!(forged, text);
-    fs::write(&memo, forged).unwrap();
+    let written = fs::read(&memo).unwrap();
+    let trees = remembered(&memo);
+    assert_eq!(trees.len(), 1);
+    let listed: Vec<&str> = trees[0]["webapp/1.1.0"]
+        .1
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(listed, ["release.toml", "webapp-1.1.0.raw"]);
+    forge(&memo, |dirs| {
+        add_entry(dirs, "webapp/1.1.0", "ghost.txt", Kind::File)
+    });
     let out = build(&fixture, &cache);
     assert_success(&out);
     assert!(
@@ -83,12 +140,10 @@ fn a_remembered_listing_is_taken_unread() {
         stderr(&out)
     );
 
-    let outside = text.replacen(
-        r#"["release.toml","f"]"#,
-        r#"["../1.0.0","d"],["release.toml","f"]"#,
-        1,
-    );
-    fs::write(&memo, outside).unwrap();
+    fs::write(&memo, &written).unwrap();
+    forge(&memo, |dirs| {
+        add_entry(dirs, "webapp/1.1.0", "../1.0.0", Kind::Dir)
+    });
     let out = build(&fixture, &cache);
     assert_success(&out);
     assert_eq!(stderr(&out), "");
@@ -105,8 +160,8 @@ fn a_remembered_listing_is_taken_unread() {
 fn a_release_added_where_the_listing_is_remembered_is_found() {
     let fixture = Fixture::new("ok-minimal");
     let cache = remembering(&fixture, 1, 1);
-    let text = fs::read_to_string(listings(&fixture, &cache, "releases")).unwrap();
-    assert!(text.contains(r#""webapp":[["#), "{text}");
+    let trees = remembered(&listings(&fixture, &cache, "releases"));
+    assert!(trees[0].contains_key("webapp"));
 
     let dir = fixture.path("releases/webapp");
     let mtime = fs::metadata(&dir).unwrap().modified().unwrap();
@@ -129,11 +184,12 @@ fn a_link_planted_in_a_remembered_spare_directory_is_found() {
     fixture.configure("image_mode = \"copy\"\n");
     // Two builds make both sites; the next two remember one each.
     let cache = remembering(&fixture, 2, 3);
-    let text = fs::read_to_string(listings(&fixture, &cache, "spare")).unwrap();
-    assert_eq!(
-        text.matches(r#""images/webapp/1.1.0":[["#).count(),
-        2,
-        "{text}"
+    let trees = remembered(&listings(&fixture, &cache, "spare"));
+    assert_eq!(trees.len(), 2);
+    assert!(
+        trees
+            .iter()
+            .all(|dirs| dirs.contains_key("images/webapp/1.1.0"))
     );
 
     let dir = fixture.path(".public.spare/images/webapp/1.1.0");
