@@ -42,26 +42,33 @@ use crate::model::{Combined, Digested, FileDigest, Sha256, Sha512};
 use crate::sign::PublicKey;
 use crate::warning::Warning;
 
-const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-7";
-/// The formats before the files made or copied into the output were
-/// remembered by their digest, not as entries of their own (6), before
-/// published files' states were remembered and the notes files moved to
-/// the scan's memo (5), before rendered files were remembered (4) and
-/// before notes were (3): what they hold is read as it is, but for the
-/// notes, and each entry's state is taken to hold its digest's bytes.
-const OLDER_FORMATS: [&str; 4] = [
+const CACHE_FORMAT: &str = "vmcast-gen-hash-cache-8";
+/// The formats written as JSON, in `hashes-<id>.json`: before the cache
+/// was written with postcard (7), before the files made or copied into
+/// the output were remembered by their digest, not as entries of their
+/// own (6), before published files' states were remembered and the notes
+/// files moved to the scan's memo (5), before rendered files were
+/// remembered (4) and before notes were (3). What they hold is read as it
+/// is, but for the notes, and before 7 each entry's state is taken to
+/// hold its digest's bytes: an upgrade neither reads nor copies an image
+/// again.
+const OLDER_FORMATS: [&str; 5] = [
+    "vmcast-gen-hash-cache-7",
     "vmcast-gen-hash-cache-6",
     "vmcast-gen-hash-cache-5",
     "vmcast-gen-hash-cache-4",
     "vmcast-gen-hash-cache-3",
 ];
+/// The largest cache read: some 600 bytes an image.
+const MAX_CACHE: u64 = 1 << 30;
 const SIDECAR_FORMAT: &str = "vmcast-gen-sidecar-3";
 /// The largest sidecar read: a few hundred bytes are expected.
 const SIDECAR_LIMIT: u64 = 64 << 10;
 
+/// A cache file of one of the [`OLDER_FORMATS`], as JSON.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CacheFile {
+struct OlderFile {
     format: String,
     /// The executable that made what is remembered besides the digests.
     #[serde(default)]
@@ -80,10 +87,14 @@ struct CacheFile {
 }
 
 /// What one build remembers for the next.
-#[derive(Debug, Default, PartialEq, Eq)]
+///
+/// The cache file holds it with postcard, not JSON (the cache of 10,000
+/// images as JSON, 6 MB, took a warm rebuild 20 ms of CPU to parse): its
+/// format, then the program that made what is remembered besides the
+/// digests (`Option<FileState>`), then this, the entries last:
+/// `tests/it/cache.rs` reads and edits the rest.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
-    /// Images, by canonical path.
-    entries: BTreeMap<String, CacheEntry>,
     /// Signature files, by the digest of what made them ([`Signed`]).
     signatures: BTreeMap<Sha256, String>,
     /// The digests of rendered files, by the digest of their inputs.
@@ -91,6 +102,8 @@ struct Record {
     /// The states of published files known to hold the bytes of a
     /// SHA-256, by it, sorted.
     published: BTreeMap<Sha256, Vec<FileState>>,
+    /// Images, by canonical path.
+    entries: BTreeMap<String, CacheEntry>,
 }
 
 /// A file rendered from inputs of one digest: its length and SHA-256.
@@ -107,17 +120,17 @@ struct CacheEntry {
     state: FileState,
     sha256: Sha256,
     /// Kept once computed, so the virt-builder index never needs it again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     sha512: Option<Sha512>,
     info: ImageInfo,
     /// The Vagrant box made of the image in this state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     vagrant_box: Option<BoxEntry>,
     /// The LXD fingerprint taken in the same read, when one was asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     lxd: Option<Combined>,
     /// The zsync control file made of the image in this state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     zsync: Option<ZsyncEntry>,
 }
 
@@ -141,27 +154,54 @@ struct ZsyncEntry {
     sha256: Sha256,
 }
 
-/// The cache file as written: [`CacheFile`], borrowed.
-#[derive(Serialize)]
-struct CacheFileOut<'a> {
-    format: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    program: Option<FileState>,
-    entries: &'a BTreeMap<String, CacheEntry>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    signatures: &'a BTreeMap<Sha256, String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    rendered: &'a BTreeMap<Sha256, RenderedEntry>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    published: &'a BTreeMap<Sha256, Vec<FileState>>,
-}
-
 /// Adds `state` to the sorted states known to hold the bytes of `sha256`.
 fn add_state(published: &mut BTreeMap<Sha256, Vec<FileState>>, sha256: Sha256, state: FileState) {
     let states = published.entry(sha256).or_default();
     if let Err(at) = states.binary_search(&state) {
         states.insert(at, state);
     }
+}
+
+/// A cache file of this format: its format, then the program and the
+/// [`Record`]. Of another format, only the format is read.
+fn read(bytes: &[u8]) -> std::result::Result<Loaded, String> {
+    let (format, rest) = postcard::take_from_bytes::<String>(bytes).map_err(|e| e.to_string())?;
+    let (program, record) = match format == CACHE_FORMAT {
+        true => postcard::from_bytes(rest).map_err(|e| e.to_string())?,
+        false => Default::default(),
+    };
+    Ok(Loaded {
+        format,
+        program,
+        record,
+        size: bytes.len() as u64,
+    })
+}
+
+/// A cache file of one of the [`OLDER_FORMATS`] (or another JSON one: its
+/// format says).
+fn read_older(bytes: &[u8]) -> std::result::Result<Loaded, String> {
+    let file = serde_json::from_slice::<OlderFile>(bytes).map_err(|e| e.to_string())?;
+    let mut published = file.published;
+    if file.format != OLDER_FORMATS[0] {
+        // Where a cache before format 7 kept the files made or copied
+        // into the output: keeping them spares an upgrade a copy of every
+        // image.
+        for entry in file.entries.values() {
+            add_state(&mut published, entry.sha256, entry.state);
+        }
+    }
+    Ok(Loaded {
+        format: file.format,
+        program: file.program,
+        record: Record {
+            signatures: file.signatures,
+            rendered: file.rendered,
+            published,
+            entries: file.entries,
+        },
+        size: bytes.len() as u64,
+    })
 }
 
 /// The hash cache of one site.
@@ -179,9 +219,20 @@ pub struct HashCache {
     /// that would write it again (a rebuild where nothing changed) writes
     /// nothing.
     current: bool,
-    /// The file's text as this build last wrote it.
-    written: Option<String>,
+    /// The file's bytes as this build last wrote them.
+    written: Option<Vec<u8>>,
     /// The file's size as loaded or last written.
+    size: u64,
+    /// What was loaded from the JSON file of an older format, which the
+    /// first save removes, with the listings memos of its time.
+    older: Option<PathBuf>,
+}
+
+/// What a cache file held, and whether it was of an older format.
+struct Loaded {
+    format: String,
+    program: Option<FileState>,
+    record: Record,
     size: u64,
 }
 
@@ -190,7 +241,7 @@ impl HashCache {
     /// `dir`. Sites sharing a directory keep separate files.
     pub fn file_for(dir: &Path, config: &Path) -> PathBuf {
         let id = crate::model::Sha256::of(config.as_os_str().as_encoded_bytes()).to_hex();
-        dir.join(format!("hashes-{}.json", &id[..16]))
+        dir.join(format!("hashes-{}.cache", &id[..16]))
     }
 
     /// The file beside the cache file `cache` that remembers the directory
@@ -205,77 +256,64 @@ impl HashCache {
         cache.with_extension("plans")
     }
 
-    /// Loads the cache; a missing file is an empty cache, and an unreadable,
-    /// corrupt or foreign one is ignored with the returned warning.
+    /// Loads the cache (or, when there is none, the JSON file of an
+    /// [older format](OLDER_FORMATS) beside it); a missing file is an
+    /// empty cache, and an unreadable, corrupt or foreign one is ignored
+    /// with the returned warning.
     pub fn load(path: &Path) -> (Self, Option<Warning>) {
         let program = fsutil::program();
-        let empty = |warning| {
-            (
-                HashCache {
-                    path: path.to_path_buf(),
-                    old: Record::default(),
-                    new: Record::default(),
-                    program,
-                    current: false,
-                    written: None,
-                    size: 0,
-                },
-                warning,
-            )
+        let older = path.with_extension("json");
+        let from = [path, older.as_path()].into_iter().find(|p| p.exists());
+        let mut cache = HashCache {
+            path: path.to_path_buf(),
+            old: Record::default(),
+            new: Record::default(),
+            program,
+            current: false,
+            written: None,
+            size: 0,
+            older: from.filter(|from| *from != path).map(Path::to_path_buf),
         };
-        if !path.exists() {
-            return empty(None);
-        }
-        let parsed = fsutil::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| match serde_json::from_str::<CacheFile>(&text) {
-                Ok(file) => Ok((file, text.len() as u64)),
-                Err(e) => Err(e.to_string()),
-            });
-        match parsed {
-            Ok((file, size))
-                if file.format == CACHE_FORMAT || OLDER_FORMATS.contains(&file.format.as_str()) =>
-            {
-                let ours = program.is_some() && file.program == program;
-                let current = ours && file.format == CACHE_FORMAT;
-                let mut published = file.published;
-                if file.format != CACHE_FORMAT {
-                    // Where an older cache kept the files made or copied
-                    // into the output: keeping them spares an upgrade a
-                    // copy of every image.
-                    for entry in file.entries.values() {
-                        add_state(&mut published, entry.sha256, entry.state);
-                    }
-                }
-                let old = Record {
-                    entries: file.entries,
-                    signatures: file.signatures.into_iter().filter(|_| ours).collect(),
-                    rendered: file.rendered.into_iter().filter(|_| ours).collect(),
-                    published,
-                };
-                let cache = HashCache {
-                    path: path.to_path_buf(),
-                    old,
-                    new: Record::default(),
-                    program,
-                    current,
-                    written: None,
-                    size,
-                };
-                (cache, None)
+        let Some(from) = from else {
+            return (cache, None);
+        };
+        let loaded = match fsutil::read_regular(from, true, MAX_CACHE) {
+            // Every older format is JSON, an object; this one starts with
+            // its format's length.
+            Ok((bytes, _)) if bytes.first() == Some(&b'{') => read_older(&bytes),
+            Ok((bytes, _)) => read(&bytes),
+            Err(e) => Err(e.to_string()),
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let warning = Warning::file(
+                    from,
+                    format_args!("hash cache is corrupt ({e}); ignored, every image is hashed"),
+                );
+                return (cache, Some(warning));
             }
-            Ok((file, _)) => empty(Some(Warning::file(
-                path,
+        };
+        if loaded.format != CACHE_FORMAT && !OLDER_FORMATS.contains(&loaded.format.as_str()) {
+            let warning = Warning::file(
+                from,
                 format_args!(
                     "hash cache of unknown format {:?}; ignored, every image is hashed",
-                    file.format
+                    loaded.format
                 ),
-            ))),
-            Err(e) => empty(Some(Warning::file(
-                path,
-                format_args!("hash cache is corrupt ({e}); ignored, every image is hashed"),
-            ))),
+            );
+            return (cache, Some(warning));
         }
+        let ours = program.is_some() && loaded.program == program;
+        let mut old = loaded.record;
+        if !ours {
+            old.signatures.clear();
+            old.rendered.clear();
+        }
+        cache.old = old;
+        cache.current = ours && loaded.format == CACHE_FORMAT;
+        cache.size = loaded.size;
+        (cache, None)
     }
 
     /// The cached digest and inspection of a file in exactly this state.
@@ -444,33 +482,34 @@ impl HashCache {
 
     /// Writes what this build recorded (only that: the file never grows
     /// with images long gone), atomically, unless the file holds it
-    /// already.
+    /// already. The first save after a cache of an older format was
+    /// loaded removes that file, and the listings memos of its time.
     pub fn save(&mut self) -> Result<()> {
         if self.current && self.new == self.old {
             return Ok(());
         }
-        let file = CacheFileOut {
-            format: CACHE_FORMAT,
-            program: self.program,
-            entries: &self.new.entries,
-            signatures: &self.new.signatures,
-            rendered: &self.new.rendered,
-            published: &self.new.published,
-        };
-        // Compact: a warm build of thousands of images reads and writes it.
-        let mut text = serde_json::to_string(&file).expect("the cache serializes");
-        text.push('\n');
-        if self.written.as_ref() == Some(&text) {
+        let mut bytes = postcard::to_allocvec(CACHE_FORMAT).expect("the cache serializes");
+        bytes =
+            postcard::to_extend(&(self.program, &self.new), bytes).expect("the cache serializes");
+        if self.written.as_ref() == Some(&bytes) {
             return Ok(());
         }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("cannot create the cache directory", dir, e))?;
         }
-        fsutil::write_new_file(&self.path, text.as_bytes(), 0o644, true)?;
+        fsutil::write_new_file(&self.path, &bytes, 0o644, true)?;
+        // Only files that spare work: one left behind costs nothing.
+        if let Some(older) = self.older.take() {
+            let listings =
+                ["releases", "spare"].map(|t| older.with_extension(format!("{t}-listings.json")));
+            for file in listings.iter().chain([&older]) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
         self.current = false;
-        self.size = text.len() as u64;
-        self.written = Some(text);
+        self.size = bytes.len() as u64;
+        self.written = Some(bytes);
         Ok(())
     }
 }
@@ -607,7 +646,7 @@ impl Sidecar {
 mod tests {
     use super::*;
 
-    /// A fresh cache (in `cache.json` of the returned directory) holding one
+    /// A fresh cache (in `hashes.cache` of the returned directory) holding one
     /// entry: the file `img`, three bytes, in its current state, with an
     /// LXD fingerprint.
     fn cache_with_one_entry() -> (tempfile::TempDir, PathBuf, FileState, Digested, HashCache) {
@@ -627,7 +666,7 @@ mod tests {
                 sha256: Sha256::of(b"tarabc"),
             }),
         };
-        let (mut cache, warning) = HashCache::load(&dir.path().join("cache.json"));
+        let (mut cache, warning) = HashCache::load(&dir.path().join("hashes.cache"));
         assert!(warning.is_none());
         cache.insert(&file, state, &digested);
         (dir, file, state, digested, cache)
@@ -638,15 +677,29 @@ mod tests {
     fn saved_with_one_entry() -> (tempfile::TempDir, PathBuf, PathBuf, FileState, Digested) {
         let (dir, file, state, digested, mut cache) = cache_with_one_entry();
         cache.save().unwrap();
-        let cache_path = dir.path().join("cache.json");
+        let cache_path = dir.path().join("hashes.cache");
         (dir, cache_path, file, state, digested)
     }
 
-    /// Rewrites the cache file at `path` as a cache of `format`, `edit`ed.
+    /// Rewrites the cache file at `path` as JSON, what it holds as the
+    /// [older](OLDER_FORMATS) `format` wrote it, `edit`ed.
     fn rewrite_as(path: &Path, format: &str, edit: impl FnOnce(&mut serde_json::Value)) {
-        let mut text: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        text["format"] = format.into();
+        let (cache, warning) = HashCache::load(path);
+        assert!(warning.is_none());
+        let Record {
+            signatures,
+            rendered,
+            published,
+            entries,
+        } = cache.old;
+        let mut text = serde_json::json!({
+            "format": format,
+            "program": cache.program,
+            "entries": entries,
+            "signatures": signatures,
+            "rendered": rendered,
+            "published": published,
+        });
         edit(&mut text);
         std::fs::write(path, text.to_string()).unwrap();
     }
@@ -671,7 +724,7 @@ mod tests {
     #[test]
     fn restat_takes_a_new_ctime_but_no_new_content() {
         let (dir, file, state, digested, mut cache) = cache_with_one_entry();
-        let cache_path = dir.path().join("cache.json");
+        let cache_path = dir.path().join("hashes.cache");
         let linked = FileState {
             ctime_ns: state.ctime_ns + 1,
             ..state
@@ -691,10 +744,41 @@ mod tests {
         assert_eq!(cache.get(&file, &state), None);
     }
 
+    /// A cache of format 7, JSON in `hashes-<id>.json`, is read where the
+    /// cache is missing, whole; the first save removes it, and the
+    /// listings memos of its time.
+    #[test]
+    fn a_cache_of_format_7_beside_is_read_and_then_removed() {
+        let (dir, cache_path, file, state, digested) = saved_with_one_entry();
+        let older = cache_path.with_extension("json");
+        let listings = older.with_extension("spare-listings.json");
+        std::fs::write(&listings, "{}").unwrap();
+        let (mut cache, _) = HashCache::load(&cache_path);
+        cache.insert(&file, state, &digested);
+        cache.remember_rendered(&Sha256::of(b"inputs"), 1, &Sha256::of(b"x"));
+        cache.save().unwrap();
+        rewrite_as(&cache_path, OLDER_FORMATS[0], |_| {});
+        std::fs::rename(&cache_path, &older).unwrap();
+
+        let (mut cache, warning) = HashCache::load(&cache_path);
+        assert!(warning.is_none());
+        assert_eq!(cache.get(&file, &state), Some(digested.clone()));
+        assert!(cache.rendered(&Sha256::of(b"inputs")).is_some());
+        assert!(!cache.holds(&digested.digest.sha256, &state));
+        assert!(!cache.current);
+        cache.insert(&file, state, &digested);
+        cache.save().unwrap();
+        assert!(!older.exists() && !listings.exists());
+        let (cache, _) = HashCache::load(&cache_path);
+        assert!(cache.current);
+        assert_eq!(cache.get(&file, &state), Some(digested));
+        drop(dir);
+    }
+
     #[test]
     fn a_cache_of_format_3_keeps_its_image_entries() {
         let (_dir, cache_path, file, state, digested) = saved_with_one_entry();
-        rewrite_as(&cache_path, OLDER_FORMATS[1], |text| {
+        rewrite_as(&cache_path, OLDER_FORMATS[4], |text| {
             text.as_object_mut().unwrap().remove("program");
         });
         let (cache, warning) = HashCache::load(&cache_path);
@@ -711,7 +795,7 @@ mod tests {
         let (_dir, cache_path, file, state, digested) = saved_with_one_entry();
         let (cache, _) = HashCache::load(&cache_path);
         assert!(!cache.holds(&digested.digest.sha256, &state));
-        rewrite_as(&cache_path, OLDER_FORMATS[0], |_| {});
+        rewrite_as(&cache_path, OLDER_FORMATS[1], |_| {});
         let (cache, warning) = HashCache::load(&cache_path);
         assert!(warning.is_none());
         assert!(cache.holds(&digested.digest.sha256, &state));
@@ -723,6 +807,7 @@ mod tests {
     #[test]
     fn a_digest_that_is_not_hex_makes_the_cache_corrupt() {
         let (_dir, cache_path, ..) = saved_with_one_entry();
+        rewrite_as(&cache_path, OLDER_FORMATS[0], |_| {});
         let text = std::fs::read_to_string(&cache_path).unwrap();
         let hex = Sha256::of(b"abc").to_hex();
         assert!(text.contains(&hex), "{text}");
@@ -735,11 +820,32 @@ mod tests {
 
     #[test]
     fn corrupt_cache_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache.json");
-        std::fs::write(&path, "{not json").unwrap();
+        let (_dir, path, ..) = saved_with_one_entry();
+        let bytes = std::fs::read(&path).unwrap();
+        for corrupt in [&b"{not json"[..], &bytes[..bytes.len() - 1], b""] {
+            std::fs::write(&path, corrupt).unwrap();
+            let (cache, warning) = HashCache::load(&path);
+            let message = warning.unwrap().message;
+            assert!(message.contains("hash cache is corrupt"), "{message}");
+            assert!(cache.old.entries.is_empty());
+        }
+    }
+
+    /// A cache of a later format: only its format is read.
+    #[test]
+    fn a_cache_of_another_format_is_ignored() {
+        let (_dir, path, ..) = saved_with_one_entry();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = 1 + CACHE_FORMAT.len() - 1;
+        assert_eq!(bytes[at], b'8');
+        bytes[at] = b'9';
+        std::fs::write(&path, &bytes).unwrap();
         let (cache, warning) = HashCache::load(&path);
-        assert!(warning.unwrap().message.contains("hash cache is corrupt"));
+        let message = warning.unwrap().message;
+        assert!(
+            message.contains(r#"unknown format "vmcast-gen-hash-cache-9""#),
+            "{message}"
+        );
         assert!(cache.old.entries.is_empty());
     }
 }

@@ -147,30 +147,46 @@ impl fmt::Display for Sha256 {
     }
 }
 
-/// Serde as hex, without a `String` on either way: a hash cache holds tens
-/// of thousands.
+/// Serde as hex, without a `String` on either way, where the format is
+/// read by people (JSON), else as the bytes (postcard, the hash cache):
+/// a hash cache holds tens of thousands.
 macro_rules! hex_serde {
     ($digest:ident, $bytes:literal) => {
         impl serde::Serialize for $digest {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(hex_in(&self.0, &mut [0; 2 * $bytes]))
+                match s.is_human_readable() {
+                    true => s.serialize_str(hex_in(&self.0, &mut [0; 2 * $bytes])),
+                    false => s.serialize_bytes(&self.0),
+                }
             }
         }
 
         impl<'de> serde::Deserialize<'de> for $digest {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Hex;
+                /// Whether it reads hex.
+                struct Hex(bool);
                 impl serde::de::Visitor<'_> for Hex {
                     type Value = $digest;
                     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        write!(f, "{} hex digits", 2 * $bytes)
+                        match self.0 {
+                            true => write!(f, "{} hex digits", 2 * $bytes),
+                            false => write!(f, "{} bytes", $bytes),
+                        }
                     }
                     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$digest, E> {
                         $digest::from_hex(v)
                             .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
                     }
+                    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<$digest, E> {
+                        v.try_into()
+                            .map($digest)
+                            .map_err(|_| E::invalid_length(v.len(), &self))
+                    }
                 }
-                d.deserialize_str(Hex)
+                match d.is_human_readable() {
+                    true => d.deserialize_str(Hex(true)),
+                    false => d.deserialize_bytes(Hex(false)),
+                }
             }
         }
     };
@@ -378,7 +394,13 @@ mod tests {
             let json = serde_json::to_string(&digest).unwrap();
             assert_eq!(json, format!("\"{hex}\""));
             assert_eq!(serde_json::from_str::<Sha256>(&json).unwrap(), digest);
+            // Where the format is not read by people: the bytes.
+            let packed = postcard::to_allocvec(&digest).unwrap();
+            assert_eq!(packed, [&[32u8][..], &bytes].concat());
+            assert_eq!(postcard::from_bytes::<Sha256>(&packed).unwrap(), digest);
         }
+        let short = postcard::to_allocvec(&[0u8; 31][..]).unwrap();
+        assert!(postcard::from_bytes::<Sha256>(&short).is_err());
         let zeros = "0".repeat(64);
         for c in (0..=255u8).filter(|c| !c.is_ascii_hexdigit()) {
             for at in [0, 1] {

@@ -233,26 +233,21 @@ pub struct ImageInfo {
     pub format: ImageFormat,
     /// Whether the content showed its format (magic bytes); raw shows none.
     pub detected: bool,
-    // What an image does not have is left out of the hash cache's entry
-    // (which is all that serializes this), and read as `None`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // The hash cache's entry is all that serializes this, with postcard;
+    // a cache of an older format, JSON, left out what an image does not
+    // have, which reads as `None`.
     pub compression: Option<Compression>,
     /// The size of the virtual disk, when the format records it (for raw
     /// and ISO, the size of the data itself).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub virtual_size: Option<u64>,
     /// A format's variant: qcow2 `v2`/`v3`, vmdk's createType, vhd
     /// `fixed`/`dynamic`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub subformat: Option<String>,
     /// qcow2's cluster size.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<u64>,
     /// qcow2's compression type for compressed clusters (`zlib`, `zstd`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_compression: Option<String>,
     /// An OVA's or an XVA's virtual machine.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<Machine>,
 }
 

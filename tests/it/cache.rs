@@ -1,10 +1,14 @@
 //! The hash cache and sidecars: a warm build reads nothing, and every way a
 //! file can change under the same name forces a re-hash.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
 use crate::common::{Fixture, assert_success, stderr, stdout};
 
@@ -114,6 +118,45 @@ fn sha256(data: &[u8]) -> String {
     vmcast_gen::model::Sha256::of(data).to_hex()
 }
 
+/// A SHA-256 as the cache writes it: its bytes.
+fn digest(data: &[u8]) -> ByteBuf {
+    ByteBuf::from(vmcast_gen::model::Sha256::of(data).0)
+}
+
+/// A file's state as the cache writes it: `(dev, ino, size, mtime_ns,
+/// ctime_ns)`.
+type State = (u64, u64, u64, i128, i128);
+
+/// The hash cache's layout (`src/cache.rs`) up to the images' entries,
+/// written out to read and edit it: postcard, its format, the program,
+/// then what the build remembers besides the images, which come last.
+#[derive(Serialize, Deserialize)]
+struct Cache {
+    format: String,
+    program: Option<State>,
+    signatures: BTreeMap<ByteBuf, String>,
+    rendered: BTreeMap<ByteBuf, Rendered>,
+    published: BTreeMap<ByteBuf, Vec<State>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Rendered {
+    length: u64,
+    sha256: ByteBuf,
+}
+
+/// Rewrites the cache file at `path` with `edit` made to all of it but
+/// the images' entries, which are kept as they are.
+fn edit_cache(path: &Path, edit: impl FnOnce(&mut Cache)) {
+    let bytes = fs::read(path).unwrap();
+    let (mut cache, entries) = postcard::take_from_bytes::<Cache>(&bytes).unwrap();
+    assert_eq!(cache.format, "vmcast-gen-hash-cache-8");
+    edit(&mut cache);
+    let mut edited = postcard::to_allocvec(&cache).unwrap();
+    edited.extend_from_slice(entries);
+    fs::write(path, edited).unwrap();
+}
+
 const COLD: &str = "Hashed 2 image(s), 804 B (804 bytes); not read: 0 image(s), 0 B from the cache, 0 image(s), 0 B from sidecars";
 const WARM: &str = "Hashed 0 image(s), 0 B (0 bytes); not read: 2 image(s), 804 B from the cache, 0 image(s), 0 B from sidecars";
 const ONE: &str = "Hashed 1 image(s), 366 B (366 bytes); not read: 1 image(s), 438 B from the cache, 0 image(s), 0 B from sidecars";
@@ -201,11 +244,8 @@ fn corrupt_cache_is_ignored_with_warning() {
     let site = Site::new();
     site.build(&[]);
     let file = site.cache_file();
-    fs::write(
-        &file,
-        "{\"format\": \"vmcast-gen-hash-cache-1\", \"entries\": [",
-    )
-    .unwrap();
+    let bytes = fs::read(&file).unwrap();
+    fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let out = site.build(&[]);
     let warning = stderr(&out);
     assert!(
@@ -236,9 +276,16 @@ fn verify_cache_reports_mismatch() {
     // now serve a wrong hash (the cache is trusted like the key: keep it as
     // safe), and --verify-cache catches it.
     let file = site.cache_file();
-    let text = fs::read_to_string(&file).unwrap();
-    let real = sha256(&fs::read(site.image()).unwrap());
-    fs::write(&file, text.replace(&real, &"0".repeat(64))).unwrap();
+    let image = fs::read(site.image()).unwrap();
+    let real = sha256(&image);
+    let mut zeroed = fs::read(&file).unwrap();
+    let mut found = 0;
+    while let Some(at) = (zeroed.windows(32)).position(|w| w == digest(&image).as_slice()) {
+        zeroed[at..at + 32].fill(0);
+        found += 1;
+    }
+    assert!(found > 0, "the cache holds the image's digest");
+    fs::write(&file, zeroed).unwrap();
     let out = site.fixture.run(
         &[
             "build",
@@ -303,16 +350,14 @@ fn archive_signatures_are_remembered_unless_verify_cache() {
     site.build(&[]);
     let sig = site.fixture.path("public/archive/1.xml.minisig");
     let signed = fs::read_to_string(&sig).unwrap();
-    let file = site.cache_file();
-    let mut cache: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
-    let remembered = cache["signatures"].as_object_mut().unwrap();
-    assert_eq!(remembered.len(), 1, "{remembered:?}");
-    assert!(remembered.values().all(|v| v == &signed));
-    for value in remembered.values_mut() {
-        *value = "remembered\n".into();
-    }
-    fs::write(&file, cache.to_string()).unwrap();
+    edit_cache(&site.cache_file(), |cache| {
+        let remembered = &mut cache.signatures;
+        assert_eq!(remembered.len(), 1, "{remembered:?}");
+        assert!(remembered.values().all(|v| v == &signed));
+        for value in remembered.values_mut() {
+            *value = "remembered\n".into();
+        }
+    });
     site.build(&[]);
     assert_eq!(fs::read_to_string(&sig).unwrap(), "remembered\n");
     site.build(&["--verify-cache"]);
@@ -627,23 +672,24 @@ fn rendered_files_are_remembered_unless_verify_cache() {
     warm(&site);
     let public = site.fixture.path("public");
     let rendered = rendered_files(&public);
-    let file = site.cache_file();
-    let mut cache: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
-    let remembered = cache["rendered"].as_object_mut().unwrap();
-    // The archive and the history page.
-    assert_eq!(remembered.len(), 2, "{remembered:?}");
     let archive = &rendered[&PathBuf::from("archive/1.xml")];
-    let entry = remembered
-        .values_mut()
-        .find(|v| v["sha256"] == sha256(archive))
-        .expect("the archive's digest is remembered");
     // The spare, which the next build stages in, and the cache made to
     // agree on other bytes: only a build that takes them unrendered
     // publishes them.
     let forged = b"<rss>remembered</rss>\n";
-    *entry = serde_json::json!({"length": forged.len(), "sha256": sha256(forged)});
-    fs::write(&file, cache.to_string()).unwrap();
+    edit_cache(&site.cache_file(), |cache| {
+        let remembered = &mut cache.rendered;
+        // The archive and the history page.
+        assert_eq!(remembered.len(), 2);
+        let entry = remembered
+            .values_mut()
+            .find(|v| v.sha256 == digest(archive))
+            .expect("the archive's digest is remembered");
+        *entry = Rendered {
+            length: forged.len() as u64,
+            sha256: digest(forged),
+        };
+    });
     fs::write(site.fixture.path(".public.spare/archive/1.xml"), forged).unwrap();
     site.build(&[]);
     assert_eq!(fs::read(public.join("archive/1.xml")).unwrap(), forged);
@@ -711,19 +757,19 @@ fn a_control_file_in_a_remembered_state_is_kept_unread() {
     let control = format!("{PUBLISHED}.zsync");
     let published = site.fixture.path(&control);
     let made = fs::read(&published).unwrap();
-    let file = site.cache_file();
-    let mut cache: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
-    let states = cache["published"][&sha256(&made)].as_array_mut().unwrap();
-    assert!(states.contains(&state_of(&published)), "{states:?}");
+    // Taken first: the spare's copy is a hard link of it.
+    let known = state_of(&published);
     let spare = site
         .fixture
         .path(&format!(".{control}").replacen("public/", "public.spare/", 1));
     fs::remove_file(&spare).unwrap();
     let forged = b"zsync: kept unread\n";
     fs::write(&spare, forged).unwrap();
-    states.push(state_of(&spare));
-    fs::write(&file, cache.to_string()).unwrap();
+    edit_cache(&site.cache_file(), |cache| {
+        let states = cache.published.get_mut(&digest(&made)).unwrap();
+        assert!(states.contains(&known), "{states:?}");
+        states.push(state_of(&spare));
+    });
     site.build(&[]);
     assert_eq!(fs::read(&published).unwrap(), forged);
     site.build(&["--verify-cache"]);
@@ -737,28 +783,26 @@ fn a_held_archive_whose_signature_is_forgotten_is_signed_again() {
     warm(&site);
     let public = site.fixture.path("public");
     let rendered = rendered_files(&public);
-    let file = site.cache_file();
-    let mut cache: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(cache["rendered"].as_object().unwrap().len(), 2);
-    cache.as_object_mut().unwrap().remove("signatures");
-    fs::write(&file, cache.to_string()).unwrap();
+    edit_cache(&site.cache_file(), |cache| {
+        assert_eq!(cache.rendered.len(), 2);
+        assert_eq!(cache.signatures.len(), 1);
+        cache.signatures.clear();
+    });
     site.build(&[]);
     assert_eq!(rendered_files(&public), rendered);
 }
 
-/// The state of a file as the cache writes it: `[dev, ino, size,
-/// mtime_ns, ctime_ns]`.
-fn state_of(path: &std::path::Path) -> serde_json::Value {
+/// The state of a file as the cache writes it.
+fn state_of(path: &Path) -> State {
     let meta = fs::symlink_metadata(path).unwrap();
     let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
-    serde_json::json!([
+    (
         meta.dev(),
         meta.ino(),
         meta.len(),
         ns(meta.mtime(), meta.mtime_nsec()),
-        ns(meta.ctime(), meta.ctime_nsec())
-    ])
+        ns(meta.ctime(), meta.ctime_nsec()),
+    )
 }
 
 /// An archive in the spare, in a state the cache knows to hold the
@@ -773,15 +817,13 @@ fn archives_in_a_remembered_state_are_kept_unread() {
     let spare = site.fixture.path(".public.spare/archive/1.xml");
     let forged = b"<rss>kept unread</rss>\n";
     fs::write(&spare, forged).unwrap();
-    let file = site.cache_file();
-    let mut cache: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
-    let digest = sha256(&rendered[&PathBuf::from("archive/1.xml")]);
-    let states = cache["published"][&digest].as_array_mut().unwrap();
-    // This output's copy and the spare's, which the next build stages in.
-    assert_eq!(states.len(), 2, "{states:?}");
-    states.push(state_of(&spare));
-    fs::write(&file, cache.to_string()).unwrap();
+    let archive = digest(&rendered[&PathBuf::from("archive/1.xml")]);
+    edit_cache(&site.cache_file(), |cache| {
+        let states = cache.published.get_mut(&archive).unwrap();
+        // This output's copy and the spare's, which the next build stages in.
+        assert_eq!(states.len(), 2, "{states:?}");
+        states.push(state_of(&spare));
+    });
     site.build(&[]);
     assert_eq!(fs::read(public.join("archive/1.xml")).unwrap(), forged);
     site.build(&["--verify-cache"]);
