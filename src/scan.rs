@@ -2,7 +2,7 @@
 //! refusing anything that escapes its tree. Produces a sorted plan that the
 //! hash stage reads; it opens no image.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -269,8 +269,8 @@ fn scan_with(
     let mut memo = Remembered::default();
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut problems = Vec::new();
-    let mut seen: HashMap<(Name, String), &Path> = HashMap::with_capacity(found.len());
-    let mut published: HashMap<RelPath, PathBuf> = HashMap::with_capacity(found.len());
+    let mut seen: FxHashMap<(Name, String), &Path> = FxHashMap::with_capacity_and_hasher(found.len(), Default::default());
+    let mut published: FxHashMap<RelPath, PathBuf> = FxHashMap::with_capacity_and_hasher(found.len(), Default::default());
     for ((path, _), planned) in found.iter().zip(planned) {
         let release = planned.and_then(|(key, release, planned_warnings, kept)| {
             if let Some(first) = seen.get(&key) {

@@ -9,7 +9,7 @@
 //! only what differs. Removing a tree of a thousand release directories
 //! and making it again would cost a rebuild more than all the rest.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -40,13 +40,13 @@ pub struct Staging<'a> {
     spare: Vec<String>,
     /// The directories among them: a file placed in one needs no
     /// `mkdir -p`, nor the stat that finds its directory there.
-    spare_dirs: HashSet<String>,
+    spare_dirs: FxHashSet<String>,
     /// Every site-relative path written or prepared for an image
     /// (hashed: prepared on every core, two for each image, under the
     /// lock).
-    produced: Mutex<HashSet<String>>,
+    produced: Mutex<FxHashSet<String>>,
     /// The paths kept unread ([`Staging::held_known`]).
-    known: Mutex<HashSet<String>>,
+    known: Mutex<FxHashSet<String>>,
 }
 
 /// The spare as a build found it: checked and listed in place, while the
@@ -129,9 +129,9 @@ impl<'a> Staging<'a> {
             dir: Some(dir),
             lock,
             spare: Vec::new(),
-            spare_dirs: HashSet::new(),
-            produced: Mutex::new(HashSet::new()),
-            known: Mutex::new(HashSet::new()),
+            spare_dirs: FxHashSet::default(),
+            produced: Mutex::new(FxHashSet::default()),
+            known: Mutex::new(FxHashSet::default()),
         };
         if let Some(spare) = spare {
             // Onto the empty directory: one rename, under the staging name
@@ -250,7 +250,7 @@ impl<'a> Staging<'a> {
 
     /// The paths kept with one stat ([`Staging::held_known`]): what the
     /// cache knew of them stands.
-    pub fn kept_known(&self) -> HashSet<String> {
+    pub fn kept_known(&self) -> FxHashSet<String> {
         std::mem::take(&mut *self.known.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -268,7 +268,7 @@ impl<'a> Staging<'a> {
         self.write(rel, contents)
     }
 
-    fn produced(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn produced(&self) -> std::sync::MutexGuard<'_, FxHashSet<String>> {
         // A panic while it is held ends the build.
         self.produced.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -278,7 +278,7 @@ impl<'a> Staging<'a> {
     fn remove_unused(&self) -> Result<()> {
         let produced = self.produced();
         // The directories that hold a file of the new site.
-        let mut used: HashSet<&str> = HashSet::with_capacity(produced.len());
+        let mut used: FxHashSet<&str> = FxHashSet::with_capacity_and_hasher(produced.len(), Default::default());
         for path in produced.iter() {
             let mut rest = path.as_str();
             while let Some((parent, _)) = rest.rsplit_once('/') {

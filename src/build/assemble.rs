@@ -4,7 +4,7 @@
 //! this build drops is warned of; a published image that changed is
 //! refused.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::catalog;
 use crate::config::{Config, ImageMode};
@@ -37,9 +37,9 @@ impl Assembly<'_> {
     pub(super) fn releases(
         &self,
         planned_releases: Vec<PlannedRelease>,
-        mut digests: HashMap<RelPath, Digested>,
-        mut boxes: HashMap<RelPath, FileDigest>,
-        mut zsyncs: HashMap<RelPath, FileDigest>,
+        mut digests: FxHashMap<RelPath, Digested>,
+        mut boxes: FxHashMap<RelPath, FileDigest>,
+        mut zsyncs: FxHashMap<RelPath, FileDigest>,
         warnings: &mut Vec<Warning>,
     ) -> Result<(Vec<Release>, Option<Carried>)> {
         let mut carried = self.previous.map(|p| Carried {
@@ -250,9 +250,9 @@ impl Assembly<'_> {
 /// What the hash stage gave, by image: taken from as the images are
 /// assembled.
 struct Made<'a> {
-    digests: &'a mut HashMap<RelPath, Digested>,
-    boxes: &'a mut HashMap<RelPath, FileDigest>,
-    zsyncs: &'a mut HashMap<RelPath, FileDigest>,
+    digests: &'a mut FxHashMap<RelPath, Digested>,
+    boxes: &'a mut FxHashMap<RelPath, FileDigest>,
+    zsyncs: &'a mut FxHashMap<RelPath, FileDigest>,
 }
 
 /// The planned release's images with their digests, boxes and control
@@ -350,7 +350,7 @@ fn refuse_shared_paths(releases: &[Release]) -> Result<()> {
         .iter()
         .map(|r| r.images.len() + r.supply.len())
         .sum();
-    let mut by_path: HashMap<&RelPath, &model::ReleaseInfo> = HashMap::with_capacity(files);
+    let mut by_path: FxHashMap<&RelPath, &model::ReleaseInfo> = FxHashMap::with_capacity_and_hasher(files, Default::default());
     for release in releases {
         let files = release.images.iter().map(|i| &i.source.site_path);
         for path in files.chain(release.supply.iter().map(|f| &f.site_path)) {

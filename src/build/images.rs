@@ -5,7 +5,7 @@
 //! sinks plugged into it ([`Extras`]: the catalogs', the zsync control
 //! file), and the cache kept even when a later stage fails.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,26 +32,26 @@ use super::BuildOptions;
 
 /// What the hash stage gives the rest of the build.
 pub(super) struct Hashed {
-    pub digests: HashMap<RelPath, Digested>,
+    pub digests: FxHashMap<RelPath, Digested>,
     /// The Vagrant box of each image that has one.
-    pub boxes: HashMap<RelPath, FileDigest>,
+    pub boxes: FxHashMap<RelPath, FileDigest>,
     pub stats: hash::Stats,
     /// The cache, to record the new output in once it is in place.
     pub cache: Option<HashCache>,
     /// The images placed in the staging directory (unless `image_mode =
     /// "none"`), less those whose hard link was there already: the output
     /// record has nothing new to say of them.
-    pub placed: HashSet<RelPath>,
+    pub placed: FxHashSet<RelPath>,
     /// The images whose box or control file this build made or took.
-    pub made: HashSet<RelPath>,
+    pub made: FxHashSet<RelPath>,
     /// The zsync control file of each image that has one, made or taken.
-    pub zsyncs: HashMap<RelPath, FileDigest>,
+    pub zsyncs: FxHashMap<RelPath, FileDigest>,
     /// The boxes and control files the staging directory held already, by
     /// their place in the previous output (canonical), and the state the
     /// cache recorded them in there, which nothing moved. Keyed by the
     /// path's bytes: a `Path` hashes name by name, and the record looks up
     /// one for each of thousands of images.
-    pub files_held: HashMap<OsString, FileState>,
+    pub files_held: FxHashMap<OsString, FileState>,
 }
 
 /// Digests every image the scan found (read, or from the cache or a
@@ -333,20 +333,20 @@ struct Shortcuts {
 
 /// The digests of every request, by the request's id.
 struct Outcome {
-    digests: HashMap<RelPath, Digested>,
+    digests: FxHashMap<RelPath, Digested>,
     /// The Vagrant box of each request that asked for one.
-    boxes: HashMap<RelPath, FileDigest>,
+    boxes: FxHashMap<RelPath, FileDigest>,
     /// The zsync control file of each request that asked for one.
-    zsyncs: HashMap<RelPath, FileDigest>,
+    zsyncs: FxHashMap<RelPath, FileDigest>,
     stats: hash::Stats,
     warnings: Vec<Warning>,
     /// With `verify_cache`: every image whose cached digest was wrong.
     mismatches: Vec<String>,
     /// The images whose hard link the staging directory held already:
     /// their state did not move, so the cache's record of them stands.
-    held: HashSet<RelPath>,
+    held: FxHashSet<RelPath>,
     /// The boxes and control files the staging directory held already.
-    files_held: HashMap<OsString, FileState>,
+    files_held: FxHashMap<OsString, FileState>,
 }
 
 /// What an image is, from its headers alone (read with `pread`, the
@@ -459,16 +459,16 @@ fn digest_all(
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let mut outcome = Outcome {
-        digests: HashMap::with_capacity(requests.len()),
-        boxes: HashMap::new(),
-        zsyncs: HashMap::with_capacity(requests.len()),
+        digests: FxHashMap::with_capacity_and_hasher(requests.len(), Default::default()),
+        boxes: FxHashMap::default(),
+        zsyncs: FxHashMap::with_capacity_and_hasher(requests.len(), Default::default()),
         stats: hash::Stats::default(),
         warnings: Vec::new(),
         mismatches: Vec::new(),
-        held: HashSet::with_capacity(requests.len()),
-        files_held: HashMap::new(),
+        held: FxHashSet::with_capacity_and_hasher(requests.len(), Default::default()),
+        files_held: FxHashMap::default(),
     };
-    let mut ids = HashSet::with_capacity(requests.len());
+    let mut ids = FxHashSet::with_capacity_and_hasher(requests.len(), Default::default());
     for req in requests {
         if !ids.insert(&req.id) {
             return Err(Error::file(

@@ -1,7 +1,7 @@
 //! The signed site, written into the staging directory, and after the
 //! swap the record of what the new output holds, for the next build.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -206,7 +206,7 @@ pub(super) fn remember_rendered(cache: &mut HashCache, rendered: &render::Render
 pub(super) struct Published {
     pub files: Vec<(String, Sha256)>,
     pub spare: PathBuf,
-    pub kept_known: HashSet<String>,
+    pub kept_known: FxHashSet<String>,
 }
 
 /// Records in the hash cache what the output now holds, and saves it.
@@ -214,9 +214,9 @@ pub(super) fn record(
     mut cache: HashCache,
     config: &Config,
     releases: &[Release],
-    placed: &HashSet<model::RelPath>,
-    made: &HashSet<model::RelPath>,
-    held: &HashMap<OsString, cache::FileState>,
+    placed: &FxHashSet<model::RelPath>,
+    made: &FxHashSet<model::RelPath>,
+    held: &FxHashMap<OsString, cache::FileState>,
     published: &Published,
 ) -> Result<()> {
     let root = fsutil::canonicalize(&config.output_dir)?;
@@ -241,7 +241,7 @@ fn record_output(
     cache: &mut HashCache,
     root: &Path,
     releases: &[Release],
-    placed: &HashSet<model::RelPath>,
+    placed: &FxHashSet<model::RelPath>,
 ) -> Result<()> {
     for image in releases
         .iter()
@@ -301,8 +301,8 @@ fn record_made(
     cache: &mut HashCache,
     root: &Path,
     releases: &[Release],
-    made: &HashSet<model::RelPath>,
-    held: &HashMap<OsString, cache::FileState>,
+    made: &FxHashSet<model::RelPath>,
+    held: &FxHashMap<OsString, cache::FileState>,
 ) -> Result<()> {
     for image in releases
         .iter()
