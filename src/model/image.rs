@@ -173,8 +173,7 @@ impl ImageSource {
 
     /// Where its zsync control file lies in the site, beside it.
     pub fn zsync_path(&self) -> RelPath {
-        RelPath::parse(&format!("{}{}", self.site_path, crate::media::ZSYNC_SUFFIX))
-            .expect("a path and a suffix make a path")
+        self.site_path.with_suffix(crate::media::ZSYNC_SUFFIX)
     }
 
     /// Where its zsync control file is downloaded from, beside it: the

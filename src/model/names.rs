@@ -238,7 +238,10 @@ impl RelPath {
         if s.starts_with('/') || s.starts_with('\\') {
             return Err(format!("`{}` is an absolute path", s.escape_debug()));
         }
-        if let Some(c) = s.chars().find(|c| c.is_control()) {
+        // Printable ASCII holds no control character: the common case,
+        // checked byte by byte, before the look at every char.
+        let printable = s.bytes().all(|b| (b' '..b'\x7f').contains(&b));
+        if let Some(c) = s.chars().find(|c| !printable && c.is_control()) {
             return Err(format!("`{}` holds {}", s.escape_debug(), control_name(c)));
         }
         for part in s.split('/') {
@@ -259,6 +262,13 @@ impl RelPath {
             }
         }
         Ok(RelPath(s.to_owned()))
+    }
+
+    /// This path with `suffix`, an end of a file name of ours (printable
+    /// ASCII, no `/`: `.zsync`), on its last component: a path still.
+    pub fn with_suffix(&self, suffix: &'static str) -> Self {
+        debug_assert!(suffix.bytes().all(|b| (b' '..b'\x7f').contains(&b) && b != b'/'));
+        RelPath(format!("{}{suffix}", self.0))
     }
 
     /// Joins a single path component (a file name, a version...).
@@ -443,6 +453,13 @@ mod tests {
         assert!(RelPath::parse("a/b\nc").is_err());
         assert!(RelPath::parse("a\rb").is_err());
         assert!(RelPath::parse("a\0b").is_err());
+        // Past printable ASCII: DEL and C1 controls refused, other
+        // characters taken.
+        assert!(RelPath::parse("a\u{7f}b").is_err());
+        assert!(RelPath::parse("é/a\u{85}b").is_err());
+        assert!(RelPath::parse("é/ü-1.0.qcow2").is_ok());
+        let path = RelPath::parse("a/b.raw").unwrap();
+        assert_eq!(path.with_suffix(".zsync").as_str(), "a/b.raw.zsync");
     }
 
     #[test]
