@@ -117,12 +117,14 @@ impl DirState {
     }
 }
 
-/// Written as an array of the state and the entries.
+/// Written as an array of the state and the entries. Its names are
+/// borrowed from the memo's bytes, as read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct Listing(
+struct Listing<'a>(
     DirState,
     /// Sorted by name; only listings whose names are all UTF-8.
-    Vec<(String, Kind)>,
+    #[serde(borrow)]
+    Vec<(&'a str, Kind)>,
     /// Whether this walk took it: a remembered listing stays where it was
     /// read, not moved to a map of its own (ten thousand inserts).
     #[serde(skip)]
@@ -130,44 +132,68 @@ struct Listing(
 );
 
 /// The listings of one tree, by path relative to its root.
-type Dirs = BTreeMap<String, Listing>;
+type Dirs<'a> = BTreeMap<&'a str, Listing<'a>>;
 
 /// Whether every name `dirs` lists could be one entry of a directory.
 fn names_are_entries(dirs: &Dirs) -> bool {
     dirs.values().flat_map(|l| &l.1).all(|(name, _)| {
-        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+        !name.is_empty() && *name != "." && *name != ".." && !name.contains(['/', '\0'])
     })
 }
 
 /// One tree of a memo: its root, and its listings ([`Dirs`]) as postcard
 /// bytes, parsed only when a walk of that tree asks for them.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Tree {
+struct Tree<'a> {
     root: FileId,
-    #[serde(with = "serde_bytes")]
-    dirs: Vec<u8>,
+    dirs: &'a [u8],
 }
 
 /// The memo as written, with postcard, not JSON: the spare's memo of
 /// 10,000 releases as JSON, 3.5 MB, took a warm rebuild 15 ms of CPU to
-/// parse, and skipping the other tree's listings half of that.
+/// parse, and skipping the other tree's listings half of that. Read, it
+/// borrows every name from the file's bytes ([`Listings`]).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct MemoFile {
-    format: String,
-    trees: Vec<Tree>,
+struct MemoFile<'a> {
+    format: &'a str,
+    #[serde(borrow)]
+    trees: Vec<Tree<'a>>,
+}
+
+/// A memo file's bytes, which the [`Lister`] of a walk borrows from.
+pub struct Listings {
+    /// The file (none, or a file system not [`TRUSTED`]: nothing is
+    /// remembered).
+    file: Option<PathBuf>,
+    bytes: Vec<u8>,
+}
+
+impl Listings {
+    /// The memo in `file`, for a walk of the tree at `root`.
+    pub fn read(file: Option<&Path>, root: &Path) -> Listings {
+        let trusted = rustix::fs::statfs(root)
+            .is_ok_and(|fs| TRUSTED.contains(&((fs.f_type as u64) & 0xFFFF_FFFF)));
+        let file = file.filter(|_| trusted);
+        Listings {
+            bytes: file
+                .and_then(|f| fsutil::read_memo(f, MAX_MEMO))
+                .unwrap_or_default(),
+            file: file.map(Path::to_path_buf),
+        }
+    }
 }
 
 /// The listings of one walk of a tree: those remembered from before,
 /// and those taken now, to remember for the next walk ([`Lister::save`]).
-pub struct Lister {
-    file: Option<PathBuf>,
+pub struct Lister<'a> {
+    file: Option<&'a Path>,
     root: FileId,
     /// What the memo held for this tree; those taken are marked so.
-    old: Dirs,
-    /// Listings taken anew.
-    new: Dirs,
+    old: Dirs<'a>,
+    /// Listings taken anew, by path: the directory's state and entries.
+    new: BTreeMap<String, (DirState, Vec<(String, Kind)>)>,
     /// The memo's other trees, kept as they were.
-    others: Vec<Tree>,
+    others: Vec<Tree<'a>>,
     /// Whether a listing was taken anew, or one the memo held for this
     /// tree found stale, or the tree's discarded.
     changed: bool,
@@ -176,18 +202,13 @@ pub struct Lister {
     settled_before: i128,
 }
 
-impl Lister {
-    /// A lister of the tree at `root`, whose `stat` is `meta`, remembering
-    /// in `file` (none, or a file system not [`TRUSTED`]: nothing is
-    /// remembered).
-    pub fn new(file: Option<&Path>, root: &Path, meta: &Metadata) -> Lister {
-        let trusted = rustix::fs::statfs(root)
-            .is_ok_and(|fs| TRUSTED.contains(&((fs.f_type as u64) & 0xFFFF_FFFF)));
-        let file = file.filter(|_| trusted);
+impl<'a> Lister<'a> {
+    /// A lister of the tree whose root's `stat` is `meta`, remembering in
+    /// `memo` ([`Listings::read`] for that root).
+    pub fn new(memo: &'a Listings, meta: &Metadata) -> Lister<'a> {
         let root = FileId::of(meta);
-        let mut trees = file
-            .and_then(|f| fsutil::read_memo(f, MAX_MEMO))
-            .and_then(|bytes| postcard::from_bytes::<MemoFile>(&bytes).ok())
+        let mut trees = postcard::from_bytes::<MemoFile>(&memo.bytes)
+            .ok()
             .filter(|memo| memo.format == FORMAT)
             .map(|memo| memo.trees)
             .unwrap_or_default();
@@ -195,7 +216,7 @@ impl Lister {
         // and written anew.
         let mut changed = false;
         let old = match trees.iter().position(|t| t.root == root) {
-            Some(i) => postcard::from_bytes::<Dirs>(&trees.remove(i).dirs)
+            Some(i) => postcard::from_bytes::<Dirs>(trees.remove(i).dirs)
                 .ok()
                 .filter(names_are_entries)
                 .unwrap_or_else(|| {
@@ -208,10 +229,10 @@ impl Lister {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
         Lister {
-            file: file.map(Path::to_path_buf),
+            file: memo.file.as_deref(),
             root,
             old,
-            new: Dirs::new(),
+            new: BTreeMap::new(),
             others: trees,
             changed,
             settled_before: now - SETTLED,
@@ -230,7 +251,7 @@ impl Lister {
                     .1
                     .iter()
                     .map(|(name, kind)| Entry {
-                        name: name.into(),
+                        name: (*name).into(),
                         kind: *kind,
                     })
                     .collect();
@@ -260,7 +281,7 @@ impl Lister {
             && state.0.dev == self.root.dev
             && state.0.ctime_ns < self.settled_before
         {
-            self.new.insert(rel.to_owned(), Listing(state, names, true));
+            self.new.insert(rel.to_owned(), (state, names));
             self.changed = true;
         }
         Ok(entries)
@@ -277,20 +298,28 @@ impl Lister {
         if !self.changed && self.old.values().all(|listing| listing.2) {
             return;
         }
-        let mut dirs = self.new;
-        dirs.extend(self.old.into_iter().filter(|(_, listing)| listing.2));
+        let new = self.new.iter().map(|(rel, (state, names))| {
+            let names = names.iter().map(|(name, kind)| (name.as_str(), *kind));
+            (rel.as_str(), Listing(*state, names.collect(), true))
+        });
+        let mut dirs: Dirs = self
+            .old
+            .into_iter()
+            .filter(|(_, listing)| listing.2)
+            .collect();
+        dirs.extend(new);
         let dirs = postcard::to_allocvec(&dirs).expect("listings serialize");
         let mut trees = vec![Tree {
             root: self.root,
-            dirs,
+            dirs: &dirs,
         }];
         trees.extend(self.others.into_iter().take(TREES - 1));
         let memo = MemoFile {
-            format: FORMAT.to_owned(),
+            format: FORMAT,
             trees,
         };
         fsutil::write_memo(
-            &file,
+            file,
             &postcard::to_allocvec(&memo).expect("listings serialize"),
         );
     }
@@ -303,7 +332,8 @@ mod tests {
     /// A walk of `root` that lists `dirs` (relative), every directory
     /// taken as settled; how many it took from the memo.
     fn walk(memo: &Path, root: &Path, dirs: &[&str]) -> usize {
-        let mut lister = Lister::new(Some(memo), root, &fs::symlink_metadata(root).unwrap());
+        let memo = Listings::read(Some(memo), root);
+        let mut lister = Lister::new(&memo, &fs::symlink_metadata(root).unwrap());
         lister.settled_before = i128::MAX;
         for rel in dirs {
             let dir = root.join(rel);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobMatcher};
 use walkdir::WalkDir;
 
-use crate::listing::{Kind, Lister};
+use crate::listing::{Kind, Lister, Listings};
 
 use crate::config::{Config, join_url};
 use crate::error::{Error, Result};
@@ -116,7 +116,8 @@ pub fn walk(config: &Config, listings: Option<&Path>) -> Result<Walked> {
         return Err(Error::file(root, "is not a directory (releases_dir)"));
     }
     let root_real = fsutil::canonicalize(root)?;
-    let mut lister = Lister::new(listings, root, &meta);
+    let memo = Listings::read(listings, root);
+    let mut lister = Lister::new(&memo, &meta);
     let found = walk_tree(config, root, &root_real, &mut lister, &meta)?;
     lister.save();
     Ok(Walked { root_real, found })
@@ -269,8 +270,10 @@ fn scan_with(
     let mut memo = Remembered::default();
     let mut releases: Vec<PlannedRelease> = Vec::new();
     let mut problems = Vec::new();
-    let mut seen: FxHashMap<(Name, String), &Path> = FxHashMap::with_capacity_and_hasher(found.len(), Default::default());
-    let mut published: FxHashMap<RelPath, PathBuf> = FxHashMap::with_capacity_and_hasher(found.len(), Default::default());
+    let mut seen: FxHashMap<(Name, String), &Path> =
+        FxHashMap::with_capacity_and_hasher(found.len(), Default::default());
+    let mut published: FxHashMap<RelPath, PathBuf> =
+        FxHashMap::with_capacity_and_hasher(found.len(), Default::default());
     for ((path, _), planned) in found.iter().zip(planned) {
         let release = planned.and_then(|(key, release, planned_warnings, kept)| {
             if let Some(first) = seen.get(&key) {
@@ -354,7 +357,7 @@ fn walk_tree(
     config: &Config,
     root: &Path,
     root_real: &Path,
-    lister: &mut Lister,
+    lister: &mut Lister<'_>,
     root_meta: &std::fs::Metadata,
 ) -> Result<Vec<(PathBuf, Vec<Beside>)>> {
     let ours = Ours::of(config, root_real)?;
@@ -378,16 +381,16 @@ fn walk_tree(
 }
 
 /// One walk of the releases directory, under way.
-struct TreeWalk<'a> {
+struct TreeWalk<'a, 'm> {
     root: &'a Path,
     ours: &'a Ours,
-    lister: &'a mut Lister,
+    lister: &'a mut Lister<'m>,
     /// Each notes file, with what lies in its directory besides the
     /// subdirectories, in walk order.
     found: Vec<(PathBuf, Vec<Beside>)>,
 }
 
-impl TreeWalk<'_> {
+impl TreeWalk<'_, '_> {
     /// Walks `dir` (`rel` in the tree; its `lstat`, or the root's `stat`,
     /// is `meta`).
     fn dir(&mut self, dir: &Path, rel: &str, meta: &std::fs::Metadata) -> Result<()> {

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::listing::{Kind, Lister};
+use crate::listing::{Kind, Lister, Listings};
 use crate::model::{FileDigest, FileState};
 use crate::warning::Warning;
 
@@ -96,7 +96,8 @@ impl Spare {
             return Ok((None, Some(discarded(&spare, why))));
         }
         let mut entries = Vec::new();
-        let mut lister = Lister::new(listings, &spare, &meta);
+        let memo = Listings::read(listings, &spare);
+        let mut lister = Lister::new(&memo, &meta);
         match list_spare(&mut lister, &spare, "", &meta, &mut entries)? {
             None => {
                 lister.save();
@@ -278,7 +279,8 @@ impl<'a> Staging<'a> {
     fn remove_unused(&self) -> Result<()> {
         let produced = self.produced();
         // The directories that hold a file of the new site.
-        let mut used: FxHashSet<&str> = FxHashSet::with_capacity_and_hasher(produced.len(), Default::default());
+        let mut used: FxHashSet<&str> =
+            FxHashSet::with_capacity_and_hasher(produced.len(), Default::default());
         for path in produced.iter() {
             let mut rest = path.as_str();
             while let Some((parent, _)) = rest.rsplit_once('/') {
@@ -372,7 +374,7 @@ type SpareEntry = (String, bool);
 /// entry that is neither a directory nor a regular file, and returns it and
 /// what it is.
 fn list_spare(
-    lister: &mut Lister,
+    lister: &mut Lister<'_>,
     root: &Path,
     rel: &str,
     meta: &fs::Metadata,

@@ -350,7 +350,8 @@ fn refuse_shared_paths(releases: &[Release]) -> Result<()> {
         .iter()
         .map(|r| r.images.len() + r.supply.len())
         .sum();
-    let mut by_path: FxHashMap<&RelPath, &model::ReleaseInfo> = FxHashMap::with_capacity_and_hasher(files, Default::default());
+    let mut by_path: FxHashMap<&RelPath, &model::ReleaseInfo> =
+        FxHashMap::with_capacity_and_hasher(files, Default::default());
     for release in releases {
         let files = release.images.iter().map(|i| &i.source.site_path);
         for path in files.chain(release.supply.iter().map(|f| &f.site_path)) {

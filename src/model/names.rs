@@ -267,7 +267,11 @@ impl RelPath {
     /// This path with `suffix`, an end of a file name of ours (printable
     /// ASCII, no `/`: `.zsync`), on its last component: a path still.
     pub fn with_suffix(&self, suffix: &'static str) -> Self {
-        debug_assert!(suffix.bytes().all(|b| (b' '..b'\x7f').contains(&b) && b != b'/'));
+        debug_assert!(
+            suffix
+                .bytes()
+                .all(|b| (b' '..b'\x7f').contains(&b) && b != b'/')
+        );
         RelPath(format!("{}{suffix}", self.0))
     }
 
