@@ -138,12 +138,16 @@ pub fn scan(
     threads: usize,
     plans: Option<Plans>,
 ) -> Result<Plan> {
-    let plans = plans.map(|p| (p, memo::key(config, imageless, &walked.root_real)));
-    let memo = plans.as_ref().map(|(p, key)| (p, key.as_str()));
+    let key = memo::key(config, imageless, &walked.root_real);
+    let entries = plans.as_ref().map(Plans::entries);
+    let memo = (plans.as_ref().zip(entries.as_ref()))
+        .map(|(plans, entries)| (entries, plans.made_under(&key)));
     let (plan, mut problems, remembered) =
         scan_with(config, walked, true, imageless, false, threads, memo);
-    if let Some((plans, key)) = plans.filter(|_| problems.is_empty()) {
-        plans.save(key, remembered.kept, remembered.made);
+    if let Some((plans, entries)) = plans.as_ref().zip(entries.as_ref())
+        && problems.is_empty()
+    {
+        plans.save(&key, &remembered.kept, &remembered.made, entries);
     }
     match (problems.is_empty(), plan.warnings.is_empty()) {
         (true, _) => Ok(plan),
@@ -175,7 +179,7 @@ pub fn scan_all(
 #[derive(Default)]
 struct Remembered {
     kept: Vec<String>,
-    made: Vec<(String, memo::Entry)>,
+    made: Vec<(String, memo::Entry<'static>)>,
     plans: usize,
 }
 
@@ -192,7 +196,7 @@ type Scanned = (
 enum Memo {
     Plan(String),
     Kept(String),
-    Made(String, Box<memo::Entry>),
+    Made(String, Box<memo::Entry<'static>>),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -203,9 +207,9 @@ fn scan_with(
     imageless: bool,
     keep_going: bool,
     threads: usize,
-    plans: Option<(&Plans, &str)>,
+    memo: Option<(&memo::Entries, bool)>,
 ) -> (Plan, Vec<Error>, Remembered) {
-    let known = plans.map(|(plans, _)| plans as &dyn notes::Known);
+    let known = memo.map(|(entries, _)| entries as &dyn notes::Known);
     let root = &config.releases_dir;
     let Walked { root_real, found } = walked;
     let mut warnings = Vec::new();
@@ -219,7 +223,10 @@ fn scan_with(
         releases_root: &root_real,
         imageless,
     };
-    let remembered = plans.and_then(|(plans, key)| plans.under(key));
+    // Their plans only when made under this build's key.
+    let remembered = memo
+        .filter(|(_, same_key)| *same_key)
+        .map(|(entries, _)| entries);
     let planned = crate::par::map(threads, &found, |(path, files)| -> Result<Scanned> {
         // The walk follows no symbolic link: below the resolved root, the
         // path it took is the file's resolved path.
@@ -256,11 +263,11 @@ fn scan_with(
             })
         };
         let planned = release.as_ref().ok().filter(|_| warnings.is_empty());
-        let made = (read.filter(|_| plans.is_some())).map(|read| {
+        let made = (read.filter(|_| memo.is_some())).map(|read| {
             let (key, entry) = memo::entry(read, planned, files, patterns);
             // A release the memo keeps no plan of (not the plain case)
             // is remembered as it was: the memo need not be written.
-            match remembered.and_then(|r| r.get(&key)) == Some(&entry) {
+            match remembered.and_then(|r| r.get(key.as_str())) == Some(&entry) {
                 true => Memo::Kept(key),
                 false => Memo::Made(key, Box::new(entry)),
             }

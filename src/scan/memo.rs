@@ -27,6 +27,7 @@
 //! the hash cache is: whoever can write the cache can feed a build wrong
 //! digests too.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -43,36 +44,46 @@ use crate::model::{
 };
 use crate::notes;
 
-const FORMAT: &str = "vmcast-gen plans 1";
+const FORMAT: &str = "vmcast-gen plans 2";
 /// The largest memo read: some 700 bytes a release.
 const MAX_MEMO: u64 = 256 << 20;
 
-/// The memo as written, with postcard, not JSON: the memo of 10,000
-/// releases as JSON, 8 MB, took a warm rebuild 50 ms of CPU to parse.
+/// The memo as written, with postcard, not JSON (the memo of 10,000
+/// releases as JSON, 8 MB, took a warm rebuild 50 ms of CPU to parse):
+/// this head, then the releases' [`Entries`].
 #[derive(Serialize, Deserialize)]
-struct MemoFile {
-    format: String,
+struct Head<'a> {
+    format: &'a str,
     /// The executable that made it ([`fsutil::program`]).
     program: Option<FileState>,
     /// The plans' [`key`].
-    key: String,
-    /// By the notes file's resolved path.
-    releases: BTreeMap<String, Entry>,
+    key: &'a str,
 }
+
+/// The memo's entries, by the notes file's resolved path. Read, their
+/// text is borrowed from the memo's bytes: a warm rebuild takes most
+/// plans as they are, and needs no copy of the rest.
+pub type Entries<'a> = BTreeMap<&'a str, Entry<'a>>;
 
 /// One notes file in one state: its text, its notes as HTML, and, in the
 /// plain case, its release's plan with the names beside it that the plan
 /// was made from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct Entry<'a> {
     notes: FileState,
-    text: String,
-    html: String,
-    beside: Vec<String>,
-    release: Option<Release>,
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+    #[serde(borrow)]
+    html: Cow<'a, str>,
+    /// The names beside the notes file, each followed by a `/` (which no
+    /// name holds).
+    #[serde(borrow)]
+    beside: Cow<'a, str>,
+    #[serde(borrow)]
+    release: Option<Release<'a>>,
 }
 
-impl Entry {
+impl Entry<'_> {
     /// Whether it remembers its release's plan (the plain case).
     pub fn planned(&self) -> bool {
         self.release.is_some()
@@ -82,19 +93,25 @@ impl Entry {
 /// A [`PlannedRelease`] as remembered: its values as text, parsed back.
 /// (Its notes' HTML is the entry's.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Release {
-    appliance: String,
-    version: String,
-    title: String,
+struct Release<'a> {
+    #[serde(borrow)]
+    appliance: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    title: Cow<'a, str>,
     /// Seconds and nanoseconds since the epoch.
     date: (i64, u32),
-    channel: String,
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
     critical: bool,
-    notes_text: String,
+    #[serde(borrow)]
+    notes_text: Cow<'a, str>,
     osinfo: Option<String>,
     requirements: Option<Needs>,
     /// Primary first, as planned.
-    images: Vec<Image>,
+    #[serde(borrow)]
+    images: Vec<Image<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,14 +125,17 @@ struct Needs {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Image {
-    name: String,
+struct Image<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     format: ImageFormat,
     compression: Option<Compression>,
     arch: Option<String>,
     primary: bool,
-    site_path: String,
-    url: String,
+    #[serde(borrow)]
+    site_path: Cow<'a, str>,
+    #[serde(borrow)]
+    url: Cow<'a, str>,
 }
 
 /// What a build's plans depend on besides each release's own files and
@@ -132,67 +152,77 @@ pub fn key(config: &Config, imageless: bool, releases_real: &Path) -> String {
 pub struct Plans {
     file: PathBuf,
     program: Option<FileState>,
+    memo: Option<Memo>,
+}
+
+/// A memo this very program wrote: its bytes, the key its plans were made
+/// under, and where its entries start.
+struct Memo {
+    bytes: Vec<u8>,
     key: String,
-    old: BTreeMap<String, Entry>,
+    entries: usize,
 }
 
 impl Plans {
-    /// The plans remembered in `file`, where this build's are remembered.
+    /// The plans remembered in `file`, where this build's are remembered:
+    /// read, their head checked; the entries are parsed by [`Plans::entries`].
     pub fn load(file: &Path) -> Plans {
-        let memo = fsutil::read_memo(file, MAX_MEMO)
-            .and_then(|bytes| postcard::from_bytes::<MemoFile>(&bytes).ok())
-            .filter(|memo| memo.format == FORMAT);
         let program = fsutil::program();
-        let (key, old) = memo
-            .filter(|m| program.is_some() && m.program == program)
-            .map_or_else(Default::default, |m| (m.key, m.releases));
+        let memo = fsutil::read_memo(file, MAX_MEMO).and_then(|bytes| {
+            let (head, rest) = postcard::take_from_bytes::<Head>(&bytes).ok()?;
+            let ours = head.format == FORMAT && program.is_some() && head.program == program;
+            let (key, entries) = (head.key.to_owned(), bytes.len() - rest.len());
+            ours.then_some(Memo {
+                bytes,
+                key,
+                entries,
+            })
+        });
         Plans {
             file: file.to_path_buf(),
             program,
-            key,
-            old,
+            memo,
         }
     }
 
-    /// The remembered plans, if they were made under `key`.
-    pub fn under(&self, key: &str) -> Option<&BTreeMap<String, Entry>> {
-        (self.key == key).then_some(&self.old)
+    /// The remembered entries, borrowed from the memo's bytes: none when
+    /// there is no memo of this program's, or it cannot be read.
+    pub fn entries(&self) -> Entries<'_> {
+        (self.memo.as_ref())
+            .and_then(|m| postcard::from_bytes(&m.bytes[m.entries..]).ok())
+            .unwrap_or_default()
     }
 
-    /// The entry of the notes file at `path` (resolved), in `state`.
-    fn get(&self, path: &Path, state: &FileState) -> Option<&Entry> {
-        let entry = self.old.get(path.to_string_lossy().as_ref())?;
-        (entry.notes == *state).then_some(entry)
+    /// Whether the remembered plans were made under `key`.
+    pub fn made_under(&self, key: &str) -> bool {
+        self.memo.as_ref().is_some_and(|m| m.key == key)
     }
 
     /// Writes the plans of this build's releases, under `key`: those
-    /// `kept` (by their notes file, as remembered) and those `made`.
-    /// Nothing when that is what the memo holds; errors are not reported.
-    pub fn save(self, key: String, kept: Vec<String>, made: Vec<(String, Entry)>) {
-        let file = self.file;
+    /// `kept` (by their notes file, as remembered in `old`, this memo's
+    /// [`Plans::entries`]) and those `made`. Nothing when that is what the
+    /// memo holds; errors are not reported.
+    pub fn save(&self, key: &str, kept: &[String], made: &[(String, Entry)], old: &Entries) {
         if self.program.is_none() {
             return;
         }
-        if self.key == key && made.is_empty() && kept.len() == self.old.len() {
-            crate::par::drop_aside(self.old);
+        if self.made_under(key) && made.is_empty() && kept.len() == old.len() {
             return;
         }
-        let mut old = self.old;
-        let mut releases: BTreeMap<String, Entry> = kept
-            .into_iter()
-            .filter_map(|k| old.remove_entry(&k))
+        let mut releases: BTreeMap<&str, &Entry> = kept
+            .iter()
+            .filter_map(|k| old.get_key_value(k.as_str()))
+            .map(|(k, e)| (*k, e))
             .collect();
-        releases.extend(made);
-        let memo = MemoFile {
-            format: FORMAT.to_owned(),
+        releases.extend(made.iter().map(|(k, e)| (k.as_str(), e)));
+        let head = Head {
+            format: FORMAT,
             program: self.program,
             key,
-            releases,
         };
-        fsutil::write_memo(
-            &file,
-            &postcard::to_allocvec(&memo).expect("plans serialize"),
-        );
+        let bytes = postcard::to_allocvec(&head).expect("plans serialize");
+        let bytes = postcard::to_extend(&releases, bytes).expect("plans serialize");
+        fsutil::write_memo(&self.file, &bytes);
     }
 }
 
@@ -207,19 +237,22 @@ pub fn reuse(
     dir: &Path,
     dir_real: &Path,
 ) -> Option<PlannedRelease> {
-    let same_names = entry.beside.len() == files.len()
-        && (entry.beside.iter().zip(files)).all(|(name, f)| !f.symlink && *name == f.name);
+    let mut beside = entry.beside.split_terminator('/');
+    let same_names = files
+        .iter()
+        .all(|f| !f.symlink && beside.next() == Some(f.name.as_str()))
+        && beside.next().is_none();
     let r = entry.release.as_ref()?;
     if entry.notes != *state || !same_names {
         return None;
     }
     let images = (r.images.iter())
         .map(|i| {
-            let real = dir_real.join(&i.name);
+            let real = dir_real.join(&*i.name);
             let meta = std::fs::symlink_metadata(&real).ok()?;
             meta.is_file().then_some(())?;
             Some(ImageSource {
-                source: dir.join(&i.name),
+                source: dir.join(&*i.name),
                 real,
                 name: FileName::parse(&i.name).ok()?,
                 format: i.format,
@@ -256,8 +289,8 @@ pub fn reuse(
         date: DateTime::from_timestamp(r.date.0, r.date.1)?,
         channel: Name::parse(&r.channel, "channel").ok()?,
         critical: r.critical,
-        notes_html: entry.html.clone(),
-        notes_text: r.notes_text.clone(),
+        notes_html: entry.html.to_string(),
+        notes_text: r.notes_text.to_string(),
         osinfo: r.osinfo.clone(),
         requirements,
         cloud_images: Vec::new(),
@@ -278,7 +311,7 @@ pub fn entry(
     release: Option<&PlannedRelease>,
     files: &[Beside],
     patterns: bool,
-) -> (String, Entry) {
+) -> (String, Entry<'static>) {
     let plain = |release: &PlannedRelease| {
         !patterns
             && release.supply.is_empty()
@@ -287,37 +320,37 @@ pub fn entry(
     };
     let entry = Entry {
         notes: read.state,
-        text: read.text,
-        html: read.html,
-        beside: files.iter().map(|f| f.name.clone()).collect(),
+        text: read.text.into(),
+        html: read.html.into(),
+        beside: files.iter().map(|f| format!("{}/", f.name)).collect(),
         release: release.filter(|r| plain(r)).map(remembered),
     };
     (read.path.to_string_lossy().into_owned(), entry)
 }
 
 /// A plan as the memo keeps it.
-fn remembered(release: &PlannedRelease) -> Release {
+fn remembered(release: &PlannedRelease) -> Release<'static> {
     let info = &release.info;
     let req = &info.requirements;
     let images = (release.images.iter())
         .map(|i| Image {
-            name: i.name.to_string(),
+            name: i.name.to_string().into(),
             format: i.format,
             compression: i.compression,
             arch: i.arch.as_ref().map(|a| a.as_str().to_owned()),
             primary: i.primary,
-            site_path: i.site_path.to_string(),
-            url: i.url.to_string(),
+            site_path: i.site_path.to_string().into(),
+            url: i.url.to_string().into(),
         })
         .collect();
     Release {
-        appliance: info.appliance.to_string(),
-        version: info.version.to_string(),
-        title: info.title.to_string(),
+        appliance: info.appliance.to_string().into(),
+        version: info.version.to_string().into(),
+        title: info.title.to_string().into(),
         date: (info.date.timestamp(), info.date.timestamp_subsec_nanos()),
-        channel: info.channel.to_string(),
+        channel: info.channel.to_string().into(),
         critical: info.critical,
-        notes_text: info.notes_text.clone(),
+        notes_text: info.notes_text.clone().into(),
         osinfo: info.osinfo.clone(),
         requirements: (!req.is_empty()).then(|| Needs {
             arch: req.arch.as_ref().map(|a| a.as_str().to_owned()),
@@ -331,9 +364,11 @@ fn remembered(release: &PlannedRelease) -> Release {
     }
 }
 
-impl notes::Known for Plans {
+/// The notes files remembered: by their resolved path, in one state.
+impl notes::Known for Entries<'_> {
     fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)> {
-        (self.get(path, state)).map(|e| (e.text.clone(), e.html.clone()))
+        let entry = self.get(path.to_string_lossy().as_ref())?;
+        (entry.notes == *state).then(|| (entry.text.to_string(), entry.html.to_string()))
     }
 }
 
@@ -352,24 +387,29 @@ mod tests {
         }
     }
 
+    fn entry() -> Entry<'static> {
+        Entry {
+            notes: state(7),
+            text: "version = \"1.0\"".into(),
+            html: "<p>Remembered.</p>".into(),
+            beside: "release.toml/".into(),
+            release: None,
+        }
+    }
+
     /// A memo holding one notes file in `state(7)`, written as `program`.
     fn memo(program: Option<FileState>) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("memo.plans");
-        let entry = Entry {
-            notes: state(7),
-            text: "version = \"1.0\"".to_owned(),
-            html: "<p>Remembered.</p>".to_owned(),
-            beside: vec!["release.toml".to_owned()],
-            release: None,
-        };
-        let memo = MemoFile {
-            format: FORMAT.to_owned(),
+        let head = Head {
+            format: FORMAT,
             program,
-            key: "k".to_owned(),
-            releases: [("/r/release.toml".to_owned(), entry)].into(),
+            key: "k",
         };
-        std::fs::write(&file, postcard::to_allocvec(&memo).unwrap()).unwrap();
+        let entries: Entries = [("/r/release.toml", entry())].into();
+        let bytes = postcard::to_allocvec(&head).unwrap();
+        let bytes = postcard::to_extend(&entries, bytes).unwrap();
+        std::fs::write(&file, bytes).unwrap();
         (dir, file)
     }
 
@@ -378,13 +418,14 @@ mod tests {
         let path = Path::new("/r/release.toml");
         let (_dir, file) = memo(fsutil::program());
         let plans = Plans::load(&file);
-        let (text, html) = plans.notes(path, &state(7)).unwrap();
+        let entries = plans.entries();
+        let (text, html) = entries.notes(path, &state(7)).unwrap();
         assert_eq!(
             (text.as_str(), html.as_str()),
             ("version = \"1.0\"", "<p>Remembered.</p>")
         );
-        assert_eq!(plans.notes(path, &state(8)), None);
-        assert!(plans.under("k").is_some() && plans.under("other").is_none());
+        assert_eq!(entries.notes(path, &state(8)), None);
+        assert!(plans.made_under("k") && !plans.made_under("other"));
         // Another executable's memo is forgotten whole.
         let other = fsutil::program().map(|p| FileState {
             ino: p.ino + 1,
@@ -392,10 +433,32 @@ mod tests {
         });
         let (_dir, file) = memo(other);
         let plans = Plans::load(&file);
-        assert_eq!(plans.notes(path, &state(7)), None);
-        assert!(plans.under("k").is_none());
+        assert_eq!(plans.entries().notes(path, &state(7)), None);
+        assert!(!plans.made_under("k"));
         // So is one that is not a memo.
         std::fs::write(&file, b"not a memo").unwrap();
-        assert!(Plans::load(&file).under("").is_some_and(BTreeMap::is_empty));
+        let plans = Plans::load(&file);
+        assert!(plans.entries().is_empty() && !plans.made_under(""));
+    }
+
+    /// What a build saves the next reads back, borrowed from the file's
+    /// bytes; kept as it was, it is not written again.
+    #[test]
+    fn saved_entries_are_read_back_in_place_and_kept_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("memo.plans");
+        let plans = Plans::load(&file);
+        let made = [("/r/release.toml".to_owned(), entry())];
+        plans.save("k", &[], &made, &plans.entries());
+        let plans = Plans::load(&file);
+        let entries = plans.entries();
+        assert_eq!(entries.get("/r/release.toml"), Some(&made[0].1));
+        assert!(matches!(entries["/r/release.toml"].html, Cow::Borrowed(_)));
+        let written = FileState::of(&std::fs::metadata(&file).unwrap());
+        plans.save("k", &[made[0].0.clone()], &[], &entries);
+        assert_eq!(FileState::of(&std::fs::metadata(&file).unwrap()), written);
+        plans.save("k2", &[made[0].0.clone()], &[], &entries);
+        assert_ne!(FileState::of(&std::fs::metadata(&file).unwrap()), written);
+        assert!(Plans::load(&file).made_under("k2"));
     }
 }
