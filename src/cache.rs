@@ -536,7 +536,7 @@ impl Signed {
 }
 
 fn key(canonical: &Path) -> std::borrow::Cow<'_, str> {
-    canonical.to_string_lossy()
+    fsutil::path_text(canonical)
 }
 
 /// A digest recorded where the image was made. It is a hint about one

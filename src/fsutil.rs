@@ -299,6 +299,17 @@ pub fn rewrite_published(path: &Path, contents: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
+/// A path as text, a memo's or the cache's key: itself when it is UTF-8
+/// (told by `str::from_utf8`, which runs through ASCII a word at a time),
+/// else with U+FFFD for what is not. `to_string_lossy` gives the same, by
+/// a slower walk: these keys are looked up for every release.
+pub fn path_text(path: &Path) -> std::borrow::Cow<'_, str> {
+    match path.to_str() {
+        Some(text) => std::borrow::Cow::Borrowed(text),
+        None => path.to_string_lossy(),
+    }
+}
+
 /// Whether `meta` (an `lstat`) shows a file as [`write_published`] leaves
 /// one: a regular file that no other name shares, of the published mode.
 pub fn as_published(meta: &fs::Metadata) -> bool {
@@ -979,6 +990,19 @@ mod tests {
     use super::*;
 
     const OWN: OwnName = OwnName::new(".own");
+
+    #[test]
+    fn a_path_as_text_is_what_to_string_lossy_gives() {
+        use std::os::unix::ffi::OsStrExt;
+        let utf8 = Path::new("/r/é/release.toml");
+        assert!(matches!(
+            path_text(utf8),
+            std::borrow::Cow::Borrowed("/r/é/release.toml")
+        ));
+        let other = Path::new(std::ffi::OsStr::from_bytes(b"/r/\xff/release.toml"));
+        assert_eq!(path_text(other), other.to_string_lossy());
+        assert_eq!(path_text(other), "/r/\u{fffd}/release.toml");
+    }
 
     fn name(s: &str) -> FileName {
         FileName::parse(s).unwrap()

@@ -232,7 +232,7 @@ fn scan_with(
         // path it took is the file's resolved path.
         let key = root_real.join(path.strip_prefix(root).unwrap_or(path));
         let dir = path.parent().expect("a notes file has a parent directory");
-        let memo_key = key.to_string_lossy();
+        let memo_key = fsutil::path_text(&key);
         // Only an entry with a plan spares the notes file's stat below.
         if let Some(entry) = remembered.and_then(|r| r.get(memo_key.as_ref()))
             && entry.planned()

@@ -325,7 +325,7 @@ pub fn entry(
         beside: files.iter().map(|f| format!("{}/", f.name)).collect(),
         release: release.filter(|r| plain(r)).map(remembered),
     };
-    (read.path.to_string_lossy().into_owned(), entry)
+    (fsutil::path_text(&read.path).into_owned(), entry)
 }
 
 /// A plan as the memo keeps it.
@@ -367,7 +367,7 @@ fn remembered(release: &PlannedRelease) -> Release<'static> {
 /// The notes files remembered: by their resolved path, in one state.
 impl notes::Known for Entries<'_> {
     fn notes(&self, path: &Path, state: &FileState) -> Option<(String, String)> {
-        let entry = self.get(path.to_string_lossy().as_ref())?;
+        let entry = self.get(fsutil::path_text(path).as_ref())?;
         (entry.notes == *state).then(|| (entry.text.to_string(), entry.html.to_string()))
     }
 }
