@@ -45,6 +45,10 @@ use crate::model::{FileId, FileState};
 /// granularity (FAT's is two seconds).
 pub const SETTLED: i128 = 3_000_000_000;
 
+/// overlayfs (`f_type`): a directory's `d_ino` is the inode number in the
+/// layer the entry comes from, which need not be the one `stat` gives.
+const OVERLAYFS: u64 = 0x794C_7630;
+
 /// How many trees one memo file remembers: the spare is two trees taking
 /// turns, and two outputs of one config make four.
 const TREES: usize = 4;
@@ -66,7 +70,7 @@ const TRUSTED: [u64; 7] = [
 /// directories' worth.
 const MAX_MEMO: u64 = 256 << 20;
 
-const FORMAT: &str = "vmcast-gen listings 5";
+const FORMAT: &str = "vmcast-gen listings 6";
 
 /// What an entry of a directory is, as its directory says (`d_type`), not
 /// following a symbolic link.
@@ -102,6 +106,9 @@ impl Kind {
 pub struct Entry {
     pub name: OsString,
     pub kind: Kind,
+    /// Its inode number, as the directory gives it (`d_ino`): its file's
+    /// where [`Lister::inodes`] says so.
+    pub ino: u64,
 }
 
 /// A directory's state, from its `lstat`: the file's ([`FileState`]:
@@ -122,9 +129,10 @@ impl DirState {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Listing<'a>(
     DirState,
-    /// Sorted by name; only listings whose names are all UTF-8.
+    /// Sorted by name, each with its inode number; only listings whose
+    /// names are all UTF-8.
     #[serde(borrow)]
-    Vec<(&'a str, Kind)>,
+    Vec<(&'a str, Kind, u64)>,
     /// Whether this walk took it: a remembered listing stays where it was
     /// read, not moved to a map of its own (ten thousand inserts).
     #[serde(skip)]
@@ -136,7 +144,7 @@ type Dirs<'a> = BTreeMap<&'a str, Listing<'a>>;
 
 /// Whether every name `dirs` lists could be one entry of a directory.
 fn names_are_entries(dirs: &Dirs) -> bool {
-    dirs.values().flat_map(|l| &l.1).all(|(name, _)| {
+    dirs.values().flat_map(|l| &l.1).all(|(name, ..)| {
         !name.is_empty() && *name != "." && *name != ".." && !name.contains(['/', '\0'])
     })
 }
@@ -166,15 +174,18 @@ pub struct Listings {
     /// remembered).
     file: Option<PathBuf>,
     bytes: Vec<u8>,
+    /// Whether the file system's `d_ino` is its `st_ino`.
+    inodes: bool,
 }
 
 impl Listings {
     /// The memo in `file`, for a walk of the tree at `root`.
     pub fn read(file: Option<&Path>, root: &Path) -> Listings {
-        let trusted = rustix::fs::statfs(root)
-            .is_ok_and(|fs| TRUSTED.contains(&((fs.f_type as u64) & 0xFFFF_FFFF)));
+        let kind = rustix::fs::statfs(root).map(|fs| (fs.f_type as u64) & 0xFFFF_FFFF);
+        let trusted = kind.is_ok_and(|kind| TRUSTED.contains(&kind));
         let file = file.filter(|_| trusted);
         Listings {
+            inodes: trusted && kind != Ok(OVERLAYFS),
             bytes: file
                 .and_then(|f| fsutil::read_memo(f, MAX_MEMO))
                 .unwrap_or_default(),
@@ -183,6 +194,10 @@ impl Listings {
     }
 }
 
+/// A listing taken anew: the directory's state, and its entries, each
+/// with its kind and inode number.
+type Taken = (DirState, Vec<(String, Kind, u64)>);
+
 /// The listings of one walk of a tree: those remembered from before,
 /// and those taken now, to remember for the next walk ([`Lister::save`]).
 pub struct Lister<'a> {
@@ -190,8 +205,10 @@ pub struct Lister<'a> {
     root: FileId,
     /// What the memo held for this tree; those taken are marked so.
     old: Dirs<'a>,
-    /// Listings taken anew, by path: the directory's state and entries.
-    new: BTreeMap<String, (DirState, Vec<(String, Kind)>)>,
+    /// Listings taken anew, by path.
+    new: BTreeMap<String, Taken>,
+    /// Whether an entry's inode number is the one `stat` gives.
+    inodes: bool,
     /// The memo's other trees, kept as they were.
     others: Vec<Tree<'a>>,
     /// Whether a listing was taken anew, or one the memo held for this
@@ -233,10 +250,18 @@ impl<'a> Lister<'a> {
             root,
             old,
             new: BTreeMap::new(),
+            inodes: memo.inodes,
             others: trees,
             changed,
             settled_before: now - SETTLED,
         }
+    }
+
+    /// Whether an entry's `ino` is the inode number its file's `stat`
+    /// gives: on the file systems whose listings are remembered
+    /// ([`TRUSTED`]), but overlayfs.
+    pub fn inodes(&self) -> bool {
+        self.inodes
     }
 
     /// The entries of the directory `dir`, `rel` in the tree, whose
@@ -250,9 +275,10 @@ impl<'a> Lister<'a> {
                 let entries = listing
                     .1
                     .iter()
-                    .map(|(name, kind)| Entry {
+                    .map(|(name, kind, ino)| Entry {
                         name: (*name).into(),
                         kind: *kind,
+                        ino: *ino,
                     })
                     .collect();
                 return Ok(entries);
@@ -269,12 +295,13 @@ impl<'a> Lister<'a> {
             entries.push(Entry {
                 name: entry.file_name(),
                 kind: Kind::of(entry.file_type()?),
+                ino: std::os::unix::fs::DirEntryExt::ino(&entry),
             });
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let names: Option<Vec<(String, Kind)>> = entries
+        let names: Option<Vec<(String, Kind, u64)>> = entries
             .iter()
-            .map(|e| Some((e.name.to_str()?.to_owned(), e.kind)))
+            .map(|e| Some((e.name.to_str()?.to_owned(), e.kind, e.ino)))
             .collect();
         if let Some(names) = names
             && !rel.is_empty()
@@ -299,7 +326,7 @@ impl<'a> Lister<'a> {
             return;
         }
         let new = self.new.iter().map(|(rel, (state, names))| {
-            let names = names.iter().map(|(name, kind)| (name.as_str(), *kind));
+            let names = (names.iter()).map(|(name, kind, ino)| (name.as_str(), *kind, *ino));
             (rel.as_str(), Listing(*state, names.collect(), true))
         });
         let mut dirs: Dirs = self

@@ -9,7 +9,7 @@
 //! only what differs. Removing a tree of a thousand release directories
 //! and making it again would cost a rebuild more than all the rest.
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::listing::{Kind, Lister, Listings};
-use crate::model::{FileDigest, FileState};
+use crate::model::{FileDigest, FileId, FileState};
 use crate::warning::Warning;
 
 /// Marks an output directory as one this tool made and may replace.
@@ -41,6 +41,9 @@ pub struct Staging<'a> {
     /// The directories among them: a file placed in one needs no
     /// `mkdir -p`, nor the stat that finds its directory there.
     spare_dirs: FxHashSet<String>,
+    /// The regular files among them, by identity, when their directories'
+    /// listings tell it ([`Staging::holds`]): `None` when they cannot.
+    spare_files: Option<FxHashMap<String, FileId>>,
     /// Every site-relative path written or prepared for an image
     /// (hashed: prepared on every core, two for each image, under the
     /// lock).
@@ -55,6 +58,8 @@ pub struct Staging<'a> {
 /// where it was.
 pub struct Spare {
     entries: Vec<SpareEntry>,
+    /// Whether the listings gave each file's identity ([`Lister::inodes`]).
+    inodes: bool,
 }
 
 impl Spare {
@@ -100,8 +105,9 @@ impl Spare {
         let mut lister = Lister::new(&memo, &meta);
         match list_spare(&mut lister, &spare, "", &meta, &mut entries)? {
             None => {
+                let inodes = lister.inodes();
                 lister.save();
-                Ok((Some(Spare { entries }), None))
+                Ok((Some(Spare { entries, inodes }), None))
             }
             Some((rel, kind)) => {
                 fsutil::remove_any(&spare)?;
@@ -131,6 +137,8 @@ impl<'a> Staging<'a> {
             lock,
             spare: Vec::new(),
             spare_dirs: FxHashSet::default(),
+            // An empty directory holds nothing.
+            spare_files: Some(FxHashMap::default()),
             produced: Mutex::new(FxHashSet::default()),
             known: Mutex::new(FxHashSet::default()),
         };
@@ -140,12 +148,20 @@ impl<'a> Staging<'a> {
             let from = spare_path(target);
             fs::rename(&from, staging.path())
                 .map_err(|e| Error::io("cannot reuse the spare site", &from, e))?;
-            for (entry, is_dir) in spare.entries {
-                if is_dir {
-                    staging.spare_dirs.insert(entry.clone());
+            let mut files = spare.inodes.then(FxHashMap::default);
+            for (entry, found) in spare.entries {
+                match (found, files.as_mut()) {
+                    (Found::Dir, _) => {
+                        staging.spare_dirs.insert(entry.clone());
+                    }
+                    (Found::File(id), Some(files)) => {
+                        files.insert(entry.clone(), id);
+                    }
+                    (Found::File(_), None) => {}
                 }
                 staging.spare.push(entry);
             }
+            staging.spare_files = files;
         }
         fsutil::set_mode(staging.path(), fsutil::PUBLISHED_DIR_MODE)?;
         staging.write(
@@ -159,6 +175,18 @@ impl<'a> Staging<'a> {
         self.dir
             .as_deref()
             .expect("a staging directory until committed")
+    }
+
+    /// What the staging directory held at `rel` (site-relative) before
+    /// this build wrote there, as the spare's listings tell it, without a
+    /// stat: a directory in the state it was listed in holds the very
+    /// names, each the very file (replacing one, or linking or removing
+    /// it, moves the directory's ctime).
+    pub fn holds(&self, rel: &str) -> Holds {
+        match &self.spare_files {
+            Some(files) => files.get(rel).map_or(Holds::Nothing, |id| Holds::File(*id)),
+            None => Holds::Unknown,
+        }
     }
 
     /// The place of a site-relative path inside the staging directory, with
@@ -365,8 +393,28 @@ fn retire(old: &Path, spare: &Path) -> Result<()> {
     fs::rename(old, spare).map_err(|e| Error::io("cannot keep the previous site as", spare, e))
 }
 
-/// A site-relative path in the spare, and whether it is a directory.
-type SpareEntry = (String, bool);
+/// A site-relative path in the spare, and what is there.
+type SpareEntry = (String, Found);
+
+/// What the spare holds at a path.
+enum Found {
+    Dir,
+    /// A regular file: which one, as its directory lists it (its device's,
+    /// and the `d_ino` of its entry).
+    File(FileId),
+}
+
+/// What the staging directory holds at a place before a build writes
+/// there ([`Staging::holds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// Not known without a stat.
+    Unknown,
+    /// Nothing, or not a regular file.
+    Nothing,
+    /// This regular file.
+    File(FileId),
+}
 
 /// Lists the directory `rel` of the spare at `root` into `entries`, parents
 /// first, each with whether it is a directory, giving its directories the
@@ -409,12 +457,18 @@ fn list_spare(
                     fsutil::set_mode(&path, fsutil::PUBLISHED_DIR_MODE)?;
                     meta = fsutil::symlink_metadata(&path)?;
                 }
-                entries.push((child.clone(), true));
+                entries.push((child.clone(), Found::Dir));
                 if let Some(found) = list_spare(lister, root, &child, &meta, entries)? {
                     return Ok(Some(found));
                 }
             }
-            Kind::File => entries.push((child, false)),
+            Kind::File => {
+                let id = FileId {
+                    dev: std::os::unix::fs::MetadataExt::dev(meta),
+                    ino: entry.ino,
+                };
+                entries.push((child, Found::File(id)));
+            }
             Kind::Symlink | Kind::Other => {
                 let meta = fsutil::symlink_metadata(&path())?;
                 return Ok(Some((child, fsutil::file_kind(&meta))));

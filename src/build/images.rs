@@ -194,6 +194,7 @@ fn hash_requests(
                 ImageMode::Link => Placement::Link(staging.prepare(image.site_path.as_str())?),
             };
             Ok(Some(Request {
+                holds: staging.holds(image.site_path.as_str()),
                 id: image.site_path.clone(),
                 source: image.source.clone(),
                 real: image.real.clone(),
@@ -228,6 +229,8 @@ struct Request {
     /// The file the scan vetted, as its stat saw it.
     seen: Seen,
     place: Placement,
+    /// What the staging directory held at its place before the build.
+    holds: write::Holds,
     /// Where the previous output holds this site path (canonical), if
     /// there is a previous output: its copy may serve again.
     previous: Option<PathBuf>,
@@ -667,8 +670,13 @@ fn held_link(
     let Some(known) = cached(req, shortcuts, &state) else {
         return Ok(Short::Nothing);
     };
-    let linked = std::fs::symlink_metadata(dst)
-        .is_ok_and(|m| m.is_file() && FileId::of(&m) == seen.state.id());
+    // The spare's listing tells, else a stat.
+    let linked = match req.holds {
+        write::Holds::File(id) => id == seen.state.id(),
+        write::Holds::Nothing => false,
+        write::Holds::Unknown => std::fs::symlink_metadata(dst)
+            .is_ok_and(|m| m.is_file() && FileId::of(&m) == seen.state.id()),
+    };
     if !linked {
         return Ok(Short::Nothing);
     }

@@ -74,8 +74,9 @@ struct Tree {
 }
 
 /// By path in the tree: the directory's `[[dev, ino, size, mtime_ns,
-/// ctime_ns], mode]`, and its entries, sorted by name.
-type Dirs = BTreeMap<String, (((u64, u64, u64, i128, i128), u32), Vec<(String, Kind)>)>;
+/// ctime_ns], mode]`, and its entries, sorted by name, each with its
+/// inode number.
+type Dirs = BTreeMap<String, (((u64, u64, u64, i128, i128), u32), Vec<(String, Kind, u64)>)>;
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 enum Kind {
@@ -88,7 +89,7 @@ enum Kind {
 /// The listings of each tree the memo at `path` holds.
 fn remembered(path: &Path) -> Vec<Dirs> {
     let memo: Memo = postcard::from_bytes(&fs::read(path).unwrap()).unwrap();
-    assert_eq!(memo.format, "vmcast-gen listings 5");
+    assert_eq!(memo.format, "vmcast-gen listings 6");
     let dirs = |tree: &Tree| postcard::from_bytes(&tree.dirs).unwrap();
     memo.trees.iter().map(dirs).collect()
 }
@@ -107,7 +108,7 @@ fn forge(path: &Path, edit: impl Fn(&mut Dirs)) {
 /// Adds an entry `name` of `kind` to the remembered listing of `dir`.
 fn add_entry(dirs: &mut Dirs, dir: &str, name: &str, kind: Kind) {
     let entries = &mut dirs.get_mut(dir).expect("the listing is remembered").1;
-    entries.push((name.to_owned(), kind));
+    entries.push((name.to_owned(), kind, 0));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
 }
 
@@ -126,7 +127,7 @@ fn a_remembered_listing_is_taken_unread() {
     let listed: Vec<&str> = trees[0]["webapp/1.1.0"]
         .1
         .iter()
-        .map(|(n, _)| n.as_str())
+        .map(|(name, ..)| name.as_str())
         .collect();
     assert_eq!(listed, ["release.toml", "webapp-1.1.0.raw"]);
     forge(&memo, |dirs| {
