@@ -6,10 +6,12 @@
 //! Adding, removing or renaming an entry moves its directory's mtime and
 //! ctime, and no call from user space sets a ctime back (`touch -d` moves
 //! it to now), so a directory in the very state a listing was taken in
-//! holds the very entries, each of the kind listed. A listing is only
-//! remembered when its directory's ctime is [`SETTLED`] older than the
-//! listing, and never the root's (the spare's is renamed by every build): a change within the file system clock's granularity of the
-//! one before it would leave the times as they were (git's "racily clean"
+//! holds the very entries, each of the kind and the inode number listed
+//! (which [`Lister::inodes`] says is the file's where it is). A listing is
+//! only remembered when its directory's ctime is [`SETTLED`] older than
+//! the listing, and never the root's (the spare's is renamed by every
+//! build): a change within the file system clock's granularity of the one
+//! before it would leave the times as they were (git's "racily clean"
 //! index entries). What is remembered is per tree (its root's device and
 //! inode), for the last [`TREES`] trees walked under one name: the spare
 //! site is two trees taking turns.
