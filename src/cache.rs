@@ -228,7 +228,8 @@ pub struct HashCache {
     older: Option<PathBuf>,
 }
 
-/// What a cache file held, and whether it was of an older format.
+/// What a cache file held: its format, the program that wrote it, and
+/// what that build recorded; and the file's size.
 struct Loaded {
     format: String,
     program: Option<FileState>,
