@@ -182,6 +182,9 @@ fn read(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 /// format says).
 fn read_older(bytes: &[u8]) -> std::result::Result<Loaded, String> {
     let file = serde_json::from_slice::<OlderFile>(bytes).map_err(|e| e.to_string())?;
+    if file.format == CACHE_FORMAT {
+        return Err(format!("{CACHE_FORMAT} is never JSON"));
+    }
     let mut published = file.published;
     if file.format != OLDER_FORMATS[0] {
         // Where a cache before format 7 kept the files made or copied
@@ -223,8 +226,9 @@ pub struct HashCache {
     written: Option<Vec<u8>>,
     /// The file's size as loaded or last written.
     size: u64,
-    /// What was loaded from the JSON file of an older format, which the
-    /// first save removes, with the listings memos of its time.
+    /// The JSON file of an older format beside the cache (read where the
+    /// cache is missing), which the first save removes, with the listings
+    /// memos of its time.
     older: Option<PathBuf>,
 }
 
@@ -263,8 +267,11 @@ impl HashCache {
     /// with the returned warning.
     pub fn load(path: &Path) -> (Self, Option<Warning>) {
         let program = fsutil::program();
-        let older = path.with_extension("json");
-        let from = [path, older.as_path()].into_iter().find(|p| p.exists());
+        let older = Some(path.with_extension("json")).filter(|o| o != path && o.exists());
+        let from = match path.exists() {
+            true => Some(path.to_path_buf()),
+            false => older.clone(),
+        };
         let mut cache = HashCache {
             path: path.to_path_buf(),
             old: Record::default(),
@@ -273,9 +280,9 @@ impl HashCache {
             current: false,
             written: None,
             size: 0,
-            older: from.filter(|from| *from != path).map(Path::to_path_buf),
+            older,
         };
-        let Some(from) = from else {
+        let Some(from) = from.as_deref() else {
             return (cache, None);
         };
         let loaded = match fsutil::read_regular(from, true, MAX_CACHE) {
@@ -312,7 +319,9 @@ impl HashCache {
             old.rendered.clear();
         }
         cache.old = old;
-        cache.current = ours && loaded.format == CACHE_FORMAT;
+        // An older file left beside (by an older vmcast-gen run since) is
+        // removed by the first save.
+        cache.current = ours && loaded.format == CACHE_FORMAT && cache.older.is_none();
         cache.size = loaded.size;
         (cache, None)
     }
@@ -772,7 +781,17 @@ mod tests {
         assert!(!older.exists() && !listings.exists());
         let (cache, _) = HashCache::load(&cache_path);
         assert!(cache.current);
-        assert_eq!(cache.get(&file, &state), Some(digested));
+        assert_eq!(cache.get(&file, &state), Some(digested.clone()));
+
+        // One written again beside it (by an older vmcast-gen run since)
+        // is not read, and the next save removes it.
+        std::fs::write(&older, "{}").unwrap();
+        let (mut cache, warning) = HashCache::load(&cache_path);
+        assert!(warning.is_none() && !cache.current);
+        assert_eq!(cache.get(&file, &state), Some(digested.clone()));
+        cache.insert(&file, state, &digested);
+        cache.save().unwrap();
+        assert!(!older.exists());
         drop(dir);
     }
 
@@ -823,7 +842,13 @@ mod tests {
     fn corrupt_cache_is_ignored() {
         let (_dir, path, ..) = saved_with_one_entry();
         let bytes = std::fs::read(&path).unwrap();
-        for corrupt in [&b"{not json"[..], &bytes[..bytes.len() - 1], b""] {
+        let claimed = format!(r#"{{"format":"{CACHE_FORMAT}","entries":{{}}}}"#);
+        for corrupt in [
+            &b"{not json"[..],
+            &bytes[..bytes.len() - 1],
+            b"",
+            claimed.as_bytes(),
+        ] {
             std::fs::write(&path, corrupt).unwrap();
             let (cache, warning) = HashCache::load(&path);
             let message = warning.unwrap().message;
