@@ -514,7 +514,7 @@ impl HashCache {
             let listings =
                 ["releases", "spare"].map(|t| older.with_extension(format!("{t}-listings.json")));
             for file in listings.iter().chain([&older]) {
-                let _ = std::fs::remove_file(file);
+                let _ = fsutil::remove_file_if_exists(file);
             }
         }
         self.current = false;

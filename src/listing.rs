@@ -114,9 +114,8 @@ pub struct Entry {
 }
 
 /// A directory's state, from its `lstat`: the file's ([`FileState`]:
-/// which one, its size, when it last changed) and its mode. Written as an
-/// array, `[[dev, ino, size, mtime, ctime], mode]`: a memo holds tens of
-/// thousands, and parsing one is on every build's way.
+/// which one, its size, when it last changed) and its mode, written as
+/// `[[dev, ino, size, mtime, ctime], mode]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct DirState(FileState, u32);
 
@@ -126,8 +125,8 @@ impl DirState {
     }
 }
 
-/// Written as an array of the state and the entries. Its names are
-/// borrowed from the memo's bytes, as read.
+/// A directory's state and entries. Its names are borrowed from the
+/// memo's bytes, as read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Listing<'a>(
     DirState,
@@ -156,7 +155,14 @@ fn names_are_entries(dirs: &Dirs) -> bool {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Tree<'a> {
     root: FileId,
+    /// Written as bytes, as it is read: a slice of `u8` is otherwise
+    /// written as a sequence, which only postcard writes alike.
+    #[serde(serialize_with = "as_bytes")]
     dirs: &'a [u8],
+}
+
+fn as_bytes<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(bytes)
 }
 
 /// The memo as written, with postcard, not JSON: the spare's memo of

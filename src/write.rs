@@ -150,14 +150,15 @@ impl<'a> Staging<'a> {
                 .map_err(|e| Error::io("cannot reuse the spare site", &from, e))?;
             let mut files = spare.inodes.then(FxHashMap::default);
             for (entry, found) in spare.entries {
-                match (found, files.as_mut()) {
-                    (Found::Dir, _) => {
+                match found {
+                    Found::Dir => {
                         staging.spare_dirs.insert(entry.clone());
                     }
-                    (Found::File(id), Some(files)) => {
-                        files.insert(entry.clone(), id);
+                    Found::File(id) => {
+                        if let Some(files) = files.as_mut() {
+                            files.insert(entry.clone(), id);
+                        }
                     }
-                    (Found::File(_), None) => {}
                 }
                 staging.spare.push(entry);
             }
@@ -417,10 +418,9 @@ pub enum Holds {
 }
 
 /// Lists the directory `rel` of the spare at `root` into `entries`, parents
-/// first, each with whether it is a directory, giving its directories the
-/// published mode. Stops at the first
-/// entry that is neither a directory nor a regular file, and returns it and
-/// what it is.
+/// first, each with what it is ([`Found`]), giving its directories the
+/// published mode. Stops at the first entry that is neither a directory
+/// nor a regular file, and returns it and what it is.
 fn list_spare(
     lister: &mut Lister<'_>,
     root: &Path,

@@ -4,8 +4,9 @@ use std::fmt;
 
 use super::ImageInfo;
 
-/// A SHA-256 digest. Written by serde as its lowercase hex, and read from
-/// hex of either case.
+/// A SHA-256 digest. Written by serde as its lowercase hex (read from hex
+/// of either case) where the format is read by people, JSON; as its bytes
+/// where it is not, postcard.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256(pub [u8; 32]);
 
@@ -337,7 +338,7 @@ impl FileDigest {
 
 /// A digest of a prefix followed by an image, from the image's one read:
 /// LXD's image fingerprint, SHA-256 of its metadata tarball and then the
-/// disk. Written by serde as both digests' hex (the hash cache keeps it).
+/// disk. Written by serde as both digests (the hash cache keeps it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Combined {
